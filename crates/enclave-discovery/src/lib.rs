@@ -1,0 +1,3 @@
+//! Subnet discovery.
+//!
+//! Work in progress: see issue 5.

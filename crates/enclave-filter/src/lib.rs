@@ -1,0 +1,91 @@
+//! Allow rules for the per-peer packet filter of the data plane.
+//!
+//! The policy engine produces these rules; the data plane enforces them. This crate is the
+//! shared vocabulary between the two and does no I/O.
+//!
+//! Semantics: everything is denied unless an [`AllowRule`] in the right direction matches the
+//! packet that *opens* a flow. Replies to an allowed flow pass through connection tracking, so
+//! "one way" access is expressed by granting only one direction.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// The transport protocol an [`AllowRule`] matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Every IPv4 packet, whatever it carries.
+    Any,
+    /// ICMP (IPv4).
+    Icmp,
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// An inclusive range of ports, `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// The first port of the range.
+    pub first: u16,
+    /// The last port of the range (equal to `first` for one port).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// A range of one port.
+    pub fn single(port: u16) -> Self {
+        Self {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Whether `port` lies in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+/// One entry of an address set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddrEntry {
+    /// A CIDR block (a single address is a `/32`).
+    Net(Ipv4Net),
+    /// An inclusive range of addresses, `first..=last`.
+    Range {
+        /// The first address of the range.
+        first: Ipv4Addr,
+        /// The last address of the range.
+        last: Ipv4Addr,
+    },
+}
+
+impl AddrEntry {
+    /// Whether `addr` lies in this entry.
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        match self {
+            AddrEntry::Net(net) => net.contains(&addr),
+            AddrEntry::Range { first, last } => *first <= addr && addr <= *last,
+        }
+    }
+}
+
+/// A rule that lets a flow be opened.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AllowRule {
+    /// The protocol of the opening packet.
+    pub protocol: Protocol,
+    /// Destination ports; `None` means every port (and is the only choice for `Any`/`Icmp`).
+    pub ports: Option<PortRange>,
+    /// Source addresses the opening packet may come from; empty means none.
+    pub sources: Vec<AddrEntry>,
+    /// Destination addresses the opening packet may go to; empty means none.
+    pub destinations: Vec<AddrEntry>,
+    /// A label from the policy, shown in status and traces.
+    pub label: Option<String>,
+}

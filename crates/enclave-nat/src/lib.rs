@@ -1,0 +1,3 @@
+//! NAT manager.
+//!
+//! Work in progress: see issue 5.

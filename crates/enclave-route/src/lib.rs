@@ -1,0 +1,3 @@
+//! Route manager.
+//!
+//! Work in progress: see issue 5.

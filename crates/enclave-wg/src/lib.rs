@@ -1,0 +1,3 @@
+//! Sans-IO WireGuard protocol core.
+//!
+//! Work in progress: see issue 3.
