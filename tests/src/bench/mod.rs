@@ -1,0 +1,16 @@
+//! The registry of benchmarks that need namespaces (`cargo xtask bench NAME`).
+
+use crate::Bench;
+
+mod dataplane;
+mod hostplumbing;
+mod routes;
+
+/// Every namespace benchmark.
+pub fn all() -> Vec<Bench> {
+    let mut all = Vec::new();
+    all.extend(dataplane::benches());
+    all.extend(hostplumbing::benches());
+    all.extend(routes::benches());
+    all
+}

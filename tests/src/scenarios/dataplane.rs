@@ -1,0 +1,7 @@
+//! Scenarios of this area (none yet).
+
+use crate::Scenario;
+
+pub fn scenarios() -> Vec<Scenario> {
+    Vec::new()
+}

@@ -1,0 +1,21 @@
+//! The registry of privileged scenarios. Each module owns its scenarios and lists them in its
+//! `scenarios()`; add a module here, nothing else.
+
+use crate::Scenario;
+
+mod dataplane;
+mod discovery;
+mod nat;
+mod reference;
+mod routes;
+
+/// Every scenario, in the order `cargo xtask netns-test` runs them.
+pub fn all() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    all.extend(reference::scenarios());
+    all.extend(dataplane::scenarios());
+    all.extend(routes::scenarios());
+    all.extend(nat::scenarios());
+    all.extend(discovery::scenarios());
+    all
+}

@@ -1,0 +1,154 @@
+//! Pieces that several scenarios and benchmarks share: the reference topology, and a
+//! wireguard-go interface configured with `wg`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use enclave_netns::{Netns, Process, SpawnOpts, TopologySpec};
+
+/// The underlay address of the sender in the reference topology.
+pub const SENDER_UNDERLAY: &str = "10.10.0.2";
+/// The gateway's underlay address in the reference topology.
+pub const GATEWAY_UNDERLAY: &str = "10.10.0.1";
+/// The gateway's address on the LAN.
+pub const GATEWAY_LAN: &str = "192.168.77.1";
+/// The LAN host's address.
+pub const LAN_HOST: &str = "192.168.77.10";
+/// The LAN subnet behind the gateway.
+pub const LAN_SUBNET: &str = "192.168.77.0/24";
+/// The sender's overlay address.
+pub const SENDER_OVERLAY: &str = "100.64.0.2";
+/// The gateway's overlay address.
+pub const GATEWAY_OVERLAY: &str = "100.64.0.1";
+/// The overlay network.
+pub const OVERLAY: &str = "100.64.0.0/10";
+/// The UDP port both WireGuard ends listen on.
+pub const WG_PORT: u16 = 51820;
+
+/// The reference topology: `sender` ↔ `gw` over a veth pair (the underlay), and `gw` ↔ `lan`
+/// on a bridged segment (the Menlo Park office LAN). The LAN host has no route to the overlay,
+/// so only SNAT on the gateway lets it answer.
+pub fn reference_topology(tag: &str) -> TopologySpec {
+    let mut spec = TopologySpec::new(tag);
+    spec.node("sender")
+        .node("gw")
+        .node("lan")
+        .link(("sender", "eth0"), ("gw", "eth0"))
+        .segment("lan", &[("gw", "lan0"), ("lan", "eth0")])
+        .addr("sender", "eth0", &format!("{SENDER_UNDERLAY}/24"))
+        .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
+        .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
+        .addr("lan", "eth0", &format!("{LAN_HOST}/24"))
+        .sysctl("gw", "net.ipv4.ip_forward", "1");
+    spec
+}
+
+/// A WireGuard key pair made by `wg genkey` / `wg pubkey`, base64 as `wg` prints them.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    /// The private key.
+    pub private: String,
+    /// The public key.
+    pub public: String,
+}
+
+/// Makes a key pair with `wg` inside `ns`.
+pub fn wg_keypair(ns: &Netns) -> anyhow::Result<KeyPair> {
+    let private = ns.exec(&["wg", "genkey"])?.trim().to_owned();
+    let public = ns
+        .exec(&[
+            "sh",
+            "-c",
+            "printf '%s\\n' \"$1\" | wg pubkey",
+            "sh",
+            &private,
+        ])?
+        .trim()
+        .to_owned();
+    Ok(KeyPair { private, public })
+}
+
+/// Writes `key` to `dir/name` with mode 0600 and returns the path.
+pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    Ok(path)
+}
+
+/// Starts `wireguard-go -f IFACE` in `ns` and waits until its UAPI socket answers.
+pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
+    let mut process = ns.spawn(
+        &format!("wireguard-go-{}", ns.node()),
+        &["wireguard-go", "-f", iface],
+        SpawnOpts::default()
+            .env("LOG_LEVEL", "debug")
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1"),
+    )?;
+    let socket = ns.wireguard_dir().join(format!("{iface}.sock"));
+    let up = enclave_netns::wait_until(Duration::from_secs(10), || {
+        socket.exists() && ns.exec(&["wg", "show", iface]).is_ok()
+    });
+    if !up {
+        let running = process.is_running();
+        anyhow::bail!(
+            "wireguard-go did not bring up {iface} in {} within 10 s (running: {running}); log:\n{}",
+            ns.node(),
+            process.log()
+        );
+    }
+    Ok(process)
+}
+
+/// One peer of a `wg set` command.
+#[derive(Debug, Clone)]
+pub struct WgPeer<'a> {
+    /// The peer's public key (base64).
+    pub public_key: &'a str,
+    /// Comma-separated allowed IPs.
+    pub allowed_ips: &'a str,
+    /// `IP:PORT`, when this side should know where the peer is.
+    pub endpoint: Option<String>,
+}
+
+/// Configures `iface` in `ns` with `wg set` (key, port, one peer), gives it `address` and brings
+/// it up.
+pub fn wg_configure(
+    ns: &Netns,
+    iface: &str,
+    key_file: &Path,
+    address: &str,
+    peer: &WgPeer<'_>,
+) -> anyhow::Result<()> {
+    let port = WG_PORT.to_string();
+    let key_file = key_file.to_string_lossy();
+    let mut argv = vec![
+        "wg",
+        "set",
+        iface,
+        "listen-port",
+        &port,
+        "private-key",
+        &key_file,
+        "peer",
+        peer.public_key,
+        "allowed-ips",
+        peer.allowed_ips,
+    ];
+    if let Some(endpoint) = &peer.endpoint {
+        argv.extend(["endpoint", endpoint.as_str()]);
+    }
+    ns.exec(&argv)?;
+    ns.exec(&["ip", "addr", "add", address, "dev", iface])?;
+    ns.exec(&["ip", "link", "set", iface, "up"])?;
+    Ok(())
+}
