@@ -1,7 +1,7 @@
 //! `enclave-scenarios`: runs the privileged scenarios and benchmarks in network namespaces.
 //!
 //! Normally started by `cargo xtask netns-test [NAME…]` or `cargo xtask bench NAME`, which build
-//! the binaries first. Usage: `enclave-scenarios list | run [NAME…] | bench NAME`.
+//! the binaries first. Usage: `enclave-scenarios list | run [NAME…] | bench NAME | clean`.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -28,9 +28,17 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Some("run") => run(&args[1..]),
+        Some("clean") => {
+            let removed = enclave_netns::remove_stale();
+            println!("removed {} namespaces left by dead runs", removed.len());
+            for name in removed {
+                println!("  {name}");
+            }
+            Ok(true)
+        }
         Some("bench") => run_bench(&args[1..]),
         _ => {
-            eprintln!("usage: enclave-scenarios list | run [NAME…] | bench NAME");
+            eprintln!("usage: enclave-scenarios list | run [NAME…] | bench NAME | clean");
             return ExitCode::from(2);
         }
     };

@@ -1,1 +1,187 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `cargo xtask ci` — everything CI checks: formatting, clippy, licences, unit tests, and the
+//!   privileged scenarios in network namespaces. Installs the system packages it needs when run
+//!   as root (apt-get), and cargo-deny when it is missing.
+//! - `cargo xtask netns-test [NAME…]` — builds the binaries and runs the privileged scenarios.
+//! - `cargo xtask demo` — the live demo on this machine.
+//! - `cargo xtask bench NAME` — benchmarks (`criterion`, or a namespace benchmark by name).
+//! - `cargo xtask netns-clean` — removes namespaces left by runs that died.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+
+mod packages;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("netns-test") => netns_test(&args[1..]),
+        Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
+        Some("netns-clean") => scenarios(&["clean"]),
+        Some("install-deps") => packages::ensure_installed(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 ci                   fmt, clippy, cargo-deny, unit tests, netns scenarios\n  \
+                 netns-test [NAME…]   build, then run the privileged scenarios (as root)\n  \
+                 demo                 the live demo in network namespaces (as root)\n  \
+                 bench NAME           criterion | a namespace benchmark (see `bench list`)\n  \
+                 netns-clean          remove namespaces left by runs that died\n  \
+                 install-deps         install the system packages the tests need (as root)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, printing it first; a non-zero exit is an error.
+fn run(step: &str, mut cmd: Command) -> anyhow::Result<()> {
+    println!("==> {step}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {step}"))?;
+    if !status.success() {
+        bail!("{step} failed ({status})");
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn ci() -> anyhow::Result<()> {
+    packages::ensure_installed()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run("cargo fmt --check", fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy --all-targets -- -D warnings", clippy)?;
+    packages::ensure_cargo_deny()?;
+    let mut deny = cargo();
+    deny.args(["deny", "check", "licenses", "bans", "sources"]);
+    run("cargo deny check licenses bans sources", deny)?;
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run("cargo test --workspace", test)?;
+    netns_test(&[])
+}
+
+fn build_binaries() -> anyhow::Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    run("cargo build --workspace --bins", build)
+}
+
+/// Runs the scenario runner built by [`build_binaries`].
+fn scenarios(args: &[&str]) -> anyhow::Result<()> {
+    let runner = target_dir().join("debug").join("enclave-scenarios");
+    if !runner.is_file() {
+        build_binaries()?;
+    }
+    let status = Command::new(&runner)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot start {}", runner.display()))?;
+    if !status.success() {
+        bail!("enclave-scenarios {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("`cargo xtask {what}` creates network namespaces and needs root: run `sudo -E cargo xtask {what}`");
+    }
+    Ok(())
+}
+
+fn netns_test(names: &[String]) -> anyhow::Result<()> {
+    require_root("netns-test")?;
+    packages::ensure_installed()?;
+    build_binaries()?;
+    let mut args = vec!["run"];
+    args.extend(names.iter().map(String::as_str));
+    scenarios(&args)
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        None | Some("list") => {
+            println!("criterion      the criterion benchmarks of the library crates (cargo bench)");
+            scenarios(&["list"])
+        }
+        Some("criterion") => {
+            let mut bench = cargo();
+            bench.args(["bench", "--workspace"]);
+            run("cargo bench --workspace", bench)
+        }
+        Some(name) => {
+            require_root("bench")?;
+            packages::ensure_installed()?;
+            let mut build = cargo();
+            build.args(["build", "--release", "--workspace", "--bins"]);
+            run("cargo build --release --workspace --bins", build)?;
+            let runner = target_dir().join("release").join("enclave-scenarios");
+            let status = Command::new(&runner)
+                .args(["bench", name])
+                .status()
+                .with_context(|| format!("cannot start {}", runner.display()))?;
+            if !status.success() {
+                bail!("benchmark {name} failed ({status})");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn demo() -> anyhow::Result<()> {
+    bail!(
+        "the demo needs enclave-agent and enclave-gw to run the overlay end to end, and they \
+         cannot yet (issue 6: `enclave-agent run` / `enclave-gw run`). Until then, \
+         `sudo cargo xtask netns-test reference-wireguard-go-gateway` shows the reference gateway \
+         topology working with wireguard-go and nft."
+    )
+}

@@ -1,0 +1,76 @@
+//! The system packages the tests need, installed with apt-get when running as root.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// Debian packages the build and the privileged tests need.
+pub const PACKAGES: &[&str] = &[
+    "nftables",
+    "iptables",
+    "libnftnl-dev",
+    "libmnl-dev",
+    "pkg-config",
+    "iproute2",
+    "iputils-ping",
+    "wireguard-go",
+    "wireguard-tools",
+    "tcpdump",
+    "iperf3",
+    "python3",
+    "procps",
+    "util-linux",
+];
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Installs the missing packages (as root), or says exactly how to (otherwise).
+pub fn ensure_installed() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let command = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    if !crate::is_root() {
+        bail!(
+            "missing system packages: {}; install them with\n  sudo sh -c '{command}'",
+            missing.join(" ")
+        );
+    }
+    println!("==> installing {}", missing.join(" "));
+    let status = Command::new("sh")
+        .args(["-c", &command])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!("`{command}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs cargo-deny with `cargo install --locked` when `cargo deny` is missing.
+pub fn ensure_cargo_deny() -> anyhow::Result<()> {
+    let present = Command::new("cargo")
+        .args(["deny", "--version"])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    crate::run("cargo install --locked cargo-deny", {
+        let mut cmd = Command::new("cargo");
+        cmd.args(["install", "--locked", "cargo-deny"]);
+        cmd
+    })
+}
