@@ -1,3 +1,35 @@
-//! Route manager.
+//! Route manager: keeps the routes of the tunnel interface as they are wanted, over netlink.
 //!
-//! Work in progress: see issue 5.
+//! The caller hands in plain values: a set of [`Route`]s (destination, table, metric) that must
+//! point at the tunnel interface, and optionally a [`DefaultRoute`] setting. The manager knows
+//! nothing of policies or gateways.
+//!
+//! - Every route and rule it creates carries the route protocol id [`PROTOCOL_ENCLAVE`] (0x45,
+//!   69, unused in iproute2's `rt_protos`), so a restarted agent finds exactly its own and never
+//!   touches another program's.
+//! - [`plan`] is the sans-IO core: it diffs what is wanted against what the kernel has and says
+//!   what to add, what to remove and which foreign routes conflict. [`RouteManager`] is the thin
+//!   netlink shell around it.
+//! - A default route is installed the way wg-quick does it: the route `0.0.0.0/0` goes into a
+//!   table of ours; a rule `not fwmark MARK lookup TABLE` sends everything that is not the data
+//!   plane's own (marked) UDP there; a rule `lookup main suppress_prefixlength 0` in front lets
+//!   the main table's more specific routes (the LAN) win; `net.ipv4.conf.all.src_valid_mark` is
+//!   set to 1 and its previous value restored on stop.
+//! - Conflicts (an equal or more specific route in the same table on another interface) are
+//!   reported, never fought: an equal foreign route makes us leave ours out.
+//!
+//! Architecture invariant: this crate does not know what a policy is; it is given routes.
+
+mod error;
+mod manager;
+mod netlink;
+mod plan;
+mod sysctl;
+
+pub use error::{Error, Result};
+pub use manager::{Config, Report, RouteManager};
+pub use netlink::{RouteLookup, Rtnl};
+pub use plan::{
+    plan, Conflict, ConflictKind, DefaultRoute, Desired, KernelRoute, KernelRule, Plan, Route,
+    RuleSpec, PROTOCOL_ENCLAVE, TABLE_MAIN,
+};
