@@ -9,6 +9,21 @@
 
 use std::net::Ipv4Addr;
 
+mod conntrack;
+mod filter;
+pub mod packet;
+
+pub use conntrack::Timeouts;
+pub use filter::{
+    Direction, DropCounts, DropReason, FilterConfig, FilterRules, FilterStats, PeerFilter, Verdict,
+};
+pub use packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+use filter::rules_allow as filter_rules_allow_for_tests;
+
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
