@@ -1,0 +1,812 @@
+//! Parsing and validation of the network definition: every problem at once, with positions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+
+use base64::Engine as _;
+use enclave_filter::{AddrEntry, PortRange, Protocol};
+use ipnet::Ipv4Net;
+
+use crate::diag::{Diagnostic, Severity, Sink};
+use crate::model::{
+    entry_within, AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow,
+    Network, System, Tag, TrustKind, TrustRequirement, Weekday,
+};
+use crate::raw::{RawAcl, RawActiveHours, RawDefinition, S};
+use crate::{Error, Result};
+
+/// The overlay network when the definition does not say.
+pub const DEFAULT_OVERLAY: &str = "100.64.0.0/10";
+/// Persistent keepalive when the definition does not say, in seconds.
+pub const DEFAULT_KEEPALIVE: u16 = 25;
+/// A gateway's priority when the definition does not say.
+pub const DEFAULT_PRIORITY: u32 = 100;
+
+/// A network definition that passed validation, with the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated definition.
+    pub network: Network,
+    /// Legal but suspicious things, in file order.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates a network definition. `file` is only used in diagnostics.
+///
+/// # Errors
+/// [`Error::Invalid`] with every error (and warning) found, in file order.
+pub fn load(file: &str, text: &str) -> Result<Loaded> {
+    let mut sink = Sink::new(file, text);
+    let raw: RawDefinition = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            sink.error(&span, err.message().trim_end().to_owned());
+            return Err(invalid(file, sink));
+        }
+    };
+    let network = Checker { sink: &mut sink }.check(raw);
+    if sink.has_errors() {
+        return Err(invalid(file, sink));
+    }
+    Ok(Loaded {
+        network,
+        warnings: sink.finish(),
+    })
+}
+
+fn invalid(file: &str, sink: Sink<'_>) -> Error {
+    Error::Invalid {
+        file: file.to_owned(),
+        diagnostics: sink.finish(),
+    }
+}
+
+struct Checker<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+/// Where each thing was defined, for diagnostics that refer back to it.
+#[derive(Default)]
+struct Places {
+    system_names: BTreeMap<String, Range<usize>>,
+    tag_carried: BTreeSet<String>,
+}
+
+impl Checker<'_, '_> {
+    fn check(&mut self, raw: RawDefinition) -> Network {
+        let (overlay, keepalive) = self.network_section(raw.network);
+        let mut places = Places::default();
+        let systems = self.systems(raw.system, overlay, &mut places);
+        let trust_requirements = self.trust_requirements(raw.trust_requirement);
+        let tags = self.tags(raw.tag, &trust_requirements, &places);
+        let mut policy_names = BTreeMap::new();
+        let mut direct_policies = BTreeMap::new();
+        for raw in raw.direct_policy {
+            let span = raw.span();
+            let raw = raw.into_inner();
+            let name = self.policy_name(&raw.name, &mut policy_names);
+            let policy = DirectPolicy {
+                name: name.clone(),
+                enabled: raw.enabled.unwrap_or(true),
+                senders: self.tag_list(&raw.senders, "senders", &places),
+                receivers: self.tag_list(&raw.receivers, "receivers", &places),
+                acl: self.acl(&raw.acl),
+                trust: self.trust_names(&raw.trust, &trust_requirements),
+                active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
+            };
+            let grants_something = policy.enabled
+                && !policy.acl.is_empty()
+                && carriers(&systems, &policy.senders).next().is_some()
+                && carriers(&systems, &policy.receivers).next().is_some();
+            if !grants_something {
+                self.grants_nothing(&span, &name, policy.enabled);
+            }
+            direct_policies.insert(name, policy);
+        }
+        let mut gateway_policies = BTreeMap::new();
+        for raw in raw.gateway_policy {
+            let span = raw.span();
+            let raw = raw.into_inner();
+            let name = self.policy_name(&raw.name, &mut policy_names);
+            let senders = self.tag_list(&raw.senders, "senders", &places);
+            let gateways = self.gateway_list(&raw.gateways, &systems);
+            let subnets = self.policy_subnets(&raw.subnets, &gateways, &systems, overlay);
+            let filter = raw
+                .filter
+                .as_ref()
+                .map(|f| self.filter(f, &subnets))
+                .unwrap_or_default();
+            let policy = GatewayPolicy {
+                name: name.clone(),
+                enabled: raw.enabled.unwrap_or(true),
+                senders,
+                gateways,
+                subnets,
+                filter,
+                acl: self.acl(&raw.acl),
+                trust: self.trust_names(&raw.trust, &trust_requirements),
+                active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
+            };
+            let grants_something = policy.enabled
+                && !policy.acl.is_empty()
+                && !policy.subnets.is_empty()
+                && carriers(&systems, &policy.senders).next().is_some();
+            if !grants_something {
+                self.grants_nothing(&span, &name, policy.enabled);
+            }
+            gateway_policies.insert(name, policy);
+        }
+        Network {
+            overlay,
+            keepalive,
+            systems,
+            tags,
+            trust_requirements,
+            direct_policies,
+            gateway_policies,
+        }
+    }
+
+    fn network_section(
+        &mut self,
+        raw: Option<S<crate::raw::RawNetwork>>,
+    ) -> (Ipv4Net, Option<u16>) {
+        let default_overlay: Ipv4Net = DEFAULT_OVERLAY.parse().unwrap_or_default();
+        let Some(raw) = raw else {
+            return (default_overlay, Some(DEFAULT_KEEPALIVE));
+        };
+        let raw = raw.into_inner();
+        let overlay = match &raw.overlay {
+            None => default_overlay,
+            Some(text) => match self.cidr(text, "overlay network") {
+                Some(net) if net.prefix_len() <= 30 => net,
+                Some(_) => {
+                    self.sink
+                        .error(&text.span(), "the overlay network must be a /30 or larger");
+                    default_overlay
+                }
+                None => default_overlay,
+            },
+        };
+        let keepalive = match raw.keepalive {
+            None => Some(DEFAULT_KEEPALIVE),
+            Some(k) if *k.get_ref() == 0 => None,
+            Some(k) => Some(k.into_inner()),
+        };
+        (overlay, keepalive)
+    }
+
+    fn systems(
+        &mut self,
+        raw: Vec<S<crate::raw::RawSystem>>,
+        overlay: Ipv4Net,
+        places: &mut Places,
+    ) -> BTreeMap<String, System> {
+        let mut keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut addresses: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+        let mut systems = BTreeMap::new();
+        for raw in raw {
+            let raw = raw.into_inner();
+            let name = raw.name.get_ref().clone();
+            if !self.name_ok(&raw.name, "system") {
+                continue;
+            }
+            if places.system_names.contains_key(&name) {
+                self.sink
+                    .error(&raw.name.span(), format!("duplicate system name {name:?}"));
+                continue;
+            }
+            places.system_names.insert(name.clone(), raw.name.span());
+            let key = raw.public_key.get_ref().trim().to_owned();
+            match base64::engine::general_purpose::STANDARD.decode(&key) {
+                Ok(bytes) if bytes.len() == 32 => {
+                    if let Some(other) = keys.insert(key.clone(), name.clone()) {
+                        self.sink.error(
+                            &raw.public_key.span(),
+                            format!("system {name:?} has the same public key as system {other:?}"),
+                        );
+                    }
+                }
+                _ => self.sink.error_hint(
+                    &raw.public_key.span(),
+                    format!("public key of system {name:?} is not a WireGuard key"),
+                    "a key is 32 bytes in base64 (44 characters), as `enclave-agent keygen` prints",
+                ),
+            }
+            let address = match raw.address.get_ref().parse::<Ipv4Addr>() {
+                Ok(addr) => {
+                    if !overlay.contains(&addr)
+                        || addr == overlay.network()
+                        || addr == overlay.broadcast()
+                    {
+                        self.sink.error(
+                            &raw.address.span(),
+                            format!(
+                                "virtual address {addr} of system {name:?} is outside the usable \
+                                 addresses of the overlay network {overlay}"
+                            ),
+                        );
+                    } else if let Some(other) = addresses.insert(addr, name.clone()) {
+                        self.sink.error(
+                            &raw.address.span(),
+                            format!(
+                                "system {name:?} has the same virtual address {addr} as system \
+                                 {other:?}"
+                            ),
+                        );
+                    }
+                    addr
+                }
+                Err(_) => {
+                    self.sink.error(
+                        &raw.address.span(),
+                        format!(
+                            "virtual address {:?} of system {name:?} is not an IPv4 address",
+                            raw.address.get_ref()
+                        ),
+                    );
+                    Ipv4Addr::UNSPECIFIED
+                }
+            };
+            let mut tags = BTreeSet::new();
+            for tag in &raw.tags {
+                if self.name_ok(tag, "tag") && !tags.insert(tag.get_ref().clone()) {
+                    self.sink.warning(
+                        &tag.span(),
+                        format!("tag {:?} is listed twice on system {name:?}", tag.get_ref()),
+                    );
+                }
+            }
+            places.tag_carried.extend(tags.iter().cloned());
+            let endpoint = raw.endpoint.as_ref().and_then(|ep| {
+                let parsed = ep.get_ref().parse::<SocketAddr>().ok();
+                if parsed.is_none() {
+                    self.sink.error_hint(
+                        &ep.span(),
+                        format!(
+                            "endpoint {:?} of system {name:?} is not an address and port",
+                            ep.get_ref()
+                        ),
+                        "write it as IP:PORT, for example \"203.0.113.10:51820\"",
+                    );
+                }
+                parsed
+            });
+            let gateway = raw.gateway.map(|g| {
+                let g = g.into_inner();
+                let mut subnets = BTreeSet::new();
+                for text in &g.subnets {
+                    if let Some(net) = self.cidr(text, "subnet") {
+                        self.overlap_warning(&net, overlay, text);
+                        subnets.insert(net);
+                    }
+                }
+                let removed = g
+                    .removed
+                    .iter()
+                    .filter_map(|s| self.cidr(s, "subnet"))
+                    .collect();
+                GatewaySettings {
+                    allowed: g.allowed,
+                    subnets,
+                    removed,
+                    auto_discover: g.auto_discover.unwrap_or(true),
+                    priority: g.priority.map_or(DEFAULT_PRIORITY, |p| p.into_inner()),
+                }
+            });
+            systems.insert(
+                name.clone(),
+                System {
+                    name,
+                    public_key: key,
+                    address,
+                    tags,
+                    endpoint,
+                    enabled: raw.enabled.unwrap_or(true),
+                    gateway,
+                },
+            );
+        }
+        systems
+    }
+
+    fn overlap_warning(&mut self, net: &Ipv4Net, overlay: Ipv4Net, text: &S<String>) {
+        if net.prefix_len() > 0 && (net.contains(&overlay) || overlay.contains(net)) {
+            self.sink.warning(
+                &text.span(),
+                format!("subnet {net} overlaps the overlay network {overlay}"),
+            );
+        }
+    }
+
+    fn trust_requirements(
+        &mut self,
+        raw: Vec<S<crate::raw::RawTrust>>,
+    ) -> BTreeMap<String, TrustRequirement> {
+        let mut out = BTreeMap::new();
+        for raw in raw {
+            let raw = raw.into_inner();
+            let name = raw.name.get_ref().clone();
+            if !self.name_ok(&raw.name, "trust requirement") {
+                continue;
+            }
+            if out.contains_key(&name) {
+                self.sink.error(
+                    &raw.name.span(),
+                    format!("duplicate trust requirement name {name:?}"),
+                );
+                continue;
+            }
+            let kind = match raw.kind.get_ref().as_str() {
+                "public_ip" => {
+                    let allow: Vec<_> = raw
+                        .allow
+                        .iter()
+                        .filter_map(|s| self.cidr(s, "address range"))
+                        .collect();
+                    let block: Vec<_> = raw
+                        .block
+                        .iter()
+                        .filter_map(|s| self.cidr(s, "address range"))
+                        .collect();
+                    if raw.allow.is_empty() && raw.block.is_empty() {
+                        self.sink.warning(
+                            &raw.name.span(),
+                            format!("trust requirement {name:?} has neither allow nor block ranges and always holds"),
+                        );
+                    }
+                    TrustKind::PublicIp { allow, block }
+                }
+                other => {
+                    self.sink.error_hint(
+                        &raw.kind.span(),
+                        format!("unknown trust requirement kind {other:?}"),
+                        "the supported kind is \"public_ip\"",
+                    );
+                    continue;
+                }
+            };
+            out.insert(name.clone(), TrustRequirement { name, kind });
+        }
+        out
+    }
+
+    fn tags(
+        &mut self,
+        raw: Vec<S<crate::raw::RawTag>>,
+        trust: &BTreeMap<String, TrustRequirement>,
+        places: &Places,
+    ) -> BTreeMap<String, Tag> {
+        let mut out = BTreeMap::new();
+        for raw in raw {
+            let raw = raw.into_inner();
+            let name = raw.name.get_ref().clone();
+            if !self.name_ok(&raw.name, "tag") {
+                continue;
+            }
+            if out.contains_key(&name) {
+                self.sink
+                    .error(&raw.name.span(), format!("tag {name:?} is defined twice"));
+                continue;
+            }
+            if !places.tag_carried.contains(&name) {
+                self.sink
+                    .warning(&raw.name.span(), format!("no system carries tag {name:?}"));
+            }
+            let trust = self.trust_names(&raw.trust, trust);
+            out.insert(name.clone(), Tag { name, trust });
+        }
+        out
+    }
+
+    fn policy_name(
+        &mut self,
+        name: &S<String>,
+        seen: &mut BTreeMap<String, Range<usize>>,
+    ) -> String {
+        let text = name.get_ref().clone();
+        if self.name_ok(name, "policy") && seen.insert(text.clone(), name.span()).is_some() {
+            self.sink
+                .error(&name.span(), format!("duplicate policy name {text:?}"));
+        }
+        text
+    }
+
+    fn grants_nothing(&mut self, span: &Range<usize>, name: &str, enabled: bool) {
+        if enabled {
+            self.sink
+                .warning(span, format!("policy {name:?} grants nothing"));
+        }
+    }
+
+    fn name_ok(&mut self, name: &S<String>, what: &str) -> bool {
+        if name.get_ref().trim().is_empty() {
+            self.sink
+                .error(&name.span(), format!("{what} name is empty"));
+            false
+        } else {
+            true
+        }
+    }
+
+    fn tag_list(
+        &mut self,
+        list: &S<Vec<S<String>>>,
+        side: &str,
+        places: &Places,
+    ) -> BTreeSet<String> {
+        if list.get_ref().is_empty() {
+            self.sink
+                .error(&list.span(), format!("the {side} of a policy name no tag"));
+        }
+        let mut out = BTreeSet::new();
+        for tag in list.get_ref() {
+            if !self.name_ok(tag, "tag") {
+                continue;
+            }
+            if !places.tag_carried.contains(tag.get_ref()) {
+                self.sink.warning(
+                    &tag.span(),
+                    format!("no system carries tag {:?}", tag.get_ref()),
+                );
+            }
+            out.insert(tag.get_ref().clone());
+        }
+        out
+    }
+
+    fn gateway_list(
+        &mut self,
+        list: &S<Vec<S<String>>>,
+        systems: &BTreeMap<String, System>,
+    ) -> BTreeSet<String> {
+        if list.get_ref().is_empty() {
+            self.sink
+                .error(&list.span(), "a gateway access policy names no gateway");
+        }
+        let mut out = BTreeSet::new();
+        for name in list.get_ref() {
+            let text = name.get_ref();
+            match systems.get(text) {
+                None => self
+                    .sink
+                    .error(&name.span(), format!("no system named {text:?}")),
+                Some(system) if !system.gateway.as_ref().is_some_and(|g| g.allowed) => {
+                    self.sink.error_hint(
+                        &name.span(),
+                        format!("system {text:?} is not allowed to act as a gateway"),
+                        format!("set `allowed = true` in the [system.gateway] table of {text:?}"),
+                    )
+                }
+                Some(_) => {
+                    out.insert(text.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn policy_subnets(
+        &mut self,
+        list: &S<Vec<S<String>>>,
+        gateways: &BTreeSet<String>,
+        systems: &BTreeMap<String, System>,
+        overlay: Ipv4Net,
+    ) -> BTreeSet<Ipv4Net> {
+        if list.get_ref().is_empty() {
+            self.sink
+                .error(&list.span(), "a gateway access policy names no subnet");
+        }
+        let mut out = BTreeSet::new();
+        for text in list.get_ref() {
+            let Some(net) = self.cidr(text, "subnet") else {
+                continue;
+            };
+            self.overlap_warning(&net, overlay, text);
+            let offered = gateways.iter().any(|g| {
+                systems
+                    .get(g)
+                    .and_then(|s| s.gateway.as_ref())
+                    .and_then(|s| s.source_of(net))
+                    .is_some()
+            });
+            if !offered && !gateways.is_empty() {
+                let names: Vec<_> = gateways.iter().map(|g| format!("{g:?}")).collect();
+                self.sink.error_hint(
+                    &text.span(),
+                    format!(
+                        "subnet {net} is not offered by any gateway of this policy ({})",
+                        names.join(", ")
+                    ),
+                    "add it to `subnets` in the [system.gateway] table of a gateway \
+                     (and out of `removed`)",
+                );
+            }
+            out.insert(net);
+        }
+        out
+    }
+
+    fn filter(&mut self, list: &S<Vec<S<String>>>, subnets: &BTreeSet<Ipv4Net>) -> Vec<AddrEntry> {
+        if list.get_ref().is_empty() {
+            self.sink.error_hint(
+                &list.span(),
+                "the subnet filter is empty and would allow nothing",
+                "remove `filter` to grant the whole subnets",
+            );
+        }
+        let mut out = BTreeSet::new();
+        for text in list.get_ref() {
+            let Some(entry) = self.addr_entry(text) else {
+                continue;
+            };
+            if !subnets.iter().any(|net| entry_within(&entry, *net)) {
+                self.sink.error(
+                    &text.span(),
+                    format!(
+                        "filter entry {:?} is not inside the subnets of the policy",
+                        text.get_ref()
+                    ),
+                );
+                continue;
+            }
+            out.insert(entry);
+        }
+        out.into_iter().collect()
+    }
+
+    fn addr_entry(&mut self, text: &S<String>) -> Option<AddrEntry> {
+        let raw = text.get_ref().trim();
+        let parsed = if let Some((a, b)) = raw.split_once('-') {
+            match (a.trim().parse::<Ipv4Addr>(), b.trim().parse::<Ipv4Addr>()) {
+                (Ok(first), Ok(last)) if first <= last => Some(AddrEntry::Range { first, last }),
+                (Ok(_), Ok(_)) => {
+                    self.sink.error(
+                        &text.span(),
+                        format!("address range {raw:?} ends before it starts"),
+                    );
+                    return None;
+                }
+                _ => None,
+            }
+        } else if raw.contains('/') {
+            raw.parse::<Ipv4Net>()
+                .ok()
+                .map(|n| AddrEntry::Net(n.trunc()))
+        } else {
+            raw.parse::<Ipv4Addr>()
+                .ok()
+                .map(|a| AddrEntry::Net(Ipv4Net::from(a)))
+        };
+        if parsed.is_none() {
+            self.sink.error_hint(
+                &text.span(),
+                format!("filter entry {raw:?} is not an address, a range or a CIDR"),
+                "write 192.168.77.20, 192.168.77.20-192.168.77.21 or 192.168.77.16/28",
+            );
+        }
+        parsed
+    }
+
+    fn cidr(&mut self, text: &S<String>, what: &str) -> Option<Ipv4Net> {
+        let raw = text.get_ref().trim();
+        match raw.parse::<Ipv4Net>() {
+            Ok(net) if net.trunc() == net => Some(net),
+            Ok(net) => {
+                self.sink.error_hint(
+                    &text.span(),
+                    format!("{what} {raw} has host bits set"),
+                    format!("did you mean {}?", net.trunc()),
+                );
+                None
+            }
+            Err(_) => {
+                self.sink.error_hint(
+                    &text.span(),
+                    format!("{what} {raw:?} is not an IPv4 CIDR"),
+                    "write it as ADDRESS/PREFIX, for example 192.168.77.0/24",
+                );
+                None
+            }
+        }
+    }
+
+    fn acl(&mut self, list: &S<Vec<S<RawAcl>>>) -> Vec<AclEntry> {
+        let mut out = Vec::new();
+        for entry in list.get_ref() {
+            if let Some(acl) = self.acl_entry(entry) {
+                if !out.contains(&acl) {
+                    out.push(acl);
+                }
+            }
+        }
+        out
+    }
+
+    fn acl_entry(&mut self, entry: &S<RawAcl>) -> Option<AclEntry> {
+        let raw = entry.get_ref();
+        let protocol = match raw.protocol.get_ref().to_ascii_lowercase().as_str() {
+            "any" => Protocol::Any,
+            "icmp" => Protocol::Icmp,
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                self.sink.error_hint(
+                    &raw.protocol.span(),
+                    format!("unknown protocol {other:?} in ACL"),
+                    "use any, icmp, tcp or udp",
+                );
+                return None;
+            }
+        };
+        let ports = match &raw.ports {
+            None => None,
+            Some(_) if matches!(protocol, Protocol::Any | Protocol::Icmp) => {
+                let spanned = raw.ports.as_ref().map(|p| p.span()).unwrap_or_default();
+                self.sink.error(
+                    &spanned,
+                    format!(
+                        "ports make no sense for protocol {}",
+                        raw.protocol.get_ref().to_ascii_lowercase()
+                    ),
+                );
+                return None;
+            }
+            Some(value) => Some(self.ports(value)?),
+        };
+        Some(AclEntry {
+            protocol,
+            ports,
+            label: raw.label.clone(),
+        })
+    }
+
+    fn ports(&mut self, value: &S<toml::Value>) -> Option<PortRange> {
+        let hint = "write a port (445) or a range (\"8000-8100\") between 1 and 65535";
+        let port = |n: i64| u16::try_from(n).ok().filter(|p| *p != 0);
+        let parsed = match value.get_ref() {
+            toml::Value::Integer(n) => port(*n).map(PortRange::single),
+            toml::Value::String(text) => {
+                let (a, b) = text.split_once('-').unwrap_or((text, text));
+                match (a.trim().parse::<i64>(), b.trim().parse::<i64>()) {
+                    (Ok(a), Ok(b)) => match (port(a), port(b)) {
+                        (Some(first), Some(last)) if first <= last => {
+                            Some(PortRange { first, last })
+                        }
+                        (Some(_), Some(_)) => {
+                            self.sink.error_hint(
+                                &value.span(),
+                                format!("port range {text:?} ends before it starts"),
+                                hint,
+                            );
+                            return None;
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.sink.error_hint(
+                &value.span(),
+                format!("bad port or port range {}", value.get_ref()),
+                hint,
+            );
+        }
+        parsed
+    }
+
+    fn trust_names(
+        &mut self,
+        list: &[S<String>],
+        known: &BTreeMap<String, TrustRequirement>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in list {
+            if !known.contains_key(name.get_ref()) {
+                self.sink.error_hint(
+                    &name.span(),
+                    format!("no trust requirement named {:?}", name.get_ref()),
+                    "define it in a [[trust_requirement]] table",
+                );
+            } else if !out.contains(name.get_ref()) {
+                out.push(name.get_ref().clone());
+            }
+        }
+        out
+    }
+
+    fn active_hours(&mut self, raw: &S<RawActiveHours>) -> Option<ActiveHours> {
+        let h = raw.get_ref();
+        let mut ok = true;
+        let mut days = BTreeSet::new();
+        for day in &h.days {
+            match Weekday::parse(day.get_ref()) {
+                Some(d) => {
+                    days.insert(d);
+                }
+                None => {
+                    ok = false;
+                    self.sink.error_hint(
+                        &day.span(),
+                        format!("unknown day {:?}", day.get_ref()),
+                        "use mon, tue, wed, thu, fri, sat or sun",
+                    );
+                }
+            }
+        }
+        if h.days.is_empty() {
+            self.sink.warning(
+                &raw.span(),
+                "active hours name no day: the policy is never active",
+            );
+        }
+        let mut windows = Vec::new();
+        for text in &h.hours {
+            match parse_window(text.get_ref()) {
+                Some(w) => windows.push(w),
+                None => {
+                    ok = false;
+                    self.sink.error_hint(
+                        &text.span(),
+                        format!("bad hours window {:?}", text.get_ref()),
+                        "write HH:MM-HH:MM with the end after the start (up to 24:00); \
+                         split a window that crosses midnight in two",
+                    );
+                }
+            }
+        }
+        if jiff::tz::TimeZoneDatabase::bundled()
+            .get(h.zone.get_ref())
+            .is_err()
+        {
+            ok = false;
+            self.sink.error_hint(
+                &h.zone.span(),
+                format!("unknown time zone {:?}", h.zone.get_ref()),
+                "use an IANA time zone name such as \"America/Los_Angeles\" or \"UTC\"",
+            );
+        }
+        windows.sort();
+        ok.then(|| ActiveHours {
+            days,
+            windows,
+            zone: h.zone.get_ref().clone(),
+        })
+    }
+}
+
+fn parse_window(text: &str) -> Option<HoursWindow> {
+    let (a, b) = text.split_once('-')?;
+    let minutes = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+    };
+    let (start, end) = (minutes(a)?, minutes(b)?);
+    (start < end).then_some(HoursWindow { start, end })
+}
+
+/// Systems carrying at least one of `tags`.
+pub(crate) fn carriers<'n>(
+    systems: &'n BTreeMap<String, System>,
+    tags: &'n BTreeSet<String>,
+) -> impl Iterator<Item = &'n System> + 'n {
+    systems
+        .values()
+        .filter(move |s| s.enabled && !s.tags.is_disjoint(tags))
+}
+
+impl Severity {
+    /// Whether this is an error.
+    pub fn is_error(self) -> bool {
+        self == Severity::Error
+    }
+}
