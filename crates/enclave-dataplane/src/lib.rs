@@ -1,3 +1,3 @@
 //! The overlay data plane's I/O shell.
-//!
-//! Work in progress: see issue 3.
+
+pub mod uapi;
