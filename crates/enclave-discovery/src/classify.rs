@@ -96,11 +96,6 @@ impl Discovery {
         }
         out
     }
-
-    /// True when `dst` lies in a subnet that is directly connected on a taken interface.
-    pub fn connected(&self, dst: &Ipv4Net) -> bool {
-        self.subnets().keys().any(|s| s.contains(dst))
-    }
 }
 
 /// Why an interface kind counts, or `Err(reason)` why it does not.

@@ -20,4 +20,5 @@ pub use classify::{
     Reachability, RouteAnswer,
 };
 pub use error::{Error, Result};
+pub use ipnet::Ipv4Net;
 pub use netlink::{discover, reachability};

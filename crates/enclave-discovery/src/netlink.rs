@@ -170,6 +170,18 @@ pub fn reachability(discovery: &Discovery, subnets: &[Ipv4Net]) -> Result<Vec<Re
     let mut out = Vec::new();
     for subnet in subnets {
         let subnet = subnet.trunc();
+        let on_link = discovery
+            .subnets()
+            .into_iter()
+            .find(|(s, _)| s.contains(&subnet));
+        if let Some((_, interface)) = on_link {
+            let answer = RouteAnswer::Via {
+                interface,
+                gateway: None,
+            };
+            out.push(check_reachability(subnet, true, &answer));
+            continue;
+        }
         let lookup = rtnl
             .route_to(probe_address(&subnet))
             .map_err(|source| Error::Lookup { subnet, source })?;
@@ -184,11 +196,7 @@ pub fn reachability(discovery: &Discovery, subnets: &[Ipv4Net]) -> Result<Vec<Re
             },
             Some(l) => RouteAnswer::Other { kind: l.kind },
         };
-        out.push(check_reachability(
-            subnet,
-            discovery.connected(&subnet),
-            &answer,
-        ));
+        out.push(check_reachability(subnet, false, &answer));
     }
     Ok(out)
 }
