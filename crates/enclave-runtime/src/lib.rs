@@ -1,0 +1,8 @@
+//! The agent runtime: what `enclave-agent run` and `enclave-gw run` do, between the library
+//! crates that decide (policy) and act (data plane, routes, NAT, discovery).
+//!
+//! Its sans-IO parts are here too: the control protocol that gateways and senders speak over
+//! the tunnel ([`control`]) and the gateway selection with failover ([`failover`]).
+
+pub mod control;
+pub mod failover;
