@@ -4,5 +4,10 @@
 //! Its sans-IO parts are here too: the control protocol that gateways and senders speak over
 //! the tunnel ([`control`]) and the gateway selection with failover ([`failover`]).
 
+pub mod config;
 pub mod control;
+mod error;
 pub mod failover;
+pub mod status;
+
+pub use error::{Error, Result};

@@ -1,0 +1,220 @@
+//! What `enclave-agent status` shows: the seed guide's block per peer, and which gateway each
+//! routed subnet uses and why. A plain value, serialised as JSON over the control socket and
+//! rendered as text by [`render`].
+
+use std::fmt::Write as _;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// The state of one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// This system's name in the network definition.
+    pub system: String,
+    /// The tunnel interface.
+    pub interface: String,
+    /// This system's virtual address.
+    pub address: String,
+    /// Whether this system acts as a gateway, and for which subnets.
+    pub gateway_for: Vec<Ipv4Net>,
+    /// The peers, by name.
+    pub peers: Vec<PeerStatus>,
+    /// The routed subnets and their gateways.
+    pub routes: Vec<RouteStatus>,
+    /// Warnings of the last reload (a refused definition, a conflicting route…).
+    pub warnings: Vec<String>,
+}
+
+/// One peer, as the seed guide's status block shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// The peer system's name.
+    pub name: String,
+    /// `Up` (a handshake within the last 3 minutes), `Connecting` or `Down`.
+    pub state: String,
+    /// Its public key, base64.
+    pub public_key: String,
+    /// Its current underlay endpoint.
+    pub endpoint: Option<String>,
+    /// Seconds since the last packet received from it.
+    pub last_activity_secs: Option<f64>,
+    /// Bytes received from it.
+    pub rx_bytes: u64,
+    /// Bytes sent to it.
+    pub tx_bytes: u64,
+    /// The round-trip time of the last control probe, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// The overlay network.
+    pub virtual_network: String,
+    /// Its virtual address.
+    pub virtual_address: String,
+    /// The subnets it is a gateway for (to us), and whether we use it for them now.
+    pub gateway_for: Vec<GatewayFor>,
+    /// The ACLs between us, in the guide's words (`allow [icmp] from peer -> local`).
+    pub acls: Vec<String>,
+}
+
+/// One subnet a peer is a gateway for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayFor {
+    /// The subnet.
+    pub subnet: Ipv4Net,
+    /// Whether our traffic for it goes through this peer now.
+    pub active: bool,
+}
+
+/// One routed subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The subnet.
+    pub subnet: Ipv4Net,
+    /// The gateway in use.
+    pub gateway: Option<String>,
+    /// Why that gateway (or why none).
+    pub reason: String,
+}
+
+fn line(out: &mut String, label: &str, value: &str) {
+    // The guide pads labels with ". " to a fixed width: "Peer state. . . . . : Up".
+    let mut padded = label.to_owned();
+    while padded.len() < 20 {
+        padded.push(if padded.len() % 2 == 0 { '.' } else { ' ' });
+    }
+    let _ = writeln!(out, "   {padded}: {value}");
+}
+
+/// Renders `status` as text, one block per peer as the seed guide shows it.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "System: {} ({} on {})",
+        status.system, status.address, status.interface
+    );
+    if !status.gateway_for.is_empty() {
+        let nets: Vec<String> = status.gateway_for.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "Acting as gateway for: {}", nets.join(", "));
+    }
+    for peer in &status.peers {
+        let _ = writeln!(out, "\nPeer: {}\n", peer.name);
+        line(&mut out, "Peer state", &peer.state);
+        line(&mut out, "Public key", &peer.public_key);
+        line(
+            &mut out,
+            "Endpoint",
+            &peer
+                .endpoint
+                .as_ref()
+                .map_or("(unknown)".to_owned(), |e| format!("Udp/{e}")),
+        );
+        line(
+            &mut out,
+            "Last activity",
+            &peer
+                .last_activity_secs
+                .map_or("never".to_owned(), |s| format!("{s:.2} seconds ago")),
+        );
+        let rtt = peer
+            .rtt_ms
+            .map_or(String::new(), |ms| format!(", link rtt {ms:.2} ms"));
+        line(
+            &mut out,
+            "Transfer",
+            &format!(
+                "{:.3} KB received, {:.3} KB sent{rtt}",
+                peer.rx_bytes as f64 / 1000.0,
+                peer.tx_bytes as f64 / 1000.0
+            ),
+        );
+        line(&mut out, "Virtual network", &peer.virtual_network);
+        line(&mut out, "Virtual address", &peer.virtual_address);
+        let gateway_for: Vec<String> = peer
+            .gateway_for
+            .iter()
+            .map(|g| {
+                if g.active {
+                    format!("{} (active)", g.subnet)
+                } else {
+                    format!("{} (standby)", g.subnet)
+                }
+            })
+            .collect();
+        line(&mut out, "Gateway for", &gateway_for.join(", "));
+        line(&mut out, "ACLs", &peer.acls.join(", "));
+    }
+    if !status.routes.is_empty() {
+        let _ = writeln!(out, "\nRouted subnets:");
+        for route in &status.routes {
+            let via = route.gateway.as_deref().unwrap_or("(no gateway)");
+            let _ = writeln!(out, "   {} via {via}: {}", route.subnet, route.reason);
+        }
+    }
+    for warning in &status.warnings {
+        let _ = writeln!(out, "\nwarning: {warning}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_guides_block() {
+        let status = Status {
+            system: "laptop".into(),
+            interface: "enclave0".into(),
+            address: "100.64.0.10".into(),
+            gateway_for: vec![],
+            peers: vec![PeerStatus {
+                name: "menlo-gw-1".into(),
+                state: "Up".into(),
+                public_key: "AAAA".into(),
+                endpoint: Some("10.10.0.1:51820".into()),
+                last_activity_secs: Some(0.75),
+                rx_bytes: 3462,
+                tx_bytes: 4071,
+                rtt_ms: Some(0.59),
+                virtual_network: "100.64.0.0/10".into(),
+                virtual_address: "100.64.0.1".into(),
+                gateway_for: vec![GatewayFor {
+                    subnet: "192.168.77.0/24".parse().unwrap(),
+                    active: true,
+                }],
+                acls: vec![
+                    "allow [icmp] from peer -> local".into(),
+                    "allow [any] from local -> peer".into(),
+                ],
+            }],
+            routes: vec![RouteStatus {
+                subnet: "192.168.77.0/24".parse().unwrap(),
+                gateway: Some("menlo-gw-1".into()),
+                reason: "first connected".into(),
+            }],
+            warnings: vec![],
+        };
+        let expected = "\
+System: laptop (100.64.0.10 on enclave0)
+
+Peer: menlo-gw-1
+
+   Peer state. . . . . : Up
+   Public key. . . . . : AAAA
+   Endpoint. . . . . . : Udp/10.10.0.1:51820
+   Last activity . . . : 0.75 seconds ago
+   Transfer. . . . . . : 3.462 KB received, 4.071 KB sent, link rtt 0.59 ms
+   Virtual network . . : 100.64.0.0/10
+   Virtual address . . : 100.64.0.1
+   Gateway for . . . . : 192.168.77.0/24 (active)
+   ACLs. . . . . . . . : allow [icmp] from peer -> local, allow [any] from local -> peer
+
+Routed subnets:
+   192.168.77.0/24 via menlo-gw-1: first connected
+";
+        assert_eq!(render(&status), expected);
+        let json = serde_json::to_string(&status).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, status);
+    }
+}
