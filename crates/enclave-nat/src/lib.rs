@@ -1,3 +1,118 @@
-//! NAT manager.
+//! NAT manager: on a gateway, turns IPv4 forwarding on and owns the SNAT and forward-filter
+//! rules, given as a plain [`NatPolicy`] value.
 //!
-//! Work in progress: see issue 5.
+//! The shape is Mullvad's firewall: a policy value, [`NatBackend::apply_policy`] and
+//! [`NatBackend::reset_policy`], two backends behind the trait.
+//!
+//! - [`NftBackend`] keeps everything in one table of ours, `ip enclave`, replaced whole in one
+//!   atomic netlink batch (add, delete, add the table, then its sets, chains and rules): a NAT
+//!   chain `ENCLAVE` (postrouting) with `snat to` the gateway's LAN address, and a forward chain
+//!   `ENCLAVE-FORWARD` that accepts new connections only from granted overlay sources to granted
+//!   destinations, accepts established/related traffic and drops the rest from the tunnel and
+//!   every new connection into it (one way). Address lists are interval sets. Every rule has a
+//!   counter and a comment naming it; a rule the kernel rejects fails the whole batch with the
+//!   kernel's reason and the rule named.
+//! - [`IptablesBackend`] keeps chain `ENCLAVE` in the nat table (jumped to from POSTROUTING) and
+//!   `ENCLAVE-FORWARD` in the filter table (jumped to from FORWARD), each table written by one
+//!   `iptables-restore --noflush`, with iptables-legacy or iptables-nft.
+//! - [`Ruleset`] is the sans-IO core: the table's content decided from the policy, printable in
+//!   `nft list` syntax.
+//!
+//! Both backends read back what they applied and compare it with what they asked for, and reset
+//! removes only what is ours. [`NatManager`] picks a backend ([`BackendChoice::Auto`]: nftables
+//! when it answers, else iptables) and handles forwarding.
+//!
+//! Architecture invariant: this crate knows nftables and iptables, and nothing of policies.
+
+mod error;
+mod forwarding;
+mod iptables;
+mod model;
+mod nft;
+mod policy;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use error::{Error, Result};
+pub use forwarding::{Forwarding, IP_FORWARD};
+pub use iptables::{Flavor, IptablesBackend};
+pub use model::{
+    ChainKind, ChainSpec, CtState, Match, RuleSpec, Ruleset, SetSpec, Verdict, FORWARD_CHAIN,
+    NAT_CHAIN, TABLE,
+};
+pub use nft::{NftBackend, RuleState, TableState};
+pub use policy::{
+    AddressEntry, AddressSet, ForwardGrant, NatPolicy, PortRange, Protocol, SnatRule,
+};
+
+/// A way of putting a [`NatPolicy`] into the kernel.
+pub trait NatBackend: fmt::Debug + Send {
+    /// `nftables`, `iptables-legacy` or `iptables-nft`.
+    fn name(&self) -> &'static str;
+    /// Makes the kernel hold exactly what `policy` says, replacing what we applied before;
+    /// applying the same policy twice changes nothing. Fails without leaving a partial state.
+    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()>;
+    /// Removes everything of ours, and nothing else.
+    fn reset_policy(&mut self) -> Result<()>;
+}
+
+/// Which backend [`NatManager`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// nftables when it answers in this namespace, else the system's iptables.
+    #[default]
+    Auto,
+    Nftables,
+    Iptables(Flavor),
+}
+
+/// Forwarding plus one backend.
+#[derive(Debug)]
+pub struct NatManager {
+    backend: Box<dyn NatBackend>,
+    forwarding: Forwarding,
+}
+
+impl NatManager {
+    /// Picks the backend. `state_file` keeps the forwarding value found before our change, so
+    /// that a run after a crash still restores it.
+    pub fn new(choice: BackendChoice, state_file: Option<PathBuf>) -> Result<NatManager> {
+        let backend: Box<dyn NatBackend> = match choice {
+            BackendChoice::Nftables => Box::new(NftBackend::new()),
+            BackendChoice::Iptables(flavor) => Box::new(IptablesBackend::new(flavor)),
+            BackendChoice::Auto => match NftBackend::probe() {
+                Ok(()) => Box::new(NftBackend::new()),
+                Err(nft) => {
+                    tracing::info!(error = %nft, "nftables unusable, falling back to iptables");
+                    let flavor = Flavor::detect().ok_or_else(|| Error::NoBackend {
+                        nft: nft.to_string(),
+                    })?;
+                    Box::new(IptablesBackend::new(flavor))
+                }
+            },
+        };
+        tracing::debug!(backend = backend.name(), "NAT backend chosen");
+        Ok(NatManager {
+            backend,
+            forwarding: Forwarding::new(state_file),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Turns forwarding on and applies `policy`.
+    pub fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
+        self.forwarding.enable()?;
+        self.backend.apply_policy(policy)
+    }
+
+    /// Removes our rules and puts forwarding back as it was.
+    pub fn reset_policy(&mut self) -> Result<()> {
+        self.backend.reset_policy()?;
+        self.forwarding.restore()
+    }
+}

@@ -1,0 +1,77 @@
+use std::io;
+
+/// What can go wrong while putting NAT and forwarding in place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open a netlink socket to nftables")]
+    NetlinkSocket(#[source] io::Error),
+    #[error("cannot send the nftables batch ({bytes} bytes) to the kernel")]
+    NetlinkSend {
+        bytes: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the kernel's answer to the nftables batch")]
+    NetlinkReceive(#[source] io::Error),
+    #[error("the kernel rejected the nftables batch at {what}{}; nothing was applied", extack.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Rejected {
+        /// The message (table, chain, set, rule) the kernel refused.
+        what: String,
+        /// The kernel's extended-ack text, when it gave one.
+        extack: Option<String>,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel's answer to the nftables batch is malformed: {0}")]
+    MalformedReply(&'static str),
+    #[error("the read-back check failed: {0}")]
+    ReadBack(String),
+    #[error("cannot allocate a libnftnl object")]
+    Alloc,
+    #[error("interface name {0:?} is not valid")]
+    InterfaceName(String),
+    #[error("cannot run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{program} failed with {status}: {stderr}")]
+    Command {
+        program: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("{program} rejected `{line}`; nothing was applied: {stderr}")]
+    RestoreRejected {
+        program: String,
+        /// The restore line the kernel or the tool refused.
+        line: String,
+        stderr: String,
+    },
+    #[error("no working firewall backend: nftables is not usable ({nft}) and neither iptables-nft nor iptables-legacy works")]
+    NoBackend { nft: String },
+    #[error("cannot read {path}")]
+    SysctlRead {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    SysctlWrite {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} holds {value:?}, not 0 or 1")]
+    SysctlValue { path: String, value: String },
+    #[error("cannot keep the forwarding state in {path}")]
+    StateFile {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The NAT manager's result.
+pub type Result<T> = std::result::Result<T, Error>;

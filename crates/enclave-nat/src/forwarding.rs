@@ -1,0 +1,202 @@
+//! IPv4 forwarding in the current network namespace, with its previous value remembered so that
+//! a reset puts it back, also after a crash when a state file is given.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// The sysctl we turn on.
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Turns forwarding on and remembers what it was.
+#[derive(Debug)]
+pub struct Forwarding {
+    sysctl: PathBuf,
+    /// Where the value found before our first change is kept across restarts.
+    state_file: Option<PathBuf>,
+    /// The value found before our first change, while we have it changed.
+    previous: Option<bool>,
+}
+
+fn parse(path: &str, text: &str) -> Result<bool> {
+    match text.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(Error::SysctlValue {
+            path: path.to_owned(),
+            value: other.to_owned(),
+        }),
+    }
+}
+
+impl Forwarding {
+    /// Manages `/proc/sys/net/ipv4/ip_forward`; `state_file` (optional) survives a crash.
+    pub fn new(state_file: Option<PathBuf>) -> Self {
+        Forwarding {
+            sysctl: PathBuf::from(IP_FORWARD),
+            state_file,
+            previous: None,
+        }
+    }
+
+    fn read(&self) -> Result<bool> {
+        let path = self.sysctl.display().to_string();
+        let text = fs::read_to_string(&self.sysctl).map_err(|source| Error::SysctlRead {
+            path: path.clone(),
+            source,
+        })?;
+        parse(&path, &text)
+    }
+
+    fn write(&self, on: bool) -> Result<()> {
+        fs::write(&self.sysctl, if on { "1\n" } else { "0\n" }).map_err(|source| {
+            Error::SysctlWrite {
+                path: self.sysctl.display().to_string(),
+                source,
+            }
+        })
+    }
+
+    /// Whether forwarding is on now.
+    pub fn is_enabled(&self) -> Result<bool> {
+        self.read()
+    }
+
+    /// Turns forwarding on. The value found first (or the one a crashed run left in the state
+    /// file) is what [`Forwarding::restore`] puts back.
+    pub fn enable(&mut self) -> Result<()> {
+        if self.previous.is_none() {
+            let previous = match self.saved()? {
+                Some(saved) => saved,
+                None => {
+                    let now = self.read()?;
+                    self.save(now)?;
+                    now
+                }
+            };
+            self.previous = Some(previous);
+        }
+        if !self.read()? {
+            self.write(true)?;
+            tracing::info!("IPv4 forwarding enabled");
+        }
+        Ok(())
+    }
+
+    /// Puts back the value found before [`Forwarding::enable`]; nothing when we changed nothing.
+    pub fn restore(&mut self) -> Result<()> {
+        let previous = match self.previous {
+            Some(p) => Some(p),
+            None => self.saved()?,
+        };
+        if let Some(previous) = previous {
+            if self.read()? != previous {
+                self.write(previous)?;
+                tracing::info!(enabled = previous, "IPv4 forwarding restored");
+            }
+        }
+        self.previous = None;
+        if let Some(path) = &self.state_file {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::StateFile {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn saved(&self) -> Result<Option<bool>> {
+        let Some(path) = &self.state_file else {
+            return Ok(None);
+        };
+        match fs::read_to_string(path) {
+            Ok(text) => parse(&path.display().to_string(), &text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::StateFile {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn save(&self, value: bool) -> Result<()> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let err = |source| Error::StateFile {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        fs::write(path, if value { "1\n" } else { "0\n" }).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("enclave-nat-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn at(dir: &std::path::Path, value: &str) -> Forwarding {
+        let sysctl = dir.join("ip_forward");
+        fs::write(&sysctl, value).unwrap();
+        Forwarding {
+            sysctl,
+            state_file: Some(dir.join("state")),
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn enable_then_restore_puts_the_old_value_back() {
+        let dir = scratch("restore");
+        let mut f = at(&dir, "0\n");
+        f.enable().unwrap();
+        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "1\n");
+        f.restore().unwrap();
+        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        assert!(!dir.join("state").exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_restart_after_a_crash_restores_the_value_from_before_the_crash() {
+        let dir = scratch("crash");
+        let mut first = at(&dir, "0\n");
+        first.enable().unwrap();
+        drop(first); // a crash: nothing restored
+        let mut second = Forwarding {
+            sysctl: dir.join("ip_forward"),
+            state_file: Some(dir.join("state")),
+            previous: None,
+        };
+        second.enable().unwrap();
+        second.restore().unwrap();
+        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_strange_value_is_refused() {
+        let dir = scratch("strange");
+        let mut f = at(&dir, "2\n");
+        let err = f.enable().unwrap_err().to_string();
+        assert!(err.ends_with("holds \"2\", not 0 or 1"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

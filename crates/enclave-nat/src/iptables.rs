@@ -1,0 +1,478 @@
+//! The iptables-compat backend: chain `ENCLAVE` in the nat table, jumped to from POSTROUTING,
+//! and chain `ENCLAVE-FORWARD` in the filter table, jumped to from the top of FORWARD; both
+//! replaced whole by one `iptables-restore --noflush` per apply, which is atomic per table.
+//!
+//! Rendering the restore text and reading `iptables-save` are sans-IO; the shell only runs the
+//! chosen binaries (`iptables-legacy*` or `iptables-nft*`).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::model::{FORWARD_CHAIN, NAT_CHAIN};
+use crate::policy::{interval_text, NatPolicy, Protocol};
+use crate::{Error, NatBackend, Result};
+
+/// Which iptables the backend drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `iptables-legacy`, `iptables-legacy-restore`, `iptables-legacy-save` (x_tables).
+    Legacy,
+    /// `iptables-nft`, `iptables-nft-restore`, `iptables-nft-save` (nf_tables underneath).
+    Nft,
+}
+
+impl Flavor {
+    fn binary(self, tool: &str) -> String {
+        match self {
+            Flavor::Legacy => format!("iptables-legacy{tool}"),
+            Flavor::Nft => format!("iptables-nft{tool}"),
+        }
+    }
+
+    /// The flavor `iptables` itself is on this system (Debian's alternatives), else the first
+    /// that answers.
+    pub fn detect() -> Option<Flavor> {
+        if let Ok(out) = Command::new("iptables").arg("--version").output() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if text.contains("nf_tables") {
+                return Some(Flavor::Nft);
+            }
+            if text.contains("legacy") {
+                return Some(Flavor::Legacy);
+            }
+        }
+        [Flavor::Nft, Flavor::Legacy].into_iter().find(|f| {
+            Command::new(f.binary(""))
+                .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// What `iptables-save` shows of ours in one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Our chain is declared.
+    pub chain: bool,
+    /// How many rules our chain holds.
+    pub rules: usize,
+    /// How many jumps to our chain the hook chain holds.
+    pub jumps: usize,
+}
+
+/// Reads our chain out of `iptables-save -t TABLE` output (sans-IO).
+pub fn presence(save: &str, chain: &str, hook: &str) -> Presence {
+    let declared = format!(":{chain} ");
+    let rule = format!("-A {chain} ");
+    let jump = format!("-A {hook} -j {chain}");
+    let mut p = Presence::default();
+    for line in save.lines().map(str::trim_end) {
+        if line.starts_with(&declared) {
+            p.chain = true;
+        } else if line.starts_with(&rule) {
+            p.rules += 1;
+        } else if line == jump {
+            p.jumps += 1;
+        }
+    }
+    p
+}
+
+fn quote(comment: &str) -> String {
+    format!("\"{}\"", comment.replace(['"', '\\', '\n'], "'"))
+}
+
+fn address_args(
+    flag: &str,
+    range_flag: &str,
+    first: std::net::Ipv4Addr,
+    last: std::net::Ipv4Addr,
+) -> String {
+    let text = interval_text(first, last);
+    if text.contains('-') {
+        format!("-m iprange {range_flag} {text}")
+    } else if text.contains('/') {
+        format!("{flag} {text}")
+    } else {
+        format!("{flag} {text}/32")
+    }
+}
+
+/// The nat-table restore text for `policy`, given what is there now.
+pub fn render_nat(policy: &NatPolicy, now: Presence) -> String {
+    let mut snat = policy.snat.clone();
+    snat.sort();
+    snat.dedup();
+    let mut out = String::from("*nat\n");
+    let _ = writeln!(out, ":{NAT_CHAIN} - [0:0]");
+    for s in &snat {
+        let _ = writeln!(
+            out,
+            "-A {NAT_CHAIN} -s {} -o {} -m comment --comment {} -j SNAT --to-source {}",
+            s.source,
+            s.egress_interface,
+            quote(&format!("snat {} to {}", s.egress_interface, s.to)),
+            s.to
+        );
+    }
+    fix_jumps(&mut out, "POSTROUTING", NAT_CHAIN, now.jumps, false);
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// The filter-table restore text for `policy`, given what is there now.
+pub fn render_filter(policy: &NatPolicy, now: Presence) -> String {
+    let tun = &policy.tunnel_interface;
+    let mut out = String::from("*filter\n");
+    let _ = writeln!(out, ":{FORWARD_CHAIN} - [0:0]");
+    let est = "-m conntrack --ctstate RELATED,ESTABLISHED";
+    let _ = writeln!(
+        out,
+        "-A {FORWARD_CHAIN} -i {tun} {est} -m comment --comment {} -j ACCEPT",
+        quote("established from the overlay")
+    );
+    let _ = writeln!(
+        out,
+        "-A {FORWARD_CHAIN} -o {tun} {est} -m comment --comment {} -j ACCEPT",
+        quote("replies to the overlay")
+    );
+    for (i, grant) in policy.grants.iter().enumerate() {
+        let comment = quote(&format!("grant {i}: {}", grant.label));
+        let proto = match (grant.protocol, grant.ports) {
+            (None, _) => String::new(),
+            (Some(Protocol::Icmp), _) | (Some(_), None) => {
+                format!(
+                    " -p {}",
+                    grant.protocol.map(Protocol::name).unwrap_or_default()
+                )
+            }
+            (Some(p), Some(ports)) => format!(
+                " -p {0} -m {0} --dport {1}:{2}",
+                p.name(),
+                ports.first,
+                ports.last
+            ),
+        };
+        for (sa, sb) in grant.sources.intervals() {
+            for (da, db) in grant.destinations.intervals() {
+                let _ = writeln!(
+                    out,
+                    "-A {FORWARD_CHAIN} -i {tun} {} {}{proto} -m conntrack --ctstate NEW -m comment --comment {comment} -j ACCEPT",
+                    address_args("-s", "--src-range", sa, sb),
+                    address_args("-d", "--dst-range", da, db),
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "-A {FORWARD_CHAIN} -i {tun} -m comment --comment {} -j DROP",
+        quote("drop the rest from the overlay")
+    );
+    let _ = writeln!(
+        out,
+        "-A {FORWARD_CHAIN} -o {tun} -m comment --comment {} -j DROP",
+        quote("one way: no new connections into the overlay")
+    );
+    fix_jumps(&mut out, "FORWARD", FORWARD_CHAIN, now.jumps, true);
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// Leaves exactly one jump from `hook` to `chain`.
+fn fix_jumps(out: &mut String, hook: &str, chain: &str, jumps: usize, first: bool) {
+    if jumps == 0 {
+        if first {
+            let _ = writeln!(out, "-I {hook} 1 -j {chain}");
+        } else {
+            let _ = writeln!(out, "-A {hook} -j {chain}");
+        }
+    }
+    for _ in 1..jumps {
+        let _ = writeln!(out, "-D {hook} -j {chain}");
+    }
+}
+
+/// The restore text that removes our chain and every jump to it, if there is anything.
+pub fn render_removal(table: &str, hook: &str, chain: &str, now: Presence) -> Option<String> {
+    if !now.chain && now.jumps == 0 {
+        return None;
+    }
+    let mut out = format!("*{table}\n");
+    for _ in 0..now.jumps {
+        let _ = writeln!(out, "-D {hook} -j {chain}");
+    }
+    if now.chain {
+        let _ = writeln!(out, "-F {chain}");
+        let _ = writeln!(out, "-X {chain}");
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
+/// Applies a [`NatPolicy`] with iptables.
+#[derive(Debug)]
+pub struct IptablesBackend {
+    flavor: Flavor,
+}
+
+impl IptablesBackend {
+    /// A backend driving the given flavor.
+    pub fn new(flavor: Flavor) -> Self {
+        IptablesBackend { flavor }
+    }
+
+    /// The flavor in use.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    fn save(&self, table: &str) -> Result<String> {
+        let program = self.flavor.binary("-save");
+        let out = Command::new(&program)
+            .args(["-t", table])
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                program,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn restore(&self, text: &str) -> Result<()> {
+        let program = self.flavor.binary("-restore");
+        let mut child = Command::new(&program)
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|source| Error::Spawn {
+                    program: program.clone(),
+                    source,
+                })?;
+        }
+        let out = child.wait_with_output().map_err(|source| Error::Spawn {
+            program: program.clone(),
+            source,
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        match failed_line(&stderr).and_then(|n| text.lines().nth(n.saturating_sub(1))) {
+            Some(line) => Err(Error::RestoreRejected {
+                program,
+                line: line.to_owned(),
+                stderr,
+            }),
+            None => Err(Error::Command {
+                program,
+                status: out.status,
+                stderr,
+            }),
+        }
+    }
+
+    fn presence(&self, table: &str, chain: &str, hook: &str) -> Result<Presence> {
+        Ok(presence(&self.save(table)?, chain, hook))
+    }
+}
+
+/// The line number in `iptables-restore: line N failed` (sans-IO).
+pub fn failed_line(stderr: &str) -> Option<usize> {
+    let at = stderr.find("line ")?;
+    let digits: String = stderr[at + 5..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl NatBackend for IptablesBackend {
+    fn name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Legacy => "iptables-legacy",
+            Flavor::Nft => "iptables-nft",
+        }
+    }
+
+    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
+        let nat_now = self.presence("nat", NAT_CHAIN, "POSTROUTING")?;
+        let filter_now = self.presence("filter", FORWARD_CHAIN, "FORWARD")?;
+        let nat = render_nat(policy, nat_now);
+        let filter = render_filter(policy, filter_now);
+        self.restore(&nat)?;
+        if let Err(e) = self.restore(&filter) {
+            // Leave nothing half-applied: the nat table went in, so take ours out again.
+            let _ = self.reset_policy();
+            return Err(e);
+        }
+        // Read back: exactly the rules we rendered, and one jump each.
+        for (table, chain, hook, text) in [
+            ("nat", NAT_CHAIN, "POSTROUTING", &nat),
+            ("filter", FORWARD_CHAIN, "FORWARD", &filter),
+        ] {
+            let want = presence(text, chain, hook).rules;
+            let have = self.presence(table, chain, hook)?;
+            if have.rules != want || have.jumps != 1 || !have.chain {
+                return Err(Error::ReadBack(format!(
+                    "{table} table: chain {chain} has {} rules (expected {want}) and {} jumps from {hook} (expected 1)",
+                    have.rules, have.jumps
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn reset_policy(&mut self) -> Result<()> {
+        for (table, chain, hook) in [
+            ("nat", NAT_CHAIN, "POSTROUTING"),
+            ("filter", FORWARD_CHAIN, "FORWARD"),
+        ] {
+            let now = self.presence(table, chain, hook)?;
+            if let Some(text) = render_removal(table, hook, chain, now) {
+                self.restore(&text)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AddressSet, ForwardGrant, PortRange, SnatRule};
+    use expect_test::expect;
+
+    fn policy() -> NatPolicy {
+        NatPolicy {
+            tunnel_interface: "enclave0".into(),
+            overlay: "100.64.0.0/10".parse().unwrap(),
+            snat: vec![SnatRule {
+                egress_interface: "lan0".into(),
+                to: "192.168.77.1".parse().unwrap(),
+                source: "100.64.0.0/10".parse().unwrap(),
+            }],
+            grants: vec![ForwardGrant {
+                sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
+                destinations: AddressSet::new()
+                    .range(
+                        "192.168.77.20".parse().unwrap(),
+                        "192.168.77.22".parse().unwrap(),
+                    )
+                    .net("192.168.78.0/24".parse().unwrap()),
+                protocol: Some(Protocol::Tcp),
+                ports: Some(PortRange {
+                    first: 80,
+                    last: 443,
+                }),
+                label: "web \"x\"".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn first_apply_adds_the_jumps() {
+        let nat = render_nat(&policy(), Presence::default());
+        expect![[r#"
+            *nat
+            :ENCLAVE - [0:0]
+            -A ENCLAVE -s 100.64.0.0/10 -o lan0 -m comment --comment "snat lan0 to 192.168.77.1" -j SNAT --to-source 192.168.77.1
+            -A POSTROUTING -j ENCLAVE
+            COMMIT
+        "#]]
+        .assert_eq(&nat);
+        let filter = render_filter(&policy(), Presence::default());
+        expect![[r#"
+            *filter
+            :ENCLAVE-FORWARD - [0:0]
+            -A ENCLAVE-FORWARD -i enclave0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "established from the overlay" -j ACCEPT
+            -A ENCLAVE-FORWARD -o enclave0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "replies to the overlay" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -m iprange --dst-range 192.168.77.20-192.168.77.22 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW -m comment --comment "grant 0: web 'x'" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -d 192.168.78.0/24 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW -m comment --comment "grant 0: web 'x'" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -m comment --comment "drop the rest from the overlay" -j DROP
+            -A ENCLAVE-FORWARD -o enclave0 -m comment --comment "one way: no new connections into the overlay" -j DROP
+            -I FORWARD 1 -j ENCLAVE-FORWARD
+            COMMIT
+        "#]]
+        .assert_eq(&filter);
+    }
+
+    #[test]
+    fn reapply_keeps_one_jump() {
+        let one = Presence {
+            chain: true,
+            rules: 1,
+            jumps: 1,
+        };
+        assert!(!render_nat(&policy(), one).contains("POSTROUTING"));
+        let three = Presence {
+            chain: true,
+            rules: 1,
+            jumps: 3,
+        };
+        let text = render_nat(&policy(), three);
+        assert_eq!(text.matches("-D POSTROUTING -j ENCLAVE\n").count(), 2);
+    }
+
+    #[test]
+    fn presence_reads_iptables_save() {
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [3:180]\n:ENCLAVE - [0:0]\n:OTHER - [0:0]\n-A POSTROUTING -j OTHER\n-A POSTROUTING -j ENCLAVE\n-A ENCLAVE -s 100.64.0.0/10 -o lan0 -j SNAT --to-source 192.168.77.1\n-A ENCLAVE-X -j ACCEPT\nCOMMIT\n";
+        assert_eq!(
+            presence(save, "ENCLAVE", "POSTROUTING"),
+            Presence {
+                chain: true,
+                rules: 1,
+                jumps: 1
+            }
+        );
+        assert_eq!(
+            presence("*nat\nCOMMIT\n", "ENCLAVE", "POSTROUTING"),
+            Presence::default()
+        );
+    }
+
+    #[test]
+    fn removal_deletes_jumps_then_the_chain() {
+        let now = Presence {
+            chain: true,
+            rules: 4,
+            jumps: 1,
+        };
+        assert_eq!(
+            render_removal("nat", "POSTROUTING", "ENCLAVE", now).unwrap(),
+            "*nat\n-D POSTROUTING -j ENCLAVE\n-F ENCLAVE\n-X ENCLAVE\nCOMMIT\n"
+        );
+        assert_eq!(
+            render_removal("nat", "POSTROUTING", "ENCLAVE", Presence::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn failed_line_is_found_in_the_message() {
+        assert_eq!(failed_line("iptables-restore: line 3 failed"), Some(3));
+        assert_eq!(
+            failed_line("iptables-restore v1.8.9 (nf_tables): something"),
+            None
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! The sans-IO core: what the nftables table must hold for a [`NatPolicy`], as plain values.
+//!
+//! [`Ruleset::from_policy`] decides every set, chain and rule; the nftables backend only turns
+//! them into netlink messages, and [`Ruleset`]'s `Display` writes them in the syntax of
+//! `nft list table ip enclave` (counters without their numbers), for tests and for the docs.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::policy::{interval_text, NatPolicy, PortRange, Protocol};
+
+/// The name of our nftables table (family `ip`).
+pub const TABLE: &str = "enclave";
+/// The NAT chain (nftables) and the nat-table chain (iptables), as the guide names it.
+pub const NAT_CHAIN: &str = "ENCLAVE";
+/// The forward-filter chain in both backends.
+pub const FORWARD_CHAIN: &str = "ENCLAVE-FORWARD";
+
+/// The whole content of our table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub sets: Vec<SetSpec>,
+    pub chains: Vec<ChainSpec>,
+}
+
+/// A named interval set of IPv4 addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSpec {
+    pub name: String,
+    /// Disjoint, non-adjacent, ascending inclusive intervals.
+    pub intervals: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// Where a base chain hooks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainKind {
+    /// `type nat hook postrouting priority srcnat` (100).
+    NatPostrouting,
+    /// `type filter hook forward priority filter` (0).
+    FilterForward,
+}
+
+/// A base chain with policy accept: it only acts on what its rules match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSpec {
+    pub name: &'static str,
+    pub kind: ChainKind,
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One rule: all matches must hold; a counter; a verdict; a comment naming it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+    /// Names the rule in `nft list`, in errors and in the read-back check.
+    pub comment: String,
+}
+
+/// A condition on a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    IifName(String),
+    OifName(String),
+    Saddr(Ipv4Net),
+    SaddrInSet(String),
+    DaddrInSet(String),
+    /// `meta l4proto P`, alone when no port range follows.
+    L4Proto(Protocol),
+    /// `tcp dport 80-443` (after an `L4Proto`).
+    Dport(Protocol, PortRange),
+    CtState(CtState),
+}
+
+/// The conntrack states we match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtState {
+    New,
+    EstablishedRelated,
+}
+
+/// What happens to a matching packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Snat(Ipv4Addr),
+}
+
+impl Ruleset {
+    /// Decides the table's content for `policy`.
+    pub fn from_policy(policy: &NatPolicy) -> Ruleset {
+        let tun = policy.tunnel_interface.clone();
+        let mut snat: Vec<_> = policy.snat.clone();
+        snat.sort();
+        snat.dedup();
+        let nat_rules = snat
+            .iter()
+            .map(|s| RuleSpec {
+                matches: vec![
+                    Match::OifName(s.egress_interface.clone()),
+                    Match::Saddr(s.source),
+                ],
+                verdict: Verdict::Snat(s.to),
+                comment: format!("snat {} to {}", s.egress_interface, s.to),
+            })
+            .collect();
+
+        let mut sets = Vec::new();
+        let mut forward = vec![
+            RuleSpec {
+                matches: vec![
+                    Match::IifName(tun.clone()),
+                    Match::CtState(CtState::EstablishedRelated),
+                ],
+                verdict: Verdict::Accept,
+                comment: "established from the overlay".into(),
+            },
+            RuleSpec {
+                matches: vec![
+                    Match::OifName(tun.clone()),
+                    Match::CtState(CtState::EstablishedRelated),
+                ],
+                verdict: Verdict::Accept,
+                comment: "replies to the overlay".into(),
+            },
+        ];
+        for (i, grant) in policy.grants.iter().enumerate() {
+            if grant.sources.is_empty() || grant.destinations.is_empty() {
+                continue;
+            }
+            let src = format!("grant{i}_src");
+            let dst = format!("grant{i}_dst");
+            sets.push(SetSpec {
+                name: src.clone(),
+                intervals: grant.sources.intervals(),
+            });
+            sets.push(SetSpec {
+                name: dst.clone(),
+                intervals: grant.destinations.intervals(),
+            });
+            let mut matches = vec![
+                Match::IifName(tun.clone()),
+                Match::SaddrInSet(src),
+                Match::DaddrInSet(dst),
+            ];
+            if let Some(proto) = grant.protocol {
+                matches.push(Match::L4Proto(proto));
+                if let Some(ports) = grant.ports {
+                    if proto != Protocol::Icmp {
+                        matches.push(Match::Dport(proto, ports));
+                    }
+                }
+            }
+            matches.push(Match::CtState(CtState::New));
+            forward.push(RuleSpec {
+                matches,
+                verdict: Verdict::Accept,
+                comment: format!("grant {i}: {}", grant.label),
+            });
+        }
+        forward.push(RuleSpec {
+            matches: vec![Match::IifName(tun.clone())],
+            verdict: Verdict::Drop,
+            comment: "drop the rest from the overlay".into(),
+        });
+        forward.push(RuleSpec {
+            matches: vec![Match::OifName(tun)],
+            verdict: Verdict::Drop,
+            comment: "one way: no new connections into the overlay".into(),
+        });
+
+        Ruleset {
+            sets,
+            chains: vec![
+                ChainSpec {
+                    name: NAT_CHAIN,
+                    kind: ChainKind::NatPostrouting,
+                    rules: nat_rules,
+                },
+                ChainSpec {
+                    name: FORWARD_CHAIN,
+                    kind: ChainKind::FilterForward,
+                    rules: forward,
+                },
+            ],
+        }
+    }
+
+    /// The number of set elements the kernel holds for these sets (an interval is a start
+    /// element plus an end element, except one that reaches 255.255.255.255).
+    pub fn element_count(&self) -> usize {
+        self.sets
+            .iter()
+            .flat_map(|s| &s.intervals)
+            .map(|(_, last)| if *last == Ipv4Addr::BROADCAST { 1 } else { 2 })
+            .sum()
+    }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::IifName(name) => write!(f, "iifname \"{name}\""),
+            Match::OifName(name) => write!(f, "oifname \"{name}\""),
+            Match::Saddr(net) => write!(f, "ip saddr {net}"),
+            Match::SaddrInSet(set) => write!(f, "ip saddr @{set}"),
+            Match::DaddrInSet(set) => write!(f, "ip daddr @{set}"),
+            Match::L4Proto(proto) => write!(f, "meta l4proto {}", proto.name()),
+            Match::Dport(proto, ports) => write!(f, "{} dport {ports}", proto.name()),
+            Match::CtState(CtState::New) => f.write_str("ct state new"),
+            Match::CtState(CtState::EstablishedRelated) => {
+                f.write_str("ct state established,related")
+            }
+        }
+    }
+}
+
+impl fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut matches = self.matches.iter().peekable();
+        while let Some(m) = matches.next() {
+            // `tcp dport 80` implies `meta l4proto tcp`; nft shows only the former.
+            if let (Match::L4Proto(_), Some(Match::Dport(..))) = (m, matches.peek()) {
+                continue;
+            }
+            write!(f, "{m} ")?;
+        }
+        f.write_str("counter ")?;
+        match self.verdict {
+            Verdict::Accept => f.write_str("accept")?,
+            Verdict::Drop => f.write_str("drop")?,
+            Verdict::Snat(to) => write!(f, "snat to {to}")?,
+        }
+        write!(f, " comment \"{}\"", self.comment)
+    }
+}
+
+impl fmt::Display for Ruleset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "table ip {TABLE} {{")?;
+        let mut first = true;
+        let mut separate = |f: &mut fmt::Formatter<'_>| {
+            let blank = if first { Ok(()) } else { writeln!(f) };
+            first = false;
+            blank
+        };
+        for set in &self.sets {
+            separate(f)?;
+            writeln!(f, "\tset {} {{", set.name)?;
+            writeln!(f, "\t\ttype ipv4_addr")?;
+            writeln!(f, "\t\tflags interval")?;
+            let elements: Vec<String> = set
+                .intervals
+                .iter()
+                .map(|(a, b)| interval_text(*a, *b))
+                .collect();
+            writeln!(f, "\t\telements = {{ {} }}", elements.join(", "))?;
+            writeln!(f, "\t}}")?;
+        }
+        for chain in &self.chains {
+            separate(f)?;
+            writeln!(f, "\tchain {} {{", chain.name)?;
+            match chain.kind {
+                ChainKind::NatPostrouting => writeln!(
+                    f,
+                    "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+                )?,
+                ChainKind::FilterForward => writeln!(
+                    f,
+                    "\t\ttype filter hook forward priority filter; policy accept;"
+                )?,
+            }
+            for rule in &chain.rules {
+                writeln!(f, "\t\t{rule}")?;
+            }
+            writeln!(f, "\t}}")?;
+        }
+        writeln!(f, "}}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AddressSet, ForwardGrant, SnatRule};
+    use expect_test::expect;
+
+    fn policy() -> NatPolicy {
+        NatPolicy {
+            tunnel_interface: "enclave0".into(),
+            overlay: "100.64.0.0/10".parse().unwrap(),
+            snat: vec![SnatRule {
+                egress_interface: "lan0".into(),
+                to: "192.168.77.1".parse().unwrap(),
+                source: "100.64.0.0/10".parse().unwrap(),
+            }],
+            grants: vec![
+                ForwardGrant {
+                    sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
+                    destinations: AddressSet::new()
+                        .range(
+                            "192.168.77.20".parse().unwrap(),
+                            "192.168.77.21".parse().unwrap(),
+                        )
+                        .net("192.168.78.0/24".parse().unwrap()),
+                    protocol: Some(Protocol::Tcp),
+                    ports: Some(PortRange {
+                        first: 80,
+                        last: 443,
+                    }),
+                    label: "web".into(),
+                },
+                ForwardGrant {
+                    sources: AddressSet::new().net("100.64.0.0/24".parse().unwrap()),
+                    destinations: AddressSet::new().net("192.168.77.0/24".parse().unwrap()),
+                    protocol: Some(Protocol::Icmp),
+                    ports: None,
+                    label: "ping".into(),
+                },
+                ForwardGrant {
+                    sources: AddressSet::new(),
+                    destinations: AddressSet::new().net("10.0.0.0/8".parse().unwrap()),
+                    protocol: None,
+                    ports: None,
+                    label: "nobody".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn renders_the_table_as_nft_lists_it() {
+        let text = Ruleset::from_policy(&policy()).to_string();
+        expect![[r#"
+            table ip enclave {
+            	set grant0_src {
+            		type ipv4_addr
+            		flags interval
+            		elements = { 100.64.0.11 }
+            	}
+
+            	set grant0_dst {
+            		type ipv4_addr
+            		flags interval
+            		elements = { 192.168.77.20/31, 192.168.78.0/24 }
+            	}
+
+            	set grant1_src {
+            		type ipv4_addr
+            		flags interval
+            		elements = { 100.64.0.0/24 }
+            	}
+
+            	set grant1_dst {
+            		type ipv4_addr
+            		flags interval
+            		elements = { 192.168.77.0/24 }
+            	}
+
+            	chain ENCLAVE {
+            		type nat hook postrouting priority srcnat; policy accept;
+            		oifname "lan0" ip saddr 100.64.0.0/10 counter snat to 192.168.77.1 comment "snat lan0 to 192.168.77.1"
+            	}
+
+            	chain ENCLAVE-FORWARD {
+            		type filter hook forward priority filter; policy accept;
+            		iifname "enclave0" ct state established,related counter accept comment "established from the overlay"
+            		oifname "enclave0" ct state established,related counter accept comment "replies to the overlay"
+            		iifname "enclave0" ip saddr @grant0_src ip daddr @grant0_dst tcp dport 80-443 ct state new counter accept comment "grant 0: web"
+            		iifname "enclave0" ip saddr @grant1_src ip daddr @grant1_dst meta l4proto icmp ct state new counter accept comment "grant 1: ping"
+            		iifname "enclave0" counter drop comment "drop the rest from the overlay"
+            		oifname "enclave0" counter drop comment "one way: no new connections into the overlay"
+            	}
+            }
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn element_count_counts_start_and_end_elements() {
+        let ruleset = Ruleset::from_policy(&policy());
+        // grant0: 1 + 2 intervals, grant1: 1 + 1 interval, each with an end element.
+        assert_eq!(ruleset.element_count(), 10);
+    }
+
+    #[test]
+    fn the_same_policy_gives_the_same_ruleset() {
+        let mut reordered = policy();
+        reordered.snat.push(reordered.snat[0].clone());
+        assert_eq!(
+            Ruleset::from_policy(&policy()),
+            Ruleset::from_policy(&reordered)
+        );
+    }
+}
