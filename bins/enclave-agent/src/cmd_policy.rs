@@ -1,21 +1,188 @@
-//! `enclave-agent policy …`
+//! `enclave-agent policy …`: check, view and explain a network definition.
 
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use enclave_policy::{Diagnostic, Loaded, Protocol, Query, Timestamp, Verdict};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
-    /// Validate a network definition.
+    /// Validate a network definition: exit 0 when valid (warnings printed), 1 when not.
     Check {
         /// The network definition file.
-        file: std::path::PathBuf,
+        file: PathBuf,
+        /// Print the diagnostics as JSON.
+        #[arg(long)]
+        json: bool,
     },
+    /// Print the compiled view of one system.
+    View {
+        /// The network definition file.
+        file: PathBuf,
+        /// The system whose view to compile.
+        #[arg(long)]
+        system: String,
+        /// Print JSON (what the agent applies).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Would a system reach an address? Exit 0 allowed, 1 denied, 2 on a usage or file error.
+    Explain {
+        /// The network definition file.
+        file: PathBuf,
+        /// The sending system.
+        #[arg(long)]
+        from: String,
+        /// The destination, ADDR or ADDR:PORT.
+        #[arg(long, value_parser = parse_destination)]
+        to: (Ipv4Addr, Option<u16>),
+        /// The protocol; without it, any traffic at all (tcp or udp when a port is given).
+        #[arg(long, value_enum)]
+        proto: Option<ProtoArg>,
+        /// The sender's observed public address, for public IP trust requirements.
+        #[arg(long)]
+        from_ip: Option<Ipv4Addr>,
+        /// The time to judge active hours at (RFC 3339); now when absent.
+        #[arg(long)]
+        at: Option<Timestamp>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProtoArg {
+    Any,
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+fn parse_destination(text: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let (addr, port) = match text.split_once(':') {
+        Some((addr, port)) => (
+            addr,
+            Some(
+                port.parse::<u16>()
+                    .map_err(|_| format!("bad port {port:?}"))?,
+            ),
+        ),
+        None => (text, None),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    Ok((addr, port))
+}
+
+fn print_diagnostics(diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        eprintln!("{d}");
+    }
+}
+
+/// Reads and validates; `Ok(Err(diagnostics))` when the definition is invalid.
+fn read(file: &Path) -> anyhow::Result<Result<Loaded, Vec<Diagnostic>>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the network definition {}", file.display()))?;
+    match enclave_policy::load(&file.display().to_string(), &text) {
+        Ok(loaded) => Ok(Ok(loaded)),
+        Err(enclave_policy::Error::Invalid { diagnostics, .. }) => Ok(Err(diagnostics)),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Reads, validates and prints warnings; an invalid definition is a file error.
+fn read_valid(file: &Path) -> anyhow::Result<enclave_policy::Network> {
+    match read(file)? {
+        Ok(loaded) => {
+            print_diagnostics(&loaded.warnings);
+            Ok(loaded.network)
+        }
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics);
+            anyhow::bail!(
+                "the network definition {} is not valid (see `enclave-agent policy check`)",
+                file.display()
+            )
+        }
+    }
 }
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PolicyCommand::Check { file } => anyhow::bail!(
-            "cannot check {}: the policy engine is not built yet (issue 4)",
-            file.display()
-        ),
+        PolicyCommand::Check { file, json } => {
+            let (valid, diagnostics) = match read(&file)? {
+                Ok(loaded) => (true, loaded.warnings),
+                Err(diagnostics) => (false, diagnostics),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diagnostics)?);
+            } else {
+                print_diagnostics(&diagnostics);
+                let errors = diagnostics.iter().filter(|d| d.severity.is_error()).count();
+                let warnings = diagnostics.len() - errors;
+                if valid {
+                    eprintln!("{}: valid ({warnings} warnings)", file.display());
+                } else {
+                    eprintln!(
+                        "{}: not valid ({errors} errors, {warnings} warnings)",
+                        file.display()
+                    );
+                }
+            }
+            Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PolicyCommand::View { file, system, json } => {
+            let network = read_valid(&file)?;
+            let view = enclave_policy::compile(&network, &system)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{view}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Explain {
+            file,
+            from,
+            to,
+            proto,
+            from_ip,
+            at,
+            json,
+        } => {
+            let network = read_valid(&file)?;
+            let query = Query {
+                from,
+                to: to.0,
+                protocol: proto.map(|p| match p {
+                    ProtoArg::Any => Protocol::Any,
+                    ProtoArg::Icmp => Protocol::Icmp,
+                    ProtoArg::Tcp => Protocol::Tcp,
+                    ProtoArg::Udp => Protocol::Udp,
+                }),
+                port: to.1,
+                public_ip: from_ip,
+                at: at.unwrap_or_else(Timestamp::now),
+            };
+            let answer = enclave_policy::explain(&network, &query)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{answer}");
+            }
+            Ok(match answer.verdict {
+                Verdict::Allowed => ExitCode::SUCCESS,
+                Verdict::Denied => ExitCode::FAILURE,
+            })
+        }
     }
 }

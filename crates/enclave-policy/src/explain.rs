@@ -64,6 +64,11 @@ pub enum Denial {
         /// The subnet.
         subnet: Ipv4Net,
     },
+    /// Traffic to the address takes a more specific route, granted by another policy.
+    ShadowedRoute {
+        /// The more specific subnet.
+        subnet: Ipv4Net,
+    },
     /// A trust requirement or the active hours failed.
     Trust {
         /// What failed.
@@ -82,6 +87,12 @@ impl fmt::Display for Denial {
             Self::NoAclEntry => f.write_str("no ACL entry admits this protocol and port"),
             Self::NoGateway { subnet } => {
                 write!(f, "no enabled gateway of the policy serves {subnet}")
+            }
+            Self::ShadowedRoute { subnet } => {
+                write!(
+                    f,
+                    "traffic to this address takes the more specific route to {subnet}"
+                )
             }
             Self::Trust { failure } => failure.fmt(f),
         }
@@ -241,6 +252,31 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
         ports: None,
         label: Some(GATEWAY_REACHABILITY.to_owned()),
     }];
+    // Overlay addresses are reached directly, never through a gateway.
+    let routed = !net.overlay.contains(&query.to);
+    // The sender's routing table picks the most specific route that some enabled policy
+    // installs (a route stays installed while its grant is suspended).
+    let best_route = net
+        .gateway_policies
+        .values()
+        .filter(|p| p.enabled && routed && !sender.tags.is_disjoint(&p.senders))
+        .flat_map(|p| {
+            p.subnets.iter().filter(|subnet| {
+                subnet.contains(&query.to)
+                    && p.gateways.iter().any(|g| {
+                        net.systems.get(g).is_some_and(|g| {
+                            g.is_gateway()
+                                && g.name != sender.name
+                                && g.gateway
+                                    .as_ref()
+                                    .and_then(|s| s.source_of(**subnet))
+                                    .is_some()
+                        })
+                    })
+            })
+        })
+        .map(|subnet| subnet.prefix_len())
+        .max();
     for policy in net.gateway_policies.values() {
         if sender.tags.is_disjoint(&policy.senders) {
             continue;
@@ -254,7 +290,7 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
         let subnet = policy
             .subnets
             .iter()
-            .filter(|s| s.contains(&query.to))
+            .filter(|s| routed && s.contains(&query.to))
             .max_by_key(|s| s.prefix_len())
             .copied();
         if to_gateway.is_none() && subnet.is_none() {
@@ -290,8 +326,16 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
                     first_admitting(&reachability, query).ok_or(Denial::NoAclEntry)?
                 }
                 (None, Some(subnet)) => {
+                    if let Some(best) = best_route.filter(|best| *best > subnet.prefix_len()) {
+                        let more_specific = Ipv4Net::new(query.to, best)
+                            .map(|n| n.trunc())
+                            .unwrap_or(subnet);
+                        return Err(Denial::ShadowedRoute {
+                            subnet: more_specific,
+                        });
+                    }
                     let inside = policy
-                        .destinations_in(subnet)
+                        .destinations_in(subnet, net.overlay)
                         .iter()
                         .any(|e| e.contains(query.to));
                     if !inside {

@@ -17,12 +17,15 @@ mod diag;
 mod explain;
 mod model;
 mod raw;
+mod render;
 mod trust;
 mod validate;
 mod view;
 
 pub use diag::{Diagnostic, Severity};
+pub use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
 pub use explain::{explain, Denial, Explanation, Finding, FindingOutcome, Query, Verdict};
+pub use jiff::Timestamp;
 pub use model::{
     AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow, Network,
     System, Tag, TrustKind, TrustRequirement, Weekday,

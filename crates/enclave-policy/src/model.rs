@@ -245,10 +245,15 @@ pub struct GatewayPolicy {
 
 impl GatewayPolicy {
     /// The destinations this policy grants inside `subnet`: the filter entries that lie in it,
-    /// or the whole subnet when there is no filter.
-    pub fn destinations_in(&self, subnet: Ipv4Net) -> Vec<AddrEntry> {
+    /// or the whole subnet when there is no filter. The overlay network is never a destination
+    /// through a gateway (overlay addresses are reached directly), so a subnet that contains
+    /// it, such as a default route, is granted minus the overlay.
+    pub fn destinations_in(&self, subnet: Ipv4Net, overlay: Ipv4Net) -> Vec<AddrEntry> {
         if self.filter.is_empty() {
-            return vec![AddrEntry::Net(subnet)];
+            return without(subnet, overlay)
+                .into_iter()
+                .map(AddrEntry::Net)
+                .collect();
         }
         self.filter
             .iter()
@@ -256,6 +261,28 @@ impl GatewayPolicy {
             .copied()
             .collect()
     }
+}
+
+/// `net` minus `hole`, as CIDRs in address order.
+pub(crate) fn without(net: Ipv4Net, hole: Ipv4Net) -> Vec<Ipv4Net> {
+    if !net.contains(&hole) {
+        return if hole.contains(&net) {
+            Vec::new()
+        } else {
+            vec![net]
+        };
+    }
+    if net == hole {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    // A net that strictly contains another is at most a /31, so it splits in two.
+    if let Ok(halves) = net.subnets(net.prefix_len() + 1) {
+        for half in halves {
+            out.extend(without(half, hole));
+        }
+    }
+    out
 }
 
 /// Whether an address entry lies wholly inside `net`.

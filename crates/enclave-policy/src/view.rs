@@ -410,7 +410,7 @@ fn as_sender(net: &Network, me: &System, view: &mut View) {
             }
             let destinations: Vec<AddrEntry> = subnets
                 .iter()
-                .flat_map(|s| policy.destinations_in(*s))
+                .flat_map(|s| policy.destinations_in(*s, net.overlay))
                 .collect();
             let grant = Grant {
                 kind: GrantKind::Gateway,
@@ -479,7 +479,7 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
         }
         let destinations: Vec<AddrEntry> = served
             .iter()
-            .flat_map(|s| policy.destinations_in(*s))
+            .flat_map(|s| policy.destinations_in(*s, net.overlay))
             .collect();
         let mut senders = BTreeMap::new();
         for sender in index.carriers(&policy.senders).into_values() {

@@ -1,0 +1,174 @@
+//! Human-readable text of a view, in the spirit of the seed's `enclave status`.
+
+use std::fmt;
+
+use enclave_filter::{AddrEntry, AllowRule, Protocol};
+
+use crate::view::{Grant, View};
+
+fn protocol(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Any => "any",
+        Protocol::Icmp => "icmp",
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+fn addrs(entries: &[AddrEntry]) -> String {
+    let parts: Vec<String> = entries
+        .iter()
+        .map(|e| match e {
+            AddrEntry::Net(net) if net.prefix_len() == 32 => net.addr().to_string(),
+            AddrEntry::Net(net) => net.to_string(),
+            AddrEntry::Range { first, last } => format!("{first}-{last}"),
+        })
+        .collect();
+    parts.join(",")
+}
+
+fn rule(r: &AllowRule) -> String {
+    let mut what = protocol(r.protocol).to_owned();
+    if let Some(p) = r.ports {
+        if p.first == p.last {
+            what.push_str(&format!(" {}", p.first));
+        } else {
+            what.push_str(&format!(" {}-{}", p.first, p.last));
+        }
+    }
+    if let Some(label) = &r.label {
+        what.push_str(&format!(" \"{label}\""));
+    }
+    format!(
+        "allow [{what}] from {} -> {}",
+        addrs(&r.sources),
+        addrs(&r.destinations)
+    )
+}
+
+fn grant(f: &mut fmt::Formatter<'_>, direction: &str, policy: &str, g: &Grant) -> fmt::Result {
+    let r = &g.requirements;
+    writeln!(f, "    {direction} by policy {policy:?}:")?;
+    for allow in &g.rules {
+        writeln!(f, "      {}", rule(allow))?;
+    }
+    let mut conditions = Vec::new();
+    conditions.extend(r.policy_trust.iter().map(|t| format!("trust {t:?}")));
+    for (tag, trust) in &r.via_tags {
+        if !trust.is_empty() {
+            conditions.push(format!("tag {tag:?} while {}", trust.join(" and ")));
+        }
+    }
+    if let Some(hours) = &r.active_hours {
+        conditions.push(format!("active hours in {}", hours.zone));
+    }
+    if !conditions.is_empty() {
+        writeln!(
+            f,
+            "      when {} (judged on {}, enforced by {})",
+            conditions.join(", "),
+            r.sender,
+            r.enforced_by
+        )?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "System: {} ({}) in {}{}",
+            self.system,
+            self.address,
+            self.overlay,
+            if self.enabled { "" } else { ", disabled" }
+        )?;
+        for (name, peer) in &self.peers {
+            writeln!(f)?;
+            writeln!(f, "Peer: {name}")?;
+            writeln!(f, "  Public key . . . . : {}", peer.public_key)?;
+            let endpoint = peer
+                .endpoint
+                .map_or_else(|| "(learned)".to_owned(), |e| e.to_string());
+            writeln!(f, "  Endpoint . . . . . : {endpoint}")?;
+            writeln!(f, "  Virtual address. . : {}", peer.address)?;
+            let allowed: Vec<String> = peer.allowed_ips.iter().map(|n| n.to_string()).collect();
+            writeln!(f, "  Allowed IPs. . . . : {}", allowed.join(", "))?;
+            if !peer.gateway_for.is_empty() {
+                let nets: Vec<String> = peer.gateway_for.iter().map(|n| n.to_string()).collect();
+                writeln!(f, "  Gateway for. . . . : {}", nets.join(", "))?;
+            }
+            if let Some(k) = peer.keepalive {
+                writeln!(f, "  Keepalive. . . . . : {k}s")?;
+            }
+            writeln!(f, "  Filter:")?;
+            for (policy, g) in &peer.inbound {
+                grant(f, "inbound (opened by peer)", policy, g)?;
+            }
+            for (policy, g) in &peer.outbound {
+                grant(f, "outbound (opened by us)", policy, g)?;
+            }
+        }
+        if !self.routes.is_empty() {
+            writeln!(f)?;
+            writeln!(f, "Routes:")?;
+            for (subnet, route) in &self.routes {
+                let via: Vec<String> = route
+                    .candidates
+                    .iter()
+                    .map(|c| format!("{} (priority {})", c.gateway, c.priority))
+                    .collect();
+                let policies: Vec<&str> = route.policies.iter().map(String::as_str).collect();
+                writeln!(
+                    f,
+                    "  {subnet}{} via {} [{}]",
+                    if route.default_route {
+                        " (default)"
+                    } else {
+                        ""
+                    },
+                    via.join(", then "),
+                    policies.join("; ")
+                )?;
+            }
+        }
+        if let Some(gw) = &self.gateway {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "Gateway (auto-discovery {}):",
+                if gw.auto_discover { "on" } else { "off" }
+            )?;
+            for (subnet, source) in &gw.subnets {
+                writeln!(f, "  serves {subnet} ({source:?})")?;
+            }
+            for subnet in &gw.removed {
+                writeln!(f, "  never serves {subnet} (removed)")?;
+            }
+            for rule in &gw.snat {
+                writeln!(
+                    f,
+                    "  snat {} -> {} to the egress address",
+                    rule.source, rule.destination
+                )?;
+            }
+            for (policy, fwd) in &gw.forward {
+                let senders: Vec<String> = fwd
+                    .senders
+                    .iter()
+                    .map(|(n, a)| format!("{n} ({a})"))
+                    .collect();
+                let acl: Vec<String> = fwd.acl.iter().map(|a| a.to_string()).collect();
+                writeln!(
+                    f,
+                    "  forward {policy:?}: {} -> {} [{}]",
+                    senders.join(", "),
+                    addrs(&fwd.destinations),
+                    acl.join(", ")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
