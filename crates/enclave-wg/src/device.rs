@@ -1,34 +1,62 @@
 //! The device: one interface's worth of peers, driven by its I/O shell.
+//!
+//! Configuration and the outbound path live here; the inbound path is in
+//! `device/inbound.rs` and the timers in `device/timer_events.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+mod inbound;
+mod timer_events;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::net::SocketAddr;
-use std::time::{Instant, SystemTime};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
 use rand_core::{CryptoRng, RngCore};
+use x25519_dalek::StaticSecret;
 
+use crate::allowed_ips::AllowedIps;
+use crate::cookie::{seal_macs, CookieChecker, MacKeys};
+use crate::crypto::tai64n;
 use crate::error::{Error, Result};
+use crate::handshake::{create_initiation, Identity};
 use crate::keys::{PrivateKey, PublicKey};
+use crate::messages::initiation;
+use crate::peer::{Peer, PendingInitiation, MAX_QUEUED_PACKETS};
+use crate::session::Session;
+use crate::timers::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
+    REKEY_TIMEOUT_JITTER,
+};
 use crate::types::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
 
 /// Random numbers for ephemeral keys, indices, cookies and jitter.
 trait DeviceRng: RngCore + CryptoRng + Send {}
 impl<T: RngCore + CryptoRng + Send> DeviceRng for T {}
 
+/// A peer's position in the device's slot table.
+type Slot = usize;
+
 /// One WireGuard interface's protocol state, without any I/O.
 ///
 /// The shell calls [`Device::encapsulate`] for every packet read from the
 /// TUN device and [`Device::decapsulate`] for every datagram read from the
-/// UDP socket. After each call it drains [`Device::poll_transmit`] and
-/// [`Device::poll_event`], and it calls [`Device::handle_timeout`] when the
-/// instant returned by [`Device::poll_timeout`] has passed.
+/// UDP socket. After each call (or batch of calls) it drains
+/// [`Device::poll_transmit`] and [`Device::poll_event`], and it calls
+/// [`Device::handle_timeout`] when the instant returned by
+/// [`Device::poll_timeout`] has passed, and once after every configuration
+/// change (so that a newly configured persistent keepalive starts at once).
 pub struct Device {
-    private_key: PrivateKey,
-    public_key: PublicKey,
+    identity: Identity,
+    own_mac_keys: MacKeys,
     rng: Box<dyn DeviceRng>,
-    peers: BTreeMap<PublicKey, PeerConfig>,
+    peers: Vec<Option<Peer>>,
+    by_key: BTreeMap<PublicKey, Slot>,
+    indices: HashMap<u32, Slot>,
+    routes: AllowedIps<Slot>,
+    cookie_checker: CookieChecker,
     under_load: bool,
+    last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -36,8 +64,8 @@ pub struct Device {
 impl fmt::Debug for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Device")
-            .field("public_key", &self.public_key)
-            .field("peers", &self.peers.len())
+            .field("public_key", &self.identity.public)
+            .field("peers", &self.by_key.len())
             .field("under_load", &self.under_load)
             .finish_non_exhaustive()
     }
@@ -47,13 +75,19 @@ impl Device {
     /// A device with no peers. `rng` is the only source of randomness the
     /// core uses; the shell seeds it from the operating system.
     pub fn new(private_key: PrivateKey, rng: impl RngCore + CryptoRng + Send + 'static) -> Self {
-        let public_key = private_key.public_key();
+        let identity = Identity::new(*private_key.as_bytes());
+        let own_mac_keys = MacKeys::new(&identity.public);
         Self {
-            private_key,
-            public_key,
+            identity,
+            own_mac_keys,
             rng: Box::new(rng),
-            peers: BTreeMap::new(),
+            peers: Vec::new(),
+            by_key: BTreeMap::new(),
+            indices: HashMap::new(),
+            routes: AllowedIps::new(),
+            cookie_checker: CookieChecker::new(),
             under_load: false,
+            last_now: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -62,55 +96,110 @@ impl Device {
     /// Replaces the static private key. Every session and handshake in
     /// progress ends; a peer whose public key equals the new public key is removed.
     pub fn set_private_key(&mut self, private_key: PrivateKey) {
-        self.public_key = private_key.public_key();
-        self.private_key = private_key;
-        let own = self.public_key;
-        self.peers.remove(&own);
+        self.identity = Identity::new(*private_key.as_bytes());
+        self.own_mac_keys = MacKeys::new(&self.identity.public);
+        let own = self.identity.public;
+        self.remove_peer(&own);
+        for slot in 0..self.peers.len() {
+            self.clear_sessions(slot);
+            if let Some(peer) = self.peers[slot].as_mut() {
+                peer.rekey_statics(&self.identity);
+            }
+        }
     }
 
     /// The device's static public key.
     pub fn public_key(&self) -> PublicKey {
-        self.public_key
+        self.identity.public
     }
 
-    /// Adds a peer, or replaces the configuration of an existing one (its
-    /// sessions and counters are kept).
+    /// Adds a peer, or replaces the whole configuration of an existing one
+    /// (its sessions and counters are kept). A peer with our own public key
+    /// is ignored. A network already routed to another peer moves to this one.
     pub fn upsert_peer(&mut self, config: PeerConfig) {
-        if config.public_key == self.public_key {
+        if config.public_key == self.identity.public {
             return;
         }
-        self.peers.insert(config.public_key, config);
+        let allowed_ips = config.allowed_ips.clone();
+        let slot = match self.by_key.get(&config.public_key) {
+            Some(&slot) => {
+                if let Some(peer) = self.peers[slot].as_mut() {
+                    let psk_changed = peer.config.preshared_key != config.preshared_key;
+                    let keepalive_changed =
+                        peer.config.persistent_keepalive != config.persistent_keepalive;
+                    peer.config = config;
+                    if psk_changed {
+                        peer.rekey_statics(&self.identity);
+                    }
+                    if keepalive_changed {
+                        peer.timers.immediate = peer.keepalive_interval().is_some();
+                        peer.timers.persistent_keepalive = None;
+                    }
+                }
+                slot
+            }
+            None => {
+                let peer = Peer::new(&self.identity, config);
+                let key = peer.config.public_key;
+                let slot = match self.peers.iter().position(Option::is_none) {
+                    Some(free) => {
+                        self.peers[free] = Some(peer);
+                        free
+                    }
+                    None => {
+                        self.peers.push(Some(peer));
+                        self.peers.len() - 1
+                    }
+                };
+                self.by_key.insert(key, slot);
+                slot
+            }
+        };
+        self.set_routes(slot, allowed_ips);
     }
 
     /// Removes a peer: from now on nothing is sent to or accepted from it.
     /// Returns whether it existed.
     pub fn remove_peer(&mut self, public_key: &PublicKey) -> bool {
-        self.peers.remove(public_key).is_some()
+        let Some(slot) = self.by_key.remove(public_key) else {
+            return false;
+        };
+        self.routes.remove_value(slot);
+        if let Some(peer) = self.peers[slot].take() {
+            for index in peer.indices() {
+                self.indices.remove(&index);
+            }
+        }
+        true
     }
 
     /// Removes every peer (UAPI `replace_peers=true`).
     pub fn remove_all_peers(&mut self) {
-        self.peers.clear();
+        let keys: Vec<PublicKey> = self.by_key.keys().copied().collect();
+        for key in keys {
+            self.remove_peer(&key);
+        }
     }
 
     /// What the device knows about each peer, ordered by public key.
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
-        self.peers.keys().filter_map(|key| self.peer(key))
+        self.by_key.keys().filter_map(|key| self.peer(key))
     }
 
     /// What the device knows about one peer.
     pub fn peer(&self, public_key: &PublicKey) -> Option<PeerInfo> {
-        self.peers.get(public_key).map(|config| PeerInfo {
-            public_key: config.public_key,
-            preshared_key: config.preshared_key,
-            endpoint: config.endpoint,
-            allowed_ips: config.allowed_ips.clone(),
-            persistent_keepalive: config.persistent_keepalive,
-            last_handshake: None,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            tx_packets: 0,
+        let peer = self.peers.get(*self.by_key.get(public_key)?)?.as_ref()?;
+        Some(PeerInfo {
+            public_key: peer.config.public_key,
+            preshared_key: peer.config.preshared_key,
+            endpoint: peer.config.endpoint,
+            allowed_ips: peer.config.allowed_ips.clone(),
+            persistent_keepalive: peer.config.persistent_keepalive,
+            last_handshake: peer.last_handshake,
+            rx_bytes: peer.rx_bytes,
+            tx_bytes: peer.tx_bytes,
+            rx_packets: peer.rx_packets,
+            tx_packets: peer.tx_packets,
         })
     }
 
@@ -120,7 +209,8 @@ impl Device {
         public_key: &PublicKey,
         allowed_ips: Vec<IpNet>,
     ) -> Result<()> {
-        self.config_mut(public_key)?.allowed_ips = allowed_ips;
+        let slot = self.slot_of(public_key)?;
+        self.set_routes(slot, allowed_ips);
         Ok(())
     }
 
@@ -130,7 +220,10 @@ impl Device {
         public_key: &PublicKey,
         endpoint: Option<SocketAddr>,
     ) -> Result<()> {
-        self.config_mut(public_key)?.endpoint = endpoint;
+        let slot = self.slot_of(public_key)?;
+        if let Some(peer) = self.peers[slot].as_mut() {
+            peer.config.endpoint = endpoint;
+        }
         Ok(())
     }
 
@@ -140,17 +233,28 @@ impl Device {
         public_key: &PublicKey,
         preshared_key: Option<[u8; 32]>,
     ) -> Result<()> {
-        self.config_mut(public_key)?.preshared_key = preshared_key;
+        let slot = self.slot_of(public_key)?;
+        if let Some(peer) = self.peers[slot].as_mut() {
+            peer.config.preshared_key = preshared_key;
+            peer.rekey_statics(&self.identity);
+        }
         Ok(())
     }
 
-    /// Sets a peer's persistent keepalive interval in seconds (`None` or 0: off).
+    /// Sets a peer's persistent keepalive interval in seconds (`None` or 0:
+    /// off). When enabled, a keepalive goes out at the next
+    /// [`Device::handle_timeout`].
     pub fn set_persistent_keepalive(
         &mut self,
         public_key: &PublicKey,
         interval: Option<u16>,
     ) -> Result<()> {
-        self.config_mut(public_key)?.persistent_keepalive = interval;
+        let slot = self.slot_of(public_key)?;
+        if let Some(peer) = self.peers[slot].as_mut() {
+            peer.config.persistent_keepalive = interval;
+            peer.timers.immediate = peer.keepalive_interval().is_some();
+            peer.timers.persistent_keepalive = None;
+        }
         Ok(())
     }
 
@@ -162,8 +266,10 @@ impl Device {
     }
 
     /// Encrypts one IP packet read from the TUN device into `out` (which
-    /// needs [`crate::encapsulated_len`] bytes). Allocation-free unless the
-    /// packet has to be queued for a handshake.
+    /// needs [`crate::encapsulated_len`]`(ip_packet.len())` bytes). The peer
+    /// is the one whose allowed IPs hold the longest prefix containing the
+    /// destination. Allocation-free unless the packet has to wait for a
+    /// handshake.
     pub fn encapsulate(
         &mut self,
         ip_packet: &[u8],
@@ -171,8 +277,54 @@ impl Device {
         wall: SystemTime,
         out: &mut [u8],
     ) -> Encapsulated {
-        let _ = (ip_packet, now, wall, out);
-        Encapsulated::Dropped(DropReason::NoRoute)
+        self.last_now = Some(now);
+        let Some(destination) = ip_destination(ip_packet) else {
+            return Encapsulated::Dropped(DropReason::Malformed);
+        };
+        let Some(slot) = self.routes.lookup(destination) else {
+            return Encapsulated::Dropped(DropReason::NoRoute);
+        };
+        let Some(peer) = self.peers.get_mut(slot).and_then(Option::as_mut) else {
+            return Encapsulated::Dropped(DropReason::NoRoute);
+        };
+        let key = peer.config.public_key;
+        let Some(dst) = peer.config.endpoint else {
+            return Encapsulated::Dropped(DropReason::NoEndpoint);
+        };
+        if out.len() < crate::encapsulated_len(ip_packet.len()) {
+            return Encapsulated::Dropped(DropReason::BufferTooSmall);
+        }
+        let sealed = peer.sending_session(now).and_then(|session| {
+            let len = session.seal(ip_packet, out)?;
+            let rekey = session.sent() >= REKEY_AFTER_MESSAGES
+                || (session.initiator
+                    && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
+            Some((len, rekey))
+        });
+        match sealed {
+            Some((len, rekey)) => {
+                peer.tx_bytes += len as u64;
+                peer.tx_packets += 1;
+                on_data_sent(peer, now);
+                if rekey {
+                    self.send_initiation(slot, now, wall, false);
+                }
+                tracing::trace!(len, "sealed a transport packet");
+                Encapsulated::Send {
+                    peer: key,
+                    dst,
+                    len,
+                }
+            }
+            None => {
+                if peer.queue.len() >= MAX_QUEUED_PACKETS {
+                    return Encapsulated::Dropped(DropReason::QueueFull);
+                }
+                peer.queue.push_back(ip_packet.to_vec());
+                self.send_initiation(slot, now, wall, false);
+                Encapsulated::Queued { peer: key }
+            }
+        }
     }
 
     /// Handles one datagram received from `from` on the UDP socket. A
@@ -186,8 +338,8 @@ impl Device {
         wall: SystemTime,
         out: &mut [u8],
     ) -> Decapsulated {
-        let _ = (from, datagram, now, wall, out);
-        Decapsulated::Dropped(DropReason::Malformed)
+        self.last_now = Some(now);
+        self.handle_datagram(from, datagram, now, wall, out)
     }
 
     /// The next datagram to send. Call until `None` after every other call.
@@ -202,17 +354,273 @@ impl Device {
 
     /// When [`Device::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.peers
+            .iter()
+            .flatten()
+            .filter_map(|peer| {
+                if peer.timers.immediate {
+                    self.last_now.or_else(|| peer.next_deadline())
+                } else {
+                    peer.next_deadline()
+                }
+            })
+            .min()
     }
 
     /// Runs the timers (retransmissions, keepalives, rekeys, expiry) due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
-        let _ = (now, wall, &mut self.rng, &self.private_key);
+        self.last_now = Some(now);
+        for slot in 0..self.peers.len() {
+            if self.peers[slot].is_some() {
+                self.peer_timers(slot, now, wall);
+            }
+        }
     }
 
-    fn config_mut(&mut self, public_key: &PublicKey) -> Result<&mut PeerConfig> {
-        self.peers
-            .get_mut(public_key)
+    fn slot_of(&self, public_key: &PublicKey) -> Result<Slot> {
+        self.by_key
+            .get(public_key)
+            .copied()
             .ok_or(Error::UnknownPeer(*public_key))
+    }
+
+    /// Routes `allowed_ips` to the peer in `slot`, taking them away from any other peer.
+    fn set_routes(&mut self, slot: Slot, allowed_ips: Vec<IpNet>) {
+        let allowed_ips: Vec<IpNet> = allowed_ips.into_iter().map(|net| net.trunc()).collect();
+        self.routes.remove_value(slot);
+        for (other, peer) in self.peers.iter_mut().enumerate() {
+            if let Some(peer) = peer.as_mut().filter(|_| other != slot) {
+                peer.config
+                    .allowed_ips
+                    .retain(|net| !allowed_ips.contains(&net.trunc()));
+            }
+        }
+        for net in &allowed_ips {
+            self.routes.insert(*net, slot);
+        }
+        if let Some(peer) = self.peers[slot].as_mut() {
+            peer.config.allowed_ips = allowed_ips;
+        }
+    }
+
+    /// A fresh local index for `slot`, unique among the device's live indices.
+    fn new_index(&mut self, slot: Slot) -> u32 {
+        loop {
+            let index = self.rng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.indices.entry(index) {
+                entry.insert(slot);
+                return index;
+            }
+        }
+    }
+
+    fn release_session(&mut self, session: Option<Session>) {
+        if let Some(session) = session {
+            self.indices.remove(&session.local_index);
+        }
+    }
+
+    /// Forgets every session and the pending handshake of the peer in `slot`.
+    fn clear_sessions(&mut self, slot: Slot) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let sessions = [peer.current.take(), peer.previous.take(), peer.next.take()];
+        let pending = peer.pending.take();
+        peer.timers.retransmit_handshake = None;
+        peer.timers.attempt_started = None;
+        for session in sessions {
+            self.release_session(session);
+        }
+        if let Some(pending) = pending {
+            self.indices.remove(&pending.local_index);
+        }
+    }
+
+    /// Sends a handshake initiation to the peer in `slot`. Unless `retry`,
+    /// at most one per REKEY_TIMEOUT (paper, section 6.4).
+    fn send_initiation(&mut self, slot: Slot, now: Instant, wall: SystemTime, retry: bool) {
+        let Some(peer) = self.peers[slot].as_ref() else {
+            return;
+        };
+        if !retry {
+            let recently = peer
+                .timers
+                .last_initiation_sent
+                .is_some_and(|sent| now.saturating_duration_since(sent) < REKEY_TIMEOUT);
+            if recently {
+                return;
+            }
+        }
+        let Some(dst) = peer.config.endpoint else {
+            return;
+        };
+        let old_index = peer.pending.as_ref().map(|pending| pending.local_index);
+        if let Some(index) = old_index {
+            self.indices.remove(&index);
+        }
+        let local_index = self.new_index(slot);
+        let ephemeral = StaticSecret::random_from_rng(&mut *self.rng);
+        let jitter_ms = self.rng.next_u32() % REKEY_TIMEOUT_JITTER.as_millis() as u32;
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let mut msg = [0u8; initiation::LEN];
+        let Some(state) = create_initiation(
+            &self.identity,
+            &peer.statics,
+            local_index,
+            ephemeral,
+            tai64n(wall),
+            &mut msg,
+        ) else {
+            // The peer's public key has small order: no handshake is possible.
+            peer.pending = None;
+            self.indices.remove(&local_index);
+            return;
+        };
+        peer.last_mac1 = Some(seal_macs(&mut msg, &peer.mac_keys, peer.fresh_cookie(now)));
+        peer.pending = Some(PendingInitiation { state, local_index });
+        let timers = &mut peer.timers;
+        timers.last_initiation_sent = Some(now);
+        if !retry || timers.attempt_started.is_none() {
+            timers.attempt_started.get_or_insert(now);
+        }
+        timers.retransmit_handshake =
+            Some(now + REKEY_TIMEOUT + Duration::from_millis(u64::from(jitter_ms)));
+        peer.tx_bytes += msg.len() as u64;
+        on_authenticated_sent(peer, now);
+        tracing::debug!(peer = %peer.config.public_key, retry, "sending handshake initiation");
+        self.transmits.push_back(Transmit {
+            dst,
+            payload: msg.to_vec(),
+        });
+    }
+
+    /// Sends a keepalive (an empty transport message) on the current
+    /// session, or starts a handshake when there is none.
+    fn send_keepalive(&mut self, slot: Slot, now: Instant, wall: SystemTime) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let Some(dst) = peer.config.endpoint else {
+            return;
+        };
+        let mut buffer = [0u8; crate::TRANSPORT_OVERHEAD];
+        match peer
+            .sending_session(now)
+            .and_then(|session| session.seal(&[], &mut buffer))
+        {
+            Some(len) => {
+                peer.tx_bytes += len as u64;
+                peer.tx_packets += 1;
+                on_authenticated_sent(peer, now);
+                tracing::trace!("sending keepalive");
+                self.transmits.push_back(Transmit {
+                    dst,
+                    payload: buffer[..len].to_vec(),
+                });
+            }
+            None => self.send_initiation(slot, now, wall, false),
+        }
+    }
+
+    /// Sends the packets that waited for a session; a keepalive if none did
+    /// and `keepalive_if_empty`.
+    fn flush_queue(
+        &mut self,
+        slot: Slot,
+        now: Instant,
+        wall: SystemTime,
+        keepalive_if_empty: bool,
+    ) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if peer.queue.is_empty() {
+            if keepalive_if_empty {
+                self.send_keepalive(slot, now, wall);
+            }
+            return;
+        }
+        let Some(dst) = peer.config.endpoint else {
+            return;
+        };
+        while let Some(mut packet) = peer.queue.pop_front() {
+            let mut payload = vec![0u8; crate::encapsulated_len(packet.len())];
+            let sealed = peer
+                .sending_session(now)
+                .and_then(|session| session.seal(&packet, &mut payload));
+            zeroize::Zeroize::zeroize(&mut packet);
+            let Some(len) = sealed else {
+                break;
+            };
+            payload.truncate(len);
+            peer.tx_bytes += len as u64;
+            peer.tx_packets += 1;
+            on_data_sent(peer, now);
+            self.transmits.push_back(Transmit { dst, payload });
+        }
+    }
+}
+
+/// Timer bookkeeping after any authenticated packet was sent (wireguard-go's
+/// `timersAnyAuthenticatedPacketSent` and `...Traversal`).
+fn on_authenticated_sent(peer: &mut Peer, now: Instant) {
+    peer.timers.send_keepalive = None;
+    if let Some(interval) = peer.keepalive_interval() {
+        peer.timers.persistent_keepalive = Some(now + interval);
+    }
+}
+
+/// After a data packet (not a keepalive) was sent: expect an answer within
+/// KEEPALIVE_TIMEOUT + REKEY_TIMEOUT or start a new handshake (section 6.5).
+fn on_data_sent(peer: &mut Peer, now: Instant) {
+    on_authenticated_sent(peer, now);
+    peer.timers
+        .new_handshake
+        .get_or_insert(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+}
+
+/// Whether the receiving side of the initiator's session is about to
+/// expire, so that it should rekey now (wireguard-go's `keepKeyFreshReceiving`).
+fn needs_last_minute_rekey(session: &Session, now: Instant) -> bool {
+    session.initiator
+        && now.saturating_duration_since(session.created)
+            >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+}
+
+/// The destination address of an IPv4 or IPv6 packet.
+fn ip_destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let bytes: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(bytes)))
+        }
+        6 => {
+            let bytes: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(bytes)))
+        }
+        _ => None,
+    }
+}
+
+/// The source address and the true length (without padding) of a decrypted IP packet.
+fn ip_source_and_len(packet: &[u8]) -> Option<(IpAddr, usize)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let total = usize::from(u16::from_be_bytes(packet.get(2..4)?.try_into().ok()?));
+            let bytes: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            (20..=packet.len())
+                .contains(&total)
+                .then_some((IpAddr::V4(Ipv4Addr::from(bytes)), total))
+        }
+        6 => {
+            let payload = usize::from(u16::from_be_bytes(packet.get(4..6)?.try_into().ok()?));
+            let bytes: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let total = payload + 40;
+            (total <= packet.len()).then_some((IpAddr::V6(Ipv6Addr::from(bytes)), total))
+        }
+        _ => None,
     }
 }

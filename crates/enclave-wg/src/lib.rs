@@ -9,12 +9,39 @@
 //! [`Device::poll_transmit`], [`Device::poll_event`],
 //! [`Device::poll_timeout`] and [`Device::handle_timeout`].
 //!
-//! Status: the public API is fixed; the protocol (handshake, transport data,
-//! cookies, timers) is being filled in behind it.
+//! What is inside, with the WireGuard paper's sections:
+//! - the Noise_IKpsk2 handshake (5.4.2, 5.4.3) with TAI64N timestamps;
+//!   replayed or older initiations are rejected (`handshake`);
+//! - mac1, mac2 and XChaCha20-Poly1305 cookie replies under load (5.4.4,
+//!   5.4.7; `cookie`);
+//! - transport data with 64-bit counters, plaintext padded to 16 bytes, and
+//!   a 2048-bit sliding replay window as in RFC 6479 (5.4.6; `session`);
+//! - the timers of section 6 ([`timers`]): rekey after time and messages,
+//!   reject after time and messages, handshake retransmission with jitter
+//!   until REKEY_ATTEMPT_TIME, passive and persistent keepalives, key
+//!   erasure after 3 × REJECT_AFTER_TIME; the previous session is kept for
+//!   packets in flight;
+//! - roaming (2.1): a peer's endpoint follows its latest authenticated packet;
+//! - cryptokey routing (2): longest-prefix match over all peers' allowed
+//!   IPs outbound, and inbound packets whose inner source is not in the
+//!   sender's allowed IPs are dropped.
+//!
+//! Secrets (static and ephemeral keys, chaining keys, preshared keys,
+//! transport keys, cookies) are zeroized when dropped. The per-packet
+//! paths do not allocate: the caller passes the output buffer, and transport
+//! ciphers are set up once per session.
 
+mod allowed_ips;
+mod cookie;
+mod crypto;
 mod device;
 mod error;
+mod handshake;
 pub mod keys;
+mod messages;
+mod peer;
+mod session;
+pub mod timers;
 mod types;
 
 pub use device::Device;

@@ -1,0 +1,386 @@
+//! The inbound path: handshake messages, cookie replies and transport data.
+
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime};
+
+use x25519_dalek::StaticSecret;
+
+use super::{ip_source_and_len, needs_last_minute_rekey, on_authenticated_sent, Device, Slot};
+use crate::cookie::{mac1_valid, open_cookie_reply, seal_macs};
+use crate::handshake::{accept_initiation, consume_response, create_response, receive_initiation};
+use crate::keys::PublicKey;
+use crate::messages::{
+    cookie_reply, initiation, message_type, read_u32, response, transport, COOKIE_REPLY,
+    INITIATION, RESPONSE, TRANSPORT,
+};
+use crate::peer::Peer;
+use crate::session::{OpenError, Session};
+use crate::timers::{INITIATION_MIN_INTERVAL, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME};
+use crate::types::{Decapsulated, DropReason, Event};
+
+/// Which of a peer's sessions a transport message is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Current,
+    Previous,
+    Next,
+}
+
+impl Device {
+    pub(super) fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+        wall: SystemTime,
+        out: &mut [u8],
+    ) -> Decapsulated {
+        match (message_type(datagram), datagram.len()) {
+            (Some(TRANSPORT), len) if len >= transport::MIN_LEN => {
+                self.handle_transport(from, datagram, now, wall, out)
+            }
+            (Some(INITIATION), initiation::LEN) => self.handle_initiation(from, datagram, now),
+            (Some(RESPONSE), response::LEN) => self.handle_response(from, datagram, now, wall),
+            (Some(COOKIE_REPLY), cookie_reply::LEN) => self.handle_cookie_reply(datagram, now),
+            _ => {
+                tracing::trace!(
+                    len = datagram.len(),
+                    "dropping a datagram that is no WireGuard message"
+                );
+                Decapsulated::Dropped(DropReason::Malformed)
+            }
+        }
+    }
+
+    /// Checks mac1 and, under load, mac2 of a handshake message; queues a
+    /// cookie reply when mac2 is missing. `Err` carries the drop reason.
+    fn check_macs(
+        &mut self,
+        from: SocketAddr,
+        msg: &[u8],
+        sender_at: usize,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        if !mac1_valid(msg, &self.own_mac_keys) {
+            return Err(DropReason::BadMac1);
+        }
+        if self.under_load
+            && !self
+                .cookie_checker
+                .mac2_valid(msg, from, now, &mut *self.rng)
+        {
+            let sender = read_u32(msg, sender_at).unwrap_or(0);
+            let reply = self.cookie_checker.reply(
+                msg,
+                sender,
+                from,
+                &self.own_mac_keys,
+                now,
+                &mut *self.rng,
+            );
+            tracing::trace!("under load: answering a handshake message with a cookie reply");
+            self.transmits.push_back(crate::Transmit {
+                dst: from,
+                payload: reply.to_vec(),
+            });
+            return Err(DropReason::CookieRequired);
+        }
+        Ok(())
+    }
+
+    fn handle_initiation(&mut self, from: SocketAddr, msg: &[u8], now: Instant) -> Decapsulated {
+        if let Err(reason) = self.check_macs(from, msg, initiation::SENDER, now) {
+            return Decapsulated::Dropped(reason);
+        }
+        let Some(received) = receive_initiation(&self.identity, msg) else {
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        let Some(&slot) = self.by_key.get(&PublicKey(received.remote_static)) else {
+            tracing::debug!("handshake initiation from a key that is not a peer");
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        let Some(peer) = self.peers[slot].as_ref() else {
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        let Some(accepted) = accept_initiation(&received, &peer.statics, msg) else {
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        if peer
+            .latest_timestamp
+            .is_some_and(|latest| accepted.timestamp <= latest)
+        {
+            return Decapsulated::Dropped(DropReason::StaleTimestamp);
+        }
+        let flood = peer
+            .last_initiation_received
+            .is_some_and(|last| now.saturating_duration_since(last) < INITIATION_MIN_INTERVAL);
+        if flood {
+            return Decapsulated::Dropped(DropReason::StaleTimestamp);
+        }
+        let Some(remote_index) = read_u32(msg, initiation::SENDER) else {
+            return Decapsulated::Dropped(DropReason::Malformed);
+        };
+        let local_index = self.new_index(slot);
+        let ephemeral = StaticSecret::random_from_rng(&mut *self.rng);
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        let mut reply = [0u8; response::LEN];
+        let Some(keys) = create_response(
+            &accepted,
+            &peer.statics,
+            local_index,
+            remote_index,
+            ephemeral,
+            &mut reply,
+        ) else {
+            self.indices.remove(&local_index);
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        peer.latest_timestamp = Some(accepted.timestamp);
+        peer.last_initiation_received = Some(now);
+        peer.last_mac1 = Some(seal_macs(
+            &mut reply,
+            &peer.mac_keys,
+            peer.fresh_cookie(now),
+        ));
+        let old_next =
+            peer.next
+                .replace(Session::new(&keys, local_index, remote_index, now, false));
+        peer.rx_bytes += msg.len() as u64;
+        peer.tx_bytes += reply.len() as u64;
+        on_authenticated_received(peer, now);
+        on_authenticated_sent(peer, now);
+        on_session_derived(peer, now);
+        let key = peer.config.public_key;
+        tracing::debug!(peer = %key, "answering a handshake initiation");
+        self.release_session(old_next);
+        self.roam(slot, from);
+        self.transmits.push_back(crate::Transmit {
+            dst: from,
+            payload: reply.to_vec(),
+        });
+        Decapsulated::Consumed { peer: Some(key) }
+    }
+
+    fn handle_response(
+        &mut self,
+        from: SocketAddr,
+        msg: &[u8],
+        now: Instant,
+        wall: SystemTime,
+    ) -> Decapsulated {
+        if let Err(reason) = self.check_macs(from, msg, response::SENDER, now) {
+            return Decapsulated::Dropped(reason);
+        }
+        let (Some(receiver), Some(remote_index)) = (
+            read_u32(msg, response::RECEIVER),
+            read_u32(msg, response::SENDER),
+        ) else {
+            return Decapsulated::Dropped(DropReason::Malformed);
+        };
+        let Some(&slot) = self.indices.get(&receiver) else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(pending) = peer
+            .pending
+            .as_ref()
+            .filter(|pending| pending.local_index == receiver)
+        else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(keys) = consume_response(&pending.state, &self.identity, &peer.statics, msg)
+        else {
+            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+        };
+        peer.pending = None;
+        let session = Session::new(&keys, receiver, remote_index, now, true);
+        let old_previous = std::mem::replace(&mut peer.previous, peer.current.replace(session));
+        peer.rx_bytes += msg.len() as u64;
+        on_handshake_complete(peer, wall);
+        on_session_derived(peer, now);
+        on_authenticated_received(peer, now);
+        let key = peer.config.public_key;
+        tracing::debug!(peer = %key, "handshake completed as initiator");
+        self.events
+            .push_back(Event::HandshakeCompleted { peer: key });
+        self.release_session(old_previous);
+        self.roam(slot, from);
+        self.flush_queue(slot, now, wall, true);
+        Decapsulated::Consumed { peer: Some(key) }
+    }
+
+    fn handle_cookie_reply(&mut self, msg: &[u8], now: Instant) -> Decapsulated {
+        let Some(receiver) = read_u32(msg, cookie_reply::RECEIVER) else {
+            return Decapsulated::Dropped(DropReason::Malformed);
+        };
+        let Some(peer) = self
+            .indices
+            .get(&receiver)
+            .and_then(|&slot| self.peers[slot].as_mut())
+        else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(last_mac1) = peer.last_mac1 else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(cookie) = open_cookie_reply(msg, &peer.mac_keys, &last_mac1) else {
+            return Decapsulated::Dropped(DropReason::DecryptFailed);
+        };
+        peer.cookie = Some((cookie, now));
+        tracing::debug!(peer = %peer.config.public_key, "received a cookie");
+        Decapsulated::Consumed {
+            peer: Some(peer.config.public_key),
+        }
+    }
+
+    fn handle_transport(
+        &mut self,
+        from: SocketAddr,
+        msg: &[u8],
+        now: Instant,
+        wall: SystemTime,
+        out: &mut [u8],
+    ) -> Decapsulated {
+        let Some(receiver) = read_u32(msg, transport::RECEIVER) else {
+            return Decapsulated::Dropped(DropReason::Malformed);
+        };
+        let Some(&slot) = self.indices.get(&receiver) else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let is =
+            |session: &Option<Session>| session.as_ref().is_some_and(|s| s.local_index == receiver);
+        let which = if is(&peer.current) {
+            Which::Current
+        } else if is(&peer.previous) {
+            Which::Previous
+        } else if is(&peer.next) {
+            Which::Next
+        } else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let session = match which {
+            Which::Current => peer.current.as_mut(),
+            Which::Previous => peer.previous.as_mut(),
+            Which::Next => peer.next.as_mut(),
+        };
+        let Some(session) = session else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
+            return Decapsulated::Dropped(DropReason::SessionExpired);
+        }
+        let plain_len = match session.open(msg, out) {
+            Ok(len) => len,
+            Err(OpenError::Replay) => return Decapsulated::Dropped(DropReason::Replay),
+            Err(OpenError::Decrypt) => return Decapsulated::Dropped(DropReason::DecryptFailed),
+            Err(OpenError::BufferTooSmall) => {
+                return Decapsulated::Dropped(DropReason::BufferTooSmall)
+            }
+            Err(OpenError::Malformed) => return Decapsulated::Dropped(DropReason::Malformed),
+        };
+        // The message is authentic from here on.
+        let key = peer.config.public_key;
+        peer.rx_bytes += msg.len() as u64;
+        peer.rx_packets += 1;
+        on_authenticated_received(peer, now);
+        let mut released = None;
+        if which == Which::Next {
+            let next = peer.next.take();
+            released = std::mem::replace(
+                &mut peer.previous,
+                std::mem::replace(&mut peer.current, next),
+            );
+            on_handshake_complete(peer, wall);
+            tracing::debug!(peer = %key, "handshake completed as responder");
+            self.events
+                .push_back(Event::HandshakeCompleted { peer: key });
+        }
+        let last_minute = !peer.timers.sent_last_minute_handshake
+            && peer
+                .current
+                .as_ref()
+                .is_some_and(|current| needs_last_minute_rekey(current, now));
+        if last_minute {
+            peer.timers.sent_last_minute_handshake = true;
+        }
+        let result = if plain_len == 0 {
+            tracing::trace!("received keepalive");
+            Decapsulated::Consumed { peer: Some(key) }
+        } else {
+            match ip_source_and_len(&out[..plain_len]) {
+                None => Decapsulated::Dropped(DropReason::Malformed),
+                Some((source, len)) => {
+                    if self.routes.lookup(source) == Some(slot) {
+                        on_data_received(peer, now);
+                        tracing::trace!(len, "received a transport packet");
+                        Decapsulated::Deliver { peer: key, len }
+                    } else {
+                        Decapsulated::Dropped(DropReason::SourceNotAllowed)
+                    }
+                }
+            }
+        };
+        self.release_session(released);
+        self.roam(slot, from);
+        if last_minute {
+            self.send_initiation(slot, now, wall, false);
+        }
+        if which == Which::Next {
+            self.flush_queue(slot, now, wall, false);
+        }
+        result
+    }
+
+    /// Roaming (paper, section 2.1): the endpoint follows the latest
+    /// authenticated packet.
+    fn roam(&mut self, slot: Slot, from: SocketAddr) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if peer.config.endpoint != Some(from) {
+            peer.config.endpoint = Some(from);
+            let key = peer.config.public_key;
+            tracing::debug!(peer = %key, endpoint = %from, "peer endpoint changed");
+            self.events.push_back(Event::EndpointChanged {
+                peer: key,
+                endpoint: from,
+            });
+        }
+    }
+}
+
+/// Any authenticated packet came in: the peer is alive, no need for the
+/// "no answer to our data" handshake (section 6.5).
+fn on_authenticated_received(peer: &mut Peer, now: Instant) {
+    peer.timers.new_handshake = None;
+    if let Some(interval) = peer.keepalive_interval() {
+        peer.timers.persistent_keepalive = Some(now + interval);
+    }
+}
+
+/// Data came in: answer within KEEPALIVE_TIMEOUT, with data or a keepalive (section 6.5).
+fn on_data_received(peer: &mut Peer, now: Instant) {
+    peer.timers
+        .send_keepalive
+        .get_or_insert(now + KEEPALIVE_TIMEOUT);
+}
+
+/// A new session exists: erase everything if no other follows within 3 × REJECT_AFTER_TIME.
+fn on_session_derived(peer: &mut Peer, now: Instant) {
+    peer.timers.zero_key_material = Some(now + REJECT_AFTER_TIME * 3);
+}
+
+/// A handshake completed: stop retrying.
+fn on_handshake_complete(peer: &mut Peer, wall: SystemTime) {
+    peer.timers.retransmit_handshake = None;
+    peer.timers.attempt_started = None;
+    peer.timers.sent_last_minute_handshake = false;
+    peer.last_handshake = Some(wall);
+}
