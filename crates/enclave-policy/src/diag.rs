@@ -117,6 +117,13 @@ impl<'a> Sink<'a> {
         self.push(Severity::Warning, span, message, None);
     }
 
+    pub(crate) fn error_count(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|(_, d)| d.severity == Severity::Error)
+            .count()
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.items
             .iter()

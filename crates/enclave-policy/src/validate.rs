@@ -46,7 +46,11 @@ pub fn load(file: &str, text: &str) -> Result<Loaded> {
             return Err(invalid(file, sink));
         }
     };
-    let network = Checker { sink: &mut sink }.check(raw);
+    let network = Checker {
+        sink: &mut sink,
+        declared_trust: BTreeSet::new(),
+    }
+    .check(raw);
     if sink.has_errors() {
         return Err(invalid(file, sink));
     }
@@ -65,6 +69,9 @@ fn invalid(file: &str, sink: Sink<'_>) -> Error {
 
 struct Checker<'s, 'a> {
     sink: &'s mut Sink<'a>,
+    /// Every trust requirement name declared, valid or not, so that a bad requirement is
+    /// reported once and not again at each use.
+    declared_trust: BTreeSet<String>,
 }
 
 /// Where each thing was defined, for diagnostics that refer back to it.
@@ -85,6 +92,7 @@ impl Checker<'_, '_> {
         let mut direct_policies = BTreeMap::new();
         for raw in raw.direct_policy {
             let span = raw.span();
+            let errors_before = self.sink.error_count();
             let raw = raw.into_inner();
             let name = self.policy_name(&raw.name, &mut policy_names);
             let policy = DirectPolicy {
@@ -100,7 +108,7 @@ impl Checker<'_, '_> {
                 && !policy.acl.is_empty()
                 && carriers(&systems, &policy.senders).next().is_some()
                 && carriers(&systems, &policy.receivers).next().is_some();
-            if !grants_something {
+            if !grants_something && self.sink.error_count() == errors_before {
                 self.grants_nothing(&span, &name, policy.enabled);
             }
             direct_policies.insert(name, policy);
@@ -108,6 +116,7 @@ impl Checker<'_, '_> {
         let mut gateway_policies = BTreeMap::new();
         for raw in raw.gateway_policy {
             let span = raw.span();
+            let errors_before = self.sink.error_count();
             let raw = raw.into_inner();
             let name = self.policy_name(&raw.name, &mut policy_names);
             let senders = self.tag_list(&raw.senders, "senders", &places);
@@ -133,7 +142,7 @@ impl Checker<'_, '_> {
                 && !policy.acl.is_empty()
                 && !policy.subnets.is_empty()
                 && carriers(&systems, &policy.senders).next().is_some();
-            if !grants_something {
+            if !grants_something && self.sink.error_count() == errors_before {
                 self.grants_nothing(&span, &name, policy.enabled);
             }
             gateway_policies.insert(name, policy);
@@ -193,12 +202,13 @@ impl Checker<'_, '_> {
             if !self.name_ok(&raw.name, "system") {
                 continue;
             }
-            if places.system_names.contains_key(&name) {
+            let duplicate = places.system_names.contains_key(&name);
+            if duplicate {
                 self.sink
                     .error(&raw.name.span(), format!("duplicate system name {name:?}"));
-                continue;
+            } else {
+                places.system_names.insert(name.clone(), raw.name.span());
             }
-            places.system_names.insert(name.clone(), raw.name.span());
             let key = raw.public_key.get_ref().trim().to_owned();
             match base64::engine::general_purpose::STANDARD.decode(&key) {
                 Ok(bytes) if bytes.len() == 32 => {
@@ -296,6 +306,9 @@ impl Checker<'_, '_> {
                     priority: g.priority.map_or(DEFAULT_PRIORITY, |p| p.into_inner()),
                 }
             });
+            if duplicate {
+                continue;
+            }
             systems.insert(
                 name.clone(),
                 System {
@@ -332,7 +345,7 @@ impl Checker<'_, '_> {
             if !self.name_ok(&raw.name, "trust requirement") {
                 continue;
             }
-            if out.contains_key(&name) {
+            if !self.declared_trust.insert(name.clone()) {
                 self.sink.error(
                     &raw.name.span(),
                     format!("duplicate trust requirement name {name:?}"),
@@ -407,9 +420,17 @@ impl Checker<'_, '_> {
         seen: &mut BTreeMap<String, Range<usize>>,
     ) -> String {
         let text = name.get_ref().clone();
-        if self.name_ok(name, "policy") && seen.insert(text.clone(), name.span()).is_some() {
-            self.sink
-                .error(&name.span(), format!("duplicate policy name {text:?}"));
+        if self.name_ok(name, "policy") {
+            if let Some(other) = seen.insert(text.clone(), name.span()) {
+                // Direct policies are read before gateway policies: blame the later one.
+                let later = if other.start > name.span().start {
+                    other
+                } else {
+                    name.span()
+                };
+                self.sink
+                    .error(&later, format!("duplicate policy name {text:?}"));
+            }
         }
         text
     }
@@ -708,6 +729,9 @@ impl Checker<'_, '_> {
         let mut out = Vec::new();
         for name in list {
             if !known.contains_key(name.get_ref()) {
+                if self.declared_trust.contains(name.get_ref()) {
+                    continue;
+                }
                 self.sink.error_hint(
                     &name.span(),
                     format!("no trust requirement named {:?}", name.get_ref()),

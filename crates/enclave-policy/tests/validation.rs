@@ -1,0 +1,295 @@
+//! Validation: the exact text of every diagnostic, for a definition in, diagnostics out.
+
+use expect_test::{expect, Expect};
+
+/// The one place that calls the API: loads `input` and renders every diagnostic.
+fn check(input: &str, expect: Expect) {
+    let rendered = match enclave_policy::load("net.toml", input) {
+        Ok(loaded) => {
+            let mut out = String::from("valid\n");
+            for w in &loaded.warnings {
+                out.push_str(&format!("{w}\n"));
+            }
+            out
+        }
+        Err(enclave_policy::Error::Invalid { diagnostics, .. }) => {
+            let mut out = String::from("invalid\n");
+            for d in &diagnostics {
+                out.push_str(&format!("{d}\n"));
+            }
+            out
+        }
+        Err(other) => format!("unexpected error: {other}"),
+    };
+    expect.assert_eq(&rendered);
+}
+
+const KEY_A: &str = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=";
+
+#[test]
+fn minimal_definition_is_valid() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "a"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+"#
+        ),
+        expect![[r#"
+            valid
+        "#]],
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    check(
+        "[[system]]\nname = \"a\nx",
+        expect![[r#"
+            invalid
+            net.toml:2:10: error: invalid basic string
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_field_is_an_error() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "a"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+colour = "blue"
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:6:1: error: unknown field `colour`, expected one of `name`, `public_key`, `address`, `tags`, `endpoint`, `enabled`, `gateway`
+        "#]],
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    check(
+        r#"
+[network]
+overlay = "100.64.0.0/10"
+
+[[system]]
+name = "a"
+public_key = "not a key"
+address = "10.0.0.1"
+tags = ["users"]
+endpoint = "somewhere"
+
+[[system]]
+name = "a"
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.2"
+
+[[system]]
+name = "b"
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.3"
+tags = ["users"]
+
+[[system]]
+name = "c"
+public_key = "bcvy1Kcg66j/nNMBY5aOQ/5HCIJ8yWt81xrdP32k1y8="
+address = "100.64.0.3"
+
+[[system]]
+name = "gw"
+public_key = "oTgUhJx0PYq5SoepL0DBE7dTXHDw4nbcDwcaVq8JqyU="
+address = "100.64.0.4"
+
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24", "10.1.0.1/16"]
+auto_discover = false
+
+[[trust_requirement]]
+name = "office"
+kind = "password"
+
+[[gateway_policy]]
+name = "p"
+senders = ["users"]
+gateways = ["gw", "c", "nobody"]
+subnets = ["192.168.78.0/24", "192.168.77.0/24"]
+filter = ["192.168.77.20-192.168.77.10", "192.168.99.1", "not-an-address"]
+acl = [
+    { protocol = "tcp", ports = "100-50" },
+    { protocol = "udp", ports = 0 },
+    { protocol = "icmp", ports = 7 },
+    { protocol = "sctp" },
+]
+trust = ["office", "missing"]
+
+[gateway_policy.active_hours]
+days = ["mon", "funday"]
+hours = ["09:00-17:00", "18:00-08:00"]
+zone = "Mars/Olympus_Mons"
+
+[[direct_policy]]
+name = "p"
+senders = ["users"]
+receivers = ["users"]
+acl = [{ protocol = "any" }]
+"#,
+        expect![[r#"
+            invalid
+            net.toml:7:14: error: public key of system "a" is not a WireGuard key
+              hint: a key is 32 bytes in base64 (44 characters), as `enclave-agent keygen` prints
+            net.toml:8:11: error: virtual address 10.0.0.1 of system "a" is outside the usable addresses of the overlay network 100.64.0.0/10
+            net.toml:10:12: error: endpoint "somewhere" of system "a" is not an address and port
+              hint: write it as IP:PORT, for example "203.0.113.10:51820"
+            net.toml:13:8: error: duplicate system name "a"
+            net.toml:19:14: error: system "b" has the same public key as system "a"
+            net.toml:26:11: error: system "c" has the same virtual address 100.64.0.3 as system "b"
+            net.toml:35:31: error: subnet 10.1.0.1/16 has host bits set
+              hint: did you mean 10.1.0.0/16?
+            net.toml:40:8: error: unknown trust requirement kind "password"
+              hint: the supported kind is "public_ip"
+            net.toml:45:19: error: system "c" is not allowed to act as a gateway
+              hint: set `allowed = true` in the [system.gateway] table of "c"
+            net.toml:45:24: error: no system named "nobody"
+            net.toml:46:12: error: subnet 192.168.78.0/24 is not offered by any gateway of this policy ("gw")
+              hint: add it to `subnets` in the [system.gateway] table of a gateway (and out of `removed`)
+            net.toml:47:11: error: address range "192.168.77.20-192.168.77.10" ends before it starts
+            net.toml:47:42: error: filter entry "192.168.99.1" is not inside the subnets of the policy
+            net.toml:47:58: error: filter entry "not-an-address" is not an address, a range or a CIDR
+              hint: write 192.168.77.20, 192.168.77.20-192.168.77.21 or 192.168.77.16/28
+            net.toml:49:33: error: port range "100-50" ends before it starts
+              hint: write a port (445) or a range ("8000-8100") between 1 and 65535
+            net.toml:50:33: error: bad port or port range 0
+              hint: write a port (445) or a range ("8000-8100") between 1 and 65535
+            net.toml:51:34: error: ports make no sense for protocol icmp
+            net.toml:52:18: error: unknown protocol "sctp" in ACL
+              hint: use any, icmp, tcp or udp
+            net.toml:54:20: error: no trust requirement named "missing"
+              hint: define it in a [[trust_requirement]] table
+            net.toml:57:16: error: unknown day "funday"
+              hint: use mon, tue, wed, thu, fri, sat or sun
+            net.toml:58:25: error: bad hours window "18:00-08:00"
+              hint: write HH:MM-HH:MM with the end after the start (up to 24:00); split a window that crosses midnight in two
+            net.toml:59:8: error: unknown time zone "Mars/Olympus_Mons"
+              hint: use an IANA time zone name such as "America/Los_Angeles" or "UTC"
+            net.toml:62:8: error: duplicate policy name "p"
+        "#]],
+    );
+}
+
+#[test]
+fn suspicious_things_are_warnings() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "gw"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+
+[system.gateway]
+allowed = true
+subnets = ["100.64.0.0/16"]
+
+[[tag]]
+name = "ghosts"
+
+[[direct_policy]]
+name = "nobody to nobody"
+senders = ["ghosts"]
+receivers = ["gw"]
+acl = [{{ protocol = "any" }}]
+
+[[gateway_policy]]
+name = "empty acl"
+senders = ["ghosts"]
+gateways = ["gw"]
+subnets = ["100.64.0.0/16"]
+acl = []
+"#
+        ),
+        expect![[r#"
+            valid
+            net.toml:9:12: warning: subnet 100.64.0.0/16 overlaps the overlay network 100.64.0.0/10
+            net.toml:12:8: warning: no system carries tag "ghosts"
+            net.toml:14:1: warning: policy "nobody to nobody" grants nothing
+            net.toml:16:12: warning: no system carries tag "ghosts"
+            net.toml:17:14: warning: no system carries tag "gw"
+            net.toml:20:1: warning: policy "empty acl" grants nothing
+            net.toml:22:12: warning: no system carries tag "ghosts"
+            net.toml:24:12: warning: subnet 100.64.0.0/16 overlaps the overlay network 100.64.0.0/10
+        "#]],
+    );
+}
+
+#[test]
+fn removed_and_undiscoverable_subnets_are_not_offered() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "gw"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+tags = ["users"]
+
+[system.gateway]
+allowed = true
+removed = ["172.17.0.0/16"]
+
+[[gateway_policy]]
+name = "p"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["172.17.0.0/16", "10.9.0.0/16", "0.0.0.0/0"]
+acl = [{{ protocol = "any" }}]
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:16:12: error: subnet 172.17.0.0/16 is not offered by any gateway of this policy ("gw")
+              hint: add it to `subnets` in the [system.gateway] table of a gateway (and out of `removed`)
+            net.toml:16:44: error: subnet 0.0.0.0/0 is not offered by any gateway of this policy ("gw")
+              hint: add it to `subnets` in the [system.gateway] table of a gateway (and out of `removed`)
+        "#]],
+    );
+}
+
+#[test]
+fn unmarked_gateway_is_refused_with_a_hint() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "gw"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+tags = ["users"]
+
+[system.gateway]
+allowed = false
+subnets = ["192.168.77.0/24"]
+
+[[gateway_policy]]
+name = "p"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["192.168.77.0/24"]
+acl = [{{ protocol = "icmp" }}]
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:15:13: error: system "gw" is not allowed to act as a gateway
+              hint: set `allowed = true` in the [system.gateway] table of "gw"
+        "#]],
+    );
+}

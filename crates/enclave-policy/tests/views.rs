@@ -1,0 +1,425 @@
+//! Compilation: a definition in, one system's view out (as the JSON the agent applies).
+
+use expect_test::{expect, Expect};
+
+const DEFINITION: &str = r#"
+[network]
+overlay = "100.64.0.0/10"
+keepalive = 0
+
+[[system]]
+name = "sender"
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.11"
+tags = ["users"]
+
+[[system]]
+name = "printer-gw"
+public_key = "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4="
+address = "100.64.0.2"
+endpoint = "192.0.2.2:51820"
+
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24", "10.0.0.0/8"]
+removed = ["172.17.0.0/16"]
+priority = 20
+
+[[system]]
+name = "backup-gw"
+public_key = "Dpsz5V3gaPJ36lA7rcRsHFcA3u9ZwBxPoYGfZfLalmU="
+address = "100.64.0.3"
+
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24"]
+priority = 10
+
+[[system]]
+name = "off-gw"
+public_key = "aKAmxc0wy4g+x3zH5u7zxGRJMi3QcmtyRuDsZhEGhTo="
+address = "100.64.0.4"
+enabled = false
+
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24"]
+
+[[trust_requirement]]
+name = "office"
+kind = "public_ip"
+allow = ["198.51.100.0/24"]
+
+[[gateway_policy]]
+name = "printers"
+senders = ["users"]
+gateways = ["printer-gw", "backup-gw", "off-gw"]
+subnets = ["192.168.77.0/24"]
+filter = ["192.168.77.20-192.168.77.21", "192.168.77.128/30"]
+acl = [{ protocol = "tcp", ports = "9100", label = "JetDirect" }]
+trust = ["office"]
+"#;
+
+/// The one place that calls the API for views.
+fn check(system: &str, expect: Expect) {
+    let loaded = enclave_policy::load("net.toml", DEFINITION).expect("valid definition");
+    let view = enclave_policy::compile(&loaded.network, system).expect("system exists");
+    expect.assert_eq(&serde_json::to_string_pretty(&view).expect("serialisable"));
+}
+
+#[test]
+fn sender_view_has_ordered_candidates_and_filtered_rules() {
+    check(
+        "sender",
+        expect![[r#"
+        {
+          "system": "sender",
+          "address": "100.64.0.11",
+          "overlay": "100.64.0.0/10",
+          "enabled": true,
+          "peers": {
+            "backup-gw": {
+              "public_key": "Dpsz5V3gaPJ36lA7rcRsHFcA3u9ZwBxPoYGfZfLalmU=",
+              "address": "100.64.0.3",
+              "endpoint": null,
+              "allowed_ips": [
+                "100.64.0.3/32"
+              ],
+              "keepalive": null,
+              "gateway_for": [
+                "192.168.77.0/24"
+              ],
+              "inbound": {},
+              "outbound": {
+                "printers": {
+                  "kind": "gateway",
+                  "rules": [
+                    {
+                      "protocol": "tcp",
+                      "ports": {
+                        "first": 9100,
+                        "last": 9100
+                      },
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "192.168.77.128/30"
+                        },
+                        {
+                          "range": {
+                            "first": "192.168.77.20",
+                            "last": "192.168.77.21"
+                          }
+                        }
+                      ],
+                      "label": "JetDirect"
+                    },
+                    {
+                      "protocol": "icmp",
+                      "ports": null,
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "100.64.0.3/32"
+                        }
+                      ],
+                      "label": "gateway reachability"
+                    }
+                  ],
+                  "requirements": {
+                    "sender": "sender",
+                    "enforced_by": "backup-gw",
+                    "policy_trust": [
+                      "office"
+                    ],
+                    "via_tags": {
+                      "users": []
+                    },
+                    "active_hours": null
+                  }
+                }
+              }
+            },
+            "printer-gw": {
+              "public_key": "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4=",
+              "address": "100.64.0.2",
+              "endpoint": "192.0.2.2:51820",
+              "allowed_ips": [
+                "100.64.0.2/32"
+              ],
+              "keepalive": null,
+              "gateway_for": [
+                "192.168.77.0/24"
+              ],
+              "inbound": {},
+              "outbound": {
+                "printers": {
+                  "kind": "gateway",
+                  "rules": [
+                    {
+                      "protocol": "tcp",
+                      "ports": {
+                        "first": 9100,
+                        "last": 9100
+                      },
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "192.168.77.128/30"
+                        },
+                        {
+                          "range": {
+                            "first": "192.168.77.20",
+                            "last": "192.168.77.21"
+                          }
+                        }
+                      ],
+                      "label": "JetDirect"
+                    },
+                    {
+                      "protocol": "icmp",
+                      "ports": null,
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "100.64.0.2/32"
+                        }
+                      ],
+                      "label": "gateway reachability"
+                    }
+                  ],
+                  "requirements": {
+                    "sender": "sender",
+                    "enforced_by": "printer-gw",
+                    "policy_trust": [
+                      "office"
+                    ],
+                    "via_tags": {
+                      "users": []
+                    },
+                    "active_hours": null
+                  }
+                }
+              }
+            }
+          },
+          "routes": {
+            "192.168.77.0/24": {
+              "default_route": false,
+              "candidates": [
+                {
+                  "gateway": "backup-gw",
+                  "priority": 10
+                },
+                {
+                  "gateway": "printer-gw",
+                  "priority": 20
+                }
+              ],
+              "policies": [
+                "printers"
+              ]
+            }
+          },
+          "gateway": null,
+          "trust_requirements": {
+            "office": {
+              "name": "office",
+              "kind": {
+                "kind": "public_ip",
+                "allow": [
+                  "198.51.100.0/24"
+                ],
+                "block": []
+              }
+            }
+          }
+        }"#]],
+    );
+}
+
+#[test]
+fn gateway_view_has_forward_and_snat_rules() {
+    check(
+        "printer-gw",
+        expect![[r#"
+        {
+          "system": "printer-gw",
+          "address": "100.64.0.2",
+          "overlay": "100.64.0.0/10",
+          "enabled": true,
+          "peers": {
+            "sender": {
+              "public_key": "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=",
+              "address": "100.64.0.11",
+              "endpoint": null,
+              "allowed_ips": [
+                "100.64.0.11/32"
+              ],
+              "keepalive": null,
+              "gateway_for": [],
+              "inbound": {
+                "printers": {
+                  "kind": "gateway",
+                  "rules": [
+                    {
+                      "protocol": "tcp",
+                      "ports": {
+                        "first": 9100,
+                        "last": 9100
+                      },
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "192.168.77.128/30"
+                        },
+                        {
+                          "range": {
+                            "first": "192.168.77.20",
+                            "last": "192.168.77.21"
+                          }
+                        }
+                      ],
+                      "label": "JetDirect"
+                    },
+                    {
+                      "protocol": "icmp",
+                      "ports": null,
+                      "sources": [
+                        {
+                          "net": "100.64.0.11/32"
+                        }
+                      ],
+                      "destinations": [
+                        {
+                          "net": "100.64.0.2/32"
+                        }
+                      ],
+                      "label": "gateway reachability"
+                    }
+                  ],
+                  "requirements": {
+                    "sender": "sender",
+                    "enforced_by": "printer-gw",
+                    "policy_trust": [
+                      "office"
+                    ],
+                    "via_tags": {
+                      "users": []
+                    },
+                    "active_hours": null
+                  }
+                }
+              },
+              "outbound": {}
+            }
+          },
+          "routes": {},
+          "gateway": {
+            "auto_discover": true,
+            "removed": [
+              "172.17.0.0/16"
+            ],
+            "subnets": {
+              "10.0.0.0/8": "manual",
+              "192.168.77.0/24": "manual"
+            },
+            "forward": {
+              "printers": {
+                "senders": {
+                  "sender": "100.64.0.11"
+                },
+                "destinations": [
+                  {
+                    "net": "192.168.77.128/30"
+                  },
+                  {
+                    "range": {
+                      "first": "192.168.77.20",
+                      "last": "192.168.77.21"
+                    }
+                  }
+                ],
+                "acl": [
+                  {
+                    "protocol": "tcp",
+                    "ports": {
+                      "first": 9100,
+                      "last": 9100
+                    },
+                    "label": "JetDirect"
+                  }
+                ]
+              }
+            },
+            "snat": [
+              {
+                "source": "100.64.0.0/10",
+                "destination": "10.0.0.0/8"
+              },
+              {
+                "source": "100.64.0.0/10",
+                "destination": "192.168.77.0/24"
+              }
+            ]
+          },
+          "trust_requirements": {
+            "office": {
+              "name": "office",
+              "kind": {
+                "kind": "public_ip",
+                "allow": [
+                  "198.51.100.0/24"
+                ],
+                "block": []
+              }
+            }
+          }
+        }"#]],
+    );
+}
+
+#[test]
+fn disabled_system_gets_nothing() {
+    check(
+        "off-gw",
+        expect![[r#"
+        {
+          "system": "off-gw",
+          "address": "100.64.0.4",
+          "overlay": "100.64.0.0/10",
+          "enabled": false,
+          "peers": {},
+          "routes": {},
+          "gateway": null,
+          "trust_requirements": {}
+        }"#]],
+    );
+}
+
+#[test]
+fn unknown_system_is_an_error() {
+    let loaded = enclave_policy::load("net.toml", DEFINITION).expect("valid definition");
+    let err = enclave_policy::compile(&loaded.network, "nope").unwrap_err();
+    expect![[r#"no system named "nope" in the network definition"#]].assert_eq(&err.to_string());
+}
