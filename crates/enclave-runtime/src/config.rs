@@ -84,7 +84,7 @@ fn default_uapi_dir() -> PathBuf {
     PathBuf::from("/var/run/wireguard")
 }
 fn default_fwmark() -> u32 {
-    0x454e
+    0x4543
 }
 
 impl AgentConfig {

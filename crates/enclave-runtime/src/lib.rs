@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod control;
+pub mod desired;
 mod error;
 pub mod failover;
 pub mod status;

@@ -1,0 +1,327 @@
+//! What the host must hold at one moment (sans-IO): the compiled policy view combined with what
+//! the agent has observed — which gateway each subnet uses now, which grants pass their trust
+//! requirements, which subnets this gateway can serve and out of which interface.
+//!
+//! The shell recomputes it after every change and hands the parts to the data plane, the route
+//! manager and the NAT manager, which each apply only the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
+use enclave_policy::{Direction, Evaluation, View};
+use ipnet::Ipv4Net;
+
+use crate::control::CONTROL_PORT;
+
+/// The label of the filter rules that carry the control protocol.
+pub const CONTROL_LABEL: &str = "enclave control";
+
+/// One peer as the data plane must configure it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredPeer {
+    /// Its public key, base64.
+    pub public_key: String,
+    /// Its underlay endpoint, when known from the definition.
+    pub endpoint: Option<SocketAddr>,
+    /// Its allowed IPs: its virtual address, plus the subnets it is the active gateway for.
+    pub allowed_ips: BTreeSet<Ipv4Net>,
+    /// Persistent keepalive in seconds.
+    pub keepalive: Option<u16>,
+    /// Flows the peer may open towards (or through) us; grants whose requirements fail are
+    /// left out.
+    pub inbound: Vec<AllowRule>,
+    /// Flows we may open towards (or through) the peer.
+    pub outbound: Vec<AllowRule>,
+}
+
+/// Where a gateway sends a served subnet's traffic: the egress interface and the address SNAT
+/// translates to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    /// The interface.
+    pub interface: String,
+    /// The gateway's own address on it.
+    pub address: Ipv4Addr,
+}
+
+/// The whole desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// The peers, by name.
+    pub peers: BTreeMap<String, DesiredPeer>,
+    /// Routes through the tunnel (not the default route).
+    pub routes: BTreeSet<Ipv4Net>,
+    /// Whether a default route through the tunnel is wanted.
+    pub default_route: bool,
+    /// On a gateway: the NAT and forwarding policy.
+    pub nat: Option<enclave_nat::NatPolicy>,
+}
+
+/// Combines the view with the observed state.
+///
+/// - `active`: the gateway each routed subnet uses now (from the failover selector);
+/// - `evaluation`: the trust evaluation of the view's grants now;
+/// - `served`: on a gateway, the subnets it serves now and their egress.
+pub fn desired(
+    view: &View,
+    interface: &str,
+    active: &BTreeMap<Ipv4Net, String>,
+    evaluation: &Evaluation,
+    served: &BTreeMap<Ipv4Net, Egress>,
+) -> Desired {
+    let mut peers = BTreeMap::new();
+    if view.enabled {
+        for (name, peer) in &view.peers {
+            let mut allowed_ips = peer.allowed_ips.clone();
+            allowed_ips.extend(
+                active
+                    .iter()
+                    .filter(|(_, gw)| *gw == name)
+                    .map(|(subnet, _)| *subnet),
+            );
+            let rules = |direction: Direction| {
+                let grants = match direction {
+                    Direction::Inbound => &peer.inbound,
+                    Direction::Outbound => &peer.outbound,
+                };
+                let mut rules: Vec<AllowRule> = grants
+                    .iter()
+                    .filter(|(policy, _)| evaluation.is_active(name, direction, policy))
+                    .flat_map(|(_, grant)| grant.rules.iter().cloned())
+                    .collect();
+                let (from, to) = match direction {
+                    Direction::Inbound => (peer.address, view.address),
+                    Direction::Outbound => (view.address, peer.address),
+                };
+                rules.push(control_rule(from, to));
+                rules
+            };
+            peers.insert(
+                name.clone(),
+                DesiredPeer {
+                    public_key: peer.public_key.clone(),
+                    endpoint: peer.endpoint,
+                    allowed_ips,
+                    keepalive: peer.keepalive,
+                    inbound: rules(Direction::Inbound),
+                    outbound: rules(Direction::Outbound),
+                },
+            );
+        }
+    }
+    let routed: BTreeSet<Ipv4Net> = active.keys().copied().collect();
+    let default_route = routed.iter().any(|net| net.prefix_len() == 0);
+    let routes = routed
+        .into_iter()
+        .filter(|net| net.prefix_len() != 0)
+        .collect();
+    let nat = view
+        .gateway
+        .as_ref()
+        .filter(|_| view.enabled)
+        .map(|gateway| nat_policy(view, gateway, interface, evaluation, served));
+    Desired {
+        peers,
+        routes,
+        default_route,
+        nat,
+    }
+}
+
+/// The control protocol may always flow between peers that policy connects: probes one way,
+/// acknowledgements as their replies.
+fn control_rule(from: Ipv4Addr, to: Ipv4Addr) -> AllowRule {
+    AllowRule {
+        protocol: Protocol::Udp,
+        ports: Some(PortRange::single(CONTROL_PORT)),
+        sources: vec![AddrEntry::Net(Ipv4Net::from(from))],
+        destinations: vec![AddrEntry::Net(Ipv4Net::from(to))],
+        label: Some(CONTROL_LABEL.to_owned()),
+    }
+}
+
+fn nat_policy(
+    view: &View,
+    gateway: &enclave_policy::GatewayView,
+    interface: &str,
+    evaluation: &Evaluation,
+    served: &BTreeMap<Ipv4Net, Egress>,
+) -> enclave_nat::NatPolicy {
+    use enclave_nat::{AddressEntry, AddressSet, ForwardGrant, SnatRule};
+
+    let mut snat = BTreeSet::new();
+    for rule in &gateway.snat {
+        if let Some(egress) = served.get(&rule.destination) {
+            snat.insert(SnatRule {
+                egress_interface: egress.interface.clone(),
+                to: egress.address,
+                source: rule.source,
+            });
+        }
+    }
+    let mut grants = Vec::new();
+    for (policy, forward) in &gateway.forward {
+        let mut sources = AddressSet::new();
+        for (sender, addr) in &forward.senders {
+            if evaluation.is_active(sender, Direction::Inbound, policy) {
+                sources.insert(AddressEntry::Net(Ipv4Net::from(*addr)));
+            }
+        }
+        let mut destinations = AddressSet::new();
+        for entry in &forward.destinations {
+            let inside_served = served.keys().any(|net| match entry {
+                AddrEntry::Net(n) => net.contains(n),
+                AddrEntry::Range { first, last } => net.contains(first) && net.contains(last),
+            });
+            if inside_served {
+                destinations.insert(match *entry {
+                    AddrEntry::Net(n) => AddressEntry::Net(n),
+                    AddrEntry::Range { first, last } => AddressEntry::Range(first, last),
+                });
+            }
+        }
+        if sources.is_empty() || destinations.is_empty() {
+            continue;
+        }
+        for acl in &forward.acl {
+            let (protocol, ports) = match acl.protocol {
+                Protocol::Any => (None, None),
+                Protocol::Icmp => (Some(enclave_nat::Protocol::Icmp), None),
+                Protocol::Tcp => (Some(enclave_nat::Protocol::Tcp), acl.ports),
+                Protocol::Udp => (Some(enclave_nat::Protocol::Udp), acl.ports),
+            };
+            grants.push(ForwardGrant {
+                sources: sources.clone(),
+                destinations: destinations.clone(),
+                protocol,
+                ports: ports.map(|p| enclave_nat::PortRange {
+                    first: p.first,
+                    last: p.last,
+                }),
+                label: match &acl.label {
+                    Some(label) => format!("{policy}: {label}"),
+                    None => policy.clone(),
+                },
+            });
+        }
+    }
+    enclave_nat::NatPolicy {
+        tunnel_interface: interface.to_owned(),
+        overlay: view.overlay,
+        snat: snat.into_iter().collect(),
+        grants,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enclave_policy::{compile, evaluate, load, Facts, Timestamp};
+
+    const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+    const LAN: &str = "192.168.77.0/24";
+
+    fn view(system: &str) -> View {
+        let loaded = load("network.toml", EXAMPLE).expect("the example is valid");
+        compile(&loaded.network, system).unwrap()
+    }
+
+    /// The laptop at 198.51.100.50 and the contractor at `contractor_ip`.
+    fn facts(contractor_ip: &str) -> Facts {
+        let mut facts = Facts::default();
+        facts
+            .public_ips
+            .insert("laptop".to_owned(), "198.51.100.50".parse().unwrap());
+        facts
+            .public_ips
+            .insert("contractor".to_owned(), contractor_ip.parse().unwrap());
+        facts
+    }
+
+    /// A Wednesday at 10:00 in Menlo Park, inside the policy's active hours.
+    fn office_hours() -> Timestamp {
+        "2026-11-25T18:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn a_subnet_is_allowed_only_on_its_active_gateway() {
+        let view = view("laptop");
+        let eval = evaluate(&view, &Facts::default(), office_hours());
+        let lan: Ipv4Net = LAN.parse().unwrap();
+        let active = BTreeMap::from([(lan, "menlo-gw-2".to_owned())]);
+        let d = desired(&view, "enclave0", &active, &eval, &BTreeMap::new());
+        assert!(d.peers["menlo-gw-2"].allowed_ips.contains(&lan));
+        assert!(!d.peers["menlo-gw-1"].allowed_ips.contains(&lan));
+        assert_eq!(d.routes, BTreeSet::from([lan]));
+        assert!(!d.default_route);
+        assert!(d.nat.is_none(), "a sender has no NAT");
+
+        let none = desired(&view, "enclave0", &BTreeMap::new(), &eval, &BTreeMap::new());
+        assert!(none.routes.is_empty(), "no route without an active gateway");
+        assert!(none.peers.values().all(|p| !p.allowed_ips.contains(&lan)));
+    }
+
+    #[test]
+    fn the_default_route_is_wanted_when_its_gateway_is_active() {
+        let view = view("laptop");
+        let eval = evaluate(&view, &Facts::default(), office_hours());
+        let active = BTreeMap::from([("0.0.0.0/0".parse().unwrap(), "egress-gw".to_owned())]);
+        let d = desired(&view, "enclave0", &active, &eval, &BTreeMap::new());
+        assert!(d.default_route);
+        assert!(d.routes.is_empty());
+    }
+
+    #[test]
+    fn the_gateway_forwards_only_granted_senders_that_pass_their_trust_requirements() {
+        let view = view("menlo-gw-1");
+        let lan: Ipv4Net = LAN.parse().unwrap();
+        let served = BTreeMap::from([(
+            lan,
+            Egress {
+                interface: "lan0".into(),
+                address: "192.168.77.1".parse().unwrap(),
+            },
+        )]);
+        let during = evaluate(&view, &facts("198.51.100.7"), office_hours());
+        let d = desired(&view, "enclave0", &BTreeMap::new(), &during, &served);
+        let nat = d.nat.expect("a gateway has a NAT policy");
+        assert_eq!(nat.snat.len(), 1);
+        assert_eq!(nat.snat[0].egress_interface, "lan0");
+        assert_eq!(nat.snat[0].to, "192.168.77.1".parse::<Ipv4Addr>().unwrap());
+        let sources: BTreeSet<String> = nat
+            .grants
+            .iter()
+            .flat_map(|g| g.sources.entries().map(|e| format!("{e:?}")))
+            .collect();
+        assert!(
+            sources.iter().any(|s| s.contains("100.64.0.11")),
+            "{sources:?}"
+        );
+        assert!(
+            sources.iter().any(|s| s.contains("100.64.0.12")),
+            "{sources:?}"
+        );
+        assert_eq!(nat.grants.len(), 3, "icmp, SMB and RDP");
+
+        // The contractor from elsewhere fails its tag's trust requirement; at night nobody passes.
+        let elsewhere = evaluate(&view, &facts("203.0.113.99"), office_hours());
+        let d = desired(&view, "enclave0", &BTreeMap::new(), &elsewhere, &served);
+        let nat = d.nat.unwrap();
+        assert!(nat.grants.iter().all(|g| g
+            .sources
+            .entries()
+            .all(|e| !format!("{e:?}").contains("100.64.0.12"))));
+        let night = evaluate(
+            &view,
+            &facts("198.51.100.7"),
+            "2026-11-26T08:00:00Z".parse().unwrap(),
+        );
+        let d = desired(&view, "enclave0", &BTreeMap::new(), &night, &served);
+        assert!(d.nat.unwrap().grants.is_empty());
+        assert!(d.peers["laptop"]
+            .inbound
+            .iter()
+            .all(|r| r.label.as_deref() == Some(CONTROL_LABEL)));
+    }
+}
