@@ -24,12 +24,15 @@ mod error;
 mod manager;
 mod netlink;
 mod plan;
+mod socket;
 mod sysctl;
 
 pub use error::{Error, Result};
+pub use ipnet::Ipv4Net;
 pub use manager::{Config, Report, RouteManager};
 pub use netlink::{RouteLookup, Rtnl};
 pub use plan::{
     plan, Conflict, ConflictKind, DefaultRoute, Desired, KernelRoute, KernelRule, Plan, Route,
     RuleSpec, PROTOCOL_ENCLAVE, TABLE_MAIN,
 };
+pub use socket::set_fwmark;

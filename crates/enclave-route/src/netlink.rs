@@ -32,7 +32,7 @@ const FIB_RULE_INVERT: u32 = 0x2;
 /// `FR_ACT_TO_TBL`: the rule's action is a table lookup.
 const FR_ACT_TO_TBL: u8 = 1;
 const RT_TABLE_UNSPEC: u8 = 0;
-const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_NOWHERE: u8 = 255;
 const RT_SCOPE_LINK: u8 = 253;
 
 /// Where the kernel would send a packet to one address (`ip route get`).
@@ -335,7 +335,8 @@ impl Rtnl {
             table: route.table,
             metric: route.metric,
         };
-        let msg = Self::route_msg(&key, route.oif, route.protocol, RT_SCOPE_UNIVERSE)?;
+        // RT_SCOPE_NOWHERE: match any scope (as `ip route del` does).
+        let msg = Self::route_msg(&key, route.oif, route.protocol, RT_SCOPE_NOWHERE)?;
         let what = format!(
             "delete route {} table {} metric {}",
             route.dst, route.table, route.metric

@@ -1,7 +1,446 @@
-//! Scenarios of this area (none yet).
+//! The route manager on a real kernel: routes appear and disappear on a tunnel stand-in (a dummy
+//! device), foreign routes are left alone and conflicts reported, the interface may vanish, a
+//! default route keeps the marked UDP to the peer and the LAN working (wg-quick's scheme), a
+//! restart finds exactly its own, and reset leaves the namespace's routes and rules as they were.
 
-use crate::Scenario;
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use enclave_netns::{Netns, Process, TopologySpec};
+use enclave_route::{
+    Config, ConflictKind, DefaultRoute, Desired, Ipv4Net, Report, Route, RouteManager, TABLE_MAIN,
+};
+
+use crate::support::start_wireguard_go;
+use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    vec![
+        Scenario {
+            name: "routes-appear-and-disappear",
+            about: "routes on the tunnel follow the wanted set; foreign routes untouched; conflicts reported; the interface may vanish",
+            run: appear_and_disappear,
+        },
+        Scenario {
+            name: "routes-default-route",
+            about: "a default route through the tunnel keeps marked UDP to the peer and the LAN reachable, and reset restores everything",
+            run: default_route,
+        },
+        Scenario {
+            name: "routes-restart-no-duplicates",
+            about: "a manager that dies without cleaning up and restarts finds its own routes and rules and duplicates none",
+            run: restart_no_duplicates,
+        },
+    ]
+}
+
+/// The tunnel stand-in's name.
+pub(crate) const TUNNEL: &str = "enctun0";
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().expect("a literal subnet")
+}
+
+/// Creates the tunnel stand-in: a TUN device held open by wireguard-go (no peers, so whatever
+/// is routed into it is counted and dropped), up. The kernel has no dummy driver here, and a
+/// TUN nobody reads has no carrier.
+pub(crate) fn add_tunnel(ns: &Netns) -> anyhow::Result<Process> {
+    let process = start_wireguard_go(ns, TUNNEL)?;
+    ns.exec(&["ip", "link", "set", TUNNEL, "up"])?;
+    Ok(process)
+}
+
+/// The manager's configuration for a scenario, with its state in the scenario's log dir.
+pub(crate) fn config(ctx: &Ctx, node: &str) -> anyhow::Result<Config> {
+    let dir: PathBuf = ctx.log_dir().join(format!("route-state-{node}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(Config {
+        interface: TUNNEL.to_string(),
+        state_dir: Some(dir),
+    })
+}
+
+/// Runs `desired` through a fresh manager inside `ns` (every netlink socket and every sysctl
+/// write lives in the namespace). A fresh manager each time is what a restarted agent is.
+pub(crate) fn apply(ns: &Netns, config: &Config, desired: &Desired) -> anyhow::Result<Report> {
+    let report = ns.run_in(|| -> enclave_route::Result<Report> {
+        RouteManager::new(config.clone())?.apply(desired)
+    })??;
+    Ok(report)
+}
+
+fn reset(ns: &Netns, config: &Config) -> anyhow::Result<Report> {
+    let report = ns.run_in(|| -> enclave_route::Result<Report> {
+        RouteManager::new(config.clone())?.reset()
+    })??;
+    Ok(report)
+}
+
+/// `ip route show proto 69 table all` as a set of lines.
+fn ours(ns: &Netns) -> anyhow::Result<BTreeSet<String>> {
+    let out = ns.exec(&["ip", "-4", "route", "show", "proto", "69", "table", "all"])?;
+    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+}
+
+/// Everything routing: IPv4 routes of every table, rules, `src_valid_mark`.
+fn routing_dump(ns: &Netns) -> anyhow::Result<String> {
+    Ok(format!(
+        "{}\n--- rules\n{}\n--- src_valid_mark {}",
+        ns.exec(&["ip", "-4", "route", "show", "table", "all"])?,
+        ns.exec(&["ip", "-4", "rule", "show"])?,
+        ns.exec(&["cat", "/proc/sys/net/ipv4/conf/all/src_valid_mark"])?
+            .trim()
+    ))
+}
+
+fn expect_lines(got: &BTreeSet<String>, want: &[&str]) -> anyhow::Result<()> {
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    ensure!(
+        *got == want,
+        "routes of ours differ\n got: {got:#?}\nwant: {want:#?}"
+    );
+    Ok(())
+}
+
+fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("rtappear");
+    spec.node("gw")
+        .node("peer")
+        .link(("gw", "eth0"), ("peer", "eth0"))
+        .addr("gw", "eth0", "10.10.0.2/24")
+        .addr("peer", "eth0", "10.10.0.1/24");
+    let topo = ctx.topology(&spec)?;
+    let gw = topo.ns("gw");
+    let tunnel = add_tunnel(gw)?;
+    let cfg = config(ctx, "gw")?;
+    let before = routing_dump(gw)?;
+
+    // 1. Three routes in two tables appear, ours by protocol 69, on the tunnel.
+    let mut want = Desired::default();
+    want.routes.insert(Route::main(net("10.1.0.0/16")));
+    want.routes.insert(Route {
+        dst: net("10.2.0.0/16"),
+        table: TABLE_MAIN,
+        metric: 10,
+    });
+    want.routes.insert(Route {
+        dst: net("10.3.0.0/24"),
+        table: 100,
+        metric: 0,
+    });
+    let r = apply(gw, &cfg, &want)?;
+    ensure!(
+        r.added == 3 && r.removed == 0 && r.interface_present,
+        "{r:?}"
+    );
+    expect_lines(
+        &ours(gw)?,
+        &[
+            "10.1.0.0/16 dev enctun0 scope link",
+            "10.2.0.0/16 dev enctun0 scope link metric 10",
+            "10.3.0.0/24 dev enctun0 table 100 scope link",
+        ],
+    )?;
+    // The kernel forwards by them.
+    let get = gw.exec(&["ip", "route", "get", "10.1.2.3"])?;
+    ensure!(get.contains("dev enctun0"), "ip route get 10.1.2.3: {get}");
+
+    // 2. A foreign route on the tunnel, an equal and a more specific one elsewhere.
+    gw.exec(&["ip", "route", "add", "10.4.0.0/16", "dev", TUNNEL])?;
+    want.routes.insert(Route::main(net("10.10.0.0/24"))); // eth0's own subnet: equal
+    want.routes.insert(Route::main(net("10.0.0.0/8"))); // eth0's 10.10.0.0/24 inside
+    let r = apply(gw, &cfg, &want)?;
+    ensure!(
+        r.added == 1,
+        "only 10.0.0.0/8 is new and installable: {r:?}"
+    );
+    let kinds: Vec<(String, String, ConflictKind)> = r
+        .conflicts
+        .iter()
+        .map(|c| (c.ours.dst.to_string(), c.theirs.dst.to_string(), c.kind))
+        .collect();
+    ensure!(
+        kinds.contains(&(
+            "10.10.0.0/24".into(),
+            "10.10.0.0/24".into(),
+            ConflictKind::Equal
+        )) && kinds.contains(&(
+            "10.0.0.0/8".into(),
+            "10.10.0.0/24".into(),
+            ConflictKind::MoreSpecific
+        )),
+        "conflicts: {kinds:?}"
+    );
+    let eth0_route = gw.exec(&["ip", "route", "get", "10.10.0.1"])?;
+    ensure!(
+        eth0_route.contains("dev eth0"),
+        "the foreign connected route still wins: {eth0_route}"
+    );
+
+    // 3. Shrink the wanted set: ours go, the foreign route on the tunnel stays.
+    let small = Desired {
+        routes: [Route::main(net("10.1.0.0/16"))].into_iter().collect(),
+        default_route: None,
+    };
+    let r = apply(gw, &cfg, &small)?;
+    ensure!(r.removed == 3 && r.added == 0, "{r:?}");
+    expect_lines(&ours(gw)?, &["10.1.0.0/16 dev enctun0 scope link"])?;
+    let foreign = gw.exec(&["ip", "-4", "route", "show", "10.4.0.0/16"])?;
+    ensure!(
+        foreign.contains("dev enctun0"),
+        "the foreign route was touched: {foreign:?}"
+    );
+
+    gw.exec(&["ip", "route", "del", "10.4.0.0/16", "dev", TUNNEL])?;
+
+    // 4. The interface vanishes: no error, nothing of ours left; it comes back: so do ours.
+    gw.exec(&["ip", "link", "del", TUNNEL])?;
+    drop(tunnel);
+    let r = apply(gw, &cfg, &small)?;
+    ensure!(!r.interface_present && r.added == 0, "{r:?}");
+    expect_lines(&ours(gw)?, &[])?;
+    let _tunnel = add_tunnel(gw)?;
+    let r = apply(gw, &cfg, &small)?;
+    ensure!(r.interface_present && r.added == 1, "{r:?}");
+    expect_lines(&ours(gw)?, &["10.1.0.0/16 dev enctun0 scope link"])?;
+
+    // 5. Reset: back to exactly what was there.
+    let r = reset(gw, &cfg)?;
+    ensure!(r.removed == 1, "{r:?}");
+    let after = routing_dump(gw)?;
+    ensure!(
+        after == before,
+        "routes or rules differ after reset\nbefore:\n{before}\nafter:\n{after}"
+    );
+    Ok(())
+}
+
+const PEER_ENDPOINT: &str = "198.51.100.1";
+const ECHO_PORT: u16 = 7777;
+
+/// Sends one datagram from a socket marked with `mark` (none when `None`) and returns the answer,
+/// or `None` when nothing came back in time. Runs inside `ns`.
+fn udp_from(ns: &Netns, mark: Option<u32>) -> anyhow::Result<Option<String>> {
+    let dst: SocketAddr = format!("{PEER_ENDPOINT}:{ECHO_PORT}").parse()?;
+    let answer = ns.run_in(|| -> std::io::Result<Option<String>> {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        if let Some(mark) = mark {
+            enclave_route::set_fwmark(&socket, mark)?;
+        }
+        socket.set_read_timeout(Some(Duration::from_millis(700)))?;
+        socket.send_to(b"probe\n", dst)?;
+        let mut buf = [0u8; 256];
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => Ok(Some(String::from_utf8_lossy(&buf[..n]).trim().to_string())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    })??;
+    Ok(answer)
+}
+
+fn tx_packets(ns: &Netns, dev: &str) -> anyhow::Result<u64> {
+    let out = ns.exec(&["ip", "-j", "-s", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("ip -j -s link")?;
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .context("no tx packet counter in ip -j -s link")
+}
+
+fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("rtdefault");
+    spec.node("host")
+        .node("peer")
+        .node("lanbox")
+        .link(("host", "eth0"), ("peer", "eth0"))
+        .segment("lan", &[("host", "lan0"), ("lanbox", "eth0")])
+        .addr("host", "eth0", "10.10.0.2/24")
+        .addr("peer", "eth0", "10.10.0.1/24")
+        .addr("host", "lan0", "192.168.77.1/24")
+        .addr("lanbox", "eth0", "192.168.77.10/24")
+        .route("host", "default via 10.10.0.1");
+    let topo = ctx.topology(&spec)?;
+    let (host, peer, lanbox) = (topo.ns("host"), topo.ns("peer"), topo.ns("lanbox"));
+    // The peer's endpoint is beyond the host's default gateway, as on the Internet.
+    peer.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{PEER_ENDPOINT}/32"),
+        "dev",
+        "lo",
+    ])?;
+    let _echo = peer.echo_server(ECHO_PORT)?;
+    let _tunnel = add_tunnel(host)?;
+    host.exec(&["ip", "addr", "add", "100.64.0.2/32", "dev", TUNNEL])?;
+    host.exec(&["sysctl", "-qw", "net.ipv4.conf.all.src_valid_mark=0"])?;
+    let root_svm_before = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/src_valid_mark")?;
+
+    // Before: the endpoint answers over the underlay.
+    ensure!(
+        udp_from(host, None)?.is_some(),
+        "the peer's endpoint must answer before any change"
+    );
+    let cfg = config(ctx, "host")?;
+    let before = routing_dump(host)?;
+
+    let dr = DefaultRoute::default();
+    let want = Desired {
+        routes: BTreeSet::new(),
+        default_route: Some(dr),
+    };
+    let r = apply(host, &cfg, &want)?;
+    ensure!(r.added == 1 && r.rules_added == 2, "{r:?}");
+    let rules = host.exec(&["ip", "-4", "rule", "show"])?;
+    let table = dr.table.to_string();
+    ensure!(
+        rules.contains(&format!(
+            "{}:\tfrom all lookup main suppress_prefixlength 0 proto 69",
+            dr.priority
+        )) && rules.contains(&format!(
+            "{}:\tnot from all fwmark {:#x} lookup {table} proto 69",
+            dr.priority + 1,
+            dr.fwmark
+        )),
+        "rules:\n{rules}"
+    );
+    let svm = host.exec(&["cat", "/proc/sys/net/ipv4/conf/all/src_valid_mark"])?;
+    ensure!(svm.trim() == "1", "src_valid_mark is {svm}");
+
+    // `ip route get`: unmarked traffic into the tunnel, marked traffic over the underlay, the
+    // LAN and the underlay's own subnet stay on their interfaces.
+    let get = |args: &[&str]| -> anyhow::Result<String> {
+        let mut argv = vec!["ip", "route", "get"];
+        argv.extend_from_slice(args);
+        Ok(host.exec(&argv)?)
+    };
+    let unmarked = get(&[PEER_ENDPOINT])?;
+    ensure!(
+        unmarked.contains(&format!("dev {TUNNEL} table {table}")),
+        "unmarked: {unmarked}"
+    );
+    let mark = format!("{:#x}", dr.fwmark);
+    let marked = get(&[PEER_ENDPOINT, "mark", &mark])?;
+    ensure!(
+        marked.contains("via 10.10.0.1 dev eth0"),
+        "marked: {marked}"
+    );
+    let lan = get(&["192.168.77.10"])?;
+    ensure!(lan.contains("dev lan0"), "LAN: {lan}");
+    let internet = get(&["203.0.113.9"])?;
+    ensure!(
+        internet.contains(&format!("dev {TUNNEL}")),
+        "Internet: {internet}"
+    );
+
+    // Real traffic: the marked socket (the data plane's) still reaches the peer's endpoint; an
+    // unmarked one goes into the tunnel (its counter moves) and gets no answer; the LAN answers.
+    let answer = udp_from(host, Some(dr.fwmark))?;
+    ensure!(
+        answer
+            .as_deref()
+            .is_some_and(|a| a.starts_with("10.10.0.2:")),
+        "marked UDP to the endpoint: {answer:?}"
+    );
+    let tx_before = tx_packets(host, TUNNEL)?;
+    let lost = udp_from(host, None)?;
+    ensure!(lost.is_none(), "unmarked UDP bypassed the tunnel: {lost:?}");
+    let tx_after = tx_packets(host, TUNNEL)?;
+    ensure!(
+        tx_after > tx_before,
+        "the tunnel's tx counter did not move ({tx_before} -> {tx_after})"
+    );
+    let ping = host.ping("192.168.77.10", 3)?;
+    ensure!(ping.all_answered(), "LAN ping: {ping:?}");
+    let ping = lanbox.ping("192.168.77.1", 1)?;
+    ensure!(ping.all_answered(), "LAN to host ping: {ping:?}");
+
+    // Reset: routes, rules and src_valid_mark exactly as before; the root namespace untouched.
+    let r = reset(host, &cfg)?;
+    ensure!(r.removed == 1 && r.rules_removed == 2, "{r:?}");
+    let after = routing_dump(host)?;
+    ensure!(
+        after == before,
+        "routes or rules differ after reset\nbefore:\n{before}\nafter:\n{after}"
+    );
+    ensure!(
+        udp_from(host, None)?.is_some(),
+        "unmarked UDP reaches the endpoint again after reset"
+    );
+    let root_svm_after = std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/src_valid_mark")?;
+    ensure!(
+        root_svm_before == root_svm_after,
+        "the root namespace's src_valid_mark changed"
+    );
+    Ok(())
+}
+
+fn restart_no_duplicates(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("rtrestart");
+    spec.node("gw")
+        .node("peer")
+        .link(("gw", "eth0"), ("peer", "eth0"))
+        .addr("gw", "eth0", "10.10.0.2/24")
+        .addr("peer", "eth0", "10.10.0.1/24")
+        .route("gw", "default via 10.10.0.1");
+    let topo = ctx.topology(&spec)?;
+    let gw = topo.ns("gw");
+    let _tunnel = add_tunnel(gw)?;
+    gw.exec(&["sysctl", "-qw", "net.ipv4.conf.all.src_valid_mark=0"])?;
+    let cfg = config(ctx, "gw")?;
+    let before = routing_dump(gw)?;
+
+    let mut want = Desired {
+        routes: BTreeSet::new(),
+        default_route: Some(DefaultRoute::default()),
+    };
+    for i in 0..50u8 {
+        want.routes
+            .insert(Route::main(net(&format!("10.{}.0.0/16", 100 + i))));
+    }
+    let first = apply(gw, &cfg, &want)?;
+    ensure!(first.added == 51 && first.rules_added == 2, "{first:?}");
+    let installed = routing_dump(gw)?;
+
+    // The first manager is gone without a reset (as after kill -9); a new one starts with the
+    // same wanted state: it finds its own, adds nothing, removes nothing.
+    let second = apply(gw, &cfg, &want)?;
+    ensure!(
+        second.added == 0
+            && second.removed == 0
+            && second.rules_added == 0
+            && second.rules_removed == 0,
+        "restart changed things: {second:?}"
+    );
+    let again = routing_dump(gw)?;
+    ensure!(
+        again == installed,
+        "a restart changed routes or rules\nbefore:\n{installed}\nafter:\n{again}"
+    );
+    ensure!(ours(gw)?.len() == 51, "expected 51 routes of ours");
+
+    // A restart with a smaller wanted set removes what is no longer wanted, once.
+    want.routes.retain(|r| r.dst != net("10.100.0.0/16"));
+    let third = apply(gw, &cfg, &want)?;
+    ensure!(third.removed == 1 && third.added == 0, "{third:?}");
+
+    // Reset by yet another manager restores src_valid_mark from the saved state.
+    let r = reset(gw, &cfg)?;
+    ensure!(r.removed == 50 && r.rules_removed == 2, "{r:?}");
+    let after = routing_dump(gw)?;
+    ensure!(
+        after == before,
+        "routes or rules differ after reset\nbefore:\n{before}\nafter:\n{after}"
+    );
+    Ok(())
 }
