@@ -1,0 +1,455 @@
+//! Property tests of the compiled views' invariants, over random definitions.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use enclave_policy::{AddrEntry, AllowRule, GrantKind, Network, Protocol, View};
+use ipnet::Ipv4Net;
+use proptest::prelude::*;
+
+const TAGS: [&str; 3] = ["a", "b", "c"];
+const SUBNETS: [&str; 5] = [
+    "10.0.0.0/24",
+    "10.0.1.0/24",
+    "10.0.0.0/16",
+    "0.0.0.0/0",
+    "192.168.1.0/24",
+];
+const FILTERS: [&str; 5] = [
+    "10.0.0.5",
+    "10.0.0.10-10.0.0.20",
+    "10.0.1.0/28",
+    "192.168.1.7",
+    "10.0.200.1",
+];
+const ACLS: [&str; 5] = [
+    "{ protocol = \"any\" }",
+    "{ protocol = \"icmp\" }",
+    "{ protocol = \"tcp\", ports = 22 }",
+    "{ protocol = \"tcp\", ports = \"1000-2000\" }",
+    "{ protocol = \"udp\", ports = 53, label = \"dns\" }",
+];
+const KEYS: [&str; 6] = [
+    "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=",
+    "bcvy1Kcg66j/nNMBY5aOQ/5HCIJ8yWt81xrdP32k1y8=",
+    "oTgUhJx0PYq5SoepL0DBE7dTXHDw4nbcDwcaVq8JqyU=",
+    "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4=",
+    "Dpsz5V3gaPJ36lA7rcRsHFcA3u9ZwBxPoYGfZfLalmU=",
+    "aKAmxc0wy4g+x3zH5u7zxGRJMi3QcmtyRuDsZhEGhTo=",
+];
+
+#[derive(Debug, Clone)]
+struct GenGateway {
+    allowed: bool,
+    subnets: Vec<usize>,
+    removed: Vec<usize>,
+    auto_discover: bool,
+    priority: u32,
+}
+
+#[derive(Debug, Clone)]
+struct GenSystem {
+    tags: Vec<usize>,
+    enabled: bool,
+    gateway: Option<GenGateway>,
+}
+
+#[derive(Debug, Clone)]
+struct GenPolicy {
+    direct: bool,
+    enabled: bool,
+    senders: Vec<usize>,
+    receivers: Vec<usize>,
+    gateways: Vec<usize>,
+    subnets: Vec<usize>,
+    filter: Vec<usize>,
+    acl: Vec<usize>,
+}
+
+fn indices(max: usize, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<usize>> {
+    proptest::collection::vec(0..max, len)
+}
+
+fn gateway() -> impl Strategy<Value = GenGateway> {
+    (
+        prop::bool::weighted(0.8),
+        indices(SUBNETS.len(), 0..4),
+        indices(SUBNETS.len(), 0..2),
+        any::<bool>(),
+        0u32..3,
+    )
+        .prop_map(
+            |(allowed, subnets, removed, auto_discover, priority)| GenGateway {
+                allowed,
+                subnets,
+                removed,
+                auto_discover,
+                priority,
+            },
+        )
+}
+
+fn system() -> impl Strategy<Value = GenSystem> {
+    (
+        indices(TAGS.len(), 0..3),
+        prop::bool::weighted(0.9),
+        prop::option::weighted(0.5, gateway()),
+    )
+        .prop_map(|(tags, enabled, gateway)| GenSystem {
+            tags,
+            enabled,
+            gateway,
+        })
+}
+
+fn policy() -> impl Strategy<Value = GenPolicy> {
+    (
+        any::<bool>(),
+        prop::bool::weighted(0.85),
+        indices(TAGS.len(), 1..3),
+        indices(TAGS.len(), 1..3),
+        indices(KEYS.len(), 1..4),
+        indices(SUBNETS.len(), 1..3),
+        indices(FILTERS.len(), 0..3),
+        indices(ACLS.len(), 0..3),
+    )
+        .prop_map(
+            |(direct, enabled, senders, receivers, gateways, subnets, filter, acl)| GenPolicy {
+                direct,
+                enabled,
+                senders,
+                receivers,
+                gateways,
+                subnets,
+                filter,
+                acl,
+            },
+        )
+}
+
+fn list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
+    let parts: Vec<String> = items
+        .into_iter()
+        .map(|s| format!("\"{}\"", s.as_ref()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn offers(g: &GenGateway, subnet: usize) -> bool {
+    let net: Ipv4Net = SUBNETS[subnet].parse().expect("pool subnet");
+    g.allowed
+        && !g.removed.contains(&subnet)
+        && (g.subnets.contains(&subnet) || (g.auto_discover && net.prefix_len() > 0))
+}
+
+fn within(entry: &AddrEntry, net: &Ipv4Net) -> bool {
+    match entry {
+        AddrEntry::Net(inner) => net.contains(inner),
+        AddrEntry::Range { first, last } => net.contains(first) && net.contains(last),
+    }
+}
+
+/// Renders a definition, repairing what validation would refuse (gateways not allowed,
+/// subnets no chosen gateway offers, filter entries outside the subnets). `reverse` writes
+/// the systems and policies in the opposite order.
+fn render(systems: &[GenSystem], policies: &[GenPolicy], reverse: bool) -> String {
+    let mut blocks = Vec::new();
+    for (i, s) in systems.iter().enumerate() {
+        let tags: BTreeSet<&str> = s.tags.iter().map(|t| TAGS[*t]).collect();
+        let mut b = format!(
+            "[[system]]\nname = \"s{i}\"\npublic_key = \"{}\"\naddress = \"100.64.0.{}\"\ntags = {}\nenabled = {}\n",
+            KEYS[i],
+            i + 1,
+            list(tags),
+            s.enabled
+        );
+        if let Some(g) = &s.gateway {
+            let subnets: BTreeSet<&str> = g.subnets.iter().map(|n| SUBNETS[*n]).collect();
+            let removed: BTreeSet<&str> = g.removed.iter().map(|n| SUBNETS[*n]).collect();
+            let _ = write!(
+                b,
+                "\n[system.gateway]\nallowed = {}\nsubnets = {}\nremoved = {}\nauto_discover = {}\npriority = {}\n",
+                g.allowed,
+                list(subnets),
+                list(removed),
+                g.auto_discover,
+                g.priority
+            );
+        }
+        blocks.push(b);
+    }
+    let mut policy_blocks = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        let senders: BTreeSet<&str> = p.senders.iter().map(|t| TAGS[*t]).collect();
+        let acl: Vec<&str> = p.acl.iter().map(|a| ACLS[*a]).collect();
+        let acl = format!("[{}]", acl.join(", "));
+        if p.direct {
+            let receivers: BTreeSet<&str> = p.receivers.iter().map(|t| TAGS[*t]).collect();
+            policy_blocks.push(format!(
+                "[[direct_policy]]\nname = \"p{i}\"\nenabled = {}\nsenders = {}\nreceivers = {}\nacl = {acl}\n",
+                p.enabled,
+                list(senders),
+                list(receivers)
+            ));
+            continue;
+        }
+        let gateways: BTreeSet<usize> = p
+            .gateways
+            .iter()
+            .copied()
+            .filter(|g| {
+                systems
+                    .get(*g)
+                    .and_then(|s| s.gateway.as_ref())
+                    .is_some_and(|g| g.allowed)
+            })
+            .collect();
+        let subnets: BTreeSet<usize> = p
+            .subnets
+            .iter()
+            .copied()
+            .filter(|n| {
+                gateways
+                    .iter()
+                    .any(|g| systems[*g].gateway.as_ref().is_some_and(|g| offers(g, *n)))
+            })
+            .collect();
+        if gateways.is_empty() || subnets.is_empty() {
+            continue;
+        }
+        let nets: Vec<Ipv4Net> = subnets
+            .iter()
+            .map(|n| SUBNETS[*n].parse().expect("pool"))
+            .collect();
+        let filter: BTreeSet<&str> = p
+            .filter
+            .iter()
+            .map(|f| FILTERS[*f])
+            .filter(|f| {
+                let entry = match f.split_once('-') {
+                    Some((a, b)) => AddrEntry::Range {
+                        first: a.parse().expect("pool"),
+                        last: b.parse().expect("pool"),
+                    },
+                    None => AddrEntry::Net(if f.contains('/') {
+                        f.parse().expect("pool")
+                    } else {
+                        Ipv4Net::from(f.parse::<std::net::Ipv4Addr>().expect("pool"))
+                    }),
+                };
+                nets.iter().any(|n| within(&entry, n))
+            })
+            .collect();
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!("filter = {}\n", list(filter))
+        };
+        policy_blocks.push(format!(
+            "[[gateway_policy]]\nname = \"p{i}\"\nenabled = {}\nsenders = {}\ngateways = {}\nsubnets = {}\n{filter}acl = {acl}\n",
+            p.enabled,
+            list(senders),
+            list(gateways.iter().map(|g| format!("s{g}"))),
+            list(subnets.iter().map(|n| SUBNETS[*n]))
+        ));
+    }
+    blocks.extend(policy_blocks);
+    if reverse {
+        blocks.reverse();
+    }
+    blocks.join("\n")
+}
+
+fn rule_matches_acl(rule: &AllowRule, acl: &[enclave_policy::AclEntry]) -> bool {
+    acl.iter()
+        .any(|e| e.protocol == rule.protocol && e.ports == rule.ports && e.label == rule.label)
+}
+
+fn host(addr: std::net::Ipv4Addr) -> Vec<AddrEntry> {
+    vec![AddrEntry::Net(Ipv4Net::from(addr))]
+}
+
+/// Checks every invariant of one compiled view; returns a description of the first breach.
+fn check_view(net: &Network, view: &View) -> Result<(), String> {
+    let me = &net.systems[&view.system];
+    for (peer_name, peer) in &view.peers {
+        let other = &net.systems[peer_name];
+        if !me.enabled || !other.enabled {
+            return Err(format!("peer {peer_name} with a disabled system"));
+        }
+        for (outbound, grants) in [(true, &peer.outbound), (false, &peer.inbound)] {
+            let (sender, receiver) = if outbound { (me, other) } else { (other, me) };
+            for (policy_name, grant) in grants {
+                match grant.kind {
+                    GrantKind::Direct => {
+                        let p = net
+                            .direct_policies
+                            .get(policy_name)
+                            .ok_or("grant of a missing direct policy")?;
+                        if !p.enabled
+                            || sender.tags.is_disjoint(&p.senders)
+                            || receiver.tags.is_disjoint(&p.receivers)
+                        {
+                            return Err(format!("direct grant {policy_name} not granted"));
+                        }
+                        for rule in &grant.rules {
+                            if rule.sources != host(sender.address)
+                                || rule.destinations != host(receiver.address)
+                                || !rule_matches_acl(rule, &p.acl)
+                            {
+                                return Err(format!("direct rule beyond {policy_name}: {rule:?}"));
+                            }
+                        }
+                    }
+                    GrantKind::Gateway => {
+                        let p = net
+                            .gateway_policies
+                            .get(policy_name)
+                            .ok_or("grant of a missing gateway policy")?;
+                        let gateway = receiver;
+                        if !p.enabled
+                            || sender.tags.is_disjoint(&p.senders)
+                            || !p.gateways.contains(&gateway.name)
+                            || !gateway.is_gateway()
+                        {
+                            return Err(format!("gateway grant {policy_name} not granted"));
+                        }
+                        let settings = gateway.gateway.as_ref().ok_or("no gateway settings")?;
+                        for rule in &grant.rules {
+                            if rule.sources != host(sender.address) {
+                                return Err(format!("rule from a foreign source: {rule:?}"));
+                            }
+                            if rule.protocol == Protocol::Icmp
+                                && rule.destinations == host(gateway.address)
+                            {
+                                continue;
+                            }
+                            if !rule_matches_acl(rule, &p.acl) {
+                                return Err(format!("rule beyond the ACL of {policy_name}"));
+                            }
+                            for d in &rule.destinations {
+                                let inside = p
+                                    .subnets
+                                    .iter()
+                                    .any(|s| settings.source_of(*s).is_some() && within(d, s));
+                                let in_overlay = match d {
+                                    AddrEntry::Net(n) => {
+                                        n.contains(&net.overlay) || net.overlay.contains(n)
+                                    }
+                                    AddrEntry::Range { first, last } => {
+                                        net.overlay.contains(first) || net.overlay.contains(last)
+                                    }
+                                };
+                                if !inside || in_overlay {
+                                    return Err(format!(
+                                        "destination {d:?} outside the subnets of {policy_name}"
+                                    ));
+                                }
+                                if !p.filter.is_empty() && !p.filter.contains(d) {
+                                    return Err(format!("destination {d:?} not in the filter"));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (subnet, route) in &view.routes {
+        let granting: Vec<_> = net
+            .gateway_policies
+            .values()
+            .filter(|p| p.enabled && !me.tags.is_disjoint(&p.senders) && p.subnets.contains(subnet))
+            .collect();
+        if granting.is_empty() || route.candidates.is_empty() {
+            return Err(format!("route {subnet} that no policy grants"));
+        }
+        let mut last = 0;
+        for c in &route.candidates {
+            let g = &net.systems[&c.gateway];
+            let offered = g
+                .gateway
+                .as_ref()
+                .is_some_and(|s| s.source_of(*subnet).is_some());
+            if !g.is_gateway()
+                || !offered
+                || g.name == me.name
+                || !granting.iter().any(|p| p.gateways.contains(&g.name))
+            {
+                return Err(format!(
+                    "route {subnet} through {} that does not offer it",
+                    g.name
+                ));
+            }
+            if c.priority < last {
+                return Err(format!("route {subnet} candidates out of order"));
+            }
+            last = c.priority;
+        }
+    }
+    if let Some(gw) = &view.gateway {
+        if !me.is_gateway() {
+            return Err("gateway rules on a system that is not a gateway".into());
+        }
+        for (policy_name, fwd) in &gw.forward {
+            let p = &net.gateway_policies[policy_name];
+            if !p.enabled || !p.gateways.contains(&me.name) || fwd.acl != p.acl {
+                return Err(format!("forward rule beyond {policy_name}"));
+            }
+            for (sender, addr) in &fwd.senders {
+                let s = &net.systems[sender];
+                if !s.enabled || s.tags.is_disjoint(&p.senders) || s.address != *addr {
+                    return Err(format!(
+                        "forwarding for {sender} not granted by {policy_name}"
+                    ));
+                }
+            }
+            for d in &fwd.destinations {
+                if !p.subnets.iter().any(|s| within(d, s)) {
+                    return Err(format!("forward destination {d:?} outside {policy_name}"));
+                }
+            }
+        }
+        for snat in &gw.snat {
+            if !gw.subnets.contains_key(&snat.destination) || gw.removed.contains(&snat.destination)
+            {
+                return Err(format!("SNAT into {} that is not served", snat.destination));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn compiled_views_grant_nothing_beyond_the_policies(
+        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
+        policies in proptest::collection::vec(policy(), 0..6),
+    ) {
+        let text = render(&systems, &policies, false);
+        let loaded = enclave_policy::load("gen.toml", &text);
+        prop_assert!(loaded.is_ok(), "repaired definition refused: {:?}\n{text}", loaded.err());
+        let net = loaded.map(|l| l.network).unwrap_or_else(|_| unreachable!());
+        let reversed = enclave_policy::load("gen.toml", &render(&systems, &policies, true))
+            .map(|l| l.network);
+        prop_assert!(reversed.is_ok());
+        let reversed = reversed.unwrap_or_else(|_| unreachable!());
+        for name in net.systems.keys() {
+            let view = enclave_policy::compile(&net, name);
+            prop_assert!(view.is_ok());
+            let view = view.unwrap_or_else(|_| unreachable!());
+            if let Err(breach) = check_view(&net, &view) {
+                prop_assert!(false, "{breach}\nview of {name}:\n{view}\n{text}");
+            }
+            // Deterministic: the same input, and the same input in another order, give
+            // byte-identical JSON.
+            let json = serde_json::to_string(&view).unwrap_or_default();
+            let again = enclave_policy::compile(&net, name).map(|v| serde_json::to_string(&v).unwrap_or_default());
+            prop_assert_eq!(Some(&json), again.as_ref().ok());
+            let other = enclave_policy::compile(&reversed, name).map(|v| serde_json::to_string(&v).unwrap_or_default());
+            prop_assert_eq!(Some(&json), other.as_ref().ok());
+        }
+    }
+}
