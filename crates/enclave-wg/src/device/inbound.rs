@@ -293,10 +293,18 @@ impl Device {
         let mut released = None;
         if which == Which::Next {
             let next = peer.next.take();
-            released = std::mem::replace(
-                &mut peer.previous,
-                std::mem::replace(&mut peer.current, next),
-            );
+            let superseded = match (&next, &peer.current) {
+                (Some(next), Some(current)) => current.initiator && current.created > next.created,
+                _ => false,
+            };
+            released = if superseded {
+                // Both sides initiated at once and our own handshake finished
+                // later: keep sending on ours, keep the peer's for receiving.
+                std::mem::replace(&mut peer.previous, next)
+            } else {
+                let displaced = std::mem::replace(&mut peer.current, next);
+                std::mem::replace(&mut peer.previous, displaced)
+            };
             on_handshake_complete(peer, wall);
             tracing::debug!(peer = %key, "handshake completed as responder");
             self.events

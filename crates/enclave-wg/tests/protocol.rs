@@ -1,0 +1,501 @@
+//! Two and three devices over the simulated network, on a virtual clock.
+
+mod sim;
+
+use std::time::Duration;
+
+use enclave_wg::timers::{
+    KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
+};
+use enclave_wg::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig};
+use sim::{ipv4_packet, overlay, Conditions, Net};
+
+#[test]
+fn handshake_then_data_both_ways() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 1);
+    let b_key = net.key(1);
+    assert_eq!(
+        net.send_to(0, 1, b"first"),
+        Encapsulated::Queued { peer: b_key }
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"first".to_vec()]);
+    assert_eq!(net.nodes[1].delivered[0].0, net.key(0));
+    assert_eq!(net.handshakes(0), 1);
+    assert_eq!(
+        net.handshakes(1),
+        1,
+        "the responder completes on the first data packet"
+    );
+
+    assert!(matches!(
+        net.send_to(1, 0, b"reply"),
+        Encapsulated::Send { .. }
+    ));
+    assert!(matches!(
+        net.send_to(0, 1, b"second"),
+        Encapsulated::Send { .. }
+    ));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"reply".to_vec()]);
+    assert_eq!(net.bodies(1), vec![b"first".to_vec(), b"second".to_vec()]);
+    assert!(
+        net.nodes.iter().all(|node| node.drops.is_empty()),
+        "no drops on a perfect network"
+    );
+
+    let info = net.nodes[0].device.peer(&b_key).expect("peer");
+    assert!(info.last_handshake.is_some());
+    assert!(info.tx_bytes > 0 && info.rx_bytes > 0);
+    assert_eq!(info.tx_packets, 2);
+}
+
+#[test]
+fn transport_plaintext_is_padded_to_16_bytes() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 2);
+    net.send_to(0, 1, b"x");
+    net.run_for(Duration::from_secs(1));
+    for body_len in [0usize, 1, 15, 16, 17, 100] {
+        let packet = ipv4_packet(overlay(0), overlay(1), &vec![7u8; body_len]);
+        let Encapsulated::Send { len, .. } = net.send_ip(0, &packet) else {
+            panic!("session is up");
+        };
+        assert_eq!(len, enclave_wg::encapsulated_len(packet.len()));
+        assert_eq!((len - 32) % 16, 0);
+    }
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.nodes[1].delivered.len(),
+        7,
+        "padding is stripped using the IP length"
+    );
+    assert_eq!(net.nodes[1].delivered[3].1.len(), 20 + 15);
+}
+
+#[test]
+fn data_gets_through_loss_duplication_and_reordering_without_duplicates() {
+    let mut net = Net::mesh(2, Conditions::hostile(), 3);
+    for n in 0u32..600 {
+        net.send_to(0, 1, &n.to_be_bytes());
+        net.send_to(1, 0, &n.to_be_bytes());
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(5));
+    for i in 0..2 {
+        let bodies = net.bodies(i);
+        let mut unique = bodies.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            bodies.len(),
+            "node {i}: a duplicated datagram was delivered twice"
+        );
+        // 20 % loss; the first packets wait for the handshake (which may itself be lost).
+        assert!(
+            bodies.len() > 400,
+            "node {i} received only {} of 600",
+            bodies.len()
+        );
+    }
+    assert!(
+        net.nodes[1].drops.contains(&DropReason::Replay),
+        "duplicates are caught by the window"
+    );
+}
+
+#[test]
+fn rekey_after_time_loses_nothing() {
+    rekey_run(false);
+}
+
+#[test]
+fn rekey_after_time_loses_nothing_after_simultaneous_start() {
+    rekey_run(true);
+}
+
+fn rekey_run(simultaneous: bool) {
+    let mut conditions = Conditions::perfect();
+    conditions.jitter = Duration::from_millis(5);
+    let mut net = Net::mesh(2, conditions, 4);
+    if !simultaneous {
+        // A alone starts the first handshake; B only answers.
+        net.send_to(0, 1, &u32::MAX.to_be_bytes());
+        net.run_for(Duration::from_millis(100));
+        net.nodes[1].delivered.clear();
+    }
+    let total = 4500u32; // 450 s of traffic, past three REKEY_AFTER_TIMEs
+    for n in 0..total {
+        net.send_to(0, 1, &n.to_be_bytes());
+        net.send_to(1, 0, &n.to_be_bytes());
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        net.handshakes(0) >= 3,
+        "initiator rekeyed {} times",
+        net.handshakes(0)
+    );
+    assert!(net.handshakes(1) >= 3);
+    for i in 0..2 {
+        let bodies = net.bodies(i);
+        assert_eq!(
+            bodies.len(),
+            total as usize,
+            "node {i} lost packets across rekeys"
+        );
+    }
+    assert!(
+        net.nodes.iter().all(|node| node.drops.is_empty()),
+        "drops: {:?}",
+        net.nodes[0].drops
+    );
+    let expired = net
+        .nodes
+        .iter()
+        .flat_map(|node| &node.events)
+        .any(|e| matches!(e, Event::SessionExpired { .. }));
+    assert!(
+        !expired,
+        "a rekeyed session never reaches REJECT_AFTER_TIME while in use"
+    );
+}
+
+#[test]
+fn sessions_expire_after_reject_after_time() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 5);
+    net.send_to(0, 1, b"hello");
+    net.run_for(Duration::from_secs(1));
+    // Keep a transport datagram to replay after expiry.
+    let old = net.nodes[0].sent.last().cloned().expect("sent a datagram");
+    net.run_for(REJECT_AFTER_TIME);
+    let a_key = net.key(0);
+    assert!(net.nodes[1]
+        .events
+        .contains(&Event::SessionExpired { peer: a_key }));
+    let from = net.nodes[0].addr;
+    let to = net.nodes[1].addr;
+    let outcome = net.deliver(from, to, &old).expect("node exists");
+    assert!(
+        matches!(
+            outcome,
+            Decapsulated::Dropped(DropReason::UnknownSession | DropReason::SessionExpired)
+        ),
+        "{outcome:?}"
+    );
+    // Sending again needs a new handshake.
+    assert!(matches!(
+        net.send_to(0, 1, b"again"),
+        Encapsulated::Queued { .. }
+    ));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1).last().map(Vec::as_slice), Some(&b"again"[..]));
+}
+
+#[test]
+fn replayed_transport_is_dropped() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 6);
+    net.send_to(0, 1, b"once");
+    net.run_for(Duration::from_secs(1));
+    let datagram = net.nodes[0].sent.last().cloned().expect("sent");
+    let (from, to) = (net.nodes[0].addr, net.nodes[1].addr);
+    assert_eq!(
+        net.deliver(from, to, &datagram),
+        Some(Decapsulated::Dropped(DropReason::Replay))
+    );
+    assert_eq!(net.bodies(1).len(), 1);
+}
+
+#[test]
+fn replayed_initiation_is_rejected_by_its_timestamp() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 7);
+    net.send_to(0, 1, b"x");
+    let initiation = net.nodes[0].sent[0].clone();
+    assert_eq!(initiation.len(), 148);
+    net.run_for(Duration::from_secs(1));
+    let (from, to) = (net.nodes[0].addr, net.nodes[1].addr);
+    assert_eq!(
+        net.deliver(from, to, &initiation),
+        Some(Decapsulated::Dropped(DropReason::StaleTimestamp))
+    );
+}
+
+#[test]
+fn cookie_reply_under_load_then_handshake_with_mac2() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 8);
+    net.nodes[1].device.set_under_load(true);
+    net.send_to(0, 1, b"under load");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[1].drops, vec![DropReason::CookieRequired]);
+    assert_eq!(net.nodes[1].sent.len(), 1);
+    assert_eq!(net.nodes[1].sent[0].len(), 64, "a cookie reply");
+    assert!(net.bodies(1).is_empty());
+    // The retransmission after REKEY_TIMEOUT carries mac2 and gets through.
+    net.run_for(REKEY_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"under load".to_vec()]);
+    assert_eq!(net.nodes[1].drops, vec![DropReason::CookieRequired]);
+}
+
+#[test]
+fn roaming_endpoint_follows_authenticated_packets() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 9);
+    net.send_to(0, 1, b"before");
+    net.run_for(Duration::from_secs(1));
+    let new_addr: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("address");
+    net.nodes[0].addr = new_addr;
+    net.send_to(0, 1, b"after");
+    net.run_for(Duration::from_secs(1));
+    let a_key = net.key(0);
+    assert!(net.nodes[1].events.contains(&Event::EndpointChanged {
+        peer: a_key,
+        endpoint: new_addr
+    }));
+    assert_eq!(
+        net.nodes[1]
+            .device
+            .peer(&a_key)
+            .and_then(|info| info.endpoint),
+        Some(new_addr)
+    );
+    net.send_to(1, 0, b"to the new place");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"to the new place".to_vec()]);
+
+    // An unauthenticated packet from elsewhere does not move the endpoint.
+    let spoofer: std::net::SocketAddr = "203.0.113.9:1".parse().expect("address");
+    let mut garbage = vec![4u8, 0, 0, 0];
+    garbage.extend_from_slice(&[0u8; 60]);
+    let to = net.nodes[1].addr;
+    net.deliver(spoofer, to, &garbage);
+    assert_eq!(
+        net.nodes[1]
+            .device
+            .peer(&a_key)
+            .and_then(|info| info.endpoint),
+        Some(new_addr)
+    );
+}
+
+#[test]
+fn simultaneous_initiation_converges() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 10);
+    assert!(matches!(
+        net.send_to(0, 1, b"from a"),
+        Encapsulated::Queued { .. }
+    ));
+    assert!(matches!(
+        net.send_to(1, 0, b"from b"),
+        Encapsulated::Queued { .. }
+    ));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"from a".to_vec()]);
+    assert_eq!(net.bodies(0), vec![b"from b".to_vec()]);
+    for n in 0u32..50 {
+        net.send_to(0, 1, &n.to_be_bytes());
+        net.send_to(1, 0, &n.to_be_bytes());
+        net.run_for(Duration::from_millis(50));
+    }
+    assert_eq!(net.bodies(1).len(), 51);
+    assert_eq!(net.bodies(0).len(), 51);
+}
+
+#[test]
+fn handshake_gives_up_after_rekey_attempt_time() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 11);
+    net.conditions.loss = 1.0;
+    net.send_to(0, 1, b"lost");
+    net.run_for(REKEY_ATTEMPT_TIME + REKEY_TIMEOUT * 2);
+    let b_key = net.key(1);
+    assert!(net.nodes[0]
+        .events
+        .contains(&Event::HandshakeTimedOut { peer: b_key }));
+    let initiations = net.nodes[0].sent.iter().filter(|d| d.len() == 148).count();
+    // One every REKEY_TIMEOUT (+ jitter) for REKEY_ATTEMPT_TIME.
+    assert!(
+        (17..=19).contains(&initiations),
+        "{initiations} initiations"
+    );
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        net.nodes[0].sent.len(),
+        initiations,
+        "silence after giving up"
+    );
+}
+
+#[test]
+fn passive_keepalive_answers_one_way_traffic() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 12);
+    net.send_to(0, 1, b"one way");
+    net.run_for(Duration::from_secs(1));
+    let before = net.nodes[1].sent.len();
+    net.run_for(KEEPALIVE_TIMEOUT + Duration::from_secs(1));
+    let keepalives = net.nodes[1].sent[before..]
+        .iter()
+        .filter(|d| d.len() == 32)
+        .count();
+    assert_eq!(keepalives, 1, "B answers A's data with one keepalive");
+}
+
+#[test]
+fn persistent_keepalive_sends_on_schedule() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 13);
+    let b_key = net.key(1);
+    net.nodes[0]
+        .device
+        .set_persistent_keepalive(&b_key, Some(25))
+        .expect("peer exists");
+    net.tick();
+    net.run_for(Duration::from_secs(101));
+    assert_eq!(
+        net.handshakes(0),
+        1,
+        "the first keepalive starts a handshake"
+    );
+    let keepalives = net.nodes[0].sent.iter().filter(|d| d.len() == 32).count();
+    assert!(
+        (4..=5).contains(&keepalives),
+        "{keepalives} keepalives in 100 s at 25 s"
+    );
+}
+
+#[test]
+fn three_peers_cryptokey_routing_and_source_check() {
+    let mut net = Net::mesh(3, Conditions::perfect(), 14);
+    let (b, c) = (net.key(1), net.key(2));
+    // C also routes 10.9.0.0/16; B owns the more specific 10.9.9.0/24.
+    net.nodes[0]
+        .device
+        .set_allowed_ips(
+            &c,
+            vec![
+                "10.0.0.3/32".parse().expect("net"),
+                "10.9.0.0/16".parse().expect("net"),
+            ],
+        )
+        .expect("peer");
+    net.nodes[0]
+        .device
+        .set_allowed_ips(
+            &b,
+            vec![
+                "10.0.0.2/32".parse().expect("net"),
+                "10.9.9.0/24".parse().expect("net"),
+            ],
+        )
+        .expect("peer");
+    let to = |d: [u8; 4]| ipv4_packet(overlay(0), d.into(), b"routed");
+    assert_eq!(
+        net.send_ip(0, &to([10, 9, 9, 1])),
+        Encapsulated::Queued { peer: b }
+    );
+    assert_eq!(
+        net.send_ip(0, &to([10, 9, 1, 1])),
+        Encapsulated::Queued { peer: c }
+    );
+    assert_eq!(
+        net.send_ip(0, &to([10, 8, 0, 1])),
+        Encapsulated::Dropped(DropReason::NoRoute)
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[1].delivered.len(), 1);
+    assert_eq!(net.nodes[2].delivered.len(), 1);
+
+    // B sends with C's source address: A drops it.
+    let spoofed = ipv4_packet(overlay(2), overlay(0), b"spoofed");
+    net.send_ip(1, &spoofed);
+    net.send_to(1, 0, b"honest");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"honest".to_vec()]);
+    assert!(net.nodes[0].drops.contains(&DropReason::SourceNotAllowed));
+    // Packets that B routes to A come from B (not C) per the allowed IPs.
+    assert!(net.nodes[0].delivered.iter().all(|(peer, _)| *peer == b));
+}
+
+#[test]
+fn removed_peer_stops_at_once_and_unknown_keys_never_handshake() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 15);
+    net.send_to(0, 1, b"hello");
+    net.run_for(Duration::from_secs(1));
+    let a_key = net.key(0);
+    assert!(net.nodes[1].device.remove_peer(&a_key));
+    net.send_to(0, 1, b"after removal");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"hello".to_vec()]);
+    assert!(net.nodes[1].drops.contains(&DropReason::UnknownSession));
+    // A's retried handshakes reach a device that no longer knows A.
+    net.run_for(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT * 2);
+    assert!(net.nodes[1].drops.contains(&DropReason::HandshakeFailed));
+    assert!(net.bodies(1).len() == 1);
+    assert_eq!(
+        net.send_to(1, 0, b"x"),
+        Encapsulated::Dropped(DropReason::NoRoute)
+    );
+}
+
+#[test]
+fn preshared_key_must_match() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 16);
+    let (a, b) = (net.key(0), net.key(1));
+    net.nodes[0]
+        .device
+        .set_preshared_key(&b, Some([42; 32]))
+        .expect("peer");
+    net.nodes[1]
+        .device
+        .set_preshared_key(&a, Some([42; 32]))
+        .expect("peer");
+    net.send_to(0, 1, b"with psk");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"with psk".to_vec()]);
+
+    let mut net = Net::mesh(2, Conditions::perfect(), 17);
+    let b = net.key(1);
+    net.nodes[0]
+        .device
+        .set_preshared_key(&b, Some([42; 32]))
+        .expect("peer");
+    net.send_to(0, 1, b"mismatch");
+    net.run_for(Duration::from_secs(1));
+    assert!(net.bodies(1).is_empty());
+    assert!(net.nodes[0].drops.contains(&DropReason::HandshakeFailed));
+}
+
+#[test]
+fn upsert_replaces_configuration_and_keeps_sessions() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 18);
+    net.send_to(0, 1, b"x");
+    net.run_for(Duration::from_secs(1));
+    let b = net.key(1);
+    let info = net.nodes[0].device.peer(&b).expect("peer");
+    net.nodes[0].device.upsert_peer(PeerConfig {
+        public_key: b,
+        preshared_key: None,
+        endpoint: info.endpoint,
+        allowed_ips: vec![
+            "10.0.0.2/32".parse().expect("net"),
+            "fd00::2/128".parse().expect("net"),
+        ],
+        persistent_keepalive: None,
+    });
+    assert!(matches!(net.send_to(0, 1, b"y"), Encapsulated::Send { .. }));
+    let peers: Vec<_> = net.nodes[0].device.peers().collect();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].allowed_ips.len(), 2);
+    assert!(net.nodes[0]
+        .device
+        .set_endpoint(&enclave_wg::PublicKey([9; 32]), None)
+        .is_err());
+}
+
+#[test]
+fn zero_key_material_after_three_reject_after_times() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 19);
+    net.send_to(0, 1, b"x");
+    net.run_for(Duration::from_secs(1));
+    net.run_for(REJECT_AFTER_TIME * 3);
+    // Nothing left to time: no sessions, no pending handshakes.
+    assert_eq!(net.nodes[0].device.poll_timeout(), None);
+    assert_eq!(net.nodes[1].device.poll_timeout(), None);
+    assert!(REKEY_AFTER_TIME < REJECT_AFTER_TIME);
+}
