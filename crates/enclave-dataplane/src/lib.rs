@@ -1,3 +1,21 @@
-//! The overlay data plane's I/O shell.
+//! The overlay data plane's I/O shell (Linux): a TUN device and a UDP socket around the
+//! sans-IO protocol core [`enclave_wg`], with the per-peer stateful filter of
+//! [`enclave_filter`] in the data path, and the WireGuard cross-platform UAPI served on a
+//! unix socket so that `wg show`, `wg set` and `wg showconf` work.
+//!
+//! One [`Tunnel`] runs one event-loop thread that owns the protocol core, the TUN device, the
+//! socket and the filters: no packet takes a lock. UDP is read and written in batches
+//! (recvmmsg/sendmmsg). Control requests reach the loop over a channel.
 
+mod engine;
+mod error;
+mod sys;
+mod tunnel;
 pub mod uapi;
+mod uapi_server;
+mod udp;
+
+pub use error::{Error, Result};
+pub use tunnel::{
+    PeerSpec, PeerStats, Tunnel, TunnelConfig, TunnelStats, DEFAULT_MTU, DEFAULT_UAPI_DIR,
+};

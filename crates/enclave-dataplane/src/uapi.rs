@@ -56,6 +56,9 @@ pub enum UapiError {
         /// The key.
         key: &'static str,
     },
+    /// The first line is neither `get=1` nor `set=1`.
+    #[error("unknown UAPI operation (expected get=1 or set=1)")]
+    UnknownOperation,
     /// The request body did not end with a blank line.
     #[error("the UAPI request ended without its blank line")]
     Unterminated,
@@ -71,7 +74,9 @@ impl UapiError {
     /// The negated errno the protocol answers with.
     pub fn errno(&self) -> i64 {
         match self {
-            UapiError::NotKeyValue { .. } | UapiError::Unterminated => ERRNO_PROTOCOL,
+            UapiError::NotKeyValue { .. }
+            | UapiError::Unterminated
+            | UapiError::UnknownOperation => ERRNO_PROTOCOL,
             UapiError::UnknownKey { .. }
             | UapiError::InvalidValue { .. }
             | UapiError::PeerKeyWithoutPeer { .. } => ERRNO_INVALID,
@@ -265,23 +270,24 @@ impl SetRequest {
     /// Applies the key and peer changes to `device`, in protocol order: the private key,
     /// `replace_peers`, then each peer section. The listen port and fwmark belong to the
     /// socket and are the caller's to apply (before this, so that a port that cannot be bound
-    /// refuses the whole request). `has_key` tracks whether the device has a usable private
-    /// key (the all-zero key removes it).
+    /// refuses the whole request). `key` is the shell's copy of the private key (`None`: the
+    /// device has none and must not use the placeholder it holds); the all-zero key removes
+    /// it and `fresh_key` provides the placeholder.
     pub fn apply_to(
         &self,
         device: &mut Device,
-        has_key: &mut bool,
+        key: &mut Option<PrivateKey>,
         fresh_key: impl FnOnce() -> PrivateKey,
     ) {
         match &self.private_key {
-            Some(Some(key)) => {
-                device.set_private_key(key.clone());
-                *has_key = true;
+            Some(Some(new)) => {
+                device.set_private_key(new.clone());
+                *key = Some(new.clone());
             }
             Some(None) => {
-                // No key: keep none of the old one around either.
+                // No key: keep nothing of the old one in use either.
                 device.set_private_key(fresh_key());
-                *has_key = false;
+                *key = None;
             }
             None => {}
         }

@@ -16,8 +16,8 @@ fn device() -> Device {
 
 fn set(device: &mut Device, body: &str) -> Result<(), UapiError> {
     let request = parse_set(body.lines())?;
-    let mut has_key = true;
-    request.apply_to(device, &mut has_key, || PrivateKey::from_bytes([1; 32]));
+    let mut key = None;
+    request.apply_to(device, &mut key, || PrivateKey::from_bytes([1; 32]));
     Ok(())
 }
 

@@ -1,0 +1,475 @@
+//! The event loop of one tunnel: a dedicated thread that owns the protocol core, the TUN
+//! device, the UDP socket and the per-peer filters, so no packet ever takes a lock. Control
+//! requests (UAPI, reconfiguration, statistics, stop) arrive on a channel and an eventfd
+//! wakes the loop for them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use enclave_filter::{Direction, FilterConfig, PeerFilter};
+use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateKey, PublicKey};
+use ipnet::IpNet;
+
+use crate::sys::{self, Batch, Tun, Waker};
+use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
+use crate::uapi::{self, DeviceView, SetRequest, UapiError};
+use crate::udp::Udp;
+
+/// Datagrams per recvmmsg/sendmmsg call.
+const BATCH: usize = 64;
+/// Room for one datagram or packet (an MTU up to ~4000 bytes).
+const BUF: usize = 4096;
+/// How often the filters forget expired flows.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Handshake initiations per second above which the core is told it is under load.
+const UNDER_LOAD_INITIATIONS: u32 = 128;
+/// The type and length of a handshake initiation (paper, section 5.4.2).
+const INITIATION: (u8, usize) = (1, 148);
+
+/// What the tunnel handle and the UAPI server ask of the loop.
+pub(crate) enum Command {
+    /// `get=1`: answer with the full text.
+    UapiGet(Sender<String>),
+    /// `set=1` (already parsed and validated): answer with the `errno=` text.
+    UapiSet(Box<SetRequest>, Sender<String>),
+    /// Make the peers exactly these (unaffected peers keep their sessions).
+    SetPeers(Vec<PeerSpec>, Sender<()>),
+    /// Statistics.
+    Stats(Sender<TunnelStats>),
+    /// Stop the loop.
+    Stop,
+}
+
+/// The state the loop owns.
+pub(crate) struct Engine {
+    pub(crate) device: Device,
+    pub(crate) private_key: Option<PrivateKey>,
+    pub(crate) tun: Tun,
+    pub(crate) udp: Udp,
+    pub(crate) filters: BTreeMap<PublicKey, PeerFilter>,
+    pub(crate) filter_config: FilterConfig,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) waker: std::sync::Arc<Waker>,
+    /// Longest-prefix-first routes to filtered peers, for the egress filter.
+    routes: Vec<(IpNet, PublicKey)>,
+    drops: [u64; DropReason::ALL.len()],
+    tun_write_errors: u64,
+    rx: Batch,
+    tx: Batch,
+    plain: Box<[u8]>,
+    initiations: u32,
+    initiations_since: Instant,
+    next_sweep: Instant,
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        device: Device,
+        private_key: Option<PrivateKey>,
+        tun: Tun,
+        udp: Udp,
+        filter_config: FilterConfig,
+        commands: Receiver<Command>,
+        waker: std::sync::Arc<Waker>,
+    ) -> Engine {
+        let now = Instant::now();
+        Engine {
+            device,
+            private_key,
+            tun,
+            udp,
+            filters: BTreeMap::new(),
+            filter_config,
+            commands,
+            waker,
+            routes: Vec::new(),
+            drops: [0; DropReason::ALL.len()],
+            tun_write_errors: 0,
+            rx: Batch::new(BATCH, BUF),
+            tx: Batch::new(BATCH, BUF),
+            plain: vec![0u8; BUF].into_boxed_slice(),
+            initiations: 0,
+            initiations_since: now,
+            next_sweep: now + SWEEP_INTERVAL,
+        }
+    }
+
+    /// Runs until told to stop or until the TUN device or the socket fails.
+    pub(crate) fn run(mut self) -> std::io::Result<()> {
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .device
+                .poll_timeout()
+                .map_or(self.next_sweep, |t| t.min(self.next_sweep));
+            let timeout_ms = deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(1000) as i32;
+            let [wake, udp, tun] = sys::poll_readable(
+                [
+                    self.waker.as_raw_fd(),
+                    self.udp.as_raw_fd(),
+                    self.tun.as_raw_fd(),
+                ],
+                timeout_ms,
+            )?;
+            if wake {
+                self.waker.drain();
+                if !self.handle_commands() {
+                    return Ok(());
+                }
+            }
+            if udp {
+                self.network_to_tun()?;
+            }
+            if tun {
+                self.tun_to_network()?;
+            }
+            let now = Instant::now();
+            if self.device.poll_timeout().is_some_and(|t| t <= now) {
+                self.device.handle_timeout(now, SystemTime::now());
+                self.flush_transmits();
+            }
+            if now >= self.next_sweep {
+                for filter in self.filters.values_mut() {
+                    filter.handle_timeout(now);
+                }
+                self.next_sweep = now + SWEEP_INTERVAL;
+                self.initiations = 0;
+                self.initiations_since = now;
+                self.device.set_under_load(false);
+            }
+            self.drain_events();
+        }
+    }
+
+    /// Returns false when the loop must stop.
+    fn handle_commands(&mut self) -> bool {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::UapiGet(reply) => {
+                    let _ = reply.send(self.uapi_get());
+                }
+                Command::UapiSet(request, reply) => {
+                    let mut out = String::new();
+                    let errno = match self.uapi_set(&request) {
+                        Ok(()) => 0,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "UAPI set refused");
+                            e.errno()
+                        }
+                    };
+                    uapi::write_errno(&mut out, errno);
+                    let _ = reply.send(out);
+                }
+                Command::SetPeers(peers, reply) => {
+                    self.set_peers(peers);
+                    let _ = reply.send(());
+                }
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats());
+                }
+                Command::Stop => return false,
+            }
+        }
+        true
+    }
+
+    fn uapi_get(&self) -> String {
+        let mut out = String::new();
+        uapi::write_get(
+            &mut out,
+            DeviceView {
+                private_key: self.private_key.as_ref(),
+                listen_port: self.udp.port,
+                fwmark: self.udp.fwmark,
+            },
+            self.device.peers(),
+        );
+        out
+    }
+
+    fn uapi_set(&mut self, request: &SetRequest) -> Result<(), UapiError> {
+        // The socket first: a port that cannot be bound refuses the whole request.
+        let fwmark = request.fwmark.unwrap_or(self.udp.fwmark);
+        match request.listen_port {
+            Some(port) if port != self.udp.port || port == 0 => {
+                let udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
+                self.udp = udp;
+            }
+            _ => {
+                if fwmark != self.udp.fwmark {
+                    self.udp
+                        .set_fwmark(fwmark)
+                        .map_err(|_| UapiError::PortInUse)?;
+                    self.udp.fwmark = fwmark;
+                }
+            }
+        }
+        request.apply_to(&mut self.device, &mut self.private_key, || {
+            enclave_wg::keys::generate_private_key(rand_core::OsRng)
+        });
+        // Filters of removed peers go with them.
+        let device = &self.device;
+        self.filters.retain(|key, _| device.peer(key).is_some());
+        self.rebuild_routes();
+        self.flush_transmits();
+        Ok(())
+    }
+
+    fn set_peers(&mut self, peers: Vec<PeerSpec>) {
+        let wanted: BTreeMap<PublicKey, PeerSpec> = peers
+            .into_iter()
+            .map(|p| (p.config.public_key, p))
+            .collect();
+        let existing: Vec<PublicKey> = self.device.peers().map(|p| p.public_key).collect();
+        for key in existing {
+            if !wanted.contains_key(&key) {
+                self.device.remove_peer(&key);
+                self.filters.remove(&key);
+            }
+        }
+        for (key, spec) in wanted {
+            self.device.upsert_peer(spec.config);
+            match spec.filter {
+                Some(rules) => match self.filters.get_mut(&key) {
+                    Some(filter) => filter.set_rules(rules),
+                    None => {
+                        self.filters
+                            .insert(key, PeerFilter::new(rules, self.filter_config));
+                    }
+                },
+                None => {
+                    self.filters.remove(&key);
+                }
+            }
+        }
+        self.rebuild_routes();
+        self.flush_transmits();
+    }
+
+    fn rebuild_routes(&mut self) {
+        self.routes.clear();
+        if self.filters.is_empty() {
+            return;
+        }
+        for peer in self.device.peers() {
+            if self.filters.contains_key(&peer.public_key) {
+                for net in peer.allowed_ips {
+                    self.routes.push((net, peer.public_key));
+                }
+            }
+        }
+        // Longest prefix first. Unfiltered peers' routes are not here, so a filtered peer's
+        // broader prefix could shadow an unfiltered peer's narrower one: add those too.
+        for peer in self.device.peers() {
+            if !self.filters.contains_key(&peer.public_key) {
+                for net in peer.allowed_ips {
+                    self.routes.push((net, peer.public_key));
+                }
+            }
+        }
+        self.routes
+            .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+    }
+
+    fn stats(&self) -> TunnelStats {
+        let peers = self
+            .device
+            .peers()
+            .map(|info| PeerStats {
+                filter: self.filters.get(&info.public_key).map(|f| *f.stats()),
+                info,
+            })
+            .collect();
+        let mut drops = BTreeMap::new();
+        for reason in DropReason::ALL {
+            let n = self.drops[reason as usize];
+            if n > 0 {
+                drops.insert(reason.as_str(), n);
+            }
+        }
+        TunnelStats {
+            interface: self.tun.name().to_owned(),
+            listen_port: self.udp.port,
+            public_key: self.device.public_key(),
+            peers,
+            drops,
+            tun_write_errors: self.tun_write_errors,
+        }
+    }
+
+    fn drop_count(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// The peer an outbound packet routes to, if filtered peers exist at all.
+    fn egress_peer(&self, packet: &[u8]) -> Option<PublicKey> {
+        let dst: IpAddr = match packet.first()? >> 4 {
+            4 => {
+                let b = packet.get(16..20)?;
+                Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
+            }
+            6 => {
+                let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+                Ipv6Addr::from(b).into()
+            }
+            _ => return None,
+        };
+        self.routes
+            .iter()
+            .find(|(net, _)| net.contains(&dst))
+            .map(|(_, key)| *key)
+    }
+
+    /// Datagrams from the network: decrypt, filter, write to the TUN device.
+    fn network_to_tun(&mut self) -> std::io::Result<()> {
+        for _ in 0..4 {
+            let n = self.rx.recv(self.udp.as_raw_fd())?;
+            if n == 0 {
+                break;
+            }
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            for i in 0..n {
+                let Some(from) = sys::from_sockaddr(&self.rx.addrs[i]) else {
+                    continue;
+                };
+                let datagram = &self.rx.bufs[i][..self.rx.lens[i]];
+                if self.private_key.is_none() {
+                    continue;
+                }
+                if datagram.first() == Some(&INITIATION.0) && datagram.len() == INITIATION.1 {
+                    self.initiations += 1;
+                    if self.initiations == UNDER_LOAD_INITIATIONS {
+                        self.device.set_under_load(true);
+                    }
+                }
+                match self
+                    .device
+                    .decapsulate(from, datagram, now, wall, &mut self.plain)
+                {
+                    Decapsulated::Deliver { peer, len } => {
+                        let packet = &self.plain[..len];
+                        if let Some(filter) = self.filters.get_mut(&peer) {
+                            if let enclave_filter::Verdict::Drop(reason) =
+                                filter.check(Direction::Ingress, packet, now)
+                            {
+                                tracing::trace!(
+                                    reason = reason.as_str(),
+                                    "inbound packet filtered"
+                                );
+                                continue;
+                            }
+                        }
+                        if self.tun.write(packet).is_err() {
+                            self.tun_write_errors += 1;
+                        }
+                    }
+                    Decapsulated::Consumed { .. } => {}
+                    Decapsulated::Dropped(reason) => {
+                        tracing::trace!(reason = reason.as_str(), "datagram dropped");
+                        self.drop_count(reason);
+                    }
+                }
+            }
+            self.flush_transmits();
+            if n < self.rx.slots() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Packets from the TUN device: filter, encrypt, send in batches.
+    fn tun_to_network(&mut self) -> std::io::Result<()> {
+        for _ in 0..4 {
+            let now = Instant::now();
+            let wall = SystemTime::now();
+            let mut count = 0;
+            let mut exhausted = false;
+            while count < BATCH {
+                let Some(len) = self.tun.read(&mut self.plain)? else {
+                    exhausted = true;
+                    break;
+                };
+                if self.private_key.is_none() {
+                    continue;
+                }
+                let packet = &self.plain[..len];
+                if !self.routes.is_empty() {
+                    if let Some(peer) = self.egress_peer(packet) {
+                        if let Some(filter) = self.filters.get_mut(&peer) {
+                            if let enclave_filter::Verdict::Drop(reason) =
+                                filter.check(Direction::Egress, packet, now)
+                            {
+                                tracing::trace!(
+                                    reason = reason.as_str(),
+                                    "outbound packet filtered"
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                }
+                match self
+                    .device
+                    .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
+                {
+                    Encapsulated::Send { dst, len, .. } => {
+                        self.tx.lens[count] = len;
+                        self.tx.set_dst(count, dst, self.udp.v6);
+                        count += 1;
+                    }
+                    Encapsulated::Queued { .. } => {}
+                    Encapsulated::Dropped(reason) => {
+                        tracing::trace!(reason = reason.as_str(), "outbound packet dropped");
+                        self.drop_count(reason);
+                    }
+                }
+            }
+            if count > 0 {
+                if let Err(e) = self.tx.send(self.udp.as_raw_fd(), count) {
+                    tracing::trace!(error = %e, "sendmmsg failed");
+                }
+            }
+            self.flush_transmits();
+            if exhausted {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_transmits(&mut self) {
+        while let Some(transmit) = self.device.poll_transmit() {
+            if let Err(e) = self.udp.send_to(&transmit.payload, transmit.dst) {
+                tracing::trace!(error = %e, "send failed");
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(event) = self.device.poll_event() {
+            match event {
+                Event::HandshakeCompleted { peer } => {
+                    tracing::debug!(peer = %peer, "handshake completed")
+                }
+                Event::HandshakeTimedOut { peer } => {
+                    tracing::debug!(peer = %peer, "handshake timed out")
+                }
+                Event::SessionExpired { peer } => {
+                    tracing::debug!(peer = %peer, "session expired")
+                }
+                Event::EndpointChanged { peer, endpoint } => {
+                    tracing::debug!(peer = %peer, %endpoint, "endpoint changed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The few places that talk to the kernel directly: the TUN device, batched UDP receive and
+//! send (recvmmsg/sendmmsg), the wake-up eventfd, and poll.
+
+use std::ffi::CString;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::error::{Error, Result};
+
+/// `SIOCGIFFLAGS` (linux/sockios.h).
+const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+/// `SIOCSIFFLAGS` (linux/sockios.h).
+const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+/// `SIOCSIFMTU` (linux/sockios.h).
+const SIOCSIFMTU: libc::c_ulong = 0x8922;
+
+/// `struct ifreq` with the parts of its union we use (flags, mtu) and the union's full size.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: IfReqData,
+}
+
+#[repr(C)]
+union IfReqData {
+    flags: libc::c_short,
+    mtu: libc::c_int,
+    _size: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> IfReq {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: IfReqData { _size: [0; 24] },
+        };
+        for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
+            *dst = src as libc::c_char;
+        }
+        req
+    }
+
+    fn name(&self) -> String {
+        let bytes: Vec<u8> = self
+            .name
+            .iter()
+            .take_while(|c| **c != 0)
+            .map(|c| *c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Checks an interface name as the kernel would take it.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || name.contains(['/', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(Error::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A TUN device (layer 3, no packet information header). Closing it removes the interface.
+#[derive(Debug)]
+pub(crate) struct Tun {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Tun {
+    /// Creates the TUN interface `name`, sets its MTU and brings it up.
+    pub(crate) fn create(name: &str, mtu: u16) -> Result<Tun> {
+        check_name(name)?;
+        let create_err = |source| Error::TunCreate {
+            name: name.to_owned(),
+            source,
+        };
+        let path = CString::new("/dev/net/tun").expect("no NUL in a literal");
+        // SAFETY: `path` is a valid NUL-terminated string; open has no other preconditions.
+        let raw = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
+        if raw < 0 {
+            return Err(create_err(io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a descriptor we just opened and own exclusively.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = IfReq::new(name);
+        req.data.flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out in full.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
+            return Err(create_err(io::Error::last_os_error()));
+        }
+        let tun = Tun {
+            fd,
+            name: req.name(),
+        };
+        tun.configure(mtu).map_err(|source| Error::TunConfigure {
+            name: tun.name.clone(),
+            source,
+        })?;
+        Ok(tun)
+    }
+
+    fn configure(&self, mtu: u16) -> io::Result<()> {
+        // SAFETY: socket has no memory preconditions.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just opened and is owned here only.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = IfReq::new(&self.name);
+        req.data.mtu = libc::c_int::from(mtu);
+        // SAFETY: SIOCSIFMTU reads a `struct ifreq`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFMTU as _, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req = IfReq::new(&self.name);
+        // SAFETY: SIOCGIFFLAGS writes the flags into a `struct ifreq`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS as _, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just filled in the flags member of the union.
+        let flags = unsafe { req.data.flags };
+        req.data.flags = flags | libc::IFF_UP as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads a `struct ifreq`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS as _, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The interface name the kernel gave.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads one packet; `Ok(None)` when none is waiting.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(err),
+            };
+        }
+        Ok(Some(n as usize))
+    }
+
+    /// Writes one packet.
+    pub(crate) fn write(&self, packet: &[u8]) -> io::Result<()> {
+        // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Tun {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// An eventfd that wakes the event loop.
+#[derive(Debug)]
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd has no memory preconditions.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just opened and is owned here only.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Waker { fd })
+    }
+
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64; a full counter (EAGAIN) still wakes.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub(crate) fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (-1: forever). Returns which
+/// are readable.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [RawFd; N],
+    timeout_ms: i32,
+) -> io::Result<[bool; N]> {
+    let mut pollfds = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `pollfds` is an array of N initialised pollfd structures.
+    let n = unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; N]);
+        }
+        return Err(err);
+    }
+    Ok(pollfds.map(|p| p.revents & (libc::POLLIN | libc::POLLERR | libc::POLLHUP) != 0))
+}
+
+/// Converts a kernel socket address; v4-mapped IPv6 addresses become IPv4 ones.
+pub(crate) fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: &libc::sockaddr_in =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: &libc::sockaddr_in6 =
+                unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    port,
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Converts to a kernel socket address for a socket of the given family (IPv4 destinations
+/// become v4-mapped on an IPv6 socket).
+pub(crate) fn to_sockaddr(
+    addr: SocketAddr,
+    v6_socket: bool,
+) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+    let addr = match (addr, v6_socket) {
+        (SocketAddr::V4(v4), true) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        (other, _) => other,
+    };
+    match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_addr.s6_addr = v6.ip().octets();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_scope_id = v6.scope_id();
+            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+        }
+    }
+}
+
+/// Buffers and headers for one recvmmsg or sendmmsg call of up to `BATCH` datagrams.
+pub(crate) struct Batch {
+    pub(crate) bufs: Vec<Box<[u8]>>,
+    pub(crate) lens: Vec<usize>,
+    pub(crate) addrs: Vec<libc::sockaddr_storage>,
+    addr_lens: Vec<libc::socklen_t>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("slots", &self.bufs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: the raw pointers inside the headers only ever point into this Batch's own buffers,
+// and are rebuilt before each use; the Batch moves between threads as a whole.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    pub(crate) fn new(slots: usize, buf_size: usize) -> Batch {
+        Batch {
+            bufs: (0..slots)
+                .map(|_| vec![0u8; buf_size].into_boxed_slice())
+                .collect(),
+            lens: vec![0; slots],
+            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+            addrs: vec![unsafe { zeroed() }; slots],
+            addr_lens: vec![0; slots],
+            iovecs: Vec::with_capacity(slots),
+            headers: Vec::with_capacity(slots),
+        }
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.bufs.len()
+    }
+
+    fn build_headers(&mut self, count: usize, send: bool) {
+        self.iovecs.clear();
+        self.headers.clear();
+        for i in 0..count {
+            let len = if send {
+                self.lens[i]
+            } else {
+                self.bufs[i].len()
+            };
+            self.iovecs.push(libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: len,
+            });
+            if !send {
+                self.addr_lens[i] = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
+        }
+        for i in 0..count {
+            // SAFETY: msghdr is plain data; all zeroes is a valid value.
+            let mut hdr: libc::msghdr = unsafe { zeroed() };
+            hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = self.addr_lens[i];
+            hdr.msg_iov = &mut self.iovecs[i];
+            hdr.msg_iovlen = 1;
+            self.headers.push(libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            });
+        }
+    }
+
+    /// Receives up to `slots()` datagrams without blocking; returns how many arrived
+    /// (their lengths in `lens`, their senders in `addrs`).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let count = self.slots();
+        self.build_headers(count, false);
+        // SAFETY: `headers` holds `count` headers whose pointers reference live buffers,
+        // iovecs and address storage owned by `self`, which are not moved during the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.headers.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(err),
+            };
+        }
+        let n = n as usize;
+        for i in 0..n {
+            self.lens[i] = self.headers[i].msg_len as usize;
+        }
+        Ok(n)
+    }
+
+    /// Sends the first `count` slots (lengths in `lens`, destinations set with
+    /// [`Batch::set_dst`]), blocking while the socket buffer is full.
+    pub(crate) fn send(&mut self, fd: RawFd, count: usize) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < count {
+            self.build_headers(count, true);
+            // SAFETY: as in `recv`; the headers from `sent` on are valid and their buffers live.
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.headers.as_mut_ptr().add(sent),
+                    (count - sent) as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            sent += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Sets the destination of slot `i`.
+    pub(crate) fn set_dst(&mut self, i: usize, dst: SocketAddr, v6_socket: bool) {
+        let (storage, len) = to_sockaddr(dst, v6_socket);
+        self.addrs[i] = storage;
+        self.addr_lens[i] = len;
+    }
+}
+
+/// Sets an integer socket option.
+pub(crate) fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addresses_round_trip_and_unmap() {
+        for (addr, v6) in [
+            ("192.0.2.1:51820", false),
+            ("192.0.2.1:51820", true),
+            ("[2001:db8::1]:4000", true),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let (storage, _) = to_sockaddr(addr, v6);
+            assert_eq!(from_sockaddr(&storage), Some(addr));
+        }
+        let (storage, _) = to_sockaddr("192.0.2.1:1".parse().unwrap(), true);
+        assert_eq!(libc::c_int::from(storage.ss_family), libc::AF_INET6);
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(check_name("wg0").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a-very-long-name0").is_err());
+        assert!(check_name("a/b").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! Serving the UAPI on a unix socket, `<dir>/<interface>.sock`, as wireguard-go does.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::tunnel::Control;
+use crate::uapi::{self, Operation, UapiError};
+
+/// The longest line a client may send.
+const MAX_LINE: u64 = 4096;
+/// How long a client may take to send a request.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server looks whether it must stop or its socket file is gone.
+const CHECK_INTERVAL_MS: i32 = 200;
+
+/// The UAPI socket and the thread accepting on it.
+#[derive(Debug)]
+pub(crate) struct UapiServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UapiServer {
+    /// Binds `<dir>/<interface>.sock` (mode 0600, the directory made 0755 if missing) and
+    /// starts accepting. A stale socket file is replaced; a live one is an error.
+    pub(crate) fn start(dir: &Path, interface: &str, control: Control) -> Result<UapiServer> {
+        let path = dir.join(format!("{interface}.sock"));
+        let socket_err = |source| Error::UapiSocket {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(socket_err)?;
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+        if path.exists() {
+            if UnixStream::connect(&path).is_ok() {
+                return Err(Error::UapiInUse { path });
+            }
+            fs::remove_file(&path).map_err(socket_err)?;
+        }
+        let listener = UnixListener::bind(&path).map_err(socket_err)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(socket_err)?;
+        listener.set_nonblocking(true).map_err(socket_err)?;
+        let inode = fs::metadata(&path).map_err(socket_err)?.ino();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let path = path.clone();
+            std::thread::Builder::new()
+                .name(format!("uapi-{interface}"))
+                .spawn(move || accept_loop(listener, &path, inode, &stop, control))
+                .map_err(Error::Spawn)?
+        };
+        Ok(UapiServer {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The flag that stops the accepting thread.
+    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops accepting and deletes the socket file (if it is still ours).
+    pub(crate) fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for UapiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    path: &Path,
+    inode: u64,
+    stop: &AtomicBool,
+    control: Control,
+) {
+    while !stop.load(Ordering::Acquire) {
+        // The socket file deleted (or replaced) means: stop, as wireguard-go does.
+        if fs::metadata(path).ok().map(|m| m.ino()) != Some(inode) {
+            tracing::info!(path = %path.display(), "UAPI socket removed; stopping the tunnel");
+            control.request_stop();
+            return;
+        }
+        match sys::poll_readable([listener.as_raw_fd()], CHECK_INTERVAL_MS) {
+            Ok([true]) => {}
+            Ok([false]) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "UAPI socket poll failed");
+                continue;
+            }
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let control = control.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("uapi-client".into())
+                    .spawn(move || serve_client(stream, &control));
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot serve a UAPI client");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::warn!(error = %e, "UAPI accept failed"),
+        }
+    }
+    if fs::metadata(path).ok().map(|m| m.ino()) == Some(inode) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Reads one line (without its newline); `None` at end of stream or on a too long line.
+fn read_line(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match reader.take(MAX_LINE).read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            if !line.ends_with('\n') {
+                return None;
+            }
+            line.pop();
+            Some(line)
+        }
+    }
+}
+
+fn serve_client(stream: UnixStream, control: &Control) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    // A client may send several requests on one connection.
+    while let Some(first) = read_line(&mut reader) {
+        let mut lines = std::iter::once(first).chain(std::iter::from_fn(|| read_line(&mut reader)));
+        let reply = match request_lines(&mut lines) {
+            Ok(request) => match answer_request(control, request) {
+                Ok(reply) => reply,
+                Err(()) => return,
+            },
+            Err(UapiError::UnknownOperation) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "UAPI request refused");
+                let mut out = String::new();
+                uapi::write_errno(&mut out, e.errno());
+                out
+            }
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A request read whole: the operation and, for `set=1`, its lines.
+enum Request {
+    Get,
+    Set(std::result::Result<uapi::SetRequest, UapiError>),
+}
+
+/// Reads one request from `lines`; the lines of a `set=1` are read up to the blank line
+/// even when one of them is wrong, so that the next request starts in the right place.
+fn request_lines(
+    lines: &mut impl Iterator<Item = String>,
+) -> std::result::Result<Request, UapiError> {
+    let first = lines.next().ok_or(UapiError::Unterminated)?;
+    match uapi::parse_operation(&first).ok_or(UapiError::UnknownOperation)? {
+        Operation::Get => match lines.next() {
+            Some(blank) if blank.is_empty() => Ok(Request::Get),
+            Some(_) => Err(UapiError::NotKeyValue { line: 1 }),
+            None => Err(UapiError::Unterminated),
+        },
+        Operation::Set => {
+            let mut body = Vec::new();
+            loop {
+                match lines.next() {
+                    Some(line) if line.is_empty() => break,
+                    Some(line) => body.push(line),
+                    None => return Err(UapiError::Unterminated),
+                }
+            }
+            Ok(Request::Set(uapi::parse_set(
+                body.iter().map(String::as_str),
+            )))
+        }
+    }
+}
+
+/// Runs a request against the loop; `Err` when the tunnel has stopped.
+fn answer_request(control: &Control, request: Request) -> std::result::Result<String, ()> {
+    match request {
+        Request::Get => control.uapi_get().map_err(|_| ()),
+        Request::Set(Ok(set)) => control.uapi_set(set).map_err(|_| ()),
+        Request::Set(Err(e)) => {
+            tracing::debug!(error = %e, "UAPI set refused");
+            let mut out = String::new();
+            uapi::write_errno(&mut out, e.errno());
+            Ok(out)
+        }
+    }
+}
+
+/// Answers one request given as lines, as the socket would ([`crate::Tunnel::uapi`]).
+pub(crate) fn answer<'a>(
+    control: &Control,
+    lines: &mut impl Iterator<Item = &'a str>,
+) -> std::result::Result<String, UapiError> {
+    let mut owned = lines.map(str::to_owned);
+    let request = match request_lines(&mut owned) {
+        Ok(request) => request,
+        Err(UapiError::UnknownOperation) => return Err(UapiError::UnknownOperation),
+        Err(e) => {
+            let mut out = String::new();
+            uapi::write_errno(&mut out, e.errno());
+            return Ok(out);
+        }
+    };
+    answer_request(control, request).map_err(|()| UapiError::Io)
+}
