@@ -296,14 +296,14 @@ impl IptablesBackend {
     }
 }
 
-/// The line number in `iptables-restore: line N failed` (sans-IO).
+/// The line number in `line N failed` (nft flavor) or `Error occurred at line: N` (legacy)
+/// (sans-IO).
 pub fn failed_line(stderr: &str) -> Option<usize> {
-    let at = stderr.find("line ")?;
-    let digits: String = stderr[at + 5..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+    stderr.match_indices("line").find_map(|(at, _)| {
+        let rest = stderr[at + 4..].trim_start_matches([':', ' ']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
 }
 
 impl NatBackend for IptablesBackend {
@@ -470,6 +470,10 @@ mod tests {
     #[test]
     fn failed_line_is_found_in_the_message() {
         assert_eq!(failed_line("iptables-restore: line 3 failed"), Some(3));
+        assert_eq!(
+            failed_line("interface name `x' must be shorter\nError occurred at line: 4\nTry"),
+            Some(4)
+        );
         assert_eq!(
             failed_line("iptables-restore v1.8.9 (nf_tables): something"),
             None

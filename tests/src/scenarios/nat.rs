@@ -1,7 +1,632 @@
-//! Scenarios of this area (none yet).
+//! NAT manager scenarios: the nftables and iptables backends on a real gateway namespace, with a
+//! wireguard-go tunnel from a sender and a LAN host behind the gateway.
+//!
+//! The gateway's forward filter is the NAT manager's (granted: the sender to 192.168.77.10 on
+//! TCP 7000-7010, and ICMP from the overlay to the LAN); 192.168.77.20 (a second address of
+//! the LAN host) is not granted, and the LAN host has a route back to the overlay so that only
+//! the filter stops it from opening connections to the sender.
 
-use crate::Scenario;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use enclave_nat::{
+    AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
+    NatPolicy, NftBackend, PortRange, Protocol, Ruleset, SnatRule, Verdict,
+};
+use enclave_netns::{EchoServer, Netns, Process, Topology};
+
+use crate::support::{
+    reference_topology, start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer,
+    GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
+    WG_PORT,
+};
+use crate::{Ctx, Scenario};
+
+/// A LAN address the policy does not grant (a second address of the LAN host).
+const LAN_DENIED: &str = "192.168.77.20";
+const GRANTED_PORT: u16 = 7000;
+const OTHER_PORT: u16 = 7777;
+const SENDER_PORT: u16 = 7001;
+const SHORT: Duration = Duration::from_millis(800);
 
 pub fn scenarios() -> Vec<Scenario> {
-    Vec::new()
+    vec![
+        Scenario {
+            name: "nat-nftables",
+            about: "nft backend: ruleset content, SNAT, grants, one way, counters, forwarding, idempotence, clean reset",
+            run: nat_nftables,
+        },
+        Scenario {
+            name: "nat-iptables",
+            about: "iptables-legacy and iptables-nft backends: the guide's Chain ENCLAVE view, SNAT, one way, clean reset",
+            run: nat_iptables,
+        },
+        Scenario {
+            name: "nat-restart",
+            about: "a gateway killed without reset and started again: no duplicate rule, forwarding restored",
+            run: nat_restart,
+        },
+        Scenario {
+            name: "nat-rejected-batch",
+            about: "a rule the kernel rejects fails the whole batch, names the rule, leaves the table as it was",
+            run: nat_rejected_batch,
+        },
+    ]
+}
+
+/// The policy every scenario applies on the gateway.
+fn policy() -> anyhow::Result<NatPolicy> {
+    Ok(NatPolicy {
+        tunnel_interface: "wg0".into(),
+        overlay: OVERLAY.parse()?,
+        snat: vec![SnatRule {
+            egress_interface: "lan0".into(),
+            to: GATEWAY_LAN.parse()?,
+            source: OVERLAY.parse()?,
+        }],
+        grants: vec![
+            ForwardGrant {
+                sources: AddressSet::new().net(format!("{SENDER_OVERLAY}/32").parse()?),
+                destinations: AddressSet::new().net(format!("{LAN_HOST}/32").parse()?),
+                protocol: Some(Protocol::Tcp),
+                ports: Some(PortRange {
+                    first: GRANTED_PORT,
+                    last: GRANTED_PORT + 10,
+                }),
+                label: "web".into(),
+            },
+            ForwardGrant {
+                sources: AddressSet::new().net(OVERLAY.parse()?),
+                destinations: AddressSet::new().net(LAN_SUBNET.parse()?),
+                protocol: Some(Protocol::Icmp),
+                ports: None,
+                label: "ping".into(),
+            },
+        ],
+    })
+}
+
+/// The reference topology with a wireguard-go tunnel up between sender and gateway, echo
+/// servers on the LAN host and on the sender, and forwarding still as the namespace had it.
+struct Gateway {
+    topo: Topology,
+    _wg: [Process; 2],
+    _lan_echo: [EchoServer; 2],
+    _sender_echo: EchoServer,
+}
+
+impl Gateway {
+    fn build(ctx: &Ctx, tag: &str) -> anyhow::Result<Gateway> {
+        let topo = ctx.topology(&reference_topology(tag))?;
+        let (sender, gw, lan) = (topo.ns("sender"), topo.ns("gw"), topo.ns("lan"));
+        let sender_keys = wg_keypair(sender)?;
+        let gw_keys = wg_keypair(gw)?;
+        let sender_wg = start_wireguard_go(sender, "wg0")?;
+        let gw_wg = start_wireguard_go(gw, "wg0")?;
+        let sender_key = write_key(
+            ctx.log_dir(),
+            &format!("{tag}-sender.key"),
+            &sender_keys.private,
+        )?;
+        let gw_key = write_key(ctx.log_dir(), &format!("{tag}-gw.key"), &gw_keys.private)?;
+        wg_configure(
+            sender,
+            "wg0",
+            &sender_key,
+            &format!("{SENDER_OVERLAY}/10"),
+            &WgPeer {
+                public_key: &gw_keys.public,
+                allowed_ips: &format!("{GATEWAY_OVERLAY}/32,{LAN_SUBNET}"),
+                endpoint: Some(format!("{GATEWAY_UNDERLAY}:{WG_PORT}")),
+            },
+        )?;
+        sender.exec(&["ip", "route", "add", LAN_SUBNET, "dev", "wg0"])?;
+        wg_configure(
+            gw,
+            "wg0",
+            &gw_key,
+            &format!("{GATEWAY_OVERLAY}/10"),
+            &WgPeer {
+                public_key: &sender_keys.public,
+                allowed_ips: &format!("{SENDER_OVERLAY}/32"),
+                endpoint: None,
+            },
+        )?;
+        lan.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{LAN_DENIED}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        lan.exec(&["ip", "route", "add", OVERLAY, "via", GATEWAY_LAN])?;
+        let lan_echo = [lan.echo_server(GRANTED_PORT)?, lan.echo_server(OTHER_PORT)?];
+        let sender_echo = sender.echo_server(SENDER_PORT)?;
+        // The first packet starts the handshake.
+        let warm = sender.ping(GATEWAY_OVERLAY, 3)?;
+        ensure!(
+            warm.received > 0,
+            "the tunnel does not come up:\n{}",
+            warm.output
+        );
+        Ok(Gateway {
+            topo,
+            _wg: [sender_wg, gw_wg],
+            _lan_echo: lan_echo,
+            _sender_echo: sender_echo,
+        })
+    }
+
+    fn ns(&self, node: &str) -> &Netns {
+        self.topo.ns(node)
+    }
+
+    fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
+        let value = if on {
+            "net.ipv4.ip_forward=1"
+        } else {
+            "net.ipv4.ip_forward=0"
+        };
+        self.ns("gw").exec(&["sysctl", "-q", "-w", value])?;
+        Ok(())
+    }
+
+    fn forwarding(&self) -> anyhow::Result<bool> {
+        Ok(self
+            .ns("gw")
+            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?
+            .trim()
+            == "1")
+    }
+
+    /// What the sender and the LAN host can reach right now.
+    fn reach(&self) -> anyhow::Result<Reach> {
+        let (sender, lan) = (self.ns("sender"), self.ns("lan"));
+        let addr = |ip: &str, port: u16| -> anyhow::Result<SocketAddr> {
+            Ok(format!("{ip}:{port}").parse()?)
+        };
+        Ok(Reach {
+            granted_tcp: sender
+                .tcp_request(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
+                .ok(),
+            granted_ping: sender.ping(LAN_HOST, 2)?.all_answered(),
+            other_port: sender
+                .tcp_connect(addr(LAN_HOST, OTHER_PORT)?, SHORT)
+                .is_ok(),
+            denied_host: sender
+                .tcp_connect(addr(LAN_DENIED, GRANTED_PORT)?, SHORT)
+                .is_ok(),
+            udp: sender
+                .udp_probe(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
+                .is_ok(),
+            lan_to_sender: lan
+                .tcp_connect(addr(SENDER_OVERLAY, SENDER_PORT)?, SHORT)
+                .is_ok(),
+        })
+    }
+}
+
+/// Which connections went through.
+#[derive(Debug)]
+struct Reach {
+    /// The source address the LAN host saw for the granted TCP connection.
+    granted_tcp: Option<String>,
+    granted_ping: bool,
+    other_port: bool,
+    denied_host: bool,
+    udp: bool,
+    lan_to_sender: bool,
+}
+
+impl Reach {
+    /// What the policy allows: only the grants, SNATed, one way.
+    fn check_enforced(&self) -> anyhow::Result<()> {
+        let seen = self
+            .granted_tcp
+            .as_deref()
+            .context("the granted TCP connection to the LAN host failed")?;
+        ensure!(
+            seen.starts_with(&format!("{GATEWAY_LAN}:")),
+            "the LAN host saw the granted connection come from {seen}, not from the gateway's LAN address"
+        );
+        ensure!(self.granted_ping, "the granted ping to the LAN host failed");
+        ensure!(
+            !self.other_port,
+            "a TCP port outside the grant was reachable"
+        );
+        ensure!(
+            !self.denied_host,
+            "a LAN address outside the grant was reachable"
+        );
+        ensure!(!self.udp, "UDP went through a TCP-only grant");
+        ensure!(
+            !self.lan_to_sender,
+            "the LAN host opened a connection into the overlay"
+        );
+        Ok(())
+    }
+
+    /// Without any filter everything goes through (so the checks above can fail).
+    fn check_open(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.granted_tcp.is_some()
+                && self.other_port
+                && self.denied_host
+                && self.udp
+                && self.lan_to_sender,
+            "without the NAT manager's filter the test network is not open: {self:?}"
+        );
+        Ok(())
+    }
+}
+
+/// `counter packets 12 bytes 1008` → `counter`, so a listing compares with [`Ruleset`]'s text.
+fn strip_nft_counters(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = text.split(' ').peekable();
+    while let Some(word) = words.next() {
+        out.push(word);
+        if word.ends_with("counter") && words.peek() == Some(&"packets") {
+            for _ in 0..4 {
+                words.next();
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// `iptables-save` without its comments and with every `[packets:bytes]` zeroed.
+fn strip_save(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
+            (true, Some(at)) => format!("{} [0:0]", &l[..at]),
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn in_gw<T: Send>(gw: &Netns, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    Ok(gw.run_in(f)?)
+}
+
+/// Another program's nftables table and iptables chain, which we must never touch.
+fn install_foreign_rules(gw: &Netns) -> anyhow::Result<()> {
+    gw.exec(&[
+        "nft",
+        "add table inet other; \
+         add chain inet other foreign { type filter hook forward priority 10; policy accept; }; \
+         add rule inet other foreign ip saddr 10.99.0.0/16 counter accept",
+    ])?;
+    Ok(())
+}
+
+fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
+    let net = Gateway::build(ctx, "natnft")?;
+    let gw = net.ns("gw");
+    install_foreign_rules(gw)?;
+
+    // With forwarding on and no filter, everything is reachable both ways.
+    net.set_forwarding(true)?;
+    net.reach()?.check_open()?;
+    net.set_forwarding(false)?;
+    let before = gw.exec(&["nft", "list", "ruleset"])?;
+
+    let policy = policy()?;
+    let mut manager = in_gw(gw, || NatManager::new(BackendChoice::Auto, None))??;
+    ensure!(
+        manager.backend_name() == "nftables",
+        "auto chose {} where nftables works",
+        manager.backend_name()
+    );
+    in_gw(gw, || manager.apply_policy(&policy))??;
+    ensure!(net.forwarding()?, "forwarding is off after apply");
+
+    let listed = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    let expected = Ruleset::from_policy(&policy).to_string();
+    ensure!(
+        strip_nft_counters(&listed) == expected,
+        "the kernel's table differs from the ruleset asked for:\n--- nft list\n{listed}\n--- expected\n{expected}"
+    );
+
+    net.reach()?.check_enforced()?;
+
+    // Counters after the traffic: every kind of rule was hit.
+    let backend_state = in_gw(gw, || {
+        let mut nft = NftBackend::new();
+        nft.apply_policy(&policy)?;
+        nft.state()
+    })??;
+    // The re-apply above replaced the table (counters restart at zero); send traffic again.
+    net.reach()?
+        .check_enforced()
+        .context("after applying the same policy again")?;
+    let state = in_gw(gw, || NftBackend::new().state())??;
+    ensure!(
+        backend_state.rules.len() == state.rules.len(),
+        "apply twice changed the number of rules: {} then {}",
+        backend_state.rules.len(),
+        state.rules.len()
+    );
+    let listed_again = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    ensure!(
+        strip_nft_counters(&listed_again) == expected,
+        "applying twice changed the table:\n{listed_again}"
+    );
+    for comment in [
+        "snat lan0 to 192.168.77.1",
+        "grant 0: web",
+        "grant 1: ping",
+        "replies to the overlay",
+        "drop the rest from the overlay",
+        "one way: no new connections into the overlay",
+    ] {
+        let rule = state
+            .rules
+            .iter()
+            .find(|r| r.comment == comment)
+            .with_context(|| format!("no rule {comment:?} in {state:?}"))?;
+        ensure!(
+            rule.packets > 0,
+            "the counter of {comment:?} did not move: {state:?}"
+        );
+    }
+    println!("{listed_again}");
+
+    in_gw(gw, || manager.reset_policy())??;
+    ensure!(!net.forwarding()?, "forwarding was not restored to off");
+    let after = gw.exec(&["nft", "list", "ruleset"])?;
+    ensure!(
+        strip_nft_counters(&after) == strip_nft_counters(&before),
+        "reset did not leave the ruleset as before:\n--- before\n{before}\n--- after\n{after}"
+    );
+    ensure!(
+        after.contains("table inet other"),
+        "the other program's table is gone"
+    );
+    Ok(())
+}
+
+fn nat_iptables(ctx: &Ctx) -> anyhow::Result<()> {
+    let net = Gateway::build(ctx, "natipt")?;
+    let gw = net.ns("gw");
+    for flavor in [Flavor::Legacy, Flavor::Nft] {
+        let bin = match flavor {
+            Flavor::Legacy => "iptables-legacy",
+            Flavor::Nft => "iptables-nft",
+        };
+        let save = format!("{bin}-save");
+        // Another program's chain in the nat table, jumped to from POSTROUTING.
+        gw.exec(&[bin, "-t", "nat", "-N", "OTHER"])?;
+        gw.exec(&[bin, "-t", "nat", "-A", "POSTROUTING", "-j", "OTHER"])?;
+        gw.exec(&[
+            bin,
+            "-t",
+            "nat",
+            "-A",
+            "OTHER",
+            "-s",
+            "10.99.0.0/16",
+            "-j",
+            "MASQUERADE",
+        ])?;
+        gw.exec(&[
+            bin,
+            "-t",
+            "filter",
+            "-A",
+            "FORWARD",
+            "-s",
+            "10.98.0.0/16",
+            "-j",
+            "ACCEPT",
+        ])?;
+
+        net.set_forwarding(true)?;
+        net.reach()?
+            .check_open()
+            .with_context(|| format!("before {bin}"))?;
+        net.set_forwarding(false)?;
+        let before = gw.exec(&[&save])?;
+
+        let policy = policy()?;
+        let mut manager = in_gw(gw, || {
+            NatManager::new(BackendChoice::Iptables(flavor), None)
+        })??;
+        in_gw(gw, || manager.apply_policy(&policy))??;
+        in_gw(gw, || manager.apply_policy(&policy))??; // twice: still one of everything
+        ensure!(net.forwarding()?, "{bin}: forwarding is off after apply");
+        net.reach()?
+            .check_enforced()
+            .with_context(|| bin.to_string())?;
+
+        let view = gw.exec(&[bin, "-t", "nat", "-L", "-n", "-v"])?;
+        println!("{bin} -t nat -L -n -v\n{view}");
+        let chain = view
+            .split("\n\n")
+            .find(|block| block.starts_with("Chain ENCLAVE "))
+            .with_context(|| format!("{bin}: no Chain ENCLAVE in\n{view}"))?;
+        ensure!(
+            chain.starts_with("Chain ENCLAVE (1 references)"),
+            "{bin}: {chain}"
+        );
+        let snat = chain
+            .lines()
+            .find(|l| l.contains("SNAT"))
+            .with_context(|| format!("{bin}: no SNAT rule in\n{chain}"))?;
+        ensure!(
+            snat.contains(&format!("to:{GATEWAY_LAN}")) && snat.contains("lan0"),
+            "{bin}: the SNAT rule is not the guide's: {snat}"
+        );
+        let packets: u64 = snat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        ensure!(packets > 0, "{bin}: the SNAT counter did not move: {snat}");
+        let saved = gw.exec(&[&save])?;
+        ensure!(
+            saved.matches("-A POSTROUTING -j ENCLAVE").count() == 1
+                && saved.matches("-A FORWARD -j ENCLAVE-FORWARD").count() == 1,
+            "{bin}: applying twice did not leave exactly one jump each:\n{saved}"
+        );
+
+        in_gw(gw, || manager.reset_policy())??;
+        ensure!(
+            !net.forwarding()?,
+            "{bin}: forwarding was not restored to off"
+        );
+        let after = gw.exec(&[&save])?;
+        ensure!(
+            strip_save(&after) == strip_save(&before),
+            "{bin}: reset did not leave iptables as before:\n--- before\n{before}\n--- after\n{after}"
+        );
+        gw.exec(&[bin, "-t", "nat", "-D", "POSTROUTING", "-j", "OTHER"])?;
+        gw.exec(&[bin, "-t", "nat", "-F", "OTHER"])?;
+        gw.exec(&[bin, "-t", "nat", "-X", "OTHER"])?;
+        gw.exec(&[
+            bin,
+            "-t",
+            "filter",
+            "-D",
+            "FORWARD",
+            "-s",
+            "10.98.0.0/16",
+            "-j",
+            "ACCEPT",
+        ])?;
+    }
+    Ok(())
+}
+
+fn nat_restart(ctx: &Ctx) -> anyhow::Result<()> {
+    let net = Gateway::build(ctx, "natrst")?;
+    let gw = net.ns("gw");
+    net.set_forwarding(false)?;
+    let policy = policy()?;
+    for choice in [
+        BackendChoice::Nftables,
+        BackendChoice::Iptables(Flavor::Legacy),
+    ] {
+        let state_file = ctx.log_dir().join(format!("forwarding-{choice:?}.state"));
+        let listing = |choice: BackendChoice| -> anyhow::Result<String> {
+            Ok(match choice {
+                BackendChoice::Nftables => {
+                    strip_nft_counters(&gw.exec(&["nft", "list", "table", "ip", "enclave"])?)
+                }
+                _ => strip_save(&gw.exec(&["iptables-legacy-save"])?),
+            })
+        };
+        // The first run applies and dies without a reset (nothing of ours runs on SIGKILL).
+        in_gw(gw, || -> enclave_nat::Result<()> {
+            let mut manager = NatManager::new(choice, Some(state_file.clone()))?;
+            manager.apply_policy(&policy)
+        })??;
+        let after_first = listing(choice)?;
+        ensure!(
+            net.forwarding()?,
+            "{choice:?}: forwarding off after the first run"
+        );
+        // The second run starts over the leftovers.
+        let mut second = in_gw(gw, || NatManager::new(choice, Some(state_file.clone())))??;
+        in_gw(gw, || second.apply_policy(&policy))??;
+        let after_second = listing(choice)?;
+        ensure!(
+            after_first == after_second,
+            "{choice:?}: the restarted gateway changed the rules:\n--- first\n{after_first}\n--- second\n{after_second}"
+        );
+        net.reach()?.check_enforced()?;
+        in_gw(gw, || second.reset_policy())??;
+        ensure!(
+            !net.forwarding()?,
+            "{choice:?}: forwarding not restored to the value from before the first run"
+        );
+        ensure!(!state_file.exists(), "{choice:?}: the state file stayed");
+    }
+    Ok(())
+}
+
+fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = enclave_netns::TopologySpec::new("natrej");
+    spec.node("gw");
+    let topo = ctx.topology(&spec)?;
+    let gw = topo.ns("gw");
+    let policy = policy()?;
+    let good = Ruleset::from_policy(&policy);
+    let mut bad = good.clone();
+    // SNAT in a filter chain: the kernel refuses it.
+    let forward = bad
+        .chains
+        .iter_mut()
+        .find(|c| c.name == enclave_nat::FORWARD_CHAIN)
+        .context("no forward chain")?;
+    let mut wrong = forward.rules[0].clone();
+    wrong.verdict = Verdict::Snat(GATEWAY_LAN.parse()?);
+    wrong.comment = "misplaced snat".into();
+    forward.rules.insert(1, wrong);
+
+    let (before, err) = in_gw(gw, || -> enclave_nat::Result<_> {
+        let mut nft = NftBackend::new();
+        nft.apply_ruleset(&good)?;
+        let before = nft.state()?;
+        Ok((before, nft.apply_ruleset(&bad).err()))
+    })??;
+    let Some(err) = err else {
+        bail!("the kernel accepted SNAT in a filter chain");
+    };
+    let message = error_chain(&err);
+    println!("rejected: {message}");
+    ensure!(
+        message.contains("misplaced snat"),
+        "the error does not name the rejected rule: {message}"
+    );
+    let after = in_gw(gw, || NftBackend::new().state())??;
+    // (A fresh backend does not know our set names; the listing below compares the sets.)
+    ensure!(
+        after.rules == before.rules,
+        "the rejected batch changed the table:\n{before:?}\n{after:?}"
+    );
+    let listed = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    ensure!(
+        strip_nft_counters(&listed) == good.to_string(),
+        "the table is not the last good one:\n{listed}"
+    );
+
+    // The iptables backend: a rule iptables-restore refuses (an interface name too long).
+    let mut long = policy.clone();
+    long.snat[0].egress_interface = "lan0-but-far-too-long".into();
+    let (legacy_err, saved) = in_gw(gw, || {
+        let mut ipt = IptablesBackend::new(Flavor::Legacy);
+        let err = ipt.apply_policy(&long).err();
+        let saved = std::process::Command::new("iptables-legacy-save").output();
+        (err, saved)
+    })?;
+    let legacy_err =
+        legacy_err.context("iptables-legacy accepted a 21-character interface name")?;
+    let message = error_chain(&legacy_err);
+    println!("iptables rejected: {message}");
+    ensure!(
+        message.contains("lan0-but-far-too-long -m comment"),
+        "the iptables error does not name the rejected rule: {message}"
+    );
+    let saved = String::from_utf8_lossy(&saved?.stdout).into_owned();
+    ensure!(
+        !saved.contains("ENCLAVE"),
+        "a rejected iptables apply left something of ours:\n{saved}"
+    );
+    Ok(())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
