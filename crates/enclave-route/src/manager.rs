@@ -78,6 +78,11 @@ impl RouteManager {
 
     /// The diff between `desired` and the kernel, without changing anything.
     pub fn plan(&mut self, desired: &Desired) -> Result<Plan> {
+        Ok(self.survey(desired)?.1)
+    }
+
+    /// Reads the tunnel's index, the routes and the rules, and diffs them against `desired`.
+    fn survey(&mut self, desired: &Desired) -> Result<(Option<u32>, Plan)> {
         for r in &desired.routes {
             if r.dst.prefix_len() == 0 {
                 return Err(Error::DefaultRouteAsPlainRoute { table: r.table });
@@ -86,7 +91,7 @@ impl RouteManager {
         let tunnel = self.rtnl.link_index(&self.config.interface)?;
         let routes = self.rtnl.routes()?;
         let rules = self.rtnl.rules()?;
-        Ok(plan(desired, tunnel, &routes, &rules))
+        Ok((tunnel, plan(desired, tunnel, &routes, &rules)))
     }
 
     /// Brings routes, rules and `src_valid_mark` to `desired`: adds what is missing, removes
@@ -95,8 +100,7 @@ impl RouteManager {
     /// When the tunnel interface is missing, removes all of ours (the kernel already dropped the
     /// routes on it) and reports `interface_present: false`; call again when it is back.
     pub fn apply(&mut self, desired: &Desired) -> Result<Report> {
-        let p = self.plan(desired)?;
-        let tunnel = self.rtnl.link_index(&self.config.interface)?;
+        let (tunnel, p) = self.survey(desired)?;
         let mut report = Report {
             interface_present: tunnel.is_some(),
             ..Report::default()

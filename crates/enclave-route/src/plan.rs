@@ -158,7 +158,8 @@ pub struct KernelRule {
 /// Why a route of another program conflicts with one of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConflictKind {
-    /// The same destination in the same table on another interface: we leave ours out.
+    /// The same destination in the same table on another interface, or another program's
+    /// identical route on the tunnel itself: we leave ours out.
     Equal,
     /// A more specific destination inside ours: that part goes elsewhere; ours is installed.
     MoreSpecific,
@@ -236,7 +237,20 @@ pub fn plan(
     for want in &wanted {
         let mut equal = false;
         for theirs in routes.iter().filter(|r| !is_ours(r)) {
-            if theirs.table != want.table || (theirs.oif.is_some() && theirs.oif == tunnel) {
+            if theirs.table != want.table {
+                continue;
+            }
+            if theirs.oif.is_some() && theirs.oif == tunnel {
+                // Another program's identical route on our tunnel already does our route's job,
+                // and the kernel would refuse ours as a duplicate: leave ours out, say so.
+                if theirs.dst == want.dst && theirs.metric == want.metric {
+                    equal = true;
+                    out.conflicts.push(Conflict {
+                        ours: *want,
+                        theirs: theirs.clone(),
+                        kind: ConflictKind::Equal,
+                    });
+                }
                 continue;
             }
             // Only unicast, blackhole, unreachable and prohibit routes steer traffic we would
@@ -452,6 +466,15 @@ mod tests {
         assert_eq!(p.conflicts.len(), 1);
         assert_eq!(p.conflicts[0].theirs.dst, net("10.1.2.0/24"));
         assert_eq!(p.conflicts[0].kind, ConflictKind::MoreSpecific);
+    }
+
+    #[test]
+    fn an_identical_foreign_route_on_the_tunnel_is_left_alone_and_ours_not_added() {
+        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, 3)];
+        let p = plan(&desired(&["10.1.0.0/16"]), Some(TUN), &kernel, &[]);
+        assert!(p.add_routes.is_empty() && p.remove_routes.is_empty());
+        assert_eq!(p.conflicts.len(), 1);
+        assert_eq!(p.conflicts[0].kind, ConflictKind::Equal);
     }
 
     #[test]

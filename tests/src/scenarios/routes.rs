@@ -152,6 +152,7 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
     gw.exec(&["ip", "route", "add", "10.4.0.0/16", "dev", TUNNEL])?;
     want.routes.insert(Route::main(net("10.10.0.0/24"))); // eth0's own subnet: equal
     want.routes.insert(Route::main(net("10.0.0.0/8"))); // eth0's 10.10.0.0/24 inside
+    want.routes.insert(Route::main(net("10.4.0.0/16"))); // the foreign one on the tunnel
     let r = apply(gw, &cfg, &want)?;
     ensure!(
         r.added == 1,
@@ -166,6 +167,10 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
         kinds.contains(&(
             "10.10.0.0/24".into(),
             "10.10.0.0/24".into(),
+            ConflictKind::Equal
+        )) && kinds.contains(&(
+            "10.4.0.0/16".into(),
+            "10.4.0.0/16".into(),
             ConflictKind::Equal
         )) && kinds.contains(&(
             "10.0.0.0/8".into(),
