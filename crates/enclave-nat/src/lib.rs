@@ -36,6 +36,8 @@ use std::path::PathBuf;
 
 pub use error::{Error, Result};
 pub use forwarding::{Forwarding, IP_FORWARD};
+/// The network type the policy uses, re-exported so that callers need no `ipnet` of their own.
+pub use ipnet::Ipv4Net;
 pub use iptables::{Flavor, IptablesBackend};
 pub use model::{
     ChainKind, ChainSpec, CtState, Match, RuleSpec, Ruleset, SetSpec, Verdict, FORWARD_CHAIN,
