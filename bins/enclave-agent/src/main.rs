@@ -4,7 +4,9 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_keys;
 mod cmd_policy;
+mod cmd_run;
 mod cmd_tunnel;
 
 /// The enclave overlay agent.
@@ -17,6 +19,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent in the foreground (systemd-friendly).
+    Run(cmd_run::RunArgs),
+    /// Show the running agent's peers, gateways and routes.
+    Status(cmd_run::StatusArgs),
+    /// Write a new private key (mode 0600) and print its public key.
+    Keygen(cmd_keys::KeygenArgs),
+    /// Print the public key of a private key file.
+    Pubkey(cmd_keys::PubkeyArgs),
     /// Check, view and explain a network definition.
     #[command(subcommand)]
     Policy(cmd_policy::PolicyCommand),
@@ -27,6 +37,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Agent),
+        Command::Status(args) => cmd_run::status(args),
+        Command::Keygen(args) => cmd_keys::keygen(args),
+        Command::Pubkey(args) => cmd_keys::pubkey(args),
         Command::Policy(cmd) => cmd_policy::run(cmd),
         Command::Tunnel(args) => cmd_tunnel::run(args),
     };

@@ -5,6 +5,9 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_discover;
+// The same `run` and `status` as enclave-agent's; only the role differs.
+#[path = "../../enclave-agent/src/cmd_run.rs"]
+mod cmd_run;
 
 /// The enclave overlay gateway.
 #[derive(Debug, Parser)]
@@ -16,6 +19,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway agent in the foreground: an agent that also forwards and NATs into the
+    /// subnets the network definition lets it serve.
+    Run(cmd_run::RunArgs),
+    /// Show the running agent's peers, gateways and routes.
+    Status(cmd_run::StatusArgs),
     /// List the local subnets this gateway could serve, and why each interface was taken or left.
     Discover(cmd_discover::DiscoverArgs),
 }
@@ -23,6 +31,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Gateway),
+        Command::Status(args) => cmd_run::status(args),
         Command::Discover(args) => cmd_discover::run(args),
     };
     match result {

@@ -28,6 +28,94 @@ pub enum Error {
         /// Its permission bits.
         mode: u32,
     },
+    /// The network definition did not pass validation.
+    #[error("{} is not a valid network definition ({} problems)", path.display(), diagnostics.len())]
+    Definition {
+        /// The file.
+        path: PathBuf,
+        /// Each problem as `FILE:LINE:COL: error: reason`.
+        diagnostics: Vec<String>,
+    },
+    /// The policy engine failed.
+    #[error("the policy engine failed")]
+    Policy(#[source] enclave_policy::Error),
+    /// This system's key is not in the definition.
+    #[error("no system in {} has this agent's public key {public_key}: add it to the definition (enclave-agent pubkey prints it)", path.display())]
+    NotInDefinition {
+        /// The definition.
+        path: PathBuf,
+        /// This agent's public key.
+        public_key: String,
+    },
+    /// The private key file does not hold a key.
+    #[error("{} does not hold a WireGuard private key (base64 of 32 bytes)", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: enclave_wg::Error,
+    },
+    /// A peer's key in the definition is not a key.
+    #[error("peer {peer} has a public key that is not a WireGuard key")]
+    PeerKey {
+        /// The peer.
+        peer: String,
+        /// Why.
+        #[source]
+        source: enclave_wg::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// The data plane failed.
+    #[error("the data plane failed")]
+    Dataplane(#[source] enclave_dataplane::Error),
+    /// The tunnel interface could not be configured.
+    #[error("cannot configure interface {interface}")]
+    Interface {
+        /// The interface.
+        interface: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tunnel stopped underneath the agent.
+    #[error("the tunnel {interface} stopped (was the interface deleted?)")]
+    TunnelStopped {
+        /// The interface.
+        interface: String,
+    },
+    /// The control port could not be opened.
+    #[error("cannot open the control port on {address}")]
+    ControlPort {
+        /// The overlay address.
+        address: std::net::Ipv4Addr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The route manager failed.
+    #[error("the route manager failed")]
+    Routes(#[source] enclave_route::Error),
+    /// The NAT manager failed.
+    #[error("the NAT manager failed")]
+    Nat(#[source] enclave_nat::Error),
+    /// The control socket failed.
+    #[error("control socket {}", path.display())]
+    ControlSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The running agent answered with an error.
+    #[error("the agent answered: {message}")]
+    Agent {
+        /// Its message.
+        message: String,
+    },
 }
 
 /// The runtime's result type.

@@ -4,11 +4,13 @@
 //! Its sans-IO parts are here too: the control protocol that gateways and senders speak over
 //! the tunnel ([`control`]) and the gateway selection with failover ([`failover`]).
 
+pub mod agent;
 pub mod config;
 pub mod control;
 pub mod desired;
 mod error;
 pub mod failover;
+pub mod logging;
 pub mod status;
 
 pub use error::{Error, Result};

@@ -1,0 +1,55 @@
+//! `enclave-agent keygen` and `enclave-agent pubkey`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use enclave_wg::keys::generate_private_key;
+use enclave_wg::PrivateKey;
+
+#[derive(Debug, clap::Args)]
+pub struct KeygenArgs {
+    /// Where to write the private key (mode 0600). It is never overwritten.
+    pub private_key_file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PubkeyArgs {
+    /// The private key file.
+    pub private_key_file: PathBuf,
+}
+
+/// Writes a new private key and prints its public key for the network definition.
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let key = generate_private_key(rand_core::OsRng);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.private_key_file)
+        .with_context(|| {
+            format!(
+                "cannot create {} (an existing key is never overwritten)",
+                args.private_key_file.display()
+            )
+        })?;
+    writeln!(file, "{}", key.to_base64())
+        .with_context(|| format!("cannot write {}", args.private_key_file.display()))?;
+    println!("{}", key.public_key().to_base64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the public key of a private key file.
+pub fn pubkey(args: PubkeyArgs) -> anyhow::Result<ExitCode> {
+    let text = enclave_runtime::config::read_private_key(&args.private_key_file)?;
+    let key = PrivateKey::from_base64(&text).with_context(|| {
+        format!(
+            "{} does not hold a WireGuard private key",
+            args.private_key_file.display()
+        )
+    })?;
+    println!("{}", key.public_key().to_base64());
+    Ok(ExitCode::SUCCESS)
+}

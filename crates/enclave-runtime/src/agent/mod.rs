@@ -1,0 +1,637 @@
+//! The agent's I/O shell: `enclave-agent run` and `enclave-gw run`.
+//!
+//! One thread owns the state and loops: it reads control messages from the tunnel, drives the
+//! gateway selector's timers, re-evaluates trust requirements every [`TRUST_EVERY`], watches
+//! the network definition for changes (and SIGHUP), and, whenever the desired state changes,
+//! hands the difference to the data plane, the route manager and (on a gateway) the NAT manager.
+//! A definition that fails validation is refused and the last good one stays in force.
+//! SIGINT or SIGTERM stop it; stopping removes everything it made.
+
+mod control_socket;
+mod gateway;
+mod netif;
+mod report;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use enclave_dataplane::{PeerSpec, Tunnel, TunnelConfig};
+use enclave_filter::FilterRules;
+use enclave_policy::{Evaluation, Facts, Timestamp, View};
+use enclave_wg::{PeerConfig, PrivateKey, PublicKey};
+use ipnet::{IpNet, Ipv4Net};
+
+pub use control_socket::query_status;
+pub use report::describe;
+
+use crate::config::{read_private_key, AgentConfig, NatBackend};
+use crate::control::{Message, CONTROL_PORT};
+use crate::desired::{desired, Desired, Egress};
+use crate::failover::{Candidate, Selector};
+use crate::{Error, Result};
+
+/// How often trust requirements and active hours are judged again.
+pub const TRUST_EVERY: Duration = Duration::from_millis(200);
+/// How often the definition file is checked for changes.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How often a gateway looks at its interfaces again.
+const DISCOVER_EVERY: Duration = Duration::from_millis(250);
+/// How often counters and status are refreshed.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+/// The longest the loop sleeps.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Which binary runs the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `enclave-agent`: a sender or receiver; never forwards.
+    Agent,
+    /// `enclave-gw`: also serves subnets when the definition allows it to act as a gateway.
+    Gateway,
+}
+
+/// Reads the wall-clock time the trust requirements are judged at. Tests set
+/// `ENCLAVE_CLOCK_FILE` to a file holding an RFC 3339 time, so that active hours can be proven
+/// without waiting for a real hour; the file is read at every evaluation.
+fn trust_time() -> Timestamp {
+    if let Some(path) = std::env::var_os("ENCLAVE_CLOCK_FILE") {
+        match std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<Timestamp>().ok())
+        {
+            Some(time) => return time,
+            None => tracing::warn!(
+                file = %Path::new(&path).display(),
+                "ENCLAVE_CLOCK_FILE does not hold an RFC 3339 time; using the real clock"
+            ),
+        }
+    }
+    Timestamp::now()
+}
+
+/// Loads and validates the definition and finds this system in it by its public key.
+fn load_view(path: &Path, public_key: &str) -> Result<(View, Vec<String>)> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let loaded = enclave_policy::load(&path.display().to_string(), &text).map_err(|e| match e {
+        enclave_policy::Error::Invalid { diagnostics, .. } => Error::Definition {
+            path: path.to_owned(),
+            diagnostics: diagnostics.iter().map(ToString::to_string).collect(),
+        },
+        other => Error::Policy(other),
+    })?;
+    let name = loaded
+        .network
+        .systems
+        .values()
+        .find(|s| s.public_key == public_key)
+        .map(|s| s.name.clone())
+        .ok_or_else(|| Error::NotInDefinition {
+            path: path.to_owned(),
+            public_key: public_key.to_owned(),
+        })?;
+    let view = enclave_policy::compile(&loaded.network, &name).map_err(Error::Policy)?;
+    let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+    Ok((view, warnings))
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The selector's plan: each routed subnet and its candidates. Policy priorities are "lower
+/// first"; the selector prefers higher numbers.
+fn plan(view: &View) -> BTreeMap<Ipv4Net, Vec<Candidate>> {
+    view.routes
+        .iter()
+        .map(|(subnet, route)| {
+            let candidates = route
+                .candidates
+                .iter()
+                .map(|c| Candidate {
+                    gateway: c.gateway.clone(),
+                    priority: u32::MAX - c.priority,
+                })
+                .collect();
+            (*subnet, candidates)
+        })
+        .collect()
+}
+
+/// Runs the agent in the foreground until SIGINT or SIGTERM.
+pub fn run(config: AgentConfig, role: Role) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(Error::Signals)?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(Error::Signals)?;
+
+    let key_text = read_private_key(&config.private_key_file)?;
+    let private_key = PrivateKey::from_base64(&key_text).map_err(|source| Error::Key {
+        path: config.private_key_file.clone(),
+        source,
+    })?;
+    let public_key = private_key.public_key().to_base64();
+    let (view, warnings) = load_view(&config.network_file, &public_key)?;
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(system = %view.system, address = %view.address, "this system found in the definition");
+    if role == Role::Agent && view.gateway.is_some() {
+        tracing::warn!(
+            system = %view.system,
+            "this system may act as a gateway, but enclave-agent never forwards: run enclave-gw to serve its subnets"
+        );
+    }
+
+    std::fs::create_dir_all(&config.runtime_dir).map_err(|source| Error::Read {
+        path: config.runtime_dir.clone(),
+        source,
+    })?;
+    let shared: control_socket::Shared = Arc::new(Mutex::new(None));
+    let _control_socket =
+        control_socket::ControlSocket::start(&config.control_socket(), Arc::clone(&shared))?;
+
+    let tunnel = Tunnel::start(TunnelConfig {
+        interface: config.interface.clone(),
+        mtu: enclave_dataplane::DEFAULT_MTU,
+        listen_port: config.listen_port,
+        fwmark: config.fwmark,
+        private_key: Some(private_key),
+        uapi_dir: Some(config.uapi_dir.clone()),
+        filter: Default::default(),
+    })
+    .map_err(Error::Dataplane)?;
+    netif::set_address(&config.interface, view.address, view.overlay).map_err(|source| {
+        Error::Interface {
+            interface: config.interface.clone(),
+            source,
+        }
+    })?;
+    let control =
+        UdpSocket::bind((view.address, CONTROL_PORT)).map_err(|source| Error::ControlPort {
+            address: view.address,
+            source,
+        })?;
+    let routes = enclave_route::RouteManager::new(enclave_route::Config {
+        interface: config.interface.clone(),
+        state_dir: Some(
+            config
+                .runtime_dir
+                .join(format!("{}.routes", config.interface)),
+        ),
+    })
+    .map_err(Error::Routes)?;
+
+    let mut agent = Agent {
+        selector: Selector::new(),
+        evaluation: Evaluation { grants: Vec::new() },
+        definition_stamp: file_stamp(&config.network_file),
+        public_key,
+        config,
+        role,
+        view,
+        tunnel,
+        routes,
+        nat: None,
+        control,
+        served: BTreeMap::new(),
+        applied: None,
+        counters: BTreeMap::new(),
+        warnings,
+        shared,
+        failed: BTreeSet::new(),
+    };
+    let now = Instant::now();
+    agent.selector.set_plan(plan(&agent.view), now);
+    let result = agent.run_loop(&stop, &reload);
+    agent.shutdown();
+    result
+}
+
+struct Agent {
+    config: AgentConfig,
+    role: Role,
+    public_key: String,
+    view: View,
+    definition_stamp: Option<(SystemTime, u64)>,
+    tunnel: Tunnel,
+    routes: enclave_route::RouteManager,
+    nat: Option<enclave_nat::NatManager>,
+    control: UdpSocket,
+    selector: Selector,
+    evaluation: Evaluation,
+    served: BTreeMap<Ipv4Net, Egress>,
+    applied: Option<Desired>,
+    counters: BTreeMap<String, report::PeerCounters>,
+    warnings: Vec<String>,
+    shared: control_socket::Shared,
+    /// Parts whose last apply failed, retried at every pass.
+    failed: BTreeSet<&'static str>,
+}
+
+impl Agent {
+    fn acts_as_gateway(&self) -> bool {
+        self.role == Role::Gateway && self.view.enabled && self.view.gateway.is_some()
+    }
+
+    fn run_loop(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<()> {
+        let mut next_trust = Instant::now();
+        let mut next_watch = Instant::now() + WATCH_EVERY;
+        let mut next_discover = Instant::now();
+        let mut next_status = Instant::now();
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let mut dirty = self.applied.is_none() || !self.failed.is_empty();
+
+            if reload.swap(false, Ordering::Relaxed)
+                || (now >= next_watch && self.definition_changed())
+            {
+                dirty |= self.reload(now);
+            }
+            if now >= next_watch {
+                next_watch = now + WATCH_EVERY;
+            }
+            if self.acts_as_gateway() && now >= next_discover {
+                next_discover = now + DISCOVER_EVERY;
+                dirty |= self.discover();
+            }
+            if now >= next_status {
+                next_status = now + STATUS_EVERY;
+                self.refresh_counters(now);
+                self.publish_status(now);
+            }
+            if now >= next_trust {
+                next_trust = now + TRUST_EVERY;
+                dirty |= self.evaluate_trust();
+            }
+            if self.selector.poll_timeout().is_some_and(|t| t <= now) {
+                self.selector.handle_timeout(now);
+            }
+            while let Some((gateway, message)) = self.selector.poll_transmit() {
+                if let Some(peer) = self.view.peers.get(&gateway) {
+                    let _ = self
+                        .control
+                        .send_to(&message.encode(), (peer.address, CONTROL_PORT));
+                }
+            }
+            while let Some(change) = self.selector.poll_event() {
+                tracing::info!(
+                    subnet = %change.subnet,
+                    from = change.from.as_deref().unwrap_or("-"),
+                    to = change.to.as_deref().unwrap_or("-"),
+                    reason = ?change.reason,
+                    "gateway selected"
+                );
+                dirty = true;
+            }
+            if dirty {
+                self.apply();
+            }
+
+            let wait = self
+                .selector
+                .poll_timeout()
+                .map_or(TICK, |t| t.saturating_duration_since(Instant::now()))
+                .clamp(Duration::from_millis(1), TICK);
+            let _ = self.control.set_read_timeout(Some(wait));
+            while let Ok((len, from)) = self.control.recv_from(&mut buf) {
+                self.handle_control(&buf[..len], from);
+                let _ = self
+                    .control
+                    .set_read_timeout(Some(Duration::from_millis(1)));
+            }
+            if !self.tunnel.is_running() {
+                return Err(Error::TunnelStopped {
+                    interface: self.config.interface.clone(),
+                });
+            }
+        }
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    fn definition_changed(&self) -> bool {
+        file_stamp(&self.config.network_file) != self.definition_stamp
+    }
+
+    /// Loads the definition again. Returns whether the view changed.
+    fn reload(&mut self, now: Instant) -> bool {
+        self.definition_stamp = file_stamp(&self.config.network_file);
+        match load_view(&self.config.network_file, &self.public_key) {
+            Ok((view, warnings)) => {
+                self.warnings = warnings;
+                if view == self.view {
+                    return false;
+                }
+                tracing::info!(file = %self.config.network_file.display(), "network definition reloaded");
+                self.view = view;
+                self.selector.set_plan(plan(&self.view), now);
+                true
+            }
+            Err(err) => {
+                let mut message = format!("{err}; the last good definition stays in force");
+                if let Error::Definition { diagnostics, .. } = &err {
+                    for d in diagnostics {
+                        tracing::error!("{d}");
+                        message.push_str(&format!("\n  {d}"));
+                    }
+                }
+                tracing::error!("{err}; the last good definition stays in force");
+                self.warnings = vec![message];
+                false
+            }
+        }
+    }
+
+    /// Finds what this gateway serves now. Returns whether it changed.
+    fn discover(&mut self) -> bool {
+        let Some(gateway) = &self.view.gateway else {
+            return false;
+        };
+        match gateway::served(gateway, &self.config.interface) {
+            Ok(served) if served != self.served => {
+                tracing::info!(subnets = ?served.keys().collect::<Vec<_>>(), "serving");
+                self.served = served;
+                true
+            }
+            Ok(_) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "discovery failed; keeping the subnets served so far");
+                false
+            }
+        }
+    }
+
+    fn evaluate_trust(&mut self) -> bool {
+        let mut facts = Facts::default();
+        for (name, counters) in &self.counters {
+            if let Some(IpAddr::V4(ip)) = counters
+                .endpoint
+                .as_deref()
+                .and_then(|e| e.parse::<SocketAddr>().ok())
+                .map(|e| e.ip())
+            {
+                facts.public_ips.insert(name.clone(), ip);
+            }
+        }
+        let evaluation = enclave_policy::evaluate(&self.view, &facts, trust_time());
+        if evaluation == self.evaluation {
+            return false;
+        }
+        self.evaluation = evaluation;
+        true
+    }
+
+    fn refresh_counters(&mut self, now: Instant) {
+        let Ok(stats) = self.tunnel.stats() else {
+            return;
+        };
+        let by_key: BTreeMap<String, &str> = self
+            .view
+            .peers
+            .iter()
+            .map(|(name, peer)| (peer.public_key.clone(), name.as_str()))
+            .collect();
+        let mut counters = BTreeMap::new();
+        for peer in &stats.peers {
+            let key = peer.info.public_key.to_base64();
+            let Some(name) = by_key.get(&key) else {
+                continue;
+            };
+            let previous = self.counters.get(*name);
+            let last_rx = match previous {
+                Some(p) if p.rx_bytes == peer.info.rx_bytes => p.last_rx,
+                _ if peer.info.rx_bytes > 0 => Some(now),
+                _ => None,
+            };
+            counters.insert(
+                (*name).to_owned(),
+                report::PeerCounters {
+                    endpoint: peer.info.endpoint.map(|e| e.to_string()),
+                    last_handshake: peer.info.last_handshake,
+                    rx_bytes: peer.info.rx_bytes,
+                    tx_bytes: peer.info.tx_bytes,
+                    last_rx,
+                },
+            );
+        }
+        self.counters = counters;
+    }
+
+    fn publish_status(&self, now: Instant) {
+        let status = report::build(&report::Inputs {
+            view: &self.view,
+            interface: &self.config.interface,
+            counters: &self.counters,
+            selector: &self.selector,
+            evaluation: &self.evaluation,
+            served: self.served.keys().copied().collect(),
+            warnings: self.warnings.clone(),
+            now,
+            wall: SystemTime::now(),
+        });
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    fn handle_control(&mut self, datagram: &[u8], from: SocketAddr) {
+        let IpAddr::V4(source) = from.ip() else {
+            return;
+        };
+        let Some((name, _)) = self.view.peers.iter().find(|(_, p)| p.address == source) else {
+            tracing::debug!(%source, "control message from an address that is no peer of ours");
+            return;
+        };
+        let name = name.clone();
+        let message = match Message::decode(datagram) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::debug!(peer = %name, error = %err, "control message dropped");
+                return;
+            }
+        };
+        match message {
+            Message::Probe { id } => {
+                if !self.acts_as_gateway() {
+                    return;
+                }
+                let subnets = self.advertised_to(&name);
+                let ack = Message::Ack { id, subnets };
+                let _ = self.control.send_to(&ack.encode(), from);
+            }
+            ack @ Message::Ack { .. } => self.selector.handle_message(&name, ack, Instant::now()),
+        }
+    }
+
+    /// The subnets this gateway serves now that policy lets `sender` reach through it.
+    fn advertised_to(&self, sender: &str) -> Vec<Ipv4Net> {
+        let Some(gateway) = &self.view.gateway else {
+            return Vec::new();
+        };
+        let granted: BTreeSet<Ipv4Net> = gateway
+            .forward
+            .values()
+            .filter(|f| f.senders.contains_key(sender))
+            .flat_map(|f| {
+                self.served.keys().copied().filter(|net| {
+                    f.destinations.iter().any(|d| match d {
+                        enclave_filter::AddrEntry::Net(n) => net.contains(n) || n.contains(net),
+                        enclave_filter::AddrEntry::Range { first, .. } => net.contains(first),
+                    })
+                })
+            })
+            .collect();
+        granted.into_iter().collect()
+    }
+
+    fn apply(&mut self) {
+        let active: BTreeMap<Ipv4Net, String> = self
+            .selector
+            .subnets()
+            .into_iter()
+            .filter_map(|(net, s)| s.active.map(|a| (net, a)))
+            .collect();
+        let served = if self.acts_as_gateway() {
+            self.served.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let mut want = desired(
+            &self.view,
+            &self.config.interface,
+            &active,
+            &self.evaluation,
+            &served,
+        );
+        if !self.acts_as_gateway() {
+            want.nat = None;
+        }
+        let old = self.applied.take();
+        self.failed.clear();
+
+        if old.as_ref().map(|o| &o.peers) != Some(&want.peers) {
+            if let Err(err) = self.apply_peers(&want) {
+                tracing::error!(error = %err, "data plane refused the peers");
+                self.failed.insert("peers");
+            }
+        }
+        let routes_changed = old
+            .as_ref()
+            .is_none_or(|o| o.routes != want.routes || o.default_route != want.default_route);
+        if routes_changed {
+            let fwmark = self.config.fwmark;
+            let desired_routes = enclave_route::Desired {
+                routes: want
+                    .routes
+                    .iter()
+                    .map(|d| enclave_route::Route::main(*d))
+                    .collect(),
+                default_route: want.default_route.then(|| enclave_route::DefaultRoute {
+                    fwmark,
+                    table: fwmark,
+                    priority: fwmark.saturating_sub(1),
+                }),
+            };
+            match self.routes.apply(&desired_routes) {
+                Ok(report) => {
+                    for conflict in &report.conflicts {
+                        let text = format!("route conflict: {conflict:?}");
+                        tracing::warn!("{text}");
+                        self.warnings.push(text);
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "routes could not be applied");
+                    self.failed.insert("routes");
+                }
+            }
+        }
+        if old.as_ref().map(|o| &o.nat) != Some(&want.nat) {
+            if let Err(err) = self.apply_nat(want.nat.as_ref()) {
+                tracing::error!(error = %err, "NAT could not be applied");
+                self.failed.insert("nat");
+            }
+        }
+        self.applied = Some(want);
+    }
+
+    fn apply_peers(&self, want: &Desired) -> Result<()> {
+        let mut specs = Vec::new();
+        for (name, peer) in &want.peers {
+            let public_key =
+                PublicKey::from_base64(&peer.public_key).map_err(|source| Error::PeerKey {
+                    peer: name.clone(),
+                    source,
+                })?;
+            specs.push(PeerSpec {
+                config: PeerConfig {
+                    public_key,
+                    preshared_key: None,
+                    endpoint: peer.endpoint,
+                    allowed_ips: peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect(),
+                    persistent_keepalive: peer.keepalive,
+                },
+                filter: Some(FilterRules {
+                    ingress: peer.inbound.clone(),
+                    egress: peer.outbound.clone(),
+                }),
+            });
+        }
+        self.tunnel.set_peers(specs).map_err(Error::Dataplane)
+    }
+
+    fn apply_nat(&mut self, want: Option<&enclave_nat::NatPolicy>) -> Result<()> {
+        match want {
+            Some(policy) => {
+                if self.nat.is_none() {
+                    let choice = match self.config.nat {
+                        NatBackend::Auto => enclave_nat::BackendChoice::Auto,
+                        NatBackend::Nftables => enclave_nat::BackendChoice::Nftables,
+                        NatBackend::Iptables => enclave_nat::BackendChoice::Iptables(
+                            enclave_nat::Flavor::detect().unwrap_or(enclave_nat::Flavor::Legacy),
+                        ),
+                    };
+                    let state = self
+                        .config
+                        .runtime_dir
+                        .join(format!("{}.forwarding", self.config.interface));
+                    let manager =
+                        enclave_nat::NatManager::new(choice, Some(state)).map_err(Error::Nat)?;
+                    tracing::info!(backend = manager.backend_name(), "gateway NAT enabled");
+                    self.nat = Some(manager);
+                }
+                let nat = self.nat.as_mut().expect("set just above");
+                nat.apply_policy(policy).map_err(Error::Nat)
+            }
+            None => {
+                if let Some(mut nat) = self.nat.take() {
+                    nat.reset_policy().map_err(Error::Nat)?;
+                    tracing::info!("gateway NAT removed; forwarding restored");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(mut nat) = self.nat.take() {
+            if let Err(err) = nat.reset_policy() {
+                tracing::error!(error = %err, "could not remove the NAT rules");
+            }
+        }
+        if let Err(err) = self.routes.reset() {
+            tracing::error!(error = %err, "could not remove the routes");
+        }
+        tracing::info!("stopped; routes and rules of ours removed");
+    }
+}
