@@ -74,9 +74,17 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// Every route to install, the default route's one included.
+    /// Every route to install, the default route's one included, destinations truncated to
+    /// their prefix (the kernel stores `10.1.2.3/16` as `10.1.0.0/16`).
     pub fn all_routes(&self) -> BTreeSet<Route> {
-        let mut all = self.routes.clone();
+        let mut all: BTreeSet<Route> = self
+            .routes
+            .iter()
+            .map(|r| Route {
+                dst: r.dst.trunc(),
+                ..*r
+            })
+            .collect();
         if let Some(dr) = self.default_route {
             all.insert(Route {
                 dst: Ipv4Net::default(),
@@ -395,6 +403,18 @@ mod tests {
         );
         assert_eq!(p.add_routes, vec![Route::main(net("10.2.0.0/16"))]);
         assert_eq!(p.remove_routes, vec![kernel[0].clone(), kernel[2].clone()]);
+    }
+
+    #[test]
+    fn destinations_are_compared_by_their_prefix() {
+        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
+        let mut d = Desired::default();
+        d.routes.insert(Route {
+            dst: net("10.1.2.3/16"),
+            table: TABLE_MAIN,
+            metric: 0,
+        });
+        assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
     }
 
     #[test]
