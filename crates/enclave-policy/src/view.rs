@@ -1,6 +1,6 @@
 //! Compilation of one system's view: what its agent must do.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
@@ -176,12 +176,13 @@ pub struct SnatRule {
 
 /// Systems by tag, built once per compilation.
 pub(crate) struct TagIndex<'n> {
-    by_tag: BTreeMap<&'n str, Vec<&'n System>>,
+    // Only looked up, never iterated: its order cannot leak.
+    by_tag: HashMap<&'n str, Vec<&'n System>>,
 }
 
 impl<'n> TagIndex<'n> {
     pub(crate) fn new(net: &'n Network) -> Self {
-        let mut by_tag: BTreeMap<&str, Vec<&System>> = BTreeMap::new();
+        let mut by_tag: HashMap<&str, Vec<&System>> = HashMap::new();
         for system in net.systems.values().filter(|s| s.enabled) {
             for tag in &system.tags {
                 by_tag.entry(tag).or_default().push(system);
@@ -267,6 +268,20 @@ pub(crate) fn gateway_rules(
     out
 }
 
+/// The peer entry for `peer`, created on first use (the name is cloned only then).
+fn peer_entry<'v>(
+    peers: &'v mut BTreeMap<String, PeerView>,
+    net: &Network,
+    peer: &System,
+) -> &'v mut PeerView {
+    if !peers.contains_key(&peer.name) {
+        peers.insert(peer.name.clone(), new_peer(net, peer));
+    }
+    peers
+        .get_mut(&peer.name)
+        .unwrap_or_else(|| unreachable!("inserted just above"))
+}
+
 fn new_peer(net: &Network, peer: &System) -> PeerView {
     PeerView {
         public_key: peer.public_key.clone(),
@@ -345,9 +360,7 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
                         &policy.active_hours,
                     ),
                 };
-                view.peers
-                    .entry(receiver.name.clone())
-                    .or_insert_with(|| new_peer(net, receiver))
+                peer_entry(&mut view.peers, net, receiver)
                     .outbound
                     .insert(policy.name.clone(), grant);
             }
@@ -369,9 +382,7 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
                         &policy.active_hours,
                     ),
                 };
-                view.peers
-                    .entry(sender.name.clone())
-                    .or_insert_with(|| new_peer(net, sender))
+                peer_entry(&mut view.peers, net, sender)
                     .inbound
                     .insert(policy.name.clone(), grant);
             }
@@ -424,10 +435,7 @@ fn as_sender(net: &Network, me: &System, view: &mut View) {
                     &policy.active_hours,
                 ),
             };
-            let peer = view
-                .peers
-                .entry(gateway.name.clone())
-                .or_insert_with(|| new_peer(net, gateway));
+            let peer = peer_entry(&mut view.peers, net, gateway);
             peer.outbound.insert(policy.name.clone(), grant);
             peer.gateway_for.extend(subnets.iter().copied());
             let priority = gateway.gateway.as_ref().map_or(0, |g| g.priority);
@@ -499,9 +507,7 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
                     &policy.active_hours,
                 ),
             };
-            view.peers
-                .entry(sender.name.clone())
-                .or_insert_with(|| new_peer(net, sender))
+            peer_entry(&mut view.peers, net, sender)
                 .inbound
                 .insert(policy.name.clone(), grant);
         }
