@@ -15,7 +15,8 @@ pub struct Config {
     /// The tunnel interface whose routes we manage.
     pub interface: String,
     /// A directory where the manager keeps what it must restore after a crash (the previous
-    /// `src_valid_mark`). `None` keeps it in memory only: a `kill -9` then forgets it.
+    /// `src_valid_mark`); created when first needed. `None` keeps it in memory only: a
+    /// `kill -9` then forgets it.
     pub state_dir: Option<PathBuf>,
 }
 
@@ -178,7 +179,11 @@ impl RouteManager {
         let current = sysctl::read(SRC_VALID_MARK)?;
         if self.saved_src_valid_mark.is_none() {
             if let Some(path) = self.state_path() {
-                fs::write(&path, &current).map_err(|source| Error::State {
+                let written = match path.parent() {
+                    Some(dir) => fs::create_dir_all(dir).and_then(|()| fs::write(&path, &current)),
+                    None => fs::write(&path, &current),
+                };
+                written.map_err(|source| Error::State {
                     path: path.display().to_string(),
                     source,
                 })?;
