@@ -5,6 +5,7 @@
 //! `cargo xtask bench NAME` runs `enclave-scenarios bench NAME` for the benchmarks that need
 //! namespaces.
 
+pub mod agents;
 pub mod bench;
 pub mod context;
 pub mod scenarios;

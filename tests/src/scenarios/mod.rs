@@ -3,6 +3,7 @@
 
 use crate::Scenario;
 
+mod agent;
 mod dataplane;
 mod discovery;
 mod nat;
@@ -17,5 +18,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
     all.extend(discovery::scenarios());
+    all.extend(agent::scenarios());
     all
 }

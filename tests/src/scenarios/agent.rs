@@ -1,0 +1,206 @@
+//! The product end to end: our agents (`enclave-agent run`, `enclave-gw run`) with our data
+//! plane, routes and NAT, in the reference topology.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use enclave_netns::{wait_until, Netns, TopologySpec};
+
+use crate::agents::{prepare, start, status, write_definition, AgentFiles};
+use crate::support::{GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST, SENDER_UNDERLAY};
+use crate::{Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![Scenario {
+        name: "agent-gateway-basics",
+        about: "sender reaches the LAN through enclave-gw: overlay ping, SNAT, one way, status, clean stop",
+        run: gateway_basics,
+    }]
+}
+
+const LAPTOP_OVERLAY: &str = "100.64.0.11";
+const GW_OVERLAY: &str = "100.64.0.2";
+
+/// Sender, gateway and LAN as in the reference topology, but forwarding left off on the
+/// gateway (the agent must turn it on, and back off when it stops), and the LAN host given a
+/// route to the overlay through the gateway, so that only the gateway's one-way filter stops
+/// it from opening connections to the sender.
+fn topology() -> TopologySpec {
+    let mut spec = TopologySpec::new("agentgw");
+    spec.node("sender")
+        .node("gw")
+        .node("lan")
+        .link(("sender", "eth0"), ("gw", "eth0"))
+        .segment("lan", &[("gw", "lan0"), ("lan", "eth0")])
+        .addr("sender", "eth0", &format!("{SENDER_UNDERLAY}/24"))
+        .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
+        .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
+        .addr("lan", "eth0", &format!("{LAN_HOST}/24"))
+        .route("lan", &format!("100.64.0.0/10 via {GATEWAY_LAN}"));
+    spec
+}
+
+fn definition(laptop: &AgentFiles, gw: &AgentFiles, acl: &str) -> String {
+    format!(
+        r#"[network]
+overlay = "100.64.0.0/10"
+
+[[system]]
+name = "laptop"
+public_key = "{laptop_key}"
+address = "{LAPTOP_OVERLAY}"
+tags = ["users"]
+
+[[system]]
+name = "menlo-gw-1"
+public_key = "{gw_key}"
+address = "{GW_OVERLAY}"
+endpoint = "{GATEWAY_UNDERLAY}:51820"
+
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24"]
+
+[[gateway_policy]]
+name = "users to Menlo Park Office"
+senders = ["users"]
+gateways = ["menlo-gw-1"]
+subnets = ["192.168.77.0/24"]
+acl = [{acl}]
+"#,
+        laptop_key = laptop.public_key,
+        gw_key = gw.public_key,
+    )
+}
+
+fn route_present(ns: &Netns, subnet: &str) -> bool {
+    ns.exec(&["ip", "route", "show", subnet])
+        .map(|out| out.contains("dev enclave0"))
+        .unwrap_or(false)
+}
+
+fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
+    let topo = ctx.topology(&topology())?;
+    let (sender, gw, lan) = (topo.ns("sender"), topo.ns("gw"), topo.ns("lan"));
+    let network = ctx.log_dir().join("network.toml");
+    let laptop_files = prepare(ctx, sender, &network, "")?;
+    let gw_files = prepare(ctx, gw, &network, "")?;
+    write_definition(
+        &network,
+        &definition(&laptop_files, &gw_files, r#"{ protocol = "any" }"#),
+    )?;
+    let forwarding_before = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(
+        forwarding_before.trim() == "0",
+        "the topology should start without forwarding"
+    );
+    let rules_before = sender.exec(&["ip", "rule", "show"])?;
+
+    let mut gw_agent = start(ctx, gw, &gw_files, true)?;
+    let mut laptop_agent = start(ctx, sender, &laptop_files, false)?;
+
+    // Step 2 of the guide's checklist: the sender pings the gateway's virtual address.
+    let ping = sender.ping(GW_OVERLAY, 5)?;
+    ensure!(
+        ping.received > 0,
+        "no reply from the gateway's virtual address:\n{}",
+        ping.output
+    );
+
+    // The route appears once the gateway has answered a probe and advertised the subnet.
+    ensure!(
+        wait_until(Duration::from_secs(5), || route_present(
+            sender,
+            "192.168.77.0/24"
+        )),
+        "the sender got no route to 192.168.77.0/24; status:\n{}",
+        status(ctx, sender, &laptop_files).unwrap_or_default()
+    );
+    let through = sender.ping(LAN_HOST, 3)?;
+    ensure!(
+        through.all_answered(),
+        "ping through the gateway lost replies:\n{}",
+        through.output
+    );
+    let forwarding = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(
+        forwarding.trim() == "1",
+        "the gateway did not enable forwarding"
+    );
+
+    // SNAT: the LAN host sees the gateway's LAN address.
+    let echo = lan.echo_server(7777)?;
+    let lan_addr: SocketAddr = format!("{LAN_HOST}:7777").parse()?;
+    let seen = sender.tcp_request(lan_addr, Duration::from_secs(3))?;
+    ensure!(
+        seen.starts_with(&format!("{GATEWAY_LAN}:")),
+        "the LAN host saw {seen}, not the gateway's LAN address"
+    );
+    drop(echo);
+
+    // One way: the LAN host cannot open a connection to the sender, though it has a route.
+    let _sender_echo = sender.echo_server(8888)?;
+    let back: SocketAddr = format!("{LAPTOP_OVERLAY}:8888").parse()?;
+    ensure!(
+        lan.tcp_connect(back, Duration::from_secs(1)).is_err(),
+        "the LAN host opened a connection to the sender: one-way access is broken"
+    );
+
+    // Status shows the guide's block with "Gateway for".
+    let text = status(ctx, sender, &laptop_files)?;
+    ensure!(text.contains("Peer: menlo-gw-1"), "status:\n{text}");
+    ensure!(
+        text.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),
+        "status does not show the gateway for the subnet:\n{text}"
+    );
+    ensure!(text.contains("Peer state. . . . . : Up"), "status:\n{text}");
+
+    // The gateway's NAT table counts what went through.
+    let ruleset = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    ensure!(
+        ruleset.contains("chain ENCLAVE"),
+        "no ENCLAVE chain:\n{ruleset}"
+    );
+    ensure!(
+        ruleset.contains(&format!("snat to {GATEWAY_LAN}")),
+        "no SNAT to the LAN address:\n{ruleset}"
+    );
+
+    // A clean stop leaves the hosts as they were.
+    let code = laptop_agent
+        .stop()
+        .context("the sender's agent could not be reaped")?;
+    ensure!(
+        code.success(),
+        "the sender's agent exited with {code}:\n{}",
+        laptop_agent.log()
+    );
+    let code = gw_agent
+        .stop()
+        .context("the gateway's agent could not be reaped")?;
+    ensure!(
+        code.success(),
+        "the gateway's agent exited with {code}:\n{}",
+        gw_agent.log()
+    );
+    ensure!(
+        !route_present(sender, "192.168.77.0/24"),
+        "the sender's route stayed"
+    );
+    ensure!(
+        sender.exec(&["ip", "rule", "show"])? == rules_before,
+        "the sender's rules changed"
+    );
+    let forwarding_after = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(
+        forwarding_after.trim() == "0",
+        "forwarding was not restored"
+    );
+    let tables = gw.exec(&["nft", "list", "tables"])?;
+    ensure!(
+        !tables.contains("enclave"),
+        "the gateway's nft table stayed: {tables}"
+    );
+    Ok(())
+}
