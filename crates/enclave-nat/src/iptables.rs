@@ -128,16 +128,15 @@ pub fn render_filter(policy: &NatPolicy, now: Presence) -> String {
     let tun = &policy.tunnel_interface;
     let mut out = String::from("*filter\n");
     let _ = writeln!(out, ":{FORWARD_CHAIN} - [0:0]");
-    let est = "-m conntrack --ctstate RELATED,ESTABLISHED";
     let _ = writeln!(
         out,
-        "-A {FORWARD_CHAIN} -i {tun} {est} -m comment --comment {} -j ACCEPT",
-        quote("established from the overlay")
+        "-A {FORWARD_CHAIN} -o {tun} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {} -j ACCEPT",
+        quote("replies to the overlay")
     );
     let _ = writeln!(
         out,
-        "-A {FORWARD_CHAIN} -o {tun} {est} -m comment --comment {} -j ACCEPT",
-        quote("replies to the overlay")
+        "-A {FORWARD_CHAIN} -i {tun} -m conntrack --ctstate RELATED -m comment --comment {} -j ACCEPT",
+        quote("related from the overlay")
     );
     for (i, grant) in policy.grants.iter().enumerate() {
         let comment = quote(&format!("grant {i}: {}", grant.label));
@@ -160,7 +159,7 @@ pub fn render_filter(policy: &NatPolicy, now: Presence) -> String {
             for (da, db) in grant.destinations.intervals() {
                 let _ = writeln!(
                     out,
-                    "-A {FORWARD_CHAIN} -i {tun} {} {}{proto} -m conntrack --ctstate NEW -m comment --comment {comment} -j ACCEPT",
+                    "-A {FORWARD_CHAIN} -i {tun} {} {}{proto} -m conntrack --ctstate NEW,ESTABLISHED -m comment --comment {comment} -j ACCEPT",
                     address_args("-s", "--src-range", sa, sb),
                     address_args("-d", "--dst-range", da, db),
                 );
@@ -217,12 +216,17 @@ pub fn render_removal(table: &str, hook: &str, chain: &str, now: Presence) -> Op
 #[derive(Debug)]
 pub struct IptablesBackend {
     flavor: Flavor,
+    /// The policy of the last successful apply.
+    applied: Option<NatPolicy>,
 }
 
 impl IptablesBackend {
     /// A backend driving the given flavor.
     pub fn new(flavor: Flavor) -> Self {
-        IptablesBackend { flavor }
+        IptablesBackend {
+            flavor,
+            applied: None,
+        }
     }
 
     /// The flavor in use.
@@ -319,6 +323,17 @@ impl NatBackend for IptablesBackend {
         let filter_now = self.presence("filter", FORWARD_CHAIN, "FORWARD")?;
         let nat = render_nat(policy, nat_now);
         let filter = render_filter(policy, filter_now);
+        let in_place = |text: &str, now: Presence, chain: &str, hook: &str| {
+            now.chain && now.jumps == 1 && now.rules == presence(text, chain, hook).rules
+        };
+        if self.applied.as_ref() == Some(policy)
+            && in_place(&nat, nat_now, NAT_CHAIN, "POSTROUTING")
+            && in_place(&filter, filter_now, FORWARD_CHAIN, "FORWARD")
+        {
+            // Idempotent: the same policy still in place is left alone.
+            return Ok(());
+        }
+        self.applied = None;
         self.restore(&nat)?;
         if let Err(e) = self.restore(&filter) {
             // Leave nothing half-applied: the nat table went in, so take ours out again.
@@ -339,6 +354,7 @@ impl NatBackend for IptablesBackend {
                 )));
             }
         }
+        self.applied = Some(policy.clone());
         Ok(())
     }
 
@@ -352,6 +368,7 @@ impl NatBackend for IptablesBackend {
                 self.restore(&text)?;
             }
         }
+        self.applied = None;
         Ok(())
     }
 }
@@ -404,10 +421,10 @@ mod tests {
         expect![[r#"
             *filter
             :ENCLAVE-FORWARD - [0:0]
-            -A ENCLAVE-FORWARD -i enclave0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "established from the overlay" -j ACCEPT
             -A ENCLAVE-FORWARD -o enclave0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "replies to the overlay" -j ACCEPT
-            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -m iprange --dst-range 192.168.77.20-192.168.77.22 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW -m comment --comment "grant 0: web 'x'" -j ACCEPT
-            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -d 192.168.78.0/24 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW -m comment --comment "grant 0: web 'x'" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -m conntrack --ctstate RELATED -m comment --comment "related from the overlay" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -m iprange --dst-range 192.168.77.20-192.168.77.22 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW,ESTABLISHED -m comment --comment "grant 0: web 'x'" -j ACCEPT
+            -A ENCLAVE-FORWARD -i enclave0 -s 100.64.0.11/32 -d 192.168.78.0/24 -p tcp -m tcp --dport 80:443 -m conntrack --ctstate NEW,ESTABLISHED -m comment --comment "grant 0: web 'x'" -j ACCEPT
             -A ENCLAVE-FORWARD -i enclave0 -m comment --comment "drop the rest from the overlay" -j DROP
             -A ENCLAVE-FORWARD -o enclave0 -m comment --comment "one way: no new connections into the overlay" -j DROP
             -I FORWARD 1 -j ENCLAVE-FORWARD

@@ -77,8 +77,12 @@ pub enum Match {
 /// The conntrack states we match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CtState {
-    New,
+    /// Packets of granted flows: new ones and those already open (`established,new`).
+    NewEstablished,
+    /// Replies (`established,related`).
     EstablishedRelated,
+    /// ICMP errors about open flows (`related`).
+    Related,
 }
 
 /// What happens to a matching packet.
@@ -112,19 +116,19 @@ impl Ruleset {
         let mut forward = vec![
             RuleSpec {
                 matches: vec![
-                    Match::IifName(tun.clone()),
-                    Match::CtState(CtState::EstablishedRelated),
-                ],
-                verdict: Verdict::Accept,
-                comment: "established from the overlay".into(),
-            },
-            RuleSpec {
-                matches: vec![
                     Match::OifName(tun.clone()),
                     Match::CtState(CtState::EstablishedRelated),
                 ],
                 verdict: Verdict::Accept,
                 comment: "replies to the overlay".into(),
+            },
+            RuleSpec {
+                matches: vec![
+                    Match::IifName(tun.clone()),
+                    Match::CtState(CtState::Related),
+                ],
+                verdict: Verdict::Accept,
+                comment: "related from the overlay".into(),
             },
         ];
         for (i, grant) in policy.grants.iter().enumerate() {
@@ -154,7 +158,8 @@ impl Ruleset {
                     }
                 }
             }
-            matches.push(Match::CtState(CtState::New));
+            // Established too: a revoked grant stops its open connections at the next apply.
+            matches.push(Match::CtState(CtState::NewEstablished));
             forward.push(RuleSpec {
                 matches,
                 verdict: Verdict::Accept,
@@ -210,7 +215,8 @@ impl fmt::Display for Match {
             Match::DaddrInSet(set) => write!(f, "ip daddr @{set}"),
             Match::L4Proto(proto) => write!(f, "meta l4proto {}", proto.name()),
             Match::Dport(proto, ports) => write!(f, "{} dport {ports}", proto.name()),
-            Match::CtState(CtState::New) => f.write_str("ct state new"),
+            Match::CtState(CtState::NewEstablished) => f.write_str("ct state established,new"),
+            Match::CtState(CtState::Related) => f.write_str("ct state related"),
             Match::CtState(CtState::EstablishedRelated) => {
                 f.write_str("ct state established,related")
             }
@@ -367,10 +373,10 @@ mod tests {
 
             	chain ENCLAVE-FORWARD {
             		type filter hook forward priority filter; policy accept;
-            		iifname "enclave0" ct state established,related counter accept comment "established from the overlay"
             		oifname "enclave0" ct state established,related counter accept comment "replies to the overlay"
-            		iifname "enclave0" ip saddr @grant0_src ip daddr @grant0_dst tcp dport 80-443 ct state new counter accept comment "grant 0: web"
-            		iifname "enclave0" ip saddr @grant1_src ip daddr @grant1_dst meta l4proto icmp ct state new counter accept comment "grant 1: ping"
+            		iifname "enclave0" ct state related counter accept comment "related from the overlay"
+            		iifname "enclave0" ip saddr @grant0_src ip daddr @grant0_dst tcp dport 80-443 ct state established,new counter accept comment "grant 0: web"
+            		iifname "enclave0" ip saddr @grant1_src ip daddr @grant1_dst meta l4proto icmp ct state established,new counter accept comment "grant 1: ping"
             		iifname "enclave0" counter drop comment "drop the rest from the overlay"
             		oifname "enclave0" counter drop comment "one way: no new connections into the overlay"
             	}

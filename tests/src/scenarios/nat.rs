@@ -14,7 +14,7 @@ use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
     NatPolicy, NftBackend, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
-use enclave_netns::{EchoServer, Netns, Process, Topology};
+use enclave_netns::{EchoServer, Netns, Process, SpawnOpts, Topology};
 
 use crate::support::{
     reference_topology, start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer,
@@ -248,6 +248,23 @@ impl Reach {
         Ok(())
     }
 
+    /// What the policy without its ICMP grant allows.
+    fn check_tcp_only(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.granted_tcp.is_some(),
+            "the granted TCP connection failed"
+        );
+        ensure!(
+            !self.granted_ping,
+            "ping went through after its grant was revoked"
+        );
+        ensure!(
+            !self.lan_to_sender,
+            "the LAN host opened a connection into the overlay"
+        );
+        Ok(())
+    }
+
     /// Without any filter everything goes through (so the checks above can fail).
     fn check_open(&self) -> anyhow::Result<()> {
         ensure!(
@@ -375,6 +392,44 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
         );
     }
     println!("{listed_again}");
+
+    // The manager applying the same policy again leaves the table alone: counters keep counting.
+    in_gw(gw, || manager.apply_policy(&policy))??;
+    let kept = in_gw(gw, || NftBackend::new().state())??;
+    ensure!(
+        kept.rules == state.rules,
+        "re-applying the same policy replaced the table:\n{:?}\n{:?}",
+        state.rules,
+        kept.rules
+    );
+
+    // Revoking a grant stops its open flows too: a running ping (one conntrack entry, so
+    // established after its first reply) gets no more replies once the ICMP grant is gone.
+    let sender = net.ns("sender");
+    let mut pinger = sender.spawn(
+        "ping-revoked",
+        &["ping", "-n", "-i", "0.2", LAN_HOST],
+        SpawnOpts::default(),
+    )?;
+    pinger.wait_for_log("bytes from", Duration::from_secs(5))?;
+    let mut revoked = policy.clone();
+    revoked
+        .grants
+        .retain(|g| g.protocol != Some(Protocol::Icmp));
+    in_gw(gw, || manager.apply_policy(&revoked))??;
+    // A reply already on its way may still land.
+    std::thread::sleep(Duration::from_millis(500));
+    let replies = pinger.log().matches("bytes from").count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = pinger.log().matches("bytes from").count();
+    pinger.stop();
+    ensure!(
+        later == replies,
+        "ping replies kept coming after the ICMP grant was revoked ({replies} then {later})"
+    );
+    net.reach()?
+        .check_tcp_only()
+        .context("after revoking the ICMP grant")?;
 
     in_gw(gw, || manager.reset_policy())??;
     ensure!(!net.forwarding()?, "forwarding was not restored to off");

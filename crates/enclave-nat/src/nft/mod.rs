@@ -129,9 +129,17 @@ impl NftBackend {
         }
     }
 
-    /// Puts `ruleset` in place as the whole content of our table, in one batch.
+    /// Puts `ruleset` in place as the whole content of our table, in one batch, unless the last
+    /// one applied is the same and still there.
     pub fn apply_ruleset(&mut self, ruleset: &Ruleset) -> Result<()> {
         let socket = Socket::open()?;
+        if self.applied.as_ref() == Some(ruleset) {
+            // Idempotent: the same ruleset still in place is left alone (counters keep counting).
+            match Self::check(&socket, ruleset) {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(error = %e, "our nftables table changed; replacing it"),
+            }
+        }
         let table = table();
         let mut batch = TrackedBatch::new();
         // Adding first makes the delete safe when the table does not exist yet.

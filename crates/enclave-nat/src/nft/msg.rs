@@ -156,8 +156,9 @@ fn match_exprs(m: &Match, set_ids: &BTreeMap<String, u32>) -> Result<Vec<Expr>> 
         }
         Match::CtState(state) => {
             let mask = match state {
-                CtState::New => CT_STATE_NEW,
+                CtState::NewEstablished => CT_STATE_NEW | CT_STATE_ESTABLISHED,
                 CtState::EstablishedRelated => CT_STATE_ESTABLISHED | CT_STATE_RELATED,
+                CtState::Related => CT_STATE_RELATED,
             };
             let ct = Expr::new(b"ct\0")?
                 .u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_STATE as u32)
