@@ -47,6 +47,9 @@ mod types;
 pub use device::Device;
 pub use error::{Error, KeyEncodingError, Result};
 pub use keys::{PrivateKey, PublicKey};
+/// The random number traits [`Device::new`] asks for, re-exported so that
+/// callers use the same version.
+pub use rand_core;
 pub use types::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
 
 /// Bytes a transport data message adds to an IP packet before padding:
