@@ -33,7 +33,8 @@ pub struct Report {
     pub rules_removed: usize,
     /// Foreign routes in the way (reported, left alone).
     pub conflicts: Vec<Conflict>,
-    /// False when the tunnel interface does not exist: nothing of ours is installed then.
+    /// False when the tunnel interface does not exist or is down: nothing of ours is installed
+    /// then.
     pub interface_present: bool,
 }
 
@@ -89,7 +90,7 @@ impl RouteManager {
                 return Err(Error::DefaultRouteAsPlainRoute { table: r.table });
             }
         }
-        let tunnel = self.rtnl.link_index(&self.config.interface)?;
+        let tunnel = self.rtnl.usable_link(&self.config.interface)?;
         let routes = self.rtnl.routes()?;
         let rules = self.rtnl.rules()?;
         Ok((tunnel, plan(desired, tunnel, &routes, &rules)))
@@ -98,8 +99,9 @@ impl RouteManager {
     /// Brings routes, rules and `src_valid_mark` to `desired`: adds what is missing, removes
     /// what is ours and no longer wanted, reports conflicts and leaves foreign routes alone.
     ///
-    /// When the tunnel interface is missing, removes all of ours (the kernel already dropped the
-    /// routes on it) and reports `interface_present: false`; call again when it is back.
+    /// When the tunnel interface is missing or down, removes all of ours (the kernel already
+    /// dropped the routes on it) and reports `interface_present: false`; call again when it is
+    /// back.
     pub fn apply(&mut self, desired: &Desired) -> Result<Report> {
         let (tunnel, p) = self.survey(desired)?;
         let mut report = Report {
@@ -113,9 +115,9 @@ impl RouteManager {
             for route in &p.add_routes {
                 match self.rtnl.add_route(route, oif) {
                     Ok(()) => report.added += 1,
-                    // The interface vanished between the dump and now.
+                    // The interface vanished or went down between the dump and now.
                     Err(Error::Kernel { source, .. })
-                        if source.raw_os_error() == Some(libc::ENODEV) =>
+                        if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENETDOWN)) =>
                     {
                         return Err(Error::InterfaceMissing {
                             name: self.config.interface.clone(),

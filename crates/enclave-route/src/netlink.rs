@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use neli::consts::nl::{NlmF, NlmFFlags, Nlmsg};
 use neli::consts::rtnl::{
-    Arphrd, IffFlags, Ifla, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmFFlags, Rtn, Rtprot,
+    Arphrd, Iff, IffFlags, Ifla, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmFFlags, Rtn, Rtprot,
 };
 use neli::consts::socket::NlFamily;
 use neli::err::NlError;
@@ -245,8 +245,8 @@ impl Rtnl {
         }
     }
 
-    /// Interface names by index.
-    pub fn links(&mut self) -> Result<BTreeMap<u32, String>> {
+    /// Every interface: index, name, administratively up.
+    fn link_table(&mut self) -> Result<Vec<(u32, String, bool)>> {
         let req = Ifinfomsg::new(
             RtAddrFamily::Unspecified,
             Arphrd::from(0u16),
@@ -255,7 +255,7 @@ impl Rtnl {
             IffFlags::empty(),
             RtBuffer::new(),
         );
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for link in self.dump(Rtm::Getlink, req, "list interfaces")? {
             let name = link
                 .rtattrs
@@ -267,19 +267,30 @@ impl Rtnl {
                     String::from_utf8_lossy(&b[..end]).into_owned()
                 });
             if let (Ok(index), Some(name)) = (u32::try_from(link.ifi_index), name) {
-                out.insert(index, name);
+                out.push((index, name, link.ifi_flags.contains(&Iff::Up)));
             }
         }
         Ok(out)
     }
 
-    /// The index of the interface called `name`, if there is one.
-    pub fn link_index(&mut self, name: &str) -> Result<Option<u32>> {
+    /// Interface names by index.
+    pub fn links(&mut self) -> Result<BTreeMap<u32, String>> {
         Ok(self
-            .links()?
+            .link_table()?
             .into_iter()
-            .find(|(_, n)| n == name)
-            .map(|(i, _)| i))
+            .map(|(index, name, _)| (index, name))
+            .collect())
+    }
+
+    /// The index of the interface called `name` when it exists and is up. A down interface
+    /// can carry no routes (the kernel flushes them and refuses new ones), so it counts as
+    /// absent.
+    pub fn usable_link(&mut self, name: &str) -> Result<Option<u32>> {
+        Ok(self
+            .link_table()?
+            .into_iter()
+            .find(|(_, n, up)| n == name && *up)
+            .map(|(i, _, _)| i))
     }
 
     /// Every IPv4 route of every table.

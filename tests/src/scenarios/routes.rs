@@ -201,7 +201,18 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
 
     gw.exec(&["ip", "route", "del", "10.4.0.0/16", "dev", TUNNEL])?;
 
-    // 4. The interface vanishes: no error, nothing of ours left; it comes back: so do ours.
+    // 4. The interface goes down (the kernel flushes its routes): nothing of ours, no error;
+    // up again: ours are back.
+    gw.exec(&["ip", "link", "set", TUNNEL, "down"])?;
+    let r = apply(gw, &cfg, &small)?;
+    ensure!(!r.interface_present && r.added == 0, "{r:?}");
+    expect_lines(&ours(gw)?, &[])?;
+    gw.exec(&["ip", "link", "set", TUNNEL, "up"])?;
+    let r = apply(gw, &cfg, &small)?;
+    ensure!(r.interface_present && r.added == 1, "{r:?}");
+    expect_lines(&ours(gw)?, &["10.1.0.0/16 dev enctun0 scope link"])?;
+
+    // 5. The interface vanishes: no error, nothing of ours left; it comes back: so do ours.
     gw.exec(&["ip", "link", "del", TUNNEL])?;
     drop(tunnel);
     let r = apply(gw, &cfg, &small)?;
@@ -212,7 +223,7 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(r.interface_present && r.added == 1, "{r:?}");
     expect_lines(&ours(gw)?, &["10.1.0.0/16 dev enctun0 scope link"])?;
 
-    // 5. Reset: back to exactly what was there.
+    // 6. Reset: back to exactly what was there.
     let r = reset(gw, &cfg)?;
     ensure!(r.removed == 1, "{r:?}");
     let after = routing_dump(gw)?;
