@@ -71,6 +71,17 @@ pub fn write_definition(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Starts `enclave-agent run` (or `enclave-gw run` when `gateway`) in `ns` at verbosity 3, and
 /// waits until it has published its status.
 pub fn start(ctx: &Ctx, ns: &Netns, files: &AgentFiles, gateway: bool) -> anyhow::Result<Process> {
+    start_with(ctx, ns, files, gateway, SpawnOpts::default())
+}
+
+/// [`start`] with extra spawn options (environment variables such as `ENCLAVE_CLOCK_FILE`).
+pub fn start_with(
+    ctx: &Ctx,
+    ns: &Netns,
+    files: &AgentFiles,
+    gateway: bool,
+    opts: SpawnOpts,
+) -> anyhow::Result<Process> {
     let bin = ctx.bin(if gateway {
         "enclave-gw"
     } else {
@@ -89,7 +100,7 @@ pub fn start(ctx: &Ctx, ns: &Netns, files: &AgentFiles, gateway: bool) -> anyhow
             files.node
         ),
         &[bin.as_str(), "run", "-c", &config, "-v", "3"],
-        SpawnOpts::default(),
+        opts,
     )?;
     let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
     let up = enclave_netns::wait_until(Duration::from_secs(10), || {

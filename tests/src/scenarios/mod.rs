@@ -3,6 +3,7 @@
 
 use crate::Scenario;
 
+mod access;
 mod agent;
 mod dataplane;
 mod discovery;
@@ -19,5 +20,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(nat::scenarios());
     all.extend(discovery::scenarios());
     all.extend(agent::scenarios());
+    all.extend(access::scenarios());
     all
 }

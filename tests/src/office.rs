@@ -1,0 +1,240 @@
+//! The "Menlo Park Office" fixture of the end-to-end scenarios: a sender laptop, one or two
+//! gateways on a shared underlay segment, and the office LAN 192.168.77.0/24 behind them, with
+//! our agents running on the laptop and the gateways.
+//!
+//! Definitions are templates: `KEY(laptop)`, `KEY(menlo-gw-1)` and `KEY(menlo-gw-2)` are
+//! replaced by the systems' public keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec};
+
+use crate::agents::{prepare, start_with, status, write_definition, AgentFiles};
+use crate::Ctx;
+
+/// The office LAN.
+pub const LAN: &str = "192.168.77.0/24";
+/// The printer.
+pub const PRINTER: &str = "192.168.77.10";
+/// The two domain controllers.
+pub const DC1: &str = "192.168.77.20";
+/// The second domain controller.
+pub const DC2: &str = "192.168.77.21";
+/// The laptop's virtual address.
+pub const LAPTOP: &str = "100.64.0.11";
+/// Gateway virtual addresses.
+pub const GW_OVERLAY: [&str; 2] = ["100.64.0.2", "100.64.0.3"];
+/// Gateway addresses on the LAN.
+pub const GW_LAN: [&str; 2] = ["192.168.77.1", "192.168.77.2"];
+/// Gateway underlay addresses.
+pub const GW_UNDERLAY: [&str; 2] = ["10.10.0.1", "10.10.0.3"];
+/// The laptop's underlay address.
+pub const LAPTOP_UNDERLAY: &str = "10.10.0.2";
+
+/// The systems' names in definitions, by node.
+pub const SYSTEMS: [(&str, &str); 3] = [
+    ("sender", "laptop"),
+    ("gw1", "menlo-gw-1"),
+    ("gw2", "menlo-gw-2"),
+];
+
+/// A definition with one gateway policy for `users` through the given gateways, with the
+/// given extra policy lines (filter, acl, trust…), laptop tags, and extra top-level text.
+pub fn definition(gateways: usize, laptop_tags: &str, policy_extra: &str, extra: &str) -> String {
+    let mut text = format!(
+        "[network]\noverlay = \"100.64.0.0/10\"\n\n\
+         [[system]]\nname = \"laptop\"\npublic_key = \"KEY(laptop)\"\naddress = \"{LAPTOP}\"\ntags = [{laptop_tags}]\n\n"
+    );
+    let mut names = Vec::new();
+    for i in 0..gateways {
+        let name = format!("menlo-gw-{}", i + 1);
+        text.push_str(&format!(
+            "[[system]]\nname = \"{name}\"\npublic_key = \"KEY({name})\"\naddress = \"{}\"\n\
+             endpoint = \"{}:51820\"\n\n[system.gateway]\nallowed = true\nsubnets = [\"{LAN}\"]\n\n",
+            GW_OVERLAY[i], GW_UNDERLAY[i]
+        ));
+        names.push(format!("\"{name}\""));
+    }
+    text.push_str(&format!(
+        "[[gateway_policy]]\nname = \"users to Menlo Park Office\"\nsenders = [\"users\"]\n\
+         gateways = [{}]\nsubnets = [\"{LAN}\"]\n{policy_extra}\n\n{extra}\n",
+        names.join(", ")
+    ));
+    text
+}
+
+/// A running office.
+#[derive(Debug)]
+pub struct Office<'c> {
+    ctx: &'c Ctx,
+    /// Agent processes by node; dropped before the topology.
+    pub agents: BTreeMap<String, Process>,
+    /// The topology.
+    pub topo: Topology,
+    /// The definition file every agent reads.
+    pub network: PathBuf,
+    /// Each node's agent files.
+    pub files: BTreeMap<String, AgentFiles>,
+    /// The definition template in force.
+    pub template: String,
+}
+
+impl<'c> Office<'c> {
+    /// Builds the topology for `gateways` gateways (1 or 2), writes keys, agent configurations
+    /// (plus `extra_config[node]` lines) and `template`, and starts the gateways, then the laptop.
+    pub fn start(
+        ctx: &'c Ctx,
+        tag: &str,
+        gateways: usize,
+        template: &str,
+        extra_config: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut spec = TopologySpec::new(tag);
+        spec.node("sender").node("lan");
+        let mut wan = vec![("sender", "eth0")];
+        let mut lan = vec![("lan", "eth0")];
+        for (i, node) in ["gw1", "gw2"].into_iter().take(gateways).enumerate() {
+            spec.node(node)
+                .addr(node, "eth0", &format!("{}/24", GW_UNDERLAY[i]))
+                .addr(node, "lan0", &format!("{}/24", GW_LAN[i]));
+            wan.push((node, "eth0"));
+            lan.push((node, "lan0"));
+        }
+        spec.segment("wan", &wan)
+            .segment("lan", &lan)
+            .addr("sender", "eth0", &format!("{LAPTOP_UNDERLAY}/24"))
+            .addr("lan", "eth0", &format!("{PRINTER}/24"))
+            .addr("lan", "eth0", &format!("{DC1}/24"))
+            .addr("lan", "eth0", &format!("{DC2}/24"));
+        let topo = ctx.topology(&spec)?;
+        let network = ctx.log_dir().join("network.toml");
+        let mut files = BTreeMap::new();
+        for (node, _) in SYSTEMS.iter().take(1 + gateways) {
+            let extra = extra_config
+                .iter()
+                .filter(|(n, _)| n == node)
+                .map(|(_, line)| *line)
+                .collect::<Vec<_>>()
+                .join("\n");
+            files.insert(
+                (*node).to_owned(),
+                prepare(ctx, topo.ns(node), &network, &extra)?,
+            );
+        }
+        let mut office = Office {
+            ctx,
+            agents: BTreeMap::new(),
+            topo,
+            network,
+            files,
+            template: String::new(),
+        };
+        office.set_definition(template)?;
+        for node in ["gw1", "gw2"].into_iter().take(gateways) {
+            office.start_agent(node, SpawnOpts::default())?;
+        }
+        office.start_agent("sender", SpawnOpts::default())?;
+        Ok(office)
+    }
+
+    /// Starts (or restarts) the agent of `node`.
+    pub fn start_agent(&mut self, node: &str, opts: SpawnOpts) -> anyhow::Result<()> {
+        let files = &self.files[node];
+        let process = start_with(self.ctx, self.topo.ns(node), files, node != "sender", opts)?;
+        self.agents.insert(node.to_owned(), process);
+        Ok(())
+    }
+
+    /// Writes `template` (keys filled in) as the definition.
+    pub fn set_definition(&mut self, template: &str) -> anyhow::Result<()> {
+        let mut text = template.to_owned();
+        for (node, system) in SYSTEMS {
+            if let Some(files) = self.files.get(node) {
+                text = text.replace(&format!("KEY({system})"), &files.public_key);
+            }
+        }
+        write_definition(&self.network, &text)?;
+        self.template = template.to_owned();
+        Ok(())
+    }
+
+    /// The namespace of `node`.
+    pub fn ns(&self, node: &str) -> &Netns {
+        self.topo.ns(node)
+    }
+
+    /// `enclave-agent status` of `node`.
+    pub fn status(&self, node: &str) -> String {
+        status(self.ctx, self.ns(node), &self.files[node])
+            .unwrap_or_else(|e| format!("(no status: {e:#})"))
+    }
+
+    /// Whether the laptop has our route to `subnet`.
+    pub fn sender_has_route(&self, subnet: &str) -> bool {
+        self.ns("sender")
+            .exec(&["ip", "route", "show", subnet])
+            .map(|out| out.contains("dev enclave0"))
+            .unwrap_or(false)
+    }
+
+    /// Waits until the laptop has our route to the LAN.
+    pub fn wait_for_route(&self) -> anyhow::Result<()> {
+        if wait_until(Duration::from_secs(5), || self.sender_has_route(LAN)) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "the laptop got no route to {LAN} within 5 s; its status:\n{}",
+            self.status("sender")
+        )
+    }
+
+    /// Whether one ping from the laptop to `dst` is answered within a second.
+    pub fn reaches(&self, dst: &str) -> bool {
+        self.ns("sender")
+            .ping(dst, 1)
+            .map(|r| r.received == 1)
+            .unwrap_or(false)
+    }
+
+    /// Pings `dst` from the laptop every 50 ms until `want` (answered or not) holds, within
+    /// `timeout`; returns how long it took.
+    pub fn until_reach(
+        &self,
+        dst: &str,
+        want: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            let answered = self
+                .ns("sender")
+                .exec_output(&["ping", "-n", "-c", "1", "-W", "0.2", dst])
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if answered == want {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!(
+            "{dst} {} within {} s; laptop status:\n{}",
+            if want {
+                "never answered"
+            } else {
+                "kept answering"
+            },
+            timeout.as_secs_f64(),
+            self.status("sender")
+        )
+    }
+
+    /// The agent process of `node`.
+    pub fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
+        self.agents
+            .get_mut(node)
+            .with_context(|| format!("no agent runs on {node}"))
+    }
+}

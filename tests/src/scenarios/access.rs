@@ -1,0 +1,261 @@
+//! Access control end to end: tags, subnet filters, ACLs, trust requirements, active hours and
+//! live edits of the definition, each through our agents in the office fixture.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::ensure;
+use enclave_netns::SpawnOpts;
+
+use crate::office::{definition, Office, DC1, DC2, GW_OVERLAY, LAN, PRINTER};
+use crate::{Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "agent-untagged-sender-refused",
+            about: "a sender without the policy's tag gets no route and cannot reach the LAN",
+            run: untagged_sender_refused,
+        },
+        Scenario {
+            name: "agent-subnet-filter",
+            about: "a subnet filter passes the domain controllers .20/.21 and stops the printer .10",
+            run: subnet_filter,
+        },
+        Scenario {
+            name: "agent-icmp-only-acl",
+            about: "an ICMP-only ACL lets ping through and stops TCP",
+            run: icmp_only_acl,
+        },
+        Scenario {
+            name: "agent-trust-public-ip",
+            about: "a public-IP trust requirement refuses a sender from a non-matching underlay address",
+            run: trust_public_ip,
+        },
+        Scenario {
+            name: "agent-active-hours",
+            about: "active hours with an injected clock: access stops within a second outside them",
+            run: active_hours,
+        },
+        Scenario {
+            name: "agent-live-edit",
+            about: "an edit revokes access within a second and restores it; a broken edit is refused",
+            run: live_edit,
+        },
+    ]
+}
+
+const ANY: &str = "acl = [{ protocol = \"any\" }]";
+
+fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let office = Office::start(
+        ctx,
+        "untagged",
+        1,
+        &definition(1, "\"guests\"", ANY, ""),
+        &[],
+    )?;
+    std::thread::sleep(Duration::from_secs(1));
+    ensure!(
+        !office.sender_has_route(LAN),
+        "a sender without the tag got a route:\n{}",
+        office.status("sender")
+    );
+    ensure!(
+        !office.reaches(PRINTER),
+        "a sender without the tag reached the LAN"
+    );
+    // Even with a route added by hand, nothing passes: the laptop has no peer for the LAN and
+    // the gateway no grant for the laptop.
+    office
+        .ns("sender")
+        .exec(&["ip", "route", "add", LAN, "dev", "enclave0"])?;
+    ensure!(
+        !office.reaches(PRINTER),
+        "a hand-made route let an untagged sender through"
+    );
+    ensure!(
+        !office.reaches(GW_OVERLAY[0]),
+        "an untagged sender reached the gateway"
+    );
+    Ok(())
+}
+
+fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
+    let policy = format!("filter = [\"{DC1}-{DC2}\"]\n{ANY}");
+    let office = Office::start(
+        ctx,
+        "filter",
+        1,
+        &definition(1, "\"users\"", &policy, ""),
+        &[],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    ensure!(
+        office.reaches(DC2),
+        "the second domain controller is not reachable"
+    );
+    ensure!(
+        !office.reaches(PRINTER),
+        "the printer is reachable despite the subnet filter"
+    );
+    let status = office.status("sender");
+    ensure!(
+        status.contains(&format!("{DC1}-{DC2}")),
+        "status does not show the filtered destination:\n{status}"
+    );
+    Ok(())
+}
+
+fn icmp_only_acl(ctx: &Ctx) -> anyhow::Result<()> {
+    let acl = "acl = [{ protocol = \"icmp\" }]";
+    let office = Office::start(
+        ctx,
+        "icmponly",
+        1,
+        &definition(1, "\"users\"", acl, ""),
+        &[],
+    )?;
+    office.wait_for_route()?;
+    let _echo = office.ns("lan").echo_server(445)?;
+    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    let dst: SocketAddr = format!("{DC1}:445").parse()?;
+    ensure!(
+        office
+            .ns("sender")
+            .tcp_connect(dst, Duration::from_secs(1))
+            .is_err(),
+        "TCP passed an ICMP-only ACL"
+    );
+    // The same office with tcp 445 added lets it through: the refusal above was the ACL's.
+    let mut office = office;
+    let acl =
+        "acl = [{ protocol = \"icmp\" }, { protocol = \"tcp\", ports = 445, label = \"SMB\" }]";
+    office.set_definition(&definition(1, "\"users\"", acl, ""))?;
+    let opened = enclave_netns::wait_until(Duration::from_secs(2), || {
+        office
+            .ns("sender")
+            .tcp_connect(dst, Duration::from_millis(300))
+            .is_ok()
+    });
+    ensure!(opened, "tcp 445 stayed closed after the ACL allowed it");
+    Ok(())
+}
+
+fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
+    // The laptop's underlay address is 10.10.0.2: the gateway judges it as its public address.
+    let trust = |range: &str| {
+        format!(
+            "[[trust_requirement]]\nname = \"office-ips\"\nkind = \"public_ip\"\nallow = [\"{range}\"]\n"
+        )
+    };
+    let policy = format!("trust = [\"office-ips\"]\n{ANY}");
+    let mut office = Office::start(
+        ctx,
+        "trustip",
+        1,
+        &definition(1, "\"users\"", &policy, &trust("198.51.100.0/24")),
+        &[],
+    )?;
+    // The control probes reach the gateway whatever the policy says, so it learns the laptop's
+    // address, judges it, and suspends the grant; the gateway reachability rule belongs to the
+    // same grant and is suspended with it.
+    let suspended = enclave_netns::wait_until(Duration::from_secs(3), || {
+        office.status("gw1").contains("suspended")
+    });
+    ensure!(
+        suspended,
+        "the gateway's status does not say the grant is suspended:\n{}",
+        office.status("gw1")
+    );
+    ensure!(
+        !office.reaches(PRINTER),
+        "a sender from 10.10.0.2 passed a requirement allowing only 198.51.100.0/24"
+    );
+    ensure!(
+        !office.reaches(GW_OVERLAY[0]),
+        "a suspended sender reached the gateway"
+    );
+    office.set_definition(&definition(1, "\"users\"", &policy, &trust("10.10.0.0/24")))?;
+    office.wait_for_route()?;
+    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    ensure!(
+        took < Duration::from_secs(2),
+        "access came back only after {took:?}"
+    );
+    Ok(())
+}
+
+fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
+    let clock = ctx.log_dir().join("clock");
+    // Wednesday 25 November 2026, 10:00 and 22:00 in Menlo Park (UTC-8).
+    let inside = "2026-11-25T18:00:00Z";
+    let outside = "2026-11-26T06:00:00Z";
+    std::fs::write(&clock, inside)?;
+    let policy = format!(
+        "{ANY}\n\n[gateway_policy.active_hours]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n\
+         hours = [\"07:00-19:00\"]\nzone = \"America/Los_Angeles\""
+    );
+    let template = definition(1, "\"users\"", &policy, "");
+    let mut office = Office::start(ctx, "hours", 1, &template, &[])?;
+    // Both agents judge the hours; restart them with the injected clock.
+    let env = SpawnOpts::default().env("ENCLAVE_CLOCK_FILE", &clock.to_string_lossy());
+    for node in ["sender", "gw1"] {
+        office.agent(node)?.stop();
+    }
+    office.start_agent("gw1", env.clone())?;
+    office.start_agent("sender", env)?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+
+    std::fs::write(&clock, outside)?;
+    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
+    ensure!(
+        took < Duration::from_secs(1),
+        "access stopped only after {took:?}"
+    );
+    std::fs::write(&clock, inside)?;
+    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    ensure!(
+        took < Duration::from_secs(2),
+        "access resumed only after {took:?}"
+    );
+    Ok(())
+}
+
+fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
+    let granted = definition(1, "\"users\"", ANY, "");
+    let mut office = Office::start(ctx, "liveedit", 1, &granted, &[])?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+
+    // Revoke: the laptop loses the tag.
+    office.set_definition(&definition(1, "\"guests\"", ANY, ""))?;
+    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
+    ensure!(
+        took < Duration::from_secs(1),
+        "the revoked grant still worked after {took:?}"
+    );
+
+    // Restore.
+    office.set_definition(&granted)?;
+    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    ensure!(
+        took < Duration::from_secs(2),
+        "the restored grant came back only after {took:?}"
+    );
+
+    // A broken edit is refused with its position, and the last good definition stays.
+    office.set_definition(&format!(
+        "{granted}\n[[system]]\nname = \"broken\"\naddress = \"not an address\"\n"
+    ))?;
+    std::thread::sleep(Duration::from_millis(800));
+    ensure!(office.reaches(PRINTER), "a broken edit cut access");
+    let status = office.status("sender");
+    ensure!(
+        status.contains("network.toml:") && status.contains("last good definition stays in force"),
+        "the sender's status does not report the refused edit with its position:\n{status}"
+    );
+    Ok(())
+}
