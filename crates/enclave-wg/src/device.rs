@@ -265,6 +265,18 @@ impl Device {
         self.under_load = under_load;
     }
 
+    /// The peer that cryptokey routing picks for `destination` (the longest
+    /// prefix among all peers' allowed IPs), as [`Device::encapsulate`] would.
+    pub fn route(&self, destination: IpAddr) -> Option<PublicKey> {
+        let slot = self.routes.lookup(destination)?;
+        Some(self.peers.get(slot)?.as_ref()?.config.public_key)
+    }
+
+    /// Whether the device is treating itself as under load (see [`Device::set_under_load`]).
+    pub fn under_load(&self) -> bool {
+        self.under_load
+    }
+
     /// Encrypts one IP packet read from the TUN device into `out` (which
     /// needs [`crate::encapsulated_len`]`(ip_packet.len())` bytes). The peer
     /// is the one whose allowed IPs hold the longest prefix containing the

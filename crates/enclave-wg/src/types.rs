@@ -126,7 +126,8 @@ pub enum Decapsulated {
     Dropped(DropReason),
 }
 
-/// Why a packet was dropped. Stable names for counters come from [`DropReason::as_str`].
+/// Why a packet was dropped. Stable names for counters come from
+/// [`DropReason::as_str`]; `reason as usize` indexes [`DropReason::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DropReason {
     /// Not a WireGuard message (wrong type, wrong size), or not an IP packet.
@@ -136,8 +137,8 @@ pub enum DropReason {
     /// We are under load and the handshake message had no valid mac2; a
     /// cookie reply was queued instead.
     CookieRequired,
-    /// A handshake initiation from a static key that is not one of our peers,
-    /// or which failed to decrypt.
+    /// A handshake message that failed to decrypt or authenticate (wrong
+    /// keys, a preshared key mismatch, a small-order public key).
     HandshakeFailed,
     /// A handshake initiation whose timestamp is not newer than the latest
     /// one accepted from this peer (a replay), or which came too soon after it.
@@ -161,11 +162,13 @@ pub enum DropReason {
     BufferTooSmall,
     /// The peer's queue of packets waiting for a handshake is full.
     QueueFull,
+    /// A handshake initiation from a static key that is not one of our peers.
+    UnknownPeer,
 }
 
 impl DropReason {
     /// Every reason, for counter tables.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::BadMac1,
         DropReason::CookieRequired,
@@ -180,6 +183,7 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::BufferTooSmall,
         DropReason::QueueFull,
+        DropReason::UnknownPeer,
     ];
 
     /// A short snake_case name for counters and logs.
@@ -199,6 +203,7 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::QueueFull => "queue_full",
+            DropReason::UnknownPeer => "unknown_peer",
         }
     }
 }
@@ -246,4 +251,23 @@ pub enum Event {
         /// The new endpoint.
         endpoint: SocketAddr,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DropReason;
+
+    #[test]
+    fn discriminants_index_all() {
+        for (position, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, position, "{reason}");
+        }
+        let mut names: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
 }

@@ -397,6 +397,9 @@ fn three_peers_cryptokey_routing_and_source_check() {
         net.send_ip(0, &to([10, 8, 0, 1])),
         Encapsulated::Dropped(DropReason::NoRoute)
     );
+    assert_eq!(net.nodes[0].device.route([10, 9, 9, 200].into()), Some(b));
+    assert_eq!(net.nodes[0].device.route([10, 9, 200, 1].into()), Some(c));
+    assert_eq!(net.nodes[0].device.route([10, 8, 0, 1].into()), None);
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.nodes[1].delivered.len(), 1);
     assert_eq!(net.nodes[2].delivered.len(), 1);
@@ -425,7 +428,7 @@ fn removed_peer_stops_at_once_and_unknown_keys_never_handshake() {
     assert!(net.nodes[1].drops.contains(&DropReason::UnknownSession));
     // A's retried handshakes reach a device that no longer knows A.
     net.run_for(KEEPALIVE_TIMEOUT + REKEY_TIMEOUT * 2);
-    assert!(net.nodes[1].drops.contains(&DropReason::HandshakeFailed));
+    assert!(net.nodes[1].drops.contains(&DropReason::UnknownPeer));
     assert!(net.bodies(1).len() == 1);
     assert_eq!(
         net.send_to(1, 0, b"x"),

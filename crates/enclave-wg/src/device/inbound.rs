@@ -97,7 +97,7 @@ impl Device {
         };
         let Some(&slot) = self.by_key.get(&PublicKey(received.remote_static)) else {
             tracing::debug!("handshake initiation from a key that is not a peer");
-            return Decapsulated::Dropped(DropReason::HandshakeFailed);
+            return Decapsulated::Dropped(DropReason::UnknownPeer);
         };
         let Some(peer) = self.peers[slot].as_ref() else {
             return Decapsulated::Dropped(DropReason::HandshakeFailed);
