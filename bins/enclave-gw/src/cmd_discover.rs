@@ -100,7 +100,10 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<18} {:<12} {:<6} REASON", "SUBNET", "INTERFACE", "STATE");
+        println!(
+            "{:<18} {:<12} {:<11} REASON",
+            "SUBNET", "INTERFACE", "STATE"
+        );
         for e in entries(&discovery, &checks) {
             let subnet = e.subnet.map_or_else(|| "-".to_string(), |s| s.to_string());
             let mark = match (e.source, e.taken) {
@@ -110,7 +113,7 @@ pub fn run(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
                 (_, false) => "left",
             };
             let interface = e.interface.unwrap_or_else(|| "-".to_string());
-            println!("{subnet:<18} {interface:<12} {mark:<6} {}", e.reason);
+            println!("{subnet:<18} {interface:<12} {mark:<11} {}", e.reason);
         }
     }
     if unreachable > 0 {

@@ -32,6 +32,9 @@ const FIB_RULE_INVERT: u32 = 0x2;
 /// `FR_ACT_TO_TBL`: the rule's action is a table lookup.
 const FR_ACT_TO_TBL: u8 = 1;
 const RT_TABLE_UNSPEC: u8 = 0;
+const RTN_BLACKHOLE: u8 = 6;
+const RTN_UNREACHABLE: u8 = 7;
+const RTN_PROHIBIT: u8 = 8;
 const RT_SCOPE_NOWHERE: u8 = 255;
 const RT_SCOPE_LINK: u8 = 253;
 
@@ -396,7 +399,8 @@ impl Rtnl {
 
     /// Asks the kernel where it would send a packet to `dst` (`ip route get DST`).
     ///
-    /// `Ok(None)` when it has no route (network unreachable, or an unreachable/prohibit route).
+    /// `Ok(None)` when it has no route at all; a blackhole, unreachable or prohibit route comes
+    /// back with that `kind` (6, 7, 8) and no interface.
     pub fn route_to(&mut self, dst: Ipv4Addr) -> Result<Option<RouteLookup>> {
         let seq = self.next_seq();
         let req = rtmsg(
@@ -431,13 +435,22 @@ impl Rtnl {
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(None),
+                // The kernel answers a lookup that hits a blackhole, unreachable or prohibit
+                // route with an error; say which route type it was.
+                Err(NlError::Nlmsgerr(e)) if -e.error == libc::ENETUNREACH => return Ok(None),
                 Err(NlError::Nlmsgerr(e))
-                    if matches!(
-                        -e.error,
-                        libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EACCES | libc::EINVAL
-                    ) =>
+                    if matches!(-e.error, libc::EINVAL | libc::EHOSTUNREACH | libc::EACCES) =>
                 {
-                    return Ok(None)
+                    let kind = match -e.error {
+                        libc::EINVAL => RTN_BLACKHOLE,
+                        libc::EHOSTUNREACH => RTN_UNREACHABLE,
+                        _ => RTN_PROHIBIT,
+                    };
+                    return Ok(Some(RouteLookup {
+                        kind,
+                        oif: None,
+                        gateway: None,
+                    }));
                 }
                 Err(e) => return Err(nl_error(e, format!("look up the route to {dst}"))),
             }

@@ -41,7 +41,9 @@ fn discover_interfaces(ctx: &Ctx) -> anyhow::Result<()> {
         ip addr add 100.64.0.1/10 dev enctun0
         ip link add vdown type veth peer name vdown-peer
         ip addr add 10.8.0.1/24 dev vdown
-        ip route add 10.99.0.0/16 via 192.168.77.254")?;
+        ip route add 10.99.0.0/16 via 192.168.77.254
+        ip route add blackhole 10.97.0.0/16
+        ip route add unreachable 10.96.0.0/16")?;
 
     let gw_bin = ctx.bin("enclave-gw")?;
     let gw_bin = gw_bin.to_str().context("binary path is not UTF-8")?;
@@ -57,11 +59,15 @@ fn discover_interfaces(ctx: &Ctx) -> anyhow::Result<()> {
         "10.98.0.0/16",
         "--subnet",
         "172.20.0.0/25",
+        "--subnet",
+        "10.97.0.0/16",
+        "--subnet",
+        "10.96.0.0/16",
     ])?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.code() == Some(1),
-        "one configured subnet is unreachable, so discover exits 1; got {:?}\n{}",
+        "configured subnets are unreachable, so discover exits 1; got {:?}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -94,6 +100,8 @@ fn discover_interfaces(ctx: &Ctx) -> anyhow::Result<()> {
         ("configured", "eth0", "10.99.0.0/16", true),
         ("configured", "-", "10.98.0.0/16", false),
         ("configured", "br0", "172.20.0.0/25", true),
+        ("configured", "-", "10.97.0.0/16", false),
+        ("configured", "-", "10.96.0.0/16", false),
     ]
     .into_iter()
     .map(|(s, i, n, t)| (s.to_string(), i.to_string(), n.to_string(), t))
@@ -141,6 +149,17 @@ fn discover_interfaces(ctx: &Ctx) -> anyhow::Result<()> {
         unreachable.contains("no route"),
         "10.98.0.0/16: {unreachable:?}"
     );
+    for (subnet, kind) in [
+        ("10.97.0.0/16", "blackhole"),
+        ("10.96.0.0/16", "unreachable"),
+    ] {
+        let reason = list
+            .iter()
+            .find(|e| e["subnet"] == subnet)
+            .and_then(|e| e["reason"].as_str())
+            .unwrap_or("");
+        ensure!(reason.contains(kind), "{subnet}: {reason:?}");
+    }
 
     // The table form says the same in words.
     let table = gw.exec_output(&[gw_bin, "discover", "--tunnel", "enctun0"])?;
