@@ -14,8 +14,9 @@ use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
     NatPolicy, NftBackend, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
-use enclave_netns::{EchoServer, Netns, Process, SpawnOpts, Topology};
+use enclave_netns::{wait_until, EchoServer, Netns, Process, SpawnOpts, Topology, TopologySpec};
 
+use crate::agents::{prepare, start, write_definition};
 use crate::support::{
     reference_topology, start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer,
     GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
@@ -46,6 +47,11 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "nat-restart",
             about: "a gateway killed without reset and started again: no duplicate rule, forwarding restored",
             run: nat_restart,
+        },
+        Scenario {
+            name: "nat-gw-kill9",
+            about: "enclave-gw killed with SIGKILL and started again: the same rules, no duplicate; a clean stop removes them and restores forwarding",
+            run: nat_gw_kill9,
         },
         Scenario {
             name: "nat-rejected-batch",
@@ -684,4 +690,129 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A network definition in which `gw` serves the LAN to `laptop`.
+fn gateway_definition(laptop_key: &str, gw_key: &str) -> String {
+    format!(
+        r#"[network]
+overlay = "{OVERLAY}"
+
+[[system]]
+name = "laptop"
+public_key = "{laptop_key}"
+address = "{SENDER_OVERLAY}"
+tags = ["users"]
+
+[[system]]
+name = "gw"
+public_key = "{gw_key}"
+address = "{GATEWAY_OVERLAY}"
+endpoint = "{GATEWAY_UNDERLAY}:{WG_PORT}"
+
+[system.gateway]
+allowed = true
+subnets = ["{LAN_SUBNET}"]
+
+[[gateway_policy]]
+name = "users to the LAN"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["{LAN_SUBNET}"]
+acl = [{{ protocol = "tcp", ports = "{GRANTED_PORT}" }}]
+"#
+    )
+}
+
+fn nat_gw_kill9(ctx: &Ctx) -> anyhow::Result<()> {
+    for backend in ["nftables", "iptables"] {
+        gw_kill9(ctx, backend).with_context(|| format!("with nat = {backend:?}"))?;
+    }
+    Ok(())
+}
+
+fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new(&format!("natk9{}", &backend[..3]));
+    spec.node("sender")
+        .node("gw")
+        .node("lan")
+        .link(("sender", "eth0"), ("gw", "eth0"))
+        .segment("lan", &[("gw", "lan0"), ("lan", "eth0")])
+        .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
+        .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
+        .addr("lan", "eth0", &format!("{LAN_HOST}/24"));
+    let topo = ctx.topology(&spec)?;
+    let (sender, gw) = (topo.ns("sender"), topo.ns("gw"));
+    let network = ctx.log_dir().join(format!("network-{backend}.toml"));
+    let laptop = prepare(ctx, sender, &network, "")?;
+    let gw_files = prepare(ctx, gw, &network, &format!("nat = {backend:?}"))?;
+    write_definition(
+        &network,
+        &gateway_definition(&laptop.public_key, &gw_files.public_key),
+    )?;
+    ensure!(
+        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        "the topology should start without forwarding"
+    );
+    let listing = || -> String {
+        let text = match backend {
+            "nftables" => gw
+                .exec(&["nft", "list", "table", "ip", "enclave"])
+                .map(|t| strip_nft_counters(&t)),
+            _ => gw.exec(&["iptables-save"]).map(|t| strip_save(&t)),
+        };
+        text.unwrap_or_default()
+    };
+    let has_snat = |text: &str| text.contains(GATEWAY_LAN) && text.contains("ENCLAVE");
+
+    let mut first = start(ctx, gw, &gw_files, true)?;
+    ensure!(
+        wait_until(Duration::from_secs(10), || has_snat(&listing())),
+        "enclave-gw put no SNAT in place:\n{}\n{}",
+        listing(),
+        first.log()
+    );
+    let applied = listing();
+    first.kill9();
+    ensure!(!first.is_running(), "enclave-gw survived SIGKILL");
+    ensure!(
+        listing() == applied,
+        "the rules changed when enclave-gw was killed (nothing of it should run)"
+    );
+
+    let mut second = start(ctx, gw, &gw_files, true)?;
+    let settled = wait_until(Duration::from_secs(10), || listing() == applied);
+    let now = listing();
+    ensure!(
+        settled,
+        "after the restart the rules differ:\n--- before SIGKILL\n{applied}\n--- after restart\n{now}"
+    );
+    if backend == "iptables" {
+        ensure!(
+            now.matches("-A POSTROUTING -j ENCLAVE").count() == 1
+                && now.matches("-A FORWARD -j ENCLAVE-FORWARD").count() == 1,
+            "duplicate jumps after the restart:\n{now}"
+        );
+    }
+    ensure!(
+        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "1",
+        "forwarding is off while the gateway runs"
+    );
+
+    let code = second.stop().context("enclave-gw could not be reaped")?;
+    ensure!(
+        code.success(),
+        "enclave-gw exited with {code}:\n{}",
+        second.log()
+    );
+    let left = listing();
+    ensure!(
+        !left.contains("ENCLAVE"),
+        "a clean stop left rules of ours:\n{left}"
+    );
+    ensure!(
+        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        "forwarding was not restored to its value from before the first (killed) run"
+    );
+    Ok(())
 }
