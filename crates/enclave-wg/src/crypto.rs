@@ -8,7 +8,7 @@ use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, Tag, XChaCha20Poly1305, XNonce};
 use hmac::SimpleHmac;
 use std::time::{SystemTime, UNIX_EPOCH};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Length of a Poly1305 tag.
 pub(crate) const TAG_LEN: usize = 16;
@@ -125,9 +125,15 @@ pub(crate) fn xaead_open(key: &[u8; 32], nonce: &[u8; 24], buffer: &mut [u8], aa
 
 /// `DH(private, public)`: X25519. `None` when the result is all zeros (the
 /// public key has small order), which WireGuard rejects.
-pub(crate) fn dh(private: &x25519_dalek::StaticSecret, public: &[u8; 32]) -> Option<[u8; 32]> {
+pub(crate) fn dh(
+    private: &x25519_dalek::StaticSecret,
+    public: &[u8; 32],
+) -> Option<Zeroizing<[u8; 32]>> {
+    // `SharedSecret` zeroizes itself when dropped; so does the copy.
     let shared = private.diffie_hellman(&x25519_dalek::PublicKey::from(*public));
-    shared.was_contributory().then(|| shared.to_bytes())
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(shared.to_bytes()))
 }
 
 /// Length of a TAI64N timestamp.

@@ -495,9 +495,8 @@ impl Device {
         peer.pending = Some(PendingInitiation { state, local_index });
         let timers = &mut peer.timers;
         timers.last_initiation_sent = Some(now);
-        if !retry || timers.attempt_started.is_none() {
-            timers.attempt_started.get_or_insert(now);
-        }
+        // REKEY_ATTEMPT_TIME counts from the first initiation of an attempt.
+        timers.attempt_started.get_or_insert(now);
         timers.retransmit_handshake =
             Some(now + REKEY_TIMEOUT + Duration::from_millis(u64::from(jitter_ms)));
         peer.tx_bytes += msg.len() as u64;

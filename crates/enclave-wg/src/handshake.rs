@@ -71,7 +71,7 @@ impl PeerStatic {
     ) -> Self {
         Self {
             public,
-            static_static: dh(&identity.private, &public.0),
+            static_static: dh(&identity.private, &public.0).map(|shared| *shared),
             initiator_hash: hash(&[&initial_hash(), &public.0]),
             preshared_key: preshared_key.unwrap_or([0; 32]),
         }
@@ -131,7 +131,7 @@ pub(crate) fn create_initiation(
     let mut hash_state = hash(&[&peer.initiator_hash, &ephemeral_public]);
 
     let shared = dh(&ephemeral, &peer.public.0)?;
-    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared);
+    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared[..]);
     chaining_key = next_key;
     let field = &mut msg[initiation::STATIC..initiation::TIMESTAMP];
     field[..32].copy_from_slice(&identity.public.0);
@@ -163,7 +163,7 @@ pub(crate) fn receive_initiation(identity: &Identity, msg: &[u8]) -> Option<Rece
     let [mut chaining_key] = kdf::<1>(&identity.initial_chaining_key, &remote_ephemeral);
     let mut hash_state = hash(&[&identity.responder_hash, &remote_ephemeral]);
     let shared = dh(&identity.private, &remote_ephemeral)?;
-    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared);
+    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared[..]);
     chaining_key = next_key;
     let mut field = [0u8; 32 + TAG_LEN];
     field.copy_from_slice(&msg[initiation::STATIC..initiation::TIMESTAMP]);
@@ -229,8 +229,11 @@ pub(crate) fn create_response(
     msg[response::EPHEMERAL..response::EMPTY].copy_from_slice(&ephemeral_public);
     let [chaining_key] = kdf::<1>(&accepted.chaining_key, &ephemeral_public);
     let hash_state = hash(&[&accepted.hash, &ephemeral_public]);
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&ephemeral, &accepted.remote_ephemeral)?);
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&ephemeral, &peer.public.0)?);
+    let [chaining_key] = kdf::<1>(
+        &chaining_key,
+        &dh(&ephemeral, &accepted.remote_ephemeral)?[..],
+    );
+    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&ephemeral, &peer.public.0)?[..]);
     let [mut chaining_key, mut tau, mut key] = kdf::<3>(&chaining_key, &peer.preshared_key);
     let hash_state = hash(&[&hash_state, &tau]);
     let field = &mut msg[response::EMPTY..response::MAC1];
@@ -255,8 +258,11 @@ pub(crate) fn consume_response(
     let remote_ephemeral = read_32(msg, response::EPHEMERAL)?;
     let [chaining_key] = kdf::<1>(&state.chaining_key, &remote_ephemeral);
     let hash_state = hash(&[&state.hash, &remote_ephemeral]);
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&state.ephemeral, &remote_ephemeral)?);
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&identity.private, &remote_ephemeral)?);
+    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&state.ephemeral, &remote_ephemeral)?[..]);
+    let [chaining_key] = kdf::<1>(
+        &chaining_key,
+        &dh(&identity.private, &remote_ephemeral)?[..],
+    );
     let [mut chaining_key, mut tau, mut key] = kdf::<3>(&chaining_key, &peer.preshared_key);
     let hash_state = hash(&[&hash_state, &tau]);
     let mut field = [0u8; TAG_LEN];
