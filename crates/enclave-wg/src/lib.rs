@@ -26,10 +26,32 @@
 //!   IPs outbound, and inbound packets whose inner source is not in the
 //!   sender's allowed IPs are dropped.
 //!
-//! Secrets (static and ephemeral keys, chaining keys, preshared keys,
-//! transport keys, cookies) are zeroized when dropped. The per-packet
-//! paths do not allocate: the caller passes the output buffer, and transport
-//! ciphers are set up once per session.
+//! Secrets (static and ephemeral keys, Diffie-Hellman results, chaining
+//! keys, preshared keys, transport keys, cookies) are zeroized when dropped.
+//! The per-packet paths do not allocate: the caller passes the output
+//! buffer, transport ciphers are set up once per session, and sealing and
+//! opening happen in place.
+//!
+//! # Driving a device
+//!
+//! - TUN → UDP: [`Device::encapsulate`] with an output buffer of at least
+//!   [`encapsulated_len`] bytes; on [`Encapsulated::Send`] send `out[..len]`.
+//! - UDP → TUN: [`Device::decapsulate`] with an output buffer at least as
+//!   long as the datagram; on [`Decapsulated::Deliver`] write `out[..len]`
+//!   (padding already stripped) to the TUN device.
+//! - After every call, or every batch of calls, drain
+//!   [`Device::poll_transmit`] (handshakes, cookie replies, keepalives,
+//!   packets that waited for a handshake) and [`Device::poll_event`].
+//! - Sleep until [`Device::poll_timeout`] and then call
+//!   [`Device::handle_timeout`]; call it once after any configuration change
+//!   as well, so that a new persistent keepalive goes out at once.
+//! - [`Device::set_under_load`] when the receive queue is deep (the
+//!   paper's section 5.3): handshakes then need a cookie.
+//!
+//! Interoperability with wireguard-go is pinned by known-answer vectors
+//! captured from it (`tests/wireguard_go_vectors.rs`); the protocol's
+//! behaviour is tested on a simulated network with a virtual clock
+//! (`tests/protocol.rs`, `tests/sim`).
 
 mod allowed_ips;
 mod cookie;
