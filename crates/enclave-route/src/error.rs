@@ -43,6 +43,12 @@ pub enum Error {
         /// The table it was asked for.
         table: u32,
     },
+    /// The default route's rules would come after the main table's rule and never be used.
+    #[error("the default route's rules at priorities {priority} and {next} must come before the main table's rule (32766): choose a priority below 32765", next = priority.saturating_add(1))]
+    DefaultRoutePriority {
+        /// The priority asked for.
+        priority: u32,
+    },
     /// A sysctl could not be read or written.
     #[error("cannot {what} {path}")]
     Sysctl {

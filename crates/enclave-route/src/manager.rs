@@ -85,11 +85,7 @@ impl RouteManager {
 
     /// Reads the tunnel's index, the routes and the rules, and diffs them against `desired`.
     fn survey(&mut self, desired: &Desired) -> Result<(Option<u32>, Plan)> {
-        for r in &desired.routes {
-            if r.dst.prefix_len() == 0 {
-                return Err(Error::DefaultRouteAsPlainRoute { table: r.table });
-            }
-        }
+        desired.check()?;
         let tunnel = self.rtnl.usable_link(&self.config.interface)?;
         let routes = self.rtnl.routes()?;
         let rules = self.rtnl.rules()?;

@@ -49,7 +49,8 @@ pub struct DefaultRoute {
     /// The table of ours that holds the default route.
     pub table: u32,
     /// The priority of the `lookup main suppress_prefixlength 0` rule; the `not fwmark` rule
-    /// takes the next one.
+    /// takes the next one. Both must come before the kernel's `lookup main` rule (32766), or
+    /// main's default route would always win.
     pub priority: u32,
 }
 
@@ -73,7 +74,26 @@ pub struct Desired {
     pub default_route: Option<DefaultRoute>,
 }
 
+/// The priority of the kernel's default `lookup main` rule.
+const RULE_PRIORITY_MAIN: u32 = 32766;
+
 impl Desired {
+    /// Refuses what cannot work: a plain route to 0.0.0.0/0 (it would loop the tunnel's own
+    /// traffic), and default route rules that come after the main table's rule.
+    pub fn check(&self) -> crate::Result<()> {
+        if let Some(r) = self.routes.iter().find(|r| r.dst.prefix_len() == 0) {
+            return Err(crate::Error::DefaultRouteAsPlainRoute { table: r.table });
+        }
+        if let Some(dr) = self.default_route {
+            if dr.priority.saturating_add(1) >= RULE_PRIORITY_MAIN {
+                return Err(crate::Error::DefaultRoutePriority {
+                    priority: dr.priority,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Every route to install, the default route's one included, destinations truncated to
     /// their prefix (the kernel stores `10.1.2.3/16` as `10.1.0.0/16`).
     pub fn all_routes(&self) -> BTreeSet<Route> {
@@ -403,6 +423,27 @@ mod tests {
         );
         assert_eq!(p.add_routes, vec![Route::main(net("10.2.0.0/16"))]);
         assert_eq!(p.remove_routes, vec![kernel[0].clone(), kernel[2].clone()]);
+    }
+
+    #[test]
+    fn what_cannot_work_is_refused_with_a_reason() {
+        let mut d = desired(&["0.0.0.0/0"]);
+        assert_eq!(
+            d.check().unwrap_err().to_string(),
+            "a route to 0.0.0.0/0 in table 254 would loop the tunnel's own traffic: use the DefaultRoute setting instead"
+        );
+        d.routes.clear();
+        d.default_route = Some(DefaultRoute {
+            fwmark: 51820,
+            table: 51820,
+            priority: 51820,
+        });
+        assert_eq!(
+            d.check().unwrap_err().to_string(),
+            "the default route's rules at priorities 51820 and 51821 must come before the main table's rule (32766): choose a priority below 32765"
+        );
+        d.default_route = Some(DefaultRoute::default());
+        assert!(d.check().is_ok());
     }
 
     #[test]
