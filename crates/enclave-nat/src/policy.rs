@@ -272,4 +272,56 @@ mod tests {
             "0.0.0.0/0"
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Entries inside 10.0.0.0/23, so that they overlap and touch often.
+        fn entry() -> impl Strategy<Value = AddressEntry> {
+            let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+            prop_oneof![
+                (0u32..512, 22u8..=32).prop_map(move |(offset, prefix)| {
+                    AddressEntry::Net(
+                        Ipv4Net::new(Ipv4Addr::from(base + offset), prefix)
+                            .expect("prefix is at most 32")
+                            .trunc(),
+                    )
+                }),
+                (0u32..512, 0u32..40).prop_map(move |(offset, len)| {
+                    AddressEntry::Range(
+                        Ipv4Addr::from(base + offset),
+                        Ipv4Addr::from(base + offset + len),
+                    )
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn intervals_hold_exactly_the_entries(
+                entries in proptest::collection::vec(entry(), 0..12),
+                probes in proptest::collection::vec(0u32..2048, 32),
+            ) {
+                let set: AddressSet = entries.iter().copied().collect();
+                let intervals = set.intervals();
+                for pair in intervals.windows(2) {
+                    // Sorted, disjoint and not adjacent (adjacent ones are merged).
+                    prop_assert!(u64::from(u32::from(pair[0].1)) + 1 < u64::from(u32::from(pair[1].0)));
+                }
+                let base = u32::from(Ipv4Addr::new(9, 255, 254, 0));
+                for probe in probes {
+                    let addr = base + probe;
+                    let in_entries = entries.iter().any(|e| {
+                        let (a, b) = e.bounds();
+                        a <= addr && addr <= b
+                    });
+                    let in_intervals = intervals
+                        .iter()
+                        .any(|(a, b)| u32::from(*a) <= addr && addr <= u32::from(*b));
+                    prop_assert_eq!(in_entries, in_intervals, "address {}", Ipv4Addr::from(addr));
+                }
+            }
+        }
+    }
 }
