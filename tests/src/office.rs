@@ -231,6 +231,34 @@ impl<'c> Office<'c> {
         )
     }
 
+    /// `enclave-agent status --json` of `node`.
+    pub fn status_json(&self, node: &str) -> Option<serde_json::Value> {
+        let agent = self.ctx.bin("enclave-agent").ok()?;
+        let config = self.files[node].config.to_string_lossy().into_owned();
+        let json = self
+            .ns(node)
+            .exec(&[
+                agent.to_string_lossy().as_ref(),
+                "status",
+                "-c",
+                &config,
+                "--json",
+            ])
+            .ok()?;
+        serde_json::from_str(&json).ok()
+    }
+
+    /// The gateway the laptop uses for the LAN now, from `enclave-agent status --json`.
+    pub fn active_gateway(&self) -> Option<String> {
+        let status = self.status_json("sender")?;
+        status["routes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["subnet"] == LAN)?["gateway"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
     /// The agent process of `node`.
     pub fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
         self.agents

@@ -41,7 +41,11 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How often a gateway looks at its interfaces again.
 const DISCOVER_EVERY: Duration = Duration::from_millis(250);
 /// How often counters and status are refreshed.
-const STATUS_EVERY: Duration = Duration::from_millis(500);
+const STATUS_EVERY: Duration = Duration::from_millis(200);
+/// How often the sessions of gateways that stopped answering are dropped, so that the next
+/// probe starts a fresh handshake (a restarted gateway has forgotten the old session, and
+/// WireGuard alone would only notice after 15 s or more).
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// The longest the loop sleeps.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -249,6 +253,7 @@ impl Agent {
         let mut next_watch = Instant::now() + WATCH_EVERY;
         let mut next_discover = Instant::now();
         let mut next_status = Instant::now();
+        let mut next_reconnect = Instant::now() + RECONNECT_EVERY;
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -270,6 +275,10 @@ impl Agent {
                 next_status = now + STATUS_EVERY;
                 self.refresh_counters(now);
                 self.publish_status(now);
+            }
+            if now >= next_reconnect {
+                next_reconnect = now + RECONNECT_EVERY;
+                self.reconnect_lost_gateways();
             }
             if now >= next_trust {
                 next_trust = now + TRUST_EVERY;
@@ -297,6 +306,7 @@ impl Agent {
             }
             if dirty {
                 self.apply();
+                self.publish_status(now);
             }
 
             let wait = self
@@ -565,9 +575,43 @@ impl Agent {
         self.applied = Some(want);
     }
 
+    /// Drops the sessions of gateways that answered once and stopped, so that the next probe
+    /// starts a new handshake with whatever answers at their endpoint now.
+    fn reconnect_lost_gateways(&mut self) {
+        let lost: BTreeSet<String> = self
+            .selector
+            .gateways()
+            .into_iter()
+            .filter(|(_, state)| state.lost)
+            .map(|(name, _)| name)
+            .collect();
+        let Some(want) = self.applied.clone() else {
+            return;
+        };
+        if lost.is_empty() {
+            return;
+        }
+        tracing::debug!(gateways = ?lost, "dropping the sessions of gateways that stopped answering");
+        if let Err(err) = self
+            .apply_peers_except(&want, &lost)
+            .and_then(|()| self.apply_peers(&want))
+        {
+            tracing::warn!(error = %err, "could not reset the sessions of lost gateways");
+            self.failed.insert("peers");
+        }
+    }
+
     fn apply_peers(&self, want: &Desired) -> Result<()> {
+        self.apply_peers_except(want, &BTreeSet::new())
+    }
+
+    fn apply_peers_except(&self, want: &Desired, except: &BTreeSet<String>) -> Result<()> {
         let mut specs = Vec::new();
-        for (name, peer) in &want.peers {
+        for (name, peer) in want
+            .peers
+            .iter()
+            .filter(|(name, _)| !except.contains(*name))
+        {
             let public_key =
                 PublicKey::from_base64(&peer.public_key).map_err(|source| Error::PeerKey {
                     peer: name.clone(),

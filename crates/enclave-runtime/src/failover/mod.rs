@@ -84,6 +84,8 @@ pub struct GatewayState {
     pub advertised: BTreeSet<Ipv4Net>,
     /// The round-trip time of the last acknowledged probe.
     pub rtt: Option<Duration>,
+    /// It answered before and is silent now.
+    pub lost: bool,
 }
 
 /// What status shows for one routed subnet.
@@ -100,6 +102,7 @@ pub struct SubnetState {
 #[derive(Debug)]
 struct Gateway {
     priority: u32,
+    answered_once: bool,
     up_since: Option<Instant>,
     last_ack: Option<Instant>,
     advertised: BTreeSet<Ipv4Net>,
@@ -145,6 +148,7 @@ impl Selector {
         for (name, priority) in &wanted {
             let gateway = self.gateways.entry((*name).to_owned()).or_insert(Gateway {
                 priority: *priority,
+                answered_once: false,
                 up_since: None,
                 last_ack: None,
                 advertised: BTreeSet::new(),
@@ -211,6 +215,7 @@ impl Selector {
             return;
         }
         gw.last_ack = Some(now);
+        gw.answered_once = true;
         gw.up_since.get_or_insert(now);
         gw.advertised = subnets.into_iter().collect();
         self.recompute(now);
@@ -297,6 +302,7 @@ impl Selector {
                         up: g.up_since.is_some(),
                         advertised: g.advertised.clone(),
                         rtt: g.rtt,
+                        lost: g.answered_once && g.up_since.is_none(),
                     },
                 )
             })

@@ -117,12 +117,18 @@ fn fails_over_within_a_second_and_does_not_flap_back() {
     let last = sim.changes.last().unwrap();
     assert_eq!(last.from.as_deref(), Some("gw-1"));
     assert!(matches!(&last.reason, Reason::FailedOver { from, .. } if from == "gw-1"));
+    assert!(
+        sim.selector.gateways()["gw-1"].lost,
+        "gw-1 answered before and is silent now"
+    );
+    assert!(!sim.selector.gateways()["gw-2"].lost);
 
     // gw-1 returns: the subnet stays on gw-2.
     sim.alive.insert("gw-1".into(), true);
     sim.run(3000);
     assert_eq!(sim.active(), Some("gw-2"));
     assert!(sim.selector.gateways()["gw-1"].up);
+    assert!(!sim.selector.gateways()["gw-1"].lost);
 }
 
 #[test]
