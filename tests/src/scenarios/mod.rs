@@ -7,6 +7,7 @@ mod access;
 mod agent;
 mod dataplane;
 mod discovery;
+mod failover;
 mod nat;
 mod reference;
 mod routes;
@@ -21,5 +22,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(discovery::scenarios());
     all.extend(agent::scenarios());
     all.extend(access::scenarios());
+    all.extend(failover::scenarios());
     all
 }
