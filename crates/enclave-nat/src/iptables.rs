@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use crate::model::{FORWARD_CHAIN, NAT_CHAIN};
 use crate::policy::{interval_text, NatPolicy, Protocol};
-use crate::{Error, NatBackend, Result};
+use crate::{Error, NatBackend, Result, RuleState};
 
 /// Which iptables the backend drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +235,13 @@ impl IptablesBackend {
     }
 
     fn save(&self, table: &str) -> Result<String> {
+        self.save_with(&["-t", table])
+    }
+
+    fn save_with(&self, args: &[&str]) -> Result<String> {
         let program = self.flavor.binary("-save");
         let out = Command::new(&program)
-            .args(["-t", table])
+            .args(args)
             .output()
             .map_err(|source| Error::Spawn {
                 program: program.clone(),
@@ -300,6 +304,34 @@ impl IptablesBackend {
     }
 }
 
+/// The rules of `chain` in `iptables-save -c` output, with their counters and comments
+/// (sans-IO).
+pub fn counted_rules(save: &str, chain: &str) -> Vec<RuleState> {
+    let append = format!("-A {chain} ");
+    save.lines()
+        .filter_map(|line| {
+            let (counters, rule) = line.strip_prefix('[')?.split_once("] ")?;
+            if !rule.starts_with(&append) {
+                return None;
+            }
+            let (packets, bytes) = counters.split_once(':')?;
+            let comment = rule
+                .split_once("--comment ")
+                .map(|(_, rest)| match rest.strip_prefix('"') {
+                    Some(quoted) => quoted.split('"').next().unwrap_or_default(),
+                    None => rest.split(' ').next().unwrap_or_default(),
+                })
+                .unwrap_or_default();
+            Some(RuleState {
+                chain: chain.to_owned(),
+                comment: comment.to_owned(),
+                packets: packets.parse().ok()?,
+                bytes: bytes.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The line number in `line N failed` (nft flavor) or `Error occurred at line: N` (legacy)
 /// (sans-IO).
 pub fn failed_line(stderr: &str) -> Option<usize> {
@@ -356,6 +388,15 @@ impl NatBackend for IptablesBackend {
         }
         self.applied = Some(policy.clone());
         Ok(())
+    }
+
+    fn rules(&self) -> Result<Vec<RuleState>> {
+        let mut rules = counted_rules(&self.save_with(&["-c", "-t", "nat"])?, NAT_CHAIN);
+        rules.extend(counted_rules(
+            &self.save_with(&["-c", "-t", "filter"])?,
+            FORWARD_CHAIN,
+        ));
+        Ok(rules)
     }
 
     fn reset_policy(&mut self) -> Result<()> {
@@ -481,6 +522,29 @@ mod tests {
         assert_eq!(
             render_removal("nat", "POSTROUTING", "ENCLAVE", Presence::default()),
             None
+        );
+    }
+
+    #[test]
+    fn counters_are_read_from_iptables_save_c() {
+        let save = "*nat\n:POSTROUTING ACCEPT [9:540]\n:ENCLAVE - [0:0]\n[9:540] -A POSTROUTING -j ENCLAVE\n[2:144] -A ENCLAVE -s 100.64.0.0/10 -o lan0 -m comment --comment \"snat lan0 to 192.168.77.1\" -j SNAT --to-source 192.168.77.1\n[1:60] -A ENCLAVE -o lan1 -m comment --comment plain -j SNAT --to-source 10.0.0.1\n[5:5] -A ENCLAVE-X -j ACCEPT\nCOMMIT\n";
+        let rules = counted_rules(save, "ENCLAVE");
+        assert_eq!(
+            rules,
+            vec![
+                RuleState {
+                    chain: "ENCLAVE".into(),
+                    comment: "snat lan0 to 192.168.77.1".into(),
+                    packets: 2,
+                    bytes: 144
+                },
+                RuleState {
+                    chain: "ENCLAVE".into(),
+                    comment: "plain".into(),
+                    packets: 1,
+                    bytes: 60
+                },
+            ]
         );
     }
 

@@ -49,7 +49,7 @@ pub use policy::{
 };
 
 /// A way of putting a [`NatPolicy`] into the kernel.
-pub trait NatBackend: fmt::Debug + Send {
+pub trait NatBackend: fmt::Debug + Send + Sync {
     /// `nftables`, `iptables-legacy` or `iptables-nft`.
     fn name(&self) -> &'static str;
     /// Makes the kernel hold exactly what `policy` says, replacing what we applied before;
@@ -57,6 +57,9 @@ pub trait NatBackend: fmt::Debug + Send {
     fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()>;
     /// Removes everything of ours, and nothing else.
     fn reset_policy(&mut self) -> Result<()>;
+    /// The rules of ours the kernel holds, chain by chain in order, with their counters (the
+    /// guide's troubleshooting: "check that the pkts and bytes counters are incrementing").
+    fn rules(&self) -> Result<Vec<RuleState>>;
 }
 
 /// Which backend [`NatManager`] uses.
@@ -110,6 +113,11 @@ impl NatManager {
     pub fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
         self.forwarding.enable()?;
         self.backend.apply_policy(policy)
+    }
+
+    /// The rules of ours the kernel holds, with their counters.
+    pub fn rules(&self) -> Result<Vec<RuleState>> {
+        self.backend.rules()
     }
 
     /// Removes our rules and puts forwarding back as it was.

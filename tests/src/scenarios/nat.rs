@@ -368,6 +368,11 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
         .check_enforced()
         .context("after applying the same policy again")?;
     let state = in_gw(gw, || NftBackend::new().state())??;
+    let via_manager = in_gw(gw, || manager.rules())??;
+    ensure!(
+        via_manager == state.rules,
+        "the manager reports other rules than the table holds: {via_manager:?}"
+    );
     ensure!(
         backend_state.rules.len() == state.rules.len(),
         "apply twice changed the number of rules: {} then {}",
@@ -528,6 +533,17 @@ fn nat_iptables(ctx: &Ctx) -> anyhow::Result<()> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         ensure!(packets > 0, "{bin}: the SNAT counter did not move: {snat}");
+        let counted = in_gw(gw, || manager.rules())??;
+        for comment in ["snat lan0 to 192.168.77.1", "grant 0: web", "grant 1: ping"] {
+            let rule = counted
+                .iter()
+                .find(|r| r.comment == comment)
+                .with_context(|| format!("{bin}: no rule {comment:?} in {counted:?}"))?;
+            ensure!(
+                rule.packets > 0,
+                "{bin}: the counter of {comment:?} did not move: {counted:?}"
+            );
+        }
         let saved = gw.exec(&[&save])?;
         ensure!(
             saved.matches("-A POSTROUTING -j ENCLAVE").count() == 1

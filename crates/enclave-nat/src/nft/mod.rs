@@ -21,7 +21,7 @@ use netlink::Socket;
 /// The sequence number `nftnl::Batch` gives the first message after its begin marker.
 const FIRST_SEQ: u32 = 2;
 
-/// A rule of our table as the kernel holds it.
+/// A rule of ours as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleState {
     pub chain: String,
@@ -267,6 +267,16 @@ impl NatBackend for NftBackend {
 
     fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
         self.apply_ruleset(&Ruleset::from_policy(policy))
+    }
+
+    fn rules(&self) -> Result<Vec<RuleState>> {
+        let socket = Socket::open()?;
+        match dump_rules(&socket) {
+            Err(Error::NetlinkReceive(e)) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(Vec::new())
+            }
+            other => other,
+        }
     }
 
     fn reset_policy(&mut self) -> Result<()> {
