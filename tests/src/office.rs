@@ -92,7 +92,23 @@ impl<'c> Office<'c> {
         template: &str,
         extra_config: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut spec = TopologySpec::new(tag);
+        Self::start_in(
+            ctx,
+            TopologySpec::new(tag),
+            gateways,
+            template,
+            extra_config,
+        )
+    }
+
+    /// [`Office::start`] with the nodes and links of `spec` added to the office's.
+    pub fn start_in(
+        ctx: &'c Ctx,
+        mut spec: TopologySpec,
+        gateways: usize,
+        template: &str,
+        extra_config: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         spec.node("sender").node("lan");
         let mut wan = vec![("sender", "eth0")];
         let mut lan = vec![("lan", "eth0")];

@@ -8,6 +8,7 @@ mod agent;
 mod dataplane;
 mod discovery;
 mod failover;
+mod lifecycle;
 mod nat;
 mod reference;
 mod routes;
@@ -23,5 +24,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(agent::scenarios());
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
+    all.extend(lifecycle::scenarios());
     all
 }

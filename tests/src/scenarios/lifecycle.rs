@@ -1,0 +1,274 @@
+//! Lifecycle and variants end to end: crash and restart, the iptables backend, a direct access
+//! policy, and a gateway as the default route.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use enclave_netns::TopologySpec;
+
+use crate::office::{definition, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, LAN, LAPTOP, PRINTER};
+use crate::{Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "agent-crash-restart",
+            about: "kill -9 and restart leave no duplicate route, rule or table; stop restores the hosts",
+            run: crash_restart,
+        },
+        Scenario {
+            name: "agent-iptables-backend",
+            about: "the gateway with nat = \"iptables\": the ENCLAVE chain of the guide, counters moving",
+            run: iptables_backend,
+        },
+        Scenario {
+            name: "agent-direct-one-way",
+            about: "a direct access policy users -> servers works one way only",
+            run: direct_one_way,
+        },
+        Scenario {
+            name: "agent-default-route",
+            about: "a default-route gateway carries Internet traffic; the tunnel's UDP and the own LAN stay direct",
+            run: default_route,
+        },
+    ]
+}
+
+const ANY: &str = "acl = [{ protocol = \"any\" }]";
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
+
+    for node in ["sender", "gw1"] {
+        office.agent(node)?.kill9();
+    }
+    // kill -9 leaves the gateway's table and forwarding behind; the restart takes them over.
+    office.start_agent("gw1", Default::default())?;
+    office.start_agent("sender", Default::default())?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+
+    let routes = office
+        .ns("sender")
+        .exec(&["ip", "route", "show", "table", "all"])?;
+    ensure!(
+        count(&routes, LAN) == 1,
+        "the LAN route is there {} times:\n{routes}",
+        count(&routes, LAN)
+    );
+    let rules = office.ns("sender").exec(&["ip", "rule", "show"])?;
+    ensure!(
+        rules == rules_first,
+        "the rules changed across the restart:\n{rules}"
+    );
+    let ruleset = office.ns("gw1").exec(&["nft", "list", "ruleset"])?;
+    ensure!(
+        count(&ruleset, "table ip enclave") == 1,
+        "tables:\n{ruleset}"
+    );
+    ensure!(
+        count(&ruleset, "chain ENCLAVE {") == 1,
+        "chains:\n{ruleset}"
+    );
+    ensure!(
+        count(&ruleset, &format!("snat to {}", GW_LAN[0])) == 1,
+        "SNAT rules:\n{ruleset}"
+    );
+
+    for node in ["sender", "gw1"] {
+        let status = office
+            .agent(node)?
+            .stop()
+            .context("could not reap the agent")?;
+        ensure!(status.success(), "the agent of {node} exited with {status}");
+    }
+    let ruleset = office.ns("gw1").exec(&["nft", "list", "ruleset"])?;
+    ensure!(
+        ruleset.trim().is_empty(),
+        "the gateway's ruleset is not empty after stop:\n{ruleset}"
+    );
+    let forwarding = office
+        .ns("gw1")
+        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(
+        forwarding.trim() == "0",
+        "forwarding is {} after stop; it was 0 before the first start",
+        forwarding.trim()
+    );
+    let rules = office.ns("sender").exec(&["ip", "rule", "show"])?;
+    ensure!(rules == rules_first, "the sender's rules changed:\n{rules}");
+    Ok(())
+}
+
+fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "iptables",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("gw1", "nat = \"iptables\"")],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let nat = office
+        .ns("gw1")
+        .exec(&["iptables", "-t", "nat", "-L", "-n", "-v"])?;
+    ensure!(nat.contains("Chain ENCLAVE"), "no ENCLAVE chain:\n{nat}");
+    let snat_line = nat
+        .lines()
+        .find(|l| l.contains("SNAT") && l.contains(&format!("to:{}", GW_LAN[0])))
+        .with_context(|| format!("no SNAT to:{} in\n{nat}", GW_LAN[0]))?;
+    let packets: u64 = snat_line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("the SNAT line has no packet counter")?;
+    ensure!(packets > 0, "the SNAT counter did not move:\n{nat}");
+    let tables = office.ns("gw1").exec(&["nft", "list", "tables"])?;
+    ensure!(
+        !tables.contains("table ip enclave"),
+        "the nftables backend ran too: {tables}"
+    );
+    office.agent("gw1")?.stop();
+    let nat = office
+        .ns("gw1")
+        .exec(&["iptables", "-t", "nat", "-L", "-n"])?;
+    ensure!(
+        !nat.contains("ENCLAVE"),
+        "the ENCLAVE chain stayed after stop:\n{nat}"
+    );
+    Ok(())
+}
+
+fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
+    let template = format!(
+        "[[system]]\nname = \"laptop\"\npublic_key = \"KEY(laptop)\"\naddress = \"{LAPTOP}\"\ntags = [\"users\"]\n\n\
+         [[system]]\nname = \"menlo-gw-1\"\npublic_key = \"KEY(menlo-gw-1)\"\naddress = \"{}\"\n\
+         tags = [\"servers\"]\nendpoint = \"{}:51820\"\n\n\
+         [[direct_policy]]\nname = \"users to servers\"\nsenders = [\"users\"]\nreceivers = [\"servers\"]\n{ANY}\n",
+        GW_OVERLAY[0], GW_UNDERLAY[0]
+    );
+    let office = Office::start(ctx, "direct", 1, &template, &[])?;
+    let server = office.ns("gw1");
+    let _server_echo = server.echo_server(7777)?;
+    let _laptop_echo = office.ns("sender").echo_server(8888)?;
+    office.until_reach(GW_OVERLAY[0], true, Duration::from_secs(3))?;
+    let to_server: SocketAddr = format!("{}:7777", GW_OVERLAY[0]).parse()?;
+    let seen = office
+        .ns("sender")
+        .tcp_request(to_server, Duration::from_secs(2))?;
+    ensure!(
+        seen.starts_with(LAPTOP),
+        "the server saw {seen}, not the laptop's virtual address"
+    );
+    let to_laptop: SocketAddr = format!("{LAPTOP}:8888").parse()?;
+    ensure!(
+        server
+            .tcp_connect(to_laptop, Duration::from_secs(1))
+            .is_err(),
+        "the receiver opened a connection to the sender"
+    );
+    let back = server.ping(LAPTOP, 2)?;
+    ensure!(
+        back.received == 0,
+        "the receiver pinged the sender:\n{}",
+        back.output
+    );
+    Ok(())
+}
+
+const INTERNET_HOST: &str = "203.0.113.10";
+const GW_EGRESS: &str = "203.0.113.1";
+const HOME_HOST: &str = "10.20.0.5";
+
+fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
+    // gw1 reaches "the Internet" (203.0.113.0/24, its default route) on eth1; the laptop has a
+    // home LAN of its own on eth1.
+    let mut spec = TopologySpec::new("defroute");
+    spec.node("internet")
+        .node("home")
+        .link(("gw1", "eth1"), ("internet", "eth0"))
+        .link(("sender", "eth1"), ("home", "eth0"))
+        .addr("gw1", "eth1", &format!("{GW_EGRESS}/24"))
+        .addr("internet", "eth0", &format!("{INTERNET_HOST}/24"))
+        .addr("sender", "eth1", "10.20.0.1/24")
+        .addr("home", "eth0", &format!("{HOME_HOST}/24"));
+    let template = definition(1, "\"users\"", ANY, "").replace(
+        &format!("subnets = [\"{LAN}\"]"),
+        "subnets = [\"0.0.0.0/0\"]",
+    );
+    let office = office_with_default_route(ctx, spec, &template)?;
+    let sender = office.ns("sender");
+
+    let routed = enclave_netns::wait_until(Duration::from_secs(5), || {
+        sender
+            .exec(&["ip", "route", "show", "table", "all"])
+            .is_ok_and(|r| r.lines().any(|l| l.starts_with("default dev enclave0")))
+    });
+    ensure!(
+        routed,
+        "no default route through the tunnel:\n{}",
+        office.status("sender")
+    );
+    let rules = sender.exec(&["ip", "rule", "show"])?;
+    ensure!(
+        rules.contains("suppress_prefixlength 0"),
+        "no suppress_prefixlength rule:\n{rules}"
+    );
+    ensure!(
+        rules.contains("not from all fwmark"),
+        "no 'not fwmark' rule:\n{rules}"
+    );
+
+    office.until_reach(INTERNET_HOST, true, Duration::from_secs(3))?;
+    let _echo = office.ns("internet").echo_server(80)?;
+    let seen = sender.tcp_request(
+        format!("{INTERNET_HOST}:80").parse()?,
+        Duration::from_secs(2),
+    )?;
+    ensure!(
+        seen.starts_with(&format!("{GW_EGRESS}:")),
+        "the Internet host saw {seen}, not the gateway's egress address"
+    );
+    // The laptop's own LAN stays direct, and so does the tunnel's marked UDP.
+    ensure!(office.reaches(HOME_HOST), "the laptop lost its own LAN");
+    let home = sender.exec(&["ip", "route", "get", HOME_HOST])?;
+    ensure!(
+        home.contains("dev eth1"),
+        "the home LAN goes through {home}"
+    );
+    let underlay = sender.exec(&["ip", "route", "get", GW_UNDERLAY[0], "mark", "0x4543"])?;
+    ensure!(
+        underlay.contains("dev eth0"),
+        "the tunnel's own UDP would go {underlay}"
+    );
+    let unmarked = sender.exec(&["ip", "route", "get", INTERNET_HOST])?;
+    ensure!(
+        unmarked.contains("dev enclave0"),
+        "Internet traffic goes {unmarked}"
+    );
+    Ok(())
+}
+
+fn office_with_default_route<'c>(
+    ctx: &'c Ctx,
+    spec: TopologySpec,
+    template: &str,
+) -> anyhow::Result<Office<'c>> {
+    let mut spec = spec;
+    spec.route("internet", &format!("default via {GW_EGRESS}"));
+    // gw1's default route leads to the Internet host, acting as the upstream router.
+    let office = Office::start_in(ctx, spec, 1, template, &[])?;
+    office
+        .ns("gw1")
+        .exec(&["ip", "route", "add", "default", "via", INTERNET_HOST])?;
+    Ok(office)
+}
