@@ -85,8 +85,28 @@ fn ours(ns: &Netns) -> anyhow::Result<BTreeSet<String>> {
     Ok(out.lines().map(|l| l.trim().to_string()).collect())
 }
 
-/// Everything routing: IPv4 routes of every table, rules, `src_valid_mark`.
+/// Everything routing: the routes of every table (IPv4 and IPv6), the rules of both families,
+/// `src_valid_mark`. Waits first for IPv6 duplicate address detection to end, since the kernel
+/// adds the link-local addresses' local routes when it does (nothing of ours).
 fn routing_dump(ns: &Netns) -> anyhow::Result<String> {
+    let settled = enclave_netns::wait_until(Duration::from_secs(10), || {
+        ns.exec(&["ip", "-6", "addr", "show", "tentative"])
+            .is_ok_and(|out| out.trim().is_empty())
+    });
+    ensure!(settled, "IPv6 addresses in {} stay tentative", ns.node());
+    Ok(format!(
+        "{}\n--- rules\n{}\n--- rules v6\n{}\n--- src_valid_mark {}",
+        ns.exec(&["ip", "route", "show", "table", "all"])?,
+        ns.exec(&["ip", "-4", "rule", "show"])?,
+        ns.exec(&["ip", "-6", "rule", "show"])?,
+        ns.exec(&["cat", "/proc/sys/net/ipv4/conf/all/src_valid_mark"])?
+            .trim()
+    ))
+}
+
+/// The IPv4 part of [`routing_dump`], for a namespace whose tunnel was deleted and made again
+/// (a new TUN gets new IPv6 link-local routes; we never touch IPv6).
+fn routing_dump_v4(ns: &Netns) -> anyhow::Result<String> {
     Ok(format!(
         "{}\n--- rules\n{}\n--- src_valid_mark {}",
         ns.exec(&["ip", "-4", "route", "show", "table", "all"])?,
@@ -116,7 +136,7 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
     let gw = topo.ns("gw");
     let tunnel = add_tunnel(gw)?;
     let cfg = config(ctx, "gw")?;
-    let before = routing_dump(gw)?;
+    let before = routing_dump_v4(gw)?;
 
     // 1. Three routes in two tables appear, ours by protocol 69, on the tunnel.
     let mut want = Desired::default();
@@ -226,7 +246,7 @@ fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
     // 6. Reset: back to exactly what was there.
     let r = reset(gw, &cfg)?;
     ensure!(r.removed == 1, "{r:?}");
-    let after = routing_dump(gw)?;
+    let after = routing_dump_v4(gw)?;
     ensure!(
         after == before,
         "routes or rules differ after reset\nbefore:\n{before}\nafter:\n{after}"
