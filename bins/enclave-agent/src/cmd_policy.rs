@@ -125,13 +125,12 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 print_diagnostics(&diagnostics);
                 let errors = diagnostics.iter().filter(|d| d.severity.is_error()).count();
                 let warnings = diagnostics.len() - errors;
+                let warnings = enclave_policy::plural(warnings, "warning");
                 if valid {
-                    eprintln!("{}: valid ({warnings} warnings)", file.display());
+                    eprintln!("{}: valid ({warnings})", file.display());
                 } else {
-                    eprintln!(
-                        "{}: not valid ({errors} errors, {warnings} warnings)",
-                        file.display()
-                    );
+                    let errors = enclave_policy::plural(errors, "error");
+                    eprintln!("{}: not valid ({errors}, {warnings})", file.display());
                 }
             }
             Ok(if valid {
@@ -184,5 +183,90 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 Verdict::Denied => ExitCode::FAILURE,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/network.toml")
+    }
+
+    fn explain(to: &str, proto: Option<ProtoArg>) -> anyhow::Result<ExitCode> {
+        run(PolicyCommand::Explain {
+            file: example(),
+            from: "laptop".into(),
+            to: parse_destination(to).map_err(anyhow::Error::msg)?,
+            proto,
+            from_ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
+            at: Some("2026-11-25T18:00:00Z".parse()?),
+            json: false,
+        })
+    }
+
+    #[test]
+    fn destinations_parse_with_and_without_port() {
+        assert_eq!(
+            parse_destination("192.168.77.20:445"),
+            Ok((Ipv4Addr::new(192, 168, 77, 20), Some(445)))
+        );
+        assert_eq!(
+            parse_destination("10.0.0.1"),
+            Ok((Ipv4Addr::new(10, 0, 0, 1), None))
+        );
+        assert_eq!(
+            parse_destination("10.0.0.1:http"),
+            Err("bad port \"http\"".to_owned())
+        );
+        assert_eq!(
+            parse_destination("host:80"),
+            Err("\"host\" is not an IPv4 address".to_owned())
+        );
+    }
+
+    #[test]
+    fn check_exit_codes() -> anyhow::Result<()> {
+        let valid = run(PolicyCommand::Check {
+            file: example(),
+            json: false,
+        })?;
+        assert_eq!(valid, ExitCode::SUCCESS);
+        let dir = std::env::temp_dir().join(format!("enclave-policy-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[[system]]\nname = \"a\"\n")?;
+        let invalid = run(PolicyCommand::Check {
+            file: bad,
+            json: true,
+        });
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(invalid?, ExitCode::FAILURE);
+        let missing = run(PolicyCommand::Check {
+            file: dir.join("missing.toml"),
+            json: false,
+        });
+        assert!(missing.is_err(), "a missing file is an error (exit 2)");
+        Ok(())
+    }
+
+    #[test]
+    fn explain_exit_codes() -> anyhow::Result<()> {
+        assert_eq!(
+            explain("192.168.77.20:445", Some(ProtoArg::Tcp))?,
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            explain("192.168.77.20:80", Some(ProtoArg::Tcp))?,
+            ExitCode::FAILURE
+        );
+        let unknown = run(PolicyCommand::View {
+            file: example(),
+            system: "nobody".into(),
+            json: true,
+        });
+        assert!(unknown.is_err(), "an unknown system is an error (exit 2)");
+        Ok(())
     }
 }

@@ -15,6 +15,13 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// Whether this is an error.
+    pub fn is_error(self) -> bool {
+        self == Severity::Error
+    }
+}
+
 /// One problem found in a network definition.
 ///
 /// Displays as `FILE:LINE:COL: error: reason`, followed by an indented hint when there is one.

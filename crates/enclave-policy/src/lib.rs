@@ -42,7 +42,7 @@ pub use view::{
 pub enum Error {
     /// The network definition did not pass validation; `diagnostics` lists every problem
     /// (errors and warnings) in file order.
-    #[error("the network definition {file} is not valid ({} errors)", count_errors(.diagnostics))]
+    #[error("the network definition {file} is not valid ({})", count_errors(.diagnostics))]
     Invalid {
         /// The name of the file, as given to [`load`].
         file: String,
@@ -57,11 +57,21 @@ pub enum Error {
     },
 }
 
-fn count_errors(diagnostics: &[Diagnostic]) -> usize {
-    diagnostics
+fn count_errors(diagnostics: &[Diagnostic]) -> String {
+    let errors = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
-        .count()
+        .count();
+    plural(errors, "error")
+}
+
+/// `1 error`, `2 errors`.
+pub fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("{count} {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 /// The result type of this crate.

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use enclave_filter::{AddrEntry, PortRange, Protocol};
 use ipnet::Ipv4Net;
 
-use crate::diag::{Diagnostic, Severity, Sink};
+use crate::diag::{Diagnostic, Sink};
 use crate::model::{
     entry_within, AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow,
     Network, System, Tag, TrustKind, TrustRequirement, Weekday,
@@ -826,11 +826,4 @@ pub(crate) fn carriers<'n>(
     systems
         .values()
         .filter(move |s| s.enabled && !s.tags.is_disjoint(tags))
-}
-
-impl Severity {
-    /// Whether this is an error.
-    pub fn is_error(self) -> bool {
-        self == Severity::Error
-    }
 }
