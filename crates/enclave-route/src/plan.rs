@@ -643,3 +643,117 @@ mod tests {
         assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TUN: u32 = 7;
+
+    fn pool() -> Vec<Ipv4Net> {
+        [
+            "10.1.0.0/16",
+            "10.1.2.0/24",
+            "10.2.0.0/16",
+            "10.0.0.0/8",
+            "192.168.77.0/24",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect()
+    }
+
+    fn kernel_route() -> impl Strategy<Value = KernelRoute> {
+        (
+            0..5usize,
+            prop::sample::select(vec![TABLE_MAIN, 100]),
+            prop::sample::select(vec![0u32, 10]),
+            prop::sample::select(vec![TUN, 2, 99]),
+            prop::sample::select(vec![PROTOCOL_ENCLAVE, 2, 3, 4]),
+        )
+            .prop_map(|(i, table, metric, oif, protocol)| KernelRoute {
+                dst: pool()[i],
+                table,
+                metric,
+                oif: Some(oif),
+                gateway: None,
+                protocol,
+                kind: RTN_UNICAST,
+                scope: 253,
+            })
+    }
+
+    fn wanted_route() -> impl Strategy<Value = Route> {
+        (
+            0..5usize,
+            prop::sample::select(vec![TABLE_MAIN, 100]),
+            prop::sample::select(vec![0u32, 10]),
+        )
+            .prop_map(|(i, table, metric)| Route {
+                dst: pool()[i],
+                table,
+                metric,
+            })
+    }
+
+    /// The kernel after carrying out `p`.
+    fn carry_out(kernel: &[KernelRoute], p: &Plan) -> Vec<KernelRoute> {
+        let mut after: Vec<KernelRoute> = kernel.to_vec();
+        for gone in &p.remove_routes {
+            let at = after
+                .iter()
+                .position(|r| r == gone)
+                .expect("removes what exists");
+            after.remove(at);
+        }
+        for r in &p.add_routes {
+            after.push(KernelRoute {
+                dst: r.dst,
+                table: r.table,
+                metric: r.metric,
+                oif: Some(TUN),
+                gateway: None,
+                protocol: PROTOCOL_ENCLAVE,
+                kind: RTN_UNICAST,
+                scope: 253,
+            });
+        }
+        after
+    }
+
+    proptest! {
+        /// Whatever the kernel holds: the plan removes only routes of ours, never adds what the
+        /// kernel would refuse as a duplicate, and once carried out there is nothing left to do.
+        #[test]
+        fn reconcile_touches_only_ours_and_converges(
+            kernel in prop::collection::vec(kernel_route(), 0..12),
+            wanted in prop::collection::btree_set(wanted_route(), 0..6),
+        ) {
+            let desired = Desired { routes: wanted, default_route: None };
+            let p = plan(&desired, Some(TUN), &kernel, &[]);
+            for r in &p.remove_routes {
+                prop_assert_eq!(r.protocol, PROTOCOL_ENCLAVE);
+            }
+            for r in &p.add_routes {
+                prop_assert!(!kernel.iter().any(|k| k.dst == r.dst && k.table == r.table
+                    && k.metric == r.metric && k.oif == Some(TUN)),
+                    "would add a duplicate of {:?}", r);
+            }
+            let after = carry_out(&kernel, &p);
+            let foreign = |v: &[KernelRoute]| -> Vec<KernelRoute> {
+                let mut f: Vec<KernelRoute> =
+                    v.iter().filter(|r| r.protocol != PROTOCOL_ENCLAVE).cloned().collect();
+                f.sort();
+                f
+            };
+            prop_assert_eq!(foreign(&kernel), foreign(&after));
+            let again = plan(&desired, Some(TUN), &after, &[]);
+            prop_assert!(again.is_empty(), "not converged: {:?}", again);
+            // Reset leaves none of ours.
+            let reset = plan(&Desired::default(), Some(TUN), &after, &[]);
+            let cleared = carry_out(&after, &reset);
+            prop_assert!(cleared.iter().all(|r| r.protocol != PROTOCOL_ENCLAVE));
+        }
+    }
+}
