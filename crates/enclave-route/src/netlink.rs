@@ -358,6 +358,9 @@ impl Rtnl {
         self.request(Rtm::Delroute, &[], msg, what)
     }
 
+    /// A FIB rule message. neli 0.6 has no `fib_rule_hdr`, but it has the layout of `rtmsg`
+    /// (family, dst_len, src_len, tos, table, res1, res2, action, flags): `rtm_protocol` and
+    /// `rtm_scope` stand for the two reserved bytes (0) and `rtm_type` for the action.
     fn rule_msg(spec: &RuleSpec, protocol: u8) -> Result<Rtmsg> {
         let mut attrs = vec![
             attr(FRA_PRIORITY, &spec.priority.to_ne_bytes())?,
