@@ -456,11 +456,19 @@ impl Device {
             return;
         };
         if !retry {
-            let recently = peer
+            let recent = peer
                 .timers
                 .last_initiation_sent
-                .is_some_and(|sent| now.saturating_duration_since(sent) < REKEY_TIMEOUT);
-            if recently {
+                .filter(|sent| now.saturating_duration_since(*sent) < REKEY_TIMEOUT);
+            if let Some(sent) = recent {
+                // Too soon for another initiation: make sure one follows
+                // when the rate limit allows, so queued packets never strand.
+                if let Some(peer) = self.peers[slot].as_mut() {
+                    peer.timers
+                        .retransmit_handshake
+                        .get_or_insert(sent + REKEY_TIMEOUT);
+                    peer.timers.attempt_started.get_or_insert(now);
+                }
                 return;
             }
         }
@@ -633,5 +641,135 @@ fn ip_source_and_len(packet: &[u8]) -> Option<(IpAddr, usize)> {
             (total <= packet.len()).then_some((IpAddr::V6(Ipv6Addr::from(bytes)), total))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timers::REJECT_AFTER_MESSAGES;
+    use std::time::UNIX_EPOCH;
+
+    struct Pair {
+        a: Device,
+        b: Device,
+        b_key: PublicKey,
+        now: Instant,
+        wall: SystemTime,
+    }
+
+    const A_ADDR: &str = "192.0.2.1:51820";
+    const B_ADDR: &str = "192.0.2.2:51820";
+
+    fn ipv4_to_b() -> Vec<u8> {
+        let mut packet = vec![0u8; 28];
+        packet[0] = 0x45;
+        packet[3] = 28;
+        packet[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        packet[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        packet
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let mut a = Device::new(PrivateKey::from_bytes([1; 32]), rand_core::OsRng);
+            let mut b = Device::new(PrivateKey::from_bytes([2; 32]), rand_core::OsRng);
+            let (a_key, b_key) = (a.public_key(), b.public_key());
+            a.upsert_peer(PeerConfig {
+                public_key: b_key,
+                endpoint: Some(B_ADDR.parse().expect("address")),
+                allowed_ips: vec!["10.0.0.2/32".parse().expect("network")],
+                ..PeerConfig::default()
+            });
+            b.upsert_peer(PeerConfig {
+                public_key: a_key,
+                endpoint: Some(A_ADDR.parse().expect("address")),
+                allowed_ips: vec!["10.0.0.1/32".parse().expect("network")],
+                ..PeerConfig::default()
+            });
+            let mut pair = Self {
+                a,
+                b,
+                b_key,
+                now: Instant::now(),
+                wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+            };
+            let mut out = [0u8; 256];
+            let queued = pair
+                .a
+                .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+            assert_eq!(queued, Encapsulated::Queued { peer: b_key });
+            pair.exchange();
+            pair
+        }
+
+        fn exchange(&mut self) {
+            let mut out = [0u8; 256];
+            for _ in 0..4 {
+                while let Some(t) = self.a.poll_transmit() {
+                    let from = A_ADDR.parse().expect("address");
+                    self.b
+                        .decapsulate(from, &t.payload, self.now, self.wall, &mut out);
+                }
+                while let Some(t) = self.b.poll_transmit() {
+                    let from = B_ADDR.parse().expect("address");
+                    self.a
+                        .decapsulate(from, &t.payload, self.now, self.wall, &mut out);
+                }
+            }
+        }
+
+        fn a_current(&mut self) -> &mut Session {
+            let slot = self.a.by_key[&self.b_key];
+            let peer = self.a.peers[slot].as_mut().expect("peer");
+            peer.current.as_mut().expect("a session")
+        }
+    }
+
+    #[test]
+    fn rekey_after_messages_starts_a_handshake_and_keeps_sending() {
+        let mut pair = Pair::new();
+        assert!(pair.a.poll_transmit().is_none());
+        pair.now += REKEY_TIMEOUT;
+        pair.a_current().set_sent(REKEY_AFTER_MESSAGES);
+        let mut out = [0u8; 256];
+        let sent = pair
+            .a
+            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+        assert!(matches!(sent, Encapsulated::Send { .. }), "{sent:?}");
+        let initiation = pair.a.poll_transmit().expect("a rekey initiation");
+        assert_eq!(initiation.payload.len(), initiation::LEN);
+    }
+
+    #[test]
+    fn reject_after_messages_stops_the_session() {
+        let mut pair = Pair::new();
+        pair.a_current().set_sent(REJECT_AFTER_MESSAGES);
+        let mut out = [0u8; 256];
+        let queued = pair
+            .a
+            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+        assert_eq!(queued, Encapsulated::Queued { peer: pair.b_key });
+        // The first handshake was just now: the new initiation waits for
+        // the rate limit, then the handshake completes and the queued
+        // packet goes out on the new session.
+        assert!(pair.a.poll_transmit().is_none());
+        let due = pair.a.poll_timeout().expect("a timer");
+        assert!(due <= pair.now + REKEY_TIMEOUT);
+        pair.now += REKEY_TIMEOUT;
+        pair.wall += REKEY_TIMEOUT;
+        pair.a.handle_timeout(pair.now, pair.wall);
+        pair.exchange();
+        assert_eq!(pair.a_current().sent(), 1);
+    }
+
+    #[test]
+    fn output_buffer_too_small_is_reported() {
+        let mut pair = Pair::new();
+        let mut out = [0u8; 40];
+        let dropped = pair
+            .a
+            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+        assert_eq!(dropped, Encapsulated::Dropped(DropReason::BufferTooSmall));
     }
 }

@@ -121,6 +121,12 @@ impl Session {
         self.send_counter
     }
 
+    /// Jumps the send counter, to test the message limits without sending 2^60 messages.
+    #[cfg(test)]
+    pub(crate) fn set_sent(&mut self, counter: u64) {
+        self.send_counter = counter;
+    }
+
     /// Encrypts `packet` into `out` as a transport message, padding the
     /// plaintext to a multiple of 16 bytes. `out` must hold
     /// [`crate::encapsulated_len`] bytes; returns the message length, or

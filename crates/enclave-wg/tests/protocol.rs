@@ -502,3 +502,45 @@ fn zero_key_material_after_three_reject_after_times() {
     assert_eq!(net.nodes[1].device.poll_timeout(), None);
     assert!(REKEY_AFTER_TIME < REJECT_AFTER_TIME);
 }
+
+fn ipv6_packet(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0u8; 40 + body.len()];
+    packet[0] = 0x60;
+    packet[4..6].copy_from_slice(&(body.len() as u16).to_be_bytes());
+    packet[6] = 59; // no next header
+    packet[7] = 64;
+    packet[8..24].copy_from_slice(&src.octets());
+    packet[24..40].copy_from_slice(&dst.octets());
+    packet[40..].copy_from_slice(body);
+    packet
+}
+
+#[test]
+fn ipv6_inside_the_tunnel() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 20);
+    let (a, b) = (net.key(0), net.key(1));
+    let a6: std::net::Ipv6Addr = "fd00::1".parse().expect("address");
+    let b6: std::net::Ipv6Addr = "fd00::2".parse().expect("address");
+    net.nodes[0]
+        .device
+        .set_allowed_ips(&b, vec!["fd00::2/128".parse().expect("net")])
+        .expect("peer");
+    net.nodes[1]
+        .device
+        .set_allowed_ips(&a, vec!["fd00::1/128".parse().expect("net")])
+        .expect("peer");
+    let packet = ipv6_packet(a6, b6, b"seven b");
+    net.send_ip(0, &packet);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.nodes[1].delivered,
+        vec![(a, packet)],
+        "padding stripped by the payload length"
+    );
+
+    let spoofed = ipv6_packet("fd00::99".parse().expect("address"), a6, b"spoofed");
+    net.send_ip(1, &spoofed);
+    net.run_for(Duration::from_secs(1));
+    assert!(net.nodes[0].delivered.is_empty());
+    assert_eq!(net.nodes[0].drops, vec![DropReason::SourceNotAllowed]);
+}

@@ -51,7 +51,9 @@ impl Device {
         if due(peer.timers.retransmit_handshake, now) {
             peer.timers.retransmit_handshake = None;
             let started = peer.timers.attempt_started.unwrap_or(now);
-            if peer.pending.is_none() {
+            let current_alive = peer.sending_session(now).is_some();
+            let wanted = peer.pending.is_some() || (!peer.queue.is_empty() && !current_alive);
+            if !wanted {
                 peer.timers.attempt_started = None;
             } else if now.saturating_duration_since(started) >= REKEY_ATTEMPT_TIME {
                 tracing::debug!(peer = %key, "handshake did not complete within REKEY_ATTEMPT_TIME");
