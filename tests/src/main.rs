@@ -1,7 +1,8 @@
 //! `enclave-scenarios`: runs the privileged scenarios and benchmarks in network namespaces.
 //!
 //! Normally started by `cargo xtask netns-test [NAME…]` or `cargo xtask bench NAME`, which build
-//! the binaries first. Usage: `enclave-scenarios list | run [NAME…] | bench NAME | clean`.
+//! the binaries first; `cargo xtask demo` runs `enclave-scenarios demo`. Usage:
+//! `enclave-scenarios list | run [NAME…] | bench NAME | demo | clean`.
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -37,8 +38,9 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Some("bench") => run_bench(&args[1..]),
+        Some("demo") => demo(),
         _ => {
-            eprintln!("usage: enclave-scenarios list | run [NAME…] | bench NAME | clean");
+            eprintln!("usage: enclave-scenarios list | run [NAME…] | bench NAME | demo | clean");
             return ExitCode::from(2);
         }
     };
@@ -190,5 +192,15 @@ fn run_bench(names: &[String]) -> anyhow::Result<bool> {
     let log_dir = log_root()?.join(bench.name);
     std::fs::create_dir_all(&log_dir)?;
     (bench.run)(&Ctx::new(bench.name, log_dir, bin_dir()?))?;
+    Ok(true)
+}
+
+/// The live demo ([`enclave_scenarios::demo`]).
+fn demo() -> anyhow::Result<bool> {
+    enclave_netns::preflight()?;
+    enclave_netns::remove_stale();
+    let log_dir = log_root()?.join("demo");
+    std::fs::create_dir_all(&log_dir)?;
+    enclave_scenarios::demo::run(&Ctx::new("demo", log_dir, bin_dir()?))?;
     Ok(true)
 }

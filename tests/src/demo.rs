@@ -1,0 +1,813 @@
+//! `cargo xtask demo`: the product shown live, step by step, in network namespaces.
+//!
+//! A sender laptop, the two gateways of the "Menlo Park Office" (`menlo-gw-1`, `menlo-gw-2`) on
+//! the office LAN 192.168.77.0/24 with a printer (.10) and two domain controllers (.20, .21),
+//! and `egress-gw`, which carries the laptop's default route to an "internet" host. Our agents
+//! run on the laptop and the three gateways, with keys from `enclave-agent keygen` and one
+//! network definition. Each step prints `==> step N: …`, then the real commands it runs and
+//! their output, indented; a step that does not do what it claims fails the demo and says why.
+//!
+//! Ctrl-C (SIGINT) or SIGTERM at any point sets a flag that every wait checks; the demo then
+//! unwinds, and dropping the topology ends the agents and removes the namespaces. A second
+//! Ctrl-C exits at once (`enclave-scenarios clean` then removes what was left).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use enclave_netns::{Netns, Process, SpawnOpts, Topology, TopologySpec};
+
+use crate::agents::{prepare, write_definition, AgentFiles};
+use crate::Ctx;
+
+/// The office LAN.
+const LAN: &str = "192.168.77.0/24";
+/// The printer, outside the subnet filter.
+const PRINTER: &str = "192.168.77.10";
+/// The domain controllers, inside the subnet filter.
+const DCS: [&str; 2] = ["192.168.77.20", "192.168.77.21"];
+/// The "internet" host behind `egress-gw`.
+const INTERNET_HOST: &str = "198.51.100.10";
+/// The overlay network.
+const OVERLAY: &str = "100.64.0.0/10";
+
+/// One system of the demo: its node in the topology, its name in the definition, its virtual
+/// and underlay addresses.
+struct System {
+    node: &'static str,
+    name: &'static str,
+    overlay: &'static str,
+    underlay: &'static str,
+}
+
+const LAPTOP: System = System {
+    node: "laptop",
+    name: "laptop",
+    overlay: "100.64.0.11",
+    underlay: "10.10.0.100",
+};
+const GATEWAYS: [System; 3] = [
+    System {
+        node: "gw1",
+        name: "menlo-gw-1",
+        overlay: "100.64.0.2",
+        underlay: "10.10.0.1",
+    },
+    System {
+        node: "gw2",
+        name: "menlo-gw-2",
+        overlay: "100.64.0.3",
+        underlay: "10.10.0.2",
+    },
+    System {
+        node: "egress",
+        name: "egress-gw",
+        overlay: "100.64.0.4",
+        underlay: "10.10.0.3",
+    },
+];
+/// The Menlo Park gateways' addresses on the office LAN, in the order of [`GATEWAYS`].
+const GW_LAN: [&str; 2] = ["192.168.77.1", "192.168.77.2"];
+/// `egress-gw`'s address on the "internet" side.
+const EGRESS_OUT: &str = "198.51.100.1";
+
+/// Runs the demo. Returns an error naming the step that did not do what it claims, or the
+/// interruption; everything it made is removed either way.
+pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The first signal sets the flag; a second one, while the flag is set, exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    let mut demo = Demo {
+        ctx,
+        stop,
+        steps: Vec::new(),
+    };
+    println!(
+        "Enclave gateway demo: a laptop reaches the Menlo Park Office through two gateways, \
+         and the Internet through a third (logs in {})",
+        ctx.log_dir().display()
+    );
+    let outcome = demo.play();
+    println!("\n==> what was shown");
+    for (number, (title, result)) in demo.steps.iter().enumerate() {
+        let verdict = match result {
+            Some(Ok(())) => "ok".to_owned(),
+            Some(Err(reason)) => format!("FAILED: {reason}"),
+            None => "not finished".to_owned(),
+        };
+        println!("    step {:2}: {title:72} {verdict}", number + 1);
+    }
+    if outcome.is_ok() {
+        println!("\nevery step did what it claims; everything was torn down");
+    }
+    outcome
+}
+
+struct Demo<'c> {
+    ctx: &'c Ctx,
+    stop: Arc<AtomicBool>,
+    /// Each step's title and outcome (`None` while it runs, or when it was interrupted).
+    steps: Vec<(String, Option<Result<(), String>>)>,
+}
+
+/// What the setup made: the topology and the running agents.
+struct Stage {
+    /// Agent processes by node; dropped (ended) before the topology.
+    agents: BTreeMap<&'static str, Process>,
+    files: BTreeMap<&'static str, AgentFiles>,
+    network: PathBuf,
+    topo: Topology,
+}
+
+impl Stage {
+    fn ns(&self, node: &str) -> &Netns {
+        self.topo.ns(node)
+    }
+}
+
+impl Demo<'_> {
+    fn play(&mut self) -> anyhow::Result<()> {
+        let mut stage = self.setup()?;
+        let outcome = self.scenes(&mut stage);
+        let teardown = self.teardown(stage);
+        outcome.and(teardown)
+    }
+
+    /// Starts step `title`: prints its progress line and records it.
+    fn begin(&mut self, title: &str) -> anyhow::Result<()> {
+        self.interrupted()?;
+        self.steps.push((title.to_owned(), None));
+        println!("\n==> step {}: {title}", self.steps.len());
+        Ok(())
+    }
+
+    /// Ends the current step: records its outcome and turns a failure into an error that names
+    /// the step.
+    fn end<T>(&mut self, outcome: anyhow::Result<T>) -> anyhow::Result<T> {
+        let number = self.steps.len();
+        let Some((title, result)) = self.steps.last_mut() else {
+            return outcome;
+        };
+        match outcome {
+            Ok(value) => {
+                *result = Some(Ok(()));
+                println!("    ok");
+                Ok(value)
+            }
+            Err(err) if self.stop.load(Ordering::Relaxed) => {
+                Err(err.context(format!("interrupted during step {number} ({title})")))
+            }
+            Err(err) => {
+                // The summary keeps the reason's first line; the error has it all.
+                let reason = format!("{err:#}");
+                *result = Some(Err(reason.lines().next().unwrap_or_default().to_owned()));
+                Err(err.context(format!("step {number} ({title}) did not do what it claims")))
+            }
+        }
+    }
+
+    /// An error when Ctrl-C (or SIGTERM) arrived.
+    fn interrupted(&self) -> anyhow::Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            bail!("interrupted (SIGINT/SIGTERM)");
+        }
+        Ok(())
+    }
+
+    /// Polls `condition` every 50 ms until it holds (true) or `timeout` passes (false); an
+    /// interruption is an error.
+    fn wait(&self, timeout: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.interrupted()?;
+            if condition() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `argv` in `ns`, showing the command and its output indented; returns its exit
+    /// success and standard output.
+    fn show(&self, ns: &Netns, argv: &[&str]) -> anyhow::Result<(bool, String)> {
+        self.interrupted()?;
+        println!("    [{}]# {}", ns.node(), shown(argv));
+        let output = ns.exec_output(argv)?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        indent(&stdout);
+        indent(&String::from_utf8_lossy(&output.stderr));
+        self.interrupted()?;
+        Ok((output.status.success(), stdout))
+    }
+
+    // ----- setup -----
+
+    fn setup(&mut self) -> anyhow::Result<Stage> {
+        self.begin("build the namespaces: laptop, 3 gateways, office LAN, internet host")?;
+        let built = self.build();
+        let topo = self.end(built)?;
+
+        self.begin("make keys with `enclave-agent keygen` and write the network definition")?;
+        let network = self.ctx.log_dir().join("network.toml");
+        let mut files = BTreeMap::new();
+        for system in [&LAPTOP].into_iter().chain(GATEWAYS.iter()) {
+            let node_files = prepare(self.ctx, topo.ns(system.node), &network, "")
+                .with_context(|| format!("cannot prepare the agent of {}", system.name))?;
+            println!(
+                "    {:11} public key {}  config {}",
+                system.name,
+                node_files.public_key,
+                node_files.config.display()
+            );
+            files.insert(system.node, node_files);
+        }
+        let text = definition(&files);
+        write_definition(&network, &text)?;
+        println!("    {}:", network.display());
+        indent(&text);
+        let agent = self
+            .ctx
+            .bin("enclave-agent")?
+            .to_string_lossy()
+            .into_owned();
+        let network_arg = network.to_string_lossy().into_owned();
+        let (valid, _) = self.show(
+            topo.ns("laptop"),
+            &[agent.as_str(), "policy", "check", network_arg.as_str()],
+        )?;
+        let outcome = if valid {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "`enclave-agent policy check` refused the definition"
+            ))
+        };
+        self.end(outcome)?;
+
+        self.begin("start enclave-gw on the three gateways, then enclave-agent on the laptop")?;
+        let mut stage = Stage {
+            agents: BTreeMap::new(),
+            files,
+            network,
+            topo,
+        };
+        let outcome = self.start_agents(&mut stage);
+        self.end(outcome)?;
+        Ok(stage)
+    }
+
+    fn build(&self) -> anyhow::Result<Topology> {
+        let topo = self.ctx.topology(&topology())?;
+        for ns in topo.nodes() {
+            println!("    {:7} {}", ns.node(), ns.name());
+        }
+        let (_, listed) =
+            self.show(topo.ns("lan"), &["ip", "-brief", "address", "show", "eth0"])?;
+        if !DCS
+            .iter()
+            .chain([&PRINTER])
+            .all(|a| listed.contains(&format!("{a}/24")))
+        {
+            bail!("the office LAN namespace lacks its addresses");
+        }
+        Ok(topo)
+    }
+
+    fn start_agents(&self, stage: &mut Stage) -> anyhow::Result<()> {
+        for system in GATEWAYS.iter().chain([&LAPTOP]) {
+            let gateway = system.node != LAPTOP.node;
+            let process = self.start_agent(stage, system.node, gateway)?;
+            println!(
+                "    {:11} {} run (PID {}), log {}",
+                system.name,
+                if gateway {
+                    "enclave-gw"
+                } else {
+                    "enclave-agent"
+                },
+                process.pid(),
+                process.log_path().display()
+            );
+            stage.agents.insert(system.node, process);
+        }
+        println!("    waiting for the laptop's route to {LAN} through the tunnel");
+        let laptop = stage.ns(LAPTOP.node);
+        let routed = self.wait(Duration::from_secs(10), || {
+            has_tunnel_route(laptop, &["route", "show", LAN])
+        })?;
+        if !routed {
+            bail!(
+                "the laptop did not get its routes through the tunnel within 10 s; its status:\n{}",
+                self.status_text(stage, LAPTOP.node)
+            );
+        }
+        self.show(laptop, &["ip", "route", "show", "dev", "enclave0"])?;
+        Ok(())
+    }
+
+    /// Starts the agent of `node` and waits until it answers `status`.
+    fn start_agent(&self, stage: &Stage, node: &str, gateway: bool) -> anyhow::Result<Process> {
+        let ns = stage.ns(node);
+        let files = &stage.files[node];
+        let program = if gateway {
+            "enclave-gw"
+        } else {
+            "enclave-agent"
+        };
+        let bin = self.ctx.bin(program)?.to_string_lossy().into_owned();
+        let config = files.config.to_string_lossy().into_owned();
+        let argv = [bin.as_str(), "run", "-c", config.as_str(), "-v", "3"];
+        let mut process = ns.spawn(&format!("{program}-{node}"), &argv, SpawnOpts::default())?;
+        let agent = self
+            .ctx
+            .bin("enclave-agent")?
+            .to_string_lossy()
+            .into_owned();
+        let up = self.wait(Duration::from_secs(10), || {
+            ns.exec(&[agent.as_str(), "status", "-c", config.as_str(), "--json"])
+                .is_ok()
+        })?;
+        if !up {
+            bail!(
+                "{program} on {node} did not answer status within 10 s (running: {}); log:\n{}",
+                process.is_running(),
+                process.log()
+            );
+        }
+        Ok(process)
+    }
+
+    // ----- the scenes -----
+
+    fn scenes(&mut self, stage: &mut Stage) -> anyhow::Result<()> {
+        let laptop = stage.ns(LAPTOP.node);
+        let menlo1 = &GATEWAYS[0];
+
+        self.begin(&format!(
+            "ping {}'s virtual address {} from the laptop",
+            menlo1.name, menlo1.overlay
+        ))?;
+        let outcome = self.ping_expect(laptop, menlo1.overlay, 3, true);
+        self.end(outcome)?;
+
+        self.begin(&format!(
+            "ping the domain controller {} through the gateway",
+            DCS[0]
+        ))?;
+        let outcome = self.reach_dc(stage);
+        self.end(outcome)?;
+
+        self.begin(&format!(
+            "the printer {PRINTER} is refused by the subnet filter"
+        ))?;
+        let outcome = self.printer_refused(stage);
+        self.end(outcome)?;
+
+        self.begin(&format!(
+            "reach the internet host {INTERNET_HOST} through egress-gw's default route"
+        ))?;
+        let outcome = self.internet(stage);
+        self.end(outcome)?;
+
+        self.begin("`enclave-agent status` on the laptop shows \"Gateway for\"")?;
+        let outcome = self.status_step(stage);
+        self.end(outcome)?;
+
+        self.begin("the active gateway's `nft list table ip enclave`: counters move")?;
+        let outcome = self.counters(stage);
+        self.end(outcome)?;
+
+        self.begin("kill the active gateway by PID: traffic continues through the other")?;
+        let outcome = self.failover(stage);
+        self.end(outcome)
+    }
+
+    /// Pings `dst` `count` times from `ns`; `answered` says whether every request must be
+    /// answered, or none.
+    fn ping_expect(&self, ns: &Netns, dst: &str, count: u32, answered: bool) -> anyhow::Result<()> {
+        let count_arg = count.to_string();
+        let (_, out) = self.show(
+            ns,
+            &["ping", "-n", "-c", &count_arg, "-i", "0.2", "-W", "1", dst],
+        )?;
+        let result = enclave_netns::PingResult::parse(&out);
+        if result.transmitted != count {
+            bail!("ping sent {} requests, not {count}", result.transmitted);
+        }
+        match (answered, result.received) {
+            (true, n) if n == count => Ok(()),
+            (true, n) => bail!("{dst} answered {n} of {count} pings"),
+            (false, 0) => {
+                println!("    -> no reply: refused");
+                Ok(())
+            }
+            (false, n) => bail!("{dst} answered {n} of {count} pings, but it should be refused"),
+        }
+    }
+
+    fn reach_dc(&self, stage: &Stage) -> anyhow::Result<()> {
+        let laptop = stage.ns(LAPTOP.node);
+        let (_, route) = self.show(laptop, &["ip", "route", "get", DCS[0]])?;
+        if !route.contains("dev enclave0") {
+            bail!("the laptop does not route {} into the tunnel", DCS[0]);
+        }
+        self.ping_expect(laptop, DCS[0], 3, true)?;
+        // TCP 445 is in the ACL too: the controller's server sees the gateway's LAN address.
+        let _server = stage.ns("lan").echo_server(445)?;
+        let dst: SocketAddr = format!("{}:445", DCS[1]).parse()?;
+        println!(
+            "    [laptop]# (TCP connection to {dst}; the server answers with the source it saw)"
+        );
+        let seen = laptop
+            .tcp_request(dst, Duration::from_secs(3))
+            .with_context(|| format!("no TCP answer from {dst}"))?;
+        println!("    {dst} saw the connection come from {seen}");
+        if !GW_LAN.iter().any(|gw| seen.starts_with(&format!("{gw}:"))) {
+            bail!("{dst} saw {seen}, not a gateway's LAN address (SNAT)");
+        }
+        Ok(())
+    }
+
+    fn printer_refused(&self, stage: &Stage) -> anyhow::Result<()> {
+        let laptop = stage.ns(LAPTOP.node);
+        let (_, route) = self.show(laptop, &["ip", "route", "get", PRINTER])?;
+        if !route.contains("dev enclave0") {
+            bail!(
+                "the laptop does not route {PRINTER} into the tunnel: no reply would prove nothing"
+            );
+        }
+        self.ping_expect(laptop, PRINTER, 3, false)?;
+        // The printer itself is up: the gateways reach it on the LAN.
+        println!("    (the printer is up: its own gateway reaches it on the LAN)");
+        self.ping_expect(stage.ns(GATEWAYS[0].node), PRINTER, 1, true)?;
+        let agent = self
+            .ctx
+            .bin("enclave-agent")?
+            .to_string_lossy()
+            .into_owned();
+        let network = stage.network.to_string_lossy().into_owned();
+        let (allowed, out) = self.show(
+            laptop,
+            &[
+                agent.as_str(),
+                "policy",
+                "explain",
+                network.as_str(),
+                "--from",
+                LAPTOP.name,
+                "--to",
+                PRINTER,
+                "--proto",
+                "icmp",
+            ],
+        )?;
+        if allowed || !out.contains("filter") {
+            bail!("`policy explain` does not name the subnet filter as the reason");
+        }
+        Ok(())
+    }
+
+    fn internet(&self, stage: &Stage) -> anyhow::Result<()> {
+        let laptop = stage.ns(LAPTOP.node);
+        let routed = self.wait(Duration::from_secs(5), || {
+            has_tunnel_route(laptop, &["route", "show", "table", "all", "default"])
+        })?;
+        if !routed {
+            bail!(
+                "the laptop got no default route through the tunnel within 5 s; its status:\n{}",
+                self.status_text(stage, LAPTOP.node)
+            );
+        }
+        let (_, route) = self.show(laptop, &["ip", "route", "get", INTERNET_HOST])?;
+        if !route.contains("dev enclave0") {
+            bail!("the laptop does not route {INTERNET_HOST} into the tunnel");
+        }
+        // The laptop's own LAN (where the gateways' encrypted UDP goes) stays direct.
+        let (_, underlay) = self.show(laptop, &["ip", "route", "get", GATEWAYS[2].underlay])?;
+        if underlay.contains("enclave0") {
+            bail!("the laptop's own LAN would go into the tunnel");
+        }
+        self.ping_expect(laptop, INTERNET_HOST, 3, true)
+    }
+
+    fn status_step(&self, stage: &Stage) -> anyhow::Result<()> {
+        let text = self.status_text(stage, LAPTOP.node);
+        indent(&text);
+        for want in [
+            format!("Peer: {}", GATEWAYS[0].name),
+            format!("Peer: {}", GATEWAYS[1].name),
+            "Gateway for".to_owned(),
+            format!("{LAN} (active)"),
+            "0.0.0.0/0 (active)".to_owned(),
+        ] {
+            if !text.contains(&want) {
+                bail!("status does not show {want:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn counters(&self, stage: &Stage) -> anyhow::Result<()> {
+        let active = self.active_gateway(stage)?;
+        let gw = stage.ns(active.node);
+        println!("    {LAN} goes through {} now", active.name);
+        let (listed, before) = self.show(gw, &["nft", "list", "table", "ip", "enclave"])?;
+        if !listed {
+            bail!("{} has no nft table `ip enclave`", active.name);
+        }
+        let laptop = stage.ns(LAPTOP.node);
+        self.ping_expect(laptop, DCS[1], 5, true)?;
+        println!(
+            "    [{}]# nft list table ip enclave   (lines that changed)",
+            gw.node()
+        );
+        let after = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+        let (old, new): (Vec<&str>, Vec<&str>) =
+            (before.lines().collect(), after.lines().collect());
+        for (i, line) in new.iter().enumerate() {
+            if old.get(i) != Some(line) {
+                println!("    - {}", old.get(i).map_or("", |l| l.trim()));
+                println!("    + {}", line.trim());
+            }
+        }
+        let (was, is) = (counted(&before), counted(&after));
+        println!("    packets counted by the table's rules: {was} before, {is} after");
+        if is <= was {
+            bail!("the counters did not move ({was} packets before, {is} after)");
+        }
+        Ok(())
+    }
+
+    fn failover(&self, stage: &mut Stage) -> anyhow::Result<()> {
+        let active = self.active_gateway(stage)?;
+        let Some(other) = GATEWAYS[..2].iter().find(|g| g.node != active.node) else {
+            bail!("no second office gateway");
+        };
+        let process = stage
+            .agents
+            .get_mut(active.node)
+            .with_context(|| format!("no agent runs on {}", active.name))?;
+        println!(
+            "    killing {} (enclave-gw, PID {}) with SIGKILL",
+            active.name,
+            process.pid()
+        );
+        let killed_at = Instant::now();
+        process.kill9();
+        let laptop = stage.ns(LAPTOP.node);
+        println!("    pinging {} every 50 ms until it answers again", DCS[0]);
+        let back = self.wait(Duration::from_secs(15), || {
+            laptop
+                .exec_output(&["ping", "-n", "-c", "1", "-W", "0.2", DCS[0]])
+                .is_ok_and(|o| o.status.success())
+        })?;
+        if !back {
+            bail!(
+                "{} did not answer within 15 s of killing {}; laptop status:\n{}",
+                DCS[0],
+                active.name,
+                self.status_text(stage, LAPTOP.node)
+            );
+        }
+        println!(
+            "    {} answers again {:.2} s after the kill",
+            DCS[0],
+            killed_at.elapsed().as_secs_f64()
+        );
+        self.ping_expect(laptop, DCS[0], 3, true)?;
+        let now = self.active_gateway(stage)?;
+        let text = self.status_text(stage, LAPTOP.node);
+        println!("    [laptop]# enclave-agent status   (routed subnets)");
+        let routed: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Routed subnets"))
+            .collect();
+        indent(&routed.join("\n"));
+        if now.node != other.node {
+            bail!("{LAN} goes through {}, not {}", now.name, other.name);
+        }
+        if !text.contains(&format!("failed over from {}", active.name)) {
+            bail!("status does not show the failover from {}", active.name);
+        }
+        Ok(())
+    }
+
+    /// The office gateway the laptop uses for the LAN now, from `status --json`.
+    fn active_gateway(&self, stage: &Stage) -> anyhow::Result<&'static System> {
+        let json = self.status_json(stage, LAPTOP.node)?;
+        let routes = json["routes"]
+            .as_array()
+            .context("status --json has no routes")?;
+        let name = routes
+            .iter()
+            .find(|r| r["subnet"] == LAN)
+            .and_then(|r| r["gateway"].as_str())
+            .with_context(|| format!("the laptop has no active gateway for {LAN}"))?;
+        GATEWAYS[..2]
+            .iter()
+            .find(|g| g.name == name)
+            .with_context(|| format!("{LAN} goes through {name:?}, not an office gateway"))
+    }
+
+    fn status_json(&self, stage: &Stage, node: &str) -> anyhow::Result<serde_json::Value> {
+        let agent = self
+            .ctx
+            .bin("enclave-agent")?
+            .to_string_lossy()
+            .into_owned();
+        let config = stage.files[node].config.to_string_lossy().into_owned();
+        let out =
+            stage
+                .ns(node)
+                .exec(&[agent.as_str(), "status", "-c", config.as_str(), "--json"])?;
+        serde_json::from_str(&out).context("status --json is not JSON")
+    }
+
+    /// `enclave-agent status` of `node`, or why there is none.
+    fn status_text(&self, stage: &Stage, node: &str) -> String {
+        let status = || -> anyhow::Result<String> {
+            let agent = self
+                .ctx
+                .bin("enclave-agent")?
+                .to_string_lossy()
+                .into_owned();
+            let config = stage.files[node].config.to_string_lossy().into_owned();
+            Ok(stage
+                .ns(node)
+                .exec(&[agent.as_str(), "status", "-c", config.as_str()])?)
+        };
+        status().unwrap_or_else(|e| format!("(no status: {e:#})"))
+    }
+
+    // ----- teardown -----
+
+    /// Stops the agents (SIGTERM: each removes what it made), removes the namespaces, and checks
+    /// that none is left.
+    fn teardown(&self, stage: Stage) -> anyhow::Result<()> {
+        println!("\n==> teardown: stop the agents, remove the namespaces");
+        let Stage {
+            mut agents, topo, ..
+        } = stage;
+        for (node, process) in &mut agents {
+            let pid = process.pid();
+            match process.stop() {
+                Some(status) => println!("    {node:7} agent (PID {pid}) exited: {status}"),
+                None => println!("    {node:7} agent had already ended"),
+            }
+        }
+        drop(agents);
+        let names: Vec<String> = topo.nodes().iter().map(|ns| ns.name().to_owned()).collect();
+        drop(topo);
+        let listed = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .context("cannot run `ip netns list`")?;
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let left: Vec<&String> = names
+            .iter()
+            .filter(|name| {
+                listed
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(name))
+            })
+            .collect();
+        if !left.is_empty() {
+            bail!("namespaces left after the teardown: {left:?}");
+        }
+        println!(
+            "    removed {} namespaces: {}",
+            names.len(),
+            names.join(" ")
+        );
+        Ok(())
+    }
+}
+
+/// The topology: the laptop and the three gateways on an underlay segment; the office LAN (one
+/// namespace with the printer's and both controllers' addresses) behind the Menlo Park
+/// gateways; the internet host behind `egress-gw`, as its upstream router. Forwarding is left
+/// to the agents.
+fn topology() -> TopologySpec {
+    let mut spec = TopologySpec::new("demo");
+    spec.node(LAPTOP.node);
+    for gw in &GATEWAYS {
+        spec.node(gw.node);
+    }
+    spec.node("lan").node("inet");
+    let mut wan = vec![(LAPTOP.node, "eth0")];
+    wan.extend(GATEWAYS.iter().map(|g| (g.node, "eth0")));
+    spec.segment("wan", &wan).segment(
+        "lan",
+        &[
+            (GATEWAYS[0].node, "lan0"),
+            (GATEWAYS[1].node, "lan0"),
+            ("lan", "eth0"),
+        ],
+    );
+    spec.link((GATEWAYS[2].node, "out0"), ("inet", "eth0"));
+    spec.addr(LAPTOP.node, "eth0", &format!("{}/24", LAPTOP.underlay));
+    for gw in &GATEWAYS {
+        spec.addr(gw.node, "eth0", &format!("{}/24", gw.underlay));
+    }
+    for (gw, addr) in GATEWAYS.iter().zip(GW_LAN) {
+        spec.addr(gw.node, "lan0", &format!("{addr}/24"));
+    }
+    for addr in [PRINTER, DCS[0], DCS[1]] {
+        spec.addr("lan", "eth0", &format!("{addr}/24"));
+    }
+    spec.addr(GATEWAYS[2].node, "out0", &format!("{EGRESS_OUT}/24"))
+        .addr("inet", "eth0", &format!("{INTERNET_HOST}/24"))
+        // egress-gw reaches "the Internet" through its upstream router, the internet host: a
+        // gateway serves 0.0.0.0/0 only while it has a default route of its own.
+        .route(GATEWAYS[2].node, &format!("default via {INTERNET_HOST}"));
+    spec
+}
+
+/// The network definition: the laptop tagged `users`; the office gateways serving the LAN to
+/// `users` with a subnet filter (the domain controllers only) and an ACL (ping, SMB, RDP);
+/// `egress-gw` serving the default route.
+fn definition(files: &BTreeMap<&str, AgentFiles>) -> String {
+    let key = |node: &str| files.get(node).map_or("", |f| f.public_key.as_str());
+    let mut text = format!(
+        "[network]\noverlay = \"{OVERLAY}\"\n\n\
+         [[system]]\nname = \"{}\"\npublic_key = \"{}\"\naddress = \"{}\"\ntags = [\"users\"]\n",
+        LAPTOP.name,
+        key(LAPTOP.node),
+        LAPTOP.overlay
+    );
+    for gw in &GATEWAYS {
+        let subnets = if gw.node == GATEWAYS[2].node {
+            "\"0.0.0.0/0\"".to_owned()
+        } else {
+            format!("\"{LAN}\"")
+        };
+        text.push_str(&format!(
+            "\n[[system]]\nname = \"{}\"\npublic_key = \"{}\"\naddress = \"{}\"\n\
+             endpoint = \"{}:51820\"\n\n[system.gateway]\nallowed = true\nsubnets = [{subnets}]\n",
+            gw.name,
+            key(gw.node),
+            gw.overlay,
+            gw.underlay
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[gateway_policy]]\nname = \"users to the Menlo Park Office domain controllers\"\n\
+         senders = [\"users\"]\ngateways = [\"{}\", \"{}\"]\nsubnets = [\"{LAN}\"]\n\
+         filter = [\"{}-{}\"]\n\
+         acl = [\n  {{ protocol = \"icmp\", label = \"ping\" }},\n  \
+         {{ protocol = \"tcp\", ports = 445, label = \"SMB\" }},\n  \
+         {{ protocol = \"tcp\", ports = 3389, label = \"RDP\" }},\n]\n\
+         \n[[gateway_policy]]\nname = \"users to the Internet\"\nsenders = [\"users\"]\n\
+         gateways = [\"{}\"]\nsubnets = [\"0.0.0.0/0\"]\nacl = [{{ protocol = \"any\" }}]\n",
+        GATEWAYS[0].name, GATEWAYS[1].name, DCS[0], DCS[1], GATEWAYS[2].name
+    ));
+    text
+}
+
+/// Whether `ip ARGS` in `ns` lists a route through the tunnel.
+fn has_tunnel_route(ns: &Netns, args: &[&str]) -> bool {
+    let mut argv = vec!["ip"];
+    argv.extend(args);
+    ns.exec(&argv).is_ok_and(|out| out.contains("dev enclave0"))
+}
+
+/// The packets counted by every `counter` of an `nft list` output.
+fn counted(listing: &str) -> u64 {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("counter packets ")?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn shown(argv: &[&str]) -> String {
+    argv.iter()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .filter(|_| a.starts_with('/') && a.contains("/debug/"))
+                .map_or_else(|| (*a).to_owned(), |f| f.to_string_lossy().into_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn indent(text: &str) {
+    for line in text.lines() {
+        println!("      {line}");
+    }
+}
