@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::netlink::Rtnl;
-use crate::plan::{plan, Conflict, ConflictKind, Desired, Plan};
+use crate::plan::{plan, Conflict, Desired, Plan};
 use crate::sysctl::{self, SRC_VALID_MARK};
 use crate::{Error, Result};
 
@@ -140,20 +140,16 @@ impl RouteManager {
         if desired.default_route.is_none() || tunnel.is_none() {
             self.restore_src_valid_mark()?;
         }
-        for c in &p.conflicts {
-            let theirs_on = c
-                .theirs
-                .oif
-                .map_or_else(|| "no interface".to_string(), |i| format!("interface {i}"));
-            match c.kind {
-                ConflictKind::Equal => tracing::warn!(
-                    ours = %c.ours.dst, table = c.ours.table, theirs = %c.theirs.dst, on = %theirs_on,
-                    "another route to the same destination exists; ours is left out"
-                ),
-                ConflictKind::MoreSpecific => tracing::warn!(
-                    ours = %c.ours.dst, table = c.ours.table, theirs = %c.theirs.dst, on = %theirs_on,
-                    "a more specific route takes part of our destination elsewhere"
-                ),
+        if !p.conflicts.is_empty() {
+            let names = self.rtnl.links()?;
+            for c in &p.conflicts {
+                let on = c.theirs.oif.and_then(|i| names.get(&i).cloned());
+                tracing::warn!(
+                    ours = %c.ours.dst,
+                    theirs = %c.theirs.dst,
+                    "{}",
+                    c.describe(on.as_deref())
+                );
             }
         }
         report.conflicts = p.conflicts;

@@ -204,6 +204,32 @@ pub struct Conflict {
     pub kind: ConflictKind,
 }
 
+impl Conflict {
+    /// The conflict in one plain sentence; `interface` is the name of the foreign route's
+    /// interface when known (its index is used otherwise).
+    pub fn describe(&self, interface: Option<&str>) -> String {
+        let on = match (interface, self.theirs.oif) {
+            (Some(name), _) => format!("on {name}"),
+            (None, Some(index)) => format!("on interface {index}"),
+            (None, None) => format!("of type {}", self.theirs.kind),
+        };
+        let ours = format!(
+            "our route {} (table {}, metric {})",
+            self.ours.dst, self.ours.table, self.ours.metric
+        );
+        match self.kind {
+            ConflictKind::Equal => format!(
+                "{ours} is left out: another program's route to {} {on} (protocol {}) is in the way",
+                self.theirs.dst, self.theirs.protocol
+            ),
+            ConflictKind::MoreSpecific => format!(
+                "{ours} is installed, but the more specific route {} {on} (protocol {}) takes that part elsewhere",
+                self.theirs.dst, self.theirs.protocol
+            ),
+        }
+    }
+}
+
 /// What to do to get from the kernel's state to the wanted one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -512,6 +538,33 @@ mod tests {
         let p = plan(&desired(&["192.168.77.0/24"]), Some(TUN), &kernel, &[]);
         assert_eq!(p.remove_routes, vec![kernel[0].clone()]);
         assert!(p.add_routes.is_empty());
+    }
+
+    #[test]
+    fn conflicts_read_as_plain_sentences() {
+        let kernel = vec![
+            kroute("192.168.77.0/24", TABLE_MAIN, ETH, 2),
+            kroute("10.1.2.0/24", TABLE_MAIN, ETH, 4),
+        ];
+        let p = plan(
+            &desired(&["192.168.77.0/24", "10.1.0.0/16"]),
+            Some(TUN),
+            &kernel,
+            &[],
+        );
+        let text: Vec<String> = p
+            .conflicts
+            .iter()
+            .map(|c| c.describe(Some("eth0")))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "our route 10.1.0.0/16 (table 254, metric 0) is installed, but the more specific route 10.1.2.0/24 on eth0 (protocol 4) takes that part elsewhere",
+                "our route 192.168.77.0/24 (table 254, metric 0) is left out: another program's route to 192.168.77.0/24 on eth0 (protocol 2) is in the way",
+            ]
+        );
+        assert!(p.conflicts[0].describe(None).contains("on interface 2"));
     }
 
     #[test]
