@@ -7,7 +7,9 @@
 //! (key 0x11…, seed 7) initiated and sent an ICMP echo request; wireguard-go
 //! answered the handshake and returned the echo reply. In the second,
 //! wireguard-go initiated towards our device (key 0x33…, seed 8) to carry a
-//! `ping` from the namespace.
+//! `ping` from the namespace. In the third, wireguard-go initiated towards
+//! the same device under load: it got a cookie reply, and its retry five
+//! seconds later carried a mac2 made with that cookie.
 //!
 //! Replaying the same inputs with the same seed must reproduce our bytes
 //! exactly and accept wireguard-go's, which proves the handshake, the key
@@ -19,7 +21,9 @@ mod sim;
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use enclave_wg::{Decapsulated, Device, Encapsulated, PeerConfig, PrivateKey, PublicKey};
+use enclave_wg::{
+    Decapsulated, Device, DropReason, Encapsulated, PeerConfig, PrivateKey, PublicKey,
+};
 use sim::TestRng;
 
 const WIREGUARD_GO_PUBLIC: &str = "D6poTtKIZ7l/Smot7l34zpdOdrcBjj8iocTPJnhXDyA=";
@@ -164,4 +168,87 @@ fn wireguard_go_initiates_and_we_answer() {
         replayed,
         Decapsulated::Dropped(enclave_wg::DropReason::StaleTimestamp)
     );
+}
+
+// Exchange 3: wireguard-go initiates while our device is under load.
+const LOADED_FIRST_INITIATION: &[&str] = &[
+    "01000000394349af7ddf590dd72cee01b8f6f0d0cf47ebc317d786ec36216bd72742e1c2d42d1555",
+    "a18a19fa2efcd0859ac89ecf413e68f2ec570b4656f37f8c0dfd76333d8a5e0eef88d42ca4df1661",
+    "2d463ca6146ee23e8e881f98e8cb5c8c3d34019041704954105e75b1a684d84f8b235ef81bbf6e7c",
+    "6998f8346a14f014c06aa73600000000000000000000000000000000",
+];
+const OUR_COOKIE_REPLY: &[&str] = &[
+    "03000000394349afca448763fd5d561010c08a560864f75f2bd6b5ed943342f43c53d0798cbebdd1",
+    "7cb562b1df7497d7ebbea76a1600eb1c28c409632421df7a",
+];
+const LOADED_SECOND_INITIATION: &[&str] = &[
+    "0100000031627aec7ec963a20d9447694f09047339c8f949b806a99e8000482316a5db9b8b84a921",
+    "fb7431cb2a0f2193236f628009b038d153dfd63dee652bfe27c05c0fad10c734d48d066d16e374f6",
+    "cb57422c249730600e1db89d7eb943f6a7758ca3a648e9768cb44e164cab7085fd5f50cd45f6f545",
+    "c09ee01116e2053482ed164b113562caf50aadb857c8755ebb45d057",
+];
+const LOADED_OUR_RESPONSE: &[&str] = &[
+    "020000006d325f5b31627aec986e891386a66b29cff484b48d89bee9925d89bfe4ce31d6ffaef6d7",
+    "a7de4a4907b82853e31329c54412d1da40d82a00ce563dac34192df4bfbca22a7d50aa2b00000000",
+    "000000000000000000000000",
+];
+const LOADED_THEIR_TRANSPORT: &[&str] = &[
+    "040000006d325f5b000000000000000098341365d64335abcd954cd4e8832753b1401c275a3f825c",
+    "8665f45f13e6ec264330edcbaa9efe3ffde1d51ad18ad41ffb8f3f108de88981d7df9e4cb09ee9c7",
+    "88644012839c9e172820d28608ee032b6dacf5c78e4596d33a8a4e136ae22e5850f0ff5aead1abe1",
+    "4af16145f929ddba",
+];
+const LOADED_ECHO_REQUEST: &[&str] = &[
+    "450000546e6a40004001b7750a6300010a6300030800fe2a38540001e700096b000000008cdf0700",
+    "00000000636c617665656e636c617665656e636c617665656e636c617665656e636c617665656e63",
+    "6c617665",
+];
+
+#[test]
+fn wireguard_go_honours_our_cookie_reply() {
+    let wall = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
+    let now = Instant::now();
+    let wg_go = "127.0.0.1:51820".parse().expect("address");
+    let (mut device, theirs) = device(0x33, 8, None);
+    device.set_under_load(true);
+    let mut out = vec![0u8; 2048];
+
+    let first = device.decapsulate(wg_go, &bytes(LOADED_FIRST_INITIATION), now, wall, &mut out);
+    assert_eq!(first, Decapsulated::Dropped(DropReason::CookieRequired));
+    let reply = device.poll_transmit().expect("a cookie reply");
+    assert_eq!(reply.dst, wg_go);
+    assert_eq!(reply.payload, bytes(OUR_COOKIE_REPLY));
+    assert_eq!(
+        device.peer(&theirs).and_then(|info| info.endpoint),
+        None,
+        "nothing learnt"
+    );
+
+    // wireguard-go's retry carries mac2 made with our cookie.
+    let second = device.decapsulate(wg_go, &bytes(LOADED_SECOND_INITIATION), now, wall, &mut out);
+    assert_eq!(second, Decapsulated::Consumed { peer: Some(theirs) });
+    let response = device.poll_transmit().expect("a response");
+    assert_eq!(response.payload, bytes(LOADED_OUR_RESPONSE));
+
+    let delivered = device.decapsulate(wg_go, &bytes(LOADED_THEIR_TRANSPORT), now, wall, &mut out);
+    let expected = bytes(LOADED_ECHO_REQUEST);
+    assert_eq!(
+        delivered,
+        Decapsulated::Deliver {
+            peer: theirs,
+            len: expected.len()
+        }
+    );
+    assert_eq!(&out[..expected.len()], &expected[..]);
+
+    // From another address the cookie is not valid.
+    let elsewhere = "127.0.0.1:51821".parse().expect("address");
+    let moved = device.decapsulate(
+        elsewhere,
+        &bytes(LOADED_SECOND_INITIATION),
+        now,
+        wall,
+        &mut out,
+    );
+    assert_eq!(moved, Decapsulated::Dropped(DropReason::CookieRequired));
 }
