@@ -18,6 +18,7 @@ mod explain;
 mod model;
 mod raw;
 mod render;
+mod schema;
 mod trust;
 mod validate;
 mod view;

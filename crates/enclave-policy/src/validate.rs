@@ -38,6 +38,9 @@ pub struct Loaded {
 /// [`Error::Invalid`] with every error (and warning) found, in file order.
 pub fn load(file: &str, text: &str) -> Result<Loaded> {
     let mut sink = Sink::new(file, text);
+    if crate::schema::unknown_fields(text, &mut sink) {
+        return Err(invalid(file, sink));
+    }
     let raw: RawDefinition = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(err) => {

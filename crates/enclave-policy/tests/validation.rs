@@ -55,7 +55,7 @@ fn toml_syntax_error_has_position() {
 }
 
 #[test]
-fn unknown_field_is_an_error() {
+fn every_unknown_field_is_reported() {
     check(
         &format!(
             r#"
@@ -64,11 +64,35 @@ name = "a"
 public_key = "{KEY_A}"
 address = "100.64.0.1"
 colour = "blue"
+
+[system.gateway]
+allowed = true
+subnet = ["10.0.0.0/8"]
+
+[[gateway_policy]]
+name = "p"
+senders = ["users"]
+gateways = ["a"]
+subnets = ["10.0.0.0/8"]
+acl = [{{ protocol = "tcp", port = 22 }}]
+
+[gateway_policy.active_hours]
+days = ["mon"]
+hours = ["09:00-17:00"]
+timezone = "UTC"
+
+[extra]
 "#
         ),
         expect![[r#"
             invalid
             net.toml:6:1: error: unknown field `colour`, expected one of `name`, `public_key`, `address`, `tags`, `endpoint`, `enabled`, `gateway`
+            net.toml:10:1: error: unknown field `subnet`, expected one of `allowed`, `subnets`, `removed`, `auto_discover`, `priority`
+              hint: did you mean `subnets`?
+            net.toml:17:28: error: unknown field `port`, expected one of `protocol`, `ports`, `label`
+              hint: did you mean `ports`?
+            net.toml:22:1: error: unknown field `timezone`, expected one of `days`, `hours`, `zone`
+            net.toml:24:2: error: unknown field `extra`, expected one of `network`, `system`, `tag`, `trust_requirement`, `direct_policy`, `gateway_policy`
         "#]],
     );
 }
