@@ -3,6 +3,7 @@
 use crate::Bench;
 
 mod dataplane;
+mod failover;
 mod hostplumbing;
 mod routes;
 
@@ -12,5 +13,6 @@ pub fn all() -> Vec<Bench> {
     all.extend(dataplane::benches());
     all.extend(hostplumbing::benches());
     all.extend(routes::benches());
+    all.extend(failover::benches());
     all
 }
