@@ -4,7 +4,7 @@ use std::fmt;
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
 
-use crate::view::{Grant, View};
+use crate::view::{Grant, PeerView, View};
 
 fn protocol(p: Protocol) -> &'static str {
     match p {
@@ -27,7 +27,7 @@ fn addrs(entries: &[AddrEntry]) -> String {
     parts.join(",")
 }
 
-fn rule(r: &AllowRule) -> String {
+fn what(r: &AllowRule) -> String {
     let mut what = protocol(r.protocol).to_owned();
     if let Some(p) = r.ports {
         if p.first == p.last {
@@ -39,6 +39,11 @@ fn rule(r: &AllowRule) -> String {
     if let Some(label) = &r.label {
         what.push_str(&format!(" \"{label}\""));
     }
+    what
+}
+
+fn rule(r: &AllowRule) -> String {
+    let what = what(r);
     format!(
         "allow [{what}] from {} -> {}",
         addrs(&r.sources),
@@ -170,5 +175,27 @@ impl fmt::Display for View {
             }
         }
         Ok(())
+    }
+}
+
+impl PeerView {
+    /// The seed's `ACLs` line items for `status`: `allow [icmp] from peer -> local`,
+    /// `allow [tcp 445 "SMB"] from local -> peer`, one per rule, inbound first.
+    pub fn acl_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (grants, from, to) in [
+            (&self.inbound, "peer", "local"),
+            (&self.outbound, "local", "peer"),
+        ] {
+            for grant in grants.values() {
+                for r in &grant.rules {
+                    let line = format!("allow [{}] from {from} -> {to}", what(r));
+                    if !out.contains(&line) {
+                        out.push(line);
+                    }
+                }
+            }
+        }
+        out
     }
 }

@@ -423,3 +423,18 @@ fn unknown_system_is_an_error() {
     let err = enclave_policy::compile(&loaded.network, "nope").unwrap_err();
     expect![[r#"no system named "nope" in the network definition"#]].assert_eq(&err.to_string());
 }
+
+#[test]
+fn status_acl_lines_read_like_the_seed() {
+    let loaded = enclave_policy::load("net.toml", DEFINITION).expect("valid definition");
+    let sender = enclave_policy::compile(&loaded.network, "sender").expect("sender");
+    let gateway = enclave_policy::compile(&loaded.network, "printer-gw").expect("gateway");
+    let lines = format!(
+        "{:?}\n{:?}",
+        sender.peers["printer-gw"].acl_lines(),
+        gateway.peers["sender"].acl_lines()
+    );
+    expect![[r#"
+        ["allow [tcp 9100 \"JetDirect\"] from local -> peer", "allow [icmp \"gateway reachability\"] from local -> peer"]
+        ["allow [tcp 9100 \"JetDirect\"] from peer -> local", "allow [icmp \"gateway reachability\"] from peer -> local"]"#]].assert_eq(&lines);
+}
