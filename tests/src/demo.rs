@@ -108,6 +108,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
     if outcome.is_ok() {
         println!("\nevery step did what it claims; everything was torn down");
+    } else if demo.stop.load(Ordering::Relaxed) {
+        println!("\ninterrupted: the agents were ended and the namespaces removed");
     }
     outcome
 }
@@ -668,29 +670,28 @@ impl Demo<'_> {
             }
         }
         drop(agents);
-        let names: Vec<String> = topo.nodes().iter().map(|ns| ns.name().to_owned()).collect();
+        // Every namespace of the topology, the hidden switches too, starts with this prefix.
+        let prefix = topo
+            .ns(LAPTOP.node)
+            .name()
+            .strip_suffix(LAPTOP.node)
+            .context("a namespace name ends with its node's name")?
+            .to_owned();
         drop(topo);
         let listed = std::process::Command::new("ip")
             .args(["netns", "list"])
             .output()
             .context("cannot run `ip netns list`")?;
         let listed = String::from_utf8_lossy(&listed.stdout);
-        let left: Vec<&String> = names
-            .iter()
-            .filter(|name| {
-                listed
-                    .lines()
-                    .any(|l| l.split_whitespace().next() == Some(name))
-            })
+        let left: Vec<&str> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| name.starts_with(&prefix))
             .collect();
         if !left.is_empty() {
             bail!("namespaces left after the teardown: {left:?}");
         }
-        println!(
-            "    removed {} namespaces: {}",
-            names.len(),
-            names.join(" ")
-        );
+        println!("    no namespace {prefix}* is left");
         Ok(())
     }
 }
