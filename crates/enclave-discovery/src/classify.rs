@@ -24,6 +24,8 @@ pub struct Link {
     pub link_type: u16,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// A wireless device (nl80211 knows it).
+    pub wireless: bool,
 }
 
 /// One IPv4 address of an interface.
@@ -124,7 +126,8 @@ fn judge_link(link: &Link, tunnel: Option<&str>) -> Result<String, String> {
         ));
     }
     let what = match kind {
-        None => "ethernet or wireless device".to_string(),
+        None if link.wireless => "wireless device".to_string(),
+        None => "ethernet device".to_string(),
         Some("bridge") => "bridge".to_string(),
         Some("vlan") => "VLAN".to_string(),
         Some("bond") => "bond".to_string(),
@@ -295,6 +298,7 @@ mod tests {
             kind: kind.map(Into::into),
             link_type,
             up,
+            wireless: false,
         }
     }
 
@@ -336,6 +340,10 @@ mod tests {
             link(9, "dummy0", Some("dummy"), ARPHRD_ETHER, true),
             link(10, "eth1", None, ARPHRD_ETHER, true),
             link(11, "gre1", Some("gre"), 778, true),
+            Link {
+                wireless: true,
+                ..link(12, "wlan0", None, ARPHRD_ETHER, true)
+            },
         ];
         let addrs = vec![
             addr(1, "127.0.0.1/8", false),
@@ -351,12 +359,13 @@ mod tests {
             addr(8, "10.8.0.1/24", false),
             addr(9, "10.9.0.1/24", false),
             addr(11, "10.11.0.1/30", false),
+            addr(12, "192.168.1.23/24", false),
         ];
         let d = classify(&links, &addrs, Some("enc0"));
         let expected = "\
 lo Left: loopback
   127.0.0.0/8 (127.0.0.1) Left: interface left: loopback
-eth0 Taken: ethernet or wireless device, up
+eth0 Taken: ethernet device, up
   192.168.77.0/24 (192.168.77.1) Taken: unicast address
   192.168.77.0/24 (192.168.77.2) Taken: secondary unicast address
   10.5.0.0/16 (10.5.0.1) Taken: unicast address
@@ -378,6 +387,8 @@ dummy0 Left: dummy device (virtual, no network behind it)
 eth1 Left: no IPv4 address
 gre1 Left: not an ethernet or wireless device (link type 778, gre)
   10.11.0.0/30 (10.11.0.1) Left: interface left: not an ethernet or wireless device (link type 778, gre)
+wlan0 Taken: wireless device, up
+  192.168.1.0/24 (192.168.1.23) Taken: unicast address
 ";
         assert_eq!(render(&d), expected);
         let subnets: Vec<String> = d.subnets().keys().map(ToString::to_string).collect();
@@ -387,6 +398,7 @@ gre1 Left: not an ethernet or wireless device (link type 778, gre)
                 "10.5.0.0/16",
                 "10.100.0.0/24",
                 "172.20.0.0/24",
+                "192.168.1.0/24",
                 "192.168.77.0/24"
             ]
         );
@@ -423,7 +435,7 @@ gre1 Left: not an ethernet or wireless device (link type 778, gre)
         assert_eq!(d.interfaces[0].choice, Choice::Left);
         assert_eq!(
             d.interfaces[0].reason,
-            "ethernet or wireless device, up, but no usable IPv4 unicast address"
+            "ethernet device, up, but no usable IPv4 unicast address"
         );
         assert!(d.subnets().is_empty());
     }

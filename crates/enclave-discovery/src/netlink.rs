@@ -1,6 +1,7 @@
 //! The netlink shell: reads links and IPv4 addresses of the calling thread's namespace, and
 //! asks the kernel for the route to configured subnets.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -10,10 +11,11 @@ use neli::consts::rtnl::{
     Arphrd, Ifa, IfaF, IfaFFlags, Iff, IffFlags, Ifla, IflaInfo, RtAddrFamily, Rtm,
 };
 use neli::consts::socket::NlFamily;
+use neli::genl::Genlmsghdr;
 use neli::nl::{NlPayload, Nlmsghdr};
 use neli::rtnl::{Ifaddrmsg, Ifinfomsg};
 use neli::socket::NlSocketHandle;
-use neli::types::RtBuffer;
+use neli::types::{GenlBuffer, RtBuffer};
 
 use crate::classify::{
     check_reachability, classify, Address, Discovery, Link, Reachability, RouteAnswer,
@@ -61,6 +63,57 @@ where
     Ok(out)
 }
 
+/// `NL80211_CMD_GET_INTERFACE` and `NL80211_ATTR_IFINDEX` (linux/nl80211.h).
+const NL80211_CMD_GET_INTERFACE: u8 = 5;
+const NL80211_ATTR_IFINDEX: u16 = 3;
+
+/// The indexes of the wireless interfaces of the calling thread's namespace, from nl80211.
+///
+/// A kernel without the nl80211 family (no cfg80211) has no wireless interfaces: that is an
+/// empty set, not an error.
+fn wireless_indexes() -> Result<BTreeSet<u32>> {
+    let mut sock =
+        NlSocketHandle::connect(NlFamily::Generic, None, &[]).map_err(|source| Error::Netlink {
+            what: "open a NETLINK_GENERIC socket",
+            source,
+        })?;
+    let family = match sock.resolve_genl_family("nl80211") {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::debug!(error = %e, "no nl80211 family: no wireless interfaces");
+            return Ok(BTreeSet::new());
+        }
+    };
+    let request = Genlmsghdr::<u8, u16>::new(NL80211_CMD_GET_INTERFACE, 1, GenlBuffer::new());
+    let msg = Nlmsghdr::new(
+        None,
+        family,
+        NlmFFlags::new(&[NlmF::Request, NlmF::Dump]),
+        None,
+        None,
+        NlPayload::Payload(request),
+    );
+    sock.send(msg)
+        .map_err(netlink_err("list wireless interfaces"))?;
+    let mut out = BTreeSet::new();
+    for item in sock.iter::<u16, Genlmsghdr<u8, u16>>(false) {
+        let item = item.map_err(netlink_err("list wireless interfaces"))?;
+        if item.nl_type == u16::from(Nlmsg::Done) {
+            break;
+        }
+        if let NlPayload::Payload(p) = item.nl_payload {
+            let handle = p.get_attr_handle();
+            if let Some(index) = handle
+                .get_attribute(NL80211_ATTR_IFINDEX)
+                .and_then(|a| <[u8; 4]>::try_from(a.nla_payload.as_ref()).ok())
+            {
+                out.insert(u32::from_ne_bytes(index));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn links(sock: &mut NlSocketHandle) -> Result<Vec<Link>> {
     let req = Ifinfomsg::new(
         RtAddrFamily::Unspecified,
@@ -91,6 +144,7 @@ fn links(sock: &mut NlSocketHandle) -> Result<Vec<Link>> {
             kind,
             link_type: msg.ifi_type.into(),
             up: msg.ifi_flags.contains(&Iff::Up),
+            wireless: false,
         });
     }
     Ok(out)
@@ -137,7 +191,11 @@ pub fn discover(tunnel: Option<&str>) -> Result<Discovery> {
             what: "open a NETLINK_ROUTE socket",
             source,
         })?;
-    let links = links(&mut sock)?;
+    let mut links = links(&mut sock)?;
+    let wireless = wireless_indexes()?;
+    for link in &mut links {
+        link.wireless = wireless.contains(&link.index);
+    }
     let addresses = addresses(&mut sock)?;
     tracing::debug!(
         links = links.len(),
