@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use crate::model::{FORWARD_CHAIN, NAT_CHAIN};
-use crate::policy::{interval_text, NatPolicy, Protocol};
+use crate::policy::{comment_text, interval_text, NatPolicy, Protocol};
 use crate::{Error, NatBackend, Result, RuleState};
 
 /// Which iptables the backend drives.
@@ -82,7 +82,7 @@ pub fn presence(save: &str, chain: &str, hook: &str) -> Presence {
 }
 
 fn quote(comment: &str) -> String {
-    format!("\"{}\"", comment.replace(['"', '\\', '\n'], "'"))
+    format!("\"{}\"", comment_text(comment))
 }
 
 fn address_args(

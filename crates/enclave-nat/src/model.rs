@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::policy::{interval_text, NatPolicy, PortRange, Protocol};
+use crate::policy::{comment_text, interval_text, NatPolicy, PortRange, Protocol};
 
 /// The name of our nftables table (family `ip`).
 pub const TABLE: &str = "enclave";
@@ -108,7 +108,7 @@ impl Ruleset {
                     Match::Saddr(s.source),
                 ],
                 verdict: Verdict::Snat(s.to),
-                comment: format!("snat {} to {}", s.egress_interface, s.to),
+                comment: comment_text(&format!("snat {} to {}", s.egress_interface, s.to)),
             })
             .collect();
 
@@ -163,7 +163,7 @@ impl Ruleset {
             forward.push(RuleSpec {
                 matches,
                 verdict: Verdict::Accept,
-                comment: format!("grant {i}: {}", grant.label),
+                comment: comment_text(&format!("grant {i}: {}", grant.label)),
             });
         }
         forward.push(RuleSpec {
@@ -197,9 +197,16 @@ impl Ruleset {
     /// The number of set elements the kernel holds for these sets (an interval is a start
     /// element plus an end element, except one that reaches 255.255.255.255).
     pub fn element_count(&self) -> usize {
-        self.sets
+        self.sets.iter().map(SetSpec::element_count).sum()
+    }
+}
+
+impl SetSpec {
+    /// The number of elements the kernel holds for this set: a start element per interval plus
+    /// an end element, except for an interval that reaches 255.255.255.255.
+    pub fn element_count(&self) -> usize {
+        self.intervals
             .iter()
-            .flat_map(|s| &s.intervals)
             .map(|(_, last)| if *last == Ipv4Addr::BROADCAST { 1 } else { 2 })
             .sum()
     }

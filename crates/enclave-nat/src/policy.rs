@@ -205,6 +205,24 @@ impl fmt::Display for AddressEntry {
     }
 }
 
+/// Text as it goes into a rule comment: quotes, backslashes and control characters replaced,
+/// at most 120 bytes of whole characters (nft and iptables both limit comments).
+pub(crate) fn comment_text(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = match c {
+            '"' | '\\' => '\'',
+            c if c.is_control() => ' ',
+            c => c,
+        };
+        if out.len() + c.len_utf8() > 120 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Writes an inclusive interval the way `nft list` shows it: an address, a prefix when the
 /// interval is exactly one, or `first-last`.
 pub(crate) fn interval_text(first: Ipv4Addr, last: Ipv4Addr) -> String {
@@ -254,6 +272,12 @@ mod tests {
             set.intervals(),
             vec![(ip("0.0.0.0"), ip("255.255.255.255"))]
         );
+    }
+
+    #[test]
+    fn comments_are_made_safe_and_short() {
+        assert_eq!(comment_text("web \"x\"\n\\"), "web 'x' '");
+        assert_eq!(comment_text(&"é".repeat(300)), "é".repeat(60));
     }
 
     #[test]

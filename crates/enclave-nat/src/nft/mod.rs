@@ -202,9 +202,17 @@ impl NftBackend {
                 );
             }
         }
+        let messages = batch.what.len();
         batch.commit(&socket)?;
         self.applied = Some(ruleset.clone());
-        Self::check(&socket, ruleset)
+        Self::check(&socket, ruleset)?;
+        tracing::debug!(
+            messages,
+            sets = ruleset.sets.len(),
+            elements = ruleset.element_count(),
+            "nftables table ip enclave replaced"
+        );
+        Ok(())
     }
 
     /// Compares what the kernel holds with `ruleset`.
@@ -226,17 +234,7 @@ impl NftBackend {
             )));
         }
         for set in &ruleset.sets {
-            let expected: usize = set
-                .intervals
-                .iter()
-                .map(|(_, last)| {
-                    if *last == std::net::Ipv4Addr::BROADCAST {
-                        1
-                    } else {
-                        2
-                    }
-                })
-                .sum();
+            let expected = set.element_count();
             let held = state.set_elements.get(&set.name).copied().unwrap_or(0);
             if held != expected {
                 return Err(Error::ReadBack(format!(

@@ -128,6 +128,24 @@ impl Socket {
         // Extended acks give the kernel's own words for a rejection; older kernels lack them.
         let _ = socket.set_int(libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
         let _ = socket.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20);
+        // Never wait forever for an answer the kernel does not send.
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: `timeout` outlives the call and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &timeout as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(Error::NetlinkSocket(io::Error::last_os_error()));
+        }
         Ok(socket)
     }
 
