@@ -71,7 +71,16 @@ impl GatewaySettings {
     /// How this gateway serves `subnet`, if it may: added by hand, or expected from discovery.
     /// A default route is never discovered; it must be added by hand.
     pub fn source_of(&self, subnet: Ipv4Net) -> Option<crate::SubnetSource> {
-        if !self.allowed || self.removed.contains(&subnet) {
+        if !self.allowed {
+            None
+        } else {
+            self.would_offer(subnet)
+        }
+    }
+
+    /// How this gateway would serve `subnet` if it were allowed to act as a gateway.
+    pub fn would_offer(&self, subnet: Ipv4Net) -> Option<crate::SubnetSource> {
+        if self.removed.contains(&subnet) {
             None
         } else if self.subnets.contains(&subnet) {
             Some(crate::SubnetSource::Manual)

@@ -497,12 +497,21 @@ impl Checker<'_, '_> {
                 None => self
                     .sink
                     .error(&name.span(), format!("no system named {text:?}")),
+                Some(system) if system.gateway.is_none() => self.sink.error_hint(
+                    &name.span(),
+                    format!("system {text:?} is not allowed to act as a gateway"),
+                    format!("add a [system.gateway] table with `allowed = true` to {text:?}"),
+                ),
                 Some(system) if !system.gateway.as_ref().is_some_and(|g| g.allowed) => {
-                    self.sink.error_hint(
+                    // Unmarked by the administrator: its settings stay, it routes nothing.
+                    self.sink.warning(
                         &name.span(),
-                        format!("system {text:?} is not allowed to act as a gateway"),
-                        format!("set `allowed = true` in the [system.gateway] table of {text:?}"),
-                    )
+                        format!(
+                            "system {text:?} is switched off as a gateway (allowed = false): \
+                             this policy routes nothing through it"
+                        ),
+                    );
+                    out.insert(text.clone());
                 }
                 Some(_) => {
                     out.insert(text.clone());
@@ -533,7 +542,7 @@ impl Checker<'_, '_> {
                 systems
                     .get(g)
                     .and_then(|s| s.gateway.as_ref())
-                    .and_then(|s| s.source_of(net))
+                    .and_then(|s| s.would_offer(net))
                     .is_some()
             });
             if !offered && !gateways.is_empty() {

@@ -135,10 +135,11 @@ fn list<T: AsRef<str>>(items: impl IntoIterator<Item = T>) -> String {
     format!("[{}]", parts.join(", "))
 }
 
+/// Whether `g` would offer `subnet` if allowed: validation accepts a switched-off gateway
+/// (with a warning), and compilation must then route nothing through it.
 fn offers(g: &GenGateway, subnet: usize) -> bool {
     let net: Ipv4Net = SUBNETS[subnet].parse().expect("pool subnet");
-    g.allowed
-        && !g.removed.contains(&subnet)
+    !g.removed.contains(&subnet)
         && (g.subnets.contains(&subnet) || (g.auto_discover && net.prefix_len() > 0))
 }
 
@@ -149,9 +150,9 @@ fn within(entry: &AddrEntry, net: &Ipv4Net) -> bool {
     }
 }
 
-/// Renders a definition, repairing what validation would refuse (gateways not allowed,
-/// subnets no chosen gateway offers, filter entries outside the subnets). `reverse` writes
-/// the systems and policies in the opposite order.
+/// Renders a definition, repairing what validation would refuse (systems without gateway
+/// settings named as gateways, subnets no chosen gateway offers, filter entries outside the
+/// subnets). `reverse` writes the systems and policies in the opposite order.
 fn render(systems: &[GenSystem], policies: &[GenPolicy], reverse: bool) -> String {
     let mut blocks = Vec::new();
     for (i, s) in systems.iter().enumerate() {
@@ -197,12 +198,7 @@ fn render(systems: &[GenSystem], policies: &[GenPolicy], reverse: bool) -> Strin
             .gateways
             .iter()
             .copied()
-            .filter(|g| {
-                systems
-                    .get(*g)
-                    .and_then(|s| s.gateway.as_ref())
-                    .is_some_and(|g| g.allowed)
-            })
+            .filter(|g| systems.get(*g).and_then(|s| s.gateway.as_ref()).is_some())
             .collect();
         let subnets: BTreeSet<usize> = p
             .subnets

@@ -181,7 +181,7 @@ acl = [{ protocol = "any" }]
             net.toml:40:8: error: unknown trust requirement kind "password"
               hint: the supported kind is "public_ip"
             net.toml:45:19: error: system "c" is not allowed to act as a gateway
-              hint: set `allowed = true` in the [system.gateway] table of "c"
+              hint: add a [system.gateway] table with `allowed = true` to "c"
             net.toml:45:24: error: no system named "nobody"
             net.toml:46:12: error: subnet 192.168.78.0/24 is not offered by any gateway of this policy ("gw")
               hint: add it to `subnets` in the [system.gateway] table of a gateway (and out of `removed`)
@@ -288,7 +288,7 @@ acl = [{{ protocol = "any" }}]
 }
 
 #[test]
-fn unmarked_gateway_is_refused_with_a_hint() {
+fn gateways_must_be_allowed_and_unmarked_ones_route_nothing() {
     check(
         &format!(
             r#"
@@ -302,18 +302,31 @@ tags = ["users"]
 allowed = false
 subnets = ["192.168.77.0/24"]
 
+[[system]]
+name = "plain"
+public_key = "bcvy1Kcg66j/nNMBY5aOQ/5HCIJ8yWt81xrdP32k1y8="
+address = "100.64.0.2"
+
 [[gateway_policy]]
 name = "p"
 senders = ["users"]
 gateways = ["gw"]
 subnets = ["192.168.77.0/24"]
 acl = [{{ protocol = "icmp" }}]
+
+[[gateway_policy]]
+name = "q"
+senders = ["users"]
+gateways = ["plain"]
+subnets = ["192.168.77.0/24"]
+acl = [{{ protocol = "icmp" }}]
 "#
         ),
         expect![[r#"
             invalid
-            net.toml:15:13: error: system "gw" is not allowed to act as a gateway
-              hint: set `allowed = true` in the [system.gateway] table of "gw"
+            net.toml:20:13: warning: system "gw" is switched off as a gateway (allowed = false): this policy routes nothing through it
+            net.toml:27:13: error: system "plain" is not allowed to act as a gateway
+              hint: add a [system.gateway] table with `allowed = true` to "plain"
         "#]],
     );
 }
