@@ -29,7 +29,7 @@ pub enum Error {
         mode: u32,
     },
     /// The network definition did not pass validation.
-    #[error("{} is not a valid network definition ({} problems)", path.display(), diagnostics.len())]
+    #[error("{} is not a valid network definition:\n{}", path.display(), diagnostics.join("\n"))]
     Definition {
         /// The file.
         path: PathBuf,

@@ -28,6 +28,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: direct_one_way,
         },
         Scenario {
+            name: "agent-bad-input",
+            about: "a readable key, an unknown key, a broken definition and a non-root status client are refused",
+            run: bad_input,
+        },
+        Scenario {
             name: "agent-default-route",
             about: "a default-route gateway carries Internet traffic; the tunnel's UDP and the own LAN stay direct",
             run: default_route,
@@ -271,4 +276,84 @@ fn office_with_default_route<'c>(
         .ns("gw1")
         .exec(&["ip", "route", "add", "default", "via", INTERNET_HOST])?;
     Ok(office)
+}
+
+/// Runs `enclave-agent ARGS` in `ns` and returns (success, stderr).
+fn agent_says(
+    ctx: &Ctx,
+    ns: &enclave_netns::Netns,
+    args: &[&str],
+) -> anyhow::Result<(bool, String)> {
+    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
+    let mut argv = vec![agent.as_str()];
+    argv.extend_from_slice(args);
+    let out = ns.exec_output(&argv)?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut office = Office::start(
+        ctx,
+        "badinput",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[],
+    )?;
+    office.wait_for_route()?;
+    let files = office.files["sender"].clone();
+    let config = files.config.to_string_lossy().into_owned();
+    office.agent("sender")?.stop();
+    let key = files.config.with_file_name("private.key");
+
+    // A key file others may read.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+    let (ok, err) = agent_says(ctx, office.ns("sender"), &["run", "-c", &config])?;
+    ensure!(
+        !ok && err.contains("mode 0644") && err.contains("chmod 600"),
+        "readable key: {err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+
+    // A definition without this system's key.
+    let other = definition(1, "\"users\"", ANY, "").replace(
+        "KEY(laptop)",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    office.set_definition(&other)?;
+    let (ok, err) = agent_says(ctx, office.ns("sender"), &["run", "-c", &config])?;
+    ensure!(
+        !ok && err.contains("has this agent's public key"),
+        "unknown key: {err}"
+    );
+
+    // A broken definition: refused with file, line and column.
+    office.set_definition("[network]\noverlay = \"100.64.0.0/10\"\n[[system]]\nname = 3\n")?;
+    let (ok, err) = agent_says(ctx, office.ns("sender"), &["run", "-c", &config])?;
+    ensure!(
+        !ok && err.contains("network.toml:4:"),
+        "broken definition: {err}"
+    );
+
+    // The control socket answers root only.
+    let gw = office.files["gw1"].config.to_string_lossy().into_owned();
+    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
+    let out = office.ns("gw1").exec_output(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        agent.as_str(),
+        "status",
+        "-c",
+        gw.as_str(),
+    ])?;
+    ensure!(!out.status.success(), "a non-root user read the status");
+    let (ok, _) = agent_says(ctx, office.ns("gw1"), &["status", "-c", &gw])?;
+    ensure!(ok, "root could not read the status");
+    Ok(())
 }

@@ -42,9 +42,10 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 const DISCOVER_EVERY: Duration = Duration::from_millis(250);
 /// How often counters and status are refreshed.
 const STATUS_EVERY: Duration = Duration::from_millis(200);
-/// How often the sessions of gateways that stopped answering are dropped, so that the next
-/// probe starts a fresh handshake (a restarted gateway has forgotten the old session, and
-/// WireGuard alone would only notice after 15 s or more).
+/// How often the sessions of gateways that do not answer are dropped, so that the next probe
+/// starts a fresh handshake: a restarted gateway has forgotten the old session, and a gateway
+/// that added us after we sent our initiation ignored it; WireGuard alone would retry only
+/// after REKEY_TIMEOUT (5 s) or notice after 15 s or more.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// The longest the loop sleeps.
 const TICK: Duration = Duration::from_millis(20);
@@ -350,14 +351,8 @@ impl Agent {
                 true
             }
             Err(err) => {
-                let mut message = format!("{err}; the last good definition stays in force");
-                if let Error::Definition { diagnostics, .. } = &err {
-                    for d in diagnostics {
-                        tracing::error!("{d}");
-                        message.push_str(&format!("\n  {d}"));
-                    }
-                }
-                tracing::error!("{err}; the last good definition stays in force");
+                let message = format!("{err}\nthe last good definition stays in force");
+                tracing::error!("{message}");
                 self.warnings = vec![message];
                 false
             }
@@ -575,14 +570,14 @@ impl Agent {
         self.applied = Some(want);
     }
 
-    /// Drops the sessions of gateways that answered once and stopped, so that the next probe
-    /// starts a new handshake with whatever answers at their endpoint now.
+    /// Drops the sessions of gateways that do not answer, so that the next probe starts a new
+    /// handshake with whatever answers at their endpoint now.
     fn reconnect_lost_gateways(&mut self) {
         let lost: BTreeSet<String> = self
             .selector
             .gateways()
             .into_iter()
-            .filter(|(_, state)| state.lost)
+            .filter(|(_, state)| !state.up)
             .map(|(name, _)| name)
             .collect();
         let Some(want) = self.applied.clone() else {
@@ -591,7 +586,7 @@ impl Agent {
         if lost.is_empty() {
             return;
         }
-        tracing::debug!(gateways = ?lost, "dropping the sessions of gateways that stopped answering");
+        tracing::debug!(gateways = ?lost, "dropping the sessions of gateways that do not answer");
         if let Err(err) = self
             .apply_peers_except(&want, &lost)
             .and_then(|()| self.apply_peers(&want))
