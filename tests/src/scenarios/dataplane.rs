@@ -247,7 +247,7 @@ fn transfer(
                     }
                 };
                 stream.set_nonblocking(false)?;
-                stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
                 let mut hasher = DefaultHasher::new();
                 let mut total = 0;
                 let mut buf = vec![0u8; 1 << 16];
@@ -270,7 +270,7 @@ fn transfer(
                 let dst = SocketAddr::from((to_addr, port));
                 let mut stream = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
                     .with_context(|| format!("cannot connect to {dst} through the tunnel"))?;
-                stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+                stream.set_write_timeout(Some(Duration::from_secs(60)))?;
                 let mut pattern = Pattern(0x9e37_79b9_7f4a_7c15 ^ u64::from(port));
                 let mut hasher = DefaultHasher::new();
                 let mut buf = vec![0u8; 1 << 16];
@@ -379,8 +379,12 @@ fn wireguard_go_initiates(ctx: &Ctx) -> anyhow::Result<()> {
         endpoint.first().map(String::as_str) == Some(&format!("{A_UNDERLAY}:{WG_PORT}")),
         "our side learnt endpoint {endpoint:?}"
     );
-    // Roaming: wireguard-go's node moves to a new address while it sends to us.
+    // Roaming: wireguard-go's node moves to a new address while it sends to us. wireguard-go
+    // keeps sending from the source address it last used until that fails for 15 s; setting
+    // the endpoint again drops that cached source at once, as a roaming client does when its
+    // network changes. Our side must follow the new address from authenticated packets.
     let a = p.a();
+    let b_public = a.exec(&["wg", "show", IFACE, "peers"])?.trim().to_owned();
     transfer(a, p.b(), B_OVERLAY, 5003, || {
         std::thread::sleep(Duration::from_millis(300));
         a.exec(&[
@@ -399,6 +403,8 @@ fn wireguard_go_initiates(ctx: &Ctx) -> anyhow::Result<()> {
             "dev",
             "eth0",
         ])?;
+        let endpoint = format!("{B_UNDERLAY}:{WG_PORT}");
+        a.exec(&["wg", "set", IFACE, "peer", &b_public, "endpoint", &endpoint])?;
         Ok(())
     })
     .context("the transfer across the roam failed")?;
