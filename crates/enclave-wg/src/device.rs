@@ -56,6 +56,7 @@ pub struct Device {
     routes: AllowedIps<Slot>,
     cookie_checker: CookieChecker,
     under_load: bool,
+    mtu: Option<usize>,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -87,6 +88,7 @@ impl Device {
             routes: AllowedIps::new(),
             cookie_checker: CookieChecker::new(),
             under_load: false,
+            mtu: None,
             last_now: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -272,6 +274,14 @@ impl Device {
         Some(self.peers.get(slot)?.as_ref()?.config.public_key)
     }
 
+    /// The MTU of the tunnel interface. Padding then never makes a packet's
+    /// plaintext longer than the MTU (as wireguard-go does), so a full-sized
+    /// packet does not grow past what the underlay was sized for. Without
+    /// it, plaintext is always padded to the next multiple of 16 bytes.
+    pub fn set_mtu(&mut self, mtu: Option<u16>) {
+        self.mtu = mtu.map(usize::from);
+    }
+
     /// Whether the device is treating itself as under load (see [`Device::set_under_load`]).
     pub fn under_load(&self) -> bool {
         self.under_load
@@ -306,8 +316,9 @@ impl Device {
         if out.len() < crate::encapsulated_len(ip_packet.len()) {
             return Encapsulated::Dropped(DropReason::BufferTooSmall);
         }
+        let mtu = self.mtu;
         let sealed = peer.sending_session(now).and_then(|session| {
-            let len = session.seal(ip_packet, out)?;
+            let len = session.seal(ip_packet, mtu, out)?;
             let rekey = session.sent() >= REKEY_AFTER_MESSAGES
                 || (session.initiator
                     && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
@@ -528,7 +539,7 @@ impl Device {
         let mut buffer = [0u8; crate::TRANSPORT_OVERHEAD];
         match peer
             .sending_session(now)
-            .and_then(|session| session.seal(&[], &mut buffer))
+            .and_then(|session| session.seal(&[], None, &mut buffer))
         {
             Some(len) => {
                 peer.tx_bytes += len as u64;
@@ -565,11 +576,12 @@ impl Device {
         let Some(dst) = peer.config.endpoint else {
             return;
         };
+        let mtu = self.mtu;
         while let Some(mut packet) = peer.queue.pop_front() {
             let mut payload = vec![0u8; crate::encapsulated_len(packet.len())];
             let sealed = peer
                 .sending_session(now)
-                .and_then(|session| session.seal(&packet, &mut payload));
+                .and_then(|session| session.seal(&packet, mtu, &mut payload));
             zeroize::Zeroize::zeroize(&mut packet);
             let Some(len) = sealed else {
                 break;

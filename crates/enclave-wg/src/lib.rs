@@ -14,7 +14,8 @@
 //!   replayed or older initiations are rejected (`handshake`);
 //! - mac1, mac2 and XChaCha20-Poly1305 cookie replies under load (5.4.4,
 //!   5.4.7; `cookie`);
-//! - transport data with 64-bit counters, plaintext padded to 16 bytes, and
+//! - transport data with 64-bit counters, plaintext padded to 16 bytes (but
+//!   not past the tunnel MTU given to [`Device::set_mtu`]), and
 //!   a 2048-bit sliding replay window as in RFC 6479 (5.4.6; `session`);
 //! - the timers of section 6 ([`timers`]): rekey after time and messages,
 //!   reject after time and messages, handshake retransmission with jitter
@@ -45,6 +46,7 @@
 //! - Sleep until [`Device::poll_timeout`] and then call
 //!   [`Device::handle_timeout`]; call it once after any configuration change
 //!   as well, so that a new persistent keepalive goes out at once.
+//! - [`Device::set_mtu`] with the TUN device's MTU.
 //! - [`Device::set_under_load`] when the receive queue is deep (the
 //!   paper's section 5.3): handshakes then need a cookie.
 //!

@@ -74,6 +74,18 @@ impl ReplayWindow {
     }
 }
 
+/// The padded plaintext length of a packet of `len` bytes (paper, section
+/// 5.4.6): the next multiple of 16, but never more than the tunnel's MTU
+/// (as wireguard-go does), so that a full-sized packet does not grow past
+/// what the underlay was sized for.
+pub(crate) fn padded_len(len: usize, mtu: Option<usize>) -> usize {
+    let rounded = len.div_ceil(16) * 16;
+    match mtu {
+        Some(mtu) if len <= mtu => rounded.min(mtu),
+        _ => rounded,
+    }
+}
+
 /// One direction-pair of transport keys with its counters.
 pub(crate) struct Session {
     pub(crate) local_index: u32,
@@ -128,15 +140,21 @@ impl Session {
     }
 
     /// Encrypts `packet` into `out` as a transport message, padding the
-    /// plaintext to a multiple of 16 bytes. `out` must hold
-    /// [`crate::encapsulated_len`] bytes; returns the message length, or
-    /// `None` when the counter is exhausted.
-    pub(crate) fn seal(&mut self, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+    /// plaintext to a multiple of 16 bytes but not past `mtu` (see
+    /// [`padded_len`]). `out` must hold [`crate::encapsulated_len`] bytes;
+    /// returns the message length, or `None` when the counter is exhausted
+    /// or `out` is too short.
+    pub(crate) fn seal(
+        &mut self,
+        packet: &[u8],
+        mtu: Option<usize>,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let counter = self.send_counter;
         if counter >= REJECT_AFTER_MESSAGES {
             return None;
         }
-        let padded = packet.len().div_ceil(16) * 16;
+        let padded = padded_len(packet.len(), mtu);
         let len = transport::DATA + padded + TAG_LEN;
         let out = out.get_mut(..len)?;
         self.send_counter += 1;
@@ -231,6 +249,21 @@ mod tests {
     }
 
     #[test]
+    fn padding_stops_at_the_mtu() {
+        assert_eq!(padded_len(0, None), 0);
+        assert_eq!(padded_len(1, None), 16);
+        assert_eq!(padded_len(1420, None), 1424);
+        assert_eq!(padded_len(1420, Some(1420)), 1420);
+        assert_eq!(padded_len(1419, Some(1420)), 1420);
+        assert_eq!(padded_len(1401, Some(1420)), 1408);
+        assert_eq!(
+            padded_len(1500, Some(1420)),
+            1504,
+            "oversized packets still pad to 16"
+        );
+    }
+
+    #[test]
     fn seal_pads_and_open_round_trips() {
         let keys = TransportKeys {
             send: [1; 32],
@@ -245,7 +278,7 @@ mod tests {
         let mut b = Session::new(&mirrored, 2, 1, now, false);
         let packet = [0x45u8; 21];
         let mut wire = [0u8; 128];
-        let len = a.seal(&packet, &mut wire).expect("sealed");
+        let len = a.seal(&packet, None, &mut wire).expect("sealed");
         assert_eq!(len, crate::encapsulated_len(21));
         let mut plain = [0u8; 128];
         let opened = b.open(&wire[..len], &mut plain).expect("opened");
@@ -253,7 +286,7 @@ mod tests {
         assert_eq!(&plain[..21], &packet);
         assert!(plain[21..32].iter().all(|&byte| byte == 0));
         assert_eq!(b.open(&wire[..len], &mut plain), Err(OpenError::Replay));
-        let len = a.seal(&packet, &mut wire).expect("sealed");
+        let len = a.seal(&packet, None, &mut wire).expect("sealed");
         wire[20] ^= 1;
         assert_eq!(b.open(&wire[..len], &mut plain), Err(OpenError::Decrypt));
         assert_eq!(

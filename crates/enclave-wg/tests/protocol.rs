@@ -63,10 +63,19 @@ fn transport_plaintext_is_padded_to_16_bytes() {
         assert_eq!(len, enclave_wg::encapsulated_len(packet.len()));
         assert_eq!((len - 32) % 16, 0);
     }
+    net.nodes[0].device.set_mtu(Some(1420));
+    for (ip_len, wire_len) in [(1420, 1452), (1419, 1452), (1401, 1440)] {
+        let packet = ipv4_packet(overlay(0), overlay(1), &vec![7u8; ip_len - 20]);
+        let sent = net.send_ip(0, &packet);
+        assert!(
+            matches!(sent, Encapsulated::Send { len, .. } if len == wire_len),
+            "{sent:?}"
+        );
+    }
     net.run_for(Duration::from_secs(1));
     assert_eq!(
         net.nodes[1].delivered.len(),
-        7,
+        10,
         "padding is stripped using the IP length"
     );
     assert_eq!(net.nodes[1].delivered[3].1.len(), 20 + 15);
