@@ -319,10 +319,7 @@ impl Device {
         let mtu = self.mtu;
         let sealed = peer.sending_session(now).and_then(|session| {
             let len = session.seal(ip_packet, mtu, out)?;
-            let rekey = session.sent() >= REKEY_AFTER_MESSAGES
-                || (session.initiator
-                    && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
-            Some((len, rekey))
+            Some((len, needs_rekey(session, now)))
         });
         match sealed {
             Some((len, rekey)) => {
@@ -537,11 +534,12 @@ impl Device {
             return;
         };
         let mut buffer = [0u8; crate::TRANSPORT_OVERHEAD];
-        match peer
-            .sending_session(now)
-            .and_then(|session| session.seal(&[], None, &mut buffer))
-        {
-            Some(len) => {
+        let sealed = peer.sending_session(now).and_then(|session| {
+            let len = session.seal(&[], None, &mut buffer)?;
+            Some((len, needs_rekey(session, now)))
+        });
+        match sealed {
+            Some((len, rekey)) => {
                 peer.tx_bytes += len as u64;
                 peer.tx_packets += 1;
                 on_authenticated_sent(peer, now);
@@ -550,6 +548,9 @@ impl Device {
                     dst,
                     payload: buffer[..len].to_vec(),
                 });
+                if rekey {
+                    self.send_initiation(slot, now, wall, false);
+                }
             }
             None => self.send_initiation(slot, now, wall, false),
         }
@@ -611,6 +612,13 @@ fn on_data_sent(peer: &mut Peer, now: Instant) {
     peer.timers
         .new_handshake
         .get_or_insert(now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+}
+
+/// Whether sending on `session` should start a new handshake (section
+/// 6.2): after REKEY_AFTER_MESSAGES, or for the initiator after REKEY_AFTER_TIME.
+fn needs_rekey(session: &Session, now: Instant) -> bool {
+    session.sent() >= REKEY_AFTER_MESSAGES
+        || (session.initiator && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME)
 }
 
 /// Whether the receiving side of the initiator's session is about to

@@ -553,3 +553,27 @@ fn ipv6_inside_the_tunnel() {
     assert!(net.nodes[0].delivered.is_empty());
     assert_eq!(net.nodes[0].drops, vec![DropReason::SourceNotAllowed]);
 }
+
+#[test]
+fn one_way_traffic_to_the_initiator_survives_rekeys() {
+    // A initiates once, then only B sends: A answers with keepalives and
+    // must rekey before its receiving session reaches REJECT_AFTER_TIME.
+    let mut net = Net::mesh(2, Conditions::perfect(), 21);
+    net.send_to(0, 1, b"hello");
+    net.run_for(Duration::from_secs(1));
+    let total = 4000u32;
+    for n in 0..total {
+        net.send_to(1, 0, &n.to_be_bytes());
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.bodies(0).len(),
+        total as usize,
+        "drops: {:?}",
+        net.nodes[0].drops
+    );
+    assert!(net.handshakes(0) >= 3, "{} handshakes", net.handshakes(0));
+    let initiations_by_b = net.nodes[1].sent.iter().filter(|d| d.len() == 148).count();
+    assert_eq!(initiations_by_b, 0, "only the initiator rekeys");
+}
