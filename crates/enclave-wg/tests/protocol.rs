@@ -577,3 +577,42 @@ fn one_way_traffic_to_the_initiator_survives_rekeys() {
     let initiations_by_b = net.nodes[1].sent.iter().filter(|d| d.len() == 148).count();
     assert_eq!(initiations_by_b, 0, "only the initiator rekeys");
 }
+
+#[test]
+fn three_peers_all_to_all_over_a_hostile_network() {
+    let mut net = Net::mesh(3, Conditions::hostile(), 22);
+    let rounds = 600u32;
+    for n in 0..rounds {
+        for i in 0..3 {
+            for j in (0..3).filter(|&j| j != i) {
+                let mut body = vec![i as u8];
+                body.extend_from_slice(&n.to_be_bytes());
+                net.send_to(i, j, &body);
+            }
+        }
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(5));
+    let keys: Vec<_> = (0..3).map(|i| net.key(i)).collect();
+    for j in 0..3 {
+        let delivered = &net.nodes[j].delivered;
+        let mut unique: Vec<_> = delivered.iter().map(|(_, packet)| packet.clone()).collect();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), delivered.len(), "node {j} got a duplicate");
+        for (peer, packet) in delivered {
+            let sender = usize::from(packet[20]);
+            assert_eq!(
+                *peer, keys[sender],
+                "attributed to the peer whose source it is"
+            );
+        }
+        for i in (0..3).filter(|&i| i != j) {
+            let from_i = delivered
+                .iter()
+                .filter(|(peer, _)| *peer == keys[i])
+                .count();
+            assert!(from_i > 400, "node {j} got {from_i} of {rounds} from {i}");
+        }
+    }
+}
