@@ -123,8 +123,14 @@ impl AgentConfig {
                 config.interface
             ));
         }
-        if config.fwmark == 0 {
-            return Err("fwmark must not be 0 (0 means \"no mark\")".to_owned());
+        // The mark doubles as the routing table of a default route and, minus one, as its
+        // rules' priority: it must leave the kernel's own tables (253-255) and rules
+        // (32766, 32767) alone.
+        if config.fwmark < 2 || (253..=256).contains(&config.fwmark) || config.fwmark >= 32766 {
+            return Err(format!(
+                "fwmark {}: it is also the default route's routing table and rule priority, so it must be 2 to 32765 and not 253 to 256",
+                config.fwmark
+            ));
         }
         Ok(config)
     }
@@ -188,6 +194,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("1 to 15"), "{err}");
+        let err =
+            AgentConfig::parse("private_key_file = \"k\"\nnetwork_file = \"n\"\nfwmark = 32766\n")
+                .unwrap_err();
+        assert!(err.contains("2 to 32765"), "{err}");
         let err =
             AgentConfig::parse("private_key_file = \"k\"\nnetwork_file = \"n\"\nnat = \"pf\"\n")
                 .unwrap_err();

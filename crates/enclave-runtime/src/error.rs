@@ -80,6 +80,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The external WireGuard could not be started or configured.
+    #[error("the external WireGuard interface {interface} failed")]
+    External {
+        /// The interface.
+        interface: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The tunnel stopped underneath the agent.
     #[error("the tunnel {interface} stopped (was the interface deleted?)")]
     TunnelStopped {

@@ -31,7 +31,7 @@ pub struct Status {
 pub struct PeerStatus {
     /// The peer system's name.
     pub name: String,
-    /// `Up` (a handshake within the last 3 minutes), `Connecting` or `Down`.
+    /// `Up` (a handshake within the last 3 minutes) or `Down`.
     pub state: String,
     /// Its public key, base64.
     pub public_key: String,

@@ -28,6 +28,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: direct_one_way,
         },
         Scenario {
+            name: "agent-external-sender",
+            about: "a sender whose data plane is wireguard-go (external backend) reaches the LAN through our gateway",
+            run: external_sender,
+        },
+        Scenario {
             name: "agent-bad-input",
             about: "a readable key, an unknown key, a broken definition and a non-root status client are refused",
             run: bad_input,
@@ -355,5 +360,49 @@ fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(!out.status.success(), "a non-root user read the status");
     let (ok, _) = agent_says(ctx, office.ns("gw1"), &["status", "-c", &gw])?;
     ensure!(ok, "root could not read the status");
+    Ok(())
+}
+
+fn external_sender(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "external",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("sender", "dataplane = \"external\"")],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let sender = office.ns("sender");
+    // The interface is wireguard-go's: `wg` talks to it, and its process is the agent's child.
+    let wg = sender.exec(&["wg", "show", "enclave0"])?;
+    ensure!(wg.contains("latest handshake"), "wg show enclave0:\n{wg}");
+    let pids = sender.exec(&["sh", "-c", "pgrep -x wireguard-go || true"])?;
+    ensure!(
+        !pids.trim().is_empty(),
+        "no wireguard-go runs in the sender's namespace"
+    );
+    let _echo = office.ns("lan").echo_server(7777)?;
+    let seen = sender.tcp_request(format!("{PRINTER}:7777").parse()?, Duration::from_secs(2))?;
+    ensure!(seen.starts_with(GW_LAN[0]), "the LAN host saw {seen}");
+    let status = office.status("sender");
+    ensure!(
+        status.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),
+        "status:\n{status}"
+    );
+
+    // Stopping the agent ends the wireguard-go it started, and the interface goes with it.
+    let code = office
+        .agent("sender")?
+        .stop()
+        .context("could not reap the agent")?;
+    ensure!(code.success(), "the agent exited with {code}");
+    let gone = enclave_netns::wait_until(Duration::from_secs(3), || {
+        office
+            .ns("sender")
+            .exec(&["ip", "link", "show", "enclave0"])
+            .is_err()
+    });
+    ensure!(gone, "enclave0 stayed after the agent stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! SIGINT or SIGTERM stop it; stopping removes everything it made.
 
 mod control_socket;
+mod dataplane;
 mod gateway;
 mod netif;
 mod report;
@@ -19,11 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use enclave_dataplane::{PeerSpec, Tunnel, TunnelConfig};
-use enclave_filter::FilterRules;
 use enclave_policy::{Evaluation, Facts, Timestamp, View};
-use enclave_wg::{PeerConfig, PrivateKey, PublicKey};
-use ipnet::{IpNet, Ipv4Net};
+use enclave_wg::PrivateKey;
+use ipnet::Ipv4Net;
+
+use self::dataplane::Dataplane;
 
 pub use control_socket::query_status;
 pub use report::describe;
@@ -106,6 +107,11 @@ fn load_view(path: &Path, public_key: &str) -> Result<(View, Vec<String>)> {
     Ok((view, warnings))
 }
 
+/// A random number from the operating system, for the first probe id.
+fn random_u64() -> u64 {
+    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+}
+
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
@@ -128,6 +134,16 @@ fn plan(view: &View) -> BTreeMap<Ipv4Net, Vec<Candidate>> {
             (*subnet, candidates)
         })
         .collect()
+}
+
+/// Opens the control port on the overlay address, bound to the tunnel interface: a datagram
+/// that arrives on any other interface (say, forged on the underlay with an overlay source
+/// address) never reaches it.
+fn control_port(interface: &str, address: std::net::Ipv4Addr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    socket.bind(&SocketAddr::from((address, CONTROL_PORT)).into())?;
+    Ok(socket.into())
 }
 
 /// Runs the agent in the foreground until SIGINT or SIGTERM.
@@ -166,16 +182,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
     let _control_socket =
         control_socket::ControlSocket::start(&config.control_socket(), Arc::clone(&shared))?;
 
-    let tunnel = Tunnel::start(TunnelConfig {
-        interface: config.interface.clone(),
-        mtu: enclave_dataplane::DEFAULT_MTU,
-        listen_port: config.listen_port,
-        fwmark: config.fwmark,
-        private_key: Some(private_key),
-        uapi_dir: Some(config.uapi_dir.clone()),
-        filter: Default::default(),
-    })
-    .map_err(Error::Dataplane)?;
+    let tunnel = Dataplane::start(&config, private_key)?;
     netif::set_address(&config.interface, view.address, view.overlay).map_err(|source| {
         Error::Interface {
             interface: config.interface.clone(),
@@ -183,7 +190,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         }
     })?;
     let control =
-        UdpSocket::bind((view.address, CONTROL_PORT)).map_err(|source| Error::ControlPort {
+        control_port(&config.interface, view.address).map_err(|source| Error::ControlPort {
             address: view.address,
             source,
         })?;
@@ -198,14 +205,14 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
     .map_err(Error::Routes)?;
 
     let mut agent = Agent {
-        selector: Selector::new(),
+        selector: Selector::with_first_probe_id(random_u64()),
         evaluation: Evaluation { grants: Vec::new() },
         definition_stamp: file_stamp(&config.network_file),
         public_key,
         config,
         role,
         view,
-        tunnel,
+        tunnel: Some(tunnel),
         routes,
         nat: None,
         control,
@@ -229,7 +236,7 @@ struct Agent {
     public_key: String,
     view: View,
     definition_stamp: Option<(SystemTime, u64)>,
-    tunnel: Tunnel,
+    tunnel: Option<Dataplane>,
     routes: enclave_route::RouteManager,
     nat: Option<enclave_nat::NatManager>,
     control: UdpSocket,
@@ -322,7 +329,7 @@ impl Agent {
                     .control
                     .set_read_timeout(Some(Duration::from_millis(1)));
             }
-            if !self.tunnel.is_running() {
+            if !self.tunnel.as_mut().is_some_and(Dataplane::is_running) {
                 return Err(Error::TunnelStopped {
                     interface: self.config.interface.clone(),
                 });
@@ -340,7 +347,17 @@ impl Agent {
     fn reload(&mut self, now: Instant) -> bool {
         self.definition_stamp = file_stamp(&self.config.network_file);
         match load_view(&self.config.network_file, &self.public_key) {
-            Ok((view, warnings)) => {
+            Ok((view, mut warnings)) => {
+                if view.address != self.view.address {
+                    let text = format!(
+                        "this system's virtual address changed from {} to {}: restart the agent to use it; until then the old definition stays in force",
+                        self.view.address, view.address
+                    );
+                    tracing::error!("{text}");
+                    warnings.push(text);
+                    self.warnings = warnings;
+                    return false;
+                }
                 self.warnings = warnings;
                 if view == self.view {
                     return false;
@@ -399,7 +416,7 @@ impl Agent {
     }
 
     fn refresh_counters(&mut self, now: Instant) {
-        let Ok(stats) = self.tunnel.stats() else {
+        let Some(Ok(stats)) = self.tunnel.as_ref().map(Dataplane::counters) else {
             return;
         };
         let by_key: BTreeMap<String, &str> = self
@@ -409,24 +426,23 @@ impl Agent {
             .map(|(name, peer)| (peer.public_key.clone(), name.as_str()))
             .collect();
         let mut counters = BTreeMap::new();
-        for peer in &stats.peers {
-            let key = peer.info.public_key.to_base64();
-            let Some(name) = by_key.get(&key) else {
+        for peer in &stats {
+            let Some(name) = by_key.get(&peer.public_key) else {
                 continue;
             };
             let previous = self.counters.get(*name);
             let last_rx = match previous {
-                Some(p) if p.rx_bytes == peer.info.rx_bytes => p.last_rx,
-                _ if peer.info.rx_bytes > 0 => Some(now),
+                Some(p) if p.rx_bytes == peer.rx_bytes => p.last_rx,
+                _ if peer.rx_bytes > 0 => Some(now),
                 _ => None,
             };
             counters.insert(
                 (*name).to_owned(),
                 report::PeerCounters {
-                    endpoint: peer.info.endpoint.map(|e| e.to_string()),
-                    last_handshake: peer.info.last_handshake,
-                    rx_bytes: peer.info.rx_bytes,
-                    tx_bytes: peer.info.tx_bytes,
+                    endpoint: peer.endpoint.map(|e| e.to_string()),
+                    last_handshake: peer.last_handshake,
+                    rx_bytes: peer.rx_bytes,
+                    tx_bytes: peer.tx_bytes,
                     last_rx,
                 },
             );
@@ -601,32 +617,14 @@ impl Agent {
     }
 
     fn apply_peers_except(&self, want: &Desired, except: &BTreeSet<String>) -> Result<()> {
-        let mut specs = Vec::new();
-        for (name, peer) in want
-            .peers
-            .iter()
-            .filter(|(name, _)| !except.contains(*name))
-        {
-            let public_key =
-                PublicKey::from_base64(&peer.public_key).map_err(|source| Error::PeerKey {
-                    peer: name.clone(),
-                    source,
-                })?;
-            specs.push(PeerSpec {
-                config: PeerConfig {
-                    public_key,
-                    preshared_key: None,
-                    endpoint: peer.endpoint,
-                    allowed_ips: peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect(),
-                    persistent_keepalive: peer.keepalive,
-                },
-                filter: Some(FilterRules {
-                    ingress: peer.inbound.clone(),
-                    egress: peer.outbound.clone(),
-                }),
-            });
-        }
-        self.tunnel.set_peers(specs).map_err(Error::Dataplane)
+        let Some(tunnel) = &self.tunnel else {
+            return Ok(());
+        };
+        tunnel.set_peers(
+            want.peers
+                .iter()
+                .filter(|(name, _)| !except.contains(*name)),
+        )
     }
 
     fn apply_nat(&mut self, want: Option<&enclave_nat::NatPolicy>) -> Result<()> {
@@ -670,6 +668,9 @@ impl Agent {
         }
         if let Err(err) = self.routes.reset() {
             tracing::error!(error = %err, "could not remove the routes");
+        }
+        if let Some(tunnel) = self.tunnel.take() {
+            tunnel.stop();
         }
         tracing::info!("stopped; routes and rules of ours removed");
     }

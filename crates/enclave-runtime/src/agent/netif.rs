@@ -52,3 +52,48 @@ pub fn set_address(interface: &str, address: Ipv4Addr, overlay: Ipv4Net) -> io::
     ioctl_addr(interface, SIOCSIFADDR, address)?;
     ioctl_addr(interface, SIOCSIFNETMASK, overlay.netmask())
 }
+
+/// `SIOCGIFFLAGS` (linux/sockios.h).
+const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
+/// `SIOCSIFFLAGS` (linux/sockios.h).
+const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Sets `interface` up (an external WireGuard may leave it down).
+pub fn set_up(interface: &str) -> io::Result<()> {
+    if interface.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: socket() has no memory-safety preconditions; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: all-zero bytes are a valid value of this plain C struct.
+    let mut req: IfReqFlags = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.name.iter_mut().zip(interface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: `req` is a `struct ifreq` (name, then the flags member of the union, padded to
+    // the union's 24 bytes) that lives across both calls; fd is open.
+    let mut rc = unsafe { libc::ioctl(fd, SIOCGIFFLAGS, &mut req) };
+    if rc >= 0 {
+        req.flags |= libc::IFF_UP as libc::c_short;
+        // SAFETY: as above.
+        rc = unsafe { libc::ioctl(fd, SIOCSIFFLAGS, &mut req) };
+    }
+    let result = if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    // SAFETY: fd was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    result
+}

@@ -134,6 +134,15 @@ impl Selector {
         Self::default()
     }
 
+    /// A selector whose probe ids start after `first` (the shell passes a random number, so
+    /// that ids cannot be guessed from the agent's start).
+    pub fn with_first_probe_id(first: u64) -> Self {
+        Self {
+            next_id: first,
+            ..Self::default()
+        }
+    }
+
     /// Sets the subnets to route and their candidate gateways (from the compiled policy view).
     /// Gateways that stay keep their state; subnets that stay keep their gateway if it is still
     /// a candidate. Call it at start and after every reload.
@@ -235,7 +244,7 @@ impl Selector {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_probe.is_some_and(|t| t <= now) {
             for (name, gw) in &mut self.gateways {
-                self.next_id += 1;
+                self.next_id = self.next_id.wrapping_add(1);
                 gw.outstanding.push_back((self.next_id, now));
                 if gw.outstanding.len() > OUTSTANDING {
                     gw.outstanding.pop_front();
