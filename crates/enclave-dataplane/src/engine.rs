@@ -4,15 +4,14 @@
 //! wakes the loop for them.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use enclave_filter::{Direction, FilterConfig, PeerFilter};
 use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateKey, PublicKey};
-use ipnet::IpNet;
 
+use crate::routes::EgressRoutes;
 use crate::sys::{self, Batch, Tun, Waker};
 use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
 use crate::uapi::{self, DeviceView, SetRequest, UapiError};
@@ -53,8 +52,8 @@ pub(crate) struct Engine {
     pub(crate) filter_config: FilterConfig,
     pub(crate) commands: Receiver<Command>,
     pub(crate) waker: std::sync::Arc<Waker>,
-    /// Longest-prefix-first routes to filtered peers, for the egress filter.
-    routes: Vec<(IpNet, PublicKey)>,
+    /// Which peer an outbound packet goes to, for the egress filter.
+    routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
     tun_write_errors: u64,
     rx: Batch,
@@ -86,7 +85,7 @@ impl Engine {
             filter_config,
             commands,
             waker,
-            routes: Vec::new(),
+            routes: EgressRoutes::default(),
             drops: [0; DropReason::ALL.len()],
             tun_write_errors: 0,
             rx: Batch::new(BATCH, BUF),
@@ -254,28 +253,8 @@ impl Engine {
     }
 
     fn rebuild_routes(&mut self) {
-        self.routes.clear();
-        if self.filters.is_empty() {
-            return;
-        }
-        for peer in self.device.peers() {
-            if self.filters.contains_key(&peer.public_key) {
-                for net in peer.allowed_ips {
-                    self.routes.push((net, peer.public_key));
-                }
-            }
-        }
-        // Longest prefix first. Unfiltered peers' routes are not here, so a filtered peer's
-        // broader prefix could shadow an unfiltered peer's narrower one: add those too.
-        for peer in self.device.peers() {
-            if !self.filters.contains_key(&peer.public_key) {
-                for net in peer.allowed_ips {
-                    self.routes.push((net, peer.public_key));
-                }
-            }
-        }
         self.routes
-            .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+            .rebuild(self.device.peers(), !self.filters.is_empty());
     }
 
     fn stats(&self) -> TunnelStats {
@@ -306,25 +285,6 @@ impl Engine {
 
     fn drop_count(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
-    }
-
-    /// The peer an outbound packet routes to, if filtered peers exist at all.
-    fn egress_peer(&self, packet: &[u8]) -> Option<PublicKey> {
-        let dst: IpAddr = match packet.first()? >> 4 {
-            4 => {
-                let b = packet.get(16..20)?;
-                Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()
-            }
-            6 => {
-                let b: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
-                Ipv6Addr::from(b).into()
-            }
-            _ => return None,
-        };
-        self.routes
-            .iter()
-            .find(|(net, _)| net.contains(&dst))
-            .map(|(_, key)| *key)
     }
 
     /// Datagrams from the network: decrypt, filter, write to the TUN device.
@@ -403,7 +363,7 @@ impl Engine {
                 }
                 let packet = &self.plain[..len];
                 if !self.routes.is_empty() {
-                    if let Some(peer) = self.egress_peer(packet) {
+                    if let Some(peer) = self.routes.peer_for(packet) {
                         if let Some(filter) = self.filters.get_mut(&peer) {
                             if let enclave_filter::Verdict::Drop(reason) =
                                 filter.check(Direction::Egress, packet, now)

@@ -9,6 +9,7 @@
 
 mod engine;
 mod error;
+mod routes;
 mod sys;
 mod tunnel;
 pub mod uapi;
