@@ -30,6 +30,13 @@ pub const WG_PORT: u16 = 51820;
 /// on a bridged segment (the Menlo Park office LAN). The LAN host has no route to the overlay,
 /// so only SNAT on the gateway lets it answer.
 pub fn reference_topology(tag: &str) -> TopologySpec {
+    let mut spec = reference_without_forwarding(tag);
+    spec.sysctl("gw", "net.ipv4.ip_forward", "1");
+    spec
+}
+
+/// [`reference_topology`] with forwarding left off on the gateway, as a fresh host has it.
+pub fn reference_without_forwarding(tag: &str) -> TopologySpec {
     let mut spec = TopologySpec::new(tag);
     spec.node("sender")
         .node("gw")
@@ -39,8 +46,7 @@ pub fn reference_topology(tag: &str) -> TopologySpec {
         .addr("sender", "eth0", &format!("{SENDER_UNDERLAY}/24"))
         .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
         .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
-        .addr("lan", "eth0", &format!("{LAN_HOST}/24"))
-        .sysctl("gw", "net.ipv4.ip_forward", "1");
+        .addr("lan", "eth0", &format!("{LAN_HOST}/24"));
     spec
 }
 

@@ -8,7 +8,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, Netns, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
-use crate::support::{GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST, SENDER_UNDERLAY};
+use crate::support::{reference_without_forwarding, GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -27,17 +27,8 @@ const GW_OVERLAY: &str = "100.64.0.2";
 /// route to the overlay through the gateway, so that only the gateway's one-way filter stops
 /// it from opening connections to the sender.
 fn topology() -> TopologySpec {
-    let mut spec = TopologySpec::new("agentgw");
-    spec.node("sender")
-        .node("gw")
-        .node("lan")
-        .link(("sender", "eth0"), ("gw", "eth0"))
-        .segment("lan", &[("gw", "lan0"), ("lan", "eth0")])
-        .addr("sender", "eth0", &format!("{SENDER_UNDERLAY}/24"))
-        .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
-        .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
-        .addr("lan", "eth0", &format!("{LAN_HOST}/24"))
-        .route("lan", &format!("100.64.0.0/10 via {GATEWAY_LAN}"));
+    let mut spec = reference_without_forwarding("agentgw");
+    spec.route("lan", &format!("100.64.0.0/10 via {GATEWAY_LAN}"));
     spec
 }
 
