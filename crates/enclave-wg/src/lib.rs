@@ -51,7 +51,8 @@
 //!   paper's section 5.3): handshakes then need a cookie.
 //!
 //! Interoperability with wireguard-go is pinned by known-answer vectors
-//! captured from it (`tests/wireguard_go_vectors.rs`); the protocol's
+//! captured from it (`tests/wireguard_go_vectors.rs`, re-captured by
+//! `examples/capture-vectors.sh` in a private network namespace); the protocol's
 //! behaviour is tested on a simulated network with a virtual clock
 //! (`tests/protocol.rs`, `tests/sim`).
 
