@@ -74,12 +74,8 @@ const TOP: Fields = &[
     Field("gateway_policy", Some(GATEWAY_POLICY)),
 ];
 
-/// Reports every unknown field; returns whether there was one. A document that does not
-/// parse is left to the deserialiser, which reports the syntax error.
-pub(crate) fn unknown_fields(text: &str, sink: &mut Sink<'_>) -> bool {
-    let Ok(doc) = ImDocument::parse(text) else {
-        return false;
-    };
+/// Reports every unknown field of a parsed document; returns whether there was one.
+pub(crate) fn unknown_fields(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> bool {
     let before = sink.error_count();
     table(doc.as_table(), TOP, sink);
     sink.error_count() > before

@@ -38,10 +38,19 @@ pub struct Loaded {
 /// [`Error::Invalid`] with every error (and warning) found, in file order.
 pub fn load(file: &str, text: &str) -> Result<Loaded> {
     let mut sink = Sink::new(file, text);
-    if crate::schema::unknown_fields(text, &mut sink) {
+    // One parse: the document (with spans) is walked for unknown fields, then deserialised.
+    let doc = match toml_edit::ImDocument::parse(text.to_owned()) {
+        Ok(doc) => doc,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            sink.error(&span, err.message().trim_end().to_owned());
+            return Err(invalid(file, sink));
+        }
+    };
+    if crate::schema::unknown_fields(&doc, &mut sink) {
         return Err(invalid(file, sink));
     }
-    let raw: RawDefinition = match toml::from_str(text) {
+    let raw: RawDefinition = match toml_edit::de::from_document(doc) {
         Ok(raw) => raw,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
