@@ -227,7 +227,10 @@ pub struct Transmit {
 /// Something the shell may want to know about (for logs, status, failover).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// A handshake with `peer` completed: a new session is in use.
+    /// A handshake with `peer` completed: a new session is in use. As
+    /// initiator this is when the response arrives; as responder, when the
+    /// first transport message on the new session arrives (the paper's key
+    /// confirmation, section 5.4.6).
     HandshakeCompleted {
         /// The peer.
         peer: PublicKey,
