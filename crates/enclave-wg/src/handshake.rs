@@ -3,7 +3,7 @@
 //! (`cookie` module); indices and the choice of peer belong to the device.
 
 use x25519_dalek::StaticSecret;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::crypto::{aead_cipher, aead_open, aead_seal, dh, hash, kdf, TAG_LEN, TIMESTAMP_LEN};
 use crate::keys::PublicKey;
@@ -81,7 +81,7 @@ impl PeerStatic {
 /// The initiator's state between sending an initiation and receiving the response.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct InitiatorState {
-    chaining_key: [u8; 32],
+    chaining_key: ChainingKey,
     hash: [u8; 32],
     ephemeral: StaticSecret,
 }
@@ -89,7 +89,7 @@ pub(crate) struct InitiatorState {
 /// An initiation whose static key decrypted; the peer is not yet looked up.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct ReceivedInitiation {
-    chaining_key: [u8; 32],
+    chaining_key: ChainingKey,
     hash: [u8; 32],
     pub(crate) remote_ephemeral: [u8; 32],
     pub(crate) remote_static: [u8; 32],
@@ -98,7 +98,7 @@ pub(crate) struct ReceivedInitiation {
 /// An initiation from a known peer, authenticated, with its timestamp.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct AcceptedInitiation {
-    chaining_key: [u8; 32],
+    chaining_key: ChainingKey,
     hash: [u8; 32],
     remote_ephemeral: [u8; 32],
     pub(crate) timestamp: [u8; TIMESTAMP_LEN],
@@ -111,6 +111,55 @@ pub(crate) struct TransportKeys {
     pub(crate) receive: [u8; 32],
 }
 
+/// The running chaining key `C` of the paper's section 5.4, zeroized when dropped.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct ChainingKey([u8; 32]);
+
+impl ChainingKey {
+    /// `C := KDF1(C, input)`.
+    fn mix(&mut self, input: &[u8]) {
+        let mut out = kdf::<1>(&self.0, input);
+        self.0 = out[0];
+        out.zeroize();
+    }
+
+    /// `(C, k) := KDF2(C, input)`; returns the AEAD key `k`.
+    fn mix_key(&mut self, input: &[u8]) -> Zeroizing<[u8; 32]> {
+        let mut out = kdf::<2>(&self.0, input);
+        self.0 = out[0];
+        let key = Zeroizing::new(out[1]);
+        out.zeroize();
+        key
+    }
+
+    /// `(C, τ, k) := KDF3(C, Q)`; returns `τ` and `k`.
+    fn mix_psk(&mut self, psk: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+        let mut out = kdf::<3>(&self.0, psk);
+        self.0 = out[0];
+        let result = (Zeroizing::new(out[1]), Zeroizing::new(out[2]));
+        out.zeroize();
+        result
+    }
+
+    /// `(T1, T2) := KDF2(C, ε)`: the transport keys (section 5.4.5).
+    fn split(&self, initiator: bool) -> TransportKeys {
+        let mut out = kdf::<2>(&self.0, &[]);
+        let keys = if initiator {
+            TransportKeys {
+                send: out[0],
+                receive: out[1],
+            }
+        } else {
+            TransportKeys {
+                send: out[1],
+                receive: out[0],
+            }
+        };
+        out.zeroize();
+        keys
+    }
+}
+
 /// Writes a handshake initiation (all but the MACs) with `sender` as our index.
 pub(crate) fn create_initiation(
     identity: &Identity,
@@ -120,32 +169,28 @@ pub(crate) fn create_initiation(
     timestamp: [u8; TIMESTAMP_LEN],
     msg: &mut [u8; initiation::LEN],
 ) -> Option<InitiatorState> {
-    let static_static = peer.static_static?;
+    let static_static = peer.static_static.as_ref()?;
     msg.fill(0);
     msg[..4].copy_from_slice(&INITIATION.to_le_bytes());
     msg[initiation::SENDER..initiation::SENDER + 4].copy_from_slice(&sender.to_le_bytes());
 
     let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
-    let [mut chaining_key] = kdf::<1>(&identity.initial_chaining_key, &ephemeral_public);
+    let mut chaining_key = ChainingKey(identity.initial_chaining_key);
+    chaining_key.mix(&ephemeral_public);
     msg[initiation::EPHEMERAL..initiation::STATIC].copy_from_slice(&ephemeral_public);
     let mut hash_state = hash(&[&peer.initiator_hash, &ephemeral_public]);
 
-    let shared = dh(&ephemeral, &peer.public.0)?;
-    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared[..]);
-    chaining_key = next_key;
+    let key = chaining_key.mix_key(&dh(&ephemeral, &peer.public.0)?[..]);
     let field = &mut msg[initiation::STATIC..initiation::TIMESTAMP];
     field[..32].copy_from_slice(&identity.public.0);
     aead_seal(&aead_cipher(&key), 0, field, &hash_state);
     hash_state = hash(&[&hash_state, field]);
 
-    let [next_key, next_aead] = kdf::<2>(&chaining_key, &static_static);
-    chaining_key = next_key;
-    key = next_aead;
+    let key = chaining_key.mix_key(static_static);
     let field = &mut msg[initiation::TIMESTAMP..initiation::MAC1];
     field[..TIMESTAMP_LEN].copy_from_slice(&timestamp);
     aead_seal(&aead_cipher(&key), 0, field, &hash_state);
     hash_state = hash(&[&hash_state, field]);
-    key.zeroize();
 
     Some(InitiatorState {
         chaining_key,
@@ -160,24 +205,21 @@ pub(crate) fn receive_initiation(identity: &Identity, msg: &[u8]) -> Option<Rece
         return None;
     }
     let remote_ephemeral = read_32(msg, initiation::EPHEMERAL)?;
-    let [mut chaining_key] = kdf::<1>(&identity.initial_chaining_key, &remote_ephemeral);
-    let mut hash_state = hash(&[&identity.responder_hash, &remote_ephemeral]);
-    let shared = dh(&identity.private, &remote_ephemeral)?;
-    let [next_key, mut key] = kdf::<2>(&chaining_key, &shared[..]);
-    chaining_key = next_key;
+    let mut chaining_key = ChainingKey(identity.initial_chaining_key);
+    chaining_key.mix(&remote_ephemeral);
+    let hash_state = hash(&[&identity.responder_hash, &remote_ephemeral]);
+    let key = chaining_key.mix_key(&dh(&identity.private, &remote_ephemeral)?[..]);
+    let sealed = &msg[initiation::STATIC..initiation::TIMESTAMP];
     let mut field = [0u8; 32 + TAG_LEN];
-    field.copy_from_slice(&msg[initiation::STATIC..initiation::TIMESTAMP]);
-    let opened = aead_open(&aead_cipher(&key), 0, &mut field, &hash_state);
-    key.zeroize();
-    if !opened {
+    field.copy_from_slice(sealed);
+    if !aead_open(&aead_cipher(&key), 0, &mut field, &hash_state) {
         return None;
     }
     let mut remote_static = [0u8; 32];
     remote_static.copy_from_slice(&field[..32]);
-    hash_state = hash(&[&hash_state, &msg[initiation::STATIC..initiation::TIMESTAMP]]);
     Some(ReceivedInitiation {
         chaining_key,
-        hash: hash_state,
+        hash: hash(&[&hash_state, sealed]),
         remote_ephemeral,
         remote_static,
     })
@@ -190,14 +232,13 @@ pub(crate) fn accept_initiation(
     peer: &PeerStatic,
     msg: &[u8],
 ) -> Option<AcceptedInitiation> {
-    let static_static = peer.static_static?;
-    let [chaining_key, mut key] = kdf::<2>(&received.chaining_key, &static_static);
+    let static_static = peer.static_static.as_ref()?;
+    let mut chaining_key = ChainingKey(received.chaining_key.0);
+    let key = chaining_key.mix_key(static_static);
     let sealed = msg.get(initiation::TIMESTAMP..initiation::MAC1)?;
     let mut field = [0u8; TIMESTAMP_LEN + TAG_LEN];
     field.copy_from_slice(sealed);
-    let opened = aead_open(&aead_cipher(&key), 0, &mut field, &received.hash);
-    key.zeroize();
-    if !opened {
+    if !aead_open(&aead_cipher(&key), 0, &mut field, &received.hash) {
         return None;
     }
     let mut timestamp = [0u8; TIMESTAMP_LEN];
@@ -227,22 +268,16 @@ pub(crate) fn create_response(
 
     let ephemeral_public = x25519_dalek::PublicKey::from(&ephemeral).to_bytes();
     msg[response::EPHEMERAL..response::EMPTY].copy_from_slice(&ephemeral_public);
-    let [chaining_key] = kdf::<1>(&accepted.chaining_key, &ephemeral_public);
+    let mut chaining_key = ChainingKey(accepted.chaining_key.0);
+    chaining_key.mix(&ephemeral_public);
     let hash_state = hash(&[&accepted.hash, &ephemeral_public]);
-    let [chaining_key] = kdf::<1>(
-        &chaining_key,
-        &dh(&ephemeral, &accepted.remote_ephemeral)?[..],
-    );
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&ephemeral, &peer.public.0)?[..]);
-    let [mut chaining_key, mut tau, mut key] = kdf::<3>(&chaining_key, &peer.preshared_key);
-    let hash_state = hash(&[&hash_state, &tau]);
+    chaining_key.mix(&dh(&ephemeral, &accepted.remote_ephemeral)?[..]);
+    chaining_key.mix(&dh(&ephemeral, &peer.public.0)?[..]);
+    let (tau, key) = chaining_key.mix_psk(&peer.preshared_key);
+    let hash_state = hash(&[&hash_state, &tau[..]]);
     let field = &mut msg[response::EMPTY..response::MAC1];
     aead_seal(&aead_cipher(&key), 0, field, &hash_state);
-    let [receive, send] = kdf::<2>(&chaining_key, &[]);
-    chaining_key.zeroize();
-    tau.zeroize();
-    key.zeroize();
-    Some(TransportKeys { send, receive })
+    Some(chaining_key.split(false))
 }
 
 /// Consumes a response to our initiation and derives the initiator's transport keys.
@@ -256,23 +291,19 @@ pub(crate) fn consume_response(
         return None;
     }
     let remote_ephemeral = read_32(msg, response::EPHEMERAL)?;
-    let [chaining_key] = kdf::<1>(&state.chaining_key, &remote_ephemeral);
+    let mut chaining_key = ChainingKey(state.chaining_key.0);
+    chaining_key.mix(&remote_ephemeral);
     let hash_state = hash(&[&state.hash, &remote_ephemeral]);
-    let [chaining_key] = kdf::<1>(&chaining_key, &dh(&state.ephemeral, &remote_ephemeral)?[..]);
-    let [chaining_key] = kdf::<1>(
-        &chaining_key,
-        &dh(&identity.private, &remote_ephemeral)?[..],
-    );
-    let [mut chaining_key, mut tau, mut key] = kdf::<3>(&chaining_key, &peer.preshared_key);
-    let hash_state = hash(&[&hash_state, &tau]);
+    chaining_key.mix(&dh(&state.ephemeral, &remote_ephemeral)?[..]);
+    chaining_key.mix(&dh(&identity.private, &remote_ephemeral)?[..]);
+    let (tau, key) = chaining_key.mix_psk(&peer.preshared_key);
+    let hash_state = hash(&[&hash_state, &tau[..]]);
     let mut field = [0u8; TAG_LEN];
     field.copy_from_slice(&msg[response::EMPTY..response::MAC1]);
-    let opened = aead_open(&aead_cipher(&key), 0, &mut field, &hash_state);
-    let [send, receive] = kdf::<2>(&chaining_key, &[]);
-    chaining_key.zeroize();
-    tau.zeroize();
-    key.zeroize();
-    opened.then_some(TransportKeys { send, receive })
+    if !aead_open(&aead_cipher(&key), 0, &mut field, &hash_state) {
+        return None;
+    }
+    Some(chaining_key.split(true))
 }
 
 #[cfg(test)]
