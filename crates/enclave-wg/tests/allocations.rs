@@ -1,0 +1,63 @@
+//! The data path does not allocate: counted with a global allocator that
+//! tallies every allocation made by this test binary.
+
+mod sim;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use enclave_wg::{encapsulated_len, Decapsulated, Encapsulated};
+use sim::{ipv4_packet, overlay, Conditions, Net};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+#[test]
+fn sealing_and_opening_transport_packets_does_not_allocate() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 30);
+    net.send_to(0, 1, b"handshake first");
+    net.run_for(Duration::from_secs(1));
+    net.send_to(1, 0, b"and back");
+    net.run_for(Duration::from_secs(1));
+
+    let packet = ipv4_packet(overlay(0), overlay(1), &[0xa5; 1400]);
+    let mut wire = vec![0u8; encapsulated_len(packet.len())];
+    let mut plain = vec![0u8; wire.len()];
+    let (now, wall) = (net.now, net.wall());
+    let from = net.nodes[0].addr;
+    let [a, b] = &mut net.nodes[..] else {
+        panic!("two nodes");
+    };
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        let Encapsulated::Send { len, .. } = a.device.encapsulate(&packet, now, wall, &mut wire)
+        else {
+            panic!("session is up");
+        };
+        let opened = b
+            .device
+            .decapsulate(from, &wire[..len], now, wall, &mut plain);
+        assert!(matches!(opened, Decapsulated::Deliver { .. }));
+    }
+    let allocated = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(allocated, 0, "allocations on the data path");
+}
