@@ -28,8 +28,12 @@ pub enum Error {
     ReadBack(String),
     #[error("cannot allocate a libnftnl object")]
     Alloc,
-    #[error("interface name {0:?} is not valid")]
+    #[error("interface name {0:?} is not valid (1 to 15 bytes, no NUL)")]
     InterfaceName(String),
+    #[error("name {0:?} cannot be given to nftables (it contains a NUL byte)")]
+    InvalidName(String),
+    #[error("a rule refers to set {0:?}, which the ruleset does not define")]
+    UnknownSet(String),
     #[error("cannot run {program}")]
     Spawn {
         program: String,

@@ -171,7 +171,7 @@ impl NftBackend {
         let names: Vec<CString> = ruleset
             .chains
             .iter()
-            .map(|c| CString::new(c.name).map_err(|_| Error::InterfaceName(c.name.into())))
+            .map(|c| CString::new(c.name).map_err(|_| Error::InvalidName(c.name.into())))
             .collect::<Result<_>>()?;
         let mut chains = Vec::new();
         for (spec, name) in ruleset.chains.iter().zip(&names) {
@@ -321,7 +321,7 @@ fn request(kind: i32, payload: impl FnOnce(*mut libc::nlmsghdr)) -> Vec<u8> {
 }
 
 fn dump_rules(socket: &Socket) -> Result<Vec<RuleState>> {
-    let name = CString::new(TABLE).map_err(|_| Error::Alloc)?;
+    let name = CString::new(TABLE).map_err(|_| Error::InvalidName(TABLE.into()))?;
     // SAFETY: plain allocation; checked below.
     let filter = unsafe { sys::nftnl_rule_alloc() };
     if filter.is_null() {
@@ -396,8 +396,8 @@ fn parse_rule(msg: &[u8]) -> Result<RuleState> {
 }
 
 fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
-    let table = CString::new(TABLE).map_err(|_| Error::Alloc)?;
-    let name = CString::new(set_name).map_err(|_| Error::Alloc)?;
+    let table = CString::new(TABLE).map_err(|_| Error::InvalidName(TABLE.into()))?;
+    let name = CString::new(set_name).map_err(|_| Error::InvalidName(set_name.into()))?;
     // SAFETY: plain allocation; checked below.
     let set = unsafe { sys::nftnl_set_alloc() };
     if set.is_null() {

@@ -176,7 +176,7 @@ fn lookup(set: &str, set_ids: &BTreeMap<String, u32>) -> Result<Expr> {
     let id = set_ids
         .get(set)
         .copied()
-        .ok_or_else(|| Error::ReadBack(format!("rule refers to unknown set {set}")))?;
+        .ok_or_else(|| Error::UnknownSet(set.to_owned()))?;
     let name = cstring(set)?;
     Ok(Expr::new(b"lookup\0")?
         .u32(sys::NFTNL_EXPR_LOOKUP_SREG, REG1)
@@ -208,7 +208,7 @@ fn verdict_exprs(verdict: Verdict) -> Result<Vec<Expr>> {
 }
 
 fn cstring(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::ReadBack(format!("name {s:?} contains a NUL byte")))
+    CString::new(s).map_err(|_| Error::InvalidName(s.to_owned()))
 }
 
 /// The user-data blob nft reads a rule's comment from: one TLV, NUL-terminated text.
