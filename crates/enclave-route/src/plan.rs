@@ -278,14 +278,16 @@ pub fn plan(
         metric: r.metric,
     };
 
-    // Ours, on the tunnel, exactly as wanted: keep. Every other route of ours goes.
+    // Ours, on the tunnel, exactly as wanted: keep. Every other route of ours goes. Removals
+    // are tracked by position: the kernel can hold two identical routes of ours.
     let mut present = BTreeSet::new();
-    for r in routes.iter().filter(|r| is_ours(r)) {
+    let mut removed = BTreeSet::new();
+    for (i, r) in routes.iter().enumerate().filter(|(_, r)| is_ours(r)) {
         let k = key(r);
         if tunnel.is_some() && r.oif == tunnel && wanted.contains(&k) && present.insert(k) {
             continue;
         }
-        out.remove_routes.push(r.clone());
+        removed.insert(i);
     }
 
     for want in &wanted {
@@ -337,11 +339,12 @@ pub fn plan(
         .filter(|c| c.kind == ConflictKind::Equal)
         .map(|c| c.ours)
         .collect();
-    for r in routes.iter().filter(|r| is_ours(r)) {
-        if left_out.contains(&key(r)) && !out.remove_routes.contains(r) {
-            out.remove_routes.push(r.clone());
+    for (i, r) in routes.iter().enumerate().filter(|(_, r)| is_ours(r)) {
+        if left_out.contains(&key(r)) {
+            removed.insert(i);
         }
     }
+    out.remove_routes = removed.into_iter().map(|i| routes[i].clone()).collect();
 
     // Rules: only when the tunnel exists do we want any.
     let wanted_rules = match tunnel {
