@@ -165,7 +165,12 @@ fn show_logs(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // Only the process logs: the directory also holds private keys and configurations.
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
     paths.sort();
     for path in paths {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
