@@ -52,13 +52,17 @@ impl Impl {
 }
 
 /// The figures, in table order (throughput: higher is better; RTT: lower is better).
-const METRICS: [&str; 5] = [
+const METRICS: [&str; 6] = [
     "TCP 1 stream, overlay (Mbit/s)",
     "TCP 4 streams, overlay (Mbit/s)",
     "TCP 1 stream, via gateway (Mbit/s)",
     "TCP 4 streams, via gateway (Mbit/s)",
+    "UDP goodput at <2% loss (Mbit/s)",
     "ping RTT, overlay (ms)",
 ];
+
+/// Offered UDP rates (Mbit/s), tried in order until the loss reaches 2 %.
+const UDP_RATES: [u32; 6] = [50, 100, 200, 300, 400, 600];
 
 fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
     let (label, argv, env): (String, Vec<String>, Vec<(&str, &str)>) = match which {
@@ -104,15 +108,61 @@ fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
     Ok(process)
 }
 
+/// Runs an iperf3 client, again up to twice when the server was not ready (it serves one
+/// client at a time and sometimes resets the control connection right after a test).
+fn iperf3_json(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec!["iperf3"];
+    argv.extend_from_slice(args);
+    let mut last = None;
+    for _ in 0..3 {
+        match ns.exec(&argv) {
+            Ok(out) if !out.contains("\"error\"") => return Ok(out),
+            Ok(out) => last = Some(anyhow::anyhow!("iperf3 failed: {out}")),
+            Err(e) => last = Some(e.into()),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("iperf3 did not run")))
+}
+
 /// iperf3 client from `ns` to `dst` with `streams` parallel streams; Mbit/s received.
 fn iperf(ns: &Netns, dst: &str, streams: u32) -> anyhow::Result<f64> {
     let streams = streams.to_string();
-    let out = ns.exec(&["iperf3", "-c", dst, "-t", SECONDS, "-P", &streams, "-J"])?;
+    let out = iperf3_json(ns, &["-c", dst, "-t", SECONDS, "-P", &streams, "-J"])?;
     let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 printed no JSON")?;
     let bps = json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .with_context(|| format!("no throughput in iperf3's answer: {out}"))?;
     Ok(bps / 1e6)
+}
+
+/// iperf3 UDP from `ns` to `dst` at `mbps` offered: (goodput Mbit/s, lost fraction).
+fn iperf_udp(ns: &Netns, dst: &str, mbps: u32) -> anyhow::Result<(f64, f64)> {
+    let rate = format!("{mbps}M");
+    let out = iperf3_json(
+        ns,
+        &["-c", dst, "-u", "-b", &rate, "-l", "1350", "-t", "3", "-J"],
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 printed no JSON")?;
+    let sum = &json["end"]["sum"];
+    let lost = sum["lost_percent"]
+        .as_f64()
+        .with_context(|| format!("no loss in iperf3's answer: {out}"))?;
+    let bps = sum["bits_per_second"].as_f64().unwrap_or(0.0);
+    Ok((bps * (1.0 - lost / 100.0) / 1e6, lost / 100.0))
+}
+
+/// The best goodput among the offered rates whose loss stays under 2 %.
+fn udp_goodput(ns: &Netns, dst: &str) -> anyhow::Result<f64> {
+    let mut best = 0.0f64;
+    for mbps in UDP_RATES {
+        let (goodput, lost) = iperf_udp(ns, dst, mbps)?;
+        if lost >= 0.02 {
+            break;
+        }
+        best = best.max(goodput);
+    }
+    Ok(best)
 }
 
 /// One implementation in fresh namespaces: all the figures, in [`METRICS`] order.
@@ -178,6 +228,7 @@ fn measure(ctx: &Ctx, which: Impl, run: usize) -> anyhow::Result<Vec<f64>> {
         iperf(sender, GATEWAY_OVERLAY, 4)?,
         iperf(sender, LAN_HOST, 1)?,
         iperf(sender, LAN_HOST, 4)?,
+        udp_goodput(sender, GATEWAY_OVERLAY)?,
     ];
     let out = sender.exec_output(&[
         "ping",
