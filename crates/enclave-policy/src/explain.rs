@@ -55,6 +55,12 @@ pub enum Denial {
         /// The receiver.
         system: String,
     },
+    /// The destination is a gateway of the policy that is disabled, switched off, or serves
+    /// none of the policy's subnets.
+    GatewayServesNothing {
+        /// The gateway.
+        system: String,
+    },
     /// The destination is in the policy's subnets but outside its subnet filter.
     OutsideFilter,
     /// No ACL entry admits the protocol and port.
@@ -83,6 +89,10 @@ impl fmt::Display for Denial {
             Self::NoPolicy => f.write_str("no policy grants the sender access to this address"),
             Self::PolicyDisabled => f.write_str("the policy is disabled"),
             Self::ReceiverDisabled { system } => write!(f, "system {system:?} is disabled"),
+            Self::GatewayServesNothing { system } => write!(
+                f,
+                "gateway {system:?} is disabled, switched off, or serves none of the policy's subnets"
+            ),
             Self::OutsideFilter => f.write_str("the address is outside the policy's subnet filter"),
             Self::NoAclEntry => f.write_str("no ACL entry admits this protocol and port"),
             Self::NoGateway { subnet } => {
@@ -306,7 +316,17 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
                 .filter_map(|g| net.systems.get(g))
                 .filter(|g| g.is_gateway() && g.name != sender.name)
                 .filter(|g| match (to_gateway, subnet) {
-                    (Some(name), _) => &g.name == name,
+                    // As compiled: only a gateway that serves one of the policy's subnets
+                    // becomes the sender's peer.
+                    (Some(name), _) => {
+                        &g.name == name
+                            && policy.subnets.iter().any(|subnet| {
+                                g.gateway
+                                    .as_ref()
+                                    .and_then(|s| s.source_of(*subnet))
+                                    .is_some()
+                            })
+                    }
                     (None, Some(subnet)) => g
                         .gateway
                         .as_ref()
@@ -319,9 +339,12 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
             let acl = match (to_gateway, subnet) {
                 (Some(name), _) => {
                     if candidates.is_empty() {
-                        return Err(Denial::ReceiverDisabled {
+                        return Err(Denial::GatewayServesNothing {
                             system: name.clone(),
                         });
+                    }
+                    if policy.acl.is_empty() {
+                        return Err(Denial::NoAclEntry);
                     }
                     first_admitting(&reachability, query).ok_or(Denial::NoAclEntry)?
                 }

@@ -340,7 +340,11 @@ pub fn compile(net: &Network, system: &str) -> Result<View> {
 }
 
 fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
-    for policy in net.direct_policies.values().filter(|p| p.enabled) {
+    for policy in net
+        .direct_policies
+        .values()
+        .filter(|p| p.enabled && !p.acl.is_empty())
+    {
         let i_send = !me.tags.is_disjoint(&policy.senders);
         let i_receive = !me.tags.is_disjoint(&policy.receivers);
         if i_send {
@@ -404,7 +408,11 @@ fn served_by<'p>(
 }
 
 fn as_sender(net: &Network, me: &System, view: &mut View) {
-    for policy in net.gateway_policies.values().filter(|p| p.enabled) {
+    for policy in net
+        .gateway_policies
+        .values()
+        .filter(|p| p.enabled && !p.acl.is_empty())
+    {
         if me.tags.is_disjoint(&policy.senders) {
             continue;
         }
@@ -472,7 +480,11 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
         .map(|s| (*s, crate::SubnetSource::Manual))
         .collect();
     let mut forward = BTreeMap::new();
-    for policy in net.gateway_policies.values().filter(|p| p.enabled) {
+    for policy in net
+        .gateway_policies
+        .values()
+        .filter(|p| p.enabled && !p.acl.is_empty())
+    {
         if !policy.gateways.contains(&me.name) {
             continue;
         }

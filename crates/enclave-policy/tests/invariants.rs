@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use enclave_policy::{AddrEntry, AllowRule, GrantKind, Network, Protocol, View};
+use enclave_policy::{
+    AddrEntry, AllowRule, FindingOutcome, GrantKind, Network, Protocol, Query, Verdict, View,
+};
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 
@@ -446,6 +448,125 @@ proptest! {
             prop_assert_eq!(Some(&json), again.as_ref().ok());
             let other = enclave_policy::compile(&reversed, name).map(|v| serde_json::to_string(&v).unwrap_or_default());
             prop_assert_eq!(Some(&json), other.as_ref().ok());
+        }
+    }
+}
+
+/// Whether `rule` lets a flow of `protocol` to `dst:port` from `src` be opened.
+fn admits(
+    rule: &AllowRule,
+    protocol: Protocol,
+    port: Option<u16>,
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+) -> bool {
+    let protocol_ok = rule.protocol == Protocol::Any || rule.protocol == protocol;
+    let port_ok = match (rule.ports, port) {
+        (None, _) => true,
+        (Some(range), Some(port)) => range.contains(port),
+        (Some(_), None) => false,
+    };
+    protocol_ok
+        && port_ok
+        && rule.sources.iter().any(|e| e.contains(src))
+        && rule.destinations.iter().any(|e| e.contains(dst))
+}
+
+const DESTINATIONS: [&str; 8] = [
+    "10.0.0.5",
+    "10.0.0.15",
+    "10.0.1.3",
+    "10.0.200.1",
+    "192.168.1.7",
+    "8.8.8.8",
+    "100.64.0.2",
+    "100.64.0.3",
+];
+const FLOWS: [(Protocol, Option<u16>); 5] = [
+    (Protocol::Icmp, None),
+    (Protocol::Tcp, Some(22)),
+    (Protocol::Tcp, Some(1500)),
+    (Protocol::Udp, Some(53)),
+    (Protocol::Tcp, Some(80)),
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever explain allows, the compiled views carry: an outbound rule on the sender
+    /// towards the first gateway (or the receiver), and an inbound rule on that enforcer.
+    #[test]
+    fn explain_agrees_with_the_compiled_views(
+        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
+        policies in proptest::collection::vec(policy(), 0..6),
+    ) {
+        let text = render(&systems, &policies, false);
+        let net = enclave_policy::load("gen.toml", &text).map(|l| l.network);
+        prop_assert!(net.is_ok());
+        let net = net.unwrap_or_else(|_| unreachable!());
+        let at = enclave_policy::Timestamp::UNIX_EPOCH;
+        for sender in net.systems.values() {
+            for dst in DESTINATIONS {
+                let dst: std::net::Ipv4Addr = dst.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                for (protocol, port) in FLOWS {
+                    let query = Query {
+                        from: sender.name.clone(),
+                        to: dst,
+                        protocol: Some(protocol),
+                        port,
+                        public_ip: None,
+                        at,
+                    };
+                    let answer = enclave_policy::explain(&net, &query);
+                    prop_assert!(answer.is_ok());
+                    let answer = answer.unwrap_or_else(|_| unreachable!());
+                    if answer.verdict == Verdict::Denied {
+                        continue;
+                    }
+                    for finding in &answer.findings {
+                        let FindingOutcome::Allowed { gateways, .. } = &finding.outcome else {
+                            continue;
+                        };
+                        let enforcer = match gateways.first() {
+                            Some(g) => g.clone(),
+                            None => net
+                                .systems
+                                .values()
+                                .find(|s| s.address == dst)
+                                .map(|s| s.name.clone())
+                                .unwrap_or_default(),
+                        };
+                        let mine = enclave_policy::compile(&net, &sender.name);
+                        let theirs = enclave_policy::compile(&net, &enforcer);
+                        prop_assert!(mine.is_ok() && theirs.is_ok());
+                        let (mine, theirs) = (
+                            mine.unwrap_or_else(|_| unreachable!()),
+                            theirs.unwrap_or_else(|_| unreachable!()),
+                        );
+                        let out = mine
+                            .peers
+                            .get(&enforcer)
+                            .and_then(|p| p.outbound.get(&finding.policy))
+                            .is_some_and(|g| {
+                                g.rules.iter().any(|r| admits(r, protocol, port, sender.address, dst))
+                            });
+                        let inb = theirs
+                            .peers
+                            .get(&sender.name)
+                            .and_then(|p| p.inbound.get(&finding.policy))
+                            .is_some_and(|g| {
+                                g.rules.iter().any(|r| admits(r, protocol, port, sender.address, dst))
+                            });
+                        prop_assert!(
+                            out && inb,
+                            "explain allows {} -> {dst} {protocol:?} {port:?} by {:?} via {enforcer} \
+                             but the views do not (outbound {out}, inbound {inb})\n{text}",
+                            sender.name,
+                            finding.policy
+                        );
+                    }
+                }
+            }
         }
     }
 }
