@@ -132,23 +132,37 @@ fn unknown_public_address_fails_public_ip_requirements() {
 fn tag_trust_requirement_gates_the_contractor() {
     check(
         "contractor",
-        "192.168.77.21/icmp",
+        "192.168.77.30:445/tcp",
         Some("203.0.113.9"),
         WORKDAY,
         expect![[r#"
-        denied: contractor -> 192.168.77.21/icmp
-          gateway access policy "users to Menlo Park Office": denied: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
-    "#]],
+            denied: contractor -> 192.168.77.30:445/tcp
+              gateway access policy "contractors to the file server": denied: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
+        "#]],
     );
+    check(
+        "contractor",
+        "192.168.77.30:445/tcp",
+        Some("198.51.100.9"),
+        WORKDAY,
+        expect![[r#"
+            allowed: contractor -> 192.168.77.30:445/tcp
+              gateway access policy "contractors to the file server": allowed by ACL entry tcp 445 (SMB), through menlo-gw-1, then menlo-gw-2
+        "#]],
+    );
+}
+
+#[test]
+fn contractor_reaches_only_the_file_server() {
     check(
         "contractor",
         "192.168.77.21/icmp",
         Some("198.51.100.9"),
         WORKDAY,
         expect![[r#"
-        allowed: contractor -> 192.168.77.21/icmp
-          gateway access policy "users to Menlo Park Office": allowed by ACL entry icmp, through menlo-gw-1, then menlo-gw-2
-    "#]],
+            denied: contractor -> 192.168.77.21/icmp
+              gateway access policy "contractors to the file server": denied: the address is outside the policy's subnet filter
+        "#]],
     );
 }
 

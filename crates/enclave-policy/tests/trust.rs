@@ -46,7 +46,7 @@ fn gateway_enforces_on_observed_addresses() {
         &[("laptop", "198.51.100.7"), ("contractor", "203.0.113.9")],
         "2026-11-25T18:00:00Z",
         expect![[r#"
-            in  contractor "users to Menlo Park Office": suspended: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
+            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
             in  laptop "users to Menlo Park Office": active
         "#]],
     );
@@ -59,9 +59,9 @@ fn gateway_suspends_unobserved_senders() {
         &[],
         "2026-11-25T18:00:00Z",
         expect![[r#"
-        in  contractor "users to Menlo Park Office": suspended: trust requirement "no-tor-exits" failed: the sender's public address is unknown
-        in  laptop "users to Menlo Park Office": suspended: trust requirement "no-tor-exits" failed: the sender's public address is unknown
-    "#]],
+            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
+            in  laptop "users to Menlo Park Office": suspended: trust requirement "no-tor-exits" failed: the sender's public address is unknown
+        "#]],
     );
 }
 
@@ -99,17 +99,17 @@ fn active_hours_follow_daylight_saving_time() {
         &[("laptop", "198.51.100.7")],
         "2026-07-01T14:30:00Z",
         expect![[r#"
-        in  contractor "users to Menlo Park Office": suspended: trust requirement "no-tor-exits" failed: the sender's public address is unknown
-        in  laptop "users to Menlo Park Office": active
-    "#]],
+            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
+            in  laptop "users to Menlo Park Office": active
+        "#]],
     );
     check(
         "menlo-gw-1",
         &[("laptop", "198.51.100.7")],
         "2026-12-02T14:30:00Z",
         expect![[r#"
-        in  contractor "users to Menlo Park Office": suspended: outside active hours (it is Wed 06:30 in America/Los_Angeles)
-        in  laptop "users to Menlo Park Office": suspended: outside active hours (it is Wed 06:30 in America/Los_Angeles)
-    "#]],
+            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
+            in  laptop "users to Menlo Park Office": suspended: outside active hours (it is Wed 06:30 in America/Los_Angeles)
+        "#]],
     );
 }
