@@ -136,12 +136,17 @@ fn iperf(ns: &Netns, dst: &str, streams: u32) -> anyhow::Result<f64> {
     Ok(bps / 1e6)
 }
 
-/// iperf3 UDP from `ns` to `dst` at `mbps` offered: (goodput Mbit/s, lost fraction).
+/// iperf3 UDP from `ns` to `dst` at `mbps` offered: (goodput Mbit/s, lost fraction). The
+/// socket buffers are 4 MiB: with iperf3's default the receiving iperf3's own socket overflows
+/// first (its `UdpRcvbufErrors` grow while the tunnel delivers every packet), which would
+/// measure iperf3 rather than the tunnel.
 fn iperf_udp(ns: &Netns, dst: &str, mbps: u32) -> anyhow::Result<(f64, f64)> {
     let rate = format!("{mbps}M");
     let out = iperf3_json(
         ns,
-        &["-c", dst, "-u", "-b", &rate, "-l", "1350", "-t", "3", "-J"],
+        &[
+            "-c", dst, "-u", "-b", &rate, "-l", "1350", "-w", "4M", "-t", "3", "-J",
+        ],
     )?;
     let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 printed no JSON")?;
     let sum = &json["end"]["sum"];
