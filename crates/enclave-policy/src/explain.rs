@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use enclave_filter::Protocol;
 use ipnet::Ipv4Net;
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{AclEntry, Network, System};
 use crate::trust::{check, TrustFailure};
@@ -31,7 +31,7 @@ pub struct Query {
 }
 
 /// The answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Some policy allows it.
@@ -41,7 +41,7 @@ pub enum Verdict {
 }
 
 /// Why a policy does not allow the flow (or why nothing does).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "denial")]
 pub enum Denial {
     /// The sending system is disabled.
@@ -110,7 +110,7 @@ impl fmt::Display for Denial {
 }
 
 /// What one policy says about the flow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum FindingOutcome {
     /// The policy allows it.
@@ -128,7 +128,7 @@ pub enum FindingOutcome {
 }
 
 /// One policy that concerns the sender and the destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// The policy.
     pub policy: String,
@@ -139,7 +139,7 @@ pub struct Finding {
 }
 
 /// The answer and its reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Explanation {
     /// Allowed or denied.
     pub verdict: Verdict,

@@ -5,10 +5,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use enclave_filter::{AddrEntry, PortRange, Protocol};
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A validated network definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     /// The overlay network every virtual address lies in.
     pub overlay: Ipv4Net,
@@ -27,7 +27,7 @@ pub struct Network {
 }
 
 /// One enrolled system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct System {
     /// Its unique name.
     pub name: String,
@@ -53,7 +53,7 @@ impl System {
 }
 
 /// The gateway settings of a system (the seed's "Allow this system to act as a gateway").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewaySettings {
     /// Whether the system is allowed to act as a gateway.
     pub allowed: bool,
@@ -94,7 +94,7 @@ impl GatewaySettings {
 
 /// A tag with trust requirements attached: a system carries the tag, for policies, only while
 /// they hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {
     /// The tag.
     pub name: String,
@@ -103,7 +103,7 @@ pub struct Tag {
 }
 
 /// A named trust requirement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustRequirement {
     /// Its unique name.
     pub name: String,
@@ -113,7 +113,7 @@ pub struct TrustRequirement {
 
 /// What a trust requirement checks. More kinds (user authentication through an identity
 /// provider) fit here later.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum TrustKind {
     /// The sender's observed public (underlay) address must lie in `allow` (when not empty)
@@ -127,7 +127,7 @@ pub enum TrustKind {
 }
 
 /// One ACL entry of a policy.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AclEntry {
     /// The protocol.
     pub protocol: Protocol,
@@ -156,7 +156,7 @@ impl AclEntry {
 }
 
 /// A day of the week.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Weekday {
     /// Monday.
@@ -191,7 +191,7 @@ impl Weekday {
 }
 
 /// A window of the day, minutes after midnight, `start` inclusive, `end` exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HoursWindow {
     /// First minute of the window.
     pub start: u16,
@@ -200,7 +200,7 @@ pub struct HoursWindow {
 }
 
 /// When a policy is active.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveHours {
     /// Days on which the windows apply.
     pub days: BTreeSet<Weekday>,
@@ -211,7 +211,7 @@ pub struct ActiveHours {
 }
 
 /// A direct access policy: sender tags to receiver tags, one way, enforced by the receiver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectPolicy {
     /// Its unique name.
     pub name: String,
@@ -230,7 +230,7 @@ pub struct DirectPolicy {
 }
 
 /// A gateway access policy: sender tags to subnets through gateways, one way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayPolicy {
     /// Its unique name.
     pub name: String,

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use ipnet::Ipv4Net;
 use jiff::tz::TimeZoneDatabase;
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{ActiveHours, TrustKind, TrustRequirement, Weekday};
 use crate::view::{Direction, Requirements, View};
@@ -22,7 +22,7 @@ pub struct Facts {
 }
 
 /// Why a grant is suspended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "failure")]
 pub enum TrustFailure {
     /// The sender's public address has not been observed yet.
@@ -99,7 +99,7 @@ impl fmt::Display for TrustFailure {
 }
 
 /// The outcome of one grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum GrantOutcome {
     /// Its rules apply.
@@ -112,7 +112,7 @@ pub enum GrantOutcome {
 }
 
 /// One grant of a view, evaluated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantEvaluation {
     /// The peer.
     pub peer: String,
@@ -125,7 +125,7 @@ pub struct GrantEvaluation {
 }
 
 /// Every grant of a view, evaluated, ordered by peer, direction and policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// The grants.
     pub grants: Vec<GrantEvaluation>,

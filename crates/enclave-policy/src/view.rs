@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
 use ipnet::Ipv4Net;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{AclEntry, ActiveHours, Network, System, TrustRequirement};
 use crate::{Error, Result};
@@ -16,7 +16,7 @@ pub const GATEWAY_REACHABILITY: &str = "gateway reachability";
 
 /// Everything one system's agent must apply. A plain value: the same definition gives
 /// byte-identical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
     /// The system this view is for.
     pub system: String,
@@ -37,7 +37,7 @@ pub struct View {
 }
 
 /// One peer: its tunnel and what may flow through it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerView {
     /// Its WireGuard public key, base64.
     pub public_key: String,
@@ -59,7 +59,7 @@ pub struct PeerView {
 }
 
 /// A direction of flow opening, seen from the local system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Opened by the peer.
@@ -69,7 +69,7 @@ pub enum Direction {
 }
 
 /// What kind of policy made a grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GrantKind {
     /// A direct access policy.
@@ -79,7 +79,7 @@ pub enum GrantKind {
 }
 
 /// The rules one policy grants between the local system and one peer, and their conditions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// The kind of the granting policy.
     pub kind: GrantKind,
@@ -90,7 +90,7 @@ pub struct Grant {
 }
 
 /// The conditions of a grant: all must hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requirements {
     /// The sending system, whose observed public address is judged.
     pub sender: String,
@@ -107,7 +107,7 @@ pub struct Requirements {
 }
 
 /// A route: a subnet and the gateways that may carry it, in order of preference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteView {
     /// Whether this is the default route (`0.0.0.0/0`).
     pub default_route: bool,
@@ -119,7 +119,7 @@ pub struct RouteView {
 }
 
 /// One candidate gateway for a route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteCandidate {
     /// The gateway's system name (a key of [`View::peers`]).
     pub gateway: String,
@@ -128,7 +128,7 @@ pub struct RouteCandidate {
 }
 
 /// What a gateway must do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayView {
     /// Whether to serve discovered subnets (see [`SubnetSource::Discovery`]).
     pub auto_discover: bool,
@@ -144,7 +144,7 @@ pub struct GatewayView {
 }
 
 /// Why a gateway serves a subnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubnetSource {
     /// Added by hand: served whatever discovery finds.
@@ -155,7 +155,7 @@ pub enum SubnetSource {
 }
 
 /// One policy's forwarding through a gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardRule {
     /// Overlay addresses of the senders, by system name.
     pub senders: BTreeMap<String, Ipv4Addr>,
@@ -166,7 +166,7 @@ pub struct ForwardRule {
 }
 
 /// One SNAT rule.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SnatRule {
     /// Source addresses to translate (the overlay network).
     pub source: Ipv4Net,

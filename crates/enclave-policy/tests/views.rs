@@ -438,3 +438,14 @@ fn status_acl_lines_read_like_the_seed() {
         ["allow [tcp 9100 \"JetDirect\"] from local -> peer", "allow [icmp \"gateway reachability\"] from local -> peer"]
         ["allow [tcp 9100 \"JetDirect\"] from peer -> local", "allow [icmp \"gateway reachability\"] from peer -> local"]"#]].assert_eq(&lines);
 }
+
+#[test]
+fn views_round_trip_through_json() {
+    let loaded = enclave_policy::load("net.toml", DEFINITION).expect("valid definition");
+    for name in loaded.network.systems.keys() {
+        let view = enclave_policy::compile(&loaded.network, name).expect("system exists");
+        let json = serde_json::to_string(&view).expect("serialisable");
+        let back: enclave_policy::View = serde_json::from_str(&json).expect("deserialisable");
+        assert_eq!(back, view, "view of {name} changed through JSON");
+    }
+}
