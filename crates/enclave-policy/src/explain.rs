@@ -264,12 +264,14 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
     }];
     // Overlay addresses are reached directly, never through a gateway.
     let routed = !net.overlay.contains(&query.to);
-    // The sender's routing table picks the most specific route that some enabled policy
-    // installs (a route stays installed while its grant is suspended).
+    // The sender's routing table picks the most specific route that some enabled policy with
+    // an ACL installs (a route stays installed while its grant is suspended).
     let best_route = net
         .gateway_policies
         .values()
-        .filter(|p| p.enabled && routed && !sender.tags.is_disjoint(&p.senders))
+        .filter(|p| {
+            p.enabled && !p.acl.is_empty() && routed && !sender.tags.is_disjoint(&p.senders)
+        })
         .flat_map(|p| {
             p.subnets.iter().filter(|subnet| {
                 subnet.contains(&query.to)
