@@ -12,6 +12,59 @@
 //!
 //! Architecture invariant: this crate does no I/O and never reads the clock; callers pass the
 //! file's text and the time. Deny by default: nothing is allowed that no policy grants.
+//!
+//! ```
+//! let text = r#"
+//! [[system]]
+//! name = "laptop"
+//! public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+//! address = "100.64.0.11"
+//! tags = ["users"]
+//!
+//! [[system]]
+//! name = "office-gw"
+//! public_key = "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4="
+//! address = "100.64.0.2"
+//!
+//! [system.gateway]
+//! allowed = true
+//! subnets = ["192.168.77.0/24"]
+//!
+//! [[gateway_policy]]
+//! name = "users to the office"
+//! senders = ["users"]
+//! gateways = ["office-gw"]
+//! subnets = ["192.168.77.0/24"]
+//! filter = ["192.168.77.20-192.168.77.21"]
+//! acl = [{ protocol = "tcp", ports = 445, label = "SMB" }]
+//! "#;
+//! let network = enclave_policy::load("network.toml", text)?.network;
+//!
+//! // The sender routes the subnet through the gateway...
+//! let laptop = enclave_policy::compile(&network, "laptop")?;
+//! let route = &laptop.routes[&"192.168.77.0/24".parse()?];
+//! assert_eq!(route.candidates[0].gateway, "office-gw");
+//!
+//! // ...and the gateway forwards and SNATs it.
+//! let gateway = enclave_policy::compile(&network, "office-gw")?;
+//! let rules = gateway.gateway.as_ref().map(|g| g.snat.len());
+//! assert_eq!(rules, Some(1));
+//!
+//! // Would the laptop reach a domain controller over SMB?
+//! let answer = enclave_policy::explain(
+//!     &network,
+//!     &enclave_policy::Query {
+//!         from: "laptop".into(),
+//!         to: "192.168.77.20".parse()?,
+//!         protocol: Some(enclave_policy::Protocol::Tcp),
+//!         port: Some(445),
+//!         public_ip: None,
+//!         at: "2026-11-25T18:00:00Z".parse()?,
+//!     },
+//! )?;
+//! assert_eq!(answer.verdict, enclave_policy::Verdict::Allowed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod diag;
 mod explain;
