@@ -127,7 +127,12 @@ impl Engine {
                 self.network_to_tun()?;
             }
             if tun {
-                self.tun_to_network()?;
+                if let Err(e) = self.tun_to_network() {
+                    // Deleting the interface (`ip link del`, `wg-quick down`) ends the tunnel
+                    // the way wireguard-go ends: an orderly stop, not a failure.
+                    tracing::info!(error = %e, "the TUN device is gone; stopping");
+                    return Ok(());
+                }
             }
             let now = Instant::now();
             if self.device.poll_timeout().is_some_and(|t| t <= now) {

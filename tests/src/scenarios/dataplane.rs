@@ -39,6 +39,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: uapi_malformed,
         },
         Scenario {
+            name: "dataplane-lifecycle",
+            about: "our tunnel ends cleanly when its interface or its UAPI socket file is deleted",
+            run: lifecycle,
+        },
+        Scenario {
             name: "dataplane-garbage-udp",
             about: "garbage UDP to our port gets no reply, no crash, and the tunnel keeps working",
             run: garbage_udp,
@@ -546,5 +551,35 @@ fn garbage_udp(ctx: &Ctx) -> anyhow::Result<()> {
     p.check_alive()?;
     ping_through(p.a(), B_OVERLAY)?;
     ping_through(p.b(), A_OVERLAY)?;
+    Ok(())
+}
+
+/// Waits until `process` has exited and neither the interface nor the socket file is left.
+fn check_gone(ns: &Netns, process: &mut Process, what: &str) -> anyhow::Result<()> {
+    let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
+    let gone = enclave_netns::wait_until(Duration::from_secs(5), || {
+        !process.is_running()
+            && !socket.exists()
+            && ns.exec(&["ip", "link", "show", IFACE]).is_err()
+    });
+    ensure!(
+        gone,
+        "after {what} the tunnel is still there (running: {}, socket: {}); log:\n{}",
+        process.is_running(),
+        socket.exists(),
+        process.log()
+    );
+    Ok(())
+}
+
+fn lifecycle(ctx: &Ctx) -> anyhow::Result<()> {
+    let topo = ctx.topology(&pair("dplc"))?;
+    let a = topo.ns("a");
+    let mut first = start_ours(ctx, a)?;
+    a.exec(&["ip", "link", "del", IFACE])?;
+    check_gone(a, &mut first, "deleting the interface")?;
+    let mut second = start_ours(ctx, a)?;
+    std::fs::remove_file(a.wireguard_dir().join(format!("{IFACE}.sock")))?;
+    check_gone(a, &mut second, "deleting the UAPI socket file")?;
     Ok(())
 }
