@@ -302,9 +302,20 @@ mod tests {
             sources.iter().any(|s| s.contains("100.64.0.12")),
             "{sources:?}"
         );
-        assert_eq!(nat.grants.len(), 3, "icmp, SMB and RDP");
+        // The users' policy gives icmp, SMB and RDP; the contractors' gives SMB to the file server.
+        let labels: Vec<&str> = nat.grants.iter().map(|g| g.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "contractors to the file server: SMB",
+                "users to Menlo Park Office",
+                "users to Menlo Park Office: SMB",
+                "users to Menlo Park Office: RDP",
+            ],
+        );
 
-        // The contractor from elsewhere fails its tag's trust requirement; at night nobody passes.
+        // The contractor from elsewhere fails its tag's trust requirement; at night the users'
+        // policy (office hours) passes nobody, while the contractors' (no hours) still does.
         let elsewhere = evaluate(&view, &facts("203.0.113.99"), office_hours());
         let d = desired(&view, "enclave0", &BTreeMap::new(), &elsewhere, &served);
         let nat = d.nat.unwrap();
@@ -318,7 +329,9 @@ mod tests {
             "2026-11-26T08:00:00Z".parse().unwrap(),
         );
         let d = desired(&view, "enclave0", &BTreeMap::new(), &night, &served);
-        assert!(d.nat.unwrap().grants.is_empty());
+        let nat = d.nat.unwrap();
+        let labels: Vec<&str> = nat.grants.iter().map(|g| g.label.as_str()).collect();
+        assert_eq!(labels, ["contractors to the file server: SMB"]);
         assert!(d.peers["laptop"]
             .inbound
             .iter()
