@@ -19,8 +19,10 @@ use crate::udp::Udp;
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
-/// Room for one datagram or packet (an MTU up to ~4000 bytes).
-const BUF: usize = 4096;
+/// Room for one datagram or packet of any size the kernel can hand us: the largest IP packet
+/// plus the transport overhead and padding. Pages of these buffers that no packet reaches are
+/// never touched, so they cost address space rather than memory.
+const BUF: usize = 65_535 + 64;
 /// How often the filters forget expired flows.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Handshake initiations per second above which the core is told it is under load.
