@@ -62,7 +62,7 @@ const METRICS: [&str; 6] = [
 ];
 
 /// Offered UDP rates (Mbit/s), tried in order until the loss reaches 2 %.
-const UDP_RATES: [u32; 6] = [50, 100, 200, 300, 400, 600];
+const UDP_RATES: [u32; 9] = [50, 100, 200, 300, 400, 600, 800, 1000, 1400];
 
 fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
     let (label, argv, env): (String, Vec<String>, Vec<(&str, &str)>) = match which {
