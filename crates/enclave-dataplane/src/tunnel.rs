@@ -166,7 +166,9 @@ impl Tunnel {
             .private_key
             .clone()
             .unwrap_or_else(|| enclave_wg::keys::generate_private_key(rand_core::OsRng));
-        let device = Device::new(key, rand_core::OsRng);
+        let mut device = Device::new(key, rand_core::OsRng);
+        // Padding must not grow a full-sized packet past the TUN MTU the underlay was sized for.
+        device.set_mtu(Some(config.mtu));
         let waker = Arc::new(Waker::new().map_err(Error::Spawn)?);
         let (sender, commands) = mpsc::channel();
         let running = Arc::new(AtomicBool::new(true));
