@@ -126,7 +126,8 @@ impl Engine {
                 }
                 // A new configuration can need the core at once (a persistent keepalive to a
                 // peer just added): give it the clock now rather than at its next timer.
-                self.device.handle_timeout(Instant::now(), SystemTime::now());
+                self.device
+                    .handle_timeout(Instant::now(), SystemTime::now());
                 self.flush_transmits();
             }
             if udp {
