@@ -158,3 +158,43 @@ pub fn wg_configure(
     ns.exec(&["ip", "link", "set", iface, "up"])?;
     Ok(())
 }
+
+/// Configures the reference tunnel with `wg` on the `wg0` interfaces that already run in the
+/// sender and the gateway (wireguard-go's or ours): fresh keys (written to `dir` as
+/// `TAG-sender.key` and `TAG-gw.key`), each side the other's peer, the sender routing the LAN
+/// into the tunnel.
+pub fn configure_reference_tunnel(
+    dir: &Path,
+    tag: &str,
+    sender: &Netns,
+    gw: &Netns,
+) -> anyhow::Result<()> {
+    let sender_keys = wg_keypair(sender)?;
+    let gw_keys = wg_keypair(gw)?;
+    let sender_key = write_key(dir, &format!("{tag}-sender.key"), &sender_keys.private)?;
+    let gw_key = write_key(dir, &format!("{tag}-gw.key"), &gw_keys.private)?;
+    wg_configure(
+        sender,
+        "wg0",
+        &sender_key,
+        &format!("{SENDER_OVERLAY}/10"),
+        &WgPeer {
+            public_key: &gw_keys.public,
+            allowed_ips: &format!("{GATEWAY_OVERLAY}/32,{LAN_SUBNET}"),
+            endpoint: Some(format!("{GATEWAY_UNDERLAY}:{WG_PORT}")),
+        },
+    )?;
+    sender.exec(&["ip", "route", "add", LAN_SUBNET, "dev", "wg0"])?;
+    wg_configure(
+        gw,
+        "wg0",
+        &gw_key,
+        &format!("{GATEWAY_OVERLAY}/10"),
+        &WgPeer {
+            public_key: &sender_keys.public,
+            allowed_ips: &format!("{SENDER_OVERLAY}/32"),
+            endpoint: None,
+        },
+    )?;
+    Ok(())
+}

@@ -18,9 +18,8 @@ use enclave_netns::{wait_until, EchoServer, Netns, Process, SpawnOpts, Topology,
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
-    reference_topology, start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer,
-    GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
-    WG_PORT,
+    configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
+    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY, WG_PORT,
 };
 use crate::{Ctx, Scenario};
 
@@ -106,39 +105,9 @@ impl Gateway {
     fn build(ctx: &Ctx, tag: &str) -> anyhow::Result<Gateway> {
         let topo = ctx.topology(&reference_topology(tag))?;
         let (sender, gw, lan) = (topo.ns("sender"), topo.ns("gw"), topo.ns("lan"));
-        let sender_keys = wg_keypair(sender)?;
-        let gw_keys = wg_keypair(gw)?;
         let sender_wg = start_wireguard_go(sender, "wg0")?;
         let gw_wg = start_wireguard_go(gw, "wg0")?;
-        let sender_key = write_key(
-            ctx.log_dir(),
-            &format!("{tag}-sender.key"),
-            &sender_keys.private,
-        )?;
-        let gw_key = write_key(ctx.log_dir(), &format!("{tag}-gw.key"), &gw_keys.private)?;
-        wg_configure(
-            sender,
-            "wg0",
-            &sender_key,
-            &format!("{SENDER_OVERLAY}/10"),
-            &WgPeer {
-                public_key: &gw_keys.public,
-                allowed_ips: &format!("{GATEWAY_OVERLAY}/32,{LAN_SUBNET}"),
-                endpoint: Some(format!("{GATEWAY_UNDERLAY}:{WG_PORT}")),
-            },
-        )?;
-        sender.exec(&["ip", "route", "add", LAN_SUBNET, "dev", "wg0"])?;
-        wg_configure(
-            gw,
-            "wg0",
-            &gw_key,
-            &format!("{GATEWAY_OVERLAY}/10"),
-            &WgPeer {
-                public_key: &sender_keys.public,
-                allowed_ips: &format!("{SENDER_OVERLAY}/32"),
-                endpoint: None,
-            },
-        )?;
+        configure_reference_tunnel(ctx.log_dir(), tag, sender, gw)?;
         lan.exec(&[
             "ip",
             "addr",
