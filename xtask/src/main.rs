@@ -100,7 +100,36 @@ fn ci() -> anyhow::Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run("cargo test --workspace", test)?;
+    fuzz_targets_compile()?;
     netns_test(&[])
+}
+
+/// The cargo-fuzz projects (each its own workspace under `crates/*/fuzz`) must keep compiling.
+/// Running them needs a nightly toolchain and cargo-fuzz (`cargo +nightly fuzz run TARGET` in
+/// the project's directory); checking them needs neither.
+fn fuzz_targets_compile() -> anyhow::Result<()> {
+    let crates = root().join("crates");
+    let mut projects: Vec<PathBuf> = std::fs::read_dir(&crates)
+        .with_context(|| format!("cannot list {}", crates.display()))?
+        .flatten()
+        .map(|entry| entry.path().join("fuzz"))
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .collect();
+    projects.sort();
+    for project in projects {
+        let mut check = cargo();
+        check
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", target_dir().join("fuzz-check"))
+            .args(["check", "--bins"]);
+        let name = project
+            .strip_prefix(root())
+            .unwrap_or(&project)
+            .display()
+            .to_string();
+        run(&format!("fuzz targets of {name} compile"), check)?;
+    }
+    Ok(())
 }
 
 fn build_binaries() -> anyhow::Result<()> {
