@@ -74,14 +74,23 @@ pub fn start(ctx: &Ctx, ns: &Netns, files: &AgentFiles, gateway: bool) -> anyhow
     start_with(ctx, ns, files, gateway, SpawnOpts::default())
 }
 
+/// The verbosity agents run at: `ENCLAVE_TEST_VERBOSITY` in the spawn options (not passed on to
+/// the agent's environment), else 3.
+fn verbosity(opts: &mut SpawnOpts) -> String {
+    opts.env
+        .remove("ENCLAVE_TEST_VERBOSITY")
+        .unwrap_or_else(|| "3".to_owned())
+}
+
 /// [`start`] with extra spawn options (environment variables such as `ENCLAVE_CLOCK_FILE`).
 pub fn start_with(
     ctx: &Ctx,
     ns: &Netns,
     files: &AgentFiles,
     gateway: bool,
-    opts: SpawnOpts,
+    mut opts: SpawnOpts,
 ) -> anyhow::Result<Process> {
+    let verbosity = verbosity(&mut opts);
     let bin = ctx.bin(if gateway {
         "enclave-gw"
     } else {
@@ -99,7 +108,7 @@ pub fn start_with(
             },
             files.node
         ),
-        &[bin.as_str(), "run", "-c", &config, "-v", "3"],
+        &[bin.as_str(), "run", "-c", &config, "-v", &verbosity],
         opts,
     )?;
     let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();

@@ -333,12 +333,15 @@ impl Engine {
                                 filter.check(Direction::Ingress, packet, now)
                             {
                                 tracing::trace!(
+                                    peer = %peer,
+                                    packet = %Inner(packet),
                                     reason = reason.as_str(),
                                     "inbound packet filtered"
                                 );
                                 continue;
                             }
                         }
+                        tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
                         if self.tun.write(packet).is_err() {
                             self.tun_write_errors += 1;
                         }
@@ -381,6 +384,8 @@ impl Engine {
                                 filter.check(Direction::Egress, packet, now)
                             {
                                 tracing::trace!(
+                                    peer = %peer,
+                                    packet = %Inner(packet),
                                     reason = reason.as_str(),
                                     "outbound packet filtered"
                                 );
@@ -394,13 +399,18 @@ impl Engine {
                     .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
                 {
                     Encapsulated::Send { dst, len, .. } => {
+                        tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
                         self.tx.lens[count] = len;
                         self.tx.set_dst(count, dst, self.udp.v6);
                         count += 1;
                     }
                     Encapsulated::Queued { .. } => {}
                     Encapsulated::Dropped(reason) => {
-                        tracing::trace!(reason = reason.as_str(), "outbound packet dropped");
+                        tracing::trace!(
+                            packet = %Inner(packet),
+                            reason = reason.as_str(),
+                            "outbound packet dropped"
+                        );
                         self.drop_count(reason);
                     }
                 }
@@ -442,6 +452,29 @@ impl Engine {
                     tracing::debug!(peer = %peer, %endpoint, "endpoint changed")
                 }
             }
+        }
+    }
+}
+
+/// An inner IP packet in a per-packet TRACE line: `proto src -> dst, len`. Only formatted when
+/// TRACE is enabled (`run -v 5`).
+struct Inner<'a>(&'a [u8]);
+
+impl std::fmt::Display for Inner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.0;
+        if p.len() >= 20 && p[0] >> 4 == 4 {
+            let src = std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+            let dst = std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            let proto = match p[9] {
+                1 => "icmp".to_owned(),
+                6 => "tcp".to_owned(),
+                17 => "udp".to_owned(),
+                other => format!("proto {other}"),
+            };
+            write!(f, "{proto} {src} -> {dst}, {} bytes", p.len())
+        } else {
+            write!(f, "non-IPv4, {} bytes", p.len())
         }
     }
 }

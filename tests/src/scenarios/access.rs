@@ -105,6 +105,30 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         status.contains(&format!("{DC1}-{DC2}")),
         "status does not show the filtered destination:\n{status}"
     );
+
+    // At -v 5 the laptop's agent traces each packet's decision: the printer's ping is filtered
+    // on the laptop already, the controller's is sent.
+    let mut office = office;
+    office.agent("sender")?.stop();
+    office.start_agent(
+        "sender",
+        SpawnOpts::default().env("ENCLAVE_TEST_VERBOSITY", "5"),
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    ensure!(!office.reaches(PRINTER), "the printer became reachable");
+    let log = office.agent("sender")?.log();
+    ensure!(
+        log.lines().any(|l| l.contains("outbound packet filtered")
+            && l.contains(&format!("packet=icmp 100.64.0.11 -> {PRINTER}"))),
+        "no trace of the printer's ping being filtered at -v 5"
+    );
+    ensure!(
+        log.contains(&format!(
+            "outbound packet sent packet=icmp 100.64.0.11 -> {DC1}"
+        )),
+        "no trace of the controller's ping being sent at -v 5"
+    );
     Ok(())
 }
 
