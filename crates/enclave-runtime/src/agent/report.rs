@@ -80,7 +80,7 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
                     .iter()
                     .filter(|r| r.label.as_deref() != Some(CONTROL_LABEL))
                 {
-                    let text = describe(rule, from_peer, view.address, peer.address);
+                    let text = describe(rule, from_peer, view.address, peer.address, view.overlay);
                     acls.push(match &suspended {
                         Some(reason) => format!("{text} (suspended: {reason})"),
                         None => text,
@@ -153,7 +153,13 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
 }
 
 /// One allow rule in the guide's words: `allow [icmp] from peer -> local`.
-pub fn describe(rule: &AllowRule, from_peer: bool, local: Ipv4Addr, peer: Ipv4Addr) -> String {
+pub fn describe(
+    rule: &AllowRule,
+    from_peer: bool,
+    local: Ipv4Addr,
+    peer: Ipv4Addr,
+    overlay: Ipv4Net,
+) -> String {
     let mut what = match rule.protocol {
         Protocol::Any => "any".to_owned(),
         Protocol::Icmp => "icmp".to_owned(),
@@ -173,6 +179,10 @@ pub fn describe(rule: &AllowRule, from_peer: bool, local: Ipv4Addr, peer: Ipv4Ad
     let side = |entries: &[AddrEntry], me: Ipv4Addr, name: &str| -> String {
         if entries == [AddrEntry::Net(Ipv4Net::from(me))] {
             return name.to_owned();
+        }
+        if is_all_but(entries, overlay) {
+            // A default route's grant: everything but the overlay, as many CIDRs.
+            return format!("0.0.0.0/0 except {overlay}");
         }
         entries
             .iter()
@@ -198,6 +208,22 @@ pub fn describe(rule: &AllowRule, from_peer: bool, local: Ipv4Addr, peer: Ipv4Ad
     format!("allow [{what}] from {from} -> {to}")
 }
 
+/// Whether `entries` are CIDRs that together cover every IPv4 address outside `overlay` and
+/// none inside it.
+fn is_all_but(entries: &[AddrEntry], overlay: Ipv4Net) -> bool {
+    let mut covered: u64 = 0;
+    for entry in entries {
+        let AddrEntry::Net(net) = entry else {
+            return false;
+        };
+        if net.contains(&overlay.network()) || overlay.contains(&net.network()) {
+            return false;
+        }
+        covered += 1u64 << (32 - u32::from(net.prefix_len()));
+    }
+    covered == (1u64 << 32) - (1u64 << (32 - u32::from(overlay.prefix_len())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +237,7 @@ mod tests {
     fn rules_read_as_the_guide_writes_them() {
         let local: Ipv4Addr = "100.64.0.11".parse().unwrap();
         let peer: Ipv4Addr = "100.64.0.2".parse().unwrap();
+        let overlay: Ipv4Net = "100.64.0.0/10".parse().unwrap();
         let icmp = AllowRule {
             protocol: Protocol::Icmp,
             ports: None,
@@ -219,7 +246,7 @@ mod tests {
             label: None,
         };
         assert_eq!(
-            describe(&icmp, true, local, peer),
+            describe(&icmp, true, local, peer, overlay),
             "allow [icmp] from peer -> local"
         );
         let smb = AllowRule {
@@ -233,8 +260,35 @@ mod tests {
             label: Some("SMB".into()),
         };
         assert_eq!(
-            describe(&smb, false, local, peer),
+            describe(&smb, false, local, peer, overlay),
             "allow [tcp/445 SMB] from local -> 192.168.77.20-192.168.77.21"
         );
+        // The default route's grant: 0.0.0.0/0 without the overlay, in CIDRs.
+        let outside = [
+            "0.0.0.0/2",
+            "64.0.0.0/3",
+            "96.0.0.0/6",
+            "100.0.0.0/10",
+            "100.128.0.0/9",
+            "101.0.0.0/8",
+            "102.0.0.0/7",
+            "104.0.0.0/5",
+            "112.0.0.0/4",
+            "128.0.0.0/1",
+        ];
+        let any = AllowRule {
+            protocol: Protocol::Any,
+            ports: None,
+            sources: vec![net("100.64.0.11/32")],
+            destinations: outside.iter().map(|n| net(n)).collect(),
+            label: None,
+        };
+        assert_eq!(
+            describe(&any, false, local, peer, overlay),
+            "allow [any] from local -> 0.0.0.0/0 except 100.64.0.0/10"
+        );
+        let mut short = any.clone();
+        short.destinations.pop();
+        assert!(describe(&short, false, local, peer, overlay).contains("112.0.0.0/4"));
     }
 }
