@@ -17,6 +17,11 @@ mod uapi_server;
 mod udp;
 
 pub use error::{Error, Result};
+/// Interface configuration the agent needs besides the tunnel itself (also for an external
+/// WireGuard interface): an IPv4 address, and the interface up.
+pub mod iface {
+    pub use crate::sys::{set_ipv4_address, set_up};
+}
 pub use tunnel::{
     PeerSpec, PeerStats, Tunnel, TunnelConfig, TunnelStats, DEFAULT_MTU, DEFAULT_UAPI_DIR,
 };

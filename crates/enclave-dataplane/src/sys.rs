@@ -15,8 +15,13 @@ const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
 const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
 /// `SIOCSIFMTU` (linux/sockios.h).
 const SIOCSIFMTU: libc::c_ulong = 0x8922;
+/// `SIOCSIFADDR` (linux/sockios.h).
+const SIOCSIFADDR: libc::c_ulong = 0x8916;
+/// `SIOCSIFNETMASK` (linux/sockios.h).
+const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
 
-/// `struct ifreq` with the parts of its union we use (flags, mtu) and the union's full size.
+/// `struct ifreq` with the parts of its union we use (flags, mtu, an IPv4 address) and the
+/// union's full size.
 #[repr(C)]
 struct IfReq {
     name: [libc::c_char; libc::IFNAMSIZ],
@@ -27,6 +32,7 @@ struct IfReq {
 union IfReqData {
     flags: libc::c_short,
     mtu: libc::c_int,
+    addr: libc::sockaddr_in,
     _size: [u8; 24],
 }
 
@@ -113,32 +119,11 @@ impl Tun {
     }
 
     fn configure(&self, mtu: u16) -> io::Result<()> {
-        // SAFETY: socket has no memory preconditions.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` was just opened and is owned here only.
-        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let sock = ioctl_socket()?;
         let mut req = IfReq::new(&self.name);
         req.data.mtu = libc::c_int::from(mtu);
-        // SAFETY: SIOCSIFMTU reads a `struct ifreq`.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFMTU as _, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut req = IfReq::new(&self.name);
-        // SAFETY: SIOCGIFFLAGS writes the flags into a `struct ifreq`.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFFLAGS as _, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just filled in the flags member of the union.
-        let flags = unsafe { req.data.flags };
-        req.data.flags = flags | libc::IFF_UP as libc::c_short;
-        // SAFETY: SIOCSIFFLAGS reads a `struct ifreq`.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSIFFLAGS as _, &mut req) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        ifreq_ioctl(&sock, SIOCSIFMTU, &mut req)?;
+        set_up(&self.name)
     }
 
     /// The interface name the kernel gave.
@@ -463,6 +448,59 @@ pub(crate) fn set_int_option(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A throwaway socket for interface ioctls.
+fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket has no memory preconditions.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just opened and is owned here only.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn ifreq_ioctl(sock: &OwnedFd, request: libc::c_ulong, req: &mut IfReq) -> io::Result<()> {
+    // SAFETY: the SIOC*IF* requests read and write a `struct ifreq`, which `IfReq` lays out
+    // in full, and `req` outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Sets interface `name` up.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let sock = ioctl_socket()?;
+    let mut req = IfReq::new(name);
+    ifreq_ioctl(&sock, SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: the kernel just filled in the flags member of the union.
+    let flags = unsafe { req.data.flags };
+    req.data.flags = flags | libc::IFF_UP as libc::c_short;
+    ifreq_ioctl(&sock, SIOCSIFFLAGS, &mut req)
+}
+
+/// Gives interface `name` the IPv4 `address` with `netmask`, replacing its address.
+pub fn set_ipv4_address(name: &str, address: Ipv4Addr, netmask: Ipv4Addr) -> io::Result<()> {
+    check_name(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let sock = ioctl_socket()?;
+    let mut req = IfReq::new(name);
+    req.data.addr = sockaddr_in(address);
+    ifreq_ioctl(&sock, SIOCSIFADDR, &mut req)?;
+    req.data.addr = sockaddr_in(netmask);
+    ifreq_ioctl(&sock, SIOCSIFNETMASK, &mut req)
 }
 
 #[cfg(test)]

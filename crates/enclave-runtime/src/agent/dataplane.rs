@@ -217,7 +217,7 @@ impl External {
             .replace_peers()
             .apply(&external.interface, backend)
             .map_err(io)?;
-        super::netif::set_up(&config.interface).map_err(io)?;
+        enclave_dataplane::iface::set_up(&config.interface).map_err(io)?;
         tracing::warn!(
             interface = %config.interface,
             "external data plane: packets are not filtered per peer on this host"

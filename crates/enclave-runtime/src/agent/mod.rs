@@ -10,7 +10,6 @@
 mod control_socket;
 mod dataplane;
 mod gateway;
-mod netif;
 mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,11 +182,14 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         control_socket::ControlSocket::start(&config.control_socket(), Arc::clone(&shared))?;
 
     let tunnel = Dataplane::start(&config, private_key)?;
-    netif::set_address(&config.interface, view.address, view.overlay).map_err(|source| {
-        Error::Interface {
-            interface: config.interface.clone(),
-            source,
-        }
+    enclave_dataplane::iface::set_ipv4_address(
+        &config.interface,
+        view.address,
+        view.overlay.netmask(),
+    )
+    .map_err(|source| Error::Interface {
+        interface: config.interface.clone(),
+        source,
     })?;
     let control =
         control_port(&config.interface, view.address).map_err(|source| Error::ControlPort {
