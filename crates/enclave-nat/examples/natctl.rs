@@ -31,6 +31,7 @@ fn policy(extra: u32) -> NatPolicy {
             }),
             label: "web".into(),
         }],
+        host: None,
     }
 }
 

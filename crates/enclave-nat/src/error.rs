@@ -24,6 +24,8 @@ pub enum Error {
     },
     #[error("the kernel's answer to the nftables batch is malformed: {0}")]
     MalformedReply(&'static str),
+    #[error("the {backend} backend cannot filter the host's own tunnel traffic (needed with an external WireGuard); use nat = \"nftables\"")]
+    HostFilterUnsupported { backend: &'static str },
     #[error("the read-back check failed: {0}")]
     ReadBack(String),
     #[error("cannot allocate a libnftnl object")]

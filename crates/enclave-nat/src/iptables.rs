@@ -351,6 +351,11 @@ impl NatBackend for IptablesBackend {
     }
 
     fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
+        if policy.host.is_some() {
+            return Err(Error::HostFilterUnsupported {
+                backend: self.name(),
+            });
+        }
         let nat_now = self.presence("nat", NAT_CHAIN, "POSTROUTING")?;
         let filter_now = self.presence("filter", FORWARD_CHAIN, "FORWARD")?;
         let nat = render_nat(policy, nat_now);
@@ -444,6 +449,7 @@ mod tests {
                 }),
                 label: "web \"x\"".into(),
             }],
+            host: None,
         }
     }
 

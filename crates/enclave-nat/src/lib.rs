@@ -41,11 +41,11 @@ pub use ipnet::Ipv4Net;
 pub use iptables::{Flavor, IptablesBackend};
 pub use model::{
     ChainKind, ChainSpec, CtState, Match, RuleSpec, Ruleset, SetSpec, Verdict, FORWARD_CHAIN,
-    NAT_CHAIN, TABLE,
+    HOST_INPUT_CHAIN, HOST_OUTPUT_CHAIN, NAT_CHAIN, TABLE,
 };
 pub use nft::{NftBackend, RuleState, TableState};
 pub use policy::{
-    AddressEntry, AddressSet, ForwardGrant, NatPolicy, PortRange, Protocol, SnatRule,
+    AddressEntry, AddressSet, ForwardGrant, HostFilter, NatPolicy, PortRange, Protocol, SnatRule,
 };
 
 /// A way of putting a [`NatPolicy`] into the kernel.
@@ -109,9 +109,14 @@ impl NatManager {
         self.backend.name()
     }
 
-    /// Turns forwarding on and applies `policy`.
+    /// Turns forwarding on when `policy` forwards anything (else leaves it, or puts it back, as
+    /// it was) and applies `policy`.
     pub fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
-        self.forwarding.enable()?;
+        if policy.forwards() {
+            self.forwarding.enable()?;
+        } else {
+            self.forwarding.restore()?;
+        }
         self.backend.apply_policy(policy)
     }
 

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::policy::{comment_text, interval_text, NatPolicy, PortRange, Protocol};
+use crate::policy::{comment_text, interval_text, ForwardGrant, NatPolicy, PortRange, Protocol};
 
 /// The name of our nftables table (family `ip`).
 pub const TABLE: &str = "enclave";
@@ -17,6 +17,10 @@ pub const TABLE: &str = "enclave";
 pub const NAT_CHAIN: &str = "ENCLAVE";
 /// The forward-filter chain in both backends.
 pub const FORWARD_CHAIN: &str = "ENCLAVE-FORWARD";
+/// The host filter's chain for traffic from the tunnel to this host (nftables).
+pub const HOST_INPUT_CHAIN: &str = "ENCLAVE-INPUT";
+/// The host filter's chain for traffic from this host into the tunnel (nftables).
+pub const HOST_OUTPUT_CHAIN: &str = "ENCLAVE-OUTPUT";
 
 /// The whole content of our table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +44,10 @@ pub enum ChainKind {
     NatPostrouting,
     /// `type filter hook forward priority filter` (0).
     FilterForward,
+    /// `type filter hook input priority filter` (0).
+    FilterInput,
+    /// `type filter hook output priority filter` (0).
+    FilterOutput,
 }
 
 /// A base chain with policy accept: it only acts on what its rules match.
@@ -172,26 +180,41 @@ impl Ruleset {
             comment: "drop the rest from the overlay".into(),
         });
         forward.push(RuleSpec {
-            matches: vec![Match::OifName(tun)],
+            matches: vec![Match::OifName(tun.clone())],
             verdict: Verdict::Drop,
             comment: "one way: no new connections into the overlay".into(),
         });
 
-        Ruleset {
-            sets,
-            chains: vec![
-                ChainSpec {
-                    name: NAT_CHAIN,
-                    kind: ChainKind::NatPostrouting,
-                    rules: nat_rules,
-                },
-                ChainSpec {
-                    name: FORWARD_CHAIN,
-                    kind: ChainKind::FilterForward,
-                    rules: forward,
-                },
-            ],
+        let mut chains = vec![
+            ChainSpec {
+                name: NAT_CHAIN,
+                kind: ChainKind::NatPostrouting,
+                rules: nat_rules,
+            },
+            ChainSpec {
+                name: FORWARD_CHAIN,
+                kind: ChainKind::FilterForward,
+                rules: forward,
+            },
+        ];
+        if let Some(host) = &policy.host {
+            chains.push(ChainSpec {
+                name: HOST_INPUT_CHAIN,
+                kind: ChainKind::FilterInput,
+                rules: host_rules(&mut sets, "in", &host.inbound, Match::IifName(tun.clone())),
+            });
+            chains.push(ChainSpec {
+                name: HOST_OUTPUT_CHAIN,
+                kind: ChainKind::FilterOutput,
+                rules: host_rules(
+                    &mut sets,
+                    "out",
+                    &host.outbound,
+                    Match::OifName(tun.clone()),
+                ),
+            });
         }
+        Ruleset { sets, chains }
     }
 
     /// The number of set elements the kernel holds for these sets (an interval is a start
@@ -199,6 +222,56 @@ impl Ruleset {
     pub fn element_count(&self) -> usize {
         self.sets.iter().map(SetSpec::element_count).sum()
     }
+}
+
+/// One direction of the host filter: replies of open flows pass, granted flows may open
+/// (`ct state established,new`, so a revoked grant stops its open flows too), the rest on the
+/// tunnel (`on`: `iifname` or `oifname`) is dropped.
+fn host_rules(
+    sets: &mut Vec<SetSpec>,
+    tag: &str,
+    grants: &[ForwardGrant],
+    on: Match,
+) -> Vec<RuleSpec> {
+    let mut rules = vec![RuleSpec {
+        matches: vec![on.clone(), Match::CtState(CtState::EstablishedRelated)],
+        verdict: Verdict::Accept,
+        comment: format!("host {tag}: replies"),
+    }];
+    for (i, grant) in grants.iter().enumerate() {
+        if grant.sources.is_empty() || grant.destinations.is_empty() {
+            continue;
+        }
+        let src = format!("host_{tag}{i}_src");
+        let dst = format!("host_{tag}{i}_dst");
+        sets.push(SetSpec {
+            name: src.clone(),
+            intervals: grant.sources.intervals(),
+        });
+        sets.push(SetSpec {
+            name: dst.clone(),
+            intervals: grant.destinations.intervals(),
+        });
+        let mut matches = vec![on.clone(), Match::SaddrInSet(src), Match::DaddrInSet(dst)];
+        if let Some(proto) = grant.protocol {
+            matches.push(Match::L4Proto(proto));
+            if let (Some(ports), true) = (grant.ports, proto != Protocol::Icmp) {
+                matches.push(Match::Dport(proto, ports));
+            }
+        }
+        matches.push(Match::CtState(CtState::NewEstablished));
+        rules.push(RuleSpec {
+            matches,
+            verdict: Verdict::Accept,
+            comment: comment_text(&format!("host {tag} {i}: {}", grant.label)),
+        });
+    }
+    rules.push(RuleSpec {
+        matches: vec![on],
+        verdict: Verdict::Drop,
+        comment: format!("host {tag}: drop the rest"),
+    });
+    rules
 }
 
 impl SetSpec {
@@ -285,6 +358,14 @@ impl fmt::Display for Ruleset {
                     f,
                     "\t\ttype filter hook forward priority filter; policy accept;"
                 )?,
+                ChainKind::FilterInput => writeln!(
+                    f,
+                    "\t\ttype filter hook input priority filter; policy accept;"
+                )?,
+                ChainKind::FilterOutput => writeln!(
+                    f,
+                    "\t\ttype filter hook output priority filter; policy accept;"
+                )?,
             }
             for rule in &chain.rules {
                 writeln!(f, "\t\t{rule}")?;
@@ -341,7 +422,54 @@ mod tests {
                     label: "nobody".into(),
                 },
             ],
+            host: None,
         }
+    }
+
+    #[test]
+    fn host_filter_chains_hold_replies_grants_and_a_drop() {
+        let mut policy = policy();
+        policy.host = Some(crate::policy::HostFilter {
+            inbound: vec![ForwardGrant {
+                sources: AddressSet::new().net("100.64.0.2/32".parse().unwrap()),
+                destinations: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
+                protocol: Some(Protocol::Icmp),
+                ports: None,
+                label: "gw: ping".into(),
+            }],
+            outbound: Vec::new(),
+        });
+        let ruleset = Ruleset::from_policy(&policy);
+        let chain = |name: &str| {
+            ruleset
+                .chains
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("no chain {name}"))
+        };
+        let input: Vec<String> = chain(HOST_INPUT_CHAIN)
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            input,
+            [
+                "iifname \"enclave0\" ct state established,related counter accept comment \"host in: replies\"",
+                "iifname \"enclave0\" ip saddr @host_in0_src ip daddr @host_in0_dst meta l4proto icmp ct state established,new counter accept comment \"host in 0: gw: ping\"",
+                "iifname \"enclave0\" counter drop comment \"host in: drop the rest\"",
+            ]
+        );
+        let output: Vec<String> = chain(HOST_OUTPUT_CHAIN)
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(output.len(), 2, "replies and the drop: {output:?}");
+        assert!(Ruleset::from_policy(&self::policy())
+            .chains
+            .iter()
+            .all(|c| c.name != HOST_INPUT_CHAIN));
     }
 
     #[test]

@@ -19,6 +19,27 @@ pub struct NatPolicy {
     pub snat: Vec<SnatRule>,
     /// What the overlay may open connections to, through this gateway.
     pub grants: Vec<ForwardGrant>,
+    /// The host's own traffic on the tunnel, when the data plane does not filter it itself
+    /// (an external WireGuard: the kernel module or wireguard-go). nftables only.
+    pub host: Option<HostFilter>,
+}
+
+impl NatPolicy {
+    /// Whether this policy forwards anything (a gateway): only then is IPv4 forwarding on.
+    pub fn forwards(&self) -> bool {
+        !self.snat.is_empty() || !self.grants.is_empty()
+    }
+}
+
+/// Which flows the host itself may have on the tunnel interface: opened by peers towards it
+/// (`inbound`) or by it towards peers (`outbound`). Replies pass; everything else on the
+/// tunnel is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    /// Flows peers may open towards this host.
+    pub inbound: Vec<ForwardGrant>,
+    /// Flows this host may open towards peers.
+    pub outbound: Vec<ForwardGrant>,
 }
 
 /// `oifname EGRESS ip saddr SOURCE snat to TO`.

@@ -211,6 +211,55 @@ fn nat_policy(
         overlay: view.overlay,
         snat: snat.into_iter().collect(),
         grants,
+        host: None,
+    }
+}
+
+/// The peers' filter rules as the NAT manager's host filter, for an external data plane that
+/// does not filter by itself: what peers may open towards this host, and what it may open
+/// towards them.
+pub fn host_filter(peers: &BTreeMap<String, DesiredPeer>) -> enclave_nat::HostFilter {
+    let grants = |rules: &[AllowRule], peer: &str| -> Vec<enclave_nat::ForwardGrant> {
+        rules.iter().map(|rule| grant_of(rule, peer)).collect()
+    };
+    let mut filter = enclave_nat::HostFilter::default();
+    for (name, peer) in peers {
+        filter.inbound.extend(grants(&peer.inbound, name));
+        filter.outbound.extend(grants(&peer.outbound, name));
+    }
+    filter
+}
+
+fn grant_of(rule: &AllowRule, peer: &str) -> enclave_nat::ForwardGrant {
+    use enclave_nat::{AddressEntry, AddressSet};
+    let set = |entries: &[AddrEntry]| {
+        let mut set = AddressSet::new();
+        for entry in entries {
+            set.insert(match *entry {
+                AddrEntry::Net(n) => AddressEntry::Net(n),
+                AddrEntry::Range { first, last } => AddressEntry::Range(first, last),
+            });
+        }
+        set
+    };
+    let protocol = match rule.protocol {
+        Protocol::Any => None,
+        Protocol::Icmp => Some(enclave_nat::Protocol::Icmp),
+        Protocol::Tcp => Some(enclave_nat::Protocol::Tcp),
+        Protocol::Udp => Some(enclave_nat::Protocol::Udp),
+    };
+    enclave_nat::ForwardGrant {
+        sources: set(&rule.sources),
+        destinations: set(&rule.destinations),
+        protocol,
+        ports: rule.ports.map(|p| enclave_nat::PortRange {
+            first: p.first,
+            last: p.last,
+        }),
+        label: match &rule.label {
+            Some(label) => format!("{peer}: {label}"),
+            None => peer.to_owned(),
+        },
     }
 }
 

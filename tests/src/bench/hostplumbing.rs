@@ -59,6 +59,7 @@ fn policy(changed: Option<u32>) -> anyhow::Result<NatPolicy> {
             }),
             label: "bench".into(),
         }],
+        host: None,
     })
 }
 

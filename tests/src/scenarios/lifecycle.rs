@@ -29,8 +29,13 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "agent-external-sender",
-            about: "a sender whose data plane is wireguard-go (external backend) reaches the LAN through our gateway",
+            about: "a sender on wireguard-go (external backend) reaches the LAN through our gateway",
             run: external_sender,
+        },
+        Scenario {
+            name: "agent-external-host-filter",
+            about: "agents on wireguard-go: nftables host filters keep access one way where the data plane filters nothing",
+            run: external_host_filter,
         },
         Scenario {
             name: "agent-bad-input",
@@ -364,12 +369,27 @@ fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn external_sender(ctx: &Ctx) -> anyhow::Result<()> {
+    external(ctx, false)
+}
+
+fn external_host_filter(ctx: &Ctx) -> anyhow::Result<()> {
+    external(ctx, true)
+}
+
+/// The laptop on wireguard-go; with `gateway_too`, the gateway as well, and the host filters
+/// are put to the test.
+fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
+    let external = "dataplane = \"external\"";
+    let mut extra = vec![("sender", external)];
+    if gateway_too {
+        extra.push(("gw1", external));
+    }
     let mut office = Office::start(
         ctx,
-        "external",
+        if gateway_too { "exthost" } else { "external" },
         1,
         &definition(1, "\"users\"", ANY, ""),
-        &[("sender", "dataplane = \"external\"")],
+        &extra,
     )?;
     office.wait_for_route()?;
     office.until_reach(PRINTER, true, Duration::from_secs(3))?;
@@ -391,6 +411,10 @@ fn external_sender(ctx: &Ctx) -> anyhow::Result<()> {
         "status:\n{status}"
     );
 
+    if gateway_too {
+        host_filters_hold(&office)?;
+    }
+
     // Stopping the agent ends the wireguard-go it started, and the interface goes with it.
     let code = office
         .agent("sender")?
@@ -404,5 +428,37 @@ fn external_sender(ctx: &Ctx) -> anyhow::Result<()> {
             .is_err()
     });
     ensure!(gone, "enclave0 stayed after the agent stopped");
+    Ok(())
+}
+
+fn host_filters_hold(office: &Office<'_>) -> anyhow::Result<()> {
+    let sender = office.ns("sender");
+    // wireguard-go filters nothing; the agents' nftables host filters keep access one way. With
+    // the gateway's own filter removed by hand (a peer that misbehaves), the laptop's still
+    // stops the gateway from opening a connection to it, until it is removed too.
+    let ruleset = sender.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    ensure!(
+        ruleset.contains("chain ENCLAVE-INPUT") && ruleset.contains("chain ENCLAVE-OUTPUT"),
+        "no host filter on the external laptop:\n{ruleset}"
+    );
+    let forwarding = sender.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(
+        forwarding.trim() == "0",
+        "the laptop, not a gateway, got forwarding turned on"
+    );
+    let _laptop_echo = sender.echo_server(8888)?;
+    let to_laptop: SocketAddr = format!("{LAPTOP}:8888").parse()?;
+    let gw = office.ns("gw1");
+    gw.exec(&["nft", "delete", "table", "ip", "enclave"])?;
+    ensure!(
+        gw.tcp_connect(to_laptop, Duration::from_secs(1)).is_err(),
+        "the gateway opened a connection to the external laptop"
+    );
+    sender.exec(&["nft", "delete", "table", "ip", "enclave"])?;
+    ensure!(
+        gw.tcp_connect(to_laptop, Duration::from_secs(2)).is_ok(),
+        "without the host filter the connection still fails: the check above proved nothing"
+    );
+
     Ok(())
 }

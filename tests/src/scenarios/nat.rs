@@ -89,6 +89,7 @@ fn policy() -> anyhow::Result<NatPolicy> {
                 label: "ping".into(),
             },
         ],
+        host: None,
     })
 }
 

@@ -185,6 +185,14 @@ impl NftBackend {
                     chain.set_hook(Hook::Forward, 0);
                     chain.set_type(ChainType::Filter);
                 }
+                ChainKind::FilterInput => {
+                    chain.set_hook(Hook::In, 0);
+                    chain.set_type(ChainType::Filter);
+                }
+                ChainKind::FilterOutput => {
+                    chain.set_hook(Hook::Out, 0);
+                    chain.set_type(ChainType::Filter);
+                }
             }
             chain.set_policy(Policy::Accept);
             chains.push(chain);

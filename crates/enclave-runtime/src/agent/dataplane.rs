@@ -6,9 +6,9 @@
 //!   `wireguard-control` crate — the kernel module where it is loaded, otherwise a userspace
 //!   implementation over its UAPI socket (wireguard-go by default, or the program named by
 //!   `WG_USERSPACE_IMPLEMENTATION`). When the interface does not exist, the agent starts that
-//!   program in the foreground itself and ends it on stop. In this mode packets are not filtered
-//!   per peer on this host: a gateway still filters what it forwards with its NAT manager's
-//!   forward chain, and a sender relies on its gateways and receivers.
+//!   program in the foreground itself and ends it on stop. Such an implementation does not
+//!   filter, so the agent has the NAT manager filter the host's own tunnel traffic with
+//!   nftables (chains `ENCLAVE-INPUT` and `ENCLAVE-OUTPUT`, built from the same rules).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -218,9 +218,9 @@ impl External {
             .apply(&external.interface, backend)
             .map_err(io)?;
         enclave_dataplane::iface::set_up(&config.interface).map_err(io)?;
-        tracing::warn!(
+        tracing::info!(
             interface = %config.interface,
-            "external data plane: packets are not filtered per peer on this host"
+            "external data plane: the host's tunnel traffic is filtered by nftables"
         );
         Ok(external)
     }

@@ -539,6 +539,18 @@ impl Agent {
         if !self.acts_as_gateway() {
             want.nat = None;
         }
+        if self.config.dataplane == crate::config::DataplaneBackend::External {
+            // An external WireGuard does not filter: the NAT manager's host filter does.
+            let mut nat = want.nat.take().unwrap_or_else(|| enclave_nat::NatPolicy {
+                tunnel_interface: self.config.interface.clone(),
+                overlay: self.view.overlay,
+                snat: Vec::new(),
+                grants: Vec::new(),
+                host: None,
+            });
+            nat.host = Some(crate::desired::host_filter(&want.peers));
+            want.nat = Some(nat);
+        }
         let old = self.applied.take();
         self.failed.clear();
 
@@ -646,7 +658,7 @@ impl Agent {
                         .join(format!("{}.forwarding", self.config.interface));
                     let manager =
                         enclave_nat::NatManager::new(choice, Some(state)).map_err(Error::Nat)?;
-                    tracing::info!(backend = manager.backend_name(), "gateway NAT enabled");
+                    tracing::info!(backend = manager.backend_name(), "NAT manager enabled");
                     self.nat = Some(manager);
                 }
                 let nat = self.nat.as_mut().expect("set just above");
@@ -655,7 +667,7 @@ impl Agent {
             None => {
                 if let Some(mut nat) = self.nat.take() {
                     nat.reset_policy().map_err(Error::Nat)?;
-                    tracing::info!("gateway NAT removed; forwarding restored");
+                    tracing::info!("NAT rules removed; forwarding restored");
                 }
                 Ok(())
             }
