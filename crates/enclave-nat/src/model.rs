@@ -140,39 +140,15 @@ impl Ruleset {
             },
         ];
         for (i, grant) in policy.grants.iter().enumerate() {
-            if grant.sources.is_empty() || grant.destinations.is_empty() {
-                continue;
-            }
-            let src = format!("grant{i}_src");
-            let dst = format!("grant{i}_dst");
-            sets.push(SetSpec {
-                name: src.clone(),
-                intervals: grant.sources.intervals(),
-            });
-            sets.push(SetSpec {
-                name: dst.clone(),
-                intervals: grant.destinations.intervals(),
-            });
-            let mut matches = vec![
+            let name = format!("grant{i}");
+            let comment = format!("grant {i}: {}", grant.label);
+            forward.extend(grant_rule(
+                &mut sets,
+                &name,
+                grant,
                 Match::IifName(tun.clone()),
-                Match::SaddrInSet(src),
-                Match::DaddrInSet(dst),
-            ];
-            if let Some(proto) = grant.protocol {
-                matches.push(Match::L4Proto(proto));
-                if let Some(ports) = grant.ports {
-                    if proto != Protocol::Icmp {
-                        matches.push(Match::Dport(proto, ports));
-                    }
-                }
-            }
-            // Established too: a revoked grant stops its open connections at the next apply.
-            matches.push(Match::CtState(CtState::NewEstablished));
-            forward.push(RuleSpec {
-                matches,
-                verdict: Verdict::Accept,
-                comment: comment_text(&format!("grant {i}: {}", grant.label)),
-            });
+                &comment,
+            ));
         }
         forward.push(RuleSpec {
             matches: vec![Match::IifName(tun.clone())],
@@ -224,6 +200,44 @@ impl Ruleset {
     }
 }
 
+/// The rule that lets `grant`'s flows open (`on`: the interface match), with its two address
+/// sets `NAME_src` and `NAME_dst` added to `sets`; `None` for a grant with no sources or no
+/// destinations (it grants nothing). Established flows match too: a revoked grant stops its
+/// open connections at the next apply.
+fn grant_rule(
+    sets: &mut Vec<SetSpec>,
+    name: &str,
+    grant: &ForwardGrant,
+    on: Match,
+    comment: &str,
+) -> Option<RuleSpec> {
+    if grant.sources.is_empty() || grant.destinations.is_empty() {
+        return None;
+    }
+    let (src, dst) = (format!("{name}_src"), format!("{name}_dst"));
+    sets.push(SetSpec {
+        name: src.clone(),
+        intervals: grant.sources.intervals(),
+    });
+    sets.push(SetSpec {
+        name: dst.clone(),
+        intervals: grant.destinations.intervals(),
+    });
+    let mut matches = vec![on, Match::SaddrInSet(src), Match::DaddrInSet(dst)];
+    if let Some(proto) = grant.protocol {
+        matches.push(Match::L4Proto(proto));
+        if let (Some(ports), true) = (grant.ports, proto != Protocol::Icmp) {
+            matches.push(Match::Dport(proto, ports));
+        }
+    }
+    matches.push(Match::CtState(CtState::NewEstablished));
+    Some(RuleSpec {
+        matches,
+        verdict: Verdict::Accept,
+        comment: comment_text(comment),
+    })
+}
+
 /// One direction of the host filter: replies of open flows pass, granted flows may open
 /// (`ct state established,new`, so a revoked grant stops its open flows too), the rest on the
 /// tunnel (`on`: `iifname` or `oifname`) is dropped.
@@ -239,32 +253,9 @@ fn host_rules(
         comment: format!("host {tag}: replies"),
     }];
     for (i, grant) in grants.iter().enumerate() {
-        if grant.sources.is_empty() || grant.destinations.is_empty() {
-            continue;
-        }
-        let src = format!("host_{tag}{i}_src");
-        let dst = format!("host_{tag}{i}_dst");
-        sets.push(SetSpec {
-            name: src.clone(),
-            intervals: grant.sources.intervals(),
-        });
-        sets.push(SetSpec {
-            name: dst.clone(),
-            intervals: grant.destinations.intervals(),
-        });
-        let mut matches = vec![on.clone(), Match::SaddrInSet(src), Match::DaddrInSet(dst)];
-        if let Some(proto) = grant.protocol {
-            matches.push(Match::L4Proto(proto));
-            if let (Some(ports), true) = (grant.ports, proto != Protocol::Icmp) {
-                matches.push(Match::Dport(proto, ports));
-            }
-        }
-        matches.push(Match::CtState(CtState::NewEstablished));
-        rules.push(RuleSpec {
-            matches,
-            verdict: Verdict::Accept,
-            comment: comment_text(&format!("host {tag} {i}: {}", grant.label)),
-        });
+        let name = format!("host_{tag}{i}");
+        let comment = format!("host {tag} {i}: {}", grant.label);
+        rules.extend(grant_rule(sets, &name, grant, on.clone(), &comment));
     }
     rules.push(RuleSpec {
         matches: vec![on],
