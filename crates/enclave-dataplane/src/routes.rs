@@ -74,6 +74,7 @@ mod tests {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            drops: Default::default(),
         }
     }
 

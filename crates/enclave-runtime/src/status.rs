@@ -53,6 +53,10 @@ pub struct PeerStatus {
     pub gateway_for: Vec<GatewayFor>,
     /// The ACLs between us, in the guide's words (`allow [icmp] from peer -> local`).
     pub acls: Vec<String>,
+    /// Packets dropped on this peer's account, by reason (`wg:replay`, `filter:no-rule`…);
+    /// only non-zero reasons.
+    #[serde(default)]
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// One subnet a peer is a gateway for.
@@ -142,6 +146,10 @@ pub fn render(status: &Status) -> String {
             .collect();
         line(&mut out, "Gateway for", &gateway_for.join(", "));
         line(&mut out, "ACLs", &peer.acls.join(", "));
+        if !peer.drops.is_empty() {
+            let drops: Vec<String> = peer.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            line(&mut out, "Drops", &drops.join(", "));
+        }
     }
     if !status.routes.is_empty() {
         let _ = writeln!(out, "\nRouted subnets:");
@@ -186,6 +194,7 @@ mod tests {
                     "allow [icmp] from peer -> local".into(),
                     "allow [any] from local -> peer".into(),
                 ],
+                drops: [("filter:no-rule".to_owned(), 3)].into(),
             }],
             routes: vec![RouteStatus {
                 subnet: "192.168.77.0/24".parse().unwrap(),
@@ -208,6 +217,7 @@ Peer: menlo-gw-1
    Virtual address . . : 100.64.0.1
    Gateway for . . . . : 192.168.77.0/24 (active)
    ACLs. . . . . . . . : allow [icmp] from peer -> local, allow [any] from local -> peer
+   Drops . . . . . . . : filter:no-rule 3
 
 Routed subnets:
    192.168.77.0/24 via menlo-gw-1: first connected

@@ -202,6 +202,7 @@ impl Device {
             tx_bytes: peer.tx_bytes,
             rx_packets: peer.rx_packets,
             tx_packets: peer.tx_packets,
+            drops: peer.drops,
         })
     }
 

@@ -65,6 +65,8 @@ pub(crate) struct Peer {
     pub(crate) tx_bytes: u64,
     pub(crate) rx_packets: u64,
     pub(crate) tx_packets: u64,
+    /// Drops attributed to this peer, indexed like [`crate::DropReason::ALL`].
+    pub(crate) drops: [u64; crate::DropReason::ALL.len()],
 }
 
 impl Drop for Peer {
@@ -110,6 +112,7 @@ impl Peer {
             tx_bytes: 0,
             rx_packets: 0,
             tx_packets: 0,
+            drops: [0; crate::DropReason::ALL.len()],
         }
     }
 

@@ -62,6 +62,10 @@ pub struct PeerInfo {
     pub rx_packets: u64,
     /// Transport packets sent (keepalives included).
     pub tx_packets: u64,
+    /// Datagrams that named one of this peer's sessions and were dropped (expired session,
+    /// replay, failed decryption, inner source outside the allowed IPs…), indexed like
+    /// [`DropReason::ALL`].
+    pub drops: [u64; DropReason::ALL.len()],
 }
 
 impl fmt::Debug for PeerInfo {

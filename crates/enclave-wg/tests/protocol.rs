@@ -213,6 +213,14 @@ fn replayed_transport_is_dropped() {
         Some(Decapsulated::Dropped(DropReason::Replay))
     );
     assert_eq!(net.bodies(1).len(), 1);
+    // The drop is counted against the peer whose session the datagram named.
+    let sender = net.key(0);
+    let info = net.nodes[1]
+        .device
+        .peer(&sender)
+        .expect("peer 0 is configured on node 1");
+    assert_eq!(info.drops[DropReason::Replay as usize], 1);
+    assert_eq!(info.drops.iter().sum::<u64>(), 1);
 }
 
 #[test]

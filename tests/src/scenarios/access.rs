@@ -129,6 +129,18 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         )),
         "no trace of the controller's ping being sent at -v 5"
     );
+    // The printer's ping is counted against the gateway it would have gone through.
+    let counted = enclave_netns::wait_until(Duration::from_secs(2), || {
+        office
+            .status("sender")
+            .lines()
+            .any(|l| l.contains("Drops") && l.contains("filter:no-rule"))
+    });
+    ensure!(
+        counted,
+        "status does not count the filtered pings:\n{}",
+        office.status("sender")
+    );
     Ok(())
 }
 

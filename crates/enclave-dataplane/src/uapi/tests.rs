@@ -151,6 +151,7 @@ fn handshake_time_and_counters_are_written_in_seconds_and_nanoseconds() {
         tx_bytes: 148,
         rx_packets: 1,
         tx_packets: 1,
+        drops: Default::default(),
     };
     let key = PrivateKey::from_bytes(from_hex(PRIV).unwrap());
     write_get(

@@ -38,6 +38,9 @@ pub struct PeerCounters {
     pub rx_bytes: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Packets dropped on this peer's account, by reason: the protocol's (`wg:replay`…) and
+    /// the packet filter's (`filter:no-rule`…); only non-zero ones. Ours only.
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// The data plane in use.
@@ -115,12 +118,23 @@ impl Dataplane {
                 Ok(stats
                     .peers
                     .iter()
-                    .map(|p| PeerCounters {
-                        public_key: p.info.public_key.to_base64(),
-                        endpoint: p.info.endpoint,
-                        last_handshake: p.info.last_handshake,
-                        rx_bytes: p.info.rx_bytes,
-                        tx_bytes: p.info.tx_bytes,
+                    .map(|p| {
+                        let wg = enclave_wg::DropReason::ALL
+                            .iter()
+                            .map(|r| (format!("wg:{}", r.as_str()), p.info.drops[*r as usize]));
+                        let filter = p.filter.iter().flat_map(|f| {
+                            f.dropped
+                                .iter()
+                                .map(|(r, n)| (format!("filter:{}", r.as_str()), n))
+                        });
+                        PeerCounters {
+                            public_key: p.info.public_key.to_base64(),
+                            endpoint: p.info.endpoint,
+                            last_handshake: p.info.last_handshake,
+                            rx_bytes: p.info.rx_bytes,
+                            tx_bytes: p.info.tx_bytes,
+                            drops: wg.chain(filter).filter(|(_, n)| *n > 0).collect(),
+                        }
                     })
                     .collect())
             }
@@ -269,6 +283,7 @@ impl External {
                 last_handshake: p.stats.last_handshake_time,
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
+                drops: Default::default(),
             })
             .collect())
     }

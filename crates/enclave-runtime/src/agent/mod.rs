@@ -446,6 +446,7 @@ impl Agent {
                     rx_bytes: peer.rx_bytes,
                     tx_bytes: peer.tx_bytes,
                     last_rx,
+                    drops: peer.drops.clone(),
                 },
             );
         }

@@ -28,6 +28,8 @@ pub struct PeerCounters {
     pub tx_bytes: u64,
     /// When bytes from it last arrived (seen by the agent).
     pub last_rx: Option<Instant>,
+    /// Drops on its account, by reason.
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// Everything status is built from.
@@ -117,6 +119,7 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
                 })
                 .collect(),
             acls,
+            drops: counters.drops.clone(),
         });
     }
     let routes = routes

@@ -273,17 +273,22 @@ impl Device {
         let Some(session) = session else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
-        if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
-            return Decapsulated::Dropped(DropReason::SessionExpired);
-        }
-        let plain_len = match session.open(msg, out) {
+        let opened = if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
+            Err(DropReason::SessionExpired)
+        } else {
+            session.open(msg, out).map_err(|e| match e {
+                OpenError::Replay => DropReason::Replay,
+                OpenError::Decrypt => DropReason::DecryptFailed,
+                OpenError::BufferTooSmall => DropReason::BufferTooSmall,
+                OpenError::Malformed => DropReason::Malformed,
+            })
+        };
+        let plain_len = match opened {
             Ok(len) => len,
-            Err(OpenError::Replay) => return Decapsulated::Dropped(DropReason::Replay),
-            Err(OpenError::Decrypt) => return Decapsulated::Dropped(DropReason::DecryptFailed),
-            Err(OpenError::BufferTooSmall) => {
-                return Decapsulated::Dropped(DropReason::BufferTooSmall)
+            Err(reason) => {
+                peer.drops[reason as usize] += 1;
+                return Decapsulated::Dropped(reason);
             }
-            Err(OpenError::Malformed) => return Decapsulated::Dropped(DropReason::Malformed),
         };
         // The message is authentic from here on.
         let key = peer.config.public_key;
@@ -322,16 +327,20 @@ impl Device {
             tracing::trace!("received keepalive");
             Decapsulated::Consumed { peer: Some(key) }
         } else {
-            match ip_source_and_len(&out[..plain_len]) {
-                None => Decapsulated::Dropped(DropReason::Malformed),
-                Some((source, len)) => {
-                    if self.routes.lookup(source) == Some(slot) {
-                        on_data_received(peer, now);
-                        tracing::trace!(len, "received a transport packet");
-                        Decapsulated::Deliver { peer: key, len }
-                    } else {
-                        Decapsulated::Dropped(DropReason::SourceNotAllowed)
-                    }
+            let verdict = match ip_source_and_len(&out[..plain_len]) {
+                None => Err(DropReason::Malformed),
+                Some((source, len)) if self.routes.lookup(source) == Some(slot) => Ok(len),
+                Some(_) => Err(DropReason::SourceNotAllowed),
+            };
+            match verdict {
+                Ok(len) => {
+                    on_data_received(peer, now);
+                    tracing::trace!(len, "received a transport packet");
+                    Decapsulated::Deliver { peer: key, len }
+                }
+                Err(reason) => {
+                    peer.drops[reason as usize] += 1;
+                    Decapsulated::Dropped(reason)
                 }
             }
         };
