@@ -11,7 +11,7 @@ use std::os::raw::c_char;
 use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, NlMsg, Policy, ProtoFamily, Table};
 
-use crate::model::{ChainKind, Ruleset, TABLE};
+use crate::model::{ChainKind, OtherForwarding, Ruleset, TABLE};
 use crate::policy::NatPolicy;
 use crate::{Error, NatBackend, Result};
 
@@ -285,8 +285,8 @@ impl NatBackend for NftBackend {
         "nftables"
     }
 
-    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
-        self.apply_ruleset(&Ruleset::from_policy(policy))
+    fn apply(&mut self, policy: &NatPolicy, others: OtherForwarding) -> Result<()> {
+        self.apply_ruleset(&Ruleset::for_gateway(policy, others))
     }
 
     fn rules(&self) -> Result<Vec<RuleState>> {

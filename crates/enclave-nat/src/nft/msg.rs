@@ -134,6 +134,14 @@ fn match_exprs(m: &Match, set_ids: &BTreeMap<String, u32>) -> Result<Vec<Expr>> 
             meta(libc::NFT_META_OIFNAME)?,
             cmp(eq, &interface_name(name)?)?,
         ],
+        Match::IifNameNot(name) => vec![
+            meta(libc::NFT_META_IIFNAME)?,
+            cmp(libc::NFT_CMP_NEQ, &interface_name(name)?)?,
+        ],
+        Match::OifNameNot(name) => vec![
+            meta(libc::NFT_META_OIFNAME)?,
+            cmp(libc::NFT_CMP_NEQ, &interface_name(name)?)?,
+        ],
         Match::Saddr(net) => {
             let mut exprs = vec![payload(network, 12, 4)?];
             if net.prefix_len() < 32 {
