@@ -20,7 +20,11 @@
 //!
 //! Both backends read back what they applied and compare it with what they asked for, and reset
 //! removes only what is ours. [`NatManager`] picks a backend ([`BackendChoice::Auto`]: nftables
-//! when it answers, else iptables) and handles forwarding.
+//! when it answers, else iptables) and handles forwarding, failing closed: the rules go in before
+//! forwarding is turned on and come out after it is put back; when the host did not forward
+//! before us, the forward chain drops whatever is forwarded without touching the tunnel
+//! ([`OtherForwarding`]), so that only tunnel traffic is forwarded because of us, also while the
+//! agent is down after a crash.
 //!
 //! Architecture invariant: this crate knows nftables and iptables, and nothing of policies.
 
