@@ -277,3 +277,20 @@ fn a_policy_that_forwards_nothing_restores_forwarding_first() {
     );
     assert_eq!(s.forwarding(), "0");
 }
+
+#[test]
+fn an_external_data_plane_with_iptables_is_refused_before_forwarding_goes_on() {
+    // Issue 9, finding 2: the iptables backend cannot build the host filter, so this apply is
+    // always refused; it used to leave forwarding on with no filter at all. The refusal comes
+    // before iptables is run, so the real backend is used here.
+    let s = Scratch::new("external-iptables", "0\n");
+    let forwarding = Forwarding::at(s.sysctl(), Some(s.state()));
+    let mut m =
+        NatManager::with_backend(Box::new(IptablesBackend::new(Flavor::Legacy)), forwarding);
+    let mut policy = gateway();
+    policy.host = Some(HostFilter::default());
+    let err = m.apply_policy(&policy).unwrap_err();
+    assert!(matches!(err, Error::RulesNotApplied { .. }), "{err}");
+    assert!(err.to_string().contains("left as it was (off)"), "{err}");
+    assert_eq!(s.forwarding(), "0");
+}
