@@ -71,12 +71,35 @@ pub enum Error {
     },
     #[error("{path} holds {value:?}, not 0 or 1")]
     SysctlValue { path: String, value: String },
+    #[error("the {backend} rules could not be put in place, so IPv4 forwarding was left as it was ({}); the rules applied before, if any, stay in force", forwarding_text(*.forwarding_on))]
+    RulesNotApplied {
+        backend: &'static str,
+        /// Whether forwarding is on now (as it was before the attempt), when it could be read.
+        forwarding_on: Option<bool>,
+        #[source]
+        source: Box<Error>,
+    },
+    #[error("IPv4 forwarding could not be put back as it was, so the {backend} rules were left in place to keep filtering; fix {path} by hand (see docs/nat.md) and stop again")]
+    RestoreFirst {
+        backend: &'static str,
+        path: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("cannot keep the forwarding state in {path}")]
     StateFile {
         path: String,
         #[source]
         source: io::Error,
     },
+}
+
+fn forwarding_text(on: Option<bool>) -> &'static str {
+    match on {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "its value could not be read",
+    }
 }
 
 /// The NAT manager's result.

@@ -15,7 +15,7 @@ pub struct Forwarding {
     sysctl: PathBuf,
     /// Where the value found before our first change is kept across restarts.
     state_file: Option<PathBuf>,
-    /// The value found before our first change, while we have it changed.
+    /// The value found before our first change (from the state file after a crash), once known.
     previous: Option<bool>,
 }
 
@@ -33,11 +33,30 @@ fn parse(path: &str, text: &str) -> Result<bool> {
 impl Forwarding {
     /// Manages `/proc/sys/net/ipv4/ip_forward`; `state_file` (optional) survives a crash.
     pub fn new(state_file: Option<PathBuf>) -> Self {
+        Forwarding::at(PathBuf::from(IP_FORWARD), state_file)
+    }
+
+    /// Manages the sysctl file `sysctl` (tests give a plain file).
+    pub fn at(sysctl: PathBuf, state_file: Option<PathBuf>) -> Self {
         Forwarding {
-            sysctl: PathBuf::from(IP_FORWARD),
+            sysctl,
             state_file,
             previous: None,
         }
+    }
+
+    /// Whether the host forwarded before we first turned forwarding on: the value a crashed run
+    /// left in the state file, else the value now. Changes nothing.
+    pub fn before(&mut self) -> Result<bool> {
+        if let Some(previous) = self.previous {
+            return Ok(previous);
+        }
+        let previous = match self.saved()? {
+            Some(saved) => saved,
+            None => self.read()?,
+        };
+        self.previous = Some(previous);
+        Ok(previous)
     }
 
     fn read(&self) -> Result<bool> {
@@ -58,24 +77,23 @@ impl Forwarding {
         })
     }
 
+    /// The sysctl file this manages, for messages.
+    pub fn sysctl_path(&self) -> String {
+        self.sysctl.display().to_string()
+    }
+
     /// Whether forwarding is on now.
     pub fn is_enabled(&self) -> Result<bool> {
         self.read()
     }
 
     /// Turns forwarding on. The value found first (or the one a crashed run left in the state
-    /// file) is what [`Forwarding::restore`] puts back.
+    /// file) is what [`Forwarding::restore`] puts back; it is in the state file before the
+    /// sysctl changes.
     pub fn enable(&mut self) -> Result<()> {
-        if self.previous.is_none() {
-            let previous = match self.saved()? {
-                Some(saved) => saved,
-                None => {
-                    let now = self.read()?;
-                    self.save(now)?;
-                    now
-                }
-            };
-            self.previous = Some(previous);
+        let previous = self.before()?;
+        if self.saved()?.is_none() {
+            self.save(previous)?;
         }
         if !self.read()? {
             self.write(true)?;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use crate::model::{FORWARD_CHAIN, NAT_CHAIN};
+use crate::model::{OtherForwarding, FORWARD_CHAIN, NAT_CHAIN, OTHER_FORWARDING_COMMENT};
 use crate::policy::{comment_text, interval_text, NatPolicy, Protocol};
 use crate::{Error, NatBackend, Result, RuleState};
 
@@ -123,8 +123,9 @@ pub fn render_nat(policy: &NatPolicy, now: Presence) -> String {
     out
 }
 
-/// The filter-table restore text for `policy`, given what is there now.
-pub fn render_filter(policy: &NatPolicy, now: Presence) -> String {
+/// The filter-table restore text for `policy`, given what is there now; `others` says whether
+/// traffic forwarded between two other interfaces is dropped.
+pub fn render_filter(policy: &NatPolicy, others: OtherForwarding, now: Presence) -> String {
     let tun = &policy.tunnel_interface;
     let mut out = String::from("*filter\n");
     let _ = writeln!(out, ":{FORWARD_CHAIN} - [0:0]");
@@ -176,6 +177,13 @@ pub fn render_filter(policy: &NatPolicy, now: Presence) -> String {
         "-A {FORWARD_CHAIN} -o {tun} -m comment --comment {} -j DROP",
         quote("one way: no new connections into the overlay")
     );
+    if others == OtherForwarding::Dropped {
+        let _ = writeln!(
+            out,
+            "-A {FORWARD_CHAIN} ! -i {tun} ! -o {tun} -m comment --comment {} -j DROP",
+            quote(OTHER_FORWARDING_COMMENT)
+        );
+    }
     fix_jumps(&mut out, "FORWARD", FORWARD_CHAIN, now.jumps, true);
     out.push_str("COMMIT\n");
     out
@@ -212,12 +220,38 @@ pub fn render_removal(table: &str, hook: &str, chain: &str, now: Presence) -> Op
     Some(out)
 }
 
+/// The restore text that puts `chain` (in `table`, jumped to from `hook`) back as `before` (an
+/// `iptables-save -t TABLE` taken earlier) shows it, given what is there now: its rules as they
+/// were, or no chain at all when it was not declared (sans-IO).
+pub fn render_rollback(
+    table: &str,
+    hook: &str,
+    chain: &str,
+    before: &str,
+    now: Presence,
+) -> Option<String> {
+    if !presence(before, chain, hook).chain {
+        return render_removal(table, hook, chain, now);
+    }
+    let append = format!("-A {chain} ");
+    let mut out = format!("*{table}\n:{chain} - [0:0]\n");
+    for line in before.lines().map(str::trim_end) {
+        if line.starts_with(&append) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    fix_jumps(&mut out, hook, chain, now.jumps, table == "filter");
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
 /// Applies a [`NatPolicy`] with iptables.
 #[derive(Debug)]
 pub struct IptablesBackend {
     flavor: Flavor,
-    /// The policy of the last successful apply.
-    applied: Option<NatPolicy>,
+    /// What the last successful apply put in place.
+    applied: Option<(NatPolicy, OtherForwarding)>,
 }
 
 impl IptablesBackend {
@@ -350,20 +384,22 @@ impl NatBackend for IptablesBackend {
         }
     }
 
-    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
+    fn apply(&mut self, policy: &NatPolicy, others: OtherForwarding) -> Result<()> {
         if policy.host.is_some() {
             return Err(Error::HostFilterUnsupported {
                 backend: self.name(),
             });
         }
-        let nat_now = self.presence("nat", NAT_CHAIN, "POSTROUTING")?;
+        let nat_before = self.save("nat")?;
+        let nat_now = presence(&nat_before, NAT_CHAIN, "POSTROUTING");
         let filter_now = self.presence("filter", FORWARD_CHAIN, "FORWARD")?;
         let nat = render_nat(policy, nat_now);
-        let filter = render_filter(policy, filter_now);
+        let filter = render_filter(policy, others, filter_now);
         let in_place = |text: &str, now: Presence, chain: &str, hook: &str| {
             now.chain && now.jumps == 1 && now.rules == presence(text, chain, hook).rules
         };
-        if self.applied.as_ref() == Some(policy)
+        let wanted = (policy.clone(), others);
+        if self.applied.as_ref() == Some(&wanted)
             && in_place(&nat, nat_now, NAT_CHAIN, "POSTROUTING")
             && in_place(&filter, filter_now, FORWARD_CHAIN, "FORWARD")
         {
@@ -373,8 +409,19 @@ impl NatBackend for IptablesBackend {
         self.applied = None;
         self.restore(&nat)?;
         if let Err(e) = self.restore(&filter) {
-            // Leave nothing half-applied: the nat table went in, so take ours out again.
-            let _ = self.reset_policy();
+            // The filter table is as it was (a restore is atomic per table): whatever filtered
+            // before (our previous rules, or a crashed run's) keeps filtering. Put the nat
+            // table back as it was too, rather than removing our rules, which would leave
+            // forwarding without a filter.
+            let now = self.presence("nat", NAT_CHAIN, "POSTROUTING");
+            if let Some(text) = now
+                .ok()
+                .and_then(|now| render_rollback("nat", "POSTROUTING", NAT_CHAIN, &nat_before, now))
+            {
+                if let Err(rollback) = self.restore(&text) {
+                    tracing::warn!(error = %rollback, "could not put the nat table back as it was");
+                }
+            }
             return Err(e);
         }
         // Read back: exactly the rules we rendered, and one jump each.
@@ -391,7 +438,7 @@ impl NatBackend for IptablesBackend {
                 )));
             }
         }
-        self.applied = Some(policy.clone());
+        self.applied = Some(wanted);
         Ok(())
     }
 
@@ -464,7 +511,7 @@ mod tests {
             COMMIT
         "#]]
         .assert_eq(&nat);
-        let filter = render_filter(&policy(), Presence::default());
+        let filter = render_filter(&policy(), OtherForwarding::Untouched, Presence::default());
         expect![[r#"
             *filter
             :ENCLAVE-FORWARD - [0:0]
@@ -478,6 +525,48 @@ mod tests {
             COMMIT
         "#]]
         .assert_eq(&filter);
+    }
+
+    #[test]
+    fn a_host_that_did_not_forward_gets_a_drop_for_other_forwarding() {
+        let untouched = render_filter(&policy(), OtherForwarding::Untouched, Presence::default());
+        let dropped = render_filter(&policy(), OtherForwarding::Dropped, Presence::default());
+        let added: Vec<&str> = dropped
+            .lines()
+            .filter(|l| !untouched.lines().any(|u| u == *l))
+            .collect();
+        expect![[r#"
+            [
+                "-A ENCLAVE-FORWARD ! -i enclave0 ! -o enclave0 -m comment --comment \"not via the tunnel: the host did not forward before enclave turned forwarding on\" -j DROP",
+            ]
+        "#]]
+        .assert_debug_eq(&added);
+        // It comes after the tunnel's rules and before the jump.
+        let at = |needle: &str| dropped.find(needle).unwrap();
+        assert!(at("! -i enclave0") > at("one way"));
+        assert!(at("! -i enclave0") < at("-I FORWARD 1"));
+    }
+
+    #[test]
+    fn a_failed_apply_puts_our_nat_chain_back_as_it_was() {
+        let before = "*nat\n:POSTROUTING ACCEPT [0:0]\n:ENCLAVE - [0:0]\n-A POSTROUTING -j ENCLAVE\n-A ENCLAVE -s 100.64.0.0/10 -o lan0 -m comment --comment \"snat lan0 to 192.168.77.1\" -j SNAT --to-source 192.168.77.1\nCOMMIT\n";
+        let now = Presence {
+            chain: true,
+            rules: 3,
+            jumps: 1,
+        };
+        expect![[r#"
+            *nat
+            :ENCLAVE - [0:0]
+            -A ENCLAVE -s 100.64.0.0/10 -o lan0 -m comment --comment "snat lan0 to 192.168.77.1" -j SNAT --to-source 192.168.77.1
+            COMMIT
+        "#]]
+        .assert_eq(&render_rollback("nat", "POSTROUTING", "ENCLAVE", before, now).unwrap());
+        // Nothing of ours before: the rollback removes the chain and its jump.
+        assert_eq!(
+            render_rollback("nat", "POSTROUTING", "ENCLAVE", "*nat\nCOMMIT\n", now).unwrap(),
+            "*nat\n-D POSTROUTING -j ENCLAVE\n-F ENCLAVE\n-X ENCLAVE\nCOMMIT\n"
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@
 //!
 //! Both backends read back what they applied and compare it with what they asked for, and reset
 //! removes only what is ours. [`NatManager`] picks a backend ([`BackendChoice::Auto`]: nftables
-//! when it answers, else iptables) and handles forwarding.
+//! when it answers, else iptables) and handles forwarding, failing closed: the rules go in before
+//! forwarding is turned on and come out after it is put back; when the host did not forward
+//! before us, the forward chain drops whatever is forwarded without touching the tunnel
+//! ([`OtherForwarding`]), so that only tunnel traffic is forwarded because of us, also while the
+//! agent is down after a crash.
 //!
 //! Architecture invariant: this crate knows nftables and iptables, and nothing of policies.
 
@@ -40,8 +44,8 @@ pub use forwarding::{Forwarding, IP_FORWARD};
 pub use ipnet::Ipv4Net;
 pub use iptables::{Flavor, IptablesBackend};
 pub use model::{
-    ChainKind, ChainSpec, CtState, Match, RuleSpec, Ruleset, SetSpec, Verdict, FORWARD_CHAIN,
-    HOST_INPUT_CHAIN, HOST_OUTPUT_CHAIN, NAT_CHAIN, TABLE,
+    ChainKind, ChainSpec, CtState, Match, OtherForwarding, RuleSpec, Ruleset, SetSpec, Verdict,
+    FORWARD_CHAIN, HOST_INPUT_CHAIN, HOST_OUTPUT_CHAIN, NAT_CHAIN, OTHER_FORWARDING_COMMENT, TABLE,
 };
 pub use nft::{NftBackend, RuleState, TableState};
 pub use policy::{
@@ -52,9 +56,16 @@ pub use policy::{
 pub trait NatBackend: fmt::Debug + Send + Sync {
     /// `nftables`, `iptables-legacy` or `iptables-nft`.
     fn name(&self) -> &'static str;
-    /// Makes the kernel hold exactly what `policy` says, replacing what we applied before;
-    /// applying the same policy twice changes nothing. Fails without leaving a partial state.
-    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()>;
+    /// Makes the kernel hold exactly what `policy` says, with `others` deciding what becomes of
+    /// forwarded traffic that does not touch the tunnel, replacing what we applied before;
+    /// applying the same twice changes nothing. Fails without leaving a partial state: what
+    /// was applied before stays in force.
+    fn apply(&mut self, policy: &NatPolicy, others: OtherForwarding) -> Result<()>;
+    /// [`NatBackend::apply`] on a host that forwarded before us: nothing is added for traffic
+    /// between its other interfaces. [`NatManager`] picks the right [`OtherForwarding`] itself.
+    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
+        self.apply(policy, OtherForwarding::Untouched)
+    }
     /// Removes everything of ours, and nothing else.
     fn reset_policy(&mut self) -> Result<()>;
     /// The rules of ours the kernel holds, chain by chain in order, with their counters (the
@@ -98,10 +109,18 @@ impl NatManager {
             },
         };
         tracing::debug!(backend = backend.name(), "NAT backend chosen");
-        Ok(NatManager {
+        Ok(NatManager::with_backend(
             backend,
-            forwarding: Forwarding::new(state_file),
-        })
+            Forwarding::new(state_file),
+        ))
+    }
+
+    /// A manager over the given backend and forwarding (tests give fakes of both).
+    pub fn with_backend(backend: Box<dyn NatBackend>, forwarding: Forwarding) -> NatManager {
+        NatManager {
+            backend,
+            forwarding,
+        }
     }
 
     /// The backend in use.
@@ -109,15 +128,34 @@ impl NatManager {
         self.backend.name()
     }
 
-    /// Turns forwarding on when `policy` forwards anything (else leaves it, or puts it back, as
-    /// it was) and applies `policy`.
+    /// Applies `policy`, failing closed.
+    ///
+    /// When `policy` forwards anything (a gateway): the rules first, forwarding last. When the
+    /// host did not forward before us, the forward chain also drops whatever is forwarded
+    /// between two interfaces that are not the tunnel ([`OtherForwarding::Dropped`]); when it
+    /// did, nothing is added for them. If the rules fail, forwarding is left exactly as it was
+    /// ([`Error::RulesNotApplied`] says so).
+    ///
+    /// When it forwards nothing (only the host filter of an external data plane): forwarding
+    /// goes back to what it was first, then the rules are applied.
     pub fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
-        if policy.forwards() {
-            self.forwarding.enable()?;
-        } else {
+        if !policy.forwards() {
             self.forwarding.restore()?;
+            return self.backend.apply(policy, OtherForwarding::Untouched);
         }
-        self.backend.apply_policy(policy)
+        let others = if self.forwarding.before()? {
+            OtherForwarding::Untouched
+        } else {
+            OtherForwarding::Dropped
+        };
+        if let Err(source) = self.backend.apply(policy, others) {
+            return Err(Error::RulesNotApplied {
+                backend: self.backend.name(),
+                forwarding_on: self.forwarding.is_enabled().ok(),
+                source: Box::new(source),
+            });
+        }
+        self.forwarding.enable()
     }
 
     /// The rules of ours the kernel holds, with their counters.
@@ -125,9 +163,20 @@ impl NatManager {
         self.backend.rules()
     }
 
-    /// Removes our rules and puts forwarding back as it was.
+    /// Puts forwarding back as it was, then removes our rules (a clean stop, or the host is no
+    /// longer a gateway). If forwarding cannot be put back, the rules stay, so that nothing is
+    /// forwarded without them ([`Error::RestoreFirst`]).
     pub fn reset_policy(&mut self) -> Result<()> {
-        self.backend.reset_policy()?;
-        self.forwarding.restore()
+        if let Err(source) = self.forwarding.restore() {
+            return Err(Error::RestoreFirst {
+                backend: self.backend.name(),
+                path: self.forwarding.sysctl_path(),
+                source: Box::new(source),
+            });
+        }
+        self.backend.reset_policy()
     }
 }
+
+#[cfg(test)]
+mod tests;

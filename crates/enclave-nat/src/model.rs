@@ -22,6 +22,24 @@ pub const HOST_INPUT_CHAIN: &str = "ENCLAVE-INPUT";
 /// The host filter's chain for traffic from this host into the tunnel (nftables).
 pub const HOST_OUTPUT_CHAIN: &str = "ENCLAVE-OUTPUT";
 
+/// What our forward chain does with forwarded traffic that neither enters nor leaves the
+/// tunnel interface (between two other interfaces of the host, for instance the underlay and a
+/// LAN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherForwarding {
+    /// The host forwarded before we turned forwarding on: forwarding between its other
+    /// interfaces stays exactly as it was, so the chain adds nothing for it.
+    Untouched,
+    /// The host did not forward before we turned forwarding on: the chain drops it, so that
+    /// only tunnel traffic is forwarded because of us. Being in the kernel, the drop outlives
+    /// a crash of the agent (and its tunnel interface).
+    Dropped,
+}
+
+/// The comment of the rule that drops [`OtherForwarding::Dropped`] traffic.
+pub const OTHER_FORWARDING_COMMENT: &str =
+    "not via the tunnel: the host did not forward before enclave turned forwarding on";
+
 /// The whole content of our table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
@@ -72,6 +90,10 @@ pub struct RuleSpec {
 pub enum Match {
     IifName(String),
     OifName(String),
+    /// `iifname != NAME`.
+    IifNameNot(String),
+    /// `oifname != NAME`.
+    OifNameNot(String),
     Saddr(Ipv4Net),
     SaddrInSet(String),
     DaddrInSet(String),
@@ -102,8 +124,15 @@ pub enum Verdict {
 }
 
 impl Ruleset {
-    /// Decides the table's content for `policy`.
+    /// Decides the table's content for `policy` on a host that forwarded before us
+    /// ([`OtherForwarding::Untouched`]).
     pub fn from_policy(policy: &NatPolicy) -> Ruleset {
+        Ruleset::for_gateway(policy, OtherForwarding::Untouched)
+    }
+
+    /// Decides the table's content for `policy`, with `others` saying what becomes of
+    /// forwarded traffic that does not touch the tunnel.
+    pub fn for_gateway(policy: &NatPolicy, others: OtherForwarding) -> Ruleset {
         let tun = policy.tunnel_interface.clone();
         let mut snat: Vec<_> = policy.snat.clone();
         snat.sort();
@@ -160,6 +189,9 @@ impl Ruleset {
             verdict: Verdict::Drop,
             comment: "one way: no new connections into the overlay".into(),
         });
+        if others == OtherForwarding::Dropped {
+            forward.push(other_forwarding_rule(&tun));
+        }
 
         let mut chains = vec![
             ChainSpec {
@@ -197,6 +229,18 @@ impl Ruleset {
     /// element plus an end element, except one that reaches 255.255.255.255).
     pub fn element_count(&self) -> usize {
         self.sets.iter().map(SetSpec::element_count).sum()
+    }
+}
+
+/// The rule that drops what is forwarded between two interfaces that are not the tunnel.
+fn other_forwarding_rule(tun: &str) -> RuleSpec {
+    RuleSpec {
+        matches: vec![
+            Match::IifNameNot(tun.to_owned()),
+            Match::OifNameNot(tun.to_owned()),
+        ],
+        verdict: Verdict::Drop,
+        comment: OTHER_FORWARDING_COMMENT.into(),
     }
 }
 
@@ -281,6 +325,8 @@ impl fmt::Display for Match {
         match self {
             Match::IifName(name) => write!(f, "iifname \"{name}\""),
             Match::OifName(name) => write!(f, "oifname \"{name}\""),
+            Match::IifNameNot(name) => write!(f, "iifname != \"{name}\""),
+            Match::OifNameNot(name) => write!(f, "oifname != \"{name}\""),
             Match::Saddr(net) => write!(f, "ip saddr {net}"),
             Match::SaddrInSet(set) => write!(f, "ip saddr @{set}"),
             Match::DaddrInSet(set) => write!(f, "ip daddr @{set}"),
@@ -512,10 +558,115 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_did_not_forward_gets_a_drop_for_other_forwarding() {
+        let untouched = Ruleset::for_gateway(&policy(), OtherForwarding::Untouched);
+        assert_eq!(untouched, Ruleset::from_policy(&policy()));
+        let dropped = Ruleset::for_gateway(&policy(), OtherForwarding::Dropped);
+        let forward = |r: &Ruleset| -> Vec<String> {
+            r.chains
+                .iter()
+                .find(|c| c.name == FORWARD_CHAIN)
+                .map(|c| c.rules.iter().map(|r| r.to_string()).collect())
+                .unwrap_or_default()
+        };
+        let (before, after) = (forward(&untouched), forward(&dropped));
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after[..before.len()], before[..], "the rest is unchanged");
+        expect![[r#"iifname != "enclave0" oifname != "enclave0" counter drop comment "not via the tunnel: the host did not forward before enclave turned forwarding on""#]]
+        .assert_eq(&after[before.len()]);
+        assert_eq!(untouched.sets, dropped.sets);
+    }
+
+    #[test]
     fn element_count_counts_start_and_end_elements() {
         let ruleset = Ruleset::from_policy(&policy());
         // grant0: 1 + 2 intervals, grant1: 1 + 1 interval, each with an end element.
         assert_eq!(ruleset.element_count(), 10);
+    }
+
+    mod properties {
+        use super::super::*;
+        use crate::policy::{AddressSet, ForwardGrant};
+        use proptest::prelude::*;
+
+        /// Whether `rule`'s interface matches can hold for a packet forwarded from `iif` to
+        /// `oif` (its other matches are taken as possibly true).
+        fn may_match(rule: &RuleSpec, iif: &str, oif: &str) -> bool {
+            rule.matches.iter().all(|m| match m {
+                Match::IifName(n) => n == iif,
+                Match::OifName(n) => n == oif,
+                Match::IifNameNot(n) => n != iif,
+                Match::OifNameNot(n) => n != oif,
+                _ => true,
+            })
+        }
+
+        fn forward(ruleset: &Ruleset) -> &[RuleSpec] {
+            ruleset
+                .chains
+                .iter()
+                .find(|c| c.name == FORWARD_CHAIN)
+                .map(|c| c.rules.as_slice())
+                .unwrap_or_default()
+        }
+
+        fn grant() -> impl Strategy<Value = ForwardGrant> {
+            (any::<u32>(), 0u8..=32, any::<u32>(), 0u8..=32).prop_map(|(s, sp, d, dp)| {
+                let net = |a: u32, p: u8| {
+                    Ipv4Net::new(Ipv4Addr::from(a), p)
+                        .expect("prefix is at most 32")
+                        .trunc()
+                };
+                ForwardGrant {
+                    sources: AddressSet::new().net(net(s, sp)),
+                    destinations: AddressSet::new().net(net(d, dp)),
+                    protocol: None,
+                    ports: None,
+                    label: "g".into(),
+                }
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn only_tunnel_traffic_is_forwarded_because_of_us(
+                tun in "[a-z][a-z0-9]{0,14}",
+                iif in "[a-z][a-z0-9]{0,14}",
+                oif in "[a-z][a-z0-9]{0,14}",
+                grants in proptest::collection::vec(grant(), 0..4),
+            ) {
+                let policy = NatPolicy {
+                    tunnel_interface: tun.clone(),
+                    overlay: "100.64.0.0/10".parse().unwrap(),
+                    snat: Vec::new(),
+                    grants,
+                    host: None,
+                };
+                let untouched = Ruleset::for_gateway(&policy, OtherForwarding::Untouched);
+                let dropped = Ruleset::for_gateway(&policy, OtherForwarding::Dropped);
+                for (iif, oif) in [
+                    (iif.as_str(), oif.as_str()),
+                    (tun.as_str(), oif.as_str()),
+                    (iif.as_str(), tun.as_str()),
+                ] {
+                    let touches_tunnel = iif == tun || oif == tun;
+                    let hits = |r: &Ruleset| -> Vec<RuleSpec> {
+                        forward(r).iter().filter(|rule| may_match(rule, iif, oif)).cloned().collect()
+                    };
+                    if touches_tunnel {
+                        // Tunnel traffic meets exactly the same rules either way.
+                        prop_assert_eq!(hits(&untouched), hits(&dropped));
+                    } else {
+                        // Between two other interfaces: nothing of ours when the host
+                        // forwarded before us; else a drop and nothing that could accept.
+                        prop_assert!(hits(&untouched).is_empty());
+                        let hit = hits(&dropped);
+                        prop_assert!(!hit.is_empty());
+                        prop_assert!(hit.iter().all(|r| r.verdict == Verdict::Drop));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

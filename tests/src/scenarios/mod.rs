@@ -8,6 +8,7 @@ mod agent;
 mod dataplane;
 mod discovery;
 mod failover;
+mod forwarding;
 mod lifecycle;
 mod nat;
 mod reference;
@@ -20,6 +21,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(dataplane::scenarios());
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
+    all.extend(forwarding::scenarios());
     all.extend(discovery::scenarios());
     all.extend(agent::scenarios());
     all.extend(access::scenarios());

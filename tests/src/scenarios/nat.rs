@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
-    NatPolicy, NftBackend, PortRange, Protocol, Ruleset, SnatRule, Verdict,
+    NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
 use enclave_netns::{wait_until, EchoServer, Netns, Process, SpawnOpts, Topology, TopologySpec};
 
@@ -319,7 +319,8 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(net.forwarding()?, "forwarding is off after apply");
 
     let listed = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
-    let expected = Ruleset::from_policy(&policy).to_string();
+    // Forwarding was off before: the table also drops what does not touch the tunnel.
+    let expected = Ruleset::for_gateway(&policy, OtherForwarding::Dropped).to_string();
     ensure!(
         strip_nft_counters(&listed) == expected,
         "the kernel's table differs from the ruleset asked for:\n--- nft list\n{listed}\n--- expected\n{expected}"
@@ -330,7 +331,7 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
     // Counters after the traffic: every kind of rule was hit.
     let backend_state = in_gw(gw, || {
         let mut nft = NftBackend::new();
-        nft.apply_policy(&policy)?;
+        nft.apply(&policy, OtherForwarding::Dropped)?;
         nft.state()
     })??;
     // The re-apply above replaced the table (counters restart at zero); send traffic again.
@@ -422,6 +423,27 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(
         after.contains("table inet other"),
         "the other program's table is gone"
+    );
+
+    // A host that forwarded before us: nothing is added for its other interfaces, and reset
+    // leaves forwarding on.
+    net.set_forwarding(true)?;
+    let mut manager = in_gw(gw, || NatManager::new(BackendChoice::Nftables, None))??;
+    in_gw(gw, || manager.apply_policy(&policy))??;
+    let listed = gw.exec(&["nft", "list", "table", "ip", "enclave"])?;
+    let expected = Ruleset::for_gateway(&policy, OtherForwarding::Untouched).to_string();
+    ensure!(
+        strip_nft_counters(&listed) == expected,
+        "on a host that forwarded, the table differs:\n--- nft list\n{listed}\n--- expected\n{expected}"
+    );
+    ensure!(
+        !listed.contains(enclave_nat::OTHER_FORWARDING_COMMENT),
+        "a host that forwarded got a drop for its other interfaces:\n{listed}"
+    );
+    in_gw(gw, || manager.reset_policy())??;
+    ensure!(
+        net.forwarding()?,
+        "reset turned off the host's own forwarding"
     );
     Ok(())
 }
@@ -663,6 +685,25 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(
         !saved.contains("ENCLAVE"),
         "a rejected iptables apply left something of ours:\n{saved}"
+    );
+
+    // The manager: a refused apply leaves forwarding off, and says so.
+    gw.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
+    let refused = in_gw(gw, || {
+        NatManager::new(BackendChoice::Iptables(Flavor::Legacy), None)
+            .and_then(|mut m| m.apply_policy(&long))
+            .err()
+    })?
+    .context("the NAT manager accepted a 21-character interface name")?;
+    ensure!(
+        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        "a refused apply turned forwarding on"
+    );
+    let message = error_chain(&refused);
+    println!("manager refused: {message}");
+    ensure!(
+        message.contains("IPv4 forwarding was left as it was (off)"),
+        "the manager's error does not say what became of forwarding: {message}"
     );
     Ok(())
 }

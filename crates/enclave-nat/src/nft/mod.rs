@@ -11,15 +11,12 @@ use std::os::raw::c_char;
 use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, Chain, ChainType, Hook, MsgType, NlMsg, Policy, ProtoFamily, Table};
 
-use crate::model::{ChainKind, Ruleset, TABLE};
+use crate::model::{ChainKind, OtherForwarding, Ruleset, TABLE};
 use crate::policy::NatPolicy;
 use crate::{Error, NatBackend, Result};
 
 use msg::{comment_from_udata, IntervalSet, OwnedRule};
 use netlink::Socket;
-
-/// The sequence number `nftnl::Batch` gives the first message after its begin marker.
-const FIRST_SEQ: u32 = 2;
 
 /// A rule of ours as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +68,18 @@ impl TrackedBatch {
         if self.what.is_empty() {
             return Ok(());
         }
-        let last = FIRST_SEQ + self.what.len() as u32 - 1;
-        let mut acks = socket.collect_acks(FIRST_SEQ, last)?;
+        // `sequence_numbers` covers every message that asks for an answer: ours, plus the batch
+        // begin and end markers on kernels that acknowledge them (6.10 and later).
+        let acked = finalized.sequence_numbers();
+        let first = first_message_seq(acked.clone(), self.what.len()).ok_or(
+            Error::MalformedReply("the batch numbers its messages in an unexpected way"),
+        )?;
+        let mut acks = socket.collect_acks(acked.start, acked.end.saturating_sub(1))?;
         acks.sort_by_key(|a| a.seq);
         if let Some(bad) = acks.into_iter().find(|a| a.errno != 0) {
             let what = bad
                 .seq
-                .checked_sub(FIRST_SEQ)
+                .checked_sub(first)
                 .and_then(|i| self.what.get(i as usize))
                 .cloned()
                 .unwrap_or_else(|| format!("the batch framing (message {})", bad.seq));
@@ -91,8 +93,20 @@ impl TrackedBatch {
     }
 }
 
+/// The sequence number of the first of `messages` messages in a batch whose acknowledged
+/// sequence numbers are `acked` (sans-IO): the begin and end markers take one number each when
+/// the kernel acknowledges them, none when it does not.
+fn first_message_seq(acked: std::ops::Range<u32>, messages: usize) -> Option<u32> {
+    let messages = u32::try_from(messages).ok()?;
+    match acked.len().checked_sub(messages as usize)? {
+        0 => Some(acked.start),
+        2 => Some(acked.start + 1),
+        _ => None,
+    }
+}
+
 fn table() -> Table {
-    Table::new(&c"enclave", ProtoFamily::Ipv4)
+    Table::new(c"enclave", ProtoFamily::Ipv4)
 }
 
 impl NftBackend {
@@ -271,8 +285,8 @@ impl NatBackend for NftBackend {
         "nftables"
     }
 
-    fn apply_policy(&mut self, policy: &NatPolicy) -> Result<()> {
-        self.apply_ruleset(&Ruleset::from_policy(policy))
+    fn apply(&mut self, policy: &NatPolicy, others: OtherForwarding) -> Result<()> {
+        self.apply_ruleset(&Ruleset::for_gateway(policy, others))
     }
 
     fn rules(&self) -> Result<Vec<RuleState>> {
@@ -446,4 +460,19 @@ fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
     // SAFETY: we allocated `set` and free it once.
     unsafe { sys::nftnl_set_free(set) };
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_message_seq;
+
+    #[test]
+    fn the_first_message_follows_an_acknowledged_begin_marker() {
+        // Kernel 6.10 and later: begin (1), three messages (2..=4), end (5).
+        assert_eq!(first_message_seq(1..6, 3), Some(2));
+        // Older kernels: only the three messages ask for an answer.
+        assert_eq!(first_message_seq(1..4, 3), Some(1));
+        assert_eq!(first_message_seq(1..5, 3), None);
+        assert_eq!(first_message_seq(1..2, 3), None);
+    }
 }

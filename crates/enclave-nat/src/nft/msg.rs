@@ -1,8 +1,12 @@
 //! Netlink messages for our rules and interval sets, built with libnftnl through `nftnl-sys`.
 //!
-//! The `nftnl` crate has no rule comments (user data), no interval sets and no range expression,
-//! so rules and sets are built here directly; its `Batch`, `Table` and `Chain` are used as they
-//! are. Every unsafe call below hands libnftnl a pointer this module allocated and owns.
+//! The `nftnl` crate (0.9) has no interval sets and no range expression, so rules and sets are
+//! built here directly; its `Batch`, `Table` and `Chain` are used as they are. nftnl 0.9's
+//! `Rule::set_comment` writes the same user-data TLV as [`comment_udata`], but only into its
+//! own `Rule`, which cannot hold our range expression (and it aborts the process when out of
+//! memory where we return [`Error::Alloc`]), so the comment stays ours too;
+//! [`comment_from_udata`] reads it back for the counters.
+//! Every unsafe call below hands libnftnl a pointer this module allocated and owns.
 
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CString};
@@ -129,6 +133,14 @@ fn match_exprs(m: &Match, set_ids: &BTreeMap<String, u32>) -> Result<Vec<Expr>> 
         Match::OifName(name) => vec![
             meta(libc::NFT_META_OIFNAME)?,
             cmp(eq, &interface_name(name)?)?,
+        ],
+        Match::IifNameNot(name) => vec![
+            meta(libc::NFT_META_IIFNAME)?,
+            cmp(libc::NFT_CMP_NEQ, &interface_name(name)?)?,
+        ],
+        Match::OifNameNot(name) => vec![
+            meta(libc::NFT_META_OIFNAME)?,
+            cmp(libc::NFT_CMP_NEQ, &interface_name(name)?)?,
         ],
         Match::Saddr(net) => {
             let mut exprs = vec![payload(network, 12, 4)?];

@@ -1,5 +1,15 @@
 //! A netlink socket to nftables: sends one batch in one `sendmsg` and collects the kernel's
 //! answer to every message; dumps what a table holds.
+//!
+//! This is the crate's only netlink I/O, written against `libc` on purpose, without `mnl`:
+//! libnftnl (through `nftnl`) only builds and parses messages, and what is left is small (a
+//! socket, one `sendmsg`, `recv`, splitting replies) but needs what `mnl` 0.3 does not give:
+//! all pages of a batch in one `sendmsg` (its `send_all` sends page by page, and a batch is one
+//! transaction only when the kernel gets it whole), the kernel's extended-ack text with the
+//! sequence number of the refused message (to name the rule in the error), and a receive
+//! timeout so that a missing answer is an error rather than a hang. Splitting and reading
+//! replies is sans-IO and unit-tested below; it never trusts a length the kernel sends.
+//! (`mnl` 0.2, which the crate once listed without using, carried RUSTSEC-2025-0142.)
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
