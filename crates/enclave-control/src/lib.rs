@@ -24,4 +24,5 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod suite;
 pub mod tls;
