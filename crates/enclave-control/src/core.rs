@@ -914,9 +914,21 @@ fn create_key(next: &mut State, t: &mut Touched, key: NewKey, ctx: &Ctx) -> Resu
         created_at: ctx.now,
         created_by: ctx.actor.clone(),
     };
+    let tags: Vec<&str> = record.tags.iter().map(String::as_str).collect();
     let detail = format!(
-        "tags={:?} approval={:?} uses={:?} expires_at={:?} ephemeral={}",
-        record.tags, record.approval, record.uses_allowed, record.expires_at, record.ephemeral
+        "tags={} approval={} uses={} expires_at={} ephemeral={}",
+        tags.join(","),
+        match record.approval {
+            ApprovalMode::Auto => "auto",
+            ApprovalMode::Manual => "manual",
+        },
+        record
+            .uses_allowed
+            .map_or("unlimited".to_owned(), |n| n.to_string()),
+        record
+            .expires_at
+            .map_or("never".to_owned(), |t| t.to_string()),
+        record.ephemeral
     );
     next.keys.insert(key.id.clone(), record.clone());
     t.keys.insert(key.id.clone());

@@ -126,6 +126,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite://PATH?…` URL.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
 /// The SQL store (SQLite or PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -172,6 +178,11 @@ impl SqlStore {
             .await
             .map_err(db("connecting"))?;
         MIGRATOR.run(&pool).await.map_err(Error::Migrate)?;
+        if let Some(path) = sqlite_path(&url) {
+            // It holds hashes, not secrets, but nobody else needs to read it.
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         Ok(Self { pool, backend })
     }
 
