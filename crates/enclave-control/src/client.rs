@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::tls::{self, Trust};
 
+pub use hyper::{Method as HttpMethod, StatusCode as HttpStatus};
+
 /// How long one request may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -5,6 +5,7 @@ use crate::Scenario;
 
 mod access;
 mod agent;
+mod control;
 mod dataplane;
 mod discovery;
 mod failover;
@@ -27,5 +28,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
+    all.extend(control::scenarios());
     all
 }
