@@ -15,6 +15,7 @@ const KEY_C: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";
 
 struct Harness {
     router: Router,
+    store: SqlStore,
     token: String,
     dir: std::path::PathBuf,
     runtime: tokio::runtime::Runtime,
@@ -43,9 +44,9 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/control.db", dir.display());
-        let (router, token) = runtime.block_on(async {
+        let (router, token, store) = runtime.block_on(async {
             let store = SqlStore::open(&url).await.unwrap();
-            let service = Arc::new(Service::new(Arc::new(store)));
+            let service = Arc::new(Service::new(Arc::new(store.clone())));
             let token = secret::generate(secret::TOKEN_PREFIX);
             service
                 .execute(
@@ -61,10 +62,11 @@ impl Harness {
                 )
                 .await
                 .unwrap();
-            (router(service), token.text)
+            (router(service), token.text, store)
         });
         Self {
             router,
+            store,
             token,
             dir,
             runtime,
@@ -622,4 +624,32 @@ fn policies_subnets_gateways_export_and_explain() {
     );
     let deleted = h.admin(Method::DELETE, "/api/v1/systems/contractor", None);
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+}
+
+#[test]
+fn a_database_that_is_down_makes_requests_fail_clearly() {
+    let h = Harness::new("down");
+    assert_eq!(
+        h.admin(Method::GET, "/api/v1/systems", None).status,
+        StatusCode::OK
+    );
+    h.runtime.block_on(h.store.close());
+    let answer = h.admin(Method::POST, "/api/v1/keys", Some(json!({})));
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        answer.text
+    );
+    assert_eq!(
+        answer.json["error"],
+        "the database is unavailable; nothing was changed. Try again later"
+    );
+    let enrol = h.enrol("enk_x", KEY_A, "192.0.2.1");
+    assert_eq!(
+        enrol.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        enrol.text
+    );
 }
