@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -454,24 +454,37 @@ struct SystemView {
     gateway_subnets: Vec<String>,
 }
 
-fn system_view(state: &Network, system: &ManagedSystem) -> SystemView {
-    let gateway_subnets = core::subnet_rows(state)
-        .into_iter()
-        .filter(|row| row.system == system.name && row.state == "served")
-        .map(|row| row.subnet.to_string())
-        .collect();
+/// The subnets each gateway serves now, by system (one pass over all systems).
+fn served(state: &Network) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut served: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for row in core::subnet_rows(state) {
+        if row.state == "served" {
+            served
+                .entry(row.system)
+                .or_default()
+                .push(row.subnet.to_string());
+        }
+    }
+    served
+}
+
+fn system_view(
+    served: &std::collections::BTreeMap<String, Vec<String>>,
+    system: &ManagedSystem,
+) -> SystemView {
     SystemView {
         system: system.clone(),
-        gateway_subnets,
+        gateway_subnets: served.get(&system.name).cloned().unwrap_or_default(),
     }
 }
 
 async fn list_systems(State(app): State<App>) -> Reply2 {
     let state = state(&app).await?;
+    let served = served(&state);
     let systems: Vec<SystemView> = state
         .systems
         .values()
-        .map(|s| system_view(&state, s))
+        .map(|s| system_view(&served, s))
         .collect();
     Ok(Json(systems).into_response())
 }
@@ -479,7 +492,7 @@ async fn list_systems(State(app): State<App>) -> Reply2 {
 async fn show_system(State(app): State<App>, Path(name): Path<String>) -> Reply2 {
     let state = state(&app).await?;
     match state.systems.get(&name) {
-        Some(system) => Ok(Json(system_view(&state, system)).into_response()),
+        Some(system) => Ok(Json(system_view(&served(&state), system)).into_response()),
         None => Err(refusal(&Refusal::NotFound {
             what: "system",
             name,
@@ -899,8 +912,7 @@ async fn audit(State(app): State<App>, Query(query): Query<AuditQuery>) -> Reply
     Ok(Json(entries).into_response())
 }
 
-async fn network(State(app): State<App>, headers: HeaderMap) -> Reply2 {
-    let _ = headers;
+async fn network(State(app): State<App>) -> Reply2 {
     let state = state(&app).await?;
     Ok(Json(json!({
         "revision": state.revision,

@@ -943,7 +943,11 @@ fn enrol(
     hostname: Option<&str>,
     ctx: &Ctx,
 ) -> Result<Ran, Refusal> {
-    let Some(key) = next.keys.values_mut().find(|k| k.hash == key_hash) else {
+    let Some(key) = next
+        .keys
+        .values_mut()
+        .find(|k| crate::secret::same(&k.hash, key_hash))
+    else {
         return Err(Refusal::Key(KeyRefusal::Unknown));
     };
     key_state(key, ctx.now).map_err(Refusal::Key)?;
