@@ -851,6 +851,11 @@ fn import(next: &mut State, t: &mut Touched, imported: Imported) -> Result<Ran, 
             .find(|s| s.public_key == system.public_key)
         {
             system.approval = old.approval;
+            // An export writes a pending or revoked system as disabled: that `false` is its
+            // approval, not the administrator's switch, which keeps its value.
+            if old.approval != Approval::Approved && !system.enabled {
+                system.enabled = old.enabled;
+            }
             system.discovered = old.discovered.clone();
             system.ephemeral = old.ephemeral;
             system.enrolled_with = old.enrolled_with.clone();

@@ -524,6 +524,14 @@ fn import_keeps_what_only_the_server_knows() {
     assert_eq!(laptop.approval, Approval::Pending);
     assert_eq!(laptop.enrolled_with.as_deref(), Some("manual"));
     assert_eq!(state.keys.len(), 2);
+    // Exported as disabled because pending; once approved it has tunnels.
+    let (state, _) = ok(
+        &state,
+        Command::Approve {
+            name: "laptop".into(),
+        },
+    );
+    assert!(state.systems["laptop"].effective_enabled());
 }
 
 #[test]
