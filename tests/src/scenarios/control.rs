@@ -26,6 +26,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: postgres_store,
         },
         Scenario {
+            name: "control-sqlite-restart",
+            about: "enclave-control on its default SQLite over TLS: created on first start, same fingerprint and data after a restart",
+            run: sqlite_restart,
+        },
+        Scenario {
             name: "control-postgres-two-servers",
             about: "two enclave-control servers on one PostgreSQL see each other's changes; one killed -9 loses nothing",
             run: two_servers,
@@ -528,4 +533,126 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
     drop(b);
     drop(a);
     Ok(())
+}
+
+fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("ctls");
+    spec.node("ctl");
+    let topo = ctx.topology(&spec)?;
+    let ns = topo.ns("ctl");
+    let bin = ctx.bin("enclave-control")?;
+    let dir = TempDir::new("enclave-control-sqlite")?;
+    let state = dir.0.join("state");
+    let database = format!("sqlite://{}/control.db", state.display());
+
+    // Nothing exists yet: the first start creates the directory, the database and the
+    // certificate.
+    let token = ns
+        .exec(&[
+            bin.to_str().context("path")?,
+            "admin",
+            "token",
+            "create",
+            "--database",
+            &database,
+        ])?
+        .trim()
+        .to_owned();
+    let mut first = start_server(ns, &bin, "control", &database, 8443, &state)?;
+    ensure!(
+        first.process.log().contains("(self-signed, made now)"),
+        "the first start did not make a certificate:\n{}",
+        first.process.log()
+    );
+    let mode = std::fs::metadata(state.join("control.db"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(mode == 0o600, "control.db has mode {mode:o}");
+    let key_mode = std::fs::metadata(state.join("tls.key"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(key_mode == 0o600, "tls.key has mode {key_mode:o}");
+
+    // A wrong token is refused (negative), the right one works (positive).
+    let refused = cli(ns, &bin, &first.at, "ent_wrong", &["systems", "list"]);
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("refused the admin token (401)")),
+        "a wrong token: {refused:?}"
+    );
+    let key = cli(
+        ns,
+        &bin,
+        &first.at,
+        &token,
+        &["keys", "create", "--approval", "auto", "--tags", "users"],
+    )?
+    .trim()
+    .to_owned();
+    let (status, enrolled) = call(
+        ns,
+        &first.at,
+        "POST",
+        "/api/v1/enrol",
+        json!({ "key": key, "public_key": "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "hostname": "laptop" }),
+    )?;
+    ensure!(
+        status == 201 && enrolled["approval"] == "approved",
+        "{status} {enrolled}"
+    );
+    let listed = cli(ns, &bin, &first.at, &token, &["systems", "list"])?;
+    ensure!(
+        listed.lines().next().is_some_and(|h| h.starts_with("NAME")
+            && h.contains("APPROVAL")
+            && h.contains("LAST SEEN"))
+            && listed.contains("laptop")
+            && listed.contains("100.64.0.1"),
+        "systems list:\n{listed}"
+    );
+
+    // Stopped and started again: the same certificate, the same data.
+    let stopped = first.process.stop();
+    ensure!(
+        stopped.is_some_and(|s| s.success()),
+        "SIGTERM did not stop the server cleanly: {stopped:?}"
+    );
+    let fingerprint = first.at.fingerprint.clone();
+    drop(first);
+    let again = start_server(ns, &bin, "control-again", &database, 8443, &state)?;
+    ensure!(
+        again.at.fingerprint == fingerprint,
+        "the certificate changed across a restart: {fingerprint} then {}",
+        again.at.fingerprint
+    );
+    let systems = systems(ns, &bin, &again.at, &token)?;
+    ensure!(
+        system(&systems, "laptop").is_some_and(|s| s["address"] == "100.64.0.1"),
+        "the enrolled system is gone after the restart: {systems}"
+    );
+    let keys = cli(ns, &bin, &again.at, &token, &["keys", "list", "--json"])?;
+    ensure!(!keys.contains(&key), "keys list shows the key itself");
+    Ok(())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> anyhow::Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
