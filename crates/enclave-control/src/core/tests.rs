@@ -1,7 +1,8 @@
 //! The core on plain values: no database, no clock, no randomness.
 
 use super::*;
-use crate::model::{AclDoc, Ports};
+use crate::model::{AclDoc, DiscoveredSubnet, Ports, UnixTime};
+use ipnet::Ipv4Net;
 
 const NOW: UnixTime = 1_800_000_000;
 const KEY_A: &str = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=";
@@ -481,7 +482,7 @@ fn renaming_a_gateway_carries_its_policies_along() {
 
 #[test]
 fn the_example_definition_imports_exports_and_imports_the_same() {
-    let text = include_str!("../../../docs/examples/network.toml");
+    let text = include_str!("../../../../docs/examples/network.toml");
     let imported = definition::import("network.toml", text, NOW).unwrap();
     assert_eq!(imported.systems.len(), 6);
     let (state, outcome) = ok(
