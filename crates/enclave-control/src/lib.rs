@@ -26,3 +26,50 @@ pub mod service;
 pub mod store;
 pub mod suite;
 pub mod tls;
+
+#[cfg(test)]
+mod tidy {
+    /// Architecture invariant, checked: the core reads no clock, makes no randomness and does
+    /// no I/O. (Its tests may; they live in `core/tests.rs`, not checked here.)
+    #[test]
+    fn the_core_does_no_io() {
+        let files = [
+            ("core/mod.rs", include_str!("core/mod.rs")),
+            ("core/command.rs", include_str!("core/command.rs")),
+            ("core/input.rs", include_str!("core/input.rs")),
+            ("core/subnets.rs", include_str!("core/subnets.rs")),
+            ("model.rs", include_str!("model.rs")),
+            ("definition.rs", include_str!("definition.rs")),
+            ("limit.rs", include_str!("limit.rs")),
+        ];
+        let banned = [
+            "Instant::now",
+            "SystemTime",
+            "Timestamp::now",
+            "OsRng",
+            "thread_rng",
+            "getrandom",
+            "std::fs",
+            "std::io",
+            "std::net::Tcp",
+            "std::net::Udp",
+            "tokio",
+            "sqlx",
+            "axum",
+            "hyper",
+            "rustls",
+            "crate::store",
+            "crate::service",
+            "crate::secret::generate",
+        ];
+        let mut found = Vec::new();
+        for (file, text) in files {
+            for word in banned {
+                if text.contains(word) {
+                    found.push(format!("{file} uses {word}"));
+                }
+            }
+        }
+        assert!(found.is_empty(), "{found:#?}");
+    }
+}
