@@ -25,6 +25,7 @@ mod manager;
 mod netlink;
 mod plan;
 mod socket;
+mod state;
 mod sysctl;
 
 pub use error::{Error, Result};

@@ -1,11 +1,10 @@
 //! The route manager: reads the kernel's state, asks [`plan`] what to change, applies it.
 
-use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use crate::netlink::Rtnl;
 use crate::plan::{plan, Conflict, Desired, Plan};
+use crate::state;
 use crate::sysctl::{self, SRC_VALID_MARK};
 use crate::{Error, Result};
 
@@ -60,16 +59,7 @@ impl RouteManager {
             saved_src_valid_mark: None,
         };
         if let Some(path) = manager.state_path() {
-            match fs::read_to_string(&path) {
-                Ok(v) => manager.saved_src_valid_mark = Some(v.trim().to_string()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::State {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
-            }
+            manager.saved_src_valid_mark = state::read(&path)?;
         }
         Ok(manager)
     }
@@ -173,14 +163,7 @@ impl RouteManager {
         let current = sysctl::read(SRC_VALID_MARK)?;
         if self.saved_src_valid_mark.is_none() {
             if let Some(path) = self.state_path() {
-                let written = match path.parent() {
-                    Some(dir) => fs::create_dir_all(dir).and_then(|()| fs::write(&path, &current)),
-                    None => fs::write(&path, &current),
-                };
-                written.map_err(|source| Error::State {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                state::write(&path, &current)?;
             }
             self.saved_src_valid_mark = Some(current.clone());
         }
@@ -198,16 +181,7 @@ impl RouteManager {
             sysctl::write(SRC_VALID_MARK, &saved)?;
         }
         if let Some(path) = self.state_path() {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::State {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
-            }
+            state::remove(&path)?;
         }
         Ok(())
     }
