@@ -8,6 +8,7 @@ mod agent;
 mod dataplane;
 mod discovery;
 mod failover;
+mod killswitch;
 mod lifecycle;
 mod nat;
 mod reference;
@@ -25,5 +26,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
+    all.extend(killswitch::scenarios());
     all
 }
