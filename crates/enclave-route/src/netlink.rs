@@ -35,6 +35,8 @@ const RT_TABLE_UNSPEC: u8 = 0;
 const RTN_BLACKHOLE: u8 = 6;
 const RTN_UNREACHABLE: u8 = 7;
 const RTN_PROHIBIT: u8 = 8;
+const RTN_UNICAST: u8 = 1;
+const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_NOWHERE: u8 = 255;
 const RT_SCOPE_LINK: u8 = 253;
 
@@ -310,7 +312,13 @@ impl Rtnl {
         Ok(msgs.iter().filter_map(rule_from).collect())
     }
 
-    fn route_msg(route: &Route, oif: Option<u32>, protocol: u8, scope: u8) -> Result<Rtmsg> {
+    fn route_msg(
+        route: &Route,
+        oif: Option<u32>,
+        protocol: u8,
+        scope: u8,
+        kind: u8,
+    ) -> Result<Rtmsg> {
         let mut attrs = vec![attr(libc::RTA_TABLE, &route.table.to_ne_bytes())?];
         if route.dst.prefix_len() > 0 {
             attrs.push(attr(libc::RTA_DST, &route.dst.network().octets())?);
@@ -326,7 +334,7 @@ impl Rtnl {
             table_byte(route.table),
             protocol,
             scope,
-            1,
+            kind,
             0,
             attrs,
         ))
@@ -334,7 +342,13 @@ impl Rtnl {
 
     /// Adds `route` through interface `oif`, marked as ours. Fails if it exists already.
     pub fn add_route(&mut self, route: &Route, oif: u32) -> Result<()> {
-        let msg = Self::route_msg(route, Some(oif), PROTOCOL_ENCLAVE, RT_SCOPE_LINK)?;
+        let msg = Self::route_msg(
+            route,
+            Some(oif),
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_LINK,
+            RTN_UNICAST,
+        )?;
         let what = format!(
             "add route {} table {} metric {} via interface {oif}",
             route.dst, route.table, route.metric
@@ -342,7 +356,26 @@ impl Rtnl {
         self.request(Rtm::Newroute, &[NlmF::Create, NlmF::Excl], msg, what)
     }
 
-    /// Deletes exactly this route (matched by destination, table, metric, interface, protocol).
+    /// Adds `route` as an `unreachable` route (no interface), marked as ours: what it matches
+    /// is refused with "no route to host". Fails if a route with the same destination, table
+    /// and metric exists already.
+    pub fn add_unreachable(&mut self, route: &Route) -> Result<()> {
+        let msg = Self::route_msg(
+            route,
+            None,
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNREACHABLE,
+        )?;
+        let what = format!(
+            "add unreachable route {} table {} metric {}",
+            route.dst, route.table, route.metric
+        );
+        self.request(Rtm::Newroute, &[NlmF::Create, NlmF::Excl], msg, what)
+    }
+
+    /// Deletes exactly this route (matched by destination, table, metric, interface, protocol
+    /// and type).
     pub fn delete_route(&mut self, route: &KernelRoute) -> Result<()> {
         let key = Route {
             dst: route.dst,
@@ -350,10 +383,23 @@ impl Rtnl {
             metric: route.metric,
         };
         // RT_SCOPE_NOWHERE: match any scope (as `ip route del` does).
-        let msg = Self::route_msg(&key, route.oif, route.protocol, RT_SCOPE_NOWHERE)?;
+        let msg = Self::route_msg(
+            &key,
+            route.oif,
+            route.protocol,
+            RT_SCOPE_NOWHERE,
+            route.kind,
+        )?;
         let what = format!(
-            "delete route {} table {} metric {}",
-            route.dst, route.table, route.metric
+            "delete {}route {} table {} metric {}",
+            if route.kind == RTN_UNREACHABLE {
+                "unreachable "
+            } else {
+                ""
+            },
+            route.dst,
+            route.table,
+            route.metric
         );
         self.request(Rtm::Delroute, &[], msg, what)
     }
@@ -523,12 +569,48 @@ mod tests {
             table: 1000,
             metric: 7,
         };
-        let msg = Rtnl::route_msg(&route, Some(3), PROTOCOL_ENCLAVE, RT_SCOPE_LINK).unwrap();
+        let msg = Rtnl::route_msg(
+            &route,
+            Some(3),
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_LINK,
+            RTN_UNICAST,
+        )
+        .unwrap();
         let k = route_from(&msg).unwrap();
         assert_eq!(
             (k.dst, k.table, k.metric, k.oif),
             (route.dst, 1000, 7, Some(3))
         );
-        assert_eq!(k.protocol, PROTOCOL_ENCLAVE);
+        assert_eq!((k.protocol, k.kind), (PROTOCOL_ENCLAVE, RTN_UNICAST));
+    }
+
+    #[test]
+    fn unreachable_default_route_message_round_trips_through_the_parser() {
+        let route = Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            table: 17731,
+            metric: u32::MAX,
+        };
+        let msg = Rtnl::route_msg(
+            &route,
+            None,
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNREACHABLE,
+        )
+        .unwrap();
+        let k = route_from(&msg).unwrap();
+        assert_eq!(
+            (k.dst, k.table, k.metric, k.oif, k.kind, k.protocol),
+            (
+                route.dst,
+                17731,
+                u32::MAX,
+                None,
+                RTN_UNREACHABLE,
+                PROTOCOL_ENCLAVE
+            )
+        );
     }
 }

@@ -9,6 +9,7 @@ mod dataplane;
 mod discovery;
 mod failover;
 mod forwarding;
+mod killswitch;
 mod lifecycle;
 mod nat;
 mod reference;
@@ -27,5 +28,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
+    all.extend(killswitch::scenarios());
     all
 }
