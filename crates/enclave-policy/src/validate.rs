@@ -10,6 +10,7 @@ use enclave_filter::{AddrEntry, PortRange, Protocol};
 use ipnet::Ipv4Net;
 
 use crate::diag::{Diagnostic, Sink};
+use crate::internet::{default_route_excludes, Exclusion};
 use crate::model::{
     entry_within, AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow,
     Network, PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
@@ -87,6 +88,32 @@ struct Checker<'s, 'a> {
     declared_trust: BTreeSet<String>,
 }
 
+/// A policy that grants a default route, for the warnings that need the whole definition.
+struct DefaultRoute {
+    policy: String,
+    /// Where `0.0.0.0/0` is written in its subnets.
+    span: Range<usize>,
+    /// Its filter entries and where each is written.
+    filter: BTreeMap<AddrEntry, Range<usize>>,
+}
+
+/// Whether an address entry and a CIDR share an address.
+fn overlaps(entry: &AddrEntry, net: Ipv4Net) -> bool {
+    match entry {
+        AddrEntry::Net(inner) => inner.contains(&net) || net.contains(inner),
+        AddrEntry::Range { first, last } => *first <= net.broadcast() && net.network() <= *last,
+    }
+}
+
+/// An address entry as written: `10.1.2.3`, `10.0.0.0/24`, `10.0.0.1-10.0.0.9`.
+fn show(entry: &AddrEntry) -> String {
+    match entry {
+        AddrEntry::Net(net) if net.prefix_len() == 32 => net.addr().to_string(),
+        AddrEntry::Net(net) => net.to_string(),
+        AddrEntry::Range { first, last } => format!("{first}-{last}"),
+    }
+}
+
 /// Where each thing was defined, for diagnostics that refer back to it.
 #[derive(Default)]
 struct Places {
@@ -127,6 +154,7 @@ impl Checker<'_, '_> {
             direct_policies.insert(name, policy);
         }
         let mut gateway_policies = BTreeMap::new();
+        let mut default_routes = Vec::new();
         for raw in raw.gateway_policy {
             let span = raw.span();
             let errors_before = self.sink.error_count();
@@ -140,13 +168,24 @@ impl Checker<'_, '_> {
                 .as_ref()
                 .map(|f| self.filter(f, &subnets))
                 .unwrap_or_default();
+            let default_route =
+                raw.subnets.get_ref().iter().find(|t| {
+                    t.get_ref().trim().parse::<Ipv4Net>().ok() == Some(Ipv4Net::default())
+                });
+            if let Some(text) = default_route.filter(|_| subnets.contains(&Ipv4Net::default())) {
+                default_routes.push(DefaultRoute {
+                    policy: name.clone(),
+                    span: text.span(),
+                    filter: filter.clone(),
+                });
+            }
             let policy = GatewayPolicy {
                 name: name.clone(),
                 enabled: raw.enabled.unwrap_or(true),
                 senders,
                 gateways,
                 subnets,
-                filter,
+                filter: filter.into_keys().collect(),
                 acl: self.acl(&raw.acl),
                 trust: self.trust_names(&raw.trust, &trust_requirements),
                 active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
@@ -161,7 +200,7 @@ impl Checker<'_, '_> {
             gateway_policies.insert(name, policy);
         }
         let preshared_keys = self.preshared_keys(raw.preshared_key, &systems);
-        Network {
+        let network = Network {
             overlay,
             keepalive,
             systems,
@@ -170,6 +209,90 @@ impl Checker<'_, '_> {
             direct_policies,
             gateway_policies,
             preshared_keys,
+        };
+        for route in default_routes {
+            self.default_route_warnings(&network, route);
+        }
+        network
+    }
+
+    /// A default route means the Internet: says what it leaves out, once per policy, and warns
+    /// about filter entries it therefore never reaches.
+    fn default_route_warnings(&mut self, net: &Network, route: DefaultRoute) {
+        let Some(policy) = net.gateway_policies.get(&route.policy) else {
+            return;
+        };
+        let explicit: Vec<Ipv4Net> = policy
+            .subnets
+            .iter()
+            .copied()
+            .filter(|s| s.prefix_len() > 0)
+            .collect();
+        let mut left_out: BTreeSet<(Ipv4Net, Exclusion)> = BTreeSet::new();
+        for gateway in policy.gateways.iter().filter_map(|g| net.systems.get(g)) {
+            let serves = gateway
+                .gateway
+                .as_ref()
+                .and_then(|g| g.would_offer(Ipv4Net::default()))
+                .is_some();
+            if serves {
+                left_out.extend(default_route_excludes(net, gateway));
+            }
+        }
+        // What the policy names itself is granted explicitly: not "left out".
+        left_out.retain(|(range, _)| !explicit.iter().any(|s| s.contains(range)));
+        if left_out.is_empty() {
+            return;
+        }
+        let ranges: Vec<String> = left_out
+            .iter()
+            .map(|(range, why)| why.describe(*range))
+            .collect();
+        self.sink.push(
+            crate::diag::Severity::Warning,
+            &route.span,
+            format!(
+                "the default route 0.0.0.0/0 of policy {:?} means the Internet: it does not \
+                 reach {}",
+                route.policy,
+                ranges.join(", ")
+            ),
+            Some(
+                "a default route means the Internet (docs/network-definition.md says why each of \
+                 these is left out); to reach one, name it (or a subnet inside it) in the \
+                 `subnets` of a policy and of the gateway's [system.gateway] table: that \
+                 policy's filter and ACL apply"
+                    .to_owned(),
+            ),
+        );
+        for (entry, span) in &route.filter {
+            if explicit.iter().any(|s| entry_within(entry, *s)) {
+                continue;
+            }
+            let hit: Vec<String> = left_out
+                .iter()
+                .filter(|(range, _)| overlaps(entry, *range))
+                .map(|(range, why)| why.describe(*range))
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            self.sink.push(
+                crate::diag::Severity::Warning,
+                span,
+                format!(
+                    "filter entry {} of policy {:?} is not reached (wholly or in part) through \
+                     the default route 0.0.0.0/0, which leaves out {}",
+                    show(entry),
+                    route.policy,
+                    hit.join(", ")
+                ),
+                Some(
+                    "add a subnet that contains it to the policy's `subnets` (and to the \
+                     gateway's), or remove it from the filter"
+                        .to_owned(),
+                ),
+            );
         }
     }
 
@@ -680,7 +803,12 @@ impl Checker<'_, '_> {
         out
     }
 
-    fn filter(&mut self, list: &S<Vec<S<String>>>, subnets: &BTreeSet<Ipv4Net>) -> Vec<AddrEntry> {
+    /// The filter's entries, each with where it was written (the first time).
+    fn filter(
+        &mut self,
+        list: &S<Vec<S<String>>>,
+        subnets: &BTreeSet<Ipv4Net>,
+    ) -> BTreeMap<AddrEntry, Range<usize>> {
         if list.get_ref().is_empty() {
             self.sink.error_hint(
                 &list.span(),
@@ -688,7 +816,7 @@ impl Checker<'_, '_> {
                 "remove `filter` to grant the whole subnets",
             );
         }
-        let mut out = BTreeSet::new();
+        let mut out = BTreeMap::new();
         for text in list.get_ref() {
             let Some(entry) = self.addr_entry(text) else {
                 continue;
@@ -703,9 +831,9 @@ impl Checker<'_, '_> {
                 );
                 continue;
             }
-            out.insert(entry);
+            out.entry(entry).or_insert_with(|| text.span());
         }
-        out.into_iter().collect()
+        out
     }
 
     fn addr_entry(&mut self, text: &S<String>) -> Option<AddrEntry> {

@@ -434,3 +434,51 @@ file = "/etc/enclave/psk/shared.key"
         "#]],
     );
 }
+
+#[test]
+fn a_default_route_says_what_it_leaves_out() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "gw"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+tags = ["users"]
+
+[system.gateway]
+allowed = true
+subnets = ["0.0.0.0/0", "192.168.77.0/24", "203.0.113.0/24", "10.20.0.0/16"]
+removed = ["172.17.0.0/16"]
+
+[[gateway_policy]]
+name = "filtered Internet"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["0.0.0.0/0"]
+filter = ["8.8.8.8", "169.254.169.254", "203.0.113.7", "9.255.255.0-10.0.0.255"]
+acl = [{{ protocol = "udp", ports = 53 }}]
+
+[[gateway_policy]]
+name = "Internet and a lab"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["0.0.0.0/0", "10.20.0.0/16"]
+acl = [{{ protocol = "any" }}]
+"#
+        ),
+        expect![[r#"
+            valid
+            net.toml:17:12: warning: the default route 0.0.0.0/0 of policy "filtered Internet" means the Internet: it does not reach this-network range 0.0.0.0/8, private range 10.0.0.0/8, subnet 10.20.0.0/16 of gateway "gw", the overlay network 100.64.0.0/10, loopback range 127.0.0.0/8, link-local range 169.254.0.0/16, private range 172.16.0.0/12, subnet 172.17.0.0/16 removed from gateway "gw", private range 192.168.0.0/16, subnet 192.168.77.0/24 of gateway "gw", subnet 203.0.113.0/24 of gateway "gw", multicast range 224.0.0.0/4, reserved range 240.0.0.0/4
+              hint: a default route means the Internet (docs/network-definition.md says why each of these is left out); to reach one, name it (or a subnet inside it) in the `subnets` of a policy and of the gateway's [system.gateway] table: that policy's filter and ACL apply
+            net.toml:18:22: warning: filter entry 169.254.169.254 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out link-local range 169.254.0.0/16
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:18:41: warning: filter entry 203.0.113.7 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out subnet 203.0.113.0/24 of gateway "gw"
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:18:56: warning: filter entry 9.255.255.0-10.0.0.255 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out private range 10.0.0.0/8
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:25:12: warning: the default route 0.0.0.0/0 of policy "Internet and a lab" means the Internet: it does not reach this-network range 0.0.0.0/8, private range 10.0.0.0/8, the overlay network 100.64.0.0/10, loopback range 127.0.0.0/8, link-local range 169.254.0.0/16, private range 172.16.0.0/12, subnet 172.17.0.0/16 removed from gateway "gw", private range 192.168.0.0/16, subnet 192.168.77.0/24 of gateway "gw", subnet 203.0.113.0/24 of gateway "gw", multicast range 224.0.0.0/4, reserved range 240.0.0.0/4
+              hint: a default route means the Internet (docs/network-definition.md says why each of these is left out); to reach one, name it (or a subnet inside it) in the `subnets` of a policy and of the gateway's [system.gateway] table: that policy's filter and ACL apply
+        "#]],
+    );
+}
