@@ -68,6 +68,7 @@
 
 mod diag;
 mod explain;
+mod internet;
 mod model;
 mod raw;
 mod render;
@@ -79,10 +80,13 @@ mod view;
 pub use diag::{Diagnostic, Severity};
 pub use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
 pub use explain::{explain, Denial, Explanation, Finding, FindingOutcome, Query, Verdict};
+pub use internet::{
+    default_route_excludes, default_route_rest, Exclusion, SpecialRange, NOT_THE_INTERNET,
+};
 pub use jiff::Timestamp;
 pub use model::{
     AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow, Network,
-    System, Tag, TrustKind, TrustRequirement, Weekday,
+    PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
 pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, TrustFailure};
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
