@@ -294,10 +294,16 @@ pub fn check_reachability(subnet: Ipv4Net, connected: bool, answer: &RouteAnswer
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn link(index: u32, name: &str, kind: Option<&str>, link_type: u16, up: bool) -> Link {
+    pub(crate) fn link(
+        index: u32,
+        name: &str,
+        kind: Option<&str>,
+        link_type: u16,
+        up: bool,
+    ) -> Link {
         Link {
             index,
             name: name.into(),
@@ -308,7 +314,7 @@ mod tests {
         }
     }
 
-    fn addr(index: u32, cidr: &str, secondary: bool) -> Address {
+    pub(crate) fn addr(index: u32, cidr: &str, secondary: bool) -> Address {
         let net: Ipv4Net = cidr.parse().unwrap();
         Address {
             index,

@@ -19,23 +19,24 @@ pub enum Source {
 }
 
 /// One line of output: an address of an interface, an interface without an address, or a
-/// configured subnet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// configured subnet. As JSON, an object with these fields as keys, in this (alphabetical)
+/// order, the order the output has always had; a test pins it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    /// The subnet; none for an interface without an IPv4 address.
-    pub subnet: Option<Ipv4Net>,
-    /// The interface; for a configured subnet, the one it is reached through, if any.
-    pub interface: Option<String>,
     /// The interface's own address in the subnet.
     pub address: Option<Ipv4Addr>,
+    /// The interface; for a configured subnet, the one it is reached through, if any.
+    pub interface: Option<String>,
+    /// Why.
+    pub reason: String,
     /// A secondary address.
     pub secondary: bool,
     /// Discovered or configured.
     pub source: Source,
+    /// The subnet; none for an interface without an IPv4 address.
+    pub subnet: Option<Ipv4Net>,
     /// Offered (an interface's subnet) or reachable (a configured subnet).
     pub taken: bool,
-    /// Why.
-    pub reason: String,
 }
 
 impl Entry {
@@ -114,36 +115,10 @@ pub fn table(discovery: &Discovery, checks: &[Reachability]) -> String {
     out
 }
 
-/// One entry as JSON. The fields are in alphabetical order, the order the output has always
-/// had; a test pins it.
-#[derive(Serialize)]
-struct JsonEntry<'a> {
-    address: Option<String>,
-    interface: Option<&'a str>,
-    reason: &'a str,
-    secondary: bool,
-    source: Source,
-    subnet: Option<String>,
-    taken: bool,
-}
-
 /// The JSON `enclave-gw discover --json` prints: a pretty-printed list of the entries, with a
 /// final newline.
 pub fn json(discovery: &Discovery, checks: &[Reachability]) -> serde_json::Result<String> {
-    let entries = entries(discovery, checks);
-    let list: Vec<JsonEntry<'_>> = entries
-        .iter()
-        .map(|e| JsonEntry {
-            address: e.address.map(|a| a.to_string()),
-            interface: e.interface.as_deref(),
-            reason: &e.reason,
-            secondary: e.secondary,
-            source: e.source,
-            subnet: e.subnet.map(|s| s.to_string()),
-            taken: e.taken,
-        })
-        .collect();
-    let mut text = serde_json::to_string_pretty(&list)?;
+    let mut text = serde_json::to_string_pretty(&entries(discovery, checks))?;
     text.push('\n');
     Ok(text)
 }
@@ -151,33 +126,17 @@ pub fn json(discovery: &Discovery, checks: &[Reachability]) -> serde_json::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::{check_reachability, classify, Address, Link, RouteAnswer};
+    use crate::classify::tests::{addr, link};
+    use crate::classify::{check_reachability, classify, RouteAnswer};
 
     /// A gateway with an ethernet device (a primary and a link-local address), a TUN device
     /// and an address-less veth, and two configured subnets: one routed, one not.
     fn example() -> (Discovery, Vec<Reachability>) {
-        let link = |index: u32, name: &str, kind: Option<&str>, link_type: u16, up: bool| Link {
-            index,
-            name: name.into(),
-            kind: kind.map(Into::into),
-            link_type,
-            up,
-            wireless: false,
-        };
         let links = [
             link(2, "eth0", None, 1, true),
             link(3, "tun9", Some("tun"), 65534, true),
             link(4, "vdown", Some("veth"), 1, false),
         ];
-        let addr = |index: u32, cidr: &str, secondary: bool| {
-            let net: Ipv4Net = cidr.parse().unwrap();
-            Address {
-                index,
-                addr: net.addr(),
-                prefix_len: net.prefix_len(),
-                secondary,
-            }
-        };
         let addresses = [
             addr(2, "192.168.77.1/24", false),
             addr(2, "192.168.77.2/24", true),

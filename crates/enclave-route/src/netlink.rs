@@ -479,33 +479,35 @@ impl Rtnl {
 
     /// Adds `route` through interface `oif`, marked as ours. Fails if it exists already.
     pub fn add_route(&mut self, route: &Route, oif: u32) -> Result<()> {
-        let msg = Self::route_msg(
-            route,
-            Some(oif),
-            PROTOCOL_ENCLAVE,
-            RT_SCOPE_LINK,
-            RTN_UNICAST,
-        );
-        let what = format!(
-            "add route {} table {} metric {} via interface {oif}",
-            route.dst, route.table, route.metric
-        );
-        self.change(Rtm::Newroute, NlmF::CREATE | NlmF::EXCL, msg, what)
+        self.add(route, Some(oif))
     }
 
     /// Adds `route` as an `unreachable` route (no interface), marked as ours: what it matches
     /// is refused with "no route to host". Fails if a route with the same destination, table
     /// and metric exists already.
     pub fn add_unreachable(&mut self, route: &Route) -> Result<()> {
-        let msg = Self::route_msg(
-            route,
-            None,
-            PROTOCOL_ENCLAVE,
-            RT_SCOPE_UNIVERSE,
-            RTN_UNREACHABLE,
-        );
+        self.add(route, None)
+    }
+
+    /// Adds a route of ours: through `oif`, or without one an `unreachable` route.
+    fn add(&mut self, route: &Route, oif: Option<u32>) -> Result<()> {
+        let (scope, kind, kind_word, via) = match oif {
+            Some(oif) => (
+                RT_SCOPE_LINK,
+                RTN_UNICAST,
+                "",
+                format!(" via interface {oif}"),
+            ),
+            None => (
+                RT_SCOPE_UNIVERSE,
+                RTN_UNREACHABLE,
+                "unreachable ",
+                String::new(),
+            ),
+        };
+        let msg = Self::route_msg(route, oif, PROTOCOL_ENCLAVE, scope, kind);
         let what = format!(
-            "add unreachable route {} table {} metric {}",
+            "add {kind_word}route {} table {} metric {}{via}",
             route.dst, route.table, route.metric
         );
         self.change(Rtm::Newroute, NlmF::CREATE | NlmF::EXCL, msg, what)
