@@ -37,7 +37,7 @@ mod sysctl;
 pub use error::{Error, Result};
 pub use ipnet::Ipv4Net;
 pub use manager::{Config, Report, RouteManager};
-pub use netlink::{RouteLookup, Rtnl};
+pub use netlink::{Interface, InterfaceAddress, RouteLookup, Rtnl};
 pub use plan::{
     plan, Conflict, ConflictKind, DefaultRoute, Desired, KernelRoute, KernelRule, Plan, Route,
     RouteKind, RuleSpec, KILL_SWITCH_METRIC, PROTOCOL_ENCLAVE, TABLE_MAIN,

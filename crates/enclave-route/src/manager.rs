@@ -16,7 +16,9 @@ pub struct Config {
     /// The tunnel interface whose routes we manage.
     pub interface: String,
     /// A directory where the manager keeps what it must restore after a crash (the previous
-    /// `src_valid_mark`, while a default route is wanted); created when first needed. `None`
+    /// `src_valid_mark`, while a default route is wanted); created with mode 0700 when first
+    /// needed. An existing one is never chmod-ed: it must be owned by root or by us and not
+    /// writable by group or others, or saving fails with what to do. `None`
     /// keeps it in memory only: a `kill -9` then forgets it. The routes and rules themselves,
     /// the kill switch included, need no file: a new manager finds them in the kernel by
     /// [`PROTOCOL_ENCLAVE`](crate::PROTOCOL_ENCLAVE).

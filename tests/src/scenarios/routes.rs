@@ -133,13 +133,19 @@ fn expect_lines(got: &BTreeSet<String>, want: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("rtappear");
+/// A gateway `gw` and a `peer` on one link, 10.10.0.0/24.
+fn gw_and_peer(name: &str) -> TopologySpec {
+    let mut spec = TopologySpec::new(name);
     spec.node("gw")
         .node("peer")
         .link(("gw", "eth0"), ("peer", "eth0"))
         .addr("gw", "eth0", "10.10.0.2/24")
         .addr("peer", "eth0", "10.10.0.1/24");
+    spec
+}
+
+fn appear_and_disappear(ctx: &Ctx) -> anyhow::Result<()> {
+    let spec = gw_and_peer("rtappear");
     let topo = ctx.topology(&spec)?;
     let gw = topo.ns("gw");
     let tunnel = add_tunnel(gw)?;
@@ -301,8 +307,10 @@ fn tx_packets(ns: &Netns, dev: &str) -> anyhow::Result<u64> {
         .context("no tx packet counter in ip -j -s link")
 }
 
-fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("rtdefault");
+/// A host with an uplink `eth0` to `peer` (its default gateway) and a LAN `lan0` with
+/// `lanbox` on it: the setting of the default route scenarios.
+fn host_with_lan_and_uplink(name: &str) -> TopologySpec {
+    let mut spec = TopologySpec::new(name);
     spec.node("host")
         .node("peer")
         .node("lanbox")
@@ -313,6 +321,11 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .addr("host", "lan0", "192.168.77.1/24")
         .addr("lanbox", "eth0", "192.168.77.10/24")
         .route("host", "default via 10.10.0.1");
+    spec
+}
+
+fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
+    let spec = host_with_lan_and_uplink("rtdefault");
     let topo = ctx.topology(&spec)?;
     let (host, peer, lanbox) = (topo.ns("host"), topo.ns("peer"), topo.ns("lanbox"));
     // The peer's endpoint is beyond the host's default gateway, as on the Internet.
@@ -436,13 +449,8 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn restart_no_duplicates(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("rtrestart");
-    spec.node("gw")
-        .node("peer")
-        .link(("gw", "eth0"), ("peer", "eth0"))
-        .addr("gw", "eth0", "10.10.0.2/24")
-        .addr("peer", "eth0", "10.10.0.1/24")
-        .route("gw", "default via 10.10.0.1");
+    let mut spec = gw_and_peer("rtrestart");
+    spec.route("gw", "default via 10.10.0.1");
     let topo = ctx.topology(&spec)?;
     let gw = topo.ns("gw");
     let _tunnel = add_tunnel(gw)?;
@@ -660,17 +668,7 @@ fn crash_tunnel(host: &Netns, mut tunnel: Process) -> anyhow::Result<()> {
 }
 
 fn kill_switch(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("rtkill");
-    spec.node("host")
-        .node("peer")
-        .node("lanbox")
-        .link(("host", "eth0"), ("peer", "eth0"))
-        .segment("lan", &[("host", "lan0"), ("lanbox", "eth0")])
-        .addr("host", "eth0", "10.10.0.2/24")
-        .addr("peer", "eth0", "10.10.0.1/24")
-        .addr("host", "lan0", "192.168.77.1/24")
-        .addr("lanbox", "eth0", "192.168.77.10/24")
-        .route("host", "default via 10.10.0.1");
+    let spec = host_with_lan_and_uplink("rtkill");
     let topo = ctx.topology(&spec)?;
     let (host, peer) = (topo.ns("host"), topo.ns("peer"));
     // The peer's endpoint and the internet host are beyond the host's default gateway.

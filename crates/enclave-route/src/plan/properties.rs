@@ -83,56 +83,38 @@ fn kernel_rule() -> impl Strategy<Value = KernelRule> {
         })
 }
 
-/// The kernel after carrying out `p`, the tunnel at `tunnel`.
-fn carry_out(kernel: &[KernelRoute], p: &Plan, tunnel: Option<u32>) -> Vec<KernelRoute> {
-    let mut after: Vec<KernelRoute> = kernel.to_vec();
-    for gone in &p.remove_routes {
+/// `kernel` without one copy of each of `gone` (which must be there).
+fn without<T: PartialEq + Clone>(kernel: &[T], gone: &[T]) -> Vec<T> {
+    let mut after = kernel.to_vec();
+    for g in gone {
         let at = after
             .iter()
-            .position(|r| r == gone)
+            .position(|k| k == g)
             .expect("removes what exists");
         after.remove(at);
     }
-    for r in &p.add_unreachable {
-        after.push(KernelRoute {
-            dst: r.dst,
-            table: r.table,
-            metric: r.metric,
-            oif: None,
-            gateway: None,
-            protocol: PROTOCOL_ENCLAVE,
-            kind: RTN_UNREACHABLE,
-            scope: 0,
-        });
-    }
+    after
+}
+
+/// The kernel after carrying out `p`, the tunnel at `tunnel`.
+fn carry_out(kernel: &[KernelRoute], p: &Plan, tunnel: Option<u32>) -> Vec<KernelRoute> {
+    let mut after = without(kernel, &p.remove_routes);
+    after.extend(
+        p.add_unreachable
+            .iter()
+            .copied()
+            .map(tests::unreachable_of_ours),
+    );
     for r in &p.add_routes {
-        after.push(KernelRoute {
-            dst: r.dst,
-            table: r.table,
-            metric: r.metric,
-            oif: Some(tunnel.expect("no route through a missing tunnel is added")),
-            gateway: None,
-            protocol: PROTOCOL_ENCLAVE,
-            kind: RTN_UNICAST,
-            scope: 253,
-        });
+        let tunnel = tunnel.expect("no route through a missing tunnel is added");
+        after.push(tests::ours_through(*r, tunnel));
     }
     after
 }
 
 fn carry_out_rules(kernel: &[KernelRule], p: &Plan) -> Vec<KernelRule> {
-    let mut after: Vec<KernelRule> = kernel.to_vec();
-    for gone in &p.remove_rules {
-        let at = after
-            .iter()
-            .position(|r| r == gone)
-            .expect("removes what exists");
-        after.remove(at);
-    }
-    after.extend(p.add_rules.iter().map(|&spec| KernelRule {
-        spec,
-        protocol: PROTOCOL_ENCLAVE,
-    }));
+    let mut after = without(kernel, &p.remove_rules);
+    after.extend(p.add_rules.iter().copied().map(tests::rule_of_ours));
     after
 }
 

@@ -110,13 +110,7 @@ fn what_cannot_work_is_refused_with_a_reason() {
 #[test]
 fn destinations_are_compared_by_their_prefix() {
     let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
-    let mut d = Desired::default();
-    d.routes.insert(Route {
-        dst: net("10.1.2.3/16"),
-        table: TABLE_MAIN,
-        metric: 0,
-    });
-    assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
+    assert!(plan(&desired(&["10.1.2.3/16"]), Some(TUN), &kernel, &[]).is_empty());
 }
 
 #[test]
@@ -124,9 +118,8 @@ fn metric_and_table_are_part_of_a_route() {
     let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
     let mut d = Desired::default();
     d.routes.insert(Route {
-        dst: net("10.1.0.0/16"),
-        table: TABLE_MAIN,
         metric: 50,
+        ..Route::main(net("10.1.0.0/16"))
     });
     let p = plan(&d, Some(TUN), &kernel, &[]);
     assert_eq!(p.add_routes[0].metric, 50);
@@ -291,14 +284,7 @@ fn rules_already_present_are_kept_foreign_rules_untouched() {
         routes: BTreeSet::new(),
         default_route: Some(DefaultRoute::default()),
     };
-    let ours: Vec<KernelRule> = d
-        .rules()
-        .into_iter()
-        .map(|spec| KernelRule {
-            spec,
-            protocol: PROTOCOL_ENCLAVE,
-        })
-        .collect();
+    let ours: Vec<KernelRule> = d.rules().into_iter().map(rule_of_ours).collect();
     let mut rules = ours.clone();
     // Someone else's identical-looking rule (wg-quick's, say) is never touched.
     rules.push(KernelRule {
@@ -325,30 +311,36 @@ fn with_default_route() -> Desired {
 fn installed(d: &Desired, crashed: bool) -> (Vec<KernelRoute>, Vec<KernelRule>) {
     let mut routes = Vec::new();
     if !crashed {
-        routes.extend(d.all_routes().into_iter().map(|r| KernelRoute {
-            dst: r.dst,
-            table: r.table,
-            metric: r.metric,
-            oif: Some(TUN),
-            gateway: None,
-            protocol: PROTOCOL_ENCLAVE,
-            kind: RTN_UNICAST,
-            scope: 253,
-        }));
+        routes.extend(d.all_routes().into_iter().map(|r| ours_through(r, TUN)));
     }
     routes.extend(d.kill_switch().map(unreachable_of_ours));
-    let rules = d
-        .rules()
-        .into_iter()
-        .map(|spec| KernelRule {
-            spec,
-            protocol: PROTOCOL_ENCLAVE,
-        })
-        .collect();
-    (routes, rules)
+    (routes, d.rules().into_iter().map(rule_of_ours).collect())
 }
 
-fn unreachable_of_ours(r: Route) -> KernelRoute {
+/// Rule `spec` of ours, as the kernel lists it once installed.
+pub(super) fn rule_of_ours(spec: RuleSpec) -> KernelRule {
+    KernelRule {
+        spec,
+        protocol: PROTOCOL_ENCLAVE,
+    }
+}
+
+/// Route `r` of ours through interface `oif`, as the kernel lists it once installed.
+pub(super) fn ours_through(r: Route, oif: u32) -> KernelRoute {
+    KernelRoute {
+        dst: r.dst,
+        table: r.table,
+        metric: r.metric,
+        oif: Some(oif),
+        gateway: None,
+        protocol: PROTOCOL_ENCLAVE,
+        kind: RTN_UNICAST,
+        scope: 253,
+    }
+}
+
+/// The kill switch route `r` as the kernel lists it once installed.
+pub(super) fn unreachable_of_ours(r: Route) -> KernelRoute {
     KernelRoute {
         dst: r.dst,
         table: r.table,
@@ -515,19 +507,6 @@ fn reconcile_of_a_thousand_routes_is_idempotent() {
     }
     let p = plan(&d, Some(TUN), &[], &[]);
     assert_eq!(p.add_routes.len(), 1000);
-    let kernel: Vec<KernelRoute> = p
-        .add_routes
-        .iter()
-        .map(|r| KernelRoute {
-            dst: r.dst,
-            table: r.table,
-            metric: r.metric,
-            oif: Some(TUN),
-            gateway: None,
-            protocol: PROTOCOL_ENCLAVE,
-            kind: RTN_UNICAST,
-            scope: 253,
-        })
-        .collect();
+    let kernel: Vec<KernelRoute> = p.add_routes.iter().map(|r| ours_through(*r, TUN)).collect();
     assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
 }
