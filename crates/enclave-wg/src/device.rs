@@ -17,7 +17,7 @@ use x25519_dalek::StaticSecret;
 
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::{seal_macs, CookieChecker, MacKeys};
-use crate::crypto::tai64n;
+use crate::crypto::{tai64n, TIMESTAMP_LEN};
 use crate::error::{Error, Result};
 use crate::handshake::{create_initiation, Identity};
 use crate::keys::{PrivateKey, PublicKey};
@@ -37,6 +37,47 @@ impl<T: RngCore + CryptoRng + Send> DeviceRng for T {}
 /// A peer's position in the device's slot table.
 type Slot = usize;
 
+/// How many removed peers' latest handshake timestamps the device remembers
+/// (the oldest removal is forgotten first).
+pub(crate) const REMEMBERED_TIMESTAMPS: usize = 4096;
+
+/// The greatest accepted TAI64N timestamp of peers that were removed, so that
+/// a peer added again does not accept an initiation captured earlier (a
+/// replay would otherwise move its endpoint). Bounded by [`REMEMBERED_TIMESTAMPS`].
+#[derive(Debug, Default)]
+struct RemovedTimestamps {
+    by_key: BTreeMap<PublicKey, (u64, [u8; TIMESTAMP_LEN])>,
+    by_age: BTreeMap<u64, PublicKey>,
+    next: u64,
+}
+
+impl RemovedTimestamps {
+    fn remember(&mut self, key: PublicKey, timestamp: [u8; TIMESTAMP_LEN]) {
+        let timestamp = match self.by_key.remove(&key) {
+            Some((age, old)) => {
+                self.by_age.remove(&age);
+                timestamp.max(old)
+            }
+            None => timestamp,
+        };
+        while self.by_key.len() >= REMEMBERED_TIMESTAMPS {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.by_key.remove(&oldest);
+        }
+        self.by_key.insert(key, (self.next, timestamp));
+        self.by_age.insert(self.next, key);
+        self.next += 1;
+    }
+
+    fn take(&mut self, key: &PublicKey) -> Option<[u8; TIMESTAMP_LEN]> {
+        let (age, timestamp) = self.by_key.remove(key)?;
+        self.by_age.remove(&age);
+        Some(timestamp)
+    }
+}
+
 /// One WireGuard interface's protocol state, without any I/O.
 ///
 /// The shell calls [`Device::encapsulate`] for every packet read from the
@@ -54,6 +95,7 @@ pub struct Device {
     by_key: BTreeMap<PublicKey, Slot>,
     indices: HashMap<u32, Slot>,
     routes: AllowedIps<Slot>,
+    removed_timestamps: RemovedTimestamps,
     cookie_checker: CookieChecker,
     under_load: bool,
     mtu: Option<usize>,
@@ -86,6 +128,7 @@ impl Device {
             by_key: BTreeMap::new(),
             indices: HashMap::new(),
             routes: AllowedIps::new(),
+            removed_timestamps: RemovedTimestamps::default(),
             cookie_checker: CookieChecker::new(),
             under_load: false,
             mtu: None,
@@ -150,8 +193,9 @@ impl Device {
                 slot
             }
             None => {
-                let peer = Peer::new(&self.identity, config);
+                let mut peer = Peer::new(&self.identity, config);
                 let key = peer.config.public_key;
+                peer.latest_timestamp = self.removed_timestamps.take(&key);
                 let slot = match self.peers.iter().position(Option::is_none) {
                     Some(free) => {
                         self.peers[free] = Some(peer);
@@ -170,7 +214,9 @@ impl Device {
     }
 
     /// Removes a peer: from now on nothing is sent to or accepted from it.
-    /// Returns whether it existed.
+    /// Its latest accepted handshake timestamp is remembered (for a bounded
+    /// number of removed peers), so that if it is added again, initiations
+    /// captured before are still rejected as replays. Returns whether it existed.
     pub fn remove_peer(&mut self, public_key: &PublicKey) -> bool {
         let Some(slot) = self.by_key.remove(public_key) else {
             return false;
@@ -179,6 +225,9 @@ impl Device {
         if let Some(peer) = self.peers[slot].take() {
             for index in peer.indices() {
                 self.indices.remove(&index);
+            }
+            if let Some(timestamp) = peer.latest_timestamp {
+                self.removed_timestamps.remember(*public_key, timestamp);
             }
         }
         true
@@ -800,6 +849,37 @@ mod tests {
         pair.a.handle_timeout(pair.now, pair.wall);
         pair.exchange();
         assert_eq!(pair.a_current().sent(), 1);
+    }
+
+    #[test]
+    fn removed_timestamps_keep_the_greatest_and_forget_the_oldest_removal() {
+        let mut memory = RemovedTimestamps::default();
+        let key = |n: u32| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&n.to_be_bytes());
+            PublicKey(bytes)
+        };
+        memory.remember(key(0), [5; TIMESTAMP_LEN]);
+        memory.remember(key(0), [3; TIMESTAMP_LEN]);
+        for n in 1..REMEMBERED_TIMESTAMPS as u32 {
+            memory.remember(key(n), [1; TIMESTAMP_LEN]);
+        }
+        assert_eq!(memory.by_key.len(), REMEMBERED_TIMESTAMPS);
+        // One more: the oldest removal (key 0) goes.
+        memory.remember(key(REMEMBERED_TIMESTAMPS as u32), [1; TIMESTAMP_LEN]);
+        assert_eq!(memory.by_key.len(), REMEMBERED_TIMESTAMPS);
+        assert_eq!(memory.by_age.len(), REMEMBERED_TIMESTAMPS);
+        assert_eq!(memory.take(&key(0)), None);
+        assert_eq!(memory.take(&key(1)), Some([1; TIMESTAMP_LEN]));
+        let mut again = RemovedTimestamps::default();
+        again.remember(key(7), [5; TIMESTAMP_LEN]);
+        again.remember(key(7), [3; TIMESTAMP_LEN]);
+        assert_eq!(
+            again.take(&key(7)),
+            Some([5; TIMESTAMP_LEN]),
+            "the greatest"
+        );
+        assert_eq!(again.take(&key(7)), None);
     }
 
     #[test]

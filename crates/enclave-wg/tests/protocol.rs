@@ -767,3 +767,37 @@ fn a_roam_right_after_our_own_handshake_is_proven_after_rekey_timeout() {
     net.run_for(REKEY_TIMEOUT + Duration::from_secs(1));
     assert_eq!(endpoints_of_0_at_1(&net), (Some(new), Some(new)));
 }
+
+#[test]
+fn a_captured_initiation_is_rejected_after_the_peer_is_removed_and_added_again() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 34);
+    net.send_to(0, 1, b"x");
+    let initiation = net.nodes[0].sent[0].clone();
+    assert_eq!(initiation.len(), 148);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.handshakes(1), 1);
+
+    let a = net.key(0);
+    let config = PeerConfig {
+        public_key: a,
+        preshared_key: None,
+        endpoint: Some(net.nodes[0].addr),
+        allowed_ips: vec!["10.0.0.1/32".parse().expect("net")],
+        persistent_keepalive: None,
+    };
+    assert!(net.nodes[1].device.remove_peer(&a));
+    net.nodes[1].device.upsert_peer(config);
+    net.run_for(Duration::from_secs(1));
+
+    let attacker: SocketAddr = "198.51.100.66:4444".parse().expect("address");
+    let to = net.nodes[1].addr;
+    assert_eq!(
+        net.deliver(attacker, to, &initiation),
+        Some(Decapsulated::Dropped(DropReason::StaleTimestamp))
+    );
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(net.nodes[0].addr));
+    // Fresh handshakes still work.
+    net.send_to(1, 0, b"fresh");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"fresh".to_vec()]);
+}
