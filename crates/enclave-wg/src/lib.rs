@@ -16,7 +16,8 @@
 //!   5.4.7; `cookie`);
 //! - transport data with 64-bit counters, plaintext padded to 16 bytes (but
 //!   not past the tunnel MTU given to [`Device::set_mtu`]), and
-//!   a 2048-bit sliding replay window as in RFC 6479 (5.4.6; `session`);
+//!   a sliding replay window of 8128 counters as in RFC 6479, the size
+//!   wireguard-go and Linux use (5.4.6; `session`);
 //! - the timers of section 6 ([`timers`]): rekey after time and messages,
 //!   reject after time and messages, handshake retransmission with jitter
 //!   until REKEY_ATTEMPT_TIME, passive and persistent keepalives, key
