@@ -23,6 +23,7 @@ use crate::handshake::{create_initiation, Identity};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::messages::initiation;
 use crate::peer::{Peer, PendingInitiation, MAX_QUEUED_PACKETS};
+use crate::ratelimit::{LoadMeter, RateLimiter};
 use crate::session::Session;
 use crate::timers::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
@@ -97,7 +98,9 @@ pub struct Device {
     routes: AllowedIps<Slot>,
     removed_timestamps: RemovedTimestamps,
     cookie_checker: CookieChecker,
-    under_load: bool,
+    forced_under_load: bool,
+    load: LoadMeter,
+    limiter: RateLimiter,
     mtu: Option<usize>,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -109,7 +112,7 @@ impl fmt::Debug for Device {
         f.debug_struct("Device")
             .field("public_key", &self.identity.public)
             .field("peers", &self.by_key.len())
-            .field("under_load", &self.under_load)
+            .field("under_load", &self.under_load())
             .finish_non_exhaustive()
     }
 }
@@ -130,7 +133,9 @@ impl Device {
             routes: AllowedIps::new(),
             removed_timestamps: RemovedTimestamps::default(),
             cookie_checker: CookieChecker::new(),
-            under_load: false,
+            forced_under_load: false,
+            load: LoadMeter::default(),
+            limiter: RateLimiter::default(),
             mtu: None,
             last_now: None,
             transmits: VecDeque::new(),
@@ -324,11 +329,15 @@ impl Device {
         Ok(())
     }
 
-    /// Tells the core whether the shell's receive queue is deep. While under
-    /// load, handshake messages without a valid mac2 are answered with a
-    /// cookie reply instead of being processed (paper, section 5.3).
+    /// Forces the device under load (`true`), e.g. because the shell's
+    /// receive queue is deep, or leaves the decision to the device's own
+    /// count of handshake messages with a valid mac1 (`false`, the default;
+    /// see [`crate::ratelimit`]). While under load, handshake messages without
+    /// a valid mac2 are answered with a cookie reply instead of being processed
+    /// (paper, section 5.3), and each source address gets at most
+    /// [`crate::ratelimit::HANDSHAKES_PER_SECOND`] processed.
     pub fn set_under_load(&mut self, under_load: bool) {
-        self.under_load = under_load;
+        self.forced_under_load = under_load;
     }
 
     /// The peer that cryptokey routing picks for `destination` (the longest
@@ -346,9 +355,10 @@ impl Device {
         self.mtu = mtu.map(usize::from);
     }
 
-    /// Whether the device is treating itself as under load (see [`Device::set_under_load`]).
+    /// Whether the device is treating itself as under load (see
+    /// [`Device::set_under_load`]), as of the latest call that gave it the time.
     pub fn under_load(&self) -> bool {
-        self.under_load
+        self.forced_under_load || self.last_now.is_some_and(|now| self.load.under_load(now))
     }
 
     /// Encrypts one IP packet read from the TUN device into `out` (which
@@ -576,6 +586,7 @@ impl Device {
             state,
             local_index,
             sent_to: dst,
+            after_cookie: false,
         });
         let timers = &mut peer.timers;
         timers.last_initiation_sent = Some(now);

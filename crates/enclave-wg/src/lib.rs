@@ -52,8 +52,14 @@
 //!   [`Device::handle_timeout`]; call it once after any configuration change
 //!   as well, so that a new persistent keepalive goes out at once.
 //! - [`Device::set_mtu`] with the TUN device's MTU.
-//! - [`Device::set_under_load`] when the receive queue is deep (the
-//!   paper's section 5.3): handshakes then need a cookie.
+//! - The device goes under load by itself (the paper's section 5.3) when
+//!   more than [`ratelimit::UNDER_LOAD_HANDSHAKES`] handshake messages with a
+//!   valid mac1 arrive within a second, and stays so for a second after:
+//!   handshakes then need a cookie (mac2), and each source address gets at
+//!   most [`ratelimit::HANDSHAKES_PER_SECOND`] of them processed (bursts of
+//!   [`ratelimit::HANDSHAKE_BURST`]). [`Device::set_under_load`] forces it,
+//!   e.g. when the shell's receive queue is deep. Transport data never goes
+//!   through any of this.
 //!
 //! Interoperability with wireguard-go is pinned by known-answer vectors
 //! captured from it (`tests/wireguard_go_vectors.rs`, re-captured by
@@ -70,6 +76,7 @@ mod handshake;
 pub mod keys;
 mod messages;
 mod peer;
+pub mod ratelimit;
 mod session;
 pub mod timers;
 mod types;

@@ -23,6 +23,9 @@ pub(crate) struct PendingInitiation {
     pub(crate) local_index: u32,
     /// Where the initiation went: proven once a valid response completes the handshake.
     pub(crate) sent_to: SocketAddr,
+    /// Whether this initiation was resent at once because of a cookie reply
+    /// (that happens at most once per initiation).
+    pub(crate) after_cookie: bool,
 }
 
 /// The per-peer timers of the paper's section 6, as deadlines.

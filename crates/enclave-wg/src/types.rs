@@ -178,11 +178,14 @@ pub enum DropReason {
     QueueFull,
     /// A handshake initiation from a static key that is not one of our peers.
     UnknownPeer,
+    /// Under load, a handshake message with a valid mac2 from a source address
+    /// that is over its rate ([`crate::ratelimit::HANDSHAKES_PER_SECOND`]).
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, for counter tables.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadMac1,
         DropReason::CookieRequired,
@@ -198,6 +201,7 @@ impl DropReason {
         DropReason::BufferTooSmall,
         DropReason::QueueFull,
         DropReason::UnknownPeer,
+        DropReason::RateLimited,
     ];
 
     /// A short snake_case name for counters and logs.
@@ -218,6 +222,7 @@ impl DropReason {
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::QueueFull => "queue_full",
             DropReason::UnknownPeer => "unknown_peer",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -41,7 +41,9 @@ impl Device {
             }
             (Some(INITIATION), initiation::LEN) => self.handle_initiation(from, datagram, now),
             (Some(RESPONSE), response::LEN) => self.handle_response(from, datagram, now, wall),
-            (Some(COOKIE_REPLY), cookie_reply::LEN) => self.handle_cookie_reply(datagram, now),
+            (Some(COOKIE_REPLY), cookie_reply::LEN) => {
+                self.handle_cookie_reply(datagram, now, wall)
+            }
             _ => {
                 tracing::trace!(
                     len = datagram.len(),
@@ -64,10 +66,15 @@ impl Device {
         if !mac1_valid(msg, &self.own_mac_keys) {
             return Err(DropReason::BadMac1);
         }
-        if self.under_load
-            && !self
-                .cookie_checker
-                .mac2_valid(msg, from, now, &mut *self.rng)
+        // Only messages with a valid mac1 count towards load: anything else
+        // costs one keyed hash and is gone.
+        self.load.record(now);
+        if !(self.forced_under_load || self.load.under_load(now)) {
+            return Ok(());
+        }
+        if !self
+            .cookie_checker
+            .mac2_valid(msg, from, now, &mut *self.rng)
         {
             let sender = read_u32(msg, sender_at).unwrap_or(0);
             let reply = self.cookie_checker.reply(
@@ -84,6 +91,12 @@ impl Device {
                 payload: reply.to_vec(),
             });
             return Err(DropReason::CookieRequired);
+        }
+        // mac2 proves the source address can receive: limit what it may
+        // make us compute (an X25519 per initiation) per address.
+        if !self.limiter.allow(from.ip(), now) {
+            tracing::trace!("under load: handshake message over its source's rate");
+            return Err(DropReason::RateLimited);
         }
         Ok(())
     }
@@ -216,15 +229,14 @@ impl Device {
         Decapsulated::Consumed { peer: Some(key) }
     }
 
-    fn handle_cookie_reply(&mut self, msg: &[u8], now: Instant) -> Decapsulated {
+    fn handle_cookie_reply(&mut self, msg: &[u8], now: Instant, wall: SystemTime) -> Decapsulated {
         let Some(receiver) = read_u32(msg, cookie_reply::RECEIVER) else {
             return Decapsulated::Dropped(DropReason::Malformed);
         };
-        let Some(peer) = self
-            .indices
-            .get(&receiver)
-            .and_then(|&slot| self.peers[slot].as_mut())
-        else {
+        let Some(&slot) = self.indices.get(&receiver) else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
         let Some(last_mac1) = peer.last_mac1 else {
@@ -234,10 +246,23 @@ impl Device {
             return Decapsulated::Dropped(DropReason::DecryptFailed);
         };
         peer.cookie = Some((cookie, now));
-        tracing::debug!(peer = %peer.config.public_key, "received a cookie");
-        Decapsulated::Consumed {
-            peer: Some(peer.config.public_key),
+        let key = peer.config.public_key;
+        tracing::debug!(peer = %key, "received a cookie");
+        // The responder is under load and dropped our initiation: send it again
+        // now, with mac2, rather than after REKEY_TIMEOUT, so that a handshake
+        // under load takes two round trips, not five seconds. Once per
+        // initiation, so cookie replies cannot make us send more than that.
+        let resend = peer
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.local_index == receiver && !pending.after_cookie);
+        if resend {
+            self.send_initiation(slot, now, wall, true);
+            if let Some(pending) = self.peers[slot].as_mut().and_then(|p| p.pending.as_mut()) {
+                pending.after_cookie = true;
+            }
         }
+        Decapsulated::Consumed { peer: Some(key) }
     }
 
     fn handle_transport(
