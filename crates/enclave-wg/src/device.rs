@@ -100,7 +100,10 @@ pub struct Device {
     cookie_checker: CookieChecker,
     forced_under_load: bool,
     load: LoadMeter,
+    /// Under load: handshakes with a valid mac2, per source address.
     limiter: RateLimiter,
+    /// Under load: cookie replies, per source address.
+    cookie_limiter: RateLimiter,
     mtu: Option<usize>,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -136,6 +139,7 @@ impl Device {
             forced_under_load: false,
             load: LoadMeter::default(),
             limiter: RateLimiter::default(),
+            cookie_limiter: RateLimiter::default(),
             mtu: None,
             last_now: None,
             transmits: VecDeque::new(),

@@ -93,6 +93,20 @@ impl RateLimiter {
         true
     }
 
+    /// Whether [`RateLimiter::allow`] would allow `ip` at `now`, without
+    /// charging it: lets a caller skip work whose only use would be a charge
+    /// that must fail.
+    pub(crate) fn would_allow(&self, ip: IpAddr, now: Instant) -> bool {
+        match self.buckets.get(&source_key(ip)) {
+            None => self.buckets.len() < MAX_TRACKED_SOURCES,
+            Some(bucket) => {
+                let refill = now.saturating_duration_since(bucket.last).as_nanos();
+                let refill = u64::try_from(refill).unwrap_or(u64::MAX);
+                bucket.tokens_ns.saturating_add(refill).min(MAX_TOKENS_NS) >= COST_NS
+            }
+        }
+    }
+
     /// Forgets sources idle for [`IDLE_EXPIRY`], at most once per [`IDLE_EXPIRY`].
     fn sweep(&mut self, now: Instant) {
         let due = self
@@ -163,6 +177,9 @@ mod tests {
         let b: IpAddr = "192.0.2.2".parse().expect("address");
         let allowed = (0..100).filter(|_| limiter.allow(a, now)).count();
         assert_eq!(allowed, 5, "the burst");
+        assert!(!limiter.would_allow(a, now));
+        assert!(limiter.would_allow(a, now + Duration::from_millis(50)));
+        assert!(!limiter.would_allow(a, now), "asking charged nothing");
         assert!(limiter.allow(b, now), "another source has its own bucket");
         // Over one second at 1000 attempts per second: 20 more.
         let allowed = (1..=1000)

@@ -178,8 +178,9 @@ pub enum DropReason {
     QueueFull,
     /// A handshake initiation from a static key that is not one of our peers.
     UnknownPeer,
-    /// Under load, a handshake message with a valid mac2 from a source address
-    /// that is over its rate ([`crate::ratelimit::HANDSHAKES_PER_SECOND`]).
+    /// Under load, a handshake message from a source address that is over its
+    /// rate ([`crate::ratelimit::HANDSHAKES_PER_SECOND`]): with a valid mac2, it
+    /// was not processed; without, it got no cookie reply.
     RateLimited,
 }
 

@@ -8,6 +8,7 @@ mod agent;
 mod dataplane;
 mod discovery;
 mod failover;
+mod flood;
 mod lifecycle;
 mod nat;
 mod reference;
@@ -18,6 +19,7 @@ pub fn all() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(reference::scenarios());
     all.extend(dataplane::scenarios());
+    all.extend(flood::scenarios());
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
     all.extend(discovery::scenarios());

@@ -56,6 +56,12 @@ impl Device {
 
     /// Checks mac1 and, under load, mac2 of a handshake message; queues a
     /// cookie reply when mac2 is missing. `Err` carries the drop reason.
+    ///
+    /// Under load each source address has two budgets
+    /// ([`crate::ratelimit::HANDSHAKES_PER_SECOND`] each): one for messages
+    /// whose mac2 proves the address (each may cost an X25519), one for cookie
+    /// replies to messages without it. Over budget, a message costs no more
+    /// than its keyed hashes: no X25519, no encryption, no datagram back.
     fn check_macs(
         &mut self,
         from: SocketAddr,
@@ -72,10 +78,26 @@ impl Device {
         if !(self.forced_under_load || self.load.under_load(now)) {
             return Ok(());
         }
-        if !self
-            .cookie_checker
-            .mac2_valid(msg, from, now, &mut *self.rng)
-        {
+        // Senders without a cookie leave mac2 zero: no need to compute it then.
+        let mac2_present = msg
+            .get(msg.len().saturating_sub(16)..)
+            .is_some_and(|mac2| mac2.iter().any(|&byte| byte != 0));
+        if mac2_present && !self.limiter.would_allow(from.ip(), now) {
+            // Even a valid mac2 would be over this address's rate: skip the
+            // hashing. Only messages with a valid mac2 from this address drain
+            // this budget, so a forged source cannot use it against its owner.
+            tracing::trace!("under load: handshake message over its source's rate");
+            return Err(DropReason::RateLimited);
+        }
+        let proven = mac2_present
+            && self
+                .cookie_checker
+                .mac2_valid(msg, from, now, &mut *self.rng);
+        if !proven {
+            if !self.cookie_limiter.allow(from.ip(), now) {
+                tracing::trace!("under load: no cookie reply, the source is over its rate");
+                return Err(DropReason::RateLimited);
+            }
             let sender = read_u32(msg, sender_at).unwrap_or(0);
             let reply = self.cookie_checker.reply(
                 msg,
