@@ -20,7 +20,7 @@ use crate::cookie::{seal_macs, CookieChecker, MacKeys};
 use crate::crypto::{tai64n, TIMESTAMP_LEN};
 use crate::error::{Error, Result};
 use crate::handshake::{create_initiation, Identity};
-use crate::keys::{PrivateKey, PublicKey};
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::messages::initiation;
 use crate::peer::{Peer, PendingInitiation, MAX_QUEUED_PACKETS};
 use crate::ratelimit::{LoadMeter, RateLimiter};
@@ -260,7 +260,7 @@ impl Device {
         let peer = self.peers.get(*self.by_key.get(public_key)?)?.as_ref()?;
         Some(PeerInfo {
             public_key: peer.config.public_key,
-            preshared_key: peer.config.preshared_key,
+            preshared_key: peer.config.preshared_key.clone(),
             endpoint: peer.endpoint,
             proven_endpoint: peer.proven_endpoint,
             allowed_ips: peer.config.allowed_ips.clone(),
@@ -306,7 +306,7 @@ impl Device {
     pub fn set_preshared_key(
         &mut self,
         public_key: &PublicKey,
-        preshared_key: Option<[u8; 32]>,
+        preshared_key: Option<PresharedKey>,
     ) -> Result<()> {
         let slot = self.slot_of(public_key)?;
         if let Some(peer) = self.peers[slot].as_mut() {

@@ -83,7 +83,7 @@ mod types;
 
 pub use device::Device;
 pub use error::{Error, KeyEncodingError, Result};
-pub use keys::{PrivateKey, PublicKey};
+pub use keys::{PresharedKey, PrivateKey, PublicKey};
 /// The random number traits [`Device::new`] asks for, re-exported so that
 /// callers use the same version.
 pub use rand_core;

@@ -84,9 +84,6 @@ pub(crate) struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(psk) = self.config.preshared_key.as_mut() {
-            psk.zeroize();
-        }
         if let Some((cookie, _)) = self.cookie.as_mut() {
             cookie.zeroize();
         }
@@ -98,7 +95,7 @@ impl Drop for Peer {
 
 impl Peer {
     pub(crate) fn new(identity: &Identity, config: PeerConfig) -> Self {
-        let statics = PeerStatic::new(identity, config.public_key, config.preshared_key);
+        let statics = PeerStatic::new(identity, config.public_key, config.preshared_key.as_ref());
         let mac_keys = MacKeys::new(&config.public_key);
         let immediate = config
             .persistent_keepalive
@@ -133,7 +130,11 @@ impl Peer {
 
     /// Recomputes what depends on our static key or the preshared key.
     pub(crate) fn rekey_statics(&mut self, identity: &Identity) {
-        self.statics = PeerStatic::new(identity, self.config.public_key, self.config.preshared_key);
+        self.statics = PeerStatic::new(
+            identity,
+            self.config.public_key,
+            self.config.preshared_key.as_ref(),
+        );
     }
 
     /// The cookie to put in mac2, if we hold one younger than COOKIE_REFRESH_TIME.

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::keys::PublicKey;
+use crate::keys::{PresharedKey, PublicKey};
 
 /// How one peer is configured (what `wg set` / UAPI `set=1` can say about it).
 ///
@@ -16,7 +16,7 @@ pub struct PeerConfig {
     /// The peer's static public key; it names the peer.
     pub public_key: PublicKey,
     /// The optional preshared key mixed into the handshake (`Q` in the paper, section 5.4.3).
-    pub preshared_key: Option<[u8; 32]>,
+    pub preshared_key: Option<PresharedKey>,
     /// Where to send to until an authenticated packet arrives from somewhere else. On
     /// reconfiguration ([`crate::Device::upsert_peer`]) a learnt endpoint is kept unless
     /// this is `Some` and differs from the endpoint configured before.
@@ -31,7 +31,10 @@ impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
             .field("public_key", &self.public_key)
-            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field(
+                "preshared_key",
+                &self.preshared_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoint", &self.endpoint)
             .field("allowed_ips", &self.allowed_ips)
             .field("persistent_keepalive", &self.persistent_keepalive)
@@ -47,7 +50,7 @@ pub struct PeerInfo {
     /// The peer's static public key.
     pub public_key: PublicKey,
     /// The configured preshared key.
-    pub preshared_key: Option<[u8; 32]>,
+    pub preshared_key: Option<PresharedKey>,
     /// The current endpoint (configured, or learnt from the latest authenticated packet).
     pub endpoint: Option<SocketAddr>,
     /// The latest underlay address that has shown a return path, which a one-way
@@ -81,7 +84,10 @@ impl fmt::Debug for PeerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerInfo")
             .field("public_key", &self.public_key)
-            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field(
+                "preshared_key",
+                &self.preshared_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoint", &self.endpoint)
             .field("proven_endpoint", &self.proven_endpoint)
             .field("allowed_ips", &self.allowed_ips)

@@ -467,11 +467,11 @@ fn preshared_key_must_match() {
     let (a, b) = (net.key(0), net.key(1));
     net.nodes[0]
         .device
-        .set_preshared_key(&b, Some([42; 32]))
+        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.nodes[1]
         .device
-        .set_preshared_key(&a, Some([42; 32]))
+        .set_preshared_key(&a, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.send_to(0, 1, b"with psk");
     net.run_for(Duration::from_secs(1));
@@ -481,7 +481,7 @@ fn preshared_key_must_match() {
     let b = net.key(1);
     net.nodes[0]
         .device
-        .set_preshared_key(&b, Some([42; 32]))
+        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.send_to(0, 1, b"mismatch");
     net.run_for(Duration::from_secs(1));
