@@ -60,8 +60,11 @@ impl Device {
     /// Under load each source address has two budgets
     /// ([`crate::ratelimit::HANDSHAKES_PER_SECOND`] each): one for messages
     /// whose mac2 proves the address (each may cost an X25519), one for cookie
-    /// replies to messages without it. Over budget, a message costs no more
-    /// than its keyed hashes: no X25519, no encryption, no datagram back.
+    /// replies to messages without a valid mac2. A message that could only
+    /// draw on a spent budget is dropped before any hashing: it would be
+    /// dropped whatever its MACs. It still counts towards load: its source
+    /// sent valid-mac1 messages within the last second (only those open a
+    /// budget), and a flood that keeps coming keeps the device under load.
     fn check_macs(
         &mut self,
         from: SocketAddr,
@@ -69,25 +72,34 @@ impl Device {
         sender_at: usize,
         now: Instant,
     ) -> Result<(), DropReason> {
-        if !mac1_valid(msg, &self.own_mac_keys) {
-            return Err(DropReason::BadMac1);
-        }
-        // Only messages with a valid mac1 count towards load: anything else
-        // costs one keyed hash and is gone.
-        self.load.record(now);
-        if !(self.forced_under_load || self.load.under_load(now)) {
-            return Ok(());
-        }
-        // Senders without a cookie leave mac2 zero: no need to compute it then.
+        let mut under_load = self.forced_under_load || self.load.under_load(now);
+        // Senders without a cookie leave mac2 zero.
         let mac2_present = msg
             .get(msg.len().saturating_sub(16)..)
             .is_some_and(|mac2| mac2.iter().any(|&byte| byte != 0));
-        if mac2_present && !self.limiter.would_allow(from.ip(), now) {
-            // Even a valid mac2 would be over this address's rate: skip the
-            // hashing. Only messages with a valid mac2 from this address drain
-            // this budget, so a forged source cannot use it against its owner.
-            tracing::trace!("under load: handshake message over its source's rate");
-            return Err(DropReason::RateLimited);
+        if under_load {
+            // Only messages with a valid mac2 from this address drain the mac2
+            // budget, so a forged source cannot spend it for its owner.
+            let spent = if mac2_present {
+                !self.limiter.would_allow(from.ip(), now)
+            } else {
+                !self.cookie_limiter.would_allow(from.ip(), now)
+            };
+            if spent {
+                self.load.record(now);
+                tracing::trace!("under load: handshake message over its source's rate");
+                return Err(DropReason::RateLimited);
+            }
+        }
+        if !mac1_valid(msg, &self.own_mac_keys) {
+            return Err(DropReason::BadMac1);
+        }
+        // Only messages with a valid mac1 put the device under load: anything
+        // else costs one keyed hash and is gone.
+        self.load.record(now);
+        under_load = under_load || self.load.under_load(now);
+        if !under_load {
+            return Ok(());
         }
         let proven = mac2_present
             && self
