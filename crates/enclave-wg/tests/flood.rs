@@ -282,3 +282,52 @@ fn under_load_is_left_a_second_after_the_flood_ends() {
     assert_eq!(count(&net.nodes[1].drops, DropReason::CookieRequired), 0);
     assert!(!net.nodes[1].device.under_load());
 }
+
+#[test]
+fn a_forged_source_cannot_spend_the_mac2_budget_of_its_owner() {
+    let mut net = connected_mesh(45);
+    net.nodes[1].device.set_under_load(true);
+    let (a, owner) = (net.key(0), net.nodes[0].addr);
+    // Node 0 gets through under load, and so holds a cookie from node 1.
+    net.send_to(0, 1, b"first");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1).last().map(Vec::as_slice), Some(&b"first"[..]));
+    // Node 1 forgets node 0's session; node 0 will handshake again (with mac2)
+    // once its data goes unanswered.
+    let config = enclave_wg::PeerConfig {
+        public_key: a,
+        preshared_key: None,
+        endpoint: Some(owner),
+        allowed_ips: vec!["10.0.0.1/32".parse().expect("net")],
+        persistent_keepalive: None,
+    };
+    net.nodes[1].device.remove_peer(&a);
+    net.nodes[1].device.upsert_peer(config);
+    let completed_before = net.handshakes(1);
+
+    // Meanwhile someone forges node 0's address on a flood whose mac1 is
+    // valid and whose mac2 is not.
+    let mut forger = Flooder::new(&net.key(1));
+    forger.cookie = Some([7; 16]);
+    let to = net.nodes[1].addr;
+    let start = net.now;
+    assert!(matches!(
+        net.send_to(0, 1, b"again"),
+        Encapsulated::Send { .. }
+    ));
+    let mut completed = None;
+    while net.now - start < Duration::from_secs(20) && completed.is_none() {
+        for _ in 0..10 {
+            let msg = forger.initiation();
+            net.deliver(owner, to, &msg);
+        }
+        net.run_for(Duration::from_millis(1));
+        if net.handshakes(1) > completed_before {
+            completed = Some(net.now - start);
+        }
+    }
+    let completed = completed.expect("node 0's handshake with mac2 got through the forged flood");
+    // Node 0 retries after KEEPALIVE_TIMEOUT + REKEY_TIMEOUT of silence.
+    assert!(completed < Duration::from_secs(17), "took {completed:?}");
+    assert!(count(&net.nodes[1].drops, DropReason::RateLimited) > 100_000);
+}
