@@ -8,6 +8,7 @@ mod agent;
 mod dataplane;
 mod discovery;
 mod failover;
+mod flood;
 mod forwarding;
 mod killswitch;
 mod lifecycle;
@@ -20,6 +21,7 @@ pub fn all() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(reference::scenarios());
     all.extend(dataplane::scenarios());
+    all.extend(flood::scenarios());
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
     all.extend(forwarding::scenarios());
