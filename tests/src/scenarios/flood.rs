@@ -46,6 +46,8 @@ const FLOOD_LIMIT: Duration = Duration::from_secs(12);
 const IPERF_SECONDS: &str = "4";
 /// How long a legitimate handshake may take while the flood runs.
 const HANDSHAKE_BUDGET: Duration = Duration::from_secs(2);
+/// How many times a phase is measured before a throughput below half fails it.
+const THROUGHPUT_ATTEMPTS: u32 = 2;
 /// Distinct initiations the flooder cycles through.
 const POOL: usize = 4096;
 /// Message layout of a handshake initiation (WireGuard paper, section 5.4.2).
@@ -137,7 +139,17 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
     // Phase 1: valid mac1, no mac2. Phase 2: valid mac2 too, from a cookie the flooder fetched.
     // Each phase compares with a measurement without flood just before it, so that what else
     // the machine does at the time weighs on both alike.
-    for phase in [Phase::ClosedPort, Phase::Mac1, Phase::Mac2] {
+    // Two cores carry the flooder, both tunnels and both iperf3 ends, and a noisy neighbour can
+    // take a measurement below the line on its own: a phase whose throughput falls short is
+    // measured once more, baseline included, and fails only when both attempts fall short.
+    let mut passed = std::collections::BTreeSet::new();
+    for (phase, attempt) in [Phase::ClosedPort, Phase::Mac1, Phase::Mac2]
+        .into_iter()
+        .flat_map(|phase| (1..=THROUGHPUT_ATTEMPTS).map(move |attempt| (phase, attempt)))
+    {
+        if passed.contains(&phase) {
+            continue;
+        }
         let baseline = iperf(a, &B_OVERLAY.to_string())?;
         let flood = Flood::default();
         let target = match phase {
@@ -212,17 +224,23 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
             Ok(measured)
         })?;
         let Some(handshake) = measured.handshake else {
+            passed.insert(phase);
             continue;
         };
         ensure!(
             handshake < HANDSHAKE_BUDGET,
             "during the {phase:?} flood c's handshake with b took {handshake:?} (at most {HANDSHAKE_BUDGET:?})"
         );
+        if measured.throughput >= baseline / 2.0 {
+            passed.insert(phase);
+            continue;
+        }
         ensure!(
-            measured.throughput >= baseline / 2.0,
-            "during the {phase:?} flood a->b fell to {:.0} Mbit/s from {baseline:.0} (less than half)",
+            attempt < THROUGHPUT_ATTEMPTS,
+            "during the {phase:?} flood a->b fell to {:.0} Mbit/s from {baseline:.0} (less than half), in each of {THROUGHPUT_ATTEMPTS} attempts",
             measured.throughput
         );
+        println!("    less than half: measuring the {phase:?} phase once more");
     }
     for (name, process) in ["a", "b", "c"].iter().zip(tunnels.iter_mut()) {
         if !process.is_running() {
@@ -232,7 +250,7 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     ClosedPort,
     Mac1,
