@@ -35,7 +35,8 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
                 args.private_key_file.display()
             )
         })?;
-    writeln!(file, "{}", key.to_base64())
+    let text = zeroize::Zeroizing::new(key.to_base64());
+    writeln!(file, "{}", text.as_str())
         .with_context(|| format!("cannot write {}", args.private_key_file.display()))?;
     println!("{}", key.public_key().to_base64());
     Ok(ExitCode::SUCCESS)
@@ -44,12 +45,14 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
 /// Prints the public key of a private key file.
 pub fn pubkey(args: PubkeyArgs) -> anyhow::Result<ExitCode> {
     let text = enclave_runtime::config::read_private_key(&args.private_key_file)?;
-    let key = PrivateKey::from_base64(&text).with_context(|| {
-        format!(
-            "{} does not hold a WireGuard private key",
-            args.private_key_file.display()
-        )
-    })?;
+    let key = enclave_runtime::config::decode_key(&text)
+        .map(|bytes| PrivateKey::from_bytes(*bytes))
+        .with_context(|| {
+            format!(
+                "{} does not hold a WireGuard private key (base64 of 32 bytes)",
+                args.private_key_file.display()
+            )
+        })?;
     println!("{}", key.public_key().to_base64());
     Ok(ExitCode::SUCCESS)
 }

@@ -56,6 +56,12 @@ pub enum Error {
         #[source]
         source: enclave_wg::Error,
     },
+    /// The private key file does not hold a key (the text is not shown: it is a secret).
+    #[error("{} does not hold a WireGuard private key (base64 of 32 bytes, as enclave-agent keygen or wg genkey write it)", path.display())]
+    KeyText {
+        /// The key file.
+        path: PathBuf,
+    },
     /// A peer's key in the definition is not a key.
     #[error("peer {peer} has a public key that is not a WireGuard key")]
     PeerKey {
