@@ -49,6 +49,8 @@ pub struct Inputs<'a> {
     pub served: Vec<Ipv4Net>,
     /// Warnings to show.
     pub warnings: Vec<String>,
+    /// How many definitions were put in force.
+    pub definition_generation: u64,
     /// The time now.
     pub now: Instant,
     /// The wall-clock time now.
@@ -152,6 +154,7 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
         peers,
         routes,
         warnings: inputs.warnings.clone(),
+        definition_generation: inputs.definition_generation,
     }
 }
 
