@@ -322,24 +322,35 @@ fn apply_peer(device: &mut Device, change: &PeerChange) {
             allowed_ips.push(*net);
         }
     }
-    let config = match existing {
-        Some(info) => PeerConfig {
-            public_key: key,
-            preshared_key: change.preshared_key.unwrap_or(info.preshared_key),
-            endpoint: change.endpoint.or(info.endpoint),
-            allowed_ips,
-            persistent_keepalive: change.persistent_keepalive.or(info.persistent_keepalive),
-        },
-        None => PeerConfig {
+    let Some(info) = existing else {
+        device.upsert_peer(PeerConfig {
             public_key: key,
             preshared_key: change.preshared_key.flatten(),
             endpoint: change.endpoint,
             allowed_ips,
             persistent_keepalive: change.persistent_keepalive,
-        },
+        });
+        return;
     };
-    // Existing peers keep their sessions and counters through an upsert.
-    device.upsert_peer(config);
+    // An existing peer changes only in what the section names, as in WireGuard: it keeps
+    // its sessions, counters and learnt endpoint; `endpoint=` sets the current endpoint.
+    // The peer exists (we just read it), so the setters cannot fail.
+    if let Some(endpoint) = change.endpoint {
+        let _ = device.set_endpoint(&key, Some(endpoint));
+    }
+    if let Some(preshared_key) = change.preshared_key {
+        if preshared_key != info.preshared_key {
+            let _ = device.set_preshared_key(&key, preshared_key);
+        }
+    }
+    if let Some(interval) = change.persistent_keepalive {
+        if Some(interval) != info.persistent_keepalive {
+            let _ = device.set_persistent_keepalive(&key, Some(interval));
+        }
+    }
+    if allowed_ips != info.allowed_ips {
+        let _ = device.set_allowed_ips(&key, allowed_ips);
+    }
 }
 
 /// The device-wide values of a `get=1` answer.

@@ -115,9 +115,13 @@ impl Device {
         self.identity.public
     }
 
-    /// Adds a peer, or replaces the whole configuration of an existing one
-    /// (its sessions and counters are kept). A peer with our own public key
-    /// is ignored. A network already routed to another peer moves to this one.
+    /// Adds a peer, or reconfigures an existing one, changing only what
+    /// changed. An existing peer keeps its sessions, handshake timestamps,
+    /// counters, proven endpoint and current endpoint (which may have been
+    /// learnt by roaming); the current endpoint is reset to the configured one
+    /// only when `config.endpoint` is `Some` and differs from the endpoint
+    /// configured before. A peer with our own public key is ignored. A network
+    /// already routed to another peer moves to this one.
     pub fn upsert_peer(&mut self, config: PeerConfig) {
         if config.public_key == self.identity.public {
             return;
@@ -129,6 +133,11 @@ impl Device {
                     let psk_changed = peer.config.preshared_key != config.preshared_key;
                     let keepalive_changed =
                         peer.config.persistent_keepalive != config.persistent_keepalive;
+                    let endpoint_changed =
+                        config.endpoint.is_some() && config.endpoint != peer.config.endpoint;
+                    if endpoint_changed {
+                        peer.endpoint = config.endpoint;
+                    }
                     peer.config = config;
                     if psk_changed {
                         peer.rekey_statics(&self.identity);
@@ -194,7 +203,8 @@ impl Device {
         Some(PeerInfo {
             public_key: peer.config.public_key,
             preshared_key: peer.config.preshared_key,
-            endpoint: peer.config.endpoint,
+            endpoint: peer.endpoint,
+            proven_endpoint: peer.proven_endpoint,
             allowed_ips: peer.config.allowed_ips.clone(),
             persistent_keepalive: peer.config.persistent_keepalive,
             last_handshake: peer.last_handshake,
@@ -217,7 +227,10 @@ impl Device {
         Ok(())
     }
 
-    /// Sets a peer's endpoint (until an authenticated packet comes from elsewhere).
+    /// Sets a peer's current endpoint (until an authenticated packet comes
+    /// from elsewhere), as UAPI `endpoint=` does; it also becomes the
+    /// configured endpoint that [`Device::upsert_peer`] compares with. The
+    /// proven endpoint does not change.
     pub fn set_endpoint(
         &mut self,
         public_key: &PublicKey,
@@ -226,6 +239,7 @@ impl Device {
         let slot = self.slot_of(public_key)?;
         if let Some(peer) = self.peers[slot].as_mut() {
             peer.config.endpoint = endpoint;
+            peer.endpoint = endpoint;
         }
         Ok(())
     }
@@ -311,7 +325,7 @@ impl Device {
             return Encapsulated::Dropped(DropReason::NoRoute);
         };
         let key = peer.config.public_key;
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return Encapsulated::Dropped(DropReason::NoEndpoint);
         };
         if out.len() < crate::encapsulated_len(ip_packet.len()) {
@@ -481,7 +495,7 @@ impl Device {
                 return;
             }
         }
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let old_index = peer.pending.as_ref().map(|pending| pending.local_index);
@@ -509,7 +523,11 @@ impl Device {
             return;
         };
         peer.last_mac1 = Some(seal_macs(&mut msg, &peer.mac_keys, peer.fresh_cookie(now)));
-        peer.pending = Some(PendingInitiation { state, local_index });
+        peer.pending = Some(PendingInitiation {
+            state,
+            local_index,
+            sent_to: dst,
+        });
         let timers = &mut peer.timers;
         timers.last_initiation_sent = Some(now);
         // REKEY_ATTEMPT_TIME counts from the first initiation of an attempt.
@@ -531,7 +549,7 @@ impl Device {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let mut buffer = [0u8; crate::TRANSPORT_OVERHEAD];
@@ -575,7 +593,7 @@ impl Device {
             }
             return;
         }
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let mtu = self.mtu;

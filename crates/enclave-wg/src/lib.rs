@@ -23,6 +23,10 @@
 //!   erasure after 3 × REJECT_AFTER_TIME; the previous session is kept for
 //!   packets in flight;
 //! - roaming (2.1): a peer's endpoint follows its latest authenticated packet;
+//!   its *proven* endpoint ([`PeerInfo::proven_endpoint`]) only moves when a
+//!   handshake shows a return path, and a roam to an unproven address starts
+//!   a handshake towards it (at most one per REKEY_TIMEOUT); reconfiguring a
+//!   peer keeps what it learnt (sessions, timestamps, endpoints, counters);
 //! - cryptokey routing (2): longest-prefix match over all peers' allowed
 //!   IPs outbound, and inbound packets whose inner source is not in the
 //!   sender's allowed IPs are dropped.

@@ -2,6 +2,7 @@
 //! queued packets, timers and counters.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use zeroize::Zeroize;
@@ -20,6 +21,8 @@ pub(crate) const MAX_QUEUED_PACKETS: usize = 128;
 pub(crate) struct PendingInitiation {
     pub(crate) state: InitiatorState,
     pub(crate) local_index: u32,
+    /// Where the initiation went: proven once a valid response completes the handshake.
+    pub(crate) sent_to: SocketAddr,
 }
 
 /// The per-peer timers of the paper's section 6, as deadlines.
@@ -47,7 +50,14 @@ pub(crate) struct Timers {
 }
 
 pub(crate) struct Peer {
+    /// The configuration as last given; `config.endpoint` is the *configured* endpoint.
     pub(crate) config: PeerConfig,
+    /// Where we send now: the configured endpoint, or the source of the latest
+    /// authenticated packet (roaming, paper section 2.1).
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// The latest underlay address that showed a return path (see
+    /// [`crate::PeerInfo::proven_endpoint`]).
+    pub(crate) proven_endpoint: Option<SocketAddr>,
     pub(crate) statics: PeerStatic,
     pub(crate) mac_keys: MacKeys,
     pub(crate) pending: Option<PendingInitiation>,
@@ -91,6 +101,8 @@ impl Peer {
             .persistent_keepalive
             .is_some_and(|interval| interval > 0);
         Self {
+            endpoint: config.endpoint,
+            proven_endpoint: None,
             config,
             statics,
             mac_keys,
@@ -144,6 +156,11 @@ impl Peer {
             .flatten()
             .map(|session| session.local_index)
             .chain(self.pending.as_ref().map(|pending| pending.local_index))
+    }
+
+    /// Whether the current endpoint has not (yet) shown a return path.
+    pub(crate) fn endpoint_unproven(&self) -> bool {
+        self.endpoint.is_some() && self.endpoint != self.proven_endpoint
     }
 
     /// The persistent keepalive interval, if enabled.

@@ -1,6 +1,7 @@
 //! Transport data sessions (WireGuard paper, section 5.4.6) and the sliding
 //! replay window (RFC 6479, sized as wireguard-go's).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use chacha20poly1305::ChaCha20Poly1305;
@@ -97,6 +98,9 @@ pub(crate) struct Session {
     pub(crate) created: Instant,
     /// Whether we initiated the handshake that made it (only the initiator rekeys by age).
     pub(crate) initiator: bool,
+    /// As responder: where our handshake response went. The first valid transport
+    /// message on this session proves that address has a return path.
+    pub(crate) response_sent_to: Option<SocketAddr>,
 }
 
 /// Why a transport message could not be opened.
@@ -125,6 +129,7 @@ impl Session {
             replay: ReplayWindow::new(),
             created: now,
             initiator,
+            response_sent_to: None,
         }
     }
 

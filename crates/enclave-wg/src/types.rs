@@ -17,7 +17,9 @@ pub struct PeerConfig {
     pub public_key: PublicKey,
     /// The optional preshared key mixed into the handshake (`Q` in the paper, section 5.4.3).
     pub preshared_key: Option<[u8; 32]>,
-    /// Where to send to until an authenticated packet arrives from somewhere else.
+    /// Where to send to until an authenticated packet arrives from somewhere else. On
+    /// reconfiguration ([`crate::Device::upsert_peer`]) a learnt endpoint is kept unless
+    /// this is `Some` and differs from the endpoint configured before.
     pub endpoint: Option<SocketAddr>,
     /// The peer's allowed IPs: routes to it and the sources it may use.
     pub allowed_ips: Vec<IpNet>,
@@ -48,6 +50,13 @@ pub struct PeerInfo {
     pub preshared_key: Option<[u8; 32]>,
     /// The current endpoint (configured, or learnt from the latest authenticated packet).
     pub endpoint: Option<SocketAddr>,
+    /// The latest underlay address that has shown a return path, which a one-way
+    /// forged packet cannot fake: as responder, the address our handshake response
+    /// went to, once the initiator's first valid transport message confirms the
+    /// session; as initiator, the address our initiation went to, once its valid
+    /// response completes the handshake. Roaming moves `endpoint`, not this; judge
+    /// trust (public-IP requirements) on this one. `None` until a handshake proves one.
+    pub proven_endpoint: Option<SocketAddr>,
     /// The peer's allowed IPs, in the order they were configured.
     pub allowed_ips: Vec<IpNet>,
     /// The persistent keepalive interval in seconds.
@@ -74,6 +83,7 @@ impl fmt::Debug for PeerInfo {
             .field("public_key", &self.public_key)
             .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
             .field("endpoint", &self.endpoint)
+            .field("proven_endpoint", &self.proven_endpoint)
             .field("allowed_ips", &self.allowed_ips)
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("last_handshake", &self.last_handshake)

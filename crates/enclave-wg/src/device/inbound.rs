@@ -144,9 +144,9 @@ impl Device {
             &peer.mac_keys,
             peer.fresh_cookie(now),
         ));
-        let old_next =
-            peer.next
-                .replace(Session::new(&keys, local_index, remote_index, now, false));
+        let mut session = Session::new(&keys, local_index, remote_index, now, false);
+        session.response_sent_to = Some(from);
+        let old_next = peer.next.replace(session);
         peer.rx_bytes += msg.len() as u64;
         peer.tx_bytes += reply.len() as u64;
         on_authenticated_received(peer, now);
@@ -155,7 +155,8 @@ impl Device {
         let key = peer.config.public_key;
         tracing::debug!(peer = %key, "answering a handshake initiation");
         self.release_session(old_next);
-        self.roam(slot, from);
+        // The response itself tests this address: no handshake of our own.
+        self.roam(slot, from, None);
         self.transmits.push_back(crate::Transmit {
             dst: from,
             payload: reply.to_vec(),
@@ -196,6 +197,8 @@ impl Device {
         else {
             return Decapsulated::Dropped(DropReason::HandshakeFailed);
         };
+        // The response answers an initiation sent to `sent_to`: that address has a return path.
+        peer.proven_endpoint = Some(pending.sent_to);
         peer.pending = None;
         let session = Session::new(&keys, receiver, remote_index, now, true);
         let old_previous = std::mem::replace(&mut peer.previous, peer.current.replace(session));
@@ -208,7 +211,7 @@ impl Device {
         self.events
             .push_back(Event::HandshakeCompleted { peer: key });
         self.release_session(old_previous);
-        self.roam(slot, from);
+        self.roam(slot, from, Some((now, wall)));
         self.flush_queue(slot, now, wall, true);
         Decapsulated::Consumed { peer: Some(key) }
     }
@@ -298,6 +301,11 @@ impl Device {
         let mut released = None;
         if which == Which::Next {
             let next = peer.next.take();
+            // The initiator derived this session's keys from our response: the
+            // address that response went to has a return path (key confirmation).
+            if let Some(proven) = next.as_ref().and_then(|next| next.response_sent_to) {
+                peer.proven_endpoint = Some(proven);
+            }
             let superseded = match (&next, &peer.current) {
                 (Some(next), Some(current)) => current.initiator && current.created > next.created,
                 _ => false,
@@ -345,7 +353,7 @@ impl Device {
             }
         };
         self.release_session(released);
-        self.roam(slot, from);
+        self.roam(slot, from, Some((now, wall)));
         if last_minute {
             self.send_initiation(slot, now, wall, false);
         }
@@ -356,19 +364,29 @@ impl Device {
     }
 
     /// Roaming (paper, section 2.1): the endpoint follows the latest
-    /// authenticated packet.
-    fn roam(&mut self, slot: Slot, from: SocketAddr) {
+    /// authenticated packet. The proven endpoint does not: a one-way packet
+    /// says nothing about a return path, and its outer source can be forged.
+    /// With `probe` (the clock), moving to an address that is not the proven
+    /// one starts a handshake towards it (at most one per REKEY_TIMEOUT), so a
+    /// peer that really moved has its new address proven within about one
+    /// round trip.
+    fn roam(&mut self, slot: Slot, from: SocketAddr, probe: Option<(Instant, SystemTime)>) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        if peer.config.endpoint != Some(from) {
-            peer.config.endpoint = Some(from);
-            let key = peer.config.public_key;
-            tracing::debug!(peer = %key, endpoint = %from, "peer endpoint changed");
-            self.events.push_back(Event::EndpointChanged {
-                peer: key,
-                endpoint: from,
-            });
+        if peer.endpoint == Some(from) {
+            return;
+        }
+        peer.endpoint = Some(from);
+        let key = peer.config.public_key;
+        let unproven = peer.endpoint_unproven();
+        tracing::debug!(peer = %key, endpoint = %from, unproven, "peer endpoint changed");
+        self.events.push_back(Event::EndpointChanged {
+            peer: key,
+            endpoint: from,
+        });
+        if let Some((now, wall)) = probe.filter(|_| unproven) {
+            self.send_initiation(slot, now, wall, false);
         }
     }
 }
