@@ -82,7 +82,7 @@ pub use explain::{explain, Denial, Explanation, Finding, FindingOutcome, Query, 
 pub use jiff::Timestamp;
 pub use model::{
     AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow, Network,
-    System, Tag, TrustKind, TrustRequirement, Weekday,
+    PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
 pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, TrustFailure};
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};

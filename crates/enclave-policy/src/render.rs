@@ -104,6 +104,9 @@ impl fmt::Display for View {
                 let nets: Vec<String> = peer.gateway_for.iter().map(|n| n.to_string()).collect();
                 writeln!(f, "  Gateway for. . . . : {}", nets.join(", "))?;
             }
+            if let Some(file) = &peer.preshared_key_file {
+                writeln!(f, "  Pre-shared key . . : from {}", file.display())?;
+            }
             if let Some(k) = peer.keepalive {
                 writeln!(f, "  Keepalive. . . . . : {k}s")?;
             }

@@ -65,6 +65,7 @@ const GATEWAY_POLICY: Fields = &[
     Field("trust", None),
     Field("active_hours", Some(HOURS)),
 ];
+const PRESHARED_KEY: Fields = &[Field("systems", None), Field("file", None)];
 const TOP: Fields = &[
     Field("network", Some(NETWORK)),
     Field("system", Some(SYSTEM)),
@@ -72,6 +73,7 @@ const TOP: Fields = &[
     Field("trust_requirement", Some(TRUST)),
     Field("direct_policy", Some(DIRECT)),
     Field("gateway_policy", Some(GATEWAY_POLICY)),
+    Field("preshared_key", Some(PRESHARED_KEY)),
 ];
 
 /// Reports every unknown field of a parsed document; returns whether there was one.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use enclave_filter::{AddrEntry, PortRange, Protocol};
@@ -11,9 +12,9 @@ use ipnet::Ipv4Net;
 use crate::diag::{Diagnostic, Sink};
 use crate::model::{
     entry_within, AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow,
-    Network, System, Tag, TrustKind, TrustRequirement, Weekday,
+    Network, PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
-use crate::raw::{RawAcl, RawActiveHours, RawDefinition, S};
+use crate::raw::{RawAcl, RawActiveHours, RawDefinition, RawPresharedKey, S};
 use crate::{Error, Result};
 
 /// The overlay network when the definition does not say.
@@ -159,6 +160,7 @@ impl Checker<'_, '_> {
             }
             gateway_policies.insert(name, policy);
         }
+        let preshared_keys = self.preshared_keys(raw.preshared_key, &systems);
         Network {
             overlay,
             keepalive,
@@ -167,7 +169,114 @@ impl Checker<'_, '_> {
             trust_requirements,
             direct_policies,
             gateway_policies,
+            preshared_keys,
         }
+    }
+
+    /// `[[preshared_key]]` tables: two distinct known systems, each pair once, an absolute
+    /// path. The key itself is never in the definition, only where both hosts keep it.
+    fn preshared_keys(
+        &mut self,
+        raw: Vec<S<RawPresharedKey>>,
+        systems: &BTreeMap<String, System>,
+    ) -> Vec<PresharedKey> {
+        let mut pairs: BTreeMap<[String; 2], PresharedKey> = BTreeMap::new();
+        let mut files: BTreeMap<PathBuf, [String; 2]> = BTreeMap::new();
+        for raw in raw {
+            let raw = raw.into_inner();
+            let names = raw.systems.get_ref();
+            let mut ok = true;
+            if names.len() != 2 {
+                self.sink.error_hint(
+                    &raw.systems.span(),
+                    format!(
+                        "a pre-shared key joins exactly two systems, this one names {}",
+                        names.len()
+                    ),
+                    "write one [[preshared_key]] table per pair of systems",
+                );
+                ok = false;
+            }
+            for name in names {
+                if !systems.contains_key(name.get_ref()) {
+                    self.sink.error_hint(
+                        &name.span(),
+                        format!("no system named {:?}", name.get_ref()),
+                        "a pre-shared key joins two systems defined in [[system]] tables",
+                    );
+                    ok = false;
+                }
+            }
+            if let [a, b] = names.as_slice() {
+                if a.get_ref() == b.get_ref() {
+                    self.sink.error(
+                        &b.span(),
+                        format!(
+                            "a pre-shared key joins two different systems, not {:?} with itself",
+                            a.get_ref()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            let file = PathBuf::from(raw.file.get_ref());
+            if !file.is_absolute() {
+                self.sink.error_hint(
+                    &raw.file.span(),
+                    format!(
+                        "pre-shared key file {:?} is not an absolute path",
+                        raw.file.get_ref()
+                    ),
+                    "write the full path the key file has on both hosts, for example \
+                     \"/etc/enclave/psk/laptop--office-gw.key\"",
+                );
+                ok = false;
+            }
+            let [a, b] = names.as_slice() else {
+                continue;
+            };
+            if !ok {
+                continue;
+            }
+            let mut pair = [a.get_ref().clone(), b.get_ref().clone()];
+            pair.sort();
+            if pairs.contains_key(&pair) {
+                self.sink.error_hint(
+                    &raw.systems.span(),
+                    format!(
+                        "systems {:?} and {:?} already have a pre-shared key",
+                        pair[0], pair[1]
+                    ),
+                    "a pair of systems has at most one [[preshared_key]] table; remove one",
+                );
+                continue;
+            }
+            if let Some([c, d]) = files.get(&file) {
+                self.sink.push(
+                    crate::diag::Severity::Warning,
+                    &raw.file.span(),
+                    format!(
+                        "pre-shared key file {:?} is also the key of systems {c:?} and {d:?}",
+                        raw.file.get_ref()
+                    ),
+                    Some(
+                        "give each pair a key of its own, so that one leaked file opens one \
+                         tunnel"
+                            .to_owned(),
+                    ),
+                );
+            } else {
+                files.insert(file.clone(), pair.clone());
+            }
+            pairs.insert(
+                pair.clone(),
+                PresharedKey {
+                    systems: pair,
+                    file,
+                },
+            );
+        }
+        pairs.into_values().collect()
     }
 
     fn network_section(

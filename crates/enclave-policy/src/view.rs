@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
 use ipnet::Ipv4Net;
@@ -50,6 +51,11 @@ pub struct PeerView {
     pub allowed_ips: BTreeSet<Ipv4Net>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// The file holding the pre-shared key of this tunnel (base64 of 32 bytes, mode 0600, the
+    /// same on both hosts), when the definition gives the pair one. The agent reads it and
+    /// sets it as the peer's WireGuard pre-shared key; the view never holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key_file: Option<PathBuf>,
     /// The subnets this peer is a candidate gateway for.
     pub gateway_for: BTreeSet<Ipv4Net>,
     /// Flows the peer may open towards us (and through us, on a gateway), by policy.
@@ -289,6 +295,7 @@ fn new_peer(net: &Network, peer: &System) -> PeerView {
         endpoint: peer.endpoint,
         allowed_ips: BTreeSet::from([Ipv4Net::from(peer.address)]),
         keepalive: net.keepalive,
+        preshared_key_file: None,
         gateway_for: BTreeSet::new(),
         inbound: BTreeMap::new(),
         outbound: BTreeMap::new(),
@@ -324,6 +331,11 @@ pub fn compile(net: &Network, system: &str) -> Result<View> {
     as_sender(net, me, &mut view);
     if me.is_gateway() {
         as_gateway(net, me, &index, &mut view);
+    }
+    for (name, peer) in &mut view.peers {
+        peer.preshared_key_file = net
+            .preshared_key_file(&me.name, name)
+            .map(|file| file.to_path_buf());
     }
     let mut used = BTreeSet::new();
     for peer in view.peers.values() {

@@ -92,7 +92,7 @@ timezone = "UTC"
             net.toml:17:28: error: unknown field `port`, expected one of `protocol`, `ports`, `label`
               hint: did you mean `ports`?
             net.toml:22:1: error: unknown field `timezone`, expected one of `days`, `hours`, `zone`
-            net.toml:24:2: error: unknown field `extra`, expected one of `network`, `system`, `tag`, `trust_requirement`, `direct_policy`, `gateway_policy`
+            net.toml:24:2: error: unknown field `extra`, expected one of `network`, `system`, `tag`, `trust_requirement`, `direct_policy`, `gateway_policy`, `preshared_key`
         "#]],
     );
 }
@@ -327,6 +327,110 @@ acl = [{{ protocol = "icmp" }}]
             net.toml:20:13: warning: system "gw" is switched off as a gateway (allowed = false): this policy routes nothing through it
             net.toml:27:13: error: system "plain" is not allowed to act as a gateway
               hint: add a [system.gateway] table with `allowed = true` to "plain"
+        "#]],
+    );
+}
+
+const PSK_SYSTEMS: &str = r#"
+[[system]]
+name = "laptop"
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.11"
+
+[[system]]
+name = "gw"
+public_key = "bcvy1Kcg66j/nNMBY5aOQ/5HCIJ8yWt81xrdP32k1y8="
+address = "100.64.0.2"
+"#;
+
+#[test]
+fn the_preshared_key_itself_has_no_place_in_the_definition() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/laptop--gw.key"
+key = "c2VjcmV0"
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:15:1: error: unknown field `key`, expected one of `systems`, `file`
+        "#]],
+    );
+}
+
+#[test]
+fn preshared_keys_join_two_known_systems_through_an_absolute_path() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/laptop--gw.key"
+
+[[preshared_key]]
+systems = ["gw", "laptop"]
+file = "/etc/enclave/psk/other.key"
+
+[[preshared_key]]
+systems = ["laptop", "ghost"]
+file = "/etc/enclave/psk/laptop--ghost.key"
+
+[[preshared_key]]
+systems = ["laptop", "laptop"]
+file = "/etc/enclave/psk/laptop.key"
+
+[[preshared_key]]
+systems = ["laptop", "gw", "ghost"]
+file = "/etc/enclave/psk/three.key"
+
+[[preshared_key]]
+systems = ["gw", "laptop"]
+file = "psk/laptop--gw.key"
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:17:11: error: systems "gw" and "laptop" already have a pre-shared key
+              hint: a pair of systems has at most one [[preshared_key]] table; remove one
+            net.toml:21:22: error: no system named "ghost"
+              hint: a pre-shared key joins two systems defined in [[system]] tables
+            net.toml:25:22: error: a pre-shared key joins two different systems, not "laptop" with itself
+            net.toml:29:11: error: a pre-shared key joins exactly two systems, this one names 3
+              hint: write one [[preshared_key]] table per pair of systems
+            net.toml:29:28: error: no system named "ghost"
+              hint: a pre-shared key joins two systems defined in [[system]] tables
+            net.toml:34:8: error: pre-shared key file "psk/laptop--gw.key" is not an absolute path
+              hint: write the full path the key file has on both hosts, for example "/etc/enclave/psk/laptop--office-gw.key"
+        "#]],
+    );
+}
+
+#[test]
+fn preshared_key_files_are_one_per_pair() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[system]]
+name = "server"
+public_key = "oTgUhJx0PYq5SoepL0DBE7dTXHDw4nbcDwcaVq8JqyU="
+address = "100.64.0.20"
+
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/shared.key"
+
+[[preshared_key]]
+systems = ["laptop", "server"]
+file = "/etc/enclave/psk/shared.key"
+"#
+        ),
+        expect![[r#"
+            valid
+            net.toml:23:8: warning: pre-shared key file "/etc/enclave/psk/shared.key" is also the key of systems "gw" and "laptop"
+              hint: give each pair a key of its own, so that one leaked file opens one tunnel
         "#]],
     );
 }
