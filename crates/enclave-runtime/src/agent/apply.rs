@@ -79,6 +79,7 @@ impl Agent {
         }
         self.retry_at = (!self.failed.is_empty()).then(|| Instant::now() + RETRY_EVERY);
         self.applied = Some(want);
+        self.applied_generation = self.definition_generation;
     }
 
     /// The desired state now.

@@ -211,6 +211,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         retry_at: None,
         not_forwarding: None,
         definition_generation: 1,
+        applied_generation: 0,
     };
     let now = Instant::now();
     agent.selector.set_plan(plan(&agent.view), now);
@@ -243,8 +244,11 @@ struct Agent {
     /// Why this gateway does not forward although it should (its rules could not be applied),
     /// shown in status until an apply succeeds.
     not_forwarding: Option<String>,
-    /// How many definitions were put in force (see [`crate::status::Status`]).
+    /// How many definitions were read and accepted.
     definition_generation: u64,
+    /// The generation of the definition that the last apply used (see
+    /// [`crate::status::Status::definition_generation`]).
+    applied_generation: u64,
 }
 
 impl Agent {
@@ -358,6 +362,10 @@ impl Agent {
                 self.warnings = warnings;
                 self.definition_generation += 1;
                 if view == self.view {
+                    // Nothing to apply: in force as it is.
+                    if self.applied.is_some() && self.failed.is_empty() {
+                        self.applied_generation = self.definition_generation;
+                    }
                     return false;
                 }
                 tracing::info!(file = %self.config.network_file.display(), "network definition reloaded");
@@ -460,7 +468,7 @@ impl Agent {
             evaluation: &self.evaluation,
             served: self.served.keys().copied().collect(),
             warnings,
-            definition_generation: self.definition_generation,
+            definition_generation: self.applied_generation,
             now,
             wall: SystemTime::now(),
         });
