@@ -1,7 +1,7 @@
 //! `enclave-agent keygen` and `enclave-agent pubkey`.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,11 +23,21 @@ pub struct PubkeyArgs {
 
 /// Writes a new private key and prints its public key for the network definition.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
+    // The key goes into a directory of ours that nobody else may write to (an existing one
+    // is judged, never chmod-ed; a missing one is made with mode 0700), as a new file (never
+    // through a symbolic link, never over an existing key) created with mode 0600.
+    let dir = match args.private_key_file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    enclave_statefile::ensure_private_dir(dir, 0o700)
+        .with_context(|| format!("cannot keep a private key in {}", dir.display()))?;
     let key = generate_private_key(rand_core::OsRng);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&args.private_key_file)
         .with_context(|| {
             format!(

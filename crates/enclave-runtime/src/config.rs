@@ -2,7 +2,6 @@
 //! the network definition are, and how this host runs the overlay. What the network allows is
 //! in the network definition, not here.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -170,49 +169,16 @@ pub fn read_private_key(path: &Path) -> Result<Zeroizing<String>> {
     read_secret_file(path)
 }
 
-/// Reads a secret file (a private or pre-shared key): not through a symbolic link, refused
-/// when group or others may read it (judged on the file opened, not on the path), trimmed, and
-/// wiped from memory when dropped.
+/// Reads a secret file (a private or pre-shared key) through `enclave-statefile`: not through
+/// a symbolic link, a regular file that group and others cannot read at all (judged on the
+/// file opened, not on the path); trimmed, and wiped from memory when dropped.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-
-    let read_error = |source| Error::Read {
+    let bytes = enclave_statefile::read_secret(path).map_err(|source| Error::Secret {
         path: path.to_owned(),
         source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    // A key file is short; anything longer is not one. The buffer never grows (a growing
-    // buffer would leave unwiped copies behind).
-    const MAX: usize = 1024;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX + 1));
-    (&mut file)
-        .take(MAX as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() > MAX {
-        return Err(read_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("more than {MAX} bytes: not a key file"),
-        )));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        read_error(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not UTF-8 text: not a key file",
-        ))
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::SecretText {
+        path: path.to_owned(),
     })?;
     let trimmed = text.trim();
     let mut out = Zeroizing::new(String::with_capacity(trimmed.len()));
@@ -239,6 +205,7 @@ pub fn decode_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn defaults_fill_what_is_left_out() {
@@ -313,7 +280,8 @@ mod tests {
         std::fs::write(&path, "c2VjcmV0\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_private_key(&path).unwrap_err();
-        assert!(err.to_string().contains("0644"), "{err}");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(chain.contains("644"), "{chain}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_private_key(&path).unwrap().as_str(), "c2VjcmV0");
         // Not through a symbolic link.

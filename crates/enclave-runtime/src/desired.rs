@@ -28,6 +28,8 @@ pub struct DesiredPeer {
     pub allowed_ips: BTreeSet<Ipv4Net>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// The file of the pre-shared key of this pair of systems, when the definition names one.
+    pub preshared_key_file: Option<std::path::PathBuf>,
     /// Flows the peer may open towards (or through) us; grants whose requirements fail are
     /// left out.
     pub inbound: Vec<AllowRule>,
@@ -104,6 +106,7 @@ pub fn desired(
                     endpoint: peer.endpoint,
                     allowed_ips,
                     keepalive: peer.keepalive,
+                    preshared_key_file: peer.preshared_key_file.clone(),
                     inbound: rules(Direction::Inbound),
                     outbound: rules(Direction::Outbound),
                 },

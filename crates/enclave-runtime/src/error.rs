@@ -20,6 +20,30 @@ pub enum Error {
         /// What is wrong, with its line and column.
         message: String,
     },
+    /// A secret file (a private or pre-shared key) could not be read safely.
+    #[error("cannot use the secret file {}", path.display())]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// Why (a symbolic link, open permissions, not a regular file…).
+        #[source]
+        source: enclave_statefile::Error,
+    },
+    /// A secret file is not text.
+    #[error("{} is not text: a key file holds one line of base64", path.display())]
+    SecretText {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The runtime directory is not one the agent may use.
+    #[error("cannot use {} as the agent's runtime directory (runtime_dir in agent.toml)", path.display())]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why (owned by someone else, writable by others…).
+        #[source]
+        source: enclave_statefile::Error,
+    },
     /// The private key file may be read by others.
     #[error("{} has mode {mode:04o}: a private key must be readable by its owner only (chmod 600)", path.display())]
     KeyPermissions {

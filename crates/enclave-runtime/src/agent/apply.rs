@@ -196,27 +196,60 @@ impl Agent {
         let peers: BTreeMap<String, DesiredPeer> = applied
             .peers
             .iter()
-            .filter(|(name, _)| lost.contains(*name))
+            .filter(|(name, _)| lost.contains(*name) && self.psks_ok(name))
             .map(|(name, peer)| (name.clone(), peer.clone()))
             .collect();
         if peers.is_empty() {
             return;
         }
         tracing::debug!(gateways = ?lost, "dropping the sessions of gateways that do not answer");
+        let usable: BTreeMap<String, DesiredPeer> = applied
+            .peers
+            .iter()
+            .filter(|(name, _)| self.psks_ok(name))
+            .map(|(name, peer)| (name.clone(), peer.clone()))
+            .collect();
         let Some(tunnel) = self.tunnel.as_mut() else {
             return;
         };
-        if let Err(err) = tunnel.reset_sessions(&applied.peers, &peers) {
+        if let Err(err) = tunnel.reset_sessions(&usable, &peers, &self.psks) {
             tracing::warn!(error = %err, "could not reset the sessions of lost gateways");
             self.failed.insert("peers");
         }
     }
 
+    /// Gives the data plane `peers` with their pre-shared keys; a peer whose key file is
+    /// unusable is left out (no tunnel), said in status, and tried again at the next retry.
     fn set_peers(&mut self, peers: &BTreeMap<String, DesiredPeer>) -> Result<()> {
+        let loaded = super::psk::load(peers);
+        let usable: BTreeMap<String, DesiredPeer> = peers
+            .iter()
+            .filter(|(name, _)| !loaded.refused.contains_key(*name))
+            .map(|(name, peer)| (name.clone(), peer.clone()))
+            .collect();
+        let refused: Vec<String> = loaded.refused.into_values().collect();
+        if refused != self.refused_peers {
+            for text in &refused {
+                tracing::warn!("{text}");
+            }
+        }
+        if !refused.is_empty() {
+            self.failed.insert("peers");
+        }
+        self.refused_peers = refused;
+        self.psks = loaded.keys;
         match self.tunnel.as_mut() {
-            Some(tunnel) => tunnel.set_peers(peers),
+            Some(tunnel) => tunnel.set_peers(&usable, &self.psks),
             None => Ok(()),
         }
+    }
+
+    /// Whether `peer` was given to the data plane (not refused for its pre-shared key).
+    fn psks_ok(&self, peer: &str) -> bool {
+        !self
+            .refused_peers
+            .iter()
+            .any(|text| text.starts_with(&format!("peer {peer} ")))
     }
 
     fn apply_nat(&mut self, want: Option<&enclave_nat::NatPolicy>) -> Result<()> {

@@ -29,6 +29,7 @@ use enclave_wg::{PeerConfig, PrivateKey, PublicKey};
 use ipnet::IpNet;
 use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
+use super::psk::Psk;
 use crate::config::{AgentConfig, DataplaneBackend};
 use crate::desired::DesiredPeer;
 use crate::{Error, Result};
@@ -40,6 +41,8 @@ pub struct PeerCounters {
     pub public_key: String,
     /// Where it is reached now.
     pub endpoint: Option<SocketAddr>,
+    /// The address that completed a handshake (ours only; an external WireGuard does not say).
+    pub proven_endpoint: Option<SocketAddr>,
     /// The last completed handshake.
     pub last_handshake: Option<SystemTime>,
     /// Bytes received.
@@ -68,6 +71,8 @@ pub struct External {
     started: Option<Child>,
     /// The peers as last given, by name, to tell what changed.
     applied: BTreeMap<String, DesiredPeer>,
+    /// Their pre-shared keys as last given.
+    applied_psks: BTreeMap<String, Psk>,
 }
 
 impl Dataplane {
@@ -93,16 +98,21 @@ impl Dataplane {
 
     /// Makes the peers exactly `peers`, changing only what differs: peers that stay keep
     /// their sessions and learned endpoints.
-    pub fn set_peers(&mut self, peers: &BTreeMap<String, DesiredPeer>) -> Result<()> {
+    /// Each peer's pre-shared key, if it has one, is in `psks`.
+    pub fn set_peers(
+        &mut self,
+        peers: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
+    ) -> Result<()> {
         match self {
             Dataplane::Userspace(tunnel) => {
                 let specs = peers
                     .iter()
-                    .map(|(name, peer)| peer_spec(name, peer))
+                    .map(|(name, peer)| peer_spec(name, peer, psks.get(name)))
                     .collect::<Result<Vec<_>>>()?;
                 tunnel.set_peers(specs).map_err(Error::Dataplane)
             }
-            Dataplane::External(external) => external.set_peers(peers),
+            Dataplane::External(external) => external.set_peers(peers, psks),
         }
     }
 
@@ -112,6 +122,7 @@ impl Dataplane {
         &mut self,
         peers: &BTreeMap<String, DesiredPeer>,
         lost: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
     ) -> Result<()> {
         match self {
             Dataplane::Userspace(_) => {
@@ -120,10 +131,10 @@ impl Dataplane {
                     .filter(|(name, _)| !lost.contains_key(*name))
                     .map(|(name, peer)| (name.clone(), peer.clone()))
                     .collect();
-                self.set_peers(&others)?;
-                self.set_peers(peers)
+                self.set_peers(&others, psks)?;
+                self.set_peers(peers, psks)
             }
-            Dataplane::External(external) => external.reset_sessions(lost),
+            Dataplane::External(external) => external.reset_sessions(lost, psks),
         }
     }
 
@@ -147,6 +158,7 @@ impl Dataplane {
                         PeerCounters {
                             public_key: p.info.public_key.to_base64(),
                             endpoint: p.info.endpoint,
+                            proven_endpoint: p.info.proven_endpoint,
                             last_handshake: p.info.last_handshake,
                             rx_bytes: p.info.rx_bytes,
                             tx_bytes: p.info.tx_bytes,
@@ -184,11 +196,11 @@ impl Dataplane {
     }
 }
 
-fn peer_spec(name: &str, peer: &DesiredPeer) -> Result<PeerSpec> {
+fn peer_spec(name: &str, peer: &DesiredPeer, psk: Option<&Psk>) -> Result<PeerSpec> {
     Ok(PeerSpec {
         config: PeerConfig {
             public_key: parse_key(name, &peer.public_key)?,
-            preshared_key: None,
+            preshared_key: psk.map(|k| **k),
             endpoint: peer.endpoint,
             allowed_ips: peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect(),
             persistent_keepalive: peer.keepalive,
@@ -307,6 +319,7 @@ impl External {
             backend,
             started,
             applied: BTreeMap::new(),
+            applied_psks: BTreeMap::new(),
         };
         DeviceUpdate::new()
             .set_private_key(Key(*private_key.as_bytes()))
@@ -341,7 +354,11 @@ impl External {
             .collect())
     }
 
-    fn set_peers(&mut self, peers: &BTreeMap<String, DesiredPeer>) -> Result<()> {
+    fn set_peers(
+        &mut self,
+        peers: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
+    ) -> Result<()> {
         let present = self.present()?;
         let mut wanted = BTreeMap::new();
         for (name, peer) in peers {
@@ -359,7 +376,17 @@ impl External {
                 .then(|| self.applied.get(*name))
                 .flatten()
                 .filter(|b| b.public_key == peer.public_key);
-            if let Some(builder) = peer_update(&Key(*key), before, peer) {
+            let mut builder = peer_update(&Key(*key), before, peer);
+            let psk = psks.get(*name);
+            let psk_before = before.and(self.applied_psks.get(*name));
+            if before.is_none() || psk.map(|k| **k) != psk_before.map(|k| **k) {
+                let with = builder.unwrap_or_else(|| PeerConfigBuilder::new(&Key(*key)));
+                builder = Some(match psk {
+                    Some(k) => with.set_preshared_key(Key(**k)),
+                    None => with.unset_preshared_key(),
+                });
+            }
+            if let Some(builder) = builder {
                 update = update.add_peer(builder);
                 changes += 1;
             }
@@ -370,12 +397,21 @@ impl External {
                 .map_err(|e| self.error(e))?;
         }
         self.applied = peers.clone();
+        self.applied_psks = psks
+            .iter()
+            .filter(|(name, _)| peers.contains_key(*name))
+            .map(|(name, k)| (name.clone(), k.clone()))
+            .collect();
         Ok(())
     }
 
     /// Removes the `lost` peers and adds them again, at the endpoint they had (which may be
     /// one they roamed to), so that their next packet starts a fresh handshake.
-    fn reset_sessions(&mut self, lost: &BTreeMap<String, DesiredPeer>) -> Result<()> {
+    fn reset_sessions(
+        &mut self,
+        lost: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
+    ) -> Result<()> {
         let present = self.present()?;
         let mut removal = DeviceUpdate::new();
         let mut readd = DeviceUpdate::new();
@@ -387,6 +423,9 @@ impl External {
             removal = removal.remove_peer_by_key(&key);
             let mut builder =
                 peer_update(&key, None, peer).unwrap_or_else(|| PeerConfigBuilder::new(&key));
+            if let Some(psk) = psks.get(name) {
+                builder = builder.set_preshared_key(Key(**psk));
+            }
             if let Some(endpoint) = endpoint.or(peer.endpoint) {
                 builder = builder.set_endpoint(endpoint);
             }
@@ -414,6 +453,7 @@ impl External {
             .map(|p| PeerCounters {
                 public_key: p.config.public_key.to_base64(),
                 endpoint: p.config.endpoint,
+                proven_endpoint: None,
                 last_handshake: p.stats.last_handshake_time,
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,

@@ -11,7 +11,9 @@ mod apply;
 mod control_socket;
 mod dataplane;
 mod gateway;
+mod psk;
 mod report;
+mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use enclave_policy::{Evaluation, Facts, Timestamp, View};
+use enclave_policy::{Evaluation, Timestamp, View};
 use enclave_wg::PrivateKey;
 use ipnet::Ipv4Net;
 
@@ -157,9 +159,13 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         );
     }
 
-    std::fs::create_dir_all(&config.runtime_dir).map_err(|source| Error::Read {
-        path: config.runtime_dir.clone(),
-        source,
+    // The control socket and the state of the route and NAT managers live here: a directory
+    // of ours that nobody else may write to (an existing one is judged, never chmod-ed).
+    enclave_statefile::ensure_private_dir(&config.runtime_dir, 0o700).map_err(|source| {
+        Error::RuntimeDir {
+            path: config.runtime_dir.clone(),
+            source,
+        }
     })?;
     let shared: control_socket::Shared = Arc::new(Mutex::new(None));
     let _control_socket =
@@ -212,6 +218,8 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         not_forwarding: None,
         definition_generation: 1,
         applied_generation: 0,
+        psks: BTreeMap::new(),
+        refused_peers: Vec::new(),
     };
     let now = Instant::now();
     agent.selector.set_plan(plan(&agent.view), now);
@@ -249,6 +257,10 @@ struct Agent {
     /// The generation of the definition that the last apply used (see
     /// [`crate::status::Status::definition_generation`]).
     applied_generation: u64,
+    /// The pre-shared keys given to the data plane, by peer.
+    psks: BTreeMap<String, psk::Psk>,
+    /// Why peers were left out of the data plane (their pre-shared key file is unusable).
+    refused_peers: Vec<String>,
 }
 
 impl Agent {
@@ -402,17 +414,8 @@ impl Agent {
     }
 
     fn evaluate_trust(&mut self) -> bool {
-        let mut facts = Facts::default();
-        for (name, counters) in &self.counters {
-            if let Some(IpAddr::V4(ip)) = counters
-                .endpoint
-                .as_deref()
-                .and_then(|e| e.parse::<SocketAddr>().ok())
-                .map(|e| e.ip())
-            {
-                facts.public_ips.insert(name.clone(), ip);
-            }
-        }
+        let external = self.config.dataplane == crate::config::DataplaneBackend::External;
+        let facts = trust::facts(&self.counters, external);
         let evaluation = enclave_policy::evaluate(&self.view, &facts, Timestamp::now());
         if evaluation == self.evaluation {
             return false;
@@ -446,6 +449,7 @@ impl Agent {
                 (*name).to_owned(),
                 report::PeerCounters {
                     endpoint: peer.endpoint.map(|e| e.to_string()),
+                    proven_endpoint: peer.proven_endpoint,
                     last_handshake: peer.last_handshake,
                     rx_bytes: peer.rx_bytes,
                     tx_bytes: peer.tx_bytes,
@@ -460,6 +464,10 @@ impl Agent {
     fn publish_status(&self, now: Instant) {
         let mut warnings = self.warnings.clone();
         warnings.extend(self.not_forwarding.clone());
+        warnings.extend(self.refused_peers.iter().cloned());
+        if self.config.dataplane == crate::config::DataplaneBackend::External {
+            warnings.extend(trust::external_warning(&self.view));
+        }
         let status = report::build(&report::Inputs {
             view: &self.view,
             interface: &self.config.interface,

@@ -20,6 +20,8 @@ const UP_WITHIN: Duration = Duration::from_secs(180);
 pub struct PeerCounters {
     /// The endpoint it is reached at now.
     pub endpoint: Option<String>,
+    /// The endpoint that completed a handshake (ours only), see [`super::trust`].
+    pub proven_endpoint: Option<std::net::SocketAddr>,
     /// The last handshake.
     pub last_handshake: Option<SystemTime>,
     /// Bytes received.
