@@ -38,6 +38,16 @@ pub fn scenarios() -> Vec<Scenario> {
             run: external_host_filter,
         },
         Scenario {
+            name: "agent-external-kill9",
+            about: "kill -9 of an agent on wireguard-go takes the wireguard-go it started, and its tunnel, down with it",
+            run: external_kill9,
+        },
+        Scenario {
+            name: "agent-external-iptables-refused",
+            about: "dataplane = \"external\" with nat = \"iptables\" is refused at start, before anything is set up",
+            run: external_iptables_refused,
+        },
+        Scenario {
             name: "agent-bad-input",
             about: "a readable key, an unknown key, a broken definition and a non-root status client are refused",
             run: bad_input,
@@ -428,6 +438,75 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
             .is_err()
     });
     ensure!(gone, "enclave0 stayed after the agent stopped");
+    Ok(())
+}
+
+fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "extkill",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("sender", "dataplane = \"external\"")],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let running = |office: &Office<'_>| {
+        office
+            .ns("sender")
+            .exec(&["sh", "-c", "pgrep -x wireguard-go || true"])
+            .map(|pids| !pids.trim().is_empty())
+    };
+    ensure!(running(&office)?, "no wireguard-go runs before the kill");
+    office.agent("sender")?.kill9();
+    let gone = enclave_netns::wait_until(Duration::from_secs(3), || {
+        running(&office).is_ok_and(|r| !r)
+            && office
+                .ns("sender")
+                .exec(&["ip", "link", "show", "enclave0"])
+                .is_err()
+    });
+    ensure!(
+        gone,
+        "wireguard-go or enclave0 outlived the agent's kill -9 (a tunnel with stale peers)"
+    );
+    Ok(())
+}
+
+fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("extipt");
+    spec.node("gw");
+    let topo = ctx.topology(&spec)?;
+    let network = ctx.log_dir().join("extipt-network.toml");
+    let files = crate::agents::prepare(
+        ctx,
+        topo.ns("gw"),
+        &network,
+        "dataplane = \"external\"\nnat = \"iptables\"",
+    )?;
+    let gw = ctx.bin("enclave-gw")?.to_string_lossy().into_owned();
+    let out =
+        topo.ns("gw")
+            .exec_output(&[gw.as_str(), "run", "-c", &files.config.to_string_lossy()])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "enclave-gw started with external + iptables"
+    );
+    ensure!(
+        stderr.contains("dataplane = \"external\" cannot be used with nat = \"iptables\""),
+        "the refusal does not name both settings:\n{stderr}"
+    );
+    let forwarding = topo
+        .ns("gw")
+        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(forwarding.trim() == "0", "forwarding was turned on");
+    ensure!(
+        topo.ns("gw")
+            .exec(&["ip", "link", "show", "enclave0"])
+            .is_err(),
+        "a tunnel was brought up"
+    );
     Ok(())
 }
 

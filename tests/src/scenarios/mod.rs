@@ -11,7 +11,9 @@ mod failover;
 mod lifecycle;
 mod nat;
 mod reference;
+mod roaming;
 mod routes;
+mod trust;
 
 /// Every scenario, in the order `cargo xtask netns-test` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -25,5 +27,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
+    all.extend(roaming::scenarios());
+    all.extend(trust::scenarios());
     all
 }
