@@ -45,7 +45,7 @@ fn userspace(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn external(ctx: &Ctx) -> anyhow::Result<()> {
     // No public-IP requirement: the external data plane cannot judge one (see
-    // docs/security.md), it would stay suspended.
+    // docs/user-guide.md, "Trust requirements"), it would stay suspended.
     let external = "dataplane = \"external\"";
     survives_edits(
         ctx,
