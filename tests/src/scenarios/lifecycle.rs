@@ -48,6 +48,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: external_iptables_refused,
         },
         Scenario {
+            name: "agent-nat-failure-no-forwarding",
+            about: "a gateway whose rules cannot be applied does not forward, and says so; with the rules back it does",
+            run: nat_failure_no_forwarding,
+        },
+        Scenario {
             name: "agent-bad-input",
             about: "a readable key, an unknown key, a broken definition and a non-root status client are refused",
             run: bad_input,
@@ -506,6 +511,75 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
             .exec(&["ip", "link", "show", "enclave0"])
             .is_err(),
         "a tunnel was brought up"
+    );
+    Ok(())
+}
+
+/// The gateway on the iptables backend, with every iptables program replaced (through PATH)
+/// by one that refuses: its rules cannot be applied.
+fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "natfail",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("gw1", "nat = \"iptables\"")],
+    )?;
+    // Positive control first: with working iptables the same gateway forwards.
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    office.agent("gw1")?.stop();
+    let forwarding = |office: &Office<'_>| -> anyhow::Result<String> {
+        Ok(office
+            .ns("gw1")
+            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
+            .trim()
+            .to_owned())
+    };
+    ensure!(
+        forwarding(&office)? == "0",
+        "forwarding stayed on after a clean stop"
+    );
+
+    let shim = ctx.log_dir().join("iptables-refuses");
+    std::fs::create_dir_all(&shim)?;
+    for flavor in ["iptables", "iptables-legacy", "iptables-nft"] {
+        for tool in ["", "-save", "-restore"] {
+            let path = shim.join(format!("{flavor}{tool}"));
+            std::fs::write(&path, "#!/bin/sh\necho 'refused by the test' >&2\nexit 4\n")?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+    office.start_agent(
+        "gw1",
+        enclave_netns::SpawnOpts::default().env("PATH", &path),
+    )?;
+    let said = enclave_netns::wait_until(Duration::from_secs(5), || {
+        office
+            .status("gw1")
+            .contains("this gateway does not forward")
+    });
+    ensure!(
+        said,
+        "the gateway's status does not say it does not forward:\n{}",
+        office.status("gw1")
+    );
+    // It stays so across retries (every second): sampled over two seconds.
+    for _ in 0..3 {
+        ensure!(
+            forwarding(&office)? == "0",
+            "the gateway forwards although its rules failed"
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    ensure!(
+        !office.reaches(PRINTER),
+        "the LAN answered through a gateway without rules"
     );
     Ok(())
 }
