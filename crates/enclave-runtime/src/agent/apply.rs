@@ -3,13 +3,15 @@
 //!
 //! Each part is given only when it changed (or its last apply failed). The order fails closed:
 //!
-//! - the NAT manager first: on a gateway it installs the rules before it turns forwarding on,
-//!   and with the external data plane it holds the only filter of the host's tunnel traffic;
+//! - with our data plane, the peers first (each carries its filter in the data path), then the
+//!   NAT manager, which on a gateway installs the rules before it turns forwarding on;
+//! - with the external data plane, the NAT manager first: it holds the only filter of the
+//!   host's tunnel traffic, so the peers come after it;
 //! - when the NAT policy cannot be applied, the agent resets the NAT manager (forwarding back
 //!   as it was, our rules removed), says in its status and logs that the gateway does not
 //!   forward, and, with the external data plane, gives the tunnel no peers (an unfiltered
 //!   tunnel is worse than none); it tries again every [`RETRY_EVERY`];
-//! - then the peers, then the routes.
+//! - the routes last.
 //!
 //! On stop the tunnel goes first (no traffic enters any more), then the NAT manager (forwarding
 //! restored, then its rules removed), then the routes.
@@ -35,7 +37,16 @@ impl Agent {
         let retry: BTreeSet<&'static str> = std::mem::take(&mut self.failed);
         let changed = |part: &'static str, same: bool| !same || retry.contains(part);
 
-        let nat_failed = if changed("nat", old.as_ref().map(|o| &o.nat) == Some(&want.nat)) {
+        let external = self.config.dataplane == DataplaneBackend::External;
+        let peers_changed = changed("peers", old.as_ref().map(|o| &o.peers) == Some(&want.peers));
+        let nat_changed = changed("nat", old.as_ref().map(|o| &o.nat) == Some(&want.nat));
+
+        // Our data plane filters in the data path: its peers go first (a sender's first
+        // handshake is not ignored while the NAT rules are being written).
+        if !external && peers_changed {
+            self.give_peers(&want.peers);
+        }
+        let nat_failed = nat_changed && {
             match self.apply_nat(want.nat.as_ref()) {
                 Ok(()) => {
                     if self.not_forwarding.take().is_some() {
@@ -48,27 +59,14 @@ impl Agent {
                     true
                 }
             }
-        } else {
-            false
         };
-
-        let external = self.config.dataplane == DataplaneBackend::External;
-        let peers: BTreeMap<String, DesiredPeer> = if nat_failed && external {
-            // Without its host filter the external tunnel would pass everything: no peers.
-            BTreeMap::new()
-        } else {
-            want.peers.clone()
-        };
-        let peers_same = !nat_failed && old.as_ref().map(|o| &o.peers) == Some(&want.peers);
-        if changed("peers", peers_same) {
-            if let Err(err) = self.set_peers(&peers) {
-                tracing::error!(error = %err, "data plane refused the peers");
-                self.failed.insert("peers");
-            }
-        }
-        if nat_failed && external {
-            // Given again, in full, once the filter is in place.
+        // An external WireGuard filters nothing: its peers come after the host filter, and
+        // without the filter it gets none (given again, in full, once the filter is in place).
+        if external && nat_failed {
+            self.give_peers(&BTreeMap::new());
             self.failed.insert("peers");
+        } else if external && peers_changed {
+            self.give_peers(&want.peers);
         }
 
         let routes_same = old
@@ -214,6 +212,13 @@ impl Agent {
         };
         if let Err(err) = tunnel.reset_sessions(&usable, &peers, &self.psks) {
             tracing::warn!(error = %err, "could not reset the sessions of lost gateways");
+            self.failed.insert("peers");
+        }
+    }
+
+    fn give_peers(&mut self, peers: &BTreeMap<String, DesiredPeer>) {
+        if let Err(err) = self.set_peers(peers) {
+            tracing::error!(error = %err, "data plane refused the peers");
             self.failed.insert("peers");
         }
     }
