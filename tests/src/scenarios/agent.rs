@@ -21,7 +21,12 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "agent-psk",
             about: "a pre-shared key pair works; a gateway with a different key never completes a handshake, one with a missing file refuses the peer",
-            run: psk,
+            run: psk_userspace,
+        },
+        Scenario {
+            name: "agent-psk-external",
+            about: "the same with wireguard-go (dataplane = external) on both sides",
+            run: psk_external,
         },
     ]
 }
@@ -206,11 +211,20 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
 /// Pre-shared keys per pair: laptop and gateway with the same key file work; the gateway
 /// given another key never completes a handshake with the laptop; given a missing file, it
 /// refuses that peer and says so; given the same key again, it works again.
-fn psk(ctx: &Ctx) -> anyhow::Result<()> {
+fn psk_userspace(ctx: &Ctx) -> anyhow::Result<()> {
+    psk(ctx, "psk", &[])
+}
+
+fn psk_external(ctx: &Ctx) -> anyhow::Result<()> {
+    let external = "dataplane = \"external\"";
+    psk(ctx, "pskext", &[("sender", external), ("gw1", external)])
+}
+
+fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     use crate::office::{definition, Office, PRINTER};
     use crate::support::write_key;
 
-    let dir = ctx.log_dir().join("psk");
+    let dir = ctx.log_dir().join(format!("{tag}-keys"));
     std::fs::create_dir_all(&dir)?;
     let any = "acl = [{ protocol = \"any\" }]";
     let with_file = |path: &std::path::Path| {
@@ -228,7 +242,7 @@ fn psk(ctx: &Ctx) -> anyhow::Result<()> {
         Ok(ns.exec(&["wg", "genpsk"])?.trim().to_owned())
     };
 
-    let mut office = Office::start(ctx, "psk", 1, &definition(1, "\"users\"", any, ""), &[])?;
+    let mut office = Office::start(ctx, tag, 1, &definition(1, "\"users\"", any, ""), config)?;
     let key_a = genpsk(office.ns("sender"))?;
     let key_b = genpsk(office.ns("sender"))?;
     let file_a = write_key(&dir, "a.key", &key_a)?;
@@ -251,7 +265,7 @@ fn psk(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // The gateway reads another definition that names another key file for the pair.
-    let gw_network = ctx.log_dir().join("gw-network.toml");
+    let gw_network = ctx.log_dir().join(format!("{tag}-gw-network.toml"));
     let gw_config = office.files["gw1"].config.clone();
     let shared_path = office.network.clone();
     let shared = shared_path.to_string_lossy().into_owned();
