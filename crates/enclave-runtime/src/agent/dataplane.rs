@@ -491,3 +491,63 @@ impl External {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(endpoint: Option<&str>, nets: &[&str], keepalive: Option<u16>) -> DesiredPeer {
+        DesiredPeer {
+            public_key: String::new(),
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            keepalive,
+            preshared_key_file: None,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_what_changed_is_given_and_a_learnt_endpoint_is_kept() {
+        let key = Key([7; 32]);
+        let laptop = peer(None, &["100.64.0.11/32"], None);
+
+        // New: everything, but no endpoint the definition does not give.
+        let new = peer_update(&key, None, &laptop).expect("a new peer is given");
+        let config = new.clone().into_peer_config();
+        assert_eq!(config.endpoint, None);
+        assert_eq!(config.allowed_ips.len(), 1);
+
+        // Unchanged, or changed only in its filter rules (not the interface's business):
+        // nothing is sent, so the session and the roamed endpoint stay.
+        assert!(peer_update(&key, Some(&laptop), &laptop).is_none());
+        let mut filtered = laptop.clone();
+        filtered.inbound.push(enclave_filter::AllowRule {
+            protocol: enclave_filter::Protocol::Any,
+            ports: None,
+            sources: Vec::new(),
+            destinations: Vec::new(),
+            label: None,
+        });
+        assert!(peer_update(&key, Some(&laptop), &filtered).is_none());
+
+        // Allowed IPs changed (it became the active gateway for a subnet): replaced, and
+        // still no endpoint, so the one the interface learnt stays.
+        let gateway = peer(None, &["100.64.0.11/32", "192.168.77.0/24"], None);
+        let update = peer_update(&key, Some(&laptop), &gateway).expect("allowed IPs changed");
+        let config = update.into_peer_config();
+        assert_eq!(config.endpoint, None);
+        assert_eq!(config.allowed_ips.len(), 2);
+
+        // The definition's endpoint changed: set.
+        let moved = peer(Some("10.10.0.9:51820"), &["100.64.0.11/32"], None);
+        let update = peer_update(&key, Some(&laptop), &moved).expect("endpoint changed");
+        assert_eq!(
+            update.into_peer_config().endpoint,
+            Some("10.10.0.9:51820".parse().unwrap())
+        );
+        // The same configured endpoint again: not set again (the peer may have roamed).
+        assert!(peer_update(&key, Some(&moved), &moved).is_none());
+    }
+}

@@ -110,4 +110,21 @@ mod tests {
         // The external data plane proves nothing.
         assert!(super::facts(&counters, true).public_ips.is_empty());
     }
+
+    #[test]
+    fn the_external_data_plane_names_the_grants_it_cannot_judge() {
+        const EXAMPLE: &str = include_str!("../../../../docs/examples/network.toml");
+        let loaded = enclave_policy::load("network.toml", EXAMPLE).unwrap();
+        // The gateway enforces the contractors' public-IP requirement (a tag requirement).
+        let gateway = enclave_policy::compile(&loaded.network, "menlo-gw-1").unwrap();
+        let warning = external_warning(&gateway).expect("the gateway enforces one");
+        assert!(
+            warning.contains("contractors to the file server"),
+            "{warning}"
+        );
+        assert!(warning.contains("dataplane = \"userspace\""), "{warning}");
+        // The laptop enforces none (the gateway judges its traffic).
+        let laptop = enclave_policy::compile(&loaded.network, "laptop").unwrap();
+        assert_eq!(external_warning(&laptop), None);
+    }
 }
