@@ -209,6 +209,15 @@ fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
         !office.reaches(PRINTER),
         "a sender from 10.10.0.2 passed a requirement allowing only 198.51.100.0/24"
     );
+    // The gateway's acknowledgements leave the suspended grant's subnets out, so the laptop
+    // does not take it as active for the LAN: no route (it gets one once trusted, below).
+    let no_route =
+        enclave_netns::wait_until(Duration::from_secs(3), || !office.sender_has_route(LAN));
+    ensure!(
+        no_route,
+        "a suspended sender was told the gateway serves it:\n{}",
+        office.status("sender")
+    );
     ensure!(
         !office.reaches(GW_OVERLAY[0]),
         "a suspended sender reached the gateway"
