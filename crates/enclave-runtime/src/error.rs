@@ -44,14 +44,6 @@ pub enum Error {
         #[source]
         source: enclave_statefile::Error,
     },
-    /// The private key file may be read by others.
-    #[error("{} has mode {mode:04o}: a private key must be readable by its owner only (chmod 600)", path.display())]
-    KeyPermissions {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
     /// The network definition did not pass validation.
     #[error("{} is not a valid network definition:\n{}", path.display(), diagnostics.join("\n"))]
     Definition {
@@ -70,15 +62,6 @@ pub enum Error {
         path: PathBuf,
         /// This agent's public key.
         public_key: String,
-    },
-    /// The private key file does not hold a key.
-    #[error("{} does not hold a WireGuard private key (base64 of 32 bytes)", path.display())]
-    Key {
-        /// The key file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: enclave_wg::Error,
     },
     /// The private key file does not hold a key (the text is not shown: it is a secret).
     #[error("{} does not hold a WireGuard private key (base64 of 32 bytes, as enclave-agent keygen or wg genkey write it)", path.display())]

@@ -232,9 +232,9 @@ impl Agent {
             .filter(|(name, _)| !loaded.refused.contains_key(*name))
             .map(|(name, peer)| (name.clone(), peer.clone()))
             .collect();
-        let refused: Vec<String> = loaded.refused.into_values().collect();
+        let refused = loaded.refused;
         if refused != self.refused_peers {
-            for text in &refused {
+            for text in refused.values() {
                 tracing::warn!("{text}");
             }
         }
@@ -251,10 +251,7 @@ impl Agent {
 
     /// Whether `peer` was given to the data plane (not refused for its pre-shared key).
     fn psks_ok(&self, peer: &str) -> bool {
-        !self
-            .refused_peers
-            .iter()
-            .any(|text| text.starts_with(&format!("peer {peer} ")))
+        !self.refused_peers.contains_key(peer)
     }
 
     fn apply_nat(&mut self, want: Option<&enclave_nat::NatPolicy>) -> Result<()> {

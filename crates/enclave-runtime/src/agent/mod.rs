@@ -219,7 +219,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         definition_generation: 1,
         applied_generation: 0,
         psks: BTreeMap::new(),
-        refused_peers: Vec::new(),
+        refused_peers: BTreeMap::new(),
     };
     let now = Instant::now();
     agent.selector.set_plan(plan(&agent.view), now);
@@ -259,8 +259,8 @@ struct Agent {
     applied_generation: u64,
     /// The pre-shared keys given to the data plane, by peer.
     psks: BTreeMap<String, psk::Psk>,
-    /// Why peers were left out of the data plane (their pre-shared key file is unusable).
-    refused_peers: Vec<String>,
+    /// Peers left out of the data plane (their pre-shared key file is unusable), with why.
+    refused_peers: BTreeMap<String, String>,
 }
 
 impl Agent {
@@ -464,7 +464,7 @@ impl Agent {
     fn publish_status(&self, now: Instant) {
         let mut warnings = self.warnings.clone();
         warnings.extend(self.not_forwarding.clone());
-        warnings.extend(self.refused_peers.iter().cloned());
+        warnings.extend(self.refused_peers.values().cloned());
         if self.config.dataplane == crate::config::DataplaneBackend::External {
             warnings.extend(trust::external_warning(&self.view));
         }
