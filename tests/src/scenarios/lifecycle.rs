@@ -489,10 +489,27 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
         &network,
         "dataplane = \"external\"\nnat = \"iptables\"",
     )?;
+    // A definition in which this system is an enabled gateway with a subnet on its LAN: all
+    // that an agent needs to start forwarding, were the combination not refused first.
+    crate::agents::write_definition(
+        &network,
+        &format!(
+            "[network]\noverlay = \"100.64.0.0/10\"\n\n[[system]]\nname = \"gw\"\n\
+             public_key = \"{}\"\naddress = \"100.64.0.2\"\n\n[system.gateway]\n\
+             allowed = true\nsubnets = [\"{LAN}\"]\n",
+            files.public_key
+        ),
+    )?;
     let gw = ctx.bin("enclave-gw")?.to_string_lossy().into_owned();
-    let out =
-        topo.ns("gw")
-            .exec_output(&[gw.as_str(), "run", "-c", &files.config.to_string_lossy()])?;
+    // Bounded: an agent that started anyway would run until killed.
+    let out = topo.ns("gw").exec_output(&[
+        "timeout",
+        "10",
+        gw.as_str(),
+        "run",
+        "-c",
+        &files.config.to_string_lossy(),
+    ])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success(),
