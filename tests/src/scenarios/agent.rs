@@ -332,5 +332,28 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     office.start_agent("gw1", Default::default())?;
     office.wait_for_route()?;
     office.until_reach(PRINTER, true, Duration::from_secs(10))?;
+
+    // Rotation: a new key in the file on both hosts, and SIGHUP: both tunnels take it.
+    let key_c = genpsk(office.ns("sender"))?;
+    write_key(&dir, "a.key", &key_c)?;
+    for node in ["gw1", "sender"] {
+        let pid = office.agent(node)?.pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+    }
+    for node in ["gw1", "sender"] {
+        let rotated = wait_until(Duration::from_secs(3), || {
+            office
+                .ns(node)
+                .exec(&["wg", "show", "enclave0", "preshared-keys"])
+                .is_ok_and(|keys| keys.contains(&key_c))
+        });
+        ensure!(
+            rotated,
+            "{node} did not take the rotated pre-shared key on SIGHUP"
+        );
+    }
     Ok(())
 }

@@ -280,9 +280,14 @@ impl Agent {
             let mut dirty = self.applied.is_none()
                 || (!self.failed.is_empty() && self.retry_at.is_none_or(|at| now >= at));
 
-            if reload.swap(false, Ordering::Relaxed)
-                || (now >= next_watch && self.definition_changed())
-            {
+            let hangup = reload.swap(false, Ordering::Relaxed);
+            if hangup && self.applied.is_some() {
+                // SIGHUP also reads the pre-shared key files again (a rotated key): the peers
+                // are given again; those that stay keep their sessions.
+                self.failed.insert("peers");
+                dirty = true;
+            }
+            if hangup || (now >= next_watch && self.definition_changed()) {
                 dirty |= self.reload(now);
             }
             if now >= next_watch {
