@@ -14,7 +14,9 @@ mod killswitch;
 mod lifecycle;
 mod nat;
 mod reference;
+mod roaming;
 mod routes;
+mod trust;
 
 /// Every scenario, in the order `cargo xtask netns-test` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -31,5 +33,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
     all.extend(killswitch::scenarios());
+    all.extend(roaming::scenarios());
+    all.extend(trust::scenarios());
     all
 }
