@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
@@ -49,7 +49,7 @@ fn one_way() -> PeerFilter {
 
 #[test]
 fn one_way_access_lets_replies_back_and_nothing_else() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     let syn = build::tcp(SENDER, 40000, HOST, 443, TCP_SYN);
     let synack = build::tcp(HOST, 443, SENDER, 40000, TCP_SYN | TCP_ACK);
@@ -93,7 +93,7 @@ fn one_way_access_lets_replies_back_and_nothing_else() {
 
 #[test]
 fn icmp_errors_about_allowed_flows_pass() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     let syn = build::tcp(SENDER, 40000, HOST, 443, TCP_SYN);
     let unreachable = build::icmp_error(HOST, SENDER, 3, &syn);
@@ -114,7 +114,7 @@ fn icmp_errors_about_allowed_flows_pass() {
 
 #[test]
 fn flows_expire_and_revoked_rules_cut_replies() {
-    let t0 = Instant::now();
+    let t0 = crate::test_clock_start();
     let mut f = one_way();
     let request = build::udp(SENDER, 5000, HOST, 53);
     let reply = build::udp(HOST, 53, SENDER, 5000);
@@ -146,7 +146,7 @@ fn flows_expire_and_revoked_rules_cut_replies() {
 
 #[test]
 fn malformed_and_foreign_packets_are_counted() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     assert_eq!(
         f.check(Direction::Ingress, &[0x45, 0], now),
@@ -167,7 +167,7 @@ fn malformed_and_foreign_packets_are_counted() {
 
 #[test]
 fn the_table_stays_bounded() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = PeerFilter::new(
         FilterRules {
             ingress: vec![rule(Protocol::Udp, None, "0.0.0.0/0", "0.0.0.0/0")],
@@ -320,7 +320,7 @@ proptest! {
     /// opened, or it answers such a flow.
     #[test]
     fn matches_the_model(rules in any_rules(), sent in proptest::collection::vec(any_sent(), 0..60)) {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules.clone(), FilterConfig::default());
         let mut opened: BTreeSet<(Direction, Flow)> = BTreeSet::new();
         for s in &sent {
@@ -354,7 +354,7 @@ proptest! {
         sent in proptest::collection::vec((any_sent(), 0u64..100), 0..80),
         max_flows in 1usize..6,
     ) {
-        let mut now = Instant::now();
+        let mut now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules.clone(), FilterConfig { max_flows, timeouts: Timeouts::default() });
         let mut ever_opened: BTreeSet<(Direction, Flow)> = BTreeSet::new();
         for (s, advance) in &sent {
@@ -379,7 +379,7 @@ proptest! {
     /// The reply to any packet a rule lets open a TCP or UDP flow passes right after.
     #[test]
     fn replies_pass(rules in any_rules(), s in any_sent()) {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules, FilterConfig::default());
         if matches!(s.kind, Kind::Echo(false)) {
             return Ok(());
@@ -401,6 +401,6 @@ proptest! {
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
         let mut filter = PeerFilter::new(FilterRules::default(), FilterConfig::default());
-        prop_assert_ne!(filter.check(Direction::Ingress, &bytes, Instant::now()), Verdict::Pass);
+        prop_assert_ne!(filter.check(Direction::Ingress, &bytes, crate::test_clock_start()), Verdict::Pass);
     }
 }
