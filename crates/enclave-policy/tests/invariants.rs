@@ -9,6 +9,9 @@ use enclave_policy::{
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 
+mod common;
+use common::admits;
+
 const TAGS: [&str; 3] = ["a", "b", "c"];
 const SUBNETS: [&str; 6] = [
     "10.0.0.0/24",
@@ -507,26 +510,6 @@ proptest! {
             prop_assert_eq!(Some(&json), other.as_ref().ok());
         }
     }
-}
-
-/// Whether `rule` lets a flow of `protocol` to `dst:port` from `src` be opened.
-fn admits(
-    rule: &AllowRule,
-    protocol: Protocol,
-    port: Option<u16>,
-    src: std::net::Ipv4Addr,
-    dst: std::net::Ipv4Addr,
-) -> bool {
-    let protocol_ok = rule.protocol == Protocol::Any || rule.protocol == protocol;
-    let port_ok = match (rule.ports, port) {
-        (None, _) => true,
-        (Some(range), Some(port)) => range.contains(port),
-        (Some(_), None) => false,
-    };
-    protocol_ok
-        && port_ok
-        && rule.sources.iter().any(|e| e.contains(src))
-        && rule.destinations.iter().any(|e| e.contains(dst))
 }
 
 const DESTINATIONS: [&str; 12] = [
