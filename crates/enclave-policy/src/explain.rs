@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::internet::{default_route_excludes, excluding, Exclusion};
 use crate::model::{AclEntry, Network, System};
 use crate::trust::{check, TrustFailure};
-use crate::view::{requirements, GrantKind, GATEWAY_REACHABILITY};
+use crate::view::{requirements, GrantKind, Terms, GATEWAY_REACHABILITY};
 use crate::{Error, Result};
 
 /// The question.
@@ -221,6 +221,42 @@ fn first_admitting(acl: &[AclEntry], query: &Query) -> Option<AclEntry> {
         .cloned()
 }
 
+/// Whether the trust requirements and active hours of a policy's `terms` hold for `sender` at
+/// the query's time, judged as `enforcer` would (unobserved facts fail).
+fn judge_trust(
+    net: &Network,
+    sender: &System,
+    enforcer: &str,
+    terms: Terms<'_>,
+    query: &Query,
+) -> std::result::Result<(), Denial> {
+    let reqs = requirements(net, sender, enforcer, terms);
+    check(
+        &reqs,
+        &net.trust_requirements,
+        query.public_ip,
+        true,
+        query.at,
+    )
+    .map_err(|failure| Denial::Trust { failure })
+}
+
+/// What `policy` says: allowed by an ACL entry (through these gateways, in order), or why not.
+fn finding(
+    policy: &str,
+    kind: GrantKind,
+    outcome: std::result::Result<(AclEntry, Vec<String>), Denial>,
+) -> Finding {
+    Finding {
+        policy: policy.to_owned(),
+        kind,
+        outcome: match outcome {
+            Ok((acl, gateways)) => FindingOutcome::Allowed { acl, gateways },
+            Err(reason) => FindingOutcome::Denied { reason },
+        },
+    }
+}
+
 fn direct_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec<Finding>) {
     let Some(receiver) = net
         .systems
@@ -244,35 +280,10 @@ fn direct_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec<
                 });
             }
             let acl = first_admitting(&policy.acl, query).ok_or(Denial::NoAclEntry)?;
-            let reqs = requirements(
-                net,
-                sender,
-                &receiver.name,
-                &policy.senders,
-                &policy.trust,
-                &policy.active_hours,
-            );
-            check(
-                &reqs,
-                &net.trust_requirements,
-                query.public_ip,
-                true,
-                query.at,
-            )
-            .map_err(|failure| Denial::Trust { failure })?;
-            Ok(acl)
+            judge_trust(net, sender, &receiver.name, policy.into(), query)?;
+            Ok((acl, Vec::new()))
         })();
-        out.push(Finding {
-            policy: policy.name.clone(),
-            kind: GrantKind::Direct,
-            outcome: match outcome {
-                Ok(acl) => FindingOutcome::Allowed {
-                    acl,
-                    gateways: Vec::new(),
-                },
-                Err(reason) => FindingOutcome::Denied { reason },
-            },
-        });
+        out.push(finding(&policy.name, GrantKind::Direct, outcome));
     }
 }
 
@@ -412,32 +423,10 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
                 (None, None) => return Err(Denial::NoPolicy),
             };
             let enforcer = candidates.first().map_or("", |g| g.name.as_str());
-            let reqs = requirements(
-                net,
-                sender,
-                enforcer,
-                &policy.senders,
-                &policy.trust,
-                &policy.active_hours,
-            );
-            check(
-                &reqs,
-                &net.trust_requirements,
-                query.public_ip,
-                true,
-                query.at,
-            )
-            .map_err(|failure| Denial::Trust { failure })?;
+            judge_trust(net, sender, enforcer, policy.into(), query)?;
             Ok((acl, candidates.iter().map(|g| g.name.clone()).collect()))
         })();
-        out.push(Finding {
-            policy: policy.name.clone(),
-            kind: GrantKind::Gateway,
-            outcome: match outcome {
-                Ok((acl, gateways)) => FindingOutcome::Allowed { acl, gateways },
-                Err(reason) => FindingOutcome::Denied { reason },
-            },
-        });
+        out.push(finding(&policy.name, GrantKind::Gateway, outcome));
     }
 }
 

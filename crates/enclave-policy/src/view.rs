@@ -9,7 +9,9 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::internet::{default_route_destinations, default_route_excludes, narrow, Exclusion};
-use crate::model::{AclEntry, ActiveHours, Network, System, TrustRequirement};
+use crate::model::{
+    AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, Network, System, TrustRequirement,
+};
 use crate::{Error, Result};
 
 /// The label of the rule that lets a sender ping the gateway's own virtual address, as the
@@ -278,18 +280,45 @@ impl<'n> TagIndex<'n> {
     }
 }
 
-/// The requirements of a grant to `sender` under a policy with `senders` tags.
+/// What a policy of either kind says about its senders: their tags, the trust requirements on
+/// them, and when the policy is active.
+#[derive(Clone, Copy)]
+pub(crate) struct Terms<'p> {
+    senders: &'p BTreeSet<String>,
+    trust: &'p [String],
+    active_hours: &'p Option<ActiveHours>,
+}
+
+impl<'p> From<&'p DirectPolicy> for Terms<'p> {
+    fn from(policy: &'p DirectPolicy) -> Self {
+        Self {
+            senders: &policy.senders,
+            trust: &policy.trust,
+            active_hours: &policy.active_hours,
+        }
+    }
+}
+
+impl<'p> From<&'p GatewayPolicy> for Terms<'p> {
+    fn from(policy: &'p GatewayPolicy) -> Self {
+        Self {
+            senders: &policy.senders,
+            trust: &policy.trust,
+            active_hours: &policy.active_hours,
+        }
+    }
+}
+
+/// The requirements of a grant to `sender`, enforced by `enforcer`, under a policy's `terms`.
 pub(crate) fn requirements(
     net: &Network,
     sender: &System,
     enforcer: &str,
-    sender_tags: &BTreeSet<String>,
-    policy_trust: &[String],
-    active_hours: &Option<ActiveHours>,
+    terms: Terms<'_>,
 ) -> Requirements {
     let via_tags = sender
         .tags
-        .intersection(sender_tags)
+        .intersection(terms.senders)
         .map(|tag| {
             let trust = net
                 .tags
@@ -302,9 +331,9 @@ pub(crate) fn requirements(
     Requirements {
         sender: sender.name.clone(),
         enforced_by: enforcer.to_owned(),
-        policy_trust: policy_trust.to_vec(),
+        policy_trust: terms.trust.to_vec(),
         via_tags,
-        active_hours: active_hours.clone(),
+        active_hours: terms.active_hours.clone(),
     }
 }
 
@@ -341,6 +370,16 @@ pub(crate) fn gateway_rules(
         label: Some(GATEWAY_REACHABILITY.to_owned()),
     });
     out
+}
+
+impl PeerView {
+    /// The grants of flows opened in `direction`.
+    fn grants_mut(&mut self, direction: Direction) -> &mut BTreeMap<String, Grant> {
+        match direction {
+            Direction::Inbound => &mut self.inbound,
+            Direction::Outbound => &mut self.outbound,
+        }
+    }
 }
 
 /// The peer entry for `peer`, created on first use (the name is cloned only then).
@@ -427,54 +466,52 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
         .values()
         .filter(|p| p.enabled && !p.acl.is_empty())
     {
-        let i_send = !me.tags.is_disjoint(&policy.senders);
-        let i_receive = !me.tags.is_disjoint(&policy.receivers);
-        if i_send {
-            for receiver in index.carriers(&policy.receivers).into_values() {
-                if receiver.name == me.name {
+        // As a sender, flows we open towards each receiver; as a receiver, flows each sender
+        // opens towards us.
+        let sides = [
+            (Direction::Outbound, &policy.senders, &policy.receivers),
+            (Direction::Inbound, &policy.receivers, &policy.senders),
+        ];
+        for (direction, my_tags, their_tags) in sides {
+            if me.tags.is_disjoint(my_tags) {
+                continue;
+            }
+            for peer in index.carriers(their_tags).into_values() {
+                if peer.name == me.name {
                     continue;
                 }
+                let (sender, receiver) = match direction {
+                    Direction::Outbound => (me, peer),
+                    Direction::Inbound => (peer, me),
+                };
                 let grant = Grant {
                     kind: GrantKind::Direct,
                     default_route: false,
-                    rules: rules(&policy.acl, me.address, &[host(receiver.address)]),
-                    requirements: requirements(
-                        net,
-                        me,
-                        &receiver.name,
-                        &policy.senders,
-                        &policy.trust,
-                        &policy.active_hours,
-                    ),
+                    rules: rules(&policy.acl, sender.address, &[host(receiver.address)]),
+                    requirements: requirements(net, sender, &receiver.name, policy.into()),
                 };
-                peer_entry(&mut view.peers, net, receiver)
-                    .outbound
+                peer_entry(&mut view.peers, net, peer)
+                    .grants_mut(direction)
                     .insert(policy.name.clone(), grant);
             }
         }
-        if i_receive {
-            for sender in index.carriers(&policy.senders).into_values() {
-                if sender.name == me.name {
-                    continue;
-                }
-                let grant = Grant {
-                    kind: GrantKind::Direct,
-                    default_route: false,
-                    rules: rules(&policy.acl, sender.address, &[host(me.address)]),
-                    requirements: requirements(
-                        net,
-                        sender,
-                        &me.name,
-                        &policy.senders,
-                        &policy.trust,
-                        &policy.active_hours,
-                    ),
-                };
-                peer_entry(&mut view.peers, net, sender)
-                    .inbound
-                    .insert(policy.name.clone(), grant);
-            }
-        }
+    }
+}
+
+/// The grant of gateway `policy` to `sender` through `gateway`, towards `destinations` (with
+/// whether they come from a default route).
+fn gateway_grant(
+    net: &Network,
+    policy: &GatewayPolicy,
+    sender: &System,
+    gateway: &System,
+    (destinations, default_route): &(Vec<AddrEntry>, bool),
+) -> Grant {
+    Grant {
+        kind: GrantKind::Gateway,
+        default_route: *default_route,
+        rules: gateway_rules(&policy.acl, sender.address, gateway.address, destinations),
+        requirements: requirements(net, sender, &gateway.name, policy.into()),
     }
 }
 
@@ -483,7 +520,7 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
 /// [`crate::internet`]).
 fn destinations(
     net: &Network,
-    policy: &crate::GatewayPolicy,
+    policy: &GatewayPolicy,
     gateway: &System,
     served: &[Ipv4Net],
 ) -> (Vec<AddrEntry>, bool) {
@@ -503,7 +540,7 @@ fn destinations(
 
 /// The subnets of `policy` that `gateway` serves, with the destinations granted in them.
 fn served_by<'p>(
-    policy: &'p crate::GatewayPolicy,
+    policy: &'p GatewayPolicy,
     gateway: &System,
 ) -> impl Iterator<Item = Ipv4Net> + 'p {
     let settings = gateway.gateway.clone();
@@ -534,20 +571,9 @@ fn as_sender(net: &Network, me: &System, view: &mut View) {
             if subnets.is_empty() {
                 continue;
             }
-            let (destinations, default_route) = destinations(net, policy, gateway, &subnets);
-            let grant = Grant {
-                kind: GrantKind::Gateway,
-                default_route,
-                rules: gateway_rules(&policy.acl, me.address, gateway.address, &destinations),
-                requirements: requirements(
-                    net,
-                    me,
-                    &gateway.name,
-                    &policy.senders,
-                    &policy.trust,
-                    &policy.active_hours,
-                ),
-            };
+            let granted = destinations(net, policy, gateway, &subnets);
+            let default_route = granted.1;
+            let grant = gateway_grant(net, policy, me, gateway, &granted);
             let peer = peer_entry(&mut view.peers, net, gateway);
             peer.outbound.insert(policy.name.clone(), grant);
             if default_route && peer.default_route_excludes.is_empty() {
@@ -605,31 +631,20 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
                 subnets.entry(*subnet).or_insert(source);
             }
         }
-        let (destinations, default_route) = destinations(net, policy, me, &served);
+        let granted = destinations(net, policy, me, &served);
         let mut senders = BTreeMap::new();
         for sender in index.carriers(&policy.senders).into_values() {
             if sender.name == me.name {
                 continue;
             }
             senders.insert(sender.name.clone(), sender.address);
-            let grant = Grant {
-                kind: GrantKind::Gateway,
-                default_route,
-                rules: gateway_rules(&policy.acl, sender.address, me.address, &destinations),
-                requirements: requirements(
-                    net,
-                    sender,
-                    &me.name,
-                    &policy.senders,
-                    &policy.trust,
-                    &policy.active_hours,
-                ),
-            };
+            let grant = gateway_grant(net, policy, sender, me, &granted);
             peer_entry(&mut view.peers, net, sender)
                 .inbound
                 .insert(policy.name.clone(), grant);
         }
         if !senders.is_empty() {
+            let (destinations, default_route) = granted;
             forward.insert(
                 policy.name.clone(),
                 ForwardRule {

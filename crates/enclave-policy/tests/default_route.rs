@@ -3,40 +3,32 @@
 
 use std::net::Ipv4Addr;
 
-use enclave_policy::{AllowRule, Protocol, View};
+use enclave_policy::{Protocol, View};
 
-const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+mod common;
+use common::admits;
+
+/// The subnets of the example's `menlo-gw-1`, and the same with a default route added.
+const MENLO_GW_1: &str = "subnets = [\"192.168.77.0/24\"]\nauto_discover = true\npriority = 10\n";
+const MENLO_GW_1_WITH_A_DEFAULT_ROUTE: &str =
+    "subnets = [\"192.168.77.0/24\", \"0.0.0.0/0\"]\nauto_discover = true\npriority = 10\n";
 
 /// The guide's example, where the office gateway `menlo-gw-1` also carries the users' Internet
 /// traffic: a default route beside the office policy whose filter admits only the two domain
 /// controllers (192.168.77.20-21), not the printer at 192.168.77.10.
 fn office_with_a_default_route() -> enclave_policy::Network {
-    let gateway = "subnets = [\"192.168.77.0/24\"]\nauto_discover = true\npriority = 10\n";
-    assert!(
-        EXAMPLE.contains(gateway),
-        "the example's menlo-gw-1 changed"
-    );
-    let text = EXAMPLE.replace(
-        gateway,
-        "subnets = [\"192.168.77.0/24\", \"0.0.0.0/0\"]\nauto_discover = true\npriority = 10\n",
-    ) + r#"
+    common::example_edited(
+        MENLO_GW_1,
+        MENLO_GW_1_WITH_A_DEFAULT_ROUTE,
+        r#"
 [[gateway_policy]]
 name = "users to the Internet through the office"
 senders = ["users"]
 gateways = ["menlo-gw-1"]
 subnets = ["0.0.0.0/0"]
 acl = [{ protocol = "any" }]
-"#;
-    enclave_policy::load("network.toml", &text)
-        .expect("valid definition")
-        .network
-}
-
-fn admits(rule: &AllowRule, src: Ipv4Addr, dst: Ipv4Addr, protocol: Protocol, port: u16) -> bool {
-    (rule.protocol == Protocol::Any || rule.protocol == protocol)
-        && rule.ports.is_none_or(|p| p.contains(port))
-        && rule.sources.iter().any(|e| e.contains(src))
-        && rule.destinations.iter().any(|e| e.contains(dst))
+"#,
+    )
 }
 
 /// Which policies let the laptop open `dst:port/tcp` through menlo-gw-1, on each of the three
@@ -51,7 +43,7 @@ fn reach(laptop: &View, gateway: &View, dst: &str, port: u16) -> String {
             .filter(|(_, g)| {
                 g.rules
                     .iter()
-                    .any(|r| admits(r, src, dst, Protocol::Tcp, port))
+                    .any(|r| admits(r, Protocol::Tcp, Some(port), src, dst))
             })
             .map(|(name, _)| name.as_str())
             .collect::<Vec<_>>()
@@ -142,20 +134,18 @@ fn explain_says_what_the_default_route_leaves_out() {
 fn the_agent_adds_the_gateways_own_addresses_and_explicit_grants_keep_theirs() {
     // A second policy names the office LAN beside its default route: the LAN is granted
     // explicitly (no filter), the rest is the Internet.
-    let text = EXAMPLE.replace(
-        "subnets = [\"192.168.77.0/24\"]\nauto_discover = true\npriority = 10\n",
-        "subnets = [\"192.168.77.0/24\", \"0.0.0.0/0\"]\nauto_discover = true\npriority = 10\n",
-    ) + r#"
+    let net = common::example_edited(
+        MENLO_GW_1,
+        MENLO_GW_1_WITH_A_DEFAULT_ROUTE,
+        r#"
 [[gateway_policy]]
 name = "servers everywhere"
 senders = ["servers"]
 gateways = ["menlo-gw-1"]
 subnets = ["0.0.0.0/0", "192.168.77.0/24"]
 acl = [{ protocol = "any" }]
-"#;
-    let net = enclave_policy::load("network.toml", &text)
-        .expect("valid definition")
-        .network;
+"#,
+    );
     let mut gateway = enclave_policy::compile(&net, "menlo-gw-1").expect("gateway");
     let eth0 = enclave_policy::Exclusion::GatewayAddress {
         interface: "eth0".into(),
@@ -169,7 +159,7 @@ acl = [{ protocol = "any" }]
         let inbound = view.peers["build-server"].inbound["servers everywhere"]
             .rules
             .iter()
-            .any(|r| admits(r, server, dst, Protocol::Tcp, 22));
+            .any(|r| admits(r, Protocol::Tcp, Some(22), server, dst));
         let forward = view.gateway.as_ref().is_some_and(|g| {
             g.forward["servers everywhere"]
                 .destinations
@@ -210,10 +200,10 @@ acl = [{ protocol = "any" }]
 
 #[test]
 fn a_more_specific_public_route_still_shadows_the_default_route() {
-    let text = EXAMPLE.replace(
+    let net = common::example_edited(
         "subnets = [\"192.168.77.0/24\"]\nremoved = [\"172.17.0.0/16\"]\n",
         "subnets = [\"192.168.77.0/24\", \"198.51.100.0/24\"]\nremoved = [\"172.17.0.0/16\"]\n",
-    ) + r#"
+        r#"
 [[gateway_policy]]
 name = "users to the partner"
 senders = ["users"]
@@ -221,10 +211,8 @@ gateways = ["menlo-gw-2"]
 subnets = ["198.51.100.0/24"]
 filter = ["198.51.100.80"]
 acl = [{ protocol = "tcp", ports = 443 }]
-"#;
-    let net = enclave_policy::load("network.toml", &text)
-        .expect("valid definition")
-        .network;
+"#,
+    );
     expect_test::expect![[r#"
         denied: laptop -> 198.51.100.9:443/tcp
           gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 198.51.100.0/24

@@ -2,13 +2,11 @@
 
 use expect_test::{expect, Expect};
 
-const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+mod common;
 
 /// The one place that calls the API for explanations. `to` is `ADDR[:PORT][/PROTO]`.
 fn check(from: &str, to: &str, public_ip: Option<&str>, at: &str, expect: Expect) {
-    let network = enclave_policy::load("network.toml", EXAMPLE)
-        .expect("example is valid")
-        .network;
+    let network = common::example();
     let (to, protocol) = match to.split_once('/') {
         Some((to, "any")) => (to, Some(enclave_policy::Protocol::Any)),
         Some((to, "icmp")) => (to, Some(enclave_policy::Protocol::Icmp)),

@@ -9,6 +9,9 @@ use enclave_policy::{
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 
+mod common;
+use common::admits;
+
 const TAGS: [&str; 3] = ["a", "b", "c"];
 const SUBNETS: [&str; 6] = [
     "10.0.0.0/24",
@@ -475,26 +478,40 @@ fn check_view(net: &Network, view: &View) -> Result<(), String> {
     Ok(())
 }
 
+/// A random definition, before [`render`] repairs and writes it: its systems and policies.
+fn definition() -> impl Strategy<Value = (Vec<GenSystem>, Vec<GenPolicy>)> {
+    (
+        proptest::collection::vec(system(), 2..=KEYS.len()),
+        proptest::collection::vec(policy(), 0..6),
+    )
+}
+
+/// Loads a rendered definition; a refusal fails the case (render repairs what validation
+/// would refuse, so a refusal is a bug in one or the other).
+fn load_generated(text: &str) -> Result<Network, TestCaseError> {
+    enclave_policy::load("gen.toml", text)
+        .map(|l| l.network)
+        .map_err(|e| TestCaseError::fail(format!("repaired definition refused: {e:?}\n{text}")))
+}
+
+/// Compiles the view of a system the definition has; failing to is a failure of the case.
+fn compiled(net: &Network, name: &str) -> Result<View, TestCaseError> {
+    enclave_policy::compile(net, name)
+        .map_err(|e| TestCaseError::fail(format!("no view of {name}: {e}")))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn compiled_views_grant_nothing_beyond_the_policies(
-        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
-        policies in proptest::collection::vec(policy(), 0..6),
+        (systems, policies) in definition(),
     ) {
         let text = render(&systems, &policies, false);
-        let loaded = enclave_policy::load("gen.toml", &text);
-        prop_assert!(loaded.is_ok(), "repaired definition refused: {:?}\n{text}", loaded.err());
-        let net = loaded.map(|l| l.network).unwrap_or_else(|_| unreachable!());
-        let reversed = enclave_policy::load("gen.toml", &render(&systems, &policies, true))
-            .map(|l| l.network);
-        prop_assert!(reversed.is_ok());
-        let reversed = reversed.unwrap_or_else(|_| unreachable!());
+        let net = load_generated(&text)?;
+        let reversed = load_generated(&render(&systems, &policies, true))?;
         for name in net.systems.keys() {
-            let view = enclave_policy::compile(&net, name);
-            prop_assert!(view.is_ok());
-            let view = view.unwrap_or_else(|_| unreachable!());
+            let view = compiled(&net, name)?;
             if let Err(breach) = check_view(&net, &view) {
                 prop_assert!(false, "{breach}\nview of {name}:\n{view}\n{text}");
             }
@@ -507,26 +524,6 @@ proptest! {
             prop_assert_eq!(Some(&json), other.as_ref().ok());
         }
     }
-}
-
-/// Whether `rule` lets a flow of `protocol` to `dst:port` from `src` be opened.
-fn admits(
-    rule: &AllowRule,
-    protocol: Protocol,
-    port: Option<u16>,
-    src: std::net::Ipv4Addr,
-    dst: std::net::Ipv4Addr,
-) -> bool {
-    let protocol_ok = rule.protocol == Protocol::Any || rule.protocol == protocol;
-    let port_ok = match (rule.ports, port) {
-        (None, _) => true,
-        (Some(range), Some(port)) => range.contains(port),
-        (Some(_), None) => false,
-    };
-    protocol_ok
-        && port_ok
-        && rule.sources.iter().any(|e| e.contains(src))
-        && rule.destinations.iter().any(|e| e.contains(dst))
 }
 
 const DESTINATIONS: [&str; 12] = [
@@ -558,13 +555,10 @@ proptest! {
     /// towards the first gateway (or the receiver), and an inbound rule on that enforcer.
     #[test]
     fn explain_agrees_with_the_compiled_views(
-        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
-        policies in proptest::collection::vec(policy(), 0..6),
+        (systems, policies) in definition(),
     ) {
         let text = render(&systems, &policies, false);
-        let net = enclave_policy::load("gen.toml", &text).map(|l| l.network);
-        prop_assert!(net.is_ok());
-        let net = net.unwrap_or_else(|_| unreachable!());
+        let net = load_generated(&text)?;
         let at = enclave_policy::Timestamp::UNIX_EPOCH;
         for sender in net.systems.values() {
             for dst in DESTINATIONS {
@@ -692,13 +686,9 @@ proptest! {
             acl: vec![0],
         });
         let text = render(&systems, &policies, false);
-        let net = enclave_policy::load("gen.toml", &text).map(|l| l.network);
-        prop_assert!(net.is_ok());
-        let net = net.unwrap_or_else(|_| unreachable!());
+        let net = load_generated(&text)?;
         for me in net.systems.values() {
-            let view = enclave_policy::compile(&net, &me.name);
-            prop_assert!(view.is_ok());
-            let view = view.unwrap_or_else(|_| unreachable!());
+            let view = compiled(&net, &me.name)?;
             for (peer_name, peer) in &view.peers {
                 let peer_system = &net.systems[peer_name];
                 for (outbound, grants) in [(true, &peer.outbound), (false, &peer.inbound)] {
