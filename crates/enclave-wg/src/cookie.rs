@@ -193,7 +193,7 @@ mod tests {
         let keys = MacKeys::new(&responder);
         let mut checker = CookieChecker::new();
         let mut rng = rand_core::OsRng;
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let from: SocketAddr = "192.0.2.1:51820".parse().expect("address");
 
         let mut msg = [7u8; 148];

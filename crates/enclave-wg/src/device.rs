@@ -794,7 +794,7 @@ mod tests {
                 a,
                 b,
                 b_key,
-                now: Instant::now(),
+                now: crate::test_clock_start(),
                 wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
             };
             let mut out = [0u8; 256];

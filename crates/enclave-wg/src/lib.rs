@@ -99,3 +99,11 @@ pub const TRANSPORT_OVERHEAD: usize = 32;
 pub const fn encapsulated_len(ip_len: usize) -> usize {
     ip_len.div_ceil(16) * 16 + TRANSPORT_OVERHEAD
 }
+
+/// The start of a unit test's virtual clock. `Instant` has no constructor, so tests read the
+/// real clock once and add durations to it; the core itself never reads it (clippy.toml).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_clock_start() -> std::time::Instant {
+    std::time::Instant::now()
+}

@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn a_source_gets_a_burst_of_five_then_twenty_per_second() {
         let mut limiter = RateLimiter::default();
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let a: IpAddr = "192.0.2.1".parse().expect("address");
         let b: IpAddr = "192.0.2.2".parse().expect("address");
         let allowed = (0..100).filter(|_| limiter.allow(a, now)).count();
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn ipv6_sources_share_their_slash_64() {
         let mut limiter = RateLimiter::default();
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         for host in 0..5u16 {
             let ip: IpAddr = format!("2001:db8::{host:x}").parse().expect("address");
             assert!(limiter.allow(ip, now));
@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn idle_sources_expire_and_the_table_is_bounded() {
         let mut limiter = RateLimiter::default();
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         for n in 0..MAX_TRACKED_SOURCES as u32 + 10 {
             let ip = IpAddr::V4((0x0a00_0000 + n).into());
             let allowed = limiter.allow(ip, now);
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn under_load_after_more_than_the_threshold_in_a_window_and_for_a_second_after() {
         let mut meter = LoadMeter::default();
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         for _ in 0..UNDER_LOAD_HANDSHAKES {
             meter.record(now);
         }

@@ -305,7 +305,7 @@ mod tests {
             send: [2; 32],
             receive: [1; 32],
         };
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut a = Session::new(&keys, 1, 2, now, true);
         let mut b = Session::new(&mirrored, 2, 1, now, false);
         let packet = [0x45u8; 21];
