@@ -1,11 +1,13 @@
 //! `cargo xtask`: the project's automation.
 //!
 //! - `cargo xtask ci` — everything CI checks: formatting, clippy, licences, bans, sources and
-//!   advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, a check that
-//!   the cargo-fuzz targets compile, and the privileged scenarios in network namespaces.
-//!   Installs the system packages it needs when run as root (apt-get), and cargo-deny when it
-//!   is missing.
+//!   advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
+//!   target for [`fuzz::FUZZ_SECONDS`] each, and the privileged scenarios in network
+//!   namespaces. Installs the system packages it needs when run as root (apt-get), and
+//!   cargo-deny and cargo-fuzz when they are missing.
 //! - `cargo xtask advisories` — the advisories check alone.
+//! - `cargo xtask fuzz [TARGET…]` — builds and runs the fuzz targets (`ENCLAVE_FUZZ_SECONDS`
+//!   sets the time per target; 0 only replays the corpus).
 //! - `cargo xtask netns-test [NAME…]` — builds the binaries and runs the privileged scenarios.
 //! - `cargo xtask demo` — the live demo on this machine.
 //! - `cargo xtask bench NAME` — benchmarks (`criterion`, or a namespace benchmark by name).
@@ -16,6 +18,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 
+mod fuzz;
 mod packages;
 
 fn main() -> ExitCode {
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("netns-test") => netns_test(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("advisories") => advisories(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
@@ -32,7 +36,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 ci                   fmt, clippy, cargo-deny, unit tests, netns scenarios\n  \
+                 ci                   fmt, clippy, cargo-deny, unit tests, fuzzing, netns scenarios\n  \
+                 fuzz [TARGET…]       build and run the fuzz targets (ENCLAVE_FUZZ_SECONDS each)\n  \
                  advisories           cargo deny --offline check advisories (RustSec snapshot)\n  \
                  netns-test [NAME…]   build, then run the privileged scenarios (as root)\n  \
                  demo                 the live demo in network namespaces (as root)\n  \
@@ -109,7 +114,7 @@ fn ci() -> anyhow::Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run("cargo test --workspace", test)?;
-    fuzz_targets_compile()?;
+    fuzz::fuzz(&[])?;
     netns_test(&[])
 }
 
@@ -175,34 +180,6 @@ fn advisory_db() -> anyhow::Result<PathBuf> {
         .find(|line| !line.is_empty())
         .with_context(|| format!("{} printed no db-path", tool.display()))?;
     Ok(PathBuf::from(db_path))
-}
-
-/// The cargo-fuzz projects (each its own workspace under `crates/*/fuzz`) must keep compiling.
-/// Running them needs a nightly toolchain and cargo-fuzz (`cargo +nightly fuzz run TARGET` in
-/// the project's directory); checking them needs neither.
-fn fuzz_targets_compile() -> anyhow::Result<()> {
-    let crates = root().join("crates");
-    let mut projects: Vec<PathBuf> = std::fs::read_dir(&crates)
-        .with_context(|| format!("cannot list {}", crates.display()))?
-        .flatten()
-        .map(|entry| entry.path().join("fuzz"))
-        .filter(|dir| dir.join("Cargo.toml").is_file())
-        .collect();
-    projects.sort();
-    for project in projects {
-        let mut check = cargo();
-        check
-            .current_dir(&project)
-            .env("CARGO_TARGET_DIR", target_dir().join("fuzz-check"))
-            .args(["check", "--bins"]);
-        let name = project
-            .strip_prefix(root())
-            .unwrap_or(&project)
-            .display()
-            .to_string();
-        run(&format!("fuzz targets of {name} compile"), check)?;
-    }
-    Ok(())
 }
 
 fn build_binaries() -> anyhow::Result<()> {
