@@ -179,10 +179,17 @@ pub fn fuzz(names: &[String]) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&runs)
             .with_context(|| format!("cannot remove the previous runs in {}", runs.display()))?;
     }
-    println!(
-        "==> running {} fuzz targets for {seconds} s each, {JOBS} at a time",
-        targets.len()
-    );
+    if seconds == 0 {
+        println!(
+            "==> replaying the corpora of {} fuzz targets",
+            targets.len()
+        );
+    } else {
+        println!(
+            "==> running {} fuzz targets for {seconds} s each, {JOBS} at a time",
+            targets.len()
+        );
+    }
     let mut failures = Vec::new();
     for batch in targets.chunks(JOBS) {
         let mut running = Vec::new();
