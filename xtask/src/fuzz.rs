@@ -425,3 +425,53 @@ fn relative(path: &Path) -> String {
         .display()
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The end of a real libFuzzer run (`-print_final_stats=1`).
+    const DONE: &str = "\
+#189531\tDONE   cov: 2325 ft: 3796 corp: 47/10203b lim: 1780 exec/s: 6113 rss: 188Mb
+Done 189531 runs in 31 second(s)
+stat::number_of_executed_units: 189531
+stat::average_exec_per_sec:     6113
+stat::new_units_added:          46
+stat::slowest_unit_time_sec:    0
+stat::peak_rss_mb:              188
+";
+
+    /// The end of a real crash report.
+    const CRASH: &str = "\
+thread '<unnamed>' (22308) panicked at fuzz_targets/decapsulate_session.rs:212:9:
+B refused A's next message: Dropped(Malformed)
+==22308== ERROR: libFuzzer: deadly signal
+SUMMARY: libFuzzer: deadly signal
+artifact_prefix='/t/artifacts/'; Test unit written to /t/artifacts/crash-0eac04493cd2
+Base64: AABEAAAA
+";
+
+    #[test]
+    fn a_run_is_summed_up_from_libfuzzers_final_statistics() {
+        let text = summary(
+            DONE,
+            Duration::from_secs(31),
+            Path::new("/nonexistent/a"),
+            Path::new("/nonexistent/b"),
+        );
+        assert_eq!(
+            text,
+            "189531 runs in 31 s (6113 exec/s), corpus 0 + 0 new inputs, coverage 2325 edges \
+             3796 features, peak RSS 188 MB"
+        );
+    }
+
+    #[test]
+    fn the_saved_input_of_a_crash_is_found_in_the_log() {
+        assert_eq!(
+            artifact(CRASH, Path::new("/nonexistent")),
+            Some(PathBuf::from("/t/artifacts/crash-0eac04493cd2"))
+        );
+        assert_eq!(artifact(DONE, Path::new("/nonexistent")), None);
+    }
+}
