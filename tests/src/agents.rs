@@ -82,7 +82,7 @@ fn verbosity(opts: &mut SpawnOpts) -> String {
         .unwrap_or_else(|| "3".to_owned())
 }
 
-/// [`start`] with extra spawn options (environment variables such as `ENCLAVE_CLOCK_FILE`).
+/// [`start`] with extra spawn options (environment variables such as `ENCLAVE_TEST_VERBOSITY`).
 pub fn start_with(
     ctx: &Ctx,
     ns: &Netns,

@@ -281,4 +281,36 @@ impl<'c> Office<'c> {
             .get_mut(node)
             .with_context(|| format!("no agent runs on {node}"))
     }
+
+    /// The generation of the definition `node`'s agent has applied (`definition_generation`
+    /// in `status --json`).
+    pub fn definition_generation(&self, node: &str) -> Option<u64> {
+        self.status_json(node)?["definition_generation"].as_u64()
+    }
+
+    /// Writes `template` and waits until the agents of `nodes` report they applied it (their
+    /// definition generation grew), instead of sleeping.
+    pub fn set_definition_applied(&mut self, template: &str, nodes: &[&str]) -> anyhow::Result<()> {
+        let mut before = BTreeMap::new();
+        for node in nodes {
+            let generation = self
+                .definition_generation(node)
+                .with_context(|| format!("{node}'s status has no definition_generation"))?;
+            before.insert(*node, generation);
+        }
+        self.set_definition(template)?;
+        for (node, generation) in before {
+            let applied = wait_until(Duration::from_secs(5), || {
+                self.definition_generation(node)
+                    .is_some_and(|now| now > generation)
+            });
+            if !applied {
+                anyhow::bail!(
+                    "{node} did not apply the edited definition within 5 s; its status:\n{}",
+                    self.status(node)
+                );
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,8 +1,13 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! - `cargo xtask ci` — everything CI checks: formatting, clippy, licences, unit tests, and the
-//!   privileged scenarios in network namespaces. Installs the system packages it needs when run
-//!   as root (apt-get), and cargo-deny when it is missing.
+//! - `cargo xtask ci` — everything CI checks: formatting, clippy, licences, bans, sources and
+//!   advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
+//!   target for [`fuzz::FUZZ_SECONDS`] each, and the privileged scenarios in network
+//!   namespaces. Installs the system packages it needs when run as root (apt-get), and
+//!   cargo-deny and cargo-fuzz when they are missing.
+//! - `cargo xtask advisories` — the advisories check alone.
+//! - `cargo xtask fuzz [TARGET…]` — builds and runs the fuzz targets (`ENCLAVE_FUZZ_SECONDS`
+//!   sets the time per target; 0 only replays the corpus).
 //! - `cargo xtask netns-test [NAME…]` — builds the binaries and runs the privileged scenarios.
 //! - `cargo xtask demo` — the live demo on this machine.
 //! - `cargo xtask bench NAME` — benchmarks (`criterion`, or a namespace benchmark by name).
@@ -13,6 +18,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 
+mod fuzz;
 mod packages;
 
 fn main() -> ExitCode {
@@ -20,6 +26,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("netns-test") => netns_test(&args[1..]),
+        Some("fuzz") => fuzz::fuzz(&args[1..]),
+        Some("advisories") => advisories(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("netns-clean") => scenarios(&["clean"]),
@@ -28,7 +36,9 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 ci                   fmt, clippy, cargo-deny, unit tests, netns scenarios\n  \
+                 ci                   fmt, clippy, cargo-deny, unit tests, fuzzing, netns scenarios\n  \
+                 fuzz [TARGET…]       build and run the fuzz targets (ENCLAVE_FUZZ_SECONDS each)\n  \
+                 advisories           cargo deny --offline check advisories (RustSec snapshot)\n  \
                  netns-test [NAME…]   build, then run the privileged scenarios (as root)\n  \
                  demo                 the live demo in network namespaces (as root)\n  \
                  bench NAME           criterion | a namespace benchmark (see `bench list`)\n  \
@@ -73,9 +83,12 @@ fn run(step: &str, mut cmd: Command) -> anyhow::Result<()> {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+    // Relative to the workspace, as cargo takes it; joining keeps an absolute one as it is.
+    root().join(
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "target".into()),
+    )
 }
 
 fn ci() -> anyhow::Result<()> {
@@ -97,39 +110,76 @@ fn ci() -> anyhow::Result<()> {
     let mut deny = cargo();
     deny.args(["deny", "check", "licenses", "bans", "sources"]);
     run("cargo deny check licenses bans sources", deny)?;
+    advisories()?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run("cargo test --workspace", test)?;
-    fuzz_targets_compile()?;
+    fuzz::fuzz(&[])?;
     netns_test(&[])
 }
 
-/// The cargo-fuzz projects (each its own workspace under `crates/*/fuzz`) must keep compiling.
-/// Running them needs a nightly toolchain and cargo-fuzz (`cargo +nightly fuzz run TARGET` in
-/// the project's directory); checking them needs neither.
-fn fuzz_targets_compile() -> anyhow::Result<()> {
-    let crates = root().join("crates");
-    let mut projects: Vec<PathBuf> = std::fs::read_dir(&crates)
-        .with_context(|| format!("cannot list {}", crates.display()))?
-        .flatten()
-        .map(|entry| entry.path().join("fuzz"))
-        .filter(|dir| dir.join("Cargo.toml").is_file())
-        .collect();
-    projects.sort();
-    for project in projects {
-        let mut check = cargo();
-        check
-            .current_dir(&project)
-            .env("CARGO_TARGET_DIR", target_dir().join("fuzz-check"))
-            .args(["check", "--bins"]);
-        let name = project
-            .strip_prefix(root())
-            .unwrap_or(&project)
-            .display()
-            .to_string();
-        run(&format!("fuzz targets of {name} compile"), check)?;
+/// The variable `deny.toml` reads its `[advisories] db-path` from.
+const ADVISORY_DB_VAR: &str = "ENCLAVE_ADVISORY_DB";
+
+/// `cargo deny --offline check advisories` against the RustSec snapshot that travels with
+/// the repository's shared files: CI cannot fetch the database. Any vulnerability fails;
+/// unmaintained and unsound crates fail unless `deny.toml` lists them with a reason.
+fn advisories() -> anyhow::Result<()> {
+    let db_path = advisory_db()?;
+    let mut deny = cargo();
+    deny.env(ADVISORY_DB_VAR, &db_path)
+        .args(["deny", "--offline", "check", "advisories"]);
+    run(
+        &format!(
+            "cargo deny --offline check advisories (database {})",
+            db_path.display()
+        ),
+        deny,
+    )
+}
+
+/// Makes the snapshot usable with `shared/tools/advisory-db` and returns the `db-path` it
+/// prints. `shared/` lies beside the repository (CI clones it next to a copy of shared/);
+/// `ENCLAVE_SHARED` points elsewhere, e.g. from a worktree.
+fn advisory_db() -> anyhow::Result<PathBuf> {
+    let shared = match std::env::var_os("ENCLAVE_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => root()
+            .parent()
+            .context("the repository has no parent directory")?
+            .join("shared"),
+    };
+    let tool = shared.join("tools").join("advisory-db");
+    if !tool.is_file() {
+        bail!(
+            "cannot check advisories: {} is missing. CI expects the shared files beside the \
+             repository ({}); elsewhere set ENCLAVE_SHARED to the shared directory",
+            tool.display(),
+            shared.display()
+        );
     }
-    Ok(())
+    let dir = target_dir().join("advisory-db");
+    let out = Command::new(&tool)
+        .arg(&dir)
+        .output()
+        .with_context(|| format!("cannot run {}", tool.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({}): {}",
+            tool.display(),
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let db_path = printed
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .with_context(|| format!("{} printed no db-path", tool.display()))?;
+    Ok(PathBuf::from(db_path))
 }
 
 fn build_binaries() -> anyhow::Result<()> {

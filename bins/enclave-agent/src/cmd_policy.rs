@@ -261,6 +261,15 @@ mod tests {
             explain("192.168.77.20:80", Some(ProtoArg::Tcp))?,
             ExitCode::FAILURE
         );
+        // A default route means the Internet: not a cloud's metadata service.
+        assert_eq!(
+            explain("1.1.1.1:443", Some(ProtoArg::Tcp))?,
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            explain("169.254.169.254:80", Some(ProtoArg::Tcp))?,
+            ExitCode::FAILURE
+        );
         let unknown = run(PolicyCommand::View {
             file: example(),
             system: "nobody".into(),

@@ -25,10 +25,6 @@ const BATCH: usize = 64;
 const BUF: usize = 65_535 + 64;
 /// How often the filters forget expired flows.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// Handshake initiations per second above which the core is told it is under load.
-const UNDER_LOAD_INITIATIONS: u32 = 128;
-/// The type and length of a handshake initiation (paper, section 5.4.2).
-const INITIATION: (u8, usize) = (1, 148);
 
 /// What the tunnel handle and the UAPI server ask of the loop.
 pub(crate) enum Command {
@@ -61,8 +57,6 @@ pub(crate) struct Engine {
     rx: Batch,
     tx: Batch,
     plain: Box<[u8]>,
-    initiations: u32,
-    initiations_since: Instant,
     next_sweep: Instant,
 }
 
@@ -93,8 +87,6 @@ impl Engine {
             rx: Batch::new(BATCH, BUF),
             tx: Batch::new(BATCH, BUF),
             plain: vec![0u8; BUF].into_boxed_slice(),
-            initiations: 0,
-            initiations_since: now,
             next_sweep: now + SWEEP_INTERVAL,
         }
     }
@@ -151,9 +143,6 @@ impl Engine {
                     filter.handle_timeout(now);
                 }
                 self.next_sweep = now + SWEEP_INTERVAL;
-                self.initiations = 0;
-                self.initiations_since = now;
-                self.device.set_under_load(false);
             }
             self.drain_events();
         }
@@ -315,12 +304,6 @@ impl Engine {
                 let datagram = &self.rx.bufs[i][..self.rx.lens[i]];
                 if self.private_key.is_none() {
                     continue;
-                }
-                if datagram.first() == Some(&INITIATION.0) && datagram.len() == INITIATION.1 {
-                    self.initiations += 1;
-                    if self.initiations == UNDER_LOAD_INITIATIONS {
-                        self.device.set_under_load(true);
-                    }
                 }
                 match self
                     .device

@@ -67,6 +67,7 @@ mod tests {
             public_key: PublicKey([n; 32]),
             preshared_key: None,
             endpoint: None,
+            proven_endpoint: None,
             allowed_ips: nets.iter().map(|s| s.parse().unwrap()).collect(),
             persistent_keepalive: None,
             last_handshake: None,

@@ -71,7 +71,8 @@ pub struct PeerSpec {
 /// Counters of one peer.
 #[derive(Debug, Clone)]
 pub struct PeerStats {
-    /// What the protocol core knows (endpoint, handshake, bytes, packets).
+    /// What the protocol core knows (current and proven endpoint, handshake, bytes,
+    /// packets). Judge trust on `info.proven_endpoint`, never on `info.endpoint`.
     pub info: PeerInfo,
     /// The filter's counters (passed, flows, drops by reason), if the peer has a filter.
     pub filter: Option<FilterStats>,
@@ -230,8 +231,10 @@ impl Tunnel {
     }
 
     /// Makes the peers exactly `peers`: new ones are added, missing ones removed, the others
-    /// updated in place, keeping their sessions, counters and filter flows that the new rules
-    /// still allow.
+    /// updated in place, keeping their sessions, handshake timestamps, counters, learnt
+    /// (roamed) and proven endpoints, and filter flows that the new rules still allow. A
+    /// peer's current endpoint is reset only when its configured endpoint is `Some` and
+    /// differs from the one configured before (see `enclave_wg::Device::upsert_peer`).
     pub fn set_peers(&self, peers: Vec<PeerSpec>) -> Result<()> {
         self.control.ask(|tx| Command::SetPeers(peers, tx))
     }

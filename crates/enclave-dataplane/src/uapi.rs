@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use enclave_wg::keys::{from_hex, to_hex};
-use enclave_wg::{Device, PeerConfig, PeerInfo, PrivateKey, PublicKey};
+use enclave_wg::{Device, PeerConfig, PeerInfo, PresharedKey, PrivateKey, PublicKey};
 use ipnet::IpNet;
 
 /// `-EIO`: the request could not be read or the answer could not be written.
@@ -111,7 +111,7 @@ pub struct PeerChange {
     /// `update_only=true`: change the peer only if it exists.
     pub update_only: bool,
     /// `preshared_key=`: `Some(None)` for the all-zero key, which removes it.
-    pub preshared_key: Option<Option<[u8; 32]>>,
+    pub preshared_key: Option<Option<PresharedKey>>,
     /// `endpoint=`.
     pub endpoint: Option<SocketAddr>,
     /// `persistent_keepalive_interval=` (0: off).
@@ -187,8 +187,10 @@ pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequ
                 "update_only" if flag_true(value) => peer.update_only = true,
                 "update_only" => return Err(invalid("update_only")),
                 "preshared_key" => {
-                    let bytes = key_32(value).ok_or(invalid("preshared_key"))?;
-                    peer.preshared_key = Some((bytes != [0; 32]).then_some(bytes));
+                    let mut bytes = key_32(value).ok_or(invalid("preshared_key"))?;
+                    let key = (bytes != [0; 32]).then(|| PresharedKey::from_bytes(bytes));
+                    zeroize::Zeroize::zeroize(&mut bytes);
+                    peer.preshared_key = Some(key);
                 }
                 "endpoint" => {
                     peer.endpoint = Some(value.parse().map_err(|_| invalid("endpoint"))?);
@@ -322,24 +324,35 @@ fn apply_peer(device: &mut Device, change: &PeerChange) {
             allowed_ips.push(*net);
         }
     }
-    let config = match existing {
-        Some(info) => PeerConfig {
+    let Some(info) = existing else {
+        device.upsert_peer(PeerConfig {
             public_key: key,
-            preshared_key: change.preshared_key.unwrap_or(info.preshared_key),
-            endpoint: change.endpoint.or(info.endpoint),
-            allowed_ips,
-            persistent_keepalive: change.persistent_keepalive.or(info.persistent_keepalive),
-        },
-        None => PeerConfig {
-            public_key: key,
-            preshared_key: change.preshared_key.flatten(),
+            preshared_key: change.preshared_key.clone().flatten(),
             endpoint: change.endpoint,
             allowed_ips,
             persistent_keepalive: change.persistent_keepalive,
-        },
+        });
+        return;
     };
-    // Existing peers keep their sessions and counters through an upsert.
-    device.upsert_peer(config);
+    // An existing peer changes only in what the section names, as in WireGuard: it keeps
+    // its sessions, counters and learnt endpoint; `endpoint=` sets the current endpoint.
+    // The peer exists (we just read it), so the setters cannot fail.
+    if let Some(endpoint) = change.endpoint {
+        let _ = device.set_endpoint(&key, Some(endpoint));
+    }
+    if let Some(preshared_key) = &change.preshared_key {
+        if *preshared_key != info.preshared_key {
+            let _ = device.set_preshared_key(&key, preshared_key.clone());
+        }
+    }
+    if let Some(interval) = change.persistent_keepalive {
+        if Some(interval) != info.persistent_keepalive {
+            let _ = device.set_persistent_keepalive(&key, Some(interval));
+        }
+    }
+    if allowed_ips != info.allowed_ips {
+        let _ = device.set_allowed_ips(&key, allowed_ips);
+    }
 }
 
 /// The device-wide values of a `get=1` answer.
@@ -375,7 +388,11 @@ pub fn write_get(
         let _ = writeln!(
             out,
             "preshared_key={}",
-            to_hex(&peer.preshared_key.unwrap_or([0; 32]))
+            to_hex(
+                peer.preshared_key
+                    .as_ref()
+                    .map_or(&[0; 32], PresharedKey::as_bytes)
+            )
         );
         out.push_str("protocol_version=1\n");
         if let Some(endpoint) = peer.endpoint {

@@ -32,16 +32,16 @@ pub(crate) struct UapiServer {
 }
 
 impl UapiServer {
-    /// Binds `<dir>/<interface>.sock` (mode 0600, the directory made 0755 if missing) and
-    /// starts accepting. A stale socket file is replaced; a live one is an error.
+    /// Binds `<dir>/<interface>.sock` (mode 0600) and starts accepting. The directory is made
+    /// (mode 0755) if missing; an existing one is left as it is, whoever owns it. A stale
+    /// socket file is replaced; a live one is an error.
     pub(crate) fn start(dir: &Path, interface: &str, control: Control) -> Result<UapiServer> {
         let path = dir.join(format!("{interface}.sock"));
         let socket_err = |source| Error::UapiSocket {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(dir).map_err(socket_err)?;
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+        ensure_dir(dir).map_err(socket_err)?;
         if path.exists() {
             if UnixStream::connect(&path).is_ok() {
                 return Err(Error::UapiInUse { path });
@@ -94,6 +94,26 @@ impl Drop for UapiServer {
             let _ = thread.join();
         }
     }
+}
+
+/// Makes `dir` (and missing parents) with mode 0755 whatever the umask, as wireguard-go makes
+/// its socket directory. A directory that already exists is not touched: it may belong to
+/// someone else, who chose its mode. Returns whether we made it.
+fn ensure_dir(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)?;
+        }
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    Ok(true)
 }
 
 fn accept_loop(
@@ -245,4 +265,61 @@ pub(crate) fn answer<'a>(
         }
     };
     answer_request(control, request).map_err(|()| UapiError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of our own under the system's temporary directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let path = std::env::temp_dir().join(format!(
+                "enclave-uapi-{name}-{}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            Scratch(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_existing_directory_keeps_its_mode() {
+        let scratch = Scratch::new("existing");
+        fs::create_dir(&scratch.0).expect("mkdir");
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(!ensure_dir(&scratch.0).expect("ensure"));
+        assert_eq!(mode(&scratch.0), 0o700);
+    }
+
+    #[test]
+    fn a_directory_we_make_is_0755_with_its_parents() {
+        let scratch = Scratch::new("made");
+        let dir = scratch.0.join("run").join("wireguard");
+        assert!(ensure_dir(&dir).expect("ensure"));
+        assert_eq!(mode(&dir), 0o755);
+        assert!(
+            !ensure_dir(&dir).expect("again"),
+            "the second time it exists"
+        );
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_an_error() {
+        let scratch = Scratch::new("file");
+        fs::write(&scratch.0, b"not a directory").expect("write");
+        assert!(ensure_dir(&scratch.0).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use enclave_route::Interface;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
@@ -11,7 +12,8 @@ pub const ARPHRD_ETHER: u16 = 1;
 /// `ARPHRD_LOOPBACK`.
 pub const ARPHRD_LOOPBACK: u16 = 772;
 
-/// What the kernel says about one interface.
+/// What the kernel says about one interface: the route crate's [`Interface`] and whether
+/// nl80211 knows it as wireless.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     /// Interface index.
@@ -28,18 +30,22 @@ pub struct Link {
     pub wireless: bool,
 }
 
-/// One IPv4 address of an interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
-    /// The interface's index.
-    pub index: u32,
-    /// The address (`IFA_LOCAL`).
-    pub addr: Ipv4Addr,
-    /// Its prefix length.
-    pub prefix_len: u8,
-    /// `IFA_F_SECONDARY`.
-    pub secondary: bool,
+impl Link {
+    /// The interface as the route crate's rtnetlink dump lists it, with what nl80211 says.
+    pub(crate) fn new(interface: Interface, wireless: bool) -> Self {
+        Link {
+            index: interface.index,
+            name: interface.name,
+            kind: interface.kind,
+            link_type: interface.link_type,
+            up: interface.up,
+            wireless,
+        }
+    }
 }
+
+/// One IPv4 address of an interface: the route crate's, as its rtnetlink dump reads it.
+pub use enclave_route::InterfaceAddress as Address;
 
 /// Taken or left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -288,10 +294,16 @@ pub fn check_reachability(subnet: Ipv4Net, connected: bool, answer: &RouteAnswer
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn link(index: u32, name: &str, kind: Option<&str>, link_type: u16, up: bool) -> Link {
+    pub(crate) fn link(
+        index: u32,
+        name: &str,
+        kind: Option<&str>,
+        link_type: u16,
+        up: bool,
+    ) -> Link {
         Link {
             index,
             name: name.into(),
@@ -302,7 +314,7 @@ mod tests {
         }
     }
 
-    fn addr(index: u32, cidr: &str, secondary: bool) -> Address {
+    pub(crate) fn addr(index: u32, cidr: &str, secondary: bool) -> Address {
         let net: Ipv4Net = cidr.parse().unwrap();
         Address {
             index,

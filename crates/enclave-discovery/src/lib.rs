@@ -3,7 +3,9 @@
 //!
 //! [`classify`] and [`check_reachability`] are pure functions over plain values ([`Link`],
 //! [`Address`], route lookups), tested without a kernel. [`discover`] and [`reachability`] are the
-//! thin netlink shell that feeds them from the calling thread's network namespace.
+//! thin shell that feeds them from the calling thread's network namespace, through the route
+//! crate's rtnetlink layer ([`enclave_route::Rtnl`]) and nl80211. [`render`] is what
+//! `enclave-gw discover` prints, as a table or as JSON.
 //!
 //! The rules, from the product's guide: an interface is taken when it is up and is an ethernet
 //! or wireless device (bridges, VLANs, bonds, macvlans and veths of them count); loopback,
@@ -14,6 +16,7 @@
 mod classify;
 mod error;
 mod netlink;
+pub mod render;
 
 pub use classify::{
     check_reachability, classify, Address, Choice, Discovery, InterfaceReport, Link, Offer,

@@ -1,82 +1,52 @@
-//! The netlink shell: reads links and IPv4 addresses of the calling thread's namespace, and
-//! asks the kernel for the route to configured subnets.
+//! The kernel side: links and IPv4 addresses come from the route crate's rtnetlink layer
+//! ([`enclave_route::Rtnl`], the workspace's only one), which wireless devices are from
+//! nl80211, and the routes to configured subnets from the kernel's route lookup.
 
 use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
 
+use enclave_route::Rtnl;
 use ipnet::Ipv4Net;
-use neli::consts::nl::{NlmF, NlmFFlags, Nlmsg};
-use neli::consts::rtnl::{
-    Arphrd, Ifa, IfaF, IfaFFlags, Iff, IffFlags, Ifla, IflaInfo, RtAddrFamily, Rtm,
-};
+use neli::consts::nl::NlmF;
+use neli::consts::nl80211::{Nl80211Attribute, Nl80211Command};
 use neli::consts::socket::NlFamily;
-use neli::genl::Genlmsghdr;
-use neli::nl::{NlPayload, Nlmsghdr};
-use neli::rtnl::{Ifaddrmsg, Ifinfomsg};
-use neli::socket::NlSocketHandle;
-use neli::types::{GenlBuffer, RtBuffer};
+use neli::genl::{Genlmsghdr, GenlmsghdrBuilder, NoUserHeader};
+use neli::nl::NlPayload;
+use neli::router::synchronous::NlRouter;
+use neli::utils::Groups;
 
-use crate::classify::{
-    check_reachability, classify, Address, Discovery, Link, Reachability, RouteAnswer,
-};
+use crate::classify::{check_reachability, classify, Discovery, Link, Reachability, RouteAnswer};
 use crate::{Error, Result};
 
-fn netlink_err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+/// A failure of the route crate's rtnetlink layer, while we were doing `what`.
+fn rtnetlink(what: &'static str) -> impl Fn(enclave_route::Error) -> Error {
     move |e| Error::Netlink {
         what,
-        source: io::Error::other(e.to_string()),
+        source: io::Error::other(e),
     }
 }
 
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-fn dump<P>(sock: &mut NlSocketHandle, ty: Rtm, payload: P, what: &'static str) -> Result<Vec<P>>
-where
-    P: neli::Size
-        + neli::ToBytes
-        + std::fmt::Debug
-        + for<'a> neli::FromBytesWithInput<'a, Input = usize>,
-{
-    let msg = Nlmsghdr::new(
-        None,
-        ty,
-        NlmFFlags::new(&[NlmF::Request, NlmF::Dump]),
-        None,
-        None,
-        NlPayload::Payload(payload),
-    );
-    sock.send(msg).map_err(netlink_err(what))?;
-    let mut out = Vec::new();
-    for item in sock.iter::<u16, P>(false) {
-        let item = item.map_err(netlink_err(what))?;
-        if item.nl_type == u16::from(Nlmsg::Done) {
-            break;
-        }
-        if let NlPayload::Payload(p) = item.nl_payload {
-            out.push(p);
-        }
+fn nl80211(what: &'static str) -> impl Fn(String) -> Error {
+    move |detail| Error::Netlink {
+        what,
+        source: io::Error::other(detail),
     }
-    Ok(out)
 }
 
-/// `NL80211_CMD_GET_INTERFACE` and `NL80211_ATTR_IFINDEX` (linux/nl80211.h).
-const NL80211_CMD_GET_INTERFACE: u8 = 5;
-const NL80211_ATTR_IFINDEX: u16 = 3;
+/// `NL80211_ATTR_IFINDEX` (linux/nl80211.h); neli names only a few of nl80211's attributes.
+const NL80211_ATTR_IFINDEX: Nl80211Attribute = Nl80211Attribute::UnrecognizedConst(3);
 
 /// The indexes of the wireless interfaces of the calling thread's namespace, from nl80211.
 ///
 /// A kernel without the nl80211 family (no cfg80211) has no wireless interfaces: that is an
-/// empty set, not an error.
+/// empty set, not an error. This is generic netlink, not rtnetlink, and the only generic
+/// netlink request of the workspace; neli's router keeps a thread while it lives, so it lives
+/// only for this call.
 fn wireless_indexes() -> Result<BTreeSet<u32>> {
-    let mut sock =
-        NlSocketHandle::connect(NlFamily::Generic, None, &[]).map_err(|source| Error::Netlink {
-            what: "open a NETLINK_GENERIC socket",
-            source,
-        })?;
+    let what = "list wireless interfaces";
+    let (sock, _) = NlRouter::connect(NlFamily::Generic, None, Groups::empty())
+        .map_err(|e| nl80211("open a NETLINK_GENERIC socket")(e.to_string()))?;
     let family = match sock.resolve_genl_family("nl80211") {
         Ok(id) => id,
         Err(e) => {
@@ -84,101 +54,27 @@ fn wireless_indexes() -> Result<BTreeSet<u32>> {
             return Ok(BTreeSet::new());
         }
     };
-    let request = Genlmsghdr::<u8, u16>::new(NL80211_CMD_GET_INTERFACE, 1, GenlBuffer::new());
-    let msg = Nlmsghdr::new(
-        None,
-        family,
-        NlmFFlags::new(&[NlmF::Request, NlmF::Dump]),
-        None,
-        None,
-        NlPayload::Payload(request),
-    );
-    sock.send(msg)
-        .map_err(netlink_err("list wireless interfaces"))?;
+    let request = GenlmsghdrBuilder::<Nl80211Command, Nl80211Attribute, NoUserHeader>::default()
+        .cmd(Nl80211Command::GetInterface)
+        .version(1)
+        .build()
+        .map_err(|e| nl80211(what)(e.to_string()))?;
+    let answers = sock
+        .send::<_, _, u16, Genlmsghdr<Nl80211Command, Nl80211Attribute>>(
+            family,
+            NlmF::DUMP,
+            NlPayload::Payload(request),
+        )
+        .map_err(|e| nl80211(what)(e.to_string()))?;
     let mut out = BTreeSet::new();
-    for item in sock.iter::<u16, Genlmsghdr<u8, u16>>(false) {
-        let item = item.map_err(netlink_err("list wireless interfaces"))?;
-        if item.nl_type == u16::from(Nlmsg::Done) {
-            break;
-        }
-        if let NlPayload::Payload(p) = item.nl_payload {
-            let handle = p.get_attr_handle();
-            if let Some(index) = handle
-                .get_attribute(NL80211_ATTR_IFINDEX)
-                .and_then(|a| <[u8; 4]>::try_from(a.nla_payload.as_ref()).ok())
-            {
-                out.insert(u32::from_ne_bytes(index));
+    for answer in answers {
+        let answer = answer.map_err(|e| nl80211(what)(e.to_string()))?;
+        if let Some(payload) = answer.get_payload() {
+            let attrs = payload.attrs().get_attr_handle();
+            if let Ok(index) = attrs.get_attr_payload_as::<u32>(NL80211_ATTR_IFINDEX) {
+                out.insert(index);
             }
         }
-    }
-    Ok(out)
-}
-
-fn links(sock: &mut NlSocketHandle) -> Result<Vec<Link>> {
-    let req = Ifinfomsg::new(
-        RtAddrFamily::Unspecified,
-        Arphrd::from(0u16),
-        0,
-        IffFlags::empty(),
-        IffFlags::empty(),
-        RtBuffer::new(),
-    );
-    let mut out = Vec::new();
-    for msg in dump(sock, Rtm::Getlink, req, "list interfaces")? {
-        let Ok(index) = u32::try_from(msg.ifi_index) else {
-            continue;
-        };
-        let handle = msg.rtattrs.get_attr_handle();
-        let Some(name) = handle.get_attribute(Ifla::Ifname) else {
-            continue;
-        };
-        let name = c_string(name.rta_payload.as_ref());
-        let kind = handle.get_attribute(Ifla::Linkinfo).and_then(|info| {
-            let nested = info.get_attr_handle::<IflaInfo>().ok()?;
-            let kind = nested.get_attribute(IflaInfo::Kind)?;
-            Some(c_string(kind.rta_payload.as_ref()))
-        });
-        out.push(Link {
-            index,
-            name,
-            kind,
-            link_type: msg.ifi_type.into(),
-            up: msg.ifi_flags.contains(&Iff::Up),
-            wireless: false,
-        });
-    }
-    Ok(out)
-}
-
-fn addresses(sock: &mut NlSocketHandle) -> Result<Vec<Address>> {
-    let req = Ifaddrmsg {
-        ifa_family: RtAddrFamily::Inet,
-        ifa_prefixlen: 0,
-        ifa_flags: IfaFFlags::empty(),
-        ifa_scope: 0,
-        ifa_index: 0,
-        rtattrs: RtBuffer::new(),
-    };
-    let mut out = Vec::new();
-    for msg in dump(sock, Rtm::Getaddr, req, "list addresses")? {
-        if msg.ifa_family != RtAddrFamily::Inet {
-            continue;
-        }
-        let Ok(index) = u32::try_from(msg.ifa_index) else {
-            continue;
-        };
-        let handle = msg.rtattrs.get_attr_handle();
-        let raw = handle
-            .get_attribute(Ifa::Local)
-            .or_else(|| handle.get_attribute(Ifa::Address))
-            .and_then(|a| <[u8; 4]>::try_from(a.rta_payload.as_ref()).ok());
-        let Some(raw) = raw else { continue };
-        out.push(Address {
-            index,
-            addr: Ipv4Addr::from(raw),
-            prefix_len: msg.ifa_prefixlen,
-            secondary: msg.ifa_flags.contains(&IfaF::Secondary),
-        });
     }
     Ok(out)
 }
@@ -186,17 +82,17 @@ fn addresses(sock: &mut NlSocketHandle) -> Result<Vec<Address>> {
 /// Discovers the subnets of the calling thread's network namespace. `tunnel` names our own
 /// tunnel interface, which is never offered.
 pub fn discover(tunnel: Option<&str>) -> Result<Discovery> {
-    let mut sock =
-        NlSocketHandle::connect(NlFamily::Route, None, &[]).map_err(|source| Error::Netlink {
-            what: "open a NETLINK_ROUTE socket",
-            source,
-        })?;
-    let mut links = links(&mut sock)?;
+    let mut rtnl = Rtnl::open().map_err(rtnetlink("open a NETLINK_ROUTE socket"))?;
+    let interfaces = rtnl.interfaces().map_err(rtnetlink("list interfaces"))?;
     let wireless = wireless_indexes()?;
-    for link in &mut links {
-        link.wireless = wireless.contains(&link.index);
-    }
-    let addresses = addresses(&mut sock)?;
+    let links: Vec<Link> = interfaces
+        .into_iter()
+        .map(|i| {
+            let is_wireless = wireless.contains(&i.index);
+            Link::new(i, is_wireless)
+        })
+        .collect();
+    let addresses = rtnl.ipv4_addresses().map_err(rtnetlink("list addresses"))?;
     tracing::debug!(
         links = links.len(),
         addresses = addresses.len(),
@@ -217,7 +113,7 @@ fn probe_address(subnet: &Ipv4Net) -> Ipv4Addr {
 
 /// For each configured subnet, asks the kernel for its route (`ip route get`) and judges it.
 pub fn reachability(discovery: &Discovery, subnets: &[Ipv4Net]) -> Result<Vec<Reachability>> {
-    let mut rtnl = enclave_route::Rtnl::open().map_err(|source| Error::Lookup {
+    let mut rtnl = Rtnl::open().map_err(|source| Error::Lookup {
         subnet: subnets.first().copied().unwrap_or_default(),
         source,
     })?;

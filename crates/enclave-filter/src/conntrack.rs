@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn evicts_the_least_recently_used_flow() {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut ct = ConnTrack::new(3, Timeouts::default());
         for p in 1..=3 {
             assert_eq!(ct.insert(key(p), false, false, false, now), None);
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn flows_expire_by_stage() {
-        let t0 = Instant::now();
+        let t0 = crate::test_clock_start();
         let timeouts = Timeouts::default();
         let mut ct = ConnTrack::new(8, timeouts);
         ct.insert(key(1), false, false, false, t0);
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn slots_are_reused_without_growing() {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut ct = ConnTrack::new(2, Timeouts::default());
         for p in 0..100 {
             ct.insert(key(p), false, false, false, now);

@@ -1,11 +1,69 @@
-//! Allow rules for the per-peer packet filter of the data plane.
+//! The per-peer packet filter of the overlay: allow rules and a connection tracker.
 //!
-//! The policy engine produces these rules; the data plane enforces them. This crate is the
-//! shared vocabulary between the two and does no I/O.
+//! The policy engine (`enclave-policy`) produces the rules; the data plane
+//! (`enclave-dataplane`) enforces them, one [`PeerFilter`] per peer, calling
+//! [`PeerFilter::check`] on every packet that enters or leaves the tunnel. This crate is the
+//! shared vocabulary between the two.
 //!
 //! Semantics: everything is denied unless an [`AllowRule`] in the right direction matches the
 //! packet that *opens* a flow. Replies to an allowed flow pass through connection tracking, so
-//! "one way" access is expressed by granting only one direction.
+//! "one way" access is expressed by granting only one direction. Revoking a rule
+//! ([`PeerFilter::set_rules`]) cuts the flows it had opened, replies included.
+//!
+//! # What it is for
+//!
+//! - Deciding, per packet and per peer, pass or drop, with the reason counted
+//!   ([`FilterStats`]); never allocating or panicking on the packet path, whatever the bytes.
+//! - Holding a bounded flow table (least recently used flows are evicted) with per-protocol
+//!   timeouts ([`Timeouts`]).
+//! - Describing rules as plain, serialisable values ([`FilterRules`]) that other layers can
+//!   compare, print and store.
+//!
+//! # What it is not for
+//!
+//! - I/O: it never reads a packet from a device, never reads the clock (the caller passes
+//!   `now`), never touches a file or a socket. `clippy.toml` enforces this.
+//! - Deciding *who* may reach *what*: that is the policy engine's job; this crate only applies
+//!   the rules it is given.
+//! - IPv6, NAT, or the kernel's firewall (nftables, iptables): IPv6 packets are dropped as
+//!   [`DropReason::NotIpv4`]; NAT and forwarding rules belong to `enclave-nat`.
+//! - Being a general firewall: it parses just enough IPv4, TCP, UDP and ICMP to find a flow.
+//!
+//! # Example
+//!
+//! `cargo run -p enclave-filter --example one_way` builds a one-way HTTPS rule and shows an
+//! allowed packet, its reply, and three packets that are dropped. In short:
+//!
+//! ```
+//! use enclave_filter::packet::build;
+//! use enclave_filter::*;
+//! # #[allow(clippy::disallowed_methods)]
+//! # let now = std::time::Instant::now();
+//! let laptop = std::net::Ipv4Addr::new(100, 64, 0, 11);
+//! let server = std::net::Ipv4Addr::new(192, 168, 77, 20);
+//! let rules = FilterRules {
+//!     ingress: vec![AllowRule {
+//!         protocol: Protocol::Tcp,
+//!         ports: Some(PortRange::single(443)),
+//!         sources: vec![AddrEntry::Net(laptop.into())],
+//!         destinations: vec![AddrEntry::Net(server.into())],
+//!         label: None,
+//!     }],
+//!     egress: vec![],
+//! };
+//! let mut filter = PeerFilter::new(rules, FilterConfig::default());
+//! let syn = build::tcp(laptop, 40000, server, 443, TCP_SYN);
+//! let syn_ack = build::tcp(server, 443, laptop, 40000, TCP_SYN | TCP_ACK);
+//! let back = build::tcp(server, 50000, laptop, 22, TCP_SYN);
+//! assert_eq!(filter.check(Direction::Ingress, &syn, now), Verdict::Pass);
+//! assert_eq!(filter.check(Direction::Egress, &syn_ack, now), Verdict::Pass);
+//! assert_eq!(
+//!     filter.check(Direction::Egress, &back, now),
+//!     Verdict::Drop(DropReason::NoRule)
+//! );
+//! ```
+
+#![warn(missing_docs)]
 
 use std::net::Ipv4Addr;
 
@@ -23,6 +81,16 @@ pub use packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 mod tests;
 #[cfg(test)]
 use filter::rules_allow as filter_rules_allow_for_tests;
+
+/// The start of a test's simulated clock.
+///
+/// `Instant` has no constructor, so a test reads the real clock once, here, and moves time on by
+/// adding durations to it. Nothing else in this crate reads the clock (clippy.toml forbids it).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+fn test_clock_start() -> std::time::Instant {
+    std::time::Instant::now()
+}
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};

@@ -295,16 +295,17 @@ fn quoted_flow(bytes: &[u8]) -> Result<Flow, DropReason> {
     })
 }
 
-#[cfg(test)]
-pub(crate) mod build {
-    //! Builders of well-formed packets for the tests.
+pub mod build {
+    //! Builders of minimal well-formed IPv4 packets (no options, no payload, checksums left at
+    //! zero, which the filter does not read), for tests and examples: to see what the filter
+    //! decides without a TUN device.
     use super::*;
 
     fn ipv4(protocol: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
         let total = 20 + payload.len();
         let mut p = vec![0u8; 20];
         p[0] = 0x45;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[2..4].copy_from_slice(&u16::try_from(total).unwrap_or(u16::MAX).to_be_bytes());
         p[8] = 64;
         p[9] = protocol;
         p[12..16].copy_from_slice(&src.octets());
@@ -313,6 +314,10 @@ pub(crate) mod build {
         p
     }
 
+    /// A TCP segment from `src:sp` to `dst:dp` with these flags ([`TCP_SYN`], [`TCP_ACK`], ...).
+    ///
+    /// [`TCP_SYN`]: crate::TCP_SYN
+    /// [`TCP_ACK`]: crate::TCP_ACK
     pub fn tcp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, flags: u8) -> Vec<u8> {
         let mut t = vec![0u8; 20];
         t[0..2].copy_from_slice(&sp.to_be_bytes());
@@ -322,6 +327,7 @@ pub(crate) mod build {
         ipv4(IPPROTO_TCP, src, dst, &t)
     }
 
+    /// A UDP datagram from `src:sp` to `dst:dp`.
     pub fn udp(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16) -> Vec<u8> {
         let mut u = vec![0u8; 12];
         u[0..2].copy_from_slice(&sp.to_be_bytes());
@@ -330,6 +336,7 @@ pub(crate) mod build {
         ipv4(IPPROTO_UDP, src, dst, &u)
     }
 
+    /// An ICMP echo request (`request`) or echo reply with identifier `id`.
     pub fn echo(src: Ipv4Addr, dst: Ipv4Addr, request: bool, id: u16) -> Vec<u8> {
         let mut i = vec![0u8; 16];
         i[0] = if request { 8 } else { 0 };

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
@@ -13,6 +13,8 @@ use crate::*;
 
 const SENDER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 2);
 const HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 20);
+/// The verdict on a packet that opens a flow no rule allows and belongs to none.
+const NO_RULE: Verdict = Verdict::Drop(DropReason::NoRule);
 
 fn net(s: &str) -> AddrEntry {
     AddrEntry::Net(s.parse::<Ipv4Net>().unwrap())
@@ -49,42 +51,27 @@ fn one_way() -> PeerFilter {
 
 #[test]
 fn one_way_access_lets_replies_back_and_nothing_else() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     let syn = build::tcp(SENDER, 40000, HOST, 443, TCP_SYN);
     let synack = build::tcp(HOST, 443, SENDER, 40000, TCP_SYN | TCP_ACK);
-    assert_eq!(
-        f.check(Direction::Egress, &synack, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &synack, now), NO_RULE);
     assert_eq!(f.check(Direction::Ingress, &syn, now), Verdict::Pass);
     assert_eq!(f.check(Direction::Egress, &synack, now), Verdict::Pass);
     // The LAN host cannot open its own connection to the sender.
     let open_back = build::tcp(HOST, 50000, SENDER, 22, TCP_SYN);
-    assert_eq!(
-        f.check(Direction::Egress, &open_back, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &open_back, now), NO_RULE);
     // Another port is not allowed.
     let other = build::tcp(SENDER, 40001, HOST, 80, TCP_SYN);
-    assert_eq!(
-        f.check(Direction::Ingress, &other, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Ingress, &other, now), NO_RULE);
     // Ping one way only.
     let request = build::echo(SENDER, HOST, true, 9);
     let reply = build::echo(HOST, SENDER, false, 9);
     let reverse_request = build::echo(HOST, SENDER, true, 9);
-    assert_eq!(
-        f.check(Direction::Egress, &reply, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &reply, now), NO_RULE);
     assert_eq!(f.check(Direction::Ingress, &request, now), Verdict::Pass);
     assert_eq!(f.check(Direction::Egress, &reply, now), Verdict::Pass);
-    assert_eq!(
-        f.check(Direction::Egress, &reverse_request, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &reverse_request, now), NO_RULE);
     let stats = f.stats();
     assert_eq!(stats.passed, 4);
     assert_eq!(stats.opened, 2);
@@ -93,28 +80,22 @@ fn one_way_access_lets_replies_back_and_nothing_else() {
 
 #[test]
 fn icmp_errors_about_allowed_flows_pass() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     let syn = build::tcp(SENDER, 40000, HOST, 443, TCP_SYN);
     let unreachable = build::icmp_error(HOST, SENDER, 3, &syn);
-    assert_eq!(
-        f.check(Direction::Egress, &unreachable, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &unreachable, now), NO_RULE);
     assert_eq!(f.check(Direction::Ingress, &syn, now), Verdict::Pass);
     assert_eq!(f.check(Direction::Egress, &unreachable, now), Verdict::Pass);
     // An error quoting a flow that does not exist does not pass.
     let stray = build::tcp(SENDER, 40009, HOST, 443, TCP_SYN);
     let unrelated = build::icmp_error(HOST, SENDER, 3, &stray);
-    assert_eq!(
-        f.check(Direction::Egress, &unrelated, now),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &unrelated, now), NO_RULE);
 }
 
 #[test]
 fn flows_expire_and_revoked_rules_cut_replies() {
-    let t0 = Instant::now();
+    let t0 = crate::test_clock_start();
     let mut f = one_way();
     let request = build::udp(SENDER, 5000, HOST, 53);
     let reply = build::udp(HOST, 53, SENDER, 5000);
@@ -130,23 +111,17 @@ fn flows_expire_and_revoked_rules_cut_replies() {
     assert_eq!(f.check(Direction::Ingress, &request, t0), Verdict::Pass);
     assert_eq!(f.check(Direction::Egress, &reply, t0), Verdict::Pass);
     let later = t0 + Timeouts::default().udp_replied + Duration::from_secs(1);
-    assert_eq!(
-        f.check(Direction::Egress, &reply, later),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &reply, later), NO_RULE);
     assert_eq!(f.check(Direction::Ingress, &request, later), Verdict::Pass);
     f.set_rules(FilterRules::default());
     assert_eq!(f.stats().revoked, 1);
     assert_eq!(f.flow_count(), 0);
-    assert_eq!(
-        f.check(Direction::Egress, &reply, later),
-        Verdict::Drop(DropReason::NoRule)
-    );
+    assert_eq!(f.check(Direction::Egress, &reply, later), NO_RULE);
 }
 
 #[test]
 fn malformed_and_foreign_packets_are_counted() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = one_way();
     assert_eq!(
         f.check(Direction::Ingress, &[0x45, 0], now),
@@ -167,7 +142,7 @@ fn malformed_and_foreign_packets_are_counted() {
 
 #[test]
 fn the_table_stays_bounded() {
-    let now = Instant::now();
+    let now = crate::test_clock_start();
     let mut f = PeerFilter::new(
         FilterRules {
             ingress: vec![rule(Protocol::Udp, None, "0.0.0.0/0", "0.0.0.0/0")],
@@ -190,7 +165,7 @@ fn the_table_stays_bounded() {
     );
     assert_eq!(
         f.check(Direction::Egress, &build::udp(HOST, 53, SENDER, 0), now),
-        Verdict::Drop(DropReason::NoRule)
+        NO_RULE
     );
 }
 
@@ -320,7 +295,7 @@ proptest! {
     /// opened, or it answers such a flow.
     #[test]
     fn matches_the_model(rules in any_rules(), sent in proptest::collection::vec(any_sent(), 0..60)) {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules.clone(), FilterConfig::default());
         let mut opened: BTreeSet<(Direction, Flow)> = BTreeSet::new();
         for s in &sent {
@@ -354,7 +329,7 @@ proptest! {
         sent in proptest::collection::vec((any_sent(), 0u64..100), 0..80),
         max_flows in 1usize..6,
     ) {
-        let mut now = Instant::now();
+        let mut now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules.clone(), FilterConfig { max_flows, timeouts: Timeouts::default() });
         let mut ever_opened: BTreeSet<(Direction, Flow)> = BTreeSet::new();
         for (s, advance) in &sent {
@@ -379,7 +354,7 @@ proptest! {
     /// The reply to any packet a rule lets open a TCP or UDP flow passes right after.
     #[test]
     fn replies_pass(rules in any_rules(), s in any_sent()) {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut filter = PeerFilter::new(rules, FilterConfig::default());
         if matches!(s.kind, Kind::Echo(false)) {
             return Ok(());
@@ -401,6 +376,6 @@ proptest! {
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
         let mut filter = PeerFilter::new(FilterRules::default(), FilterConfig::default());
-        prop_assert_ne!(filter.check(Direction::Ingress, &bytes, Instant::now()), Verdict::Pass);
+        prop_assert_ne!(filter.check(Direction::Ingress, &bytes, crate::test_clock_start()), Verdict::Pass);
     }
 }

@@ -1,8 +1,15 @@
 //! IPv4 forwarding in the current network namespace, with its previous value remembered so that
 //! a reset puts it back, also after a crash when a state file is given.
+//!
+//! The state file is written with `enclave-statefile`: its directory must be ours (created 0700
+//! when missing, never chmod-ed when it exists), the value goes to a new file renamed into
+//! place, and no symbolic link at the file's path is followed, neither when writing nor when
+//! reading.
 
-use std::fs;
-use std::path::PathBuf;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
@@ -116,15 +123,11 @@ impl Forwarding {
         }
         self.previous = None;
         if let Some(path) = &self.state_file {
+            // unlink removes a symbolic link there, never what it points to.
             match fs::remove_file(path) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::StateFile {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(state_file_error(path, source)),
             }
         }
         Ok(())
@@ -134,13 +137,15 @@ impl Forwarding {
         let Some(path) = &self.state_file else {
             return Ok(None);
         };
-        match fs::read_to_string(path) {
+        let text = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(io::read_to_string);
+        match text {
             Ok(text) => parse(&path.display().to_string(), &text).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(Error::StateFile {
-                path: path.display().to_string(),
-                source,
-            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(state_file_error(path, source)),
         }
     }
 
@@ -148,14 +153,28 @@ impl Forwarding {
         let Some(path) = &self.state_file else {
             return Ok(());
         };
-        let err = |source| Error::StateFile {
-            path: path.display().to_string(),
-            source,
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(state_file_error(
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),
+            ));
         };
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(err)?;
-        }
-        fs::write(path, if value { "1\n" } else { "0\n" }).map_err(err)
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let text: &[u8] = if value { b"1\n" } else { b"0\n" };
+        enclave_statefile::ensure_private_dir(dir, 0o700)
+            .and_then(|()| enclave_statefile::write_atomic(dir, name, text, 0o600))
+            .map_err(|e| state_file_error(path, io::Error::other(e)))
+    }
+}
+
+fn state_file_error(path: &Path, source: io::Error) -> Error {
+    Error::StateFile {
+        path: path.display().to_string(),
+        source,
     }
 }
 
@@ -206,6 +225,27 @@ mod tests {
         second.enable().unwrap();
         second.restore().unwrap();
         assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_state_file_is_not_followed() {
+        let dir = scratch("symlink");
+        let target = dir.join("elsewhere");
+        fs::write(&target, "1\n").unwrap();
+        let state = dir.join("state");
+        std::os::unix::fs::symlink(&target, &state).unwrap();
+        let mut f = at(&dir, "0\n");
+        // Not read through: the link's "1" is not taken for a saved value; enabling fails,
+        // names the file and changes nothing.
+        let err = f.enable().unwrap_err().to_string();
+        assert!(err.contains(&state.display().to_string()), "{err}");
+        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        // Not written through: the link is replaced by the file.
+        f.save(false).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "1\n");
+        assert!(!fs::symlink_metadata(&state).unwrap().is_symlink());
+        assert_eq!(fs::read_to_string(&state).unwrap(), "0\n");
         fs::remove_dir_all(dir).unwrap();
     }
 

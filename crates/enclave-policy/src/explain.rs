@@ -1,5 +1,6 @@
 //! Explain a decision: would this sender reach that address, and why (not)?
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -8,9 +9,10 @@ use ipnet::Ipv4Net;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::internet::{default_route_excludes, excluding, Exclusion};
 use crate::model::{AclEntry, Network, System};
 use crate::trust::{check, TrustFailure};
-use crate::view::{requirements, GrantKind, GATEWAY_REACHABILITY};
+use crate::view::{requirements, GrantKind, Terms, GATEWAY_REACHABILITY};
 use crate::{Error, Result};
 
 /// The question.
@@ -63,6 +65,12 @@ pub enum Denial {
     },
     /// The destination is in the policy's subnets but outside its subnet filter.
     OutsideFilter,
+    /// The policy reaches the destination only through a default route, and a default route
+    /// means the Internet: it leaves out these ranges (those of the preferred gateway).
+    NotTheInternet {
+        /// The excluded ranges that contain the destination, with the reasons.
+        excluded: BTreeMap<Ipv4Net, Exclusion>,
+    },
     /// No ACL entry admits the protocol and port.
     NoAclEntry,
     /// No enabled gateway of the policy serves the destination's subnet.
@@ -94,6 +102,18 @@ impl fmt::Display for Denial {
                 "gateway {system:?} is disabled, switched off, or serves none of the policy's subnets"
             ),
             Self::OutsideFilter => f.write_str("the address is outside the policy's subnet filter"),
+            Self::NotTheInternet { excluded } => {
+                let ranges: Vec<String> = excluded
+                    .iter()
+                    .map(|(net, why)| why.describe(*net))
+                    .collect();
+                write!(
+                    f,
+                    "not covered by the default route of this policy, which means the \
+                     Internet: {}; grant it explicitly (name it in a policy's subnets)",
+                    ranges.join(", ")
+                )
+            }
             Self::NoAclEntry => f.write_str("no ACL entry admits this protocol and port"),
             Self::NoGateway { subnet } => {
                 write!(f, "no enabled gateway of the policy serves {subnet}")
@@ -201,6 +221,42 @@ fn first_admitting(acl: &[AclEntry], query: &Query) -> Option<AclEntry> {
         .cloned()
 }
 
+/// Whether the trust requirements and active hours of a policy's `terms` hold for `sender` at
+/// the query's time, judged as `enforcer` would (unobserved facts fail).
+fn judge_trust(
+    net: &Network,
+    sender: &System,
+    enforcer: &str,
+    terms: Terms<'_>,
+    query: &Query,
+) -> std::result::Result<(), Denial> {
+    let reqs = requirements(net, sender, enforcer, terms);
+    check(
+        &reqs,
+        &net.trust_requirements,
+        query.public_ip,
+        true,
+        query.at,
+    )
+    .map_err(|failure| Denial::Trust { failure })
+}
+
+/// What `policy` says: allowed by an ACL entry (through these gateways, in order), or why not.
+fn finding(
+    policy: &str,
+    kind: GrantKind,
+    outcome: std::result::Result<(AclEntry, Vec<String>), Denial>,
+) -> Finding {
+    Finding {
+        policy: policy.to_owned(),
+        kind,
+        outcome: match outcome {
+            Ok((acl, gateways)) => FindingOutcome::Allowed { acl, gateways },
+            Err(reason) => FindingOutcome::Denied { reason },
+        },
+    }
+}
+
 fn direct_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec<Finding>) {
     let Some(receiver) = net
         .systems
@@ -224,35 +280,10 @@ fn direct_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec<
                 });
             }
             let acl = first_admitting(&policy.acl, query).ok_or(Denial::NoAclEntry)?;
-            let reqs = requirements(
-                net,
-                sender,
-                &receiver.name,
-                &policy.senders,
-                &policy.trust,
-                &policy.active_hours,
-            );
-            check(
-                &reqs,
-                &net.trust_requirements,
-                query.public_ip,
-                true,
-                query.at,
-            )
-            .map_err(|failure| Denial::Trust { failure })?;
-            Ok(acl)
+            judge_trust(net, sender, &receiver.name, policy.into(), query)?;
+            Ok((acl, Vec::new()))
         })();
-        out.push(Finding {
-            policy: policy.name.clone(),
-            kind: GrantKind::Direct,
-            outcome: match outcome {
-                Ok(acl) => FindingOutcome::Allowed {
-                    acl,
-                    gateways: Vec::new(),
-                },
-                Err(reason) => FindingOutcome::Denied { reason },
-            },
-        });
+        out.push(finding(&policy.name, GrantKind::Direct, outcome));
     }
 }
 
@@ -351,6 +382,23 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
                     first_admitting(&reachability, query).ok_or(Denial::NoAclEntry)?
                 }
                 (None, Some(subnet)) => {
+                    if subnet.prefix_len() == 0 && !candidates.is_empty() {
+                        // The Internet only: each gateway leaves out its own ranges.
+                        let excluded = |g: &System| -> BTreeMap<Ipv4Net, Exclusion> {
+                            let excludes = default_route_excludes(net, g);
+                            excluding(&excludes, query.to)
+                                .into_iter()
+                                .map(|(net, why)| (net, why.clone()))
+                                .collect()
+                        };
+                        let preferred = excluded(candidates[0]);
+                        candidates.retain(|g| excluded(g).is_empty());
+                        if candidates.is_empty() {
+                            return Err(Denial::NotTheInternet {
+                                excluded: preferred,
+                            });
+                        }
+                    }
                     if let Some(best) = best_route.filter(|best| *best > subnet.prefix_len()) {
                         let more_specific = Ipv4Net::new(query.to, best)
                             .map(|n| n.trunc())
@@ -375,32 +423,10 @@ fn gateway_findings(net: &Network, sender: &System, query: &Query, out: &mut Vec
                 (None, None) => return Err(Denial::NoPolicy),
             };
             let enforcer = candidates.first().map_or("", |g| g.name.as_str());
-            let reqs = requirements(
-                net,
-                sender,
-                enforcer,
-                &policy.senders,
-                &policy.trust,
-                &policy.active_hours,
-            );
-            check(
-                &reqs,
-                &net.trust_requirements,
-                query.public_ip,
-                true,
-                query.at,
-            )
-            .map_err(|failure| Denial::Trust { failure })?;
+            judge_trust(net, sender, enforcer, policy.into(), query)?;
             Ok((acl, candidates.iter().map(|g| g.name.clone()).collect()))
         })();
-        out.push(Finding {
-            policy: policy.name.clone(),
-            kind: GrantKind::Gateway,
-            outcome: match outcome {
-                Ok((acl, gateways)) => FindingOutcome::Allowed { acl, gateways },
-                Err(reason) => FindingOutcome::Denied { reason },
-            },
-        });
+        out.push(finding(&policy.name, GrantKind::Gateway, outcome));
     }
 }
 

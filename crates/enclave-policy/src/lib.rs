@@ -11,7 +11,31 @@
 //! - explains a decision ([`explain`]).
 //!
 //! Architecture invariant: this crate does no I/O and never reads the clock; callers pass the
-//! file's text and the time. Deny by default: nothing is allowed that no policy grants.
+//! file's text and the time (`clippy.toml` enforces it). Deny by default: nothing is allowed
+//! that no policy grants.
+//!
+//! # What it is for
+//!
+//! Turning the one network definition into plain values that the layers below apply: an agent
+//! (or a control server, or a test) loads the text, compiles the [`View`] of one system, and
+//! hands its peers to the data plane, its filter rules to the per-peer filter
+//! (`enclave-filter`), its routes to the route manager and, on a gateway, its forwarding and
+//! SNAT rules to the NAT manager. The same values answer an administrator's "why (not)?"
+//! ([`explain`]) and print as the guide's status text (`View` implements `Display`).
+//!
+//! # What it is not for
+//!
+//! - I/O: reading the file, watching it for changes, reading the clock, observing a system's
+//!   public address, or reading pre-shared key files (a view names the file; the agent reads it).
+//! - Applying anything: it installs no route, no WireGuard peer, no nftables rule; it does not
+//!   know how (the route and NAT managers do not know what a policy is, either).
+//! - Enforcing per packet: the data plane does that with `enclave-filter`; this crate only
+//!   writes the rules.
+//! - Editing a definition or keeping its history: a definition is read whole, and a change is a
+//!   new text to [`load`] again.
+//!
+//! A runnable tour: `cargo run -p enclave-policy --example compile_and_explain` loads
+//! `docs/examples/network.toml`, prints one system's view and explains three decisions.
 //!
 //! ```
 //! let text = r#"
@@ -66,8 +90,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod diag;
 mod explain;
+mod internet;
 mod model;
 mod raw;
 mod render;
@@ -79,10 +106,13 @@ mod view;
 pub use diag::{Diagnostic, Severity};
 pub use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
 pub use explain::{explain, Denial, Explanation, Finding, FindingOutcome, Query, Verdict};
+pub use internet::{
+    default_route_excludes, default_route_rest, Exclusion, SpecialRange, NOT_THE_INTERNET,
+};
 pub use jiff::Timestamp;
 pub use model::{
     AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow, Network,
-    System, Tag, TrustKind, TrustRequirement, Weekday,
+    PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
 pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, TrustFailure};
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use enclave_filter::{AddrEntry, PortRange, Protocol};
 use ipnet::Ipv4Net;
@@ -24,6 +25,42 @@ pub struct Network {
     pub direct_policies: BTreeMap<String, DirectPolicy>,
     /// Gateway access policies by name.
     pub gateway_policies: BTreeMap<String, GatewayPolicy>,
+    /// Pre-shared keys, at most one per pair of systems, ordered by the pair.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preshared_keys: Vec<PresharedKey>,
+}
+
+impl Network {
+    /// The key file of the pre-shared key between systems `a` and `b`, if they have one.
+    pub fn preshared_key_file(&self, a: &str, b: &str) -> Option<&Path> {
+        self.preshared_keys
+            .iter()
+            .find(|k| k.joins(a, b))
+            .map(|k| k.file.as_path())
+    }
+}
+
+/// A pre-shared key between two systems: WireGuard's optional symmetric key, mixed into every
+/// handshake of their tunnel so that recorded traffic stays secret even if the Curve25519 keys
+/// are one day broken (a post-quantum hedge).
+///
+/// The definition is read by every agent, so it never holds the key: it names a file that the
+/// administrator puts on both hosts (the same 32 random bytes in base64, mode 0600). Each of
+/// the two agents reads it; no other agent learns anything but the path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresharedKey {
+    /// The two systems, in name order.
+    pub systems: [String; 2],
+    /// The absolute path of the key file, the same on both hosts.
+    pub file: PathBuf,
+}
+
+impl PresharedKey {
+    /// Whether this key joins systems `a` and `b` (in either order).
+    pub fn joins(&self, a: &str, b: &str) -> bool {
+        let [x, y] = &self.systems;
+        (x == a && y == b) || (x == b && y == a)
+    }
 }
 
 /// One enrolled system.

@@ -19,6 +19,8 @@ pub(crate) struct RawDefinition {
     pub(crate) direct_policy: Vec<S<RawDirectPolicy>>,
     #[serde(default)]
     pub(crate) gateway_policy: Vec<S<RawGatewayPolicy>>,
+    #[serde(default)]
+    pub(crate) preshared_key: Vec<S<RawPresharedKey>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,4 +116,11 @@ pub(crate) struct RawGatewayPolicy {
     #[serde(default)]
     pub(crate) trust: Vec<S<String>>,
     pub(crate) active_hours: Option<S<RawActiveHours>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPresharedKey {
+    pub(crate) systems: S<Vec<S<String>>>,
+    pub(crate) file: S<String>,
 }

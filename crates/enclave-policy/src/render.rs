@@ -1,9 +1,12 @@
 //! Human-readable text of a view, in the spirit of the seed's `enclave status`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
+use ipnet::Ipv4Net;
 
+use crate::internet::{default_route_rest, Exclusion};
 use crate::view::{Grant, PeerView, View};
 
 fn protocol(p: Protocol) -> &'static str {
@@ -27,6 +30,25 @@ fn addrs(entries: &[AddrEntry]) -> String {
     parts.join(",")
 }
 
+/// Destinations, with a default route's written as `0.0.0.0/0 except …`.
+fn destinations(
+    entries: &[AddrEntry],
+    default_route: bool,
+    excludes: &BTreeMap<Ipv4Net, Exclusion>,
+) -> String {
+    match default_route_rest(entries, excludes).filter(|_| default_route) {
+        Some(rest) => {
+            let holes: Vec<String> = excludes.keys().map(ToString::to_string).collect();
+            let mut text = format!("0.0.0.0/0 except {}", holes.join(","));
+            if !rest.is_empty() {
+                text.push_str(&format!(" and {}", addrs(&rest)));
+            }
+            text
+        }
+        None => addrs(entries),
+    }
+}
+
 fn what(r: &AllowRule) -> String {
     let mut what = protocol(r.protocol).to_owned();
     if let Some(p) = r.ports {
@@ -42,20 +64,23 @@ fn what(r: &AllowRule) -> String {
     what
 }
 
-fn rule(r: &AllowRule) -> String {
-    let what = what(r);
-    format!(
-        "allow [{what}] from {} -> {}",
-        addrs(&r.sources),
-        addrs(&r.destinations)
-    )
-}
-
-fn grant(f: &mut fmt::Formatter<'_>, direction: &str, policy: &str, g: &Grant) -> fmt::Result {
+fn grant(
+    f: &mut fmt::Formatter<'_>,
+    direction: &str,
+    policy: &str,
+    g: &Grant,
+    excludes: &BTreeMap<Ipv4Net, Exclusion>,
+) -> fmt::Result {
     let r = &g.requirements;
     writeln!(f, "    {direction} by policy {policy:?}:")?;
     for allow in &g.rules {
-        writeln!(f, "      {}", rule(allow))?;
+        writeln!(
+            f,
+            "      allow [{}] from {} -> {}",
+            what(allow),
+            addrs(&allow.sources),
+            destinations(&allow.destinations, g.default_route, excludes)
+        )?;
     }
     let mut conditions = Vec::new();
     conditions.extend(r.policy_trust.iter().map(|t| format!("trust {t:?}")));
@@ -104,15 +129,24 @@ impl fmt::Display for View {
                 let nets: Vec<String> = peer.gateway_for.iter().map(|n| n.to_string()).collect();
                 writeln!(f, "  Gateway for. . . . : {}", nets.join(", "))?;
             }
+            if let Some(file) = &peer.preshared_key_file {
+                writeln!(f, "  Pre-shared key . . : from {}", file.display())?;
+            }
             if let Some(k) = peer.keepalive {
                 writeln!(f, "  Keepalive. . . . . : {k}s")?;
             }
             writeln!(f, "  Filter:")?;
+            let mine = BTreeMap::new();
+            let gateway_excludes = self
+                .gateway
+                .as_ref()
+                .map_or(&mine, |g| &g.default_route_excludes);
             for (policy, g) in &peer.inbound {
-                grant(f, "inbound (opened by peer)", policy, g)?;
+                grant(f, "inbound (opened by peer)", policy, g, gateway_excludes)?;
             }
             for (policy, g) in &peer.outbound {
-                grant(f, "outbound (opened by us)", policy, g)?;
+                let excludes = &peer.default_route_excludes;
+                grant(f, "outbound (opened by us)", policy, g, excludes)?;
             }
         }
         if !self.routes.is_empty() {
@@ -169,9 +203,16 @@ impl fmt::Display for View {
                     f,
                     "  forward {policy:?}: {} -> {} [{}]",
                     senders.join(", "),
-                    addrs(&fwd.destinations),
+                    destinations(
+                        &fwd.destinations,
+                        fwd.default_route,
+                        &gw.default_route_excludes
+                    ),
                     acl.join(", ")
                 )?;
+            }
+            for (range, why) in &gw.default_route_excludes {
+                writeln!(f, "  the default route leaves out {}", why.describe(*range))?;
             }
         }
         Ok(())

@@ -1,7 +1,7 @@
 //! Every unknown field at once. Serde stops at the first unknown field; this walk over the
 //! parsed document (with spans) finds them all before serde runs.
 
-use toml_edit::{ImDocument, InlineTable, Item, Table, Value};
+use toml_edit::{ImDocument, Item, TableLike, Value};
 
 use crate::diag::{Severity, Sink};
 
@@ -65,6 +65,7 @@ const GATEWAY_POLICY: Fields = &[
     Field("trust", None),
     Field("active_hours", Some(HOURS)),
 ];
+const PRESHARED_KEY: Fields = &[Field("systems", None), Field("file", None)];
 const TOP: Fields = &[
     Field("network", Some(NETWORK)),
     Field("system", Some(SYSTEM)),
@@ -72,6 +73,7 @@ const TOP: Fields = &[
     Field("trust_requirement", Some(TRUST)),
     Field("direct_policy", Some(DIRECT)),
     Field("gateway_policy", Some(GATEWAY_POLICY)),
+    Field("preshared_key", Some(PRESHARED_KEY)),
 ];
 
 /// Reports every unknown field of a parsed document; returns whether there was one.
@@ -115,23 +117,14 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn table(t: &Table, fields: Fields, sink: &mut Sink<'_>) {
+/// Reports the keys of `t` (a table or an inline table) that `fields` does not name, and walks
+/// into those whose values have fields of their own.
+fn table(t: &dyn TableLike, fields: Fields, sink: &mut Sink<'_>) {
     for (key, item) in t.iter() {
         let span = t.get_key_value(key).and_then(|(k, _)| k.span());
         match fields.iter().find(|Field(name, _)| *name == key) {
             None => unknown(key, span, fields, sink),
             Some(Field(_, Some(inner))) => item_of(item, inner, sink),
-            Some(Field(_, None)) => {}
-        }
-    }
-}
-
-fn inline(t: &InlineTable, fields: Fields, sink: &mut Sink<'_>) {
-    for (key, value) in t.iter() {
-        let span = t.get_key_value(key).and_then(|(k, _)| k.span());
-        match fields.iter().find(|Field(name, _)| *name == key) {
-            None => unknown(key, span, fields, sink),
-            Some(Field(_, Some(inner))) => value_of(value, inner, sink),
             Some(Field(_, None)) => {}
         }
     }
@@ -148,7 +141,7 @@ fn item_of(item: &Item, fields: Fields, sink: &mut Sink<'_>) {
 
 fn value_of(value: &Value, fields: Fields, sink: &mut Sink<'_>) {
     match value {
-        Value::InlineTable(t) => inline(t, fields, sink),
+        Value::InlineTable(t) => table(t, fields, sink),
         Value::Array(a) => a.iter().for_each(|v| value_of(v, fields, sink)),
         _ => {}
     }

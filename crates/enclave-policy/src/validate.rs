@@ -3,17 +3,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use enclave_filter::{AddrEntry, PortRange, Protocol};
 use ipnet::Ipv4Net;
 
 use crate::diag::{Diagnostic, Sink};
+use crate::internet::{default_route_excludes, Exclusion};
 use crate::model::{
     entry_within, AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, GatewaySettings, HoursWindow,
-    Network, System, Tag, TrustKind, TrustRequirement, Weekday,
+    Network, PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
-use crate::raw::{RawAcl, RawActiveHours, RawDefinition, S};
+use crate::raw::{RawAcl, RawActiveHours, RawDefinition, RawPresharedKey, S};
 use crate::{Error, Result};
 
 /// The overlay network when the definition does not say.
@@ -86,6 +88,32 @@ struct Checker<'s, 'a> {
     declared_trust: BTreeSet<String>,
 }
 
+/// A policy that grants a default route, for the warnings that need the whole definition.
+struct DefaultRoute {
+    policy: String,
+    /// Where `0.0.0.0/0` is written in its subnets.
+    span: Range<usize>,
+    /// Its filter entries and where each is written.
+    filter: BTreeMap<AddrEntry, Range<usize>>,
+}
+
+/// Whether an address entry and a CIDR share an address.
+fn overlaps(entry: &AddrEntry, net: Ipv4Net) -> bool {
+    match entry {
+        AddrEntry::Net(inner) => inner.contains(&net) || net.contains(inner),
+        AddrEntry::Range { first, last } => *first <= net.broadcast() && net.network() <= *last,
+    }
+}
+
+/// An address entry as written: `10.1.2.3`, `10.0.0.0/24`, `10.0.0.1-10.0.0.9`.
+fn show(entry: &AddrEntry) -> String {
+    match entry {
+        AddrEntry::Net(net) if net.prefix_len() == 32 => net.addr().to_string(),
+        AddrEntry::Net(net) => net.to_string(),
+        AddrEntry::Range { first, last } => format!("{first}-{last}"),
+    }
+}
+
 /// Where each thing was defined, for diagnostics that refer back to it.
 #[derive(Default)]
 struct Places {
@@ -126,6 +154,7 @@ impl Checker<'_, '_> {
             direct_policies.insert(name, policy);
         }
         let mut gateway_policies = BTreeMap::new();
+        let mut default_routes = Vec::new();
         for raw in raw.gateway_policy {
             let span = raw.span();
             let errors_before = self.sink.error_count();
@@ -139,13 +168,24 @@ impl Checker<'_, '_> {
                 .as_ref()
                 .map(|f| self.filter(f, &subnets))
                 .unwrap_or_default();
+            let default_route =
+                raw.subnets.get_ref().iter().find(|t| {
+                    t.get_ref().trim().parse::<Ipv4Net>().ok() == Some(Ipv4Net::default())
+                });
+            if let Some(text) = default_route.filter(|_| subnets.contains(&Ipv4Net::default())) {
+                default_routes.push(DefaultRoute {
+                    policy: name.clone(),
+                    span: text.span(),
+                    filter: filter.clone(),
+                });
+            }
             let policy = GatewayPolicy {
                 name: name.clone(),
                 enabled: raw.enabled.unwrap_or(true),
                 senders,
                 gateways,
                 subnets,
-                filter,
+                filter: filter.into_keys().collect(),
                 acl: self.acl(&raw.acl),
                 trust: self.trust_names(&raw.trust, &trust_requirements),
                 active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
@@ -159,7 +199,8 @@ impl Checker<'_, '_> {
             }
             gateway_policies.insert(name, policy);
         }
-        Network {
+        let preshared_keys = self.preshared_keys(raw.preshared_key, &systems);
+        let network = Network {
             overlay,
             keepalive,
             systems,
@@ -167,7 +208,198 @@ impl Checker<'_, '_> {
             trust_requirements,
             direct_policies,
             gateway_policies,
+            preshared_keys,
+        };
+        for route in default_routes {
+            self.default_route_warnings(&network, route);
         }
+        network
+    }
+
+    /// A default route means the Internet: says what it leaves out, once per policy, and warns
+    /// about filter entries it therefore never reaches.
+    fn default_route_warnings(&mut self, net: &Network, route: DefaultRoute) {
+        let Some(policy) = net.gateway_policies.get(&route.policy) else {
+            return;
+        };
+        let explicit: Vec<Ipv4Net> = policy
+            .subnets
+            .iter()
+            .copied()
+            .filter(|s| s.prefix_len() > 0)
+            .collect();
+        let mut left_out: BTreeSet<(Ipv4Net, Exclusion)> = BTreeSet::new();
+        for gateway in policy.gateways.iter().filter_map(|g| net.systems.get(g)) {
+            let serves = gateway
+                .gateway
+                .as_ref()
+                .and_then(|g| g.would_offer(Ipv4Net::default()))
+                .is_some();
+            if serves {
+                left_out.extend(default_route_excludes(net, gateway));
+            }
+        }
+        // What the policy names itself is granted explicitly: not "left out".
+        left_out.retain(|(range, _)| !explicit.iter().any(|s| s.contains(range)));
+        if left_out.is_empty() {
+            return;
+        }
+        let ranges: Vec<String> = left_out
+            .iter()
+            .map(|(range, why)| why.describe(*range))
+            .collect();
+        self.sink.push(
+            crate::diag::Severity::Warning,
+            &route.span,
+            format!(
+                "the default route 0.0.0.0/0 of policy {:?} means the Internet: it does not \
+                 reach {}",
+                route.policy,
+                ranges.join(", ")
+            ),
+            Some(
+                "a default route means the Internet (docs/network-definition.md says why each of \
+                 these is left out); to reach one, name it (or a subnet inside it) in the \
+                 `subnets` of a policy and of the gateway's [system.gateway] table: that \
+                 policy's filter and ACL apply"
+                    .to_owned(),
+            ),
+        );
+        for (entry, span) in &route.filter {
+            if explicit.iter().any(|s| entry_within(entry, *s)) {
+                continue;
+            }
+            let hit: Vec<String> = left_out
+                .iter()
+                .filter(|(range, _)| overlaps(entry, *range))
+                .map(|(range, why)| why.describe(*range))
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            self.sink.push(
+                crate::diag::Severity::Warning,
+                span,
+                format!(
+                    "filter entry {} of policy {:?} is not reached (wholly or in part) through \
+                     the default route 0.0.0.0/0, which leaves out {}",
+                    show(entry),
+                    route.policy,
+                    hit.join(", ")
+                ),
+                Some(
+                    "add a subnet that contains it to the policy's `subnets` (and to the \
+                     gateway's), or remove it from the filter"
+                        .to_owned(),
+                ),
+            );
+        }
+    }
+
+    /// `[[preshared_key]]` tables: two distinct known systems, each pair once, an absolute
+    /// path. The key itself is never in the definition, only where both hosts keep it.
+    fn preshared_keys(
+        &mut self,
+        raw: Vec<S<RawPresharedKey>>,
+        systems: &BTreeMap<String, System>,
+    ) -> Vec<PresharedKey> {
+        let mut pairs: BTreeMap<[String; 2], PresharedKey> = BTreeMap::new();
+        let mut files: BTreeMap<PathBuf, [String; 2]> = BTreeMap::new();
+        for raw in raw {
+            let raw = raw.into_inner();
+            let names = raw.systems.get_ref();
+            let mut ok = true;
+            if names.len() != 2 {
+                self.sink.error_hint(
+                    &raw.systems.span(),
+                    format!(
+                        "a pre-shared key joins exactly two systems, this one names {}",
+                        names.len()
+                    ),
+                    "write one [[preshared_key]] table per pair of systems",
+                );
+                ok = false;
+            }
+            for name in names {
+                if !systems.contains_key(name.get_ref()) {
+                    self.sink.error_hint(
+                        &name.span(),
+                        format!("no system named {:?}", name.get_ref()),
+                        "a pre-shared key joins two systems defined in [[system]] tables",
+                    );
+                    ok = false;
+                }
+            }
+            if let [a, b] = names.as_slice() {
+                if a.get_ref() == b.get_ref() {
+                    self.sink.error(
+                        &b.span(),
+                        format!(
+                            "a pre-shared key joins two different systems, not {:?} with itself",
+                            a.get_ref()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            let file = PathBuf::from(raw.file.get_ref());
+            if !file.is_absolute() {
+                self.sink.error_hint(
+                    &raw.file.span(),
+                    format!(
+                        "pre-shared key file {:?} is not an absolute path",
+                        raw.file.get_ref()
+                    ),
+                    "write the full path the key file has on both hosts, for example \
+                     \"/etc/enclave/psk/laptop--office-gw.key\"",
+                );
+                ok = false;
+            }
+            let [a, b] = names.as_slice() else {
+                continue;
+            };
+            if !ok {
+                continue;
+            }
+            let mut pair = [a.get_ref().clone(), b.get_ref().clone()];
+            pair.sort();
+            if pairs.contains_key(&pair) {
+                self.sink.error_hint(
+                    &raw.systems.span(),
+                    format!(
+                        "systems {:?} and {:?} already have a pre-shared key",
+                        pair[0], pair[1]
+                    ),
+                    "a pair of systems has at most one [[preshared_key]] table; remove one",
+                );
+                continue;
+            }
+            if let Some([c, d]) = files.get(&file) {
+                self.sink.push(
+                    crate::diag::Severity::Warning,
+                    &raw.file.span(),
+                    format!(
+                        "pre-shared key file {:?} is also the key of systems {c:?} and {d:?}",
+                        raw.file.get_ref()
+                    ),
+                    Some(
+                        "give each pair a key of its own, so that one leaked file opens one \
+                         tunnel"
+                            .to_owned(),
+                    ),
+                );
+            } else {
+                files.insert(file.clone(), pair.clone());
+            }
+            pairs.insert(
+                pair.clone(),
+                PresharedKey {
+                    systems: pair,
+                    file,
+                },
+            );
+        }
+        pairs.into_values().collect()
     }
 
     fn network_section(
@@ -571,7 +803,12 @@ impl Checker<'_, '_> {
         out
     }
 
-    fn filter(&mut self, list: &S<Vec<S<String>>>, subnets: &BTreeSet<Ipv4Net>) -> Vec<AddrEntry> {
+    /// The filter's entries, each with where it was written (the first time).
+    fn filter(
+        &mut self,
+        list: &S<Vec<S<String>>>,
+        subnets: &BTreeSet<Ipv4Net>,
+    ) -> BTreeMap<AddrEntry, Range<usize>> {
         if list.get_ref().is_empty() {
             self.sink.error_hint(
                 &list.span(),
@@ -579,7 +816,7 @@ impl Checker<'_, '_> {
                 "remove `filter` to grant the whole subnets",
             );
         }
-        let mut out = BTreeSet::new();
+        let mut out = BTreeMap::new();
         for text in list.get_ref() {
             let Some(entry) = self.addr_entry(text) else {
                 continue;
@@ -594,9 +831,9 @@ impl Checker<'_, '_> {
                 );
                 continue;
             }
-            out.insert(entry);
+            out.entry(entry).or_insert_with(|| text.span());
         }
-        out.into_iter().collect()
+        out
     }
 
     fn addr_entry(&mut self, text: &S<String>) -> Option<AddrEntry> {

@@ -2,12 +2,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AclEntry, ActiveHours, Network, System, TrustRequirement};
+use crate::internet::{default_route_destinations, default_route_excludes, narrow, Exclusion};
+use crate::model::{
+    AclEntry, ActiveHours, DirectPolicy, GatewayPolicy, Network, System, TrustRequirement,
+};
 use crate::{Error, Result};
 
 /// The label of the rule that lets a sender ping the gateway's own virtual address, as the
@@ -50,8 +54,18 @@ pub struct PeerView {
     pub allowed_ips: BTreeSet<Ipv4Net>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// The file holding the pre-shared key of this tunnel (base64 of 32 bytes, mode 0600, the
+    /// same on both hosts), when the definition gives the pair one. The agent reads it and
+    /// sets it as the peer's WireGuard pre-shared key; the view never holds the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preshared_key_file: Option<PathBuf>,
     /// The subnets this peer is a candidate gateway for.
     pub gateway_for: BTreeSet<Ipv4Net>,
+    /// When this peer is a candidate gateway for our default route: what that route leaves out
+    /// (it means the Internet), with the reasons. The outbound grants marked `default_route`
+    /// already leave these out; this says why, for status and explain.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_route_excludes: BTreeMap<Ipv4Net, Exclusion>,
     /// Flows the peer may open towards us (and through us, on a gateway), by policy.
     pub inbound: BTreeMap<String, Grant>,
     /// Flows we may open towards the peer (and through it, to a gateway), by policy.
@@ -83,6 +97,11 @@ pub enum GrantKind {
 pub struct Grant {
     /// The kind of the granting policy.
     pub kind: GrantKind,
+    /// Whether the policy grants a default route through the gateway of this grant: then its
+    /// rules' destinations are `0.0.0.0/0` (or its filter) minus the gateway's
+    /// `default_route_excludes`, plus whatever other subnets the policy names explicitly.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub default_route: bool,
     /// The filter rules (for the data plane's per-peer filter).
     pub rules: Vec<AllowRule>,
     /// The conditions under which the rules apply.
@@ -138,6 +157,12 @@ pub struct GatewayView {
     pub subnets: BTreeMap<Ipv4Net, SubnetSource>,
     /// Forwarding rules, by policy: what senders may reach through this gateway.
     pub forward: BTreeMap<String, ForwardRule>,
+    /// When the gateway serves a default route: what it leaves out, with the reasons (the
+    /// overlay, the ranges of [`crate::NOT_THE_INTERNET`], the gateway's other subnets). The
+    /// grants and forward rules marked `default_route` already leave these out. The agent adds
+    /// the gateway's own interface addresses with [`View::exclude_from_default_route`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_route_excludes: BTreeMap<Ipv4Net, Exclusion>,
     /// Source NAT rules: traffic from the overlay into each served subnet leaves with the
     /// gateway's own address on the way out.
     pub snat: Vec<SnatRule>,
@@ -159,6 +184,10 @@ pub enum SubnetSource {
 pub struct ForwardRule {
     /// Overlay addresses of the senders, by system name.
     pub senders: BTreeMap<String, Ipv4Addr>,
+    /// Whether the policy grants a default route through this gateway (see
+    /// [`Grant::default_route`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub default_route: bool,
     /// Destinations inside the served subnets.
     pub destinations: Vec<AddrEntry>,
     /// What may be opened.
@@ -172,6 +201,54 @@ pub struct SnatRule {
     pub source: Ipv4Net,
     /// Destination subnet.
     pub destination: Ipv4Net,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl View {
+    /// Leaves `extra` out of every default route this gateway serves, as well: the agent adds
+    /// the gateway's own interface addresses, which only it knows. Records them in
+    /// [`GatewayView::default_route_excludes`] and takes them out of the destinations of the
+    /// forward rules and inbound grants marked `default_route`; destinations that a policy
+    /// grants explicitly (inside a subnet already excluded) are left as they are. Does nothing
+    /// on a system that is not a gateway or serves no default route.
+    pub fn exclude_from_default_route(
+        &mut self,
+        extra: impl IntoIterator<Item = (Ipv4Net, Exclusion)>,
+    ) {
+        let Some(gateway) = &mut self.gateway else {
+            return;
+        };
+        if gateway.default_route_excludes.is_empty() {
+            return;
+        }
+        let old: Vec<Ipv4Net> = gateway.default_route_excludes.keys().copied().collect();
+        let mut new = Vec::new();
+        for (net, why) in extra {
+            let net = net.trunc();
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                gateway.default_route_excludes.entry(net)
+            {
+                slot.insert(why);
+                new.push(net);
+            }
+        }
+        if new.is_empty() {
+            return;
+        }
+        for forward in gateway.forward.values_mut().filter(|f| f.default_route) {
+            forward.destinations = narrow(&forward.destinations, &old, &new);
+        }
+        for peer in self.peers.values_mut() {
+            for grant in peer.inbound.values_mut().filter(|g| g.default_route) {
+                for rule in &mut grant.rules {
+                    rule.destinations = narrow(&rule.destinations, &old, &new);
+                }
+            }
+        }
+    }
 }
 
 /// Systems by tag, built once per compilation.
@@ -203,18 +280,45 @@ impl<'n> TagIndex<'n> {
     }
 }
 
-/// The requirements of a grant to `sender` under a policy with `senders` tags.
+/// What a policy of either kind says about its senders: their tags, the trust requirements on
+/// them, and when the policy is active.
+#[derive(Clone, Copy)]
+pub(crate) struct Terms<'p> {
+    senders: &'p BTreeSet<String>,
+    trust: &'p [String],
+    active_hours: &'p Option<ActiveHours>,
+}
+
+impl<'p> From<&'p DirectPolicy> for Terms<'p> {
+    fn from(policy: &'p DirectPolicy) -> Self {
+        Self {
+            senders: &policy.senders,
+            trust: &policy.trust,
+            active_hours: &policy.active_hours,
+        }
+    }
+}
+
+impl<'p> From<&'p GatewayPolicy> for Terms<'p> {
+    fn from(policy: &'p GatewayPolicy) -> Self {
+        Self {
+            senders: &policy.senders,
+            trust: &policy.trust,
+            active_hours: &policy.active_hours,
+        }
+    }
+}
+
+/// The requirements of a grant to `sender`, enforced by `enforcer`, under a policy's `terms`.
 pub(crate) fn requirements(
     net: &Network,
     sender: &System,
     enforcer: &str,
-    sender_tags: &BTreeSet<String>,
-    policy_trust: &[String],
-    active_hours: &Option<ActiveHours>,
+    terms: Terms<'_>,
 ) -> Requirements {
     let via_tags = sender
         .tags
-        .intersection(sender_tags)
+        .intersection(terms.senders)
         .map(|tag| {
             let trust = net
                 .tags
@@ -227,9 +331,9 @@ pub(crate) fn requirements(
     Requirements {
         sender: sender.name.clone(),
         enforced_by: enforcer.to_owned(),
-        policy_trust: policy_trust.to_vec(),
+        policy_trust: terms.trust.to_vec(),
         via_tags,
-        active_hours: active_hours.clone(),
+        active_hours: terms.active_hours.clone(),
     }
 }
 
@@ -268,6 +372,16 @@ pub(crate) fn gateway_rules(
     out
 }
 
+impl PeerView {
+    /// The grants of flows opened in `direction`.
+    fn grants_mut(&mut self, direction: Direction) -> &mut BTreeMap<String, Grant> {
+        match direction {
+            Direction::Inbound => &mut self.inbound,
+            Direction::Outbound => &mut self.outbound,
+        }
+    }
+}
+
 /// The peer entry for `peer`, created on first use (the name is cloned only then).
 fn peer_entry<'v>(
     peers: &'v mut BTreeMap<String, PeerView>,
@@ -289,7 +403,9 @@ fn new_peer(net: &Network, peer: &System) -> PeerView {
         endpoint: peer.endpoint,
         allowed_ips: BTreeSet::from([Ipv4Net::from(peer.address)]),
         keepalive: net.keepalive,
+        preshared_key_file: None,
         gateway_for: BTreeSet::new(),
+        default_route_excludes: BTreeMap::new(),
         inbound: BTreeMap::new(),
         outbound: BTreeMap::new(),
     }
@@ -325,6 +441,11 @@ pub fn compile(net: &Network, system: &str) -> Result<View> {
     if me.is_gateway() {
         as_gateway(net, me, &index, &mut view);
     }
+    for (name, peer) in &mut view.peers {
+        peer.preshared_key_file = net
+            .preshared_key_file(&me.name, name)
+            .map(|file| file.to_path_buf());
+    }
     let mut used = BTreeSet::new();
     for peer in view.peers.values() {
         for grant in peer.inbound.values().chain(peer.outbound.values()) {
@@ -345,58 +466,81 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
         .values()
         .filter(|p| p.enabled && !p.acl.is_empty())
     {
-        let i_send = !me.tags.is_disjoint(&policy.senders);
-        let i_receive = !me.tags.is_disjoint(&policy.receivers);
-        if i_send {
-            for receiver in index.carriers(&policy.receivers).into_values() {
-                if receiver.name == me.name {
-                    continue;
-                }
-                let grant = Grant {
-                    kind: GrantKind::Direct,
-                    rules: rules(&policy.acl, me.address, &[host(receiver.address)]),
-                    requirements: requirements(
-                        net,
-                        me,
-                        &receiver.name,
-                        &policy.senders,
-                        &policy.trust,
-                        &policy.active_hours,
-                    ),
-                };
-                peer_entry(&mut view.peers, net, receiver)
-                    .outbound
-                    .insert(policy.name.clone(), grant);
+        // As a sender, flows we open towards each receiver; as a receiver, flows each sender
+        // opens towards us.
+        let sides = [
+            (Direction::Outbound, &policy.senders, &policy.receivers),
+            (Direction::Inbound, &policy.receivers, &policy.senders),
+        ];
+        for (direction, my_tags, their_tags) in sides {
+            if me.tags.is_disjoint(my_tags) {
+                continue;
             }
-        }
-        if i_receive {
-            for sender in index.carriers(&policy.senders).into_values() {
-                if sender.name == me.name {
+            for peer in index.carriers(their_tags).into_values() {
+                if peer.name == me.name {
                     continue;
                 }
+                let (sender, receiver) = match direction {
+                    Direction::Outbound => (me, peer),
+                    Direction::Inbound => (peer, me),
+                };
                 let grant = Grant {
                     kind: GrantKind::Direct,
-                    rules: rules(&policy.acl, sender.address, &[host(me.address)]),
-                    requirements: requirements(
-                        net,
-                        sender,
-                        &me.name,
-                        &policy.senders,
-                        &policy.trust,
-                        &policy.active_hours,
-                    ),
+                    default_route: false,
+                    rules: rules(&policy.acl, sender.address, &[host(receiver.address)]),
+                    requirements: requirements(net, sender, &receiver.name, policy.into()),
                 };
-                peer_entry(&mut view.peers, net, sender)
-                    .inbound
+                peer_entry(&mut view.peers, net, peer)
+                    .grants_mut(direction)
                     .insert(policy.name.clone(), grant);
             }
         }
     }
 }
 
+/// The grant of gateway `policy` to `sender` through `gateway`, towards `destinations` (with
+/// whether they come from a default route).
+fn gateway_grant(
+    net: &Network,
+    policy: &GatewayPolicy,
+    sender: &System,
+    gateway: &System,
+    (destinations, default_route): &(Vec<AddrEntry>, bool),
+) -> Grant {
+    Grant {
+        kind: GrantKind::Gateway,
+        default_route: *default_route,
+        rules: gateway_rules(&policy.acl, sender.address, gateway.address, destinations),
+        requirements: requirements(net, sender, &gateway.name, policy.into()),
+    }
+}
+
+/// The destinations `policy` grants through `gateway` in the subnets it serves (`served`),
+/// and whether one of them is a default route (then it means the Internet: see
+/// [`crate::internet`]).
+fn destinations(
+    net: &Network,
+    policy: &GatewayPolicy,
+    gateway: &System,
+    served: &[Ipv4Net],
+) -> (Vec<AddrEntry>, bool) {
+    let mut out = Vec::new();
+    let mut default_route = false;
+    for subnet in served {
+        if subnet.prefix_len() == 0 {
+            default_route = true;
+            let excludes = default_route_excludes(net, gateway);
+            out.extend(default_route_destinations(policy, &excludes));
+        } else {
+            out.extend(policy.destinations_in(*subnet, net.overlay));
+        }
+    }
+    (out, default_route)
+}
+
 /// The subnets of `policy` that `gateway` serves, with the destinations granted in them.
 fn served_by<'p>(
-    policy: &'p crate::GatewayPolicy,
+    policy: &'p GatewayPolicy,
     gateway: &System,
 ) -> impl Iterator<Item = Ipv4Net> + 'p {
     let settings = gateway.gateway.clone();
@@ -427,24 +571,14 @@ fn as_sender(net: &Network, me: &System, view: &mut View) {
             if subnets.is_empty() {
                 continue;
             }
-            let destinations: Vec<AddrEntry> = subnets
-                .iter()
-                .flat_map(|s| policy.destinations_in(*s, net.overlay))
-                .collect();
-            let grant = Grant {
-                kind: GrantKind::Gateway,
-                rules: gateway_rules(&policy.acl, me.address, gateway.address, &destinations),
-                requirements: requirements(
-                    net,
-                    me,
-                    &gateway.name,
-                    &policy.senders,
-                    &policy.trust,
-                    &policy.active_hours,
-                ),
-            };
+            let granted = destinations(net, policy, gateway, &subnets);
+            let default_route = granted.1;
+            let grant = gateway_grant(net, policy, me, gateway, &granted);
             let peer = peer_entry(&mut view.peers, net, gateway);
             peer.outbound.insert(policy.name.clone(), grant);
+            if default_route && peer.default_route_excludes.is_empty() {
+                peer.default_route_excludes = default_route_excludes(net, gateway);
+            }
             peer.gateway_for.extend(subnets.iter().copied());
             let priority = gateway.gateway.as_ref().map_or(0, |g| g.priority);
             for subnet in subnets {
@@ -497,37 +631,25 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
                 subnets.entry(*subnet).or_insert(source);
             }
         }
-        let destinations: Vec<AddrEntry> = served
-            .iter()
-            .flat_map(|s| policy.destinations_in(*s, net.overlay))
-            .collect();
+        let granted = destinations(net, policy, me, &served);
         let mut senders = BTreeMap::new();
         for sender in index.carriers(&policy.senders).into_values() {
             if sender.name == me.name {
                 continue;
             }
             senders.insert(sender.name.clone(), sender.address);
-            let grant = Grant {
-                kind: GrantKind::Gateway,
-                rules: gateway_rules(&policy.acl, sender.address, me.address, &destinations),
-                requirements: requirements(
-                    net,
-                    sender,
-                    &me.name,
-                    &policy.senders,
-                    &policy.trust,
-                    &policy.active_hours,
-                ),
-            };
+            let grant = gateway_grant(net, policy, sender, me, &granted);
             peer_entry(&mut view.peers, net, sender)
                 .inbound
                 .insert(policy.name.clone(), grant);
         }
         if !senders.is_empty() {
+            let (destinations, default_route) = granted;
             forward.insert(
                 policy.name.clone(),
                 ForwardRule {
                     senders,
+                    default_route,
                     destinations,
                     acl: policy.acl.clone(),
                 },
@@ -541,11 +663,17 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
             destination: *subnet,
         })
         .collect();
+    let default_route_excludes = if subnets.keys().any(|s| s.prefix_len() == 0) {
+        default_route_excludes(net, me)
+    } else {
+        BTreeMap::new()
+    };
     view.gateway = Some(GatewayView {
         auto_discover: settings.auto_discover,
         removed: settings.removed.clone(),
         subnets,
         forward,
+        default_route_excludes,
         snat,
     });
 }

@@ -2,13 +2,11 @@
 
 use expect_test::{expect, Expect};
 
-const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+mod common;
 
 /// The one place that calls the API for explanations. `to` is `ADDR[:PORT][/PROTO]`.
 fn check(from: &str, to: &str, public_ip: Option<&str>, at: &str, expect: Expect) {
-    let network = enclave_policy::load("network.toml", EXAMPLE)
-        .expect("example is valid")
-        .network;
+    let network = common::example();
     let (to, protocol) = match to.split_once('/') {
         Some((to, "any")) => (to, Some(enclave_policy::Protocol::Any)),
         Some((to, "icmp")) => (to, Some(enclave_policy::Protocol::Icmp)),
@@ -46,10 +44,10 @@ fn domain_controller_smb_is_allowed_through_both_gateways_in_order() {
         Some("198.51.100.7"),
         WORKDAY,
         expect![[r#"
-        allowed: laptop -> 192.168.77.20:445/tcp
-          gateway access policy "users to Menlo Park Office": allowed by ACL entry tcp 445 (SMB), through menlo-gw-1, then menlo-gw-2
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            allowed: laptop -> 192.168.77.20:445/tcp
+              gateway access policy "users to Menlo Park Office": allowed by ACL entry tcp 445 (SMB), through menlo-gw-1, then menlo-gw-2
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -61,10 +59,10 @@ fn address_outside_the_filter_is_denied() {
         Some("198.51.100.7"),
         WORKDAY,
         expect![[r#"
-        denied: laptop -> 192.168.77.30:445/tcp
-          gateway access policy "users to Menlo Park Office": denied: the address is outside the policy's subnet filter
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            denied: laptop -> 192.168.77.30:445/tcp
+              gateway access policy "users to Menlo Park Office": denied: the address is outside the policy's subnet filter
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -76,10 +74,10 @@ fn port_not_in_the_acl_is_denied() {
         Some("198.51.100.7"),
         WORKDAY,
         expect![[r#"
-        denied: laptop -> 192.168.77.20:80/tcp
-          gateway access policy "users to Menlo Park Office": denied: no ACL entry admits this protocol and port
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            denied: laptop -> 192.168.77.20:80/tcp
+              gateway access policy "users to Menlo Park Office": denied: no ACL entry admits this protocol and port
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -91,10 +89,10 @@ fn outside_active_hours_is_denied() {
         Some("198.51.100.7"),
         WEEKEND,
         expect![[r#"
-        denied: laptop -> 192.168.77.21/icmp
-          gateway access policy "users to Menlo Park Office": denied: outside active hours (it is Sat 10:00 in America/Los_Angeles)
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            denied: laptop -> 192.168.77.21/icmp
+              gateway access policy "users to Menlo Park Office": denied: outside active hours (it is Sat 10:00 in America/Los_Angeles)
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -106,10 +104,10 @@ fn blocked_public_address_is_denied() {
         Some("192.0.2.66"),
         WORKDAY,
         expect![[r#"
-        denied: laptop -> 192.168.77.21/icmp
-          gateway access policy "users to Menlo Park Office": denied: trust requirement "no-tor-exits" failed: public address 192.0.2.66 is in blocked range 192.0.2.0/24
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            denied: laptop -> 192.168.77.21/icmp
+              gateway access policy "users to Menlo Park Office": denied: trust requirement "no-tor-exits" failed: public address 192.0.2.66 is in blocked range 192.0.2.0/24
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -121,10 +119,10 @@ fn unknown_public_address_fails_public_ip_requirements() {
         None,
         WORKDAY,
         expect![[r#"
-        denied: laptop -> 192.168.77.21/icmp
-          gateway access policy "users to Menlo Park Office": denied: trust requirement "no-tor-exits" failed: the sender's public address is unknown
-          gateway access policy "users to the Internet": denied: traffic to this address takes the more specific route to 192.168.77.0/24
-    "#]],
+            denied: laptop -> 192.168.77.21/icmp
+              gateway access policy "users to Menlo Park Office": denied: trust requirement "no-tor-exits" failed: the sender's public address is unknown
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 192.168.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 
@@ -187,6 +185,40 @@ fn default_route_carries_the_internet_but_not_the_overlay() {
         denied: laptop -> 100.64.0.12/icmp
           no policy grants the sender access to this address
     "#]],
+    );
+}
+
+#[test]
+fn default_route_leaves_out_what_is_not_the_internet() {
+    check(
+        "laptop",
+        "169.254.169.254:80/tcp",
+        None,
+        WORKDAY,
+        expect![[r#"
+            denied: laptop -> 169.254.169.254:80/tcp
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: link-local range 169.254.0.0/16; grant it explicitly (name it in a policy's subnets)
+        "#]],
+    );
+    check(
+        "laptop",
+        "10.1.2.3/icmp",
+        None,
+        WORKDAY,
+        expect![[r#"
+            denied: laptop -> 10.1.2.3/icmp
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: private range 10.0.0.0/8; grant it explicitly (name it in a policy's subnets)
+        "#]],
+    );
+    check(
+        "laptop",
+        "224.0.0.251:5353/udp",
+        None,
+        WORKDAY,
+        expect![[r#"
+            denied: laptop -> 224.0.0.251:5353/udp
+              gateway access policy "users to the Internet": denied: not covered by the default route of this policy, which means the Internet: multicast range 224.0.0.0/4; grant it explicitly (name it in a policy's subnets)
+        "#]],
     );
 }
 

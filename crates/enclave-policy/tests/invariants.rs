@@ -9,20 +9,28 @@ use enclave_policy::{
 use ipnet::Ipv4Net;
 use proptest::prelude::*;
 
+mod common;
+use common::admits;
+
 const TAGS: [&str; 3] = ["a", "b", "c"];
-const SUBNETS: [&str; 5] = [
+const SUBNETS: [&str; 6] = [
     "10.0.0.0/24",
     "10.0.1.0/24",
     "10.0.0.0/16",
     "0.0.0.0/0",
     "192.168.1.0/24",
+    // A public subnet a gateway serves: its own network, not the Internet of its default route.
+    "198.51.100.0/24",
 ];
-const FILTERS: [&str; 5] = [
+const FILTERS: [&str; 8] = [
     "10.0.0.5",
     "10.0.0.10-10.0.0.20",
     "10.0.1.0/28",
     "192.168.1.7",
     "10.0.200.1",
+    "8.8.8.8",
+    "169.254.169.254",
+    "198.51.100.0-198.51.100.20",
 ];
 const ACLS: [&str; 5] = [
     "{ protocol = \"any\" }",
@@ -258,6 +266,46 @@ fn render(systems: &[GenSystem], policies: &[GenPolicy], reverse: bool) -> Strin
     blocks.join("\n")
 }
 
+/// Whether address entry `d` lies inside address entry `f`.
+fn entry_inside(d: &AddrEntry, f: &AddrEntry) -> bool {
+    let (a, b) = bounds(d);
+    let (x, y) = bounds(f);
+    x <= a && b <= y
+}
+
+fn bounds(e: &AddrEntry) -> (std::net::Ipv4Addr, std::net::Ipv4Addr) {
+    match e {
+        AddrEntry::Net(n) => (n.network(), n.broadcast()),
+        AddrEntry::Range { first, last } => (*first, *last),
+    }
+}
+
+/// A destination that `policy` grants through `gateway` only by its default route must be the
+/// Internet: it may not touch what the default route leaves out. Returns the range it touches.
+fn default_route_breach(
+    net: &Network,
+    policy: &enclave_policy::GatewayPolicy,
+    gateway: &enclave_policy::System,
+    d: &AddrEntry,
+) -> Option<Ipv4Net> {
+    let settings = gateway.gateway.as_ref()?;
+    settings.source_of(Ipv4Net::default())?;
+    if !policy.subnets.contains(&Ipv4Net::default()) {
+        return None;
+    }
+    let explicit = policy
+        .subnets
+        .iter()
+        .any(|s| s.prefix_len() > 0 && settings.source_of(*s).is_some() && within(d, s));
+    if explicit || *d == AddrEntry::Net(Ipv4Net::from(gateway.address)) {
+        return None;
+    }
+    let (a, b) = bounds(d);
+    enclave_policy::default_route_excludes(net, gateway)
+        .into_keys()
+        .find(|hole| a <= hole.broadcast() && hole.network() <= b)
+}
+
 fn rule_matches_acl(rule: &AllowRule, acl: &[enclave_policy::AclEntry]) -> bool {
     acl.iter()
         .any(|e| e.protocol == rule.protocol && e.ports == rule.ports && e.label == rule.label)
@@ -343,8 +391,15 @@ fn check_view(net: &Network, view: &View) -> Result<(), String> {
                                         "destination {d:?} outside the subnets of {policy_name}"
                                     ));
                                 }
-                                if !p.filter.is_empty() && !p.filter.contains(d) {
+                                if !p.filter.is_empty()
+                                    && !p.filter.iter().any(|f| entry_inside(d, f))
+                                {
                                     return Err(format!("destination {d:?} not in the filter"));
+                                }
+                                if let Some(hole) = default_route_breach(net, p, gateway, d) {
+                                    return Err(format!(
+                                        "default route of {policy_name} reaches {d:?} in {hole}"
+                                    ));
                                 }
                             }
                         }
@@ -406,6 +461,11 @@ fn check_view(net: &Network, view: &View) -> Result<(), String> {
                 if !p.subnets.iter().any(|s| within(d, s)) {
                     return Err(format!("forward destination {d:?} outside {policy_name}"));
                 }
+                if let Some(hole) = default_route_breach(net, p, me, d) {
+                    return Err(format!(
+                        "forwarding by the default route of {policy_name} reaches {d:?} in {hole}"
+                    ));
+                }
             }
         }
         for snat in &gw.snat {
@@ -418,26 +478,40 @@ fn check_view(net: &Network, view: &View) -> Result<(), String> {
     Ok(())
 }
 
+/// A random definition, before [`render`] repairs and writes it: its systems and policies.
+fn definition() -> impl Strategy<Value = (Vec<GenSystem>, Vec<GenPolicy>)> {
+    (
+        proptest::collection::vec(system(), 2..=KEYS.len()),
+        proptest::collection::vec(policy(), 0..6),
+    )
+}
+
+/// Loads a rendered definition; a refusal fails the case (render repairs what validation
+/// would refuse, so a refusal is a bug in one or the other).
+fn load_generated(text: &str) -> Result<Network, TestCaseError> {
+    enclave_policy::load("gen.toml", text)
+        .map(|l| l.network)
+        .map_err(|e| TestCaseError::fail(format!("repaired definition refused: {e:?}\n{text}")))
+}
+
+/// Compiles the view of a system the definition has; failing to is a failure of the case.
+fn compiled(net: &Network, name: &str) -> Result<View, TestCaseError> {
+    enclave_policy::compile(net, name)
+        .map_err(|e| TestCaseError::fail(format!("no view of {name}: {e}")))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn compiled_views_grant_nothing_beyond_the_policies(
-        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
-        policies in proptest::collection::vec(policy(), 0..6),
+        (systems, policies) in definition(),
     ) {
         let text = render(&systems, &policies, false);
-        let loaded = enclave_policy::load("gen.toml", &text);
-        prop_assert!(loaded.is_ok(), "repaired definition refused: {:?}\n{text}", loaded.err());
-        let net = loaded.map(|l| l.network).unwrap_or_else(|_| unreachable!());
-        let reversed = enclave_policy::load("gen.toml", &render(&systems, &policies, true))
-            .map(|l| l.network);
-        prop_assert!(reversed.is_ok());
-        let reversed = reversed.unwrap_or_else(|_| unreachable!());
+        let net = load_generated(&text)?;
+        let reversed = load_generated(&render(&systems, &policies, true))?;
         for name in net.systems.keys() {
-            let view = enclave_policy::compile(&net, name);
-            prop_assert!(view.is_ok());
-            let view = view.unwrap_or_else(|_| unreachable!());
+            let view = compiled(&net, name)?;
             if let Err(breach) = check_view(&net, &view) {
                 prop_assert!(false, "{breach}\nview of {name}:\n{view}\n{text}");
             }
@@ -452,27 +526,7 @@ proptest! {
     }
 }
 
-/// Whether `rule` lets a flow of `protocol` to `dst:port` from `src` be opened.
-fn admits(
-    rule: &AllowRule,
-    protocol: Protocol,
-    port: Option<u16>,
-    src: std::net::Ipv4Addr,
-    dst: std::net::Ipv4Addr,
-) -> bool {
-    let protocol_ok = rule.protocol == Protocol::Any || rule.protocol == protocol;
-    let port_ok = match (rule.ports, port) {
-        (None, _) => true,
-        (Some(range), Some(port)) => range.contains(port),
-        (Some(_), None) => false,
-    };
-    protocol_ok
-        && port_ok
-        && rule.sources.iter().any(|e| e.contains(src))
-        && rule.destinations.iter().any(|e| e.contains(dst))
-}
-
-const DESTINATIONS: [&str; 8] = [
+const DESTINATIONS: [&str; 12] = [
     "10.0.0.5",
     "10.0.0.15",
     "10.0.1.3",
@@ -481,6 +535,10 @@ const DESTINATIONS: [&str; 8] = [
     "8.8.8.8",
     "100.64.0.2",
     "100.64.0.3",
+    "169.254.169.254",
+    "198.51.100.9",
+    "127.0.0.1",
+    "1.1.1.1",
 ];
 const FLOWS: [(Protocol, Option<u16>); 5] = [
     (Protocol::Icmp, None),
@@ -497,13 +555,10 @@ proptest! {
     /// towards the first gateway (or the receiver), and an inbound rule on that enforcer.
     #[test]
     fn explain_agrees_with_the_compiled_views(
-        systems in proptest::collection::vec(system(), 2..=KEYS.len()),
-        policies in proptest::collection::vec(policy(), 0..6),
+        (systems, policies) in definition(),
     ) {
         let text = render(&systems, &policies, false);
-        let net = enclave_policy::load("gen.toml", &text).map(|l| l.network);
-        prop_assert!(net.is_ok());
-        let net = net.unwrap_or_else(|_| unreachable!());
+        let net = load_generated(&text)?;
         let at = enclave_policy::Timestamp::UNIX_EPOCH;
         for sender in net.systems.values() {
             for dst in DESTINATIONS {
@@ -563,6 +618,114 @@ proptest! {
                              but the views do not (outbound {out}, inbound {inb})\n{text}",
                             sender.name,
                             finding.policy
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Addresses in ranges a default route may leave out: the ranges that are not the Internet,
+/// the overlay, and the subnets of the pool (some gateway's own networks).
+fn excluded_address() -> impl Strategy<Value = std::net::Ipv4Addr> {
+    let mut ranges: Vec<Ipv4Net> = enclave_policy::NOT_THE_INTERNET
+        .iter()
+        .map(enclave_policy::SpecialRange::net)
+        .collect();
+    ranges.extend(
+        SUBNETS
+            .iter()
+            .filter_map(|s| s.parse::<Ipv4Net>().ok())
+            .filter(|n| n.prefix_len() > 0),
+    );
+    (0..ranges.len(), any::<u32>()).prop_map(move |(i, offset)| {
+        let net = ranges[i];
+        let size = 1u64 << (32 - u32::from(net.prefix_len()));
+        let first = u64::from(u32::from(net.network()));
+        std::net::Ipv4Addr::from(u32::try_from(first + u64::from(offset) % size).unwrap_or(0))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A default route means the Internet: no address it leaves out (a range that is not the
+    /// Internet, the overlay, the gateway's other subnets) is allowed through a default-route
+    /// grant, on the sender, on the gateway or in its forward rules, unless the same policy
+    /// names a subnet that holds it (an explicit grant, with that policy's filter and ACL).
+    #[test]
+    fn default_routes_reach_only_the_internet(
+        systems in proptest::collection::vec(system(), 1..KEYS.len()),
+        policies in proptest::collection::vec(policy(), 0..6),
+        filter in indices(FILTERS.len(), 0..3),
+        addresses in proptest::collection::vec(excluded_address(), 16),
+    ) {
+        // Every case has a default route: a gateway that serves it beside a private and a
+        // public subnet of its own, and a policy for every tag (with or without a filter).
+        let (mut systems, mut policies) = (systems, policies);
+        systems.push(GenSystem {
+            tags: vec![],
+            enabled: true,
+            gateway: Some(GenGateway {
+                allowed: true,
+                subnets: vec![3, 4, 5],
+                removed: vec![],
+                auto_discover: false,
+                priority: 0,
+            }),
+        });
+        policies.push(GenPolicy {
+            direct: false,
+            enabled: true,
+            senders: vec![0, 1, 2],
+            receivers: vec![],
+            gateways: vec![systems.len() - 1],
+            subnets: vec![3],
+            filter,
+            acl: vec![0],
+        });
+        let text = render(&systems, &policies, false);
+        let net = load_generated(&text)?;
+        for me in net.systems.values() {
+            let view = compiled(&net, &me.name)?;
+            for (peer_name, peer) in &view.peers {
+                let peer_system = &net.systems[peer_name];
+                for (outbound, grants) in [(true, &peer.outbound), (false, &peer.inbound)] {
+                    let (sender, gateway) = if outbound { (me, peer_system) } else { (peer_system, me) };
+                    for (policy_name, grant) in grants.iter().filter(|(_, g)| g.default_route) {
+                        let policy = &net.gateway_policies[policy_name];
+                        for addr in &addresses {
+                            let entry = AddrEntry::Net(Ipv4Net::from(*addr));
+                            if default_route_breach(&net, policy, gateway, &entry).is_none() {
+                                continue;
+                            }
+                            let allowed = grant.rules.iter().any(|r| {
+                                r.destinations.iter().any(|d| d.contains(*addr))
+                            });
+                            prop_assert!(
+                                !allowed,
+                                "{} reaches {addr} through the default route of {policy_name} \
+                                 via {}\n{text}",
+                                sender.name,
+                                gateway.name
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(gw) = &view.gateway {
+                for (policy_name, fwd) in gw.forward.iter().filter(|(_, f)| f.default_route) {
+                    let policy = &net.gateway_policies[policy_name];
+                    for addr in &addresses {
+                        let entry = AddrEntry::Net(Ipv4Net::from(*addr));
+                        if default_route_breach(&net, policy, me, &entry).is_none() {
+                            continue;
+                        }
+                        prop_assert!(
+                            !fwd.destinations.iter().any(|d| d.contains(*addr)),
+                            "{} forwards to {addr} by the default route of {policy_name}\n{text}",
+                            me.name
                         );
                     }
                 }

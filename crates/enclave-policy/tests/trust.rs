@@ -5,13 +5,11 @@ use std::collections::BTreeMap;
 use enclave_policy::{Direction, Facts, GrantOutcome, Timestamp};
 use expect_test::{expect, Expect};
 
-const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+mod common;
 
 /// The one place that evaluates: renders every grant's outcome of `system`'s view.
 fn check(system: &str, observed: &[(&str, &str)], at: &str, expect: Expect) {
-    let network = enclave_policy::load("network.toml", EXAMPLE)
-        .expect("example is valid")
-        .network;
+    let network = common::example();
     let view = enclave_policy::compile(&network, system).expect("system exists");
     let facts = Facts {
         public_ips: observed

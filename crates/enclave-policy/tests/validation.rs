@@ -92,7 +92,7 @@ timezone = "UTC"
             net.toml:17:28: error: unknown field `port`, expected one of `protocol`, `ports`, `label`
               hint: did you mean `ports`?
             net.toml:22:1: error: unknown field `timezone`, expected one of `days`, `hours`, `zone`
-            net.toml:24:2: error: unknown field `extra`, expected one of `network`, `system`, `tag`, `trust_requirement`, `direct_policy`, `gateway_policy`
+            net.toml:24:2: error: unknown field `extra`, expected one of `network`, `system`, `tag`, `trust_requirement`, `direct_policy`, `gateway_policy`, `preshared_key`
         "#]],
     );
 }
@@ -327,6 +327,158 @@ acl = [{{ protocol = "icmp" }}]
             net.toml:20:13: warning: system "gw" is switched off as a gateway (allowed = false): this policy routes nothing through it
             net.toml:27:13: error: system "plain" is not allowed to act as a gateway
               hint: add a [system.gateway] table with `allowed = true` to "plain"
+        "#]],
+    );
+}
+
+const PSK_SYSTEMS: &str = r#"
+[[system]]
+name = "laptop"
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.11"
+
+[[system]]
+name = "gw"
+public_key = "bcvy1Kcg66j/nNMBY5aOQ/5HCIJ8yWt81xrdP32k1y8="
+address = "100.64.0.2"
+"#;
+
+#[test]
+fn the_preshared_key_itself_has_no_place_in_the_definition() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/laptop--gw.key"
+key = "c2VjcmV0"
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:15:1: error: unknown field `key`, expected one of `systems`, `file`
+        "#]],
+    );
+}
+
+#[test]
+fn preshared_keys_join_two_known_systems_through_an_absolute_path() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/laptop--gw.key"
+
+[[preshared_key]]
+systems = ["gw", "laptop"]
+file = "/etc/enclave/psk/other.key"
+
+[[preshared_key]]
+systems = ["laptop", "ghost"]
+file = "/etc/enclave/psk/laptop--ghost.key"
+
+[[preshared_key]]
+systems = ["laptop", "laptop"]
+file = "/etc/enclave/psk/laptop.key"
+
+[[preshared_key]]
+systems = ["laptop", "gw", "ghost"]
+file = "/etc/enclave/psk/three.key"
+
+[[preshared_key]]
+systems = ["gw", "laptop"]
+file = "psk/laptop--gw.key"
+"#
+        ),
+        expect![[r#"
+            invalid
+            net.toml:17:11: error: systems "gw" and "laptop" already have a pre-shared key
+              hint: a pair of systems has at most one [[preshared_key]] table; remove one
+            net.toml:21:22: error: no system named "ghost"
+              hint: a pre-shared key joins two systems defined in [[system]] tables
+            net.toml:25:22: error: a pre-shared key joins two different systems, not "laptop" with itself
+            net.toml:29:11: error: a pre-shared key joins exactly two systems, this one names 3
+              hint: write one [[preshared_key]] table per pair of systems
+            net.toml:29:28: error: no system named "ghost"
+              hint: a pre-shared key joins two systems defined in [[system]] tables
+            net.toml:34:8: error: pre-shared key file "psk/laptop--gw.key" is not an absolute path
+              hint: write the full path the key file has on both hosts, for example "/etc/enclave/psk/laptop--office-gw.key"
+        "#]],
+    );
+}
+
+#[test]
+fn preshared_key_files_are_one_per_pair() {
+    check(
+        &format!(
+            r#"{PSK_SYSTEMS}
+[[system]]
+name = "server"
+public_key = "oTgUhJx0PYq5SoepL0DBE7dTXHDw4nbcDwcaVq8JqyU="
+address = "100.64.0.20"
+
+[[preshared_key]]
+systems = ["laptop", "gw"]
+file = "/etc/enclave/psk/shared.key"
+
+[[preshared_key]]
+systems = ["laptop", "server"]
+file = "/etc/enclave/psk/shared.key"
+"#
+        ),
+        expect![[r#"
+            valid
+            net.toml:23:8: warning: pre-shared key file "/etc/enclave/psk/shared.key" is also the key of systems "gw" and "laptop"
+              hint: give each pair a key of its own, so that one leaked file opens one tunnel
+        "#]],
+    );
+}
+
+#[test]
+fn a_default_route_says_what_it_leaves_out() {
+    check(
+        &format!(
+            r#"
+[[system]]
+name = "gw"
+public_key = "{KEY_A}"
+address = "100.64.0.1"
+tags = ["users"]
+
+[system.gateway]
+allowed = true
+subnets = ["0.0.0.0/0", "192.168.77.0/24", "203.0.113.0/24", "10.20.0.0/16"]
+removed = ["172.17.0.0/16"]
+
+[[gateway_policy]]
+name = "filtered Internet"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["0.0.0.0/0"]
+filter = ["8.8.8.8", "169.254.169.254", "203.0.113.7", "9.255.255.0-10.0.0.255"]
+acl = [{{ protocol = "udp", ports = 53 }}]
+
+[[gateway_policy]]
+name = "Internet and a lab"
+senders = ["users"]
+gateways = ["gw"]
+subnets = ["0.0.0.0/0", "10.20.0.0/16"]
+acl = [{{ protocol = "any" }}]
+"#
+        ),
+        expect![[r#"
+            valid
+            net.toml:17:12: warning: the default route 0.0.0.0/0 of policy "filtered Internet" means the Internet: it does not reach this-network range 0.0.0.0/8, private range 10.0.0.0/8, subnet 10.20.0.0/16 of gateway "gw", the overlay network 100.64.0.0/10, loopback range 127.0.0.0/8, link-local range 169.254.0.0/16, private range 172.16.0.0/12, subnet 172.17.0.0/16 removed from gateway "gw", private range 192.168.0.0/16, subnet 192.168.77.0/24 of gateway "gw", subnet 203.0.113.0/24 of gateway "gw", multicast range 224.0.0.0/4, reserved range 240.0.0.0/4
+              hint: a default route means the Internet (docs/network-definition.md says why each of these is left out); to reach one, name it (or a subnet inside it) in the `subnets` of a policy and of the gateway's [system.gateway] table: that policy's filter and ACL apply
+            net.toml:18:22: warning: filter entry 169.254.169.254 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out link-local range 169.254.0.0/16
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:18:41: warning: filter entry 203.0.113.7 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out subnet 203.0.113.0/24 of gateway "gw"
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:18:56: warning: filter entry 9.255.255.0-10.0.0.255 of policy "filtered Internet" is not reached (wholly or in part) through the default route 0.0.0.0/0, which leaves out private range 10.0.0.0/8
+              hint: add a subnet that contains it to the policy's `subnets` (and to the gateway's), or remove it from the filter
+            net.toml:25:12: warning: the default route 0.0.0.0/0 of policy "Internet and a lab" means the Internet: it does not reach this-network range 0.0.0.0/8, private range 10.0.0.0/8, the overlay network 100.64.0.0/10, loopback range 127.0.0.0/8, link-local range 169.254.0.0/16, private range 172.16.0.0/12, subnet 172.17.0.0/16 removed from gateway "gw", private range 192.168.0.0/16, subnet 192.168.77.0/24 of gateway "gw", subnet 203.0.113.0/24 of gateway "gw", multicast range 224.0.0.0/4, reserved range 240.0.0.0/4
+              hint: a default route means the Internet (docs/network-definition.md says why each of these is left out); to reach one, name it (or a subnet inside it) in the `subnets` of a policy and of the gateway's [system.gateway] table: that policy's filter and ACL apply
         "#]],
     );
 }

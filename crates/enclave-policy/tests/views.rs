@@ -58,6 +58,10 @@ subnets = ["192.168.77.0/24"]
 filter = ["192.168.77.20-192.168.77.21", "192.168.77.128/30"]
 acl = [{ protocol = "tcp", ports = "9100", label = "JetDirect" }]
 trust = ["office"]
+
+[[preshared_key]]
+systems = ["sender", "printer-gw"]
+file = "/etc/enclave/psk/sender--printer-gw.key"
 "#;
 
 /// The one place that calls the API for views.
@@ -156,6 +160,7 @@ fn sender_view_has_ordered_candidates_and_filtered_rules() {
                 "100.64.0.2/32"
               ],
               "keepalive": null,
+              "preshared_key_file": "/etc/enclave/psk/sender--printer-gw.key",
               "gateway_for": [
                 "192.168.77.0/24"
               ],
@@ -273,6 +278,7 @@ fn gateway_view_has_forward_and_snat_rules() {
                 "100.64.0.11/32"
               ],
               "keepalive": null,
+              "preshared_key_file": "/etc/enclave/psk/sender--printer-gw.key",
               "gateway_for": [],
               "inbound": {
                 "printers": {
@@ -448,4 +454,27 @@ fn views_round_trip_through_json() {
         let back: enclave_policy::View = serde_json::from_str(&json).expect("deserialisable");
         assert_eq!(back, view, "view of {name} changed through JSON");
     }
+}
+
+#[test]
+fn preshared_key_file_is_given_only_to_the_two_systems_of_its_pair() {
+    let loaded = enclave_policy::load("net.toml", DEFINITION).expect("valid definition");
+    let mut out = String::new();
+    for name in loaded.network.systems.keys() {
+        let view = enclave_policy::compile(&loaded.network, name).expect("system exists");
+        for (peer, p) in &view.peers {
+            let file = p
+                .preshared_key_file
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |f| f.display().to_string());
+            out.push_str(&format!("{name} -> {peer}: {file}\n"));
+        }
+    }
+    expect![[r#"
+        backup-gw -> sender: none
+        printer-gw -> sender: /etc/enclave/psk/sender--printer-gw.key
+        sender -> backup-gw: none
+        sender -> printer-gw: /etc/enclave/psk/sender--printer-gw.key
+    "#]]
+    .assert_eq(&out);
 }

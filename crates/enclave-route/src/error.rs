@@ -26,8 +26,8 @@ pub enum Error {
     /// A netlink message could not be encoded or decoded.
     #[error("malformed rtnetlink message while trying to {what}: {detail}")]
     Message {
-        /// What we were doing.
-        what: &'static str,
+        /// What we were doing (`list routes`, `add rule priority 32000 ...`).
+        what: String,
         /// What neli said.
         detail: String,
     },

@@ -15,6 +15,12 @@
 //!   plane's own (marked) UDP there; a rule `lookup main suppress_prefixlength 0` in front lets
 //!   the main table's more specific routes (the LAN) win; `net.ipv4.conf.all.src_valid_mark` is
 //!   set to 1 and its previous value restored on stop.
+//! - The default route comes with a kill switch: an `unreachable` default route of ours in the
+//!   same table, at the worst metric. When the agent dies and its TUN device with it, the
+//!   kernel drops the route through the tunnel, but the rules and the kill switch stay:
+//!   traffic that took the default route is refused ("no route to host") instead of falling
+//!   through to the main table's default route in clear. A restarted manager finds and keeps
+//!   them; only `reset` (a clean stop) removes them.
 //! - Conflicts (an equal or more specific route in the same table on another interface) are
 //!   reported, never fought: an equal foreign route makes us leave ours out.
 //!
@@ -25,14 +31,15 @@ mod manager;
 mod netlink;
 mod plan;
 mod socket;
+mod state;
 mod sysctl;
 
 pub use error::{Error, Result};
 pub use ipnet::Ipv4Net;
 pub use manager::{Config, Report, RouteManager};
-pub use netlink::{RouteLookup, Rtnl};
+pub use netlink::{Interface, InterfaceAddress, RouteLookup, Rtnl};
 pub use plan::{
     plan, Conflict, ConflictKind, DefaultRoute, Desired, KernelRoute, KernelRule, Plan, Route,
-    RuleSpec, PROTOCOL_ENCLAVE, TABLE_MAIN,
+    RouteKind, RuleSpec, KILL_SWITCH_METRIC, PROTOCOL_ENCLAVE, TABLE_MAIN,
 };
 pub use socket::set_fwmark;

@@ -1,11 +1,12 @@
 //! The route manager: reads the kernel's state, asks [`plan`] what to change, applies it.
 
-use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use crate::netlink::Rtnl;
-use crate::plan::{plan, Conflict, Desired, Plan};
+use crate::plan::{
+    plan, Conflict, Desired, KernelRoute, Plan, RouteKind, PROTOCOL_ENCLAVE, RTN_UNREACHABLE,
+};
+use crate::state;
 use crate::sysctl::{self, SRC_VALID_MARK};
 use crate::{Error, Result};
 
@@ -15,8 +16,12 @@ pub struct Config {
     /// The tunnel interface whose routes we manage.
     pub interface: String,
     /// A directory where the manager keeps what it must restore after a crash (the previous
-    /// `src_valid_mark`); created when first needed. `None` keeps it in memory only: a
-    /// `kill -9` then forgets it.
+    /// `src_valid_mark`, while a default route is wanted); created with mode 0700 when first
+    /// needed. An existing one is never chmod-ed: it must be owned by root or by us and not
+    /// writable by group or others, or saving fails with what to do. `None`
+    /// keeps it in memory only: a `kill -9` then forgets it. The routes and rules themselves,
+    /// the kill switch included, need no file: a new manager finds them in the kernel by
+    /// [`PROTOCOL_ENCLAVE`](crate::PROTOCOL_ENCLAVE).
     pub state_dir: Option<PathBuf>,
 }
 
@@ -33,9 +38,12 @@ pub struct Report {
     pub rules_removed: usize,
     /// Foreign routes in the way (reported, left alone).
     pub conflicts: Vec<Conflict>,
-    /// False when the tunnel interface does not exist or is down: nothing of ours is installed
-    /// then.
+    /// False when the tunnel interface does not exist or is down: no route through it is
+    /// installed then (a default route's rules and kill switch are).
     pub interface_present: bool,
+    /// True when a default route is wanted and its kill switch is in place: while the tunnel
+    /// is missing, traffic that would take the default route is refused.
+    pub kill_switch: bool,
 }
 
 /// Keeps the tunnel interface's routes, rules and `src_valid_mark` as wanted.
@@ -45,6 +53,9 @@ pub struct RouteManager {
     rtnl: Rtnl,
     /// `src_valid_mark` before we changed it, when we did.
     saved_src_valid_mark: Option<String>,
+    /// Whether the kernel's state was read once already (the first time tells what a previous
+    /// run left).
+    surveyed: bool,
 }
 
 const SAVED_FILE: &str = "src_valid_mark.saved";
@@ -58,18 +69,10 @@ impl RouteManager {
             config,
             rtnl,
             saved_src_valid_mark: None,
+            surveyed: false,
         };
         if let Some(path) = manager.state_path() {
-            match fs::read_to_string(&path) {
-                Ok(v) => manager.saved_src_valid_mark = Some(v.trim().to_string()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::State {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
-            }
+            manager.saved_src_valid_mark = state::read(&path)?;
         }
         Ok(manager)
     }
@@ -89,44 +92,52 @@ impl RouteManager {
         let tunnel = self.rtnl.usable_link(&self.config.interface)?;
         let routes = self.rtnl.routes()?;
         let rules = self.rtnl.rules()?;
+        if !self.surveyed {
+            self.surveyed = true;
+            let kill_switch = |r: &&KernelRoute| {
+                r.protocol == PROTOCOL_ENCLAVE && r.kind == RTN_UNREACHABLE && r.oif.is_none()
+            };
+            if let Some(found) = routes.iter().find(kill_switch) {
+                tracing::info!(
+                    interface = %self.config.interface,
+                    table = found.table,
+                    "found the kill switch of a run that did not stop cleanly: traffic that would take the default route was refused meanwhile"
+                );
+            }
+        }
         Ok((tunnel, plan(desired, tunnel, &routes, &rules)))
     }
 
     /// Brings routes, rules and `src_valid_mark` to `desired`: adds what is missing, removes
     /// what is ours and no longer wanted, reports conflicts and leaves foreign routes alone.
     ///
-    /// When the tunnel interface is missing or down, removes all of ours (the kernel already
-    /// dropped the routes on it) and reports `interface_present: false`; call again when it is
-    /// back.
+    /// A default route comes with its kill switch (see [`DefaultRoute`](crate::DefaultRoute)),
+    /// installed first and removed last. When the tunnel interface is missing or down, the
+    /// routes through it go (the kernel already dropped them) but a wanted default route's
+    /// rules and kill switch stay, and are even put in place: unmarked traffic is refused, not
+    /// sent in clear. The report says `interface_present: false`; call again when the
+    /// interface is back.
     pub fn apply(&mut self, desired: &Desired) -> Result<Report> {
         let (tunnel, p) = self.survey(desired)?;
         let mut report = Report {
             interface_present: tunnel.is_some(),
             ..Report::default()
         };
-        if desired.default_route.is_some() && tunnel.is_some() {
+        if desired.default_route.is_some() {
             self.set_src_valid_mark()?;
         }
-        if let Some(oif) = tunnel {
-            for route in &p.add_routes {
-                match self.rtnl.add_route(route, oif) {
-                    Ok(()) => report.added += 1,
-                    // The interface vanished or went down between the dump and now.
-                    Err(Error::Kernel { source, .. })
-                        if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENETDOWN)) =>
-                    {
-                        return Err(Error::InterfaceMissing {
-                            name: self.config.interface.clone(),
-                        })
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            for rule in &p.add_rules {
-                self.rtnl.add_rule(rule)?;
-                report.rules_added += 1;
-            }
+        for route in &p.add_unreachable {
+            self.rtnl.add_unreachable(route)?;
+            report.added += 1;
         }
+        // The rules are put in place even when a route through the tunnel could not be: with
+        // the kill switch they block, and without them unmarked traffic would go in clear.
+        let routed = self.add_tunnel_routes(&p, tunnel, &mut report);
+        for rule in &p.add_rules {
+            self.rtnl.add_rule(rule)?;
+            report.rules_added += 1;
+        }
+        routed?;
         for rule in &p.remove_rules {
             if tolerate_gone(self.rtnl.delete_rule(rule))? {
                 report.rules_removed += 1;
@@ -137,9 +148,14 @@ impl RouteManager {
                 report.removed += 1;
             }
         }
-        if desired.default_route.is_none() || tunnel.is_none() {
+        if desired.default_route.is_none() {
             self.restore_src_valid_mark()?;
         }
+        report.kill_switch = desired.kill_switch().is_some_and(|ks| {
+            !p.conflicts
+                .iter()
+                .any(|c| c.ours_kind == RouteKind::Unreachable && c.ours == ks)
+        });
         if !p.conflicts.is_empty() {
             let names = self.rtnl.links()?;
             for c in &p.conflicts {
@@ -152,19 +168,54 @@ impl RouteManager {
                 );
             }
         }
+        if report.kill_switch && tunnel.is_none() {
+            tracing::warn!(
+                interface = %self.config.interface,
+                "the tunnel interface is missing or down: the kill switch refuses all traffic that would take the default route"
+            );
+        }
         report.conflicts = p.conflicts;
         tracing::debug!(
             added = report.added,
             removed = report.removed,
             rules_added = report.rules_added,
             rules_removed = report.rules_removed,
+            kill_switch = report.kill_switch,
             "routes reconciled"
         );
         Ok(report)
     }
 
-    /// Removes every route and rule of ours and restores `src_valid_mark`. Works also when the
-    /// tunnel interface is already gone.
+    /// Adds the plan's routes through the tunnel.
+    fn add_tunnel_routes(
+        &mut self,
+        p: &Plan,
+        tunnel: Option<u32>,
+        report: &mut Report,
+    ) -> Result<()> {
+        let Some(oif) = tunnel else {
+            return Ok(());
+        };
+        for route in &p.add_routes {
+            match self.rtnl.add_route(route, oif) {
+                Ok(()) => report.added += 1,
+                // The interface vanished or went down between the dump and now.
+                Err(Error::Kernel { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENETDOWN)) =>
+                {
+                    return Err(Error::InterfaceMissing {
+                        name: self.config.interface.clone(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every route and rule of ours, the kill switch included, and restores
+    /// `src_valid_mark`. Works also when the tunnel interface is already gone. This is the
+    /// clean stop: afterwards traffic takes the main table's routes again.
     pub fn reset(&mut self) -> Result<Report> {
         self.apply(&Desired::default())
     }
@@ -173,14 +224,7 @@ impl RouteManager {
         let current = sysctl::read(SRC_VALID_MARK)?;
         if self.saved_src_valid_mark.is_none() {
             if let Some(path) = self.state_path() {
-                let written = match path.parent() {
-                    Some(dir) => fs::create_dir_all(dir).and_then(|()| fs::write(&path, &current)),
-                    None => fs::write(&path, &current),
-                };
-                written.map_err(|source| Error::State {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                state::write(&path, &current)?;
             }
             self.saved_src_valid_mark = Some(current.clone());
         }
@@ -198,16 +242,7 @@ impl RouteManager {
             sysctl::write(SRC_VALID_MARK, &saved)?;
         }
         if let Some(path) = self.state_path() {
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::State {
-                        path: path.display().to_string(),
-                        source,
-                    })
-                }
-            }
+            state::remove(&path)?;
         }
         Ok(())
     }

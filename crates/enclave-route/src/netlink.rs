@@ -1,42 +1,45 @@
-//! The rtnetlink shell: dumps, adds and deletes routes and rules with neli. No decisions here.
+//! The rtnetlink shell: lists interfaces, IPv4 addresses, routes and rules, adds and deletes
+//! routes and rules, with neli. No decisions here.
+//!
+//! This is the workspace's one rtnetlink layer: the route manager and discovery both go
+//! through [`Rtnl`]. It uses neli's plain blocking socket rather than its `NlRouter`, which
+//! keeps a thread per socket that wakes ten times a second: the agent holds its socket for as
+//! long as it runs, and an idle agent should not wake at all.
 
 use std::collections::BTreeMap;
-use std::io;
+use std::fmt::Debug;
+use std::io::{self, Cursor};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use neli::consts::nl::{NlmF, NlmFFlags, Nlmsg};
+use neli::consts::nl::{NlmF, Nlmsg};
 use neli::consts::rtnl::{
-    Arphrd, Iff, IffFlags, Ifla, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmFFlags, Rtn, Rtprot,
+    FrAct, Frattr, Frf, Ifa, IfaF, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta,
+    RtaType, Rtm, Rtn, Rtprot,
 };
 use neli::consts::socket::NlFamily;
-use neli::err::NlError;
-use neli::nl::{NlPayload, Nlmsghdr};
-use neli::rtnl::{Ifinfomsg, Rtattr, Rtmsg};
-use neli::socket::NlSocketHandle;
+use neli::err::SocketError;
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::rtnl::{
+    Fibmsg, FibmsgBuilder, Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, Rtattr,
+    RtattrBuilder, Rtmsg, RtmsgBuilder,
+};
+use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
-use neli::ToBytes;
+use neli::utils::Groups;
+use neli::{FromBytesWithInput, Size, ToBytes};
 
 use crate::plan::{KernelRoute, KernelRule, Route, RuleSpec, PROTOCOL_ENCLAVE};
 use crate::{Error, Result};
 
-// Attributes of FIB rules (linux/fib_rules.h); neli 0.6 has no names for them.
-const FRA_PRIORITY: u16 = 6;
-const FRA_FWMARK: u16 = 10;
-const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
-const FRA_TABLE: u16 = 15;
-const FRA_FWMASK: u16 = 16;
-const FRA_PROTOCOL: u16 = 21;
-/// `FIB_RULE_INVERT`: the rule's `not`.
-const FIB_RULE_INVERT: u32 = 0x2;
-/// `FR_ACT_TO_TBL`: the rule's action is a table lookup.
-const FR_ACT_TO_TBL: u8 = 1;
-const RT_TABLE_UNSPEC: u8 = 0;
-const RTN_BLACKHOLE: u8 = 6;
-const RTN_UNREACHABLE: u8 = 7;
-const RTN_PROHIBIT: u8 = 8;
-const RT_SCOPE_NOWHERE: u8 = 255;
-const RT_SCOPE_LINK: u8 = 253;
+const RT_TABLE_UNSPEC: u8 = libc::RT_TABLE_UNSPEC;
+const RTN_UNICAST: u8 = libc::RTN_UNICAST;
+const RTN_BLACKHOLE: u8 = libc::RTN_BLACKHOLE;
+const RTN_UNREACHABLE: u8 = libc::RTN_UNREACHABLE;
+const RTN_PROHIBIT: u8 = libc::RTN_PROHIBIT;
+const RT_SCOPE_UNIVERSE: u8 = libc::RT_SCOPE_UNIVERSE;
+const RT_SCOPE_LINK: u8 = libc::RT_SCOPE_LINK;
+const RT_SCOPE_NOWHERE: u8 = libc::RT_SCOPE_NOWHERE;
 
 /// Where the kernel would send a packet to one address (`ip route get`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,34 @@ pub struct RouteLookup {
     pub oif: Option<u32>,
     /// Next hop, when not directly connected.
     pub gateway: Option<Ipv4Addr>,
+}
+
+/// One network interface, as the kernel lists it (`ip -d link`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// `IFLA_INFO_KIND` (`veth`, `bridge`, `vlan`, `tun`, `wireguard`, ...); none for hardware.
+    pub kind: Option<String>,
+    /// `ifi_type` (`ARPHRD_*`).
+    pub link_type: u16,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+/// One IPv4 address of an interface (`ip -4 addr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    /// The interface's index.
+    pub index: u32,
+    /// The address (`IFA_LOCAL`).
+    pub addr: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// `IFA_F_SECONDARY`.
+    pub secondary: bool,
 }
 
 /// An rtnetlink socket in the calling thread's network namespace.
@@ -63,31 +94,75 @@ impl std::fmt::Debug for Rtnl {
     }
 }
 
-fn neli_msg<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::Message {
-        what,
-        detail: e.to_string(),
+/// Why one request failed, before it is put into the words of the request.
+#[derive(Debug)]
+enum Failure {
+    /// The socket failed (`what` we did with it).
+    Socket(&'static str, io::Error),
+    /// The kernel answered with this errno.
+    Refused(i32),
+    /// An answer could not be decoded, or a request not encoded.
+    Malformed(String),
+}
+
+impl Failure {
+    fn into_error(self, what: String) -> Error {
+        match self {
+            Failure::Socket(what, source) => Error::Socket { what, source },
+            Failure::Refused(errno) => Error::Kernel {
+                what,
+                source: io::Error::from_raw_os_error(errno),
+            },
+            Failure::Malformed(detail) => Error::Message { what, detail },
+        }
     }
 }
 
-fn attr(ty: u16, payload: &[u8]) -> Result<Rtattr<Rta, Buffer>> {
-    Rtattr::new(None, Rta::from(ty), Buffer::from(payload)).map_err(neli_msg("build an attribute"))
+fn socket_io(e: SocketError) -> io::Error {
+    match e {
+        SocketError::Io(e) => e.raw_os_error().map_or_else(
+            || io::Error::new(e.kind(), e.to_string()),
+            io::Error::from_raw_os_error,
+        ),
+        other => io::Error::other(other.to_string()),
+    }
 }
 
-fn attr_u32(attrs: &RtBuffer<Rta, Buffer>, ty: u16) -> Option<u32> {
+fn malformed(e: impl std::fmt::Display) -> Failure {
+    Failure::Malformed(e.to_string())
+}
+
+fn attr<T: RtaType>(ty: T, payload: &[u8]) -> std::result::Result<Rtattr<T, Buffer>, Failure> {
+    RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(Buffer::from(payload))
+        .build()
+        .map_err(malformed)
+}
+
+fn attr_bytes<T: RtaType>(attrs: &RtBuffer<T, Buffer>, ty: T) -> Option<&[u8]> {
     attrs
         .iter()
-        .find(|a| u16::from(a.rta_type) == ty)
-        .and_then(|a| <[u8; 4]>::try_from(a.rta_payload.as_ref()).ok())
+        .find(|a| *a.rta_type() == ty)
+        .map(|a| a.rta_payload().as_ref())
+}
+
+fn attr_u32<T: RtaType>(attrs: &RtBuffer<T, Buffer>, ty: T) -> Option<u32> {
+    attr_bytes(attrs, ty)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_ne_bytes)
 }
 
-fn attr_v4(attrs: &RtBuffer<Rta, Buffer>, ty: u16) -> Option<Ipv4Addr> {
-    attrs
-        .iter()
-        .find(|a| u16::from(a.rta_type) == ty)
-        .and_then(|a| <[u8; 4]>::try_from(a.rta_payload.as_ref()).ok())
+fn attr_v4<T: RtaType>(attrs: &RtBuffer<T, Buffer>, ty: T) -> Option<Ipv4Addr> {
+    attr_bytes(attrs, ty)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(Ipv4Addr::from)
+}
+
+/// A NUL-terminated name attribute as a string.
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn rtmsg(
@@ -96,21 +171,39 @@ fn rtmsg(
     protocol: u8,
     scope: u8,
     kind: u8,
-    flags: u32,
     attrs: Vec<Rtattr<Rta, Buffer>>,
-) -> Rtmsg {
-    Rtmsg {
-        rtm_family: RtAddrFamily::Inet,
-        rtm_dst_len: dst_len,
-        rtm_src_len: 0,
-        rtm_tos: 0,
-        rtm_table: RtTable::from(table),
-        rtm_protocol: Rtprot::from(protocol),
-        rtm_scope: RtScope::from(scope),
-        rtm_type: Rtn::from(kind),
-        rtm_flags: RtmFFlags::from_bitmask(flags),
-        rtattrs: attrs.into_iter().collect(),
-    }
+) -> std::result::Result<Rtmsg, Failure> {
+    RtmsgBuilder::default()
+        .rtm_family(RtAddrFamily::Inet)
+        .rtm_dst_len(dst_len)
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::from(table))
+        .rtm_protocol(Rtprot::from(protocol))
+        .rtm_scope(RtScope::from(scope))
+        .rtm_type(Rtn::from(kind))
+        .rtattrs(attrs.into_iter().collect())
+        .build()
+        .map_err(malformed)
+}
+
+fn fibmsg(
+    table: u8,
+    action: FrAct,
+    flags: Frf,
+    attrs: Vec<Rtattr<Frattr, Buffer>>,
+) -> std::result::Result<Fibmsg, Failure> {
+    FibmsgBuilder::default()
+        .fib_family(RtAddrFamily::Inet)
+        .fib_dst_len(0)
+        .fib_src_len(0)
+        .fib_tos(0)
+        .fib_table(RtTable::from(table))
+        .fib_action(action)
+        .fib_flags(flags)
+        .rtattrs(attrs.into_iter().collect())
+        .build()
+        .map_err(malformed)
 }
 
 /// Turns a table id into the header's 8-bit field; big ids travel in `RTA_TABLE`.
@@ -119,169 +212,218 @@ fn table_byte(table: u32) -> u8 {
 }
 
 fn route_from(msg: &Rtmsg) -> Option<KernelRoute> {
-    if msg.rtm_family != RtAddrFamily::Inet {
+    if *msg.rtm_family() != RtAddrFamily::Inet {
         return None;
     }
-    let attrs = &msg.rtattrs;
-    let dst = attr_v4(attrs, libc::RTA_DST).unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let dst = Ipv4Net::new(dst, msg.rtm_dst_len).ok()?;
+    let attrs = msg.rtattrs();
+    let dst = attr_v4(attrs, Rta::Dst).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let dst = Ipv4Net::new(dst, *msg.rtm_dst_len()).ok()?;
     Some(KernelRoute {
         dst,
-        table: attr_u32(attrs, libc::RTA_TABLE).unwrap_or(u8::from(msg.rtm_table).into()),
-        metric: attr_u32(attrs, libc::RTA_PRIORITY).unwrap_or(0),
-        oif: attr_u32(attrs, libc::RTA_OIF),
-        gateway: attr_v4(attrs, libc::RTA_GATEWAY),
-        protocol: msg.rtm_protocol.into(),
-        kind: msg.rtm_type.into(),
-        scope: msg.rtm_scope.into(),
+        table: attr_u32(attrs, Rta::Table).unwrap_or(u8::from(*msg.rtm_table()).into()),
+        metric: attr_u32(attrs, Rta::Priority).unwrap_or(0),
+        oif: attr_u32(attrs, Rta::Oif),
+        gateway: attr_v4(attrs, Rta::Gateway),
+        protocol: (*msg.rtm_protocol()).into(),
+        kind: (*msg.rtm_type()).into(),
+        scope: (*msg.rtm_scope()).into(),
     })
 }
 
-fn rule_from(msg: &Rtmsg) -> Option<KernelRule> {
-    if msg.rtm_family != RtAddrFamily::Inet || u8::from(msg.rtm_type) != FR_ACT_TO_TBL {
+fn rule_from(msg: &Fibmsg) -> Option<KernelRule> {
+    if *msg.fib_family() != RtAddrFamily::Inet || *msg.fib_action() != FrAct::FrActToTbl {
         return None;
     }
-    let attrs = &msg.rtattrs;
-    let mask = attr_u32(attrs, FRA_FWMASK).unwrap_or(u32::MAX);
-    let fwmark = attr_u32(attrs, FRA_FWMARK).filter(|_| mask == u32::MAX);
-    let protocol = attrs
-        .iter()
-        .find(|a| u16::from(a.rta_type) == FRA_PROTOCOL)
-        .and_then(|a| a.rta_payload.as_ref().first().copied())
+    let attrs = msg.rtattrs();
+    let mask = attr_u32(attrs, Frattr::Fwmask).unwrap_or(u32::MAX);
+    let fwmark = attr_u32(attrs, Frattr::Fwmark).filter(|_| mask == u32::MAX);
+    let protocol = attr_bytes(attrs, Frattr::Protocol)
+        .and_then(|b| b.first().copied())
         .unwrap_or(0);
-    let suppress = attr_u32(attrs, FRA_SUPPRESS_PREFIXLEN).filter(|&v| v != u32::MAX);
+    let suppress = attr_u32(attrs, Frattr::SuppressPrefixlen).filter(|&v| v != u32::MAX);
     Some(KernelRule {
         spec: RuleSpec {
-            priority: attr_u32(attrs, FRA_PRIORITY).unwrap_or(0),
-            table: attr_u32(attrs, FRA_TABLE).unwrap_or(u8::from(msg.rtm_table).into()),
+            priority: attr_u32(attrs, Frattr::Priority).unwrap_or(0),
+            table: attr_u32(attrs, Frattr::Table).unwrap_or(u8::from(*msg.fib_table()).into()),
             fwmark,
-            invert: msg
-                .rtm_flags
-                .contains(&neli::consts::rtnl::RtmF::from(FIB_RULE_INVERT)),
+            invert: msg.fib_flags().contains(Frf::INVERT),
             suppress_prefixlen: suppress,
         },
         protocol,
     })
 }
 
+fn interface_from(msg: &Ifinfomsg) -> Option<Interface> {
+    let index = u32::try_from(*msg.ifi_index()).ok()?;
+    let handle = msg.rtattrs().get_attr_handle();
+    let name = c_string(handle.get_attribute(Ifla::Ifname)?.rta_payload().as_ref());
+    let kind = handle
+        .get_nested_attributes::<IflaInfo>(Ifla::Linkinfo)
+        .ok()
+        .and_then(|info| {
+            info.get_attribute(IflaInfo::Kind)
+                .map(|k| c_string(k.rta_payload().as_ref()))
+        });
+    Some(Interface {
+        index,
+        name,
+        kind,
+        link_type: (*msg.ifi_type()).into(),
+        up: msg.ifi_flags().contains(Iff::UP),
+    })
+}
+
+fn address_from(msg: &Ifaddrmsg) -> Option<InterfaceAddress> {
+    if *msg.ifa_family() != RtAddrFamily::Inet {
+        return None;
+    }
+    let attrs = msg.rtattrs();
+    let addr = attr_v4(attrs, Ifa::Local).or_else(|| attr_v4(attrs, Ifa::Address))?;
+    Some(InterfaceAddress {
+        index: *msg.ifa_index(),
+        addr,
+        prefix_len: *msg.ifa_prefixlen(),
+        secondary: msg.ifa_flags().contains(IfaF::SECONDARY),
+    })
+}
+
 impl Rtnl {
     /// Opens a NETLINK_ROUTE socket in the calling thread's namespace.
     pub fn open() -> Result<Self> {
-        let sock = NlSocketHandle::connect(NlFamily::Route, None, &[]).map_err(|source| {
-            Error::Socket {
-                what: "open a NETLINK_ROUTE socket",
-                source,
-            }
-        })?;
+        let sock =
+            NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(|e| {
+                Error::Socket {
+                    what: "open a NETLINK_ROUTE socket",
+                    source: socket_io(e),
+                }
+            })?;
         Ok(Rtnl { sock, seq: 0 })
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
-    /// Sends a dump request and collects every answer.
-    fn dump<P>(&mut self, ty: Rtm, payload: P, what: &'static str) -> Result<Vec<P>>
+    /// Sends one request and hands every answer's payload to `each`, until the request is
+    /// complete: the end of a dump (`NlmF::DUMP`), the acknowledgement (`NlmF::ACK`), or else
+    /// the one answer. Answers to earlier requests (a failed dump's rest) are skipped.
+    fn exchange<S, R>(
+        &mut self,
+        ty: Rtm,
+        flags: NlmF,
+        request: S,
+        mut each: impl FnMut(R),
+    ) -> std::result::Result<(), Failure>
     where
-        P: neli::Size
-            + ToBytes
-            + std::fmt::Debug
-            + for<'a> neli::FromBytesWithInput<'a, Input = usize>,
+        S: Size + ToBytes + Debug,
+        R: Size + FromBytesWithInput<Input = usize>,
     {
-        let seq = self.next_seq();
-        let msg = Nlmsghdr::new(
-            None,
-            ty,
-            NlmFFlags::new(&[NlmF::Request, NlmF::Dump]),
-            Some(seq),
-            None,
-            NlPayload::Payload(payload),
-        );
-        self.sock.send(msg).map_err(neli_msg(what))?;
-        let mut out = Vec::new();
-        for item in self.sock.iter::<u16, P>(false) {
-            let item = item.map_err(|e| nl_error(e, what.to_string()))?;
-            if item.nl_type == u16::from(Nlmsg::Done) {
-                break;
-            }
-            if let NlPayload::Payload(p) = item.nl_payload {
-                out.push(p);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Sends one request that wants an ACK and waits for it.
-    fn request(&mut self, ty: Rtm, flags: &[NlmF], payload: Rtmsg, what: String) -> Result<()> {
-        let seq = self.next_seq();
-        let mut all = vec![NlmF::Request, NlmF::Ack];
-        all.extend_from_slice(flags);
-        let msg = Nlmsghdr::new(
-            None,
-            ty,
-            NlmFFlags::new(&all),
-            Some(seq),
-            None,
-            NlPayload::Payload(payload),
-        );
-        self.sock.send(msg).map_err(|e| Error::Message {
-            what: "send a request",
-            detail: e.to_string(),
-        })?;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let msg = NlmsghdrBuilder::default()
+            .nl_type(ty)
+            .nl_flags(flags | NlmF::REQUEST)
+            .nl_seq(seq)
+            .nl_payload(NlPayload::Payload(request))
+            .build()
+            .map_err(malformed)?;
+        self.sock
+            .send(&msg)
+            .map_err(|e| Failure::Socket("send a request", socket_io(e)))?;
+        let single = !flags.intersects(NlmF::DUMP | NlmF::ACK);
         loop {
-            match self.sock.recv::<u16, Rtmsg>() {
-                Ok(Some(m)) if m.nl_seq == seq => {
-                    if let NlPayload::Ack(_) = m.nl_payload {
-                        return Ok(());
+            let (answers, _) = self
+                .sock
+                .recv::<u16, Buffer>()
+                .map_err(|e| Failure::Socket("receive an answer", socket_io(e)))?;
+            for answer in answers {
+                let answer =
+                    answer.map_err(|e| Failure::Socket("receive an answer", socket_io(e)))?;
+                if *answer.nl_seq() != seq {
+                    continue;
+                }
+                let done = *answer.nl_type() == u16::from(Nlmsg::Done);
+                match answer.nl_payload() {
+                    NlPayload::Err(e) => return Err(Failure::Refused(-*e.error())),
+                    NlPayload::DumpExtAck(e) if *e.error() != 0 => {
+                        return Err(Failure::Refused(-*e.error()))
+                    }
+                    NlPayload::Ack(_) | NlPayload::DumpExtAck(_) => return Ok(()),
+                    NlPayload::Payload(_) | NlPayload::Empty if done => return Ok(()),
+                    NlPayload::Empty => {}
+                    NlPayload::Payload(bytes) => {
+                        let mut cursor = Cursor::new(bytes.as_ref());
+                        each(
+                            R::from_bytes_with_input(&mut cursor, bytes.len())
+                                .map_err(malformed)?,
+                        );
+                        if single {
+                            return Ok(());
+                        }
                     }
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return Err(Error::Kernel {
-                        what,
-                        source: io::Error::new(io::ErrorKind::UnexpectedEof, "no answer"),
-                    })
-                }
-                Err(e) => return Err(nl_error(e, what)),
             }
         }
     }
 
-    /// Every interface: index, name, administratively up.
-    fn link_table(&mut self) -> Result<Vec<(u32, String, bool)>> {
-        let req = Ifinfomsg::new(
-            RtAddrFamily::Unspecified,
-            Arphrd::from(0u16),
-            0,
-            IffFlags::empty(),
-            IffFlags::empty(),
-            RtBuffer::new(),
-        );
+    /// Dumps every object of one kind and keeps what `keep` makes of each.
+    fn dump<S, R, T>(
+        &mut self,
+        ty: Rtm,
+        request: std::result::Result<S, Failure>,
+        what: &str,
+        keep: impl Fn(&R) -> Option<T>,
+    ) -> Result<Vec<T>>
+    where
+        S: Size + ToBytes + Debug,
+        R: Size + FromBytesWithInput<Input = usize>,
+    {
         let mut out = Vec::new();
-        for link in self.dump(Rtm::Getlink, req, "list interfaces")? {
-            let name = link
-                .rtattrs
-                .iter()
-                .find(|a| a.rta_type == Ifla::Ifname)
-                .map(|a| {
-                    let b = a.rta_payload.as_ref();
-                    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-                    String::from_utf8_lossy(&b[..end]).into_owned()
-                });
-            if let (Ok(index), Some(name)) = (u32::try_from(link.ifi_index), name) {
-                out.push((index, name, link.ifi_flags.contains(&Iff::Up)));
-            }
-        }
+        request
+            .and_then(|request| self.exchange(ty, NlmF::DUMP, request, |r: R| out.extend(keep(&r))))
+            .map_err(|f| f.into_error(what.to_string()))?;
         Ok(out)
+    }
+
+    /// Sends one change that the kernel acknowledges.
+    fn change<S>(
+        &mut self,
+        ty: Rtm,
+        flags: NlmF,
+        request: std::result::Result<S, Failure>,
+        what: String,
+    ) -> Result<()>
+    where
+        S: Size + ToBytes + Debug,
+    {
+        request
+            .and_then(|request| self.exchange(ty, flags | NlmF::ACK, request, |_: Buffer| {}))
+            .map_err(|f| f.into_error(what))
+    }
+
+    /// Every interface of the namespace, with its kind and whether it is up.
+    pub fn interfaces(&mut self) -> Result<Vec<Interface>> {
+        let request = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .build()
+            .map_err(malformed);
+        self.dump(Rtm::Getlink, request, "list interfaces", interface_from)
+    }
+
+    /// Every IPv4 address of every interface, secondary ones included.
+    pub fn ipv4_addresses(&mut self) -> Result<Vec<InterfaceAddress>> {
+        let request = IfaddrmsgBuilder::default()
+            .ifa_family(RtAddrFamily::Inet)
+            .ifa_prefixlen(0)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(0)
+            .build()
+            .map_err(malformed);
+        self.dump(Rtm::Getaddr, request, "list addresses", address_from)
     }
 
     /// Interface names by index.
     pub fn links(&mut self) -> Result<BTreeMap<u32, String>> {
         Ok(self
-            .link_table()?
+            .interfaces()?
             .into_iter()
-            .map(|(index, name, _)| (index, name))
+            .map(|i| (i.index, i.name))
             .collect())
     }
 
@@ -290,59 +432,89 @@ impl Rtnl {
     /// absent.
     pub fn usable_link(&mut self, name: &str) -> Result<Option<u32>> {
         Ok(self
-            .link_table()?
+            .interfaces()?
             .into_iter()
-            .find(|(_, n, up)| n == name && *up)
-            .map(|(i, _, _)| i))
+            .find(|i| i.name == name && i.up)
+            .map(|i| i.index))
     }
 
     /// Every IPv4 route of every table.
     pub fn routes(&mut self) -> Result<Vec<KernelRoute>> {
-        let req = rtmsg(0, RT_TABLE_UNSPEC, 0, 0, 0, 0, Vec::new());
-        let msgs = self.dump(Rtm::Getroute, req, "list routes")?;
-        Ok(msgs.iter().filter_map(route_from).collect())
+        let request = rtmsg(0, RT_TABLE_UNSPEC, 0, 0, 0, Vec::new());
+        self.dump(Rtm::Getroute, request, "list routes", route_from)
     }
 
     /// Every IPv4 policy routing rule.
     pub fn rules(&mut self) -> Result<Vec<KernelRule>> {
-        let req = rtmsg(0, RT_TABLE_UNSPEC, 0, 0, 0, 0, Vec::new());
-        let msgs = self.dump(Rtm::Getrule, req, "list routing rules")?;
-        Ok(msgs.iter().filter_map(rule_from).collect())
+        let request = fibmsg(RT_TABLE_UNSPEC, FrAct::Unspec, Frf::empty(), Vec::new());
+        self.dump(Rtm::Getrule, request, "list routing rules", rule_from)
     }
 
-    fn route_msg(route: &Route, oif: Option<u32>, protocol: u8, scope: u8) -> Result<Rtmsg> {
-        let mut attrs = vec![attr(libc::RTA_TABLE, &route.table.to_ne_bytes())?];
+    fn route_msg(
+        route: &Route,
+        oif: Option<u32>,
+        protocol: u8,
+        scope: u8,
+        kind: u8,
+    ) -> std::result::Result<Rtmsg, Failure> {
+        let mut attrs = vec![attr(Rta::Table, &route.table.to_ne_bytes())?];
         if route.dst.prefix_len() > 0 {
-            attrs.push(attr(libc::RTA_DST, &route.dst.network().octets())?);
+            attrs.push(attr(Rta::Dst, &route.dst.network().octets())?);
         }
         if route.metric != 0 {
-            attrs.push(attr(libc::RTA_PRIORITY, &route.metric.to_ne_bytes())?);
+            attrs.push(attr(Rta::Priority, &route.metric.to_ne_bytes())?);
         }
         if let Some(oif) = oif {
-            attrs.push(attr(libc::RTA_OIF, &oif.to_ne_bytes())?);
+            attrs.push(attr(Rta::Oif, &oif.to_ne_bytes())?);
         }
-        Ok(rtmsg(
+        rtmsg(
             route.dst.prefix_len(),
             table_byte(route.table),
             protocol,
             scope,
-            1,
-            0,
+            kind,
             attrs,
-        ))
+        )
     }
 
     /// Adds `route` through interface `oif`, marked as ours. Fails if it exists already.
     pub fn add_route(&mut self, route: &Route, oif: u32) -> Result<()> {
-        let msg = Self::route_msg(route, Some(oif), PROTOCOL_ENCLAVE, RT_SCOPE_LINK)?;
-        let what = format!(
-            "add route {} table {} metric {} via interface {oif}",
-            route.dst, route.table, route.metric
-        );
-        self.request(Rtm::Newroute, &[NlmF::Create, NlmF::Excl], msg, what)
+        self.add(route, Some(oif))
     }
 
-    /// Deletes exactly this route (matched by destination, table, metric, interface, protocol).
+    /// Adds `route` as an `unreachable` route (no interface), marked as ours: what it matches
+    /// is refused with "no route to host". Fails if a route with the same destination, table
+    /// and metric exists already.
+    pub fn add_unreachable(&mut self, route: &Route) -> Result<()> {
+        self.add(route, None)
+    }
+
+    /// Adds a route of ours: through `oif`, or without one an `unreachable` route.
+    fn add(&mut self, route: &Route, oif: Option<u32>) -> Result<()> {
+        let (scope, kind, kind_word, via) = match oif {
+            Some(oif) => (
+                RT_SCOPE_LINK,
+                RTN_UNICAST,
+                "",
+                format!(" via interface {oif}"),
+            ),
+            None => (
+                RT_SCOPE_UNIVERSE,
+                RTN_UNREACHABLE,
+                "unreachable ",
+                String::new(),
+            ),
+        };
+        let msg = Self::route_msg(route, oif, PROTOCOL_ENCLAVE, scope, kind);
+        let what = format!(
+            "add {kind_word}route {} table {} metric {}{via}",
+            route.dst, route.table, route.metric
+        );
+        self.change(Rtm::Newroute, NlmF::CREATE | NlmF::EXCL, msg, what)
+    }
+
+    /// Deletes exactly this route (matched by destination, table, metric, interface, protocol
+    /// and type).
     pub fn delete_route(&mut self, route: &KernelRoute) -> Result<()> {
         let key = Route {
             dst: route.dst,
@@ -350,54 +522,61 @@ impl Rtnl {
             metric: route.metric,
         };
         // RT_SCOPE_NOWHERE: match any scope (as `ip route del` does).
-        let msg = Self::route_msg(&key, route.oif, route.protocol, RT_SCOPE_NOWHERE)?;
-        let what = format!(
-            "delete route {} table {} metric {}",
-            route.dst, route.table, route.metric
+        let msg = Self::route_msg(
+            &key,
+            route.oif,
+            route.protocol,
+            RT_SCOPE_NOWHERE,
+            route.kind,
         );
-        self.request(Rtm::Delroute, &[], msg, what)
+        let what = format!(
+            "delete {}route {} table {} metric {}",
+            if route.kind == RTN_UNREACHABLE {
+                "unreachable "
+            } else {
+                ""
+            },
+            route.dst,
+            route.table,
+            route.metric
+        );
+        self.change(Rtm::Delroute, NlmF::empty(), msg, what)
     }
 
-    /// A FIB rule message. neli 0.6 has no `fib_rule_hdr`, but it has the layout of `rtmsg`
-    /// (family, dst_len, src_len, tos, table, res1, res2, action, flags): `rtm_protocol` and
-    /// `rtm_scope` stand for the two reserved bytes (0) and `rtm_type` for the action.
-    fn rule_msg(spec: &RuleSpec, protocol: u8) -> Result<Rtmsg> {
+    /// A FIB rule message (`struct fib_rule_hdr` and its `FRA_*` attributes).
+    fn rule_msg(spec: &RuleSpec, protocol: u8) -> std::result::Result<Fibmsg, Failure> {
         let mut attrs = vec![
-            attr(FRA_PRIORITY, &spec.priority.to_ne_bytes())?,
-            attr(FRA_TABLE, &spec.table.to_ne_bytes())?,
-            attr(FRA_PROTOCOL, &[protocol])?,
+            attr(Frattr::Priority, &spec.priority.to_ne_bytes())?,
+            attr(Frattr::Table, &spec.table.to_ne_bytes())?,
+            attr(Frattr::Protocol, &[protocol])?,
         ];
         if let Some(mark) = spec.fwmark {
-            attrs.push(attr(FRA_FWMARK, &mark.to_ne_bytes())?);
-            attrs.push(attr(FRA_FWMASK, &u32::MAX.to_ne_bytes())?);
+            attrs.push(attr(Frattr::Fwmark, &mark.to_ne_bytes())?);
+            attrs.push(attr(Frattr::Fwmask, &u32::MAX.to_ne_bytes())?);
         }
         if let Some(len) = spec.suppress_prefixlen {
-            attrs.push(attr(FRA_SUPPRESS_PREFIXLEN, &len.to_ne_bytes())?);
+            attrs.push(attr(Frattr::SuppressPrefixlen, &len.to_ne_bytes())?);
         }
-        let flags = if spec.invert { FIB_RULE_INVERT } else { 0 };
-        Ok(rtmsg(
-            0,
-            table_byte(spec.table),
-            0,
-            0,
-            FR_ACT_TO_TBL,
-            flags,
-            attrs,
-        ))
+        let flags = if spec.invert {
+            Frf::INVERT
+        } else {
+            Frf::empty()
+        };
+        fibmsg(table_byte(spec.table), FrAct::FrActToTbl, flags, attrs)
     }
 
     /// Adds a policy routing rule, marked as ours.
     pub fn add_rule(&mut self, spec: &RuleSpec) -> Result<()> {
-        let msg = Self::rule_msg(spec, PROTOCOL_ENCLAVE)?;
+        let msg = Self::rule_msg(spec, PROTOCOL_ENCLAVE);
         let what = format!("add rule {}", describe_rule(spec));
-        self.request(Rtm::Newrule, &[NlmF::Create, NlmF::Excl], msg, what)
+        self.change(Rtm::Newrule, NlmF::CREATE | NlmF::EXCL, msg, what)
     }
 
     /// Deletes exactly this rule.
     pub fn delete_rule(&mut self, rule: &KernelRule) -> Result<()> {
-        let msg = Self::rule_msg(&rule.spec, rule.protocol)?;
+        let msg = Self::rule_msg(&rule.spec, rule.protocol);
         let what = format!("delete rule {}", describe_rule(&rule.spec));
-        self.request(Rtm::Delrule, &[], msg, what)
+        self.change(Rtm::Delrule, NlmF::empty(), msg, what)
     }
 
     /// Asks the kernel where it would send a packet to `dst` (`ip route get DST`).
@@ -405,58 +584,37 @@ impl Rtnl {
     /// `Ok(None)` when it has no route at all; a blackhole, unreachable or prohibit route comes
     /// back with that `kind` (6, 7, 8) and no interface.
     pub fn route_to(&mut self, dst: Ipv4Addr) -> Result<Option<RouteLookup>> {
-        let seq = self.next_seq();
-        let req = rtmsg(
-            32,
-            RT_TABLE_UNSPEC,
-            0,
-            0,
-            0,
-            0,
-            vec![attr(libc::RTA_DST, &dst.octets())?],
-        );
-        let msg = Nlmsghdr::new(
-            None,
-            Rtm::Getroute,
-            NlmFFlags::new(&[NlmF::Request]),
-            Some(seq),
-            None,
-            NlPayload::Payload(req),
-        );
-        self.sock.send(msg).map_err(neli_msg("look up a route"))?;
-        loop {
-            match self.sock.recv::<u16, Rtmsg>() {
-                Ok(Some(m)) if m.nl_seq == seq => {
-                    if let NlPayload::Payload(r) = m.nl_payload {
-                        let attrs = &r.rtattrs;
-                        return Ok(Some(RouteLookup {
-                            kind: r.rtm_type.into(),
-                            oif: attr_u32(attrs, libc::RTA_OIF),
-                            gateway: attr_v4(attrs, libc::RTA_GATEWAY),
-                        }));
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(None),
-                // The kernel answers a lookup that hits a blackhole, unreachable or prohibit
-                // route with an error; say which route type it was.
-                Err(NlError::Nlmsgerr(e)) if -e.error == libc::ENETUNREACH => return Ok(None),
-                Err(NlError::Nlmsgerr(e))
-                    if matches!(-e.error, libc::EINVAL | libc::EHOSTUNREACH | libc::EACCES) =>
-                {
-                    let kind = match -e.error {
-                        libc::EINVAL => RTN_BLACKHOLE,
-                        libc::EHOSTUNREACH => RTN_UNREACHABLE,
-                        _ => RTN_PROHIBIT,
-                    };
-                    return Ok(Some(RouteLookup {
-                        kind,
-                        oif: None,
-                        gateway: None,
-                    }));
-                }
-                Err(e) => return Err(nl_error(e, format!("look up the route to {dst}"))),
+        let mut found = None;
+        let answer = attr(Rta::Dst, &dst.octets())
+            .and_then(|a| rtmsg(32, RT_TABLE_UNSPEC, 0, 0, 0, vec![a]))
+            .and_then(|request| {
+                self.exchange(Rtm::Getroute, NlmF::empty(), request, |r: Rtmsg| {
+                    let attrs = r.rtattrs();
+                    found = Some(RouteLookup {
+                        kind: (*r.rtm_type()).into(),
+                        oif: attr_u32(attrs, Rta::Oif),
+                        gateway: attr_v4(attrs, Rta::Gateway),
+                    });
+                })
+            });
+        match answer {
+            Ok(()) => Ok(found),
+            Err(Failure::Refused(libc::ENETUNREACH)) => Ok(None),
+            // The kernel answers a lookup that hits a blackhole, unreachable or prohibit route
+            // with an error; say which route type it was.
+            Err(Failure::Refused(errno @ (libc::EINVAL | libc::EHOSTUNREACH | libc::EACCES))) => {
+                let kind = match errno {
+                    libc::EINVAL => RTN_BLACKHOLE,
+                    libc::EHOSTUNREACH => RTN_UNREACHABLE,
+                    _ => RTN_PROHIBIT,
+                };
+                Ok(Some(RouteLookup {
+                    kind,
+                    oif: None,
+                    gateway: None,
+                }))
             }
+            Err(f) => Err(f.into_error(format!("look up the route to {dst}"))),
         }
     }
 }
@@ -474,23 +632,6 @@ fn describe_rule(spec: &RuleSpec) -> String {
         s.push_str(&format!(" suppress_prefixlength {len}"));
     }
     s
-}
-
-fn nl_error<T: std::fmt::Debug, P: std::fmt::Debug>(e: NlError<T, P>, what: String) -> Error {
-    match e {
-        NlError::Nlmsgerr(err) => Error::Kernel {
-            what,
-            source: io::Error::from_raw_os_error(-err.error),
-        },
-        NlError::Wrapped(w) => Error::Kernel {
-            what,
-            source: io::Error::other(w.to_string()),
-        },
-        other => Error::Kernel {
-            what,
-            source: io::Error::other(format!("{other:?}")),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -516,6 +657,31 @@ mod tests {
         );
     }
 
+    /// The rule header goes out as the kernel's `struct fib_rule_hdr`: family, dst_len, src_len,
+    /// tos, table, two reserved bytes, action, then the flags; `FRA_*` attributes follow.
+    #[test]
+    fn rule_message_has_the_layout_of_fib_rule_hdr() {
+        let spec = RuleSpec {
+            priority: 32000,
+            table: 17731,
+            fwmark: Some(0x4543),
+            invert: true,
+            suppress_prefixlen: None,
+        };
+        let msg = Rtnl::rule_msg(&spec, PROTOCOL_ENCLAVE).unwrap();
+        let mut bytes = Cursor::new(Vec::new());
+        msg.to_bytes(&mut bytes).unwrap();
+        let bytes = bytes.into_inner();
+        let mut header = vec![libc::AF_INET as u8, 0, 0, 0, RT_TABLE_UNSPEC, 0, 0, 1];
+        header.extend_from_slice(&2u32.to_ne_bytes()); // FIB_RULE_INVERT
+        assert_eq!(&bytes[..12], header.as_slice());
+        // The first attribute: FRA_PRIORITY (6), 8 bytes long, the priority.
+        let mut priority = 8u16.to_ne_bytes().to_vec();
+        priority.extend_from_slice(&6u16.to_ne_bytes());
+        priority.extend_from_slice(&32000u32.to_ne_bytes());
+        assert_eq!(&bytes[12..20], priority.as_slice());
+    }
+
     #[test]
     fn route_message_round_trips_through_the_parser() {
         let route = Route {
@@ -523,12 +689,48 @@ mod tests {
             table: 1000,
             metric: 7,
         };
-        let msg = Rtnl::route_msg(&route, Some(3), PROTOCOL_ENCLAVE, RT_SCOPE_LINK).unwrap();
+        let msg = Rtnl::route_msg(
+            &route,
+            Some(3),
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_LINK,
+            RTN_UNICAST,
+        )
+        .unwrap();
         let k = route_from(&msg).unwrap();
         assert_eq!(
             (k.dst, k.table, k.metric, k.oif),
             (route.dst, 1000, 7, Some(3))
         );
-        assert_eq!(k.protocol, PROTOCOL_ENCLAVE);
+        assert_eq!((k.protocol, k.kind), (PROTOCOL_ENCLAVE, RTN_UNICAST));
+    }
+
+    #[test]
+    fn unreachable_default_route_message_round_trips_through_the_parser() {
+        let route = Route {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            table: 17731,
+            metric: u32::MAX,
+        };
+        let msg = Rtnl::route_msg(
+            &route,
+            None,
+            PROTOCOL_ENCLAVE,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNREACHABLE,
+        )
+        .unwrap();
+        let k = route_from(&msg).unwrap();
+        assert_eq!(
+            (k.dst, k.table, k.metric, k.oif, k.kind, k.protocol),
+            (
+                route.dst,
+                17731,
+                u32::MAX,
+                None,
+                RTN_UNREACHABLE,
+                PROTOCOL_ENCLAVE
+            )
+        );
     }
 }

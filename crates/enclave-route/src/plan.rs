@@ -18,6 +18,13 @@ pub const TABLE_MAIN: u32 = 254;
 /// `RTN_UNICAST`: an ordinary route.
 const RTN_UNICAST: u8 = 1;
 
+/// `RTN_UNREACHABLE`: the kernel refuses what matches with "no route to host".
+pub(crate) const RTN_UNREACHABLE: u8 = 7;
+
+/// The metric of the kill switch's `unreachable` default route: the worst there is, so that
+/// any route through the tunnel in the same table wins while it exists.
+pub const KILL_SWITCH_METRIC: u32 = u32::MAX;
+
 /// One route through the tunnel interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Route {
@@ -40,7 +47,14 @@ impl Route {
     }
 }
 
-/// The setting for a default route through the tunnel without a routing loop (wg-quick's way).
+/// The setting for a default route through the tunnel without a routing loop (wg-quick's way),
+/// with a kill switch.
+///
+/// Besides the route through the tunnel, the table gets an `unreachable` default route of ours
+/// at [`KILL_SWITCH_METRIC`]. It has no interface, so it stays when the tunnel interface
+/// vanishes (the agent crashed): the rules keep sending unmarked traffic to the table, and the
+/// table refuses it instead of letting it fall through to the main table's default route in
+/// clear. Only a plan without the default route (a clean stop, `reset`) removes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DefaultRoute {
     /// The mark the data plane puts on its own UDP socket (`SO_MARK`); marked packets skip the
@@ -94,8 +108,9 @@ impl Desired {
         Ok(())
     }
 
-    /// Every route to install, the default route's one included, destinations truncated to
-    /// their prefix (the kernel stores `10.1.2.3/16` as `10.1.0.0/16`).
+    /// Every route to install through the tunnel, the default route's one included,
+    /// destinations truncated to their prefix (the kernel stores `10.1.2.3/16` as
+    /// `10.1.0.0/16`).
     pub fn all_routes(&self) -> BTreeSet<Route> {
         let mut all: BTreeSet<Route> = self
             .routes
@@ -115,7 +130,18 @@ impl Desired {
         all
     }
 
-    /// The policy rules to install.
+    /// The kill switch: the `unreachable` default route in the default route's table, behind
+    /// the route through the tunnel. Wanted whenever the default route is, tunnel or not.
+    pub fn kill_switch(&self) -> Option<Route> {
+        self.default_route.map(|dr| Route {
+            dst: Ipv4Net::default(),
+            table: dr.table,
+            metric: KILL_SWITCH_METRIC,
+        })
+    }
+
+    /// The policy rules to install. Wanted whenever the default route is, tunnel or not: with
+    /// the kill switch they keep unmarked traffic away from the main table's default route.
     pub fn rules(&self) -> BTreeSet<RuleSpec> {
         let mut rules = BTreeSet::new();
         if let Some(dr) = self.default_route {
@@ -183,6 +209,26 @@ pub struct KernelRule {
     pub protocol: u8,
 }
 
+/// What a route of ours does with the packets it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteKind {
+    /// Sends them into the tunnel interface (`RTN_UNICAST`, `dev TUNNEL`).
+    Tunnel,
+    /// Refuses them with "no route to host" (`RTN_UNREACHABLE`, no interface): the kill switch.
+    Unreachable,
+}
+
+impl RouteKind {
+    /// The kind of a route of ours as the kernel reports it, if it is one we make.
+    fn of(route: &KernelRoute) -> Option<Self> {
+        match route.kind {
+            RTN_UNICAST => Some(RouteKind::Tunnel),
+            RTN_UNREACHABLE => Some(RouteKind::Unreachable),
+            _ => None,
+        }
+    }
+}
+
 /// Why a route of another program conflicts with one of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConflictKind {
@@ -198,6 +244,8 @@ pub enum ConflictKind {
 pub struct Conflict {
     /// Our route.
     pub ours: Route,
+    /// Whether ours goes through the tunnel or is the kill switch.
+    pub ours_kind: RouteKind,
     /// The foreign route.
     pub theirs: KernelRoute,
     /// How they overlap.
@@ -213,8 +261,12 @@ impl Conflict {
             (None, Some(index)) => format!("on interface {index}"),
             (None, None) => format!("of type {}", self.theirs.kind),
         };
+        let what = match self.ours_kind {
+            RouteKind::Tunnel => "our route",
+            RouteKind::Unreachable => "our kill switch (unreachable route)",
+        };
         let ours = format!(
-            "our route {} (table {}, metric {})",
+            "{what} {} (table {}, metric {})",
             self.ours.dst, self.ours.table, self.ours.metric
         );
         match self.kind {
@@ -231,11 +283,17 @@ impl Conflict {
 }
 
 /// What to do to get from the kernel's state to the wanted one.
+///
+/// Carried out in this order, so that unmarked traffic never finds the default route's table
+/// empty while its rules are in place: `add_unreachable`, `add_routes`, `add_rules`, then
+/// `remove_rules`, then `remove_routes` (the kill switch last).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Routes to add, in order.
+    /// Kill-switch (`unreachable`) routes to add, before anything else.
+    pub add_unreachable: Vec<Route>,
+    /// Routes through the tunnel to add, in order.
     pub add_routes: Vec<Route>,
-    /// Routes of ours to remove.
+    /// Routes of ours to remove, the kill switch after the routes through the tunnel.
     pub remove_routes: Vec<KernelRoute>,
     /// Rules to add.
     pub add_rules: Vec<RuleSpec>,
@@ -248,18 +306,62 @@ pub struct Plan {
 impl Plan {
     /// Nothing to change.
     pub fn is_empty(&self) -> bool {
-        self.add_routes.is_empty()
+        self.add_unreachable.is_empty()
+            && self.add_routes.is_empty()
             && self.remove_routes.is_empty()
             && self.add_rules.is_empty()
             && self.remove_rules.is_empty()
     }
 }
 
+/// How a foreign route `theirs` stands in the way of our wanted route `want` of kind `kind`,
+/// if it does. `tunnel` is the tunnel's index.
+fn conflict_kind(
+    kind: RouteKind,
+    want: &Route,
+    theirs: &KernelRoute,
+    tunnel: Option<u32>,
+) -> Option<ConflictKind> {
+    if theirs.table != want.table {
+        return None;
+    }
+    match kind {
+        // The kill switch is a last resort: it overrides nothing, it only fills the gap when
+        // nothing else in the table matches. Only a foreign route the kernel would take for a
+        // duplicate of it (same destination and metric) keeps it out.
+        RouteKind::Unreachable => {
+            (theirs.dst == want.dst && theirs.metric == want.metric).then_some(ConflictKind::Equal)
+        }
+        RouteKind::Tunnel => {
+            if theirs.oif.is_some() && theirs.oif == tunnel {
+                // Another program's identical route on our tunnel already does our route's
+                // job, and the kernel would refuse ours as a duplicate: leave ours out, say so.
+                return (theirs.dst == want.dst && theirs.metric == want.metric)
+                    .then_some(ConflictKind::Equal);
+            }
+            // Only unicast, blackhole, unreachable and prohibit routes steer traffic we would
+            // carry; local and broadcast entries live in the local table anyway.
+            if !matches!(theirs.kind, 1 | 6 | 7 | 8) {
+                return None;
+            }
+            if theirs.dst == want.dst {
+                Some(ConflictKind::Equal)
+            } else if want.dst.contains(&theirs.dst) && want.dst.prefix_len() > 0 {
+                Some(ConflictKind::MoreSpecific)
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Diffs `desired` against the kernel's routes and rules.
 ///
-/// `tunnel` is the tunnel interface's index, or `None` when it does not exist (then no route can
-/// be added, and every route of ours is stale). Ours are those with `protocol == PROTOCOL_ENCLAVE`;
-/// nothing else is ever put in `remove_*`.
+/// `tunnel` is the tunnel interface's index, or `None` when it does not exist. Without it no
+/// route through it can be added and every such route of ours is stale; but the default
+/// route's kill switch and rules are wanted all the same, so that a vanished tunnel (a crashed
+/// agent) never lets traffic meant for it out in clear. Ours are those with
+/// `protocol == PROTOCOL_ENCLAVE`; nothing else is ever put in `remove_*`.
 pub fn plan(
     desired: &Desired,
     tunnel: Option<u32>,
@@ -267,90 +369,87 @@ pub fn plan(
     rules: &[KernelRule],
 ) -> Plan {
     let mut out = Plan::default();
-    let wanted = match tunnel {
-        Some(_) => desired.all_routes(),
-        None => BTreeSet::new(),
+    let mut wanted: BTreeSet<(RouteKind, Route)> = BTreeSet::new();
+    if tunnel.is_some() {
+        wanted.extend(
+            desired
+                .all_routes()
+                .into_iter()
+                .map(|r| (RouteKind::Tunnel, r)),
+        );
+    }
+    wanted.extend(desired.kill_switch().map(|r| (RouteKind::Unreachable, r)));
+    let is_ours = |r: &KernelRoute| r.protocol == PROTOCOL_ENCLAVE;
+    let identity = |r: &KernelRoute| {
+        RouteKind::of(r).map(|kind| {
+            let route = Route {
+                dst: r.dst,
+                table: r.table,
+                metric: r.metric,
+            };
+            (kind, route)
+        })
     };
-    let is_ours = |r: &KernelRoute| r.protocol == PROTOCOL_ENCLAVE && r.kind == RTN_UNICAST;
-    let key = |r: &KernelRoute| Route {
-        dst: r.dst,
-        table: r.table,
-        metric: r.metric,
+    // Where a route of that kind must be: on the tunnel, or on no interface at all.
+    let in_place = |kind: RouteKind, r: &KernelRoute| match kind {
+        RouteKind::Tunnel => tunnel.is_some() && r.oif == tunnel,
+        RouteKind::Unreachable => r.oif.is_none(),
     };
 
-    // Ours, on the tunnel, exactly as wanted: keep. Every other route of ours goes. Removals
-    // are tracked by position: the kernel can hold two identical routes of ours.
+    // Ours, in place, exactly as wanted: keep. Every other route of ours goes. Removals are
+    // tracked by position: the kernel can hold two identical routes of ours.
     let mut present = BTreeSet::new();
     let mut removed = BTreeSet::new();
     for (i, r) in routes.iter().enumerate().filter(|(_, r)| is_ours(r)) {
-        let k = key(r);
-        if tunnel.is_some() && r.oif == tunnel && wanted.contains(&k) && present.insert(k) {
-            continue;
+        if let Some(id) = identity(r) {
+            if in_place(id.0, r) && wanted.contains(&id) && present.insert(id) {
+                continue;
+            }
         }
         removed.insert(i);
     }
 
-    for want in &wanted {
+    for (kind, want) in &wanted {
         let mut equal = false;
         for theirs in routes.iter().filter(|r| !is_ours(r)) {
-            if theirs.table != want.table {
-                continue;
-            }
-            if theirs.oif.is_some() && theirs.oif == tunnel {
-                // Another program's identical route on our tunnel already does our route's job,
-                // and the kernel would refuse ours as a duplicate: leave ours out, say so.
-                if theirs.dst == want.dst && theirs.metric == want.metric {
-                    equal = true;
-                    out.conflicts.push(Conflict {
-                        ours: *want,
-                        theirs: theirs.clone(),
-                        kind: ConflictKind::Equal,
-                    });
-                }
-                continue;
-            }
-            // Only unicast, blackhole, unreachable and prohibit routes steer traffic we would
-            // carry; local and broadcast entries live in the local table anyway.
-            if !matches!(theirs.kind, 1 | 6 | 7 | 8) {
-                continue;
-            }
-            let kind = if theirs.dst == want.dst {
-                equal = true;
-                ConflictKind::Equal
-            } else if want.dst.contains(&theirs.dst) && want.dst.prefix_len() > 0 {
-                ConflictKind::MoreSpecific
-            } else {
+            let Some(conflict) = conflict_kind(*kind, want, theirs, tunnel) else {
                 continue;
             };
+            equal |= conflict == ConflictKind::Equal;
             out.conflicts.push(Conflict {
                 ours: *want,
+                ours_kind: *kind,
                 theirs: theirs.clone(),
-                kind,
+                kind: conflict,
             });
         }
-        if !equal && !present.contains(want) {
-            out.add_routes.push(*want);
+        if !equal && !present.contains(&(*kind, *want)) {
+            match kind {
+                RouteKind::Tunnel => out.add_routes.push(*want),
+                RouteKind::Unreachable => out.add_unreachable.push(*want),
+            }
         }
     }
     // A route of ours that a foreign equal route now shadows is not wanted any more.
-    let left_out: BTreeSet<Route> = out
+    let left_out: BTreeSet<(RouteKind, Route)> = out
         .conflicts
         .iter()
         .filter(|c| c.kind == ConflictKind::Equal)
-        .map(|c| c.ours)
+        .map(|c| (c.ours_kind, c.ours))
         .collect();
     for (i, r) in routes.iter().enumerate().filter(|(_, r)| is_ours(r)) {
-        if left_out.contains(&key(r)) {
+        if identity(r).is_some_and(|id| left_out.contains(&id)) {
             removed.insert(i);
         }
     }
     out.remove_routes = removed.into_iter().map(|i| routes[i].clone()).collect();
+    // The kill switch goes last: until the rules are gone it is what stands between unmarked
+    // traffic and the main table's default route.
+    out.remove_routes
+        .sort_by_key(|r| (r.kind == RTN_UNREACHABLE, r.clone()));
 
-    // Rules: only when the tunnel exists do we want any.
-    let wanted_rules = match tunnel {
-        Some(_) => desired.rules(),
-        None => BTreeSet::new(),
-    };
+    // Rules: wanted whenever the default route is, with or without the tunnel.
+    let wanted_rules = desired.rules();
     let mut present_rules = BTreeSet::new();
     for rule in rules.iter().filter(|r| r.protocol == PROTOCOL_ENCLAVE) {
         if wanted_rules.contains(&rule.spec) && present_rules.insert(rule.spec) {
@@ -362,454 +461,12 @@ pub fn plan(
         .into_iter()
         .filter(|r| !present_rules.contains(r))
         .collect();
-    out.remove_routes.sort();
     out.conflicts.sort();
     out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TUN: u32 = 7;
-    const ETH: u32 = 2;
-
-    fn net(s: &str) -> Ipv4Net {
-        s.parse().unwrap()
-    }
-
-    fn kroute(dst: &str, table: u32, oif: u32, protocol: u8) -> KernelRoute {
-        KernelRoute {
-            dst: net(dst),
-            table,
-            metric: 0,
-            oif: Some(oif),
-            gateway: None,
-            protocol,
-            kind: RTN_UNICAST,
-            scope: 0,
-        }
-    }
-
-    fn desired(routes: &[&str]) -> Desired {
-        Desired {
-            routes: routes.iter().map(|r| Route::main(net(r))).collect(),
-            default_route: None,
-        }
-    }
-
-    #[test]
-    fn adds_missing_routes_on_an_empty_table() {
-        let p = plan(
-            &desired(&["10.1.0.0/16", "10.2.0.0/16"]),
-            Some(TUN),
-            &[],
-            &[],
-        );
-        assert_eq!(
-            p.add_routes,
-            vec![
-                Route::main(net("10.1.0.0/16")),
-                Route::main(net("10.2.0.0/16"))
-            ]
-        );
-        assert!(p.remove_routes.is_empty() && p.conflicts.is_empty());
-    }
-
-    #[test]
-    fn keeps_present_routes_and_removes_ours_no_longer_wanted() {
-        let kernel = vec![
-            kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE),
-            kroute("10.9.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE),
-        ];
-        let p = plan(&desired(&["10.1.0.0/16"]), Some(TUN), &kernel, &[]);
-        assert!(p.add_routes.is_empty());
-        assert_eq!(p.remove_routes, vec![kernel[1].clone()]);
-    }
-
-    #[test]
-    fn never_removes_foreign_routes_even_on_the_tunnel() {
-        let kernel = vec![
-            kroute("10.9.0.0/16", TABLE_MAIN, TUN, 4), // `ip route add ... proto static`
-            kroute("10.8.0.0/16", TABLE_MAIN, TUN, 3), // boot
-        ];
-        let p = plan(&Desired::default(), Some(TUN), &kernel, &[]);
-        assert!(p.is_empty(), "{p:?}");
-    }
-
-    #[test]
-    fn removes_duplicates_of_ours_and_ours_on_a_stale_interface() {
-        let kernel = vec![
-            kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE),
-            kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE),
-            kroute("10.2.0.0/16", TABLE_MAIN, 99, PROTOCOL_ENCLAVE),
-        ];
-        let p = plan(
-            &desired(&["10.1.0.0/16", "10.2.0.0/16"]),
-            Some(TUN),
-            &kernel,
-            &[],
-        );
-        assert_eq!(p.add_routes, vec![Route::main(net("10.2.0.0/16"))]);
-        assert_eq!(p.remove_routes, vec![kernel[0].clone(), kernel[2].clone()]);
-    }
-
-    #[test]
-    fn what_cannot_work_is_refused_with_a_reason() {
-        let mut d = desired(&["0.0.0.0/0"]);
-        assert_eq!(
-            d.check().unwrap_err().to_string(),
-            "a route to 0.0.0.0/0 in table 254 would loop the tunnel's own traffic: use the DefaultRoute setting instead"
-        );
-        d.routes.clear();
-        d.default_route = Some(DefaultRoute {
-            fwmark: 51820,
-            table: 51820,
-            priority: 51820,
-        });
-        assert_eq!(
-            d.check().unwrap_err().to_string(),
-            "the default route's rules at priorities 51820 and 51821 must come before the main table's rule (32766): choose a priority below 32765"
-        );
-        d.default_route = Some(DefaultRoute::default());
-        assert!(d.check().is_ok());
-    }
-
-    #[test]
-    fn destinations_are_compared_by_their_prefix() {
-        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
-        let mut d = Desired::default();
-        d.routes.insert(Route {
-            dst: net("10.1.2.3/16"),
-            table: TABLE_MAIN,
-            metric: 0,
-        });
-        assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
-    }
-
-    #[test]
-    fn metric_and_table_are_part_of_a_route() {
-        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
-        let mut d = Desired::default();
-        d.routes.insert(Route {
-            dst: net("10.1.0.0/16"),
-            table: TABLE_MAIN,
-            metric: 50,
-        });
-        let p = plan(&d, Some(TUN), &kernel, &[]);
-        assert_eq!(p.add_routes[0].metric, 50);
-        assert_eq!(p.remove_routes, kernel);
-    }
-
-    #[test]
-    fn interface_gone_means_everything_of_ours_goes_and_nothing_is_added() {
-        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE)];
-        let rules = vec![KernelRule {
-            spec: RuleSpec {
-                priority: 1,
-                table: 5,
-                fwmark: Some(5),
-                invert: true,
-                suppress_prefixlen: None,
-            },
-            protocol: PROTOCOL_ENCLAVE,
-        }];
-        let mut d = desired(&["10.1.0.0/16"]);
-        d.default_route = Some(DefaultRoute::default());
-        let p = plan(&d, None, &kernel, &rules);
-        assert!(p.add_routes.is_empty() && p.add_rules.is_empty());
-        assert_eq!(p.remove_routes, kernel);
-        assert_eq!(p.remove_rules, rules);
-    }
-
-    #[test]
-    fn equal_foreign_route_is_reported_and_ours_left_out() {
-        let kernel = vec![kroute("192.168.77.0/24", TABLE_MAIN, ETH, 2)];
-        let p = plan(&desired(&["192.168.77.0/24"]), Some(TUN), &kernel, &[]);
-        assert!(p.add_routes.is_empty());
-        assert_eq!(p.conflicts.len(), 1);
-        assert_eq!(p.conflicts[0].kind, ConflictKind::Equal);
-        assert_eq!(p.conflicts[0].theirs, kernel[0]);
-    }
-
-    #[test]
-    fn a_route_of_ours_shadowed_later_by_an_equal_foreign_one_is_withdrawn() {
-        let kernel = vec![
-            kroute("192.168.77.0/24", TABLE_MAIN, TUN, PROTOCOL_ENCLAVE),
-            kroute("192.168.77.0/24", TABLE_MAIN, ETH, 2),
-        ];
-        let p = plan(&desired(&["192.168.77.0/24"]), Some(TUN), &kernel, &[]);
-        assert_eq!(p.remove_routes, vec![kernel[0].clone()]);
-        assert!(p.add_routes.is_empty());
-    }
-
-    #[test]
-    fn conflicts_read_as_plain_sentences() {
-        let kernel = vec![
-            kroute("192.168.77.0/24", TABLE_MAIN, ETH, 2),
-            kroute("10.1.2.0/24", TABLE_MAIN, ETH, 4),
-        ];
-        let p = plan(
-            &desired(&["192.168.77.0/24", "10.1.0.0/16"]),
-            Some(TUN),
-            &kernel,
-            &[],
-        );
-        let text: Vec<String> = p
-            .conflicts
-            .iter()
-            .map(|c| c.describe(Some("eth0")))
-            .collect();
-        assert_eq!(
-            text,
-            [
-                "our route 10.1.0.0/16 (table 254, metric 0) is installed, but the more specific route 10.1.2.0/24 on eth0 (protocol 4) takes that part elsewhere",
-                "our route 192.168.77.0/24 (table 254, metric 0) is left out: another program's route to 192.168.77.0/24 on eth0 (protocol 2) is in the way",
-            ]
-        );
-        assert!(p.conflicts[0].describe(None).contains("on interface 2"));
-    }
-
-    #[test]
-    fn more_specific_foreign_route_is_reported_and_ours_installed() {
-        let kernel = vec![
-            kroute("10.1.2.0/24", TABLE_MAIN, ETH, 4),
-            kroute("10.0.0.0/8", TABLE_MAIN, ETH, 4), // less specific: no conflict
-            kroute("10.1.3.0/24", 100, ETH, 4),       // other table: no conflict
-            kroute("10.1.4.0/24", TABLE_MAIN, TUN, 4), // on the tunnel: not a conflict
-        ];
-        let p = plan(&desired(&["10.1.0.0/16"]), Some(TUN), &kernel, &[]);
-        assert_eq!(p.add_routes, vec![Route::main(net("10.1.0.0/16"))]);
-        assert_eq!(p.conflicts.len(), 1);
-        assert_eq!(p.conflicts[0].theirs.dst, net("10.1.2.0/24"));
-        assert_eq!(p.conflicts[0].kind, ConflictKind::MoreSpecific);
-    }
-
-    #[test]
-    fn an_identical_foreign_route_on_the_tunnel_is_left_alone_and_ours_not_added() {
-        let kernel = vec![kroute("10.1.0.0/16", TABLE_MAIN, TUN, 3)];
-        let p = plan(&desired(&["10.1.0.0/16"]), Some(TUN), &kernel, &[]);
-        assert!(p.add_routes.is_empty() && p.remove_routes.is_empty());
-        assert_eq!(p.conflicts.len(), 1);
-        assert_eq!(p.conflicts[0].kind, ConflictKind::Equal);
-    }
-
-    #[test]
-    fn local_and_broadcast_entries_are_not_conflicts() {
-        let mut local = kroute("10.1.0.1/32", TABLE_MAIN, ETH, 2);
-        local.kind = 2;
-        let p = plan(&desired(&["10.1.0.0/16"]), Some(TUN), &[local], &[]);
-        assert!(p.conflicts.is_empty());
-    }
-
-    #[test]
-    fn default_route_goes_into_our_table_with_two_rules() {
-        let dr = DefaultRoute {
-            fwmark: 51820,
-            table: 51820,
-            priority: 32000,
-        };
-        let d = Desired {
-            routes: BTreeSet::new(),
-            default_route: Some(dr),
-        };
-        // The main table's default route is not a conflict: it lives in another table.
-        let kernel = vec![kroute("0.0.0.0/0", TABLE_MAIN, ETH, 3)];
-        let p = plan(&d, Some(TUN), &kernel, &[]);
-        assert_eq!(
-            p.add_routes,
-            vec![Route {
-                dst: Ipv4Net::default(),
-                table: 51820,
-                metric: 0
-            }]
-        );
-        assert!(p.conflicts.is_empty());
-        assert_eq!(
-            p.add_rules,
-            vec![
-                RuleSpec {
-                    priority: 32000,
-                    table: TABLE_MAIN,
-                    fwmark: None,
-                    invert: false,
-                    suppress_prefixlen: Some(0)
-                },
-                RuleSpec {
-                    priority: 32001,
-                    table: 51820,
-                    fwmark: Some(51820),
-                    invert: true,
-                    suppress_prefixlen: None
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn rules_already_present_are_kept_foreign_rules_untouched() {
-        let d = Desired {
-            routes: BTreeSet::new(),
-            default_route: Some(DefaultRoute::default()),
-        };
-        let ours: Vec<KernelRule> = d
-            .rules()
-            .into_iter()
-            .map(|spec| KernelRule {
-                spec,
-                protocol: PROTOCOL_ENCLAVE,
-            })
-            .collect();
-        let mut rules = ours.clone();
-        // Someone else's identical-looking rule (wg-quick's, say) is never touched.
-        rules.push(KernelRule {
-            spec: ours[0].spec,
-            protocol: 3,
-        });
-        let p = plan(&d, Some(TUN), &[], &rules);
-        assert!(p.add_rules.is_empty() && p.remove_rules.is_empty());
-        // Dropping the default route removes exactly our two rules.
-        let p = plan(&Desired::default(), Some(TUN), &[], &rules);
-        assert_eq!(p.remove_rules, ours);
-    }
-
-    #[test]
-    fn reconcile_of_a_thousand_routes_is_idempotent() {
-        let mut d = Desired::default();
-        for i in 0..1000u32 {
-            let dst = Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 8)), 24).unwrap();
-            d.routes.insert(Route::main(dst));
-        }
-        let p = plan(&d, Some(TUN), &[], &[]);
-        assert_eq!(p.add_routes.len(), 1000);
-        let kernel: Vec<KernelRoute> = p
-            .add_routes
-            .iter()
-            .map(|r| KernelRoute {
-                dst: r.dst,
-                table: r.table,
-                metric: r.metric,
-                oif: Some(TUN),
-                gateway: None,
-                protocol: PROTOCOL_ENCLAVE,
-                kind: RTN_UNICAST,
-                scope: 253,
-            })
-            .collect();
-        assert!(plan(&d, Some(TUN), &kernel, &[]).is_empty());
-    }
-}
+mod tests;
 
 #[cfg(test)]
-mod properties {
-    use super::*;
-    use proptest::prelude::*;
-
-    const TUN: u32 = 7;
-
-    fn pool() -> Vec<Ipv4Net> {
-        [
-            "10.1.0.0/16",
-            "10.1.2.0/24",
-            "10.2.0.0/16",
-            "10.0.0.0/8",
-            "192.168.77.0/24",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect()
-    }
-
-    fn kernel_route() -> impl Strategy<Value = KernelRoute> {
-        (
-            0..5usize,
-            prop::sample::select(vec![TABLE_MAIN, 100]),
-            prop::sample::select(vec![0u32, 10]),
-            prop::sample::select(vec![TUN, 2, 99]),
-            prop::sample::select(vec![PROTOCOL_ENCLAVE, 2, 3, 4]),
-        )
-            .prop_map(|(i, table, metric, oif, protocol)| KernelRoute {
-                dst: pool()[i],
-                table,
-                metric,
-                oif: Some(oif),
-                gateway: None,
-                protocol,
-                kind: RTN_UNICAST,
-                scope: 253,
-            })
-    }
-
-    fn wanted_route() -> impl Strategy<Value = Route> {
-        (
-            0..5usize,
-            prop::sample::select(vec![TABLE_MAIN, 100]),
-            prop::sample::select(vec![0u32, 10]),
-        )
-            .prop_map(|(i, table, metric)| Route {
-                dst: pool()[i],
-                table,
-                metric,
-            })
-    }
-
-    /// The kernel after carrying out `p`.
-    fn carry_out(kernel: &[KernelRoute], p: &Plan) -> Vec<KernelRoute> {
-        let mut after: Vec<KernelRoute> = kernel.to_vec();
-        for gone in &p.remove_routes {
-            let at = after
-                .iter()
-                .position(|r| r == gone)
-                .expect("removes what exists");
-            after.remove(at);
-        }
-        for r in &p.add_routes {
-            after.push(KernelRoute {
-                dst: r.dst,
-                table: r.table,
-                metric: r.metric,
-                oif: Some(TUN),
-                gateway: None,
-                protocol: PROTOCOL_ENCLAVE,
-                kind: RTN_UNICAST,
-                scope: 253,
-            });
-        }
-        after
-    }
-
-    proptest! {
-        /// Whatever the kernel holds: the plan removes only routes of ours, never adds what the
-        /// kernel would refuse as a duplicate, and once carried out there is nothing left to do.
-        #[test]
-        fn reconcile_touches_only_ours_and_converges(
-            kernel in prop::collection::vec(kernel_route(), 0..12),
-            wanted in prop::collection::btree_set(wanted_route(), 0..6),
-        ) {
-            let desired = Desired { routes: wanted, default_route: None };
-            let p = plan(&desired, Some(TUN), &kernel, &[]);
-            for r in &p.remove_routes {
-                prop_assert_eq!(r.protocol, PROTOCOL_ENCLAVE);
-            }
-            for r in &p.add_routes {
-                prop_assert!(!kernel.iter().any(|k| k.dst == r.dst && k.table == r.table
-                    && k.metric == r.metric && k.oif == Some(TUN)),
-                    "would add a duplicate of {:?}", r);
-            }
-            let after = carry_out(&kernel, &p);
-            let foreign = |v: &[KernelRoute]| -> Vec<KernelRoute> {
-                let mut f: Vec<KernelRoute> =
-                    v.iter().filter(|r| r.protocol != PROTOCOL_ENCLAVE).cloned().collect();
-                f.sort();
-                f
-            };
-            prop_assert_eq!(foreign(&kernel), foreign(&after));
-            let again = plan(&desired, Some(TUN), &after, &[]);
-            prop_assert!(again.is_empty(), "not converged: {:?}", again);
-            // Reset leaves none of ours.
-            let reset = plan(&Desired::default(), Some(TUN), &after, &[]);
-            let cleared = carry_out(&after, &reset);
-            prop_assert!(cleared.iter().all(|r| r.protocol != PROTOCOL_ENCLAVE));
-        }
-    }
-}
+mod properties;

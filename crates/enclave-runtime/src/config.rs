@@ -2,10 +2,10 @@
 //! the network definition are, and how this host runs the overlay. What the network allows is
 //! in the network definition, not here.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
@@ -132,7 +132,28 @@ impl AgentConfig {
                 config.fwmark
             ));
         }
+        config.check_combinations()?;
         Ok(config)
+    }
+
+    /// Refuses settings that cannot work together, so that a gateway never starts half
+    /// configured (say, forwarding with no filter because its rules were refused at apply time).
+    fn check_combinations(&self) -> std::result::Result<(), String> {
+        if self.dataplane == DataplaneBackend::External {
+            if self.nat == NatBackend::Iptables {
+                return Err(
+                    "dataplane = \"external\" cannot be used with nat = \"iptables\": an external WireGuard does not filter, so the agent filters the tunnel's traffic with nftables, which the iptables backend cannot do; set nat = \"nftables\" (or leave nat out), or keep iptables with dataplane = \"userspace\"".to_owned(),
+                );
+            }
+            if self.uapi_dir != default_uapi_dir() {
+                return Err(format!(
+                    "uapi_dir = {:?} cannot be used with dataplane = \"external\": an external WireGuard keeps its UAPI socket in {}; leave uapi_dir out, or use dataplane = \"userspace\" to serve the UAPI socket elsewhere",
+                    self.uapi_dir.display().to_string(),
+                    default_uapi_dir().display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The path of the control socket that `enclave-agent status` talks to.
@@ -142,29 +163,49 @@ impl AgentConfig {
     }
 }
 
-/// Reads a private key file, refusing one that group or others may read.
-pub fn read_private_key(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+/// Reads a private key file, refusing one that group or others may read. The text is wiped
+/// from memory when the returned value is dropped.
+pub fn read_private_key(path: &Path) -> Result<Zeroizing<String>> {
+    read_secret_file(path)
+}
+
+/// Reads a secret file (a private or pre-shared key) through `enclave-statefile`: not through
+/// a symbolic link, a regular file that group and others cannot read at all (judged on the
+/// file opened, not on the path); trimmed, and wiped from memory when dropped.
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>> {
+    let bytes = enclave_statefile::read_secret(path).map_err(|source| Error::Secret {
         path: path.to_owned(),
         source,
     })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::SecretText {
+        path: path.to_owned(),
+    })?;
+    let trimmed = text.trim();
+    let mut out = Zeroizing::new(String::with_capacity(trimmed.len()));
+    out.push_str(trimmed);
+    Ok(out)
+}
+
+/// Decodes a 32-byte key from its base64 text into a buffer that is wiped when dropped.
+pub fn decode_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+    use base64::Engine as _;
+    // decode_slice wants room for its estimate (33 bytes for 44 characters).
+    let mut buffer = Zeroizing::new([0u8; 48]);
+    let len = base64::engine::general_purpose::STANDARD
+        .decode_slice(text.trim(), &mut buffer[..])
+        .ok()?;
+    if len != 32 {
+        return None;
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(text.trim().to_owned())
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&buffer[..32]);
+    Some(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn defaults_fill_what_is_left_out() {
@@ -205,6 +246,33 @@ mod tests {
     }
 
     #[test]
+    fn impossible_combinations_are_refused_when_loaded() {
+        let parse = |extra: &str| {
+            AgentConfig::parse(&format!(
+                "private_key_file = \"k\"\nnetwork_file = \"n\"\n{extra}\n"
+            ))
+        };
+        assert_eq!(
+            parse("dataplane = \"external\"\nnat = \"iptables\"").unwrap_err(),
+            "dataplane = \"external\" cannot be used with nat = \"iptables\": an external WireGuard does not filter, so the agent filters the tunnel's traffic with nftables, which the iptables backend cannot do; set nat = \"nftables\" (or leave nat out), or keep iptables with dataplane = \"userspace\""
+        );
+        assert_eq!(
+            parse("dataplane = \"external\"\nuapi_dir = \"/run/elsewhere\"").unwrap_err(),
+            "uapi_dir = \"/run/elsewhere\" cannot be used with dataplane = \"external\": an external WireGuard keeps its UAPI socket in /var/run/wireguard; leave uapi_dir out, or use dataplane = \"userspace\" to serve the UAPI socket elsewhere"
+        );
+        // Each half alone is fine, and so is the external data plane with nftables.
+        for ok in [
+            "dataplane = \"external\"",
+            "dataplane = \"external\"\nnat = \"nftables\"",
+            "dataplane = \"external\"\nuapi_dir = \"/var/run/wireguard\"",
+            "nat = \"iptables\"",
+            "uapi_dir = \"/run/elsewhere\"",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok} was refused");
+        }
+    }
+
+    #[test]
     fn a_readable_key_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("enclave-key-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -212,9 +280,29 @@ mod tests {
         std::fs::write(&path, "c2VjcmV0\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_private_key(&path).unwrap_err();
-        assert!(err.to_string().contains("0644"), "{err}");
+        let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+        assert!(chain.contains("644"), "{chain}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_private_key(&path).unwrap(), "c2VjcmV0");
+        assert_eq!(read_private_key(&path).unwrap().as_str(), "c2VjcmV0");
+        // Not through a symbolic link.
+        let link = dir.join("link.key");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            read_private_key(&link).is_err(),
+            "a symbolic link was followed"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_decode_from_base64_of_32_bytes_only() {
+        let key = decode_key("YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWE=\n").unwrap();
+        assert_eq!(*key, [b'a'; 32]);
+        assert!(decode_key("c2VjcmV0").is_none(), "6 bytes taken as a key");
+        assert!(decode_key("not base64!").is_none());
+        assert!(
+            decode_key("YWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYQ==").is_none(),
+            "33 bytes taken as a key"
+        );
     }
 }

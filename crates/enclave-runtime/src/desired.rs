@@ -28,6 +28,8 @@ pub struct DesiredPeer {
     pub allowed_ips: BTreeSet<Ipv4Net>,
     /// Persistent keepalive in seconds.
     pub keepalive: Option<u16>,
+    /// The file of the pre-shared key of this pair of systems, when the definition names one.
+    pub preshared_key_file: Option<std::path::PathBuf>,
     /// Flows the peer may open towards (or through) us; grants whose requirements fail are
     /// left out.
     pub inbound: Vec<AllowRule>,
@@ -104,6 +106,7 @@ pub fn desired(
                     endpoint: peer.endpoint,
                     allowed_ips,
                     keepalive: peer.keepalive,
+                    preshared_key_file: peer.preshared_key_file.clone(),
                     inbound: rules(Direction::Inbound),
                     outbound: rules(Direction::Outbound),
                 },
@@ -213,6 +216,37 @@ fn nat_policy(
         grants,
         host: None,
     }
+}
+
+/// The subnets a gateway acknowledges to `sender`: those it serves now that a grant lets the
+/// sender reach through it *and that passes its trust requirements now*. A suspended sender
+/// gets none, so it does not take the gateway as active for subnets it could not use.
+pub fn advertised(
+    view: &View,
+    evaluation: &Evaluation,
+    served: &BTreeSet<Ipv4Net>,
+    sender: &str,
+) -> Vec<Ipv4Net> {
+    let Some(gateway) = view.gateway.as_ref().filter(|_| view.enabled) else {
+        return Vec::new();
+    };
+    let granted: BTreeSet<Ipv4Net> = gateway
+        .forward
+        .iter()
+        .filter(|(policy, f)| {
+            f.senders.contains_key(sender)
+                && evaluation.is_active(sender, Direction::Inbound, policy)
+        })
+        .flat_map(|(_, f)| {
+            served.iter().copied().filter(|net| {
+                f.destinations.iter().any(|d| match d {
+                    AddrEntry::Net(n) => net.contains(n) || n.contains(net),
+                    AddrEntry::Range { first, .. } => net.contains(first),
+                })
+            })
+        })
+        .collect();
+    granted.into_iter().collect()
 }
 
 /// The peers' filter rules as the NAT manager's host filter, for an external data plane that
@@ -385,5 +419,35 @@ mod tests {
             .inbound
             .iter()
             .all(|r| r.label.as_deref() == Some(CONTROL_LABEL)));
+    }
+
+    #[test]
+    fn acknowledgements_leave_out_subnets_whose_grant_is_suspended() {
+        let view = view("menlo-gw-1");
+        let lan: Ipv4Net = LAN.parse().unwrap();
+        let served = BTreeSet::from([lan]);
+        // The contractor passes its public-IP requirement from 198.51.100.0/24 only.
+        let trusted = evaluate(&view, &facts("198.51.100.7"), office_hours());
+        assert_eq!(advertised(&view, &trusted, &served, "contractor"), [lan]);
+        assert_eq!(advertised(&view, &trusted, &served, "laptop"), [lan]);
+        let elsewhere = evaluate(&view, &facts("203.0.113.99"), office_hours());
+        assert!(
+            advertised(&view, &elsewhere, &served, "contractor").is_empty(),
+            "a suspended sender was told the gateway serves it"
+        );
+        assert_eq!(advertised(&view, &elsewhere, &served, "laptop"), [lan]);
+        // Unknown public address: suspended too.
+        let unknown = evaluate(&view, &Facts::default(), office_hours());
+        assert!(advertised(&view, &unknown, &served, "contractor").is_empty());
+        // At night only the contractors' policy (no hours) still holds.
+        let night = evaluate(
+            &view,
+            &facts("198.51.100.7"),
+            "2026-11-26T08:00:00Z".parse().unwrap(),
+        );
+        assert!(advertised(&view, &night, &served, "laptop").is_empty());
+        assert_eq!(advertised(&view, &night, &served, "contractor"), [lan]);
+        // Nothing that is not served now.
+        assert!(advertised(&view, &trusted, &BTreeSet::new(), "laptop").is_empty());
     }
 }

@@ -20,13 +20,29 @@ pub enum Error {
         /// What is wrong, with its line and column.
         message: String,
     },
-    /// The private key file may be read by others.
-    #[error("{} has mode {mode:04o}: a private key must be readable by its owner only (chmod 600)", path.display())]
-    KeyPermissions {
-        /// The key file.
+    /// A secret file (a private or pre-shared key) could not be read safely.
+    #[error("cannot use the secret file {}", path.display())]
+    Secret {
+        /// The file.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// Why (a symbolic link, open permissions, not a regular file…).
+        #[source]
+        source: enclave_statefile::Error,
+    },
+    /// A secret file is not text.
+    #[error("{} is not text: a key file holds one line of base64", path.display())]
+    SecretText {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The runtime directory is not one the agent may use.
+    #[error("cannot use {} as the agent's runtime directory (runtime_dir in agent.toml)", path.display())]
+    RuntimeDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why (owned by someone else, writable by others…).
+        #[source]
+        source: enclave_statefile::Error,
     },
     /// The network definition did not pass validation.
     #[error("{} is not a valid network definition:\n{}", path.display(), diagnostics.join("\n"))]
@@ -47,14 +63,11 @@ pub enum Error {
         /// This agent's public key.
         public_key: String,
     },
-    /// The private key file does not hold a key.
-    #[error("{} does not hold a WireGuard private key (base64 of 32 bytes)", path.display())]
-    Key {
+    /// The private key file does not hold a key (the text is not shown: it is a secret).
+    #[error("{} does not hold a WireGuard private key (base64 of 32 bytes, as enclave-agent keygen or wg genkey write it)", path.display())]
+    KeyText {
         /// The key file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: enclave_wg::Error,
     },
     /// A peer's key in the definition is not a key.
     #[error("peer {peer} has a public key that is not a WireGuard key")]

@@ -22,8 +22,14 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// The routed subnets and their gateways.
     pub routes: Vec<RouteStatus>,
-    /// Warnings of the last reload (a refused definition, a conflicting route…).
+    /// Warnings of the last reload (a refused definition, a conflicting route…), and of parts
+    /// that could not be applied (a gateway whose rules failed says it does not forward).
     pub warnings: Vec<String>,
+    /// How many times a network definition was read and put in force since the agent started
+    /// (1 after the start). It grows after each edit the agent accepted, once the edit has been
+    /// applied, so a tool can wait for it instead of sleeping.
+    #[serde(default)]
+    pub definition_generation: u64,
 }
 
 /// One peer, as the seed guide's status block shows it.
@@ -202,6 +208,7 @@ mod tests {
                 reason: "first connected".into(),
             }],
             warnings: vec![],
+            definition_generation: 1,
         };
         let expected = "\
 System: laptop (100.64.0.10 on enclave0)

@@ -17,12 +17,13 @@ use x25519_dalek::StaticSecret;
 
 use crate::allowed_ips::AllowedIps;
 use crate::cookie::{seal_macs, CookieChecker, MacKeys};
-use crate::crypto::tai64n;
+use crate::crypto::{tai64n, TIMESTAMP_LEN};
 use crate::error::{Error, Result};
 use crate::handshake::{create_initiation, Identity};
-use crate::keys::{PrivateKey, PublicKey};
+use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::messages::initiation;
 use crate::peer::{Peer, PendingInitiation, MAX_QUEUED_PACKETS};
+use crate::ratelimit::{LoadMeter, RateLimiter};
 use crate::session::Session;
 use crate::timers::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
@@ -36,6 +37,47 @@ impl<T: RngCore + CryptoRng + Send> DeviceRng for T {}
 
 /// A peer's position in the device's slot table.
 type Slot = usize;
+
+/// How many removed peers' latest handshake timestamps the device remembers
+/// (the oldest removal is forgotten first).
+pub(crate) const REMEMBERED_TIMESTAMPS: usize = 4096;
+
+/// The greatest accepted TAI64N timestamp of peers that were removed, so that
+/// a peer added again does not accept an initiation captured earlier (a
+/// replay would otherwise move its endpoint). Bounded by [`REMEMBERED_TIMESTAMPS`].
+#[derive(Debug, Default)]
+struct RemovedTimestamps {
+    by_key: BTreeMap<PublicKey, (u64, [u8; TIMESTAMP_LEN])>,
+    by_age: BTreeMap<u64, PublicKey>,
+    next: u64,
+}
+
+impl RemovedTimestamps {
+    fn remember(&mut self, key: PublicKey, timestamp: [u8; TIMESTAMP_LEN]) {
+        let timestamp = match self.by_key.remove(&key) {
+            Some((age, old)) => {
+                self.by_age.remove(&age);
+                timestamp.max(old)
+            }
+            None => timestamp,
+        };
+        while self.by_key.len() >= REMEMBERED_TIMESTAMPS {
+            let Some((_, oldest)) = self.by_age.pop_first() else {
+                break;
+            };
+            self.by_key.remove(&oldest);
+        }
+        self.by_key.insert(key, (self.next, timestamp));
+        self.by_age.insert(self.next, key);
+        self.next += 1;
+    }
+
+    fn take(&mut self, key: &PublicKey) -> Option<[u8; TIMESTAMP_LEN]> {
+        let (age, timestamp) = self.by_key.remove(key)?;
+        self.by_age.remove(&age);
+        Some(timestamp)
+    }
+}
 
 /// One WireGuard interface's protocol state, without any I/O.
 ///
@@ -54,8 +96,14 @@ pub struct Device {
     by_key: BTreeMap<PublicKey, Slot>,
     indices: HashMap<u32, Slot>,
     routes: AllowedIps<Slot>,
+    removed_timestamps: RemovedTimestamps,
     cookie_checker: CookieChecker,
-    under_load: bool,
+    forced_under_load: bool,
+    load: LoadMeter,
+    /// Under load: handshakes with a valid mac2, per source address.
+    limiter: RateLimiter,
+    /// Under load: cookie replies, per source address.
+    cookie_limiter: RateLimiter,
     mtu: Option<usize>,
     last_now: Option<Instant>,
     transmits: VecDeque<Transmit>,
@@ -67,7 +115,7 @@ impl fmt::Debug for Device {
         f.debug_struct("Device")
             .field("public_key", &self.identity.public)
             .field("peers", &self.by_key.len())
-            .field("under_load", &self.under_load)
+            .field("under_load", &self.under_load())
             .finish_non_exhaustive()
     }
 }
@@ -86,8 +134,12 @@ impl Device {
             by_key: BTreeMap::new(),
             indices: HashMap::new(),
             routes: AllowedIps::new(),
+            removed_timestamps: RemovedTimestamps::default(),
             cookie_checker: CookieChecker::new(),
-            under_load: false,
+            forced_under_load: false,
+            load: LoadMeter::default(),
+            limiter: RateLimiter::default(),
+            cookie_limiter: RateLimiter::default(),
             mtu: None,
             last_now: None,
             transmits: VecDeque::new(),
@@ -115,9 +167,13 @@ impl Device {
         self.identity.public
     }
 
-    /// Adds a peer, or replaces the whole configuration of an existing one
-    /// (its sessions and counters are kept). A peer with our own public key
-    /// is ignored. A network already routed to another peer moves to this one.
+    /// Adds a peer, or reconfigures an existing one, changing only what
+    /// changed. An existing peer keeps its sessions, handshake timestamps,
+    /// counters, proven endpoint and current endpoint (which may have been
+    /// learnt by roaming); the current endpoint is reset to the configured one
+    /// only when `config.endpoint` is `Some` and differs from the endpoint
+    /// configured before. A peer with our own public key is ignored. A network
+    /// already routed to another peer moves to this one.
     pub fn upsert_peer(&mut self, config: PeerConfig) {
         if config.public_key == self.identity.public {
             return;
@@ -129,6 +185,11 @@ impl Device {
                     let psk_changed = peer.config.preshared_key != config.preshared_key;
                     let keepalive_changed =
                         peer.config.persistent_keepalive != config.persistent_keepalive;
+                    let endpoint_changed =
+                        config.endpoint.is_some() && config.endpoint != peer.config.endpoint;
+                    if endpoint_changed {
+                        peer.endpoint = config.endpoint;
+                    }
                     peer.config = config;
                     if psk_changed {
                         peer.rekey_statics(&self.identity);
@@ -141,8 +202,9 @@ impl Device {
                 slot
             }
             None => {
-                let peer = Peer::new(&self.identity, config);
+                let mut peer = Peer::new(&self.identity, config);
                 let key = peer.config.public_key;
+                peer.latest_timestamp = self.removed_timestamps.take(&key);
                 let slot = match self.peers.iter().position(Option::is_none) {
                     Some(free) => {
                         self.peers[free] = Some(peer);
@@ -161,7 +223,9 @@ impl Device {
     }
 
     /// Removes a peer: from now on nothing is sent to or accepted from it.
-    /// Returns whether it existed.
+    /// Its latest accepted handshake timestamp is remembered (for a bounded
+    /// number of removed peers), so that if it is added again, initiations
+    /// captured before are still rejected as replays. Returns whether it existed.
     pub fn remove_peer(&mut self, public_key: &PublicKey) -> bool {
         let Some(slot) = self.by_key.remove(public_key) else {
             return false;
@@ -170,6 +234,9 @@ impl Device {
         if let Some(peer) = self.peers[slot].take() {
             for index in peer.indices() {
                 self.indices.remove(&index);
+            }
+            if let Some(timestamp) = peer.latest_timestamp {
+                self.removed_timestamps.remember(*public_key, timestamp);
             }
         }
         true
@@ -193,8 +260,9 @@ impl Device {
         let peer = self.peers.get(*self.by_key.get(public_key)?)?.as_ref()?;
         Some(PeerInfo {
             public_key: peer.config.public_key,
-            preshared_key: peer.config.preshared_key,
-            endpoint: peer.config.endpoint,
+            preshared_key: peer.config.preshared_key.clone(),
+            endpoint: peer.endpoint,
+            proven_endpoint: peer.proven_endpoint,
             allowed_ips: peer.config.allowed_ips.clone(),
             persistent_keepalive: peer.config.persistent_keepalive,
             last_handshake: peer.last_handshake,
@@ -217,7 +285,10 @@ impl Device {
         Ok(())
     }
 
-    /// Sets a peer's endpoint (until an authenticated packet comes from elsewhere).
+    /// Sets a peer's current endpoint (until an authenticated packet comes
+    /// from elsewhere), as UAPI `endpoint=` does; it also becomes the
+    /// configured endpoint that [`Device::upsert_peer`] compares with. The
+    /// proven endpoint does not change.
     pub fn set_endpoint(
         &mut self,
         public_key: &PublicKey,
@@ -226,6 +297,7 @@ impl Device {
         let slot = self.slot_of(public_key)?;
         if let Some(peer) = self.peers[slot].as_mut() {
             peer.config.endpoint = endpoint;
+            peer.endpoint = endpoint;
         }
         Ok(())
     }
@@ -234,7 +306,7 @@ impl Device {
     pub fn set_preshared_key(
         &mut self,
         public_key: &PublicKey,
-        preshared_key: Option<[u8; 32]>,
+        preshared_key: Option<PresharedKey>,
     ) -> Result<()> {
         let slot = self.slot_of(public_key)?;
         if let Some(peer) = self.peers[slot].as_mut() {
@@ -261,11 +333,15 @@ impl Device {
         Ok(())
     }
 
-    /// Tells the core whether the shell's receive queue is deep. While under
-    /// load, handshake messages without a valid mac2 are answered with a
-    /// cookie reply instead of being processed (paper, section 5.3).
+    /// Forces the device under load (`true`), e.g. because the shell's
+    /// receive queue is deep, or leaves the decision to the device's own
+    /// count of handshake messages with a valid mac1 (`false`, the default;
+    /// see [`crate::ratelimit`]). While under load, handshake messages without
+    /// a valid mac2 are answered with a cookie reply instead of being processed
+    /// (paper, section 5.3), and each source address gets at most
+    /// [`crate::ratelimit::HANDSHAKES_PER_SECOND`] processed.
     pub fn set_under_load(&mut self, under_load: bool) {
-        self.under_load = under_load;
+        self.forced_under_load = under_load;
     }
 
     /// The peer that cryptokey routing picks for `destination` (the longest
@@ -283,9 +359,10 @@ impl Device {
         self.mtu = mtu.map(usize::from);
     }
 
-    /// Whether the device is treating itself as under load (see [`Device::set_under_load`]).
+    /// Whether the device is treating itself as under load (see
+    /// [`Device::set_under_load`]), as of the latest call that gave it the time.
     pub fn under_load(&self) -> bool {
-        self.under_load
+        self.forced_under_load || self.last_now.is_some_and(|now| self.load.under_load(now))
     }
 
     /// Encrypts one IP packet read from the TUN device into `out` (which
@@ -311,7 +388,7 @@ impl Device {
             return Encapsulated::Dropped(DropReason::NoRoute);
         };
         let key = peer.config.public_key;
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return Encapsulated::Dropped(DropReason::NoEndpoint);
         };
         if out.len() < crate::encapsulated_len(ip_packet.len()) {
@@ -481,7 +558,7 @@ impl Device {
                 return;
             }
         }
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let old_index = peer.pending.as_ref().map(|pending| pending.local_index);
@@ -509,7 +586,12 @@ impl Device {
             return;
         };
         peer.last_mac1 = Some(seal_macs(&mut msg, &peer.mac_keys, peer.fresh_cookie(now)));
-        peer.pending = Some(PendingInitiation { state, local_index });
+        peer.pending = Some(PendingInitiation {
+            state,
+            local_index,
+            sent_to: dst,
+            after_cookie: false,
+        });
         let timers = &mut peer.timers;
         timers.last_initiation_sent = Some(now);
         // REKEY_ATTEMPT_TIME counts from the first initiation of an attempt.
@@ -531,7 +613,7 @@ impl Device {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let mut buffer = [0u8; crate::TRANSPORT_OVERHEAD];
@@ -575,7 +657,7 @@ impl Device {
             }
             return;
         }
-        let Some(dst) = peer.config.endpoint else {
+        let Some(dst) = peer.endpoint else {
             return;
         };
         let mtu = self.mtu;
@@ -712,7 +794,7 @@ mod tests {
                 a,
                 b,
                 b_key,
-                now: Instant::now(),
+                now: crate::test_clock_start(),
                 wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
             };
             let mut out = [0u8; 256];
@@ -782,6 +864,37 @@ mod tests {
         pair.a.handle_timeout(pair.now, pair.wall);
         pair.exchange();
         assert_eq!(pair.a_current().sent(), 1);
+    }
+
+    #[test]
+    fn removed_timestamps_keep_the_greatest_and_forget_the_oldest_removal() {
+        let mut memory = RemovedTimestamps::default();
+        let key = |n: u32| {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&n.to_be_bytes());
+            PublicKey(bytes)
+        };
+        memory.remember(key(0), [5; TIMESTAMP_LEN]);
+        memory.remember(key(0), [3; TIMESTAMP_LEN]);
+        for n in 1..REMEMBERED_TIMESTAMPS as u32 {
+            memory.remember(key(n), [1; TIMESTAMP_LEN]);
+        }
+        assert_eq!(memory.by_key.len(), REMEMBERED_TIMESTAMPS);
+        // One more: the oldest removal (key 0) goes.
+        memory.remember(key(REMEMBERED_TIMESTAMPS as u32), [1; TIMESTAMP_LEN]);
+        assert_eq!(memory.by_key.len(), REMEMBERED_TIMESTAMPS);
+        assert_eq!(memory.by_age.len(), REMEMBERED_TIMESTAMPS);
+        assert_eq!(memory.take(&key(0)), None);
+        assert_eq!(memory.take(&key(1)), Some([1; TIMESTAMP_LEN]));
+        let mut again = RemovedTimestamps::default();
+        again.remember(key(7), [5; TIMESTAMP_LEN]);
+        again.remember(key(7), [3; TIMESTAMP_LEN]);
+        assert_eq!(
+            again.take(&key(7)),
+            Some([5; TIMESTAMP_LEN]),
+            "the greatest"
+        );
+        assert_eq!(again.take(&key(7)), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use x25519_dalek::StaticSecret;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::crypto::{aead_cipher, aead_open, aead_seal, dh, hash, kdf, TAG_LEN, TIMESTAMP_LEN};
-use crate::keys::PublicKey;
+use crate::keys::{PresharedKey, PublicKey};
 use crate::messages::{initiation, read_32, response, INITIATION, RESPONSE};
 
 /// The Noise protocol name, hashed into the initial chaining key.
@@ -67,13 +67,13 @@ impl PeerStatic {
     pub(crate) fn new(
         identity: &Identity,
         public: PublicKey,
-        preshared_key: Option<[u8; 32]>,
+        preshared_key: Option<&PresharedKey>,
     ) -> Self {
         Self {
             public,
             static_static: dh(&identity.private, &public.0).map(|shared| *shared),
             initiator_hash: hash(&[&initial_hash(), &public.0]),
-            preshared_key: preshared_key.unwrap_or([0; 32]),
+            preshared_key: preshared_key.map_or([0; 32], |key| *key.as_bytes()),
         }
     }
 }
@@ -330,7 +330,8 @@ mod tests {
 
     #[test]
     fn both_sides_derive_matching_keys_with_and_without_psk() {
-        for psk in [None, Some([5u8; 32])] {
+        for psk in [None, Some(PresharedKey::from_bytes([5u8; 32]))] {
+            let psk = psk.as_ref();
             let initiator = Identity::new([1; 32]);
             let responder = Identity::new([2; 32]);
             let to_responder = PeerStatic::new(&initiator, responder.public, psk);
@@ -360,7 +361,11 @@ mod tests {
     fn psk_mismatch_fails_the_response() {
         let initiator = Identity::new([1; 32]);
         let responder = Identity::new([2; 32]);
-        let to_responder = PeerStatic::new(&initiator, responder.public, Some([1; 32]));
+        let to_responder = PeerStatic::new(
+            &initiator,
+            responder.public,
+            Some(&PresharedKey::from_bytes([1; 32])),
+        );
         let to_initiator = PeerStatic::new(&responder, initiator.public, None);
         let mut init = [0u8; initiation::LEN];
         let state = create_initiation(&initiator, &to_responder, 7, secret(3), [9; 12], &mut init)

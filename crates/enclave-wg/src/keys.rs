@@ -7,6 +7,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use rand_core::{CryptoRng, RngCore};
+use subtle::ConstantTimeEq;
 use x25519_dalek::StaticSecret;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -50,6 +51,47 @@ impl fmt::Debug for PublicKey {
 impl From<[u8; 32]> for PublicKey {
     fn from(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+}
+
+/// A preshared key (`Q` in the WireGuard paper, section 5.4.3): zeroized on
+/// drop (every clone too), compared in constant time, never shown by `Debug`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct PresharedKey([u8; 32]);
+
+impl PresharedKey {
+    /// Wraps raw bytes. The caller should zeroize its own copy.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key in base64, as `wg genpsk` prints it.
+    pub fn to_base64(&self) -> String {
+        to_base64(&self.0)
+    }
+
+    /// Parses the base64 form.
+    pub fn from_base64(text: &str) -> Result<Self> {
+        from_base64(text).map(Self)
+    }
+}
+
+impl PartialEq for PresharedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for PresharedKey {}
+
+impl fmt::Debug for PresharedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PresharedKey(<redacted>)")
     }
 }
 
@@ -168,6 +210,23 @@ fn to_array(mut bytes: Vec<u8>) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preshared_keys_are_zeroized_on_drop_compared_and_never_shown() {
+        fn zeroized_on_drop<T: ZeroizeOnDrop>() {}
+        zeroized_on_drop::<PresharedKey>();
+        let key = PresharedKey::from_bytes([0xab; 32]);
+        assert_eq!(key, PresharedKey::from_bytes([0xab; 32]));
+        let mut other = [0xab; 32];
+        other[31] = 0;
+        assert_ne!(key, PresharedKey::from_bytes(other));
+        let shown = format!("{key:?} {:?}", Some(key.clone()));
+        assert!(!shown.to_lowercase().contains("ab"), "{shown}");
+        assert_eq!(
+            PresharedKey::from_base64(&key.to_base64()).expect("round trip"),
+            key
+        );
+    }
 
     #[test]
     fn rfc7748_public_key() {

@@ -16,13 +16,18 @@
 //!   5.4.7; `cookie`);
 //! - transport data with 64-bit counters, plaintext padded to 16 bytes (but
 //!   not past the tunnel MTU given to [`Device::set_mtu`]), and
-//!   a 2048-bit sliding replay window as in RFC 6479 (5.4.6; `session`);
+//!   a sliding replay window of 8128 counters as in RFC 6479, the size
+//!   wireguard-go and Linux use (5.4.6; `session`);
 //! - the timers of section 6 ([`timers`]): rekey after time and messages,
 //!   reject after time and messages, handshake retransmission with jitter
 //!   until REKEY_ATTEMPT_TIME, passive and persistent keepalives, key
 //!   erasure after 3 × REJECT_AFTER_TIME; the previous session is kept for
 //!   packets in flight;
 //! - roaming (2.1): a peer's endpoint follows its latest authenticated packet;
+//!   its *proven* endpoint ([`PeerInfo::proven_endpoint`]) only moves when a
+//!   handshake shows a return path, and a roam to an unproven address starts
+//!   a handshake towards it (at most one per REKEY_TIMEOUT); reconfiguring a
+//!   peer keeps what it learnt (sessions, timestamps, endpoints, counters);
 //! - cryptokey routing (2): longest-prefix match over all peers' allowed
 //!   IPs outbound, and inbound packets whose inner source is not in the
 //!   sender's allowed IPs are dropped.
@@ -47,8 +52,14 @@
 //!   [`Device::handle_timeout`]; call it once after any configuration change
 //!   as well, so that a new persistent keepalive goes out at once.
 //! - [`Device::set_mtu`] with the TUN device's MTU.
-//! - [`Device::set_under_load`] when the receive queue is deep (the
-//!   paper's section 5.3): handshakes then need a cookie.
+//! - The device goes under load by itself (the paper's section 5.3) when
+//!   more than [`ratelimit::UNDER_LOAD_HANDSHAKES`] handshake messages with a
+//!   valid mac1 arrive within a second, and stays so for a second after:
+//!   handshakes then need a cookie (mac2), and each source address gets at
+//!   most [`ratelimit::HANDSHAKES_PER_SECOND`] of them processed (bursts of
+//!   [`ratelimit::HANDSHAKE_BURST`]). [`Device::set_under_load`] forces it,
+//!   e.g. when the shell's receive queue is deep. Transport data never goes
+//!   through any of this.
 //!
 //! Interoperability with wireguard-go is pinned by known-answer vectors
 //! captured from it (`tests/wireguard_go_vectors.rs`, re-captured by
@@ -65,13 +76,14 @@ mod handshake;
 pub mod keys;
 mod messages;
 mod peer;
+pub mod ratelimit;
 mod session;
 pub mod timers;
 mod types;
 
 pub use device::Device;
 pub use error::{Error, KeyEncodingError, Result};
-pub use keys::{PrivateKey, PublicKey};
+pub use keys::{PresharedKey, PrivateKey, PublicKey};
 /// The random number traits [`Device::new`] asks for, re-exported so that
 /// callers use the same version.
 pub use rand_core;
@@ -86,4 +98,12 @@ pub const TRANSPORT_OVERHEAD: usize = 32;
 /// (paper, section 5.4.6).
 pub const fn encapsulated_len(ip_len: usize) -> usize {
     ip_len.div_ceil(16) * 16 + TRANSPORT_OVERHEAD
+}
+
+/// The start of a unit test's virtual clock. `Instant` has no constructor, so tests read the
+/// real clock once and add durations to it; the core itself never reads it (clippy.toml).
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn test_clock_start() -> std::time::Instant {
+    std::time::Instant::now()
 }

@@ -2,6 +2,7 @@
 //! queued packets, timers and counters.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use zeroize::Zeroize;
@@ -20,6 +21,11 @@ pub(crate) const MAX_QUEUED_PACKETS: usize = 128;
 pub(crate) struct PendingInitiation {
     pub(crate) state: InitiatorState,
     pub(crate) local_index: u32,
+    /// Where the initiation went: proven once a valid response completes the handshake.
+    pub(crate) sent_to: SocketAddr,
+    /// Whether this initiation was resent at once because of a cookie reply
+    /// (that happens at most once per initiation).
+    pub(crate) after_cookie: bool,
 }
 
 /// The per-peer timers of the paper's section 6, as deadlines.
@@ -47,7 +53,14 @@ pub(crate) struct Timers {
 }
 
 pub(crate) struct Peer {
+    /// The configuration as last given; `config.endpoint` is the *configured* endpoint.
     pub(crate) config: PeerConfig,
+    /// Where we send now: the configured endpoint, or the source of the latest
+    /// authenticated packet (roaming, paper section 2.1).
+    pub(crate) endpoint: Option<SocketAddr>,
+    /// The latest underlay address that showed a return path (see
+    /// [`crate::PeerInfo::proven_endpoint`]).
+    pub(crate) proven_endpoint: Option<SocketAddr>,
     pub(crate) statics: PeerStatic,
     pub(crate) mac_keys: MacKeys,
     pub(crate) pending: Option<PendingInitiation>,
@@ -71,9 +84,6 @@ pub(crate) struct Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(psk) = self.config.preshared_key.as_mut() {
-            psk.zeroize();
-        }
         if let Some((cookie, _)) = self.cookie.as_mut() {
             cookie.zeroize();
         }
@@ -85,12 +95,14 @@ impl Drop for Peer {
 
 impl Peer {
     pub(crate) fn new(identity: &Identity, config: PeerConfig) -> Self {
-        let statics = PeerStatic::new(identity, config.public_key, config.preshared_key);
+        let statics = PeerStatic::new(identity, config.public_key, config.preshared_key.as_ref());
         let mac_keys = MacKeys::new(&config.public_key);
         let immediate = config
             .persistent_keepalive
             .is_some_and(|interval| interval > 0);
         Self {
+            endpoint: config.endpoint,
+            proven_endpoint: None,
             config,
             statics,
             mac_keys,
@@ -118,7 +130,11 @@ impl Peer {
 
     /// Recomputes what depends on our static key or the preshared key.
     pub(crate) fn rekey_statics(&mut self, identity: &Identity) {
-        self.statics = PeerStatic::new(identity, self.config.public_key, self.config.preshared_key);
+        self.statics = PeerStatic::new(
+            identity,
+            self.config.public_key,
+            self.config.preshared_key.as_ref(),
+        );
     }
 
     /// The cookie to put in mac2, if we hold one younger than COOKIE_REFRESH_TIME.
@@ -144,6 +160,11 @@ impl Peer {
             .flatten()
             .map(|session| session.local_index)
             .chain(self.pending.as_ref().map(|pending| pending.local_index))
+    }
+
+    /// Whether the current endpoint has not (yet) shown a return path.
+    pub(crate) fn endpoint_unproven(&self) -> bool {
+        self.endpoint.is_some() && self.endpoint != self.proven_endpoint
     }
 
     /// The persistent keepalive interval, if enabled.

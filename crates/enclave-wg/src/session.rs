@@ -1,6 +1,7 @@
 //! Transport data sessions (WireGuard paper, section 5.4.6) and the sliding
-//! replay window (RFC 6479, sized as wireguard-go's).
+//! replay window (RFC 6479, sized as wireguard-go's and Linux's: 8128 counters).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use chacha20poly1305::ChaCha20Poly1305;
@@ -12,13 +13,15 @@ use crate::timers::REJECT_AFTER_MESSAGES;
 
 /// Bits per block of the replay bitmap.
 const BLOCK_BITS: u64 = 64;
-/// Blocks in the ring: 32 × 64 = 2048 bits.
-const RING_BLOCKS: u64 = 32;
+/// Blocks in the ring: 128 × 64 = 8192 bits.
+const RING_BLOCKS: u64 = 128;
 /// How far behind the highest counter a packet may be and still be accepted:
-/// the ring minus the block that is being filled.
+/// the ring minus the block that is being filled, 127 × 64 = 8128 (as
+/// wireguard-go and Linux). A counter `highest - WINDOW_SIZE` is still
+/// accepted (once); `highest - WINDOW_SIZE - 1` is too old.
 pub(crate) const WINDOW_SIZE: u64 = (RING_BLOCKS - 1) * BLOCK_BITS;
 
-/// A 2048-bit sliding window over received counters (RFC 6479).
+/// An 8192-bit ring that tracks the last 8128 counters (RFC 6479).
 #[derive(Debug, Clone)]
 pub(crate) struct ReplayWindow {
     /// Highest counter accepted so far (0 before any).
@@ -97,6 +100,9 @@ pub(crate) struct Session {
     pub(crate) created: Instant,
     /// Whether we initiated the handshake that made it (only the initiator rekeys by age).
     pub(crate) initiator: bool,
+    /// As responder: where our handshake response went. The first valid transport
+    /// message on this session proves that address has a return path.
+    pub(crate) response_sent_to: Option<SocketAddr>,
 }
 
 /// Why a transport message could not be opened.
@@ -125,6 +131,7 @@ impl Session {
             replay: ReplayWindow::new(),
             created: now,
             initiator,
+            response_sent_to: None,
         }
     }
 
@@ -218,6 +225,31 @@ mod tests {
     }
 
     #[test]
+    fn window_is_8128_counters_as_wireguard_go_and_linux() {
+        for highest in [8129u64, 8130, 20_000, 20_031, 1 << 40] {
+            let mut window = ReplayWindow::new();
+            assert!(window.accept(highest));
+            assert!(!window.may_accept(highest - 8129));
+            assert!(!window.accept(highest - 8129), "{highest}: one too old");
+            assert!(window.may_accept(highest - 8128));
+            assert!(
+                window.accept(highest - 8128),
+                "{highest}: the oldest accepted"
+            );
+            assert!(!window.accept(highest - 8128), "{highest}: but only once");
+            assert!(window.accept(highest - 1));
+            // Every counter in between is accepted exactly once.
+            for counter in highest - 8127..highest - 1 {
+                assert!(window.accept(counter), "{highest}: {counter}");
+            }
+            for counter in highest - 8128..=highest {
+                assert!(!window.accept(counter), "{highest}: {counter} again");
+            }
+        }
+        assert_eq!(WINDOW_SIZE, 8128);
+    }
+
+    #[test]
     fn window_matches_a_naive_model() {
         // Compare with a set-based model over a pseudo-random walk of counters.
         let mut window = ReplayWindow::new();
@@ -273,7 +305,7 @@ mod tests {
             send: [2; 32],
             receive: [1; 32],
         };
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let mut a = Session::new(&keys, 1, 2, now, true);
         let mut b = Session::new(&mirrored, 2, 1, now, false);
         let packet = [0x45u8; 21];

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use crate::keys::PublicKey;
+use crate::keys::{PresharedKey, PublicKey};
 
 /// How one peer is configured (what `wg set` / UAPI `set=1` can say about it).
 ///
@@ -16,8 +16,10 @@ pub struct PeerConfig {
     /// The peer's static public key; it names the peer.
     pub public_key: PublicKey,
     /// The optional preshared key mixed into the handshake (`Q` in the paper, section 5.4.3).
-    pub preshared_key: Option<[u8; 32]>,
-    /// Where to send to until an authenticated packet arrives from somewhere else.
+    pub preshared_key: Option<PresharedKey>,
+    /// Where to send to until an authenticated packet arrives from somewhere else. On
+    /// reconfiguration ([`crate::Device::upsert_peer`]) a learnt endpoint is kept unless
+    /// this is `Some` and differs from the endpoint configured before.
     pub endpoint: Option<SocketAddr>,
     /// The peer's allowed IPs: routes to it and the sources it may use.
     pub allowed_ips: Vec<IpNet>,
@@ -29,7 +31,10 @@ impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
             .field("public_key", &self.public_key)
-            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field(
+                "preshared_key",
+                &self.preshared_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoint", &self.endpoint)
             .field("allowed_ips", &self.allowed_ips)
             .field("persistent_keepalive", &self.persistent_keepalive)
@@ -45,9 +50,16 @@ pub struct PeerInfo {
     /// The peer's static public key.
     pub public_key: PublicKey,
     /// The configured preshared key.
-    pub preshared_key: Option<[u8; 32]>,
+    pub preshared_key: Option<PresharedKey>,
     /// The current endpoint (configured, or learnt from the latest authenticated packet).
     pub endpoint: Option<SocketAddr>,
+    /// The latest underlay address that has shown a return path, which a one-way
+    /// forged packet cannot fake: as responder, the address our handshake response
+    /// went to, once the initiator's first valid transport message confirms the
+    /// session; as initiator, the address our initiation went to, once its valid
+    /// response completes the handshake. Roaming moves `endpoint`, not this; judge
+    /// trust (public-IP requirements) on this one. `None` until a handshake proves one.
+    pub proven_endpoint: Option<SocketAddr>,
     /// The peer's allowed IPs, in the order they were configured.
     pub allowed_ips: Vec<IpNet>,
     /// The persistent keepalive interval in seconds.
@@ -72,8 +84,12 @@ impl fmt::Debug for PeerInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerInfo")
             .field("public_key", &self.public_key)
-            .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
+            .field(
+                "preshared_key",
+                &self.preshared_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("endpoint", &self.endpoint)
+            .field("proven_endpoint", &self.proven_endpoint)
             .field("allowed_ips", &self.allowed_ips)
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("last_handshake", &self.last_handshake)
@@ -168,11 +184,15 @@ pub enum DropReason {
     QueueFull,
     /// A handshake initiation from a static key that is not one of our peers.
     UnknownPeer,
+    /// Under load, a handshake message from a source address that is over its
+    /// rate ([`crate::ratelimit::HANDSHAKES_PER_SECOND`]): with a valid mac2, it
+    /// was not processed; without, it got no cookie reply.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, for counter tables.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::BadMac1,
         DropReason::CookieRequired,
@@ -188,6 +208,7 @@ impl DropReason {
         DropReason::BufferTooSmall,
         DropReason::QueueFull,
         DropReason::UnknownPeer,
+        DropReason::RateLimited,
     ];
 
     /// A short snake_case name for counters and logs.
@@ -208,6 +229,7 @@ impl DropReason {
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::QueueFull => "queue_full",
             DropReason::UnknownPeer => "unknown_peer",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }

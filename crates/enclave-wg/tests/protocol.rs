@@ -2,6 +2,7 @@
 
 mod sim;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use enclave_wg::timers::{
@@ -242,15 +243,22 @@ fn cookie_reply_under_load_then_handshake_with_mac2() {
     let mut net = Net::mesh(2, Conditions::perfect(), 8);
     net.nodes[1].device.set_under_load(true);
     net.send_to(0, 1, b"under load");
-    net.run_for(Duration::from_secs(1));
+    // One way: the initiation without mac2 gets a cookie reply.
+    net.run_for(Duration::from_millis(10));
     assert_eq!(net.nodes[1].drops, vec![DropReason::CookieRequired]);
     assert_eq!(net.nodes[1].sent.len(), 1);
     assert_eq!(net.nodes[1].sent[0].len(), 64, "a cookie reply");
     assert!(net.bodies(1).is_empty());
-    // The retransmission after REKEY_TIMEOUT carries mac2 and gets through.
-    net.run_for(REKEY_TIMEOUT + Duration::from_secs(1));
+    // The initiator resends at once, with mac2, and gets through: two round
+    // trips rather than REKEY_TIMEOUT.
+    net.run_for(Duration::from_millis(50));
     assert_eq!(net.bodies(1), vec![b"under load".to_vec()]);
     assert_eq!(net.nodes[1].drops, vec![DropReason::CookieRequired]);
+    assert_eq!(
+        net.nodes[0].sent.iter().filter(|m| m.len() == 148).count(),
+        2,
+        "one resend per cookie reply, no more"
+    );
 }
 
 #[test]
@@ -459,11 +467,11 @@ fn preshared_key_must_match() {
     let (a, b) = (net.key(0), net.key(1));
     net.nodes[0]
         .device
-        .set_preshared_key(&b, Some([42; 32]))
+        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.nodes[1]
         .device
-        .set_preshared_key(&a, Some([42; 32]))
+        .set_preshared_key(&a, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.send_to(0, 1, b"with psk");
     net.run_for(Duration::from_secs(1));
@@ -473,7 +481,7 @@ fn preshared_key_must_match() {
     let b = net.key(1);
     net.nodes[0]
         .device
-        .set_preshared_key(&b, Some([42; 32]))
+        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
         .expect("peer");
     net.send_to(0, 1, b"mismatch");
     net.run_for(Duration::from_secs(1));
@@ -623,4 +631,180 @@ fn three_peers_all_to_all_over_a_hostile_network() {
             assert!(from_i > 400, "node {j} got {from_i} of {rounds} from {i}");
         }
     }
+}
+
+/// Node 1's view of node 0: (current endpoint, proven endpoint).
+fn endpoints_of_0_at_1(net: &Net) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let info = net.nodes[1].device.peer(&net.key(0)).expect("peer 0");
+    (info.endpoint, info.proven_endpoint)
+}
+
+#[test]
+fn learnt_endpoint_survives_reconfiguration() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 30);
+    let a = net.key(0);
+    // Node 1 knows node 0 as a laptop: no configured endpoint.
+    let laptop = PeerConfig {
+        public_key: a,
+        preshared_key: None,
+        endpoint: None,
+        allowed_ips: vec!["10.0.0.1/32".parse().expect("net")],
+        persistent_keepalive: None,
+    };
+    net.nodes[1].device.remove_peer(&a);
+    net.nodes[1].device.upsert_peer(laptop.clone());
+    assert_eq!(endpoints_of_0_at_1(&net), (None, None));
+    net.send_to(0, 1, b"hello");
+    net.run_for(Duration::from_secs(1));
+    let learnt = net.nodes[0].addr;
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(learnt), Some(learnt)));
+    let before = net.nodes[1].device.peer(&a).expect("peer");
+
+    // The same configuration again, then one that differs only in its allowed IPs.
+    net.nodes[1].device.upsert_peer(laptop.clone());
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(learnt), Some(learnt)));
+    let mut wider = laptop.clone();
+    wider.allowed_ips.push("10.9.0.0/24".parse().expect("net"));
+    net.nodes[1].device.upsert_peer(wider.clone());
+    let after = net.nodes[1].device.peer(&a).expect("peer");
+    assert_eq!(
+        (after.endpoint, after.proven_endpoint),
+        (Some(learnt), Some(learnt))
+    );
+    assert_eq!(after.last_handshake, before.last_handshake);
+    assert_eq!(
+        (after.rx_bytes, after.rx_packets),
+        (before.rx_bytes, before.rx_packets)
+    );
+    // The session survived too: the reply goes out at once, to the learnt endpoint.
+    assert_eq!(
+        net.send_to(1, 0, b"reply"),
+        Encapsulated::Send {
+            peer: a,
+            dst: learnt,
+            len: enclave_wg::encapsulated_len(20 + 5)
+        }
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"reply".to_vec()]);
+
+    // A configured endpoint that is new does move the current one (not the proven one).
+    let configured: SocketAddr = "203.0.113.5:51820".parse().expect("address");
+    let mut moved = wider.clone();
+    moved.endpoint = Some(configured);
+    net.nodes[1].device.upsert_peer(moved.clone());
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(configured), Some(learnt)));
+    // Re-applying that same configured endpoint keeps a newly learnt one.
+    net.send_to(0, 1, b"again");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(learnt));
+    net.nodes[1].device.upsert_peer(moved);
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(learnt));
+}
+
+#[test]
+fn forged_outer_source_moves_endpoint_but_not_proven_endpoint() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 31);
+    net.send_to(0, 1, b"first");
+    net.run_for(Duration::from_secs(1));
+    let (real_0, real_1) = (net.nodes[0].addr, net.nodes[1].addr);
+    // Both sides proved each other's address by the handshake.
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(real_0), Some(real_0)));
+    let b_info = net.nodes[0].device.peer(&net.key(1)).expect("peer 1");
+    assert_eq!(b_info.proven_endpoint, Some(real_1));
+
+    // An attacker on the path races node 0's next packet with a copy whose
+    // outer source is rewritten to an address it likes.
+    net.send_to(0, 1, b"second");
+    let captured = net.nodes[0].sent.last().cloned().expect("sent");
+    let forged: SocketAddr = "198.51.100.66:4444".parse().expect("address");
+    let sent_before = net.nodes[1].sent.len();
+    let outcome = net.deliver(forged, real_1, &captured);
+    assert!(
+        matches!(outcome, Some(Decapsulated::Deliver { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(forged), Some(real_0)));
+    // Node 1 tests the new address with a handshake initiation at once.
+    let probes: Vec<usize> = net.nodes[1].sent[sent_before..]
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert_eq!(
+        probes,
+        vec![148],
+        "one handshake initiation towards the new address"
+    );
+    // Nobody answers from the forged address: it never becomes proven.
+    net.run_for(Duration::from_secs(30));
+    assert_eq!(endpoints_of_0_at_1(&net).1, Some(real_0));
+    // The real packet arrived too late (a replay) and moved nothing back.
+    assert!(net.nodes[1].drops.contains(&DropReason::Replay));
+}
+
+#[test]
+fn a_real_roam_is_proven_within_a_round_trip() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 32);
+    net.send_to(0, 1, b"before");
+    net.run_for(Duration::from_secs(1));
+    let old = net.nodes[0].addr;
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(old), Some(old)));
+    let new: SocketAddr = "198.51.100.7:40000".parse().expect("address");
+    net.nodes[0].addr = new;
+    net.send_to(0, 1, b"after");
+    // One way (10 ms) for the data, one round trip (20 ms) for node 1's probe handshake.
+    net.run_for(Duration::from_millis(35));
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(new), Some(new)));
+    assert_eq!(net.bodies(1), vec![b"before".to_vec(), b"after".to_vec()]);
+    assert!(net.nodes.iter().all(|node| node.drops.is_empty()));
+}
+
+#[test]
+fn a_roam_right_after_our_own_handshake_is_proven_after_rekey_timeout() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 33);
+    // Node 1 initiates, so its next initiation must wait for REKEY_TIMEOUT.
+    net.send_to(1, 0, b"from 1");
+    net.run_for(Duration::from_secs(1));
+    let new: SocketAddr = "198.51.100.8:40000".parse().expect("address");
+    net.nodes[0].addr = new;
+    net.send_to(0, 1, b"moved");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(new));
+    assert_ne!(endpoints_of_0_at_1(&net).1, Some(new), "rate limited");
+    net.run_for(REKEY_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(endpoints_of_0_at_1(&net), (Some(new), Some(new)));
+}
+
+#[test]
+fn a_captured_initiation_is_rejected_after_the_peer_is_removed_and_added_again() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 34);
+    net.send_to(0, 1, b"x");
+    let initiation = net.nodes[0].sent[0].clone();
+    assert_eq!(initiation.len(), 148);
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.handshakes(1), 1);
+
+    let a = net.key(0);
+    let config = PeerConfig {
+        public_key: a,
+        preshared_key: None,
+        endpoint: Some(net.nodes[0].addr),
+        allowed_ips: vec!["10.0.0.1/32".parse().expect("net")],
+        persistent_keepalive: None,
+    };
+    assert!(net.nodes[1].device.remove_peer(&a));
+    net.nodes[1].device.upsert_peer(config);
+    net.run_for(Duration::from_secs(1));
+
+    let attacker: SocketAddr = "198.51.100.66:4444".parse().expect("address");
+    let to = net.nodes[1].addr;
+    assert_eq!(
+        net.deliver(attacker, to, &initiation),
+        Some(Decapsulated::Dropped(DropReason::StaleTimestamp))
+    );
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(net.nodes[0].addr));
+    // Fresh handshakes still work.
+    net.send_to(1, 0, b"fresh");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(0), vec![b"fresh".to_vec()]);
 }

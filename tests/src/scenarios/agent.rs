@@ -12,11 +12,23 @@ use crate::support::{reference_without_forwarding, GATEWAY_LAN, GATEWAY_UNDERLAY
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "agent-gateway-basics",
-        about: "sender reaches the LAN through enclave-gw: overlay ping, SNAT, one way, status, clean stop",
-        run: gateway_basics,
-    }]
+    vec![
+        Scenario {
+            name: "agent-gateway-basics",
+            about: "sender reaches the LAN through enclave-gw: overlay ping, SNAT, one way, status, clean stop",
+            run: gateway_basics,
+        },
+        Scenario {
+            name: "agent-psk",
+            about: "a pre-shared key pair works; a gateway with a different key never completes a handshake, one with a missing file refuses the peer",
+            run: psk_userspace,
+        },
+        Scenario {
+            name: "agent-psk-external",
+            about: "the same with wireguard-go (dataplane = external) on both sides",
+            run: psk_external,
+        },
+    ]
 }
 
 const LAPTOP_OVERLAY: &str = "100.64.0.11";
@@ -193,5 +205,155 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         !tables.contains("enclave"),
         "the gateway's nft table stayed: {tables}"
     );
+    Ok(())
+}
+
+/// Pre-shared keys per pair: laptop and gateway with the same key file work; the gateway
+/// given another key never completes a handshake with the laptop; given a missing file, it
+/// refuses that peer and says so; given the same key again, it works again.
+fn psk_userspace(ctx: &Ctx) -> anyhow::Result<()> {
+    psk(ctx, "psk", &[])
+}
+
+fn psk_external(ctx: &Ctx) -> anyhow::Result<()> {
+    let external = "dataplane = \"external\"";
+    psk(ctx, "pskext", &[("sender", external), ("gw1", external)])
+}
+
+fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
+    use crate::office::{definition, Office, PRINTER};
+    use crate::support::write_key;
+
+    let dir = ctx.log_dir().join(format!("{tag}-keys"));
+    std::fs::create_dir_all(&dir)?;
+    let any = "acl = [{ protocol = \"any\" }]";
+    let with_file = |path: &std::path::Path| {
+        definition(
+            1,
+            "\"users\"",
+            any,
+            &format!(
+                "[[preshared_key]]\nsystems = [\"laptop\", \"menlo-gw-1\"]\nfile = \"{}\"\n",
+                path.display()
+            ),
+        )
+    };
+    let genpsk = |ns: &Netns| -> anyhow::Result<String> {
+        Ok(ns.exec(&["wg", "genpsk"])?.trim().to_owned())
+    };
+
+    let mut office = Office::start(ctx, tag, 1, &definition(1, "\"users\"", any, ""), config)?;
+    let key_a = genpsk(office.ns("sender"))?;
+    let key_b = genpsk(office.ns("sender"))?;
+    let file_a = write_key(&dir, "a.key", &key_a)?;
+    let file_b = write_key(&dir, "b.key", &key_b)?;
+    office.set_definition_applied(&with_file(&file_a), &["gw1", "sender"])?;
+    // Peers whose key changed need a new handshake: restart both with the key in place.
+    for node in ["gw1", "sender"] {
+        office.agent(node)?.stop();
+    }
+    office.start_agent("gw1", Default::default())?;
+    office.start_agent("sender", Default::default())?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    let keys = office
+        .ns("sender")
+        .exec(&["wg", "show", "enclave0", "preshared-keys"])?;
+    ensure!(
+        keys.contains(&key_a),
+        "the laptop's tunnel does not use the pre-shared key of its file"
+    );
+
+    // The gateway reads another definition that names another key file for the pair.
+    let gw_network = ctx.log_dir().join(format!("{tag}-gw-network.toml"));
+    let gw_config = office.files["gw1"].config.clone();
+    let shared_path = office.network.clone();
+    let shared = shared_path.to_string_lossy().into_owned();
+    let config = std::fs::read_to_string(&gw_config)?;
+    std::fs::write(
+        &gw_config,
+        config.replace(&shared, &gw_network.to_string_lossy()),
+    )?;
+    let gw_definition = |file: &std::path::Path| -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(&shared_path)?;
+        write_definition(
+            &gw_network,
+            &text.replace(
+                &file_a.to_string_lossy().into_owned(),
+                &file.to_string_lossy(),
+            ),
+        )
+    };
+    gw_definition(&file_b)?;
+    office.agent("gw1")?.stop();
+    office.start_agent("gw1", Default::default())?;
+    ensure!(
+        office
+            .until_reach(PRINTER, true, Duration::from_secs(6))
+            .is_err(),
+        "the LAN answered although the gateway's pre-shared key differs"
+    );
+    let handshakes = office
+        .ns("gw1")
+        .exec(&["wg", "show", "enclave0", "latest-handshakes"])?;
+    let laptop_key = office.files["sender"].public_key.clone();
+    ensure!(
+        handshakes
+            .lines()
+            .any(|l| l.starts_with(laptop_key.as_str()) && l.trim_end().ends_with("\t0")),
+        "the gateway completed a handshake with the laptop despite different pre-shared keys:\n{handshakes}"
+    );
+
+    // A missing key file: the gateway refuses the peer and says why.
+    gw_definition(&dir.join("missing.key"))?;
+    office.agent("gw1")?.stop();
+    office.start_agent("gw1", Default::default())?;
+    let refused = wait_until(Duration::from_secs(3), || {
+        office
+            .status("gw1")
+            .contains("peer laptop gets no tunnel: its pre-shared key file")
+    });
+    ensure!(
+        refused,
+        "the gateway does not say it refused the laptop:\n{}",
+        office.status("gw1")
+    );
+    ensure!(
+        !office
+            .ns("gw1")
+            .exec(&["wg", "show", "enclave0", "peers"])?
+            .contains(laptop_key.as_str()),
+        "the gateway gave the laptop a tunnel without its pre-shared key"
+    );
+
+    // Positive control: the same key on both sides again, the same restart: it works.
+    gw_definition(&file_a)?;
+    office.agent("gw1")?.stop();
+    office.start_agent("gw1", Default::default())?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(10))?;
+
+    // Rotation: a new key in the file on both hosts, and SIGHUP: both tunnels take it.
+    let key_c = genpsk(office.ns("sender"))?;
+    write_key(&dir, "a.key", &key_c)?;
+    for node in ["gw1", "sender"] {
+        let pid = office.agent(node)?.pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+    }
+    for node in ["gw1", "sender"] {
+        let rotated = wait_until(Duration::from_secs(3), || {
+            office
+                .ns(node)
+                .exec(&["wg", "show", "enclave0", "preshared-keys"])
+                .is_ok_and(|keys| keys.contains(&key_c))
+        });
+        ensure!(
+            rotated,
+            "{node} did not take the rotated pre-shared key on SIGHUP"
+        );
+    }
     Ok(())
 }

@@ -38,6 +38,21 @@ pub fn scenarios() -> Vec<Scenario> {
             run: external_host_filter,
         },
         Scenario {
+            name: "agent-external-kill9",
+            about: "kill -9 of an agent on wireguard-go takes the wireguard-go it started, and its tunnel, down with it",
+            run: external_kill9,
+        },
+        Scenario {
+            name: "agent-external-iptables-refused",
+            about: "dataplane = \"external\" with nat = \"iptables\" is refused at start, before anything is set up",
+            run: external_iptables_refused,
+        },
+        Scenario {
+            name: "agent-nat-failure-no-forwarding",
+            about: "a gateway whose rules cannot be applied does not forward, and says so; with the rules back it does",
+            run: nat_failure_no_forwarding,
+        },
+        Scenario {
             name: "agent-bad-input",
             about: "a readable key, an unknown key, a broken definition and a non-root status client are refused",
             run: bad_input,
@@ -428,6 +443,161 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
             .is_err()
     });
     ensure!(gone, "enclave0 stayed after the agent stopped");
+    Ok(())
+}
+
+fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "extkill",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("sender", "dataplane = \"external\"")],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let running = |office: &Office<'_>| {
+        office
+            .ns("sender")
+            .exec(&["sh", "-c", "pgrep -x wireguard-go || true"])
+            .map(|pids| !pids.trim().is_empty())
+    };
+    ensure!(running(&office)?, "no wireguard-go runs before the kill");
+    office.agent("sender")?.kill9();
+    let gone = enclave_netns::wait_until(Duration::from_secs(3), || {
+        running(&office).is_ok_and(|r| !r)
+            && office
+                .ns("sender")
+                .exec(&["ip", "link", "show", "enclave0"])
+                .is_err()
+    });
+    ensure!(
+        gone,
+        "wireguard-go or enclave0 outlived the agent's kill -9 (a tunnel with stale peers)"
+    );
+    Ok(())
+}
+
+fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut spec = TopologySpec::new("extipt");
+    spec.node("gw");
+    let topo = ctx.topology(&spec)?;
+    let network = ctx.log_dir().join("extipt-network.toml");
+    let files = crate::agents::prepare(
+        ctx,
+        topo.ns("gw"),
+        &network,
+        "dataplane = \"external\"\nnat = \"iptables\"",
+    )?;
+    // A definition in which this system is an enabled gateway with a subnet on its LAN: all
+    // that an agent needs to start forwarding, were the combination not refused first.
+    crate::agents::write_definition(
+        &network,
+        &format!(
+            "[network]\noverlay = \"100.64.0.0/10\"\n\n[[system]]\nname = \"gw\"\n\
+             public_key = \"{}\"\naddress = \"100.64.0.2\"\n\n[system.gateway]\n\
+             allowed = true\nsubnets = [\"{LAN}\"]\n",
+            files.public_key
+        ),
+    )?;
+    let gw = ctx.bin("enclave-gw")?.to_string_lossy().into_owned();
+    // Bounded: an agent that started anyway would run until killed.
+    let out = topo.ns("gw").exec_output(&[
+        "timeout",
+        "10",
+        gw.as_str(),
+        "run",
+        "-c",
+        &files.config.to_string_lossy(),
+    ])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "enclave-gw started with external + iptables"
+    );
+    ensure!(
+        stderr.contains("dataplane = \"external\" cannot be used with nat = \"iptables\""),
+        "the refusal does not name both settings:\n{stderr}"
+    );
+    let forwarding = topo
+        .ns("gw")
+        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
+    ensure!(forwarding.trim() == "0", "forwarding was turned on");
+    ensure!(
+        topo.ns("gw")
+            .exec(&["ip", "link", "show", "enclave0"])
+            .is_err(),
+        "a tunnel was brought up"
+    );
+    Ok(())
+}
+
+/// The gateway on the iptables backend, with every iptables program replaced (through PATH)
+/// by one that refuses: its rules cannot be applied.
+fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Office::start(
+        ctx,
+        "natfail",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("gw1", "nat = \"iptables\"")],
+    )?;
+    // Positive control first: with working iptables the same gateway forwards.
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    office.agent("gw1")?.stop();
+    let forwarding = |office: &Office<'_>| -> anyhow::Result<String> {
+        Ok(office
+            .ns("gw1")
+            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
+            .trim()
+            .to_owned())
+    };
+    ensure!(
+        forwarding(&office)? == "0",
+        "forwarding stayed on after a clean stop"
+    );
+
+    let shim = ctx.log_dir().join("iptables-refuses");
+    std::fs::create_dir_all(&shim)?;
+    for flavor in ["iptables", "iptables-legacy", "iptables-nft"] {
+        for tool in ["", "-save", "-restore"] {
+            let path = shim.join(format!("{flavor}{tool}"));
+            std::fs::write(&path, "#!/bin/sh\necho 'refused by the test' >&2\nexit 4\n")?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
+    );
+    office.start_agent(
+        "gw1",
+        enclave_netns::SpawnOpts::default().env("PATH", &path),
+    )?;
+    let said = enclave_netns::wait_until(Duration::from_secs(5), || {
+        office
+            .status("gw1")
+            .contains("this gateway does not forward")
+    });
+    ensure!(
+        said,
+        "the gateway's status does not say it does not forward:\n{}",
+        office.status("gw1")
+    );
+    // It stays so across retries (every second): sampled over two seconds.
+    for _ in 0..3 {
+        ensure!(
+            forwarding(&office)? == "0",
+            "the gateway forwards although its rules failed"
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    ensure!(
+        !office.reaches(PRINTER),
+        "the LAN answered through a gateway without rules"
+    );
     Ok(())
 }
 

@@ -9,17 +9,22 @@ mod control;
 mod dataplane;
 mod discovery;
 mod failover;
+mod flood;
 mod forwarding;
+mod killswitch;
 mod lifecycle;
 mod nat;
 mod reference;
+mod roaming;
 mod routes;
+mod trust;
 
 /// Every scenario, in the order `cargo xtask netns-test` runs them.
 pub fn all() -> Vec<Scenario> {
     let mut all = Vec::new();
     all.extend(reference::scenarios());
     all.extend(dataplane::scenarios());
+    all.extend(flood::scenarios());
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
     all.extend(forwarding::scenarios());
@@ -28,6 +33,9 @@ pub fn all() -> Vec<Scenario> {
     all.extend(access::scenarios());
     all.extend(failover::scenarios());
     all.extend(lifecycle::scenarios());
+    all.extend(killswitch::scenarios());
+    all.extend(roaming::scenarios());
+    all.extend(trust::scenarios());
     all.extend(control::scenarios());
     all
 }

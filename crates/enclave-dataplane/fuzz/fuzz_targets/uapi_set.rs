@@ -1,6 +1,10 @@
 //! Arbitrary text as the body of a UAPI `set=1`: parsing never panics, a refused request
 //! carries a negative errno, and an accepted one applies to a device whose `get=1` answer is
 //! well formed.
+//!
+//! Corpus (`corpus/uapi_set/`): `set=1` bodies as `wg set` sends them: a whole device and peer,
+//! an IPv6 endpoint with `update_only`, a removal, cleared keys, two peers claiming one
+//! network, and a refused value.
 
 #![no_main]
 
@@ -16,7 +20,10 @@ impl enclave_wg::rand_core::RngCore for Fixed {
         self.next_u64() as u32
     }
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0
     }
     fn fill_bytes(&mut self, dest: &mut [u8]) {

@@ -144,6 +144,7 @@ fn handshake_time_and_counters_are_written_in_seconds_and_nanoseconds() {
         public_key: PublicKey(from_hex(PEER1).unwrap()),
         preshared_key: None,
         endpoint: None,
+        proven_endpoint: None,
         allowed_ips: vec![],
         persistent_keepalive: None,
         last_handshake: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123)),
@@ -248,4 +249,27 @@ fn operations_are_recognised() {
     assert_eq!(parse_operation("get=1"), Some(Operation::Get));
     assert_eq!(parse_operation("set=1"), Some(Operation::Set));
     assert_eq!(parse_operation("get=2"), None);
+}
+
+#[test]
+fn a_peer_section_changes_only_what_it_names() {
+    let mut d = device();
+    set(
+        &mut d,
+        &format!("public_key={PEER1}\nendpoint=192.0.2.1:51820\nallowed_ip=10.0.0.1/32"),
+    )
+    .unwrap();
+    let key = PublicKey(from_hex(PEER1).unwrap());
+    let endpoint = |d: &Device| d.peer(&key).and_then(|info| info.endpoint);
+    // A section without `endpoint=` leaves the endpoint alone.
+    set(
+        &mut d,
+        &format!("public_key={PEER1}\nallowed_ip=10.0.0.9/32"),
+    )
+    .unwrap();
+    assert_eq!(endpoint(&d), Some("192.0.2.1:51820".parse().unwrap()));
+    assert_eq!(d.peer(&key).unwrap().allowed_ips.len(), 2);
+    // `endpoint=` sets the current endpoint, as in WireGuard.
+    set(&mut d, &format!("public_key={PEER1}\nendpoint=192.0.2.7:1")).unwrap();
+    assert_eq!(endpoint(&d), Some("192.0.2.7:1".parse().unwrap()));
 }

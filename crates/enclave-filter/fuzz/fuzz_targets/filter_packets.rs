@@ -1,5 +1,10 @@
 //! Arbitrary packets through a filter with permissive and empty rule sets: parsing and
 //! connection tracking never panic, the table stays bounded, and with no rules nothing passes.
+//!
+//! Input: records of one byte (bits 0-6: the packet's length; bit 7: egress) and an IPv4
+//! packet. Corpus (`corpus/filter_packets/`): an ICMP echo and its reply, a TCP handshake and
+//! close, a SYN from the far side, a UDP query, its reply and an ICMP error quoting it, a
+//! non-first fragment, an IPv6 header.
 
 #![no_main]
 
@@ -37,7 +42,11 @@ fuzz_target!(|data: &[u8]| {
     while let Some((&head, tail)) = rest.split_first() {
         let len = usize::from(head & 0x7f).min(tail.len());
         let (packet, next) = tail.split_at(len);
-        let direction = if head & 0x80 == 0 { Direction::Ingress } else { Direction::Egress };
+        let direction = if head & 0x80 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
         let _ = open.check(direction, packet, now);
         assert_ne!(closed.check(direction, packet, now), Verdict::Pass);
         assert!(open.flow_count() <= 8);

@@ -1,7 +1,12 @@
 //! Fuzz the network definition: any text must be refused with diagnostics or accepted, never
 //! panic; an accepted one must compile for every system and answer explain queries.
 //!
-//! Run: `cd crates/enclave-policy/fuzz && cargo +nightly fuzz run network_definition`
+//! Corpus (`corpus/network_definition/`): docs/examples/network.toml, a two-system direct
+//! policy, a default-route gateway with trust requirements and active hours, and two refused
+//! definitions (semantic errors; an unknown field and a wrong type).
+//!
+//! Run: `cargo xtask fuzz network_definition`, or
+//! `cargo +nightly fuzz run --fuzz-dir crates/enclave-policy/fuzz network_definition`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -33,8 +33,15 @@ impl ControlSocket {
             path: path.to_owned(),
             source,
         };
+        // Only root may reach the socket: it lives in a directory of ours that nobody else
+        // may enter or write to (an existing one is judged, never chmod-ed).
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            enclave_statefile::ensure_private_dir(dir, 0o700).map_err(|source| {
+                Error::RuntimeDir {
+                    path: dir.to_owned(),
+                    source,
+                }
+            })?;
         }
         if UnixStream::connect(path).is_ok() {
             return Err(io(std::io::Error::new(

@@ -6,11 +6,19 @@
 //!   `wireguard-control` crate — the kernel module where it is loaded, otherwise a userspace
 //!   implementation over its UAPI socket (wireguard-go by default, or the program named by
 //!   `WG_USERSPACE_IMPLEMENTATION`). When the interface does not exist, the agent starts that
-//!   program in the foreground itself and ends it on stop. Such an implementation does not
-//!   filter, so the agent has the NAT manager filter the host's own tunnel traffic with
-//!   nftables (chains `ENCLAVE-INPUT` and `ENCLAVE-OUTPUT`, built from the same rules).
+//!   program in the foreground itself and ends it on stop; the program is also ended by the
+//!   kernel when the agent dies (`PR_SET_PDEATHSIG`), so a `kill -9` of the agent leaves no
+//!   tunnel up with stale peers. Such an implementation does not filter, so the agent has the
+//!   NAT manager filter the host's own tunnel traffic with nftables (chains `ENCLAVE-INPUT`
+//!   and `ENCLAVE-OUTPUT`, built from the same rules).
+//!
+//! Both apply only differences: a peer that stays keeps its session, its handshake state and
+//! the endpoint it roamed to; an endpoint is set only when the definition gives one that
+//! changed.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +29,7 @@ use enclave_wg::{PeerConfig, PrivateKey, PublicKey};
 use ipnet::IpNet;
 use wireguard_control::{Backend, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
 
+use super::psk::Psk;
 use crate::config::{AgentConfig, DataplaneBackend};
 use crate::desired::DesiredPeer;
 use crate::{Error, Result};
@@ -32,6 +41,8 @@ pub struct PeerCounters {
     pub public_key: String,
     /// Where it is reached now.
     pub endpoint: Option<SocketAddr>,
+    /// The address that completed a handshake (ours only; an external WireGuard does not say).
+    pub proven_endpoint: Option<SocketAddr>,
     /// The last completed handshake.
     pub last_handshake: Option<SystemTime>,
     /// Bytes received.
@@ -58,6 +69,10 @@ pub struct External {
     interface: InterfaceName,
     backend: Backend,
     started: Option<Child>,
+    /// The peers as last given, by name, to tell what changed.
+    applied: BTreeMap<String, DesiredPeer>,
+    /// Their pre-shared keys as last given.
+    applied_psks: BTreeMap<String, Psk>,
 }
 
 impl Dataplane {
@@ -81,32 +96,45 @@ impl Dataplane {
         }
     }
 
-    /// Makes the peers exactly `peers` (name, desired state).
-    pub fn set_peers<'a>(
-        &self,
-        peers: impl Iterator<Item = (&'a String, &'a DesiredPeer)>,
+    /// Makes the peers exactly `peers`, changing only what differs: peers that stay keep
+    /// their sessions and learned endpoints.
+    /// Each peer's pre-shared key, if it has one, is in `psks`.
+    pub fn set_peers(
+        &mut self,
+        peers: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
     ) -> Result<()> {
         match self {
             Dataplane::Userspace(tunnel) => {
-                let mut specs = Vec::new();
-                for (name, peer) in peers {
-                    specs.push(PeerSpec {
-                        config: PeerConfig {
-                            public_key: parse_key(name, &peer.public_key)?,
-                            preshared_key: None,
-                            endpoint: peer.endpoint,
-                            allowed_ips: peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect(),
-                            persistent_keepalive: peer.keepalive,
-                        },
-                        filter: Some(FilterRules {
-                            ingress: peer.inbound.clone(),
-                            egress: peer.outbound.clone(),
-                        }),
-                    });
-                }
+                let specs = peers
+                    .iter()
+                    .map(|(name, peer)| peer_spec(name, peer, psks.get(name)))
+                    .collect::<Result<Vec<_>>>()?;
                 tunnel.set_peers(specs).map_err(Error::Dataplane)
             }
-            Dataplane::External(external) => external.set_peers(peers),
+            Dataplane::External(external) => external.set_peers(peers, psks),
+        }
+    }
+
+    /// Forgets the sessions of `lost` (a subset of `peers`, the peers in force), so that the
+    /// next packet to them starts a new handshake. The other peers are left alone.
+    pub fn reset_sessions(
+        &mut self,
+        peers: &BTreeMap<String, DesiredPeer>,
+        lost: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
+    ) -> Result<()> {
+        match self {
+            Dataplane::Userspace(_) => {
+                let others = peers
+                    .iter()
+                    .filter(|(name, _)| !lost.contains_key(*name))
+                    .map(|(name, peer)| (name.clone(), peer.clone()))
+                    .collect();
+                self.set_peers(&others, psks)?;
+                self.set_peers(peers, psks)
+            }
+            Dataplane::External(external) => external.reset_sessions(lost, psks),
         }
     }
 
@@ -130,6 +158,7 @@ impl Dataplane {
                         PeerCounters {
                             public_key: p.info.public_key.to_base64(),
                             endpoint: p.info.endpoint,
+                            proven_endpoint: p.info.proven_endpoint,
                             last_handshake: p.info.last_handshake,
                             rx_bytes: p.info.rx_bytes,
                             tx_bytes: p.info.tx_bytes,
@@ -167,6 +196,55 @@ impl Dataplane {
     }
 }
 
+fn peer_spec(name: &str, peer: &DesiredPeer, psk: Option<&Psk>) -> Result<PeerSpec> {
+    Ok(PeerSpec {
+        config: PeerConfig {
+            public_key: parse_key(name, &peer.public_key)?,
+            preshared_key: psk.map(|k| enclave_wg::PresharedKey::from_bytes(**k)),
+            endpoint: peer.endpoint,
+            allowed_ips: peer.allowed_ips.iter().map(|n| IpNet::V4(*n)).collect(),
+            persistent_keepalive: peer.keepalive,
+        },
+        filter: Some(FilterRules {
+            ingress: peer.inbound.clone(),
+            egress: peer.outbound.clone(),
+        }),
+    })
+}
+
+/// What to tell the interface about `peer`, given what it was told `before` (`None`: the
+/// interface does not have it yet), or `None` when nothing changed. The endpoint is set only
+/// when the definition gives one that changed, so a learned (roamed) endpoint is kept.
+fn peer_update(
+    key: &Key,
+    before: Option<&DesiredPeer>,
+    peer: &DesiredPeer,
+) -> Option<PeerConfigBuilder> {
+    let mut builder = PeerConfigBuilder::new(key);
+    let mut changed = before.is_none();
+    if before.is_none_or(|b| b.allowed_ips != peer.allowed_ips) {
+        builder = builder.replace_allowed_ips();
+        for net in &peer.allowed_ips {
+            builder = builder.add_allowed_ip(IpAddr::V4(net.addr()), net.prefix_len());
+        }
+        changed = true;
+    }
+    if let Some(endpoint) = peer.endpoint {
+        if before.is_none_or(|b| b.endpoint != peer.endpoint) {
+            builder = builder.set_endpoint(endpoint);
+            changed = true;
+        }
+    }
+    if before.is_none_or(|b| b.keepalive != peer.keepalive) {
+        builder = match peer.keepalive {
+            Some(interval) => builder.set_persistent_keepalive_interval(interval),
+            None => builder.unset_persistent_keepalive(),
+        };
+        changed = true;
+    }
+    changed.then_some(builder)
+}
+
 fn parse_key(peer: &str, key: &str) -> Result<PublicKey> {
     PublicKey::from_base64(key).map_err(|source| Error::PeerKey {
         peer: peer.to_owned(),
@@ -195,12 +273,29 @@ impl External {
         {
             let program = std::env::var("WG_USERSPACE_IMPLEMENTATION")
                 .unwrap_or_else(|_| "wireguard-go".into());
-            let child = Command::new(&program)
+            let agent = std::process::id();
+            let mut command = Command::new(&program);
+            command
                 .args(["-f", &config.interface])
                 .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-                .stdin(Stdio::null())
-                .spawn()
-                .map_err(io)?;
+                .stdin(Stdio::null());
+            // SAFETY: the closure runs in the child between fork and exec and calls only
+            // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    // Ended with the agent, even by kill -9: the thread that forks is the
+                    // agent's main thread, which lives as long as the agent.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The agent may have died before the prctl: then nobody would end us.
+                    if libc::getppid() as u32 != agent {
+                        libc::_exit(1);
+                    }
+                    Ok(())
+                });
+            }
+            let child = command.spawn().map_err(io)?;
             tracing::info!(program = %program, pid = child.id(), "started the external WireGuard");
             started = Some(child);
             let socket = PathBuf::from(format!("/var/run/wireguard/{}.sock", config.interface));
@@ -223,6 +318,8 @@ impl External {
             interface,
             backend,
             started,
+            applied: BTreeMap::new(),
+            applied_psks: BTreeMap::new(),
         };
         DeviceUpdate::new()
             .set_private_key(Key(*private_key.as_bytes()))
@@ -239,31 +336,107 @@ impl External {
         Ok(external)
     }
 
-    fn set_peers<'a>(
-        &self,
-        peers: impl Iterator<Item = (&'a String, &'a DesiredPeer)>,
+    fn error(&self, source: std::io::Error) -> Error {
+        Error::External {
+            interface: self.interface.to_string(),
+            source,
+        }
+    }
+
+    /// The public keys of the peers the interface has now, with their current endpoints.
+    fn present(&self) -> Result<BTreeMap<[u8; 32], Option<SocketAddr>>> {
+        let device = wireguard_control::Device::get(&self.interface, self.backend)
+            .map_err(|e| self.error(e))?;
+        Ok(device
+            .peers
+            .into_iter()
+            .map(|p| (p.config.public_key.0, p.config.endpoint))
+            .collect())
+    }
+
+    fn set_peers(
+        &mut self,
+        peers: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
     ) -> Result<()> {
-        let mut update = DeviceUpdate::new().replace_peers();
+        let present = self.present()?;
+        let mut wanted = BTreeMap::new();
         for (name, peer) in peers {
-            let key = parse_key(name, &peer.public_key)?;
-            let mut builder = PeerConfigBuilder::new(&Key(key.0)).replace_allowed_ips();
-            for net in &peer.allowed_ips {
-                builder = builder.add_allowed_ip(IpAddr::V4(net.addr()), net.prefix_len());
+            wanted.insert(parse_key(name, &peer.public_key)?.0, (name, peer));
+        }
+        let mut update = DeviceUpdate::new();
+        let mut changes = 0usize;
+        for key in present.keys().filter(|k| !wanted.contains_key(*k)) {
+            update = update.remove_peer_by_key(&Key(*key));
+            changes += 1;
+        }
+        for (key, (name, peer)) in &wanted {
+            let before = present
+                .contains_key(key)
+                .then(|| self.applied.get(*name))
+                .flatten()
+                .filter(|b| b.public_key == peer.public_key);
+            let mut builder = peer_update(&Key(*key), before, peer);
+            let psk = psks.get(*name);
+            let psk_before = before.and(self.applied_psks.get(*name));
+            if before.is_none() || psk.map(|k| **k) != psk_before.map(|k| **k) {
+                let with = builder.unwrap_or_else(|| PeerConfigBuilder::new(&Key(*key)));
+                builder = Some(match psk {
+                    Some(k) => with.set_preshared_key(Key(**k)),
+                    None => with.unset_preshared_key(),
+                });
             }
-            if let Some(endpoint) = peer.endpoint {
+            if let Some(builder) = builder {
+                update = update.add_peer(builder);
+                changes += 1;
+            }
+        }
+        if changes > 0 {
+            update
+                .apply(&self.interface, self.backend)
+                .map_err(|e| self.error(e))?;
+        }
+        self.applied = peers.clone();
+        self.applied_psks = psks
+            .iter()
+            .filter(|(name, _)| peers.contains_key(*name))
+            .map(|(name, k)| (name.clone(), k.clone()))
+            .collect();
+        Ok(())
+    }
+
+    /// Removes the `lost` peers and adds them again, at the endpoint they had (which may be
+    /// one they roamed to), so that their next packet starts a fresh handshake.
+    fn reset_sessions(
+        &mut self,
+        lost: &BTreeMap<String, DesiredPeer>,
+        psks: &BTreeMap<String, Psk>,
+    ) -> Result<()> {
+        let present = self.present()?;
+        let mut removal = DeviceUpdate::new();
+        let mut readd = DeviceUpdate::new();
+        for (name, peer) in lost {
+            let key = Key(parse_key(name, &peer.public_key)?.0);
+            let Some(endpoint) = present.get(&key.0) else {
+                continue;
+            };
+            removal = removal.remove_peer_by_key(&key);
+            let mut builder =
+                peer_update(&key, None, peer).unwrap_or_else(|| PeerConfigBuilder::new(&key));
+            if let Some(psk) = psks.get(name) {
+                builder = builder.set_preshared_key(Key(**psk));
+            }
+            if let Some(endpoint) = endpoint.or(peer.endpoint) {
                 builder = builder.set_endpoint(endpoint);
             }
-            if let Some(keepalive) = peer.keepalive {
-                builder = builder.set_persistent_keepalive_interval(keepalive);
-            }
-            update = update.add_peer(builder);
+            readd = readd.add_peer(builder);
         }
-        update
+        removal
             .apply(&self.interface, self.backend)
-            .map_err(|source| Error::External {
-                interface: self.interface.to_string(),
-                source,
-            })
+            .map_err(|e| self.error(e))?;
+        readd
+            .apply(&self.interface, self.backend)
+            .map_err(|e| self.error(e))
     }
 
     fn counters(&self) -> Result<Vec<PeerCounters>> {
@@ -280,6 +453,7 @@ impl External {
             .map(|p| PeerCounters {
                 public_key: p.config.public_key.to_base64(),
                 endpoint: p.config.endpoint,
+                proven_endpoint: None,
                 last_handshake: p.stats.last_handshake_time,
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
@@ -315,5 +489,65 @@ impl External {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(endpoint: Option<&str>, nets: &[&str], keepalive: Option<u16>) -> DesiredPeer {
+        DesiredPeer {
+            public_key: String::new(),
+            endpoint: endpoint.map(|e| e.parse().unwrap()),
+            allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            keepalive,
+            preshared_key_file: None,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_what_changed_is_given_and_a_learnt_endpoint_is_kept() {
+        let key = Key([7; 32]);
+        let laptop = peer(None, &["100.64.0.11/32"], None);
+
+        // New: everything, but no endpoint the definition does not give.
+        let new = peer_update(&key, None, &laptop).expect("a new peer is given");
+        let config = new.clone().into_peer_config();
+        assert_eq!(config.endpoint, None);
+        assert_eq!(config.allowed_ips.len(), 1);
+
+        // Unchanged, or changed only in its filter rules (not the interface's business):
+        // nothing is sent, so the session and the roamed endpoint stay.
+        assert!(peer_update(&key, Some(&laptop), &laptop).is_none());
+        let mut filtered = laptop.clone();
+        filtered.inbound.push(enclave_filter::AllowRule {
+            protocol: enclave_filter::Protocol::Any,
+            ports: None,
+            sources: Vec::new(),
+            destinations: Vec::new(),
+            label: None,
+        });
+        assert!(peer_update(&key, Some(&laptop), &filtered).is_none());
+
+        // Allowed IPs changed (it became the active gateway for a subnet): replaced, and
+        // still no endpoint, so the one the interface learnt stays.
+        let gateway = peer(None, &["100.64.0.11/32", "192.168.77.0/24"], None);
+        let update = peer_update(&key, Some(&laptop), &gateway).expect("allowed IPs changed");
+        let config = update.into_peer_config();
+        assert_eq!(config.endpoint, None);
+        assert_eq!(config.allowed_ips.len(), 2);
+
+        // The definition's endpoint changed: set.
+        let moved = peer(Some("10.10.0.9:51820"), &["100.64.0.11/32"], None);
+        let update = peer_update(&key, Some(&laptop), &moved).expect("endpoint changed");
+        assert_eq!(
+            update.into_peer_config().endpoint,
+            Some("10.10.0.9:51820".parse().unwrap())
+        );
+        // The same configured endpoint again: not set again (the peer may have roamed).
+        assert!(peer_update(&key, Some(&moved), &moved).is_none());
     }
 }

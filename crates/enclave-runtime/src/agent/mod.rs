@@ -7,10 +7,13 @@
 //! A definition that fails validation is refused and the last good one stays in force.
 //! SIGINT or SIGTERM stop it; stopping removes everything it made.
 
+mod apply;
 mod control_socket;
 mod dataplane;
 mod gateway;
+mod psk;
 mod report;
+mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use enclave_policy::{Evaluation, Facts, Timestamp, View};
+use enclave_policy::{Evaluation, Timestamp, View};
 use enclave_wg::PrivateKey;
 use ipnet::Ipv4Net;
 
@@ -28,9 +31,9 @@ use self::dataplane::Dataplane;
 pub use control_socket::query_status;
 pub use report::describe;
 
-use crate::config::{read_private_key, AgentConfig, NatBackend};
+use crate::config::{read_private_key, AgentConfig};
 use crate::control::{Message, CONTROL_PORT};
-use crate::desired::{desired, Desired, Egress};
+use crate::desired::{Desired, Egress};
 use crate::failover::{Candidate, Selector};
 use crate::{Error, Result};
 
@@ -57,25 +60,6 @@ pub enum Role {
     Agent,
     /// `enclave-gw`: also serves subnets when the definition allows it to act as a gateway.
     Gateway,
-}
-
-/// Reads the wall-clock time the trust requirements are judged at. Tests set
-/// `ENCLAVE_CLOCK_FILE` to a file holding an RFC 3339 time, so that active hours can be proven
-/// without waiting for a real hour; the file is read at every evaluation.
-fn trust_time() -> Timestamp {
-    if let Some(path) = std::env::var_os("ENCLAVE_CLOCK_FILE") {
-        match std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.trim().parse::<Timestamp>().ok())
-        {
-            Some(time) => return time,
-            None => tracing::warn!(
-                file = %Path::new(&path).display(),
-                "ENCLAVE_CLOCK_FILE does not hold an RFC 3339 time; using the real clock"
-            ),
-        }
-    }
-    Timestamp::now()
 }
 
 /// Loads and validates the definition and finds this system in it by its public key.
@@ -156,10 +140,12 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         .map_err(Error::Signals)?;
 
     let key_text = read_private_key(&config.private_key_file)?;
-    let private_key = PrivateKey::from_base64(&key_text).map_err(|source| Error::Key {
-        path: config.private_key_file.clone(),
-        source,
-    })?;
+    let private_key = crate::config::decode_key(&key_text)
+        .map(|bytes| PrivateKey::from_bytes(*bytes))
+        .ok_or_else(|| Error::KeyText {
+            path: config.private_key_file.clone(),
+        })?;
+    drop(key_text);
     let public_key = private_key.public_key().to_base64();
     let (view, warnings) = load_view(&config.network_file, &public_key)?;
     for warning in &warnings {
@@ -173,9 +159,13 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         );
     }
 
-    std::fs::create_dir_all(&config.runtime_dir).map_err(|source| Error::Read {
-        path: config.runtime_dir.clone(),
-        source,
+    // The control socket and the state of the route and NAT managers live here: a directory
+    // of ours that nobody else may write to (an existing one is judged, never chmod-ed).
+    enclave_statefile::ensure_private_dir(&config.runtime_dir, 0o700).map_err(|source| {
+        Error::RuntimeDir {
+            path: config.runtime_dir.clone(),
+            source,
+        }
     })?;
     let shared: control_socket::Shared = Arc::new(Mutex::new(None));
     let _control_socket =
@@ -224,6 +214,12 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         warnings,
         shared,
         failed: BTreeSet::new(),
+        retry_at: None,
+        not_forwarding: None,
+        definition_generation: 1,
+        applied_generation: 0,
+        psks: BTreeMap::new(),
+        refused_peers: BTreeMap::new(),
     };
     let now = Instant::now();
     agent.selector.set_plan(plan(&agent.view), now);
@@ -249,8 +245,22 @@ struct Agent {
     counters: BTreeMap<String, report::PeerCounters>,
     warnings: Vec<String>,
     shared: control_socket::Shared,
-    /// Parts whose last apply failed, retried at every pass.
+    /// Parts whose last apply failed, retried at `retry_at`.
     failed: BTreeSet<&'static str>,
+    /// When the failed parts are tried again.
+    retry_at: Option<Instant>,
+    /// Why this gateway does not forward although it should (its rules could not be applied),
+    /// shown in status until an apply succeeds.
+    not_forwarding: Option<String>,
+    /// How many definitions were read and accepted.
+    definition_generation: u64,
+    /// The generation of the definition that the last apply used (see
+    /// [`crate::status::Status::definition_generation`]).
+    applied_generation: u64,
+    /// The pre-shared keys given to the data plane, by peer.
+    psks: BTreeMap<String, psk::Psk>,
+    /// Peers left out of the data plane (their pre-shared key file is unusable), with why.
+    refused_peers: BTreeMap<String, String>,
 }
 
 impl Agent {
@@ -267,11 +277,17 @@ impl Agent {
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
-            let mut dirty = self.applied.is_none() || !self.failed.is_empty();
+            let mut dirty = self.applied.is_none()
+                || (!self.failed.is_empty() && self.retry_at.is_none_or(|at| now >= at));
 
-            if reload.swap(false, Ordering::Relaxed)
-                || (now >= next_watch && self.definition_changed())
-            {
+            let hangup = reload.swap(false, Ordering::Relaxed);
+            if hangup && self.applied.is_some() {
+                // SIGHUP also reads the pre-shared key files again (a rotated key): the peers
+                // are given again; those that stay keep their sessions.
+                self.failed.insert("peers");
+                dirty = true;
+            }
+            if hangup || (now >= next_watch && self.definition_changed()) {
                 dirty |= self.reload(now);
             }
             if now >= next_watch {
@@ -361,7 +377,12 @@ impl Agent {
                     return false;
                 }
                 self.warnings = warnings;
+                self.definition_generation += 1;
                 if view == self.view {
+                    // Nothing to apply: in force as it is.
+                    if self.applied.is_some() && self.failed.is_empty() {
+                        self.applied_generation = self.definition_generation;
+                    }
                     return false;
                 }
                 tracing::info!(file = %self.config.network_file.display(), "network definition reloaded");
@@ -398,18 +419,9 @@ impl Agent {
     }
 
     fn evaluate_trust(&mut self) -> bool {
-        let mut facts = Facts::default();
-        for (name, counters) in &self.counters {
-            if let Some(IpAddr::V4(ip)) = counters
-                .endpoint
-                .as_deref()
-                .and_then(|e| e.parse::<SocketAddr>().ok())
-                .map(|e| e.ip())
-            {
-                facts.public_ips.insert(name.clone(), ip);
-            }
-        }
-        let evaluation = enclave_policy::evaluate(&self.view, &facts, trust_time());
+        let external = self.config.dataplane == crate::config::DataplaneBackend::External;
+        let facts = trust::facts(&self.counters, external);
+        let evaluation = enclave_policy::evaluate(&self.view, &facts, Timestamp::now());
         if evaluation == self.evaluation {
             return false;
         }
@@ -442,6 +454,7 @@ impl Agent {
                 (*name).to_owned(),
                 report::PeerCounters {
                     endpoint: peer.endpoint.map(|e| e.to_string()),
+                    proven_endpoint: peer.proven_endpoint,
                     last_handshake: peer.last_handshake,
                     rx_bytes: peer.rx_bytes,
                     tx_bytes: peer.tx_bytes,
@@ -454,6 +467,12 @@ impl Agent {
     }
 
     fn publish_status(&self, now: Instant) {
+        let mut warnings = self.warnings.clone();
+        warnings.extend(self.not_forwarding.clone());
+        warnings.extend(self.refused_peers.values().cloned());
+        if self.config.dataplane == crate::config::DataplaneBackend::External {
+            warnings.extend(trust::external_warning(&self.view));
+        }
         let status = report::build(&report::Inputs {
             view: &self.view,
             interface: &self.config.interface,
@@ -461,7 +480,8 @@ impl Agent {
             selector: &self.selector,
             evaluation: &self.evaluation,
             served: self.served.keys().copied().collect(),
-            warnings: self.warnings.clone(),
+            warnings,
+            definition_generation: self.applied_generation,
             now,
             wall: SystemTime::now(),
         });
@@ -497,196 +517,10 @@ impl Agent {
         }
     }
 
-    /// The subnets this gateway serves now that policy lets `sender` reach through it.
+    /// The subnets this gateway serves now that policy lets `sender` reach through it, with
+    /// its trust requirements passing now.
     fn advertised_to(&self, sender: &str) -> Vec<Ipv4Net> {
-        let Some(gateway) = &self.view.gateway else {
-            return Vec::new();
-        };
-        let granted: BTreeSet<Ipv4Net> = gateway
-            .forward
-            .values()
-            .filter(|f| f.senders.contains_key(sender))
-            .flat_map(|f| {
-                self.served.keys().copied().filter(|net| {
-                    f.destinations.iter().any(|d| match d {
-                        enclave_filter::AddrEntry::Net(n) => net.contains(n) || n.contains(net),
-                        enclave_filter::AddrEntry::Range { first, .. } => net.contains(first),
-                    })
-                })
-            })
-            .collect();
-        granted.into_iter().collect()
-    }
-
-    fn apply(&mut self) {
-        let active: BTreeMap<Ipv4Net, String> = self
-            .selector
-            .subnets()
-            .into_iter()
-            .filter_map(|(net, s)| s.active.map(|a| (net, a)))
-            .collect();
-        let served = if self.acts_as_gateway() {
-            self.served.clone()
-        } else {
-            BTreeMap::new()
-        };
-        let mut want = desired(
-            &self.view,
-            &self.config.interface,
-            &active,
-            &self.evaluation,
-            &served,
-        );
-        if !self.acts_as_gateway() {
-            want.nat = None;
-        }
-        if self.config.dataplane == crate::config::DataplaneBackend::External {
-            // An external WireGuard does not filter: the NAT manager's host filter does.
-            let mut nat = want.nat.take().unwrap_or_else(|| enclave_nat::NatPolicy {
-                tunnel_interface: self.config.interface.clone(),
-                overlay: self.view.overlay,
-                snat: Vec::new(),
-                grants: Vec::new(),
-                host: None,
-            });
-            nat.host = Some(crate::desired::host_filter(&want.peers));
-            want.nat = Some(nat);
-        }
-        let old = self.applied.take();
-        self.failed.clear();
-
-        if old.as_ref().map(|o| &o.peers) != Some(&want.peers) {
-            if let Err(err) = self.apply_peers(&want) {
-                tracing::error!(error = %err, "data plane refused the peers");
-                self.failed.insert("peers");
-            }
-        }
-        let routes_changed = old
-            .as_ref()
-            .is_none_or(|o| o.routes != want.routes || o.default_route != want.default_route);
-        if routes_changed {
-            let fwmark = self.config.fwmark;
-            let desired_routes = enclave_route::Desired {
-                routes: want
-                    .routes
-                    .iter()
-                    .map(|d| enclave_route::Route::main(*d))
-                    .collect(),
-                default_route: want.default_route.then(|| enclave_route::DefaultRoute {
-                    fwmark,
-                    table: fwmark,
-                    priority: fwmark.saturating_sub(1),
-                }),
-            };
-            match self.routes.apply(&desired_routes) {
-                Ok(report) => {
-                    for conflict in &report.conflicts {
-                        let text = format!("route conflict: {conflict:?}");
-                        tracing::warn!("{text}");
-                        self.warnings.push(text);
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "routes could not be applied");
-                    self.failed.insert("routes");
-                }
-            }
-        }
-        if old.as_ref().map(|o| &o.nat) != Some(&want.nat) {
-            if let Err(err) = self.apply_nat(want.nat.as_ref()) {
-                tracing::error!(error = %err, "NAT could not be applied");
-                self.failed.insert("nat");
-            }
-        }
-        self.applied = Some(want);
-    }
-
-    /// Drops the sessions of gateways that do not answer, so that the next probe starts a new
-    /// handshake with whatever answers at their endpoint now.
-    fn reconnect_lost_gateways(&mut self) {
-        let lost: BTreeSet<String> = self
-            .selector
-            .gateways()
-            .into_iter()
-            .filter(|(_, state)| !state.up)
-            .map(|(name, _)| name)
-            .collect();
-        let Some(want) = self.applied.clone() else {
-            return;
-        };
-        if lost.is_empty() {
-            return;
-        }
-        tracing::debug!(gateways = ?lost, "dropping the sessions of gateways that do not answer");
-        if let Err(err) = self
-            .apply_peers_except(&want, &lost)
-            .and_then(|()| self.apply_peers(&want))
-        {
-            tracing::warn!(error = %err, "could not reset the sessions of lost gateways");
-            self.failed.insert("peers");
-        }
-    }
-
-    fn apply_peers(&self, want: &Desired) -> Result<()> {
-        self.apply_peers_except(want, &BTreeSet::new())
-    }
-
-    fn apply_peers_except(&self, want: &Desired, except: &BTreeSet<String>) -> Result<()> {
-        let Some(tunnel) = &self.tunnel else {
-            return Ok(());
-        };
-        tunnel.set_peers(
-            want.peers
-                .iter()
-                .filter(|(name, _)| !except.contains(*name)),
-        )
-    }
-
-    fn apply_nat(&mut self, want: Option<&enclave_nat::NatPolicy>) -> Result<()> {
-        match want {
-            Some(policy) => {
-                if self.nat.is_none() {
-                    let choice = match self.config.nat {
-                        NatBackend::Auto => enclave_nat::BackendChoice::Auto,
-                        NatBackend::Nftables => enclave_nat::BackendChoice::Nftables,
-                        NatBackend::Iptables => enclave_nat::BackendChoice::Iptables(
-                            enclave_nat::Flavor::detect().unwrap_or(enclave_nat::Flavor::Legacy),
-                        ),
-                    };
-                    let state = self
-                        .config
-                        .runtime_dir
-                        .join(format!("{}.forwarding", self.config.interface));
-                    let manager =
-                        enclave_nat::NatManager::new(choice, Some(state)).map_err(Error::Nat)?;
-                    tracing::info!(backend = manager.backend_name(), "NAT manager enabled");
-                    self.nat = Some(manager);
-                }
-                let nat = self.nat.as_mut().expect("set just above");
-                nat.apply_policy(policy).map_err(Error::Nat)
-            }
-            None => {
-                if let Some(mut nat) = self.nat.take() {
-                    nat.reset_policy().map_err(Error::Nat)?;
-                    tracing::info!("NAT rules removed; forwarding restored");
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(mut nat) = self.nat.take() {
-            if let Err(err) = nat.reset_policy() {
-                tracing::error!(error = %err, "could not remove the NAT rules");
-            }
-        }
-        if let Err(err) = self.routes.reset() {
-            tracing::error!(error = %err, "could not remove the routes");
-        }
-        if let Some(tunnel) = self.tunnel.take() {
-            tunnel.stop();
-        }
-        tracing::info!("stopped; routes and rules of ours removed");
+        let served = self.served.keys().copied().collect();
+        crate::desired::advertised(&self.view, &self.evaluation, &served, sender)
     }
 }

@@ -20,6 +20,8 @@ const UP_WITHIN: Duration = Duration::from_secs(180);
 pub struct PeerCounters {
     /// The endpoint it is reached at now.
     pub endpoint: Option<String>,
+    /// The endpoint that completed a handshake (ours only), see [`super::trust`].
+    pub proven_endpoint: Option<std::net::SocketAddr>,
     /// The last handshake.
     pub last_handshake: Option<SystemTime>,
     /// Bytes received.
@@ -49,6 +51,8 @@ pub struct Inputs<'a> {
     pub served: Vec<Ipv4Net>,
     /// Warnings to show.
     pub warnings: Vec<String>,
+    /// How many definitions were put in force.
+    pub definition_generation: u64,
     /// The time now.
     pub now: Instant,
     /// The wall-clock time now.
@@ -152,6 +156,7 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
         peers,
         routes,
         warnings: inputs.warnings.clone(),
+        definition_generation: inputs.definition_generation,
     }
 }
 

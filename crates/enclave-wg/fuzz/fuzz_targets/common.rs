@@ -1,4 +1,13 @@
-//! What both fuzz targets share: a seeded generator and device set-up.
+//! What both fuzz targets share: a seeded generator, device set-up, and hex vectors.
+//!
+//! Building a `Device` costs X25519 operations (the static public key, then the static-static
+//! Diffie-Hellman of each peer), and a handshake several more: done per input, they would
+//! dominate each run and leave little time for the parsing and state that inputs can reach.
+//! So each target builds its devices once per process (in a `thread_local`), brings them into
+//! an interesting state (a live session), and lets the inputs play against that state: what an
+//! input can change without keys (replay windows, counters, cookie and timer state) carries
+//! over to the next, which is itself worth fuzzing. A crash normally reproduces from its
+//! artifact alone; when it does not, run the target over the corpus and the artifact together.
 
 // Each target uses a different part of this module.
 #![allow(dead_code)]
@@ -7,9 +16,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use enclave_wg::rand_core::{CryptoRng, Error, RngCore};
-use enclave_wg::{Device, PeerConfig, PrivateKey};
+use enclave_wg::{Device, PeerConfig, PrivateKey, PublicKey};
 
-/// A seeded generator (splitmix64), so that a crash replays exactly.
+/// A seeded generator (splitmix64, as the protocol tests' `TestRng`), so that a crash replays
+/// exactly and the known-answer vectors of `tests/wireguard_go_vectors.rs` apply.
 pub struct FuzzRng(pub u64);
 
 impl RngCore for FuzzRng {
@@ -38,31 +48,54 @@ impl RngCore for FuzzRng {
 // Fuzzing only: determinism matters more than secrecy here.
 impl CryptoRng for FuzzRng {}
 
-pub const A_ADDR: &str = "192.0.2.1:51820";
-pub const B_ADDR: &str = "192.0.2.2:51820";
-
 pub fn addr(text: &str) -> SocketAddr {
     text.parse().expect("a literal socket address")
 }
 
+/// The clocks at the start of the run: an `Instant` fixed once per process, and a wall clock
+/// that never moves (handshake timestamps are compared with the peer's own, not with it).
 pub fn clocks() -> (Instant, SystemTime) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
     (
-        Instant::now(),
+        *START.get_or_init(Instant::now),
         UNIX_EPOCH + Duration::from_secs(1_790_000_000),
     )
 }
 
-/// Device `seed` with device `other` as its only peer (10.0.0.`other`/32).
-pub fn device(seed: u8, other: u8, other_addr: &str) -> Device {
-    let mut device = Device::new(PrivateKey::from_bytes([seed; 32]), FuzzRng(u64::from(seed)));
+/// A device with private key `[key; 32]`, generator seed `seed`, and one peer.
+pub fn device(
+    key: u8,
+    seed: u64,
+    peer: PublicKey,
+    endpoint: Option<&str>,
+    allowed: &str,
+) -> Device {
+    let mut device = Device::new(PrivateKey::from_bytes([key; 32]), FuzzRng(seed));
     device.upsert_peer(PeerConfig {
-        public_key: PrivateKey::from_bytes([other; 32]).public_key(),
+        public_key: peer,
         preshared_key: None,
-        endpoint: Some(addr(other_addr)),
-        allowed_ips: vec![format!("10.0.0.{other}/32")
-            .parse()
-            .expect("a literal network")],
+        endpoint: endpoint.map(addr),
+        allowed_ips: vec![allowed.parse().expect("a literal network")],
         persistent_keepalive: None,
     });
     device
+}
+
+pub fn public(key: u8) -> PublicKey {
+    PrivateKey::from_bytes([key; 32]).public_key()
+}
+
+pub fn hex(chunks: &[&str]) -> Vec<u8> {
+    let text: String = chunks.concat();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The IPv4 source address of a delivered packet.
+pub fn ipv4_source(packet: &[u8]) -> Option<[u8; 4]> {
+    (packet.len() >= 20 && packet[0] >> 4 == 4)
+        .then(|| [packet[12], packet[13], packet[14], packet[15]])
 }

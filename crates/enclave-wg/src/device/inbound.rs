@@ -41,7 +41,9 @@ impl Device {
             }
             (Some(INITIATION), initiation::LEN) => self.handle_initiation(from, datagram, now),
             (Some(RESPONSE), response::LEN) => self.handle_response(from, datagram, now, wall),
-            (Some(COOKIE_REPLY), cookie_reply::LEN) => self.handle_cookie_reply(datagram, now),
+            (Some(COOKIE_REPLY), cookie_reply::LEN) => {
+                self.handle_cookie_reply(datagram, now, wall)
+            }
             _ => {
                 tracing::trace!(
                     len = datagram.len(),
@@ -54,6 +56,15 @@ impl Device {
 
     /// Checks mac1 and, under load, mac2 of a handshake message; queues a
     /// cookie reply when mac2 is missing. `Err` carries the drop reason.
+    ///
+    /// Under load each source address has two budgets
+    /// ([`crate::ratelimit::HANDSHAKES_PER_SECOND`] each): one for messages
+    /// whose mac2 proves the address (each may cost an X25519), one for cookie
+    /// replies to messages without a valid mac2. A message that could only
+    /// draw on a spent budget is dropped before any hashing: it would be
+    /// dropped whatever its MACs. It still counts towards load: its source
+    /// sent valid-mac1 messages within the last second (only those open a
+    /// budget), and a flood that keeps coming keeps the device under load.
     fn check_macs(
         &mut self,
         from: SocketAddr,
@@ -61,14 +72,44 @@ impl Device {
         sender_at: usize,
         now: Instant,
     ) -> Result<(), DropReason> {
+        let mut under_load = self.forced_under_load || self.load.under_load(now);
+        // Senders without a cookie leave mac2 zero.
+        let mac2_present = msg
+            .get(msg.len().saturating_sub(16)..)
+            .is_some_and(|mac2| mac2.iter().any(|&byte| byte != 0));
+        if under_load {
+            // Only messages with a valid mac2 from this address drain the mac2
+            // budget, so a forged source cannot spend it for its owner.
+            let spent = if mac2_present {
+                !self.limiter.would_allow(from.ip(), now)
+            } else {
+                !self.cookie_limiter.would_allow(from.ip(), now)
+            };
+            if spent {
+                self.load.record(now);
+                tracing::trace!("under load: handshake message over its source's rate");
+                return Err(DropReason::RateLimited);
+            }
+        }
         if !mac1_valid(msg, &self.own_mac_keys) {
             return Err(DropReason::BadMac1);
         }
-        if self.under_load
-            && !self
+        // Only messages with a valid mac1 put the device under load: anything
+        // else costs one keyed hash and is gone.
+        self.load.record(now);
+        under_load = under_load || self.load.under_load(now);
+        if !under_load {
+            return Ok(());
+        }
+        let proven = mac2_present
+            && self
                 .cookie_checker
-                .mac2_valid(msg, from, now, &mut *self.rng)
-        {
+                .mac2_valid(msg, from, now, &mut *self.rng);
+        if !proven {
+            if !self.cookie_limiter.allow(from.ip(), now) {
+                tracing::trace!("under load: no cookie reply, the source is over its rate");
+                return Err(DropReason::RateLimited);
+            }
             let sender = read_u32(msg, sender_at).unwrap_or(0);
             let reply = self.cookie_checker.reply(
                 msg,
@@ -84,6 +125,12 @@ impl Device {
                 payload: reply.to_vec(),
             });
             return Err(DropReason::CookieRequired);
+        }
+        // mac2 proves the source address can receive: limit what it may
+        // make us compute (an X25519 per initiation) per address.
+        if !self.limiter.allow(from.ip(), now) {
+            tracing::trace!("under load: handshake message over its source's rate");
+            return Err(DropReason::RateLimited);
         }
         Ok(())
     }
@@ -144,9 +191,9 @@ impl Device {
             &peer.mac_keys,
             peer.fresh_cookie(now),
         ));
-        let old_next =
-            peer.next
-                .replace(Session::new(&keys, local_index, remote_index, now, false));
+        let mut session = Session::new(&keys, local_index, remote_index, now, false);
+        session.response_sent_to = Some(from);
+        let old_next = peer.next.replace(session);
         peer.rx_bytes += msg.len() as u64;
         peer.tx_bytes += reply.len() as u64;
         on_authenticated_received(peer, now);
@@ -155,7 +202,8 @@ impl Device {
         let key = peer.config.public_key;
         tracing::debug!(peer = %key, "answering a handshake initiation");
         self.release_session(old_next);
-        self.roam(slot, from);
+        // The response itself tests this address: no handshake of our own.
+        self.roam(slot, from, None);
         self.transmits.push_back(crate::Transmit {
             dst: from,
             payload: reply.to_vec(),
@@ -196,6 +244,8 @@ impl Device {
         else {
             return Decapsulated::Dropped(DropReason::HandshakeFailed);
         };
+        // The response answers an initiation sent to `sent_to`: that address has a return path.
+        peer.proven_endpoint = Some(pending.sent_to);
         peer.pending = None;
         let session = Session::new(&keys, receiver, remote_index, now, true);
         let old_previous = std::mem::replace(&mut peer.previous, peer.current.replace(session));
@@ -208,20 +258,19 @@ impl Device {
         self.events
             .push_back(Event::HandshakeCompleted { peer: key });
         self.release_session(old_previous);
-        self.roam(slot, from);
+        self.roam(slot, from, Some((now, wall)));
         self.flush_queue(slot, now, wall, true);
         Decapsulated::Consumed { peer: Some(key) }
     }
 
-    fn handle_cookie_reply(&mut self, msg: &[u8], now: Instant) -> Decapsulated {
+    fn handle_cookie_reply(&mut self, msg: &[u8], now: Instant, wall: SystemTime) -> Decapsulated {
         let Some(receiver) = read_u32(msg, cookie_reply::RECEIVER) else {
             return Decapsulated::Dropped(DropReason::Malformed);
         };
-        let Some(peer) = self
-            .indices
-            .get(&receiver)
-            .and_then(|&slot| self.peers[slot].as_mut())
-        else {
+        let Some(&slot) = self.indices.get(&receiver) else {
+            return Decapsulated::Dropped(DropReason::UnknownSession);
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
         let Some(last_mac1) = peer.last_mac1 else {
@@ -231,10 +280,23 @@ impl Device {
             return Decapsulated::Dropped(DropReason::DecryptFailed);
         };
         peer.cookie = Some((cookie, now));
-        tracing::debug!(peer = %peer.config.public_key, "received a cookie");
-        Decapsulated::Consumed {
-            peer: Some(peer.config.public_key),
+        let key = peer.config.public_key;
+        tracing::debug!(peer = %key, "received a cookie");
+        // The responder is under load and dropped our initiation: send it again
+        // now, with mac2, rather than after REKEY_TIMEOUT, so that a handshake
+        // under load takes two round trips, not five seconds. Once per
+        // initiation, so cookie replies cannot make us send more than that.
+        let resend = peer
+            .pending
+            .as_ref()
+            .is_some_and(|pending| pending.local_index == receiver && !pending.after_cookie);
+        if resend {
+            self.send_initiation(slot, now, wall, true);
+            if let Some(pending) = self.peers[slot].as_mut().and_then(|p| p.pending.as_mut()) {
+                pending.after_cookie = true;
+            }
         }
+        Decapsulated::Consumed { peer: Some(key) }
     }
 
     fn handle_transport(
@@ -298,6 +360,11 @@ impl Device {
         let mut released = None;
         if which == Which::Next {
             let next = peer.next.take();
+            // The initiator derived this session's keys from our response: the
+            // address that response went to has a return path (key confirmation).
+            if let Some(proven) = next.as_ref().and_then(|next| next.response_sent_to) {
+                peer.proven_endpoint = Some(proven);
+            }
             let superseded = match (&next, &peer.current) {
                 (Some(next), Some(current)) => current.initiator && current.created > next.created,
                 _ => false,
@@ -345,7 +412,7 @@ impl Device {
             }
         };
         self.release_session(released);
-        self.roam(slot, from);
+        self.roam(slot, from, Some((now, wall)));
         if last_minute {
             self.send_initiation(slot, now, wall, false);
         }
@@ -356,19 +423,29 @@ impl Device {
     }
 
     /// Roaming (paper, section 2.1): the endpoint follows the latest
-    /// authenticated packet.
-    fn roam(&mut self, slot: Slot, from: SocketAddr) {
+    /// authenticated packet. The proven endpoint does not: a one-way packet
+    /// says nothing about a return path, and its outer source can be forged.
+    /// With `probe` (the clock), moving to an address that is not the proven
+    /// one starts a handshake towards it (at most one per REKEY_TIMEOUT), so a
+    /// peer that really moved has its new address proven within about one
+    /// round trip.
+    fn roam(&mut self, slot: Slot, from: SocketAddr, probe: Option<(Instant, SystemTime)>) {
         let Some(peer) = self.peers[slot].as_mut() else {
             return;
         };
-        if peer.config.endpoint != Some(from) {
-            peer.config.endpoint = Some(from);
-            let key = peer.config.public_key;
-            tracing::debug!(peer = %key, endpoint = %from, "peer endpoint changed");
-            self.events.push_back(Event::EndpointChanged {
-                peer: key,
-                endpoint: from,
-            });
+        if peer.endpoint == Some(from) {
+            return;
+        }
+        peer.endpoint = Some(from);
+        let key = peer.config.public_key;
+        let unproven = peer.endpoint_unproven();
+        tracing::debug!(peer = %key, endpoint = %from, unproven, "peer endpoint changed");
+        self.events.push_back(Event::EndpointChanged {
+            peer: key,
+            endpoint: from,
+        });
+        if let Some((now, wall)) = probe.filter(|_| unproven) {
+            self.send_initiation(slot, now, wall, false);
         }
     }
 }

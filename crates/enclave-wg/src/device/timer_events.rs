@@ -52,7 +52,9 @@ impl Device {
             peer.timers.retransmit_handshake = None;
             let started = peer.timers.attempt_started.unwrap_or(now);
             let current_alive = peer.sending_session(now).is_some();
-            let wanted = peer.pending.is_some() || (!peer.queue.is_empty() && !current_alive);
+            let wanted = peer.pending.is_some()
+                || (!peer.queue.is_empty() && !current_alive)
+                || peer.endpoint_unproven();
             if !wanted {
                 peer.timers.attempt_started = None;
             } else if now.saturating_duration_since(started) >= REKEY_ATTEMPT_TIME {

@@ -1,0 +1,333 @@
+//! Handshake floods on the virtual clock: what puts a device under load, what
+//! a flooding source can make it compute and send, and that legitimate
+//! handshakes and established sessions carry on meanwhile.
+
+mod sim;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use blake2::digest::consts::U16;
+use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
+use blake2::{Blake2s256, Blake2sMac};
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use enclave_wg::ratelimit::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST, UNDER_LOAD_HANDSHAKES};
+use enclave_wg::{DropReason, Encapsulated, Event, PublicKey};
+use rand_core::RngCore;
+use sim::{Conditions, Net, TestRng};
+
+const FLOODER: &str = "203.0.113.66:40000";
+
+fn hash(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Blake2s256::default();
+    for part in parts {
+        Update::update(&mut hasher, part);
+    }
+    hasher.finalize_fixed().into()
+}
+
+fn mac(key: &[u8], input: &[u8]) -> [u8; 16] {
+    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("key length");
+    Mac::update(&mut mac, input);
+    mac.finalize().into_bytes().into()
+}
+
+/// A flooder: initiations with a random body and a valid mac1 for `target`
+/// (anyone who knows a public key can make those), and a valid mac2 once it
+/// holds a cookie.
+struct Flooder {
+    rng: TestRng,
+    mac1_key: [u8; 32],
+    cookie_key: [u8; 32],
+    cookie: Option<[u8; 16]>,
+    last_mac1: [u8; 16],
+}
+
+impl Flooder {
+    fn new(target: &PublicKey) -> Self {
+        Self {
+            rng: TestRng(0xf100d),
+            mac1_key: hash(&[b"mac1----", &target.0]),
+            cookie_key: hash(&[b"cookie--", &target.0]),
+            cookie: None,
+            last_mac1: [0; 16],
+        }
+    }
+
+    fn initiation(&mut self) -> Vec<u8> {
+        let mut msg = vec![0u8; 148];
+        self.rng.fill_bytes(&mut msg[4..116]);
+        msg[0] = 1;
+        let mac1 = mac(&self.mac1_key, &msg[..116]);
+        msg[116..132].copy_from_slice(&mac1);
+        if let Some(cookie) = self.cookie {
+            let mac2 = mac(&cookie, &msg[..132]);
+            msg[132..].copy_from_slice(&mac2);
+        }
+        self.last_mac1 = mac1;
+        msg
+    }
+
+    /// Takes the cookie out of a cookie reply to the latest initiation.
+    fn take_cookie(&mut self, reply: &[u8]) {
+        assert_eq!(reply.len(), 64, "a cookie reply");
+        let cipher = XChaCha20Poly1305::new_from_slice(&self.cookie_key).expect("key length");
+        let nonce = XNonce::from_slice(&reply[8..32]);
+        let mut cookie = reply[32..48].to_vec();
+        let tag = chacha20poly1305::Tag::from_slice(&reply[48..64]);
+        cipher
+            .decrypt_in_place_detached(nonce, &self.last_mac1, &mut cookie, tag)
+            .expect("the cookie reply opens with our mac1");
+        self.cookie = Some(cookie.try_into().expect("16 bytes"));
+    }
+}
+
+fn count(drops: &[DropReason], reason: DropReason) -> usize {
+    drops.iter().filter(|&&drop| drop == reason).count()
+}
+
+#[test]
+fn datagrams_without_a_valid_mac1_never_put_the_device_under_load() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 40);
+    let flooder: SocketAddr = FLOODER.parse().expect("address");
+    let to = net.nodes[1].addr;
+    let mut rng = TestRng(7);
+    for _ in 0..10_000 {
+        let mut msg = vec![0u8; 148];
+        rng.fill_bytes(&mut msg);
+        msg[..4].copy_from_slice(&[1, 0, 0, 0]);
+        net.deliver(flooder, to, &msg);
+        net.now += Duration::from_micros(10);
+    }
+    assert!(!net.nodes[1].device.under_load());
+    assert_eq!(count(&net.nodes[1].drops, DropReason::BadMac1), 10_000);
+    assert!(net.nodes[1].sent.is_empty(), "no answer to any of them");
+    // And so a handshake needs no cookie.
+    net.send_to(0, 1, b"hello");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.bodies(1), vec![b"hello".to_vec()]);
+    assert_eq!(count(&net.nodes[1].drops, DropReason::CookieRequired), 0);
+}
+
+/// Floods node 1 from FLOODER at `per_ms` initiations per millisecond for
+/// `duration`, while node 2 (already connected) sends node 1 a packet every
+/// millisecond and node 0 starts a handshake with node 1 at `legit_at`.
+/// Returns (when node 1 completed the handshake with node 0, packets node 2
+/// got through, packets node 2 sent).
+fn flood_run(
+    net: &mut Net,
+    flooder: &mut Flooder,
+    per_ms: usize,
+    duration: Duration,
+    legit_at: Duration,
+) -> (Option<Duration>, usize, usize) {
+    let from: SocketAddr = FLOODER.parse().expect("address");
+    let to = net.nodes[1].addr;
+    let start = net.now;
+    let a = net.key(0);
+    let mut legit_sent = false;
+    let mut completed = None;
+    let mut sent_by_2 = 0;
+    let delivered_before = net.nodes[1].delivered.len();
+    while net.now - start < duration {
+        for _ in 0..per_ms {
+            let msg = flooder.initiation();
+            net.deliver(from, to, &msg);
+        }
+        if !legit_sent && net.now - start >= legit_at {
+            assert_eq!(
+                net.send_to(0, 1, b"legit"),
+                Encapsulated::Queued { peer: net.key(1) }
+            );
+            legit_sent = true;
+        }
+        assert!(
+            matches!(net.send_to(2, 1, b"established"), Encapsulated::Send { .. }),
+            "node 2's session stays up"
+        );
+        sent_by_2 += 1;
+        net.run_for(Duration::from_millis(1));
+        if completed.is_none()
+            && net.nodes[1]
+                .events
+                .contains(&Event::HandshakeCompleted { peer: a })
+        {
+            completed = Some(net.now - start - legit_at);
+        }
+    }
+    net.run_for(Duration::from_millis(100));
+    let through = net.nodes[1].delivered[delivered_before..]
+        .iter()
+        .filter(|(peer, _)| *peer == net.key(2))
+        .count();
+    (completed, through, sent_by_2)
+}
+
+/// Three nodes; node 2 already has a session with node 1.
+fn connected_mesh(seed: u64) -> Net {
+    let mut net = Net::mesh(3, Conditions::perfect(), seed);
+    net.send_to(2, 1, b"hi");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1), vec![b"hi".to_vec()]);
+    net.nodes[1].drops.clear();
+    net
+}
+
+#[test]
+fn a_valid_mac1_flood_gets_few_cookies_while_a_legitimate_handshake_completes_within_2_s() {
+    let mut net = connected_mesh(41);
+    let mut flooder = Flooder::new(&net.key(1));
+    let (completed, through, sent) = flood_run(
+        &mut net,
+        &mut flooder,
+        10,
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    );
+    let completed = completed.expect("the legitimate handshake completed");
+    assert!(completed < Duration::from_secs(2), "took {completed:?}");
+    assert!(net.bodies(1).contains(&b"legit".to_vec()));
+    assert_eq!(through, sent, "the established session lost nothing");
+    let drops = &net.nodes[1].drops;
+    // Only the initiations that fill the load meter cost an X25519 (one
+    // window's worth, plus what drained meanwhile); after that the flood
+    // only gets cookie replies.
+    assert!(
+        count(drops, DropReason::HandshakeFailed) <= UNDER_LOAD_HANDSHAKES as usize + 16,
+        "{} handshakes computed",
+        count(drops, DropReason::HandshakeFailed)
+    );
+    // Cookie replies are held to the source's rate too (plus the one the
+    // legitimate peer got): the flood is not reflected.
+    let cookies = count(drops, DropReason::CookieRequired) as u64;
+    let limit = HANDSHAKE_BURST + HANDSHAKES_PER_SECOND * 4 + 1;
+    assert!(
+        cookies <= limit,
+        "{cookies} cookie replies, at most {limit}"
+    );
+    assert!(
+        cookies >= HANDSHAKES_PER_SECOND * 2,
+        "{cookies}: the rate, not zero"
+    );
+    assert!(count(drops, DropReason::RateLimited) > 29_000);
+    assert!(net.nodes[1].device.under_load());
+}
+
+#[test]
+fn a_flood_with_valid_mac2_is_held_to_the_per_source_rate() {
+    let mut net = connected_mesh(42);
+    let mut flooder = Flooder::new(&net.key(1));
+    let from: SocketAddr = FLOODER.parse().expect("address");
+    let to = net.nodes[1].addr;
+    // Put node 1 under load, then fetch a cookie as a real flooder can.
+    for _ in 0..=UNDER_LOAD_HANDSHAKES {
+        let msg = flooder.initiation();
+        net.deliver(from, to, &msg);
+    }
+    assert!(net.nodes[1].device.under_load());
+    let msg = flooder.initiation();
+    net.deliver(from, to, &msg);
+    let reply = net.nodes[1].sent.last().cloned().expect("a cookie reply");
+    flooder.take_cookie(&reply);
+    net.nodes[1].drops.clear();
+
+    let started = net.now;
+    let (completed, through, sent) = flood_run(
+        &mut net,
+        &mut flooder,
+        10,
+        Duration::from_secs(3),
+        Duration::from_millis(500),
+    );
+    let elapsed = net.now - started;
+    let completed = completed.expect("the legitimate handshake completed");
+    assert!(completed < Duration::from_secs(2), "took {completed:?}");
+    assert_eq!(through, sent, "the established session lost nothing");
+    let drops = &net.nodes[1].drops;
+    let computed = count(drops, DropReason::HandshakeFailed) as u64;
+    let limit = HANDSHAKE_BURST + HANDSHAKES_PER_SECOND * (elapsed.as_secs() + 1);
+    assert!(
+        computed <= limit,
+        "{computed} X25519 for the flooder, at most {limit} allowed"
+    );
+    assert!(
+        computed >= HANDSHAKES_PER_SECOND * 2,
+        "{computed}: the rate, not zero"
+    );
+    assert!(count(drops, DropReason::RateLimited) > 29_000);
+    // The flooder's mac2 is valid: the one cookie required was the legitimate
+    // peer's first initiation.
+    assert_eq!(count(drops, DropReason::CookieRequired), 1);
+}
+
+#[test]
+fn under_load_is_left_a_second_after_the_flood_ends() {
+    let mut net = connected_mesh(43);
+    let mut flooder = Flooder::new(&net.key(1));
+    let from: SocketAddr = FLOODER.parse().expect("address");
+    let to = net.nodes[1].addr;
+    for _ in 0..=UNDER_LOAD_HANDSHAKES {
+        let msg = flooder.initiation();
+        net.deliver(from, to, &msg);
+    }
+    assert!(net.nodes[1].device.under_load());
+    let quiet: Instant = net.now + Duration::from_millis(1100);
+    net.run_until(quiet);
+    // The next handshake is processed without a cookie round trip.
+    net.nodes[1].drops.clear();
+    net.send_to(0, 1, b"calm");
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.bodies(1).last().map(Vec::as_slice), Some(&b"calm"[..]));
+    assert_eq!(count(&net.nodes[1].drops, DropReason::CookieRequired), 0);
+    assert!(!net.nodes[1].device.under_load());
+}
+
+#[test]
+fn a_forged_source_cannot_spend_the_mac2_budget_of_its_owner() {
+    let mut net = connected_mesh(45);
+    net.nodes[1].device.set_under_load(true);
+    let (a, owner) = (net.key(0), net.nodes[0].addr);
+    // Node 0 gets through under load, and so holds a cookie from node 1.
+    net.send_to(0, 1, b"first");
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.bodies(1).last().map(Vec::as_slice), Some(&b"first"[..]));
+    // Node 1 forgets node 0's session; node 0 will handshake again (with mac2)
+    // once its data goes unanswered.
+    let config = enclave_wg::PeerConfig {
+        public_key: a,
+        preshared_key: None,
+        endpoint: Some(owner),
+        allowed_ips: vec!["10.0.0.1/32".parse().expect("net")],
+        persistent_keepalive: None,
+    };
+    net.nodes[1].device.remove_peer(&a);
+    net.nodes[1].device.upsert_peer(config);
+    let completed_before = net.handshakes(1);
+
+    // Meanwhile someone forges node 0's address on a flood whose mac1 is
+    // valid and whose mac2 is not.
+    let mut forger = Flooder::new(&net.key(1));
+    forger.cookie = Some([7; 16]);
+    let to = net.nodes[1].addr;
+    let start = net.now;
+    assert!(matches!(
+        net.send_to(0, 1, b"again"),
+        Encapsulated::Send { .. }
+    ));
+    let mut completed = None;
+    while net.now - start < Duration::from_secs(20) && completed.is_none() {
+        for _ in 0..10 {
+            let msg = forger.initiation();
+            net.deliver(owner, to, &msg);
+        }
+        net.run_for(Duration::from_millis(1));
+        if net.handshakes(1) > completed_before {
+            completed = Some(net.now - start);
+        }
+    }
+    let completed = completed.expect("node 0's handshake with mac2 got through the forged flood");
+    // Node 0 retries after KEEPALIVE_TIMEOUT + REKEY_TIMEOUT of silence.
+    assert!(completed < Duration::from_secs(17), "took {completed:?}");
+    assert!(count(&net.nodes[1].drops, DropReason::RateLimited) > 100_000);
+}
