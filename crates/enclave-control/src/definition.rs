@@ -13,8 +13,8 @@ use enclave_policy::{Diagnostic, Network, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AclDoc, Approval, GatewayDoc, HoursDoc, ManagedSystem, PolicyDoc, PolicyKind, Ports, Settings,
-    State, TagDoc, TrustDoc, UnixTime,
+    AclDoc, Approval, GatewayDoc, HoursDoc, ManagedSystem, PolicyDoc, PolicyKind, Ports,
+    PresharedKeyDoc, Settings, State, TagDoc, TrustDoc, UnixTime,
 };
 
 /// One problem with a change, named by the field it concerns.
@@ -144,6 +144,13 @@ fn write(state: &State) -> Writer {
     }
     for policy in state.policies.values() {
         write_policy(&mut w, policy);
+    }
+    for (i, psk) in state.preshared_keys.iter().enumerate() {
+        let field = format!("preshared_keys[{i}]");
+        w.blank(&field);
+        w.line(&field, "[[preshared_key]]");
+        w.strings(&field, "systems", psk.systems.iter().map(String::as_str));
+        w.string(&field, "file", &psk.file);
     }
     w
 }
@@ -287,6 +294,8 @@ pub struct Imported {
     pub trust_requirements: BTreeMap<String, TrustDoc>,
     /// Both kinds of policies.
     pub policies: BTreeMap<String, PolicyDoc>,
+    /// `[[preshared_key]]`s, in file order.
+    pub preshared_keys: Vec<PresharedKeyDoc>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +308,8 @@ struct FileDoc {
     direct_policy: Vec<FilePolicy>,
     #[serde(default)]
     gateway_policy: Vec<FilePolicy>,
+    #[serde(default)]
+    preshared_key: Vec<PresharedKeyDoc>,
 }
 
 #[derive(Deserialize)]
@@ -401,6 +412,7 @@ pub fn import(file: &str, text: &str, now: UnixTime) -> Result<Imported, Vec<Dia
             .map(|t| (t.name.clone(), t))
             .collect(),
         policies,
+        preshared_keys: doc.preshared_key,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct State {
     pub trust_requirements: BTreeMap<String, TrustDoc>,
     /// Direct and gateway access policies by name (one name space, as in the file).
     pub policies: BTreeMap<String, PolicyDoc>,
+    /// `[[preshared_key]]` tables, in order: which pair of systems mixes the key of which file
+    /// into its handshakes (the key itself is never in the definition, nor here).
+    pub preshared_keys: Vec<PresharedKeyDoc>,
     /// Enrolment keys by id.
     pub keys: BTreeMap<String, EnrolmentKey>,
     /// Admin tokens by id.
@@ -195,6 +198,16 @@ pub struct TrustDoc {
     /// The revision of its last change.
     #[serde(default)]
     pub version: i64,
+}
+
+/// A `[[preshared_key]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresharedKeyDoc {
+    /// The two systems of the tunnel.
+    pub systems: Vec<String>,
+    /// Absolute path of the key file on both hosts.
+    pub file: String,
 }
 
 /// An ACL entry as written: `{ protocol = "tcp", ports = 445, label = "SMB" }`.

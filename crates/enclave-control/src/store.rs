@@ -135,7 +135,7 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
 /// The SQL store (SQLite or PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -265,6 +265,13 @@ impl SqlStore {
             policy.version = row.try_get("version").map_err(db("reading policies"))?;
             state.policies.insert(policy.name.clone(), policy);
         }
+        for row in sqlx::query("SELECT body FROM preshared_keys ORDER BY position")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading pre-shared keys"))?
+        {
+            state.preshared_keys.push(body_of(&row, "pre-shared key")?);
+        }
         for row in sqlx::query("SELECT * FROM enrolment_keys")
             .fetch_all(&mut *tx)
             .await
@@ -320,7 +327,10 @@ impl SqlStore {
         // unique value (an address, a public key) never collide half-way.
         for change in changes {
             let (statement, key) = match change {
-                Change::Settings(_) | Change::PutKey(_) | Change::PutToken(_) => continue,
+                Change::Settings(_)
+                | Change::PresharedKeys(_)
+                | Change::PutKey(_)
+                | Change::PutToken(_) => continue,
                 Change::PutSystem(s) => (DELETE_SYSTEM, s.name.as_str()),
                 Change::DeleteSystem(n) => (DELETE_SYSTEM, n.as_str()),
                 Change::PutTag(t) => (DELETE_TAG, t.name.as_str()),
@@ -342,6 +352,21 @@ impl SqlStore {
                     sqlx::query("UPDATE network SET overlay = $1, keepalive = $2 WHERE id = 1")
                         .bind(s.overlay.to_string())
                         .bind(i64::from(s.keepalive))
+                }
+                Change::PresharedKeys(keys) => {
+                    sqlx::query("DELETE FROM preshared_keys")
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("replacing pre-shared keys"))?;
+                    for (position, key) in keys.iter().enumerate() {
+                        sqlx::query("INSERT INTO preshared_keys (position, body) VALUES ($1, $2)")
+                            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                            .bind(json(key)?)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("replacing pre-shared keys"))?;
+                    }
+                    continue;
                 }
                 Change::PutSystem(s) => insert_system(s)?,
                 Change::PutTag(t) => {

@@ -28,6 +28,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("migrates-from-empty", |url| {
             Box::pin(migrates_from_empty(url))
         }),
+        ("upgrades-from-the-first-schema", |url| {
+            Box::pin(upgrades_from_the_first_schema(url))
+        }),
         ("every-operation-persists", |url| {
             Box::pin(every_operation_persists(url))
         }),
@@ -81,8 +84,8 @@ fn ctx(actor: &str) -> Ctx {
 async fn migrates_from_empty(url: String) -> CaseResult {
     let store = open(&url).await?;
     let applied = store.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1], || {
-        format!("applied migrations {applied:?}, expected [1]")
+    check(applied == vec![1, 2], || {
+        format!("applied migrations {applied:?}, expected [1, 2]")
     })?;
     let state = store.load().await.map_err(e("loading"))?;
     check(state.revision == 0 && state.systems.is_empty(), || {
@@ -96,10 +99,58 @@ async fn migrates_from_empty(url: String) -> CaseResult {
     // Opening again applies nothing twice and keeps the data.
     let again = open(&url).await?;
     let applied = again.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1], || {
+    check(applied == vec![1, 2], || {
         format!("after reopening: {applied:?}")
     })?;
     again.close().await;
+    Ok(())
+}
+
+/// A database made by the first release (schema version 1) is upgraded on open and keeps
+/// its data.
+async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
+    let store = open(&url).await?;
+    let service = Service::new(Arc::new(store.clone()));
+    service
+        .execute(
+            Command::CreateToken {
+                id: "t1".into(),
+                name: "alice".into(),
+                hash: "token-hash".into(),
+            },
+            &ctx("cli"),
+        )
+        .await
+        .map_err(e("a first change"))?;
+    // Back to what version 1 left: no pre-shared keys table, migration 2 not recorded.
+    for statement in [
+        "DROP TABLE preshared_keys",
+        "DELETE FROM _sqlx_migrations WHERE version = 2",
+    ] {
+        sqlx::query(statement)
+            .execute(&store.pool)
+            .await
+            .map_err(e("going back to version 1"))?;
+    }
+    check(
+        store.migrations().await.map_err(e("migrations"))? == vec![1],
+        || "the database is not at version 1".into(),
+    )?;
+    store.close().await;
+    let upgraded = open(&url).await?;
+    let applied = upgraded.migrations().await.map_err(e("migrations"))?;
+    check(applied == vec![1, 2], || {
+        format!("after the upgrade: {applied:?}")
+    })?;
+    let state = upgraded
+        .load()
+        .await
+        .map_err(e("loading after the upgrade"))?;
+    check(
+        state.tokens.contains_key("t1") && state.revision == 1,
+        || format!("the upgrade lost data: {state:?}"),
+    )?;
+    upgraded.close().await;
     Ok(())
 }
 

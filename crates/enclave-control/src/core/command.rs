@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::definition::{FieldProblem, Imported};
 use crate::model::{
     AdminToken, ApprovalMode, AuditEntry, DiscoveredSubnet, EnrolmentKey, ManagedSystem, PolicyDoc,
-    Settings, State, TagDoc, TrustDoc, UnixTime,
+    PresharedKeyDoc, Settings, State, TagDoc, TrustDoc, UnixTime,
 };
 
 /// Who asks, and when.
@@ -207,6 +207,8 @@ pub enum Change {
     PutPolicy(Box<PolicyDoc>),
     /// Delete a policy.
     DeletePolicy(String),
+    /// Replace every `[[preshared_key]]` table.
+    PresharedKeys(Vec<PresharedKeyDoc>),
     /// Insert or replace an enrolment key.
     PutKey(EnrolmentKey),
     /// Insert or replace an admin token.

@@ -31,6 +31,7 @@ use crate::model::{
 #[derive(Default)]
 struct Touched {
     settings: bool,
+    preshared_keys: bool,
     systems: BTreeSet<String>,
     tags: BTreeSet<String>,
     trust: BTreeSet<String>,
@@ -64,6 +65,9 @@ pub fn apply(state: &State, command: Command, ctx: &Ctx) -> Result<Outcome, Refu
     let mut changes = Vec::new();
     if touched.settings {
         changes.push(Change::Settings(next.settings.clone()));
+    }
+    if touched.preshared_keys {
+        changes.push(Change::PresharedKeys(next.preshared_keys.clone()));
     }
     for name in &touched.systems {
         match next.systems.get_mut(name) {
@@ -414,6 +418,7 @@ fn import(next: &mut State, t: &mut Touched, imported: Imported) -> Result<Ran, 
     t.policies.extend(next.policies.keys().cloned());
     t.policies.extend(imported.policies.keys().cloned());
     t.settings = true;
+    t.preshared_keys = true;
     t.definition = true;
     let detail = format!(
         "{} systems, {} policies, {} tags, {} trust requirements",
@@ -427,6 +432,7 @@ fn import(next: &mut State, t: &mut Touched, imported: Imported) -> Result<Ran, 
     next.tags = imported.tags;
     next.trust_requirements = imported.trust_requirements;
     next.policies = imported.policies;
+    next.preshared_keys = imported.preshared_keys;
     Ok((
         "definition.import",
         String::new(),
@@ -598,6 +604,15 @@ fn update_system(
                     }
                 }
                 t.policies.insert(policy.name.clone());
+            }
+        }
+        // So do the pre-shared keys of its tunnels.
+        for psk in &mut next.preshared_keys {
+            for system in &mut psk.systems {
+                if *system == name {
+                    system.clone_from(&new_name);
+                    t.preshared_keys = true;
+                }
             }
         }
         detail.push(format!("name {new_name}"));

@@ -582,3 +582,42 @@ fn the_gateway_toggle_keeps_its_settings() {
     let rows = subnet_rows(&state);
     assert_eq!(rows[0].state, "gateway off");
 }
+
+#[test]
+fn pre_shared_keys_follow_a_rename_and_hold_their_systems() {
+    let text = include_str!("../../../../docs/examples/network.toml");
+    let imported = definition::import("network.toml", text, NOW).unwrap();
+    assert_eq!(imported.preshared_keys.len(), 1);
+    let (state, _) = ok(&State::default(), Command::Import(Box::new(imported)));
+    let (state, outcome) = ok(
+        &state,
+        Command::UpdateSystem {
+            name: "laptop".into(),
+            edit: SystemEdit {
+                name: Some("alice-laptop".into()),
+                ..SystemEdit::default()
+            },
+        },
+    );
+    assert_eq!(
+        state.preshared_keys[0].systems,
+        ["alice-laptop", "menlo-gw-1"]
+    );
+    assert!(outcome
+        .changes
+        .contains(&Change::PresharedKeys(state.preshared_keys.clone())));
+    let Refusal::Invalid(problems) = refused(
+        &state,
+        Command::Delete {
+            name: "alice-laptop".into(),
+        },
+    ) else {
+        panic!()
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field.starts_with("preshared_keys[0].systems")),
+        "{problems:#?}"
+    );
+}
