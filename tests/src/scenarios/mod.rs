@@ -5,6 +5,7 @@ use crate::Scenario;
 
 mod access;
 mod agent;
+mod control;
 mod dataplane;
 mod discovery;
 mod failover;
@@ -35,5 +36,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(killswitch::scenarios());
     all.extend(roaming::scenarios());
     all.extend(trust::scenarios());
+    all.extend(control::scenarios());
     all
 }

@@ -1,0 +1,808 @@
+//! The commands that talk to the running server's API.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use enclave_control::client::{Answer, Client};
+use enclave_control::tls::{self, Trust};
+use enclave_policy::Timestamp;
+use serde_json::{json, Value};
+
+/// Where the server is and how to trust it.
+#[derive(Debug, Args)]
+pub struct Server {
+    /// The server's URL.
+    #[arg(
+        long,
+        env = "ENCLAVE_CONTROL_URL",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    server: String,
+    /// An admin token (`enclave-control admin token create`); better in the environment.
+    #[arg(
+        long,
+        env = "ENCLAVE_CONTROL_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
+    /// The SHA-256 fingerprint of the server's certificate (printed by `enclave-control run`).
+    #[arg(long, env = "ENCLAVE_CONTROL_FINGERPRINT", global = true)]
+    fingerprint: Option<String>,
+    /// Trust the server's certificate through this CA (PEM) instead of a fingerprint.
+    #[arg(
+        long,
+        env = "ENCLAVE_CONTROL_CA",
+        global = true,
+        conflicts_with = "fingerprint"
+    )]
+    ca: Option<PathBuf>,
+}
+
+impl Server {
+    fn client(&self) -> anyhow::Result<Client> {
+        let trust = match (&self.fingerprint, &self.ca) {
+            (Some(f), _) => Some(Trust::Fingerprint(tls::parse_fingerprint(f)?)),
+            (None, Some(ca)) => Some(Trust::Ca(ca.clone())),
+            (None, None) => None,
+        };
+        if self.token.is_none() {
+            bail!("no admin token: set ENCLAVE_CONTROL_TOKEN (or pass --token); make one with `enclave-control admin token create` on the server host");
+        }
+        Ok(Client::new(&self.server, trust, self.token.clone())?)
+    }
+
+    /// One request; an error status becomes an error with the server's message and problems.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Answer> {
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.send(method, path, body)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<Answer> {
+        let client = self.client()?;
+        let method = hyper::Method::from_bytes(method.as_bytes()).context("bad method")?;
+        let answer = crate::runtime()?.block_on(client.request(method, path, body))?;
+        if answer.status.is_success() {
+            return Ok(answer);
+        }
+        if answer.status == hyper::StatusCode::UNAUTHORIZED {
+            bail!("the server refused the admin token (401): check ENCLAVE_CONTROL_TOKEN");
+        }
+        let value = answer.json();
+        let mut message = value["error"].as_str().map_or_else(
+            || String::from_utf8_lossy(&answer.body).into_owned(),
+            str::to_owned,
+        );
+        for line in value["diagnostics"].as_array().into_iter().flatten() {
+            message.push_str(&format!("\n  {}", line.as_str().unwrap_or_default()));
+        }
+        bail!("{message} ({})", answer.status)
+    }
+}
+
+fn print_json(value: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn warnings(value: &Value) {
+    for w in value["warnings"].as_array().into_iter().flatten() {
+        eprintln!(
+            "warning: {}: {}",
+            w["field"].as_str().unwrap_or_default(),
+            w["message"].as_str().unwrap_or_default()
+        );
+    }
+}
+
+fn when(value: &Value) -> String {
+    value
+        .as_i64()
+        .and_then(|s| Timestamp::from_second(s).ok())
+        .map_or_else(
+            || "never".to_owned(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
+}
+
+/// A plain text table: a header and rows, columns padded.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+// ---- import / export ----
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The network definition file.
+    file: PathBuf,
+    #[command(flatten)]
+    server: Server,
+}
+
+pub fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let name = args.file.display().to_string();
+    let path = format!("/api/v1/definition?file={}", encode(&name));
+    let answer = args
+        .server
+        .send("PUT", &path, Some(("application/toml", text)))?;
+    let value = answer.json();
+    warnings(&value);
+    println!(
+        "imported {}: {}",
+        name,
+        value["done"].as_str().unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    server: Server,
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let answer = args.server.call("GET", "/api/v1/definition", None)?;
+    print!("{}", String::from_utf8_lossy(&answer.body));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+// ---- keys ----
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ApprovalArg {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an enrolment key and print it (once).
+    Create {
+        /// Tags the enrolled systems get (repeat, or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Approve enrolled systems at once, or leave them pending.
+        #[arg(long, value_enum, default_value = "manual")]
+        approval: ApprovalArg,
+        /// How many systems it may enrol (default: no limit).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// When it stops working: 90s, 30m, 24h, 7d, 2w (default: never).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Enrolled systems are removed when they stay disconnected.
+        #[arg(long)]
+        ephemeral: bool,
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// List the enrolment keys (never the keys themselves).
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Revoke an enrolment key by its id.
+    Revoke {
+        /// The key's id (from `keys list`).
+        id: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Create {
+            tags,
+            approval,
+            uses,
+            expires,
+            ephemeral,
+            json,
+            server,
+        } => {
+            let body = json!({
+                "tags": tags,
+                "approval": match approval { ApprovalArg::Auto => "auto", ApprovalArg::Manual => "manual" },
+                "uses": uses,
+                "expires": expires,
+                "ephemeral": ephemeral,
+            });
+            let value = server.call("POST", "/api/v1/keys", Some(body))?.json();
+            if json {
+                print_json(&value)?;
+            } else {
+                eprintln!(
+                    "Enrolment key {} ({} approval{}{}{}). It is shown only now:",
+                    value["id"].as_str().unwrap_or_default(),
+                    value["approval"].as_str().unwrap_or_default(),
+                    uses.map(|n| format!(", {n} uses")).unwrap_or_default(),
+                    value["expires_at"]
+                        .as_i64()
+                        .map(|_| format!(", expires {}", when(&value["expires_at"])))
+                        .unwrap_or_default(),
+                    if ephemeral { ", ephemeral" } else { "" },
+                );
+                println!("{}", value["key"].as_str().unwrap_or_default());
+            }
+        }
+        KeysCommand::List { json, server } => {
+            let value = server.call("GET", "/api/v1/keys", None)?.json();
+            if json {
+                print_json(&value)?;
+            } else {
+                let rows: Vec<Vec<String>> = value
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| {
+                        vec![
+                            k["id"].as_str().unwrap_or_default().to_owned(),
+                            k["status"].as_str().unwrap_or_default().to_owned(),
+                            k["approval"].as_str().unwrap_or_default().to_owned(),
+                            match k["uses_allowed"].as_i64() {
+                                Some(n) => format!("{}/{n}", k["uses"]),
+                                None => format!("{}", k["uses"]),
+                            },
+                            if k["expires_at"].is_null() {
+                                "never".into()
+                            } else {
+                                when(&k["expires_at"])
+                            },
+                            strings(&k["tags"]),
+                            if k["ephemeral"] == true {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID",
+                        "STATUS",
+                        "APPROVAL",
+                        "USES",
+                        "EXPIRES",
+                        "TAGS",
+                        "EPHEMERAL",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        KeysCommand::Revoke { id, server } => {
+            server.call(
+                "POST",
+                &format!("/api/v1/keys/{}/revoke", encode(&id)),
+                None,
+            )?;
+            println!("revoked enrolment key {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn strings(value: &Value) -> String {
+    let list: Vec<&str> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+// ---- systems ----
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemsCommand {
+    /// Enrolled, approved, connected, last seen, gateway and subnets of every system.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Approve a pending system.
+    Approve {
+        /// The system.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Revoke a system: every peer drops it.
+    Revoke {
+        /// The system.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Delete a system.
+    Delete {
+        /// The system.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Rename, retag, enable or disable a system.
+    Edit {
+        /// The system.
+        name: String,
+        /// A new name.
+        #[arg(long = "rename")]
+        new_name: Option<String>,
+        /// New tags, replacing the old (comma-separated; `--tags ''` for none).
+        #[arg(long, value_delimiter = ',')]
+        tags: Option<Vec<String>>,
+        /// Enable or disable its tunnels.
+        #[arg(long, value_enum)]
+        enabled: Option<OnOff>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// "Allow this system to act as a gateway": on or off.
+    Gateway {
+        /// The system.
+        name: String,
+        /// On or off.
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
+    let (server, method, path, body, done) = match cmd {
+        SystemsCommand::List { json, server } => {
+            let value = server.call("GET", "/api/v1/systems", None)?.json();
+            if json {
+                print_json(&value)?;
+            } else {
+                print_systems(&value);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        SystemsCommand::Approve { name, server } => {
+            let path = format!("/api/v1/systems/{}/approve", encode(&name));
+            (server, "POST", path, None, format!("approved {name}"))
+        }
+        SystemsCommand::Revoke { name, server } => {
+            let path = format!("/api/v1/systems/{}/revoke", encode(&name));
+            (server, "POST", path, None, format!("revoked {name}"))
+        }
+        SystemsCommand::Delete { name, server } => {
+            let path = format!("/api/v1/systems/{}", encode(&name));
+            (server, "DELETE", path, None, format!("deleted {name}"))
+        }
+        SystemsCommand::Edit {
+            name,
+            new_name,
+            tags,
+            enabled,
+            server,
+        } => {
+            let mut body = json!({});
+            if let Some(n) = new_name {
+                body["name"] = json!(n);
+            }
+            if let Some(t) = tags {
+                body["tags"] = json!(t.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>());
+            }
+            if let Some(e) = enabled {
+                body["enabled"] = json!(matches!(e, OnOff::On));
+            }
+            let path = format!("/api/v1/systems/{}", encode(&name));
+            (server, "PATCH", path, Some(body), format!("updated {name}"))
+        }
+        SystemsCommand::Gateway {
+            name,
+            state,
+            server,
+        } => {
+            let allowed = matches!(state, OnOff::On);
+            let path = format!("/api/v1/systems/{}/gateway", encode(&name));
+            let word = if allowed {
+                "allowed to act as a gateway"
+            } else {
+                "no longer a gateway"
+            };
+            (
+                server,
+                "PUT",
+                path,
+                Some(json!({ "allowed": allowed })),
+                format!("{name} is {word}"),
+            )
+        }
+    };
+    let value = server.call(method, &path, body)?.json();
+    warnings(&value);
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_systems(value: &Value) {
+    let rows: Vec<Vec<String>> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let gateway = match s["gateway"]["allowed"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "off",
+                None => "-",
+            };
+            let state = match s["approval"].as_str() {
+                Some("approved") if s["enabled"] == false => "approved, disabled",
+                Some(other) => other,
+                None => "?",
+            };
+            vec![
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["address"].as_str().unwrap_or_default().to_owned(),
+                when(&s["created_at"]),
+                state.to_owned(),
+                if s["connected"] == true {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                when(&s["last_seen"]),
+                gateway.to_owned(),
+                strings(&s["gateway_subnets"]),
+                strings(&s["tags"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ADDRESS",
+            "ENROLLED",
+            "APPROVAL",
+            "CONNECTED",
+            "LAST SEEN",
+            "GATEWAY",
+            "SUBNETS",
+            "TAGS",
+        ],
+        &rows,
+    );
+}
+
+// ---- subnets ----
+
+#[derive(Debug, Subcommand)]
+pub enum SubnetsCommand {
+    /// Every gateway's subnets: discovered (with interface and reason), added, removed.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Add a subnet to a gateway (also one not directly connected, or 0.0.0.0/0).
+    Add {
+        /// The gateway.
+        system: String,
+        /// The subnet, e.g. 192.168.77.0/24.
+        subnet: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Remove a subnet from a gateway (a discovered one stays removed).
+    Remove {
+        /// The gateway.
+        system: String,
+        /// The subnet.
+        subnet: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub fn subnets(cmd: SubnetsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SubnetsCommand::List { json, server } => {
+            let value = server.call("GET", "/api/v1/subnets", None)?.json();
+            if json {
+                return print_json(&value).map(|()| ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let text = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    vec![
+                        text("system"),
+                        text("subnet"),
+                        text("source"),
+                        text("interface"),
+                        text("reason"),
+                        text("state"),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "GATEWAY",
+                    "SUBNET",
+                    "SOURCE",
+                    "INTERFACE",
+                    "REASON",
+                    "STATE",
+                ],
+                &rows,
+            );
+        }
+        SubnetsCommand::Add {
+            system,
+            subnet,
+            server,
+        } => {
+            let value = server
+                .call(
+                    "POST",
+                    "/api/v1/subnets",
+                    Some(json!({ "system": system, "subnet": subnet })),
+                )?
+                .json();
+            warnings(&value);
+            println!("added {subnet} to {system}");
+        }
+        SubnetsCommand::Remove {
+            system,
+            subnet,
+            server,
+        } => {
+            let value = server
+                .call(
+                    "POST",
+                    "/api/v1/subnets/remove",
+                    Some(json!({ "system": system, "subnet": subnet })),
+                )?
+                .json();
+            warnings(&value);
+            println!("removed {subnet} from {system}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- policies ----
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesCommand {
+    /// List the policies.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Delete a policy.
+    Delete {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PoliciesCommand::List { json, server } => {
+            let value = server.call("GET", "/api/v1/policies", None)?.json();
+            if json {
+                return print_json(&value).map(|()| ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let to = if p["kind"] == "gateway" {
+                        format!("{} via {}", strings(&p["subnets"]), strings(&p["gateways"]))
+                    } else {
+                        strings(&p["receivers"])
+                    };
+                    vec![
+                        p["name"].as_str().unwrap_or_default().to_owned(),
+                        p["kind"].as_str().unwrap_or_default().to_owned(),
+                        if p["enabled"] == false {
+                            "no".into()
+                        } else {
+                            "yes".into()
+                        },
+                        strings(&p["senders"]),
+                        to,
+                        p["version"].to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &["NAME", "KIND", "ENABLED", "SENDERS", "TO", "VERSION"],
+                &rows,
+            );
+        }
+        PoliciesCommand::Delete { name, server } => {
+            server.call(
+                "DELETE",
+                &format!("/api/v1/policies/{}", encode(&name)),
+                None,
+            )?;
+            println!("deleted policy {name:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---- explain, audit ----
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProtoArg {
+    Any,
+    Icmp,
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The sending system.
+    #[arg(long)]
+    from: String,
+    /// The destination: ADDR or ADDR:PORT.
+    #[arg(long)]
+    to: String,
+    /// The protocol (default: any traffic at all; tcp or udp with a port).
+    #[arg(long, value_enum)]
+    proto: Option<ProtoArg>,
+    /// The sender's public address, for public IP trust requirements.
+    #[arg(long)]
+    from_ip: Option<Ipv4Addr>,
+    /// When (RFC 3339; default now).
+    #[arg(long)]
+    at: Option<String>,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let body = json!({
+        "from": args.from,
+        "to": args.to,
+        "proto": args.proto.map(|p| match p {
+            ProtoArg::Any => "any",
+            ProtoArg::Icmp => "icmp",
+            ProtoArg::Tcp => "tcp",
+            ProtoArg::Udp => "udp",
+        }),
+        "from_ip": args.from_ip,
+        "at": args.at,
+    });
+    let value = args
+        .server
+        .call("POST", "/api/v1/explain", Some(body))?
+        .json();
+    if args.json {
+        print_json(&value)?;
+    } else {
+        print!("{}", value["text"].as_str().unwrap_or_default());
+    }
+    Ok(if value["verdict"] == "allowed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries after this revision.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/audit?after={}&limit={}", args.after, args.limit);
+    let value = args.server.call("GET", &path, None)?.json();
+    if args.json {
+        return print_json(&value).map(|()| ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            vec![
+                e["revision"].to_string(),
+                when(&e["at"]),
+                text("actor"),
+                text("action"),
+                text("target"),
+                text("detail"),
+            ]
+        })
+        .collect();
+    table(&["REVISION", "WHEN", "WHO", "WHAT", "ON", "DETAIL"], &rows);
+    Ok(ExitCode::SUCCESS)
+}

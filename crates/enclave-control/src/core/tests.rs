@@ -1,0 +1,623 @@
+//! The core on plain values: no database, no clock, no randomness.
+
+use super::*;
+use crate::model::{AclDoc, DiscoveredSubnet, Ports, UnixTime};
+use ipnet::Ipv4Net;
+
+const NOW: UnixTime = 1_800_000_000;
+const KEY_A: &str = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=";
+const KEY_B: &str = "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4=";
+const KEY_C: &str = "CEMqAMWgN0Gj9dLMVm1nPJkTnr1CcWbmTaZUYNVH8kA=";
+
+fn ctx() -> Ctx {
+    Ctx {
+        actor: "token:alice".into(),
+        now: NOW,
+    }
+}
+
+/// Applies and returns the next state (panics on refusal: the test expected success).
+fn ok(state: &State, command: Command) -> (State, Outcome) {
+    let outcome = apply(state, command, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
+    (outcome.next.clone(), outcome)
+}
+
+fn refused(state: &State, command: Command) -> Refusal {
+    match apply(state, command, &ctx()) {
+        Ok(_) => panic!("the command was accepted"),
+        Err(refusal) => refusal,
+    }
+}
+
+fn key(id: &str, approval: ApprovalMode, uses: Option<u32>, expires: Option<i64>) -> Command {
+    Command::CreateKey(NewKey {
+        id: id.into(),
+        hash: format!("hash-of-{id}"),
+        tags: ["users".to_owned()].into(),
+        approval,
+        uses,
+        expires_at: expires,
+        ephemeral: false,
+    })
+}
+
+fn enrol(id: &str, public_key: &str, hostname: &str) -> Command {
+    Command::Enrol {
+        key_hash: format!("hash-of-{id}"),
+        public_key: public_key.into(),
+        hostname: Some(hostname.into()),
+    }
+}
+
+fn with_keys() -> State {
+    let state = State::default();
+    let (state, _) = ok(&state, key("auto", ApprovalMode::Auto, None, None));
+    let (state, _) = ok(&state, key("manual", ApprovalMode::Manual, Some(1), None));
+    state
+}
+
+fn gateway_policy(name: &str, gateway: &str, subnet: &str) -> PolicyDoc {
+    PolicyDoc {
+        name: name.into(),
+        kind: PolicyKind::Gateway,
+        enabled: true,
+        senders: vec!["users".into()],
+        receivers: vec![],
+        gateways: vec![gateway.into()],
+        subnets: vec![subnet.into()],
+        filter: Some(vec!["192.168.77.20-192.168.77.21".into()]),
+        acl: vec![AclDoc {
+            protocol: "tcp".into(),
+            ports: Some(Ports::One(445)),
+            label: Some("SMB".into()),
+        }],
+        trust: vec![],
+        active_hours: None,
+        version: 0,
+    }
+}
+
+/// A laptop (auto key) and a gateway serving 192.168.77.0/24 by hand.
+fn office() -> State {
+    let state = with_keys();
+    let (state, _) = ok(&state, enrol("auto", KEY_A, "laptop"));
+    let (state, _) = ok(&state, enrol("auto", KEY_B, "office-gw"));
+    let (state, _) = ok(
+        &state,
+        Command::SetGateway {
+            name: "office-gw".into(),
+            allowed: true,
+        },
+    );
+    let (state, _) = ok(
+        &state,
+        Command::AddSubnet {
+            system: "office-gw".into(),
+            subnet: "192.168.77.0/24".parse().unwrap(),
+        },
+    );
+    state
+}
+
+#[test]
+fn an_auto_key_enrols_an_approved_system_with_the_lowest_free_address() {
+    let state = with_keys();
+    let (state, outcome) = ok(&state, enrol("auto", KEY_A, "Laptop.local"));
+    let laptop = &state.systems["laptop-local"];
+    assert_eq!(laptop.address, Ipv4Addr::new(100, 64, 0, 1));
+    assert_eq!(laptop.approval, Approval::Approved);
+    assert_eq!(laptop.tags, ["users".to_owned()].into());
+    assert_eq!(laptop.enrolled_with.as_deref(), Some("auto"));
+    assert_eq!(state.keys["auto"].uses, 1);
+    assert_eq!(outcome.audit.action, "system.enrol");
+    assert_eq!(outcome.audit.actor, "token:alice");
+    assert_eq!(outcome.audit.revision, state.revision);
+    // The key's row and the system's row are what the store writes.
+    assert_eq!(outcome.changes.len(), 2);
+
+    let (state, _) = ok(&state, enrol("auto", KEY_B, "Laptop.local"));
+    let second = &state.systems["laptop-local-2"];
+    assert_eq!(second.address, Ipv4Addr::new(100, 64, 0, 2));
+}
+
+#[test]
+fn a_manual_key_leaves_the_system_pending_until_approved() {
+    let state = with_keys();
+    let (state, _) = ok(&state, enrol("manual", KEY_A, "laptop"));
+    assert_eq!(state.systems["laptop"].approval, Approval::Pending);
+    assert!(!state.systems["laptop"].effective_enabled());
+    let exported = definition::render(&state);
+    assert!(exported.contains("# pending approval"), "{exported}");
+    let (state, outcome) = ok(
+        &state,
+        Command::Approve {
+            name: "laptop".into(),
+        },
+    );
+    assert_eq!(state.systems["laptop"].approval, Approval::Approved);
+    assert_eq!(outcome.audit.action, "system.approve");
+}
+
+#[test]
+fn wrong_expired_revoked_and_used_up_keys_are_refused() {
+    let state = with_keys();
+    assert_eq!(
+        refused(&state, enrol("nope", KEY_A, "x")),
+        Refusal::Key(KeyRefusal::Unknown)
+    );
+    let (used, _) = ok(&state, enrol("manual", KEY_A, "x"));
+    assert_eq!(
+        refused(&used, enrol("manual", KEY_B, "y")),
+        Refusal::Key(KeyRefusal::UsedUp)
+    );
+    let (expiring, _) = ok(
+        &state,
+        key("soon", ApprovalMode::Auto, None, Some(NOW + 60)),
+    );
+    let later = Ctx {
+        actor: "key:soon".into(),
+        now: NOW + 60,
+    };
+    assert_eq!(
+        apply(&expiring, enrol("soon", KEY_A, "x"), &later).unwrap_err(),
+        Refusal::Key(KeyRefusal::Expired)
+    );
+    let (revoked, _) = ok(&state, Command::RevokeKey { id: "auto".into() });
+    assert_eq!(
+        refused(&revoked, enrol("auto", KEY_A, "x")),
+        Refusal::Key(KeyRefusal::Revoked)
+    );
+}
+
+#[test]
+fn a_bad_or_taken_public_key_is_refused() {
+    let state = with_keys();
+    let refusal = refused(&state, enrol("auto", "not a key", "x"));
+    let Refusal::Invalid(problems) = refusal else {
+        panic!("{refusal:?}")
+    };
+    assert_eq!(problems[0].field, "public_key");
+    let (state, _) = ok(&state, enrol("auto", KEY_A, "laptop"));
+    assert_eq!(
+        refused(&state, enrol("auto", KEY_A, "again")),
+        Refusal::KeyTaken("laptop".into())
+    );
+}
+
+#[test]
+fn keys_need_a_future_expiry_a_use_and_good_tags() {
+    let state = State::default();
+    let Refusal::Invalid(p) = refused(&state, key("k", ApprovalMode::Auto, Some(0), None)) else {
+        panic!()
+    };
+    assert_eq!(p[0].field, "uses");
+    let Refusal::Invalid(p) = refused(&state, key("k", ApprovalMode::Auto, None, Some(NOW))) else {
+        panic!()
+    };
+    assert_eq!(p[0].field, "expires");
+    let Refusal::Invalid(p) = refused(
+        &state,
+        Command::CreateKey(NewKey {
+            id: "k".into(),
+            hash: "h".into(),
+            tags: ["bad tag!".to_owned()].into(),
+            approval: ApprovalMode::Auto,
+            uses: None,
+            expires_at: None,
+            ephemeral: false,
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(p[0].field, "tags[0]");
+}
+
+#[test]
+fn a_gateway_policy_is_validated_by_the_rules_of_policy_check() {
+    let state = office();
+    let (state, outcome) = ok(
+        &state,
+        Command::PutPolicy {
+            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
+            write: Write::Create,
+        },
+    );
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    let network = definition::validate(&state).unwrap().network;
+    let view = enclave_policy::compile(&network, "laptop").unwrap();
+    assert!(view
+        .routes
+        .contains_key(&"192.168.77.0/24".parse().unwrap()));
+
+    // A subnet the gateway does not offer, and a gateway that does not exist: each named.
+    let mut doc = gateway_policy("elsewhere", "office-gw", "10.9.0.0/16");
+    doc.gateways.push("nobody".into());
+    let Refusal::Invalid(problems) = refused(
+        &state,
+        Command::PutPolicy {
+            doc,
+            write: Write::Create,
+        },
+    ) else {
+        panic!()
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert!(
+        fields.contains(&r#"policies["elsewhere"].gateways[1]"#),
+        "{problems:#?}"
+    );
+    let nobody = problems
+        .iter()
+        .find(|p| p.field == r#"policies["elsewhere"].gateways[1]"#)
+        .unwrap();
+    assert_eq!(nobody.message, r#"no system named "nobody""#);
+    // The filter entry outside the subnets is named too.
+    assert!(
+        fields.contains(&r#"policies["elsewhere"].filter[0]"#),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn a_subnet_with_host_bits_is_refused_with_the_fix() {
+    let Err(Refusal::Invalid(problems)) = parse_subnet("subnet", "10.1.0.1/16") else {
+        panic!()
+    };
+    assert_eq!(problems[0].message, "10.1.0.1/16 has host bits set");
+    assert_eq!(
+        problems[0].hint.as_deref(),
+        Some("did you mean 10.1.0.0/16?")
+    );
+    assert!(parse_subnet("subnet", "10.1.0.0/33").is_err());
+    assert_eq!(
+        parse_subnet("subnet", "0.0.0.0/0").unwrap(),
+        "0.0.0.0/0".parse().unwrap()
+    );
+}
+
+#[test]
+fn deleting_a_gateway_a_policy_uses_is_refused_naming_the_policy() {
+    let state = office();
+    let (state, _) = ok(
+        &state,
+        Command::PutPolicy {
+            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
+            write: Write::Create,
+        },
+    );
+    let Refusal::Invalid(problems) = refused(
+        &state,
+        Command::Delete {
+            name: "office-gw".into(),
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(problems[0].field, r#"policies["office"].gateways[0]"#);
+    // Removing the only subnet the policy routes is refused the same way.
+    let Refusal::Invalid(problems) = refused(
+        &state,
+        Command::RemoveSubnet {
+            system: "office-gw".into(),
+            subnet: "192.168.77.0/24".parse().unwrap(),
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(problems[0].field, r#"policies["office"].subnets[0]"#);
+    assert!(problems[0].message.contains("not offered"), "{problems:#?}");
+}
+
+#[test]
+fn an_update_made_on_an_old_version_is_refused() {
+    let state = office();
+    let (state, created) = ok(
+        &state,
+        Command::PutPolicy {
+            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
+            write: Write::Create,
+        },
+    );
+    let Reply::Policy(read) = created.reply else {
+        panic!()
+    };
+    assert_eq!(read.version, state.revision);
+    // Alice updates from what she read; Bob, from the same read, is refused afterwards.
+    let mut alice = (*read).clone();
+    alice.enabled = false;
+    let (state, _) = ok(
+        &state,
+        Command::PutPolicy {
+            doc: alice,
+            write: Write::Update,
+        },
+    );
+    let mut bob = (*read).clone();
+    bob.senders = vec!["admins".into()];
+    let refusal = refused(
+        &state,
+        Command::PutPolicy {
+            doc: bob,
+            write: Write::Update,
+        },
+    );
+    assert!(matches!(refusal, Refusal::Stale { .. }), "{refusal:?}");
+    assert_eq!(
+        refused(
+            &state,
+            Command::PutPolicy {
+                doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
+                write: Write::Create,
+            }
+        ),
+        Refusal::Exists {
+            what: "policy",
+            name: "office".into()
+        }
+    );
+}
+
+#[test]
+fn subnets_are_discovered_removed_and_added() {
+    let state = office();
+    let mut found = BTreeMap::new();
+    found.insert(
+        "10.20.0.0/16".parse().unwrap(),
+        DiscoveredSubnet {
+            interface: "eth1".into(),
+            reason: "ethernet, up, IPv4 unicast".into(),
+        },
+    );
+    let (state, _) = ok(
+        &state,
+        Command::ReportDiscovered {
+            system: "office-gw".into(),
+            subnets: found,
+        },
+    );
+    let (state, _) = ok(
+        &state,
+        Command::RemoveSubnet {
+            system: "office-gw".into(),
+            subnet: "10.20.0.0/16".parse().unwrap(),
+        },
+    );
+    let (state, _) = ok(
+        &state,
+        Command::AddSubnet {
+            system: "office-gw".into(),
+            subnet: "0.0.0.0/0".parse().unwrap(),
+        },
+    );
+    let rows: Vec<(String, String, String)> = subnet_rows(&state)
+        .into_iter()
+        .map(|r| (r.subnet.to_string(), r.source, r.state))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("10.20.0.0/16".into(), "discovered".into(), "removed".into()),
+            ("0.0.0.0/0".into(), "added".into(), "served".into()),
+            ("192.168.77.0/24".into(), "added".into(), "served".into()),
+        ]
+    );
+    // Adding a removed subnet brings it back.
+    let (state, _) = ok(
+        &state,
+        Command::AddSubnet {
+            system: "office-gw".into(),
+            subnet: "10.20.0.0/16".parse().unwrap(),
+        },
+    );
+    assert!(state.systems["office-gw"]
+        .gateway
+        .as_ref()
+        .unwrap()
+        .removed
+        .is_empty());
+    // A subnet the gateway neither found nor was given (with discovery off) is not there.
+    let mut off = state.clone();
+    off.systems
+        .get_mut("office-gw")
+        .unwrap()
+        .gateway
+        .as_mut()
+        .unwrap()
+        .auto_discover = false;
+    assert!(matches!(
+        refused(
+            &off,
+            Command::RemoveSubnet {
+                system: "office-gw".into(),
+                subnet: "172.16.0.0/12".parse().unwrap()
+            }
+        ),
+        Refusal::NotFound { .. }
+    ));
+}
+
+#[test]
+fn renaming_a_gateway_carries_its_policies_along() {
+    let state = office();
+    let (state, _) = ok(
+        &state,
+        Command::PutPolicy {
+            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
+            write: Write::Create,
+        },
+    );
+    let (state, outcome) = ok(
+        &state,
+        Command::UpdateSystem {
+            name: "office-gw".into(),
+            edit: SystemEdit {
+                name: Some("menlo-gw".into()),
+                ..SystemEdit::default()
+            },
+        },
+    );
+    assert_eq!(
+        state.policies["office"].gateways,
+        vec!["menlo-gw".to_owned()]
+    );
+    assert!(state.systems.contains_key("menlo-gw"));
+    assert!(!state.systems.contains_key("office-gw"));
+    assert!(outcome
+        .changes
+        .contains(&Change::DeleteSystem("office-gw".into())));
+    // A stale edit of a system is refused.
+    let refusal = refused(
+        &state,
+        Command::UpdateSystem {
+            name: "menlo-gw".into(),
+            edit: SystemEdit {
+                enabled: Some(false),
+                version: Some(1),
+                ..SystemEdit::default()
+            },
+        },
+    );
+    assert!(matches!(refusal, Refusal::Stale { .. }), "{refusal:?}");
+}
+
+#[test]
+fn the_example_definition_imports_exports_and_imports_the_same() {
+    let text = include_str!("../../../../docs/examples/network.toml");
+    let imported = definition::import("network.toml", text, NOW).unwrap();
+    assert_eq!(imported.systems.len(), 6);
+    let (state, outcome) = ok(
+        &State::default(),
+        Command::Import(Box::new(imported.clone())),
+    );
+    assert_eq!(outcome.audit.action, "definition.import");
+    let exported = definition::render(&state);
+    let again = definition::import("exported.toml", &exported, NOW).unwrap();
+    assert_eq!(again.systems, imported.systems);
+    assert_eq!(again.policies, imported.policies);
+    assert_eq!(again.tags, imported.tags);
+    assert_eq!(again.trust_requirements, imported.trust_requirements);
+    assert_eq!(again.settings, imported.settings);
+    // Both mean the same network to the policy engine.
+    let original = enclave_policy::load("a", text).unwrap().network;
+    let round = enclave_policy::load("b", &exported).unwrap().network;
+    assert_eq!(original, round);
+}
+
+#[test]
+fn a_broken_file_is_refused_with_file_line_and_column() {
+    let text = "[[system]]\nname = \"a\"\npublic_key = \"x\"\naddress = \"100.64.0.1\"\n";
+    let diagnostics = definition::import("net.toml", text, NOW).unwrap_err();
+    assert_eq!(
+        diagnostics[0].to_string(),
+        "net.toml:3:14: error: public key of system \"a\" is not a WireGuard key\n  \
+         hint: a key is 32 bytes in base64 (44 characters), as `enclave-agent keygen` prints"
+    );
+}
+
+#[test]
+fn import_keeps_what_only_the_server_knows() {
+    let state = with_keys();
+    let (state, _) = ok(&state, enrol("manual", KEY_C, "laptop"));
+    let exported = definition::render(&state);
+    let imported = definition::import("x", &exported, NOW).unwrap();
+    let (state, _) = ok(&state, Command::Import(Box::new(imported)));
+    let laptop = &state.systems["laptop"];
+    assert_eq!(laptop.approval, Approval::Pending);
+    assert_eq!(laptop.enrolled_with.as_deref(), Some("manual"));
+    assert_eq!(state.keys.len(), 2);
+    // Exported as disabled because pending; once approved it has tunnels.
+    let (state, _) = ok(
+        &state,
+        Command::Approve {
+            name: "laptop".into(),
+        },
+    );
+    assert!(state.systems["laptop"].effective_enabled());
+}
+
+#[test]
+fn addresses_are_allocated_from_the_overlay_skipping_used_ones() {
+    let net: Ipv4Net = "10.0.0.0/30".parse().unwrap();
+    let mut used = BTreeSet::new();
+    assert_eq!(allocate(net, &used), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    used.insert(Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(allocate(net, &used), Some(Ipv4Addr::new(10, 0, 0, 2)));
+    used.insert(Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(allocate(net, &used), None);
+    // A gap is filled first.
+    let used: BTreeSet<_> = [Ipv4Addr::new(100, 64, 0, 2)].into();
+    assert_eq!(
+        allocate("100.64.0.0/10".parse().unwrap(), &used),
+        Some(Ipv4Addr::new(100, 64, 0, 1))
+    );
+}
+
+#[test]
+fn names_are_checked_and_made_unique() {
+    assert!(check_name("name", "office-gw.1").is_ok());
+    assert!(check_name("name", "").is_err());
+    assert!(check_name("name", "a b").is_err());
+    assert!(check_name("name", &"x".repeat(64)).is_err());
+    assert!(check_label("name", "users to the office").is_ok());
+    assert!(check_label("name", "bad\nname").is_err());
+    assert_eq!(unique_name(None, &BTreeMap::new()), "system");
+    assert_eq!(unique_name(Some("--"), &BTreeMap::new()), "system");
+}
+
+#[test]
+fn the_gateway_toggle_keeps_its_settings() {
+    let state = office();
+    let (state, _) = ok(
+        &state,
+        Command::SetGateway {
+            name: "office-gw".into(),
+            allowed: false,
+        },
+    );
+    let gateway = state.systems["office-gw"].gateway.clone().unwrap();
+    assert!(!gateway.allowed);
+    assert!(gateway
+        .subnets
+        .contains(&"192.168.77.0/24".parse().unwrap()));
+    let rows = subnet_rows(&state);
+    assert_eq!(rows[0].state, "gateway off");
+}
+
+#[test]
+fn pre_shared_keys_follow_a_rename_and_hold_their_systems() {
+    let text = include_str!("../../../../docs/examples/network.toml");
+    let imported = definition::import("network.toml", text, NOW).unwrap();
+    assert_eq!(imported.preshared_keys.len(), 1);
+    let (state, _) = ok(&State::default(), Command::Import(Box::new(imported)));
+    let (state, outcome) = ok(
+        &state,
+        Command::UpdateSystem {
+            name: "laptop".into(),
+            edit: SystemEdit {
+                name: Some("alice-laptop".into()),
+                ..SystemEdit::default()
+            },
+        },
+    );
+    assert_eq!(
+        state.preshared_keys[0].systems,
+        ["alice-laptop", "menlo-gw-1"]
+    );
+    assert!(outcome
+        .changes
+        .contains(&Change::PresharedKeys(state.preshared_keys.clone())));
+    let Refusal::Invalid(problems) = refused(
+        &state,
+        Command::Delete {
+            name: "alice-laptop".into(),
+        },
+    ) else {
+        panic!()
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field.starts_with("preshared_keys[0].systems")),
+        "{problems:#?}"
+    );
+}

@@ -1,0 +1,77 @@
+//! Enrolment keys and admin tokens: 256 random bits, shown once, stored as SHA-256.
+
+use base64::Engine as _;
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+
+/// Prefix of an enrolment key.
+pub const KEY_PREFIX: &str = "enk_";
+/// Prefix of an admin token.
+pub const TOKEN_PREFIX: &str = "ent_";
+
+/// A secret as made: the text shown once, its hash (stored) and its public id.
+#[derive(Clone)]
+pub struct Secret {
+    /// The secret itself: printed once, never stored, never logged.
+    pub text: String,
+    /// Hex SHA-256 of `text`.
+    pub hash: String,
+    /// The first 12 hex digits of the hash: names the secret in lists and the audit log.
+    pub id: String,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a secret with the operating system's random source.
+pub fn generate(prefix: &str) -> Secret {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let text = format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = hash(&text);
+    let id = hash[..12].to_owned();
+    Secret { text, hash, id }
+}
+
+/// Hex SHA-256 of a presented secret.
+pub fn hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal in time independent of where they differ (both are hex digests of one length).
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_256_bits_and_its_hash_names_it() {
+        let one = generate(KEY_PREFIX);
+        let two = generate(KEY_PREFIX);
+        assert_ne!(one.text, two.text);
+        assert!(one.text.starts_with(KEY_PREFIX));
+        assert_eq!(one.text.len(), KEY_PREFIX.len() + 43);
+        assert_eq!(hash(&one.text), one.hash);
+        assert_eq!(one.hash.len(), 64);
+        assert!(one.hash.starts_with(&one.id));
+        assert!(!format!("{one:?}").contains(&one.text));
+        assert!(same(&one.hash, &hash(&one.text)));
+        assert!(!same(&one.hash, &two.hash));
+    }
+}

@@ -1,0 +1,115 @@
+//! The service: the core over a store. It reads the state (cached while the store's revision
+//! is unchanged, so a second server's edits are seen on the next request), applies a command
+//! with the core, and commits; when another writer committed first, it recomputes on the new
+//! state (the command is re-judged, never blindly written over the other's edit).
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::core::{self, Command, Ctx, Outcome, Refusal};
+use crate::model::{AuditEntry, State};
+use crate::store::{self, Store};
+
+/// How often a command is recomputed after losing a race to another writer.
+const ATTEMPTS: usize = 8;
+
+/// Errors of the service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The core refused the command; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The store failed; nothing changed.
+    #[error("the store failed")]
+    Store(#[source] store::Error),
+    /// Other writers kept committing first.
+    #[error("the network kept changing under this edit ({ATTEMPTS} attempts); try again")]
+    Busy,
+}
+
+/// The result type of the service.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The core over a store.
+#[derive(Debug)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    cache: Mutex<Option<Arc<State>>>,
+    writer: Mutex<()>,
+}
+
+impl Service {
+    /// A service over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cache: Mutex::new(None),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current state.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn state(&self) -> Result<Arc<State>> {
+        let revision = self.store.revision().await.map_err(Error::Store)?;
+        let mut cache = self.cache.lock().await;
+        if let Some(state) = cache.as_ref().filter(|s| s.revision == revision) {
+            return Ok(Arc::clone(state));
+        }
+        let state = Arc::new(self.store.load().await.map_err(Error::Store)?);
+        *cache = Some(Arc::clone(&state));
+        Ok(state)
+    }
+
+    /// Applies `command` and commits it.
+    ///
+    /// # Errors
+    /// Refused by the core, the store failed, or other writers kept winning.
+    pub async fn execute(&self, command: Command, ctx: &Ctx) -> Result<Outcome> {
+        // One writer at a time in this process; other processes are caught by the revision.
+        let _writer = self.writer.lock().await;
+        for _ in 0..ATTEMPTS {
+            let state = self.state().await?;
+            let outcome = core::apply(&state, command.clone(), ctx)?;
+            let audit = [outcome.audit.clone()];
+            match self
+                .store
+                .commit(state.revision, &outcome.changes, &audit)
+                .await
+            {
+                Ok(()) => {
+                    *self.cache.lock().await = Some(Arc::new(outcome.next.clone()));
+                    tracing::info!(
+                        actor = %outcome.audit.actor,
+                        action = %outcome.audit.action,
+                        target = %outcome.audit.target,
+                        revision = outcome.audit.revision,
+                        "committed"
+                    );
+                    return Ok(outcome);
+                }
+                Err(store::Error::Conflict { base }) => {
+                    tracing::debug!(base, "another writer committed first; recomputing");
+                }
+                Err(other) => return Err(Error::Store(other)),
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    /// Audit entries after `after`.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.store.audit(after, limit).await.map_err(Error::Store)
+    }
+}

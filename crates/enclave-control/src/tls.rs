@@ -1,0 +1,346 @@
+//! The server's TLS identity: a certificate given by the administrator, or a self-signed one
+//! made on first start and kept (so its fingerprint stays the same across restarts); and the
+//! client side, which pins the server by the SHA-256 fingerprint of its certificate (or trusts
+//! a CA file).
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+/// Errors of the TLS set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{}: {what}", .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What we were doing.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file holds no certificate or key, or a broken one.
+    #[error("{}: {what}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// Making the self-signed certificate failed.
+    #[error("could not make a self-signed certificate")]
+    Generate(#[source] rcgen::Error),
+    /// rustls refused the certificate and key.
+    #[error("the certificate and key do not make a TLS configuration")]
+    Config(#[source] rustls::Error),
+    /// A fingerprint that is not 32 hex bytes.
+    #[error("{0:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")]
+    Fingerprint(String),
+}
+
+/// The result type of this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The crypto provider we use everywhere (ring: no C toolchain beyond cc, well kept).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// A certificate chain and its key, with the leaf's fingerprint.
+#[derive(Debug)]
+pub struct Identity {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf, as `AB:CD:…` (what `openssl x509 -fingerprint -sha256` prints).
+    pub fingerprint: String,
+    /// Whether it was made just now.
+    pub generated: bool,
+}
+
+/// `AB:CD:…` of a DER certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A fingerprint as 32 bytes, from hex with or without colons, any case, an optional
+/// `sha256:` prefix.
+///
+/// # Errors
+/// [`Error::Fingerprint`].
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
+    let clean: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let bad = || Error::Fingerprint(text.to_owned());
+    if clean.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(clean.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|source| Error::File {
+        path: path.to_owned(),
+        what: "cannot read",
+        source,
+    })
+}
+
+/// Loads a PEM certificate chain and key.
+///
+/// # Errors
+/// A file is missing or holds no usable PEM.
+pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
+    let pem_error = |path: &Path, what: &str| Error::Pem {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| pem_error(cert, &format!("not a PEM certificate chain: {e}")))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| pem_error(cert, "holds no certificate"))?;
+    let fingerprint = fingerprint(leaf);
+    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+        .map_err(|e| pem_error(key, &format!("not a PEM private key: {e}")))?;
+    Ok(Identity {
+        chain,
+        key,
+        fingerprint,
+        generated: false,
+    })
+}
+
+/// The certificate in `dir` (`tls.crt`, `tls.key`), made self-signed for `names` if missing.
+/// The key file is written with mode 0600.
+///
+/// # Errors
+/// The directory cannot be written, or the files are broken.
+pub fn self_signed(dir: &Path, names: &[String]) -> Result<Identity> {
+    let cert_path = dir.join("tls.crt");
+    let key_path = dir.join("tls.key");
+    if cert_path.exists() && key_path.exists() {
+        return load(&cert_path, &key_path);
+    }
+    let made = rcgen::generate_simple_self_signed(names.to_vec()).map_err(Error::Generate)?;
+    fs::create_dir_all(dir).map_err(|source| Error::File {
+        path: dir.to_owned(),
+        what: "cannot create the directory",
+        source,
+    })?;
+    write_file(
+        &key_path,
+        made.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    write_file(&cert_path, made.cert.pem().as_bytes(), 0o644)?;
+    let mut identity = load(&cert_path, &key_path)?;
+    identity.generated = true;
+    Ok(identity)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let file_error = |source| Error::File {
+        path: path.to_owned(),
+        what: "cannot write",
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(file_error)?;
+    file.write_all(bytes).map_err(file_error)?;
+    file.sync_all().map_err(file_error)
+}
+
+/// The server's rustls configuration (HTTP/1.1).
+///
+/// # Errors
+/// rustls refused the certificate or key.
+pub fn server_config(identity: Identity) -> Result<Arc<rustls::ServerConfig>> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(Error::Config)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is pinned; its handshake signatures
+/// are still verified.
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if seen == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the server's certificate has fingerprint {}, not the pinned one",
+                fingerprint(end_entity)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// How the client trusts the server.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The SHA-256 fingerprint of its certificate.
+    Fingerprint([u8; 32]),
+    /// A CA certificate file (PEM).
+    Ca(PathBuf),
+}
+
+/// The client's rustls configuration.
+///
+/// # Errors
+/// The CA file is unreadable or holds no certificate.
+pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)?;
+    let config = match trust {
+        Trust::Fingerprint(fingerprint) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Pinned {
+                fingerprint: *fingerprint,
+                provider,
+            }))
+            .with_no_client_auth(),
+        Trust::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(path)?) {
+                let cert = cert.map_err(|e| Error::Pem {
+                    path: path.clone(),
+                    what: format!("not a PEM certificate: {e}"),
+                })?;
+                roots.add(cert).map_err(Error::Config)?;
+            }
+            if roots.is_empty() {
+                return Err(Error::Pem {
+                    path: path.clone(),
+                    what: "holds no certificate".into(),
+                });
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_the_forms_people_paste() {
+        let colons = "AB:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
+            [0xab; 32]
+        );
+        assert!(parse_fingerprint("AB:CD").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn the_self_signed_certificate_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("enclave-tls-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let first = self_signed(&dir, &["localhost".into()]).unwrap();
+        assert!(first.generated);
+        let mode = fs::metadata(dir.join("tls.key")).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let again = self_signed(&dir, &["localhost".into()]).unwrap();
+        assert!(!again.generated);
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert_eq!(first.fingerprint, fingerprint(&again.chain[0]));
+        server_config(again).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
