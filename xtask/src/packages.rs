@@ -20,6 +20,8 @@ pub const PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "util-linux",
+    // The control server's PostgreSQL scenarios start a throwaway cluster with its initdb/pg_ctl.
+    "postgresql",
 ];
 
 fn installed(package: &str) -> bool {
