@@ -29,7 +29,7 @@ use ipnet::Ipv4Net;
 use self::dataplane::Dataplane;
 
 pub use control_socket::query_status;
-pub use report::describe;
+pub use report::{describe, Internet};
 
 use crate::config::{read_private_key, AgentConfig};
 use crate::control::{Message, CONTROL_PORT};
