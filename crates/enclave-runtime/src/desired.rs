@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
-use enclave_policy::{Direction, Evaluation, View};
+use enclave_policy::{Direction, Evaluation, Exclusion, View};
 use ipnet::Ipv4Net;
 
 use crate::control::CONTROL_PORT;
@@ -114,7 +114,7 @@ pub fn desired(
         }
     }
     let routed: BTreeSet<Ipv4Net> = active.keys().copied().collect();
-    let default_route = routed.iter().any(|net| net.prefix_len() == 0);
+    let default_route = wants_default_route(view);
     let routes = routed
         .into_iter()
         .filter(|net| net.prefix_len() != 0)
@@ -130,6 +130,43 @@ pub fn desired(
         default_route,
         nat,
     }
+}
+
+/// Whether the host wants a default route through the tunnel: whenever the view grants one,
+/// whether or not a gateway for it is active now, and whether or not the grant passes its trust
+/// requirements now. It fails closed:
+///
+/// - with no active gateway (at start, before the first acknowledgement, or in a failover gap
+///   with no gateway left), the route through the tunnel leads to no peer and the route
+///   manager's kill switch stays in place: the traffic is dropped, never sent in clear;
+/// - with the grant suspended (outside its active hours, from an address its trust
+///   requirements refuse), the gateways acknowledge no default route and the same holds: the
+///   sender gets no Internet rather than the Internet in clear, from exactly the places the
+///   administrator did not trust. Only a view that no longer grants the default route (the
+///   policy edited or removed, the system disabled) lifts it, as a clean stop does.
+pub fn wants_default_route(view: &View) -> bool {
+    view.enabled && view.routes.keys().any(|net| net.prefix_len() == 0)
+}
+
+/// The view a gateway applies: `compiled` with the host's own interface addresses
+/// (`addresses`: address → interface, every IPv4 address of every interface, the egress and
+/// SNAT ones included) left out of the default routes it serves, each as a /32. Connected
+/// subnets stay: a default route reaches the Internet hosts beside the gateway, not the gateway.
+///
+/// Always built from the view as compiled, never from a previous result: an address that
+/// disappears from the host stops being excluded, and a reloaded definition that did not change
+/// compares equal to the one in force.
+pub fn with_own_addresses(compiled: &View, addresses: &BTreeMap<Ipv4Addr, String>) -> View {
+    let mut view = compiled.clone();
+    view.exclude_from_default_route(addresses.iter().map(|(address, interface)| {
+        (
+            Ipv4Net::from(*address),
+            Exclusion::GatewayAddress {
+                interface: interface.clone(),
+            },
+        )
+    }));
+    view
 }
 
 /// The control protocol may always flow between peers that policy connects: probes one way,
@@ -337,8 +374,12 @@ mod tests {
         assert!(d.peers["menlo-gw-2"].allowed_ips.contains(&lan));
         assert!(!d.peers["menlo-gw-1"].allowed_ips.contains(&lan));
         assert_eq!(d.routes, BTreeSet::from([lan]));
-        assert!(!d.default_route);
         assert!(d.nat.is_none(), "a sender has no NAT");
+        // The view grants the laptop a default route (through egress-gw): wanted although no
+        // gateway for it is active, so the kill switch stays; no peer carries it.
+        assert!(d.default_route);
+        let internet: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+        assert!(d.peers.values().all(|p| !p.allowed_ips.contains(&internet)));
 
         let none = desired(&view, "enclave0", &BTreeMap::new(), &eval, &BTreeMap::new());
         assert!(none.routes.is_empty(), "no route without an active gateway");
@@ -346,13 +387,119 @@ mod tests {
     }
 
     #[test]
-    fn the_default_route_is_wanted_when_its_gateway_is_active() {
+    fn the_default_route_is_wanted_while_the_view_grants_it() {
+        let internet: Ipv4Net = "0.0.0.0/0".parse().unwrap();
         let view = view("laptop");
         let eval = evaluate(&view, &Facts::default(), office_hours());
-        let active = BTreeMap::from([("0.0.0.0/0".parse().unwrap(), "egress-gw".to_owned())]);
+        let active = BTreeMap::from([(internet, "egress-gw".to_owned())]);
         let d = desired(&view, "enclave0", &active, &eval, &BTreeMap::new());
         assert!(d.default_route);
         assert!(d.routes.is_empty());
+        assert!(d.peers["egress-gw"].allowed_ips.contains(&internet));
+
+        // At start and in a failover gap (no gateway active): still wanted, carried by no peer.
+        let gap = desired(&view, "enclave0", &BTreeMap::new(), &eval, &BTreeMap::new());
+        assert!(gap.default_route, "the kill switch was lifted in a gap");
+        assert!(gap
+            .peers
+            .values()
+            .all(|p| !p.allowed_ips.contains(&internet)));
+
+        // A suspended grant (outside the policy's active hours) keeps it too: fails closed.
+        let hours = EXAMPLE.replace(
+            "gateways = [\"egress-gw\"]\n",
+            "gateways = [\"egress-gw\"]\nactive_hours = { days = [\"mon\"], hours = [\"07:00-08:00\"], zone = \"UTC\" }\n",
+        );
+        assert_ne!(hours, EXAMPLE);
+        let loaded = load("network.toml", &hours).expect("the edited example is valid");
+        let view = compile(&loaded.network, "laptop").unwrap();
+        let night = evaluate(&view, &Facts::default(), office_hours());
+        assert!(
+            !night.is_active("egress-gw", Direction::Outbound, "users to the Internet"),
+            "the grant should be suspended at this hour"
+        );
+        let d = desired(
+            &view,
+            "enclave0",
+            &BTreeMap::new(),
+            &night,
+            &BTreeMap::new(),
+        );
+        assert!(d.default_route, "a suspended grant lifted the kill switch");
+
+        // A view without the grant (the policy removed) or a disabled system: not wanted.
+        let mut without = view.clone();
+        without.routes.remove(&internet);
+        assert!(
+            !desired(
+                &without,
+                "enclave0",
+                &BTreeMap::new(),
+                &night,
+                &BTreeMap::new()
+            )
+            .default_route
+        );
+        let mut disabled = view;
+        disabled.enabled = false;
+        assert!(
+            !desired(
+                &disabled,
+                "enclave0",
+                &BTreeMap::new(),
+                &night,
+                &BTreeMap::new()
+            )
+            .default_route
+        );
+    }
+
+    #[test]
+    fn a_gateways_own_addresses_leave_its_default_route_and_come_back() {
+        let compiled = view("egress-gw");
+        let own: Ipv4Addr = "203.0.113.4".parse().unwrap();
+        let beside: Ipv4Addr = "203.0.113.9".parse().unwrap();
+        let granted = |view: &View, addr: Ipv4Addr| {
+            let rules = &view.peers["laptop"].inbound["users to the Internet"].rules;
+            let forward = &view.gateway.as_ref().unwrap().forward["users to the Internet"];
+            let by_rule = rules
+                .iter()
+                .any(|r| r.destinations.iter().any(|d| d.contains(addr)));
+            let by_forward = forward.destinations.iter().any(|d| d.contains(addr));
+            assert_eq!(
+                by_rule, by_forward,
+                "the filter and the forward rule disagree on {addr}"
+            );
+            by_rule
+        };
+        assert!(
+            granted(&compiled, own),
+            "as compiled the gateway's address is granted"
+        );
+
+        let addresses = BTreeMap::from([(own, "eth0".to_owned())]);
+        let view = with_own_addresses(&compiled, &addresses);
+        assert!(
+            !granted(&view, own),
+            "the gateway's own address is still granted"
+        );
+        assert!(
+            granted(&view, beside),
+            "its connected neighbours must stay granted"
+        );
+        assert_eq!(
+            view.gateway.as_ref().unwrap().default_route_excludes[&Ipv4Net::from(own)],
+            Exclusion::GatewayAddress {
+                interface: "eth0".into()
+            }
+        );
+        // The same definition reloaded and the same addresses: the same view, nothing to apply.
+        assert_eq!(with_own_addresses(&compiled, &addresses), view);
+        // The address gone from the host: granted again (built from the compiled view).
+        assert_eq!(with_own_addresses(&compiled, &BTreeMap::new()), compiled);
+        // On a sender it changes nothing.
+        let laptop = self::view("laptop");
+        assert_eq!(with_own_addresses(&laptop, &addresses), laptop);
     }
 
     #[test]

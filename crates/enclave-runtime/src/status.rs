@@ -2,6 +2,7 @@
 //! routed subnet uses and why. A plain value, serialised as JSON over the control socket and
 //! rendered as text by [`render`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use ipnet::Ipv4Net;
@@ -30,6 +31,11 @@ pub struct Status {
     /// applied, so a tool can wait for it instead of sleeping.
     #[serde(default)]
     pub definition_generation: u64,
+    /// On a gateway that serves a default route: what that route leaves out (it means the
+    /// Internet), each range with why, this gateway's own interface addresses included. The
+    /// text form of `status` says it in short beside the ACLs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_route_excludes: BTreeMap<Ipv4Net, String>,
 }
 
 /// One peer, as the seed guide's status block shows it.
@@ -62,7 +68,12 @@ pub struct PeerStatus {
     /// Packets dropped on this peer's account, by reason (`wg:replay`, `filter:no-rule`…);
     /// only non-zero reasons.
     #[serde(default)]
-    pub drops: std::collections::BTreeMap<String, u64>,
+    pub drops: BTreeMap<String, u64>,
+    /// When this peer is a candidate gateway for our default route: what that route leaves out,
+    /// each range with why (as the definition says; the gateway also leaves out its own
+    /// interface addresses, which only it knows).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_route_excludes: BTreeMap<Ipv4Net, String>,
 }
 
 /// One subnet a peer is a gateway for.
@@ -201,6 +212,7 @@ mod tests {
                     "allow [any] from local -> peer".into(),
                 ],
                 drops: [("filter:no-rule".to_owned(), 3)].into(),
+                default_route_excludes: BTreeMap::new(),
             }],
             routes: vec![RouteStatus {
                 subnet: "192.168.77.0/24".parse().unwrap(),
@@ -209,6 +221,7 @@ mod tests {
             }],
             warnings: vec![],
             definition_generation: 1,
+            default_route_excludes: BTreeMap::new(),
         };
         let expected = "\
 System: laptop (100.64.0.10 on enclave0)

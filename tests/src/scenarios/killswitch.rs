@@ -1,7 +1,8 @@
 //! The sender's kill switch end to end, with our agents: a laptop whose Internet traffic goes
 //! through a default-route gateway sends nothing in clear after its agent is killed with
 //! SIGKILL, keeps its own LAN, gets the Internet back through the tunnel when the agent is
-//! restarted, and in clear again only after a clean stop (the user turned the VPN off).
+//! restarted (and sends nothing in clear while it starts), and in clear again only after a
+//! clean stop (the user turned the VPN off).
 //!
 //! ```text
 //!   internet (198.51.100.77 on lo) ── eth0 203.0.113.10 ─── gw1 eth1 203.0.113.1 (egress, SNAT)
@@ -15,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use enclave_netns::{wait_until, EchoServer, Netns, TopologySpec};
+use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
 use crate::office::{definition, Office, GW_UNDERLAY, LAN};
@@ -182,9 +183,43 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
         "the rules must stay after the crash"
     );
 
-    // 3. Restart: the Internet through the tunnel again, nothing duplicated.
+    // 3. Restart: the Internet through the tunnel again, nothing duplicated, and nothing in
+    // clear across the restart window either. A ping every 10 ms from the laptop's home
+    // address runs from before the start until the tunnel carries the Internet again; its
+    // source keeps ping going while the kill switch refuses it (without one it would stop at
+    // its first "no route"), and a capture on the home link watches all of it. (An agent that
+    // asked for the default route only once a gateway answered lifted the kill switch from its
+    // first reconcile until then, about 0.1 s: a few of these pings left in clear.)
+    let watch = Capture::start(office.ns("sender"), "eth1", INTERNET_HOST)?;
+    let mut pings = office.ns("sender").spawn(
+        "restart-window-pings",
+        &["ping", "-n", "-i", "0.01", "-I", LAPTOP_HOME, INTERNET_HOST],
+        SpawnOpts::default(),
+    )?;
+    ensure!(pings.is_running(), "ping did not start:\n{}", pings.log());
     office.start_agent("sender", Default::default())?;
     internet_through_tunnel(&office, &echo)?;
+    ensure!(
+        pings.is_running(),
+        "the pings stopped before the tunnel was back; they watched only part of the restart:\n{}",
+        pings.log()
+    );
+    // SIGINT (to its PID): ping prints what it sent (the sends the kill switch refused are
+    // not counted).
+    office
+        .ns("sender")
+        .exec(&["kill", "-INT", &pings.pid().to_string()])?;
+    pings.wait_for_log("packets transmitted", Duration::from_secs(3))?;
+    let (captured, log) = watch.finish()?;
+    let sent = pings.log();
+    ensure!(
+        sent.contains(" packets transmitted") && !sent.contains("\n0 packets transmitted"),
+        "the pings across the restart sent nothing:\n{sent}"
+    );
+    ensure!(
+        captured == 0,
+        "{captured} packets to the Internet host left in clear on eth1 while the agent restarted:\n{log}"
+    );
     let routes = ours(office.ns("sender"))?;
     ensure!(
         routes.iter().filter(|l| is_kill_switch(l)).count() == 1

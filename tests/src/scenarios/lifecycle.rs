@@ -285,6 +285,101 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         unmarked.contains("dev enclave0"),
         "Internet traffic goes {unmarked}"
     );
+    the_gateway_is_not_the_internet(&office)?;
+    Ok(())
+}
+
+/// Whether one probe from the laptop out of its tunnel (`ping -I enclave0`) reaches `dst`:
+/// `Err` when the probe could not run at all.
+fn tunnel_ping(office: &Office<'_>, dst: &str) -> anyhow::Result<bool> {
+    let out = office.ns("sender").exec_output(&[
+        "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "-I", "enclave0", dst,
+    ])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("2 packets transmitted"),
+        "ping -I enclave0 {dst} did not run:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.status.success())
+}
+
+/// A default route means the Internet, not the gateway: through the tunnel, the laptop reaches
+/// the Internet host beside the gateway's egress address (its connected subnet), never the
+/// gateway's own addresses: the egress address on that same subnet, its LAN and underlay
+/// addresses, nor an address added to one of its interfaces while it runs. Its status says
+/// what the default route leaves out, in short, and in full with `--json`.
+fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
+    let sender = office.ns("sender");
+    let gw = office.ns("gw1");
+    let _service = gw.echo_server(8080)?;
+    // Positive controls: the same probes reach the Internet host through the tunnel.
+    ensure!(
+        tunnel_ping(office, INTERNET_HOST)?,
+        "ping -I enclave0 {INTERNET_HOST} went unanswered"
+    );
+    let _internet_service = office.ns("internet").echo_server(8080)?;
+    sender
+        .tcp_connect(
+            format!("{INTERNET_HOST}:8080").parse()?,
+            Duration::from_secs(2),
+        )
+        .context("TCP to the Internet host through the tunnel")?;
+    for own in [GW_EGRESS, GW_LAN[0], GW_UNDERLAY[0]] {
+        ensure!(
+            !tunnel_ping(office, own)?,
+            "the laptop pinged the gateway's own address {own} through its default route"
+        );
+    }
+    // TCP follows the laptop's routes: the underlay address is on its own link (direct, by
+    // design), the others only through the tunnel.
+    for own in [GW_EGRESS, GW_LAN[0]] {
+        let route = sender.exec(&["ip", "route", "get", own])?;
+        ensure!(route.contains("dev enclave0"), "{own} is routed {route}");
+        ensure!(
+            sender
+                .tcp_connect(format!("{own}:8080").parse()?, Duration::from_secs(1))
+                .is_err(),
+            "the laptop opened a connection to the gateway's own address {own}:8080 through \
+             its default route"
+        );
+    }
+    // An address added to the gateway while it runs (a public service address on its LAN
+    // interface) leaves the default route within a discovery round (250 ms).
+    const ADDED: &str = "198.51.100.1";
+    gw.exec(&["ip", "addr", "add", &format!("{ADDED}/32"), "dev", "lan0"])?;
+    office.until_reach(ADDED, false, Duration::from_secs(3))?;
+    ensure!(
+        !tunnel_ping(office, ADDED)? && tunnel_ping(office, INTERNET_HOST)?,
+        "the gateway's added address {ADDED} answers through the default route, or the \
+         Internet host does not"
+    );
+
+    let status = office.status("gw1");
+    ensure!(
+        status.contains(
+            "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
+             link-local and other special-use ranges; this gateway's own addresses)"
+        ),
+        "the gateway's status does not say what its default route grants:\n{status}"
+    );
+    let json = office
+        .status_json("gw1")
+        .context("the gateway's status --json")?;
+    let excludes = &json["default_route_excludes"];
+    for own in [GW_EGRESS, ADDED] {
+        ensure!(
+            excludes[format!("{own}/32")]
+                .as_str()
+                .is_some_and(|why| why.contains("the gateway's own address")),
+            "status --json of the gateway does not list {own}/32 as its own address:\n{excludes}"
+        );
+    }
+    let status = office.status("sender");
+    ensure!(
+        status.contains("allow [any] from local -> 0.0.0.0/0, the Internet only (not: "),
+        "the laptop's status does not say what its default route grants:\n{status}"
+    );
     Ok(())
 }
 

@@ -16,12 +16,26 @@ use crate::desired::Egress;
 /// nothing is sent).
 const DEFAULT_ROUTE_PROBE: Ipv4Addr = Ipv4Addr::new(1, 1, 1, 1);
 
-/// The subnets served now, or why discovery failed.
+/// Every IPv4 address of every interface of the host (taken by discovery or not: the egress and
+/// SNAT addresses, the underlay, loopback, a dummy interface's service address…), with the
+/// interface that holds it. A default route must reach none of them (see
+/// [`crate::desired::with_own_addresses`]).
+pub fn own_addresses(discovery: &Discovery) -> BTreeMap<Ipv4Addr, String> {
+    let mut out = BTreeMap::new();
+    for report in &discovery.interfaces {
+        for offer in &report.addresses {
+            out.entry(offer.address)
+                .or_insert_with(|| report.interface.clone());
+        }
+    }
+    out
+}
+
+/// The subnets served now, from `discovery`, or why a reachability lookup failed.
 pub fn served(
     gateway: &GatewayView,
-    tunnel: &str,
+    discovery: &Discovery,
 ) -> Result<BTreeMap<Ipv4Net, Egress>, enclave_discovery::Error> {
-    let discovery = enclave_discovery::discover(Some(tunnel))?;
     let connected = discovery.subnets();
     let mut out = BTreeMap::new();
     for (subnet, source) in &gateway.subnets {
@@ -31,18 +45,18 @@ pub fn served(
         let egress = match source {
             SubnetSource::Discovery => connected
                 .get(subnet)
-                .and_then(|interface| egress_of(&discovery, interface, Some(*subnet))),
+                .and_then(|interface| egress_of(discovery, interface, Some(*subnet))),
             SubnetSource::Manual => {
                 let probe = if subnet.prefix_len() == 0 {
                     Ipv4Net::from(DEFAULT_ROUTE_PROBE)
                 } else {
                     *subnet
                 };
-                enclave_discovery::reachability(&discovery, &[probe])?
+                enclave_discovery::reachability(discovery, &[probe])?
                     .into_iter()
                     .find(|r| r.reachable)
                     .and_then(|r| r.interface)
-                    .and_then(|interface| egress_of(&discovery, &interface, Some(*subnet)))
+                    .and_then(|interface| egress_of(discovery, &interface, Some(*subnet)))
             }
         };
         if let Some(egress) = egress {

@@ -16,7 +16,7 @@ mod report;
 mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,7 @@ use ipnet::Ipv4Net;
 use self::dataplane::Dataplane;
 
 pub use control_socket::query_status;
-pub use report::describe;
+pub use report::{describe, Internet};
 
 use crate::config::{read_private_key, AgentConfig};
 use crate::control::{Message, CONTROL_PORT};
@@ -198,6 +198,8 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
 
     let mut agent = Agent {
         selector: Selector::with_first_probe_id(random_u64()),
+        compiled: view.clone(),
+        addresses: BTreeMap::new(),
         evaluation: Evaluation { grants: Vec::new() },
         definition_stamp: file_stamp(&config.network_file),
         public_key,
@@ -232,7 +234,14 @@ struct Agent {
     config: AgentConfig,
     role: Role,
     public_key: String,
+    /// The view as compiled from the definition in force.
+    compiled: View,
+    /// The view applied: `compiled`, and on a gateway its own interface addresses left out of
+    /// the default routes it serves ([`crate::desired::with_own_addresses`]).
     view: View,
+    /// This host's IPv4 interface addresses and their interfaces, as last discovered (on a
+    /// system whose view makes it a gateway).
+    addresses: BTreeMap<Ipv4Addr, String>,
     definition_stamp: Option<(SystemTime, u64)>,
     tunnel: Option<Dataplane>,
     routes: enclave_route::RouteManager,
@@ -293,7 +302,7 @@ impl Agent {
             if now >= next_watch {
                 next_watch = now + WATCH_EVERY;
             }
-            if self.acts_as_gateway() && now >= next_discover {
+            if self.view.gateway.is_some() && now >= next_discover {
                 next_discover = now + DISCOVER_EVERY;
                 dirty |= self.discover();
             }
@@ -378,7 +387,7 @@ impl Agent {
                 }
                 self.warnings = warnings;
                 self.definition_generation += 1;
-                if view == self.view {
+                if view == self.compiled {
                     // Nothing to apply: in force as it is.
                     if self.applied.is_some() && self.failed.is_empty() {
                         self.applied_generation = self.definition_generation;
@@ -386,7 +395,8 @@ impl Agent {
                     return false;
                 }
                 tracing::info!(file = %self.config.network_file.display(), "network definition reloaded");
-                self.view = view;
+                self.view = crate::desired::with_own_addresses(&view, &self.addresses);
+                self.compiled = view;
                 self.selector.set_plan(plan(&self.view), now);
                 true
             }
@@ -399,21 +409,44 @@ impl Agent {
         }
     }
 
-    /// Finds what this gateway serves now. Returns whether it changed.
+    /// Looks at this host's interfaces again: its own addresses (left out of the default routes
+    /// it serves, whichever binary runs it: the tunnel's filter guards the host's own addresses
+    /// too) and, acting as a gateway, the subnets it serves now. Returns whether either changed.
     fn discover(&mut self) -> bool {
-        let Some(gateway) = &self.view.gateway else {
+        if self.view.gateway.is_none() {
             return false;
+        }
+        let discovery = match enclave_discovery::discover(Some(&self.config.interface)) {
+            Ok(discovery) => discovery,
+            Err(err) => {
+                tracing::warn!(error = %err, "discovery failed; keeping the subnets served and the addresses excluded so far");
+                return false;
+            }
         };
-        match gateway::served(gateway, &self.config.interface) {
+        let mut changed = false;
+        let addresses = gateway::own_addresses(&discovery);
+        if addresses != self.addresses {
+            tracing::debug!(addresses = ?addresses.keys().collect::<Vec<_>>(), "this host's own addresses, left out of any default route it serves");
+            self.addresses = addresses;
+            self.view = crate::desired::with_own_addresses(&self.compiled, &self.addresses);
+            changed = true;
+        }
+        if !self.acts_as_gateway() {
+            return changed;
+        }
+        let Some(gateway) = &self.view.gateway else {
+            return changed;
+        };
+        match gateway::served(gateway, &discovery) {
             Ok(served) if served != self.served => {
                 tracing::info!(subnets = ?served.keys().collect::<Vec<_>>(), "serving");
                 self.served = served;
                 true
             }
-            Ok(_) => false,
+            Ok(_) => changed,
             Err(err) => {
                 tracing::warn!(error = %err, "discovery failed; keeping the subnets served so far");
-                false
+                changed
             }
         }
     }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
-use enclave_policy::{Evaluation, GrantOutcome, View};
+use enclave_policy::{Evaluation, Exclusion, GrantOutcome, View};
 use ipnet::Ipv4Net;
 
 use crate::desired::CONTROL_LABEL;
@@ -81,12 +81,32 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
                         _ => None,
                     }
                 });
+                // A default route's grant means the Internet: its destinations are 0.0.0.0/0
+                // minus the gateway's exclusions, written short. On a sender the gateway is the
+                // peer (its exclusions as the definition gives them); on a gateway it is us
+                // (with our own interface addresses added).
+                let internet = grant.default_route.then_some(match &view.gateway {
+                    Some(gateway) if from_peer => Internet {
+                        excludes: &gateway.default_route_excludes,
+                        gateway: "this gateway",
+                    },
+                    _ => Internet {
+                        excludes: &peer.default_route_excludes,
+                        gateway: name.as_str(),
+                    },
+                });
                 for rule in grant
                     .rules
                     .iter()
                     .filter(|r| r.label.as_deref() != Some(CONTROL_LABEL))
                 {
-                    let text = describe(rule, from_peer, view.address, peer.address, view.overlay);
+                    let text = describe(
+                        rule,
+                        from_peer,
+                        view.address,
+                        peer.address,
+                        internet.as_ref(),
+                    );
                     acls.push(match &suspended {
                         Some(reason) => format!("{text} (suspended: {reason})"),
                         None => text,
@@ -124,6 +144,7 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
                 .collect(),
             acls,
             drops: counters.drops.clone(),
+            default_route_excludes: excluded(&peer.default_route_excludes),
         });
     }
     let routes = routes
@@ -132,6 +153,11 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
             subnet,
             gateway: state.active.clone(),
             reason: match &state.reason {
+                Reason::NoGateway if subnet.prefix_len() == 0 => format!(
+                    "no gateway up that advertises it (candidates: {}); the kill switch holds \
+                     its traffic back, none goes out in clear",
+                    state.candidates.join(", ")
+                ),
                 Reason::NoGateway => format!(
                     "no gateway up that advertises it (candidates: {})",
                     state.candidates.join(", ")
@@ -157,16 +183,72 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
         routes,
         warnings: inputs.warnings.clone(),
         definition_generation: inputs.definition_generation,
+        default_route_excludes: view
+            .gateway
+            .as_ref()
+            .filter(|_| inputs.served.iter().any(|net| net.prefix_len() == 0))
+            .map(|gateway| excluded(&gateway.default_route_excludes))
+            .unwrap_or_default(),
     }
 }
 
-/// One allow rule in the guide's words: `allow [icmp] from peer -> local`.
+/// Exclusions of a default route, each with its reason in words, for `status --json`.
+fn excluded(excludes: &BTreeMap<Ipv4Net, Exclusion>) -> BTreeMap<Ipv4Net, String> {
+    excludes
+        .iter()
+        .map(|(net, why)| (*net, why.describe(*net)))
+        .collect()
+}
+
+/// What a default route's grant leaves out, for [`describe`].
+#[derive(Debug, Clone, Copy)]
+pub struct Internet<'a> {
+    /// The exclusions (see [`enclave_policy::GatewayView::default_route_excludes`]).
+    pub excludes: &'a BTreeMap<Ipv4Net, Exclusion>,
+    /// The gateway, as the text names it ("this gateway", or the peer's name).
+    pub gateway: &'a str,
+}
+
+impl Internet<'_> {
+    /// `0.0.0.0/0, the Internet only (not: the overlay; private, link-local and other
+    /// special-use ranges; this gateway's own addresses)`: the kinds of exclusion present,
+    /// never the dozens of CIDRs they leave (`status --json` lists the exclusions whole).
+    fn summary(&self) -> String {
+        let has = |f: fn(&Exclusion) -> bool| self.excludes.values().any(f);
+        let mut not = Vec::new();
+        if has(|e| matches!(e, Exclusion::Overlay)) {
+            not.push("the overlay".to_owned());
+        }
+        if has(|e| matches!(e, Exclusion::NotTheInternet { .. })) {
+            not.push("private, link-local and other special-use ranges".to_owned());
+        }
+        let subnets = has(|e| {
+            matches!(
+                e,
+                Exclusion::GatewaySubnet { .. } | Exclusion::RemovedSubnet { .. }
+            )
+        });
+        let addresses = has(|e| matches!(e, Exclusion::GatewayAddress { .. }));
+        let gateway = self.gateway;
+        match (subnets, addresses) {
+            (true, true) => not.push(format!("{gateway}'s other subnets and own addresses")),
+            (true, false) => not.push(format!("{gateway}'s other subnets")),
+            (false, true) => not.push(format!("{gateway}'s own addresses")),
+            (false, false) => {}
+        }
+        format!("0.0.0.0/0, the Internet only (not: {})", not.join("; "))
+    }
+}
+
+/// One allow rule in the guide's words: `allow [icmp] from peer -> local`. `internet` is given
+/// for a rule of a default route's grant: destinations that are the whole Internet (0.0.0.0/0
+/// minus its exclusions) are written short, with what the policy grants besides.
 pub fn describe(
     rule: &AllowRule,
     from_peer: bool,
     local: Ipv4Addr,
     peer: Ipv4Addr,
-    overlay: Ipv4Net,
+    internet: Option<&Internet<'_>>,
 ) -> String {
     let mut what = match rule.protocol {
         Protocol::Any => "any".to_owned(),
@@ -184,14 +266,7 @@ pub fn describe(
     if let Some(label) = &rule.label {
         what.push_str(&format!(" {label}"));
     }
-    let side = |entries: &[AddrEntry], me: Ipv4Addr, name: &str| -> String {
-        if entries == [AddrEntry::Net(Ipv4Net::from(me))] {
-            return name.to_owned();
-        }
-        if is_all_but(entries, overlay) {
-            // A default route's grant: everything but the overlay, as many CIDRs.
-            return format!("0.0.0.0/0 except {overlay}");
-        }
+    let list = |entries: &[AddrEntry]| -> String {
         entries
             .iter()
             .map(|e| match e {
@@ -201,6 +276,19 @@ pub fn describe(
             })
             .collect::<Vec<_>>()
             .join(" ")
+    };
+    let side = |entries: &[AddrEntry], me: Ipv4Addr, name: &str| -> String {
+        if entries == [AddrEntry::Net(Ipv4Net::from(me))] {
+            return name.to_owned();
+        }
+        let rest = internet.and_then(|i| {
+            enclave_policy::default_route_rest(entries, i.excludes).map(|rest| (i, rest))
+        });
+        match rest {
+            Some((internet, rest)) if rest.is_empty() => internet.summary(),
+            Some((internet, rest)) => format!("{} and {}", internet.summary(), list(&rest)),
+            None => list(entries),
+        }
     };
     let (from, to) = if from_peer {
         (
@@ -216,22 +304,6 @@ pub fn describe(
     format!("allow [{what}] from {from} -> {to}")
 }
 
-/// Whether `entries` are CIDRs that together cover every IPv4 address outside `overlay` and
-/// none inside it.
-fn is_all_but(entries: &[AddrEntry], overlay: Ipv4Net) -> bool {
-    let mut covered: u64 = 0;
-    for entry in entries {
-        let AddrEntry::Net(net) = entry else {
-            return false;
-        };
-        if net.contains(&overlay.network()) || overlay.contains(&net.network()) {
-            return false;
-        }
-        covered += 1u64 << (32 - u32::from(net.prefix_len()));
-    }
-    covered == (1u64 << 32) - (1u64 << (32 - u32::from(overlay.prefix_len())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,7 +317,6 @@ mod tests {
     fn rules_read_as_the_guide_writes_them() {
         let local: Ipv4Addr = "100.64.0.11".parse().unwrap();
         let peer: Ipv4Addr = "100.64.0.2".parse().unwrap();
-        let overlay: Ipv4Net = "100.64.0.0/10".parse().unwrap();
         let icmp = AllowRule {
             protocol: Protocol::Icmp,
             ports: None,
@@ -254,7 +325,7 @@ mod tests {
             label: None,
         };
         assert_eq!(
-            describe(&icmp, true, local, peer, overlay),
+            describe(&icmp, true, local, peer, None),
             "allow [icmp] from peer -> local"
         );
         let smb = AllowRule {
@@ -268,35 +339,65 @@ mod tests {
             label: Some("SMB".into()),
         };
         assert_eq!(
-            describe(&smb, false, local, peer, overlay),
+            describe(&smb, false, local, peer, None),
             "allow [tcp/445 SMB] from local -> 192.168.77.20-192.168.77.21"
         );
-        // The default route's grant: 0.0.0.0/0 without the overlay, in CIDRs.
-        let outside = [
-            "0.0.0.0/2",
-            "64.0.0.0/3",
-            "96.0.0.0/6",
-            "100.0.0.0/10",
-            "100.128.0.0/9",
-            "101.0.0.0/8",
-            "102.0.0.0/7",
-            "104.0.0.0/5",
-            "112.0.0.0/4",
-            "128.0.0.0/1",
-        ];
-        let any = AllowRule {
-            protocol: Protocol::Any,
-            ports: None,
-            sources: vec![net("100.64.0.11/32")],
-            destinations: outside.iter().map(|n| net(n)).collect(),
-            label: None,
+    }
+
+    /// The example's laptop and egress-gw: the "users to the Internet" grant, as compiled.
+    #[test]
+    fn a_default_routes_grant_reads_as_the_internet() {
+        const EXAMPLE: &str = include_str!("../../../../docs/examples/network.toml");
+        const POLICY: &str = "users to the Internet";
+        let network = enclave_policy::load("network.toml", EXAMPLE)
+            .unwrap()
+            .network;
+        let laptop: Ipv4Addr = "100.64.0.11".parse().unwrap();
+        let egress: Ipv4Addr = "100.64.0.4".parse().unwrap();
+
+        // On the gateway, with its own addresses left out as its agent does.
+        let compiled = enclave_policy::compile(&network, "egress-gw").unwrap();
+        let addresses = BTreeMap::from([
+            ("203.0.113.4".parse().unwrap(), "eth0".to_owned()),
+            ("127.0.0.1".parse().unwrap(), "lo".to_owned()),
+        ]);
+        let view = crate::desired::with_own_addresses(&compiled, &addresses);
+        let gateway = view.gateway.as_ref().unwrap();
+        let rule = &view.peers["laptop"].inbound[POLICY].rules[0];
+        let internet = Internet {
+            excludes: &gateway.default_route_excludes,
+            gateway: "this gateway",
         };
         assert_eq!(
-            describe(&any, false, local, peer, overlay),
-            "allow [any] from local -> 0.0.0.0/0 except 100.64.0.0/10"
+            describe(rule, true, egress, laptop, Some(&internet)),
+            "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
+             link-local and other special-use ranges; this gateway's own addresses)"
         );
-        let mut short = any.clone();
-        short.destinations.pop();
-        assert!(describe(&short, false, local, peer, overlay).contains("112.0.0.0/4"));
+        // As compiled, without the gateway's own addresses, it is a list of CIDRs that is not
+        // the Internet as the exclusions now say: never called the Internet.
+        let as_compiled = &compiled.peers["laptop"].inbound[POLICY].rules[0];
+        let text = describe(as_compiled, true, egress, laptop, Some(&internet));
+        assert!(
+            !text.contains("Internet") && text.contains("200.0.0.0/5"),
+            "{text}"
+        );
+
+        // On the laptop: the gateway's other subnets (none here) and the ranges; the gateway's
+        // own addresses are the gateway's to leave out.
+        let view = enclave_policy::compile(&network, "laptop").unwrap();
+        let peer = &view.peers["egress-gw"];
+        let rule = &peer.outbound[POLICY].rules[0];
+        let internet = Internet {
+            excludes: &peer.default_route_excludes,
+            gateway: "egress-gw",
+        };
+        assert_eq!(
+            describe(rule, false, laptop, egress, Some(&internet)),
+            "allow [any] from local -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
+             link-local and other special-use ranges)"
+        );
+        // Without the exclusions (not a default route's grant) the CIDRs are listed.
+        let text = describe(rule, false, laptop, egress, None);
+        assert!(text.contains("128.0.0.0/3"), "{text}");
     }
 }
