@@ -380,7 +380,9 @@ fn user_guide(ctx: &Ctx) -> anyhow::Result<()> {
         topo,
         root,
     };
-    let outcome = setup(&mut guide).and_then(|()| play(&guide, &steps));
+    let outcome = setup(&mut guide)
+        .and_then(|()| play(&guide, &steps))
+        .and_then(|()| counters(&guide));
     // Stop the agents cleanly (each removes what it made) before the topology goes.
     for agent in &mut guide.agents {
         agent.stop();
@@ -497,6 +499,39 @@ fn play(guide: &Guide<'_>, steps: &[Step]) -> anyhow::Result<()> {
             wrong.join("\n\n")
         );
     }
+    Ok(())
+}
+
+/// The packets counted by the rule of `nft list table ip enclave` whose comment starts with
+/// `comment`.
+fn rule_packets(listing: &str, comment: &str) -> Option<u64> {
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&format!("comment \"{comment}")))?;
+    let (_, rest) = line.split_once("counter packets ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The guide's step 8: a new connection moves the SNAT rule's counter by one, whatever its
+/// length, and the grant's counter by each of its packets.
+fn counters(guide: &Guide<'_>) -> anyhow::Result<()> {
+    let list = || guide.must("menlo-gw-1", "nft list table ip enclave");
+    let before = list()?;
+    guide.must("laptop", "ping -n -c 3 -i 0.2 -W 1 192.168.77.20")?;
+    let after = list()?;
+    let moved = |comment: &str| -> anyhow::Result<u64> {
+        let (was, is) = (rule_packets(&before, comment), rule_packets(&after, comment));
+        match (was, is) {
+            (Some(was), Some(is)) => Ok(is - was),
+            _ => bail!("no rule {comment:?} with a counter in:\n{after}"),
+        }
+    };
+    let (snat, grant) = (moved("snat lan0")?, moved("grant 0")?);
+    ensure!(
+        snat == 1 && grant >= 3,
+        "one ping of 3 requests moved the SNAT counter by {snat} (the guide says 1: a \
+         connection's first packet) and the grant's by {grant} (at least 3):\n{after}"
+    );
     Ok(())
 }
 
