@@ -520,7 +520,10 @@ fn counters(guide: &Guide<'_>) -> anyhow::Result<()> {
     guide.must("laptop", "ping -n -c 3 -i 0.2 -W 1 192.168.77.20")?;
     let after = list()?;
     let moved = |comment: &str| -> anyhow::Result<u64> {
-        let (was, is) = (rule_packets(&before, comment), rule_packets(&after, comment));
+        let (was, is) = (
+            rule_packets(&before, comment),
+            rule_packets(&after, comment),
+        );
         match (was, is) {
             (Some(was), Some(is)) => Ok(is - was),
             _ => bail!("no rule {comment:?} with a counter in:\n{after}"),
