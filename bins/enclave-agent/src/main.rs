@@ -11,7 +11,18 @@ mod cmd_tunnel;
 
 /// The enclave overlay agent.
 #[derive(Debug, Parser)]
-#[command(name = "enclave-agent", version, about)]
+#[command(
+    name = "enclave-agent",
+    version,
+    about = "The enclave overlay agent: runs on every system of the overlay (tunnels to the peers \
+             that policy allows, their filters, routes through gateways), and checks, views and \
+             explains the network definition",
+    long_about = "The enclave overlay agent: runs on every system of the overlay. It builds \
+                  WireGuard tunnels to exactly the peers that the network definition's policies \
+                  allow, filters their traffic, and routes the subnets that gateways serve to \
+                  this system. On a gateway, run enclave-gw instead.\n\n\
+                  Configuration: /etc/enclave/agent.toml (-c FILE). Guide: docs/user-guide.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

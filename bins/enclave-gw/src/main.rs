@@ -11,7 +11,18 @@ mod cmd_run;
 
 /// The enclave overlay gateway.
 #[derive(Debug, Parser)]
-#[command(name = "enclave-gw", version, about)]
+#[command(
+    name = "enclave-gw",
+    version,
+    about = "The enclave gateway: the agent of a system allowed to act as a gateway, which also \
+             forwards and NATs the granted senders' traffic into the subnets it serves",
+    long_about = "The enclave gateway: the agent of a system allowed to act as a gateway. It does \
+                  all that enclave-agent does, and also forwards the traffic of the senders \
+                  that gateway access policies grant into the subnets it serves (source NAT to \
+                  its own address there, one way), and tells the senders which subnets it \
+                  serves. `discover` shows which local subnets it could serve.\n\n\
+                  Configuration: /etc/enclave/agent.toml (-c FILE). Guide: docs/user-guide.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -150,18 +150,22 @@ pub fn render(status: &Status) -> String {
         );
         line(&mut out, "Virtual network", &peer.virtual_network);
         line(&mut out, "Virtual address", &peer.virtual_address);
-        let gateway_for: Vec<String> = peer
-            .gateway_for
-            .iter()
-            .map(|g| {
-                if g.active {
-                    format!("{} (active)", g.subnet)
-                } else {
-                    format!("{} (standby)", g.subnet)
-                }
-            })
-            .collect();
-        line(&mut out, "Gateway for", &gateway_for.join(", "));
+        // Only a peer that is a gateway for us has the line (the guide shows it under a
+        // gateway); a sender seen from its gateway, or a peer of a direct policy, has none.
+        if !peer.gateway_for.is_empty() {
+            let gateway_for: Vec<String> = peer
+                .gateway_for
+                .iter()
+                .map(|g| {
+                    if g.active {
+                        format!("{} (active)", g.subnet)
+                    } else {
+                        format!("{} (standby)", g.subnet)
+                    }
+                })
+                .collect();
+            line(&mut out, "Gateway for", &gateway_for.join(", "));
+        }
         line(&mut out, "ACLs", &peer.acls.join(", "));
         if !peer.drops.is_empty() {
             let drops: Vec<String> = peer.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -246,5 +250,53 @@ Routed subnets:
         let json = serde_json::to_string(&status).unwrap();
         let back: Status = serde_json::from_str(&json).unwrap();
         assert_eq!(back, status);
+    }
+
+    /// A gateway's status: its sender is a gateway for nothing, so its block has no
+    /// `Gateway for` line (not an empty one).
+    #[test]
+    fn a_peer_that_is_no_gateway_has_no_gateway_for_line() {
+        let status = Status {
+            system: "menlo-gw-1".into(),
+            interface: "enclave0".into(),
+            address: "100.64.0.2".into(),
+            gateway_for: vec!["192.168.77.0/24".parse().unwrap()],
+            peers: vec![PeerStatus {
+                name: "laptop".into(),
+                state: "Up".into(),
+                public_key: "BBBB".into(),
+                endpoint: Some("10.0.0.100:51820".into()),
+                last_activity_secs: Some(0.1),
+                rx_bytes: 1000,
+                tx_bytes: 2000,
+                rtt_ms: None,
+                virtual_network: "100.64.0.0/10".into(),
+                virtual_address: "100.64.0.11".into(),
+                gateway_for: vec![],
+                acls: vec!["allow [icmp] from peer -> 192.168.77.20-192.168.77.21".into()],
+                drops: BTreeMap::new(),
+                default_route_excludes: BTreeMap::new(),
+            }],
+            routes: vec![],
+            warnings: vec![],
+            definition_generation: 1,
+            default_route_excludes: BTreeMap::new(),
+        };
+        let expected = "\
+System: menlo-gw-1 (100.64.0.2 on enclave0)
+Acting as gateway for: 192.168.77.0/24
+
+Peer: laptop
+
+   Peer state. . . . . : Up
+   Public key. . . . . : BBBB
+   Endpoint. . . . . . : Udp/10.0.0.100:51820
+   Last activity . . . : 0.10 seconds ago
+   Transfer. . . . . . : 1.000 KB received, 2.000 KB sent
+   Virtual network . . : 100.64.0.0/10
+   Virtual address . . : 100.64.0.11
+   ACLs. . . . . . . . : allow [icmp] from peer -> 192.168.77.20-192.168.77.21
+";
+        assert_eq!(render(&status), expected);
     }
 }

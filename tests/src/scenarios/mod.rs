@@ -18,6 +18,7 @@ mod reference;
 mod roaming;
 mod routes;
 mod trust;
+mod userguide;
 
 /// Every scenario, in the order `cargo xtask netns-test` runs them.
 pub fn all() -> Vec<Scenario> {
@@ -37,5 +38,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(roaming::scenarios());
     all.extend(trust::scenarios());
     all.extend(control::scenarios());
+    all.extend(userguide::scenarios());
     all
 }
