@@ -14,6 +14,7 @@ const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
 const KEY_C: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";
 
 struct Harness {
+    app: App,
     router: Router,
     store: SqlStore,
     token: String,
@@ -44,7 +45,7 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/control.db", dir.display());
-        let (router, token, store) = runtime.block_on(async {
+        let (app, token, store) = runtime.block_on(async {
             let store = SqlStore::open(&url).await.unwrap();
             let service = Arc::new(Service::new(Arc::new(store.clone())));
             let token = secret::generate(secret::TOKEN_PREFIX);
@@ -62,10 +63,11 @@ impl Harness {
                 )
                 .await
                 .unwrap();
-            (router(service), token.text, store)
+            (App::new(service), token.text, store)
         });
         Self {
-            router,
+            router: routes(app.clone()),
+            app,
             store,
             token,
             dir,
@@ -166,6 +168,44 @@ fn requests_without_a_valid_token_get_a_bare_401() {
         "192.0.2.66",
     );
     assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[test]
+fn a_poisoned_rate_limiter_still_holds_guessers_back() {
+    let h = Harness::new("poison");
+    for _ in 0..crate::limit::PER_SOURCE {
+        h.request(
+            Method::GET,
+            "/api/v1/systems",
+            None,
+            Some("ent_guess"),
+            "192.0.2.77",
+        );
+    }
+    // A panic while the limiter is held poisons its lock.
+    let limiter = Arc::clone(&h.app.limiter);
+    let _ = std::thread::spawn(move || {
+        let _held = limiter.lock().unwrap();
+        panic!("poisoning the limiter on purpose");
+    })
+    .join();
+    assert!(h.app.limiter.is_poisoned());
+    let token = h.token.clone();
+    let held = h.request(
+        Method::GET,
+        "/api/v1/systems",
+        None,
+        Some(&token),
+        "192.0.2.77",
+    );
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+    let held = h.enrol("enk_guess", KEY_A, "192.0.2.77");
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+    // Another source still gets through (positive control).
+    assert_eq!(
+        h.admin(Method::GET, "/api/v1/systems", None).status,
+        StatusCode::OK
+    );
 }
 
 #[test]
