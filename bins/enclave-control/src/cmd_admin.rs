@@ -28,7 +28,13 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The server's database (as given to `run`).
-    #[arg(long, env = "ENCLAVE_CONTROL_DATABASE", default_value = crate::DEFAULT_DATABASE)]
+    // hide_env_values: `--help` would otherwise print the variable's value, password and all.
+    #[arg(
+        long,
+        env = "ENCLAVE_CONTROL_DATABASE",
+        hide_env_values = true,
+        default_value = crate::DEFAULT_DATABASE
+    )]
     database: String,
     /// Who uses the token: shown in the audit log.
     #[arg(long, default_value = "admin")]

@@ -14,7 +14,13 @@ use enclave_control::{server, tls};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The database: sqlite:///PATH (created on first start) or postgres://USER@HOST/DB.
-    #[arg(long, env = "ENCLAVE_CONTROL_DATABASE", default_value = crate::DEFAULT_DATABASE)]
+    // hide_env_values: `--help` would otherwise print the variable's value, password and all.
+    #[arg(
+        long,
+        env = "ENCLAVE_CONTROL_DATABASE",
+        hide_env_values = true,
+        default_value = crate::DEFAULT_DATABASE
+    )]
     database: String,
     /// Address and port to listen on.
     #[arg(long, default_value = "0.0.0.0:8443")]
