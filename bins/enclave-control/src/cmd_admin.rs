@@ -10,7 +10,6 @@ use clap::{Args, Subcommand};
 use enclave_control::core::{Command, Ctx};
 use enclave_control::secret;
 use enclave_control::service::Service;
-use enclave_control::store::{self, SqlStore};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -28,8 +27,8 @@ pub enum TokenCommand {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The server's database (as given to `run`).
-    #[arg(long, env = "ENCLAVE_CONTROL_DATABASE", default_value = crate::DEFAULT_DATABASE)]
-    database: String,
+    #[command(flatten)]
+    database: crate::cmd_run::Database,
     /// Who uses the token: shown in the audit log.
     #[arg(long, default_value = "admin")]
     name: String,
@@ -37,16 +36,8 @@ pub struct CreateArgs {
 
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     let AdminCommand::Token(TokenCommand::Create(args)) = cmd;
-    if let Some(dir) =
-        crate::cmd_run::sqlite_dir(&args.database).filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     crate::runtime()?.block_on(async move {
-        let store = SqlStore::open(&args.database).await.with_context(|| {
-            format!("cannot open the database {}", store::redact(&args.database))
-        })?;
+        let store = args.database.open().await?;
         let service = Service::new(Arc::new(store));
         let token = secret::generate(secret::TOKEN_PREFIX);
         let now = SystemTime::now()

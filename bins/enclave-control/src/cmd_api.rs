@@ -136,6 +136,45 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A list answer: as JSON, or as a table of `header` with one row per element.
+fn print_list(
+    value: &Value,
+    json: bool,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(value)?;
+    } else {
+        let rows: Vec<Vec<String>> = value.as_array().into_iter().flatten().map(row).collect();
+        table(header, &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A change: the request, the validation's warnings on stderr, then `done` on stdout.
+fn change(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    let value = server.call(method, path, body)?.json();
+    warnings(&value);
+    println!("{done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A string field of a JSON object, or `missing` when absent.
+fn field(value: &Value, key: &str, missing: &str) -> String {
+    value[key].as_str().unwrap_or(missing).to_owned()
+}
+
+fn yes_no(yes: bool) -> String {
+    if yes { "yes" } else { "no" }.to_owned()
+}
+
 // ---- import / export ----
 
 #[derive(Debug, Args)]
@@ -277,57 +316,47 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         }
         KeysCommand::List { json, server } => {
             let value = server.call("GET", "/api/v1/keys", None)?.json();
-            if json {
-                print_json(&value)?;
-            } else {
-                let rows: Vec<Vec<String>> = value
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|k| {
-                        vec![
-                            k["id"].as_str().unwrap_or_default().to_owned(),
-                            k["status"].as_str().unwrap_or_default().to_owned(),
-                            k["approval"].as_str().unwrap_or_default().to_owned(),
-                            match k["uses_allowed"].as_i64() {
-                                Some(n) => format!("{}/{n}", k["uses"]),
-                                None => format!("{}", k["uses"]),
-                            },
-                            if k["expires_at"].is_null() {
-                                "never".into()
-                            } else {
-                                when(&k["expires_at"])
-                            },
-                            strings(&k["tags"]),
-                            if k["ephemeral"] == true {
-                                "yes".into()
-                            } else {
-                                "no".into()
-                            },
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "ID",
-                        "STATUS",
-                        "APPROVAL",
-                        "USES",
-                        "EXPIRES",
-                        "TAGS",
-                        "EPHEMERAL",
-                    ],
-                    &rows,
-                );
-            }
+            return print_list(
+                &value,
+                json,
+                &[
+                    "ID",
+                    "STATUS",
+                    "APPROVAL",
+                    "USES",
+                    "EXPIRES",
+                    "TAGS",
+                    "EPHEMERAL",
+                ],
+                |k| {
+                    vec![
+                        field(k, "id", ""),
+                        field(k, "status", ""),
+                        field(k, "approval", ""),
+                        match k["uses_allowed"].as_i64() {
+                            Some(n) => format!("{}/{n}", k["uses"]),
+                            None => format!("{}", k["uses"]),
+                        },
+                        if k["expires_at"].is_null() {
+                            "never".into()
+                        } else {
+                            when(&k["expires_at"])
+                        },
+                        strings(&k["tags"]),
+                        yes_no(k["ephemeral"] == true),
+                    ]
+                },
+            );
         }
         KeysCommand::Revoke { id, server } => {
-            server.call(
+            let path = format!("/api/v1/keys/{}/revoke", encode(&id));
+            return change(
+                &server,
                 "POST",
-                &format!("/api/v1/keys/{}/revoke", encode(&id)),
+                &path,
                 None,
-            )?;
-            println!("revoked enrolment key {id}");
+                &format!("revoked enrolment key {id}"),
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -418,12 +447,7 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
     let (server, method, path, body, done) = match cmd {
         SystemsCommand::List { json, server } => {
             let value = server.call("GET", "/api/v1/systems", None)?.json();
-            if json {
-                print_json(&value)?;
-            } else {
-                print_systems(&value);
-            }
-            return Ok(ExitCode::SUCCESS);
+            return print_list(&value, json, SYSTEMS_HEADER, system_row);
         }
         SystemsCommand::Approve { name, server } => {
             let path = format!("/api/v1/systems/{}/approve", encode(&name));
@@ -478,59 +502,43 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let value = server.call(method, &path, body)?.json();
-    warnings(&value);
-    println!("{done}");
-    Ok(ExitCode::SUCCESS)
+    change(&server, method, &path, body, &done)
 }
 
-fn print_systems(value: &Value) {
-    let rows: Vec<Vec<String>> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let gateway = match s["gateway"]["allowed"].as_bool() {
-                Some(true) => "yes",
-                Some(false) => "off",
-                None => "-",
-            };
-            let state = match s["approval"].as_str() {
-                Some("approved") if s["enabled"] == false => "approved, disabled",
-                Some(other) => other,
-                None => "?",
-            };
-            vec![
-                s["name"].as_str().unwrap_or_default().to_owned(),
-                s["address"].as_str().unwrap_or_default().to_owned(),
-                when(&s["created_at"]),
-                state.to_owned(),
-                if s["connected"] == true {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                when(&s["last_seen"]),
-                gateway.to_owned(),
-                strings(&s["gateway_subnets"]),
-                strings(&s["tags"]),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "NAME",
-            "ADDRESS",
-            "ENROLLED",
-            "APPROVAL",
-            "CONNECTED",
-            "LAST SEEN",
-            "GATEWAY",
-            "SUBNETS",
-            "TAGS",
-        ],
-        &rows,
-    );
+const SYSTEMS_HEADER: &[&str] = &[
+    "NAME",
+    "ADDRESS",
+    "ENROLLED",
+    "APPROVAL",
+    "CONNECTED",
+    "LAST SEEN",
+    "GATEWAY",
+    "SUBNETS",
+    "TAGS",
+];
+
+fn system_row(s: &Value) -> Vec<String> {
+    let gateway = match s["gateway"]["allowed"].as_bool() {
+        Some(true) => "yes",
+        Some(false) => "off",
+        None => "-",
+    };
+    let state = match s["approval"].as_str() {
+        Some("approved") if s["enabled"] == false => "approved, disabled",
+        Some(other) => other,
+        None => "?",
+    };
+    vec![
+        field(s, "name", ""),
+        field(s, "address", ""),
+        when(&s["created_at"]),
+        state.to_owned(),
+        yes_no(s["connected"] == true),
+        when(&s["last_seen"]),
+        gateway.to_owned(),
+        strings(&s["gateway_subnets"]),
+        strings(&s["tags"]),
+    ]
 }
 
 // ---- subnets ----
@@ -569,26 +577,9 @@ pub fn subnets(cmd: SubnetsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         SubnetsCommand::List { json, server } => {
             let value = server.call("GET", "/api/v1/subnets", None)?.json();
-            if json {
-                return print_json(&value).map(|()| ExitCode::SUCCESS);
-            }
-            let rows: Vec<Vec<String>> = value
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    let text = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
-                    vec![
-                        text("system"),
-                        text("subnet"),
-                        text("source"),
-                        text("interface"),
-                        text("reason"),
-                        text("state"),
-                    ]
-                })
-                .collect();
-            table(
+            print_list(
+                &value,
+                json,
                 &[
                     "GATEWAY",
                     "SUBNET",
@@ -597,41 +588,36 @@ pub fn subnets(cmd: SubnetsCommand) -> anyhow::Result<ExitCode> {
                     "REASON",
                     "STATE",
                 ],
-                &rows,
-            );
+                |r| {
+                    ["system", "subnet", "source", "interface", "reason", "state"]
+                        .map(|k| field(r, k, "-"))
+                        .into()
+                },
+            )
         }
         SubnetsCommand::Add {
             system,
             subnet,
             server,
-        } => {
-            let value = server
-                .call(
-                    "POST",
-                    "/api/v1/subnets",
-                    Some(json!({ "system": system, "subnet": subnet })),
-                )?
-                .json();
-            warnings(&value);
-            println!("added {subnet} to {system}");
-        }
+        } => change(
+            &server,
+            "POST",
+            "/api/v1/subnets",
+            Some(json!({ "system": system, "subnet": subnet })),
+            &format!("added {subnet} to {system}"),
+        ),
         SubnetsCommand::Remove {
             system,
             subnet,
             server,
-        } => {
-            let value = server
-                .call(
-                    "POST",
-                    "/api/v1/subnets/remove",
-                    Some(json!({ "system": system, "subnet": subnet })),
-                )?
-                .json();
-            warnings(&value);
-            println!("removed {subnet} from {system}");
-        }
+        } => change(
+            &server,
+            "POST",
+            "/api/v1/subnets/remove",
+            Some(json!({ "system": system, "subnet": subnet })),
+            &format!("removed {subnet} from {system}"),
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 // ---- policies ----
@@ -659,48 +645,35 @@ pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         PoliciesCommand::List { json, server } => {
             let value = server.call("GET", "/api/v1/policies", None)?.json();
-            if json {
-                return print_json(&value).map(|()| ExitCode::SUCCESS);
-            }
-            let rows: Vec<Vec<String>> = value
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| {
+            print_list(
+                &value,
+                json,
+                &["NAME", "KIND", "ENABLED", "SENDERS", "TO", "VERSION"],
+                |p| {
                     let to = if p["kind"] == "gateway" {
                         format!("{} via {}", strings(&p["subnets"]), strings(&p["gateways"]))
                     } else {
                         strings(&p["receivers"])
                     };
                     vec![
-                        p["name"].as_str().unwrap_or_default().to_owned(),
-                        p["kind"].as_str().unwrap_or_default().to_owned(),
-                        if p["enabled"] == false {
-                            "no".into()
-                        } else {
-                            "yes".into()
-                        },
+                        field(p, "name", ""),
+                        field(p, "kind", ""),
+                        yes_no(p["enabled"] != false),
                         strings(&p["senders"]),
                         to,
                         p["version"].to_string(),
                     ]
-                })
-                .collect();
-            table(
-                &["NAME", "KIND", "ENABLED", "SENDERS", "TO", "VERSION"],
-                &rows,
-            );
+                },
+            )
         }
-        PoliciesCommand::Delete { name, server } => {
-            server.call(
-                "DELETE",
-                &format!("/api/v1/policies/{}", encode(&name)),
-                None,
-            )?;
-            println!("deleted policy {name:?}");
-        }
+        PoliciesCommand::Delete { name, server } => change(
+            &server,
+            "DELETE",
+            &format!("/api/v1/policies/{}", encode(&name)),
+            None,
+            &format!("deleted policy {name:?}"),
+        ),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 // ---- explain, audit ----
@@ -784,25 +757,19 @@ pub struct AuditArgs {
 pub fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let path = format!("/api/v1/audit?after={}&limit={}", args.after, args.limit);
     let value = args.server.call("GET", &path, None)?.json();
-    if args.json {
-        return print_json(&value).map(|()| ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = value
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+    print_list(
+        &value,
+        args.json,
+        &["REVISION", "WHEN", "WHO", "WHAT", "ON", "DETAIL"],
+        |e| {
             vec![
                 e["revision"].to_string(),
                 when(&e["at"]),
-                text("actor"),
-                text("action"),
-                text("target"),
-                text("detail"),
+                field(e, "actor", ""),
+                field(e, "action", ""),
+                field(e, "target", ""),
+                field(e, "detail", ""),
             ]
-        })
-        .collect();
-    table(&["REVISION", "WHEN", "WHO", "WHAT", "ON", "DETAIL"], &rows);
-    Ok(ExitCode::SUCCESS)
+        },
+    )
 }

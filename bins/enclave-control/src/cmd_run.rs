@@ -11,11 +11,43 @@ use enclave_control::service::Service;
 use enclave_control::store::{self, Backend, SqlStore};
 use enclave_control::{server, tls};
 
+/// The server's database, as `run` and `admin token create` take it.
+#[derive(Debug, Args)]
+pub struct Database {
+    /// The database: sqlite:///PATH (created on first start) or postgres://USER@HOST/DB.
+    // hide_env_values: `--help` would otherwise print the variable's value, password and all.
+    #[arg(
+        long = "database",
+        value_name = "DATABASE",
+        env = "ENCLAVE_CONTROL_DATABASE",
+        hide_env_values = true,
+        default_value = crate::DEFAULT_DATABASE
+    )]
+    pub url: String,
+}
+
+impl Database {
+    /// Opens it (made and migrated if need be; a SQLite file's directory too).
+    pub async fn open(&self) -> anyhow::Result<SqlStore> {
+        if let Some(dir) = sqlite_dir(&self.url).filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        SqlStore::open(&self.url)
+            .await
+            .with_context(|| format!("cannot open the database {}", self.shown()))
+    }
+
+    /// Its URL with the password hidden.
+    pub fn shown(&self) -> String {
+        store::redact(&self.url)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The database: sqlite:///PATH (created on first start) or postgres://USER@HOST/DB.
-    #[arg(long, env = "ENCLAVE_CONTROL_DATABASE", default_value = crate::DEFAULT_DATABASE)]
-    database: String,
+    #[command(flatten)]
+    database: Database,
     /// Address and port to listen on.
     #[arg(long, default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
@@ -61,13 +93,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let backend = Backend::of(&args.database)?;
-    if backend == Backend::Sqlite {
-        if let Some(dir) = sqlite_dir(&args.database).filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-    }
+    let backend = Backend::of(&args.database.url)?;
     let tls = if args.insecure_http {
         eprintln!("enclave-control: WARNING: serving plain HTTP (--insecure-http): tokens and keys cross in clear");
         None
@@ -79,7 +105,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     .tls_dir
                     .clone()
                     .or_else(|| match backend {
-                        Backend::Sqlite => sqlite_dir(&args.database),
+                        Backend::Sqlite => sqlite_dir(&args.database.url),
                         Backend::Postgres => None,
                     })
                     .unwrap_or_else(|| PathBuf::from("/var/lib/enclave"));
@@ -97,11 +123,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         Some(tls::server_config(identity)?)
     };
-    let database = args.database.clone();
+    let database = args.database;
     crate::runtime()?.block_on(async move {
-        let store = SqlStore::open(&database)
-            .await
-            .with_context(|| format!("cannot open the database {}", store::redact(&database)))?;
+        let store = database.open().await?;
         let service = Arc::new(Service::new(Arc::new(store)));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -110,7 +134,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!(
             "enclave-control: serving {scheme}://{} with {}",
             listener.local_addr()?,
-            store::redact(&database)
+            database.shown()
         );
         server::serve(listener, service, tls, shutdown()).await?;
         eprintln!("enclave-control: stopped");

@@ -82,3 +82,33 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The database when none is given.
 pub const DEFAULT_DATABASE: &str = "sqlite:///var/lib/enclave/control.db";
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// `--help` shows where a value may come from, never the value of a variable that can hold
+    /// a password.
+    #[test]
+    fn help_never_shows_the_database_password() {
+        // Only this test of this binary reads the variable.
+        std::env::set_var(
+            "ENCLAVE_CONTROL_DATABASE",
+            "postgres://enclave:s3cret@db/enclave",
+        );
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").unwrap().render_long_help();
+        let create = cli
+            .find_subcommand_mut("admin")
+            .and_then(|c| c.find_subcommand_mut("token"))
+            .and_then(|c| c.find_subcommand_mut("create"))
+            .unwrap()
+            .render_long_help();
+        for help in [run.to_string(), create.to_string()] {
+            assert!(help.contains("ENCLAVE_CONTROL_DATABASE"), "{help}");
+            assert!(!help.contains("s3cret"), "{help}");
+        }
+    }
+}

@@ -6,27 +6,37 @@
 //! `{"error": "…", "problems": [{"field", "message", "hint"}]}` with a status that says what
 //! kind (400 malformed, 403 key refused, 404, 409 conflict, 422 refused by the rules, 429,
 //! 503 database). See `docs/api.md`.
+//!
+//! The plumbing every handler shares is in one place: [`authenticate`] (the token and the
+//! rate limit), [`JsonBody`] (a JSON body, or a 400 that says what was wrong), [`execute`]
+//! (a command run as the authenticated admin, its refusal mapped to a status), and the
+//! handler makers [`on_name`], [`on_name_with`] and [`on_body`] for endpoints that only turn
+//! a path and a body into a [`Command`]. Policies, tags and trust requirements share their
+//! handlers through [`Document`].
 
 // Handlers return `Result<Response, Response>`: the error is the answer itself, made once per
 // request on its way out; boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use enclave_policy::{Protocol, Timestamp};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::core::{self, Command, Ctx, NewKey, Refusal, Reply, SystemEdit, Write};
+use crate::core::{self, Command, Ctx, NewKey, Refusal, Reply, Write};
 use crate::definition::{self, FieldProblem};
 use crate::limit::Limiter;
 use crate::model::{
@@ -51,14 +61,46 @@ pub struct App {
     limiter: Arc<Mutex<Limiter>>,
 }
 
-/// Who an authenticated request acts as (the token's name).
+impl App {
+    fn new(service: Arc<Service>) -> Self {
+        Self {
+            service,
+            limiter: Arc::new(Mutex::new(Limiter::new())),
+        }
+    }
+
+    /// The limiter. A panic elsewhere while it was held leaves its counts as they were, and
+    /// they still count: a poisoned lock must not switch rate limiting off.
+    fn limiter(&self) -> MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `429` while `from` (or everyone together) has failed too often this minute.
+    fn held_back(&self, from: IpAddr, clock: u64) -> Result<(), Response> {
+        self.limiter().check(from, clock).map_err(too_many)
+    }
+
+    /// Counts a wrong token or enrolment key presented by `from`.
+    fn failed(&self, from: IpAddr, clock: u64) {
+        self.limiter().fail(from, clock);
+    }
+}
+
+/// Who an authenticated request acts as, as the audit log names it (`token:NAME`).
 #[derive(Debug, Clone)]
-struct Admin(String);
+struct Admin {
+    actor: String,
+}
 
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The clock of the rate limiter.
+fn clock() -> u64 {
+    u64::try_from(now()).unwrap_or(0)
 }
 
 fn source(peer: Option<&Extension<Peer>>) -> IpAddr {
@@ -67,34 +109,81 @@ fn source(peer: Option<&Extension<Peer>>) -> IpAddr {
 
 /// The API's router.
 pub fn router(service: Arc<Service>) -> Router {
-    let app = App {
-        service,
-        limiter: Arc::new(Mutex::new(Limiter::new())),
-    };
+    routes(App::new(service))
+}
+
+fn routes(app: App) -> Router {
     let admin = Router::new()
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}/revoke", post(revoke_key))
+        .route(
+            "/keys/{id}/revoke",
+            post(on_name(|id| Command::RevokeKey { id })),
+        )
         .route("/systems", get(list_systems))
         .route(
             "/systems/{name}",
-            get(show_system).patch(update_system).delete(delete_system),
+            get(show_system)
+                .patch(on_name_with(|name, edit| {
+                    Ok(Command::UpdateSystem { name, edit })
+                }))
+                .delete(on_name(|name| Command::Delete { name })),
         )
-        .route("/systems/{name}/approve", post(approve_system))
-        .route("/systems/{name}/revoke", post(revoke_system))
-        .route("/systems/{name}/gateway", put(set_gateway))
-        .route("/subnets", get(list_subnets).post(add_subnet))
-        .route("/subnets/remove", post(remove_subnet))
-        .route("/policies", get(list_policies).post(create_policy))
+        .route(
+            "/systems/{name}/approve",
+            post(on_name(|name| Command::Approve { name })),
+        )
+        .route(
+            "/systems/{name}/revoke",
+            post(on_name(|name| Command::Revoke { name })),
+        )
+        .route(
+            "/systems/{name}/gateway",
+            put(on_name_with(|name, Toggle { allowed }| {
+                Ok(Command::SetGateway { name, allowed })
+            })),
+        )
+        .route(
+            "/subnets",
+            get(list_subnets).post(on_body(StatusCode::OK, |r: SubnetRequest| {
+                let subnet = r.subnet()?;
+                Ok(Command::AddSubnet {
+                    system: r.system,
+                    subnet,
+                })
+            })),
+        )
+        .route(
+            "/subnets/remove",
+            post(on_body(StatusCode::OK, |r: SubnetRequest| {
+                let subnet = r.subnet()?;
+                Ok(Command::RemoveSubnet {
+                    system: r.system,
+                    subnet,
+                })
+            })),
+        )
+        .route(
+            "/policies",
+            get(list::<PolicyDoc>).post(create::<PolicyDoc>),
+        )
         .route(
             "/policies/{name}",
-            get(show_policy).put(update_policy).delete(delete_policy),
+            get(show_policy)
+                .put(replace::<PolicyDoc>)
+                .delete(remove::<PolicyDoc>),
         )
-        .route("/tags", get(list_tags).post(create_tag))
-        .route("/tags/{name}", put(update_tag).delete(delete_tag))
-        .route("/trust-requirements", get(list_trust).post(create_trust))
+        .route("/tags", get(list::<TagDoc>).post(create::<TagDoc>))
+        .route(
+            "/tags/{name}",
+            put(replace::<TagDoc>).delete(remove::<TagDoc>),
+        )
+        .route(
+            "/trust-requirements",
+            get(list::<TrustDoc>).post(create::<TrustDoc>),
+        )
         .route(
             "/trust-requirements/{name}",
-            put(update_trust).delete(delete_trust),
+            put(replace::<TrustDoc>).delete(remove::<TrustDoc>),
         )
         .route("/explain", post(explain))
         .route("/audit", get(audit))
@@ -116,6 +205,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(app)
 }
 
+// ---- the plumbing every handler shares ----
+
 /// The bare 401: no detail on why.
 fn unauthorized() -> Response {
     let mut response = StatusCode::UNAUTHORIZED.into_response();
@@ -136,6 +227,7 @@ fn too_many(wait: u64) -> Response {
     response
 }
 
+/// The admin routes' gate: the rate limit, then the token; the request goes on as [`Admin`].
 async fn authenticate(
     State(app): State<App>,
     peer: Option<Extension<Peer>>,
@@ -143,13 +235,9 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let from = source(peer.as_ref());
-    let clock = u64::try_from(now()).unwrap_or(0);
-    if let Err(wait) = app
-        .limiter
-        .lock()
-        .map_or(Ok(()), |mut l| l.check(from, clock))
-    {
-        return too_many(wait);
+    let clock = clock();
+    if let Err(held) = app.held_back(from, clock) {
+        return held;
     }
     let presented = request
         .headers()
@@ -169,16 +257,16 @@ async fn authenticate(
         .tokens
         .values()
         .find(|t| !t.revoked && secret::same(&t.hash, &hash))
-        .map(|t| t.name.clone());
+        .map(|t| Admin {
+            actor: format!("token:{}", t.name),
+        });
     match admin {
-        Some(name) => {
-            request.extensions_mut().insert(Admin(name));
+        Some(admin) => {
+            request.extensions_mut().insert(admin);
             next.run(request).await
         }
         None => {
-            if let Ok(mut limiter) = app.limiter.lock() {
-                limiter.fail(from, clock);
-            }
+            app.failed(from, clock);
             tracing::info!(source = %from, "refused an admin request with a wrong token");
             unauthorized()
         }
@@ -187,6 +275,11 @@ async fn authenticate(
 
 fn failure(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// The answer when the core replied with another kind of object than the handler asked for.
+fn unexpected() -> Response {
+    failure(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply")
 }
 
 fn refusal(refusal: &Refusal) -> Response {
@@ -206,6 +299,11 @@ fn refusal(refusal: &Refusal) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A `422` naming the request's `field`.
+fn bad(field: &str, message: String) -> Response {
+    refusal(&core::problem(field, message))
+}
+
 fn service_failure(error: &service::Error) -> Response {
     match error {
         service::Error::Refused(r) => refusal(r),
@@ -221,7 +319,7 @@ fn service_failure(error: &service::Error) -> Response {
 }
 
 /// Parses a JSON body with a message that says what was wrong where.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(bytes).map_err(|e| {
         failure(
             StatusCode::BAD_REQUEST,
@@ -230,14 +328,39 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     })
 }
 
+/// A JSON body as an extractor: within the route's size limit (else `413`), parsed by
+/// [`body`] (else `400`).
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        body(&bytes).map(JsonBody)
+    }
+}
+
 type Reply2 = Result<Response, Response>;
 
-async fn run(app: &App, command: Command, actor: String) -> Result<core::Outcome, Response> {
-    let ctx = Ctx { actor, now: now() };
+/// Runs `command` for the authenticated admin; a refusal or a store failure is the answer.
+async fn run(app: &App, admin: &Admin, command: Command) -> Result<core::Outcome, Response> {
+    let ctx = Ctx {
+        actor: admin.actor.clone(),
+        now: now(),
+    };
     app.service
         .execute(command, &ctx)
         .await
         .map_err(|e| service_failure(&e))
+}
+
+/// Runs `command` and answers with the object it was about (and the validation's warnings).
+async fn execute(app: &App, admin: &Admin, command: Command, status: StatusCode) -> Reply2 {
+    let outcome = run(app, admin, command).await?;
+    Ok(reply(&outcome, status))
 }
 
 fn reply(outcome: &core::Outcome, status: StatusCode) -> Response {
@@ -252,6 +375,49 @@ fn reply(outcome: &core::Outcome, status: StatusCode) -> Response {
 
 async fn state(app: &App) -> Result<Arc<Network>, Response> {
     app.service.state().await.map_err(|e| service_failure(&e))
+}
+
+/// What the handler makers return: a boxed future of the answer.
+type Handled = Pin<Box<dyn Future<Output = Reply2> + Send>>;
+
+/// A handler for `POST`/`DELETE …/{name}` without a body: `make` turns the path's name into
+/// the command.
+fn on_name(
+    make: fn(String) -> Command,
+) -> impl Fn(State<App>, Extension<Admin>, Path<String>) -> Handled + Clone + Send + Sync + 'static
+{
+    move |State(app), Extension(admin), Path(name)| {
+        Box::pin(async move { execute(&app, &admin, make(name), StatusCode::OK).await })
+    }
+}
+
+/// A handler for `PUT`/`PATCH …/{name}` with a JSON body: `make` turns both into the command.
+fn on_name_with<T: DeserializeOwned + Send + 'static>(
+    make: fn(String, T) -> Result<Command, Response>,
+) -> impl Fn(State<App>, Extension<Admin>, Path<String>, JsonBody<T>) -> Handled
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(app), Extension(admin), Path(name), JsonBody(request)| {
+        Box::pin(async move {
+            let command = make(name, request)?;
+            execute(&app, &admin, command, StatusCode::OK).await
+        })
+    }
+}
+
+/// A handler for `POST` with a JSON body: `make` turns it into the command.
+fn on_body<T: DeserializeOwned + Send + 'static>(
+    status: StatusCode,
+    make: fn(T) -> Result<Command, Response>,
+) -> impl Fn(State<App>, Extension<Admin>, JsonBody<T>) -> Handled + Clone + Send + Sync + 'static {
+    move |State(app), Extension(admin), JsonBody(request)| {
+        Box::pin(async move {
+            let command = make(request)?;
+            execute(&app, &admin, command, status).await
+        })
+    }
 }
 
 // ---- enrolment keys ----
@@ -317,10 +483,9 @@ fn key_view(key: &EnrolmentKey, now: i64) -> KeyView {
 
 async fn create_key(
     State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
+    Extension(admin): Extension<Admin>,
+    JsonBody(request): JsonBody<CreateKey>,
 ) -> Reply2 {
-    let request: CreateKey = body(&bytes)?;
     let expires_at = match &request.expires {
         None => None,
         Some(text) => match parse_duration(text) {
@@ -345,12 +510,9 @@ async fn create_key(
         expires_at,
         ephemeral: request.ephemeral,
     });
-    let outcome = run(&app, command, format!("token:{who}")).await?;
+    let outcome = run(&app, &admin, command).await?;
     let Reply::Key(key) = &outcome.reply else {
-        return Err(failure(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected reply",
-        ));
+        return Err(unexpected());
     };
     // The only time the key itself is ever sent.
     let mut value = serde_json::to_value(key_view(key, now())).unwrap_or_default();
@@ -363,15 +525,6 @@ async fn list_keys(State(app): State<App>) -> Reply2 {
     let now = now();
     let keys: Vec<KeyView> = state.keys.values().map(|k| key_view(k, now)).collect();
     Ok(Json(keys).into_response())
-}
-
-async fn revoke_key(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(id): Path<String>,
-) -> Reply2 {
-    let outcome = run(&app, Command::RevokeKey { id }, format!("token:{who}")).await?;
-    Ok(reply(&outcome, StatusCode::OK))
 }
 
 // ---- enrolment ----
@@ -387,14 +540,9 @@ struct Enrol {
 
 async fn enrol(State(app): State<App>, peer: Option<Extension<Peer>>, bytes: Bytes) -> Reply2 {
     let from = source(peer.as_ref());
-    let clock = u64::try_from(now()).unwrap_or(0);
-    if let Err(wait) = app
-        .limiter
-        .lock()
-        .map_or(Ok(()), |mut l| l.check(from, clock))
-    {
-        return Err(too_many(wait));
-    }
+    let clock = clock();
+    // Before the body is even parsed: a held-back source learns nothing more.
+    app.held_back(from, clock)?;
     let request: Enrol = body(&bytes)?;
     if request.key.len() > 128 || request.hostname.as_ref().is_some_and(|h| h.len() > 253) {
         return Err(failure(
@@ -402,23 +550,20 @@ async fn enrol(State(app): State<App>, peer: Option<Extension<Peer>>, bytes: Byt
             "the key (at most 128 characters) or hostname (at most 253) is too long",
         ));
     }
+    let key_hash = secret::hash(request.key.trim());
+    let ctx = Ctx {
+        actor: format!("key:{}", &key_hash[..12]),
+        now: now(),
+    };
     let command = Command::Enrol {
-        key_hash: secret::hash(request.key.trim()),
+        key_hash,
         public_key: request.public_key.trim().to_owned(),
         hostname: request.hostname,
-    };
-    let key_id = secret::hash(request.key.trim())[..12].to_owned();
-    let ctx = Ctx {
-        actor: format!("key:{key_id}"),
-        now: now(),
     };
     match app.service.execute(command, &ctx).await {
         Ok(outcome) => {
             let Reply::System(system) = &outcome.reply else {
-                return Err(failure(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "unexpected reply",
-                ));
+                return Err(unexpected());
             };
             let state = state(&app).await?;
             Ok((
@@ -434,9 +579,7 @@ async fn enrol(State(app): State<App>, peer: Option<Extension<Peer>>, bytes: Byt
                 .into_response())
         }
         Err(service::Error::Refused(Refusal::Key(why))) => {
-            if let Ok(mut limiter) = app.limiter.lock() {
-                limiter.fail(from, clock);
-            }
+            app.failed(from, clock);
             tracing::info!(source = %from, reason = %why, "refused an enrolment");
             Err(refusal(&Refusal::Key(why)))
         }
@@ -500,71 +643,10 @@ async fn show_system(State(app): State<App>, Path(name): Path<String>) -> Reply2
     }
 }
 
-async fn simple(app: &App, who: &str, command: Command, status: StatusCode) -> Reply2 {
-    let outcome = run(app, command, format!("token:{who}")).await?;
-    Ok(reply(&outcome, status))
-}
-
-async fn update_system(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply2 {
-    let edit: SystemEdit = body(&bytes)?;
-    simple(
-        &app,
-        &who,
-        Command::UpdateSystem { name, edit },
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn delete_system(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::Delete { name }, StatusCode::OK).await
-}
-
-async fn approve_system(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::Approve { name }, StatusCode::OK).await
-}
-
-async fn revoke_system(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::Revoke { name }, StatusCode::OK).await
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Toggle {
     allowed: bool,
-}
-
-async fn set_gateway(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply2 {
-    let Toggle { allowed } = body(&bytes)?;
-    simple(
-        &app,
-        &who,
-        Command::SetGateway { name, allowed },
-        StatusCode::OK,
-    )
-    .await
 }
 
 // ---- subnets ----
@@ -581,39 +663,113 @@ struct SubnetRequest {
     subnet: String,
 }
 
-async fn add_subnet(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
-) -> Reply2 {
-    let request: SubnetRequest = body(&bytes)?;
-    let subnet = core::parse_subnet("subnet", &request.subnet).map_err(|r| refusal(&r))?;
-    let command = Command::AddSubnet {
-        system: request.system,
-        subnet,
-    };
-    simple(&app, &who, command, StatusCode::OK).await
-}
-
-async fn remove_subnet(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
-) -> Reply2 {
-    let request: SubnetRequest = body(&bytes)?;
-    let subnet = core::parse_subnet("subnet", &request.subnet).map_err(|r| refusal(&r))?;
-    let command = Command::RemoveSubnet {
-        system: request.system,
-        subnet,
-    };
-    simple(&app, &who, command, StatusCode::OK).await
+impl SubnetRequest {
+    /// The subnet, host bits clear.
+    fn subnet(&self) -> Result<ipnet::Ipv4Net, Response> {
+        core::parse_subnet("subnet", &self.subnet).map_err(|r| refusal(&r))
+    }
 }
 
 // ---- policies, tags, trust requirements ----
 
-async fn list_policies(State(app): State<App>) -> Reply2 {
+/// A whole object of the definition that the API lists, creates, replaces (at the version
+/// the client read) and deletes by name: a policy, a `[[tag]]` entry, a trust requirement.
+trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Its name (the path's, on replace).
+    fn name(&self) -> &str;
+    /// Every one of its kind, by name.
+    fn all(state: &Network) -> Vec<&Self>;
+    /// The command that creates or replaces it.
+    fn put(self, write: Write) -> Command;
+    /// The command that deletes the one named `name`.
+    fn delete(name: String) -> Command;
+}
+
+impl Document for PolicyDoc {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn all(state: &Network) -> Vec<&Self> {
+        state.policies.values().collect()
+    }
+    fn put(self, write: Write) -> Command {
+        Command::PutPolicy { doc: self, write }
+    }
+    fn delete(name: String) -> Command {
+        Command::DeletePolicy { name }
+    }
+}
+
+impl Document for TagDoc {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn all(state: &Network) -> Vec<&Self> {
+        state.tags.values().collect()
+    }
+    fn put(self, write: Write) -> Command {
+        Command::PutTag { doc: self, write }
+    }
+    fn delete(name: String) -> Command {
+        Command::DeleteTag { name }
+    }
+}
+
+impl Document for TrustDoc {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn all(state: &Network) -> Vec<&Self> {
+        state.trust_requirements.values().collect()
+    }
+    fn put(self, write: Write) -> Command {
+        Command::PutTrust { doc: self, write }
+    }
+    fn delete(name: String) -> Command {
+        Command::DeleteTrust { name }
+    }
+}
+
+async fn list<D: Document>(State(app): State<App>) -> Reply2 {
     let state = state(&app).await?;
-    Ok(Json(state.policies.values().collect::<Vec<_>>()).into_response())
+    Ok(Json(D::all(&state)).into_response())
+}
+
+async fn create<D: Document>(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    JsonBody(doc): JsonBody<D>,
+) -> Reply2 {
+    execute(&app, &admin, doc.put(Write::Create), StatusCode::CREATED).await
+}
+
+/// Replaces the object the path names; the body must carry the same name (renaming is
+/// deleting and creating) and the `version` the client read.
+async fn replace<D: Document>(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    JsonBody(doc): JsonBody<D>,
+) -> Reply2 {
+    if doc.name() != name {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "the body's name {:?} differs from the path's {name:?}; rename by deleting and \
+                 creating",
+                doc.name()
+            ),
+        ));
+    }
+    execute(&app, &admin, doc.put(Write::Update), StatusCode::OK).await
+}
+
+async fn remove<D: Document>(
+    State(app): State<App>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+) -> Reply2 {
+    execute(&app, &admin, D::delete(name), StatusCode::OK).await
 }
 
 async fn show_policy(State(app): State<App>, Path(name): Path<String>) -> Reply2 {
@@ -625,138 +781,6 @@ async fn show_policy(State(app): State<App>, Path(name): Path<String>) -> Reply2
             name,
         })),
     }
-}
-
-fn same_name(path: &str, body: &str) -> Result<(), Response> {
-    if path == body {
-        Ok(())
-    } else {
-        Err(failure(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "the body's name {body:?} differs from the path's {path:?}; rename by \
-                 deleting and creating"
-            ),
-        ))
-    }
-}
-
-async fn create_policy(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: PolicyDoc = body(&bytes)?;
-    let command = Command::PutPolicy {
-        doc,
-        write: Write::Create,
-    };
-    simple(&app, &who, command, StatusCode::CREATED).await
-}
-
-async fn update_policy(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: PolicyDoc = body(&bytes)?;
-    same_name(&name, &doc.name)?;
-    let command = Command::PutPolicy {
-        doc,
-        write: Write::Update,
-    };
-    simple(&app, &who, command, StatusCode::OK).await
-}
-
-async fn delete_policy(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::DeletePolicy { name }, StatusCode::OK).await
-}
-
-async fn list_tags(State(app): State<App>) -> Reply2 {
-    let state = state(&app).await?;
-    Ok(Json(state.tags.values().collect::<Vec<_>>()).into_response())
-}
-
-async fn create_tag(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: TagDoc = body(&bytes)?;
-    let command = Command::PutTag {
-        doc,
-        write: Write::Create,
-    };
-    simple(&app, &who, command, StatusCode::CREATED).await
-}
-
-async fn update_tag(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: TagDoc = body(&bytes)?;
-    same_name(&name, &doc.name)?;
-    let command = Command::PutTag {
-        doc,
-        write: Write::Update,
-    };
-    simple(&app, &who, command, StatusCode::OK).await
-}
-
-async fn delete_tag(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::DeleteTag { name }, StatusCode::OK).await
-}
-
-async fn list_trust(State(app): State<App>) -> Reply2 {
-    let state = state(&app).await?;
-    Ok(Json(state.trust_requirements.values().collect::<Vec<_>>()).into_response())
-}
-
-async fn create_trust(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: TrustDoc = body(&bytes)?;
-    let command = Command::PutTrust {
-        doc,
-        write: Write::Create,
-    };
-    simple(&app, &who, command, StatusCode::CREATED).await
-}
-
-async fn update_trust(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply2 {
-    let doc: TrustDoc = body(&bytes)?;
-    same_name(&name, &doc.name)?;
-    let command = Command::PutTrust {
-        doc,
-        write: Write::Update,
-    };
-    simple(&app, &who, command, StatusCode::OK).await
-}
-
-async fn delete_trust(
-    State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
-    Path(name): Path<String>,
-) -> Reply2 {
-    simple(&app, &who, Command::DeleteTrust { name }, StatusCode::OK).await
 }
 
 // ---- import, export, explain, audit ----
@@ -778,7 +802,7 @@ struct ImportQuery {
 
 async fn import(
     State(app): State<App>,
-    Extension(Admin(who)): Extension<Admin>,
+    Extension(admin): Extension<Admin>,
     Query(query): Query<ImportQuery>,
     bytes: Bytes,
 ) -> Reply2 {
@@ -808,7 +832,7 @@ async fn import(
         }
     };
     let command = Command::Import(Box::new(imported));
-    simple(&app, &who, command, StatusCode::OK).await
+    execute(&app, &admin, command, StatusCode::OK).await
 }
 
 #[derive(Deserialize)]
@@ -826,17 +850,7 @@ struct ExplainRequest {
     at: Option<String>,
 }
 
-fn bad(field: &str, message: String) -> Response {
-    refusal(&Refusal::Invalid(vec![FieldProblem {
-        severity: enclave_policy::Severity::Error,
-        field: field.to_owned(),
-        message,
-        hint: None,
-    }]))
-}
-
-async fn explain(State(app): State<App>, bytes: Bytes) -> Reply2 {
-    let request: ExplainRequest = body(&bytes)?;
+async fn explain(State(app): State<App>, JsonBody(request): JsonBody<ExplainRequest>) -> Reply2 {
     let (to, port) = match request.to.split_once(':') {
         Some((addr, port)) => (
             addr,

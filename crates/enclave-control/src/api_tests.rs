@@ -12,8 +12,10 @@ use crate::store::SqlStore;
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
 const KEY_C: &str = "CgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgoKCgo=";
+const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
 
 struct Harness {
+    app: App,
     router: Router,
     store: SqlStore,
     token: String,
@@ -44,7 +46,7 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/control.db", dir.display());
-        let (router, token, store) = runtime.block_on(async {
+        let (app, token, store) = runtime.block_on(async {
             let store = SqlStore::open(&url).await.unwrap();
             let service = Arc::new(Service::new(Arc::new(store.clone())));
             let token = secret::generate(secret::TOKEN_PREFIX);
@@ -62,10 +64,11 @@ impl Harness {
                 )
                 .await
                 .unwrap();
-            (router(service), token.text, store)
+            (App::new(service), token.text, store)
         });
         Self {
-            router,
+            router: routes(app.clone()),
+            app,
             store,
             token,
             dir,
@@ -119,6 +122,31 @@ impl Harness {
         )
     }
 
+    /// `GET /api/v1/systems` with `token` from `peer`.
+    fn systems_as(&self, token: Option<&str>, peer: &str) -> Answer {
+        self.request(Method::GET, "/api/v1/systems", None, token, peer)
+    }
+
+    /// `POST /api/v1/keys` with `body`: the key (shown this once) and its id.
+    fn create_key(&self, body: Value) -> (String, String) {
+        let created = self.admin(Method::POST, "/api/v1/keys", Some(body));
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let field = |name: &str| created.json[name].as_str().unwrap().to_owned();
+        (field("key"), field("id"))
+    }
+
+    /// `PUT /api/v1/definition{query}` with a TOML body.
+    fn import(&self, query: &str, toml: &str) -> Answer {
+        self.send(
+            Request::builder()
+                .method(Method::PUT)
+                .uri(format!("/api/v1/definition{query}"))
+                .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+                .body(Body::from(toml.to_owned()))
+                .unwrap(),
+        )
+    }
+
     fn revision(&self) -> i64 {
         self.admin(Method::GET, "/api/v1/network", None).json["revision"]
             .as_i64()
@@ -130,7 +158,7 @@ impl Harness {
 fn requests_without_a_valid_token_get_a_bare_401() {
     let h = Harness::new("auth");
     for token in [None, Some("ent_wrong"), Some("")] {
-        let answer = h.request(Method::GET, "/api/v1/systems", None, token, "192.0.2.9");
+        let answer = h.systems_as(token, "192.0.2.9");
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{token:?}");
         assert_eq!(answer.text, "", "a 401 says nothing");
     }
@@ -149,23 +177,35 @@ fn requests_without_a_valid_token_get_a_bare_401() {
     );
     // Guessing tokens is held back per source, even with the right token afterwards.
     for _ in 0..crate::limit::PER_SOURCE {
-        h.request(
-            Method::GET,
-            "/api/v1/systems",
-            None,
-            Some("ent_guess"),
-            "192.0.2.66",
-        );
+        h.systems_as(Some("ent_guess"), "192.0.2.66");
     }
-    let token = h.token.clone();
-    let held = h.request(
-        Method::GET,
-        "/api/v1/systems",
-        None,
-        Some(&token),
-        "192.0.2.66",
-    );
+    let held = h.systems_as(Some(h.token.as_str()), "192.0.2.66");
     assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[test]
+fn a_poisoned_rate_limiter_still_holds_guessers_back() {
+    let h = Harness::new("poison");
+    for _ in 0..crate::limit::PER_SOURCE {
+        h.systems_as(Some("ent_guess"), "192.0.2.77");
+    }
+    // A panic while the limiter is held poisons its lock.
+    let limiter = Arc::clone(&h.app.limiter);
+    let _ = std::thread::spawn(move || {
+        let _held = limiter.lock().unwrap();
+        panic!("poisoning the limiter on purpose");
+    })
+    .join();
+    assert!(h.app.limiter.is_poisoned());
+    let held = h.systems_as(Some(h.token.as_str()), "192.0.2.77");
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+    let held = h.enrol("enk_guess", KEY_A, "192.0.2.77");
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+    // Another source still gets through (positive control).
+    assert_eq!(
+        h.admin(Method::GET, "/api/v1/systems", None).status,
+        StatusCode::OK
+    );
 }
 
 #[test]
@@ -205,12 +245,7 @@ fn an_enrolment_key_is_shown_once_and_never_again() {
 #[test]
 fn enrolment_with_a_manual_key_waits_for_approval() {
     let h = Harness::new("enrol");
-    let created = h.admin(
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({ "tags": ["users"] })),
-    );
-    let key = created.json["key"].as_str().unwrap().to_owned();
+    let (key, _) = h.create_key(json!({ "tags": ["users"] }));
     let enrolled = h.enrol(&key, KEY_A, "198.51.100.7");
     assert_eq!(enrolled.status, StatusCode::CREATED, "{}", enrolled.text);
     assert_eq!(enrolled.json["system"], "laptop");
@@ -247,13 +282,7 @@ fn enrolment_with_a_manual_key_waits_for_approval() {
 #[test]
 fn wrong_used_up_and_revoked_keys_are_refused_with_no_state_change() {
     let h = Harness::new("refused");
-    let created = h.admin(
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({ "approval": "auto", "uses": 1 })),
-    );
-    let key = created.json["key"].as_str().unwrap().to_owned();
-    let id = created.json["id"].as_str().unwrap().to_owned();
+    let (key, id) = h.create_key(json!({ "approval": "auto", "uses": 1 }));
     assert_eq!(
         h.enrol(&key, KEY_A, "198.51.100.1").status,
         StatusCode::CREATED
@@ -267,13 +296,7 @@ fn wrong_used_up_and_revoked_keys_are_refused_with_no_state_change() {
     assert_eq!(wrong.status, StatusCode::FORBIDDEN);
     assert_eq!(wrong.json["error"], "the enrolment key is not valid");
 
-    let other = h.admin(
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({ "approval": "auto" })),
-    );
-    let other_key = other.json["key"].as_str().unwrap().to_owned();
-    let other_id = other.json["id"].as_str().unwrap().to_owned();
+    let (other_key, other_id) = h.create_key(json!({ "approval": "auto" }));
     h.admin(
         Method::POST,
         &format!("/api/v1/keys/{other_id}/revoke"),
@@ -283,12 +306,7 @@ fn wrong_used_up_and_revoked_keys_are_refused_with_no_state_change() {
     let revoked = h.enrol(&other_key, KEY_C, "198.51.100.1");
     assert_eq!(revoked.status, StatusCode::FORBIDDEN);
     assert_eq!(revoked.json["error"], "the enrolment key was revoked");
-    let taken = h.admin(
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({ "approval": "auto" })),
-    );
-    let taken_key = taken.json["key"].as_str().unwrap().to_owned();
+    let (taken_key, _) = h.create_key(json!({ "approval": "auto" }));
     let again = h.enrol(&taken_key, KEY_A, "198.51.100.2");
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
     assert_eq!(
@@ -311,12 +329,7 @@ fn wrong_used_up_and_revoked_keys_are_refused_with_no_state_change() {
 #[test]
 fn guessing_enrolment_keys_is_rate_limited() {
     let h = Harness::new("guess");
-    let created = h.admin(
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({ "approval": "auto" })),
-    );
-    let key = created.json["key"].as_str().unwrap().to_owned();
+    let (key, _) = h.create_key(json!({ "approval": "auto" }));
     for i in 0..crate::limit::PER_SOURCE {
         let answer = h.enrol(&format!("enk_guess{i}"), KEY_A, "203.0.113.5");
         assert_eq!(answer.status, StatusCode::FORBIDDEN);
@@ -338,15 +351,7 @@ fn guessing_enrolment_keys_is_rate_limited() {
 #[test]
 fn bad_inputs_are_refused_each_with_its_message() {
     let h = Harness::new("bad");
-    let text = include_str!("../../../docs/examples/network.toml");
-    let imported = h.send(
-        Request::builder()
-            .method(Method::PUT)
-            .uri("/api/v1/definition")
-            .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
-            .body(Body::from(text))
-            .unwrap(),
-    );
+    let imported = h.import("", EXAMPLE);
     assert_eq!(imported.status, StatusCode::OK, "{}", imported.text);
 
     let cases: Vec<(Method, &str, Value, StatusCode, &str)> = vec![
@@ -496,19 +501,8 @@ fn bad_inputs_are_refused_each_with_its_message() {
 #[test]
 fn policies_subnets_gateways_export_and_explain() {
     let h = Harness::new("flow");
-    let text = include_str!("../../../docs/examples/network.toml");
-    let put = |body: &str| {
-        h.send(
-            Request::builder()
-                .method(Method::PUT)
-                .uri("/api/v1/definition?file=net.toml")
-                .header(header::AUTHORIZATION, format!("Bearer {}", h.token))
-                .body(Body::from(body.to_owned()))
-                .unwrap(),
-        )
-    };
-    assert_eq!(put(text).status, StatusCode::OK);
-    let broken = put("[[system]]\nname = 1\n");
+    assert_eq!(h.import("?file=net.toml", EXAMPLE).status, StatusCode::OK);
+    let broken = h.import("?file=net.toml", "[[system]]\nname = 1\n");
     assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         broken.json["diagnostics"][0]

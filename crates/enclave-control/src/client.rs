@@ -77,13 +77,24 @@ impl Answer {
 }
 
 /// A client for one server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     host: String,
     authority: String,
     url: String,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Client {
@@ -198,5 +209,19 @@ impl Client {
             .to_bytes();
         driver.abort();
         Ok(Answer { status, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_never_shows_its_token() {
+        let client =
+            Client::new("http://127.0.0.1:8443", None, Some("ent_s3cret".to_owned())).unwrap();
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("ent_s3cret"), "{shown}");
+        assert!(shown.contains("127.0.0.1:8443"), "{shown}");
     }
 }

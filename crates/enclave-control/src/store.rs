@@ -107,23 +107,41 @@ impl Backend {
     }
 }
 
-/// A URL with its password (if any) hidden, for messages and logs.
+/// A URL with its password (if any) hidden, for messages and logs: the one in the user
+/// information (`postgres://USER:***@HOST/DB`) and a `password=` query parameter
+/// (`?password=***`), which PostgreSQL's URLs also take.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             match userinfo.find(':') {
                 Some(colon) => format!(
                     "{}{}:***{}",
-                    &url[..scheme + 3],
+                    &base[..scheme + 3],
                     &userinfo[..colon],
-                    &url[at..]
+                    &base[at..]
                 ),
-                None => url.to_owned(),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 /// The file of a `sqlite://PATH?…` URL.
@@ -639,4 +657,33 @@ fn key_of(row: &AnyRow) -> Result<EnrolmentKey> {
         created_at: row.try_get("created_at").map_err(e())?,
         created_by: row.try_get("created_by").map_err(e())?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_reaches_a_message() {
+        assert_eq!(
+            redact("postgres://enclave:s3cret@db:5432/enclave?sslmode=disable"),
+            "postgres://enclave:***@db:5432/enclave?sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgres://enclave@db/enclave?host=/run/postgresql&password=s3cret"),
+            "postgres://enclave@db/enclave?host=/run/postgresql&password=***"
+        );
+        assert_eq!(
+            redact("postgres://enclave@localhost/enclave?host=/run/postgresql"),
+            "postgres://enclave@localhost/enclave?host=/run/postgresql"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/enclave/control.db"),
+            "sqlite:///var/lib/enclave/control.db"
+        );
+        assert!(!Backend::of("mysql://u:s3cret@h/db?password=s3cret")
+            .unwrap_err()
+            .to_string()
+            .contains("s3cret"));
+    }
 }

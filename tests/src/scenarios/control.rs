@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 
 use crate::{Ctx, Scenario};
 
+/// WireGuard public keys for enrolments (an agent would make its own).
+const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -74,11 +78,7 @@ impl Postgres {
         let user = nix::unistd::User::from_name("postgres")
             .context("looking up the postgres user")?
             .context("no postgres user: apt-get install postgresql")?;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("enclave-pg-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = unique_temp_dir("enclave-pg")?;
         // From here on, Drop removes the directory whatever happens.
         let mut pg = Self {
             dir,
@@ -340,6 +340,53 @@ fn system<'v>(list: &'v Value, name: &str) -> Option<&'v Value> {
     list.as_array()?.iter().find(|s| s["name"] == name)
 }
 
+/// `admin token create` on the database, in the namespace: the token it printed.
+fn admin_token(ns: &Netns, bin: &Path, database: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut argv = vec![
+        bin.to_str().context("binary path is not UTF-8")?,
+        "admin",
+        "token",
+        "create",
+        "--database",
+        database,
+    ];
+    argv.extend_from_slice(args);
+    let token = ns.exec(&argv)?.trim().to_owned();
+    ensure!(
+        token.starts_with("ent_"),
+        "admin token create printed {token:?}"
+    );
+    Ok(token)
+}
+
+/// `keys create ARGS…`: the enrolment key it printed.
+fn create_key(
+    ns: &Netns,
+    bin: &Path,
+    server: &Endpoint,
+    token: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut argv = vec!["keys", "create"];
+    argv.extend_from_slice(args);
+    Ok(cli(ns, bin, server, token, &argv)?.trim().to_owned())
+}
+
+/// An agent's enrolment, as the agent will send it: the status and the answer.
+fn enrol(
+    ns: &Netns,
+    server: &Endpoint,
+    key: &str,
+    public_key: &str,
+    hostname: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut body = json!({ "key": key, "public_key": public_key });
+    if let Some(hostname) = hostname {
+        body["hostname"] = json!(hostname);
+    }
+    call(ns, server, "POST", "/api/v1/enrol", body)
+}
+
 fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
     let pg = Postgres::start(ctx)?;
     pg.createdb("control")?;
@@ -352,23 +399,7 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
     let tls_a = pg.dir.join("tls-a");
     let tls_b = pg.dir.join("tls-b");
 
-    let token = ns
-        .exec(&[
-            bin.to_str().context("path")?,
-            "admin",
-            "token",
-            "create",
-            "--database",
-            &database,
-            "--name",
-            "scenario",
-        ])?
-        .trim()
-        .to_owned();
-    ensure!(
-        token.starts_with("ent_"),
-        "admin token create printed {token:?}"
-    );
+    let token = admin_token(ns, &bin, &database, &["--name", "scenario"])?;
     let mut a = start_server(ns, &bin, "control-a", &database, 8441, &tls_a)?;
     let b = start_server(ns, &bin, "control-b", &database, 8442, &tls_b)?;
     ensure!(
@@ -407,32 +438,14 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
 
     // A key made through A enrols through B (pending), is approved through A, and its single
     // use is spent for A too.
-    let key = cli(
+    let key = create_key(
         ns,
         &bin,
         &a.at,
         &token,
-        &[
-            "keys",
-            "create",
-            "--tags",
-            "users",
-            "--approval",
-            "manual",
-            "--uses",
-            "1",
-        ],
-    )?
-    .trim()
-    .to_owned();
-    let public_key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-    let (status, enrolled) = call(
-        ns,
-        &b.at,
-        "POST",
-        "/api/v1/enrol",
-        json!({ "key": key, "public_key": public_key, "hostname": "new-laptop" }),
+        &["--tags", "users", "--approval", "manual", "--uses", "1"],
     )?;
+    let (status, enrolled) = enrol(ns, &b.at, &key, KEY_A, Some("new-laptop"))?;
     ensure!(status == 201, "enrolment through B: {status} {enrolled}");
     ensure!(enrolled["approval"] == "pending", "{enrolled}");
     let name = enrolled["system"]
@@ -450,14 +463,7 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
         system(&through_b, &name).is_some_and(|s| s["approval"] == "approved"),
         "B does not see A's approval: {through_b}"
     );
-    let other_key = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
-    let (status, refused) = call(
-        ns,
-        &a.at,
-        "POST",
-        "/api/v1/enrol",
-        json!({ "key": key, "public_key": other_key }),
-    )?;
+    let (status, refused) = enrol(ns, &a.at, &key, KEY_B, None)?;
     ensure!(
         status == 403 && refused["error"] == "the enrolment key has no uses left",
         "a used-up key through A: {status} {refused}"
@@ -547,33 +553,17 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Nothing exists yet: the first start creates the directory, the database and the
     // certificate.
-    let token = ns
-        .exec(&[
-            bin.to_str().context("path")?,
-            "admin",
-            "token",
-            "create",
-            "--database",
-            &database,
-        ])?
-        .trim()
-        .to_owned();
+    let token = admin_token(ns, &bin, &database, &[])?;
     let mut first = start_server(ns, &bin, "control", &database, 8443, &state)?;
     ensure!(
         first.process.log().contains("(self-signed, made now)"),
         "the first start did not make a certificate:\n{}",
         first.process.log()
     );
-    let mode = std::fs::metadata(state.join("control.db"))?
-        .permissions()
-        .mode()
-        & 0o777;
-    ensure!(mode == 0o600, "control.db has mode {mode:o}");
-    let key_mode = std::fs::metadata(state.join("tls.key"))?
-        .permissions()
-        .mode()
-        & 0o777;
-    ensure!(key_mode == 0o600, "tls.key has mode {key_mode:o}");
+    for file in ["control.db", "tls.key"] {
+        let mode = mode(&state.join(file))?;
+        ensure!(mode == 0o600, "{file} has mode {mode:o}");
+    }
 
     // A wrong token is refused (negative), the right one works (positive).
     let refused = cli(ns, &bin, &first.at, "ent_wrong", &["systems", "list"]);
@@ -583,22 +573,14 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
             .is_err_and(|e| e.to_string().contains("refused the admin token (401)")),
         "a wrong token: {refused:?}"
     );
-    let key = cli(
+    let key = create_key(
         ns,
         &bin,
         &first.at,
         &token,
-        &["keys", "create", "--approval", "auto", "--tags", "users"],
-    )?
-    .trim()
-    .to_owned();
-    let (status, enrolled) = call(
-        ns,
-        &first.at,
-        "POST",
-        "/api/v1/enrol",
-        json!({ "key": key, "public_key": "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "hostname": "laptop" }),
+        &["--approval", "auto", "--tags", "users"],
     )?;
+    let (status, enrolled) = enrol(ns, &first.at, &key, KEY_A, Some("laptop"))?;
     ensure!(
         status == 201 && enrolled["approval"] == "approved",
         "{status} {enrolled}"
@@ -642,13 +624,25 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(prefix: &str) -> anyhow::Result<Self> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
+        unique_temp_dir(prefix).map(Self)
     }
+}
+
+/// A new directory in the temporary directory, named for this process and this moment.
+fn unique_temp_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The permission bits of a file.
+fn mode(path: &Path) -> anyhow::Result<u32> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(metadata.permissions().mode() & 0o777)
 }
 
 impl Drop for TempDir {

@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use crate::definition::{self, Imported};
 use crate::model::{
     AdminToken, Approval, ApprovalMode, AuditEntry, EnrolmentKey, GatewayDoc, ManagedSystem,
-    PolicyDoc, PolicyKind, State,
+    PolicyDoc, PolicyKind, State, TagDoc, TrustDoc,
 };
 
 /// Which objects a command touched; their rows are written.
@@ -69,42 +69,40 @@ pub fn apply(state: &State, command: Command, ctx: &Ctx) -> Result<Outcome, Refu
     if touched.preshared_keys {
         changes.push(Change::PresharedKeys(next.preshared_keys.clone()));
     }
-    for name in &touched.systems {
-        match next.systems.get_mut(name) {
-            Some(s) => {
-                s.version = version;
-                changes.push(Change::PutSystem(Box::new(s.clone())));
-            }
-            None => changes.push(Change::DeleteSystem(name.clone())),
-        }
-    }
-    for name in &touched.tags {
-        match next.tags.get_mut(name) {
-            Some(t) => {
-                t.version = version;
-                changes.push(Change::PutTag(t.clone()));
-            }
-            None => changes.push(Change::DeleteTag(name.clone())),
-        }
-    }
-    for name in &touched.trust {
-        match next.trust_requirements.get_mut(name) {
-            Some(t) => {
-                t.version = version;
-                changes.push(Change::PutTrust(t.clone()));
-            }
-            None => changes.push(Change::DeleteTrust(name.clone())),
-        }
-    }
-    for name in &touched.policies {
-        match next.policies.get_mut(name) {
-            Some(p) => {
-                p.version = version;
-                changes.push(Change::PutPolicy(Box::new(p.clone())));
-            }
-            None => changes.push(Change::DeletePolicy(name.clone())),
-        }
-    }
+    let put_system = |s| Change::PutSystem(Box::new(s));
+    let put_policy = |p| Change::PutPolicy(Box::new(p));
+    stamp(
+        &touched.systems,
+        &mut next.systems,
+        version,
+        &mut changes,
+        put_system,
+        Change::DeleteSystem,
+    );
+    stamp(
+        &touched.tags,
+        &mut next.tags,
+        version,
+        &mut changes,
+        Change::PutTag,
+        Change::DeleteTag,
+    );
+    stamp(
+        &touched.trust,
+        &mut next.trust_requirements,
+        version,
+        &mut changes,
+        Change::PutTrust,
+        Change::DeleteTrust,
+    );
+    stamp(
+        &touched.policies,
+        &mut next.policies,
+        version,
+        &mut changes,
+        put_policy,
+        Change::DeletePolicy,
+    );
     for id in &touched.keys {
         if let Some(k) = next.keys.get(id) {
             changes.push(Change::PutKey(k.clone()));
@@ -149,6 +147,43 @@ pub fn apply(state: &State, command: Command, ctx: &Ctx) -> Result<Outcome, Refu
         next,
         reply,
     })
+}
+
+/// An object with a `version`: the revision of its last change.
+trait Versioned: Clone {
+    fn set_version(&mut self, version: i64);
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn set_version(&mut self, version: i64) {
+                self.version = version;
+            }
+        }
+    )*};
+}
+versioned!(ManagedSystem, TagDoc, TrustDoc, PolicyDoc);
+
+/// The rows of the touched objects of one kind: each one still there is stamped with the new
+/// `version` and written (`put`); each one gone is deleted (`delete`).
+fn stamp<T: Versioned>(
+    touched: &BTreeSet<String>,
+    objects: &mut BTreeMap<String, T>,
+    version: i64,
+    changes: &mut Vec<Change>,
+    put: impl Fn(T) -> Change,
+    delete: impl Fn(String) -> Change,
+) {
+    for name in touched {
+        match objects.get_mut(name) {
+            Some(object) => {
+                object.set_version(version);
+                changes.push(put(object.clone()));
+            }
+            None => changes.push(delete(name.clone())),
+        }
+    }
 }
 
 type Ran = (&'static str, String, String, Reply);

@@ -1,6 +1,7 @@
 //! The core on plain values: no database, no clock, no randomness.
 
 use super::*;
+use crate::definition::FieldProblem;
 use crate::model::{AclDoc, DiscoveredSubnet, Ports, UnixTime};
 use ipnet::Ipv4Net;
 
@@ -77,26 +78,96 @@ fn gateway_policy(name: &str, gateway: &str, subnet: &str) -> PolicyDoc {
     }
 }
 
+/// The problems of an [`Refusal::Invalid`] (panics on another refusal).
+fn invalid(refusal: Refusal) -> Vec<FieldProblem> {
+    match refusal {
+        Refusal::Invalid(problems) => problems,
+        other => panic!("refused, but not as invalid: {other:?}"),
+    }
+}
+
+fn set_gateway(name: &str, allowed: bool) -> Command {
+    Command::SetGateway {
+        name: name.into(),
+        allowed,
+    }
+}
+
+fn add_subnet(system: &str, subnet: &str) -> Command {
+    Command::AddSubnet {
+        system: system.into(),
+        subnet: subnet.parse().unwrap(),
+    }
+}
+
+fn remove_subnet(system: &str, subnet: &str) -> Command {
+    Command::RemoveSubnet {
+        system: system.into(),
+        subnet: subnet.parse().unwrap(),
+    }
+}
+
+fn create(doc: PolicyDoc) -> Command {
+    Command::PutPolicy {
+        doc,
+        write: Write::Create,
+    }
+}
+
+fn update(doc: PolicyDoc) -> Command {
+    Command::PutPolicy {
+        doc,
+        write: Write::Update,
+    }
+}
+
+fn approve(name: &str) -> Command {
+    Command::Approve { name: name.into() }
+}
+
+fn delete(name: &str) -> Command {
+    Command::Delete { name: name.into() }
+}
+
+fn edit(name: &str, edit: SystemEdit) -> Command {
+    Command::UpdateSystem {
+        name: name.into(),
+        edit,
+    }
+}
+
+fn rename(name: &str, new_name: &str) -> Command {
+    edit(
+        name,
+        SystemEdit {
+            name: Some(new_name.into()),
+            ..SystemEdit::default()
+        },
+    )
+}
+
+/// docs/examples/network.toml, imported.
+fn example() -> Imported {
+    let text = include_str!("../../../../docs/examples/network.toml");
+    definition::import("network.toml", text, NOW).unwrap()
+}
+
 /// A laptop (auto key) and a gateway serving 192.168.77.0/24 by hand.
 fn office() -> State {
     let state = with_keys();
     let (state, _) = ok(&state, enrol("auto", KEY_A, "laptop"));
     let (state, _) = ok(&state, enrol("auto", KEY_B, "office-gw"));
-    let (state, _) = ok(
-        &state,
-        Command::SetGateway {
-            name: "office-gw".into(),
-            allowed: true,
-        },
-    );
-    let (state, _) = ok(
-        &state,
-        Command::AddSubnet {
-            system: "office-gw".into(),
-            subnet: "192.168.77.0/24".parse().unwrap(),
-        },
-    );
+    let (state, _) = ok(&state, set_gateway("office-gw", true));
+    let (state, _) = ok(&state, add_subnet("office-gw", "192.168.77.0/24"));
     state
+}
+
+/// [`office`] with the gateway policy "office" to its subnet.
+fn office_with_policy() -> (State, Outcome) {
+    ok(
+        &office(),
+        create(gateway_policy("office", "office-gw", "192.168.77.0/24")),
+    )
 }
 
 #[test]
@@ -128,12 +199,7 @@ fn a_manual_key_leaves_the_system_pending_until_approved() {
     assert!(!state.systems["laptop"].effective_enabled());
     let exported = definition::render(&state);
     assert!(exported.contains("# pending approval"), "{exported}");
-    let (state, outcome) = ok(
-        &state,
-        Command::Approve {
-            name: "laptop".into(),
-        },
-    );
+    let (state, outcome) = ok(&state, approve("laptop"));
     assert_eq!(state.systems["laptop"].approval, Approval::Approved);
     assert_eq!(outcome.audit.action, "system.approve");
 }
@@ -172,10 +238,7 @@ fn wrong_expired_revoked_and_used_up_keys_are_refused() {
 #[test]
 fn a_bad_or_taken_public_key_is_refused() {
     let state = with_keys();
-    let refusal = refused(&state, enrol("auto", "not a key", "x"));
-    let Refusal::Invalid(problems) = refusal else {
-        panic!("{refusal:?}")
-    };
+    let problems = invalid(refused(&state, enrol("auto", "not a key", "x")));
     assert_eq!(problems[0].field, "public_key");
     let (state, _) = ok(&state, enrol("auto", KEY_A, "laptop"));
     assert_eq!(
@@ -187,41 +250,24 @@ fn a_bad_or_taken_public_key_is_refused() {
 #[test]
 fn keys_need_a_future_expiry_a_use_and_good_tags() {
     let state = State::default();
-    let Refusal::Invalid(p) = refused(&state, key("k", ApprovalMode::Auto, Some(0), None)) else {
-        panic!()
-    };
+    let p = invalid(refused(&state, key("k", ApprovalMode::Auto, Some(0), None)));
     assert_eq!(p[0].field, "uses");
-    let Refusal::Invalid(p) = refused(&state, key("k", ApprovalMode::Auto, None, Some(NOW))) else {
-        panic!()
-    };
-    assert_eq!(p[0].field, "expires");
-    let Refusal::Invalid(p) = refused(
+    let p = invalid(refused(
         &state,
-        Command::CreateKey(NewKey {
-            id: "k".into(),
-            hash: "h".into(),
-            tags: ["bad tag!".to_owned()].into(),
-            approval: ApprovalMode::Auto,
-            uses: None,
-            expires_at: None,
-            ephemeral: false,
-        }),
-    ) else {
-        panic!()
-    };
+        key("k", ApprovalMode::Auto, None, Some(NOW)),
+    ));
+    assert_eq!(p[0].field, "expires");
+    let mut bad_tag = key("k", ApprovalMode::Auto, None, None);
+    if let Command::CreateKey(new) = &mut bad_tag {
+        new.tags = ["bad tag!".to_owned()].into();
+    }
+    let p = invalid(refused(&state, bad_tag));
     assert_eq!(p[0].field, "tags[0]");
 }
 
 #[test]
 fn a_gateway_policy_is_validated_by_the_rules_of_policy_check() {
-    let state = office();
-    let (state, outcome) = ok(
-        &state,
-        Command::PutPolicy {
-            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
-            write: Write::Create,
-        },
-    );
+    let (state, outcome) = office_with_policy();
     assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
     let network = definition::validate(&state).unwrap().network;
     let view = enclave_policy::compile(&network, "laptop").unwrap();
@@ -232,15 +278,7 @@ fn a_gateway_policy_is_validated_by_the_rules_of_policy_check() {
     // A subnet the gateway does not offer, and a gateway that does not exist: each named.
     let mut doc = gateway_policy("elsewhere", "office-gw", "10.9.0.0/16");
     doc.gateways.push("nobody".into());
-    let Refusal::Invalid(problems) = refused(
-        &state,
-        Command::PutPolicy {
-            doc,
-            write: Write::Create,
-        },
-    ) else {
-        panic!()
-    };
+    let problems = invalid(refused(&state, create(doc)));
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
     assert!(
         fields.contains(&r#"policies["elsewhere"].gateways[1]"#),
@@ -277,47 +315,21 @@ fn a_subnet_with_host_bits_is_refused_with_the_fix() {
 
 #[test]
 fn deleting_a_gateway_a_policy_uses_is_refused_naming_the_policy() {
-    let state = office();
-    let (state, _) = ok(
-        &state,
-        Command::PutPolicy {
-            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
-            write: Write::Create,
-        },
-    );
-    let Refusal::Invalid(problems) = refused(
-        &state,
-        Command::Delete {
-            name: "office-gw".into(),
-        },
-    ) else {
-        panic!()
-    };
+    let (state, _) = office_with_policy();
+    let problems = invalid(refused(&state, delete("office-gw")));
     assert_eq!(problems[0].field, r#"policies["office"].gateways[0]"#);
     // Removing the only subnet the policy routes is refused the same way.
-    let Refusal::Invalid(problems) = refused(
+    let problems = invalid(refused(
         &state,
-        Command::RemoveSubnet {
-            system: "office-gw".into(),
-            subnet: "192.168.77.0/24".parse().unwrap(),
-        },
-    ) else {
-        panic!()
-    };
+        remove_subnet("office-gw", "192.168.77.0/24"),
+    ));
     assert_eq!(problems[0].field, r#"policies["office"].subnets[0]"#);
     assert!(problems[0].message.contains("not offered"), "{problems:#?}");
 }
 
 #[test]
 fn an_update_made_on_an_old_version_is_refused() {
-    let state = office();
-    let (state, created) = ok(
-        &state,
-        Command::PutPolicy {
-            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
-            write: Write::Create,
-        },
-    );
+    let (state, created) = office_with_policy();
     let Reply::Policy(read) = created.reply else {
         panic!()
     };
@@ -325,30 +337,15 @@ fn an_update_made_on_an_old_version_is_refused() {
     // Alice updates from what she read; Bob, from the same read, is refused afterwards.
     let mut alice = (*read).clone();
     alice.enabled = false;
-    let (state, _) = ok(
-        &state,
-        Command::PutPolicy {
-            doc: alice,
-            write: Write::Update,
-        },
-    );
+    let (state, _) = ok(&state, update(alice));
     let mut bob = (*read).clone();
     bob.senders = vec!["admins".into()];
-    let refusal = refused(
-        &state,
-        Command::PutPolicy {
-            doc: bob,
-            write: Write::Update,
-        },
-    );
+    let refusal = refused(&state, update(bob));
     assert!(matches!(refusal, Refusal::Stale { .. }), "{refusal:?}");
     assert_eq!(
         refused(
             &state,
-            Command::PutPolicy {
-                doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
-                write: Write::Create,
-            }
+            create(gateway_policy("office", "office-gw", "192.168.77.0/24"))
         ),
         Refusal::Exists {
             what: "policy",
@@ -375,20 +372,8 @@ fn subnets_are_discovered_removed_and_added() {
             subnets: found,
         },
     );
-    let (state, _) = ok(
-        &state,
-        Command::RemoveSubnet {
-            system: "office-gw".into(),
-            subnet: "10.20.0.0/16".parse().unwrap(),
-        },
-    );
-    let (state, _) = ok(
-        &state,
-        Command::AddSubnet {
-            system: "office-gw".into(),
-            subnet: "0.0.0.0/0".parse().unwrap(),
-        },
-    );
+    let (state, _) = ok(&state, remove_subnet("office-gw", "10.20.0.0/16"));
+    let (state, _) = ok(&state, add_subnet("office-gw", "0.0.0.0/0"));
     let rows: Vec<(String, String, String)> = subnet_rows(&state)
         .into_iter()
         .map(|r| (r.subnet.to_string(), r.source, r.state))
@@ -402,13 +387,7 @@ fn subnets_are_discovered_removed_and_added() {
         ]
     );
     // Adding a removed subnet brings it back.
-    let (state, _) = ok(
-        &state,
-        Command::AddSubnet {
-            system: "office-gw".into(),
-            subnet: "10.20.0.0/16".parse().unwrap(),
-        },
-    );
+    let (state, _) = ok(&state, add_subnet("office-gw", "10.20.0.0/16"));
     assert!(state.systems["office-gw"]
         .gateway
         .as_ref()
@@ -425,37 +404,15 @@ fn subnets_are_discovered_removed_and_added() {
         .unwrap()
         .auto_discover = false;
     assert!(matches!(
-        refused(
-            &off,
-            Command::RemoveSubnet {
-                system: "office-gw".into(),
-                subnet: "172.16.0.0/12".parse().unwrap()
-            }
-        ),
+        refused(&off, remove_subnet("office-gw", "172.16.0.0/12")),
         Refusal::NotFound { .. }
     ));
 }
 
 #[test]
 fn renaming_a_gateway_carries_its_policies_along() {
-    let state = office();
-    let (state, _) = ok(
-        &state,
-        Command::PutPolicy {
-            doc: gateway_policy("office", "office-gw", "192.168.77.0/24"),
-            write: Write::Create,
-        },
-    );
-    let (state, outcome) = ok(
-        &state,
-        Command::UpdateSystem {
-            name: "office-gw".into(),
-            edit: SystemEdit {
-                name: Some("menlo-gw".into()),
-                ..SystemEdit::default()
-            },
-        },
-    );
+    let (state, _) = office_with_policy();
+    let (state, outcome) = ok(&state, rename("office-gw", "menlo-gw"));
     assert_eq!(
         state.policies["office"].gateways,
         vec!["menlo-gw".to_owned()]
@@ -468,14 +425,14 @@ fn renaming_a_gateway_carries_its_policies_along() {
     // A stale edit of a system is refused.
     let refusal = refused(
         &state,
-        Command::UpdateSystem {
-            name: "menlo-gw".into(),
-            edit: SystemEdit {
+        edit(
+            "menlo-gw",
+            SystemEdit {
                 enabled: Some(false),
                 version: Some(1),
                 ..SystemEdit::default()
             },
-        },
+        ),
     );
     assert!(matches!(refusal, Refusal::Stale { .. }), "{refusal:?}");
 }
@@ -483,7 +440,7 @@ fn renaming_a_gateway_carries_its_policies_along() {
 #[test]
 fn the_example_definition_imports_exports_and_imports_the_same() {
     let text = include_str!("../../../../docs/examples/network.toml");
-    let imported = definition::import("network.toml", text, NOW).unwrap();
+    let imported = example();
     assert_eq!(imported.systems.len(), 6);
     let (state, outcome) = ok(
         &State::default(),
@@ -526,12 +483,7 @@ fn import_keeps_what_only_the_server_knows() {
     assert_eq!(laptop.enrolled_with.as_deref(), Some("manual"));
     assert_eq!(state.keys.len(), 2);
     // Exported as disabled because pending; once approved it has tunnels.
-    let (state, _) = ok(
-        &state,
-        Command::Approve {
-            name: "laptop".into(),
-        },
-    );
+    let (state, _) = ok(&state, approve("laptop"));
     assert!(state.systems["laptop"].effective_enabled());
 }
 
@@ -566,14 +518,7 @@ fn names_are_checked_and_made_unique() {
 
 #[test]
 fn the_gateway_toggle_keeps_its_settings() {
-    let state = office();
-    let (state, _) = ok(
-        &state,
-        Command::SetGateway {
-            name: "office-gw".into(),
-            allowed: false,
-        },
-    );
+    let (state, _) = ok(&office(), set_gateway("office-gw", false));
     let gateway = state.systems["office-gw"].gateway.clone().unwrap();
     assert!(!gateway.allowed);
     assert!(gateway
@@ -585,20 +530,10 @@ fn the_gateway_toggle_keeps_its_settings() {
 
 #[test]
 fn pre_shared_keys_follow_a_rename_and_hold_their_systems() {
-    let text = include_str!("../../../../docs/examples/network.toml");
-    let imported = definition::import("network.toml", text, NOW).unwrap();
+    let imported = example();
     assert_eq!(imported.preshared_keys.len(), 1);
     let (state, _) = ok(&State::default(), Command::Import(Box::new(imported)));
-    let (state, outcome) = ok(
-        &state,
-        Command::UpdateSystem {
-            name: "laptop".into(),
-            edit: SystemEdit {
-                name: Some("alice-laptop".into()),
-                ..SystemEdit::default()
-            },
-        },
-    );
+    let (state, outcome) = ok(&state, rename("laptop", "alice-laptop"));
     assert_eq!(
         state.preshared_keys[0].systems,
         ["alice-laptop", "menlo-gw-1"]
@@ -606,14 +541,7 @@ fn pre_shared_keys_follow_a_rename_and_hold_their_systems() {
     assert!(outcome
         .changes
         .contains(&Change::PresharedKeys(state.preshared_keys.clone())));
-    let Refusal::Invalid(problems) = refused(
-        &state,
-        Command::Delete {
-            name: "alice-laptop".into(),
-        },
-    ) else {
-        panic!()
-    };
+    let problems = invalid(refused(&state, delete("alice-laptop")));
     assert!(
         problems
             .iter()
