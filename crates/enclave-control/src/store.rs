@@ -37,6 +37,15 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// The SQLite file could not be created or made private.
+    #[error("the database file {} cannot be created readable by its owner only (mode 0600)", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The migrations could not be applied.
     #[error("the database schema could not be migrated")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -150,6 +159,38 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
+/// Makes the SQLite file readable by its owner only before SQLite opens it: a new file is
+/// created with mode 0600 (never through a symbolic link: `O_CREAT|O_EXCL`), so that no other
+/// user can read it even for a moment, and SQLite gives its journal and WAL files the same mode;
+/// an existing regular file is narrowed to 0600. The file holds hashes, not secrets, but nobody
+/// else needs to read the network, its keys' hashes or its audit log.
+fn private_file(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let failed = |source| Error::File {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(failed)
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(failed(e)),
+            }
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
 /// The SQL store (SQLite or PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
@@ -183,6 +224,9 @@ impl SqlStore {
             }
             _ => url.to_owned(),
         };
+        if let Some(path) = sqlite_path(&url) {
+            private_file(std::path::Path::new(path))?;
+        }
         let options = AnyConnectOptions::from_str(&url).map_err(db("parsing the URL"))?;
         // One SQLite connection: its writers serialise anyway, and one connection never
         // meets "database is locked". PostgreSQL gets a small pool.
@@ -196,11 +240,6 @@ impl SqlStore {
             .await
             .map_err(db("connecting"))?;
         MIGRATOR.run(&pool).await.map_err(Error::Migrate)?;
-        if let Some(path) = sqlite_path(&url) {
-            // It holds hashes, not secrets, but nobody else needs to read it.
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         Ok(Self { pool, backend })
     }
 
@@ -662,6 +701,41 @@ fn key_of(row: &AnyRow) -> Result<EnrolmentKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sqlite_file_is_readable_by_its_owner_only_from_the_start() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("enclave-control-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        // A new file: created 0600 before SQLite opens it.
+        runtime
+            .block_on(SqlStore::open(&format!(
+                "sqlite://{}/new.db",
+                dir.display()
+            )))
+            .unwrap();
+        assert_eq!(mode("new.db"), 0o600);
+        // An existing file others may read (an empty file is an empty database): narrowed.
+        let old = dir.join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        runtime
+            .block_on(SqlStore::open(&format!("sqlite://{}", old.display())))
+            .unwrap();
+        assert_eq!(mode("old.db"), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_database_password_never_reaches_a_message() {
