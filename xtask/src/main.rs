@@ -1,10 +1,11 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! - `cargo xtask ci` — everything CI checks: formatting, clippy, licences, bans, sources and
-//!   advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
+//! - `cargo xtask ci` — everything CI checks: formatting, unused dependencies (cargo-machete),
+//!   clippy, licences, bans, sources and advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
 //!   target for [`fuzz::FUZZ_SECONDS`] each, and the privileged scenarios in network
 //!   namespaces. Installs the system packages it needs when run as root (apt-get), and
-//!   cargo-deny and cargo-fuzz when they are missing.
+//!   cargo-deny, cargo-machete and cargo-fuzz when they are missing.
+//! - `cargo xtask machete` — the unused-dependency check alone.
 //! - `cargo xtask advisories` — the advisories check alone.
 //! - `cargo xtask fuzz [TARGET…]` — builds and runs the fuzz targets (`ENCLAVE_FUZZ_SECONDS`
 //!   sets the time per target; 0 only replays the corpus).
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some("netns-test") => netns_test(&args[1..]),
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("advisories") => advisories(),
+        Some("machete") => machete(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("netns-clean") => scenarios(&["clean"]),
@@ -36,9 +38,10 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
-                 ci                   fmt, clippy, cargo-deny, unit tests, fuzzing, netns scenarios\n  \
+                 ci                   fmt, machete, clippy, cargo-deny, unit tests, fuzzing, netns scenarios\n  \
                  fuzz [TARGET…]       build and run the fuzz targets (ENCLAVE_FUZZ_SECONDS each)\n  \
                  advisories           cargo deny --offline check advisories (RustSec snapshot)\n  \
+                 machete              cargo machete: dependencies that no code uses\n  \
                  netns-test [NAME…]   build, then run the privileged scenarios (as root)\n  \
                  demo                 the live demo in network namespaces (as root)\n  \
                  bench NAME           criterion | a namespace benchmark (see `bench list`)\n  \
@@ -96,6 +99,7 @@ fn ci() -> anyhow::Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
+    machete()?;
     let mut clippy = cargo();
     clippy.args([
         "clippy",
@@ -116,6 +120,17 @@ fn ci() -> anyhow::Result<()> {
     run("cargo test --workspace", test)?;
     fuzz::fuzz(&[])?;
     netns_test(&[])
+}
+
+/// `cargo machete`: fails when a manifest declares a dependency that no code of its crate
+/// names. A dependency used only where cargo-machete cannot see it (through a macro, a feature
+/// or a `#[path]` module) goes into that crate's `[package.metadata.cargo-machete] ignored`
+/// with a comment saying why.
+fn machete() -> anyhow::Result<()> {
+    packages::ensure_cargo_machete()?;
+    let mut machete = cargo();
+    machete.arg("machete");
+    run("cargo machete", machete)
 }
 
 /// The variable `deny.toml` reads its `[advisories] db-path` from.

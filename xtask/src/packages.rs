@@ -62,17 +62,27 @@ pub fn ensure_installed() -> anyhow::Result<()> {
 
 /// Installs cargo-deny with `cargo install --locked` when `cargo deny` is missing.
 pub fn ensure_cargo_deny() -> anyhow::Result<()> {
+    ensure_cargo_tool("deny", "cargo-deny")
+}
+
+/// Installs cargo-machete with `cargo install --locked` when `cargo machete` is missing.
+pub fn ensure_cargo_machete() -> anyhow::Result<()> {
+    ensure_cargo_tool("machete", "cargo-machete")
+}
+
+/// Installs `package` with `cargo install --locked` when `cargo SUBCOMMAND --version` fails.
+fn ensure_cargo_tool(subcommand: &str, package: &str) -> anyhow::Result<()> {
     let present = Command::new("cargo")
-        .args(["deny", "--version"])
+        .args([subcommand, "--version"])
         .output()
         .map(|out| out.status.success())
         .unwrap_or(false);
     if present {
         return Ok(());
     }
-    crate::run("cargo install --locked cargo-deny", {
+    crate::run(&format!("cargo install --locked {package}"), {
         let mut cmd = Command::new("cargo");
-        cmd.args(["install", "--locked", "cargo-deny"]);
+        cmd.args(["install", "--locked", package]);
         cmd
     })
 }

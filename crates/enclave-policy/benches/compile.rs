@@ -1,6 +1,8 @@
 //! Criterion benchmarks: validate a 10,000-system definition, compile one system's view.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
 
 #[path = "support/gen.rs"]
 mod gen;

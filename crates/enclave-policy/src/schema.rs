@@ -1,7 +1,7 @@
 //! Every unknown field at once. Serde stops at the first unknown field; this walk over the
 //! parsed document (with spans) finds them all before serde runs.
 
-use toml_edit::{ImDocument, Item, TableLike, Value};
+use toml_edit::{Document, Item, TableLike, Value};
 
 use crate::diag::{Severity, Sink};
 
@@ -77,7 +77,7 @@ const TOP: Fields = &[
 ];
 
 /// Reports every unknown field of a parsed document; returns whether there was one.
-pub(crate) fn unknown_fields(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> bool {
+pub(crate) fn unknown_fields(doc: &Document<String>, sink: &mut Sink<'_>) -> bool {
     let before = sink.error_count();
     table(doc.as_table(), TOP, sink);
     sink.error_count() > before

@@ -259,7 +259,7 @@ pub(crate) fn check_hours(hours: &ActiveHours, now: Timestamp) -> Result<(), Tru
         .map_err(|_| TrustFailure::UnknownTimeZone {
             zone: hours.zone.clone(),
         })?;
-    let local = now.to_zoned(tz);
+    let local = now.to_zoned_datetime(tz);
     let day = match local.weekday() {
         jiff::civil::Weekday::Monday => Weekday::Mon,
         jiff::civil::Weekday::Tuesday => Weekday::Tue,

@@ -41,7 +41,7 @@ pub struct Loaded {
 pub fn load(file: &str, text: &str) -> Result<Loaded> {
     let mut sink = Sink::new(file, text);
     // One parse: the document (with spans) is walked for unknown fields, then deserialised.
-    let doc = match toml_edit::ImDocument::parse(text.to_owned()) {
+    let doc = match toml_edit::Document::parse(text.to_owned()) {
         Ok(doc) => doc,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);

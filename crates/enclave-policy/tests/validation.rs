@@ -49,7 +49,7 @@ fn toml_syntax_error_has_position() {
         "[[system]]\nname = \"a\nx",
         expect![[r#"
             invalid
-            net.toml:2:10: error: invalid basic string
+            net.toml:3:2: error: key with no value, expected `=`
         "#]],
     );
 }
