@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 
 use crate::agents::{prepare, start_with, status, write_definition, AgentFiles};
 use crate::Ctx;
@@ -207,44 +207,72 @@ impl<'c> Office<'c> {
         )
     }
 
-    /// Whether one ping from the laptop to `dst` is answered within a second.
-    pub fn reaches(&self, dst: &str) -> bool {
-        self.ns("sender")
-            .ping(dst, 1)
-            .map(|r| r.received == 1)
-            .unwrap_or(false)
+    /// Whether one ping from the laptop to `dst` is answered within a second; an error when
+    /// ping could not run (never a "no").
+    pub fn reaches(&self, dst: &str) -> anyhow::Result<bool> {
+        Ok(self.ns("sender").ping_once(dst)?)
+    }
+
+    /// A "cannot reach" check with its positive control: the same probe (one ping from the
+    /// laptop) must reach `allowed` and must not reach `denied`. `what` says why `denied`
+    /// must stay unreachable, for the error.
+    pub fn reaches_only(&self, allowed: &str, denied: &str, what: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.reaches(allowed)?,
+            "positive control failed: {allowed} does not answer the laptop, so the check that \
+             {denied} does not ({what}) would prove nothing; laptop status:\n{}",
+            self.status("sender")
+        );
+        anyhow::ensure!(
+            !self.reaches(denied)?,
+            "{denied} answered the laptop: {what}; laptop status:\n{}",
+            self.status("sender")
+        );
+        Ok(())
     }
 
     /// Pings `dst` from the laptop every 50 ms until `want` (answered or not) holds, within
-    /// `timeout`; returns how long it took.
+    /// `timeout`; returns how long it took. A ping that could not run is an error at once.
     pub fn until_reach(
         &self,
         dst: &str,
         want: bool,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
+        match self.poll_reach(dst, want, timeout)? {
+            Some(took) => Ok(took),
+            None => anyhow::bail!(
+                "{dst} {} within {} s; laptop status:\n{}",
+                if want {
+                    "never answered"
+                } else {
+                    "kept answering"
+                },
+                timeout.as_secs_f64(),
+                self.status("sender")
+            ),
+        }
+    }
+
+    /// [`Office::until_reach`] that says `None` when `want` did not come within `timeout`, for
+    /// checks that expect it not to; a ping that could not run is still an error.
+    pub fn poll_reach(
+        &self,
+        dst: &str,
+        want: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Duration>> {
         let started = Instant::now();
+        let argv = ["ping", "-n", "-c", "1", "-W", "0.2", dst];
         while started.elapsed() < timeout {
-            let answered = self
-                .ns("sender")
-                .exec_output(&["ping", "-n", "-c", "1", "-W", "0.2", dst])
-                .map(|o| o.status.success())
-                .unwrap_or(false);
+            let output = self.ns("sender").exec_output(&argv)?;
+            let answered = PingResult::from_output(&argv.join(" "), &output)?.received > 0;
             if answered == want {
-                return Ok(started.elapsed());
+                return Ok(Some(started.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        anyhow::bail!(
-            "{dst} {} within {} s; laptop status:\n{}",
-            if want {
-                "never answered"
-            } else {
-                "kept answering"
-            },
-            timeout.as_secs_f64(),
-            self.status("sender")
-        )
+        Ok(None)
     }
 
     /// `enclave-agent status --json` of `node`.
@@ -286,6 +314,23 @@ impl<'c> Office<'c> {
     /// in `status --json`).
     pub fn definition_generation(&self, node: &str) -> Option<u64> {
         self.status_json(node)?["definition_generation"].as_u64()
+    }
+
+    /// Waits until the agents of `nodes` report that they applied a definition (their
+    /// `definition_generation` is at least 1): what a "nothing happened" check waits for
+    /// instead of sleeping after the start.
+    pub fn wait_applied(&self, nodes: &[&str]) -> anyhow::Result<()> {
+        for node in nodes {
+            let applied = wait_until(Duration::from_secs(10), || {
+                self.definition_generation(node).is_some_and(|g| g >= 1)
+            });
+            anyhow::ensure!(
+                applied,
+                "{node} did not report an applied definition within 10 s; its status:\n{}",
+                self.status(node)
+            );
+        }
+        Ok(())
     }
 
     /// Writes `template` and waits until the agents of `nodes` report they applied it (their

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use enclave_netns::{wait_until, Netns, TopologySpec};
+use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
 use crate::support::{reference_without_forwarding, GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST};
@@ -145,8 +145,15 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
     // One way: the LAN host cannot open a connection to the sender, though it has a route.
     let _sender_echo = sender.echo_server(8888)?;
     let back: SocketAddr = format!("{LAPTOP_OVERLAY}:8888").parse()?;
+    // The positive control: the same probe from the LAN host opens a connection to the
+    // gateway, so the refusal below is the policy's, not a broken probe's.
+    let _gateway_echo = gw.echo_server(8888)?;
+    lan.tcp_connect(
+        format!("{GATEWAY_LAN}:8888").parse()?,
+        Duration::from_secs(1),
+    )?;
     ensure!(
-        lan.tcp_connect(back, Duration::from_secs(1)).is_err(),
+        !lan.tcp_connect(back, Duration::from_secs(1)).reached()?,
         "the LAN host opened a connection to the sender: one-way access is broken"
     );
 
@@ -289,8 +296,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     office.start_agent("gw1", Default::default())?;
     ensure!(
         office
-            .until_reach(PRINTER, true, Duration::from_secs(6))
-            .is_err(),
+            .poll_reach(PRINTER, true, Duration::from_secs(6))?
+            .is_none(),
         "the LAN answered although the gateway's pre-shared key differs"
     );
     let handshakes = office

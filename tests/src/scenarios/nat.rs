@@ -14,7 +14,9 @@ use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
     NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
-use enclave_netns::{wait_until, EchoServer, Netns, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{
+    wait_until, EchoServer, Netns, Process, Reached, SpawnOpts, Topology, TopologySpec,
+};
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
@@ -164,22 +166,23 @@ impl Gateway {
             Ok(format!("{ip}:{port}").parse()?)
         };
         Ok(Reach {
+            // Each probe that could not run is an error, never a "no".
             granted_tcp: sender
                 .tcp_request(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
-                .ok(),
+                .answer()?,
             granted_ping: sender.ping(LAN_HOST, 2)?.all_answered(),
             other_port: sender
                 .tcp_connect(addr(LAN_HOST, OTHER_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             denied_host: sender
                 .tcp_connect(addr(LAN_DENIED, GRANTED_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             udp: sender
                 .udp_probe(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             lan_to_sender: lan
                 .tcp_connect(addr(SENDER_OVERLAY, SENDER_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
         })
     }
 }
