@@ -34,6 +34,16 @@ pub const GW_UNDERLAY: [&str; 2] = ["10.10.0.1", "10.10.0.3"];
 /// The laptop's underlay address.
 pub const LAPTOP_UNDERLAY: &str = "10.10.0.2";
 
+/// An agent configuration line (a TOML comment) by which a scenario asks [`Office`] for the
+/// WireGuard kernel module on the external data plane instead of pinning wireguard-go.
+pub const KERNEL_MODULE: &str = "# enclave-scenarios: external data plane on the kernel module";
+
+/// Whether the WireGuard kernel module is loaded here (the agent's external data plane then
+/// uses it instead of a userspace program).
+pub fn kernel_module_loaded() -> bool {
+    std::path::Path::new("/sys/module/wireguard").exists()
+}
+
 /// The systems' names in definitions, by node.
 pub const SYSTEMS: [(&str, &str); 3] = [
     ("sender", "laptop"),
@@ -157,9 +167,64 @@ impl<'c> Office<'c> {
     }
 
     /// Starts (or restarts) the agent of `node`.
-    pub fn start_agent(&mut self, node: &str, opts: SpawnOpts) -> anyhow::Result<()> {
+    ///
+    /// An agent on the external data plane is pinned to wireguard-go: `WG_USERSPACE_IMPLEMENTATION`
+    /// names it by its full path, and the agent's log must say it started that program, so a
+    /// host whose WireGuard kernel module is loaded fails the scenario instead of testing the
+    /// module by accident. (The line [`KERNEL_MODULE`] in the node's extra configuration asks
+    /// for the module instead: then the agent must not start a program.)
+    pub fn start_agent(&mut self, node: &str, mut opts: SpawnOpts) -> anyhow::Result<()> {
         let files = &self.files[node];
+        let config = std::fs::read_to_string(&files.config)?;
+        let external = config.contains("dataplane = \"external\"");
+        let kernel = config.contains(KERNEL_MODULE);
+        let mut pinned = None;
+        if external && !kernel && !opts.env.contains_key("WG_USERSPACE_IMPLEMENTATION") {
+            let program = enclave_netns::which("wireguard-go").context(
+                "wireguard-go is not installed; the external-data-plane scenarios need it \
+                 (`cargo xtask ci` installs the test packages)",
+            )?;
+            let program = program.to_string_lossy().into_owned();
+            opts = opts.env("WG_USERSPACE_IMPLEMENTATION", &program);
+            pinned = Some(program);
+        }
+        // A restarted agent appends to its log: only what this start printed counts.
+        let label = if node == "sender" {
+            "enclave-agent"
+        } else {
+            "enclave-gw"
+        };
+        let log = self.ctx.log_dir().join(format!("{label}-{node}.log"));
+        let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
         let process = start_with(self.ctx, self.topo.ns(node), files, node != "sender", opts)?;
+        let this_start = || {
+            let text = process.log();
+            text.get(usize::try_from(offset).unwrap_or(0)..)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        const STARTED: &str = "started the external WireGuard";
+        if let Some(program) = pinned {
+            let started = wait_until(Duration::from_secs(5), || {
+                this_start()
+                    .lines()
+                    .any(|l| l.contains(STARTED) && l.contains(&program))
+            });
+            anyhow::ensure!(
+                started,
+                "{node}'s agent did not start {program}: the external data plane must run on \
+                 wireguard-go here (a loaded kernel module would be used instead); its log:\n{}",
+                this_start()
+            );
+        }
+        if external && kernel {
+            anyhow::ensure!(
+                !this_start().contains(STARTED),
+                "{node}'s agent started a userspace WireGuard although the kernel module was \
+                 asked for:\n{}",
+                this_start()
+            );
+        }
         self.agents.insert(node.to_owned(), process);
         Ok(())
     }

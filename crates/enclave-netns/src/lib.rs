@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 pub use netns::Netns;
 pub use probe::{EchoServer, PingResult, Reached};
 pub use process::{Process, SpawnOpts};
-pub use topology::{remove_own, remove_stale, Topology, TopologySpec};
+pub use topology::{remove_of, remove_own, remove_stale, Topology, TopologySpec};
 
 use std::time::{Duration, Instant};
 

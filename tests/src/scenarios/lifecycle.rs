@@ -8,9 +8,10 @@ use anyhow::{ensure, Context};
 use enclave_netns::{Reached, TopologySpec};
 
 use crate::office::{
-    definition, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
+    definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
+    LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
-use crate::{Ctx, Scenario};
+use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -33,6 +34,11 @@ pub fn scenarios() -> Vec<Scenario> {
             name: "agent-external-sender",
             about: "a sender on wireguard-go (external backend) reaches the LAN through our gateway",
             run: external_sender,
+        },
+        Scenario {
+            name: "agent-external-kernel-module",
+            about: "a sender on the WireGuard kernel module (external backend) reaches the LAN through our gateway; not run where the module is not loaded",
+            run: external_kernel_module,
         },
         Scenario {
             name: "agent-external-host-filter",
@@ -498,6 +504,39 @@ fn external_sender(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn external_host_filter(ctx: &Ctx) -> anyhow::Result<()> {
     external(ctx, true)
+}
+
+/// The kernel-module path of the external data plane, where the module is loaded; reported as
+/// not run elsewhere (never as a pass).
+fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
+    if !kernel_module_loaded() {
+        return Err(NotRun("no wireguard kernel module".into()).into());
+    }
+    let config = format!("dataplane = \"external\"\n{KERNEL_MODULE}");
+    let office = Office::start(
+        ctx,
+        "extkmod",
+        1,
+        &definition(1, "\"users\"", ANY, ""),
+        &[("sender", config.as_str())],
+    )?;
+    office.wait_for_route()?;
+    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let sender = office.ns("sender");
+    let link = sender.exec(&["ip", "-d", "link", "show", "enclave0"])?;
+    ensure!(
+        link.contains("wireguard"),
+        "enclave0 is not a kernel WireGuard interface:\n{link}"
+    );
+    let pids = sender.exec(&["sh", "-c", "pgrep -x wireguard-go || true"])?;
+    ensure!(
+        pids.trim().is_empty(),
+        "a wireguard-go runs although the kernel module was asked for"
+    );
+    let _echo = office.ns("lan").echo_server(7777)?;
+    let seen = sender.tcp_request(format!("{PRINTER}:7777").parse()?, Duration::from_secs(2))?;
+    ensure!(seen.starts_with(GW_LAN[0]), "the LAN host saw {seen}");
+    Ok(())
 }
 
 /// The laptop on wireguard-go; with `gateway_too`, the gateway as well, and the host filters
