@@ -8,7 +8,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
-use crate::support::{reference_without_forwarding, GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST};
+use crate::support::{reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -45,36 +45,16 @@ fn topology() -> TopologySpec {
 }
 
 fn definition(laptop: &AgentFiles, gw: &AgentFiles, acl: &str) -> String {
-    format!(
-        r#"[network]
-overlay = "100.64.0.0/10"
-
-[[system]]
-name = "laptop"
-public_key = "{laptop_key}"
-address = "{LAPTOP_OVERLAY}"
-tags = ["users"]
-
-[[system]]
-name = "menlo-gw-1"
-public_key = "{gw_key}"
-address = "{GW_OVERLAY}"
-endpoint = "{GATEWAY_UNDERLAY}:51820"
-
-[system.gateway]
-allowed = true
-subnets = ["192.168.77.0/24"]
-
-[[gateway_policy]]
-name = "users to Menlo Park Office"
-senders = ["users"]
-gateways = ["menlo-gw-1"]
-subnets = ["192.168.77.0/24"]
-acl = [{acl}]
-"#,
-        laptop_key = laptop.public_key,
-        gw_key = gw.public_key,
-    )
+    OneGateway {
+        laptop_key: &laptop.public_key,
+        laptop_address: LAPTOP_OVERLAY,
+        gateway: "menlo-gw-1",
+        gateway_key: &gw.public_key,
+        gateway_address: GW_OVERLAY,
+        policy: "users to Menlo Park Office",
+        acl,
+    }
+    .definition()
 }
 
 fn route_present(ns: &Netns, subnet: &str) -> bool {

@@ -20,8 +20,8 @@ use enclave_netns::{
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
-    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY, WG_PORT,
+    configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway, GATEWAY_LAN,
+    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -724,34 +724,16 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// A network definition in which `gw` serves the LAN to `laptop`.
 fn gateway_definition(laptop_key: &str, gw_key: &str) -> String {
-    format!(
-        r#"[network]
-overlay = "{OVERLAY}"
-
-[[system]]
-name = "laptop"
-public_key = "{laptop_key}"
-address = "{SENDER_OVERLAY}"
-tags = ["users"]
-
-[[system]]
-name = "gw"
-public_key = "{gw_key}"
-address = "{GATEWAY_OVERLAY}"
-endpoint = "{GATEWAY_UNDERLAY}:{WG_PORT}"
-
-[system.gateway]
-allowed = true
-subnets = ["{LAN_SUBNET}"]
-
-[[gateway_policy]]
-name = "users to the LAN"
-senders = ["users"]
-gateways = ["gw"]
-subnets = ["{LAN_SUBNET}"]
-acl = [{{ protocol = "tcp", ports = "{GRANTED_PORT}" }}]
-"#
-    )
+    OneGateway {
+        laptop_key,
+        laptop_address: SENDER_OVERLAY,
+        gateway: "gw",
+        gateway_key: gw_key,
+        gateway_address: GATEWAY_OVERLAY,
+        policy: "users to the LAN",
+        acl: &format!(r#"{{ protocol = "tcp", ports = "{GRANTED_PORT}" }}"#),
+    }
+    .definition()
 }
 
 fn nat_gw_kill9(ctx: &Ctx) -> anyhow::Result<()> {
