@@ -26,6 +26,20 @@ pub struct Scenario {
     pub run: fn(&Ctx) -> anyhow::Result<()>,
 }
 
+/// What a scenario returns (as its error) when this machine cannot run it, e.g. the WireGuard
+/// kernel module path where there is no module. The runner prints it as its own line,
+/// `scenario NAME not run: WHY`, never as a pass.
+#[derive(Debug, Clone)]
+pub struct NotRun(pub String);
+
+impl std::fmt::Display for NotRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not run: {}", self.0)
+    }
+}
+
+impl std::error::Error for NotRun {}
+
 /// One benchmark that needs namespaces.
 #[derive(Debug, Clone, Copy)]
 pub struct Bench {

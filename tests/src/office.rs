@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 
 use crate::agents::{prepare, start_with, status, write_definition, AgentFiles};
 use crate::Ctx;
@@ -33,6 +33,16 @@ pub const GW_LAN: [&str; 2] = ["192.168.77.1", "192.168.77.2"];
 pub const GW_UNDERLAY: [&str; 2] = ["10.10.0.1", "10.10.0.3"];
 /// The laptop's underlay address.
 pub const LAPTOP_UNDERLAY: &str = "10.10.0.2";
+
+/// An agent configuration line (a TOML comment) by which a scenario asks [`Office`] for the
+/// WireGuard kernel module on the external data plane instead of pinning wireguard-go.
+pub const KERNEL_MODULE: &str = "# enclave-scenarios: external data plane on the kernel module";
+
+/// Whether the WireGuard kernel module is loaded here (the agent's external data plane then
+/// uses it instead of a userspace program).
+pub fn kernel_module_loaded() -> bool {
+    std::path::Path::new("/sys/module/wireguard").exists()
+}
 
 /// The systems' names in definitions, by node.
 pub const SYSTEMS: [(&str, &str); 3] = [
@@ -157,9 +167,64 @@ impl<'c> Office<'c> {
     }
 
     /// Starts (or restarts) the agent of `node`.
-    pub fn start_agent(&mut self, node: &str, opts: SpawnOpts) -> anyhow::Result<()> {
+    ///
+    /// An agent on the external data plane is pinned to wireguard-go: `WG_USERSPACE_IMPLEMENTATION`
+    /// names it by its full path, and the agent's log must say it started that program, so a
+    /// host whose WireGuard kernel module is loaded fails the scenario instead of testing the
+    /// module by accident. (The line [`KERNEL_MODULE`] in the node's extra configuration asks
+    /// for the module instead: then the agent must not start a program.)
+    pub fn start_agent(&mut self, node: &str, mut opts: SpawnOpts) -> anyhow::Result<()> {
         let files = &self.files[node];
+        let config = std::fs::read_to_string(&files.config)?;
+        let external = config.contains("dataplane = \"external\"");
+        let kernel = config.contains(KERNEL_MODULE);
+        let mut pinned = None;
+        if external && !kernel && !opts.env.contains_key("WG_USERSPACE_IMPLEMENTATION") {
+            let program = enclave_netns::which("wireguard-go").context(
+                "wireguard-go is not installed; the external-data-plane scenarios need it \
+                 (`cargo xtask ci` installs the test packages)",
+            )?;
+            let program = program.to_string_lossy().into_owned();
+            opts = opts.env("WG_USERSPACE_IMPLEMENTATION", &program);
+            pinned = Some(program);
+        }
+        // A restarted agent appends to its log: only what this start printed counts.
+        let label = if node == "sender" {
+            "enclave-agent"
+        } else {
+            "enclave-gw"
+        };
+        let log = self.ctx.log_dir().join(format!("{label}-{node}.log"));
+        let offset = std::fs::metadata(&log).map_or(0, |m| m.len());
         let process = start_with(self.ctx, self.topo.ns(node), files, node != "sender", opts)?;
+        let this_start = || {
+            let text = process.log();
+            text.get(usize::try_from(offset).unwrap_or(0)..)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        const STARTED: &str = "started the external WireGuard";
+        if let Some(program) = pinned {
+            let started = wait_until(Duration::from_secs(5), || {
+                this_start()
+                    .lines()
+                    .any(|l| l.contains(STARTED) && l.contains(&program))
+            });
+            anyhow::ensure!(
+                started,
+                "{node}'s agent did not start {program}: the external data plane must run on \
+                 wireguard-go here (a loaded kernel module would be used instead); its log:\n{}",
+                this_start()
+            );
+        }
+        if external && kernel {
+            anyhow::ensure!(
+                !this_start().contains(STARTED),
+                "{node}'s agent started a userspace WireGuard although the kernel module was \
+                 asked for:\n{}",
+                this_start()
+            );
+        }
         self.agents.insert(node.to_owned(), process);
         Ok(())
     }
@@ -207,44 +272,72 @@ impl<'c> Office<'c> {
         )
     }
 
-    /// Whether one ping from the laptop to `dst` is answered within a second.
-    pub fn reaches(&self, dst: &str) -> bool {
-        self.ns("sender")
-            .ping(dst, 1)
-            .map(|r| r.received == 1)
-            .unwrap_or(false)
+    /// Whether one ping from the laptop to `dst` is answered within a second; an error when
+    /// ping could not run (never a "no").
+    pub fn reaches(&self, dst: &str) -> anyhow::Result<bool> {
+        Ok(self.ns("sender").ping_once(dst)?)
+    }
+
+    /// A "cannot reach" check with its positive control: the same probe (one ping from the
+    /// laptop) must reach `allowed` and must not reach `denied`. `what` says why `denied`
+    /// must stay unreachable, for the error.
+    pub fn reaches_only(&self, allowed: &str, denied: &str, what: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.reaches(allowed)?,
+            "positive control failed: {allowed} does not answer the laptop, so the check that \
+             {denied} does not ({what}) would prove nothing; laptop status:\n{}",
+            self.status("sender")
+        );
+        anyhow::ensure!(
+            !self.reaches(denied)?,
+            "{denied} answered the laptop: {what}; laptop status:\n{}",
+            self.status("sender")
+        );
+        Ok(())
     }
 
     /// Pings `dst` from the laptop every 50 ms until `want` (answered or not) holds, within
-    /// `timeout`; returns how long it took.
+    /// `timeout`; returns how long it took. A ping that could not run is an error at once.
     pub fn until_reach(
         &self,
         dst: &str,
         want: bool,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
+        match self.poll_reach(dst, want, timeout)? {
+            Some(took) => Ok(took),
+            None => anyhow::bail!(
+                "{dst} {} within {} s; laptop status:\n{}",
+                if want {
+                    "never answered"
+                } else {
+                    "kept answering"
+                },
+                timeout.as_secs_f64(),
+                self.status("sender")
+            ),
+        }
+    }
+
+    /// [`Office::until_reach`] that says `None` when `want` did not come within `timeout`, for
+    /// checks that expect it not to; a ping that could not run is still an error.
+    pub fn poll_reach(
+        &self,
+        dst: &str,
+        want: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Duration>> {
         let started = Instant::now();
+        let argv = ["ping", "-n", "-c", "1", "-W", "0.2", dst];
         while started.elapsed() < timeout {
-            let answered = self
-                .ns("sender")
-                .exec_output(&["ping", "-n", "-c", "1", "-W", "0.2", dst])
-                .map(|o| o.status.success())
-                .unwrap_or(false);
+            let output = self.ns("sender").exec_output(&argv)?;
+            let answered = PingResult::from_output(&argv.join(" "), &output)?.received > 0;
             if answered == want {
-                return Ok(started.elapsed());
+                return Ok(Some(started.elapsed()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        anyhow::bail!(
-            "{dst} {} within {} s; laptop status:\n{}",
-            if want {
-                "never answered"
-            } else {
-                "kept answering"
-            },
-            timeout.as_secs_f64(),
-            self.status("sender")
-        )
+        Ok(None)
     }
 
     /// `enclave-agent status --json` of `node`.
@@ -286,6 +379,23 @@ impl<'c> Office<'c> {
     /// in `status --json`).
     pub fn definition_generation(&self, node: &str) -> Option<u64> {
         self.status_json(node)?["definition_generation"].as_u64()
+    }
+
+    /// Waits until the agents of `nodes` report that they applied a definition (their
+    /// `definition_generation` is at least 1): what a "nothing happened" check waits for
+    /// instead of sleeping after the start.
+    pub fn wait_applied(&self, nodes: &[&str]) -> anyhow::Result<()> {
+        for node in nodes {
+            let applied = wait_until(Duration::from_secs(10), || {
+                self.definition_generation(node).is_some_and(|g| g >= 1)
+            });
+            anyhow::ensure!(
+                applied,
+                "{node} did not report an applied definition within 10 s; its status:\n{}",
+                self.status(node)
+            );
+        }
+        Ok(())
     }
 
     /// Writes `template` and waits until the agents of `nodes` report they applied it (their

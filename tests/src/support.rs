@@ -26,6 +26,70 @@ pub const OVERLAY: &str = "100.64.0.0/10";
 /// The UDP port both WireGuard ends listen on.
 pub const WG_PORT: u16 = 51820;
 
+/// A network definition for the reference topology run by our agents: the laptop (tag
+/// `users`) and one gateway, reachable at [`GATEWAY_UNDERLAY`], that serves [`LAN_SUBNET`] to
+/// `users` under the policy `policy` with the ACL entries `acl`.
+#[derive(Debug, Clone, Copy)]
+pub struct OneGateway<'a> {
+    /// The laptop's public key.
+    pub laptop_key: &'a str,
+    /// The laptop's virtual address.
+    pub laptop_address: &'a str,
+    /// The gateway's system name.
+    pub gateway: &'a str,
+    /// The gateway's public key.
+    pub gateway_key: &'a str,
+    /// The gateway's virtual address.
+    pub gateway_address: &'a str,
+    /// The gateway policy's name.
+    pub policy: &'a str,
+    /// The policy's ACL entries, as TOML inline tables.
+    pub acl: &'a str,
+}
+
+impl OneGateway<'_> {
+    /// The definition's text.
+    pub fn definition(&self) -> String {
+        let OneGateway {
+            laptop_key,
+            laptop_address,
+            gateway,
+            gateway_key,
+            gateway_address,
+            policy,
+            acl,
+        } = self;
+        format!(
+            r#"[network]
+overlay = "{OVERLAY}"
+
+[[system]]
+name = "laptop"
+public_key = "{laptop_key}"
+address = "{laptop_address}"
+tags = ["users"]
+
+[[system]]
+name = "{gateway}"
+public_key = "{gateway_key}"
+address = "{gateway_address}"
+endpoint = "{GATEWAY_UNDERLAY}:{WG_PORT}"
+
+[system.gateway]
+allowed = true
+subnets = ["{LAN_SUBNET}"]
+
+[[gateway_policy]]
+name = "{policy}"
+senders = ["users"]
+gateways = ["{gateway}"]
+subnets = ["{LAN_SUBNET}"]
+acl = [{acl}]
+"#
+        )
+    }
+}
+
 /// The reference topology: `sender` ↔ `gw` over a veth pair (the underlay), and `gw` ↔ `lan`
 /// on a bridged segment (the Menlo Park office LAN). The LAN host has no route to the overlay,
 /// so only SNAT on the gateway lets it answer.

@@ -52,7 +52,35 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A probe did not get its answer.
+    /// A probe ran and got no answer: the target refused, the network said it is unreachable,
+    /// or nothing came back in time. The one error a "cannot reach" check expects; see
+    /// [`Reached::reached`](crate::Reached::reached).
+    #[error("{what}: no answer")]
+    Unreachable {
+        /// What was tried, and towards what.
+        what: String,
+        /// What the socket said (refused, unreachable, timed out).
+        #[source]
+        source: std::io::Error,
+    },
+    /// A probe program ran but did not probe: it is missing, was killed, or stopped with an
+    /// error that is not an answer from the network (a bad argument, no permission for a raw
+    /// socket). A probe that could not run is an error, never a "no".
+    #[error(
+        "could not probe: `{command}` did not run as a probe ({status}): {output}; \
+         install the tool or fix the bench, this is not an answer from the network"
+    )]
+    ProbeTool {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed (standard error, then standard output), trimmed.
+        output: String,
+    },
+    /// A probe or a wait of the bench failed for a reason other than the network's answer
+    /// (a socket that could not be opened, a server that could not bind, a log line that never
+    /// came).
     #[error("{what}")]
     Probe {
         /// What was tried, and towards what.
@@ -70,6 +98,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// Whether this is the network's "no" ([`Error::Unreachable`]) rather than a probe that
+    /// could not run.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
+    }
 }
 
 /// The test bench's result type.

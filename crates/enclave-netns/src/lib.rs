@@ -7,6 +7,11 @@
 //! [`Netns::exec`] and [`Netns::spawn`]; [`Netns::ping`], [`Netns::tcp_connect`],
 //! [`Netns::udp_probe`] and [`Netns::echo_server`] are the probes a gateway test needs.
 //!
+//! A probe tells "unreachable" (it ran and the network gave no answer: [`Error::Unreachable`],
+//! or a [`PingResult`] with nothing received) from "could not probe" (the tool is missing, was
+//! killed or failed for another reason: any other error). A "cannot reach" check reads a probe
+//! through [`Reached::reached`], so a broken probe fails the check instead of passing it.
+//!
 //! Names are unique per run: every namespace is called `enc-<pid>-<seq>-<tag>-<node>`, so two
 //! runs at once never collide, and [`remove_stale`] can tell a dead run's leftovers from a live
 //! one's. Interfaces are created directly inside their namespaces (`ip link add … netns …`), so
@@ -23,9 +28,9 @@ mod topology;
 
 pub use error::{Error, Result};
 pub use netns::Netns;
-pub use probe::{EchoServer, PingResult};
+pub use probe::{EchoServer, PingResult, Reached};
 pub use process::{Process, SpawnOpts};
-pub use topology::{remove_own, remove_stale, Topology, TopologySpec};
+pub use topology::{remove_of, remove_own, remove_stale, Topology, TopologySpec};
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +67,27 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `condition` every 20 ms until it yields `Ok(true)` or `timeout` passes; returns
+/// whether it held. An error (a probe that could not run) ends the wait at once and is
+/// returned: a broken probe never reads as "not yet".
+pub fn try_wait_until(
+    timeout: Duration,
+    mut condition: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
+    let mut failure = None;
+    let held = wait_until(timeout, || match condition() {
+        Ok(held) => held,
+        Err(err) => {
+            failure = Some(err);
+            true
+        }
+    });
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(held),
     }
 }
 

@@ -53,23 +53,138 @@ impl PingResult {
         }
         result
     }
+
+    /// Judges a finished `ping`: the summary when it ran (answered or not), also when the
+    /// kernel refused to send because the destination is unreachable (`connect: No route to
+    /// host`, `sendmsg: Operation not permitted` from a firewall); [`Error::ProbeTool`] for
+    /// everything else (not installed, killed, a bad argument, no raw socket), so that a ping
+    /// that could not run is never read as "no answer".
+    pub fn from_output(command: &str, output: &std::process::Output) -> Result<Self> {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let result = PingResult::parse(&format!("{stdout}{stderr}"));
+        // iputils: 0 = answered, 1 = ran and got no (or not every) reply, 2 = other errors,
+        // among them the network's own refusal before the first packet left.
+        let ran = match output.status.code() {
+            Some(0 | 1) => result.transmitted > 0,
+            Some(2) => result.transmitted > 0 || is_network_refusal(&stderr),
+            _ => false,
+        };
+        if ran {
+            Ok(result)
+        } else {
+            Err(Error::ProbeTool {
+                command: command.to_owned(),
+                status: output.status,
+                output: format!("{} {}", stderr.trim(), stdout.trim())
+                    .trim()
+                    .to_owned(),
+            })
+        }
+    }
+}
+
+/// Whether `ping`'s standard error is the kernel refusing to send towards the destination
+/// (no route, an `unreachable` route, a firewall that drops on output): the network's "no".
+fn is_network_refusal(stderr: &str) -> bool {
+    stderr.lines().any(|line| {
+        let syscall = line.contains("connect: ") || line.contains("sendmsg: ");
+        let refused = [
+            "Network is unreachable",
+            "No route to host",
+            "Operation not permitted",
+        ]
+        .iter()
+        .any(|reason| line.contains(reason));
+        syscall && refused
+    })
+}
+
+/// Whether a socket error is the network's answer (refused, unreachable, reset, nothing in
+/// time, dropped by a firewall on output) rather than a probe that could not run.
+fn is_no_answer(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        err.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::TimedOut
+            | K::WouldBlock
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::PermissionDenied
+    )
+}
+
+/// A socket probe's error: [`Error::Unreachable`] when the network answered "no", else
+/// [`Error::Probe`] (the probe could not run).
+fn socket_error(what: String, source: std::io::Error) -> Error {
+    if is_no_answer(&source) {
+        Error::Unreachable { what, source }
+    } else {
+        Error::Probe {
+            what: format!("could not probe: {what}"),
+            source,
+        }
+    }
+}
+
+/// Reading a probe's result as "did it reach the target".
+pub trait Reached {
+    /// What the probe returns when it gets its answer.
+    type Answer;
+
+    /// `Ok(true)` when the probe got its answer, `Ok(false)` when the network said no
+    /// ([`Error::Unreachable`]), and the error itself when the probe could not run: a "cannot
+    /// reach" check written as `ensure!(!probe.reached()?)` fails loudly on a broken probe.
+    fn reached(self) -> Result<bool>;
+
+    /// [`Reached::reached`] that keeps the answer: `Ok(None)` when the network said no.
+    fn answer(self) -> Result<Option<Self::Answer>>;
+}
+
+impl<T> Reached for Result<T> {
+    type Answer = T;
+
+    fn reached(self) -> Result<bool> {
+        self.answer().map(|answer| answer.is_some())
+    }
+
+    fn answer(self) -> Result<Option<T>> {
+        match self {
+            Ok(answer) => Ok(Some(answer)),
+            Err(err) if err.is_unreachable() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
 }
 
 impl Netns {
     /// Pings `dst` `count` times, 0.2 s apart, waiting at most one second for each reply.
+    ///
+    /// `Ok` when ping ran, whether or not anything answered ([`PingResult::received`]); an
+    /// error when it could not probe (see [`PingResult::from_output`]).
     pub fn ping(&self, dst: &str, count: u32) -> Result<PingResult> {
         let count = count.to_string();
-        let output =
-            self.exec_output(&["ping", "-n", "-c", &count, "-i", "0.2", "-W", "1", dst])?;
-        Ok(PingResult::parse(&String::from_utf8_lossy(&output.stdout)))
+        let argv = ["ping", "-n", "-c", &count, "-i", "0.2", "-W", "1", dst];
+        let output = self.exec_output(&argv)?;
+        PingResult::from_output(&argv.join(" "), &output)
+    }
+
+    /// Whether one ping to `dst` is answered within a second; an error when ping could not run.
+    pub fn ping_once(&self, dst: &str) -> Result<bool> {
+        Ok(self.ping(dst, 1)?.received > 0)
     }
 
     /// Opens a TCP connection to `dst` from inside the namespace, within `timeout`.
+    /// [`Error::Unreachable`] when refused, unreachable or timed out; any other error means the
+    /// probe could not run (see [`Reached`]).
     pub fn tcp_connect(&self, dst: SocketAddr, timeout: Duration) -> Result<()> {
         self.run_in(|| TcpStream::connect_timeout(&dst, timeout).map(drop))?
-            .map_err(|source| Error::Probe {
-                what: format!("TCP connect from {} to {dst}", self.node),
-                source,
+            .map_err(|source| {
+                socket_error(format!("TCP connect from {} to {dst}", self.node), source)
             })
     }
 
@@ -86,10 +201,7 @@ impl Netns {
             }
             Ok(line.trim().to_owned())
         })?
-        .map_err(|source| Error::Probe {
-            what: format!("TCP request from {} to {dst}", self.node),
-            source,
-        })
+        .map_err(|source| socket_error(format!("TCP request from {} to {dst}", self.node), source))
     }
 
     /// Sends one UDP datagram to `dst` and waits up to `timeout` for an answer, which it returns
@@ -103,10 +215,7 @@ impl Netns {
             let (n, _) = socket.recv_from(&mut buf)?;
             Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
         })?
-        .map_err(|source| Error::Probe {
-            what: format!("UDP probe from {} to {dst}", self.node),
-            source,
-        })
+        .map_err(|source| socket_error(format!("UDP probe from {} to {dst}", self.node), source))
     }
 
     /// Starts an echo server on `port` (TCP and UDP, all addresses) inside the namespace. Each
@@ -218,7 +327,82 @@ impl Drop for EchoServer {
 
 #[cfg(test)]
 mod tests {
-    use super::PingResult;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{ExitStatus, Output};
+
+    use super::{socket_error, PingResult, Reached};
+    use crate::Error;
+
+    fn output(code: i32, stdout: &str, stderr: &str) -> Output {
+        Output {
+            status: ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_ping_that_ran_without_answer_is_a_no() {
+        let out = output(
+            1,
+            "2 packets transmitted, 0 received, 100% packet loss, time 1020ms\n",
+            "",
+        );
+        let result = PingResult::from_output("ping", &out).expect("ping ran");
+        assert_eq!(result.received, 0);
+        let refused = output(2, "", "ping: connect: No route to host\n");
+        assert_eq!(
+            PingResult::from_output("ping", &refused)
+                .expect("refused")
+                .received,
+            0
+        );
+    }
+
+    #[test]
+    fn a_ping_that_could_not_run_is_an_error() {
+        for (code, stderr) in [
+            (127, "sh: 1: exec: ping: not found"),
+            (97, "mount: /run/wireguard: permission denied"),
+            (2, "ping: socket: Operation not permitted"),
+            (2, "ping: nonsense.invalid: Name or service not known"),
+            // Exit 1 without a summary: not iputils' "no reply".
+            (1, "exec of \"ping\" failed: No such file or directory"),
+        ] {
+            let err = PingResult::from_output("ping", &output(code, "", stderr)).expect_err(stderr);
+            assert!(matches!(err, Error::ProbeTool { .. }), "{err}");
+            assert!(err.to_string().contains("could not probe"), "{err}");
+        }
+        let killed = Output {
+            status: ExitStatus::from_raw(9),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        assert!(PingResult::from_output("ping", &killed).is_err());
+    }
+
+    #[test]
+    fn socket_errors_split_into_no_and_could_not_probe() {
+        use std::io::ErrorKind as K;
+        for kind in [
+            K::ConnectionRefused,
+            K::TimedOut,
+            K::WouldBlock,
+            K::HostUnreachable,
+        ] {
+            let err: crate::Result<()> = Err(socket_error("probe".into(), kind.into()));
+            assert!(!err.reached().expect("the network's no"), "{kind:?}");
+        }
+        for kind in [K::AddrNotAvailable, K::InvalidInput, K::UnexpectedEof] {
+            let err: crate::Result<()> = Err(socket_error("probe".into(), kind.into()));
+            assert!(
+                err.reached().is_err(),
+                "{kind:?} must not read as unreachable"
+            );
+        }
+        let ok: crate::Result<()> = Ok(());
+        assert!(ok.reached().expect("answered"));
+    }
 
     #[test]
     fn parses_iputils_summary() {

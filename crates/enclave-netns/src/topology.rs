@@ -284,6 +284,12 @@ pub fn remove_own() -> Vec<String> {
     remove_matching(|pid| pid == me)
 }
 
+/// Removes the namespaces made by the process `pid` (a runner's child that ran one scenario
+/// and was killed or exited), ending the processes still inside them. Returns their names.
+pub fn remove_of(pid: u32) -> Vec<String> {
+    remove_matching(|owner| owner == pid)
+}
+
 fn remove_matching(select: impl Fn(u32) -> bool) -> Vec<String> {
     let Ok(list) = ip(&["netns", "list"]) else {
         return Vec::new();

@@ -14,37 +14,9 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use enclave_wg::rand_core::{CryptoRng, RngCore};
+// The simulator's seeded generator (`tests/sim/mod.rs`), from the shared test kit.
+use enclave_testkit::TestRng;
 use enclave_wg::{Decapsulated, Device, PeerConfig, PrivateKey, PublicKey};
-
-/// The simulator's splitmix64 generator (`tests/sim/mod.rs`).
-struct TestRng(u64);
-
-impl RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), enclave_wg::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-// Capturing test vectors only: determinism is the point.
-impl CryptoRng for TestRng {}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -186,19 +186,16 @@ fn measure(ctx: &Ctx, which: Impl, run: usize) -> anyhow::Result<Vec<f64>> {
     ])?;
     let _gw_iperf = gw.spawn("iperf3-gw", &["iperf3", "-s"], SpawnOpts::default())?;
     let _lan_iperf = lan.spawn("iperf3-lan", &["iperf3", "-s"], SpawnOpts::default())?;
-    let handshake = enclave_netns::wait_until(Duration::from_secs(10), || {
-        sender
-            .ping(GATEWAY_OVERLAY, 1)
-            .map(|p| p.received > 0)
-            .unwrap_or(false)
-    });
+    let handshake = enclave_netns::try_wait_until(Duration::from_secs(10), || {
+        sender.ping_once(GATEWAY_OVERLAY)
+    })?;
     anyhow::ensure!(handshake, "{}: no handshake", which.name());
     // The iperf3 servers are up once they accept a connection.
     for dst in [GATEWAY_OVERLAY, LAN_HOST] {
         let addr = format!("{dst}:5201").parse()?;
-        let up = enclave_netns::wait_until(Duration::from_secs(5), || {
-            sender.tcp_connect(addr, Duration::from_secs(1)).is_ok()
-        });
+        let up = enclave_netns::try_wait_until(Duration::from_secs(5), || {
+            enclave_netns::Reached::reached(sender.tcp_connect(addr, Duration::from_secs(1)))
+        })?;
         anyhow::ensure!(up, "iperf3 server at {dst} did not come up");
     }
     let mut figures = vec![

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use enclave_netns::{wait_until, Netns, TopologySpec};
+use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
-use crate::support::{reference_without_forwarding, GATEWAY_LAN, GATEWAY_UNDERLAY, LAN_HOST};
+use crate::support::{reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -45,36 +45,16 @@ fn topology() -> TopologySpec {
 }
 
 fn definition(laptop: &AgentFiles, gw: &AgentFiles, acl: &str) -> String {
-    format!(
-        r#"[network]
-overlay = "100.64.0.0/10"
-
-[[system]]
-name = "laptop"
-public_key = "{laptop_key}"
-address = "{LAPTOP_OVERLAY}"
-tags = ["users"]
-
-[[system]]
-name = "menlo-gw-1"
-public_key = "{gw_key}"
-address = "{GW_OVERLAY}"
-endpoint = "{GATEWAY_UNDERLAY}:51820"
-
-[system.gateway]
-allowed = true
-subnets = ["192.168.77.0/24"]
-
-[[gateway_policy]]
-name = "users to Menlo Park Office"
-senders = ["users"]
-gateways = ["menlo-gw-1"]
-subnets = ["192.168.77.0/24"]
-acl = [{acl}]
-"#,
-        laptop_key = laptop.public_key,
-        gw_key = gw.public_key,
-    )
+    OneGateway {
+        laptop_key: &laptop.public_key,
+        laptop_address: LAPTOP_OVERLAY,
+        gateway: "menlo-gw-1",
+        gateway_key: &gw.public_key,
+        gateway_address: GW_OVERLAY,
+        policy: "users to Menlo Park Office",
+        acl,
+    }
+    .definition()
 }
 
 fn route_present(ns: &Netns, subnet: &str) -> bool {
@@ -145,8 +125,15 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
     // One way: the LAN host cannot open a connection to the sender, though it has a route.
     let _sender_echo = sender.echo_server(8888)?;
     let back: SocketAddr = format!("{LAPTOP_OVERLAY}:8888").parse()?;
+    // The positive control: the same probe from the LAN host opens a connection to the
+    // gateway, so the refusal below is the policy's, not a broken probe's.
+    let _gateway_echo = gw.echo_server(8888)?;
+    lan.tcp_connect(
+        format!("{GATEWAY_LAN}:8888").parse()?,
+        Duration::from_secs(1),
+    )?;
     ensure!(
-        lan.tcp_connect(back, Duration::from_secs(1)).is_err(),
+        !lan.tcp_connect(back, Duration::from_secs(1)).reached()?,
         "the LAN host opened a connection to the sender: one-way access is broken"
     );
 
@@ -289,8 +276,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     office.start_agent("gw1", Default::default())?;
     ensure!(
         office
-            .until_reach(PRINTER, true, Duration::from_secs(6))
-            .is_err(),
+            .poll_reach(PRINTER, true, Duration::from_secs(6))?
+            .is_none(),
         "the LAN answered although the gateway's pre-shared key differs"
     );
     let handshakes = office

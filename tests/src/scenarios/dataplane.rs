@@ -192,9 +192,7 @@ impl Pair {
 /// Pings `dst` from `ns`: the first reply may wait for the handshake, then all must come.
 fn ping_through(ns: &Netns, dst: Ipv4Addr) -> anyhow::Result<()> {
     let dst = dst.to_string();
-    let first = enclave_netns::wait_until(Duration::from_secs(10), || {
-        ns.ping(&dst, 1).map(|p| p.received > 0).unwrap_or(false)
-    });
+    let first = enclave_netns::try_wait_until(Duration::from_secs(10), || ns.ping_once(&dst))?;
     ensure!(first, "{} never got a reply from {dst}", ns.node());
     let after = ns.ping(&dst, 5)?;
     ensure!(

@@ -101,6 +101,8 @@ fn gateway_killed(ctx: &Ctx) -> anyhow::Result<()> {
         "the laptop does not see {first} answer again:\n{}",
         office.status("sender")
     );
+    // A window, not a synchronisation: the first gateway answers again (waited for above),
+    // and the laptop must keep the second one for a while (its hold-down), not flap back.
     std::thread::sleep(Duration::from_secs(2));
     ensure!(
         office.active_gateway().as_deref() == Some(second.as_str()),
@@ -108,7 +110,7 @@ fn gateway_killed(ctx: &Ctx) -> anyhow::Result<()> {
         office.status("sender")
     );
     ensure!(
-        office.reaches(PRINTER),
+        office.reaches(PRINTER)?,
         "the LAN is unreachable after {first} returned"
     );
     Ok(())

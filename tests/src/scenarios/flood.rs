@@ -124,11 +124,9 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
     let _iperf = b.spawn("iperf3-b", &["iperf3", "-s"], SpawnOpts::default())?;
 
     // The established session, and the throughput it has without a flood.
-    let first = enclave_netns::wait_until(Duration::from_secs(10), || {
-        a.ping(&B_OVERLAY.to_string(), 1)
-            .map(|p| p.received > 0)
-            .unwrap_or(false)
-    });
+    let first = enclave_netns::try_wait_until(Duration::from_secs(10), || {
+        a.ping_once(&B_OVERLAY.to_string())
+    })?;
     ensure!(first, "a never reached b through the tunnel");
 
     let b_public = decode_key(&keys[1].public)?;

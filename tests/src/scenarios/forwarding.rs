@@ -166,12 +166,24 @@ impl<'c> Site<'c> {
 
     /// Whether the laptop reaches the printer through the tunnel (ping and TCP), within
     /// `timeout`.
-    fn tunnel_reaches_printer(&self, timeout: Duration) -> bool {
+    /// A probe that could not run is an error.
+    fn tunnel_reaches_printer(&self, timeout: Duration) -> anyhow::Result<bool> {
         let sender = self.ns("sender");
-        wait_until(timeout, || {
-            sender.ping(PRINTER, 1).is_ok_and(|p| p.all_answered())
-                && tcp_reaches(sender, PRINTER).unwrap_or(false)
-        })
+        let mut failure = None;
+        let reached = wait_until(timeout, || {
+            let reached = sender
+                .ping_once(PRINTER)
+                .map_err(anyhow::Error::from)
+                .and_then(|pinged| Ok(pinged && tcp_reaches(sender, PRINTER)?));
+            reached.unwrap_or_else(|err| {
+                failure = Some(err);
+                true
+            })
+        });
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(reached),
+        }
     }
 
     /// What crosses the gateway without the tunnel, each way, by ping and by TCP; and the
@@ -207,7 +219,7 @@ impl<'c> Site<'c> {
     fn check_closed(&self, when: &str, tunnel_up: bool) -> anyhow::Result<()> {
         if tunnel_up {
             ensure!(
-                self.tunnel_reaches_printer(Duration::from_secs(5)),
+                self.tunnel_reaches_printer(Duration::from_secs(5))?,
                 "{when}: positive control failed: the laptop does not reach {PRINTER} through the tunnel"
             );
         }
@@ -261,7 +273,7 @@ fn tcp_reaches(from: &Netns, ip: &str) -> anyhow::Result<bool> {
     let dst: SocketAddr = format!("{ip}:{PORT}").parse()?;
     match from.tcp_request(dst, SHORT) {
         Ok(_) => Ok(true),
-        Err(enclave_netns::Error::Probe { source, .. })
+        Err(enclave_netns::Error::Unreachable { source, .. })
             if source.kind() == std::io::ErrorKind::TimedOut
                 || source.kind() == std::io::ErrorKind::WouldBlock =>
         {
@@ -351,7 +363,7 @@ fn underlay(ctx: &Ctx, tag: &str, backend: &str) -> anyhow::Result<()> {
     // A restarted agent replaces its own rules: the same ones, none twice.
     site.start_agent("gw1")?;
     ensure!(
-        site.tunnel_reaches_printer(Duration::from_secs(10)),
+        site.tunnel_reaches_printer(Duration::from_secs(10))?,
         "after the restart the laptop does not reach {PRINTER} through the tunnel"
     );
     let now = site.rules(backend)?;
@@ -402,7 +414,7 @@ fn underlay(ctx: &Ctx, tag: &str, backend: &str) -> anyhow::Result<()> {
 fn host_forwarded(ctx: &Ctx) -> anyhow::Result<()> {
     let mut site = Site::start(ctx, "fwdhost", "nftables", true)?;
     ensure!(
-        site.tunnel_reaches_printer(Duration::from_secs(5)),
+        site.tunnel_reaches_printer(Duration::from_secs(5))?,
         "positive control failed: the laptop does not reach {PRINTER} through the tunnel"
     );
     let crossing = site.crossing()?;

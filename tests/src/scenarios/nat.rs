@@ -14,12 +14,14 @@ use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
     NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
-use enclave_netns::{wait_until, EchoServer, Netns, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{
+    wait_until, EchoServer, Netns, Process, Reached, SpawnOpts, Topology, TopologySpec,
+};
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
-    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY, WG_PORT,
+    configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway, GATEWAY_LAN,
+    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -164,22 +166,23 @@ impl Gateway {
             Ok(format!("{ip}:{port}").parse()?)
         };
         Ok(Reach {
+            // Each probe that could not run is an error, never a "no".
             granted_tcp: sender
                 .tcp_request(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
-                .ok(),
+                .answer()?,
             granted_ping: sender.ping(LAN_HOST, 2)?.all_answered(),
             other_port: sender
                 .tcp_connect(addr(LAN_HOST, OTHER_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             denied_host: sender
                 .tcp_connect(addr(LAN_DENIED, GRANTED_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             udp: sender
                 .udp_probe(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
             lan_to_sender: lan
                 .tcp_connect(addr(SENDER_OVERLAY, SENDER_PORT)?, SHORT)
-                .is_ok(),
+                .reached()?,
         })
     }
 }
@@ -721,34 +724,16 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// A network definition in which `gw` serves the LAN to `laptop`.
 fn gateway_definition(laptop_key: &str, gw_key: &str) -> String {
-    format!(
-        r#"[network]
-overlay = "{OVERLAY}"
-
-[[system]]
-name = "laptop"
-public_key = "{laptop_key}"
-address = "{SENDER_OVERLAY}"
-tags = ["users"]
-
-[[system]]
-name = "gw"
-public_key = "{gw_key}"
-address = "{GATEWAY_OVERLAY}"
-endpoint = "{GATEWAY_UNDERLAY}:{WG_PORT}"
-
-[system.gateway]
-allowed = true
-subnets = ["{LAN_SUBNET}"]
-
-[[gateway_policy]]
-name = "users to the LAN"
-senders = ["users"]
-gateways = ["gw"]
-subnets = ["{LAN_SUBNET}"]
-acl = [{{ protocol = "tcp", ports = "{GRANTED_PORT}" }}]
-"#
-    )
+    OneGateway {
+        laptop_key,
+        laptop_address: SENDER_OVERLAY,
+        gateway: "gw",
+        gateway_key: gw_key,
+        gateway_address: GATEWAY_OVERLAY,
+        policy: "users to the LAN",
+        acl: &format!(r#"{{ protocol = "tcp", ports = "{GRANTED_PORT}" }}"#),
+    }
+    .definition()
 }
 
 fn nat_gw_kill9(ctx: &Ctx) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
+use enclave_netns::Reached;
 
 use crate::support::{
     configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
@@ -86,9 +87,9 @@ fn reference_gateway(ctx: &Ctx) -> anyhow::Result<()> {
     );
     gw.exec(&["nft", "delete", "table", "ip", "enclave-ref"])?;
     ensure!(
-        sender
+        !sender
             .tcp_request(lan_addr, Duration::from_secs(1))
-            .is_err(),
+            .reached()?,
         "the LAN host answered without SNAT: the test would not notice a missing SNAT rule"
     );
     Ok(())

@@ -626,7 +626,7 @@ pub(crate) fn expect_refused(
     );
     match tcp {
         Ok(()) => anyhow::bail!("TCP to {to} connected"),
-        Err(enclave_netns::Error::Probe { source, .. })
+        Err(enclave_netns::Error::Unreachable { source, .. })
             if source.kind() == std::io::ErrorKind::HostUnreachable => {}
         Err(other) => anyhow::bail!("TCP to {to}: expected \"no route to host\", got {other:#}"),
     }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use enclave_netns::Reached;
 
 use crate::office::{definition, Office, GW_UNDERLAY, LAN, LAPTOP, PRINTER};
 use crate::support::{start_wireguard_go, wg_configure, WgPeer};
@@ -68,7 +69,7 @@ fn forged_source(ctx: &Ctx) -> anyhow::Result<()> {
     )?;
     sender.exec(&["ip", "route", "add", LAN, "dev", "wgatk"])?;
     // A handshake from the real (blocked) address.
-    let _ = sender.ping("100.64.0.2", 1);
+    sender.ping("100.64.0.2", 1)?;
     let handshaken = enclave_netns::wait_until(Duration::from_secs(5), || {
         sender
             .exec(&["wg", "show", "wgatk", "latest-handshakes"])
@@ -114,7 +115,10 @@ fn forged_source(ctx: &Ctx) -> anyhow::Result<()> {
     let rx_before = laptop_rx(&office)?;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        let _ = sender.udp_probe(target, Duration::from_millis(100));
+        // No answer is expected; a probe that could not run is still an error.
+        sender
+            .udp_probe(target, Duration::from_millis(100))
+            .reached()?;
     }
     // The probe ran: the gateway received the forged traffic and took it as the laptop's.
     let rx_after = laptop_rx(&office)?;
@@ -139,10 +143,12 @@ fn forged_source(ctx: &Ctx) -> anyhow::Result<()> {
     sender.exec(&["nft", "delete", "table", "ip", "forge"])?;
     sender.exec(&["ip", "addr", "del", "10.10.0.2/24", "dev", "eth0"])?;
     sender.exec(&["ip", "addr", "add", &format!("{ALLOWED}/24"), "dev", "eth0"])?;
-    let delivered = enclave_netns::wait_until(Duration::from_secs(15), || {
-        let _ = sender.udp_probe(target, Duration::from_millis(100));
-        !echo.seen().is_empty()
-    });
+    let delivered = enclave_netns::try_wait_until(Duration::from_secs(15), || {
+        sender
+            .udp_probe(target, Duration::from_millis(100))
+            .reached()?;
+        Ok(!echo.seen().is_empty())
+    })?;
     ensure!(
         delivered,
         "a sender really at the allowed address got nothing through; gateway status:\n{}",

@@ -15,38 +15,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use enclave_wg::rand_core::{CryptoRng, Error, RngCore};
 use enclave_wg::{Device, PeerConfig, PrivateKey, PublicKey};
 
-/// A seeded generator (splitmix64, as the protocol tests' `TestRng`), so that a crash replays
+/// The protocol tests' seeded generator (crate `enclave-testkit`), so that a crash replays
 /// exactly and the known-answer vectors of `tests/wireguard_go_vectors.rs` apply.
-pub struct FuzzRng(pub u64);
-
-impl RngCore for FuzzRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-// Fuzzing only: determinism matters more than secrecy here.
-impl CryptoRng for FuzzRng {}
+pub use enclave_testkit::TestRng as FuzzRng;
 
 pub fn addr(text: &str) -> SocketAddr {
     text.parse().expect("a literal socket address")

@@ -10,37 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use enclave_wg::{
     Decapsulated, Device, DropReason, Encapsulated, Event, PeerConfig, PrivateKey, PublicKey,
 };
-use rand_core::{CryptoRng, RngCore};
+use rand_core::RngCore;
 
-/// A seeded generator (splitmix64). Test-only: marked `CryptoRng` because
-/// the device demands one; determinism is what the tests need.
-#[derive(Debug, Clone)]
-pub struct TestRng(pub u64);
-
-impl RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl CryptoRng for TestRng {}
+/// The seeded generator, shared with the vector-capture example (crate `enclave-testkit`).
+pub use enclave_testkit::TestRng;
 
 /// How the simulated network treats datagrams.
 #[derive(Debug, Clone, Copy)]
