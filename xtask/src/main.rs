@@ -128,8 +128,10 @@ fn ci() -> anyhow::Result<()> {
 /// with a comment saying why.
 fn machete() -> anyhow::Result<()> {
     packages::ensure_cargo_machete()?;
-    let mut machete = cargo();
-    machete.arg("machete");
+    // The binary itself, on the workspace's root: run as `cargo machete` from inside another
+    // cargo command (cargo xtask), it takes its own subcommand name for the path to check.
+    let mut machete = Command::new("cargo-machete");
+    machete.arg(root());
     run("cargo machete", machete)
 }
 

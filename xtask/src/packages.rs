@@ -65,9 +65,17 @@ pub fn ensure_cargo_deny() -> anyhow::Result<()> {
     ensure_cargo_tool("deny", "cargo-deny")
 }
 
-/// Installs cargo-machete with `cargo install --locked` when `cargo machete` is missing.
+/// Installs cargo-machete with `cargo install --locked` when `cargo-machete` is missing.
 pub fn ensure_cargo_machete() -> anyhow::Result<()> {
-    ensure_cargo_tool("machete", "cargo-machete")
+    let present = Command::new("cargo-machete")
+        .arg("--version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    install("cargo-machete")
 }
 
 /// Installs `package` with `cargo install --locked` when `cargo SUBCOMMAND --version` fails.
@@ -80,6 +88,11 @@ fn ensure_cargo_tool(subcommand: &str, package: &str) -> anyhow::Result<()> {
     if present {
         return Ok(());
     }
+    install(package)
+}
+
+/// `cargo install --locked PACKAGE`.
+fn install(package: &str) -> anyhow::Result<()> {
     crate::run(&format!("cargo install --locked {package}"), {
         let mut cmd = Command::new("cargo");
         cmd.args(["install", "--locked", package]);
