@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's automation.
 //!
 //! - `cargo xtask ci` — everything CI checks: formatting, unused dependencies (cargo-machete),
-//!   clippy, licences, bans, sources and advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
+//!   clippy, the documentation (`cargo doc`, warnings are errors), licences, bans, sources and
+//!   advisories (against the RustSec snapshot in `shared/advisory-db`), unit tests, every fuzz
 //!   target for [`fuzz::FUZZ_SECONDS`] each, and the privileged scenarios in network
 //!   namespaces. Installs the system packages it needs when run as root (apt-get), and
 //!   cargo-deny, cargo-machete and cargo-fuzz when they are missing.
@@ -110,6 +111,12 @@ fn ci() -> anyhow::Result<()> {
         "warnings",
     ]);
     run("cargo clippy --all-targets -- -D warnings", clippy)?;
+    // The crates are meant to be embedded: their documentation builds without a warning
+    // (broken or private links, missing docs where a crate asks for them).
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings");
+    run("cargo doc --workspace --no-deps (warnings are errors)", doc)?;
     packages::ensure_cargo_deny()?;
     let mut deny = cargo();
     deny.args(["deny", "check", "licenses", "bans", "sources"]);

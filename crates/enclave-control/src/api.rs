@@ -7,12 +7,12 @@
 //! kind (400 malformed, 403 key refused, 404, 409 conflict, 422 refused by the rules, 429,
 //! 503 database). See `docs/api.md`.
 //!
-//! The plumbing every handler shares is in one place: [`authenticate`] (the token and the
-//! rate limit), [`JsonBody`] (a JSON body, or a 400 that says what was wrong), [`execute`]
+//! The plumbing every handler shares is in one place: `authenticate` (the token and the
+//! rate limit), `JsonBody` (a JSON body, or a 400 that says what was wrong), `execute`
 //! (a command run as the authenticated admin, its refusal mapped to a status), and the
-//! handler makers [`on_name`], [`on_name_with`] and [`on_body`] for endpoints that only turn
+//! handler makers `on_name`, `on_name_with` and `on_body` for endpoints that only turn
 //! a path and a body into a [`Command`]. Policies, tags and trust requirements share their
-//! handlers through [`Document`].
+//! handlers through `Document`.
 
 // Handlers return `Result<Response, Response>`: the error is the answer itself, made once per
 // request on its way out; boxing it would only add an allocation.
