@@ -95,7 +95,7 @@ enum Impl {
 }
 
 /// Starts `enclave-agent tunnel wg0` in `ns` and waits until `wg show` answers on it.
-fn start_ours(ctx: &Ctx, ns: &Netns) -> anyhow::Result<Process> {
+pub(super) fn start_ours(ctx: &Ctx, ns: &Netns) -> anyhow::Result<Process> {
     let agent = ctx.bin("enclave-agent")?;
     let mut process = ns.spawn(
         &format!("enclave-tunnel-{}", ns.node()),

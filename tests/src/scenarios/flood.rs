@@ -25,7 +25,7 @@ use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac};
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-use enclave_netns::{Netns, Process, SpawnOpts, TopologySpec};
+use enclave_netns::{Netns, SpawnOpts, TopologySpec};
 
 use crate::support::{wg_configure, wg_keypair, write_key, WgPeer, WG_PORT};
 use crate::{Ctx, Scenario};
@@ -81,7 +81,7 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
 
     let mut tunnels = Vec::new();
     for ns in [a, b, c] {
-        tunnels.push(start_ours(ctx, ns)?);
+        tunnels.push(super::dataplane::start_ours(ctx, ns)?);
     }
     let keys: Vec<_> = [a, b, c]
         .iter()
@@ -453,29 +453,6 @@ fn decode_key(base64: &str) -> anyhow::Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("a public key that is not 32 bytes"))
-}
-
-/// Starts `enclave-agent tunnel wg0` in `ns` and waits until `wg show` answers on it.
-fn start_ours(ctx: &Ctx, ns: &Netns) -> anyhow::Result<Process> {
-    let agent = ctx.bin("enclave-agent")?;
-    let mut process = ns.spawn(
-        &format!("enclave-tunnel-{}", ns.node()),
-        &[agent.to_string_lossy().as_ref(), "tunnel", IFACE],
-        SpawnOpts::default().env("RUST_LOG", "debug"),
-    )?;
-    let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
-    let up = enclave_netns::wait_until(Duration::from_secs(10), || {
-        socket.exists() && ns.exec(&["wg", "show", IFACE]).is_ok()
-    });
-    if !up {
-        bail!(
-            "enclave-agent tunnel did not come up in {} within 10 s (running: {}); log:\n{}",
-            ns.node(),
-            process.is_running(),
-            process.log()
-        );
-    }
-    Ok(process)
 }
 
 /// How long until `ns` gets its first ping reply from `dst` (the handshake included): pings
