@@ -29,7 +29,7 @@ pub struct Update {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
     /// Apply this view.
-    Update(Update),
+    Update(Box<Update>),
     /// A new view was refused or cannot be had now (a definition that fails validation, a
     /// server that cannot be reached): the last good view stays in force. Shown in status
     /// until [`SourceEvent::Clear`] or the next [`SourceEvent::Update`].
