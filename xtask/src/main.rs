@@ -125,8 +125,29 @@ fn ci() -> anyhow::Result<()> {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     run("cargo test --workspace", test)?;
+    examples()?;
     fuzz::fuzz(&[])?;
     netns_test(&[])
+}
+
+/// The examples that embedders reach for first, run (not only built): each checks what it
+/// shows and exits non-zero when that does not hold.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("enclave-wg", "two_devices"),
+    ("enclave-policy", "compile_and_explain"),
+    ("enclave-filter", "one_way"),
+];
+
+fn examples() -> anyhow::Result<()> {
+    for (package, example) in EXAMPLES {
+        let mut command = cargo();
+        command.args(["run", "-q", "-p", package, "--example", example]);
+        run(
+            &format!("cargo run -p {package} --example {example}"),
+            command,
+        )?;
+    }
+    Ok(())
 }
 
 /// `cargo machete`: fails when a manifest declares a dependency that no code of its crate

@@ -13,6 +13,8 @@
 //! interface, every IPv4 unicast address is offered as its subnet, secondary addresses included;
 //! link-local 169.254.0.0/16, multicast, broadcast and loopback addresses are not.
 
+#![warn(missing_docs)]
+
 mod classify;
 mod error;
 mod netlink;

@@ -83,8 +83,15 @@ fn main() {
         ),
     ];
 
-    for (what, direction, bytes, at) in &packets {
+    // Whether each packet above must pass; the example fails when the filter disagrees.
+    let expected_pass = [true, true, false, false, false, false];
+    for ((what, direction, bytes, at), pass) in packets.iter().zip(expected_pass) {
         let verdict = filter.check(*direction, bytes, *at);
+        assert_eq!(
+            verdict == Verdict::Pass,
+            pass,
+            "{what}: the filter said {verdict:?}"
+        );
         let verdict = match verdict {
             Verdict::Pass => "pass".to_owned(),
             Verdict::Drop(reason) => format!("drop ({})", reason.as_str()),

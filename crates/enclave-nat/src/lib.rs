@@ -28,6 +28,8 @@
 //!
 //! Architecture invariant: this crate knows nftables and iptables, and nothing of policies.
 
+#![warn(missing_docs)]
+
 mod error;
 mod forwarding;
 mod iptables;
@@ -79,7 +81,9 @@ pub enum BackendChoice {
     /// nftables when it answers in this namespace, else the system's iptables.
     #[default]
     Auto,
+    /// nftables, through netlink.
     Nftables,
+    /// The system's `iptables-restore` of this flavour.
     Iptables(Flavor),
 }
 

@@ -43,13 +43,16 @@ pub const OTHER_FORWARDING_COMMENT: &str =
 /// The whole content of our table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruleset {
+    /// The address sets the rules refer to.
     pub sets: Vec<SetSpec>,
+    /// The base chains, each with its rules.
     pub chains: Vec<ChainSpec>,
 }
 
 /// A named interval set of IPv4 addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetSpec {
+    /// Its name in the table.
     pub name: String,
     /// Disjoint, non-adjacent, ascending inclusive intervals.
     pub intervals: Vec<(Ipv4Addr, Ipv4Addr)>,
@@ -71,15 +74,20 @@ pub enum ChainKind {
 /// A base chain with policy accept: it only acts on what its rules match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSpec {
+    /// Its name in the table.
     pub name: &'static str,
+    /// Where it hooks in.
     pub kind: ChainKind,
+    /// Its rules, in order.
     pub rules: Vec<RuleSpec>,
 }
 
 /// One rule: all matches must hold; a counter; a verdict; a comment naming it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSpec {
+    /// The conditions, all of which must hold.
     pub matches: Vec<Match>,
+    /// What happens to a matching packet.
     pub verdict: Verdict,
     /// Names the rule in `nft list`, in errors and in the read-back check.
     pub comment: String,
@@ -88,19 +96,25 @@ pub struct RuleSpec {
 /// A condition on a packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
+    /// `iifname NAME`.
     IifName(String),
+    /// `oifname NAME`.
     OifName(String),
     /// `iifname != NAME`.
     IifNameNot(String),
     /// `oifname != NAME`.
     OifNameNot(String),
+    /// `ip saddr NET`.
     Saddr(Ipv4Net),
+    /// `ip saddr @SET`.
     SaddrInSet(String),
+    /// `ip daddr @SET`.
     DaddrInSet(String),
     /// `meta l4proto P`, alone when no port range follows.
     L4Proto(Protocol),
     /// `tcp dport 80-443` (after an `L4Proto`).
     Dport(Protocol, PortRange),
+    /// `ct state …`.
     CtState(CtState),
 }
 
@@ -118,8 +132,11 @@ pub enum CtState {
 /// What happens to a matching packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// Let it through.
     Accept,
+    /// Drop it.
     Drop,
+    /// Rewrite its source address to this one.
     Snat(Ipv4Addr),
 }
 

@@ -72,8 +72,11 @@ pub struct ForwardGrant {
 /// A transport protocol a grant can be restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Protocol {
+    /// ICMP.
     Icmp,
+    /// TCP.
     Tcp,
+    /// UDP.
     Udp,
 }
 
@@ -100,7 +103,9 @@ impl Protocol {
 /// An inclusive destination port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PortRange {
+    /// The first port.
     pub first: u16,
+    /// The last port (equal to `first` for one port).
     pub last: u16,
 }
 
@@ -127,7 +132,9 @@ impl fmt::Display for PortRange {
 /// One entry of an address set: a network or an inclusive range of addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AddressEntry {
+    /// A network.
     Net(Ipv4Net),
+    /// The addresses from the first to the last, both included.
     Range(Ipv4Addr, Ipv4Addr),
 }
 

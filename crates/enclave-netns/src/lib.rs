@@ -20,6 +20,8 @@
 //!
 //! The bench drives iproute2 (`ip`) and `sysctl`; it needs root.
 
+#![warn(missing_docs)]
+
 mod error;
 mod netns;
 mod probe;

@@ -12,7 +12,7 @@
 use std::error::Error;
 use std::path::Path;
 
-use enclave_policy::{Protocol, Query, Timestamp};
+use enclave_policy::{Protocol, Query, Timestamp, Verdict};
 
 /// The system whose view we compile: a user's laptop in the guide's example.
 const SYSTEM: &str = "laptop";
@@ -56,17 +56,25 @@ fn main() -> Result<(), Box<dyn Error>> {
     //    (weekdays 07:00-19:00 in Menlo Park), so the same question can get two answers.
     let workday: Timestamp = "2026-11-25T18:00:00Z".parse()?; // Wednesday 10:00 in Menlo Park
     let weekend: Timestamp = "2026-11-28T18:00:00Z".parse()?; // Saturday 10:00 in Menlo Park
+                                                              // Each question with the answer this example expects (it exits with an error otherwise,
+                                                              // so that CI notices when the engine or the guide's file drift).
     let questions = [
-        ("SMB to a domain controller on a workday", 445, workday),
-        ("the same on a Saturday", 445, weekend),
+        (
+            "SMB to a domain controller on a workday",
+            445,
+            workday,
+            Verdict::Allowed,
+        ),
+        ("the same on a Saturday", 445, weekend, Verdict::Denied),
         (
             "HTTP to the same host, a port no policy grants",
             80,
             workday,
+            Verdict::Denied,
         ),
     ];
     println!("== 3. Would {SYSTEM:?} reach 192.168.77.20 (a domain controller)?");
-    for (title, port, at) in questions {
+    for (title, port, at, expected) in questions {
         let answer = enclave_policy::explain(
             &network,
             &Query {
@@ -81,6 +89,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         )?;
         // The explanation ends with a newline of its own.
         print!("\n-- {title} ({at}):\n{answer}");
+        if answer.verdict != expected {
+            return Err(format!(
+                "{title}: expected {expected:?}, the engine says {:?}",
+                answer.verdict
+            )
+            .into());
+        }
     }
     Ok(())
 }

@@ -26,6 +26,8 @@
 //!
 //! Architecture invariant: this crate does not know what a policy is; it is given routes.
 
+#![warn(missing_docs)]
+
 mod error;
 mod manager;
 mod netlink;

@@ -26,6 +26,8 @@
 //! Everything goes through `rustix`'s `*at` calls on a directory descriptor that was opened
 //! once and checked, so the directory we check is the directory we write into.
 
+#![warn(missing_docs)]
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -56,27 +58,40 @@ pub enum Error {
         "mode {mode:04o} is not a mode for a private directory: it must give the owner rwx and \
          nobody else write (0700 or 0755)"
     )]
-    DirModeInvalid { mode: u32 },
+    DirModeInvalid {
+        /// The mode.
+        mode: u32,
+    },
     /// The file mode asked of [`write_atomic`] has bits beyond the permission bits.
     #[error("mode {mode:04o} is not a file mode: only permission bits (at most 0777) are allowed")]
-    FileModeInvalid { mode: u32 },
+    FileModeInvalid {
+        /// The mode.
+        mode: u32,
+    },
     /// The file name given to [`write_atomic`] is not one path component.
     #[error(
         "{name:?} is not a file name: give one path component (no `/`, not `.` or `..`, not \
          empty)"
     )]
-    NameInvalid { name: PathBuf },
+    NameInvalid {
+        /// The name.
+        name: PathBuf,
+    },
     /// Creating a missing directory (or its parents) failed.
     #[error("cannot create directory {path}")]
     CreateDir {
+        /// The path.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: io::Error,
     },
     /// The directory exists but cannot be opened or examined.
     #[error("cannot open directory {path}")]
     OpenDir {
+        /// The path.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -85,10 +100,18 @@ pub enum Error {
         "{path} is a symbolic link; state directories are used only through their real path: \
          configure the directory it points to instead"
     )]
-    DirIsSymlink { path: PathBuf },
+    DirIsSymlink {
+        /// The path.
+        path: PathBuf,
+    },
     /// The path exists but is not a directory.
     #[error("{path} exists but is a {kind}, not a directory: move it away or choose another path")]
-    NotADirectory { path: PathBuf, kind: &'static str },
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// The directory belongs to someone who could replace our files in it.
     #[error(
         "directory {path} is owned by uid {owner} (mode {mode:04o}), not by root or by uid \
@@ -96,9 +119,13 @@ pub enum Error {
          as it is: `chown {euid} {path}` if it is meant for us, or choose another directory"
     )]
     DirNotOurs {
+        /// The path.
         path: PathBuf,
+        /// The owner's uid.
         owner: u32,
+        /// The mode.
         mode: u32,
+        /// The uid that runs this program.
         euid: u32,
     },
     /// The directory lets group or others replace our files in it.
@@ -108,9 +135,13 @@ pub enum Error {
          for us, or choose another directory"
     )]
     DirWritableByOthers {
+        /// The path.
         path: PathBuf,
+        /// The owner's uid.
         owner: u32,
+        /// The mode.
         mode: u32,
+        /// Who may write: group, others, or both.
         who: &'static str,
     },
     /// Every temporary name was taken (left over from crashed writers, or planted).
@@ -119,14 +150,19 @@ pub enum Error {
          are taken; remove the stale `.{name}.*.tmp` files in that directory"
     )]
     TempNamesTaken {
+        /// The path.
         path: PathBuf,
+        /// The name.
         name: String,
+        /// How many names were tried.
         attempts: u32,
     },
     /// Creating, writing, syncing or renaming the new file failed; the target is unchanged.
     #[error("cannot write {path} (the previous content, if any, is unchanged)")]
     Write {
+        /// The path.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: io::Error,
     },
@@ -135,26 +171,48 @@ pub enum Error {
         "secret file {path} is a symbolic link; secrets are read only through their real path: \
          configure the file it points to instead"
     )]
-    SecretIsSymlink { path: PathBuf },
+    SecretIsSymlink {
+        /// The path.
+        path: PathBuf,
+    },
     /// The secret file cannot be opened or read.
     #[error("cannot read secret file {path}")]
     ReadSecret {
+        /// The path.
         path: PathBuf,
+        /// The cause.
         #[source]
         source: io::Error,
     },
     /// The secret is not a regular file.
     #[error("secret file {path} is a {kind}, not a regular file")]
-    SecretNotAFile { path: PathBuf, kind: &'static str },
+    SecretNotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Group or others may access the secret.
     #[error(
         "secret file {path} has mode {mode:04o}: group or others may access it; run `chmod 600 \
          {path}` (and consider the secret exposed if others could read it)"
     )]
-    SecretModeOpen { path: PathBuf, mode: u32 },
+    SecretModeOpen {
+        /// The path.
+        path: PathBuf,
+        /// The mode.
+        mode: u32,
+    },
     /// The secret file is far larger than any key.
     #[error("secret file {path} holds {len} bytes, more than the {max} a secret may have")]
-    SecretTooLarge { path: PathBuf, len: u64, max: usize },
+    SecretTooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The most a secret may have.
+        max: usize,
+    },
 }
 
 /// This crate's result.

@@ -9,6 +9,8 @@
 //! into each test directory, because its users live in different packages (integration tests,
 //! examples and the fuzz package cannot share a `tests/` module).
 
+#![warn(missing_docs)]
+
 /// A seeded generator (splitmix64). Test-only: marked `CryptoRng` because the WireGuard device
 /// demands one; determinism is what tests need, and this is never a source of real keys.
 #[derive(Debug, Clone)]

@@ -67,6 +67,8 @@
 //! behaviour is tested on a simulated network with a virtual clock
 //! (`tests/protocol.rs`, `tests/sim`).
 
+#![warn(missing_docs)]
+
 mod allowed_ips;
 mod cookie;
 mod crypto;

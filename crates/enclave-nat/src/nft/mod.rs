@@ -21,16 +21,22 @@ use netlink::Socket;
 /// A rule of ours as the kernel holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleState {
+    /// The chain it is in.
     pub chain: String,
+    /// Its comment, which names it.
     pub comment: String,
+    /// Packets counted.
     pub packets: u64,
+    /// Bytes counted.
     pub bytes: u64,
 }
 
 /// What the kernel holds in our table: rules in order, and the element count of every set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableState {
+    /// The rules, in order.
     pub rules: Vec<RuleState>,
+    /// Each set's number of elements.
     pub set_elements: BTreeMap<String, usize>,
 }
 
