@@ -3,7 +3,7 @@
 
 use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, NatManager, NatPolicy, NftBackend, PortRange,
-    Protocol, SnatRule,
+    Protocol,
 };
 
 fn policy(extra: u32) -> NatPolicy {
@@ -13,14 +13,8 @@ fn policy(extra: u32) -> NatPolicy {
             std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)) + 2 * i);
         destinations = destinations.net(ipnet::Ipv4Net::new(addr, 32).unwrap());
     }
+    let sample = NatPolicy::sample();
     NatPolicy {
-        tunnel_interface: "enclave0".into(),
-        overlay: "100.64.0.0/10".parse().unwrap(),
-        snat: vec![SnatRule {
-            egress_interface: "lan0".into(),
-            to: "192.168.77.1".parse().unwrap(),
-            source: "100.64.0.0/10".parse().unwrap(),
-        }],
         grants: vec![ForwardGrant {
             sources: AddressSet::new().net("100.64.0.0/24".parse().unwrap()),
             destinations,
@@ -31,7 +25,7 @@ fn policy(extra: u32) -> NatPolicy {
             }),
             label: "web".into(),
         }],
-        host: None,
+        ..sample
     }
 }
 

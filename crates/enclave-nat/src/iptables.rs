@@ -469,18 +469,13 @@ impl NatBackend for IptablesBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{AddressSet, ForwardGrant, PortRange, SnatRule};
+    use crate::policy::{AddressSet, ForwardGrant, PortRange};
     use expect_test::expect;
 
+    /// The sample gateway with a grant that uses a range, a port range and a label that
+    /// needs quoting.
     fn policy() -> NatPolicy {
         NatPolicy {
-            tunnel_interface: "enclave0".into(),
-            overlay: "100.64.0.0/10".parse().unwrap(),
-            snat: vec![SnatRule {
-                egress_interface: "lan0".into(),
-                to: "192.168.77.1".parse().unwrap(),
-                source: "100.64.0.0/10".parse().unwrap(),
-            }],
             grants: vec![ForwardGrant {
                 sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
                 destinations: AddressSet::new()
@@ -496,7 +491,7 @@ mod tests {
                 }),
                 label: "web \"x\"".into(),
             }],
-            host: None,
+            ..NatPolicy::sample()
         }
     }
 

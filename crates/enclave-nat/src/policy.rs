@@ -29,6 +29,33 @@ impl NatPolicy {
     pub fn forwards(&self) -> bool {
         !self.snat.is_empty() || !self.grants.is_empty()
     }
+
+    /// The guide's office gateway, for examples, documentation and tests: tunnel `enclave0`,
+    /// overlay `100.64.0.0/10` masqueraded to `192.168.77.1` on `lan0`, and one grant that lets
+    /// the laptop `100.64.0.11` open anything in `192.168.77.0/24`. Callers change what they
+    /// need (the grants, say) with struct update syntax.
+    pub fn sample() -> Self {
+        let overlay = Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 10).expect("a valid prefix");
+        NatPolicy {
+            tunnel_interface: "enclave0".into(),
+            overlay,
+            snat: vec![SnatRule {
+                egress_interface: "lan0".into(),
+                to: Ipv4Addr::new(192, 168, 77, 1),
+                source: overlay,
+            }],
+            grants: vec![ForwardGrant {
+                sources: AddressSet::new()
+                    .net(Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 11), 32).expect("a valid prefix")),
+                destinations: AddressSet::new()
+                    .net(Ipv4Net::new(Ipv4Addr::new(192, 168, 77, 0), 24).expect("a valid prefix")),
+                protocol: None,
+                ports: None,
+                label: "all".into(),
+            }],
+            host: None,
+        }
+    }
 }
 
 /// Which flows the host itself may have on the tunnel interface: opened by peers towards it

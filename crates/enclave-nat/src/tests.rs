@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::policy::{AddressSet, ForwardGrant, SnatRule};
 
 /// One call the manager made to the backend, with the forwarding value at that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,23 +119,7 @@ fn read(path: &Path) -> String {
 }
 
 fn gateway() -> NatPolicy {
-    NatPolicy {
-        tunnel_interface: "enclave0".into(),
-        overlay: "100.64.0.0/10".parse().unwrap(),
-        snat: vec![SnatRule {
-            egress_interface: "lan0".into(),
-            to: "192.168.77.1".parse().unwrap(),
-            source: "100.64.0.0/10".parse().unwrap(),
-        }],
-        grants: vec![ForwardGrant {
-            sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
-            destinations: AddressSet::new().net("192.168.77.0/24".parse().unwrap()),
-            protocol: None,
-            ports: None,
-            label: "all".into(),
-        }],
-        host: None,
-    }
+    NatPolicy::sample()
 }
 
 fn apply(forwarding: &str, others: OtherForwarding) -> Call {
