@@ -1,4 +1,5 @@
-//! Criterion benchmarks: validate a 10,000-system definition, compile one system's view.
+//! Criterion benchmarks: validate a 10,000-system definition, compile one system's view, and
+//! compile every view with one shared index (what a control server does after an edit).
 
 use std::hint::black_box;
 
@@ -29,6 +30,17 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("compile gateway view", |b| {
         b.iter(|| enclave_policy::compile(&network, black_box("gw-7")))
+    });
+    // A control server after an edit: index once, then compile the views it pushes.
+    group.bench_function("index the network (Compiler::new)", |b| {
+        b.iter(|| enclave_policy::Compiler::new(black_box(&network)))
+    });
+    let compiler = enclave_policy::Compiler::new(&network);
+    group.bench_function("compile sender view, indexed", |b| {
+        b.iter(|| compiler.compile(black_box("host-5000")))
+    });
+    group.bench_function("compile gateway view, indexed", |b| {
+        b.iter(|| compiler.compile(black_box("gw-7")))
     });
     group.finish();
 }

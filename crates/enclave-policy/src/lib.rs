@@ -117,8 +117,8 @@ pub use model::{
 pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, TrustFailure};
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
 pub use view::{
-    compile, Direction, ForwardRule, GatewayView, Grant, GrantKind, PeerView, Requirements,
-    RouteCandidate, RouteView, SnatRule, SubnetSource, View, GATEWAY_REACHABILITY,
+    compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, PeerView,
+    Requirements, RouteCandidate, RouteView, SnatRule, SubnetSource, View, GATEWAY_REACHABILITY,
 };
 
 /// Errors of the policy engine.
