@@ -182,11 +182,12 @@ fn state_file_error(path: &Path, source: io::Error) -> Error {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("enclave-nat-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A directory of this test's own, removed when the returned guard is dropped.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("enclave-nat-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn at(dir: &std::path::Path, value: &str) -> Forwarding {
@@ -201,8 +202,9 @@ mod tests {
 
     #[test]
     fn enable_then_restore_puts_the_old_value_back() {
-        let dir = scratch("restore");
-        let mut f = at(&dir, "0\n");
+        let tmp = scratch("restore");
+        let dir = tmp.path();
+        let mut f = at(dir, "0\n");
         f.enable().unwrap();
         assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "1\n");
         f.restore().unwrap();
@@ -213,8 +215,9 @@ mod tests {
 
     #[test]
     fn a_restart_after_a_crash_restores_the_value_from_before_the_crash() {
-        let dir = scratch("crash");
-        let mut first = at(&dir, "0\n");
+        let tmp = scratch("crash");
+        let dir = tmp.path();
+        let mut first = at(dir, "0\n");
         first.enable().unwrap();
         drop(first); // a crash: nothing restored
         let mut second = Forwarding {
@@ -230,12 +233,13 @@ mod tests {
 
     #[test]
     fn a_symbolic_link_at_the_state_file_is_not_followed() {
-        let dir = scratch("symlink");
+        let tmp = scratch("symlink");
+        let dir = tmp.path();
         let target = dir.join("elsewhere");
         fs::write(&target, "1\n").unwrap();
         let state = dir.join("state");
         std::os::unix::fs::symlink(&target, &state).unwrap();
-        let mut f = at(&dir, "0\n");
+        let mut f = at(dir, "0\n");
         // Not read through: the link's "1" is not taken for a saved value; enabling fails,
         // names the file and changes nothing.
         let err = f.enable().unwrap_err().to_string();
@@ -251,8 +255,9 @@ mod tests {
 
     #[test]
     fn a_strange_value_is_refused() {
-        let dir = scratch("strange");
-        let mut f = at(&dir, "2\n");
+        let tmp = scratch("strange");
+        let dir = tmp.path();
+        let mut f = at(dir, "2\n");
         let err = f.enable().unwrap_err().to_string();
         assert!(err.ends_with("holds \"2\", not 0 or 1"), "{err}");
         fs::remove_dir_all(dir).unwrap();

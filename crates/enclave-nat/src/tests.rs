@@ -63,17 +63,17 @@ impl NatBackend for FakeBackend {
 
 /// A scratch directory with a sysctl file holding `value`, removed on drop.
 struct Scratch {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Scratch {
     fn new(name: &str, value: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("enclave-nat-mgr-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("ip_forward"), value).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("enclave-nat-mgr-{name}-"))
+            .tempdir()
+            .unwrap();
+        fs::write(dir.path().join("ip_forward"), value).unwrap();
         Scratch {
             dir,
             calls: Arc::default(),
@@ -81,11 +81,11 @@ impl Scratch {
     }
 
     fn sysctl(&self) -> PathBuf {
-        self.dir.join("ip_forward")
+        self.dir.path().join("ip_forward")
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.join("state")
+        self.dir.path().join("state")
     }
 
     /// A manager over a fake backend on these files, as a new run of the agent would make it.
@@ -105,12 +105,6 @@ impl Scratch {
 
     fn calls(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.lock().unwrap())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -91,21 +91,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
-    /// A directory of this test's own under the system's temporary directory, removed on drop.
-    struct Scratch(PathBuf);
+    /// A path of this test's own inside a temporary directory (removed on drop); the path
+    /// itself does not exist yet.
+    struct Scratch(
+        PathBuf,
+        #[allow(dead_code, reason = "kept for its Drop")] tempfile::TempDir,
+    );
 
     impl Scratch {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("enclave-route-state-{}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!("enclave-route-state-{name}-"))
+                .tempdir()
+                .unwrap();
+            Scratch(tmp.path().join("scratch"), tmp)
         }
     }
 
