@@ -2,6 +2,7 @@
 
 use crate::Bench;
 
+mod control;
 mod dataplane;
 mod failover;
 mod hostplumbing;
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Bench> {
     all.extend(hostplumbing::benches());
     all.extend(routes::benches());
     all.extend(failover::benches());
+    all.extend(control::benches());
     all
 }

@@ -43,7 +43,7 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// A PostgreSQL cluster of our own. Dropping it stops it (immediate) and removes its directory.
-struct Postgres {
+pub(crate) struct Postgres {
     dir: PathBuf,
     bin: PathBuf,
     uid: nix::unistd::Uid,
@@ -73,7 +73,7 @@ fn postgres_bin() -> anyhow::Result<PathBuf> {
 impl Postgres {
     const PORT: u16 = 5432;
 
-    fn start(ctx: &Ctx) -> anyhow::Result<Self> {
+    pub(crate) fn start(ctx: &Ctx) -> anyhow::Result<Self> {
         let bin = postgres_bin()?;
         let user = nix::unistd::User::from_name("postgres")
             .context("looking up the postgres user")?
@@ -154,7 +154,7 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    fn createdb(&self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn createdb(&self, name: &str) -> anyhow::Result<()> {
         let dir = self.dir.display().to_string();
         let port = Self::PORT.to_string();
         self.run("createdb", ["-h", &dir, "-p", &port, name])
@@ -162,7 +162,7 @@ impl Postgres {
     }
 
     /// The URL of database `name` (over the unix socket).
-    fn url(&self, name: &str) -> String {
+    pub(crate) fn url(&self, name: &str) -> String {
         format!(
             "postgres://postgres@localhost/{name}?host={}&port={}",
             self.dir.display(),
@@ -218,18 +218,18 @@ fn postgres_store(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Where a server answers and who it is.
-struct Endpoint {
-    url: String,
-    fingerprint: String,
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) fingerprint: String,
 }
 
 /// One `enclave-control run` in the namespace, with its own certificate directory.
-struct Server {
-    process: enclave_netns::Process,
-    at: Endpoint,
+pub(crate) struct Server {
+    pub(crate) process: enclave_netns::Process,
+    pub(crate) at: Endpoint,
 }
 
-fn start_server(
+pub(crate) fn start_server(
     ns: &Netns,
     bin: &Path,
     label: &str,
@@ -274,7 +274,7 @@ fn start_server(
 }
 
 /// Runs the CLI in the namespace against `server`; returns stdout, or the error with stderr.
-fn cli(
+pub(crate) fn cli(
     ns: &Netns,
     bin: &Path,
     server: &Endpoint,
@@ -341,7 +341,12 @@ fn system<'v>(list: &'v Value, name: &str) -> Option<&'v Value> {
 }
 
 /// `admin token create` on the database, in the namespace: the token it printed.
-fn admin_token(ns: &Netns, bin: &Path, database: &str, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn admin_token(
+    ns: &Netns,
+    bin: &Path,
+    database: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
     let mut argv = vec![
         bin.to_str().context("binary path is not UTF-8")?,
         "admin",
@@ -360,7 +365,7 @@ fn admin_token(ns: &Netns, bin: &Path, database: &str, args: &[&str]) -> anyhow:
 }
 
 /// `keys create ARGS…`: the enrolment key it printed.
-fn create_key(
+pub(crate) fn create_key(
     ns: &Netns,
     bin: &Path,
     server: &Endpoint,

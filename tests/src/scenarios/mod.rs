@@ -5,7 +5,7 @@ use crate::Scenario;
 
 mod access;
 mod agent;
-mod control;
+pub(crate) mod control;
 mod dataplane;
 mod discovery;
 mod failover;

@@ -1,0 +1,660 @@
+//! `cargo xtask bench control`: the control server with 10,000 enrolled systems and 10,000
+//! connected agent streams, on SQLite and on PostgreSQL, printed side by side.
+//!
+//! Everything runs in one namespace of its own, over its loopback: `enclave-control run` (the
+//! release build), and a load generator in this process that speaks the real protocol
+//! (`enclave-control-proto`: TLS with the pinned fingerprint, the upgrade, the proof of key
+//! possession) with a key pair of its own for every system. The network is the guide's shape:
+//! two gateways of an office, every other system a sender tagged `users`, one gateway access
+//! policy from `users` to the office subnet through both gateways.
+//!
+//! What it measures, for each store:
+//! - enrolments per second (`POST /api/v1/enrol`, 32 at a time);
+//! - how long 10,000 agents take to connect and hold their first view;
+//! - server memory per connected agent (the growth of its resident set from before the agents
+//!   connected to after, divided by their number);
+//! - a one-system revoke: from the API call until both gateways hold a view without that
+//!   system (its peers), p50 and p99 of [`REVOKES`] revokes;
+//! - an edit that changes every view (the policy's ports): from the API call until each agent
+//!   holds a view newer than before the edit; p50, p99 and the last agent, over [`EDITS`] edits.
+//!
+//! `ENCLAVE_BENCH_SYSTEMS=N` runs it with N senders instead of 10,000 (a quick look).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use base64::Engine as _;
+use enclave_control::client::{Client, HttpMethod};
+use enclave_control_proto::client::connect;
+use enclave_control_proto::message::ServerMessage;
+use enclave_control_proto::tls::Trust;
+use enclave_netns::{Netns, TopologySpec};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::scenarios::control::{admin_token, cli, create_key, start_server, Endpoint, Postgres};
+use crate::{Bench, Ctx};
+
+pub fn benches() -> Vec<Bench> {
+    vec![Bench {
+        name: "control",
+        about: "control server at 10,000 systems and streams, SQLite beside PostgreSQL: enrolments/s, revoke and edit fan-out, memory per agent",
+        run: control,
+    }]
+}
+
+/// Senders by default.
+const SYSTEMS: usize = 10_000;
+/// One-system revokes measured.
+const REVOKES: usize = 20;
+/// Every-view edits measured.
+const EDITS: usize = 3;
+/// Enrolments in flight at once.
+const ENROL_CONCURRENCY: usize = 32;
+/// Connection handshakes in flight at once.
+const CONNECT_CONCURRENCY: usize = 64;
+/// The policy whose ports the every-view edit changes.
+const POLICY: &str = "users to the office";
+const GATEWAYS: [&str; 2] = ["office-gw-1", "office-gw-2"];
+
+fn systems() -> usize {
+    std::env::var("ENCLAVE_BENCH_SYSTEMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(SYSTEMS)
+}
+
+/// The figures of one store.
+#[derive(Debug, Default)]
+struct Figures {
+    enrolments_per_s: f64,
+    connect_s: f64,
+    memory_per_agent_kb: f64,
+    revoke_ms: Vec<f64>,
+    edit_p50_ms: Vec<f64>,
+    edit_p99_ms: Vec<f64>,
+    edit_all_ms: Vec<f64>,
+}
+
+fn control(ctx: &Ctx) -> anyhow::Result<()> {
+    raise_fd_limit()?;
+    let n = systems();
+    println!(
+        "control server bench: {n} senders + 2 gateways, {REVOKES} revokes, {EDITS} every-view edits, per store"
+    );
+    let sqlite = run_store(ctx, "sqlite", n).context("on SQLite")?;
+    let postgres = run_store(ctx, "postgres", n).context("on PostgreSQL")?;
+    print_table(n, &[("SQLite", &sqlite), ("PostgreSQL", &postgres)]);
+    Ok(())
+}
+
+/// Ten thousand streams in the server and as many in the generator: lift the soft limit on
+/// open files to the hard one (children, the server among them, inherit it).
+fn raise_fd_limit() -> anyhow::Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
+    ensure!(
+        hard >= 2 * SYSTEMS as u64 + 1_000,
+        "the hard limit on open files is {hard}: too few for {SYSTEMS} streams"
+    );
+    Ok(())
+}
+
+fn run_store(ctx: &Ctx, store: &str, n: usize) -> anyhow::Result<Figures> {
+    println!("\n== {store}");
+    let mut spec = TopologySpec::new("cb");
+    spec.node("ctl");
+    let topo = ctx.topology(&spec)?;
+    let ns = topo.ns("ctl");
+    let bin = ctx.bin("enclave-control")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("enclave-bench-control-")
+        .tempdir()?;
+    // Kept alive until the end of this store's run; dropped (stopped, removed) after the server.
+    let postgres;
+    let database = if store == "postgres" {
+        postgres = Postgres::start(ctx)?;
+        postgres.createdb("bench")?;
+        postgres.url("bench")
+    } else {
+        format!("sqlite://{}/control.db", scratch.path().display())
+    };
+    let token = admin_token(ns, &bin, &database, &["--name", "bench"])?;
+    let server = start_server(
+        ns,
+        &bin,
+        &format!("control-{store}"),
+        &database,
+        8443,
+        &scratch.path().join("tls"),
+    )?;
+    let keys = Keys::generate(n);
+    let definition = keys.definition();
+    let file = scratch.path().join("network.toml");
+    std::fs::write(&file, definition)?;
+    cli(
+        ns,
+        &bin,
+        &server.at,
+        &token,
+        &["import", file.to_str().context("path")?],
+    )?;
+    let key = create_key(
+        ns,
+        &bin,
+        &server.at,
+        &token,
+        &[
+            "--tags",
+            "users",
+            "--approval",
+            "auto",
+            "--uses",
+            &n.to_string(),
+        ],
+    )?;
+    let key = key
+        .lines()
+        .last()
+        .context("keys create printed nothing")?
+        .to_owned();
+    let pid = server.process.pid();
+    let figures = run_load(ns, &server.at, &token, &key, keys, pid)?;
+    drop(server);
+    Ok(figures)
+}
+
+/// A key pair for every system: the two gateways first, then the senders.
+struct Keys {
+    gateways: Vec<StaticSecret>,
+    senders: Vec<StaticSecret>,
+}
+
+impl Keys {
+    fn generate(n: usize) -> Self {
+        let fresh = || StaticSecret::random_from_rng(rand_core::OsRng);
+        Self {
+            gateways: (0..GATEWAYS.len()).map(|_| fresh()).collect(),
+            senders: (0..n).map(|_| fresh()).collect(),
+        }
+    }
+
+    /// The network imported before the senders enrol: the two gateways and the policy.
+    fn definition(&self) -> String {
+        let mut text = String::from("[network]\noverlay = \"100.64.0.0/10\"\n\n");
+        for (i, (name, key)) in GATEWAYS.iter().zip(&self.gateways).enumerate() {
+            text.push_str(&format!(
+                "[[system]]\nname = \"{name}\"\npublic_key = \"{}\"\naddress = \"100.127.255.{}\"\n\
+                 tags = [\"gateways\"]\nendpoint = \"192.0.2.{}:51820\"\n\n[system.gateway]\n\
+                 allowed = true\nsubnets = [\"192.168.77.0/24\"]\n\n",
+                public(key),
+                250 + i,
+                1 + i
+            ));
+        }
+        text.push_str(&format!(
+            "[[gateway_policy]]\nname = \"{POLICY}\"\nsenders = [\"users\"]\n\
+             gateways = [\"{}\", \"{}\"]\nsubnets = [\"192.168.77.0/24\"]\n\
+             acl = [{{ protocol = \"tcp\", ports = 445 }}]\n",
+            GATEWAYS[0], GATEWAYS[1]
+        ));
+        text
+    }
+}
+
+fn public(secret: &StaticSecret) -> String {
+    base64::engine::general_purpose::STANDARD.encode(PublicKey::from(secret).as_bytes())
+}
+
+/// What the generator knows of each connected agent.
+struct Agent {
+    /// The serial of the newest view received.
+    serial: AtomicU64,
+    /// When each serial arrived (only what the measurements need: the latest few).
+    arrivals: Mutex<Vec<(u64, Instant)>>,
+    /// For the gateways: the peers of each view, by serial.
+    peers: Mutex<Vec<(u64, Instant, Vec<String>)>>,
+    /// Whether the server said `revoked`.
+    revoked: Mutex<Option<Instant>>,
+}
+
+impl Agent {
+    fn new() -> Self {
+        Self {
+            serial: AtomicU64::new(0),
+            arrivals: Mutex::new(Vec::new()),
+            peers: Mutex::new(Vec::new()),
+            revoked: Mutex::new(None),
+        }
+    }
+}
+
+fn run_load(
+    ns: &Netns,
+    at: &Endpoint,
+    token: &str,
+    key: &str,
+    keys: Keys,
+    server_pid: u32,
+) -> anyhow::Result<Figures> {
+    let trust = Trust::Fingerprint(enclave_control_proto::tls::parse_fingerprint(
+        &at.fingerprint,
+    )?);
+    let url = at.url.clone();
+    let token = token.to_owned();
+    let key = key.to_owned();
+    ns.run_in(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(load(url, trust, token, key, keys, server_pid))
+    })?
+}
+
+async fn load(
+    url: String,
+    trust: Trust,
+    token: String,
+    key: String,
+    keys: Keys,
+    server_pid: u32,
+) -> anyhow::Result<Figures> {
+    let mut figures = Figures::default();
+    let admin = Client::new(&url, Some(trust.clone()), Some(token))?;
+    let n = keys.senders.len();
+
+    // Enrolment.
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(ENROL_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(n);
+    for (i, secret) in keys.senders.iter().enumerate() {
+        let (url, trust, key, public) = (url.clone(), trust.clone(), key.clone(), public(secret));
+        let gate = Arc::clone(&gate);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let host = format!("host-{i}");
+            enclave_control_proto::client::enrol(&url, Some(&trust), &key, &public, Some(&host))
+                .await
+                .map(|enrolled| enrolled.system)
+        }));
+    }
+    let mut names = Vec::with_capacity(n);
+    for task in tasks {
+        names.push(task.await?.context("an enrolment failed")?);
+    }
+    figures.enrolments_per_s = n as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "    {n} enrolments in {:.1} s ({:.0}/s)",
+        started.elapsed().as_secs_f64(),
+        figures.enrolments_per_s
+    );
+
+    // Connection.
+    let before = rss_kb(server_pid)?;
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let secrets: Vec<(bool, StaticSecret)> = keys
+        .gateways
+        .into_iter()
+        .map(|s| (true, s))
+        .chain(keys.senders.into_iter().map(|s| (false, s)))
+        .collect();
+    let mut agents = Vec::with_capacity(secrets.len());
+    let mut sessions = Vec::with_capacity(secrets.len());
+    for (gateway, secret) in secrets {
+        let agent = Arc::new(Agent::new());
+        agents.push(Arc::clone(&agent));
+        let (url, trust, gate, connected) = (
+            url.clone(),
+            trust.clone(),
+            Arc::clone(&gate),
+            Arc::clone(&connected),
+        );
+        sessions.push(tokio::spawn(async move {
+            let permit = gate.acquire_owned().await;
+            let mut session = connect(&url, Some(&trust), &secret, None).await?;
+            drop(permit);
+            connected.fetch_add(1, Ordering::Relaxed);
+            loop {
+                let message = session.recv().await?;
+                let now = Instant::now();
+                match message {
+                    ServerMessage::View(update) => {
+                        agent.serial.fetch_max(update.serial, Ordering::Relaxed);
+                        let mut arrivals = agent.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+                        arrivals.push((update.serial, now));
+                        if arrivals.len() > 8 {
+                            arrivals.remove(0);
+                        }
+                        if gateway {
+                            let peers = update.view.peers.keys().cloned().collect();
+                            agent.peers.lock().unwrap_or_else(|e| e.into_inner()).push((
+                                update.serial,
+                                now,
+                                peers,
+                            ));
+                        }
+                    }
+                    ServerMessage::Revoked(_) => {
+                        *agent.revoked.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let total = agents.len();
+    let all_viewed = wait_until(Duration::from_secs(600), || {
+        agents.iter().all(|a| a.serial.load(Ordering::Relaxed) > 0)
+    })
+    .await;
+    if !all_viewed {
+        let failed: Vec<String> = sessions
+            .iter()
+            .filter(|s| s.is_finished())
+            .take(3)
+            .map(|_| "a session ended".to_owned())
+            .collect();
+        bail!(
+            "after 600 s only {} of {total} agents connected and {} hold a view ({failed:?})",
+            connected.load(Ordering::Relaxed),
+            agents
+                .iter()
+                .filter(|a| a.serial.load(Ordering::Relaxed) > 0)
+                .count()
+        );
+    }
+    figures.connect_s = started.elapsed().as_secs_f64();
+    // Let the server settle (buffers, reports) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kb(server_pid)?;
+    figures.memory_per_agent_kb = after.saturating_sub(before) as f64 / total as f64;
+    println!(
+        "    {total} agents connected and holding a view in {:.1} s; server memory {before} KB -> {after} KB",
+        figures.connect_s
+    );
+
+    // One-system revokes: both gateways must drop the system.
+    for (round, victim) in names.iter().take(REVOKES).enumerate() {
+        let started = Instant::now();
+        let answer = admin
+            .request(
+                HttpMethod::POST,
+                &format!("/api/v1/systems/{victim}/revoke"),
+                Some(("application/json", b"{}".to_vec())),
+            )
+            .await?;
+        ensure!(
+            answer.status.is_success(),
+            "revoking {victim}: {} {}",
+            answer.status,
+            answer.json()
+        );
+        let gone = |agent: &Agent| {
+            agent
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .rev()
+                .find(|(_, at, _)| *at >= started)
+                .filter(|(_, _, peers)| !peers.contains(victim))
+                .map(|(_, at, _)| *at)
+        };
+        let dropped = wait_until(Duration::from_secs(30), || {
+            agents[..GATEWAYS.len()].iter().all(|g| gone(g).is_some())
+        })
+        .await;
+        ensure!(
+            dropped,
+            "revoke {round}: a gateway still has {victim} as a peer after 30 s"
+        );
+        let last = agents[..GATEWAYS.len()]
+            .iter()
+            .filter_map(|g| gone(g))
+            .max()
+            .context("no arrival")?;
+        figures
+            .revoke_ms
+            .push(last.duration_since(started).as_secs_f64() * 1e3);
+    }
+    println!(
+        "    revoke -> both gateways: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&figures.revoke_ms, 50.0),
+        percentile(&figures.revoke_ms, 99.0)
+    );
+
+    // Edits that change every view: the policy's port.
+    let live: Vec<&Arc<Agent>> = agents
+        .iter()
+        .filter(|a| {
+            a.revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+        })
+        .collect();
+    for edit in 0..EDITS {
+        let current = admin
+            .request(
+                HttpMethod::GET,
+                &format!("/api/v1/policies/{}", encode_path(POLICY)),
+                None,
+            )
+            .await?
+            .json();
+        let mut policy = current.clone();
+        policy["acl"] = json!([{ "protocol": "tcp", "ports": 1000 + edit }]);
+        let before: Vec<u64> = live
+            .iter()
+            .map(|a| a.serial.load(Ordering::Relaxed))
+            .collect();
+        let started = Instant::now();
+        let answer = admin
+            .request(
+                HttpMethod::PUT,
+                &format!("/api/v1/policies/{}", encode_path(POLICY)),
+                Some(("application/json", policy.to_string().into_bytes())),
+            )
+            .await?;
+        ensure!(
+            answer.status.is_success(),
+            "editing the policy: {} {}",
+            answer.status,
+            answer.json()
+        );
+        let all = wait_until(Duration::from_secs(120), || {
+            live.iter()
+                .zip(&before)
+                .all(|(a, b)| a.serial.load(Ordering::Relaxed) > *b)
+        })
+        .await;
+        ensure!(
+            all,
+            "edit {edit}: not every agent got a new view within 120 s"
+        );
+        let mut times: Vec<f64> = live
+            .iter()
+            .zip(&before)
+            .filter_map(|(a, b)| {
+                a.arrivals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .find(|(serial, _)| serial > b)
+                    .map(|(_, at)| at.duration_since(started).as_secs_f64() * 1e3)
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        figures.edit_p50_ms.push(percentile(&times, 50.0));
+        figures.edit_p99_ms.push(percentile(&times, 99.0));
+        figures
+            .edit_all_ms
+            .push(times.last().copied().unwrap_or(f64::NAN));
+    }
+    println!(
+        "    every-view edit -> all {} agents: last agent after {:?} ms",
+        live.len(),
+        figures
+            .edit_all_ms
+            .iter()
+            .map(|t| t.round())
+            .collect::<Vec<_>>()
+    );
+    for session in sessions {
+        session.abort();
+    }
+    Ok(figures)
+}
+
+/// A path segment with spaces (the policy's name) for a URL.
+fn encode_path(name: &str) -> String {
+    name.replace(' ', "%20")
+}
+
+async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The resident set of `pid` in KB.
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")
+}
+
+/// The `p`th percentile of `values` (nearest rank).
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// One row of the table: its title, its value for each store, the goal.
+struct Row {
+    title: String,
+    values: Vec<String>,
+    goal: &'static str,
+}
+
+fn row(
+    title: String,
+    stores: &[(&str, &Figures)],
+    goal: &'static str,
+    value: impl Fn(&Figures) -> String,
+) -> Row {
+    Row {
+        title,
+        values: stores.iter().map(|(_, f)| value(f)).collect(),
+        goal,
+    }
+}
+
+fn print_table(n: usize, stores: &[(&str, &Figures)]) {
+    let rows = [
+        row("enrolments per second".to_owned(), stores, "", |f| {
+            format!("{:.0}", f.enrolments_per_s)
+        }),
+        row(
+            format!("{} agents connected, first view (s)", n + 2),
+            stores,
+            "",
+            |f| format!("{:.1}", f.connect_s),
+        ),
+        row(
+            "server memory per connected agent (KB)".to_owned(),
+            stores,
+            "< 50",
+            |f| format!("{:.1}", f.memory_per_agent_kb),
+        ),
+        row(
+            format!("revoke -> both peers, p50 / p99 (ms, {REVOKES} runs)"),
+            stores,
+            "p99 < 1000",
+            |f| {
+                format!(
+                    "{:.0} / {:.0}",
+                    percentile(&f.revoke_ms, 50.0),
+                    percentile(&f.revoke_ms, 99.0)
+                )
+            },
+        ),
+        row(
+            format!("every-view edit, agents' p50 / p99 (ms, median of {EDITS})"),
+            stores,
+            "",
+            |f| {
+                format!(
+                    "{:.0} / {:.0}",
+                    percentile(&f.edit_p50_ms, 50.0),
+                    percentile(&f.edit_p99_ms, 50.0)
+                )
+            },
+        ),
+        row(
+            format!("every-view edit, last agent (ms, worst of {EDITS})"),
+            stores,
+            "< 5000",
+            |f| {
+                format!(
+                    "{:.0}",
+                    f.edit_all_ms.iter().copied().fold(f64::NAN, f64::max)
+                )
+            },
+        ),
+    ];
+    println!();
+    let mut header = format!("{:56}", "");
+    for (name, _) in stores {
+        header.push_str(&format!("{name:>14}"));
+    }
+    println!("{header}  goal");
+    for row in rows {
+        let mut line = format!("{:56}", row.title);
+        for value in &row.values {
+            line.push_str(&format!("{value:>14}"));
+        }
+        println!("{line}  {}", row.goal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 50.0);
+        assert_eq!(percentile(&values, 99.0), 99.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
