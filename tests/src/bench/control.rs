@@ -93,14 +93,15 @@ fn control(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ten thousand streams in the server and as many in the generator: lift the soft limit on
+/// Ten thousand streams in the server and as many in the generator (each a process of its
+/// own, each with its own count of open files): lift the soft limit on
 /// open files to the hard one (children, the server among them, inherit it).
 fn raise_fd_limit() -> anyhow::Result<()> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
     ensure!(
-        hard >= 2 * SYSTEMS as u64 + 1_000,
+        hard >= SYSTEMS as u64 + 1_000,
         "the hard limit on open files is {hard}: too few for {SYSTEMS} streams"
     );
     Ok(())
@@ -384,7 +385,8 @@ async fn load(
     );
 
     // One-system revokes: both gateways must drop the system.
-    for (round, victim) in names.iter().take(REVOKES).enumerate() {
+    // At most half the senders, so that the edits below still change views.
+    for (round, victim) in names.iter().take(REVOKES.min(n / 2)).enumerate() {
         let started = Instant::now();
         let answer = admin
             .request(
@@ -478,10 +480,21 @@ async fn load(
                 .all(|(a, b)| a.serial.load(Ordering::Relaxed) > *b)
         })
         .await;
-        ensure!(
-            all,
-            "edit {edit}: not every agent got a new view within 120 s"
-        );
+        if !all {
+            let late: Vec<usize> = live
+                .iter()
+                .zip(&before)
+                .enumerate()
+                .filter(|(_, (a, b))| a.serial.load(Ordering::Relaxed) <= **b)
+                .map(|(i, _)| i)
+                .collect();
+            bail!(
+                "edit {edit}: {} of {} agents got no new view within 120 s (first: {:?})",
+                late.len(),
+                live.len(),
+                &late[..late.len().min(5)]
+            );
+        }
         let mut times: Vec<f64> = live
             .iter()
             .zip(&before)
