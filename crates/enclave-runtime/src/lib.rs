@@ -14,5 +14,6 @@ pub mod file_source;
 pub mod logging;
 pub mod source;
 pub mod status;
+pub mod tunnel;
 
 pub use error::{Error, Result};
