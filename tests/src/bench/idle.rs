@@ -146,6 +146,9 @@ fn sleeps_of(path: &str) -> anyhow::Result<u64> {
         .context("voluntary_ctxt_switches is not a number")
 }
 
+/// Each thread's share of a core and wake-ups a second, by thread name.
+type ByThread = BTreeMap<String, (f64, f64)>;
+
 /// What each thread of process `pid` used, by thread name (threads of one name added up).
 fn thread_ticks(pid: u32) -> anyhow::Result<BTreeMap<String, Use>> {
     let mut out = BTreeMap::new();
@@ -177,7 +180,7 @@ fn measure(
     ns: &Netns,
     files: &AgentFiles,
     gateway: bool,
-) -> anyhow::Result<(f64, BTreeMap<String, (f64, f64)>)> {
+) -> anyhow::Result<(f64, ByThread)> {
     let mut agent = start(ctx, ns, files, gateway)?;
     std::thread::sleep(SETTLE);
     anyhow::ensure!(
