@@ -10,8 +10,10 @@ pub mod control;
 pub mod desired;
 mod error;
 pub mod failover;
+pub mod file_source;
 pub mod logging;
 pub mod source;
 pub mod status;
+pub mod tunnel;
 
 pub use error::{Error, Result};

@@ -6,6 +6,7 @@ mod control;
 mod dataplane;
 mod failover;
 mod hostplumbing;
+mod idle;
 mod routes;
 
 /// Every namespace benchmark.
@@ -16,5 +17,6 @@ pub fn all() -> Vec<Bench> {
     all.extend(routes::benches());
     all.extend(failover::benches());
     all.extend(control::benches());
+    all.extend(idle::benches());
     all
 }
