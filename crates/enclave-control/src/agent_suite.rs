@@ -689,6 +689,14 @@ async fn without_the_private_key(url: String) -> CaseResult {
         })?,
         other => return Err(format!("the laptop proving its own key got {other:?}")),
     }
+    // The agent refuses a server that is not the pinned one, and says so.
+    let elsewhere = Trust::Fingerprint([0xAB; 32]);
+    match enclave_control_proto::connect(&server.url, Some(&elsewhere), &laptop, None).await {
+        Err(enclave_control_proto::Error::Mismatch { pinned, .. }) => {
+            check(pinned.starts_with("AB:AB"), || pinned.clone())?;
+        }
+        other => return Err(format!("connecting to an unpinned server: {other:?}")),
+    }
     // A key that is not enrolled, proven: refused, and the agent's client says why.
     match server.connect(&impostor).await {
         Err(failure) if failure.contains("not enrolled") => {}
@@ -874,6 +882,7 @@ async fn two_servers(url: String) -> CaseResult {
     check(took < Duration::from_secs(1), || {
         format!("the edit took {took:?} to reach the agent on the other server")
     })?;
+    next_view(&mut db, "the db's view after the edit (server one)").await?;
     // A revoke through server two cuts off the db on server one, and the laptop drops it.
     let revoked_at = Instant::now();
     two.run(Command::Revoke { name: "db".into() }).await?;
