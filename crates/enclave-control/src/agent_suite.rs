@@ -906,7 +906,7 @@ async fn database_down(url: String) -> CaseResult {
 
 async fn two_servers(url: String) -> CaseResult {
     let one = start(&url, "one", Options::default()).await?;
-    let two = start(&url, "two", Options::default()).await?;
+    let mut two = start(&url, "two", Options::default()).await?;
     one.run(Command::PutPolicy {
         doc: policy("any", 0),
         write: Write::Create,
@@ -965,6 +965,27 @@ async fn two_servers(url: String) -> CaseResult {
         where_laptop.connected && where_laptop.server.as_deref() == Some("two"),
         || format!("server one sees the laptop as {where_laptop:?}"),
     )?;
+    // Server two stops: the laptop is cut (it reconnects elsewhere), and server one soon
+    // sees it as not connected, without waiting for the row to go stale.
+    if let Some(stop) = two.stop.take() {
+        let _ = stop.send(());
+    }
+    match tokio::time::timeout(STEP, laptop.recv()).await {
+        Ok(Err(_)) => {}
+        other => return Err(format!("when its server stopped the laptop got {other:?}")),
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        let seen = one.hub.seen().await;
+        let laptop = seen.get(&laptop_public).cloned().unwrap_or_default();
+        if !laptop.connected && laptop.last_seen.is_some() {
+            break;
+        }
+        check(Instant::now() < deadline, || {
+            format!("after server two stopped, server one sees the laptop as {laptop:?}")
+        })?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     one.store.close().await;
     two.store.close().await;
     Ok(())
