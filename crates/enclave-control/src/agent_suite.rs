@@ -55,6 +55,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("unauthenticated-connections-are-bounded", |url| {
             Box::pin(unauthenticated_bounded(url))
         }),
+        ("a-revoke-reaches-every-peer-within-a-second", |url| {
+            Box::pin(revoke_reaches_every_peer(url))
+        }),
     ]
 }
 
@@ -609,6 +612,67 @@ async fn try_upgrade(server: &Server) -> Result<Result<Upgraded, HttpStatus>, Fa
         FrameWriter::new(write),
         channel,
     )))
+}
+
+/// How many agents the fan-out case connects.
+const FAN_OUT: usize = 40;
+
+async fn revoke_reaches_every_peer(url: String) -> CaseResult {
+    let server = start(&url, "one", Options::default()).await?;
+    server
+        .run(Command::PutPolicy {
+            doc: policy("any", 0),
+            write: Write::Create,
+        })
+        .await?;
+    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
+    let servers = server.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let laptop_key = server.enrol(&users, "laptop").await?;
+    let mut keys = Vec::new();
+    for i in 0..FAN_OUT {
+        keys.push(server.enrol(&servers, &format!("server-{i}")).await?);
+    }
+    let mut laptop = server.connect(&laptop_key).await?;
+    next_view(&mut laptop, "the laptop's first view").await?;
+    let mut sessions = Vec::new();
+    for key in &keys {
+        let mut session = server.connect(key).await?;
+        let (_, view) = next_view(&mut session, "a server's first view").await?;
+        check(view.peers.contains_key("laptop"), || {
+            format!("{} does not have the laptop", view.system)
+        })?;
+        sessions.push(session);
+    }
+    let revoked_at = Instant::now();
+    server
+        .run(Command::Revoke {
+            name: "laptop".into(),
+        })
+        .await?;
+    let waits = sessions.into_iter().map(|mut session| async move {
+        let (_, view) = next_view(&mut session, "a view without the laptop").await?;
+        check(!view.peers.contains_key("laptop"), || {
+            format!("{} still has the laptop", view.system)
+        })?;
+        Ok::<_, Failure>(revoked_at.elapsed())
+    });
+    let mut times = Vec::new();
+    for handle in waits.map(tokio::spawn).collect::<Vec<_>>() {
+        times.push(handle.await.map_err(e("a waiting task"))??);
+    }
+    times.sort();
+    let last = times.last().copied().unwrap_or_default();
+    println!(
+        "    revoke to every peer's new view ({FAN_OUT} peers): median {} ms, last {} ms",
+        times[times.len() / 2].as_millis(),
+        last.as_millis()
+    );
+    check(last < Duration::from_secs(1), || {
+        format!("the last of {FAN_OUT} peers had its view after {last:?}")
+    })?;
+    expect_cut_off(&mut laptop, "revoked").await?;
+    server.store.close().await;
+    Ok(())
 }
 
 async fn unauthenticated_bounded(url: String) -> CaseResult {
