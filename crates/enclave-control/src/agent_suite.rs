@@ -58,6 +58,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("a-revoke-reaches-every-peer-within-a-second", |url| {
             Box::pin(revoke_reaches_every_peer(url))
         }),
+        ("presence-of-a-dead-server-goes-stale", |url| {
+            Box::pin(presence_goes_stale(url))
+        }),
     ]
 }
 
@@ -612,6 +615,62 @@ async fn try_upgrade(server: &Server) -> Result<Result<Upgraded, HttpStatus>, Fa
         FrameWriter::new(write),
         channel,
     )))
+}
+
+async fn presence_goes_stale(url: String) -> CaseResult {
+    use crate::model::Presence;
+    let server = start(&url, "one", Options::default()).await?;
+    let now = crate::agents::now();
+    let stale = i64::try_from(crate::agents::PRESENCE_STALE.as_secs()).unwrap_or(90);
+    let row = |key: &str, connected: bool, last_seen: i64| Presence {
+        public_key: key.into(),
+        server: "elsewhere".into(),
+        connected,
+        last_seen,
+        endpoint: Some("192.0.2.1".into()),
+    };
+    let rows = [
+        row("fresh", true, now - 5),
+        row("dead-server", true, now - stale - 5),
+        row("left", false, now - 5),
+    ];
+    server
+        .service()
+        .store()
+        .put_presence(&rows)
+        .await
+        .map_err(e("writing presence"))?;
+    // Written again: replaced, not duplicated.
+    server
+        .service()
+        .store()
+        .put_presence(&rows[..1])
+        .await
+        .map_err(e("writing presence again"))?;
+    let seen = server.hub.seen().await;
+    let connected = |key: &str| seen.get(key).map(|s| s.connected);
+    check(
+        connected("fresh") == Some(true)
+            && connected("dead-server") == Some(false)
+            && connected("left") == Some(false),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    check(
+        seen.get("dead-server").and_then(|s| s.last_seen) == Some(now - stale - 5)
+            && seen.get("fresh").and_then(|s| s.server.clone()).as_deref() == Some("elsewhere"),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    let stored = server
+        .service()
+        .store()
+        .presence()
+        .await
+        .map_err(e("reading presence"))?;
+    check(stored.len() == 3, || {
+        format!("{} rows stored", stored.len())
+    })?;
+    server.store.close().await;
+    Ok(())
 }
 
 /// How many agents the fan-out case connects.
