@@ -52,6 +52,15 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("a-database-that-is-down-keeps-agents-and-tokens", |url| {
             Box::pin(database_down(url))
         }),
+        ("unauthenticated-connections-are-bounded", |url| {
+            Box::pin(unauthenticated_bounded(url))
+        }),
+        ("a-revoke-reaches-every-peer-within-a-second", |url| {
+            Box::pin(revoke_reaches_every_peer(url))
+        }),
+        ("presence-of-a-dead-server-goes-stale", |url| {
+            Box::pin(presence_goes_stale(url))
+        }),
     ]
 }
 
@@ -546,18 +555,25 @@ async fn expect_cut_off(session: &mut Session, why: &str) -> CaseResult {
     }
 }
 
-/// Opens the agents' connection by hand: TLS, the upgrade; the frames and the channel
-/// binding. (The client of `enclave-control-proto` only proves keys it holds.)
-async fn raw_upgrade(
-    server: &Server,
-) -> Result<
-    (
-        FrameReader<tokio::io::ReadHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
-        FrameWriter<tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
-        [u8; 32],
-    ),
-    Failure,
-> {
+type Raw = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// A connection upgraded by hand: its frames and its channel binding.
+type Upgraded = (
+    FrameReader<tokio::io::ReadHalf<Raw>>,
+    FrameWriter<tokio::io::WriteHalf<Raw>>,
+    [u8; 32],
+);
+
+/// Opens the agents' connection by hand: TLS, the upgrade. (The client of
+/// `enclave-control-proto` only proves keys it holds.)
+async fn raw_upgrade(server: &Server) -> Result<Upgraded, Failure> {
+    try_upgrade(server)
+        .await?
+        .map_err(|status| format!("the upgrade was answered {status}"))
+}
+
+/// As [`raw_upgrade`], or the status that refused the upgrade.
+async fn try_upgrade(server: &Server) -> Result<Result<Upgraded, HttpStatus>, Failure> {
     use http_body_util::Full;
     let authority = server.url.trim_start_matches("https://").to_owned();
     let tcp = tokio::net::TcpStream::connect(&authority)
@@ -587,18 +603,184 @@ async fn raw_upgrade(
         .body(Full::new(hyper::body::Bytes::new()))
         .map_err(e("the request"))?;
     let response = sender.send_request(request).await.map_err(e("upgrading"))?;
-    check(response.status() == HttpStatus::SWITCHING_PROTOCOLS, || {
-        format!("the upgrade was answered {}", response.status())
-    })?;
+    if response.status() != HttpStatus::SWITCHING_PROTOCOLS {
+        return Ok(Err(response.status()));
+    }
     let upgraded = hyper::upgrade::on(response)
         .await
         .map_err(e("the upgrade"))?;
     let (read, write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-    Ok((
+    Ok(Ok((
         FrameReader::new(read, 1 << 20),
         FrameWriter::new(write),
         channel,
-    ))
+    )))
+}
+
+async fn presence_goes_stale(url: String) -> CaseResult {
+    use crate::model::Presence;
+    let server = start(&url, "one", Options::default()).await?;
+    let now = crate::agents::now();
+    let stale = i64::try_from(crate::agents::PRESENCE_STALE.as_secs()).unwrap_or(90);
+    let row = |key: &str, connected: bool, last_seen: i64| Presence {
+        public_key: key.into(),
+        server: "elsewhere".into(),
+        connected,
+        last_seen,
+        endpoint: Some("192.0.2.1".into()),
+    };
+    let rows = [
+        row("fresh", true, now - 5),
+        row("dead-server", true, now - stale - 5),
+        row("left", false, now - 5),
+    ];
+    server
+        .service()
+        .store()
+        .put_presence(&rows)
+        .await
+        .map_err(e("writing presence"))?;
+    // Written again: replaced, not duplicated.
+    server
+        .service()
+        .store()
+        .put_presence(&rows[..1])
+        .await
+        .map_err(e("writing presence again"))?;
+    let seen = server.hub.seen().await;
+    let connected = |key: &str| seen.get(key).map(|s| s.connected);
+    check(
+        connected("fresh") == Some(true)
+            && connected("dead-server") == Some(false)
+            && connected("left") == Some(false),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    check(
+        seen.get("dead-server").and_then(|s| s.last_seen) == Some(now - stale - 5)
+            && seen.get("fresh").and_then(|s| s.server.clone()).as_deref() == Some("elsewhere"),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    let stored = server
+        .service()
+        .store()
+        .presence()
+        .await
+        .map_err(e("reading presence"))?;
+    check(stored.len() == 3, || {
+        format!("{} rows stored", stored.len())
+    })?;
+    server.store.close().await;
+    Ok(())
+}
+
+/// How many agents the fan-out case connects.
+const FAN_OUT: usize = 40;
+
+async fn revoke_reaches_every_peer(url: String) -> CaseResult {
+    let server = start(&url, "one", Options::default()).await?;
+    server
+        .run(Command::PutPolicy {
+            doc: policy("any", 0),
+            write: Write::Create,
+        })
+        .await?;
+    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
+    let servers = server.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let laptop_key = server.enrol(&users, "laptop").await?;
+    let mut keys = Vec::new();
+    for i in 0..FAN_OUT {
+        keys.push(server.enrol(&servers, &format!("server-{i}")).await?);
+    }
+    let mut laptop = server.connect(&laptop_key).await?;
+    next_view(&mut laptop, "the laptop's first view").await?;
+    let mut sessions = Vec::new();
+    for key in &keys {
+        let mut session = server.connect(key).await?;
+        let (_, view) = next_view(&mut session, "a server's first view").await?;
+        check(view.peers.contains_key("laptop"), || {
+            format!("{} does not have the laptop", view.system)
+        })?;
+        sessions.push(session);
+    }
+    let revoked_at = Instant::now();
+    server
+        .run(Command::Revoke {
+            name: "laptop".into(),
+        })
+        .await?;
+    let waits = sessions.into_iter().map(|mut session| async move {
+        let (_, view) = next_view(&mut session, "a view without the laptop").await?;
+        check(!view.peers.contains_key("laptop"), || {
+            format!("{} still has the laptop", view.system)
+        })?;
+        Ok::<_, Failure>(revoked_at.elapsed())
+    });
+    let mut times = Vec::new();
+    for handle in waits.map(tokio::spawn).collect::<Vec<_>>() {
+        times.push(handle.await.map_err(e("a waiting task"))??);
+    }
+    times.sort();
+    let last = times.last().copied().unwrap_or_default();
+    println!(
+        "    revoke to every peer's new view ({FAN_OUT} peers): median {} ms, last {} ms",
+        times[times.len() / 2].as_millis(),
+        last.as_millis()
+    );
+    check(last < Duration::from_secs(1), || {
+        format!("the last of {FAN_OUT} peers had its view after {last:?}")
+    })?;
+    expect_cut_off(&mut laptop, "revoked").await?;
+    server.store.close().await;
+    Ok(())
+}
+
+async fn unauthenticated_bounded(url: String) -> CaseResult {
+    let options = Options {
+        max_handshakes: 1,
+        ..Options::default()
+    };
+    let server = start(&url, "one", options).await?;
+    // One connection in its handshake (it says nothing) takes the only place.
+    let first = raw_upgrade(&server).await?;
+    match try_upgrade(&server).await? {
+        Err(status) if status == HttpStatus::SERVICE_UNAVAILABLE => {}
+        Err(status) => return Err(format!("a second handshake got {status}, not 503")),
+        Ok(_) => return Err("a second handshake was let in beside the first".into()),
+    }
+    // When it goes, the place is free again.
+    drop(first);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match try_upgrade(&server).await? {
+            Ok(_) => break,
+            Err(status) => check(Instant::now() < deadline, || {
+                format!("after the first left, handshakes still get {status}")
+            })?,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Failed proofs count against the source: ten, then 429 before any handshake.
+    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
+    let laptop = server.enrol(&users, "laptop").await?;
+    let claimed = PublicKey::from(&laptop).to_bytes();
+    let impostor = StaticSecret::random_from_rng(OsRng);
+    for attempt in 1..=10 {
+        match claim(&server, claimed, &impostor, None).await? {
+            ServerMessage::Refused(_) => {}
+            other => return Err(format!("impostor attempt {attempt} got {other:?}")),
+        }
+    }
+    match try_upgrade(&server).await? {
+        Err(status) if status == HttpStatus::TOO_MANY_REQUESTS => {}
+        other => {
+            return Err(format!(
+                "after ten failed proofs the upgrade got {:?}",
+                other.map(|_| "101")
+            ))
+        }
+    }
+    server.store.close().await;
+    Ok(())
 }
 
 /// Claims `claimed` (an enrolled key it does not hold) and proves with `held`; the server's
@@ -688,6 +870,14 @@ async fn without_the_private_key(url: String) -> CaseResult {
             format!("the laptop got the view of {}", update.view.system)
         })?,
         other => return Err(format!("the laptop proving its own key got {other:?}")),
+    }
+    // The agent refuses a server that is not the pinned one, and says so.
+    let elsewhere = Trust::Fingerprint([0xAB; 32]);
+    match enclave_control_proto::connect(&server.url, Some(&elsewhere), &laptop, None).await {
+        Err(enclave_control_proto::Error::Mismatch { pinned, .. }) => {
+            check(pinned.starts_with("AB:AB"), || pinned.clone())?;
+        }
+        other => return Err(format!("connecting to an unpinned server: {other:?}")),
     }
     // A key that is not enrolled, proven: refused, and the agent's client says why.
     match server.connect(&impostor).await {
@@ -839,7 +1029,7 @@ async fn database_down(url: String) -> CaseResult {
 
 async fn two_servers(url: String) -> CaseResult {
     let one = start(&url, "one", Options::default()).await?;
-    let two = start(&url, "two", Options::default()).await?;
+    let mut two = start(&url, "two", Options::default()).await?;
     one.run(Command::PutPolicy {
         doc: policy("any", 0),
         write: Write::Create,
@@ -874,6 +1064,7 @@ async fn two_servers(url: String) -> CaseResult {
     check(took < Duration::from_secs(1), || {
         format!("the edit took {took:?} to reach the agent on the other server")
     })?;
+    next_view(&mut db, "the db's view after the edit (server one)").await?;
     // A revoke through server two cuts off the db on server one, and the laptop drops it.
     let revoked_at = Instant::now();
     two.run(Command::Revoke { name: "db".into() }).await?;
@@ -897,6 +1088,27 @@ async fn two_servers(url: String) -> CaseResult {
         where_laptop.connected && where_laptop.server.as_deref() == Some("two"),
         || format!("server one sees the laptop as {where_laptop:?}"),
     )?;
+    // Server two stops: the laptop is cut (it reconnects elsewhere), and server one soon
+    // sees it as not connected, without waiting for the row to go stale.
+    if let Some(stop) = two.stop.take() {
+        let _ = stop.send(());
+    }
+    match tokio::time::timeout(STEP, laptop.recv()).await {
+        Ok(Err(_)) => {}
+        other => return Err(format!("when its server stopped the laptop got {other:?}")),
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        let seen = one.hub.seen().await;
+        let laptop = seen.get(&laptop_public).cloned().unwrap_or_default();
+        if !laptop.connected && laptop.last_seen.is_some() {
+            break;
+        }
+        check(Instant::now() < deadline, || {
+            format!("after server two stopped, server one sees the laptop as {laptop:?}")
+        })?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     one.store.close().await;
     two.store.close().await;
     Ok(())

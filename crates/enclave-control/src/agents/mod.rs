@@ -5,7 +5,7 @@
 //! at one revision, validated once) in a `watch` channel: a commit through this process, a
 //! commit by another process on the same PostgreSQL (heard through `LISTEN`), or a periodic
 //! look at the revision replaces it. Every connection (`stream`) watches it and decides for
-//! itself, with [`decide`], what its agent must be sent: a `view` only when its view changed,
+//! itself, with `decide`, what its agent must be sent: a `view` only when its view changed,
 //! `pending`, or `revoked` (then the connection closes). The serial of a view is the revision
 //! it was compiled at, so it only grows.
 //!
@@ -352,6 +352,22 @@ impl Hub {
     /// Stops the background work and closes every agent's connection.
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// As [`Hub::stop`], after recording that this server's agents are no longer connected
+    /// here (so other servers do not wait for the rows to go stale). A store that is down is
+    /// not waited for.
+    pub async fn shutdown(&self) {
+        let rows: Vec<Presence> = self
+            .agents()
+            .values()
+            .map(|a| self.presence_row(a, false))
+            .collect();
+        let write = self.service.store().put_presence(&rows);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), write).await {
+            tracing::debug!(error = %e, "cannot record the agents' disconnection");
+        }
+        self.stop();
     }
 
     /// A permit for one unauthenticated connection, if fewer than
