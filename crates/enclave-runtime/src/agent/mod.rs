@@ -95,6 +95,11 @@ fn random_u64() -> u64 {
     rand_core::RngCore::next_u64(&mut rand_core::OsRng)
 }
 
+/// The network definition of an agent in file mode (managed mode is refused at start).
+fn definition_file(config: &AgentConfig) -> &Path {
+    config.network_file().unwrap_or(Path::new(""))
+}
+
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
@@ -139,6 +144,15 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(Error::Signals)?;
 
+    if let Some(control) = config.control() {
+        return Err(Error::Config {
+            path: config.private_key_file.clone(),
+            message: format!(
+                "managed mode ([control] server = {}) is not wired into this agent loop yet",
+                control.server
+            ),
+        });
+    }
     let key_text = read_private_key(&config.private_key_file)?;
     let private_key = crate::config::decode_key(&key_text)
         .map(|bytes| PrivateKey::from_bytes(*bytes))
@@ -147,7 +161,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         })?;
     drop(key_text);
     let public_key = private_key.public_key().to_base64();
-    let (view, warnings) = load_view(&config.network_file, &public_key)?;
+    let (view, warnings) = load_view(definition_file(&config), &public_key)?;
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -201,7 +215,7 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         compiled: view.clone(),
         addresses: BTreeMap::new(),
         evaluation: Evaluation { grants: Vec::new() },
-        definition_stamp: file_stamp(&config.network_file),
+        definition_stamp: file_stamp(definition_file(&config)),
         public_key,
         config,
         role,
@@ -367,13 +381,13 @@ impl Agent {
     }
 
     fn definition_changed(&self) -> bool {
-        file_stamp(&self.config.network_file) != self.definition_stamp
+        file_stamp(definition_file(&self.config)) != self.definition_stamp
     }
 
     /// Loads the definition again. Returns whether the view changed.
     fn reload(&mut self, now: Instant) -> bool {
-        self.definition_stamp = file_stamp(&self.config.network_file);
-        match load_view(&self.config.network_file, &self.public_key) {
+        self.definition_stamp = file_stamp(definition_file(&self.config));
+        match load_view(definition_file(&self.config), &self.public_key) {
             Ok((view, mut warnings)) => {
                 if view.address != self.view.address {
                     let text = format!(
@@ -394,7 +408,7 @@ impl Agent {
                     }
                     return false;
                 }
-                tracing::info!(file = %self.config.network_file.display(), "network definition reloaded");
+                tracing::info!(file = %definition_file(&self.config).display(), "network definition reloaded");
                 self.view = crate::desired::with_own_addresses(&view, &self.addresses);
                 self.compiled = view;
                 self.selector.set_plan(plan(&self.view), now);
