@@ -11,6 +11,7 @@ pub mod desired;
 mod error;
 pub mod failover;
 pub mod logging;
+pub mod managed;
 pub mod source;
 pub mod status;
 
