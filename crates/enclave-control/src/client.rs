@@ -33,7 +33,7 @@ pub enum Error {
     Unpinned,
     /// The TLS set-up failed.
     #[error("TLS set-up failed")]
-    Tls(#[from] tls::Error),
+    Tls(#[from] enclave_control_proto::tls::Error),
     /// The server could not be reached.
     #[error("cannot reach the server at {url}")]
     Connect {

@@ -1,7 +1,7 @@
 //! The server's TLS identity: a certificate given by the administrator, or a self-signed one
-//! made on first start and kept (so its fingerprint stays the same across restarts); and the
-//! client side, which pins the server by the SHA-256 fingerprint of its certificate (or trusts
-//! a CA file).
+//! made on first start and kept (so its fingerprint stays the same across restarts). The
+//! client side (pinning the server by the SHA-256 fingerprint of its certificate, or a CA
+//! file) is the agents' protocol crate's, [`enclave_control_proto::tls`], re-exported here.
 
 use std::fs;
 use std::io::Write as _;
@@ -9,12 +9,11 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, CryptoProvider};
+pub use enclave_control_proto::tls::{
+    client_config, fingerprint, parse_fingerprint, provider, Trust,
+};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors of the TLS set-up.
 #[derive(Debug, thiserror::Error)]
@@ -44,18 +43,10 @@ pub enum Error {
     /// rustls refused the certificate and key.
     #[error("the certificate and key do not make a TLS configuration")]
     Config(#[source] rustls::Error),
-    /// A fingerprint that is not 32 hex bytes.
-    #[error("{0:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")]
-    Fingerprint(String),
 }
 
 /// The result type of this module.
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// The crypto provider we use everywhere (ring: no C toolchain beyond cc, well kept).
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
-}
 
 /// A certificate chain and its key, with the leaf's fingerprint.
 #[derive(Debug)]
@@ -68,40 +59,6 @@ pub struct Identity {
     pub fingerprint: String,
     /// Whether it was made just now.
     pub generated: bool,
-}
-
-/// `AB:CD:…` of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// A fingerprint as 32 bytes, from hex with or without colons, any case, an optional
-/// `sha256:` prefix.
-///
-/// # Errors
-/// [`Error::Fingerprint`].
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
-    let clean: String = text
-        .trim()
-        .trim_start_matches("sha256:")
-        .trim_start_matches("SHA256:")
-        .chars()
-        .filter(|c| *c != ':')
-        .collect();
-    let bad = || Error::Fingerprint(text.to_owned());
-    if clean.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(clean.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
-            .map_err(|_| bad())?;
-    }
-    Ok(out)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -197,133 +154,9 @@ pub fn server_config(identity: Identity) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Accepts exactly the server certificate whose SHA-256 is pinned; its handshake signatures
-/// are still verified.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if seen == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate has fingerprint {}, not the pinned one",
-                fingerprint(end_entity)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// How the client trusts the server.
-#[derive(Debug, Clone)]
-pub enum Trust {
-    /// The SHA-256 fingerprint of its certificate.
-    Fingerprint([u8; 32]),
-    /// A CA certificate file (PEM).
-    Ca(PathBuf),
-}
-
-/// The client's rustls configuration.
-///
-/// # Errors
-/// The CA file is unreadable or holds no certificate.
-pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Config)?;
-    let config = match trust {
-        Trust::Fingerprint(fingerprint) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint: *fingerprint,
-                provider,
-            }))
-            .with_no_client_auth(),
-        Trust::Ca(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&read(path)?) {
-                let cert = cert.map_err(|e| Error::Pem {
-                    path: path.clone(),
-                    what: format!("not a PEM certificate: {e}"),
-                })?;
-                roots.add(cert).map_err(Error::Config)?;
-            }
-            if roots.is_empty() {
-                return Err(Error::Pem {
-                    path: path.clone(),
-                    what: "holds no certificate".into(),
-                });
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    };
-    let mut config = config;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_parse_in_the_forms_people_paste() {
-        let colons = "AB:".repeat(31) + "AB";
-        assert_eq!(parse_fingerprint(&colons).unwrap(), [0xab; 32]);
-        assert_eq!(
-            parse_fingerprint(&format!("sha256:{}", "ab".repeat(32))).unwrap(),
-            [0xab; 32]
-        );
-        assert!(parse_fingerprint("AB:CD").is_err());
-        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
-    }
 
     #[test]
     fn the_self_signed_certificate_is_made_once_and_kept() {
