@@ -140,7 +140,7 @@ pub fn run(args: EnrolArgs, binary: &str) -> anyhow::Result<ExitCode> {
         );
     }
     let config_dir = config_path.parent().unwrap_or(Path::new("/"));
-    enclave_statefile::ensure_private_dir(config_dir, 0o755)
+    enrol::check_dir_if_present(config_dir, 0o755)
         .with_context(|| format!("cannot write the configuration in {}", config_dir.display()))?;
     enrol::check_key_path(&private_key, args.replace_key)?;
     let enrolment_key = match (&args.key, &args.key_file) {
@@ -162,7 +162,15 @@ pub fn run(args: EnrolArgs, binary: &str) -> anyhow::Result<ExitCode> {
         "# Written by `{binary} enrol`: this system is {:?} ({}) on the control server below,\n# which sends it its view. See docs/managed-agents.md.\n",
         enrolled.system, enrolled.address
     );
-    enclave_statefile::write_atomic(config_dir, name, format!("{header}{text}").as_bytes(), 0o644)
+    enclave_statefile::ensure_private_dir(config_dir, 0o755)
+        .and_then(|()| {
+            enclave_statefile::write_atomic(
+                config_dir,
+                name,
+                format!("{header}{text}").as_bytes(),
+                0o644,
+            )
+        })
         .with_context(|| {
             format!(
                 "the system is enrolled and its key is in {}, but the configuration could not be written",

@@ -75,14 +75,27 @@ fn key_dir(path: &Path) -> &Path {
     }
 }
 
-/// Checks, before anything is sent, that a new key can be written at `path`: its directory
-/// is private (made 0700 when missing) and no key is there unless `replace`.
+/// Judges `dir` as [`enclave_statefile::ensure_private_dir`] does when it exists, without
+/// making it when it does not (that waits until there is something to write in it).
+///
+/// # Errors
+/// The directory exists and is not private.
+pub fn check_dir_if_present(dir: &Path, mode: u32) -> Result<(), enclave_statefile::Error> {
+    if std::fs::symlink_metadata(dir).is_ok() {
+        enclave_statefile::ensure_private_dir(dir, mode)
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks, before anything is sent, that a new key can be written at `path`: its directory,
+/// if it exists, is private, and no key is there unless `replace`. Nothing is made.
 ///
 /// # Errors
 /// [`Error::KeyExists`] or [`Error::KeyDir`].
 pub fn check_key_path(path: &Path, replace: bool) -> Result<(), Error> {
     let dir = key_dir(path);
-    enclave_statefile::ensure_private_dir(dir, 0o700).map_err(|source| Error::KeyDir {
+    check_dir_if_present(dir, 0o700).map_err(|source| Error::KeyDir {
         dir: dir.to_owned(),
         source,
     })?;
@@ -138,19 +151,21 @@ pub fn enrol_blocking(
         .block_on(enrol(server, trust, enrolment_key, hostname))
 }
 
-/// Writes `key` at `path`, mode 0600, atomically (replacing a key there).
+/// Writes `key` at `path`, mode 0600, atomically (replacing a key there); its directory is
+/// made (0700) when missing.
 ///
 /// # Errors
 /// [`Error::WriteKey`].
 pub fn write_private_key(path: &Path, key: &PrivateKey) -> Result<(), Error> {
     let text = Zeroizing::new(format!("{}\n", key.to_base64()));
     let name = path.file_name().unwrap_or(path.as_os_str());
-    enclave_statefile::write_atomic(key_dir(path), name, text.as_bytes(), 0o600).map_err(|source| {
-        Error::WriteKey {
+    let dir = key_dir(path);
+    enclave_statefile::ensure_private_dir(dir, 0o700)
+        .and_then(|()| enclave_statefile::write_atomic(dir, name, text.as_bytes(), 0o600))
+        .map_err(|source| Error::WriteKey {
             path: path.to_owned(),
             source,
-        }
-    })
+        })
 }
 
 /// Unattended enrolment on first start: when `config` is a managed one with an
@@ -197,6 +212,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("keys").join("private.key");
         check_key_path(&path, false).unwrap();
+        assert!(!dir.exists(), "checking made a directory");
         let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
         write_private_key(&path, &key).unwrap();
         let mode = std::os::unix::fs::PermissionsExt::mode(
