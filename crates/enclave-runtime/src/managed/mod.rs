@@ -509,3 +509,134 @@ fn same_problem(a: &str, b: &str) -> bool {
     };
     a[..stem(a)] == b[..stem(b)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A managed configuration whose server refuses connections at once (a closed port on
+    /// loopback), in a directory of its own.
+    struct Host {
+        dir: PathBuf,
+        config: AgentConfig,
+        public_key: String,
+    }
+
+    impl Host {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("enclave-managed-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
+            enrol::write_private_key(&dir.join("private.key"), &key).unwrap();
+            let text = format!(
+                "private_key_file = \"private.key\"\n[control]\nserver = \"https://127.0.0.1:1\"\nfingerprint = \"{}\"\nstate_dir = \"state\"\n",
+                "ab".repeat(32)
+            );
+            std::fs::write(dir.join("agent.toml"), text).unwrap();
+            let config = AgentConfig::load(&dir.join("agent.toml")).unwrap();
+            Self {
+                dir,
+                config,
+                public_key: key.public_key().to_base64(),
+            }
+        }
+
+        /// Runs `open` for at most `limit`: `None` when it was still waiting.
+        fn open(&self, limit: Duration) -> Option<(Update, Vec<SourceEvent>)> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let (_reports, reports_rx) = tokio::sync::watch::channel(None);
+                let opened = tokio::time::timeout(limit, open(&self.config, reports_rx))
+                    .await
+                    .ok()?;
+                let (update, mut rx) = opened.unwrap().unwrap();
+                // What the source says next: that the server cannot be reached.
+                let next = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                    .await
+                    .ok()
+                    .flatten();
+                Some((update, next.into_iter().collect()))
+            })
+        }
+    }
+
+    impl Drop for Host {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn view_of(public_key: &str) -> enclave_policy::View {
+        let text = format!(
+            "[network]\noverlay = \"100.64.0.0/10\"\n\n[[system]]\nname = \"laptop\"\npublic_key = \"{public_key}\"\naddress = \"100.64.0.11\"\ntags = [\"users\"]\n"
+        );
+        let loaded = enclave_policy::load("net.toml", &text).unwrap();
+        enclave_policy::compile(&loaded.network, "laptop").unwrap()
+    }
+
+    #[test]
+    fn without_the_server_the_agent_starts_from_its_last_good_view() {
+        let host = Host::new("disk");
+        let file = host.config.last_view_file().unwrap();
+        let last = LastGood {
+            serial: 12,
+            server: "https://127.0.0.1:1".to_owned(),
+            view: view_of(&host.public_key),
+        };
+        last_view::save(&file, &host.public_key, &last).unwrap();
+        let (update, next) = host
+            .open(Duration::from_secs(10))
+            .expect("the agent did not start from its last good view");
+        assert_eq!(update.view, last.view);
+        assert!(
+            update.origin.contains("last good view") && update.origin.contains("serial 12"),
+            "{}",
+            update.origin
+        );
+        assert!(
+            matches!(&next[..], [SourceEvent::Problem(p)] if p.contains("cannot connect to the control server") && p.contains("the last good view stays in force")),
+            "{next:?}"
+        );
+    }
+
+    #[test]
+    fn without_the_server_and_a_usable_last_view_the_agent_waits() {
+        let host = Host::new("none");
+        assert!(
+            host.open(Duration::from_millis(1500)).is_none(),
+            "a view was invented"
+        );
+        // Another system's view on disk is no better.
+        let file = host.config.last_view_file().unwrap();
+        let other = LastGood {
+            serial: 3,
+            server: "https://127.0.0.1:1".to_owned(),
+            view: view_of(&host.public_key),
+        };
+        last_view::save(
+            &file,
+            "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=",
+            &other,
+        )
+        .unwrap();
+        assert!(
+            host.open(Duration::from_millis(1500)).is_none(),
+            "another system's view was used"
+        );
+    }
+
+    #[test]
+    fn retries_are_one_problem_not_one_per_attempt() {
+        let a = "cannot connect to the control server: refused; the last good view stays in force; connecting again in 0.3 s";
+        let b = "cannot connect to the control server: refused; the last good view stays in force; connecting again in 7.9 s";
+        let c = "the control server https://h:1 refused this system: revoked; connecting again in 7.9 s";
+        assert!(same_problem(a, b));
+        assert!(!same_problem(a, c));
+    }
+}
