@@ -28,6 +28,7 @@
 
 mod error;
 mod manager;
+mod monitor;
 mod netlink;
 mod plan;
 mod socket;
@@ -37,6 +38,7 @@ mod sysctl;
 pub use error::{Error, Result};
 pub use ipnet::Ipv4Net;
 pub use manager::{Config, Report, RouteManager};
+pub use monitor::{Changes, Monitor};
 pub use netlink::{Interface, InterfaceAddress, RouteLookup, Rtnl};
 pub use plan::{
     plan, Conflict, ConflictKind, DefaultRoute, Desired, KernelRoute, KernelRule, Plan, Route,

@@ -132,12 +132,36 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The network definition cannot be watched for changes.
+    #[error("cannot watch {} for changes", path.display())]
+    Watch {
+        /// The definition.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent's event loop (a tokio runtime) could not be started.
+    #[error("cannot start the agent's event loop")]
+    EventLoop(#[source] std::io::Error),
     /// The running agent answered with an error.
     #[error("the agent answered: {message}")]
     Agent {
         /// Its message.
         message: String,
     },
+}
+
+/// An error and its causes on one line, for status and logs.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The runtime's result type.

@@ -10,6 +10,7 @@ pub mod control;
 pub mod desired;
 mod error;
 pub mod failover;
+pub mod file_source;
 pub mod logging;
 pub mod managed;
 pub mod source;

@@ -122,10 +122,10 @@ impl Agent {
     /// nothing forwards without its rules, and say so.
     fn nat_failed(&mut self, err: &Error) {
         self.failed.insert("nat");
-        let cause = error_chain(err);
+        let cause = crate::error::chain(err);
         if let Some(mut nat) = self.nat.take() {
             if let Err(reset) = nat.reset_policy() {
-                tracing::error!(error = %error_chain(&Error::Nat(reset)), "could not reset the NAT manager after a failed apply");
+                tracing::error!(error = %crate::error::chain(&Error::Nat(reset)), "could not reset the NAT manager after a failed apply");
             }
         }
         let text = if self.acts_as_gateway() {
@@ -300,7 +300,7 @@ impl Agent {
         }
         if let Some(mut nat) = self.nat.take() {
             if let Err(err) = nat.reset_policy() {
-                tracing::error!(error = %error_chain(&Error::Nat(err)), "could not remove the NAT rules");
+                tracing::error!(error = %crate::error::chain(&Error::Nat(err)), "could not remove the NAT rules");
             }
         }
         if let Err(err) = self.routes.reset() {
@@ -308,16 +308,4 @@ impl Agent {
         }
         tracing::info!("stopped; routes and rules of ours removed");
     }
-}
-
-/// An error and its causes on one line, for status.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

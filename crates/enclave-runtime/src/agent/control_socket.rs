@@ -1,34 +1,43 @@
 //! The control socket: `enclave-agent status` asks the running agent for its [`Status`] here.
 //!
 //! A Unix stream socket, mode 0600, that answers only root: the client writes one line
-//! (`status`) and reads one JSON document.
+//! (`status`) and reads one JSON document. It is served by tasks of the agent's tokio runtime:
+//! the listener wakes only when a client connects, and each question goes to the agent's loop,
+//! which reads the data plane's counters then and answers with the status of that moment.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::status::Status;
 use crate::{Error, Result};
 
-/// The status the agent last published, shared with the socket's thread.
-pub type Shared = Arc<Mutex<Option<Status>>>;
+/// How long a client may take to send its question.
+const ASK_WITHIN: Duration = Duration::from_secs(2);
+/// How long the agent's loop may take to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// Questions waiting for the agent's loop.
+const QUEUE: usize = 8;
+
+/// A question for the agent's loop: where to send the status.
+pub type Question = oneshot::Sender<Status>;
 
 /// The running control socket; removed when dropped.
 #[derive(Debug)]
 pub struct ControlSocket {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ControlSocket {
-    /// Binds the socket at `path` (replacing a stale one) and serves `status` from `shared`.
-    pub fn start(path: &Path, shared: Shared) -> Result<Self> {
+    /// Binds the socket at `path` (replacing a stale one) in the current tokio runtime. The
+    /// questions come out of the receiver it returns; the agent's loop answers each.
+    pub fn start(path: &Path) -> Result<(Self, mpsc::Receiver<Question>)> {
         let io = |source| Error::ControlSocket {
             path: path.to_owned(),
             source,
@@ -50,79 +59,84 @@ impl ControlSocket {
             )));
         }
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).map_err(io)?;
+        let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        listener.set_nonblocking(true).map_err(io)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("control-socket".into())
-                .spawn(move || serve(&listener, &shared, &stop))
-                .map_err(io)?
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            stop,
-            thread: Some(thread),
-        })
+        let (questions, receiver) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(serve(listener, questions));
+        Ok((
+            Self {
+                path: path.to_owned(),
+                task,
+            },
+            receiver,
+        ))
     }
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.task.abort();
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-fn serve(listener: &UnixListener, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
+async fn serve(listener: tokio::net::UnixListener, questions: mpsc::Sender<Question>) {
+    loop {
+        match listener.accept().await {
             Ok((stream, _)) => {
-                if let Err(err) = answer(stream, shared) {
-                    tracing::debug!(error = %err, "control socket client failed");
-                }
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
+                let questions = questions.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = answer(stream, &questions).await {
+                        tracing::debug!(error = %err, "control socket client failed");
+                    }
+                });
             }
             Err(err) => {
+                // Out of descriptors, say: give the system a moment rather than spin.
                 tracing::warn!(error = %err, "control socket accept failed");
-                std::thread::sleep(Duration::from_millis(200));
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
 }
 
-fn answer(mut stream: UnixStream, shared: &Shared) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let creds = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(std::io::Error::from)?;
+async fn answer(
+    mut stream: tokio::net::UnixStream,
+    questions: &mpsc::Sender<Question>,
+) -> std::io::Result<()> {
+    let creds = stream.peer_cred()?;
     if creds.uid() != 0 {
-        stream.write_all(
-            b"{\"error\":\"permission denied: the control socket answers root only\"}\n",
-        )?;
+        stream
+            .write_all(b"{\"error\":\"permission denied: the control socket answers root only\"}\n")
+            .await?;
         return Ok(());
     }
     let mut line = String::new();
-    BufReader::new((&stream).take(256)).read_line(&mut line)?;
+    {
+        let mut reader = BufReader::new((&mut stream).take(256));
+        tokio::time::timeout(ASK_WITHIN, reader.read_line(&mut line))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    }
     let reply = match line.trim() {
         "status" => {
-            let status = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let (ask, reply) = oneshot::channel();
+            let status = match questions.send(ask).await {
+                Ok(()) => tokio::time::timeout(ANSWER_WITHIN, reply)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                Err(_) => None,
+            };
             match status {
                 Some(status) => serde_json::to_string(&status).map_err(std::io::Error::other)?,
-                None => "{\"error\":\"the agent is starting\"}".to_owned(),
+                None => "{\"error\":\"the agent did not answer (is it stopping?)\"}".to_owned(),
             }
         }
         other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
     };
-    stream.write_all(reply.as_bytes())?;
-    stream.write_all(b"\n")
+    stream.write_all(reply.as_bytes()).await?;
+    stream.write_all(b"\n").await
 }
 
 /// Asks the agent behind `path` for its status.

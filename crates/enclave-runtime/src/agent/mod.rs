@@ -1,57 +1,47 @@
 //! The agent's I/O shell: `enclave-agent run` and `enclave-gw run`.
 //!
-//! One thread owns the state and loops: it reads control messages from the tunnel, drives the
-//! gateway selector's timers, re-evaluates trust requirements every [`TRUST_EVERY`], watches
-//! the network definition for changes (and SIGHUP), and, whenever the desired state changes,
-//! hands the difference to the data plane, the route manager and (on a gateway) the NAT manager.
-//! A definition that fails validation is refused and the last good one stays in force.
-//! SIGINT or SIGTERM stop it; stopping removes everything it made.
+//! One task on a single-threaded tokio runtime owns the state and waits for events (see
+//! [`events`] for what wakes it and why): a new view from the source (the network definition,
+//! see [`crate::source`]), a signal, a control message on the tunnel, a status question on the
+//! control socket, a change of the host's interfaces (on a gateway), or a timer that has a
+//! reason (the gateway selector's probes, a retry, a judgement of trust that can change). After
+//! each, whenever the desired state changed, it hands the difference to the data plane, the
+//! route manager and (on a gateway) the NAT manager. An idle agent does not wake.
+//!
+//! A view the source refuses leaves the last good one in force. SIGINT or SIGTERM stop the
+//! agent; stopping removes everything it made. The data plane's packet threads run beside it.
 
 mod apply;
 mod control_socket;
 mod dataplane;
+mod events;
 mod gateway;
 mod psk;
 mod report;
 mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use enclave_policy::{Evaluation, Timestamp, View};
 use enclave_wg::PrivateKey;
 use ipnet::Ipv4Net;
+use tokio::sync::{mpsc, watch};
 
 use self::dataplane::Dataplane;
 
 pub use control_socket::query_status;
 pub use report::{describe, Internet};
 
-use crate::config::{read_private_key, AgentConfig};
-use crate::control::{Message, CONTROL_PORT};
+use crate::config::{read_private_key, AgentConfig, ViewSource};
+use crate::control::CONTROL_PORT;
 use crate::desired::{Desired, Egress};
 use crate::failover::{Candidate, Selector};
+use crate::source::{AgentReport, Reports, SourceEvent, Update};
+use crate::status::Status;
 use crate::{Error, Result};
-
-/// How often trust requirements and active hours are judged again.
-pub const TRUST_EVERY: Duration = Duration::from_millis(200);
-/// How often the definition file is checked for changes.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-/// How often a gateway looks at its interfaces again.
-const DISCOVER_EVERY: Duration = Duration::from_millis(250);
-/// How often counters and status are refreshed.
-const STATUS_EVERY: Duration = Duration::from_millis(200);
-/// How often the sessions of gateways that do not answer are dropped, so that the next probe
-/// starts a fresh handshake: a restarted gateway has forgotten the old session, and a gateway
-/// that added us after we sent our initiation ignored it; WireGuard alone would retry only
-/// after REKEY_TIMEOUT (5 s) or notice after 15 s or more.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-/// The longest the loop sleeps.
-const TICK: Duration = Duration::from_millis(20);
 
 /// Which binary runs the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,47 +52,29 @@ pub enum Role {
     Gateway,
 }
 
-/// Loads and validates the definition and finds this system in it by its public key.
-fn load_view(path: &Path, public_key: &str) -> Result<(View, Vec<String>)> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let loaded = enclave_policy::load(&path.display().to_string(), &text).map_err(|e| match e {
-        enclave_policy::Error::Invalid { diagnostics, .. } => Error::Definition {
-            path: path.to_owned(),
-            diagnostics: diagnostics.iter().map(ToString::to_string).collect(),
-        },
-        other => Error::Policy(other),
-    })?;
-    let name = loaded
-        .network
-        .systems
-        .values()
-        .find(|s| s.public_key == public_key)
-        .map(|s| s.name.clone())
-        .ok_or_else(|| Error::NotInDefinition {
-            path: path.to_owned(),
-            public_key: public_key.to_owned(),
-        })?;
-    let view = enclave_policy::compile(&loaded.network, &name).map_err(Error::Policy)?;
-    let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
-    Ok((view, warnings))
+/// Where this system's view comes from: its first view (whose errors stop the agent at start)
+/// and the channel of what follows. The one place that picks a source, and the only one that
+/// looks at where the configuration says the view is.
+///
+/// `None`: stopped (SIGINT, SIGTERM) while waiting for a control server's first view.
+async fn open_source(
+    config: &AgentConfig,
+    public_key: &str,
+    reports: Reports,
+) -> Result<Option<(Update, mpsc::Receiver<SourceEvent>)>> {
+    match &config.source {
+        ViewSource::File(network_file) => {
+            // A definition file reports to nobody.
+            drop(reports);
+            crate::file_source::open(network_file, public_key).map(Some)
+        }
+        ViewSource::Control(_) => crate::managed::open(config, reports).await,
+    }
 }
 
 /// A random number from the operating system, for the first probe id.
 fn random_u64() -> u64 {
     rand_core::RngCore::next_u64(&mut rand_core::OsRng)
-}
-
-/// The network definition of an agent in file mode (managed mode is refused at start).
-fn definition_file(config: &AgentConfig) -> &Path {
-    config.network_file().unwrap_or(Path::new(""))
-}
-
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// The selector's plan: each routed subnet and its candidates. Policy priorities are "lower
@@ -124,35 +96,38 @@ fn plan(view: &View) -> BTreeMap<Ipv4Net, Vec<Candidate>> {
         .collect()
 }
 
+/// The view of a revoked system: itself, with no peer, no route and no gateway role.
+fn revoked_view(compiled: &View) -> View {
+    let mut view = compiled.clone();
+    view.peers.clear();
+    view.routes.clear();
+    view.gateway = None;
+    view
+}
+
 /// Opens the control port on the overlay address, bound to the tunnel interface: a datagram
 /// that arrives on any other interface (say, forged on the underlay with an overlay source
 /// address) never reaches it.
-fn control_port(interface: &str, address: std::net::Ipv4Addr) -> std::io::Result<UdpSocket> {
+fn control_port(interface: &str, address: Ipv4Addr) -> std::io::Result<tokio::net::UdpSocket> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
     socket.bind_device(Some(interface.as_bytes()))?;
     socket.bind(&SocketAddr::from((address, CONTROL_PORT)).into())?;
-    Ok(socket.into())
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
-/// Runs the agent in the foreground until SIGINT or SIGTERM.
+/// Runs the agent in the foreground until SIGINT or SIGTERM, on a tokio runtime of its own.
 pub fn run(config: AgentConfig, role: Role) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(Error::Signals)?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
-        .map_err(Error::Signals)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::EventLoop)?;
+    runtime.block_on(serve(config, role))
+}
 
-    if let Some(control) = config.control() {
-        return Err(Error::Config {
-            path: config.private_key_file.clone(),
-            message: format!(
-                "managed mode ([control] server = {}) is not wired into this agent loop yet",
-                control.server
-            ),
-        });
-    }
+/// Runs the agent until SIGINT or SIGTERM, in the current tokio runtime.
+pub async fn serve(config: AgentConfig, role: Role) -> Result<()> {
+    let signals = events::Signals::new()?;
     let key_text = read_private_key(&config.private_key_file)?;
     let private_key = crate::config::decode_key(&key_text)
         .map(|bytes| PrivateKey::from_bytes(*bytes))
@@ -161,11 +136,15 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         })?;
     drop(key_text);
     let public_key = private_key.public_key().to_base64();
-    let (view, warnings) = load_view(definition_file(&config), &public_key)?;
-    for warning in &warnings {
+    let (reports, reports_rx) = watch::channel(None);
+    let Some((first, source)) = open_source(&config, &public_key, reports_rx).await? else {
+        return Ok(());
+    };
+    for warning in &first.warnings {
         tracing::warn!("{warning}");
     }
-    tracing::info!(system = %view.system, address = %view.address, "this system found in the definition");
+    let view = first.view;
+    tracing::info!(system = %view.system, address = %view.address, origin = %first.origin, "this system found in its view");
     if role == Role::Agent && view.gateway.is_some() {
         tracing::warn!(
             system = %view.system,
@@ -181,9 +160,8 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
             source,
         }
     })?;
-    let shared: control_socket::Shared = Arc::new(Mutex::new(None));
-    let _control_socket =
-        control_socket::ControlSocket::start(&config.control_socket(), Arc::clone(&shared))?;
+    let (_control_socket, questions) =
+        control_socket::ControlSocket::start(&config.control_socket())?;
 
     let tunnel = Dataplane::start(&config, private_key)?;
     enclave_dataplane::iface::set_ipv4_address(
@@ -215,8 +193,6 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         compiled: view.clone(),
         addresses: BTreeMap::new(),
         evaluation: Evaluation { grants: Vec::new() },
-        definition_stamp: file_stamp(definition_file(&config)),
-        public_key,
         config,
         role,
         view,
@@ -225,10 +201,12 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         nat: None,
         control,
         served: BTreeMap::new(),
+        discovery: None,
         applied: None,
         counters: BTreeMap::new(),
-        warnings,
-        shared,
+        warnings: first.warnings,
+        problem: None,
+        revoked: None,
         failed: BTreeSet::new(),
         retry_at: None,
         not_forwarding: None,
@@ -236,10 +214,12 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
         applied_generation: 0,
         psks: BTreeMap::new(),
         refused_peers: BTreeMap::new(),
+        reports,
+        timers: events::Timers::default(),
+        monitor: None,
     };
-    let now = Instant::now();
-    agent.selector.set_plan(plan(&agent.view), now);
-    let result = agent.run_loop(&stop, &reload);
+    agent.selector.set_plan(plan(&agent.view), Instant::now());
+    let result = agent.run_loop(signals, source, questions).await;
     agent.shutdown();
     result
 }
@@ -247,27 +227,32 @@ pub fn run(config: AgentConfig, role: Role) -> Result<()> {
 struct Agent {
     config: AgentConfig,
     role: Role,
-    public_key: String,
-    /// The view as compiled from the definition in force.
+    /// The view as the source gave it last.
     compiled: View,
     /// The view applied: `compiled`, and on a gateway its own interface addresses left out of
-    /// the default routes it serves ([`crate::desired::with_own_addresses`]).
+    /// the default routes it serves ([`crate::desired::with_own_addresses`]); with nothing in
+    /// it while this system is revoked ([`revoked_view`]).
     view: View,
     /// This host's IPv4 interface addresses and their interfaces, as last discovered (on a
     /// system whose view makes it a gateway).
     addresses: BTreeMap<Ipv4Addr, String>,
-    definition_stamp: Option<(SystemTime, u64)>,
     tunnel: Option<Dataplane>,
     routes: enclave_route::RouteManager,
     nat: Option<enclave_nat::NatManager>,
-    control: UdpSocket,
+    control: tokio::net::UdpSocket,
     selector: Selector,
     evaluation: Evaluation,
     served: BTreeMap<Ipv4Net, Egress>,
+    /// What discovery found last (on a system whose view makes it a gateway).
+    discovery: Option<enclave_discovery::Discovery>,
     applied: Option<Desired>,
     counters: BTreeMap<String, report::PeerCounters>,
+    /// The view's warnings, and route conflicts met since it came.
     warnings: Vec<String>,
-    shared: control_socket::Shared,
+    /// Why the source's newest view is not in force (see [`SourceEvent::Problem`]).
+    problem: Option<String>,
+    /// Why this system may no longer take part (see [`SourceEvent::Revoked`]).
+    revoked: Option<String>,
     /// Parts whose last apply failed, retried at `retry_at`.
     failed: BTreeSet<&'static str>,
     /// When the failed parts are tried again.
@@ -275,15 +260,21 @@ struct Agent {
     /// Why this gateway does not forward although it should (its rules could not be applied),
     /// shown in status until an apply succeeds.
     not_forwarding: Option<String>,
-    /// How many definitions were read and accepted.
+    /// How many views the source gave that were accepted.
     definition_generation: u64,
-    /// The generation of the definition that the last apply used (see
+    /// The generation of the view that the last apply used (see
     /// [`crate::status::Status::definition_generation`]).
     applied_generation: u64,
     /// The pre-shared keys given to the data plane, by peer.
     psks: BTreeMap<String, psk::Psk>,
     /// Peers left out of the data plane (their pre-shared key file is unusable), with why.
     refused_peers: BTreeMap<String, String>,
+    /// Where the agent's reports go (to a managed source; a file source has none).
+    reports: watch::Sender<Option<Arc<AgentReport>>>,
+    /// When something is due, and why.
+    timers: events::Timers,
+    /// The subscription to interface changes (on a system whose view makes it a gateway).
+    monitor: Option<events::Monitor>,
 }
 
 impl Agent {
@@ -291,136 +282,71 @@ impl Agent {
         self.role == Role::Gateway && self.view.enabled && self.view.gateway.is_some()
     }
 
-    fn run_loop(&mut self, stop: &AtomicBool, reload: &AtomicBool) -> Result<()> {
-        let mut next_trust = Instant::now();
-        let mut next_watch = Instant::now() + WATCH_EVERY;
-        let mut next_discover = Instant::now();
-        let mut next_status = Instant::now();
-        let mut next_reconnect = Instant::now() + RECONNECT_EVERY;
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            let now = Instant::now();
-            let mut dirty = self.applied.is_none()
-                || (!self.failed.is_empty() && self.retry_at.is_none_or(|at| now >= at));
-
-            let hangup = reload.swap(false, Ordering::Relaxed);
-            if hangup && self.applied.is_some() {
-                // SIGHUP also reads the pre-shared key files again (a rotated key): the peers
-                // are given again; those that stay keep their sessions.
-                self.failed.insert("peers");
-                dirty = true;
-            }
-            if hangup || (now >= next_watch && self.definition_changed()) {
-                dirty |= self.reload(now);
-            }
-            if now >= next_watch {
-                next_watch = now + WATCH_EVERY;
-            }
-            if self.view.gateway.is_some() && now >= next_discover {
-                next_discover = now + DISCOVER_EVERY;
-                dirty |= self.discover();
-            }
-            if now >= next_status {
-                next_status = now + STATUS_EVERY;
-                self.refresh_counters(now);
-                self.publish_status(now);
-            }
-            if now >= next_reconnect {
-                next_reconnect = now + RECONNECT_EVERY;
-                self.reconnect_lost_gateways();
-            }
-            if now >= next_trust {
-                next_trust = now + TRUST_EVERY;
-                dirty |= self.evaluate_trust();
-            }
-            if self.selector.poll_timeout().is_some_and(|t| t <= now) {
-                self.selector.handle_timeout(now);
-            }
-            while let Some((gateway, message)) = self.selector.poll_transmit() {
-                if let Some(peer) = self.view.peers.get(&gateway) {
-                    let _ = self
-                        .control
-                        .send_to(&message.encode(), (peer.address, CONTROL_PORT));
-                }
-            }
-            while let Some(change) = self.selector.poll_event() {
-                tracing::info!(
-                    subnet = %change.subnet,
-                    from = change.from.as_deref().unwrap_or("-"),
-                    to = change.to.as_deref().unwrap_or("-"),
-                    reason = ?change.reason,
-                    "gateway selected"
-                );
-                dirty = true;
-            }
-            if dirty {
-                self.apply();
-                self.publish_status(now);
-            }
-
-            let wait = self
-                .selector
-                .poll_timeout()
-                .map_or(TICK, |t| t.saturating_duration_since(Instant::now()))
-                .clamp(Duration::from_millis(1), TICK);
-            let _ = self.control.set_read_timeout(Some(wait));
-            while let Ok((len, from)) = self.control.recv_from(&mut buf) {
-                self.handle_control(&buf[..len], from);
-                let _ = self
-                    .control
-                    .set_read_timeout(Some(Duration::from_millis(1)));
-            }
-            if !self.tunnel.as_mut().is_some_and(Dataplane::is_running) {
-                return Err(Error::TunnelStopped {
-                    interface: self.config.interface.clone(),
-                });
-            }
-        }
-        tracing::info!("stopping");
-        Ok(())
+    /// Sets the view in force from `compiled`, the addresses found and revocation.
+    fn refresh_view(&mut self) {
+        self.view = match self.revoked {
+            Some(_) => revoked_view(&self.compiled),
+            None => crate::desired::with_own_addresses(&self.compiled, &self.addresses),
+        };
     }
 
-    fn definition_changed(&self) -> bool {
-        file_stamp(definition_file(&self.config)) != self.definition_stamp
-    }
-
-    /// Loads the definition again. Returns whether the view changed.
-    fn reload(&mut self, now: Instant) -> bool {
-        self.definition_stamp = file_stamp(definition_file(&self.config));
-        match load_view(definition_file(&self.config), &self.public_key) {
-            Ok((view, mut warnings)) => {
-                if view.address != self.view.address {
-                    let text = format!(
-                        "this system's virtual address changed from {} to {}: restart the agent to use it; until then the old definition stays in force",
-                        self.view.address, view.address
-                    );
-                    tracing::error!("{text}");
-                    warnings.push(text);
-                    self.warnings = warnings;
-                    return false;
-                }
-                self.warnings = warnings;
-                self.definition_generation += 1;
-                if view == self.compiled {
-                    // Nothing to apply: in force as it is.
-                    if self.applied.is_some() && self.failed.is_empty() {
-                        self.applied_generation = self.definition_generation;
-                    }
-                    return false;
-                }
-                tracing::info!(file = %definition_file(&self.config).display(), "network definition reloaded");
-                self.view = crate::desired::with_own_addresses(&view, &self.addresses);
-                self.compiled = view;
-                self.selector.set_plan(plan(&self.view), now);
-                true
-            }
-            Err(err) => {
-                let message = format!("{err}\nthe last good definition stays in force");
-                tracing::error!("{message}");
-                self.warnings = vec![message];
+    /// Takes what the source says. Returns whether the desired state may have changed.
+    fn take(&mut self, event: SourceEvent, now: Instant) -> bool {
+        self.timers.report_due = true;
+        match event {
+            SourceEvent::Update(update) => self.take_update(*update, now),
+            SourceEvent::Problem(text) => {
+                tracing::warn!(problem = %text, "the source's newest view is not in force");
+                self.problem = Some(text);
                 false
             }
+            SourceEvent::Clear => {
+                self.problem = None;
+                false
+            }
+            SourceEvent::Revoked(reason) => {
+                tracing::error!(%reason, "this system may no longer take part: removing every peer, route and NAT rule");
+                self.revoked = Some(reason);
+                self.served.clear();
+                self.refresh_view();
+                self.selector.set_plan(BTreeMap::new(), now);
+                true
+            }
         }
+    }
+
+    /// Puts a new view in force. Returns whether it differs from the one in force.
+    fn take_update(&mut self, update: Update, now: Instant) -> bool {
+        let Update {
+            view,
+            warnings,
+            origin,
+        } = update;
+        if view.address != self.compiled.address {
+            let text = format!(
+                "this system's virtual address changed from {} to {}: restart the agent to use it; until then the old view stays in force",
+                self.compiled.address, view.address
+            );
+            tracing::error!("{text}");
+            self.problem = Some(text);
+            return false;
+        }
+        self.problem = None;
+        self.warnings = warnings;
+        self.definition_generation += 1;
+        let was_revoked = self.revoked.take().is_some();
+        if !was_revoked && view == self.compiled {
+            // Nothing to apply: in force as it is.
+            if self.applied.is_some() && self.failed.is_empty() {
+                self.applied_generation = self.definition_generation;
+            }
+            return false;
+        }
+        tracing::info!(%origin, "new view");
+        self.compiled = view;
+        self.refresh_view();
+        self.selector.set_plan(plan(&self.view), now);
+        true
     }
 
     /// Looks at this host's interfaces again: its own addresses (left out of the default routes
@@ -442,37 +368,49 @@ impl Agent {
         if addresses != self.addresses {
             tracing::debug!(addresses = ?addresses.keys().collect::<Vec<_>>(), "this host's own addresses, left out of any default route it serves");
             self.addresses = addresses;
-            self.view = crate::desired::with_own_addresses(&self.compiled, &self.addresses);
+            self.refresh_view();
             changed = true;
         }
-        if !self.acts_as_gateway() {
-            return changed;
+        if self.discovery.as_ref() != Some(&discovery) {
+            self.timers.report_due = true;
         }
-        let Some(gateway) = &self.view.gateway else {
-            return changed;
-        };
-        match gateway::served(gateway, &discovery) {
-            Ok(served) if served != self.served => {
+        let served = self
+            .view
+            .gateway
+            .as_ref()
+            .filter(|_| self.acts_as_gateway())
+            .map(|gateway| gateway::served(gateway, &discovery));
+        self.discovery = Some(discovery);
+        match served {
+            Some(Ok(served)) if served != self.served => {
                 tracing::info!(subnets = ?served.keys().collect::<Vec<_>>(), "serving");
                 self.served = served;
                 true
             }
-            Ok(_) => changed,
-            Err(err) => {
+            Some(Err(err)) => {
                 tracing::warn!(error = %err, "discovery failed; keeping the subnets served so far");
                 changed
             }
+            Some(Ok(_)) | None => changed,
         }
     }
 
-    fn evaluate_trust(&mut self) -> bool {
+    /// Judges trust requirements and active hours again, reading the counters first when the
+    /// view needs facts; sets when to judge next. Returns whether the outcome changed.
+    fn evaluate_trust(&mut self, now: Instant) -> bool {
         let external = self.config.dataplane == crate::config::DataplaneBackend::External;
+        let wall = SystemTime::now();
+        if !external && trust::needs_facts(&self.view) {
+            self.refresh_counters(now);
+        }
+        self.timers.trust_at = trust::next_judgement(&self.view, external, wall).map(|d| now + d);
         let facts = trust::facts(&self.counters, external);
         let evaluation = enclave_policy::evaluate(&self.view, &facts, Timestamp::now());
         if evaluation == self.evaluation {
             return false;
         }
         self.evaluation = evaluation;
+        self.timers.report_due = true;
         true
     }
 
@@ -492,6 +430,8 @@ impl Agent {
                 continue;
             };
             let previous = self.counters.get(*name);
+            // When the agent saw new bytes: it reads the counters when it is asked for its
+            // status or judges trust, so this is when it looked, not when they came.
             let last_rx = match previous {
                 Some(p) if p.rx_bytes == peer.rx_bytes => p.last_rx,
                 _ if peer.rx_bytes > 0 => Some(now),
@@ -513,14 +453,21 @@ impl Agent {
         self.counters = counters;
     }
 
-    fn publish_status(&self, now: Instant) {
+    /// The status now, from the counters as last read.
+    fn status(&self, now: Instant) -> Status {
         let mut warnings = self.warnings.clone();
+        warnings.extend(self.revoked.as_ref().map(|reason| {
+            format!(
+                "this system may no longer take part ({reason}): every peer, route and NAT rule of ours is removed until its source gives it a view again"
+            )
+        }));
+        warnings.extend(self.problem.clone());
         warnings.extend(self.not_forwarding.clone());
         warnings.extend(self.refused_peers.values().cloned());
         if self.config.dataplane == crate::config::DataplaneBackend::External {
             warnings.extend(trust::external_warning(&self.view));
         }
-        let status = report::build(&report::Inputs {
+        report::build(&report::Inputs {
             view: &self.view,
             interface: &self.config.interface,
             counters: &self.counters,
@@ -531,43 +478,22 @@ impl Agent {
             definition_generation: self.applied_generation,
             now,
             wall: SystemTime::now(),
-        });
-        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+        })
     }
 
-    fn handle_control(&mut self, datagram: &[u8], from: SocketAddr) {
-        let IpAddr::V4(source) = from.ip() else {
+    /// Publishes the agent's report for its source, when anyone listens.
+    fn publish(&mut self, now: Instant) {
+        if self.reports.receiver_count() == 0 {
             return;
-        };
-        let Some((name, _)) = self.view.peers.iter().find(|(_, p)| p.address == source) else {
-            tracing::debug!(%source, "control message from an address that is no peer of ours");
-            return;
-        };
-        let name = name.clone();
-        let message = match Message::decode(datagram) {
-            Ok(message) => message,
-            Err(err) => {
-                tracing::debug!(peer = %name, error = %err, "control message dropped");
-                return;
-            }
-        };
-        match message {
-            Message::Probe { id } => {
-                if !self.acts_as_gateway() {
-                    return;
-                }
-                let subnets = self.advertised_to(&name);
-                let ack = Message::Ack { id, subnets };
-                let _ = self.control.send_to(&ack.encode(), from);
-            }
-            ack @ Message::Ack { .. } => self.selector.handle_message(&name, ack, Instant::now()),
         }
-    }
-
-    /// The subnets this gateway serves now that policy lets `sender` reach through it, with
-    /// its trust requirements passing now.
-    fn advertised_to(&self, sender: &str) -> Vec<Ipv4Net> {
-        let served = self.served.keys().copied().collect();
-        crate::desired::advertised(&self.view, &self.evaluation, &served, sender)
+        self.refresh_counters(now);
+        let report = AgentReport {
+            status: self.status(now),
+            discovered: self
+                .discovery
+                .clone()
+                .filter(|_| self.view.gateway.is_some()),
+        };
+        self.reports.send_replace(Some(Arc::new(report)));
     }
 }
