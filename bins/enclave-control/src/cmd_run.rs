@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use enclave_control::agents::{self, Hub};
 use enclave_control::service::Service;
 use enclave_control::store::{self, Backend, SqlStore};
 use enclave_control::{server, tls};
@@ -68,9 +69,35 @@ pub struct RunArgs {
     /// Serve plain HTTP, without TLS: only for local tests. Tokens and keys cross in clear.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_dir"])]
     insecure_http: bool,
+    /// Delete ephemeral systems (enrolled with an --ephemeral key) once their agent has been
+    /// disconnected this long: 90s, 30m, 24h.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+    ephemeral_after: std::time::Duration,
+    /// This server's name where agents' connections are recorded (which server holds which
+    /// agent, when several share one PostgreSQL). Default: HOSTNAME:PORT.
+    #[arg(long)]
+    server_name: Option<String>,
     /// More logging (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    enclave_control::api::parse_duration(text)
+        .and_then(|s| u64::try_from(s).ok())
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| {
+            format!("{text:?} is not a duration: write a number and a unit: 90s, 30m, 24h, 7d")
+        })
+}
+
+/// The host's name, for the default server name.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "enclave-control".to_owned())
 }
 
 /// The directory of a `sqlite://` URL's file.
@@ -130,13 +157,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let options = agents::Options {
+            server: args
+                .server_name
+                .unwrap_or_else(|| format!("{}:{}", hostname(), args.listen.port())),
+            ephemeral_after: args.ephemeral_after,
+            ..agents::Options::default()
+        };
+        let hub = Arc::new(Hub::new(service, options));
+        hub.start().await;
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!(
             "enclave-control: serving {scheme}://{} with {}",
             listener.local_addr()?,
             database.shown()
         );
-        server::serve(listener, service, tls, shutdown()).await?;
+        server::serve(listener, hub, tls, shutdown()).await?;
         eprintln!("enclave-control: stopped");
         Ok(ExitCode::SUCCESS)
     })

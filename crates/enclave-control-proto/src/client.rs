@@ -504,7 +504,7 @@ impl Session {
     ///
     /// # Errors
     /// The connection failed.
-    pub async fn send(&self, message: &AgentMessage) -> Result<()> {
+    pub async fn send(&mut self, message: &AgentMessage) -> Result<()> {
         self.writer.send(message).await
     }
 

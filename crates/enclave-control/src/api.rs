@@ -1,7 +1,10 @@
 //! The HTTP JSON API, `/api/v1/`: it only translates between HTTP and the service.
 //!
-//! Every endpoint but `POST /api/v1/enrol` needs `Authorization: Bearer TOKEN` (an admin
-//! token); without a valid one the answer is a bare `401`. Failed tokens and enrolment keys
+//! Every endpoint but `POST /api/v1/enrol` and `GET /api/v1/agent` (the agents' connection,
+//! authenticated by their proof of key possession: [`crate::agents`]) needs
+//! `Authorization: Bearer TOKEN` (an admin token); without a valid one the answer is a bare
+//! `401`, also while the database is down (tokens are then checked against the last state
+//! read). Failed tokens and enrolment keys
 //! are rate-limited per source address ([`crate::limit`]). Errors are
 //! `{"error": "…", "problems": [{"field", "message", "hint"}]}` with a status that says what
 //! kind (400 malformed, 403 key refused, 404, 409 conflict, 422 refused by the rules, 429,
@@ -36,6 +39,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::agents::{self, Hub, Seen};
 use crate::core::{self, Command, Ctx, NewKey, Refusal, Reply, Write};
 use crate::definition::{self, FieldProblem};
 use crate::limit::Limiter;
@@ -54,17 +58,24 @@ pub const MAX_DEFINITION: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The connection's TLS channel binding (zeros without TLS), added by the server per
+/// connection: the agents' proof covers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Channel(pub [u8; 32]);
+
 /// Shared by every handler.
 #[derive(Debug, Clone)]
 pub struct App {
     service: Arc<Service>,
+    hub: Arc<Hub>,
     limiter: Arc<Mutex<Limiter>>,
 }
 
 impl App {
-    fn new(service: Arc<Service>) -> Self {
+    fn new(hub: Arc<Hub>) -> Self {
         Self {
-            service,
+            service: Arc::clone(hub.service()),
+            hub,
             limiter: Arc::new(Mutex::new(Limiter::new())),
         }
     }
@@ -108,8 +119,8 @@ fn source(peer: Option<&Extension<Peer>>) -> IpAddr {
 }
 
 /// The API's router.
-pub fn router(service: Arc<Service>) -> Router {
-    routes(App::new(service))
+pub fn router(hub: Arc<Hub>) -> Router {
+    routes(App::new(hub))
 }
 
 fn routes(app: App) -> Router {
@@ -197,6 +208,7 @@ fn routes(app: App) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
     let api = Router::new()
         .route("/enrol", post(enrol))
+        .route("/agent", get(agent))
         .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY));
     Router::new()
@@ -249,9 +261,20 @@ async fn authenticate(
         return unauthorized();
     };
     let hash = secret::hash(presented);
+    // While the database is down, the tokens of the last state read still tell who is who:
+    // a caller without a valid token learns nothing (not even that the database is down).
     let state = match app.service.state().await {
         Ok(state) => state,
-        Err(e) => return service_failure(&e),
+        Err(e) => match app.service.cached().await {
+            Some(state) => {
+                tracing::debug!(error = %e, "checking a token against the last state read");
+                state
+            }
+            None => {
+                tracing::warn!(error = %e, "cannot check a token: the database is down");
+                return unauthorized();
+            }
+        },
     };
     let admin = state
         .tokens
@@ -587,6 +610,84 @@ async fn enrol(State(app): State<App>, peer: Option<Extension<Peer>>, bytes: Byt
     }
 }
 
+// ---- the agents' connection ----
+
+/// `GET /api/v1/agent` with `Upgrade: enclave-agent/1`: answers `101` and hands the
+/// connection to the agents' side, which authenticates the agent by its proof.
+async fn agent(
+    State(app): State<App>,
+    peer: Option<Extension<Peer>>,
+    channel: Option<Extension<Channel>>,
+    mut request: Request,
+) -> Reply2 {
+    let from = peer.map_or_else(
+        || SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        |Extension(Peer(addr))| addr,
+    );
+    app.held_back(from.ip(), clock())?;
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let upgrade = enclave_control_proto::UPGRADE;
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, upgrade) {
+        let mut response = failure(
+            StatusCode::UPGRADE_REQUIRED,
+            &format!(
+                "this is the agents' connection: send Connection: Upgrade and Upgrade: {upgrade} \
+                 (see docs/agent-protocol.md)"
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+        return Err(response);
+    }
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return Err(failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this connection cannot be upgraded",
+        ));
+    };
+    let Ok(permit) = app.hub.handshakes() else {
+        return Err(failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many agents are connecting at once; try again in a few seconds",
+        ));
+    };
+    let channel = channel.map_or([0; 32], |Extension(Channel(c))| c);
+    let hub = Arc::clone(&app.hub);
+    let limiter = app.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let failed = Box::new(move || limiter.failed(from.ip(), clock()));
+                agents::stream::serve(
+                    hub,
+                    hyper_util::rt::TokioIo::new(upgraded),
+                    from,
+                    channel,
+                    permit,
+                    failed,
+                )
+                .await;
+            }
+            Err(e) => tracing::debug!(source = %from, error = %e, "the agent's upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static(upgrade));
+    Ok(response)
+}
+
 // ---- systems ----
 
 #[derive(Serialize)]
@@ -595,6 +696,15 @@ struct SystemView {
     system: ManagedSystem,
     /// The subnets this system serves as a gateway now (or would, once discovered).
     gateway_subnets: Vec<String>,
+    /// The server holding its agent's connection (or that last held it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+    /// The underlay address that server sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_seen: Option<String>,
+    /// Its agent, when connected to this server: what it reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<agents::AgentInfo>,
 }
 
 /// The subnets each gateway serves now, by system (one pass over all systems).
@@ -611,23 +721,34 @@ fn served(state: &Network) -> std::collections::BTreeMap<String, Vec<String>> {
     served
 }
 
+/// A system with where its agent is: connected and last seen are the agents' side's, not
+/// the stored columns (which a commit never moves).
 fn system_view(
     served: &std::collections::BTreeMap<String, Vec<String>>,
+    seen: &std::collections::HashMap<String, Seen>,
     system: &ManagedSystem,
 ) -> SystemView {
+    let mut shown = system.clone();
+    let seen = seen.get(&system.public_key).cloned().unwrap_or_default();
+    shown.connected = seen.connected;
+    shown.last_seen = seen.last_seen.or(system.last_seen);
     SystemView {
-        system: system.clone(),
+        system: shown,
         gateway_subnets: served.get(&system.name).cloned().unwrap_or_default(),
+        server: seen.server,
+        endpoint_seen: seen.endpoint,
+        agent: None,
     }
 }
 
 async fn list_systems(State(app): State<App>) -> Reply2 {
     let state = state(&app).await?;
     let served = served(&state);
+    let seen = app.hub.seen().await;
     let systems: Vec<SystemView> = state
         .systems
         .values()
-        .map(|s| system_view(&served, s))
+        .map(|s| system_view(&served, &seen, s))
         .collect();
     Ok(Json(systems).into_response())
 }
@@ -635,7 +756,11 @@ async fn list_systems(State(app): State<App>) -> Reply2 {
 async fn show_system(State(app): State<App>, Path(name): Path<String>) -> Reply2 {
     let state = state(&app).await?;
     match state.systems.get(&name) {
-        Some(system) => Ok(Json(system_view(&served(&state), system)).into_response()),
+        Some(system) => {
+            let mut view = system_view(&served(&state), &app.hub.seen().await, system);
+            view.agent = app.hub.connected_here().remove(&name);
+            Ok(Json(view).into_response())
+        }
         None => Err(refusal(&Refusal::NotFound {
             what: "system",
             name,

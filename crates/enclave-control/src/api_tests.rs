@@ -64,7 +64,11 @@ impl Harness {
                 )
                 .await
                 .unwrap();
-            (App::new(service), token.text, store)
+            (
+                App::new(Arc::new(Hub::new(service, agents::Options::default()))),
+                token.text,
+                store,
+            )
         });
         Self {
             router: routes(app.clone()),

@@ -8,12 +8,17 @@
 //!   versioned migrations, optimistic revisions: concurrent edits never lose one another).
 //! - [`service`]: the core over the store.
 //! - [`api`]: the HTTP JSON API under `/api/v1/`, which only translates.
+//! - [`agents`]: the agents' connections (`GET /api/v1/agent`, upgraded to the protocol of
+//!   `enclave-control-proto`): who is connected, what each is sent when the network changes,
+//!   what each reported.
 //! - [`tls`] and [`client`]: the server's certificate (self-signed on first start, pinned by
 //!   its SHA-256 fingerprint) and the administration CLI's client.
 //!
 //! Architecture invariant: `model`, `core` and `definition` do no I/O, read no clock and use
 //! no randomness; time and secrets' hashes are passed in.
 
+pub mod agent_suite;
+pub mod agents;
 pub mod api;
 pub mod client;
 pub mod core;

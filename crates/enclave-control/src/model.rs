@@ -309,8 +309,9 @@ pub enum ApprovalMode {
     Manual,
 }
 
-/// An enrolment key. The key itself is never stored: only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An enrolment key. The key itself is never stored: only its SHA-256, which `Debug` does not
+/// print either (a hash of a short-lived key is still worth guessing against).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolmentKey {
     /// Short public id (lists, revoke).
     pub id: String,
@@ -337,8 +338,8 @@ pub struct EnrolmentKey {
     pub created_by: String,
 }
 
-/// An admin token. Only its SHA-256 is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An admin token. Only its SHA-256 is stored, and `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminToken {
     /// Short public id.
     pub id: String,
@@ -351,6 +352,62 @@ pub struct AdminToken {
     pub created_at: UnixTime,
     /// Revoked tokens authenticate nothing.
     pub revoked: bool,
+}
+
+impl std::fmt::Debug for EnrolmentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolmentKey")
+            .field("id", &self.id)
+            .field("hash", &REDACTED)
+            .field("tags", &self.tags)
+            .field("approval", &self.approval)
+            .field("uses_allowed", &self.uses_allowed)
+            .field("uses", &self.uses)
+            .field("expires_at", &self.expires_at)
+            .field("ephemeral", &self.ephemeral)
+            .field("revoked", &self.revoked)
+            .field("created_at", &self.created_at)
+            .field("created_by", &self.created_by)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("hash", &REDACTED)
+            .field("created_at", &self.created_at)
+            .field("revoked", &self.revoked)
+            .finish()
+    }
+}
+
+/// What `Debug` prints instead of a secret's hash.
+struct Redacted;
+
+const REDACTED: Redacted = Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where a system's agent is connected, as one server last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The agent's WireGuard public key.
+    pub public_key: String,
+    /// The server process holding (or last holding) its connection.
+    pub server: String,
+    /// Whether that server holds it now (stale when `last_seen` is old: that server died).
+    pub connected: bool,
+    /// When it was last heard from.
+    pub last_seen: UnixTime,
+    /// The underlay address the server saw (with the agent's WireGuard port, when reported).
+    pub endpoint: Option<String>,
 }
 
 /// One entry of the audit log.
@@ -368,4 +425,44 @@ pub struct AuditEntry {
     pub target: String,
     /// Details, never a secret.
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_a_hash() {
+        let mut state = State::default();
+        state.keys.insert(
+            "k1".into(),
+            EnrolmentKey {
+                id: "k1".into(),
+                hash: "5ecre7key0hash".into(),
+                tags: BTreeSet::new(),
+                approval: ApprovalMode::Auto,
+                uses_allowed: None,
+                uses: 0,
+                expires_at: None,
+                ephemeral: false,
+                revoked: false,
+                created_at: 0,
+                created_by: "cli".into(),
+            },
+        );
+        state.tokens.insert(
+            "t1".into(),
+            AdminToken {
+                id: "t1".into(),
+                name: "alice".into(),
+                hash: "5ecre7token0hash".into(),
+                created_at: 0,
+                revoked: false,
+            },
+        );
+        let shown = format!("{state:?} {state:#?}");
+        assert!(!shown.contains("5ecre7"), "{shown}");
+        assert!(shown.contains("k1") && shown.contains("alice"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

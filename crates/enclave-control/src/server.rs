@@ -1,5 +1,7 @@
 //! The server's transport: a TCP listener, TLS (or plain HTTP when asked for), HTTP/1.1, and
-//! the API router. Each connection gets the peer's address for rate limiting.
+//! the API router. Each connection gets the peer's address for rate limiting and its TLS
+//! channel binding (for the agents' proof of key possession); connections may be upgraded to
+//! the agents' protocol.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,23 +15,26 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, Peer};
-use crate::service::Service;
+use enclave_control_proto::proof::CHANNEL_EXPORTER_LABEL;
+
+use crate::agents::Hub;
+use crate::api::{self, Channel, Peer};
 
 /// How long a client may take for its TLS handshake or a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves the API on `listener` until `shutdown` completes. `tls: None` is plain HTTP.
+/// Serves the API and the agents' connections on `listener` until `shutdown` completes, then
+/// stops the hub (closing the agents' connections). `tls: None` is plain HTTP.
 ///
 /// # Errors
 /// Accepting connections failed.
 pub async fn serve(
     listener: TcpListener,
-    service: Arc<Service>,
+    hub: Arc<Hub>,
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let router = api::router(service);
+    let router = api::router(Arc::clone(&hub));
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
@@ -43,7 +48,10 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                hub.stop();
+                return Ok(());
+            }
         };
         let router = router.clone().layer(Extension(Peer(peer)));
         let acceptor = acceptor.clone();
@@ -51,12 +59,27 @@ pub async fn serve(
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connection(tls, router, peer).await,
+                        Ok(Ok(tls)) => {
+                            let mut channel = [0u8; 32];
+                            if let Err(e) = tls.get_ref().1.export_keying_material(
+                                &mut channel,
+                                CHANNEL_EXPORTER_LABEL,
+                                None,
+                            ) {
+                                tracing::debug!(%peer, error = %e, "no TLS channel binding");
+                                return;
+                            }
+                            let router = router.layer(Extension(Channel(channel)));
+                            connection(tls, router, peer).await;
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => connection(stream, router, peer).await,
+                None => {
+                    let router = router.layer(Extension(Channel([0; 32])));
+                    connection(stream, router, peer).await;
+                }
             }
         });
     }
@@ -70,6 +93,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(router))
+        .with_upgrades()
         .await;
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

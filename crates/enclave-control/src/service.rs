@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::core::{self, Command, Ctx, Outcome, Refusal};
 use crate::model::{AuditEntry, State};
@@ -37,6 +37,8 @@ pub struct Service {
     store: Arc<dyn Store>,
     cache: Mutex<Option<Arc<State>>>,
     writer: Mutex<()>,
+    /// The last revision this process committed.
+    committed: watch::Sender<i64>,
 }
 
 impl Service {
@@ -46,7 +48,19 @@ impl Service {
             store,
             cache: Mutex::new(None),
             writer: Mutex::new(()),
+            committed: watch::Sender::new(0),
         }
+    }
+
+    /// Changes after each commit made through this service (to its revision).
+    pub fn commits(&self) -> watch::Receiver<i64> {
+        self.committed.subscribe()
+    }
+
+    /// The state last read or committed, without asking the store: what is known while the
+    /// store is down. `None` before the first read.
+    pub async fn cached(&self) -> Option<Arc<State>> {
+        self.cache.lock().await.clone()
     }
 
     /// The store.
@@ -87,6 +101,7 @@ impl Service {
             {
                 Ok(()) => {
                     *self.cache.lock().await = Some(Arc::new(outcome.next.clone()));
+                    self.committed.send_replace(outcome.next.revision);
                     tracing::info!(
                         actor = %outcome.audit.actor,
                         action = %outcome.audit.action,

@@ -19,8 +19,16 @@ use sqlx::{AnyPool, Row as _};
 use crate::core::Change;
 use crate::model::{
     AdminToken, Approval, ApprovalMode, AuditEntry, EnrolmentKey, ManagedSystem, PolicyDoc,
-    Settings, State, TagDoc, TrustDoc,
+    Presence, Settings, State, TagDoc, TrustDoc,
 };
+
+/// The PostgreSQL channel on which every commit announces its revision (`NOTIFY`), so that
+/// other servers on the same database push the change to their agents at once.
+pub const CHANNEL: &str = "enclave_revision";
+
+/// How long a statement waits for a database connection before it fails: a database that is
+/// down makes requests fail quickly and clearly, instead of hanging.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +97,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<()>>;
     /// Audit entries with a revision above `after`, oldest first, at most `limit`.
     fn audit(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<AuditEntry>>>;
+    /// Where agents are connected, as their servers last wrote it.
+    fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>>>;
+    /// Writes (inserts or replaces) presence rows, in one transaction. Does not move the
+    /// revision.
+    fn put_presence<'a>(&'a self, rows: &'a [Presence]) -> BoxFuture<'a, Result<()>>;
+    /// Tells of other writers' commits as they happen: the receiver changes on each (and
+    /// after a lost connection, when one may have been missed). `None` where there can be no
+    /// other writer to hear (SQLite has one server).
+    fn listen(&self) -> BoxFuture<'_, Result<Option<tokio::sync::watch::Receiver<u64>>>>;
 }
 
 /// Which database a URL names.
@@ -196,6 +213,17 @@ fn private_file(path: &std::path::Path) -> Result<()> {
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    url: Url,
+}
+
+/// A database URL, whose `Debug` hides the password.
+#[derive(Clone)]
+struct Url(String);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
 }
 
 const DELETE_SYSTEM: &str = "DELETE FROM systems WHERE name = $1";
@@ -236,11 +264,16 @@ impl SqlStore {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(db("connecting"))?;
         MIGRATOR.run(&pool).await.map_err(Error::Migrate)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: Url(url),
+        })
     }
 
     /// Which database this is.
@@ -495,8 +528,107 @@ impl SqlStore {
             .await
             .map_err(db("writing the audit log"))?;
         }
+        if self.backend == Backend::Postgres {
+            // Delivered to listeners when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind((base + 1).to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("announcing the commit"))?;
+        }
         tx.commit().await.map_err(db("committing"))?;
         Ok(())
+    }
+
+    async fn read_presence(&self) -> Result<Vec<Presence>> {
+        let rows =
+            sqlx::query("SELECT public_key, server, connected, last_seen, endpoint FROM presence")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading presence"))?;
+        rows.iter()
+            .map(|r| {
+                let e = || db("reading presence");
+                Ok(Presence {
+                    public_key: r.try_get("public_key").map_err(e())?,
+                    server: r.try_get("server").map_err(e())?,
+                    connected: r.try_get::<i64, _>("connected").map_err(e())? != 0,
+                    last_seen: r.try_get("last_seen").map_err(e())?,
+                    endpoint: r.try_get("endpoint").map_err(e())?,
+                })
+            })
+            .collect()
+    }
+
+    async fn write_presence(&self, rows: &[Presence]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO presence (public_key, server, connected, last_seen, endpoint) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (public_key) DO UPDATE SET server = excluded.server, \
+                 connected = excluded.connected, last_seen = excluded.last_seen, \
+                 endpoint = excluded.endpoint",
+            )
+            .bind(row.public_key.clone())
+            .bind(row.server.clone())
+            .bind(i64::from(row.connected))
+            .bind(row.last_seen)
+            .bind(row.endpoint.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("writing presence"))?;
+        }
+        tx.commit().await.map_err(db("committing presence"))?;
+        Ok(())
+    }
+
+    /// LISTENs on [`CHANNEL`] on a connection of its own, for as long as the receiver lives.
+    async fn listen_commits(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url.0)
+            .await
+            .map_err(db("connecting to listen for commits"))?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .map_err(db("listening for commits"))?;
+        let (sender, receiver) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut heard = 0u64;
+            loop {
+                let wait = match listener.try_recv().await {
+                    // A commit, or a lost connection (re-established on the next call) during
+                    // which one may have been missed: either way, look again.
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for other servers' commits failed; retrying");
+                        Some(std::time::Duration::from_secs(1))
+                    }
+                };
+                heard += 1;
+                if sender.send(heard).is_err() {
+                    return;
+                }
+                if let Some(wait) = wait {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = sender.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Some(receiver))
     }
 
     async fn read_audit(&self, after: i64, limit: u32) -> Result<Vec<AuditEntry>> {
@@ -551,6 +683,18 @@ impl Store for SqlStore {
 
     fn audit(&self, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<AuditEntry>>> {
         Box::pin(self.read_audit(after, limit))
+    }
+
+    fn presence(&self) -> BoxFuture<'_, Result<Vec<Presence>>> {
+        Box::pin(self.read_presence())
+    }
+
+    fn put_presence<'a>(&'a self, rows: &'a [Presence]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write_presence(rows))
+    }
+
+    fn listen(&self) -> BoxFuture<'_, Result<Option<tokio::sync::watch::Receiver<u64>>>> {
+        Box::pin(self.listen_commits())
     }
 }
 

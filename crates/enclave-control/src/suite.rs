@@ -19,11 +19,25 @@ use crate::store::{self, SqlStore, Store};
 
 /// A case's failure.
 pub type Failure = String;
-type CaseResult = Result<(), Failure>;
-type Case = fn(String) -> Pin<Box<dyn Future<Output = CaseResult> + Send>>;
+/// What a case returns.
+pub type CaseResult = Result<(), Failure>;
+/// A case: given the URL of a fresh, empty database.
+pub type Case = fn(String) -> Pin<Box<dyn Future<Output = CaseResult> + Send>>;
 
-/// Every case, by name.
+/// Cases that need several servers on one database: PostgreSQL only (SQLite has one server).
+pub fn postgres_cases() -> Vec<(&'static str, Case)> {
+    crate::agent_suite::postgres_cases()
+}
+
+/// Every case, by name: the store's, then the agents' connections end to end
+/// ([`crate::agent_suite`]).
 pub fn cases() -> Vec<(&'static str, Case)> {
+    let mut cases = store_cases();
+    cases.extend(crate::agent_suite::cases());
+    cases
+}
+
+fn store_cases() -> Vec<(&'static str, Case)> {
     vec![
         ("migrates-from-empty", |url| {
             Box::pin(migrates_from_empty(url))
@@ -84,8 +98,8 @@ fn ctx(actor: &str) -> Ctx {
 async fn migrates_from_empty(url: String) -> CaseResult {
     let store = open(&url).await?;
     let applied = store.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2], || {
-        format!("applied migrations {applied:?}, expected [1, 2]")
+    check(applied == vec![1, 2, 3], || {
+        format!("applied migrations {applied:?}, expected [1, 2, 3]")
     })?;
     let state = store.load().await.map_err(e("loading"))?;
     check(state.revision == 0 && state.systems.is_empty(), || {
@@ -99,7 +113,7 @@ async fn migrates_from_empty(url: String) -> CaseResult {
     // Opening again applies nothing twice and keeps the data.
     let again = open(&url).await?;
     let applied = again.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2], || {
+    check(applied == vec![1, 2, 3], || {
         format!("after reopening: {applied:?}")
     })?;
     again.close().await;
@@ -122,10 +136,12 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
         )
         .await
         .map_err(e("a first change"))?;
-    // Back to what version 1 left: no pre-shared keys table, migration 2 not recorded.
+    // Back to what version 1 left: no pre-shared keys or presence table, migrations 2 and 3
+    // not recorded.
     for statement in [
         "DROP TABLE preshared_keys",
-        "DELETE FROM _sqlx_migrations WHERE version = 2",
+        "DROP TABLE presence",
+        "DELETE FROM _sqlx_migrations WHERE version >= 2",
     ] {
         sqlx::query(statement)
             .execute(&store.pool)
@@ -139,7 +155,7 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
     store.close().await;
     let upgraded = open(&url).await?;
     let applied = upgraded.migrations().await.map_err(e("migrations"))?;
-    check(applied == vec![1, 2], || {
+    check(applied == vec![1, 2, 3], || {
         format!("after the upgrade: {applied:?}")
     })?;
     let state = upgraded
