@@ -190,24 +190,35 @@ impl Managed {
         let mut backoff = Backoff::new();
         let mut gate = Gate::new(&self.public_key);
         let mut told = Told { problem: None };
-        let mut tried_disk = false;
+        // Whether the agent was given a view yet: the last good view on disk is for a start
+        // without the server, never for later (after a revocation it is gone anyway).
+        let mut started = false;
         tracing::info!(server = %self.server, "managed mode: connecting to the control server");
         loop {
-            let why = match self
+            let ended = self
                 .connection(&events, &mut reports, &mut gate, &mut told, &mut backoff)
-                .await
-            {
+                .await;
+            started |= gate.applied().is_some();
+            let why = match ended {
                 Ended::Stopped => return,
-                Ended::Revoked => "this system was revoked".to_owned(),
-                Ended::Lost(why) => why,
+                Ended::Revoked => None,
+                Ended::Lost(why) => Some(why),
             };
-            if gate.applied().is_none() && !tried_disk {
-                tried_disk = true;
+            if !started {
+                started = true;
                 if self.start_from_disk(&events, &mut gate).await.is_err() {
                     return;
                 }
             }
             let wait = backoff.failed(&mut rand_core::OsRng);
+            // A revocation was told as such; the next refusals are told as they come.
+            let Some(why) = why else {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = events.closed() => return,
+                }
+                continue;
+            };
             let problem = if gate.applied().is_some() {
                 format!(
                     "{why}; the last good view stays in force; connecting again in {:.1} s",
@@ -215,7 +226,7 @@ impl Managed {
                 )
             } else {
                 format!(
-                    "{why}; no view yet, the agent waits for the server; connecting again in {:.1} s",
+                    "{why}; no view is in force, the agent waits for the server; connecting again in {:.1} s",
                     wait.as_secs_f64()
                 )
             };
