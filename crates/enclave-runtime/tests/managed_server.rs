@@ -205,6 +205,64 @@ async fn scenario(dir: &std::path::Path) {
         hub.connected_here().get("laptop")
     );
 
+    // An unattended install: the first start enrols with the key file, once; a wrong key
+    // writes nothing.
+    let unattended = dir.join("unattended");
+    std::fs::create_dir_all(&unattended).unwrap();
+    let key_file = unattended.join("enrolment.key");
+    let write_key_file = |text: &str| {
+        std::fs::write(&key_file, text).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    };
+    std::fs::write(
+        unattended.join("agent.toml"),
+        format!(
+            "private_key_file = \"private.key\"\n[control]\nserver = \"{url}\"\nfingerprint = \"{fingerprint}\"\nenrolment_key_file = \"enrolment.key\"\nhostname = \"kiosk\"\n"
+        ),
+    )
+    .unwrap();
+    let unattended_config = AgentConfig::load(&unattended.join("agent.toml")).unwrap();
+    write_key_file("enk_wrong\n");
+    let config_for_task = unattended_config.clone();
+    let refused = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let refused = format!(
+        "{refused}: {}",
+        std::error::Error::source(&refused).unwrap()
+    );
+    assert!(
+        refused.contains("the enrolment key is not valid"),
+        "{refused}"
+    );
+    assert!(
+        !unattended.join("private.key").exists(),
+        "a refused enrolment wrote a key"
+    );
+    write_key_file(&format!("{users}\n"));
+    let config_for_task = unattended_config.clone();
+    let enrolled = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the first start did not enrol");
+    assert_eq!(enrolled.system, "kiosk");
+    assert!(unattended.join("private.key").exists());
+    let config_for_task = unattended_config.clone();
+    let again = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        again.is_none(),
+        "an enrolled host enrolled again: {again:?}"
+    );
+
     // Revoked: the agent is told, and its last good view is gone.
     run(
         &service,

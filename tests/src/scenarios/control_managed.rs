@@ -472,6 +472,26 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         during.received, during.transmitted
     );
 
+    // The laptop's agent restarted while the server is down: it starts from its last good
+    // view on disk and reaches the LAN again.
+    let stopped = laptop_agent.stop();
+    ensure!(
+        stopped.is_some_and(|s| s.success()),
+        "the laptop's agent did not stop cleanly: {stopped:?}"
+    );
+    laptop_agent = start_with(ctx, sender, &laptop_files, false, SpawnOpts::default())?;
+    laptop_agent.wait_for_log("starting from the last good view", Duration::from_secs(10))?;
+    let took = until_answered(sender, DC1, Duration::from_secs(10)).with_context(|| {
+        format!(
+            "after a restart without the server; laptop log:\n{}",
+            tail(&laptop_agent.log(), 30)
+        )
+    })?;
+    println!(
+        "    the laptop's agent restarted without the server: {DC1} answers again after {:.2} s, on the last good view",
+        took.as_secs_f64()
+    );
+
     // Restarted on the same database and certificate: both agents connect again.
     let connections = |process: &Process| {
         process
