@@ -46,6 +46,16 @@ pub fn negotiate(ours: &[u32], theirs: &[u32]) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// Architecture invariant, checked: the agent links this crate, so it stays free of the
+    /// server's heavy dependencies.
+    #[test]
+    fn no_database_or_web_framework() {
+        let manifest = include_str!("../Cargo.toml");
+        for banned in ["sqlx", "axum", "tower", "rcgen", "enclave-control."] {
+            assert!(!manifest.contains(banned), "Cargo.toml depends on {banned}");
+        }
+    }
+
     #[test]
     fn negotiation_takes_the_highest_common_version() {
         assert_eq!(negotiate(&[1, 2, 3], &[2, 3, 4]), Some(3));

@@ -52,6 +52,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("a-database-that-is-down-keeps-agents-and-tokens", |url| {
             Box::pin(database_down(url))
         }),
+        ("unauthenticated-connections-are-bounded", |url| {
+            Box::pin(unauthenticated_bounded(url))
+        }),
     ]
 }
 
@@ -546,18 +549,25 @@ async fn expect_cut_off(session: &mut Session, why: &str) -> CaseResult {
     }
 }
 
-/// Opens the agents' connection by hand: TLS, the upgrade; the frames and the channel
-/// binding. (The client of `enclave-control-proto` only proves keys it holds.)
-async fn raw_upgrade(
-    server: &Server,
-) -> Result<
-    (
-        FrameReader<tokio::io::ReadHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
-        FrameWriter<tokio::io::WriteHalf<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>,
-        [u8; 32],
-    ),
-    Failure,
-> {
+type Raw = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// A connection upgraded by hand: its frames and its channel binding.
+type Upgraded = (
+    FrameReader<tokio::io::ReadHalf<Raw>>,
+    FrameWriter<tokio::io::WriteHalf<Raw>>,
+    [u8; 32],
+);
+
+/// Opens the agents' connection by hand: TLS, the upgrade. (The client of
+/// `enclave-control-proto` only proves keys it holds.)
+async fn raw_upgrade(server: &Server) -> Result<Upgraded, Failure> {
+    try_upgrade(server)
+        .await?
+        .map_err(|status| format!("the upgrade was answered {status}"))
+}
+
+/// As [`raw_upgrade`], or the status that refused the upgrade.
+async fn try_upgrade(server: &Server) -> Result<Result<Upgraded, HttpStatus>, Failure> {
     use http_body_util::Full;
     let authority = server.url.trim_start_matches("https://").to_owned();
     let tcp = tokio::net::TcpStream::connect(&authority)
@@ -587,18 +597,67 @@ async fn raw_upgrade(
         .body(Full::new(hyper::body::Bytes::new()))
         .map_err(e("the request"))?;
     let response = sender.send_request(request).await.map_err(e("upgrading"))?;
-    check(response.status() == HttpStatus::SWITCHING_PROTOCOLS, || {
-        format!("the upgrade was answered {}", response.status())
-    })?;
+    if response.status() != HttpStatus::SWITCHING_PROTOCOLS {
+        return Ok(Err(response.status()));
+    }
     let upgraded = hyper::upgrade::on(response)
         .await
         .map_err(e("the upgrade"))?;
     let (read, write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-    Ok((
+    Ok(Ok((
         FrameReader::new(read, 1 << 20),
         FrameWriter::new(write),
         channel,
-    ))
+    )))
+}
+
+async fn unauthenticated_bounded(url: String) -> CaseResult {
+    let options = Options {
+        max_handshakes: 1,
+        ..Options::default()
+    };
+    let server = start(&url, "one", options).await?;
+    // One connection in its handshake (it says nothing) takes the only place.
+    let first = raw_upgrade(&server).await?;
+    match try_upgrade(&server).await? {
+        Err(status) if status == HttpStatus::SERVICE_UNAVAILABLE => {}
+        Err(status) => return Err(format!("a second handshake got {status}, not 503")),
+        Ok(_) => return Err("a second handshake was let in beside the first".into()),
+    }
+    // When it goes, the place is free again.
+    drop(first);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match try_upgrade(&server).await? {
+            Ok(_) => break,
+            Err(status) => check(Instant::now() < deadline, || {
+                format!("after the first left, handshakes still get {status}")
+            })?,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Failed proofs count against the source: ten, then 429 before any handshake.
+    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
+    let laptop = server.enrol(&users, "laptop").await?;
+    let claimed = PublicKey::from(&laptop).to_bytes();
+    let impostor = StaticSecret::random_from_rng(OsRng);
+    for attempt in 1..=10 {
+        match claim(&server, claimed, &impostor, None).await? {
+            ServerMessage::Refused(_) => {}
+            other => return Err(format!("impostor attempt {attempt} got {other:?}")),
+        }
+    }
+    match try_upgrade(&server).await? {
+        Err(status) if status == HttpStatus::TOO_MANY_REQUESTS => {}
+        other => {
+            return Err(format!(
+                "after ten failed proofs the upgrade got {:?}",
+                other.map(|_| "101")
+            ))
+        }
+    }
+    server.store.close().await;
+    Ok(())
 }
 
 /// Claims `claimed` (an enrolled key it does not hold) and proves with `held`; the server's
@@ -688,6 +747,14 @@ async fn without_the_private_key(url: String) -> CaseResult {
             format!("the laptop got the view of {}", update.view.system)
         })?,
         other => return Err(format!("the laptop proving its own key got {other:?}")),
+    }
+    // The agent refuses a server that is not the pinned one, and says so.
+    let elsewhere = Trust::Fingerprint([0xAB; 32]);
+    match enclave_control_proto::connect(&server.url, Some(&elsewhere), &laptop, None).await {
+        Err(enclave_control_proto::Error::Mismatch { pinned, .. }) => {
+            check(pinned.starts_with("AB:AB"), || pinned.clone())?;
+        }
+        other => return Err(format!("connecting to an unpinned server: {other:?}")),
     }
     // A key that is not enrolled, proven: refused, and the agent's client says why.
     match server.connect(&impostor).await {
@@ -874,6 +941,7 @@ async fn two_servers(url: String) -> CaseResult {
     check(took < Duration::from_secs(1), || {
         format!("the edit took {took:?} to reach the agent on the other server")
     })?;
+    next_view(&mut db, "the db's view after the edit (server one)").await?;
     // A revoke through server two cuts off the db on server one, and the laptop drops it.
     let revoked_at = Instant::now();
     two.run(Command::Revoke { name: "db".into() }).await?;

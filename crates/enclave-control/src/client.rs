@@ -34,6 +34,19 @@ pub enum Error {
     /// The TLS set-up failed.
     #[error("TLS set-up failed")]
     Tls(#[from] enclave_control_proto::tls::Error),
+    /// The server presented another certificate than the pinned one.
+    #[error(
+        "the server at {url} is not the pinned one: its certificate has fingerprint {seen}, \
+         not {pinned}"
+    )]
+    Mismatch {
+        /// The URL.
+        url: String,
+        /// What it presented.
+        seen: String,
+        /// What was pinned.
+        pinned: String,
+    },
     /// The server could not be reached.
     #[error("cannot reach the server at {url}")]
     Connect {
@@ -180,7 +193,16 @@ impl Client {
                 let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
                     .connect(name, tcp)
                     .await
-                    .map_err(connect)?;
+                    .map_err(
+                        |source| match enclave_control_proto::tls::mismatch(&source) {
+                            Some(m) => Error::Mismatch {
+                                url: self.url.clone(),
+                                seen: m.seen.clone(),
+                                pinned: m.pinned.clone(),
+                            },
+                            None => connect(source),
+                        },
+                    )?;
                 self.send(stream, request).await
             }
             None => self.send(tcp, request).await,

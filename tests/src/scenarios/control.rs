@@ -26,7 +26,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "control-postgres-store",
-            about: "the store's conformance suite (the cases cargo test runs on SQLite) on a throwaway PostgreSQL",
+            about: "the store's conformance suite and the agents' connections end to end (the cases cargo test runs on SQLite), and two servers on one database, on a throwaway PostgreSQL",
             run: postgres_store,
         },
         Scenario {
@@ -207,7 +207,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn postgres_store(ctx: &Ctx) -> anyhow::Result<()> {
     let pg = Postgres::start(ctx)?;
     let rt = runtime()?;
-    for (name, case) in enclave_control::suite::cases() {
+    let cases = enclave_control::suite::cases()
+        .into_iter()
+        .chain(enclave_control::suite::postgres_cases());
+    for (name, case) in cases {
         let db = name.replace('-', "_");
         pg.createdb(&db)?;
         rt.block_on(case(pg.url(&db)))

@@ -5,7 +5,7 @@
 //! at one revision, validated once) in a `watch` channel: a commit through this process, a
 //! commit by another process on the same PostgreSQL (heard through `LISTEN`), or a periodic
 //! look at the revision replaces it. Every connection (`stream`) watches it and decides for
-//! itself, with [`decide`], what its agent must be sent: a `view` only when its view changed,
+//! itself, with `decide`, what its agent must be sent: a `view` only when its view changed,
 //! `pending`, or `revoked` (then the connection closes). The serial of a view is the revision
 //! it was compiled at, so it only grows.
 //!
