@@ -144,6 +144,15 @@ pub enum Error {
     /// The agent's event loop (a tokio runtime) could not be started.
     #[error("cannot start the agent's event loop")]
     EventLoop(#[source] std::io::Error),
+    /// A bare tunnel (`enclave-agent tunnel`) could not be started in the background.
+    #[error("cannot start the background tunnel {interface}")]
+    BareTunnel {
+        /// The interface.
+        interface: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The running agent answered with an error.
     #[error("the agent answered: {message}")]
     Agent {

@@ -15,5 +15,6 @@ pub mod logging;
 pub mod managed;
 pub mod source;
 pub mod status;
+pub mod tunnel;
 
 pub use error::{Error, Result};

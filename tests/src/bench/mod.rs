@@ -5,6 +5,7 @@ use crate::Bench;
 mod dataplane;
 mod failover;
 mod hostplumbing;
+mod idle;
 mod routes;
 
 /// Every namespace benchmark.
@@ -14,5 +15,6 @@ pub fn all() -> Vec<Bench> {
     all.extend(hostplumbing::benches());
     all.extend(routes::benches());
     all.extend(failover::benches());
+    all.extend(idle::benches());
     all
 }

@@ -497,3 +497,54 @@ impl Agent {
         self.reports.send_replace(Some(Arc::new(report)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_system_wants_no_peer_route_or_nat_rule() {
+        const EXAMPLE: &str = include_str!("../../../../docs/examples/network.toml");
+        let loaded = enclave_policy::load("network.toml", EXAMPLE).unwrap();
+        let evaluation = Evaluation { grants: Vec::new() };
+        // A gateway with peers, serving its subnets, and a sender with routes.
+        for system in ["menlo-gw-1", "laptop"] {
+            let view = enclave_policy::compile(&loaded.network, system).unwrap();
+            let served: BTreeMap<Ipv4Net, Egress> = view
+                .gateway
+                .iter()
+                .flat_map(|g| g.subnets.keys())
+                .map(|net| {
+                    let egress = Egress {
+                        interface: "lan0".to_owned(),
+                        address: Ipv4Addr::new(192, 168, 77, 1),
+                    };
+                    (*net, egress)
+                })
+                .collect();
+            let active: BTreeMap<Ipv4Net, String> = view
+                .routes
+                .iter()
+                .filter_map(|(net, r)| Some((*net, r.candidates.first()?.gateway.clone())))
+                .collect();
+            let before = crate::desired::desired(&view, "enclave0", &active, &evaluation, &served);
+            assert!(!before.peers.is_empty(), "{system} has peers to lose");
+            let revoked = revoked_view(&view);
+            assert!(revoked.gateway.is_none() && plan(&revoked).is_empty());
+            // The agent gives the selector the revoked view's empty plan: no subnet is active.
+            let mut selector = Selector::new();
+            selector.set_plan(plan(&revoked), Instant::now());
+            let active: BTreeMap<Ipv4Net, String> = selector
+                .subnets()
+                .into_iter()
+                .filter_map(|(net, s)| Some((net, s.active?)))
+                .collect();
+            let after =
+                crate::desired::desired(&revoked, "enclave0", &active, &evaluation, &served);
+            assert!(after.peers.is_empty(), "{system}: {:?}", after.peers.keys());
+            assert!(after.routes.is_empty() && !after.default_route, "{system}");
+            assert!(after.nat.is_none(), "{system}");
+            assert_eq!(revoked.address, view.address);
+        }
+    }
+}

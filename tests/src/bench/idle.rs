@@ -1,0 +1,286 @@
+//! `cargo xtask bench agent-idle`: the CPU an idle agent uses, with 100 peers in its view.
+//!
+//! One system, `host`, in the reference topology's gateway namespace, is granted to 100 peers
+//! by a direct access policy and serves its LAN to them through a gateway access policy. Its
+//! agent runs as `enclave-agent` (a receiver with 100 peers) and then as `enclave-gw` (a
+//! gateway with 100 senders, discovering its interfaces). Each is left alone for
+//! [`SETTLE`], then its CPU time (utime + stime of the whole process, every thread, from
+//! `/proc/PID/stat`) is read over [`WINDOW`] and printed as a share of one core, with each
+//! thread's share and wake-ups a second (its voluntary context switches) beside it: the
+//! agent's own thread, the data plane's packet thread, the UAPI server, the file watcher.
+//! The goal, [`GOAL_PERCENT`], is for the whole process; a run over it fails after its table.
+//!
+//! The peers are systems of the definition (keys, addresses, endpoints in the sender's
+//! namespace) without agents of their own: the agent's work for a peer (its tunnel, filter,
+//! routes, status) is the same whether it answers or not, and an idle peer sends nothing. A
+//! peer that does answer adds only the data plane's packet work (a handshake every two minutes
+//! while traffic flows), which is not what this measures, and 100 more agents on a 2-core
+//! machine would measure themselves.
+//!
+//! `ENCLAVE_BENCH_BASELINE=DIR` measures the binaries in DIR too (`enclave-agent` and
+//! `enclave-gw` built from another commit), in the same run, for a before/after table.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use blake2::{Blake2s256, Digest};
+use enclave_netns::Netns;
+
+use crate::agents::{prepare, start, write_definition, AgentFiles};
+use crate::support::{reference_without_forwarding, GATEWAY_UNDERLAY, LAN_SUBNET, OVERLAY};
+use crate::{Bench, Ctx};
+
+pub fn benches() -> Vec<Bench> {
+    vec![Bench {
+        name: "agent-idle",
+        about: "CPU share of one core used by an idle agent and an idle gateway with 100 peers",
+        run: idle,
+    }]
+}
+
+/// Peers in the view.
+const PEERS: usize = 100;
+/// How long the agent is left alone before the measurement.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How long the measurement lasts.
+const WINDOW: Duration = Duration::from_secs(30);
+/// The goal: a tenth of a percent of one core.
+const GOAL_PERCENT: f64 = 0.1;
+
+/// A public key for peer `i`: 32 bytes from a hash, base64. Any 32 bytes are an X25519 public
+/// key; nobody holds the private one, which an idle peer never needs.
+fn peer_key(i: usize) -> String {
+    use base64::Engine;
+    let digest = Blake2s256::digest(format!("enclave agent-idle peer {i}"));
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+fn definition(host: &AgentFiles) -> String {
+    let mut text = format!(
+        r#"[network]
+overlay = "{OVERLAY}"
+
+[[system]]
+name = "host"
+public_key = "{}"
+address = "100.64.0.1"
+tags = ["servers"]
+endpoint = "{GATEWAY_UNDERLAY}:51820"
+
+[system.gateway]
+allowed = true
+subnets = ["{LAN_SUBNET}"]
+
+[[direct_policy]]
+name = "users to servers"
+senders = ["users"]
+receivers = ["servers"]
+acl = [{{ protocol = "icmp" }}, {{ protocol = "tcp", ports = 22, label = "SSH" }}]
+
+[[gateway_policy]]
+name = "users to the office"
+senders = ["users"]
+gateways = ["host"]
+subnets = ["{LAN_SUBNET}"]
+acl = [{{ protocol = "any" }}]
+"#,
+        host.public_key
+    );
+    for i in 1..=PEERS {
+        text.push_str(&format!(
+            "\n[[system]]\nname = \"peer-{i}\"\npublic_key = \"{}\"\naddress = \"100.64.1.{i}\"\ntags = [\"users\"]\nendpoint = \"10.10.0.2:{}\"\n",
+            peer_key(i),
+            52000 + i
+        ));
+    }
+    text
+}
+
+/// Clock ticks a second (`sysconf(_SC_CLK_TCK)`), the unit of utime and stime.
+fn ticks_per_second() -> anyhow::Result<f64> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .context("the system does not say its clock tick")?;
+    Ok(ticks as f64)
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    cpu_ticks_of(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime in a `stat` file of procfs (a process's or a thread's), in clock ticks.
+fn cpu_ticks_of(path: &str) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    // The command name is in parentheses and may hold spaces: count fields after its end.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no command name in /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) are utime and stime; `rest` starts at field 3.
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// What one thread (or the threads of one name) used: CPU time in clock ticks, and how often
+/// it went to sleep (`voluntary_ctxt_switches`: each is a wake-up when it sleeps again).
+#[derive(Debug, Clone, Copy, Default)]
+struct Use {
+    ticks: u64,
+    sleeps: u64,
+}
+
+/// The voluntary context switches in a `status` file of procfs.
+fn sleeps_of(path: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .context("no voluntary_ctxt_switches")?
+        .trim()
+        .parse()
+        .context("voluntary_ctxt_switches is not a number")
+}
+
+/// What each thread of process `pid` used, by thread name (threads of one name added up).
+fn thread_ticks(pid: u32) -> anyhow::Result<BTreeMap<String, Use>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let task = entry?.file_name();
+        let Some(tid) = task.to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) else {
+            continue;
+        };
+        let Ok(ticks) = cpu_ticks_of(&format!("/proc/{pid}/task/{tid}/stat")) else {
+            continue;
+        };
+        let Ok(sleeps) = sleeps_of(&format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        let entry: &mut Use = out.entry(name.trim().to_owned()).or_default();
+        entry.ticks += ticks;
+        entry.sleeps += sleeps;
+    }
+    Ok(out)
+}
+
+/// One measurement: the agent of `files` from `ctx`'s binaries, as a gateway or not. Returns
+/// the process's share of a core and each thread's (by name).
+fn measure(
+    ctx: &Ctx,
+    ns: &Netns,
+    files: &AgentFiles,
+    gateway: bool,
+) -> anyhow::Result<(f64, BTreeMap<String, (f64, f64)>)> {
+    let mut agent = start(ctx, ns, files, gateway)?;
+    std::thread::sleep(SETTLE);
+    anyhow::ensure!(
+        agent.is_running(),
+        "the agent stopped while settling:\n{}",
+        agent.log()
+    );
+    let pid = agent.pid();
+    let before = cpu_ticks(pid)?;
+    let threads_before = thread_ticks(pid)?;
+    let started = Instant::now();
+    std::thread::sleep(WINDOW);
+    let after = cpu_ticks(pid)?;
+    let threads_after = thread_ticks(pid)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        agent.is_running(),
+        "the agent stopped while measured:\n{}",
+        agent.log()
+    );
+    let agent_bin = ctx.bin("enclave-agent")?;
+    let json = ns.exec(&[
+        agent_bin.to_string_lossy().as_ref(),
+        "status",
+        "-c",
+        files.config.to_string_lossy().as_ref(),
+        "--json",
+    ])?;
+    let status: serde_json::Value = serde_json::from_str(&json)?;
+    let peers = status["peers"].as_array().map_or(0, Vec::len);
+    anyhow::ensure!(
+        peers == PEERS,
+        "the agent shows {peers} peers, not {PEERS}:\n{json}"
+    );
+    agent.stop();
+    let tick = ticks_per_second()?;
+    let share = |ticks: u64| ticks as f64 / tick / elapsed * 100.0;
+    let threads = threads_after
+        .iter()
+        .map(|(name, after)| {
+            let before = threads_before.get(name).copied().unwrap_or_default();
+            let spent = after.ticks.saturating_sub(before.ticks);
+            let wakeups = after.sleeps.saturating_sub(before.sleeps) as f64 / elapsed;
+            (name.clone(), (share(spent), wakeups))
+        })
+        .collect();
+    Ok((share(after - before), threads))
+}
+
+fn idle(ctx: &Ctx) -> anyhow::Result<()> {
+    let topo = ctx.topology(&reference_without_forwarding("idle"))?;
+    let ns = topo.ns("gw");
+    let network = ctx.log_dir().join("network.toml");
+    let files = prepare(ctx, ns, &network, "")?;
+    write_definition(&network, &definition(&files))?;
+
+    let ours = ctx
+        .bin("enclave-agent")?
+        .parent()
+        .context("the binaries' directory")?
+        .to_owned();
+    let mut builds = vec![("this build".to_owned(), ours)];
+    if let Ok(dir) = std::env::var("ENCLAVE_BENCH_BASELINE") {
+        builds.push((format!("baseline ({dir})"), dir.into()));
+    }
+    let mut rows = Vec::new();
+    for (n, (label, bin_dir)) in builds.iter().enumerate() {
+        let build = Ctx::new(
+            ctx.name(),
+            ctx.log_dir().join(format!("build{n}")),
+            bin_dir.clone(),
+        );
+        std::fs::create_dir_all(build.log_dir())?;
+        for gateway in [false, true] {
+            let role = if gateway {
+                "enclave-gw"
+            } else {
+                "enclave-agent"
+            };
+            let (percent, threads) = measure(&build, ns, &files, gateway)
+                .with_context(|| format!("{role} of {label}"))?;
+            println!("{role:<14} {label}: {percent:.3} % of one core");
+            for (thread, (share, wakeups)) in &threads {
+                println!("    thread {thread:<16} {share:>7.3} % {wakeups:>8.1} wake-ups/s");
+            }
+            rows.push((role, label.clone(), percent));
+        }
+    }
+    println!();
+    println!(
+        "idle CPU with {PEERS} peers, {} s after {} s of settling (utime + stime, all threads)",
+        WINDOW.as_secs(),
+        SETTLE.as_secs()
+    );
+    println!("{:<14} {:<44} {:>12}", "binary", "build", "% of a core");
+    for (role, label, percent) in &rows {
+        println!("{role:<14} {label:<44} {percent:>12.3}");
+    }
+    println!();
+    println!("goal: at most {GOAL_PERCENT} % of one core for this build");
+    let over: Vec<String> = rows
+        .iter()
+        .filter(|(_, label, percent)| label == "this build" && *percent > GOAL_PERCENT)
+        .map(|(role, _, percent)| format!("{role} {percent:.3} %"))
+        .collect();
+    anyhow::ensure!(over.is_empty(), "over the goal: {}", over.join(", "));
+    Ok(())
+}
