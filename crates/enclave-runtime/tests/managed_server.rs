@@ -47,6 +47,10 @@ async fn run(service: &Service, command: Command) {
 }
 
 async fn key(service: &Service, tags: &[&str]) -> String {
+    key_with(service, tags, ApprovalMode::Auto).await
+}
+
+async fn key_with(service: &Service, tags: &[&str], approval: ApprovalMode) -> String {
     let made = secret::generate(secret::KEY_PREFIX);
     run(
         service,
@@ -54,7 +58,7 @@ async fn key(service: &Service, tags: &[&str]) -> String {
             id: made.id.clone(),
             hash: made.hash.clone(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            approval: ApprovalMode::Auto,
+            approval,
             uses: None,
             expires_at: None,
             ephemeral: false,
@@ -65,7 +69,7 @@ async fn key(service: &Service, tags: &[&str]) -> String {
 }
 
 #[test]
-fn a_managed_agent_enrols_gets_its_view_and_every_change_and_is_revoked() {
+fn a_managed_agent_enrols_gets_its_view_and_every_change_waits_while_pending_and_is_revoked() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -261,6 +265,59 @@ async fn scenario(dir: &std::path::Path) {
     assert!(
         again.is_none(),
         "an enrolled host enrolled again: {again:?}"
+    );
+
+    // A system enrolled with a manual key waits for approval, then gets its view.
+    let manual = key_with(&service, &["users"], ApprovalMode::Manual).await;
+    let (private, enrolled) = enrol::enrol(&url, &trust, &manual, Some("visitor"))
+        .await
+        .unwrap();
+    assert_eq!(enrolled.approval, "pending");
+    let visitor = dir.join("visitor");
+    enrol::write_private_key(&visitor.join("private.key"), &private).unwrap();
+    std::fs::write(
+        visitor.join("agent.toml"),
+        format!(
+            "private_key_file = \"private.key\"\n[control]\nserver = \"{url}\"\nfingerprint = \"{fingerprint}\"\nstate_dir = \"state\"\n"
+        ),
+    )
+    .unwrap();
+    let visitor_config = AgentConfig::load(&visitor.join("agent.toml")).unwrap();
+    let (_visitor_reports, visitor_rx) = tokio::sync::watch::channel(None);
+    let waiting = tokio::spawn(async move { managed::open(&visitor_config, visitor_rx).await });
+    // Connected and told it is pending (the server lists it connected), yet no view.
+    let mut connected = false;
+    for _ in 0..100 {
+        connected = hub.connected_here().contains_key("visitor");
+        if connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected, "the pending system never connected");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        hub.connected_here()["visitor"].serial_sent.is_none() && !waiting.is_finished(),
+        "a pending system got a view"
+    );
+    run(
+        &service,
+        Command::Approve {
+            name: "visitor".into(),
+        },
+    )
+    .await;
+    let (first, _visitor_events) = tokio::time::timeout(STEP, waiting)
+        .await
+        .expect("no view within 10 s of the approval")
+        .unwrap()
+        .unwrap()
+        .expect("open gave up");
+    assert_eq!(first.view.system, "visitor");
+    assert!(
+        first.view.peers.contains_key("db"),
+        "the approved visitor's view: {:?}",
+        first.view.peers.keys()
     );
 
     // Revoked: the agent is told, and its last good view is gone.
