@@ -442,7 +442,18 @@ impl Managed {
                     view,
                 };
                 let mut warnings = Vec::new();
-                if let Err(err) = last_view::save(&self.last_view_file, &self.public_key, &last) {
+                // Written (and fsync-ed) off the agent's event loop, before the view is handed
+                // over: a view in force is always one a restart can find.
+                let (path, key) = (self.last_view_file.clone(), self.public_key.clone());
+                let Ok((saved, last)) = tokio::task::spawn_blocking(move || {
+                    (last_view::save(&path, &key, &last), last)
+                })
+                .await
+                else {
+                    // The runtime is shutting down (or the write panicked): the agent stops.
+                    return Some(Ended::Stopped);
+                };
+                if let Err(err) = saved {
                     let text = format!(
                         "{}: without the server this agent could not restart on this view",
                         chain(&err)
