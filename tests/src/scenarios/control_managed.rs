@@ -3,12 +3,13 @@
 //! policy created through the server, traffic through the gateway, the server killed -9 and
 //! restarted under running agents, and a revocation that every peer applies within a second.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use enclave_control::client::{Client, HttpMethod};
-use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, TopologySpec};
+use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 use serde_json::{json, Value};
 
 use crate::agents::{start_with, AgentFiles};
@@ -16,11 +17,18 @@ use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "control-managed-basics",
-        about: "a laptop and a gateway enrol with keys and get their views from enclave-control; a policy made through the API lets the laptop reach 192.168.77.20; the server killed -9 leaves traffic going and agents reconnect when it is back; a revoked laptop loses its tunnel to the gateway within 1 s",
-        run: basics,
-    }]
+    vec![
+        Scenario {
+            name: "control-managed-basics",
+            about: "a laptop and a gateway enrol with keys and get their views from enclave-control; a policy made through the API lets the laptop reach 192.168.77.20; the server killed -9 leaves traffic going and agents reconnect when it is back; a revoked laptop loses its tunnel to the gateway within 1 s",
+            run: basics,
+        },
+        Scenario {
+            name: "control-managed-failover",
+            about: "managed agents with the server killed -9: the active gateway killed too, the laptop fails over to the other gateway on its last good view",
+            run: failover,
+        },
+    ]
 }
 
 /// The server's underlay address (its own node on the laptop's and gateways' segment).
@@ -270,71 +278,276 @@ fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Du
     bail!("{dst} never answered within {timeout:?}")
 }
 
-fn basics(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("cmb");
-    spec.node("ctl")
-        .node("sender")
-        .node("gw1")
-        .node("lan")
-        .addr("ctl", "eth0", &format!("{SERVER}/24"))
-        .addr("sender", "eth0", &format!("{LAPTOP_UNDERLAY}/24"))
-        .addr("gw1", "eth0", &format!("{}/24", GW_UNDERLAY[0]))
-        .addr("gw1", "lan0", &format!("{}/24", GW_LAN[0]))
-        .addr("lan", "eth0", &format!("{PRINTER}/24"))
-        .addr("lan", "eth0", &format!("{DC1}/24"))
-        .segment(
-            "wan",
-            &[("ctl", "eth0"), ("sender", "eth0"), ("gw1", "eth0")],
-        )
-        .segment("lan", &[("gw1", "lan0"), ("lan", "eth0")]);
-    let topo = ctx.topology(&spec)?;
-    let (ctl, sender, gw) = (topo.ns("ctl"), topo.ns("sender"), topo.ns("gw1"));
-    let control = ctx.bin("enclave-control")?;
-    let state = ctx.log_dir().join("control-state");
-    std::fs::create_dir_all(&state)?;
+/// The managed Menlo Park office: the server, the laptop and `gateways` gateways enrolled and
+/// running, both gateways allowed, the policy made through the API, and the laptop reaching
+/// 192.168.77.20.
+struct Fixture<'c> {
+    ctx: &'c Ctx,
+    /// Agent processes by node (dropped first, then the server, then the topology).
+    agents: BTreeMap<String, Process>,
+    server: Server,
+    files: BTreeMap<String, AgentFiles>,
+    control: PathBuf,
+    state: PathBuf,
+    token: String,
+    topo: Topology,
+}
 
-    // The server, an admin token, and one enrolment key per role.
-    let database = format!("sqlite://{}/control.db", state.display());
-    let token = ctl
-        .exec(&[
-            control.as_os_str(),
-            "admin".as_ref(),
-            "token".as_ref(),
-            "create".as_ref(),
-            "--database".as_ref(),
-            database.as_ref(),
-        ])?
-        .trim()
-        .to_owned();
-    ensure!(
-        token.starts_with("ent_"),
-        "admin token create printed {token:?}"
-    );
-    let mut server = start_server(ctl, &control, "enclave-control", &state)?;
-    let key = |tags: &str| -> anyhow::Result<String> {
-        let out = cli(
-            ctl,
-            &control,
-            &server,
-            &token,
-            &["keys", "create", "--tags", tags, "--approval", "auto"],
+/// The gateways' system names by node.
+const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "menlo-gw-2")];
+
+impl<'c> Fixture<'c> {
+    fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+        let mut spec = TopologySpec::new(tag);
+        spec.node("ctl")
+            .node("sender")
+            .node("lan")
+            .addr("ctl", "eth0", &format!("{SERVER}/24"))
+            .addr("sender", "eth0", &format!("{LAPTOP_UNDERLAY}/24"))
+            .addr("lan", "eth0", &format!("{PRINTER}/24"))
+            .addr("lan", "eth0", &format!("{DC1}/24"));
+        let mut wan = vec![("ctl", "eth0"), ("sender", "eth0")];
+        let mut lan = vec![("lan", "eth0")];
+        for (i, (node, _)) in GATEWAYS.iter().take(gateways).enumerate() {
+            spec.node(node)
+                .addr(node, "eth0", &format!("{}/24", GW_UNDERLAY[i]))
+                .addr(node, "lan0", &format!("{}/24", GW_LAN[i]));
+            wan.push((node, "eth0"));
+            lan.push((node, "lan0"));
+        }
+        spec.segment("wan", &wan).segment("lan", &lan);
+        let topo = ctx.topology(&spec)?;
+        let control = ctx.bin("enclave-control")?;
+        let state = ctx.log_dir().join("control-state");
+        std::fs::create_dir_all(&state)?;
+        let ctl = topo.ns("ctl");
+
+        // The server, an admin token, and one enrolment key per role.
+        let database = format!("sqlite://{}/control.db", state.display());
+        let token = ctl
+            .exec(&[
+                control.as_os_str(),
+                "admin".as_ref(),
+                "token".as_ref(),
+                "create".as_ref(),
+                "--database".as_ref(),
+                database.as_ref(),
+            ])?
+            .trim()
+            .to_owned();
+        ensure!(
+            token.starts_with("ent_"),
+            "admin token create printed {token:?}"
+        );
+        let server = start_server(ctl, &control, "enclave-control", &state)?;
+        let mut fixture = Self {
+            ctx,
+            agents: BTreeMap::new(),
+            server,
+            files: BTreeMap::new(),
+            control,
+            state,
+            token,
+            topo,
+        };
+        let laptop_key = fixture.key("users")?;
+        let gateway_key = fixture.key("gateways")?;
+
+        // Enrol (the key pairs are made on the hosts).
+        for (node, name) in GATEWAYS.iter().take(gateways) {
+            let files = enrol(
+                ctx,
+                fixture.topo.ns(node),
+                true,
+                &fixture.server,
+                &gateway_key,
+                name,
+            )?;
+            fixture.files.insert((*node).to_owned(), files);
+        }
+        let files = enrol(
+            ctx,
+            fixture.topo.ns("sender"),
+            false,
+            &fixture.server,
+            &laptop_key,
+            "laptop",
         )?;
+        fixture.files.insert("sender".to_owned(), files);
+
+        // The server does not put the underlay endpoints it sees into views yet (that comes
+        // with NAT traversal): the administrator gives the gateways', through export and
+        // import as for any edit of the definition.
+        let mut definition = fixture.cli(&["export"])?;
+        for (i, (_, name)) in GATEWAYS.iter().take(gateways).enumerate() {
+            let named = format!("name = \"{name}\"\n");
+            ensure!(
+                definition.contains(&named),
+                "the export has no {name}:\n{definition}"
+            );
+            definition = definition.replacen(
+                &named,
+                &format!("{named}endpoint = \"{}:51820\"\n", GW_UNDERLAY[i]),
+                1,
+            );
+        }
+        let path = ctx.log_dir().join("network.toml");
+        std::fs::write(&path, definition)?;
+        fixture.cli(&["import", path.to_str().context("path is not UTF-8")?])?;
+
+        for (node, _) in GATEWAYS.iter().take(gateways) {
+            fixture.start_agent(node)?;
+        }
+        fixture.start_agent("sender")?;
+
+        // The gateway toggle, then the discovered subnets reach the server.
+        for (node, name) in GATEWAYS.iter().take(gateways) {
+            fixture.cli(&["systems", "gateway", name, "on"])?;
+            let mut subnets = Value::Null;
+            let discovered = wait_until(Duration::from_secs(10), || {
+                subnets = fixture
+                    .cli(&["subnets", "list", "--json"])
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or(Value::Null);
+                subnets.to_string().contains(LAN)
+                    && subnets.as_array().is_some_and(|rows| {
+                        rows.iter().any(|row| {
+                            let row = row.to_string();
+                            row.contains(name) && row.contains(LAN) && row.contains("lan0")
+                        })
+                    })
+            });
+            ensure!(
+                discovered,
+                "{name}'s discovered {LAN} (on lan0) did not reach the server within 10 s:\n{subnets}\ngateway log:\n{}",
+                tail(&fixture.agents[*node].log(), 30)
+            );
+        }
+
+        // A gateway access policy made through the API; the laptop reaches the LAN with it.
+        let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
+        let (status, answer) = api(
+            fixture.topo.ns("ctl"),
+            &fixture.server,
+            &fixture.token,
+            "POST",
+            "/api/v1/policies",
+            &json!({
+                "name": "users to Menlo Park Office",
+                "kind": "gateway",
+                "senders": ["users"],
+                "gateways": names,
+                "subnets": [LAN],
+                "acl": [{ "protocol": "any" }],
+            }),
+        )?;
+        ensure!(
+            status == 200 || status == 201,
+            "creating the policy: {status} {answer}"
+        );
+        let took = until_answered(fixture.topo.ns("sender"), DC1, Duration::from_secs(10))
+            .with_context(|| {
+                format!(
+                    "laptop status: {:?}\nlaptop log:\n{}",
+                    fixture.status("sender"),
+                    tail(&fixture.agents["sender"].log(), 30)
+                )
+            })?;
+        println!(
+            "    the laptop reaches {DC1} {:.2} s after the policy was created",
+            took.as_secs_f64()
+        );
+        Ok(fixture)
+    }
+
+    fn ns(&self, node: &str) -> &Netns {
+        self.topo.ns(node)
+    }
+
+    /// An enrolment key with `tags`, automatic approval.
+    fn key(&self, tags: &str) -> anyhow::Result<String> {
+        let out = self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?;
         out.lines()
             .last()
             .map(|l| l.trim().to_owned())
             .filter(|k| k.starts_with("enk_"))
             .with_context(|| format!("keys create printed {out:?}"))
-    };
-    let laptop_key = key("users")?;
-    let gateway_key = key("gateways")?;
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        cli(
+            self.topo.ns("ctl"),
+            &self.control,
+            &self.server,
+            &self.token,
+            args,
+        )
+    }
+
+    /// Starts (or restarts) the agent of `node`.
+    fn start_agent(&mut self, node: &str) -> anyhow::Result<()> {
+        let process = start_with(
+            self.ctx,
+            self.topo.ns(node),
+            &self.files[node],
+            node != "sender",
+            SpawnOpts::default(),
+        )?;
+        self.agents.insert(node.to_owned(), process);
+        Ok(())
+    }
+
+    fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
+        self.agents
+            .get_mut(node)
+            .with_context(|| format!("no agent runs on {node}"))
+    }
+
+    fn status(&self, node: &str) -> anyhow::Result<Value> {
+        status_json(self.ctx, self.topo.ns(node), &self.files[node])
+    }
+
+    /// Whether `node`'s status warns that the control server is out of reach.
+    fn warned(&self, node: &str) -> bool {
+        self.status(node).is_ok_and(|s| {
+            s["warnings"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|w| w.as_str().is_some_and(|w| w.contains("control server")))
+            })
+        })
+    }
+
+    /// Kills the server with SIGKILL.
+    fn kill_server(&mut self) {
+        self.server.process.kill9();
+    }
+
+    /// Starts the server again on the same database and certificate.
+    fn restart_server(&mut self, label: &str) -> anyhow::Result<()> {
+        self.server = start_server(self.topo.ns("ctl"), &self.control, label, &self.state)?;
+        Ok(())
+    }
+}
+
+/// How many times `process` has connected to the control server.
+fn connections(process: &Process) -> usize {
+    process
+        .log()
+        .matches("connected to the control server")
+        .count()
+}
+
+fn basics(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Fixture::start(ctx, "cmb", 1)?;
 
     // A wrong key: the server's reason, and nothing written on the host.
     let refused_config = agent_dir(ctx, "refused")?.join("agent.toml");
     let (ok, output) = enrol_command(
         ctx,
-        sender,
+        office.ns("sender"),
         false,
-        &server,
+        &office.server,
         "enk_not-a-key",
         "laptop",
         &refused_config,
@@ -351,97 +564,9 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         "a refused enrolment left files behind"
     );
 
-    // Enrol (the key pairs are made on the hosts) and start the agents.
-    let gw_files = enrol(ctx, gw, true, &server, &gateway_key, "menlo-gw-1")?;
-    let laptop_files = enrol(ctx, sender, false, &server, &laptop_key, "laptop")?;
-    // The server does not learn underlay endpoints from agents for views yet (that comes with
-    // NAT traversal): the administrator gives the gateway's, through export and import as for
-    // any edit of the definition.
-    let exported = cli(ctl, &control, &server, &token, &["export"])?;
-    let named = "name = \"menlo-gw-1\"\n";
-    ensure!(
-        exported.contains(named),
-        "the export has no menlo-gw-1:\n{exported}"
-    );
-    let edited = exported.replacen(
-        named,
-        &format!("{named}endpoint = \"{}:51820\"\n", GW_UNDERLAY[0]),
-        1,
-    );
-    let definition = ctx.log_dir().join("network.toml");
-    std::fs::write(&definition, edited)?;
-    cli(
-        ctl,
-        &control,
-        &server,
-        &token,
-        &["import", definition.to_str().context("path is not UTF-8")?],
-    )?;
-
-    let mut gw_agent = start_with(ctx, gw, &gw_files, true, SpawnOpts::default())?;
-    let mut laptop_agent = start_with(ctx, sender, &laptop_files, false, SpawnOpts::default())?;
-
-    // The gateway toggle, then its discovered subnets reach the server.
-    cli(
-        ctl,
-        &control,
-        &server,
-        &token,
-        &["systems", "gateway", "menlo-gw-1", "on"],
-    )?;
-    let mut subnets = String::new();
-    let discovered = wait_until(Duration::from_secs(10), || {
-        subnets = cli(
-            ctl,
-            &control,
-            &server,
-            &token,
-            &["subnets", "list", "--json"],
-        )
-        .unwrap_or_default();
-        subnets.contains(LAN) && subnets.contains("lan0")
-    });
-    ensure!(
-        discovered,
-        "the gateway's discovered {LAN} (on lan0) did not reach the server within 10 s:\n{subnets}\ngateway log:\n{}",
-        tail(&gw_agent.log(), 30)
-    );
-
-    // A gateway access policy made through the API; the laptop reaches the LAN through it.
-    let (status, answer) = api(
-        ctl,
-        &server,
-        &token,
-        "POST",
-        "/api/v1/policies",
-        &json!({
-            "name": "users to Menlo Park Office",
-            "kind": "gateway",
-            "senders": ["users"],
-            "gateways": ["menlo-gw-1"],
-            "subnets": [LAN],
-            "acl": [{ "protocol": "any" }],
-        }),
-    )?;
-    ensure!(
-        status == 200 || status == 201,
-        "creating the policy: {status} {answer}"
-    );
-    let took = until_answered(sender, DC1, Duration::from_secs(10)).with_context(|| {
-        format!(
-            "laptop status: {:?}\nlaptop log:\n{}",
-            status_json(ctx, sender, &laptop_files),
-            tail(&laptop_agent.log(), 30)
-        )
-    })?;
-    println!(
-        "    the laptop reaches {DC1} {:.2} s after the policy was created",
-        took.as_secs_f64()
-    );
-
     // The server killed -9: traffic goes on, on the views in force.
-    server.process.kill9();
-    let during = sender.ping(DC1, 20)?;
+    office.kill_server();
+    let during = office.ns("sender").ping(DC1, 20)?;
     ensure!(
         during.all_answered(),
         "with the server killed, the laptop's pings to {DC1}: {}/{} answered\n{}",
@@ -450,22 +575,16 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         during.output
     );
     ensure!(
-        laptop_agent.is_running() && gw_agent.is_running(),
+        office.agent("sender")?.is_running() && office.agent("gw1")?.is_running(),
         "an agent stopped when the server went away"
     );
-    laptop_agent.wait_for_log("connecting again in", Duration::from_secs(5))?;
-    let warned = |files: &AgentFiles, ns: &Netns| {
-        status_json(ctx, ns, files).is_ok_and(|s| {
-            s["warnings"].as_array().is_some_and(|w| {
-                w.iter()
-                    .any(|w| w.as_str().is_some_and(|w| w.contains("control server")))
-            })
-        })
-    };
+    office
+        .agent("sender")?
+        .wait_for_log("connecting again in", Duration::from_secs(5))?;
     ensure!(
-        warned(&laptop_files, sender),
+        office.warned("sender"),
         "the laptop's status does not say the control server is out of reach: {:?}",
-        status_json(ctx, sender, &laptop_files)
+        office.status("sender")
     );
     println!(
         "    server killed -9: {}/{} pings answered through the gateway meanwhile",
@@ -474,72 +593,66 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
 
     // The laptop's agent restarted while the server is down: it starts from its last good
     // view on disk and reaches the LAN again.
-    let stopped = laptop_agent.stop();
+    let stopped = office.agent("sender")?.stop();
     ensure!(
         stopped.is_some_and(|s| s.success()),
         "the laptop's agent did not stop cleanly: {stopped:?}"
     );
-    laptop_agent = start_with(ctx, sender, &laptop_files, false, SpawnOpts::default())?;
-    laptop_agent.wait_for_log("starting from the last good view", Duration::from_secs(10))?;
-    let took = until_answered(sender, DC1, Duration::from_secs(10)).with_context(|| {
-        format!(
-            "after a restart without the server; laptop log:\n{}",
-            tail(&laptop_agent.log(), 30)
-        )
-    })?;
+    office.start_agent("sender")?;
+    office
+        .agent("sender")?
+        .wait_for_log("starting from the last good view", Duration::from_secs(10))?;
+    let took =
+        until_answered(office.ns("sender"), DC1, Duration::from_secs(10)).with_context(|| {
+            format!(
+                "after a restart without the server; laptop log:\n{}",
+                tail(&office.agents["sender"].log(), 30)
+            )
+        })?;
     println!(
         "    the laptop's agent restarted without the server: {DC1} answers again after {:.2} s, on the last good view",
         took.as_secs_f64()
     );
 
     // Restarted on the same database and certificate: both agents connect again.
-    let connections = |process: &Process| {
-        process
-            .log()
-            .matches("connected to the control server")
-            .count()
-    };
-    let before = (connections(&laptop_agent), connections(&gw_agent));
-    drop(server);
-    let server = start_server(ctl, &control, "enclave-control-2", &state)?;
+    let before = (
+        connections(&office.agents["sender"]),
+        connections(&office.agents["gw1"]),
+    );
+    office.restart_server("enclave-control-2")?;
     let restarted = Instant::now();
     let back = wait_until(Duration::from_secs(40), || {
-        connections(&laptop_agent) > before.0 && connections(&gw_agent) > before.1
+        connections(&office.agents["sender"]) > before.0
+            && connections(&office.agents["gw1"]) > before.1
     });
     ensure!(
         back,
         "the agents did not connect again within 40 s of the restart; laptop log:\n{}",
-        tail(&laptop_agent.log(), 20)
+        tail(&office.agents["sender"].log(), 20)
     );
     println!(
         "    server restarted: both agents connected again within {:.1} s",
         restarted.elapsed().as_secs_f64()
     );
     ensure!(
-        wait_until(Duration::from_secs(5), || !warned(&laptop_files, sender)),
+        wait_until(Duration::from_secs(5), || !office.warned("sender")),
         "the laptop's status still warns of the control server after it reconnected: {:?}",
-        status_json(ctx, sender, &laptop_files)
+        office.status("sender")
     );
     ensure!(
-        sender.ping_once(DC1)?,
+        office.ns("sender").ping_once(DC1)?,
         "after the restart the laptop no longer reaches {DC1}"
     );
 
     // Revoked: the gateway drops the laptop within a second.
     ensure!(
-        has_peer(&status_json(ctx, gw, &gw_files)?, "laptop"),
+        has_peer(&office.status("gw1")?, "laptop"),
         "positive control: the gateway has no tunnel to the laptop before the revocation"
     );
     let revoked = Instant::now();
-    cli(
-        ctl,
-        &control,
-        &server,
-        &token,
-        &["systems", "revoke", "laptop"],
-    )?;
+    office.cli(&["systems", "revoke", "laptop"])?;
     let gone = wait_until(Duration::from_secs(3), || {
-        status_json(ctx, gw, &gw_files).is_ok_and(|s| !has_peer(&s, "laptop"))
+        office.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
     });
     let took = revoked.elapsed();
     ensure!(
@@ -556,10 +669,10 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         took.as_secs_f64()
     );
     ensure!(
-        !sender.ping_once(DC1)?,
+        !office.ns("sender").ping_once(DC1)?,
         "the revoked laptop still reaches {DC1}"
     );
-    let last_view = laptop_files
+    let last_view = office.files["sender"]
         .config
         .with_file_name("state")
         .join("enclave0.view.json");
@@ -568,9 +681,67 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         "the revoked laptop kept its last good view {}",
         last_view.display()
     );
+    Ok(())
+}
 
-    drop(laptop_agent);
-    drop(gw_agent);
-    drop(server);
+/// The gateway the laptop uses for the LAN now, by node.
+fn active_gateway(office: &Fixture<'_>) -> Option<&'static str> {
+    let status = office.status("sender").ok()?;
+    let name = status["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["subnet"] == LAN)?["gateway"]
+        .as_str()?
+        .to_owned();
+    GATEWAYS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(node, _)| *node)
+}
+
+fn failover(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Fixture::start(ctx, "cmf", 2)?;
+    office.kill_server();
+    office
+        .agent("sender")?
+        .wait_for_log("connecting again in", Duration::from_secs(5))?;
+    let first = active_gateway(&office).with_context(|| {
+        format!(
+            "the laptop names no active gateway for {LAN}: {:?}",
+            office.status("sender")
+        )
+    })?;
+    let other = if first == "gw1" { "gw2" } else { "gw1" };
+    let killed = Instant::now();
+    office.agent(first)?.kill9();
+    let took =
+        until_answered(office.ns("sender"), DC1, Duration::from_secs(10)).with_context(|| {
+            format!(
+                "no failover without the server: {:?}",
+                office.status("sender")
+            )
+        })?;
+    let moved = wait_until(Duration::from_secs(5), || {
+        active_gateway(&office) == Some(other)
+    });
+    ensure!(
+        moved,
+        "the laptop did not move to {other}: {:?}",
+        office.status("sender")
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "traffic came back only {took:?} after the active gateway was killed"
+    );
+    println!(
+        "    server down, {first} killed -9: {DC1} answered through {other} again after {:.2} s ({:.2} s since the kill)",
+        took.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    ensure!(
+        office.warned("sender"),
+        "the laptop's status does not say the control server is out of reach: {:?}",
+        office.status("sender")
+    );
     Ok(())
 }
