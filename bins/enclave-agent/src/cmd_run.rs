@@ -31,6 +31,8 @@ pub struct StatusArgs {
 pub fn run(args: RunArgs, role: Role) -> anyhow::Result<ExitCode> {
     enclave_runtime::logging::init(args.verbosity);
     let config = AgentConfig::load(&args.config)?;
+    // An unattended install's first start: enrol with the configured enrolment key.
+    enclave_runtime::managed::enrol::enrol_if_needed(&config)?;
     agent::run(config, role)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod cmd_enrol;
 mod cmd_keys;
 mod cmd_policy;
 mod cmd_run;
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run the agent in the foreground (systemd-friendly).
     Run(cmd_run::RunArgs),
+    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
+    /// write a managed agent.toml.
+    Enrol(cmd_enrol::EnrolArgs),
     /// Show the running agent's peers, gateways and routes.
     Status(cmd_run::StatusArgs),
     /// Write a new private key (mode 0600) and print its public key.
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Agent),
         Command::Status(args) => cmd_run::status(args),
+        Command::Enrol(args) => cmd_enrol::run(args, "enclave-agent"),
         Command::Keygen(args) => cmd_keys::keygen(args),
         Command::Pubkey(args) => cmd_keys::pubkey(args),
         Command::Policy(cmd) => cmd_policy::run(cmd),

@@ -5,6 +5,9 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_discover;
+// The same `enrol` as enclave-agent's.
+#[path = "../../enclave-agent/src/cmd_enrol.rs"]
+mod cmd_enrol;
 // The same `run` and `status` as enclave-agent's; only the role differs.
 #[path = "../../enclave-agent/src/cmd_run.rs"]
 mod cmd_run;
@@ -33,6 +36,9 @@ enum Command {
     /// Run the gateway agent in the foreground: an agent that also forwards and NATs into the
     /// subnets the network definition lets it serve.
     Run(cmd_run::RunArgs),
+    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
+    /// write a managed agent.toml.
+    Enrol(cmd_enrol::EnrolArgs),
     /// Show the running agent's peers, gateways and routes.
     Status(cmd_run::StatusArgs),
     /// List the local subnets this gateway could serve, and why each interface was taken or left.
@@ -44,6 +50,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Gateway),
         Command::Status(args) => cmd_run::status(args),
+        Command::Enrol(args) => cmd_enrol::run(args, "enclave-gw"),
         Command::Discover(args) => cmd_discover::run(args),
     };
     match result {

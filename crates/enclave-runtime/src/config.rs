@@ -1,6 +1,6 @@
 //! The agent's own configuration file (`/etc/enclave/agent.toml` by default): where its key and
-//! the network definition are, and how this host runs the overlay. What the network allows is
-//! in the network definition, not here.
+//! its view come from (a network-definition file, or a control server), and how this host runs
+//! the overlay. What the network allows is in the network definition or on the server, not here.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,9 @@ use crate::{Error, Result};
 
 /// The default path of the agent configuration.
 pub const DEFAULT_PATH: &str = "/etc/enclave/agent.toml";
+
+/// The default directory of a managed agent's state (its last good view).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/enclave";
 
 /// Which data plane carries the tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -38,37 +41,149 @@ pub enum NatBackend {
     Iptables,
 }
 
-/// The agent configuration.
+/// Where the agent's view comes from: exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewSource {
+    /// File mode: the network definition shared by every agent (`network_file`).
+    File(PathBuf),
+    /// Managed mode: a control server (the `[control]` section).
+    Control(ControlConfig),
+}
+
+/// The `[control]` section: the control server of a managed agent.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The server, `https://HOST:PORT`.
+    pub server: String,
+    /// The SHA-256 fingerprint of the server's certificate (64 hex digits, colons allowed), as
+    /// `enclave-control run` prints it. Exactly one of this and `ca_file`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// A PEM file of the CA that signed the server's certificate, instead of a fingerprint.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Where the agent keeps its last good view (`INTERFACE.view.json`, mode 0600), so that it
+    /// keeps running on it while the server cannot be reached.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// For unattended installs: a file holding an enrolment key, used once, on the first
+    /// start, when `private_key_file` does not exist yet (the agent then makes the key,
+    /// enrols and goes on). Ignored once the system is enrolled.
+    #[serde(default)]
+    pub enrolment_key_file: Option<PathBuf>,
+    /// The name to ask for at enrolment (the host name when left out).
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+impl ControlConfig {
+    /// The pinned fingerprint as 32 bytes, if one is given (checked when loaded).
+    pub fn fingerprint_bytes(&self) -> Option<[u8; 32]> {
+        self.fingerprint.as_deref().and_then(parse_fingerprint)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let valid_url = self.server.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty()
+                && !rest.contains('/')
+                && rest
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        });
+        if !valid_url {
+            return Err(format!(
+                "[control] server = {:?}: give the control server as https://HOST:PORT (a managed agent speaks TLS only)",
+                self.server
+            ));
+        }
+        match (&self.fingerprint, &self.ca_file) {
+            (Some(_), Some(_)) => Err(
+                "[control] has both fingerprint and ca_file: the server's identity is pinned one way; keep one of them".to_owned(),
+            ),
+            (None, None) => Err(
+                "[control] needs the server's identity: fingerprint = \"AB:CD:…\" (printed by `enclave-control run`) or ca_file = \"/path/to/ca.pem\"".to_owned(),
+            ),
+            (Some(fingerprint), None) if parse_fingerprint(fingerprint).is_none() => Err(format!(
+                "[control] fingerprint = {fingerprint:?} is not a SHA-256 fingerprint: 64 hex digits, colons allowed, as `enclave-control run` prints it"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A SHA-256 fingerprint from hex with or without colons, any case, an optional `sha256:`
+/// prefix.
+pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("sha256:")
+        .or_else(|| text.strip_prefix("SHA256:"))
+        .unwrap_or(text);
+    let clean: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if clean.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(clean.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// The file with this system's private key (base64, as `wg genkey` and `enclave-agent
     /// keygen` write it). It must not be readable by group or others.
     pub private_key_file: PathBuf,
-    /// The network definition shared by every agent.
-    pub network_file: PathBuf,
+    /// Where this system's view comes from.
+    pub source: ViewSource,
     /// The tunnel interface's name.
-    #[serde(default = "default_interface")]
     pub interface: String,
     /// The UDP port of the tunnel.
-    #[serde(default = "default_listen_port")]
     pub listen_port: u16,
     /// Where the control socket (and, for our data plane, the UAPI socket) live.
-    #[serde(default = "default_runtime_dir")]
     pub runtime_dir: PathBuf,
     /// The data plane.
-    #[serde(default)]
     pub dataplane: DataplaneBackend,
     /// The directory of the WireGuard UAPI sockets (`<dir>/<interface>.sock`).
-    #[serde(default = "default_uapi_dir")]
     pub uapi_dir: PathBuf,
     /// The NAT backend of a gateway.
-    #[serde(default)]
     pub nat: NatBackend,
     /// The firewall mark of the tunnel's own UDP packets and the routing table of a default
     /// route through a gateway.
-    #[serde(default = "default_fwmark")]
     pub fwmark: u32,
+}
+
+/// The file as written: `network_file` and `[control]` are both optional here, and
+/// [`AgentConfig::parse`] insists on exactly one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    private_key_file: PathBuf,
+    #[serde(default)]
+    network_file: Option<PathBuf>,
+    #[serde(default)]
+    control: Option<ControlConfig>,
+    #[serde(default = "default_interface")]
+    interface: String,
+    #[serde(default = "default_listen_port")]
+    listen_port: u16,
+    #[serde(default = "default_runtime_dir")]
+    runtime_dir: PathBuf,
+    #[serde(default)]
+    dataplane: DataplaneBackend,
+    #[serde(default = "default_uapi_dir")]
+    uapi_dir: PathBuf,
+    #[serde(default)]
+    nat: NatBackend,
+    #[serde(default = "default_fwmark")]
+    fwmark: u32,
 }
 
 fn default_interface() -> String {
@@ -100,9 +215,22 @@ impl AgentConfig {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for file in [&mut config.private_key_file, &mut config.network_file] {
+        let absolute = |file: &mut PathBuf| {
             if file.is_relative() {
                 *file = base.join(&*file);
+            }
+        };
+        absolute(&mut config.private_key_file);
+        match &mut config.source {
+            ViewSource::File(network_file) => absolute(network_file),
+            ViewSource::Control(control) => {
+                absolute(&mut control.state_dir);
+                for file in [&mut control.ca_file, &mut control.enrolment_key_file]
+                    .into_iter()
+                    .flatten()
+                {
+                    absolute(file);
+                }
             }
         }
         Ok(config)
@@ -110,7 +238,31 @@ impl AgentConfig {
 
     /// Parses the text of a configuration; the error is the reader's message with its position.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let source = match (raw.network_file, raw.control) {
+            (Some(network_file), None) => ViewSource::File(network_file),
+            (None, Some(control)) => {
+                control.check()?;
+                ViewSource::Control(control)
+            }
+            (Some(_), Some(_)) => {
+                return Err("network_file and [control] are both given: an agent takes its view from one place; keep network_file for file mode, or the [control] section for a control server".to_owned());
+            }
+            (None, None) => {
+                return Err("where does this system's view come from? give network_file (a network definition, file mode) or a [control] section (a control server; `enclave-agent enrol` writes one)".to_owned());
+            }
+        };
+        let config = Self {
+            private_key_file: raw.private_key_file,
+            source,
+            interface: raw.interface,
+            listen_port: raw.listen_port,
+            runtime_dir: raw.runtime_dir,
+            dataplane: raw.dataplane,
+            uapi_dir: raw.uapi_dir,
+            nat: raw.nat,
+            fwmark: raw.fwmark,
+        };
         let bad_name = config.interface.is_empty()
             || config.interface.len() > 15
             || !config
@@ -154,6 +306,32 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    /// The network definition of an agent in file mode; `None` in managed mode.
+    pub fn network_file(&self) -> Option<&Path> {
+        match &self.source {
+            ViewSource::File(path) => Some(path),
+            ViewSource::Control(_) => None,
+        }
+    }
+
+    /// The `[control]` section of a managed agent; `None` in file mode.
+    pub fn control(&self) -> Option<&ControlConfig> {
+        match &self.source {
+            ViewSource::File(_) => None,
+            ViewSource::Control(control) => Some(control),
+        }
+    }
+
+    /// Where a managed agent keeps its last good view: `INTERFACE.view.json` in the state
+    /// directory; `None` in file mode.
+    pub fn last_view_file(&self) -> Option<PathBuf> {
+        self.control().map(|control| {
+            control
+                .state_dir
+                .join(format!("{}.view.json", self.interface))
+        })
     }
 
     /// The path of the control socket that `enclave-agent status` talks to.
@@ -270,6 +448,144 @@ mod tests {
         ] {
             assert!(parse(ok).is_ok(), "{ok} was refused");
         }
+    }
+
+    const FINGERPRINT: &str = "D0:5F:75:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:36:86";
+
+    #[test]
+    fn file_mode_configurations_read_as_before() {
+        let config = AgentConfig::parse(
+            "private_key_file = \"k\"\nnetwork_file = \"/etc/enclave/network.toml\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.source,
+            ViewSource::File(PathBuf::from("/etc/enclave/network.toml"))
+        );
+        assert_eq!(
+            config.network_file(),
+            Some(Path::new("/etc/enclave/network.toml"))
+        );
+        assert!(config.control().is_none());
+        assert!(config.last_view_file().is_none());
+    }
+
+    #[test]
+    fn a_control_section_makes_a_managed_agent() {
+        let config = AgentConfig::parse(&format!(
+            "private_key_file = \"k\"\ninterface = \"enc1\"\n[control]\nserver = \"https://control.example.net:8443\"\nfingerprint = \"{FINGERPRINT}\"\n"
+        ))
+        .unwrap();
+        let control = config.control().unwrap();
+        assert_eq!(control.server, "https://control.example.net:8443");
+        assert_eq!(control.fingerprint_bytes().unwrap()[0], 0xd0);
+        assert_eq!(control.fingerprint_bytes().unwrap()[31], 0x86);
+        assert_eq!(control.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert!(config.network_file().is_none());
+        assert_eq!(
+            config.last_view_file().unwrap(),
+            Path::new("/var/lib/enclave/enc1.view.json")
+        );
+        // A CA file instead of a fingerprint, and unattended enrolment.
+        let config = AgentConfig::parse(
+            "private_key_file = \"k\"\n[control]\nserver = \"https://10.0.0.1:8443\"\nca_file = \"ca.pem\"\nenrolment_key_file = \"enrol.key\"\nstate_dir = \"/srv/enclave\"\n",
+        )
+        .unwrap();
+        let control = config.control().unwrap();
+        assert_eq!(control.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert!(control.fingerprint_bytes().is_none());
+        assert_eq!(
+            control.enrolment_key_file.as_deref(),
+            Some(Path::new("enrol.key"))
+        );
+    }
+
+    #[test]
+    fn exactly_one_source_is_required() {
+        let both = AgentConfig::parse(&format!(
+            "private_key_file = \"k\"\nnetwork_file = \"n\"\n[control]\nserver = \"https://h:1\"\nfingerprint = \"{FINGERPRINT}\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            both,
+            "network_file and [control] are both given: an agent takes its view from one place; keep network_file for file mode, or the [control] section for a control server"
+        );
+        let neither = AgentConfig::parse("private_key_file = \"k\"\n").unwrap_err();
+        assert_eq!(
+            neither,
+            "where does this system's view come from? give network_file (a network definition, file mode) or a [control] section (a control server; `enclave-agent enrol` writes one)"
+        );
+    }
+
+    #[test]
+    fn a_control_section_is_checked() {
+        let parse = |section: &str| {
+            AgentConfig::parse(&format!("private_key_file = \"k\"\n[control]\n{section}\n"))
+        };
+        let pinned = format!("fingerprint = \"{FINGERPRINT}\"");
+        for url in [
+            "http://h:8443",
+            "https://h",
+            "https://h:port",
+            "https://h:8443/api",
+            "h:8443",
+        ] {
+            let err = parse(&format!("server = \"{url}\"\n{pinned}")).unwrap_err();
+            assert!(err.contains("https://HOST:PORT"), "{url}: {err}");
+        }
+        assert_eq!(
+            parse("server = \"https://h:1\"").unwrap_err(),
+            "[control] needs the server's identity: fingerprint = \"AB:CD:…\" (printed by `enclave-control run`) or ca_file = \"/path/to/ca.pem\""
+        );
+        assert_eq!(
+            parse(&format!("server = \"https://h:1\"\n{pinned}\nca_file = \"ca.pem\"")).unwrap_err(),
+            "[control] has both fingerprint and ca_file: the server's identity is pinned one way; keep one of them"
+        );
+        let err = parse("server = \"https://h:1\"\nfingerprint = \"AB:CD\"").unwrap_err();
+        assert!(err.contains("is not a SHA-256 fingerprint"), "{err}");
+        let err = parse(&format!(
+            "server = \"https://h:1\"\n{pinned}\nsevrer = \"x\""
+        ))
+        .unwrap_err();
+        assert!(err.contains("unknown field `sevrer`"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_of_a_managed_agent_are_taken_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("enclave-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            "private_key_file = \"private.key\"\n[control]\nserver = \"https://h:1\"\nca_file = \"ca.pem\"\nstate_dir = \"state\"\nenrolment_key_file = \"enrol.key\"\n",
+        )
+        .unwrap();
+        let config = AgentConfig::load(&path).unwrap();
+        let control = config.control().unwrap();
+        assert_eq!(config.private_key_file, dir.join("private.key"));
+        assert_eq!(
+            control.ca_file.as_deref(),
+            Some(dir.join("ca.pem").as_path())
+        );
+        assert_eq!(control.state_dir, dir.join("state"));
+        assert_eq!(
+            control.enrolment_key_file.as_deref(),
+            Some(dir.join("enrol.key").as_path())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fingerprints_parse_in_the_forms_people_paste() {
+        let colons = "AB:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&colons), Some([0xab; 32]));
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{}", "ab".repeat(32))),
+            Some([0xab; 32])
+        );
+        assert_eq!(parse_fingerprint("AB:CD"), None);
+        assert_eq!(parse_fingerprint(&"zz".repeat(32)), None);
+        assert_eq!(parse_fingerprint(&"é".repeat(32)), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod error;
 pub mod failover;
 pub mod file_source;
 pub mod logging;
+pub mod managed;
 pub mod source;
 pub mod status;
 pub mod tunnel;

@@ -6,6 +6,7 @@ use crate::Scenario;
 mod access;
 mod agent;
 pub(crate) mod control;
+mod control_managed;
 mod dataplane;
 mod discovery;
 mod failover;
@@ -38,6 +39,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(roaming::scenarios());
     all.extend(trust::scenarios());
     all.extend(control::scenarios());
+    all.extend(control_managed::scenarios());
     all.extend(userguide::scenarios());
     all
 }

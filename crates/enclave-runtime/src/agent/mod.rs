@@ -35,7 +35,7 @@ use self::dataplane::Dataplane;
 pub use control_socket::query_status;
 pub use report::{describe, Internet};
 
-use crate::config::{read_private_key, AgentConfig};
+use crate::config::{read_private_key, AgentConfig, ViewSource};
 use crate::control::CONTROL_PORT;
 use crate::desired::{Desired, Egress};
 use crate::failover::{Candidate, Selector};
@@ -55,14 +55,21 @@ pub enum Role {
 /// Where this system's view comes from: its first view (whose errors stop the agent at start)
 /// and the channel of what follows. The one place that picks a source, and the only one that
 /// looks at where the configuration says the view is.
-fn open_source(
+///
+/// `None`: stopped (SIGINT, SIGTERM) while waiting for a control server's first view.
+async fn open_source(
     config: &AgentConfig,
     public_key: &str,
     reports: Reports,
-) -> Result<(Update, mpsc::Receiver<SourceEvent>)> {
-    // A definition file reports to nobody.
-    drop(reports);
-    crate::file_source::open(&config.network_file, public_key)
+) -> Result<Option<(Update, mpsc::Receiver<SourceEvent>)>> {
+    match &config.source {
+        ViewSource::File(network_file) => {
+            // A definition file reports to nobody.
+            drop(reports);
+            crate::file_source::open(network_file, public_key).map(Some)
+        }
+        ViewSource::Control(_) => crate::managed::open(config, reports).await,
+    }
 }
 
 /// A random number from the operating system, for the first probe id.
@@ -130,7 +137,9 @@ pub async fn serve(config: AgentConfig, role: Role) -> Result<()> {
     drop(key_text);
     let public_key = private_key.public_key().to_base64();
     let (reports, reports_rx) = watch::channel(None);
-    let (first, source) = open_source(&config, &public_key, reports_rx)?;
+    let Some((first, source)) = open_source(&config, &public_key, reports_rx).await? else {
+        return Ok(());
+    };
     for warning in &first.warnings {
         tracing::warn!("{warning}");
     }

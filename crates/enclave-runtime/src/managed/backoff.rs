@@ -1,0 +1,140 @@
+//! When to try the control server again: exponential back-off with full jitter.
+//!
+//! Each failed attempt doubles the ceiling, from [`FIRST`] up to [`CAP`]; the wait is drawn
+//! uniformly between [`FLOOR`] and that ceiling ("full jitter"), so a thousand agents that
+//! lost the same server do not come back in step. A session that worked resets it.
+
+use std::time::Duration;
+
+use rand_core::RngCore;
+
+/// The ceiling after the first failure.
+pub const FIRST: Duration = Duration::from_millis(500);
+/// The highest ceiling.
+pub const CAP: Duration = Duration::from_secs(30);
+/// The shortest wait, so that a server refusing at once is not hammered.
+pub const FLOOR: Duration = Duration::from_millis(100);
+
+/// The back-off state of one connection.
+#[derive(Debug, Clone, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// A back-off with no failure yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ceiling of the next wait: [`FIRST`] doubled per failure before, at most [`CAP`].
+    pub fn ceiling(&self) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        FIRST.saturating_mul(1 << doublings).min(CAP)
+    }
+
+    /// Records a failed attempt and returns how long to wait before the next one, drawn from
+    /// `rng` between [`FLOOR`] and the ceiling.
+    pub fn failed(&mut self, rng: &mut impl RngCore) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ceiling = self.ceiling();
+        let span = u64::try_from((ceiling - FLOOR).as_millis()).unwrap_or(u64::MAX);
+        FLOOR + Duration::from_millis(rng.next_u64() % (span + 1))
+    }
+
+    /// A session worked: the next failure starts from [`FIRST`] again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// How many attempts failed in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generator of our own (the tests are deterministic; the agent passes `OsRng`).
+    struct Counter(u64);
+
+    impl RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            self.next_u64() as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            // SplitMix64: spreads consecutive states over the whole range.
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for chunk in dest.chunks_mut(8) {
+                let bytes = self.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_ceiling_doubles_from_half_a_second_to_thirty_seconds() {
+        let mut backoff = Backoff::new();
+        let mut rng = Counter(1);
+        let mut ceilings = Vec::new();
+        for _ in 0..10 {
+            backoff.failed(&mut rng);
+            ceilings.push(backoff.ceiling().as_millis());
+        }
+        assert_eq!(
+            ceilings,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000]
+        );
+        // Many failures later it stays at the cap (no overflow).
+        for _ in 0..1000 {
+            backoff.failed(&mut rng);
+        }
+        assert_eq!(backoff.ceiling(), CAP);
+        backoff.reset();
+        assert_eq!(backoff.failures(), 0);
+        backoff.failed(&mut rng);
+        assert_eq!(backoff.ceiling(), FIRST);
+    }
+
+    #[test]
+    fn waits_stay_within_bounds_and_are_spread_over_them() {
+        let mut rng = Counter(7);
+        for failures in 1..=8u32 {
+            let mut waits = Vec::new();
+            let mut ceiling = Duration::ZERO;
+            for _ in 0..400 {
+                let mut backoff = Backoff::new();
+                let mut wait = Duration::ZERO;
+                for _ in 0..failures {
+                    wait = backoff.failed(&mut rng);
+                }
+                ceiling = backoff.ceiling();
+                assert!(
+                    wait >= FLOOR && wait <= ceiling,
+                    "{wait:?} outside {FLOOR:?}..={ceiling:?}"
+                );
+                waits.push(wait);
+            }
+            // Full jitter: the waits cover the range, not one point of it.
+            let quarter = (ceiling - FLOOR) / 4;
+            let low = waits.iter().filter(|w| **w < FLOOR + quarter).count();
+            let high = waits.iter().filter(|w| **w > ceiling - quarter).count();
+            assert!(
+                low > 40 && high > 40,
+                "after {failures} failures: {low} low, {high} high of 400"
+            );
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! Managed agents against a real control server: the server in its own namespace on the
+//! underlay, a laptop and a gateway that enrol with enrolment keys, a gateway toggled on and a
+//! policy created through the server, traffic through the gateway, the server killed -9 and
+//! restarted under running agents, and a revocation that every peer applies within a second.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use enclave_control::client::{Client, HttpMethod};
+use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
+use serde_json::{json, Value};
+
+use crate::agents::{start_with, AgentFiles};
+use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
+use crate::{Ctx, Scenario};
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "control-managed-basics",
+            about: "a laptop and a gateway enrol with keys and get their views from enclave-control; a policy made through the API lets the laptop reach 192.168.77.20; the server killed -9 leaves traffic going and agents reconnect when it is back; a revoked laptop loses its tunnel to the gateway within 1 s",
+            run: basics,
+        },
+        Scenario {
+            name: "control-managed-failover",
+            about: "managed agents with the server killed -9: the active gateway killed too, the laptop fails over to the other gateway on its last good view",
+            run: failover,
+        },
+    ]
+}
+
+/// The server's underlay address (its own node on the laptop's and gateways' segment).
+const SERVER: &str = "10.10.0.100";
+/// The server's port.
+const PORT: u16 = 8443;
+
+/// A running `enclave-control run`, with how to reach and recognise it.
+struct Server {
+    process: Process,
+    url: String,
+    fingerprint: String,
+}
+
+fn start_server(ns: &Netns, bin: &Path, label: &str, state: &Path) -> anyhow::Result<Server> {
+    let bin = bin.to_str().context("binary path is not UTF-8")?;
+    let database = format!("sqlite://{}/control.db", state.display());
+    let listen = format!("{SERVER}:{PORT}");
+    let tls_dir = state.to_str().context("path is not UTF-8")?;
+    let mut process = ns.spawn(
+        label,
+        &[
+            bin,
+            "run",
+            "--database",
+            &database,
+            "--listen",
+            &listen,
+            "--tls-dir",
+            tls_dir,
+            "--tls-name",
+            SERVER,
+            "-v",
+        ],
+        SpawnOpts::default(),
+    )?;
+    process.wait_for_log("enclave-control: serving", Duration::from_secs(30))?;
+    let fingerprint = process
+        .log()
+        .lines()
+        .find_map(|l| l.split("fingerprint").nth(1))
+        .and_then(|rest| rest.rsplit(' ').next())
+        .context("the server printed no fingerprint")?
+        .to_owned();
+    Ok(Server {
+        process,
+        url: format!("https://{listen}"),
+        fingerprint,
+    })
+}
+
+/// The administration CLI in `ns` against `server`: its standard output, or an error with
+/// its standard error.
+fn cli(
+    ns: &Netns,
+    bin: &Path,
+    server: &Server,
+    token: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut argv = vec![bin.to_str().context("binary path is not UTF-8")?];
+    argv.extend_from_slice(args);
+    let output = ns
+        .command(&argv)
+        .env("ENCLAVE_CONTROL_URL", &server.url)
+        .env("ENCLAVE_CONTROL_FINGERPRINT", &server.fingerprint)
+        .env("ENCLAVE_CONTROL_TOKEN", token)
+        .output()
+        .context("running enclave-control")?;
+    if !output.status.success() {
+        bail!(
+            "enclave-control {} failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// One API request from inside `ns`, with the admin token.
+fn api(
+    ns: &Netns,
+    server: &Server,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<(u16, Value)> {
+    let fingerprint = enclave_control::tls::parse_fingerprint(&server.fingerprint)?;
+    let client = Client::new(
+        &server.url,
+        Some(enclave_control::tls::Trust::Fingerprint(fingerprint)),
+        Some(token.to_owned()),
+    )?;
+    let method = HttpMethod::from_bytes(method.as_bytes())?;
+    let path = path.to_owned();
+    let body = body.to_string().into_bytes();
+    let answer = ns.run_in(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(client.request(method, &path, Some(("application/json", body))))
+                    .map_err(anyhow::Error::from)
+            })
+    })??;
+    Ok((answer.status.as_u16(), answer.json()))
+}
+
+/// Where a node's agent files go.
+fn agent_dir(ctx: &Ctx, node: &str) -> anyhow::Result<PathBuf> {
+    let dir = ctx.log_dir().join(format!("{node}-agent"));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `enclave-agent enrol` (or `enclave-gw enrol`) in `ns`: its status and output.
+fn enrol_command(
+    ctx: &Ctx,
+    ns: &Netns,
+    gateway: bool,
+    server: &Server,
+    key: &str,
+    name: &str,
+    config: &Path,
+) -> anyhow::Result<(bool, String)> {
+    let bin = ctx.bin(if gateway {
+        "enclave-gw"
+    } else {
+        "enclave-agent"
+    })?;
+    let state = config.with_file_name("state");
+    let output = ns
+        .command(&[
+            bin.as_os_str(),
+            "enrol".as_ref(),
+            "--server".as_ref(),
+            server.url.as_ref(),
+            "--fingerprint".as_ref(),
+            server.fingerprint.as_ref(),
+            "--key".as_ref(),
+            key.as_ref(),
+            "--hostname".as_ref(),
+            name.as_ref(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+            "-c".as_ref(),
+            config.as_os_str(),
+        ])
+        .output()
+        .context("running enrol")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.success(), text))
+}
+
+/// Enrols `node` as `name` and returns its agent files (the managed `agent.toml` with this
+/// node's runtime directory put in front of its `[control]` section).
+fn enrol(
+    ctx: &Ctx,
+    ns: &Netns,
+    gateway: bool,
+    server: &Server,
+    key: &str,
+    name: &str,
+) -> anyhow::Result<AgentFiles> {
+    let dir = agent_dir(ctx, ns.node())?;
+    let config = dir.join("agent.toml");
+    let (ok, output) = enrol_command(ctx, ns, gateway, server, key, name, &config)?;
+    ensure!(ok, "enrolling {name} failed:\n{output}");
+    ensure!(
+        output.contains(&format!("as {name:?}")) && output.contains("approved"),
+        "enrol printed:\n{output}"
+    );
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("private.key"))?.permissions(),
+    ) & 0o777;
+    ensure!(key_mode == 0o600, "the private key has mode {key_mode:o}");
+    // Unix socket paths are short: the runtime directory goes under the node's own short
+    // directory, as agents::prepare does.
+    let runtime_dir = ns
+        .wireguard_dir()
+        .parent()
+        .context("the node's wireguard directory has a parent")?
+        .join("run");
+    let written = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, format!("runtime_dir = {runtime_dir:?}\n{written}"))?;
+    let agent = ctx.bin("enclave-agent")?;
+    let private_key = dir.join("private.key");
+    let public_key = ns
+        .exec(&[
+            agent.as_os_str(),
+            "pubkey".as_ref(),
+            private_key.as_os_str(),
+        ])?
+        .trim()
+        .to_owned();
+    Ok(AgentFiles {
+        node: ns.node().to_owned(),
+        public_key,
+        config,
+        runtime_dir,
+    })
+}
+
+/// `status --json` of an agent.
+fn status_json(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<Value> {
+    let agent = ctx.bin("enclave-agent")?;
+    let text = ns.exec(&[
+        agent.as_os_str(),
+        "status".as_ref(),
+        "-c".as_ref(),
+        files.config.as_os_str(),
+        "--json".as_ref(),
+    ])?;
+    serde_json::from_str(&text).context("status --json is not JSON")
+}
+
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn has_peer(status: &Value, peer: &str) -> bool {
+    status["peers"]
+        .as_array()
+        .is_some_and(|peers| peers.iter().any(|p| p["name"] == peer))
+}
+
+/// Pings `dst` from `ns` every 50 ms until it answers, within `timeout`.
+fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let argv = ["ping", "-n", "-c", "1", "-W", "0.2", dst];
+    while started.elapsed() < timeout {
+        let output = ns.exec_output(&argv)?;
+        if PingResult::from_output(&argv.join(" "), &output)?.received > 0 {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{dst} never answered within {timeout:?}")
+}
+
+/// The managed Menlo Park office: the server, the laptop and `gateways` gateways enrolled and
+/// running, both gateways allowed, the policy made through the API, and the laptop reaching
+/// 192.168.77.20.
+struct Fixture<'c> {
+    ctx: &'c Ctx,
+    /// Agent processes by node (dropped first, then the server, then the topology).
+    agents: BTreeMap<String, Process>,
+    server: Server,
+    files: BTreeMap<String, AgentFiles>,
+    control: PathBuf,
+    state: PathBuf,
+    token: String,
+    topo: Topology,
+}
+
+/// The gateways' system names by node.
+const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "menlo-gw-2")];
+
+impl<'c> Fixture<'c> {
+    fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+        let mut spec = TopologySpec::new(tag);
+        spec.node("ctl")
+            .node("sender")
+            .node("lan")
+            .addr("ctl", "eth0", &format!("{SERVER}/24"))
+            .addr("sender", "eth0", &format!("{LAPTOP_UNDERLAY}/24"))
+            .addr("lan", "eth0", &format!("{PRINTER}/24"))
+            .addr("lan", "eth0", &format!("{DC1}/24"));
+        let mut wan = vec![("ctl", "eth0"), ("sender", "eth0")];
+        let mut lan = vec![("lan", "eth0")];
+        for (i, (node, _)) in GATEWAYS.iter().take(gateways).enumerate() {
+            spec.node(node)
+                .addr(node, "eth0", &format!("{}/24", GW_UNDERLAY[i]))
+                .addr(node, "lan0", &format!("{}/24", GW_LAN[i]));
+            wan.push((node, "eth0"));
+            lan.push((node, "lan0"));
+        }
+        spec.segment("wan", &wan).segment("lan", &lan);
+        let topo = ctx.topology(&spec)?;
+        let control = ctx.bin("enclave-control")?;
+        let state = ctx.log_dir().join("control-state");
+        std::fs::create_dir_all(&state)?;
+        let ctl = topo.ns("ctl");
+
+        // The server, an admin token, and one enrolment key per role.
+        let database = format!("sqlite://{}/control.db", state.display());
+        let token = ctl
+            .exec(&[
+                control.as_os_str(),
+                "admin".as_ref(),
+                "token".as_ref(),
+                "create".as_ref(),
+                "--database".as_ref(),
+                database.as_ref(),
+            ])?
+            .trim()
+            .to_owned();
+        ensure!(
+            token.starts_with("ent_"),
+            "admin token create printed {token:?}"
+        );
+        let server = start_server(ctl, &control, "enclave-control", &state)?;
+        let mut fixture = Self {
+            ctx,
+            agents: BTreeMap::new(),
+            server,
+            files: BTreeMap::new(),
+            control,
+            state,
+            token,
+            topo,
+        };
+        let laptop_key = fixture.key("users")?;
+        let gateway_key = fixture.key("gateways")?;
+
+        // Enrol (the key pairs are made on the hosts).
+        for (node, name) in GATEWAYS.iter().take(gateways) {
+            let files = enrol(
+                ctx,
+                fixture.topo.ns(node),
+                true,
+                &fixture.server,
+                &gateway_key,
+                name,
+            )?;
+            fixture.files.insert((*node).to_owned(), files);
+        }
+        let files = enrol(
+            ctx,
+            fixture.topo.ns("sender"),
+            false,
+            &fixture.server,
+            &laptop_key,
+            "laptop",
+        )?;
+        fixture.files.insert("sender".to_owned(), files);
+
+        // The server does not put the underlay endpoints it sees into views yet (that comes
+        // with NAT traversal): the administrator gives the gateways', through export and
+        // import as for any edit of the definition.
+        let mut definition = fixture.cli(&["export"])?;
+        for (i, (_, name)) in GATEWAYS.iter().take(gateways).enumerate() {
+            let named = format!("name = \"{name}\"\n");
+            ensure!(
+                definition.contains(&named),
+                "the export has no {name}:\n{definition}"
+            );
+            definition = definition.replacen(
+                &named,
+                &format!("{named}endpoint = \"{}:51820\"\n", GW_UNDERLAY[i]),
+                1,
+            );
+        }
+        let path = ctx.log_dir().join("network.toml");
+        std::fs::write(&path, definition)?;
+        fixture.cli(&["import", path.to_str().context("path is not UTF-8")?])?;
+
+        for (node, _) in GATEWAYS.iter().take(gateways) {
+            fixture.start_agent(node)?;
+        }
+        fixture.start_agent("sender")?;
+
+        // The gateway toggle, then the discovered subnets reach the server.
+        for (node, name) in GATEWAYS.iter().take(gateways) {
+            fixture.cli(&["systems", "gateway", name, "on"])?;
+            let mut subnets = Value::Null;
+            let discovered = wait_until(Duration::from_secs(10), || {
+                subnets = fixture
+                    .cli(&["subnets", "list", "--json"])
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok())
+                    .unwrap_or(Value::Null);
+                subnets.to_string().contains(LAN)
+                    && subnets.as_array().is_some_and(|rows| {
+                        rows.iter().any(|row| {
+                            let row = row.to_string();
+                            row.contains(name) && row.contains(LAN) && row.contains("lan0")
+                        })
+                    })
+            });
+            ensure!(
+                discovered,
+                "{name}'s discovered {LAN} (on lan0) did not reach the server within 10 s:\n{subnets}\ngateway log:\n{}",
+                tail(&fixture.agents[*node].log(), 30)
+            );
+        }
+
+        // A gateway access policy made through the API; the laptop reaches the LAN with it.
+        let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
+        let (status, answer) = api(
+            fixture.topo.ns("ctl"),
+            &fixture.server,
+            &fixture.token,
+            "POST",
+            "/api/v1/policies",
+            &json!({
+                "name": "users to Menlo Park Office",
+                "kind": "gateway",
+                "senders": ["users"],
+                "gateways": names,
+                "subnets": [LAN],
+                "acl": [{ "protocol": "any" }],
+            }),
+        )?;
+        ensure!(
+            status == 200 || status == 201,
+            "creating the policy: {status} {answer}"
+        );
+        let took = until_answered(fixture.topo.ns("sender"), DC1, Duration::from_secs(10))
+            .with_context(|| {
+                format!(
+                    "laptop status: {:?}\nlaptop log:\n{}",
+                    fixture.status("sender"),
+                    tail(&fixture.agents["sender"].log(), 30)
+                )
+            })?;
+        println!(
+            "    the laptop reaches {DC1} {:.2} s after the policy was created",
+            took.as_secs_f64()
+        );
+        Ok(fixture)
+    }
+
+    fn ns(&self, node: &str) -> &Netns {
+        self.topo.ns(node)
+    }
+
+    /// An enrolment key with `tags`, automatic approval.
+    fn key(&self, tags: &str) -> anyhow::Result<String> {
+        let out = self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?;
+        out.lines()
+            .last()
+            .map(|l| l.trim().to_owned())
+            .filter(|k| k.starts_with("enk_"))
+            .with_context(|| format!("keys create printed {out:?}"))
+    }
+
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        cli(
+            self.topo.ns("ctl"),
+            &self.control,
+            &self.server,
+            &self.token,
+            args,
+        )
+    }
+
+    /// Starts (or restarts) the agent of `node`.
+    fn start_agent(&mut self, node: &str) -> anyhow::Result<()> {
+        let process = start_with(
+            self.ctx,
+            self.topo.ns(node),
+            &self.files[node],
+            node != "sender",
+            SpawnOpts::default(),
+        )?;
+        self.agents.insert(node.to_owned(), process);
+        Ok(())
+    }
+
+    fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
+        self.agents
+            .get_mut(node)
+            .with_context(|| format!("no agent runs on {node}"))
+    }
+
+    fn status(&self, node: &str) -> anyhow::Result<Value> {
+        status_json(self.ctx, self.topo.ns(node), &self.files[node])
+    }
+
+    /// Whether `node`'s status warns that the control server is out of reach.
+    fn warned(&self, node: &str) -> bool {
+        self.status(node).is_ok_and(|s| {
+            s["warnings"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|w| w.as_str().is_some_and(|w| w.contains("control server")))
+            })
+        })
+    }
+
+    /// Kills the server with SIGKILL.
+    fn kill_server(&mut self) {
+        self.server.process.kill9();
+    }
+
+    /// Starts the server again on the same database and certificate.
+    fn restart_server(&mut self, label: &str) -> anyhow::Result<()> {
+        self.server = start_server(self.topo.ns("ctl"), &self.control, label, &self.state)?;
+        Ok(())
+    }
+}
+
+/// How many times `process` has connected to the control server.
+fn connections(process: &Process) -> usize {
+    process
+        .log()
+        .matches("connected to the control server")
+        .count()
+}
+
+fn basics(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Fixture::start(ctx, "cmb", 1)?;
+
+    // A wrong key: the server's reason, and nothing written on the host.
+    let refused_config = agent_dir(ctx, "refused")?.join("agent.toml");
+    let (ok, output) = enrol_command(
+        ctx,
+        office.ns("sender"),
+        false,
+        &office.server,
+        "enk_not-a-key",
+        "laptop",
+        &refused_config,
+    )?;
+    ensure!(
+        !ok && output.contains("the enrolment key is not valid")
+            && output.contains("Nothing was changed on this host."),
+        "a wrong enrolment key:\n{output}"
+    );
+    ensure!(
+        std::fs::read_dir(refused_config.parent().context("parent")?)?
+            .next()
+            .is_none(),
+        "a refused enrolment left files behind"
+    );
+
+    // The server killed -9: traffic goes on, on the views in force.
+    office.kill_server();
+    let during = office.ns("sender").ping(DC1, 20)?;
+    ensure!(
+        during.all_answered(),
+        "with the server killed, the laptop's pings to {DC1}: {}/{} answered\n{}",
+        during.received,
+        during.transmitted,
+        during.output
+    );
+    ensure!(
+        office.agent("sender")?.is_running() && office.agent("gw1")?.is_running(),
+        "an agent stopped when the server went away"
+    );
+    office
+        .agent("sender")?
+        .wait_for_log("connecting again in", Duration::from_secs(5))?;
+    ensure!(
+        office.warned("sender"),
+        "the laptop's status does not say the control server is out of reach: {:?}",
+        office.status("sender")
+    );
+    println!(
+        "    server killed -9: {}/{} pings answered through the gateway meanwhile",
+        during.received, during.transmitted
+    );
+
+    // The laptop's agent restarted while the server is down: it starts from its last good
+    // view on disk and reaches the LAN again.
+    let stopped = office.agent("sender")?.stop();
+    ensure!(
+        stopped.is_some_and(|s| s.success()),
+        "the laptop's agent did not stop cleanly: {stopped:?}"
+    );
+    office.start_agent("sender")?;
+    office
+        .agent("sender")?
+        .wait_for_log("starting from the last good view", Duration::from_secs(10))?;
+    let took =
+        until_answered(office.ns("sender"), DC1, Duration::from_secs(10)).with_context(|| {
+            format!(
+                "after a restart without the server; laptop log:\n{}",
+                tail(&office.agents["sender"].log(), 30)
+            )
+        })?;
+    println!(
+        "    the laptop's agent restarted without the server: {DC1} answers again after {:.2} s, on the last good view",
+        took.as_secs_f64()
+    );
+
+    // Restarted on the same database and certificate: both agents connect again.
+    let before = (
+        connections(&office.agents["sender"]),
+        connections(&office.agents["gw1"]),
+    );
+    office.restart_server("enclave-control-2")?;
+    let restarted = Instant::now();
+    let back = wait_until(Duration::from_secs(40), || {
+        connections(&office.agents["sender"]) > before.0
+            && connections(&office.agents["gw1"]) > before.1
+    });
+    ensure!(
+        back,
+        "the agents did not connect again within 40 s of the restart; laptop log:\n{}",
+        tail(&office.agents["sender"].log(), 20)
+    );
+    println!(
+        "    server restarted: both agents connected again within {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    ensure!(
+        wait_until(Duration::from_secs(5), || !office.warned("sender")),
+        "the laptop's status still warns of the control server after it reconnected: {:?}",
+        office.status("sender")
+    );
+    ensure!(
+        office.ns("sender").ping_once(DC1)?,
+        "after the restart the laptop no longer reaches {DC1}"
+    );
+
+    // Revoked: the gateway drops the laptop within a second.
+    ensure!(
+        has_peer(&office.status("gw1")?, "laptop"),
+        "positive control: the gateway has no tunnel to the laptop before the revocation"
+    );
+    let revoked = Instant::now();
+    office.cli(&["systems", "revoke", "laptop"])?;
+    let gone = wait_until(Duration::from_secs(3), || {
+        office.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
+    });
+    let took = revoked.elapsed();
+    ensure!(
+        gone,
+        "the gateway still has a tunnel to the revoked laptop after 3 s"
+    );
+    ensure!(
+        took <= Duration::from_secs(1),
+        "the gateway dropped the revoked laptop after {:.2} s, not within 1 s",
+        took.as_secs_f64()
+    );
+    println!(
+        "    revoked: the gateway dropped the laptop within {:.2} s (command included)",
+        took.as_secs_f64()
+    );
+    ensure!(
+        !office.ns("sender").ping_once(DC1)?,
+        "the revoked laptop still reaches {DC1}"
+    );
+    let last_view = office.files["sender"]
+        .config
+        .with_file_name("state")
+        .join("enclave0.view.json");
+    ensure!(
+        wait_until(Duration::from_secs(2), || !last_view.exists()),
+        "the revoked laptop kept its last good view {}",
+        last_view.display()
+    );
+    Ok(())
+}
+
+/// The gateway the laptop uses for the LAN now, by node.
+fn active_gateway(office: &Fixture<'_>) -> Option<&'static str> {
+    let status = office.status("sender").ok()?;
+    let name = status["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["subnet"] == LAN)?["gateway"]
+        .as_str()?
+        .to_owned();
+    GATEWAYS
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(node, _)| *node)
+}
+
+fn failover(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut office = Fixture::start(ctx, "cmf", 2)?;
+    office.kill_server();
+    office
+        .agent("sender")?
+        .wait_for_log("connecting again in", Duration::from_secs(5))?;
+    let first = active_gateway(&office).with_context(|| {
+        format!(
+            "the laptop names no active gateway for {LAN}: {:?}",
+            office.status("sender")
+        )
+    })?;
+    let other = if first == "gw1" { "gw2" } else { "gw1" };
+    let killed = Instant::now();
+    office.agent(first)?.kill9();
+    let took =
+        until_answered(office.ns("sender"), DC1, Duration::from_secs(10)).with_context(|| {
+            format!(
+                "no failover without the server: {:?}",
+                office.status("sender")
+            )
+        })?;
+    let moved = wait_until(Duration::from_secs(5), || {
+        active_gateway(&office) == Some(other)
+    });
+    ensure!(
+        moved,
+        "the laptop did not move to {other}: {:?}",
+        office.status("sender")
+    );
+    ensure!(
+        took < Duration::from_secs(5),
+        "traffic came back only {took:?} after the active gateway was killed"
+    );
+    println!(
+        "    server down, {first} killed -9: {DC1} answered through {other} again after {:.2} s ({:.2} s since the kill)",
+        took.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    ensure!(
+        office.warned("sender"),
+        "the laptop's status does not say the control server is out of reach: {:?}",
+        office.status("sender")
+    );
+    Ok(())
+}
