@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use enclave_filter::{Direction, FilterConfig, PeerFilter};
 use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateKey, PublicKey};
 
+use crate::offload::{self, Coalescer, Segments, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::routes::EgressRoutes;
 use crate::sys::{self, Batch, Tun, Waker};
 use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
@@ -54,9 +55,16 @@ pub(crate) struct Engine {
     routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
     tun_write_errors: u64,
+    tun_read_malformed: u64,
     rx: Batch,
     tx: Batch,
+    /// Sealed datagrams waiting in `tx`.
+    tx_count: usize,
     plain: Box<[u8]>,
+    /// One segment of a super-packet read from the TUN device.
+    segment: Box<[u8]>,
+    /// Receive coalescing (GRO) for a TUN device with `virtio_net_hdr`s.
+    coalescer: Coalescer,
     next_sweep: Instant,
 }
 
@@ -84,9 +92,13 @@ impl Engine {
             routes: EgressRoutes::default(),
             drops: [0; DropReason::ALL.len()],
             tun_write_errors: 0,
+            tun_read_malformed: 0,
             rx: Batch::new(BATCH, BUF),
             tx: Batch::new(BATCH, BUF),
+            tx_count: 0,
             plain: vec![0u8; BUF].into_boxed_slice(),
+            segment: vec![0u8; BUF].into_boxed_slice(),
+            coalescer: Coalescer::new(),
             next_sweep: now + SWEEP_INTERVAL,
         }
     }
@@ -281,6 +293,7 @@ impl Engine {
             peers,
             drops,
             tun_write_errors: self.tun_write_errors,
+            tun_read_malformed: self.tun_read_malformed,
         }
     }
 
@@ -290,6 +303,7 @@ impl Engine {
 
     /// Datagrams from the network: decrypt, filter, write to the TUN device.
     fn network_to_tun(&mut self) -> std::io::Result<()> {
+        let vnet_hdr = self.tun.offloads().vnet_hdr;
         for _ in 0..4 {
             let n = self.rx.recv(self.udp.as_raw_fd())?;
             if n == 0 {
@@ -325,7 +339,14 @@ impl Engine {
                             }
                         }
                         tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
-                        if self.tun.write(packet).is_err() {
+                        if vnet_hdr {
+                            let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                            self.coalescer.push(packet, &mut |hdr, p| {
+                                if tun.write_vnet(hdr, p).is_err() {
+                                    *errors += 1;
+                                }
+                            });
+                        } else if self.tun.write(packet).is_err() {
                             self.tun_write_errors += 1;
                         }
                     }
@@ -336,6 +357,14 @@ impl Engine {
                     }
                 }
             }
+            if vnet_hdr {
+                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                self.coalescer.flush(&mut |hdr, p| {
+                    if tun.write_vnet(hdr, p).is_err() {
+                        *errors += 1;
+                    }
+                });
+            }
             self.flush_transmits();
             if n < self.rx.slots() {
                 break;
@@ -344,71 +373,121 @@ impl Engine {
         Ok(())
     }
 
-    /// Packets from the TUN device: filter, encrypt, send in batches.
+    /// Packets from the TUN device: split super-packets, filter, encrypt, send in batches.
     fn tun_to_network(&mut self) -> std::io::Result<()> {
+        // The buffers leave `self` while they are read, so that sealing can borrow it.
+        let mut plain = std::mem::take(&mut self.plain);
+        let mut segment = std::mem::take(&mut self.segment);
+        let result = self.read_and_seal(&mut plain, &mut segment);
+        self.plain = plain;
+        self.segment = segment;
+        self.send_sealed();
+        result
+    }
+
+    fn read_and_seal(&mut self, plain: &mut [u8], segment: &mut [u8]) -> std::io::Result<()> {
+        let vnet_hdr = self.tun.offloads().vnet_hdr;
         for _ in 0..4 {
             let now = Instant::now();
             let wall = SystemTime::now();
-            let mut count = 0;
-            let mut exhausted = false;
-            while count < BATCH {
-                let Some(len) = self.tun.read(&mut self.plain)? else {
-                    exhausted = true;
-                    break;
+            for _ in 0..BATCH {
+                let Some(len) = self.tun.read(plain)? else {
+                    return Ok(());
                 };
                 if self.private_key.is_none() {
                     continue;
                 }
-                let packet = &self.plain[..len];
-                if !self.routes.is_empty() {
-                    if let Some(peer) = self.routes.peer_for(packet) {
-                        if let Some(filter) = self.filters.get_mut(&peer) {
-                            if let enclave_filter::Verdict::Drop(reason) =
-                                filter.check(Direction::Egress, packet, now)
-                            {
-                                tracing::trace!(
-                                    peer = %peer,
-                                    packet = %Inner(packet),
-                                    reason = reason.as_str(),
-                                    "outbound packet filtered"
-                                );
-                                continue;
-                            }
+                if !vnet_hdr {
+                    self.seal(&plain[..len], now, wall);
+                    continue;
+                }
+                let Some(hdr) = VnetHdr::parse(&plain[..len]) else {
+                    self.tun_read_malformed += 1;
+                    continue;
+                };
+                let packet = &mut plain[VNET_HDR_LEN..len];
+                if hdr.gso_type == GSO_NONE {
+                    // Most packets: at most a checksum to complete, in place.
+                    if offload::complete_checksum(&hdr, packet).is_err() {
+                        self.tun_read_malformed += 1;
+                        continue;
+                    }
+                    self.seal(packet, now, wall);
+                    continue;
+                }
+                match Segments::new(hdr, packet) {
+                    Ok(mut segments) => {
+                        // Each segment meets the filter and the core as a packet of its own.
+                        while let Some(n) = segments.next_into(segment) {
+                            self.seal(&segment[..n], now, wall);
                         }
                     }
-                }
-                match self
-                    .device
-                    .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
-                {
-                    Encapsulated::Send { dst, len, .. } => {
-                        tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
-                        self.tx.lens[count] = len;
-                        self.tx.set_dst(count, dst, self.udp.v6);
-                        count += 1;
-                    }
-                    Encapsulated::Queued { .. } => {}
-                    Encapsulated::Dropped(reason) => {
-                        tracing::trace!(
-                            packet = %Inner(packet),
-                            reason = reason.as_str(),
-                            "outbound packet dropped"
-                        );
-                        self.drop_count(reason);
+                    Err(e) => {
+                        tracing::trace!(error = ?e, "super-packet from the TUN device dropped");
+                        self.tun_read_malformed += 1;
                     }
                 }
             }
-            if count > 0 {
-                if let Err(e) = self.tx.send(self.udp.as_raw_fd(), count) {
-                    tracing::trace!(error = %e, "sendmmsg failed");
-                }
-            }
-            self.flush_transmits();
-            if exhausted {
-                break;
-            }
+            self.send_sealed();
         }
         Ok(())
+    }
+
+    /// Filters one packet from the TUN device and seals it into the send batch (sending the
+    /// batch when it is full).
+    fn seal(&mut self, packet: &[u8], now: Instant, wall: SystemTime) {
+        if !self.routes.is_empty() {
+            if let Some(peer) = self.routes.peer_for(packet) {
+                if let Some(filter) = self.filters.get_mut(&peer) {
+                    if let enclave_filter::Verdict::Drop(reason) =
+                        filter.check(Direction::Egress, packet, now)
+                    {
+                        tracing::trace!(
+                            peer = %peer,
+                            packet = %Inner(packet),
+                            reason = reason.as_str(),
+                            "outbound packet filtered"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        let count = self.tx_count;
+        match self
+            .device
+            .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
+        {
+            Encapsulated::Send { dst, len, .. } => {
+                tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
+                self.tx.lens[count] = len;
+                self.tx.set_dst(count, dst, self.udp.v6);
+                self.tx_count += 1;
+                if self.tx_count == BATCH {
+                    self.send_sealed();
+                }
+            }
+            Encapsulated::Queued { .. } => {}
+            Encapsulated::Dropped(reason) => {
+                tracing::trace!(
+                    packet = %Inner(packet),
+                    reason = reason.as_str(),
+                    "outbound packet dropped"
+                );
+                self.drop_count(reason);
+            }
+        }
+    }
+
+    /// Sends the sealed batch, then what the core has queued (handshakes).
+    fn send_sealed(&mut self) {
+        if self.tx_count > 0 {
+            if let Err(e) = self.tx.send(self.udp.as_raw_fd(), self.tx_count) {
+                tracing::trace!(error = %e, "sendmmsg failed");
+            }
+            self.tx_count = 0;
+        }
+        self.flush_transmits();
     }
 
     fn flush_transmits(&mut self) {

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
+use crate::offload::VNET_HDR_LEN;
 
 /// `SIOCGIFFLAGS` (linux/sockios.h).
 const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
@@ -73,16 +74,48 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A TUN device (layer 3, no packet information header). Closing it removes the interface.
+/// `IFF_VNET_HDR` (linux/if_tun.h): every packet read or written is preceded by a
+/// `virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+/// `TUNSETOFFLOAD` (linux/if_tun.h): `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM`: we take packets whose checksum is still to be completed.
+const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `TUN_F_TSO4`: we take IPv4 TCP super-packets.
+const TUN_F_TSO4: libc::c_uint = 0x02;
+/// `TUN_F_TSO6`: we take IPv6 TCP super-packets.
+const TUN_F_TSO6: libc::c_uint = 0x04;
+/// `TUN_F_USO4`: we take IPv4 UDP super-packets (Linux 6.2).
+const TUN_F_USO4: libc::c_uint = 0x20;
+/// `TUN_F_USO6`: we take IPv6 UDP super-packets (Linux 6.2).
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// Which segmentation offloads a TUN device has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TunOffloads {
+    /// Packets carry a `virtio_net_hdr` (`IFF_VNET_HDR`): we may write TCP super-packets
+    /// (receive coalescing), and read whatever the flags below allow.
+    pub(crate) vnet_hdr: bool,
+    /// Checksum completion and TCP super-packets (TSO4/TSO6).
+    pub(crate) tso: bool,
+    /// UDP super-packets (USO4/USO6).
+    pub(crate) uso: bool,
+}
+
+/// A TUN device (layer 3, no packet information header, and a `virtio_net_hdr` when
+/// [`TunOffloads::vnet_hdr`]). Closing it removes the interface.
 #[derive(Debug)]
 pub(crate) struct Tun {
     fd: OwnedFd,
     name: String,
+    offloads: TunOffloads,
 }
 
 impl Tun {
-    /// Creates the TUN interface `name`, sets its MTU and brings it up.
-    pub(crate) fn create(name: &str, mtu: u16) -> Result<Tun> {
+    /// Creates the TUN interface `name`, sets its MTU and brings it up. With `offload`, asks
+    /// for `virtio_net_hdr`s and the checksum, TSO and USO offloads, and takes what the
+    /// kernel grants (nothing, on a kernel without them).
+    pub(crate) fn create(name: &str, mtu: u16, offload: bool) -> Result<Tun> {
         check_name(name)?;
         let create_err = |source| Error::TunCreate {
             name: name.to_owned(),
@@ -101,15 +134,44 @@ impl Tun {
         }
         // SAFETY: `raw` is a descriptor we just opened and own exclusively.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = IfReq::new(name);
-        req.data.flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out in full.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
-            return Err(create_err(io::Error::last_os_error()));
+        let set_iff = |flags: libc::c_int| -> io::Result<IfReq> {
+            let mut req = IfReq::new(name);
+            req.data.flags = flags as libc::c_short;
+            // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out in
+            // full.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(req)
+        };
+        let plain = libc::IFF_TUN | libc::IFF_NO_PI;
+        let (req, vnet_hdr) = if offload {
+            match set_iff(plain | IFF_VNET_HDR) {
+                Ok(req) => (req, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    (set_iff(plain).map_err(create_err)?, false)
+                }
+                Err(e) => return Err(create_err(e)),
+            }
+        } else {
+            (set_iff(plain).map_err(create_err)?, false)
+        };
+        let mut offloads = TunOffloads {
+            vnet_hdr,
+            ..TunOffloads::default()
+        };
+        if vnet_hdr {
+            let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+            if set_offload(&fd, tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+                (offloads.tso, offloads.uso) = (true, true);
+            } else if set_offload(&fd, tso).is_ok() {
+                offloads.tso = true;
+            }
         }
         let tun = Tun {
             fd,
             name: req.name(),
+            offloads,
         };
         tun.configure(mtu).map_err(|source| Error::TunConfigure {
             name: tun.name.clone(),
@@ -131,6 +193,11 @@ impl Tun {
         &self.name
     }
 
+    /// The offloads in use.
+    pub(crate) fn offloads(&self) -> TunOffloads {
+        self.offloads
+    }
+
     /// Reads one packet; `Ok(None)` when none is waiting.
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
@@ -145,8 +212,11 @@ impl Tun {
         Ok(Some(n as usize))
     }
 
-    /// Writes one packet.
+    /// Writes one packet (with an empty `virtio_net_hdr` in front when the device wants one).
     pub(crate) fn write(&self, packet: &[u8]) -> io::Result<()> {
+        if self.offloads.vnet_hdr {
+            return self.write_vnet(&[0; VNET_HDR_LEN], packet);
+        }
         // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
         if n < 0 {
@@ -154,6 +224,37 @@ impl Tun {
         }
         Ok(())
     }
+
+    /// Writes one packet (or super-packet) after its `virtio_net_hdr`, in one writev; only
+    /// for a device with [`TunOffloads::vnet_hdr`].
+    pub(crate) fn write_vnet(&self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the given lengths, which writev only
+        // reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// `TUNSETOFFLOAD` with `flags`.
+fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsRawFd for Tun {
