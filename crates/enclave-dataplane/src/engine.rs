@@ -51,6 +51,8 @@ pub(crate) struct Engine {
     pub(crate) filter_config: FilterConfig,
     pub(crate) commands: Receiver<Command>,
     pub(crate) waker: std::sync::Arc<Waker>,
+    /// Whether to use the socket's offloads (UDP GSO and GRO), also on a rebound socket.
+    offload: bool,
     /// Which peer an outbound packet goes to, for the egress filter.
     routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
@@ -78,8 +80,16 @@ impl Engine {
         filter_config: FilterConfig,
         commands: Receiver<Command>,
         waker: std::sync::Arc<Waker>,
+        offload: bool,
     ) -> Engine {
         let now = Instant::now();
+        let mut udp = udp;
+        if offload {
+            udp.enable_gro();
+        }
+        let mut tx = Batch::new(BATCH, BUF);
+        tx.gso = offload;
+        tracing::info!(gso = offload, gro = udp.gro, "UDP offloads");
         Engine {
             device,
             private_key,
@@ -89,12 +99,13 @@ impl Engine {
             filter_config,
             commands,
             waker,
+            offload,
             routes: EgressRoutes::default(),
             drops: [0; DropReason::ALL.len()],
             tun_write_errors: 0,
             tun_read_malformed: 0,
             rx: Batch::new(BATCH, BUF),
-            tx: Batch::new(BATCH, BUF),
+            tx,
             tx_count: 0,
             plain: vec![0u8; BUF].into_boxed_slice(),
             segment: vec![0u8; BUF].into_boxed_slice(),
@@ -211,7 +222,10 @@ impl Engine {
         let fwmark = request.fwmark.unwrap_or(self.udp.fwmark);
         match request.listen_port {
             Some(port) if port != self.udp.port || port == 0 => {
-                let udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
+                let mut udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
+                if self.offload {
+                    udp.enable_gro();
+                }
                 self.udp = udp;
             }
             _ => {
@@ -304,6 +318,7 @@ impl Engine {
     /// Datagrams from the network: decrypt, filter, write to the TUN device.
     fn network_to_tun(&mut self) -> std::io::Result<()> {
         let vnet_hdr = self.tun.offloads().vnet_hdr;
+        self.rx.gro = self.udp.gro;
         for _ in 0..4 {
             let n = self.rx.recv(self.udp.as_raw_fd())?;
             if n == 0 {
@@ -315,45 +330,57 @@ impl Engine {
                 let Some(from) = sys::from_sockaddr(&self.rx.addrs[i]) else {
                     continue;
                 };
-                let datagram = &self.rx.bufs[i][..self.rx.lens[i]];
                 if self.private_key.is_none() {
                     continue;
                 }
-                match self
-                    .device
-                    .decapsulate(from, datagram, now, wall, &mut self.plain)
-                {
-                    Decapsulated::Deliver { peer, len } => {
-                        let packet = &self.plain[..len];
-                        if let Some(filter) = self.filters.get_mut(&peer) {
-                            if let enclave_filter::Verdict::Drop(reason) =
-                                filter.check(Direction::Ingress, packet, now)
-                            {
-                                tracing::trace!(
-                                    peer = %peer,
-                                    packet = %Inner(packet),
-                                    reason = reason.as_str(),
-                                    "inbound packet filtered"
-                                );
-                                continue;
+                // A coalesced message (UDP GRO) holds datagrams of `step` bytes, the last
+                // maybe shorter.
+                let len = self.rx.lens[i];
+                let step = match self.rx.gro_sizes[i] {
+                    0 => len,
+                    size => size,
+                };
+                let mut offset = 0;
+                while offset < len {
+                    let end = (offset + step).min(len);
+                    let datagram = &self.rx.bufs[i][offset..end];
+                    offset = end;
+                    match self
+                        .device
+                        .decapsulate(from, datagram, now, wall, &mut self.plain)
+                    {
+                        Decapsulated::Deliver { peer, len } => {
+                            let packet = &self.plain[..len];
+                            if let Some(filter) = self.filters.get_mut(&peer) {
+                                if let enclave_filter::Verdict::Drop(reason) =
+                                    filter.check(Direction::Ingress, packet, now)
+                                {
+                                    tracing::trace!(
+                                        peer = %peer,
+                                        packet = %Inner(packet),
+                                        reason = reason.as_str(),
+                                        "inbound packet filtered"
+                                    );
+                                    continue;
+                                }
+                            }
+                            tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
+                            if vnet_hdr {
+                                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                                self.coalescer.push(packet, &mut |hdr, p| {
+                                    if tun.write_vnet(hdr, p).is_err() {
+                                        *errors += 1;
+                                    }
+                                });
+                            } else if self.tun.write(packet).is_err() {
+                                self.tun_write_errors += 1;
                             }
                         }
-                        tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
-                        if vnet_hdr {
-                            let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
-                            self.coalescer.push(packet, &mut |hdr, p| {
-                                if tun.write_vnet(hdr, p).is_err() {
-                                    *errors += 1;
-                                }
-                            });
-                        } else if self.tun.write(packet).is_err() {
-                            self.tun_write_errors += 1;
+                        Decapsulated::Consumed { .. } => {}
+                        Decapsulated::Dropped(reason) => {
+                            tracing::trace!(reason = reason.as_str(), "datagram dropped");
+                            self.drop_count(reason);
                         }
-                    }
-                    Decapsulated::Consumed { .. } => {}
-                    Decapsulated::Dropped(reason) => {
-                        tracing::trace!(reason = reason.as_str(), "datagram dropped");
-                        self.drop_count(reason);
                     }
                 }
             }

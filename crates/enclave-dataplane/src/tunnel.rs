@@ -176,7 +176,8 @@ impl Tunnel {
     /// Creates the TUN device and the UDP socket, starts the event loop and, if asked, the
     /// UAPI socket.
     pub fn start(config: TunnelConfig) -> Result<Tunnel> {
-        let tun = Tun::create(&config.interface, config.mtu, offload_wanted())?;
+        let offload = offload_wanted();
+        let tun = Tun::create(&config.interface, config.mtu, offload)?;
         let interface = tun.name().to_owned();
         let offloads = tun.offloads();
         tracing::info!(
@@ -216,6 +217,7 @@ impl Tunnel {
             config.filter,
             commands,
             waker,
+            offload,
         );
         let uapi_stop = uapi.as_ref().map(UapiServer::stop_flag);
         let handle = std::thread::Builder::new()

@@ -82,23 +82,31 @@ fn start(ctx: &Ctx, ns: &Netns, end: End) -> anyhow::Result<Process> {
     }
     // The offloads it reported must be the ones asked for: all of them on this kernel.
     let log = process.log();
-    let wanted = if offload {
-        "vnet_hdr=true tso=true uso=true"
+    let wanted: &[&str] = if offload {
+        &["vnet_hdr=true tso=true uso=true", "gso=true gro=true"]
     } else {
-        "vnet_hdr=false tso=false uso=false"
+        &["vnet_hdr=false tso=false uso=false", "gso=false gro=false"]
     };
-    ensure!(
-        log.contains(wanted),
-        "the tunnel in {} did not report {wanted}; log:\n{log}",
-        ns.node()
-    );
+    for wanted in wanted {
+        ensure!(
+            log.contains(wanted),
+            "the tunnel in {} did not report {wanted}; log:\n{log}",
+            ns.node()
+        );
+    }
     Ok(process)
 }
 
 /// Packets the TUN device `wg0` in `ns` has passed to its program (`tx`) or taken from it
 /// (`rx`): a super-packet counts once.
 fn tun_packets(ns: &Netns, direction: &str) -> anyhow::Result<u64> {
-    let out = ns.exec(&["ip", "-s", "-j", "link", "show", "dev", IFACE])?;
+    link_packets(ns, IFACE, direction)
+}
+
+/// Packets `dev` in `ns` has sent (`tx`) or received (`rx`); a veth counts a UDP GSO
+/// message once however many datagrams it carries.
+fn link_packets(ns: &Netns, dev: &str, direction: &str) -> anyhow::Result<u64> {
+    let out = ns.exec(&["ip", "-s", "-j", "link", "show", "dev", dev])?;
     let json: serde_json::Value = serde_json::from_str(&out).context("ip printed no JSON")?;
     json[0]["stats64"][direction]["packets"]
         .as_u64()
@@ -210,9 +218,10 @@ fn udp_segments(from: &Netns, to: &Netns, to_addr: std::net::Ipv4Addr) -> anyhow
     Ok(seen.iter().filter(|s| **s).count())
 }
 
-/// Checks what the TUN device of `end` in `ns` counted for `segments` full-sized segments
-/// going `direction` ("tx": read by the tunnel, "rx": written by it): far fewer packets
-/// than segments with offloads (super-packets), at least as many without.
+/// Checks what a device of `end` in `ns` counted for `segments` full-sized segments going
+/// `direction` (TUN "tx": read by the tunnel, "rx": written by it; "eth0 tx": sent to the
+/// underlay): far fewer packets than segments with offloads (super-packets, GSO messages),
+/// at least as many without.
 fn check_tun_count(
     end: End,
     ns: &Netns,
@@ -296,13 +305,17 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
         (b, b_end, a, a_end, A_OVERLAY, 5302),
     ] {
         let (sent_before, received_before) = (tun_packets(from, "tx")?, tun_packets(to, "rx")?);
+        let wire_before = link_packets(from, "eth0", "tx")?;
         let mbps = transfer(from, to, to_addr, port, || Ok(()))?;
         let sent = tun_packets(from, "tx")? - sent_before;
         let received = tun_packets(to, "rx")? - received_before;
+        let wire = link_packets(from, "eth0", "tx")? - wire_before;
         check_tun_count(from_end, from, "tx", sent, segments)?;
         check_tun_count(to_end, to, "rx", received, segments)?;
+        // UDP GSO: the sealed datagrams of a super-packet leave as one message.
+        check_tun_count(from_end, from, "eth0 tx", wire, segments)?;
         figures.push(format!(
-            "{}->{}: {mbps:.0} Mbit/s, {sent} TUN reads and {received} TUN writes for {segments} segments",
+            "{}->{}: {mbps:.0} Mbit/s, {sent} TUN reads, {wire} UDP sends and {received} TUN writes for {segments} segments",
             from.node(),
             to.node()
         ));
@@ -353,6 +366,12 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
             process.is_running(),
             "the tunnel on {name} exited; log:\n{}",
             process.log()
+        );
+        // The kernel took every UDP_SEGMENT send: no fallback to single datagrams.
+        let log = process.log();
+        ensure!(
+            !log.contains("UDP GSO refused"),
+            "the tunnel on {name} fell back from UDP GSO; log:\n{log}"
         );
     }
     Ok(figures.join("; "))
