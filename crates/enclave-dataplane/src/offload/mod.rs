@@ -284,7 +284,7 @@ impl<'a> Segments<'a> {
     }
 
     /// Writes the next packet into `out` (at least as long as the packet plus the
-    /// headers: the MTU, or [`MAX_PACKET`] for a packet that is not a super-packet) and
+    /// headers: the MTU, or 65,535 bytes for a packet that is not a super-packet) and
     /// returns its length; `None` when all have been written.
     pub fn next_into(&mut self, out: &mut [u8]) -> Option<usize> {
         if self.done {
