@@ -3,7 +3,8 @@
 //! (`ENCLAVE_OFFLOAD=off`): hash-checked TCP transfers both ways, UDP super-packets sent with
 //! `UDP_SEGMENT` and checked datagram by datagram, large (fragmented) and tiny pings, exact
 //! byte counters between our two ends, and the TUN devices' own packet counters to show
-//! that super-packets were used when on and never when off.
+//! that super-packets were used when on and never when off; then the same upload and UDP
+//! datagrams from a sender through a gateway (ours) with SNAT to a LAN host.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -15,7 +16,10 @@ use super::dataplane::{
     pair, ping_through, transfer, transfer_bytes, A_OVERLAY, A_UNDERLAY, B_OVERLAY, B_UNDERLAY,
     IFACE,
 };
-use crate::support::{start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer, WG_PORT};
+use crate::support::{
+    configure_reference_tunnel, reference_topology, start_wireguard_go, wg_configure, wg_keypair,
+    write_key, WgPeer, GATEWAY_LAN, LAN_HOST, OVERLAY, WG_PORT,
+};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -377,6 +381,50 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
     Ok(figures.join("; "))
 }
 
+/// A sender and a gateway (both ours) with SNAT to a LAN host behind it: a hash-checked
+/// upload and UDP super-packets to the LAN host, through the gateway's coalescing, its
+/// forwarding and its SNAT.
+fn run_gateway_case(ctx: &Ctx, tag: &str, end: End) -> anyhow::Result<String> {
+    let topo = ctx.topology(&reference_topology(tag))?;
+    let (sender, gw, lan) = (topo.ns("sender"), topo.ns("gw"), topo.ns("lan"));
+    let mut sender_process = start(ctx, sender, end)?;
+    let mut gw_process = start(ctx, gw, end)?;
+    configure_reference_tunnel(ctx.log_dir(), tag, sender, gw)?;
+    gw.exec(&[
+        "nft",
+        &format!(
+            "add table ip enclave-offload; \
+             add chain ip enclave-offload post {{ type nat hook postrouting priority srcnat; }}; \
+             add rule ip enclave-offload post oifname \"lan0\" ip saddr {OVERLAY} snat to {GATEWAY_LAN}"
+        ),
+    ])?;
+    let lan_host: std::net::Ipv4Addr = LAN_HOST.parse()?;
+    ping_through(sender, lan_host)?;
+    let segments = (transfer_bytes() / MSS) as u64;
+    let (sent_before, written_before) = (tun_packets(sender, "tx")?, tun_packets(gw, "rx")?);
+    let mbps = transfer(sender, lan, lan_host, 5303, || Ok(()))?;
+    let sent = tun_packets(sender, "tx")? - sent_before;
+    let written = tun_packets(gw, "rx")? - written_before;
+    check_tun_count(end, sender, "tx", sent, segments)?;
+    check_tun_count(end, gw, "rx", written, segments)?;
+    let arrived = udp_segments(sender, lan, lan_host)?;
+    ensure!(
+        arrived == DATAGRAMS,
+        "{arrived} of {DATAGRAMS} UDP datagrams sent with UDP_SEGMENT reached the LAN host"
+    );
+    for process in [&mut sender_process, &mut gw_process] {
+        ensure!(
+            process.is_running(),
+            "a tunnel exited; log:\n{}",
+            process.log()
+        );
+    }
+    Ok(format!(
+        "sender->LAN host: {mbps:.0} Mbit/s, {sent} TUN reads on the sender and {written} TUN \
+         writes on the gateway for {segments} segments; UDP: {arrived}/{DATAGRAMS} intact"
+    ))
+}
+
 fn offload(ctx: &Ctx) -> anyhow::Result<()> {
     let on = End::Ours { offload: true };
     let off = End::Ours { offload: false };
@@ -390,6 +438,12 @@ fn offload(ctx: &Ctx) -> anyhow::Result<()> {
     for (i, (a, b)) in cases.into_iter().enumerate() {
         let what = format!("{} <-> {}", a.name(), b.name());
         let figures = run_case(ctx, &format!("ofl{i}"), a, b).with_context(|| what.clone())?;
+        println!("  {what}: {figures}");
+    }
+    for (i, end) in [on, off].into_iter().enumerate() {
+        let what = format!("{} through a gateway with SNAT", end.name());
+        let figures =
+            run_gateway_case(ctx, &format!("oflgw{i}"), end).with_context(|| what.clone())?;
         println!("  {what}: {figures}");
     }
     Ok(())
