@@ -367,10 +367,9 @@ impl Engine {
                             tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
                             if vnet_hdr {
                                 let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                                let segment = &mut self.segment;
                                 self.coalescer.push(packet, &mut |hdr, p| {
-                                    if tun.write_vnet(hdr, p).is_err() {
-                                        *errors += 1;
-                                    }
+                                    write_coalesced(tun, segment, errors, hdr, p)
                                 });
                             } else if self.tun.write(packet).is_err() {
                                 self.tun_write_errors += 1;
@@ -386,11 +385,9 @@ impl Engine {
             }
             if vnet_hdr {
                 let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
-                self.coalescer.flush(&mut |hdr, p| {
-                    if tun.write_vnet(hdr, p).is_err() {
-                        *errors += 1;
-                    }
-                });
+                let segment = &mut self.segment;
+                self.coalescer
+                    .flush(&mut |hdr, p| write_coalesced(tun, segment, errors, hdr, p));
             }
             self.flush_transmits();
             if n < self.rx.slots() {
@@ -540,6 +537,32 @@ impl Engine {
                 Event::EndpointChanged { peer, endpoint } => {
                     tracing::debug!(peer = %peer, %endpoint, "endpoint changed")
                 }
+            }
+        }
+    }
+}
+
+/// Writes what the coalescer emits. Should the kernel refuse a super-packet, its segments are
+/// written one by one instead, so a flow never stalls on a write that can never succeed;
+/// each failed write is counted.
+fn write_coalesced(
+    tun: &Tun,
+    segment: &mut [u8],
+    errors: &mut u64,
+    hdr: &[u8; VNET_HDR_LEN],
+    packet: &[u8],
+) {
+    if tun.write_vnet(hdr, packet).is_ok() {
+        return;
+    }
+    *errors += 1;
+    let Some(parsed) = VnetHdr::parse(hdr).filter(|h| h.gso_type != GSO_NONE) else {
+        return;
+    };
+    if let Ok(mut segments) = Segments::new(parsed, packet) {
+        while let Some(n) = segments.next_into(segment) {
+            if tun.write(&segment[..n]).is_err() {
+                *errors += 1;
             }
         }
     }
