@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use enclave_filter::{Direction, FilterConfig, PeerFilter};
 use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateKey, PublicKey};
 
+use crate::offload::{self, Coalescer, Segments, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::routes::EgressRoutes;
 use crate::sys::{self, Batch, Tun, Waker};
 use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
@@ -50,13 +51,22 @@ pub(crate) struct Engine {
     pub(crate) filter_config: FilterConfig,
     pub(crate) commands: Receiver<Command>,
     pub(crate) waker: std::sync::Arc<Waker>,
+    /// Whether to use the socket's offloads (UDP GSO and GRO), also on a rebound socket.
+    offload: bool,
     /// Which peer an outbound packet goes to, for the egress filter.
     routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
     tun_write_errors: u64,
+    tun_read_malformed: u64,
     rx: Batch,
     tx: Batch,
+    /// Sealed datagrams waiting in `tx`.
+    tx_count: usize,
     plain: Box<[u8]>,
+    /// One segment of a super-packet read from the TUN device.
+    segment: Box<[u8]>,
+    /// Receive coalescing (GRO) for a TUN device with `virtio_net_hdr`s.
+    coalescer: Coalescer,
     next_sweep: Instant,
 }
 
@@ -70,8 +80,16 @@ impl Engine {
         filter_config: FilterConfig,
         commands: Receiver<Command>,
         waker: std::sync::Arc<Waker>,
+        offload: bool,
     ) -> Engine {
         let now = Instant::now();
+        let mut udp = udp;
+        if offload {
+            udp.enable_gro();
+        }
+        let mut tx = Batch::new(BATCH, BUF);
+        tx.gso = offload;
+        tracing::info!(gso = offload, gro = udp.gro, "UDP offloads");
         Engine {
             device,
             private_key,
@@ -81,12 +99,17 @@ impl Engine {
             filter_config,
             commands,
             waker,
+            offload,
             routes: EgressRoutes::default(),
             drops: [0; DropReason::ALL.len()],
             tun_write_errors: 0,
+            tun_read_malformed: 0,
             rx: Batch::new(BATCH, BUF),
-            tx: Batch::new(BATCH, BUF),
+            tx,
+            tx_count: 0,
             plain: vec![0u8; BUF].into_boxed_slice(),
+            segment: vec![0u8; BUF].into_boxed_slice(),
+            coalescer: Coalescer::new(),
             next_sweep: now + SWEEP_INTERVAL,
         }
     }
@@ -199,7 +222,10 @@ impl Engine {
         let fwmark = request.fwmark.unwrap_or(self.udp.fwmark);
         match request.listen_port {
             Some(port) if port != self.udp.port || port == 0 => {
-                let udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
+                let mut udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
+                if self.offload {
+                    udp.enable_gro();
+                }
                 self.udp = udp;
             }
             _ => {
@@ -281,6 +307,7 @@ impl Engine {
             peers,
             drops,
             tun_write_errors: self.tun_write_errors,
+            tun_read_malformed: self.tun_read_malformed,
         }
     }
 
@@ -290,6 +317,8 @@ impl Engine {
 
     /// Datagrams from the network: decrypt, filter, write to the TUN device.
     fn network_to_tun(&mut self) -> std::io::Result<()> {
+        let vnet_hdr = self.tun.offloads().vnet_hdr;
+        self.rx.gro = self.udp.gro;
         for _ in 0..4 {
             let n = self.rx.recv(self.udp.as_raw_fd())?;
             if n == 0 {
@@ -301,40 +330,64 @@ impl Engine {
                 let Some(from) = sys::from_sockaddr(&self.rx.addrs[i]) else {
                     continue;
                 };
-                let datagram = &self.rx.bufs[i][..self.rx.lens[i]];
                 if self.private_key.is_none() {
                     continue;
                 }
-                match self
-                    .device
-                    .decapsulate(from, datagram, now, wall, &mut self.plain)
-                {
-                    Decapsulated::Deliver { peer, len } => {
-                        let packet = &self.plain[..len];
-                        if let Some(filter) = self.filters.get_mut(&peer) {
-                            if let enclave_filter::Verdict::Drop(reason) =
-                                filter.check(Direction::Ingress, packet, now)
-                            {
-                                tracing::trace!(
-                                    peer = %peer,
-                                    packet = %Inner(packet),
-                                    reason = reason.as_str(),
-                                    "inbound packet filtered"
-                                );
-                                continue;
+                // A coalesced message (UDP GRO) holds datagrams of `step` bytes, the last
+                // maybe shorter.
+                let len = self.rx.lens[i];
+                let step = match self.rx.gro_sizes[i] {
+                    0 => len,
+                    size => size,
+                };
+                let mut offset = 0;
+                while offset < len {
+                    let end = (offset + step).min(len);
+                    let datagram = &self.rx.bufs[i][offset..end];
+                    offset = end;
+                    match self
+                        .device
+                        .decapsulate(from, datagram, now, wall, &mut self.plain)
+                    {
+                        Decapsulated::Deliver { peer, len } => {
+                            let packet = &self.plain[..len];
+                            if let Some(filter) = self.filters.get_mut(&peer) {
+                                if let enclave_filter::Verdict::Drop(reason) =
+                                    filter.check(Direction::Ingress, packet, now)
+                                {
+                                    tracing::trace!(
+                                        peer = %peer,
+                                        packet = %Inner(packet),
+                                        reason = reason.as_str(),
+                                        "inbound packet filtered"
+                                    );
+                                    continue;
+                                }
+                            }
+                            tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
+                            if vnet_hdr {
+                                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                                let segment = &mut self.segment;
+                                self.coalescer.push(packet, &mut |hdr, p| {
+                                    write_coalesced(tun, segment, errors, hdr, p)
+                                });
+                            } else if self.tun.write(packet).is_err() {
+                                self.tun_write_errors += 1;
                             }
                         }
-                        tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
-                        if self.tun.write(packet).is_err() {
-                            self.tun_write_errors += 1;
+                        Decapsulated::Consumed { .. } => {}
+                        Decapsulated::Dropped(reason) => {
+                            tracing::trace!(reason = reason.as_str(), "datagram dropped");
+                            self.drop_count(reason);
                         }
                     }
-                    Decapsulated::Consumed { .. } => {}
-                    Decapsulated::Dropped(reason) => {
-                        tracing::trace!(reason = reason.as_str(), "datagram dropped");
-                        self.drop_count(reason);
-                    }
                 }
+            }
+            if vnet_hdr {
+                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
+                let segment = &mut self.segment;
+                self.coalescer
+                    .flush(&mut |hdr, p| write_coalesced(tun, segment, errors, hdr, p));
             }
             self.flush_transmits();
             if n < self.rx.slots() {
@@ -344,71 +397,121 @@ impl Engine {
         Ok(())
     }
 
-    /// Packets from the TUN device: filter, encrypt, send in batches.
+    /// Packets from the TUN device: split super-packets, filter, encrypt, send in batches.
     fn tun_to_network(&mut self) -> std::io::Result<()> {
+        // The buffers leave `self` while they are read, so that sealing can borrow it.
+        let mut plain = std::mem::take(&mut self.plain);
+        let mut segment = std::mem::take(&mut self.segment);
+        let result = self.read_and_seal(&mut plain, &mut segment);
+        self.plain = plain;
+        self.segment = segment;
+        self.send_sealed();
+        result
+    }
+
+    fn read_and_seal(&mut self, plain: &mut [u8], segment: &mut [u8]) -> std::io::Result<()> {
+        let vnet_hdr = self.tun.offloads().vnet_hdr;
         for _ in 0..4 {
             let now = Instant::now();
             let wall = SystemTime::now();
-            let mut count = 0;
-            let mut exhausted = false;
-            while count < BATCH {
-                let Some(len) = self.tun.read(&mut self.plain)? else {
-                    exhausted = true;
-                    break;
+            for _ in 0..BATCH {
+                let Some(len) = self.tun.read(plain)? else {
+                    return Ok(());
                 };
                 if self.private_key.is_none() {
                     continue;
                 }
-                let packet = &self.plain[..len];
-                if !self.routes.is_empty() {
-                    if let Some(peer) = self.routes.peer_for(packet) {
-                        if let Some(filter) = self.filters.get_mut(&peer) {
-                            if let enclave_filter::Verdict::Drop(reason) =
-                                filter.check(Direction::Egress, packet, now)
-                            {
-                                tracing::trace!(
-                                    peer = %peer,
-                                    packet = %Inner(packet),
-                                    reason = reason.as_str(),
-                                    "outbound packet filtered"
-                                );
-                                continue;
-                            }
+                if !vnet_hdr {
+                    self.seal(&plain[..len], now, wall);
+                    continue;
+                }
+                let Some(hdr) = VnetHdr::parse(&plain[..len]) else {
+                    self.tun_read_malformed += 1;
+                    continue;
+                };
+                let packet = &mut plain[VNET_HDR_LEN..len];
+                if hdr.gso_type == GSO_NONE {
+                    // Most packets: at most a checksum to complete, in place.
+                    if offload::complete_checksum(&hdr, packet).is_err() {
+                        self.tun_read_malformed += 1;
+                        continue;
+                    }
+                    self.seal(packet, now, wall);
+                    continue;
+                }
+                match Segments::new(hdr, packet) {
+                    Ok(mut segments) => {
+                        // Each segment meets the filter and the core as a packet of its own.
+                        while let Some(n) = segments.next_into(segment) {
+                            self.seal(&segment[..n], now, wall);
                         }
                     }
-                }
-                match self
-                    .device
-                    .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
-                {
-                    Encapsulated::Send { dst, len, .. } => {
-                        tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
-                        self.tx.lens[count] = len;
-                        self.tx.set_dst(count, dst, self.udp.v6);
-                        count += 1;
-                    }
-                    Encapsulated::Queued { .. } => {}
-                    Encapsulated::Dropped(reason) => {
-                        tracing::trace!(
-                            packet = %Inner(packet),
-                            reason = reason.as_str(),
-                            "outbound packet dropped"
-                        );
-                        self.drop_count(reason);
+                    Err(e) => {
+                        tracing::trace!(error = ?e, "super-packet from the TUN device dropped");
+                        self.tun_read_malformed += 1;
                     }
                 }
             }
-            if count > 0 {
-                if let Err(e) = self.tx.send(self.udp.as_raw_fd(), count) {
-                    tracing::trace!(error = %e, "sendmmsg failed");
-                }
-            }
-            self.flush_transmits();
-            if exhausted {
-                break;
-            }
+            self.send_sealed();
         }
         Ok(())
+    }
+
+    /// Filters one packet from the TUN device and seals it into the send batch (sending the
+    /// batch when it is full).
+    fn seal(&mut self, packet: &[u8], now: Instant, wall: SystemTime) {
+        if !self.routes.is_empty() {
+            if let Some(peer) = self.routes.peer_for(packet) {
+                if let Some(filter) = self.filters.get_mut(&peer) {
+                    if let enclave_filter::Verdict::Drop(reason) =
+                        filter.check(Direction::Egress, packet, now)
+                    {
+                        tracing::trace!(
+                            peer = %peer,
+                            packet = %Inner(packet),
+                            reason = reason.as_str(),
+                            "outbound packet filtered"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        let count = self.tx_count;
+        match self
+            .device
+            .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
+        {
+            Encapsulated::Send { dst, len, .. } => {
+                tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
+                self.tx.lens[count] = len;
+                self.tx.set_dst(count, dst, self.udp.v6);
+                self.tx_count += 1;
+                if self.tx_count == BATCH {
+                    self.send_sealed();
+                }
+            }
+            Encapsulated::Queued { .. } => {}
+            Encapsulated::Dropped(reason) => {
+                tracing::trace!(
+                    packet = %Inner(packet),
+                    reason = reason.as_str(),
+                    "outbound packet dropped"
+                );
+                self.drop_count(reason);
+            }
+        }
+    }
+
+    /// Sends the sealed batch, then what the core has queued (handshakes).
+    fn send_sealed(&mut self) {
+        if self.tx_count > 0 {
+            if let Err(e) = self.tx.send(self.udp.as_raw_fd(), self.tx_count) {
+                tracing::trace!(error = %e, "sendmmsg failed");
+            }
+            self.tx_count = 0;
+        }
+        self.flush_transmits();
     }
 
     fn flush_transmits(&mut self) {
@@ -434,6 +537,32 @@ impl Engine {
                 Event::EndpointChanged { peer, endpoint } => {
                     tracing::debug!(peer = %peer, %endpoint, "endpoint changed")
                 }
+            }
+        }
+    }
+}
+
+/// Writes what the coalescer emits. Should the kernel refuse a super-packet, its segments are
+/// written one by one instead, so a flow never stalls on a write that can never succeed;
+/// each failed write is counted.
+fn write_coalesced(
+    tun: &Tun,
+    segment: &mut [u8],
+    errors: &mut u64,
+    hdr: &[u8; VNET_HDR_LEN],
+    packet: &[u8],
+) {
+    if tun.write_vnet(hdr, packet).is_ok() {
+        return;
+    }
+    *errors += 1;
+    let Some(parsed) = VnetHdr::parse(hdr).filter(|h| h.gso_type != GSO_NONE) else {
+        return;
+    };
+    if let Ok(mut segments) = Segments::new(parsed, packet) {
+        while let Some(n) = segments.next_into(segment) {
+            if tun.write(&segment[..n]).is_err() {
+                *errors += 1;
             }
         }
     }

@@ -9,6 +9,7 @@
 
 mod engine;
 mod error;
+pub mod offload;
 mod routes;
 mod sys;
 mod tunnel;
@@ -24,4 +25,5 @@ pub mod iface {
 }
 pub use tunnel::{
     PeerSpec, PeerStats, Tunnel, TunnelConfig, TunnelStats, DEFAULT_MTU, DEFAULT_UAPI_DIR,
+    OFFLOAD_ENV,
 };

@@ -8,6 +8,21 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
+use crate::offload::VNET_HDR_LEN;
+
+/// `SOL_UDP` (linux/udp.h uses IPPROTO_UDP as the level).
+pub(crate) const SOL_UDP: libc::c_int = 17;
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send.
+const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, with their segment size.
+pub(crate) const UDP_GRO: libc::c_int = 104;
+/// Most datagrams in one `UDP_SEGMENT` send (`UDP_MAX_SEGMENTS` is 64 on older kernels).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most bytes in one `UDP_SEGMENT` send: one IP packet, less its headers.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Room for one control message carrying an int, aligned (`CMSG_SPACE(4)` is 24 on 64-bit
+/// Linux).
+type CmsgBuf = [u64; 4];
 
 /// `SIOCGIFFLAGS` (linux/sockios.h).
 const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
@@ -73,16 +88,48 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A TUN device (layer 3, no packet information header). Closing it removes the interface.
+/// `IFF_VNET_HDR` (linux/if_tun.h): every packet read or written is preceded by a
+/// `virtio_net_hdr`.
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+/// `TUNSETOFFLOAD` (linux/if_tun.h): `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM`: we take packets whose checksum is still to be completed.
+const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `TUN_F_TSO4`: we take IPv4 TCP super-packets.
+const TUN_F_TSO4: libc::c_uint = 0x02;
+/// `TUN_F_TSO6`: we take IPv6 TCP super-packets.
+const TUN_F_TSO6: libc::c_uint = 0x04;
+/// `TUN_F_USO4`: we take IPv4 UDP super-packets (Linux 6.2).
+const TUN_F_USO4: libc::c_uint = 0x20;
+/// `TUN_F_USO6`: we take IPv6 UDP super-packets (Linux 6.2).
+const TUN_F_USO6: libc::c_uint = 0x40;
+
+/// Which segmentation offloads a TUN device has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TunOffloads {
+    /// Packets carry a `virtio_net_hdr` (`IFF_VNET_HDR`): we may write TCP super-packets
+    /// (receive coalescing), and read whatever the flags below allow.
+    pub(crate) vnet_hdr: bool,
+    /// Checksum completion and TCP super-packets (TSO4/TSO6).
+    pub(crate) tso: bool,
+    /// UDP super-packets (USO4/USO6).
+    pub(crate) uso: bool,
+}
+
+/// A TUN device (layer 3, no packet information header, and a `virtio_net_hdr` when
+/// [`TunOffloads::vnet_hdr`]). Closing it removes the interface.
 #[derive(Debug)]
 pub(crate) struct Tun {
     fd: OwnedFd,
     name: String,
+    offloads: TunOffloads,
 }
 
 impl Tun {
-    /// Creates the TUN interface `name`, sets its MTU and brings it up.
-    pub(crate) fn create(name: &str, mtu: u16) -> Result<Tun> {
+    /// Creates the TUN interface `name`, sets its MTU and brings it up. With `offload`, asks
+    /// for `virtio_net_hdr`s and the checksum, TSO and USO offloads, and takes what the
+    /// kernel grants (nothing, on a kernel without them).
+    pub(crate) fn create(name: &str, mtu: u16, offload: bool) -> Result<Tun> {
         check_name(name)?;
         let create_err = |source| Error::TunCreate {
             name: name.to_owned(),
@@ -101,15 +148,44 @@ impl Tun {
         }
         // SAFETY: `raw` is a descriptor we just opened and own exclusively.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = IfReq::new(name);
-        req.data.flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out in full.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
-            return Err(create_err(io::Error::last_os_error()));
+        let set_iff = |flags: libc::c_int| -> io::Result<IfReq> {
+            let mut req = IfReq::new(name);
+            req.data.flags = flags as libc::c_short;
+            // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out in
+            // full.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(req)
+        };
+        let plain = libc::IFF_TUN | libc::IFF_NO_PI;
+        let (req, vnet_hdr) = if offload {
+            match set_iff(plain | IFF_VNET_HDR) {
+                Ok(req) => (req, true),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    (set_iff(plain).map_err(create_err)?, false)
+                }
+                Err(e) => return Err(create_err(e)),
+            }
+        } else {
+            (set_iff(plain).map_err(create_err)?, false)
+        };
+        let mut offloads = TunOffloads {
+            vnet_hdr,
+            ..TunOffloads::default()
+        };
+        if vnet_hdr {
+            let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+            if set_offload(&fd, tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+                (offloads.tso, offloads.uso) = (true, true);
+            } else if set_offload(&fd, tso).is_ok() {
+                offloads.tso = true;
+            }
         }
         let tun = Tun {
             fd,
             name: req.name(),
+            offloads,
         };
         tun.configure(mtu).map_err(|source| Error::TunConfigure {
             name: tun.name.clone(),
@@ -131,6 +207,11 @@ impl Tun {
         &self.name
     }
 
+    /// The offloads in use.
+    pub(crate) fn offloads(&self) -> TunOffloads {
+        self.offloads
+    }
+
     /// Reads one packet; `Ok(None)` when none is waiting.
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
@@ -145,8 +226,11 @@ impl Tun {
         Ok(Some(n as usize))
     }
 
-    /// Writes one packet.
+    /// Writes one packet (with an empty `virtio_net_hdr` in front when the device wants one).
     pub(crate) fn write(&self, packet: &[u8]) -> io::Result<()> {
+        if self.offloads.vnet_hdr {
+            return self.write_vnet(&[0; VNET_HDR_LEN], packet);
+        }
         // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
         let n = unsafe { libc::write(self.fd.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
         if n < 0 {
@@ -154,6 +238,37 @@ impl Tun {
         }
         Ok(())
     }
+
+    /// Writes one packet (or super-packet) after its `virtio_net_hdr`, in one writev; only
+    /// for a device with [`TunOffloads::vnet_hdr`].
+    pub(crate) fn write_vnet(&self, hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> io::Result<()> {
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr() as *mut libc::c_void,
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the given lengths, which writev only
+        // reads.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// `TUNSETOFFLOAD` with `flags`.
+fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsRawFd for Tun {
@@ -296,8 +411,19 @@ pub(crate) struct Batch {
     pub(crate) lens: Vec<usize>,
     pub(crate) addrs: Vec<libc::sockaddr_storage>,
     addr_lens: Vec<libc::socklen_t>,
+    /// The destination of each slot to send, to group datagrams for one peer.
+    dsts: Vec<Option<SocketAddr>>,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    /// The first slot of each send header.
+    header_starts: Vec<usize>,
+    cmsgs: Vec<CmsgBuf>,
+    /// Send runs of equal-sized datagrams to one destination as one `UDP_SEGMENT` message.
+    pub(crate) gso: bool,
+    /// Ask for the `UDP_GRO` segment size of each received message.
+    pub(crate) gro: bool,
+    /// Of each received message: the size of the datagrams it coalesces (0: one datagram).
+    pub(crate) gro_sizes: Vec<usize>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -322,8 +448,14 @@ impl Batch {
             // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
             addrs: vec![unsafe { zeroed() }; slots],
             addr_lens: vec![0; slots],
+            dsts: vec![None; slots],
             iovecs: Vec::with_capacity(slots),
             headers: Vec::with_capacity(slots),
+            header_starts: Vec::with_capacity(slots),
+            cmsgs: vec![[0; 4]; slots],
+            gso: false,
+            gro: false,
+            gro_sizes: vec![0; slots],
         }
     }
 
@@ -355,6 +487,10 @@ impl Batch {
             hdr.msg_namelen = self.addr_lens[i];
             hdr.msg_iov = &mut self.iovecs[i];
             hdr.msg_iovlen = 1;
+            if self.gro && !send {
+                hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+                hdr.msg_controllen = size_of::<CmsgBuf>();
+            }
             self.headers.push(libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
@@ -388,33 +524,107 @@ impl Batch {
         let n = n as usize;
         for i in 0..n {
             self.lens[i] = self.headers[i].msg_len as usize;
+            self.gro_sizes[i] = if self.gro {
+                gro_size(&self.headers[i].msg_hdr)
+            } else {
+                0
+            };
         }
         Ok(n)
     }
 
+    /// Builds the send headers for slots `from..count`: with [`Batch::gso`], one header per
+    /// run of datagrams to one destination, all as long as the first but a shorter last one,
+    /// with a `UDP_SEGMENT` control message; else one per datagram. Returns how many.
+    fn build_send_headers(&mut self, from: usize, count: usize) -> usize {
+        self.iovecs.clear();
+        self.headers.clear();
+        self.header_starts.clear();
+        // All iovecs first (the vector never grows past its capacity, so the pointers taken
+        // below stay valid), one per slot, so a header can take a run of them.
+        for i in 0..count {
+            self.iovecs.push(libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: self.lens[i],
+            });
+        }
+        let mut i = from;
+        while i < count {
+            let start = i;
+            let size = self.lens[start];
+            let mut total = size;
+            i += 1;
+            if self.gso {
+                while i < count
+                    && i - start < GSO_MAX_SEGMENTS
+                    && self.dsts[i] == self.dsts[start]
+                    && self.lens[i] <= size
+                    && total + self.lens[i] <= GSO_MAX_BYTES
+                {
+                    total += self.lens[i];
+                    i += 1;
+                    if self.lens[i - 1] < size {
+                        break;
+                    }
+                }
+            }
+            // SAFETY: msghdr is plain data; all zeroes is a valid value.
+            let mut hdr: libc::msghdr = unsafe { zeroed() };
+            hdr.msg_name = (&mut self.addrs[start] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = self.addr_lens[start];
+            hdr.msg_iov = &mut self.iovecs[start];
+            hdr.msg_iovlen = i - start;
+            if i - start > 1 {
+                let buf = &mut self.cmsgs[self.headers.len()];
+                hdr.msg_control = buf.as_mut_ptr().cast();
+                // SAFETY: CMSG_SPACE only computes a size.
+                hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                // SAFETY: msg_control points at a buffer of at least CMSG_SPACE(2) bytes
+                // (CmsgBuf is 32), so the first header and its 2 data bytes lie inside it.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+                    (*cmsg).cmsg_level = SOL_UDP;
+                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size as u16);
+                }
+            }
+            self.header_starts.push(start);
+            self.headers.push(libc::mmsghdr {
+                msg_hdr: hdr,
+                msg_len: 0,
+            });
+        }
+        self.headers.len()
+    }
+
     /// Sends the first `count` slots (lengths in `lens`, destinations set with
-    /// [`Batch::set_dst`]), blocking while the socket buffer is full.
+    /// [`Batch::set_dst`]), blocking while the socket buffer is full. With [`Batch::gso`],
+    /// runs to one destination go as single `UDP_SEGMENT` messages; if the kernel refuses
+    /// that, GSO is turned off for good and the rest goes datagram by datagram.
     pub(crate) fn send(&mut self, fd: RawFd, count: usize) -> io::Result<()> {
-        let mut sent = 0;
-        while sent < count {
-            self.build_headers(count, true);
-            // SAFETY: as in `recv`; the headers from `sent` on are valid and their buffers live.
+        let mut from = 0;
+        while from < count {
+            let headers = self.build_send_headers(from, count);
+            // SAFETY: `headers` holds valid headers whose pointers reference live buffers, iovecs,
+            // control buffers and addresses owned by `self`, not moved during the call.
             let n = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.headers.as_mut_ptr().add(sent),
-                    (count - sent) as libc::c_uint,
-                    0,
-                )
+                libc::sendmmsg(fd, self.headers.as_mut_ptr(), headers as libc::c_uint, 0)
             };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                if self.gso && headers < count - from {
+                    tracing::info!(error = %err, "UDP GSO refused; sending datagrams one by one");
+                    self.gso = false;
+                    continue;
+                }
                 return Err(err);
             }
-            sent += n as usize;
+            let n = n as usize;
+            from = self.header_starts.get(n).copied().unwrap_or(count);
         }
         Ok(())
     }
@@ -424,7 +634,25 @@ impl Batch {
         let (storage, len) = to_sockaddr(dst, v6_socket);
         self.addrs[i] = storage;
         self.addr_lens[i] = len;
+        self.dsts[i] = Some(dst);
     }
+}
+
+/// The `UDP_GRO` segment size in a received message's control data (0: none).
+fn gro_size(hdr: &libc::msghdr) -> usize {
+    // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG_* macros walk only
+    // within it, and the data of a UDP_GRO message is an int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).unwrap_or(0);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    0
 }
 
 /// Sets an integer socket option.

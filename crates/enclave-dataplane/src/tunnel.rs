@@ -23,6 +23,19 @@ pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
 /// The MTU wireguard-go and wg-quick use by default.
 pub const DEFAULT_MTU: u16 = 1420;
 
+/// The environment variable that turns the data plane's segmentation offloads off when set
+/// to `off` (for tests of the fallback path, or a kernel whose offloads misbehave). Otherwise
+/// each offload is used when the kernel has it.
+pub const OFFLOAD_ENV: &str = "ENCLAVE_OFFLOAD";
+
+/// Whether [`OFFLOAD_ENV`] leaves the offloads on.
+fn offload_wanted() -> bool {
+    !matches!(
+        std::env::var(OFFLOAD_ENV).as_deref(),
+        Ok("off" | "0" | "false" | "no")
+    )
+}
+
 /// How to start a tunnel.
 #[derive(Debug, Clone)]
 pub struct TunnelConfig {
@@ -91,8 +104,11 @@ pub struct TunnelStats {
     pub peers: Vec<PeerStats>,
     /// Datagrams and packets the protocol core dropped, by reason (only non-zero ones).
     pub drops: BTreeMap<&'static str, u64>,
-    /// Decrypted packets the TUN device would not take.
+    /// Writes to the TUN device that failed (a coalesced super-packet is one write).
     pub tun_write_errors: u64,
+    /// Packets read from the TUN device that could not be taken apart (a malformed or
+    /// unsupported `virtio_net_hdr` or super-packet), dropped.
+    pub tun_read_malformed: u64,
 }
 
 /// The shared end of the control channel.
@@ -160,8 +176,17 @@ impl Tunnel {
     /// Creates the TUN device and the UDP socket, starts the event loop and, if asked, the
     /// UAPI socket.
     pub fn start(config: TunnelConfig) -> Result<Tunnel> {
-        let tun = Tun::create(&config.interface, config.mtu)?;
+        let offload = offload_wanted();
+        let tun = Tun::create(&config.interface, config.mtu, offload)?;
         let interface = tun.name().to_owned();
+        let offloads = tun.offloads();
+        tracing::info!(
+            interface,
+            vnet_hdr = offloads.vnet_hdr,
+            tso = offloads.tso,
+            uso = offloads.uso,
+            "TUN offloads"
+        );
         let udp = Udp::bind(config.listen_port, config.fwmark)?;
         let key = config
             .private_key
@@ -192,6 +217,7 @@ impl Tunnel {
             config.filter,
             commands,
             waker,
+            offload,
         );
         let uapi_stop = uapi.as_ref().map(UapiServer::stop_flag);
         let handle = std::thread::Builder::new()

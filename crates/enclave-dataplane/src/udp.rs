@@ -22,6 +22,8 @@ pub(crate) struct Udp {
     pub(crate) port: u16,
     /// The fwmark set on it (0: none).
     pub(crate) fwmark: u32,
+    /// Whether the kernel may hand over coalesced datagrams (`UDP_GRO`).
+    pub(crate) gro: bool,
 }
 
 impl Udp {
@@ -74,6 +76,7 @@ impl Udp {
             v6,
             port,
             fwmark: 0,
+            gro: false,
         };
         udp.set_fwmark(fwmark)?;
         Ok(Udp { fwmark, ..udp })
@@ -89,6 +92,15 @@ impl Udp {
         };
         socket.bind(&addr.into())?;
         Ok(socket)
+    }
+
+    /// Asks the kernel to coalesce received datagrams of one sender (`UDP_GRO`, Linux 5.0);
+    /// the receiver then splits them by the size in each message's control data. Returns
+    /// whether it is on.
+    pub(crate) fn enable_gro(&mut self) -> bool {
+        self.gro =
+            sys::set_int_option(self.socket.as_raw_fd(), sys::SOL_UDP, sys::UDP_GRO, 1).is_ok();
+        self.gro
     }
 
     /// Sets (or with 0 clears) the fwmark on outgoing packets.

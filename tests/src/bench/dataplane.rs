@@ -1,10 +1,18 @@
-//! `cargo xtask bench dataplane`: our userspace tunnel against wireguard-go (and boringtun-cli
-//! when it is installed) in the reference topology, sender ↔ gateway ↔ LAN host, in one run.
+//! `cargo xtask bench dataplane`: our userspace tunnel against raw veth, wireguard-go (and
+//! boringtun-cli when it is installed) in the reference topology, sender ↔ gateway ↔ LAN
+//! host, in one run.
 //!
-//! For each implementation, in fresh namespaces, interleaved over several runs: iperf3 TCP with
-//! 1 and 4 streams to the gateway's overlay address and through the gateway (forwarding and
-//! SNAT) to the LAN host, and the ping round trip to the gateway's overlay address. Medians are
-//! printed as a table with ratios against wireguard-go.
+//! For each implementation, in fresh namespaces, interleaved over several runs (run 1 of
+//! every implementation, then run 2 of every one, …): iperf3 TCP with 1 and 4 streams to the
+//! gateway's overlay address and through the gateway (forwarding and SNAT) to the LAN host,
+//! UDP goodput at < 2 % loss, the ping round trip, the TCP retransmits of the 1-stream test
+//! and the CPU it cost. "raw" is the same topology with no tunnel: the same tests to the
+//! gateway's underlay address, and to the LAN host routed through the gateway.
+//!
+//! Printed: per metric the median over the runs with the spread (lowest–highest), and the
+//! ratios ours/wireguard-go and ours/raw as the median of the per-run ratios (each ratio is
+//! taken between measurements a few seconds apart, which cancels much of the noise other
+//! work on the machine makes).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,19 +22,19 @@ use enclave_netns::{Netns, Process, SpawnOpts};
 
 use crate::support::{
     configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
-    GATEWAY_OVERLAY, LAN_HOST, OVERLAY,
+    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET,
 };
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
     vec![Bench {
         name: "dataplane",
-        about: "ours vs wireguard-go (and boringtun-cli if installed): iperf3 TCP 1/4 streams, ping RTT",
+        about: "raw veth, ours, wireguard-go (boringtun-cli if installed): TCP, UDP, RTT, CPU/GB",
         run: bench_dataplane,
     }]
 }
 
-/// Runs per implementation (medians are taken over these).
+/// Runs per implementation (medians are taken over these); `ENCLAVE_BENCH_RUNS` changes it.
 const RUNS: usize = 3;
 /// Seconds per iperf3 measurement.
 const SECONDS: &str = "4";
@@ -35,7 +43,10 @@ const PINGS: &str = "50";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Impl {
+    Raw,
     Ours,
+    /// Ours with the TUN and UDP offloads forced off (`ENCLAVE_OFFLOAD=off`).
+    OursNoOffload,
     WireguardGo,
     Boringtun,
 }
@@ -43,37 +54,53 @@ enum Impl {
 impl Impl {
     fn name(self) -> &'static str {
         match self {
+            Impl::Raw => "raw",
             Impl::Ours => "ours",
+            Impl::OursNoOffload => "ours-no-offload",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
         }
     }
 }
 
-/// The figures, in table order (throughput: higher is better; RTT: lower is better).
-const METRICS: [&str; 6] = [
+/// The figures, in table order (throughput: higher is better; the rest: lower is better).
+const METRICS: [&str; 9] = [
     "TCP 1 stream, overlay (Mbit/s)",
     "TCP 4 streams, overlay (Mbit/s)",
     "TCP 1 stream, via gateway (Mbit/s)",
     "TCP 4 streams, via gateway (Mbit/s)",
     "UDP goodput at <2% loss (Mbit/s)",
     "ping RTT, overlay (ms)",
+    "TCP retransmits, 1 stream overlay",
+    "tunnel CPU s per GB, 1 stream",
+    "machine CPU s per GB, 1 stream",
 ];
 
 /// Offered UDP rates (Mbit/s), tried in order until the loss reaches 2 %.
-const UDP_RATES: [u32; 9] = [50, 100, 200, 300, 400, 600, 800, 1000, 1400];
+const UDP_RATES: [u32; 12] = [
+    50, 100, 200, 300, 400, 600, 800, 1000, 1400, 2000, 3000, 5000,
+];
 
 fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
+    let agent = || -> anyhow::Result<Vec<String>> {
+        Ok(vec![
+            ctx.bin("enclave-agent")?.to_string_lossy().into_owned(),
+            "tunnel".into(),
+            "wg0".into(),
+        ])
+    };
     let (label, argv, env): (String, Vec<String>, Vec<(&str, &str)>) = match which {
+        Impl::Raw => bail!("raw veth has no tunnel to start"),
         Impl::WireguardGo => return start_wireguard_go(ns, "wg0"),
         Impl::Ours => (
             format!("enclave-tunnel-{}", ns.node()),
-            vec![
-                ctx.bin("enclave-agent")?.to_string_lossy().into_owned(),
-                "tunnel".into(),
-                "wg0".into(),
-            ],
+            agent()?,
             vec![("RUST_LOG", "warn")],
+        ),
+        Impl::OursNoOffload => (
+            format!("enclave-tunnel-{}", ns.node()),
+            agent()?,
+            vec![("RUST_LOG", "warn"), ("ENCLAVE_OFFLOAD", "off")],
         ),
         Impl::Boringtun => (
             format!("boringtun-{}", ns.node()),
@@ -109,13 +136,16 @@ fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
 
 /// Runs an iperf3 client, again up to twice when the server was not ready (it serves one
 /// client at a time and sometimes resets the control connection right after a test).
-fn iperf3_json(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
+fn iperf3_json(ns: &Netns, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let mut argv = vec!["iperf3"];
     argv.extend_from_slice(args);
     let mut last = None;
     for _ in 0..3 {
         match ns.exec(&argv) {
-            Ok(out) if !out.contains("\"error\"") => return Ok(out),
+            Ok(out) if !out.contains("\"error\"") => {
+                return serde_json::from_str(&out)
+                    .with_context(|| format!("iperf3 printed no JSON: {out}"))
+            }
             Ok(out) => last = Some(anyhow::anyhow!("iperf3 failed: {out}")),
             Err(e) => last = Some(e.into()),
         }
@@ -124,15 +154,28 @@ fn iperf3_json(ns: &Netns, args: &[&str]) -> anyhow::Result<String> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("iperf3 did not run")))
 }
 
-/// iperf3 client from `ns` to `dst` with `streams` parallel streams; Mbit/s received.
-fn iperf(ns: &Netns, dst: &str, streams: u32) -> anyhow::Result<f64> {
+/// One TCP measurement.
+struct Tcp {
+    mbps: f64,
+    bytes: f64,
+    retransmits: f64,
+}
+
+/// iperf3 client from `ns` to `dst` with `streams` parallel streams.
+fn iperf(ns: &Netns, dst: &str, streams: u32) -> anyhow::Result<Tcp> {
     let streams = streams.to_string();
-    let out = iperf3_json(ns, &["-c", dst, "-t", SECONDS, "-P", &streams, "-J"])?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 printed no JSON")?;
-    let bps = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .with_context(|| format!("no throughput in iperf3's answer: {out}"))?;
-    Ok(bps / 1e6)
+    let json = iperf3_json(ns, &["-c", dst, "-t", SECONDS, "-P", &streams, "-J"])?;
+    let received = &json["end"]["sum_received"];
+    let field = |v: &serde_json::Value, name: &str| {
+        v[name]
+            .as_f64()
+            .with_context(|| format!("no {name} in iperf3's answer: {json}"))
+    };
+    Ok(Tcp {
+        mbps: field(received, "bits_per_second")? / 1e6,
+        bytes: field(received, "bytes")?,
+        retransmits: field(&json["end"]["sum_sent"], "retransmits")?,
+    })
 }
 
 /// iperf3 UDP from `ns` to `dst` at `mbps` offered: (goodput Mbit/s, lost fraction). The
@@ -141,85 +184,152 @@ fn iperf(ns: &Netns, dst: &str, streams: u32) -> anyhow::Result<f64> {
 /// measure iperf3 rather than the tunnel.
 fn iperf_udp(ns: &Netns, dst: &str, mbps: u32) -> anyhow::Result<(f64, f64)> {
     let rate = format!("{mbps}M");
-    let out = iperf3_json(
+    let json = iperf3_json(
         ns,
         &[
             "-c", dst, "-u", "-b", &rate, "-l", "1350", "-w", "4M", "-t", "3", "-J",
         ],
     )?;
-    let json: serde_json::Value = serde_json::from_str(&out).context("iperf3 printed no JSON")?;
     let sum = &json["end"]["sum"];
     let lost = sum["lost_percent"]
         .as_f64()
-        .with_context(|| format!("no loss in iperf3's answer: {out}"))?;
+        .with_context(|| format!("no loss in iperf3's answer: {json}"))?;
     let bps = sum["bits_per_second"].as_f64().unwrap_or(0.0);
     Ok((bps * (1.0 - lost / 100.0) / 1e6, lost / 100.0))
 }
 
-/// The best goodput among the offered rates whose loss stays under 2 %.
+/// The best goodput among the offered rates whose loss stays under 2 %, trying higher rates
+/// until two in a row lose more (one lossy rate on this shared machine is often noise).
 fn udp_goodput(ns: &Netns, dst: &str) -> anyhow::Result<f64> {
     let mut best = 0.0f64;
+    let mut lossy_in_a_row = 0;
     for mbps in UDP_RATES {
         let (goodput, lost) = iperf_udp(ns, dst, mbps)?;
         if lost >= 0.02 {
-            break;
+            lossy_in_a_row += 1;
+            if lossy_in_a_row == 2 {
+                break;
+            }
+            continue;
         }
+        lossy_in_a_row = 0;
         best = best.max(goodput);
     }
     Ok(best)
 }
 
+/// Clock ticks per second of `/proc` CPU times.
+fn clock_ticks() -> anyhow::Result<f64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("cannot run getconf")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK printed no number")
+}
+
+/// CPU seconds a process (all its threads) has used so far.
+fn process_cpu(pid: u32, ticks: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // The fields after the command name (which is in brackets and may hold spaces): state is
+    // the first, utime the twelfth, stime the thirteenth.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("malformed /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks_used: f64 = fields
+        .get(11..13)
+        .context("short /proc/PID/stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks_used / ticks)
+}
+
+/// CPU seconds the whole machine has been busy so far (every core, all work).
+fn machine_cpu(ticks: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    // cpu user nice system idle iowait irq softirq steal …: busy is all but idle and iowait.
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    Ok(busy / ticks)
+}
+
 /// One implementation in fresh namespaces: all the figures, in [`METRICS`] order.
-fn measure(ctx: &Ctx, which: Impl, run: usize) -> anyhow::Result<Vec<f64>> {
+fn measure(ctx: &Ctx, which: Impl, run: usize, ticks: f64) -> anyhow::Result<Vec<f64>> {
     let topo = ctx.topology(&reference_topology(&format!("bdp{run}")))?;
     let (sender, gw, lan) = (topo.ns("sender"), topo.ns("gw"), topo.ns("lan"));
-    let _sender_wg = start(ctx, sender, which)?;
-    let _gw_wg = start(ctx, gw, which)?;
-    configure_reference_tunnel(ctx.log_dir(), "bench", sender, gw)?;
+    let mut tunnels = Vec::new();
+    let target = if which == Impl::Raw {
+        sender.exec(&["ip", "route", "add", LAN_SUBNET, "via", GATEWAY_UNDERLAY])?;
+        GATEWAY_UNDERLAY
+    } else {
+        tunnels.push(start(ctx, sender, which)?);
+        tunnels.push(start(ctx, gw, which)?);
+        configure_reference_tunnel(ctx.log_dir(), "bench", sender, gw)?;
+        GATEWAY_OVERLAY
+    };
     gw.exec(&[
         "nft",
         &format!(
             "add table ip enclave-bench; \
              add chain ip enclave-bench post {{ type nat hook postrouting priority srcnat; }}; \
-             add rule ip enclave-bench post oifname \"lan0\" ip saddr {OVERLAY} snat to {GATEWAY_LAN}"
+             add rule ip enclave-bench post oifname \"lan0\" snat to {GATEWAY_LAN}"
         ),
     ])?;
     let _gw_iperf = gw.spawn("iperf3-gw", &["iperf3", "-s"], SpawnOpts::default())?;
     let _lan_iperf = lan.spawn("iperf3-lan", &["iperf3", "-s"], SpawnOpts::default())?;
-    let handshake = enclave_netns::try_wait_until(Duration::from_secs(10), || {
-        sender.ping_once(GATEWAY_OVERLAY)
-    })?;
+    let handshake =
+        enclave_netns::try_wait_until(Duration::from_secs(10), || sender.ping_once(target))?;
     anyhow::ensure!(handshake, "{}: no handshake", which.name());
     // The iperf3 servers are up once they accept a connection.
-    for dst in [GATEWAY_OVERLAY, LAN_HOST] {
+    for dst in [target, LAN_HOST] {
         let addr = format!("{dst}:5201").parse()?;
         let up = enclave_netns::try_wait_until(Duration::from_secs(5), || {
             enclave_netns::Reached::reached(sender.tcp_connect(addr, Duration::from_secs(1)))
         })?;
         anyhow::ensure!(up, "iperf3 server at {dst} did not come up");
     }
+    let tunnel_cpu = || -> anyhow::Result<f64> {
+        tunnels
+            .iter()
+            .map(|p| process_cpu(p.pid(), ticks))
+            .sum::<anyhow::Result<f64>>()
+    };
+    let (tunnel_before, machine_before) = (tunnel_cpu()?, machine_cpu(ticks)?);
+    let one = iperf(sender, target, 1)?;
+    let (tunnel_after, machine_after) = (tunnel_cpu()?, machine_cpu(ticks)?);
+    let gb = one.bytes / 1e9;
     let mut figures = vec![
-        iperf(sender, GATEWAY_OVERLAY, 1)?,
-        iperf(sender, GATEWAY_OVERLAY, 4)?,
-        iperf(sender, LAN_HOST, 1)?,
-        iperf(sender, LAN_HOST, 4)?,
-        udp_goodput(sender, GATEWAY_OVERLAY)?,
+        one.mbps,
+        iperf(sender, target, 4)?.mbps,
+        iperf(sender, LAN_HOST, 1)?.mbps,
+        iperf(sender, LAN_HOST, 4)?.mbps,
+        udp_goodput(sender, target)?,
     ];
-    let out = sender.exec_output(&[
-        "ping",
-        "-n",
-        "-q",
-        "-c",
-        PINGS,
-        "-i",
-        "0.02",
-        GATEWAY_OVERLAY,
-    ])?;
+    let out = sender.exec_output(&["ping", "-n", "-q", "-c", PINGS, "-i", "0.02", target])?;
     let ping = enclave_netns::PingResult::parse(&String::from_utf8_lossy(&out.stdout));
     figures.push(
         ping.avg_rtt_ms
             .with_context(|| format!("no RTT from ping:\n{}", ping.output))?,
     );
+    figures.push(one.retransmits);
+    figures.push((tunnel_after - tunnel_before) / gb);
+    figures.push((machine_after - machine_before) / gb);
     Ok(figures)
 }
 
@@ -233,20 +343,41 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// "median [lowest–highest]" of some values.
+fn spread(values: &[f64], precision: usize) -> String {
+    let mut v = values.to_vec();
+    let m = median(&mut v);
+    let (lo, hi) = (v[0], v[v.len() - 1]);
+    format!("{m:.precision$} [{lo:.precision$}-{hi:.precision$}]")
+}
+
 fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut impls = vec![Impl::Ours, Impl::WireguardGo];
+    let runs = match std::env::var("ENCLAVE_BENCH_RUNS") {
+        Ok(n) => n.parse().context("ENCLAVE_BENCH_RUNS must be a number")?,
+        Err(_) => RUNS,
+    };
+    anyhow::ensure!(runs > 0, "ENCLAVE_BENCH_RUNS must be at least 1");
+    let ticks = clock_ticks()?;
+    let mut impls = vec![
+        Impl::Raw,
+        Impl::Ours,
+        Impl::OursNoOffload,
+        Impl::WireguardGo,
+    ];
     if enclave_netns::which("boringtun-cli").is_some() {
         impls.push(Impl::Boringtun);
     } else {
-        println!("boringtun-cli is not installed: measuring ours and wireguard-go only");
+        println!("boringtun-cli is not installed (`cargo install boringtun-cli`): not measured");
     }
+    println!("columns: {}", METRICS.join(" | "));
+    // samples[impl][run][metric]
     let mut samples: BTreeMap<Impl, Vec<Vec<f64>>> = BTreeMap::new();
-    for run in 0..RUNS {
+    for run in 0..runs {
         for &which in &impls {
-            let figures = measure(ctx, which, run)
+            let figures = measure(ctx, which, run, ticks)
                 .with_context(|| format!("{} run {}", which.name(), run + 1))?;
             println!(
-                "run {} {:13} {}",
+                "run {} {:16} {}",
                 run + 1,
                 which.name(),
                 figures
@@ -258,35 +389,51 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
             samples.entry(which).or_default().push(figures);
         }
     }
-    let medians: BTreeMap<Impl, Vec<f64>> = samples
-        .iter()
-        .map(|(which, runs)| {
-            let per_metric = (0..METRICS.len())
-                .map(|m| median(&mut runs.iter().map(|r| r[m]).collect::<Vec<_>>()))
-                .collect();
-            (*which, per_metric)
-        })
-        .collect();
     println!();
-    println!("medians of {RUNS} runs ({SECONDS} s per iperf3 run, {PINGS} pings)");
-    let mut header = format!("{:38}", "");
+    println!(
+        "medians of {runs} interleaved runs [lowest-highest] ({SECONDS} s per iperf3 test, \
+         {PINGS} pings); ratios are medians of the per-run ratios"
+    );
+    let ratios = [
+        (Impl::Ours, Impl::WireguardGo, "ours/wg-go"),
+        (Impl::Ours, Impl::Raw, "ours/raw"),
+        (Impl::Ours, Impl::OursNoOffload, "ours/no-offload"),
+        (Impl::WireguardGo, Impl::Raw, "wg-go/raw"),
+    ];
+    let mut header = format!("{:36}", "");
     for which in &impls {
-        header.push_str(&format!(" {:>13}", which.name()));
+        header.push_str(&format!(" {:>24}", which.name()));
     }
-    for which in impls.iter().filter(|w| **w != Impl::WireguardGo) {
-        header.push_str(&format!(" {:>17}", format!("{}/wg-go", which.name())));
+    for (_, _, name) in ratios {
+        header.push_str(&format!(" {name:>24}"));
     }
     println!("{header}");
-    for (m, label) in METRICS.iter().enumerate() {
-        let mut line = format!("{label:38}");
-        for which in &impls {
-            line.push_str(&format!(" {:>13.2}", medians[which][m]));
+    for (m, metric) in METRICS.iter().enumerate() {
+        let of = |which: Impl| -> Vec<f64> { samples[&which].iter().map(|r| r[m]).collect() };
+        let mut line = format!("{metric:36}");
+        for &which in &impls {
+            line.push_str(&format!(" {:>24}", spread(&of(which), 2)));
         }
-        let base = medians[&Impl::WireguardGo][m];
-        for which in impls.iter().filter(|w| **w != Impl::WireguardGo) {
-            line.push_str(&format!(" {:>17.2}", medians[which][m] / base));
+        for (a, b, _) in ratios {
+            let per_run: Vec<f64> = of(a)
+                .iter()
+                .zip(of(b))
+                .filter(|(_, b)| *b != 0.0)
+                .map(|(a, b)| a / b)
+                .collect();
+            let cell = if per_run.is_empty() {
+                "-".to_owned()
+            } else {
+                spread(&per_run, 2)
+            };
+            line.push_str(&format!(" {cell:>24}"));
         }
         println!("{line}");
     }
+    println!(
+        "(throughput: higher is better; RTT, retransmits, CPU: lower is better. Tunnel CPU: \
+         both tunnel processes; raw has none. Machine CPU counts every core and everything \
+         running on them, other work included.)"
+    );
     Ok(())
 }

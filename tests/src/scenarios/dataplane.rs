@@ -52,20 +52,20 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// Underlay addresses of the two nodes.
-const A_UNDERLAY: &str = "10.20.0.1";
-const B_UNDERLAY: &str = "10.20.0.2";
+pub(super) const A_UNDERLAY: &str = "10.20.0.1";
+pub(super) const B_UNDERLAY: &str = "10.20.0.2";
 /// The address node `a` moves to in the roaming test.
 const A_ROAMED: &str = "10.20.0.11";
 /// Overlay addresses.
-const A_OVERLAY: Ipv4Addr = Ipv4Addr::new(100, 70, 0, 1);
-const B_OVERLAY: Ipv4Addr = Ipv4Addr::new(100, 70, 0, 2);
+pub(super) const A_OVERLAY: Ipv4Addr = Ipv4Addr::new(100, 70, 0, 1);
+pub(super) const B_OVERLAY: Ipv4Addr = Ipv4Addr::new(100, 70, 0, 2);
 /// Megabytes of each bulk transfer by default, as the issue asks (the data path is optimised
 /// even in debug builds, see the root Cargo.toml); `ENCLAVE_TRANSFER_MB` overrides it.
 const DEFAULT_TRANSFER_MB: usize = 100;
-const IFACE: &str = "wg0";
+pub(super) const IFACE: &str = "wg0";
 
 /// Bytes of each bulk transfer.
-fn transfer_bytes() -> usize {
+pub(super) fn transfer_bytes() -> usize {
     std::env::var("ENCLAVE_TRANSFER_MB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -75,7 +75,7 @@ fn transfer_bytes() -> usize {
 
 /// Two nodes on one veth pair. Secondary addresses get promoted so that the roaming test can
 /// move a node to a new address by deleting its old one.
-fn pair(tag: &str) -> TopologySpec {
+pub(super) fn pair(tag: &str) -> TopologySpec {
     let mut spec = TopologySpec::new(tag);
     spec.node("a")
         .node("b")
@@ -190,7 +190,7 @@ impl Pair {
 }
 
 /// Pings `dst` from `ns`: the first reply may wait for the handshake, then all must come.
-fn ping_through(ns: &Netns, dst: Ipv4Addr) -> anyhow::Result<()> {
+pub(super) fn ping_through(ns: &Netns, dst: Ipv4Addr) -> anyhow::Result<()> {
     let dst = dst.to_string();
     let first = enclave_netns::try_wait_until(Duration::from_secs(10), || ns.ping_once(&dst))?;
     ensure!(first, "{} never got a reply from {dst}", ns.node());
@@ -222,7 +222,7 @@ impl Pattern {
 /// Sends `transfer_bytes()` over TCP through the tunnel from `from` to `to` (listening on
 /// `to_addr`) and checks that the receiver's hash equals the sender's. `during` runs on the
 /// calling thread while the transfer is under way. Returns the throughput in Mbit/s.
-fn transfer(
+pub(super) fn transfer(
     from: &Netns,
     to: &Netns,
     to_addr: Ipv4Addr,

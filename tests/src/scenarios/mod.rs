@@ -15,6 +15,7 @@ mod forwarding;
 mod killswitch;
 mod lifecycle;
 mod nat;
+mod offload;
 mod reference;
 mod roaming;
 mod routes;
@@ -27,6 +28,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(reference::scenarios());
     all.extend(dataplane::scenarios());
     all.extend(flood::scenarios());
+    all.extend(offload::scenarios());
     all.extend(routes::scenarios());
     all.extend(nat::scenarios());
     all.extend(forwarding::scenarios());
