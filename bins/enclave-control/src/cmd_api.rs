@@ -423,7 +423,7 @@ pub enum SystemsCommand {
         #[command(flatten)]
         server: Server,
     },
-    /// Rename, retag, enable or disable a system.
+    /// Rename, retag, enable or disable a system, or set its endpoint.
     Edit {
         /// The system.
         name: String,
@@ -436,6 +436,10 @@ pub enum SystemsCommand {
         /// Enable or disable its tunnels.
         #[arg(long, value_enum)]
         enabled: Option<OnOff>,
+        /// The underlay address and port other systems reach it at (a gateway's public
+        /// address, say); `--endpoint ''` removes it.
+        #[arg(long)]
+        endpoint: Option<String>,
         #[command(flatten)]
         server: Server,
     },
@@ -479,9 +483,13 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
             new_name,
             tags,
             enabled,
+            endpoint,
             server,
         } => {
             let mut body = json!({});
+            if let Some(endpoint) = endpoint {
+                body["endpoint"] = json!(endpoint);
+            }
             if let Some(n) = new_name {
                 body["name"] = json!(n);
             }

@@ -391,6 +391,7 @@ async fn every_operation_persists(url: String) -> CaseResult {
                 name: Some("menlo-office-gw".into()),
                 tags: Some(["gateways".to_owned()].into()),
                 enabled: Some(true),
+                endpoint: Some("203.0.113.2:51820".into()),
                 version: None,
             },
         },

@@ -67,7 +67,7 @@ pub enum Command {
         /// The system.
         name: String,
     },
-    /// Rename, retag, enable or disable a system.
+    /// Rename, retag, enable or disable a system, or set its endpoint.
     UpdateSystem {
         /// The system.
         name: String,
@@ -181,6 +181,10 @@ pub struct SystemEdit {
     /// The definition's `enabled`.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// The underlay endpoint other systems reach it at, `ADDRESS:PORT` (a gateway's, say);
+    /// an empty string removes it.
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// The version the client read; when given, the edit is refused if the system changed since.
     #[serde(default)]
     pub version: Option<i64>,

@@ -613,6 +613,18 @@ fn update_system(
     if let Some(tags) = &edit.tags {
         check_tags("tags", tags)?;
     }
+    let endpoint = match edit.endpoint.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(text) => Some(Some(text.parse::<std::net::SocketAddr>().map_err(
+            |_| {
+                command::problem(
+                    "endpoint",
+                    format!("{text:?} is not ADDRESS:PORT (for example 203.0.113.2:51820)"),
+                )
+            },
+        )?)),
+    };
     let mut system = next
         .systems
         .remove(&name)
@@ -660,6 +672,13 @@ fn update_system(
     if let Some(enabled) = edit.enabled {
         detail.push(format!("enabled {enabled}"));
         system.enabled = enabled;
+    }
+    if let Some(endpoint) = endpoint {
+        detail.push(match endpoint {
+            Some(endpoint) => format!("endpoint {endpoint}"),
+            None => "no endpoint".to_owned(),
+        });
+        system.endpoint = endpoint;
     }
     t.systems.insert(system.name.clone());
     t.definition = true;

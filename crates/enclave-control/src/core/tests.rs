@@ -549,3 +549,35 @@ fn pre_shared_keys_follow_a_rename_and_hold_their_systems() {
         "{problems:#?}"
     );
 }
+
+#[test]
+fn a_gateways_endpoint_is_set_cleared_and_a_bad_one_refused_by_field() {
+    let state = office();
+    let endpoint = |text: &str| {
+        edit(
+            "office-gw",
+            SystemEdit {
+                endpoint: Some(text.into()),
+                ..SystemEdit::default()
+            },
+        )
+    };
+    let (set, outcome) = ok(&state, endpoint("203.0.113.2:51820"));
+    assert_eq!(
+        set.systems["office-gw"].endpoint,
+        Some("203.0.113.2:51820".parse().unwrap())
+    );
+    assert!(outcome.audit.detail.contains("endpoint 203.0.113.2:51820"));
+    assert!(definition::render(&set).contains("endpoint = \"203.0.113.2:51820\""));
+
+    let (cleared, _) = ok(&set, endpoint(""));
+    assert_eq!(cleared.systems["office-gw"].endpoint, None);
+
+    match refused(&set, endpoint("203.0.113.2")) {
+        Refusal::Invalid(problems) => {
+            assert_eq!(problems[0].field, "endpoint");
+            assert!(problems[0].message.contains("ADDRESS:PORT"), "{problems:?}");
+        }
+        other => panic!("expected a field problem, got {other:?}"),
+    }
+}
