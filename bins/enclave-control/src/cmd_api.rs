@@ -1,7 +1,7 @@
 //! The commands that talk to the running server's API.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
@@ -660,6 +660,51 @@ pub enum PoliciesCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// Create or replace policies from a file of `[[gateway_policy]]` and `[[direct_policy]]`
+    /// tables, written as in the network definition.
+    Put {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+/// The policies of a policy file, as the API takes them (each with its `kind`).
+fn policy_file(file: &Path) -> anyhow::Result<Vec<Value>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?;
+    let mut policies = Vec::new();
+    for (key, value) in table {
+        let kind = match key.as_str() {
+            "gateway_policy" => "gateway",
+            "direct_policy" => "direct",
+            other => bail!(
+                "{}: only [[gateway_policy]] and [[direct_policy]] tables belong in a policy file, not {other:?}",
+                file.display()
+            ),
+        };
+        let Some(tables) = value.as_array() else {
+            bail!("{}: write [[{key}]], a list of tables", file.display());
+        };
+        for table in tables {
+            let mut policy = serde_json::to_value(table)?;
+            if !policy.is_object() {
+                bail!("{}: each [[{key}]] is a table", file.display());
+            }
+            policy["kind"] = json!(kind);
+            policies.push(policy);
+        }
+    }
+    if policies.is_empty() {
+        bail!(
+            "{} holds no [[gateway_policy]] or [[direct_policy]]",
+            file.display()
+        );
+    }
+    Ok(policies)
 }
 
 pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<ExitCode> {
@@ -694,6 +739,43 @@ pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<ExitCode> {
             None,
             &format!("deleted policy {name:?}"),
         ),
+        PoliciesCommand::Put { file, server } => {
+            let policies = policy_file(&file)?;
+            let existing = server.call("GET", "/api/v1/policies", None)?.json();
+            for mut policy in policies {
+                let name = field(&policy, "name", "");
+                if name.is_empty() {
+                    bail!("{}: a policy has no name", file.display());
+                }
+                let version = existing.as_array().and_then(|list| {
+                    list.iter()
+                        .find(|p| p["name"] == name.as_str())
+                        .map(|p| p["version"].clone())
+                });
+                match version {
+                    Some(version) => {
+                        policy["version"] = version;
+                        change(
+                            &server,
+                            "PUT",
+                            &format!("/api/v1/policies/{}", encode(&name)),
+                            Some(policy),
+                            &format!("replaced policy {name:?}"),
+                        )?;
+                    }
+                    None => {
+                        change(
+                            &server,
+                            "POST",
+                            "/api/v1/policies",
+                            Some(policy),
+                            &format!("created policy {name:?}"),
+                        )?;
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

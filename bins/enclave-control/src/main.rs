@@ -39,7 +39,7 @@ enum Command {
     /// Gateways' subnets: list (discovered and added), add, remove.
     #[command(subcommand)]
     Subnets(cmd_api::SubnetsCommand),
-    /// Policies: list, show, delete (create and edit them with import or the API).
+    /// Policies: list, delete, and put (create or replace from a file of policy tables).
     #[command(subcommand)]
     Policies(cmd_api::PoliciesCommand),
     /// Would a system reach an address? (as `enclave-agent policy explain`).

@@ -603,6 +603,57 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
         "systems list:\n{listed}"
     );
 
+    // Policies from a file in the definition's syntax: created, then replaced; a file with
+    // anything else in it is refused and changes nothing.
+    let policy_file = state.join("policy.toml");
+    std::fs::write(
+        &policy_file,
+        "[[direct_policy]]\nname = \"users to users\"\nsenders = [\"users\"]\n\
+         receivers = [\"users\"]\nacl = [{ protocol = \"icmp\" }]\n",
+    )?;
+    let policy_arg = policy_file.to_str().context("path is not UTF-8")?;
+    let created = cli(
+        ns,
+        &bin,
+        &first.at,
+        &token,
+        &["policies", "put", policy_arg],
+    )?;
+    ensure!(
+        created.contains("created policy \"users to users\""),
+        "policies put printed {created:?}"
+    );
+    let replaced = cli(
+        ns,
+        &bin,
+        &first.at,
+        &token,
+        &["policies", "put", policy_arg],
+    )?;
+    ensure!(
+        replaced.contains("replaced policy \"users to users\""),
+        "policies put (again) printed {replaced:?}"
+    );
+    std::fs::write(&policy_file, "[[system]]\nname = \"x\"\n")?;
+    let refused = cli(
+        ns,
+        &bin,
+        &first.at,
+        &token,
+        &["policies", "put", policy_arg],
+    );
+    ensure!(
+        refused.as_ref().is_err_and(|e| e
+            .to_string()
+            .contains("only [[gateway_policy]] and [[direct_policy]]")),
+        "a policy file with a system in it: {refused:?}"
+    );
+    let policies = cli(ns, &bin, &first.at, &token, &["policies", "list"])?;
+    ensure!(
+        policies.contains("users to users") && !policies.contains(" x "),
+        "policies list:\n{policies}"
+    );
+
     // Stopped and started again: the same certificate, the same data.
     let stopped = first.process.stop();
     ensure!(
