@@ -2,10 +2,13 @@
 //!
 //! A sender laptop, the two gateways of the "Menlo Park Office" (`menlo-gw-1`, `menlo-gw-2`) on
 //! the office LAN 192.168.77.0/24 with a printer (.10) and two domain controllers (.20, .21),
-//! and `egress-gw`, which carries the laptop's default route to an "internet" host. Our agents
-//! run on the laptop and the three gateways, with keys from `enclave-agent keygen` and one
-//! network definition. Each step prints `==> step N: …`, then the real commands it runs and
-//! their output, indented; a step that does not do what it claims fails the demo and says why.
+//! and `egress-gw`, which carries the laptop's default route to an "internet" host. The control
+//! server `enclave-control` runs in a namespace of its own, and the demo walks the guide's steps
+//! with it: enrolment keys, each system enrolled from its own host (its key pair made there),
+//! the gateways approved and allowed to act as gateways, their discovered subnets, the gateway
+//! access policies with the subnet filter; then the agents get their views from the server.
+//! Each step prints `==> step N: …`, then the real commands it runs and their output, indented;
+//! a step that does not do what it claims fails the demo and says why.
 //!
 //! Ctrl-C (SIGINT) or SIGTERM at any point sets a flag that every wait checks; the demo then
 //! unwinds, and dropping the topology ends the agents and removes the namespaces. A second
@@ -18,10 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use enclave_netns::{Netns, Process, SpawnOpts, Topology, TopologySpec};
 
-use crate::agents::{prepare, write_definition, AgentFiles};
+use crate::agents::{enrol, AgentFiles};
+use crate::scenarios::control::{admin_token, start_server_on, Server};
 use crate::Ctx;
 
 /// The office LAN.
@@ -32,41 +36,40 @@ const PRINTER: &str = "192.168.77.10";
 const DCS: [&str; 2] = ["192.168.77.20", "192.168.77.21"];
 /// The "internet" host behind `egress-gw`.
 const INTERNET_HOST: &str = "198.51.100.10";
-/// The overlay network.
-const OVERLAY: &str = "100.64.0.0/10";
+/// The control server's node and its address on the underlay.
+const CONTROL: &str = "ctl";
+const CONTROL_ADDR: &str = "10.10.0.200";
+const CONTROL_PORT: u16 = 8443;
+/// The policy file the administrator writes (the guide's step 4).
+const POLICY_FILE: &str = "policies.toml";
 
-/// One system of the demo: its node in the topology, its name in the definition, its virtual
-/// and underlay addresses.
+/// One system of the demo: its node in the topology, its name on the control server, its
+/// underlay address. Its virtual address is the one the server allocates when it enrols.
 struct System {
     node: &'static str,
     name: &'static str,
-    overlay: &'static str,
     underlay: &'static str,
 }
 
 const LAPTOP: System = System {
     node: "laptop",
     name: "laptop",
-    overlay: "100.64.0.11",
     underlay: "10.10.0.100",
 };
 const GATEWAYS: [System; 3] = [
     System {
         node: "gw1",
         name: "menlo-gw-1",
-        overlay: "100.64.0.2",
         underlay: "10.10.0.1",
     },
     System {
         node: "gw2",
         name: "menlo-gw-2",
-        overlay: "100.64.0.3",
         underlay: "10.10.0.2",
     },
     System {
         node: "egress",
         name: "egress-gw",
-        overlay: "100.64.0.4",
         underlay: "10.10.0.3",
     },
 ];
@@ -92,8 +95,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         steps: Vec::new(),
     };
     println!(
-        "Enclave gateway demo: a laptop reaches the Menlo Park Office through two gateways, \
-         and the Internet through a third (logs in {})",
+        "Enclave gateway demo: a control server enrols a laptop and three gateways; the laptop \
+         reaches the Menlo Park Office through two of them, and the Internet through the third \
+         (logs in {})",
         ctx.log_dir().display()
     );
     let outcome = demo.play();
@@ -121,12 +125,17 @@ struct Demo<'c> {
     steps: Vec<(String, Option<Result<(), String>>)>,
 }
 
-/// What the setup made: the topology and the running agents.
+/// What the setup made: the topology, the control server and the running agents.
 struct Stage {
-    /// Agent processes by node; dropped (ended) before the topology.
+    /// Agent processes by node; dropped (ended) first, then the server, then the topology.
     agents: BTreeMap<&'static str, Process>,
+    server: Server,
+    /// The admin token and the server's binary, for `enclave-control` commands.
+    token: String,
+    control: PathBuf,
     files: BTreeMap<&'static str, AgentFiles>,
-    network: PathBuf,
+    /// Virtual addresses by node, as the server allocated them.
+    overlay: BTreeMap<&'static str, String>,
     topo: Topology,
 }
 
@@ -217,57 +226,338 @@ impl Demo<'_> {
     // ----- setup -----
 
     fn setup(&mut self) -> anyhow::Result<Stage> {
-        self.begin("build the namespaces: laptop, 3 gateways, office LAN, internet host")?;
+        self.begin(
+            "build the namespaces: control server, laptop, 3 gateways, office LAN, internet host",
+        )?;
         let built = self.build();
         let topo = self.end(built)?;
 
-        self.begin("make keys with `enclave-agent keygen` and write the network definition")?;
-        let network = self.ctx.log_dir().join("network.toml");
-        let mut files = BTreeMap::new();
-        for system in [&LAPTOP].into_iter().chain(GATEWAYS.iter()) {
-            let node_files = prepare(self.ctx, topo.ns(system.node), &network, "")
-                .with_context(|| format!("cannot prepare the agent of {}", system.name))?;
-            println!(
-                "    {:11} public key {}  config {}",
-                system.name,
-                node_files.public_key,
-                node_files.config.display()
-            );
-            files.insert(system.node, node_files);
-        }
-        let text = definition(&files);
-        write_definition(&network, &text)?;
-        println!("    {}:", network.display());
-        indent(&text);
-        let agent = self
-            .ctx
-            .bin("enclave-agent")?
-            .to_string_lossy()
-            .into_owned();
-        let network_arg = network.to_string_lossy().into_owned();
-        let (valid, _) = self.show(
-            topo.ns("laptop"),
-            &[agent.as_str(), "policy", "check", network_arg.as_str()],
+        self.begin(
+            "start enclave-control in its own namespace (SQLite, a self-signed certificate)",
         )?;
-        let outcome = if valid {
-            Ok(())
-        } else {
-            Err(anyhow!(
-                "`enclave-agent policy check` refused the definition"
-            ))
+        let started = self.start_control(&topo);
+        let (server, token, control) = self.end(started)?;
+        let mut stage = Stage {
+            agents: BTreeMap::new(),
+            server,
+            token,
+            control,
+            files: BTreeMap::new(),
+            overlay: BTreeMap::new(),
+            topo,
         };
+
+        self.begin("guide step 1: create enrolment keys for users (automatic approval) and gateways (manual)")?;
+        let keys = self.enrolment_keys(&stage);
+        let (user_key, gateway_key) = self.end(keys)?;
+
+        self.begin("enrol the laptop and the three gateways, each from its own host")?;
+        let outcome = self.enrol_all(&mut stage, &user_key, &gateway_key);
+        self.end(outcome)?;
+
+        self.begin("approve the gateways and give their underlay endpoints")?;
+        let outcome = self.approve_gateways(&stage);
         self.end(outcome)?;
 
         self.begin("start enclave-gw on the three gateways, then enclave-agent on the laptop")?;
-        let mut stage = Stage {
-            agents: BTreeMap::new(),
-            files,
-            network,
-            topo,
-        };
         let outcome = self.start_agents(&mut stage);
         self.end(outcome)?;
+
+        self.begin(
+            "guide step 2: allow the gateways to act as gateways; their subnets are discovered",
+        )?;
+        let outcome = self.allow_gateways(&stage);
+        self.end(outcome)?;
+
+        self.begin(
+            "guide step 3: Remove Subnet (the office gateways' underlay), Add subnet 0.0.0.0/0 to egress-gw",
+        )?;
+        let outcome = self.edit_subnets(&stage);
+        self.end(outcome)?;
+
+        self.begin("guide step 4: the gateway access policies, with the subnet filter")?;
+        let outcome = self.policies(&stage);
+        self.end(outcome)?;
         Ok(stage)
+    }
+
+    /// `admin token create` on the database, then `enclave-control run`.
+    fn start_control(&self, topo: &Topology) -> anyhow::Result<(Server, String, PathBuf)> {
+        let ns = topo.ns(CONTROL);
+        let control = self.ctx.bin("enclave-control")?;
+        let state = self.ctx.log_dir().join("control");
+        std::fs::create_dir_all(&state)?;
+        let database = format!("sqlite://{}/control.db", state.display());
+        println!(
+            "    [{CONTROL}]# enclave-control admin token create --database {database} --name demo"
+        );
+        let token = admin_token(ns, &control, &database, &["--name", "demo"])?;
+        println!("      ent_… (printed once; the demo keeps it for the commands below)");
+        println!(
+            "    [{CONTROL}]# enclave-control run --database {database} --listen {CONTROL_ADDR}:{CONTROL_PORT}"
+        );
+        let server = start_server_on(
+            ns,
+            &control,
+            "enclave-control",
+            &database,
+            CONTROL_ADDR,
+            CONTROL_PORT,
+            &state,
+        )?;
+        indent(&server.process.log());
+        Ok((server, token, control))
+    }
+
+    /// Runs `enclave-control ARGS` in the control server's namespace (with the server, its
+    /// fingerprint and the admin token in the environment), showing it; its exit success and
+    /// output.
+    fn control_output(&self, stage: &Stage, args: &[&str]) -> anyhow::Result<(bool, String)> {
+        self.interrupted()?;
+        println!("    [{CONTROL}]# enclave-control {}", args.join(" "));
+        let mut argv = vec![stage.control.as_os_str()];
+        argv.extend(args.iter().map(std::ffi::OsStr::new));
+        let output = stage
+            .ns(CONTROL)
+            .command(&argv)
+            .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
+            .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
+            .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
+            .output()
+            .context("cannot run enclave-control")?;
+        // What the command says about its output (stderr) reads best before the output itself
+        // (a key that is "shown only now").
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        indent(&String::from_utf8_lossy(&output.stderr));
+        indent(&stdout);
+        Ok((output.status.success(), stdout))
+    }
+
+    /// [`Self::control_output`] that must succeed.
+    fn control(&self, stage: &Stage, args: &[&str]) -> anyhow::Result<String> {
+        let (ok, out) = self.control_output(stage, args)?;
+        if !ok {
+            bail!("`enclave-control {}` failed", args.join(" "));
+        }
+        Ok(out)
+    }
+
+    fn enrolment_keys(&self, stage: &Stage) -> anyhow::Result<(String, String)> {
+        let key = |out: String| {
+            out.lines()
+                .last()
+                .map(|l| l.trim().to_owned())
+                .filter(|k| k.starts_with("enk_"))
+                .with_context(|| format!("keys create printed {out:?}"))
+        };
+        let users = key(self.control(
+            stage,
+            &["keys", "create", "--tags", "users", "--approval", "auto"],
+        )?)?;
+        let gateways = key(self.control(
+            stage,
+            &[
+                "keys",
+                "create",
+                "--tags",
+                "gateways",
+                "--approval",
+                "manual",
+                "--uses",
+                "3",
+                "--expires",
+                "1h",
+            ],
+        )?)?;
+        Ok((users, gateways))
+    }
+
+    fn enrol_all(
+        &self,
+        stage: &mut Stage,
+        user_key: &str,
+        gateway_key: &str,
+    ) -> anyhow::Result<()> {
+        let at = (
+            stage.server.at.url.as_str(),
+            stage.server.at.fingerprint.as_str(),
+        );
+        for system in GATEWAYS.iter().chain([&LAPTOP]) {
+            let gateway = system.node != LAPTOP.node;
+            let (program, key) = if gateway {
+                ("enclave-gw", gateway_key)
+            } else {
+                ("enclave-agent", user_key)
+            };
+            println!(
+                "    [{}]# {program} enrol --server {} --fingerprint … --key enk_… --hostname {}",
+                system.node, at.0, system.name
+            );
+            self.interrupted()?;
+            let enrolment = enrol(
+                self.ctx,
+                stage.ns(system.node),
+                gateway,
+                at,
+                key,
+                system.name,
+            )?;
+            indent(&enrolment.output);
+            stage.files.insert(system.node, enrolment.files);
+        }
+        let list = self.control(stage, &["systems", "list"])?;
+        for gw in &GATEWAYS {
+            let pending = list
+                .lines()
+                .any(|l| l.starts_with(gw.name) && l.contains("pending"));
+            if !pending {
+                bail!(
+                    "{} is not pending approval after enrolling with a manual key",
+                    gw.name
+                );
+            }
+        }
+        let json = self.control_quiet(stage, &["systems", "list", "--json"])?;
+        let systems: serde_json::Value =
+            serde_json::from_str(&json).context("systems list --json is not JSON")?;
+        for system in GATEWAYS.iter().chain([&LAPTOP]) {
+            let address = systems
+                .as_array()
+                .and_then(|list| list.iter().find(|s| s["name"] == system.name))
+                .and_then(|s| s["address"].as_str())
+                .with_context(|| format!("{} is not on the server", system.name))?;
+            stage.overlay.insert(system.node, address.to_owned());
+        }
+        Ok(())
+    }
+
+    /// `enclave-control ARGS` without showing it (for what the demo reads, not what it shows).
+    fn control_quiet(&self, stage: &Stage, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec![stage.control.as_os_str()];
+        argv.extend(args.iter().map(std::ffi::OsStr::new));
+        let output = stage
+            .ns(CONTROL)
+            .command(&argv)
+            .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
+            .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
+            .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
+            .output()
+            .context("cannot run enclave-control")?;
+        if !output.status.success() {
+            bail!(
+                "`enclave-control {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn approve_gateways(&self, stage: &Stage) -> anyhow::Result<()> {
+        for gw in &GATEWAYS {
+            self.control(stage, &["systems", "approve", gw.name])?;
+            let endpoint = format!("{}:51820", gw.underlay);
+            self.control(
+                stage,
+                &["systems", "edit", gw.name, "--endpoint", &endpoint],
+            )?;
+        }
+        let list = self.control(stage, &["systems", "list"])?;
+        if list.contains("pending") {
+            bail!("a system is still pending");
+        }
+        Ok(())
+    }
+
+    fn allow_gateways(&self, stage: &Stage) -> anyhow::Result<()> {
+        for gw in &GATEWAYS {
+            self.control(stage, &["systems", "gateway", gw.name, "on"])?;
+        }
+        println!("    waiting for both office gateways to report {LAN} on lan0");
+        let reported = self.wait(Duration::from_secs(15), || {
+            self.control_quiet(stage, &["subnets", "list"])
+                .is_ok_and(|list| {
+                    GATEWAYS[..2].iter().all(|gw| {
+                        list.lines().any(|l| {
+                            l.starts_with(gw.name) && l.contains(LAN) && l.contains("lan0")
+                        })
+                    })
+                })
+        })?;
+        self.control(stage, &["subnets", "list"])?;
+        if !reported {
+            bail!("the office gateways' discovered {LAN} did not reach the server within 15 s");
+        }
+        Ok(())
+    }
+
+    /// Discovery offers every subnet a gateway is on; the office gateways must not route senders
+    /// into their underlay segment, and egress-gw is meant for the Internet.
+    fn edit_subnets(&self, stage: &Stage) -> anyhow::Result<()> {
+        let underlay = "10.10.0.0/24";
+        for gw in &GATEWAYS[..2] {
+            self.control(stage, &["subnets", "remove", gw.name, underlay])?;
+        }
+        self.control(stage, &["subnets", "add", GATEWAYS[2].name, "0.0.0.0/0"])?;
+        let list = self.control(stage, &["subnets", "list"])?;
+        for gw in &GATEWAYS[..2] {
+            let removed = list
+                .lines()
+                .any(|l| l.starts_with(gw.name) && l.contains(underlay) && l.contains("removed"));
+            if !removed {
+                bail!("{} still serves {underlay}", gw.name);
+            }
+        }
+        Ok(())
+    }
+
+    fn policies(&self, stage: &Stage) -> anyhow::Result<()> {
+        let file = self.ctx.log_dir().join(POLICY_FILE);
+        let text = policy_file();
+        std::fs::write(&file, &text)?;
+        println!("    {POLICY_FILE}:");
+        indent(&text);
+        let path = file.to_string_lossy().into_owned();
+        self.control(stage, &["policies", "put", path.as_str()])?;
+        self.control(stage, &["policies", "list"])?;
+        let laptop = stage.ns(LAPTOP.node);
+        println!("    waiting for the laptop's route to {LAN} through the tunnel");
+        let routed = self.wait(Duration::from_secs(10), || {
+            has_tunnel_route(laptop, &["route", "show", LAN])
+        })?;
+        if !routed {
+            bail!(
+                "the laptop did not get its routes through the tunnel within 10 s; its status:\n{}",
+                self.status_text(stage, LAPTOP.node)
+            );
+        }
+        self.show(laptop, &["ip", "route", "show", "dev", "enclave0"])?;
+        // Each agent applies its new view when it arrives; a gateway that got its view after
+        // the laptop's first handshake attempt answers the next one (within about a second).
+        println!("    waiting for the laptop's tunnels to the three gateways to come up");
+        let started = Instant::now();
+        let up = self.wait(Duration::from_secs(10), || {
+            self.status_json(stage, LAPTOP.node).is_ok_and(|status| {
+                GATEWAYS.iter().all(|gw| {
+                    status["peers"].as_array().is_some_and(|peers| {
+                        peers
+                            .iter()
+                            .any(|p| p["name"] == gw.name && p["state"] == "Up")
+                    })
+                })
+            })
+        })?;
+        if !up {
+            bail!(
+                "the laptop's tunnels to the gateways did not all come up within 10 s; its status:\n{}",
+                self.status_text(stage, LAPTOP.node)
+            );
+        }
+        println!(
+            "    all three up {:.2} s after the routes",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     fn build(&self) -> anyhow::Result<Topology> {
@@ -304,18 +594,22 @@ impl Demo<'_> {
             );
             stage.agents.insert(system.node, process);
         }
-        println!("    waiting for the laptop's route to {LAN} through the tunnel");
-        let laptop = stage.ns(LAPTOP.node);
-        let routed = self.wait(Duration::from_secs(10), || {
-            has_tunnel_route(laptop, &["route", "show", LAN])
+        // The server shows them connected.
+        let connected = self.wait(Duration::from_secs(10), || {
+            self.control_quiet(stage, &["systems", "list", "--json"])
+                .ok()
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|list| {
+                    list.as_array().map(|systems| {
+                        systems.len() == 4 && systems.iter().all(|s| s["connected"] == true)
+                    })
+                })
+                .unwrap_or(false)
         })?;
-        if !routed {
-            bail!(
-                "the laptop did not get its routes through the tunnel within 10 s; its status:\n{}",
-                self.status_text(stage, LAPTOP.node)
-            );
+        self.control(stage, &["systems", "list"])?;
+        if !connected {
+            bail!("not every agent shows as connected on the server within 10 s");
         }
-        self.show(laptop, &["ip", "route", "show", "dev", "enclave0"])?;
         Ok(())
     }
 
@@ -357,11 +651,16 @@ impl Demo<'_> {
         let laptop = stage.ns(LAPTOP.node);
         let menlo1 = &GATEWAYS[0];
 
+        let menlo1_overlay = stage
+            .overlay
+            .get(menlo1.node)
+            .cloned()
+            .context("no virtual address for menlo-gw-1")?;
         self.begin(&format!(
-            "ping {}'s virtual address {} from the laptop",
-            menlo1.name, menlo1.overlay
+            "ping {}'s virtual address {menlo1_overlay} (allocated by the server) from the laptop",
+            menlo1.name
         ))?;
-        let outcome = self.ping_expect(laptop, menlo1.overlay, 3, true);
+        let outcome = self.ping_expect(laptop, &menlo1_overlay, 3, true);
         self.end(outcome)?;
 
         self.begin(&format!(
@@ -454,19 +753,10 @@ impl Demo<'_> {
         // The printer itself is up: the gateways reach it on the LAN.
         println!("    (the printer is up: its own gateway reaches it on the LAN)");
         self.ping_expect(stage.ns(GATEWAYS[0].node), PRINTER, 1, true)?;
-        let agent = self
-            .ctx
-            .bin("enclave-agent")?
-            .to_string_lossy()
-            .into_owned();
-        let network = stage.network.to_string_lossy().into_owned();
-        let (allowed, out) = self.show(
-            laptop,
+        let (allowed, out) = self.control_output(
+            stage,
             &[
-                agent.as_str(),
-                "policy",
                 "explain",
-                network.as_str(),
                 "--from",
                 LAPTOP.name,
                 "--to",
@@ -476,7 +766,7 @@ impl Demo<'_> {
             ],
         )?;
         if allowed || !out.contains("filter") {
-            bail!("`policy explain` does not name the subnet filter as the reason");
+            bail!("`enclave-control explain` does not name the subnet filter as the reason");
         }
         Ok(())
     }
@@ -702,12 +992,12 @@ impl Demo<'_> {
 /// to the agents.
 fn topology() -> TopologySpec {
     let mut spec = TopologySpec::new("demo");
-    spec.node(LAPTOP.node);
+    spec.node(CONTROL).node(LAPTOP.node);
     for gw in &GATEWAYS {
         spec.node(gw.node);
     }
     spec.node("lan").node("inet");
-    let mut wan = vec![(LAPTOP.node, "eth0")];
+    let mut wan = vec![(CONTROL, "eth0"), (LAPTOP.node, "eth0")];
     wan.extend(GATEWAYS.iter().map(|g| (g.node, "eth0")));
     spec.segment("wan", &wan).segment(
         "lan",
@@ -718,6 +1008,7 @@ fn topology() -> TopologySpec {
         ],
     );
     spec.link((GATEWAYS[2].node, "out0"), ("inet", "eth0"));
+    spec.addr(CONTROL, "eth0", &format!("{CONTROL_ADDR}/24"));
     spec.addr(LAPTOP.node, "eth0", &format!("{}/24", LAPTOP.underlay));
     for gw in &GATEWAYS {
         spec.addr(gw.node, "eth0", &format!("{}/24", gw.underlay));
@@ -736,35 +1027,12 @@ fn topology() -> TopologySpec {
     spec
 }
 
-/// The network definition: the laptop tagged `users`; the office gateways serving the LAN to
-/// `users` with a subnet filter (the domain controllers only) and an ACL (ping, SMB, RDP);
-/// `egress-gw` serving the default route.
-fn definition(files: &BTreeMap<&str, AgentFiles>) -> String {
-    let key = |node: &str| files.get(node).map_or("", |f| f.public_key.as_str());
-    let mut text = format!(
-        "[network]\noverlay = \"{OVERLAY}\"\n\n\
-         [[system]]\nname = \"{}\"\npublic_key = \"{}\"\naddress = \"{}\"\ntags = [\"users\"]\n",
-        LAPTOP.name,
-        key(LAPTOP.node),
-        LAPTOP.overlay
-    );
-    for gw in &GATEWAYS {
-        let subnets = if gw.node == GATEWAYS[2].node {
-            "\"0.0.0.0/0\"".to_owned()
-        } else {
-            format!("\"{LAN}\"")
-        };
-        text.push_str(&format!(
-            "\n[[system]]\nname = \"{}\"\npublic_key = \"{}\"\naddress = \"{}\"\n\
-             endpoint = \"{}:51820\"\n\n[system.gateway]\nallowed = true\nsubnets = [{subnets}]\n",
-            gw.name,
-            key(gw.node),
-            gw.overlay,
-            gw.underlay
-        ));
-    }
-    text.push_str(&format!(
-        "\n[[gateway_policy]]\nname = \"users to the Menlo Park Office domain controllers\"\n\
+/// The administrator's policies (the guide's step 4): `users` reach the Menlo Park Office
+/// through either office gateway, the subnet filter letting through the domain controllers only,
+/// with an ACL (ping, SMB, RDP); and the Internet through `egress-gw`.
+fn policy_file() -> String {
+    format!(
+        "[[gateway_policy]]\nname = \"users to the Menlo Park Office domain controllers\"\n\
          senders = [\"users\"]\ngateways = [\"{}\", \"{}\"]\nsubnets = [\"{LAN}\"]\n\
          filter = [\"{}-{}\"]\n\
          acl = [\n  {{ protocol = \"icmp\", label = \"ping\" }},\n  \
@@ -773,8 +1041,7 @@ fn definition(files: &BTreeMap<&str, AgentFiles>) -> String {
          \n[[gateway_policy]]\nname = \"users to the Internet\"\nsenders = [\"users\"]\n\
          gateways = [\"{}\"]\nsubnets = [\"0.0.0.0/0\"]\nacl = [{{ protocol = \"any\" }}]\n",
         GATEWAYS[0].name, GATEWAYS[1].name, DCS[0], DCS[1], GATEWAYS[2].name
-    ));
-    text
+    )
 }
 
 /// Whether `ip ARGS` in `ns` lists a route through the tunnel.

@@ -240,8 +240,21 @@ pub(crate) fn start_server(
     port: u16,
     tls_dir: &Path,
 ) -> anyhow::Result<Server> {
+    start_server_on(ns, bin, label, database, "127.0.0.1", port, tls_dir)
+}
+
+/// [`start_server`] listening on `address` (also the name in its certificate).
+pub(crate) fn start_server_on(
+    ns: &Netns,
+    bin: &Path,
+    label: &str,
+    database: &str,
+    address: &str,
+    port: u16,
+    tls_dir: &Path,
+) -> anyhow::Result<Server> {
     let bin = bin.to_str().context("binary path is not UTF-8")?;
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("{address}:{port}");
     let tls_dir = tls_dir.to_str().context("path is not UTF-8")?;
     let mut process = ns.spawn(
         label,
@@ -255,7 +268,7 @@ pub(crate) fn start_server(
             "--tls-dir",
             tls_dir,
             "--tls-name",
-            "127.0.0.1",
+            address,
         ],
         SpawnOpts::default(),
     )?;
