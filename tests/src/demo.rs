@@ -315,16 +315,7 @@ impl Demo<'_> {
     fn control_output(&self, stage: &Stage, args: &[&str]) -> anyhow::Result<(bool, String)> {
         self.interrupted()?;
         println!("    [{CONTROL}]# enclave-control {}", args.join(" "));
-        let mut argv = vec![stage.control.as_os_str()];
-        argv.extend(args.iter().map(std::ffi::OsStr::new));
-        let output = stage
-            .ns(CONTROL)
-            .command(&argv)
-            .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
-            .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
-            .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
-            .output()
-            .context("cannot run enclave-control")?;
+        let output = control_command(stage, args)?;
         // What the command says about its output (stderr) reads best before the output itself
         // (a key that is "shown only now").
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -433,16 +424,7 @@ impl Demo<'_> {
 
     /// `enclave-control ARGS` without showing it (for what the demo reads, not what it shows).
     fn control_quiet(&self, stage: &Stage, args: &[&str]) -> anyhow::Result<String> {
-        let mut argv = vec![stage.control.as_os_str()];
-        argv.extend(args.iter().map(std::ffi::OsStr::new));
-        let output = stage
-            .ns(CONTROL)
-            .command(&argv)
-            .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
-            .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
-            .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
-            .output()
-            .context("cannot run enclave-control")?;
+        let output = control_command(stage, args)?;
         if !output.status.success() {
             bail!(
                 "`enclave-control {}` failed: {}",
@@ -1042,6 +1024,21 @@ fn policy_file() -> String {
          gateways = [\"{}\"]\nsubnets = [\"0.0.0.0/0\"]\nacl = [{{ protocol = \"any\" }}]\n",
         GATEWAYS[0].name, GATEWAYS[1].name, DCS[0], DCS[1], GATEWAYS[2].name
     )
+}
+
+/// Runs `enclave-control ARGS` in the control server's namespace, with the server, its
+/// fingerprint and the admin token in the environment.
+fn control_command(stage: &Stage, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let mut argv = vec![stage.control.as_os_str()];
+    argv.extend(args.iter().map(std::ffi::OsStr::new));
+    stage
+        .ns(CONTROL)
+        .command(&argv)
+        .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
+        .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
+        .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
+        .output()
+        .context("cannot run enclave-control")
 }
 
 /// Whether `ip ARGS` in `ns` lists a route through the tunnel.
