@@ -12,7 +12,17 @@ mod cmd_run;
 
 /// The enclave overlay's control server.
 #[derive(Debug, Parser)]
-#[command(name = "enclave-control", version, about)]
+#[command(
+    name = "enclave-control",
+    version,
+    about = "The enclave overlay's control server and its administration commands: enrolment \
+             keys, approval, the gateway toggle, discovered subnets and policies, pushed to every \
+             agent as it changes.",
+    after_help = "`run` starts the server (SQLite by default, PostgreSQL with --database \
+                  postgres://…); the other commands talk to it (ENCLAVE_CONTROL_URL, \
+                  ENCLAVE_CONTROL_TOKEN, ENCLAVE_CONTROL_FINGERPRINT). Guide: \
+                  docs/control-server.md."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
