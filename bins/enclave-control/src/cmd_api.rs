@@ -394,6 +394,14 @@ pub enum SystemsCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// One system as JSON: its settings, where its agent is connected and, when connected to
+    /// this server, what it reported (peers, active gateways, discovered subnets).
+    Show {
+        /// The system.
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Approve a pending system.
     Approve {
         /// The system.
@@ -448,6 +456,11 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
         SystemsCommand::List { json, server } => {
             let value = server.call("GET", "/api/v1/systems", None)?.json();
             return print_list(&value, json, SYSTEMS_HEADER, system_row);
+        }
+        SystemsCommand::Show { name, server } => {
+            let path = format!("/api/v1/systems/{}", encode(&name));
+            print_json(&server.call("GET", &path, None)?.json())?;
+            return Ok(ExitCode::SUCCESS);
         }
         SystemsCommand::Approve { name, server } => {
             let path = format!("/api/v1/systems/{}/approve", encode(&name));

@@ -55,6 +55,12 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("unauthenticated-connections-are-bounded", |url| {
             Box::pin(unauthenticated_bounded(url))
         }),
+        ("a-revoke-reaches-every-peer-within-a-second", |url| {
+            Box::pin(revoke_reaches_every_peer(url))
+        }),
+        ("presence-of-a-dead-server-goes-stale", |url| {
+            Box::pin(presence_goes_stale(url))
+        }),
     ]
 }
 
@@ -611,6 +617,123 @@ async fn try_upgrade(server: &Server) -> Result<Result<Upgraded, HttpStatus>, Fa
     )))
 }
 
+async fn presence_goes_stale(url: String) -> CaseResult {
+    use crate::model::Presence;
+    let server = start(&url, "one", Options::default()).await?;
+    let now = crate::agents::now();
+    let stale = i64::try_from(crate::agents::PRESENCE_STALE.as_secs()).unwrap_or(90);
+    let row = |key: &str, connected: bool, last_seen: i64| Presence {
+        public_key: key.into(),
+        server: "elsewhere".into(),
+        connected,
+        last_seen,
+        endpoint: Some("192.0.2.1".into()),
+    };
+    let rows = [
+        row("fresh", true, now - 5),
+        row("dead-server", true, now - stale - 5),
+        row("left", false, now - 5),
+    ];
+    server
+        .service()
+        .store()
+        .put_presence(&rows)
+        .await
+        .map_err(e("writing presence"))?;
+    // Written again: replaced, not duplicated.
+    server
+        .service()
+        .store()
+        .put_presence(&rows[..1])
+        .await
+        .map_err(e("writing presence again"))?;
+    let seen = server.hub.seen().await;
+    let connected = |key: &str| seen.get(key).map(|s| s.connected);
+    check(
+        connected("fresh") == Some(true)
+            && connected("dead-server") == Some(false)
+            && connected("left") == Some(false),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    check(
+        seen.get("dead-server").and_then(|s| s.last_seen) == Some(now - stale - 5)
+            && seen.get("fresh").and_then(|s| s.server.clone()).as_deref() == Some("elsewhere"),
+        || format!("presence read back as {seen:?}"),
+    )?;
+    let stored = server
+        .service()
+        .store()
+        .presence()
+        .await
+        .map_err(e("reading presence"))?;
+    check(stored.len() == 3, || {
+        format!("{} rows stored", stored.len())
+    })?;
+    server.store.close().await;
+    Ok(())
+}
+
+/// How many agents the fan-out case connects.
+const FAN_OUT: usize = 40;
+
+async fn revoke_reaches_every_peer(url: String) -> CaseResult {
+    let server = start(&url, "one", Options::default()).await?;
+    server
+        .run(Command::PutPolicy {
+            doc: policy("any", 0),
+            write: Write::Create,
+        })
+        .await?;
+    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
+    let servers = server.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let laptop_key = server.enrol(&users, "laptop").await?;
+    let mut keys = Vec::new();
+    for i in 0..FAN_OUT {
+        keys.push(server.enrol(&servers, &format!("server-{i}")).await?);
+    }
+    let mut laptop = server.connect(&laptop_key).await?;
+    next_view(&mut laptop, "the laptop's first view").await?;
+    let mut sessions = Vec::new();
+    for key in &keys {
+        let mut session = server.connect(key).await?;
+        let (_, view) = next_view(&mut session, "a server's first view").await?;
+        check(view.peers.contains_key("laptop"), || {
+            format!("{} does not have the laptop", view.system)
+        })?;
+        sessions.push(session);
+    }
+    let revoked_at = Instant::now();
+    server
+        .run(Command::Revoke {
+            name: "laptop".into(),
+        })
+        .await?;
+    let waits = sessions.into_iter().map(|mut session| async move {
+        let (_, view) = next_view(&mut session, "a view without the laptop").await?;
+        check(!view.peers.contains_key("laptop"), || {
+            format!("{} still has the laptop", view.system)
+        })?;
+        Ok::<_, Failure>(revoked_at.elapsed())
+    });
+    let mut times = Vec::new();
+    for handle in waits.map(tokio::spawn).collect::<Vec<_>>() {
+        times.push(handle.await.map_err(e("a waiting task"))??);
+    }
+    times.sort();
+    let last = times.last().copied().unwrap_or_default();
+    println!(
+        "    revoke to every peer's new view ({FAN_OUT} peers): median {} ms, last {} ms",
+        times[times.len() / 2].as_millis(),
+        last.as_millis()
+    );
+    check(last < Duration::from_secs(1), || {
+        format!("the last of {FAN_OUT} peers had its view after {last:?}")
+    })?;
+    expect_cut_off(&mut laptop, "revoked").await?;
+    server.store.close().await;
+    Ok(())
+}
+
 async fn unauthenticated_bounded(url: String) -> CaseResult {
     let options = Options {
         max_handshakes: 1,
@@ -906,7 +1029,7 @@ async fn database_down(url: String) -> CaseResult {
 
 async fn two_servers(url: String) -> CaseResult {
     let one = start(&url, "one", Options::default()).await?;
-    let two = start(&url, "two", Options::default()).await?;
+    let mut two = start(&url, "two", Options::default()).await?;
     one.run(Command::PutPolicy {
         doc: policy("any", 0),
         write: Write::Create,
@@ -965,6 +1088,27 @@ async fn two_servers(url: String) -> CaseResult {
         where_laptop.connected && where_laptop.server.as_deref() == Some("two"),
         || format!("server one sees the laptop as {where_laptop:?}"),
     )?;
+    // Server two stops: the laptop is cut (it reconnects elsewhere), and server one soon
+    // sees it as not connected, without waiting for the row to go stale.
+    if let Some(stop) = two.stop.take() {
+        let _ = stop.send(());
+    }
+    match tokio::time::timeout(STEP, laptop.recv()).await {
+        Ok(Err(_)) => {}
+        other => return Err(format!("when its server stopped the laptop got {other:?}")),
+    }
+    let deadline = Instant::now() + STEP;
+    loop {
+        let seen = one.hub.seen().await;
+        let laptop = seen.get(&laptop_public).cloned().unwrap_or_default();
+        if !laptop.connected && laptop.last_seen.is_some() {
+            break;
+        }
+        check(Instant::now() < deadline, || {
+            format!("after server two stopped, server one sees the laptop as {laptop:?}")
+        })?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     one.store.close().await;
     two.store.close().await;
     Ok(())

@@ -188,6 +188,21 @@ fn requests_without_a_valid_token_get_a_bare_401() {
 }
 
 #[test]
+fn the_agents_endpoint_wants_the_upgrade_and_no_token() {
+    let h = Harness::new("upgrade");
+    // No token is asked for; without the upgrade headers the answer says what to send.
+    let plain = h.request(Method::GET, "/api/v1/agent", None, None, "192.0.2.30");
+    assert_eq!(plain.status, StatusCode::UPGRADE_REQUIRED, "{}", plain.text);
+    assert!(plain.text.contains("enclave-agent/1"), "{}", plain.text);
+    // A source held back for failed guesses is held back here too.
+    for _ in 0..crate::limit::PER_SOURCE {
+        h.systems_as(Some("ent_guess"), "192.0.2.31");
+    }
+    let held = h.request(Method::GET, "/api/v1/agent", None, None, "192.0.2.31");
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+}
+
+#[test]
 fn a_poisoned_rate_limiter_still_holds_guessers_back() {
     let h = Harness::new("poison");
     for _ in 0..crate::limit::PER_SOURCE {

@@ -24,7 +24,7 @@ use crate::api::{self, Channel, Peer};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the API and the agents' connections on `listener` until `shutdown` completes, then
-/// stops the hub (closing the agents' connections). `tls: None` is plain HTTP.
+/// shuts the hub down (recording that its agents left, closing their connections). `tls: None` is plain HTTP.
 ///
 /// # Errors
 /// Accepting connections failed.
@@ -49,7 +49,7 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => {
-                hub.stop();
+                hub.shutdown().await;
                 return Ok(());
             }
         };

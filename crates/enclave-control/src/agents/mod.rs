@@ -354,6 +354,22 @@ impl Hub {
         self.stop.send_replace(true);
     }
 
+    /// As [`Hub::stop`], after recording that this server's agents are no longer connected
+    /// here (so other servers do not wait for the rows to go stale). A store that is down is
+    /// not waited for.
+    pub async fn shutdown(&self) {
+        let rows: Vec<Presence> = self
+            .agents()
+            .values()
+            .map(|a| self.presence_row(a, false))
+            .collect();
+        let write = self.service.store().put_presence(&rows);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), write).await {
+            tracing::debug!(error = %e, "cannot record the agents' disconnection");
+        }
+        self.stop();
+    }
+
     /// A permit for one unauthenticated connection, if fewer than
     /// [`Options::max_handshakes`] are in their handshake.
     pub(crate) fn handshakes(&self) -> Result<OwnedSemaphorePermit, TryAcquireError> {
