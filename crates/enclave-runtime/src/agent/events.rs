@@ -40,6 +40,8 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 const DISCOVER_SETTLE: Duration = Duration::from_millis(20);
 /// How often discovery looks when the kernel's notifications cannot be subscribed to.
 const DISCOVER_FALLBACK: Duration = Duration::from_secs(1);
+/// Control datagrams taken at one wake-up after the first.
+const CONTROL_BATCH: usize = 64;
 /// The shortest time between two reports to the source.
 const REPORT_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 /// How often the agent checks that its tunnel still runs. The data plane's packet threads
@@ -185,8 +187,12 @@ impl Agent {
                 }
                 Wake::Control(Ok((len, from))) => {
                     self.handle_control(&buf[..len], from, now);
-                    // Take whatever else is waiting before looking at the rest.
-                    while let Ok((len, from)) = self.control.try_recv_from(&mut buf) {
+                    // Take what else is waiting, a bounded number, before looking at the rest:
+                    // a flood of datagrams must not keep the other events waiting.
+                    for _ in 0..CONTROL_BATCH {
+                        let Ok((len, from)) = self.control.try_recv_from(&mut buf) else {
+                            break;
+                        };
                         self.handle_control(&buf[..len], from, now);
                     }
                 }
