@@ -39,6 +39,7 @@ use self::gate::{Gate, Verdict};
 use self::last_view::LastGood;
 use self::report::Reporter;
 use crate::config::{AgentConfig, ControlConfig};
+use crate::error::chain;
 use crate::source::{Reports, SourceEvent, Update};
 use crate::{Error, Result};
 
@@ -111,19 +112,6 @@ pub fn trust(control: &ControlConfig) -> Option<Trust> {
         (None, Some(ca)) => Some(Trust::Ca(ca.clone())),
         (None, None) => None,
     }
-}
-
-/// The message of an error with its causes, for logs and status (never holds a secret: the
-/// client's errors name URLs, fingerprints and reasons only).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// How a connection ended.
