@@ -127,6 +127,9 @@ enum Ended {
 /// What the source has told the agent, so it says each thing once.
 struct Told {
     problem: Option<String>,
+    /// The revocation told, until a view comes again: a revoked system that connects again
+    /// is told `revoked` again, which the agent already knows.
+    revoked: Option<String>,
 }
 
 impl Managed {
@@ -177,7 +180,10 @@ impl Managed {
     pub async fn run(self, events: mpsc::Sender<SourceEvent>, mut reports: Reports) {
         let mut backoff = Backoff::new();
         let mut gate = Gate::new(&self.public_key);
-        let mut told = Told { problem: None };
+        let mut told = Told {
+            problem: None,
+            revoked: None,
+        };
         // Whether the agent was given a view yet: the last good view on disk is for a start
         // without the server, never for later (after a revocation it is gone anyway).
         let mut started = false;
@@ -387,7 +393,7 @@ impl Managed {
                 backoff.reset();
                 let serial = update.serial;
                 match gate.judge(serial, &update.view) {
-                    Verdict::Apply => {}
+                    Verdict::Apply => told.revoked = None,
                     Verdict::Stale { applied } => {
                         // Typically the view in force, sent again after a reconnection: the
                         // connection works, so a problem told before is over.
@@ -486,6 +492,11 @@ impl Managed {
                 None
             }
             ServerMessage::Revoked(reason) => {
+                if told.revoked.as_deref() == Some(reason.reason.as_str()) {
+                    tracing::debug!(reason = %reason.reason, "still revoked");
+                    return Some(Ended::Revoked);
+                }
+                told.revoked = Some(reason.reason.clone());
                 tracing::error!(reason = %reason.reason, "the control server revoked this system: dropping every peer, route and NAT rule");
                 gate.set_applied(None);
                 if let Err(err) = last_view::remove(&self.last_view_file) {
