@@ -693,6 +693,23 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         !office.ns("sender").ping_once(DC1)?,
         "the revoked laptop still reaches {DC1}"
     );
+    // It connects again and is told again that it is revoked; the agent is told once.
+    let after = connections(&office.agents["sender"]);
+    ensure!(
+        wait_until(Duration::from_secs(10), || connections(
+            &office.agents["sender"]
+        ) > after),
+        "the revoked laptop did not try the server again within 10 s"
+    );
+    let told = office.agents["sender"]
+        .log()
+        .matches("may no longer take part")
+        .count();
+    ensure!(
+        told == 1,
+        "the revoked laptop's agent was told {told} times:\n{}",
+        tail(&office.agents["sender"].log(), 20)
+    );
     let last_view = office.files["sender"]
         .config
         .with_file_name("state")
