@@ -7,14 +7,14 @@
 //! - the file's directory is watched with inotify (the `notify` crate), not the file itself, so
 //!   that an editor's write-to-a-temporary-file-and-rename and a replaced symbolic link in that
 //!   directory are seen as well as a write in place;
-//! - notifications are debounced ([`SETTLE`]) and the file is read again only when its
+//! - notifications are debounced (50 ms of quiet) and the file is read again only when its
 //!   identity, size or modification time changed, so that a burst of writes is read once;
 //! - SIGHUP reads it again whatever changed;
 //! - a definition that fails (unreadable, invalid, this system no longer in it) is sent as a
 //!   [`SourceEvent::Problem`]: the agent keeps the last good view in force and shows why.
 //!
 //! Where inotify cannot be had (the per-user limit of instances reached), the file is polled
-//! every [`POLL_FALLBACK`] instead, and a warning says so.
+//! every second instead, and a warning says so.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

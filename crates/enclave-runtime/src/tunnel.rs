@@ -5,7 +5,7 @@
 //! In the foreground it waits on a tokio runtime for SIGINT, SIGTERM or SIGHUP (each stops it,
 //! as wireguard-go does) or for the tunnel's end (its interface deleted, its UAPI socket
 //! removed), which the data plane publishes only as a flag, looked at every
-//! [`LIVENESS_EVERY`].
+//! second.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

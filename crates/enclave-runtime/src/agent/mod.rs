@@ -1,7 +1,7 @@
 //! The agent's I/O shell: `enclave-agent run` and `enclave-gw run`.
 //!
 //! One task on a single-threaded tokio runtime owns the state and waits for events (see
-//! [`events`] for what wakes it and why): a new view from the source (the network definition,
+//! `agent/events.rs` for what wakes it and why): a new view from the source (the network definition,
 //! see [`crate::source`]), a signal, a control message on the tunnel, a status question on the
 //! control socket, a change of the host's interfaces (on a gateway), or a timer that has a
 //! reason (the gateway selector's probes, a retry, a judgement of trust that can change). After
