@@ -236,3 +236,82 @@ fn summary(
         config.display(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_configuration_reads_back_as_written() {
+        let fingerprint = "AB:".repeat(31) + "AB";
+        let text = managed_config(
+            Path::new("/etc/enclave/odd \"name\".key"),
+            "https://control.example.net:8443",
+            &Pin::Fingerprint(fingerprint.clone()),
+            Path::new("/var/lib/enclave"),
+            Some("laptop"),
+        )
+        .unwrap();
+        let config = AgentConfig::parse(&text).unwrap();
+        assert_eq!(
+            config.private_key_file,
+            Path::new("/etc/enclave/odd \"name\".key")
+        );
+        let control = config.control().unwrap();
+        assert_eq!(control.server, "https://control.example.net:8443");
+        assert_eq!(control.fingerprint.as_deref(), Some(fingerprint.as_str()));
+        assert_eq!(control.hostname.as_deref(), Some("laptop"));
+        assert_eq!(control.enrolment_key_file, None);
+
+        let text = managed_config(
+            Path::new("/k"),
+            "https://h:1",
+            &Pin::Ca(PathBuf::from("/etc/enclave/ca.pem")),
+            Path::new("/s"),
+            None,
+        )
+        .unwrap();
+        let config = AgentConfig::parse(&text).unwrap();
+        let control = config.control().unwrap();
+        assert_eq!(
+            control.ca_file.as_deref(),
+            Some(Path::new("/etc/enclave/ca.pem"))
+        );
+        assert_eq!(control.fingerprint, None);
+        assert_eq!(control.hostname, None);
+    }
+
+    #[test]
+    fn the_summary_says_what_a_pending_system_waits_for() {
+        let enrolled = Enrolled {
+            system: "laptop".into(),
+            address: "100.64.0.7".parse().unwrap(),
+            overlay: "100.64.0.0/10".parse().unwrap(),
+            approval: "pending".into(),
+            tags: vec!["users".into()],
+        };
+        let text = summary(
+            &enrolled,
+            "https://h:1",
+            Path::new("/etc/enclave/private.key"),
+            Path::new(DEFAULT_PATH),
+            "enclave-agent",
+        );
+        assert!(
+            text.contains("Enrolled with https://h:1 as \"laptop\"."),
+            "{text}"
+        );
+        assert!(
+            text.contains("100.64.0.7 (network 100.64.0.0/10)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("enclave-control systems approve laptop"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Next: start the agent: `enclave-agent run`"),
+            "{text}"
+        );
+    }
+}

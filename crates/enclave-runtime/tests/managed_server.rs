@@ -339,6 +339,29 @@ async fn scenario(dir: &std::path::Path) {
         }
     }
     assert!(!file.exists(), "the revoked system kept its last good view");
+
+    // Approved again: back at its next attempt, with a view kept on disk again.
+    run(
+        &service,
+        Command::Approve {
+            name: "laptop".into(),
+        },
+    )
+    .await;
+    loop {
+        match tokio::time::timeout(STEP, events.recv()).await {
+            Ok(Some(SourceEvent::Update(update))) => {
+                assert_eq!(update.view.system, "laptop");
+                break;
+            }
+            Ok(Some(SourceEvent::Revoked(again))) => {
+                panic!("the agent was told again that it is revoked: {again}")
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no view within 10 s of the approval: {other:?}"),
+        }
+    }
+    assert!(file.exists(), "the readmitted system has no last good view");
     drop(events);
     let _ = stop.send(());
     hub.stop();

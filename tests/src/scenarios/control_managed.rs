@@ -564,6 +564,27 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         "a refused enrolment left files behind"
     );
 
+    // What the laptop reports reaches the server: the gateway it uses for the LAN, its peer's
+    // state, the port to reach it at, the serial it applied.
+    let mut shown = Value::Null;
+    let reported = wait_until(Duration::from_secs(5), || {
+        shown = office
+            .cli(&["systems", "show", "laptop"])
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null);
+        let agent = &shown["agent"];
+        let report = &agent["report"];
+        report["active_gateways"][LAN]["gateway"] == "menlo-gw-1"
+            && report["peers"]["menlo-gw-1"]["state"].is_string()
+            && report["listen_port"] == 51820
+            && agent["serial_applied"].is_u64()
+    });
+    ensure!(
+        reported,
+        "the server does not show what the laptop reported: {shown}"
+    );
+
     // The server killed -9: traffic goes on, on the views in force.
     office.kill_server();
     let during = office.ns("sender").ping(DC1, 20)?;
@@ -671,6 +692,23 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(
         !office.ns("sender").ping_once(DC1)?,
         "the revoked laptop still reaches {DC1}"
+    );
+    // It connects again and is told again that it is revoked; the agent is told once.
+    let after = connections(&office.agents["sender"]);
+    ensure!(
+        wait_until(Duration::from_secs(10), || connections(
+            &office.agents["sender"]
+        ) > after),
+        "the revoked laptop did not try the server again within 10 s"
+    );
+    let told = office.agents["sender"]
+        .log()
+        .matches("may no longer take part")
+        .count();
+    ensure!(
+        told == 1,
+        "the revoked laptop's agent was told {told} times:\n{}",
+        tail(&office.agents["sender"].log(), 20)
     );
     let last_view = office.files["sender"]
         .config

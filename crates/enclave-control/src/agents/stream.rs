@@ -52,6 +52,8 @@ struct Authenticated {
 enum Failed {
     /// Tell the agent why, then close.
     Refuse(String),
+    /// The proof failed: tell the agent, count it against the source, close.
+    Proof(String),
     /// The connection broke or timed out: nobody to tell.
     Gone(String),
 }
@@ -77,24 +79,37 @@ pub(crate) async fn serve<I>(
     )
     .await
     .unwrap_or_else(|_| Err(Failed::Gone("the handshake timed out".into())));
-    let auth = match handshake {
-        Ok(auth) => auth,
-        Err(Failed::Refuse(reason)) => {
-            if reason.starts_with(PROOF_FAILED) {
-                failed_proof();
-            }
-            tracing::info!(source = %from.ip(), %reason, "refused an agent");
-            let _ = writer
-                .write(&ServerMessage::Refused(Reason { reason }))
-                .await;
-            let _ = writer.shutdown().await;
-            return;
-        }
+    let reason = match handshake {
+        Ok(auth) => return authenticated(hub, auth, reader, writer, from, permit).await,
         Err(Failed::Gone(why)) => {
             tracing::debug!(source = %from, %why, "an agent's handshake ended");
             return;
         }
+        Err(Failed::Proof(reason)) => {
+            failed_proof();
+            reason
+        }
+        Err(Failed::Refuse(reason)) => reason,
     };
+    tracing::info!(source = %from.ip(), %reason, "refused an agent");
+    let _ = writer
+        .write(&ServerMessage::Refused(Reason { reason }))
+        .await;
+    let _ = writer.shutdown().await;
+}
+
+/// The connection of an agent that proved its key.
+async fn authenticated<R, W>(
+    hub: Arc<Hub>,
+    auth: Authenticated,
+    mut reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+    from: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
     drop(permit);
     reader.set_limit(REPORT_LIMIT);
     let hostname = auth
@@ -114,8 +129,6 @@ pub(crate) async fn serve<I>(
     hub.disconnected(&agent);
     tracing::info!(system = %agent.live().system, %why, "agent disconnected");
 }
-
-const PROOF_FAILED: &str = "the proof of key possession failed";
 
 async fn handshake<R, W>(
     hub: &Hub,
@@ -190,10 +203,11 @@ where
     };
     let mac = BASE64.decode(mac.trim()).unwrap_or_default();
     if !proof::verify(&ephemeral, &transcript, &mac) {
-        return Err(Failed::Refuse(format!(
-            "{PROOF_FAILED}: this agent does not hold the private key of the public key it \
-             presented"
-        )));
+        return Err(Failed::Proof(
+            "the proof of key possession failed: this agent does not hold the private key of \
+             the public key it presented"
+                .into(),
+        ));
     }
     let Some(snapshot) = hub.current().await else {
         return Err(Failed::Refuse(

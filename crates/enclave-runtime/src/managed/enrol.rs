@@ -52,6 +52,14 @@ pub enum Error {
         #[source]
         source: enclave_control_proto::Error,
     },
+    /// A managed configuration without its private key, and no enrolment key to make one.
+    #[error("{} does not exist: this host is not enrolled yet; run `enclave-agent enrol --server {server} --key …` (`enclave-gw enrol` on a gateway), or give [control] enrolment_key_file for an unattended first start", path.display())]
+    NotEnrolled {
+        /// The private key file.
+        path: PathBuf,
+        /// The server.
+        server: String,
+    },
     /// The configuration pins no server identity.
     #[error("[control] pins no server identity (fingerprint or ca_file)")]
     Unpinned,
@@ -174,17 +182,21 @@ pub fn write_private_key(path: &Path, key: &PrivateKey) -> Result<(), Error> {
 /// to do. Blocking (it runs its own small runtime): call it before the agent starts.
 ///
 /// # Errors
-/// As [`enrol`], and an unreadable enrolment key file.
+/// As [`enrol`], an unreadable enrolment key file, and [`Error::NotEnrolled`] for a managed
+/// configuration with neither a private key nor an enrolment key file.
 pub fn enrol_if_needed(config: &AgentConfig) -> Result<Option<Enrolled>, Error> {
     let Some(control) = config.control() else {
-        return Ok(None);
-    };
-    let Some(key_file) = &control.enrolment_key_file else {
         return Ok(None);
     };
     if std::fs::symlink_metadata(&config.private_key_file).is_ok() {
         return Ok(None);
     }
+    let Some(key_file) = &control.enrolment_key_file else {
+        return Err(Error::NotEnrolled {
+            path: config.private_key_file.clone(),
+            server: control.server.clone(),
+        });
+    };
     check_key_path(&config.private_key_file, false)?;
     let enrolment_key = crate::config::read_secret_file(key_file).map_err(Error::EnrolmentKey)?;
     let trust = super::trust(control).ok_or(Error::Unpinned)?;
@@ -225,5 +237,25 @@ mod tests {
         assert!(err.to_string().contains("--replace-key"), "{err}");
         check_key_path(&path, true).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_managed_host_without_a_key_is_told_to_enrol() {
+        let config = AgentConfig::parse(&format!(
+            "private_key_file = \"/nonexistent/enclave/private.key\"\n[control]\nserver = \"https://h:1\"\nfingerprint = \"{}\"\n",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        let err = enrol_if_needed(&config).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not enrolled yet; run `enclave-agent enrol --server https://h:1"),
+            "{err}"
+        );
+        // File mode has nothing to do with enrolment.
+        let file_mode =
+            AgentConfig::parse("private_key_file = \"/nonexistent/k\"\nnetwork_file = \"n\"\n")
+                .unwrap();
+        assert!(enrol_if_needed(&file_mode).unwrap().is_none());
     }
 }

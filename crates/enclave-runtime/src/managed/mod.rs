@@ -39,6 +39,7 @@ use self::gate::{Gate, Verdict};
 use self::last_view::LastGood;
 use self::report::Reporter;
 use crate::config::{AgentConfig, ControlConfig};
+use crate::error::chain;
 use crate::source::{Reports, SourceEvent, Update};
 use crate::{Error, Result};
 
@@ -113,19 +114,6 @@ pub fn trust(control: &ControlConfig) -> Option<Trust> {
     }
 }
 
-/// The message of an error with its causes, for logs and status (never holds a secret: the
-/// client's errors name URLs, fingerprints and reasons only).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// How a connection ended.
 enum Ended {
     /// The agent is stopping (it dropped its end of the events).
@@ -139,6 +127,9 @@ enum Ended {
 /// What the source has told the agent, so it says each thing once.
 struct Told {
     problem: Option<String>,
+    /// The revocation told, until a view comes again: a revoked system that connects again
+    /// is told `revoked` again, which the agent already knows.
+    revoked: Option<String>,
 }
 
 impl Managed {
@@ -189,7 +180,10 @@ impl Managed {
     pub async fn run(self, events: mpsc::Sender<SourceEvent>, mut reports: Reports) {
         let mut backoff = Backoff::new();
         let mut gate = Gate::new(&self.public_key);
-        let mut told = Told { problem: None };
+        let mut told = Told {
+            problem: None,
+            revoked: None,
+        };
         // Whether the agent was given a view yet: the last good view on disk is for a start
         // without the server, never for later (after a revocation it is gone anyway).
         let mut started = false;
@@ -220,23 +214,20 @@ impl Managed {
                 continue;
             };
             let problem = if gate.applied().is_some() {
-                format!(
-                    "{why}; the last good view stays in force; connecting again in {:.1} s",
-                    wait.as_secs_f64()
-                )
+                format!("{why}; the last good view stays in force; the agent keeps trying")
             } else {
                 format!(
-                    "{why}; no view is in force, the agent waits for the server; connecting again in {:.1} s",
-                    wait.as_secs_f64()
+                    "{why}; no view is in force, the agent waits for the server and keeps trying"
                 )
             };
-            tracing::warn!(server = %self.server, failures = backoff.failures(), "{problem}");
-            // The wait changes each time: the agent hears of a new problem, not of each retry.
-            if told
-                .problem
-                .as_deref()
-                .is_none_or(|old| !same_problem(old, &problem))
-            {
+            tracing::warn!(
+                server = %self.server,
+                failures = backoff.failures(),
+                "{problem}; connecting again in {:.1} s",
+                wait.as_secs_f64()
+            );
+            // Said to the agent once per problem, not once per attempt.
+            if told.problem.as_deref() != Some(problem.as_str()) {
                 told.problem = Some(problem.clone());
                 if events.send(SourceEvent::Problem(problem)).await.is_err() {
                     return;
@@ -402,7 +393,7 @@ impl Managed {
                 backoff.reset();
                 let serial = update.serial;
                 match gate.judge(serial, &update.view) {
-                    Verdict::Apply => {}
+                    Verdict::Apply => told.revoked = None,
                     Verdict::Stale { applied } => {
                         // Typically the view in force, sent again after a reconnection: the
                         // connection works, so a problem told before is over.
@@ -501,6 +492,11 @@ impl Managed {
                 None
             }
             ServerMessage::Revoked(reason) => {
+                if told.revoked.as_deref() == Some(reason.reason.as_str()) {
+                    tracing::debug!(reason = %reason.reason, "still revoked");
+                    return Some(Ended::Revoked);
+                }
+                told.revoked = Some(reason.reason.clone());
                 tracing::error!(reason = %reason.reason, "the control server revoked this system: dropping every peer, route and NAT rule");
                 gate.set_applied(None);
                 if let Err(err) = last_view::remove(&self.last_view_file) {
@@ -521,15 +517,6 @@ impl Managed {
             }
         }
     }
-}
-
-/// Two problem texts that differ only in the time until the next attempt.
-fn same_problem(a: &str, b: &str) -> bool {
-    let stem = |s: &str| {
-        s.rsplit_once("; connecting again in")
-            .map_or(s.len(), |(stem, _)| stem.len())
-    };
-    a[..stem(a)] == b[..stem(b)]
 }
 
 #[cfg(test)]
@@ -651,14 +638,5 @@ mod tests {
             host.open(Duration::from_millis(1500)).is_none(),
             "another system's view was used"
         );
-    }
-
-    #[test]
-    fn retries_are_one_problem_not_one_per_attempt() {
-        let a = "cannot connect to the control server: refused; the last good view stays in force; connecting again in 0.3 s";
-        let b = "cannot connect to the control server: refused; the last good view stays in force; connecting again in 7.9 s";
-        let c = "the control server https://h:1 refused this system: revoked; connecting again in 7.9 s";
-        assert!(same_problem(a, b));
-        assert!(!same_problem(a, c));
     }
 }
