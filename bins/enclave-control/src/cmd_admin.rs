@@ -22,6 +22,26 @@ pub enum AdminCommand {
 pub enum TokenCommand {
     /// Make an admin token and print it once (only its SHA-256 is stored).
     Create(CreateArgs),
+    /// List the admin tokens: id, name, when made, whether revoked (never the tokens).
+    List(ListArgs),
+    /// Revoke an admin token by its id (`token list`): it authenticates nothing from then on.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The server's database (as given to `run`).
+    #[command(flatten)]
+    database: crate::cmd_run::Database,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The server's database (as given to `run`).
+    #[command(flatten)]
+    database: crate::cmd_run::Database,
+    /// The token's id, as `token create` and `token list` show it.
+    id: String,
 }
 
 #[derive(Debug, Args)]
@@ -34,15 +54,70 @@ pub struct CreateArgs {
     name: String,
 }
 
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
-    let AdminCommand::Token(TokenCommand::Create(args)) = cmd;
+    let AdminCommand::Token(command) = cmd;
+    match command {
+        TokenCommand::Create(args) => create(args),
+        TokenCommand::List(args) => list(args),
+        TokenCommand::Revoke(args) => revoke(args),
+    }
+}
+
+fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(async move {
+        let store = args.database.open().await?;
+        let service = Service::new(Arc::new(store));
+        let state = service.state().await.context("cannot read the tokens")?;
+        let rows: Vec<Vec<String>> = state
+            .tokens
+            .values()
+            .map(|token| {
+                vec![
+                    token.id.clone(),
+                    token.name.clone(),
+                    crate::cmd_api::when(&serde_json::json!(token.created_at)),
+                    if token.revoked { "yes" } else { "no" }.to_owned(),
+                ]
+            })
+            .collect();
+        crate::cmd_api::table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(async move {
+        let store = args.database.open().await?;
+        let service = Service::new(Arc::new(store));
+        service
+            .execute(
+                Command::RevokeToken {
+                    id: args.id.clone(),
+                },
+                &Ctx {
+                    actor: "cli".into(),
+                    now: now(),
+                },
+            )
+            .await
+            .with_context(|| format!("cannot revoke admin token {}", args.id))?;
+        println!("revoked admin token {}", args.id);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async move {
         let store = args.database.open().await?;
         let service = Service::new(Arc::new(store));
         let token = secret::generate(secret::TOKEN_PREFIX);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let now = now();
         service
             .execute(
                 Command::CreateToken {

@@ -104,7 +104,7 @@ fn warnings(value: &Value) {
     }
 }
 
-fn when(value: &Value) -> String {
+pub(crate) fn when(value: &Value) -> String {
     value
         .as_i64()
         .and_then(|s| Timestamp::from_second(s).ok())
@@ -115,7 +115,7 @@ fn when(value: &Value) -> String {
 }
 
 /// A plain text table: a header and rows, columns padded.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

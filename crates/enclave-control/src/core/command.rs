@@ -147,6 +147,11 @@ pub enum Command {
         /// SHA-256 (hex) of the token.
         hash: String,
     },
+    /// Revoke an admin token: it authenticates nothing from then on.
+    RevokeToken {
+        /// Its public id.
+        id: String,
+    },
 }
 
 /// A new enrolment key's settings.

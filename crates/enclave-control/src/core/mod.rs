@@ -378,6 +378,16 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             t.tokens.insert(id.clone());
             Ok(("token.create", id, name, Reply::Token(token)))
         }
+        Command::RevokeToken { id } => {
+            let token = next.tokens.get_mut(&id).ok_or_else(|| Refusal::NotFound {
+                what: "admin token",
+                name: id.clone(),
+            })?;
+            token.revoked = true;
+            let (name, reply) = (token.name.clone(), Reply::Token(token.clone()));
+            t.tokens.insert(id.clone());
+            Ok(("token.revoke", id, name, reply))
+        }
     }
 }
 

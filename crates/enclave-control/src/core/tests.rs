@@ -581,3 +581,24 @@ fn a_gateways_endpoint_is_set_cleared_and_a_bad_one_refused_by_field() {
         other => panic!("expected a field problem, got {other:?}"),
     }
 }
+
+#[test]
+fn a_revoked_admin_token_is_marked_and_an_unknown_one_refused() {
+    let (state, _) = ok(
+        &State::default(),
+        Command::CreateToken {
+            id: "t1".into(),
+            name: "alice".into(),
+            hash: "00".repeat(32),
+        },
+    );
+    assert!(!state.tokens["t1"].revoked);
+    let (revoked, outcome) = ok(&state, Command::RevokeToken { id: "t1".into() });
+    assert!(revoked.tokens["t1"].revoked);
+    assert_eq!(outcome.audit.action, "token.revoke");
+    assert_eq!(outcome.changes.len(), 1, "the token's row is written");
+    assert!(matches!(
+        refused(&state, Command::RevokeToken { id: "nope".into() }),
+        Refusal::NotFound { .. }
+    ));
+}
