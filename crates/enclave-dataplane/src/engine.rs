@@ -87,6 +87,9 @@ impl Engine {
         if offload {
             udp.enable_gro();
         }
+        let mut coalescer = Coalescer::new();
+        // UDP super-packets only for a device that takes them (USO).
+        coalescer.set_udp(tun.offloads().uso);
         let mut tx = Batch::new(BATCH, BUF);
         tx.gso = offload;
         tracing::info!(gso = offload, gro = udp.gro, "UDP offloads");
@@ -109,7 +112,7 @@ impl Engine {
             tx_count: 0,
             plain: vec![0u8; BUF].into_boxed_slice(),
             segment: vec![0u8; BUF].into_boxed_slice(),
-            coalescer: Coalescer::new(),
+            coalescer,
             next_sweep: now + SWEEP_INTERVAL,
         }
     }

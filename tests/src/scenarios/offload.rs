@@ -325,16 +325,19 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
         ));
     }
     // UDP super-packets from a (always ours).
-    let before = tun_packets(a, "tx")?;
+    let (before, written_before) = (tun_packets(a, "tx")?, tun_packets(b, "rx")?);
     let arrived = udp_segments(a, b, B_OVERLAY)?;
     let reads = tun_packets(a, "tx")? - before;
+    let writes = tun_packets(b, "rx")? - written_before;
     ensure!(
         arrived == DATAGRAMS,
         "{arrived} of {DATAGRAMS} UDP datagrams sent with UDP_SEGMENT arrived"
     );
     check_tun_count(a_end, a, "tx", reads, DATAGRAMS as u64)?;
+    // Received datagrams of one flow are written as USO super-packets.
+    check_tun_count(b_end, b, "rx", writes, DATAGRAMS as u64)?;
     figures.push(format!(
-        "UDP: {arrived}/{DATAGRAMS} datagrams intact, {reads} TUN reads"
+        "UDP: {arrived}/{DATAGRAMS} datagrams intact, {reads} TUN reads, {writes} TUN writes"
     ));
     // Between our two ends every datagram one sends the other counts, byte for byte, unless
     // the kernel dropped some for want of socket buffer.

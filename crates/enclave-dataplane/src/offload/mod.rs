@@ -336,16 +336,20 @@ impl<'a> Segments<'a> {
     }
 }
 
-/// The flow a TCP packet belongs to: IP version, addresses and ports.
+/// The flow a TCP or UDP packet belongs to: protocol, addresses and ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct FlowKey {
+    proto: u8,
     addrs: [u8; 32],
     ports: [u8; 4],
 }
 
 impl FlowKey {
     fn of(p: &[u8], layout: &Layout) -> FlowKey {
-        let mut key = FlowKey::default();
+        let mut key = FlowKey {
+            proto: layout.proto,
+            ..FlowKey::default()
+        };
         let a = if layout.v6 { &p[8..40] } else { &p[12..20] };
         key.addrs[..a.len()].copy_from_slice(a);
         key.ports
@@ -376,11 +380,14 @@ const SLOTS: usize = 8;
 /// Coalesces consecutive in-order TCP segments of a flow (same headers but for lengths,
 /// identification, sequence number and checksums; ACK with or without PSH; valid checksums;
 /// all segments as long as the first but the last) into super-packets for a TUN device with
-/// `IFF_VNET_HDR`, the way Linux GRO does. Anything else passes through unchanged, after the
-/// super-packet of its own TCP flow if one is open, so no flow is reordered.
+/// `IFF_VNET_HDR`, the way Linux GRO does; with [`Coalescer::set_udp`], UDP datagrams of a
+/// flow too. Anything else passes through unchanged, after the super-packet of its own flow
+/// if one is open, so no flow is reordered.
 #[derive(Debug)]
 pub struct Coalescer {
     slots: Vec<Slot>,
+    /// Also coalesce UDP datagrams (for a TUN device that takes USO super-packets).
+    udp: bool,
     /// The slot to give up next when all are open.
     victim: usize,
 }
@@ -421,21 +428,30 @@ impl Coalescer {
                 closed: false,
             })
             .collect();
-        Coalescer { slots, victim: 0 }
+        Coalescer {
+            slots,
+            udp: false,
+            victim: 0,
+        }
+    }
+
+    /// Also coalesces consecutive UDP datagrams of one flow, all as long as the first but a
+    /// shorter last one, into USO super-packets (`GSO_UDP_L4`): only for a TUN device that
+    /// has USO, since the kernel splits them back at the same boundaries.
+    pub fn set_udp(&mut self, on: bool) {
+        self.udp = on;
     }
 
     /// Takes one IP packet; calls `emit(header, packet)` for what is ready to be written
     /// (maybe nothing yet). Call [`Coalescer::flush`] at the end of each batch.
     pub fn push(&mut self, packet: &[u8], emit: &mut dyn FnMut(&[u8; VNET_HDR_LEN], &[u8])) {
         let plain = VnetHdr::default().encode();
-        let Some(c) = candidate(packet) else {
-            // Keep a TCP flow in order: its open super-packet goes first.
+        let Some(c) = candidate(packet, self.udp) else {
+            // Keep a flow in order: its open super-packet goes first.
             if let Ok(layout) = Layout::of(packet) {
-                if layout.proto == PROTO_TCP {
-                    let key = FlowKey::of(packet, &layout);
-                    if let Some(i) = self.find(&key) {
-                        self.emit_slot(i, emit);
-                    }
+                let key = FlowKey::of(packet, &layout);
+                if let Some(i) = self.find(&key) {
+                    self.emit_slot(i, emit);
                 }
             }
             emit(&plain, packet);
@@ -490,7 +506,7 @@ impl Coalescer {
         let slot = &mut self.slots[i];
         if slot.closed
             || c.layout != slot.layout
-            || c.seq != slot.next_seq
+            || (c.layout.proto == PROTO_TCP && c.seq != slot.next_seq)
             || c.payload > slot.seg_size
             || slot.len + c.payload > MAX_PACKET
             || !same_headers(&slot.buf[..slot.layout.hdr_len], packet, &c.layout)
@@ -526,27 +542,37 @@ impl Coalescer {
         if !layout.v6 {
             set_ipv4_checksum(p, layout.ip_len);
         }
+        let l4_len = slot.len - layout.ip_len;
+        let udp = layout.proto == PROTO_UDP;
+        if udp {
+            let t = layout.ip_len;
+            p[t + 4..t + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
         // The kernel completes the checksum: the field holds the pseudo-header sum only.
         let at = layout.csum_at();
-        let partial = fold(pseudo_sum(p, PROTO_TCP, slot.len - layout.ip_len));
+        let partial = fold(pseudo_sum(p, layout.proto, l4_len));
         p[at..at + 2].copy_from_slice(&partial.to_be_bytes());
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
-            gso_type: if layout.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            gso_type: match (udp, layout.v6) {
+                (true, _) => GSO_UDP_L4,
+                (false, true) => GSO_TCPV6,
+                (false, false) => GSO_TCPV4,
+            },
             hdr_len: layout.hdr_len as u16,
             gso_size: slot.seg_size as u16,
             csum_start: layout.ip_len as u16,
-            csum_offset: 16,
+            csum_offset: (at - layout.ip_len) as u16,
         };
         emit(&hdr.encode(), p);
     }
 }
 
-/// A TCP segment with data, only ACK (and maybe PSH) set, no IPv4 options, a consistent
-/// length and a valid checksum.
-fn candidate(p: &[u8]) -> Option<Candidate> {
+/// A TCP segment with data, only ACK (and maybe PSH) set, or (with `udp`) a UDP datagram
+/// with data; no IPv4 options, a consistent length and a valid checksum.
+fn candidate(p: &[u8], udp: bool) -> Option<Candidate> {
     let layout = Layout::of(p).ok()?;
-    if layout.proto != PROTO_TCP || (!layout.v6 && layout.ip_len != 20) {
+    if (!layout.v6 && layout.ip_len != 20) || (layout.proto == PROTO_UDP && !udp) {
         return None;
     }
     let ip_total = if layout.v6 {
@@ -558,12 +584,29 @@ fn candidate(p: &[u8]) -> Option<Candidate> {
         return None;
     }
     let t = layout.ip_len;
-    let flags = p[t + 13];
-    if flags & TCP_ACK == 0 || flags & !(TCP_ACK | TCP_PSH) != 0 {
-        return None;
-    }
     let payload = p.len() - layout.hdr_len;
     if payload == 0 {
+        return None;
+    }
+    if layout.proto == PROTO_UDP {
+        if usize::from(u16::from_be_bytes([p[t + 4], p[t + 5]])) != p.len() - t {
+            return None;
+        }
+        // An IPv4 datagram without a checksum has none to vouch for; any other must verify.
+        let unchecked = !layout.v6 && p[t + 6..t + 8] == [0, 0];
+        if !unchecked && fold(sum(&p[t..], pseudo_sum(p, PROTO_UDP, p.len() - t))) != 0xffff {
+            return None;
+        }
+        return Some(Candidate {
+            key: FlowKey::of(p, &layout),
+            seq: 0,
+            payload,
+            psh: false,
+            layout,
+        });
+    }
+    let flags = p[t + 13];
+    if flags & TCP_ACK == 0 || flags & !(TCP_ACK | TCP_PSH) != 0 {
         return None;
     }
     // Never vouch for a checksum the sender got wrong: the super-packet's is recomputed.
@@ -579,8 +622,9 @@ fn candidate(p: &[u8]) -> Option<Candidate> {
     })
 }
 
-/// Whether two TCP segments' headers agree on everything but the IP length, IPv4
-/// identification and header checksum, the sequence number, PSH and the TCP checksum.
+/// Whether two segments' headers agree on everything but the IP length, IPv4
+/// identification and header checksum, and for TCP the sequence number, PSH and the
+/// checksum, for UDP the length and the checksum.
 fn same_headers(a: &[u8], b: &[u8], layout: &Layout) -> bool {
     let t = layout.ip_len;
     let ip_same = if layout.v6 {
@@ -588,6 +632,9 @@ fn same_headers(a: &[u8], b: &[u8], layout: &Layout) -> bool {
     } else {
         a[..2] == b[..2] && a[6..10] == b[6..10] && a[12..20] == b[12..20]
     };
+    if layout.proto == PROTO_UDP {
+        return ip_same && a[t..t + 4] == b[t..t + 4];
+    }
     ip_same
         && a[t..t + 4] == b[t..t + 4]
         && a[t + 8..t + 13] == b[t + 8..t + 13]

@@ -136,7 +136,12 @@ fn split(hdr: VnetHdr, p: &[u8]) -> Vec<Vec<u8>> {
 }
 
 fn coalesce(packets: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
+    coalesce_with(false, packets)
+}
+
+fn coalesce_with(udp: bool, packets: &[Vec<u8>]) -> Vec<(VnetHdr, Vec<u8>)> {
     let mut c = Coalescer::new();
+    c.set_udp(udp);
     let mut out = Vec::new();
     let mut emit =
         |h: &[u8; VNET_HDR_LEN], p: &[u8]| out.push((VnetHdr::parse(h).unwrap(), p.to_vec()));
@@ -333,6 +338,35 @@ fn gaps_bad_checksums_and_changed_headers_are_not_coalesced() {
 }
 
 #[test]
+fn udp_datagrams_coalesce_only_when_asked_and_keep_their_boundaries() {
+    let d = |n: usize, fill: u8| packet(false, false, 0, 0, DST4, &vec![fill; n]);
+    let run = [d(1200, 1), d(1200, 2), d(700, 3), d(1200, 4)];
+    // Without USO every datagram passes as it came.
+    let plain = coalesce(&run);
+    assert_eq!(plain.len(), 4);
+    assert!(plain.iter().all(|(h, _)| *h == VnetHdr::default()));
+    // With it: the first three (the shorter third ends the run), then the fourth alone.
+    let out = coalesce_with(true, &run);
+    assert_eq!(out.len(), 2);
+    let (hdr, sp) = &out[0];
+    assert_eq!(hdr.gso_type, GSO_UDP_L4);
+    assert_eq!((hdr.gso_size, hdr.hdr_len, hdr.csum_offset), (1200, 28, 6));
+    assert!(checksums_ok(&completed(hdr, sp)));
+    // Split again, the datagrams are the ones that came (the IPv4 identification aside,
+    // which the kernel numbers anew).
+    let segs = split(*hdr, sp);
+    assert_eq!(segs.len(), 3);
+    for (s, r) in segs.iter().zip(&run) {
+        assert!(s[20..] == r[20..], "a datagram changed");
+    }
+    assert_eq!(out[1], (VnetHdr::default(), run[3].clone()));
+    // A corrupt datagram is not vouched for.
+    let mut bad = d(1200, 5);
+    bad[40] ^= 1;
+    assert_eq!(coalesce_with(true, &[d(1200, 1), bad]).len(), 2);
+}
+
+#[test]
 fn every_segment_of_a_super_packet_meets_the_filter() {
     let allowed = Ipv4Addr::new(192, 168, 77, 10);
     let rules = FilterRules {
@@ -411,6 +445,29 @@ proptest! {
         prop_assert_eq!(&sp[at + 2..], &p[at + 2..]);
         if segs.len() > 1 {
             prop_assert_eq!(h.gso_size, gso);
+            prop_assert_eq!(split(*h, &out[0].1), segs);
+        }
+    }
+
+    #[test]
+    fn udp_split_then_coalesce_round_trips(
+        v6 in any::<bool>(),
+        len in 1usize..60_000,
+        gso in 64u16..=1440,
+    ) {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let (hdr, p) = super_packet(v6, false, 0, 0, &payload, gso);
+        let segs = split(hdr, &p);
+        let out = coalesce_with(true, &segs);
+        prop_assert_eq!(out.len(), 1);
+        let (h, sp) = &out[0];
+        let sp = completed(h, sp);
+        prop_assert!(checksums_ok(&sp));
+        let at = Layout::of(&p).unwrap().csum_at();
+        prop_assert_eq!(&sp[..at], &p[..at]);
+        prop_assert_eq!(&sp[at + 2..], &p[at + 2..]);
+        if segs.len() > 1 {
+            prop_assert_eq!(h.gso_type, GSO_UDP_L4);
             prop_assert_eq!(split(*h, &out[0].1), segs);
         }
     }
