@@ -758,3 +758,55 @@ mod tests {
         assert!(check_name("a/b").is_err());
     }
 }
+
+/// An inotify watch on a directory, for noticing that a file in it was deleted or replaced
+/// without looking every so often.
+#[derive(Debug)]
+pub(crate) struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    /// Watches `dir` for entries created, deleted or moved, and for its own removal.
+    pub(crate) fn new(dir: &std::path::Path) -> io::Result<DirWatch> {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: inotify_init1 has no memory preconditions.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` was just opened and is owned here only.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mask = libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MOVED_FROM
+            | libc::IN_MOVED_TO
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
+        // SAFETY: `path` is a valid NUL-terminated string; `fd` is an inotify descriptor.
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(DirWatch { fd })
+    }
+
+    /// Reads and forgets the pending events (the caller looks at the file itself).
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads at most `buf.len()` bytes into a valid buffer.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+}
+
+impl AsRawFd for DirWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

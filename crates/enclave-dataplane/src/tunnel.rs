@@ -225,8 +225,8 @@ impl Tunnel {
             .spawn(move || {
                 let result = engine.run();
                 running.store(false, Ordering::Release);
-                if let Some(flag) = uapi_stop {
-                    flag.store(true, Ordering::Release);
+                if let Some(stop) = uapi_stop {
+                    stop.request();
                 }
                 result
             })

@@ -20,14 +20,41 @@ use crate::uapi::{self, Operation, UapiError};
 const MAX_LINE: u64 = 4096;
 /// How long a client may take to send a request.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the server looks whether it must stop or its socket file is gone.
-const CHECK_INTERVAL_MS: i32 = 200;
+/// How often the server looks whether its socket file is gone when the kernel cannot tell it
+/// (no inotify): the only timer of the accepting thread, and only then.
+const FALLBACK_CHECK_MS: i32 = 1000;
+
+/// Stops the accepting thread at once: a flag, and the eventfd its `poll` waits on.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    requested: AtomicBool,
+    waker: sys::Waker,
+}
+
+impl Stop {
+    fn new() -> io::Result<Stop> {
+        Ok(Stop {
+            requested: AtomicBool::new(false),
+            waker: sys::Waker::new()?,
+        })
+    }
+
+    /// Asks the accepting thread to stop; it wakes at once.
+    pub(crate) fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
 
 /// The UAPI socket and the thread accepting on it.
 #[derive(Debug)]
 pub(crate) struct UapiServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -52,13 +79,20 @@ impl UapiServer {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(socket_err)?;
         listener.set_nonblocking(true).map_err(socket_err)?;
         let inode = fs::metadata(&path).map_err(socket_err)?.ino();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::new().map_err(socket_err)?);
+        // The socket file deleted or replaced stops the tunnel, as in wireguard-go: inotify on
+        // its directory says when to look, so an idle server never wakes.
+        let watch = sys::DirWatch::new(dir)
+            .inspect_err(|e| {
+                tracing::debug!(error = %e, "no inotify on the UAPI directory; looking every second instead");
+            })
+            .ok();
         let thread = {
             let stop = stop.clone();
             let path = path.clone();
             std::thread::Builder::new()
                 .name(format!("uapi-{interface}"))
-                .spawn(move || accept_loop(listener, &path, inode, &stop, control))
+                .spawn(move || accept_loop(listener, &path, inode, &stop, watch, control))
                 .map_err(Error::Spawn)?
         };
         Ok(UapiServer {
@@ -73,14 +107,14 @@ impl UapiServer {
         &self.path
     }
 
-    /// The flag that stops the accepting thread.
-    pub(crate) fn stop_flag(&self) -> Arc<AtomicBool> {
+    /// What stops the accepting thread.
+    pub(crate) fn stop_flag(&self) -> Arc<Stop> {
         self.stop.clone()
     }
 
     /// Stops accepting and deletes the socket file (if it is still ours).
     pub(crate) fn stop(mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.request();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -89,7 +123,7 @@ impl UapiServer {
 
 impl Drop for UapiServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.request();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -120,23 +154,42 @@ fn accept_loop(
     listener: UnixListener,
     path: &Path,
     inode: u64,
-    stop: &AtomicBool,
+    stop: &Stop,
+    watch: Option<sys::DirWatch>,
     control: Control,
 ) {
-    while !stop.load(Ordering::Acquire) {
+    // Without a watch, the eventfd stands in for it in the poll set (and never fires there).
+    let watch_fd = watch
+        .as_ref()
+        .map_or(stop.waker.as_raw_fd(), AsRawFd::as_raw_fd);
+    let timeout = if watch.is_some() {
+        -1
+    } else {
+        FALLBACK_CHECK_MS
+    };
+    while !stop.requested() {
         // The socket file deleted (or replaced) means: stop, as wireguard-go does.
         if fs::metadata(path).ok().map(|m| m.ino()) != Some(inode) {
             tracing::info!(path = %path.display(), "UAPI socket removed; stopping the tunnel");
             control.request_stop();
             return;
         }
-        match sys::poll_readable([listener.as_raw_fd()], CHECK_INTERVAL_MS) {
-            Ok([true]) => {}
-            Ok([false]) => continue,
+        let fds = [stop.waker.as_raw_fd(), watch_fd, listener.as_raw_fd()];
+        let readable = match sys::poll_readable(fds, timeout) {
+            Ok(readable) => readable,
             Err(e) => {
                 tracing::warn!(error = %e, "UAPI socket poll failed");
+                std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
+        };
+        if readable[1] {
+            if let Some(watch) = &watch {
+                watch.drain();
+            }
+        }
+        if !readable[2] {
+            continue;
         }
         match listener.accept() {
             Ok((stream, _)) => {

@@ -11,11 +11,13 @@
 //! The goal, [`GOAL_PERCENT`], is for the whole process; a run over it fails after its table.
 //!
 //! The peers are systems of the definition (keys, addresses, endpoints in the sender's
-//! namespace) without agents of their own: the agent's work for a peer (its tunnel, filter,
-//! routes, status) is the same whether it answers or not, and an idle peer sends nothing. A
-//! peer that does answer adds only the data plane's packet work (a handshake every two minutes
-//! while traffic flows), which is not what this measures, and 100 more agents on a 2-core
-//! machine would measure themselves.
+//! namespace) answered by real WireGuard responders: one `enclave_wg::Device` per peer, each on
+//! its own UDP port in the sender's namespace, in threads of this process (whose CPU is not
+//! counted). They answer the agent's handshakes and keepalives as a live peer does, so the
+//! agent's tunnels are up and idle, with the network's persistent keepalive (25 s) running, as
+//! on a real network. A peer that never answers is not idle: the data plane retries its
+//! handshake every 5 s, which is what an earlier version of this bench measured. 100 more
+//! agents on a 2-core machine would measure themselves.
 //!
 //! `ENCLAVE_BENCH_BASELINE=DIR` measures the binaries in DIR too (`enclave-agent` and
 //! `enclave-gw` built from another commit), in the same run, for a before/after table;
@@ -30,7 +32,9 @@ use blake2::{Blake2s256, Digest};
 use enclave_netns::Netns;
 
 use crate::agents::{prepare, start, write_definition, AgentFiles};
-use crate::support::{reference_without_forwarding, GATEWAY_UNDERLAY, LAN_SUBNET, OVERLAY};
+use crate::support::{
+    reference_without_forwarding, GATEWAY_UNDERLAY, LAN_SUBNET, OVERLAY, SENDER_UNDERLAY,
+};
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
@@ -52,10 +56,113 @@ const GOAL_PERCENT: f64 = 0.1;
 
 /// A public key for peer `i`: 32 bytes from a hash, base64. Any 32 bytes are an X25519 public
 /// key; nobody holds the private one, which an idle peer never needs.
+/// Peer `i`'s private key, derived from its number (the bench's own throwaway keys).
+fn peer_private(i: usize) -> enclave_wg::PrivateKey {
+    let digest: [u8; 32] = Blake2s256::digest(format!("enclave agent-idle peer {i}")).into();
+    enclave_wg::PrivateKey::from_bytes(digest)
+}
+
 fn peer_key(i: usize) -> String {
-    use base64::Engine;
-    let digest = Blake2s256::digest(format!("enclave agent-idle peer {i}"));
-    base64::engine::general_purpose::STANDARD.encode(digest)
+    peer_private(i).public_key().to_base64()
+}
+
+/// The first UDP port of the peers' responders (peer `i` listens on `PEER_PORT_BASE + i`).
+const PEER_PORT_BASE: u16 = 52000;
+
+/// The peers' WireGuard responders, running in the sender's namespace until dropped.
+struct Responders {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Responders {
+    /// Starts a responder for each peer in `ns`, each knowing the host (public key
+    /// `host_key`) at `host_endpoint` with the host's virtual address as its allowed IP.
+    fn start(
+        ns: &Netns,
+        host_key: &str,
+        host_endpoint: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let host = enclave_wg::PublicKey::from_base64(host_key)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let path = format!("/run/netns/{}", ns.name());
+        let mut threads = Vec::new();
+        for i in 1..=PEERS {
+            let (stop, path) = (std::sync::Arc::clone(&stop), path.clone());
+            let port = PEER_PORT_BASE + u16::try_from(i)?;
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                let socket = std::fs::File::open(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|file| {
+                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                        Ok(std::net::UdpSocket::bind((SENDER_UNDERLAY, port))?)
+                    });
+                let socket = match socket {
+                    Ok(socket) => {
+                        let _ = ready_tx.send(Ok(()));
+                        socket
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut device = enclave_wg::Device::new(peer_private(i), rand_core::OsRng);
+                device.upsert_peer(enclave_wg::PeerConfig {
+                    public_key: host,
+                    preshared_key: None,
+                    endpoint: Some(host_endpoint),
+                    allowed_ips: vec!["100.64.0.1/32".parse().expect("a prefix")],
+                    persistent_keepalive: None,
+                });
+                let mut buf = vec![0u8; 2048];
+                let mut out = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    let wait = device
+                        .poll_timeout()
+                        .map_or(Duration::from_millis(200), |t| {
+                            t.saturating_duration_since(now)
+                        })
+                        .clamp(Duration::from_millis(1), Duration::from_millis(200));
+                    let _ = socket.set_read_timeout(Some(wait));
+                    if let Ok((len, from)) = socket.recv_from(&mut buf) {
+                        let _ = device.decapsulate(
+                            from,
+                            &buf[..len],
+                            Instant::now(),
+                            std::time::SystemTime::now(),
+                            &mut out,
+                        );
+                    }
+                    let now = Instant::now();
+                    if device.poll_timeout().is_some_and(|t| t <= now) {
+                        device.handle_timeout(now, std::time::SystemTime::now());
+                    }
+                    while let Some(transmit) = device.poll_transmit() {
+                        let _ = socket.send_to(&transmit.payload, transmit.dst);
+                    }
+                    while device.poll_event().is_some() {}
+                }
+            }));
+            ready_rx
+                .recv()
+                .context("a responder thread ended before binding")?
+                .with_context(|| format!("the responder of peer {i} cannot listen on {port}"))?;
+        }
+        Ok(Self { stop, threads })
+    }
+}
+
+impl Drop for Responders {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn definition(host: &AgentFiles) -> String {
@@ -91,9 +198,9 @@ acl = [{{ protocol = "any" }}]
     );
     for i in 1..=PEERS {
         text.push_str(&format!(
-            "\n[[system]]\nname = \"peer-{i}\"\npublic_key = \"{}\"\naddress = \"100.64.1.{i}\"\ntags = [\"users\"]\nendpoint = \"10.10.0.2:{}\"\n",
+            "\n[[system]]\nname = \"peer-{i}\"\npublic_key = \"{}\"\naddress = \"100.64.1.{i}\"\ntags = [\"users\"]\nendpoint = \"{SENDER_UNDERLAY}:{}\"\n",
             peer_key(i),
-            52000 + i
+            usize::from(PEER_PORT_BASE) + i
         ));
     }
     text
@@ -215,6 +322,14 @@ fn measure(
         peers == PEERS,
         "the agent shows {peers} peers, not {PEERS}:\n{json}"
     );
+    // Idle means connected and quiet: every tunnel must be up (its peer answered).
+    let up = status["peers"].as_array().map_or(0, |peers| {
+        peers.iter().filter(|p| p["state"] == "Up").count()
+    });
+    anyhow::ensure!(
+        up == PEERS,
+        "only {up} of {PEERS} tunnels are up: the measurement would include handshake retries"
+    );
     agent.stop();
     let tick = ticks_per_second()?;
     let share = |ticks: u64| ticks as f64 / tick / elapsed * 100.0;
@@ -236,6 +351,11 @@ fn idle(ctx: &Ctx) -> anyhow::Result<()> {
     let network = ctx.log_dir().join("network.toml");
     let files = prepare(ctx, ns, &network, "")?;
     write_definition(&network, &definition(&files))?;
+    let _responders = Responders::start(
+        topo.ns("sender"),
+        &files.public_key,
+        format!("{GATEWAY_UNDERLAY}:51820").parse()?,
+    )?;
 
     let ours = match std::env::var_os("ENCLAVE_BENCH_BUILD") {
         Some(dir) => dir.into(),
