@@ -7,6 +7,8 @@
 //! socket and the filters: no packet takes a lock. UDP is read and written in batches
 //! (recvmmsg/sendmmsg). Control requests reach the loop over a channel.
 
+#![warn(missing_docs)]
+
 mod engine;
 mod error;
 pub mod offload;

@@ -4,6 +4,8 @@
 //! Its sans-IO parts are here too: the control protocol that gateways and senders speak over
 //! the tunnel ([`control`]) and the gateway selection with failover ([`failover`]).
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod config;
 pub mod control;
