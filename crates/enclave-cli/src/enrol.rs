@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use enclave_runtime::config::{parse_fingerprint, AgentConfig, DEFAULT_PATH, DEFAULT_STATE_DIR};
 use enclave_runtime::managed::{enrol, Enrolled, Trust};
 
+/// The arguments of `enrol`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("enrolment_key").required(true).args(["key", "key_file"])))]
 #[command(group(clap::ArgGroup::new("pin").args(["fingerprint", "ca"])))]
