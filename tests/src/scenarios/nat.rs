@@ -649,7 +649,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     let Some(err) = err else {
         bail!("the kernel accepted SNAT in a filter chain");
     };
-    let message = error_chain(&err);
+    let message = format!("{:#}", anyhow::Error::new(err));
     println!("rejected: {message}");
     ensure!(
         message.contains("misplaced snat"),
@@ -678,7 +678,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     })?;
     let legacy_err =
         legacy_err.context("iptables-legacy accepted a 21-character interface name")?;
-    let message = error_chain(&legacy_err);
+    let message = format!("{:#}", anyhow::Error::new(legacy_err));
     println!("iptables rejected: {message}");
     ensure!(
         message.contains("lan0-but-far-too-long -m comment"),
@@ -702,24 +702,14 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
         gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
         "a refused apply turned forwarding on"
     );
-    let message = error_chain(&refused);
+    // The error and its causes on one line.
+    let message = format!("{:#}", anyhow::Error::new(refused));
     println!("manager refused: {message}");
     ensure!(
         message.contains("IPv4 forwarding was left as it was (off)"),
         "the manager's error does not say what became of forwarding: {message}"
     );
     Ok(())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A network definition in which `gw` serves the LAN to `laptop`.
