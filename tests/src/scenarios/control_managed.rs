@@ -228,11 +228,7 @@ impl<'c> Fixture<'c> {
             fixture.cli(&["systems", "gateway", name, "on"])?;
             let mut subnets = Value::Null;
             let discovered = wait_until(Duration::from_secs(10), || {
-                subnets = fixture
-                    .cli(&["subnets", "list", "--json"])
-                    .ok()
-                    .and_then(|text| serde_json::from_str(&text).ok())
-                    .unwrap_or(Value::Null);
+                subnets = fixture.cli_json(&["subnets", "list", "--json"]);
                 subnets.to_string().contains(LAN)
                     && subnets.as_array().is_some_and(|rows| {
                         rows.iter().any(|row| {
@@ -301,6 +297,15 @@ impl<'c> Fixture<'c> {
             &self.token,
             args,
         )
+    }
+
+    /// The JSON that the CLI printed; null when it failed or printed something else (for
+    /// polling until the server shows something).
+    fn cli_json(&self, args: &[&str]) -> Value {
+        self.cli(args)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// Starts (or restarts) the agent of `node`.
@@ -386,11 +391,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
     // state, the port to reach it at, the serial it applied.
     let mut shown = Value::Null;
     let reported = wait_until(Duration::from_secs(5), || {
-        shown = office
-            .cli(&["systems", "show", "laptop"])
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or(Value::Null);
+        shown = office.cli_json(&["systems", "show", "laptop"]);
         let agent = &shown["agent"];
         let report = &agent["report"];
         report["active_gateways"][LAN]["gateway"] == "menlo-gw-1"

@@ -150,6 +150,16 @@ impl<'c> Site<'c> {
             .with_context(|| format!("no agent runs on {node}"))
     }
 
+    /// Stops the gateway's agent cleanly; it must exit with success.
+    fn stop_gateway_agent(&mut self) -> anyhow::Result<()> {
+        let status = self
+            .agent("gw1")?
+            .stop()
+            .context("could not reap the gateway agent")?;
+        ensure!(status.success(), "the gateway agent exited with {status}");
+        Ok(())
+    }
+
     fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
         let value = format!("net.ipv4.ip_forward={}", u8::from(on));
         self.ns("gw1").exec(&["sysctl", "-q", "-w", &value])?;
@@ -392,11 +402,7 @@ fn underlay(ctx: &Ctx, tag: &str, backend: &str) -> anyhow::Result<()> {
     site.check_closed("after the gateway agent restarted", true)?;
 
     // A clean stop: forwarding back off, then our rules gone.
-    let status = site
-        .agent("gw1")?
-        .stop()
-        .context("could not reap the gateway agent")?;
-    ensure!(status.success(), "the gateway agent exited with {status}");
+    site.stop_gateway_agent()?;
     ensure!(
         !site.forwarding()?,
         "forwarding is on after a clean stop; it was off before the first start"
@@ -429,11 +435,7 @@ fn host_forwarded(ctx: &Ctx) -> anyhow::Result<()> {
         drop_counter(&listing).is_none(),
         "a host that forwarded got a drop for its other interfaces:\n{listing}"
     );
-    let status = site
-        .agent("gw1")?
-        .stop()
-        .context("could not reap the gateway agent")?;
-    ensure!(status.success(), "the gateway agent exited with {status}");
+    site.stop_gateway_agent()?;
     ensure!(
         site.forwarding()?,
         "a clean stop turned off the forwarding the host had before the agent"
