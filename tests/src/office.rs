@@ -51,6 +51,19 @@ pub const SYSTEMS: [(&str, &str); 3] = [
     ("gw2", "menlo-gw-2"),
 ];
 
+/// A definition with one gateway whose grant to the users requires the `public_ip` trust
+/// requirement "office-ips", which allows only `range`.
+pub fn office_ips_definition(range: &str) -> String {
+    definition(
+        1,
+        "\"users\"",
+        "trust = [\"office-ips\"]\nacl = [{ protocol = \"any\" }]",
+        &format!(
+            "[[trust_requirement]]\nname = \"office-ips\"\nkind = \"public_ip\"\nallow = [\"{range}\"]\n"
+        ),
+    )
+}
+
 /// A definition with one gateway policy for `users` through the given gateways, with the
 /// given extra policy lines (filter, acl, trust…), laptop tags, and extra top-level text.
 pub fn definition(gateways: usize, laptop_tags: &str, policy_extra: &str, extra: &str) -> String {
@@ -251,6 +264,37 @@ impl<'c> Office<'c> {
     pub fn status(&self, node: &str) -> String {
         status(self.ctx, self.ns(node), &self.files[node])
             .unwrap_or_else(|e| format!("(no status: {e:#})"))
+    }
+
+    /// [`Office::start`] on [`office_ips_definition`] with `range`, where the laptop's public
+    /// address (10.10.0.2) is not: returns once the gateway says that it suspended the grant.
+    pub fn start_untrusted(ctx: &'c Ctx, tag: &str, range: &str) -> anyhow::Result<Self> {
+        let office = Self::start(ctx, tag, 1, &office_ips_definition(range), &[])?;
+        office.wait_for_status(
+            "gw1",
+            "suspended",
+            Duration::from_secs(3),
+            "the gateway's status does not say the grant is suspended",
+        )?;
+        Ok(office)
+    }
+
+    /// Waits up to `within` until `node`'s status contains `text`; the error says `what` was not
+    /// seen and shows the status.
+    pub fn wait_for_status(
+        &self,
+        node: &str,
+        text: &str,
+        within: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        if enclave_netns::wait_until(within, || self.status(node).contains(text)) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{what} (no {text:?} within {within:?}):\n{}",
+            self.status(node)
+        )
     }
 
     /// Whether the laptop has our route to `subnet`.
