@@ -527,17 +527,16 @@ mod tests {
     /// A managed configuration whose server refuses connections at once (a closed port on
     /// loopback), in a directory of its own.
     struct Host {
-        dir: PathBuf,
+        /// Removed with the host.
+        _dir: tempfile::TempDir,
         config: AgentConfig,
         public_key: String,
     }
 
     impl Host {
-        fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("enclave-managed-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
             let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
             enrol::write_private_key(&dir.join("private.key"), &key).unwrap();
             let text = format!(
@@ -547,7 +546,7 @@ mod tests {
             std::fs::write(dir.join("agent.toml"), text).unwrap();
             let config = AgentConfig::load(&dir.join("agent.toml")).unwrap();
             Self {
-                dir,
+                _dir: tmp,
                 config,
                 public_key: key.public_key().to_base64(),
             }
@@ -575,12 +574,6 @@ mod tests {
         }
     }
 
-    impl Drop for Host {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
     fn view_of(public_key: &str) -> enclave_policy::View {
         let text = format!(
             "[network]\noverlay = \"100.64.0.0/10\"\n\n[[system]]\nname = \"laptop\"\npublic_key = \"{public_key}\"\naddress = \"100.64.0.11\"\ntags = [\"users\"]\n"
@@ -591,7 +584,7 @@ mod tests {
 
     #[test]
     fn without_the_server_the_agent_starts_from_its_last_good_view() {
-        let host = Host::new("disk");
+        let host = Host::new();
         let file = host.config.last_view_file().unwrap();
         let last = LastGood {
             serial: 12,
@@ -616,7 +609,7 @@ mod tests {
 
     #[test]
     fn without_the_server_and_a_usable_last_view_the_agent_waits() {
-        let host = Host::new("none");
+        let host = Host::new();
         assert!(
             host.open(Duration::from_millis(1500)).is_none(),
             "a view was invented"
