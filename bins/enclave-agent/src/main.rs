@@ -3,7 +3,7 @@
 //! This binary only parses arguments and wires the library crates together.
 
 use clap::{Parser, Subcommand};
-use enclave_cli::{enrol, run};
+use enclave_cli::run;
 
 mod cmd_keys;
 mod cmd_policy;
@@ -32,11 +32,9 @@ struct Cli {
 enum Command {
     /// Run the agent in the foreground (systemd-friendly).
     Run(run::RunArgs),
-    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
-    /// write a managed agent.toml.
-    Enrol(enrol::EnrolArgs),
-    /// Show the running agent's peers, gateways and routes.
-    Status(run::StatusArgs),
+    /// `enrol` and `status`, as the other binary has them.
+    #[command(flatten)]
+    Shared(enclave_cli::Shared),
     /// Write a new private key (mode 0600) and print its public key.
     Keygen(cmd_keys::KeygenArgs),
     /// Print the public key of a private key file.
@@ -52,8 +50,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Agent),
-        Command::Status(args) => run::status(args),
-        Command::Enrol(args) => enrol::run(args, "enclave-agent"),
+        Command::Shared(command) => command.run("enclave-agent"),
         Command::Keygen(args) => cmd_keys::keygen(args),
         Command::Pubkey(args) => cmd_keys::pubkey(args),
         Command::Policy(cmd) => cmd_policy::run(cmd),

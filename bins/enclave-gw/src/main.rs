@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 // The same `run`, `status` and `enrol` as enclave-agent's; only the role differs.
-use enclave_cli::{enrol, run};
+use enclave_cli::run;
 
 mod cmd_discover;
 
@@ -32,11 +32,9 @@ enum Command {
     /// Run the gateway agent in the foreground: an agent that also forwards and NATs into the
     /// subnets the network definition lets it serve.
     Run(run::RunArgs),
-    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
-    /// write a managed agent.toml.
-    Enrol(enrol::EnrolArgs),
-    /// Show the running agent's peers, gateways and routes.
-    Status(run::StatusArgs),
+    /// `enrol` and `status`, as the other binary has them.
+    #[command(flatten)]
+    Shared(enclave_cli::Shared),
     /// List the local subnets this gateway could serve, and why each interface was taken or left.
     Discover(cmd_discover::DiscoverArgs),
 }
@@ -45,8 +43,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Gateway),
-        Command::Status(args) => run::status(args),
-        Command::Enrol(args) => enrol::run(args, "enclave-gw"),
+        Command::Shared(command) => command.run("enclave-gw"),
         Command::Discover(args) => cmd_discover::run(args),
     };
     enclave_cli::exit("enclave-gw", result)

@@ -23,3 +23,24 @@ pub fn exit(binary: &str, result: anyhow::Result<ExitCode>) -> ExitCode {
         }
     }
 }
+
+/// The commands that both binaries have besides `run` (whose help differs between them). A
+/// binary puts this in its own subcommands with `#[command(flatten)]`, right after `Run`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Shared {
+    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
+    /// write a managed agent.toml.
+    Enrol(enrol::EnrolArgs),
+    /// Show the running agent's peers, gateways and routes.
+    Status(run::StatusArgs),
+}
+
+impl Shared {
+    /// Carries the command out; `binary` names the command in what `enrol` prints.
+    pub fn run(self, binary: &str) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Enrol(args) => enrol::run(args, binary),
+            Self::Status(args) => run::status(args),
+        }
+    }
+}
