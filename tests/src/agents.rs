@@ -127,13 +127,22 @@ pub fn start_with(
     Ok(process)
 }
 
+/// `enclave-agent status ARGS…` of the agent of `files`: what it printed.
+fn status_with(ctx: &Ctx, ns: &Netns, files: &AgentFiles, args: &[&str]) -> anyhow::Result<String> {
+    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
+    let config = files.config.to_string_lossy();
+    let mut argv = vec![agent.as_str(), "status", "-c", config.as_ref()];
+    argv.extend_from_slice(args);
+    Ok(ns.exec(&argv)?)
+}
+
 /// `enclave-agent status` (text) of the agent of `files`.
 pub fn status(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<String> {
-    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
-    Ok(ns.exec(&[
-        agent.as_str(),
-        "status",
-        "-c",
-        &files.config.to_string_lossy(),
-    ])?)
+    status_with(ctx, ns, files, &[])
+}
+
+/// `enclave-agent status --json` of the agent of `files`.
+pub fn status_json(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<serde_json::Value> {
+    let text = status_with(ctx, ns, files, &["--json"])?;
+    serde_json::from_str(&text).context("status --json is not JSON")
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use enclave_netns::{Netns, Process, SpawnOpts, Topology, TopologySpec};
 
-use crate::agents::AgentFiles;
+use crate::agents::{self, AgentFiles};
 use crate::control_fixture::{
     admin_token, cli_output, enrol, enrolment_key, start_server_on, Server,
 };
@@ -888,33 +888,13 @@ impl Demo<'_> {
     }
 
     fn status_json(&self, stage: &Stage, node: &str) -> anyhow::Result<serde_json::Value> {
-        let agent = self
-            .ctx
-            .bin("enclave-agent")?
-            .to_string_lossy()
-            .into_owned();
-        let config = stage.files[node].config.to_string_lossy().into_owned();
-        let out =
-            stage
-                .ns(node)
-                .exec(&[agent.as_str(), "status", "-c", config.as_str(), "--json"])?;
-        serde_json::from_str(&out).context("status --json is not JSON")
+        agents::status_json(self.ctx, stage.ns(node), &stage.files[node])
     }
 
     /// `enclave-agent status` of `node`, or why there is none.
     fn status_text(&self, stage: &Stage, node: &str) -> String {
-        let status = || -> anyhow::Result<String> {
-            let agent = self
-                .ctx
-                .bin("enclave-agent")?
-                .to_string_lossy()
-                .into_owned();
-            let config = stage.files[node].config.to_string_lossy().into_owned();
-            Ok(stage
-                .ns(node)
-                .exec(&[agent.as_str(), "status", "-c", config.as_str()])?)
-        };
-        status().unwrap_or_else(|e| format!("(no status: {e:#})"))
+        agents::status(self.ctx, stage.ns(node), &stage.files[node])
+            .unwrap_or_else(|e| format!("(no status: {e:#})"))
     }
 
     // ----- teardown -----

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 
-use crate::agents::{prepare, start_with, status, write_definition, AgentFiles};
+use crate::agents::{prepare, start_with, status, status_json, write_definition, AgentFiles};
 use crate::Ctx;
 
 /// The office LAN.
@@ -386,19 +386,7 @@ impl<'c> Office<'c> {
 
     /// `enclave-agent status --json` of `node`.
     pub fn status_json(&self, node: &str) -> Option<serde_json::Value> {
-        let agent = self.ctx.bin("enclave-agent").ok()?;
-        let config = self.files[node].config.to_string_lossy().into_owned();
-        let json = self
-            .ns(node)
-            .exec(&[
-                agent.to_string_lossy().as_ref(),
-                "status",
-                "-c",
-                &config,
-                "--json",
-            ])
-            .ok()?;
-        serde_json::from_str(&json).ok()
+        status_json(self.ctx, self.ns(node), &self.files[node]).ok()
     }
 
     /// The gateway the laptop uses for the LAN now, from `enclave-agent status --json`.

@@ -94,19 +94,9 @@ impl Postgres {
         };
         nix::unistd::chown(&pg.dir, Some(pg.uid), Some(pg.gid)).context("chown")?;
         std::fs::set_permissions(&pg.dir, std::fs::Permissions::from_mode(0o700))?;
-        let data = pg.dir.join("data");
-        pg.run(
+        pg.on_data(
             "initdb",
-            [
-                OsStr::new("-D"),
-                data.as_os_str(),
-                OsStr::new("-U"),
-                OsStr::new("postgres"),
-                OsStr::new("--auth=trust"),
-                OsStr::new("-E"),
-                OsStr::new("UTF8"),
-                OsStr::new("--no-sync"),
-            ],
+            &["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         )?;
         let options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{}' -p {} -c fsync=off",
@@ -114,23 +104,22 @@ impl Postgres {
             Self::PORT
         );
         let log = pg.dir.join("postgresql.log");
+        let log = log.to_str().context("path is not UTF-8")?;
         pg.started = true;
-        pg.run(
+        pg.on_data(
             "pg_ctl",
-            [
-                OsStr::new("-D"),
-                data.as_os_str(),
-                OsStr::new("-l"),
-                log.as_os_str(),
-                OsStr::new("-o"),
-                OsStr::new(&options),
-                OsStr::new("-w"),
-                OsStr::new("-t"),
-                OsStr::new("60"),
-                OsStr::new("start"),
-            ],
+            &["-l", log, "-o", &options, "-w", "-t", "60", "start"],
         )?;
         Ok(pg)
+    }
+
+    /// Runs `PROGRAM -D DATA ARGS…` (initdb, pg_ctl) on our cluster's data directory.
+    fn on_data(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let data = self.dir.join("data");
+        let argv = [OsStr::new("-D"), data.as_os_str()]
+            .into_iter()
+            .chain(args.iter().map(OsStr::new));
+        self.run(program, argv)
     }
 
     /// Runs one of PostgreSQL's programs as the postgres user.
@@ -178,18 +167,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if self.started {
-            let data = self.dir.join("data");
-            if let Err(e) = self.run(
-                "pg_ctl",
-                [
-                    OsStr::new("-D"),
-                    data.as_os_str(),
-                    OsStr::new("-m"),
-                    OsStr::new("immediate"),
-                    OsStr::new("-w"),
-                    OsStr::new("stop"),
-                ],
-            ) {
+            if let Err(e) = self.on_data("pg_ctl", &["-m", "immediate", "-w", "stop"]) {
                 eprintln!("stopping the test PostgreSQL: {e:#}");
             }
         }

@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context};
 use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 use serde_json::{json, Value};
 
-use crate::agents::{start_with, AgentFiles};
+use crate::agents::{start_with, status_json, AgentFiles};
 use crate::control_fixture::{
     self, admin_token, cli, enrol_command, enrolment_key, request, start_server_on, Enrolment,
     Server,
@@ -74,19 +74,6 @@ fn enrol(
             & 0o777;
     ensure!(key_mode == 0o600, "the private key has mode {key_mode:o}");
     Ok(files)
-}
-
-/// `status --json` of an agent.
-fn status_json(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<Value> {
-    let agent = ctx.bin("enclave-agent")?;
-    let text = ns.exec(&[
-        agent.as_os_str(),
-        "status".as_ref(),
-        "-c".as_ref(),
-        files.config.as_os_str(),
-        "--json".as_ref(),
-    ])?;
-    serde_json::from_str(&text).context("status --json is not JSON")
 }
 
 /// The last `lines` lines of `text`.
