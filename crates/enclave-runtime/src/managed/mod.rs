@@ -43,6 +43,9 @@ use crate::error::chain;
 use crate::source::{Reports, SourceEvent, Update};
 use crate::{Error, Result};
 
+/// How a broken connection is told.
+const LOST: &str = "lost the control server";
+
 /// The managed source of one agent.
 pub struct Managed {
     server: String,
@@ -307,18 +310,7 @@ impl Managed {
         };
         let session = match session {
             Ok(session) => session,
-            Err(enclave_control_proto::Error::Refused { reason }) => {
-                return Ended::Lost(format!(
-                    "the control server {} refused this system: {reason}",
-                    self.server
-                ))
-            }
-            Err(err) => {
-                return Ended::Lost(format!(
-                    "cannot connect to the control server: {}",
-                    chain(&err)
-                ))
-            }
+            Err(err) => return self.lost("cannot connect to the control server", &err),
         };
         tracing::info!(server = %self.server, "connected to the control server");
         let (mut reader, writer) = session.split();
@@ -336,18 +328,7 @@ impl Managed {
                 message = reader.recv() => {
                     let message = match message {
                         Ok(message) => message,
-                        Err(enclave_control_proto::Error::Refused { reason }) => {
-                            return Ended::Lost(format!(
-                                "the control server {} refused this system: {reason}",
-                                self.server
-                            ))
-                        }
-                        Err(err) => {
-                            return Ended::Lost(format!(
-                                "lost the control server: {}",
-                                chain(&err)
-                            ))
-                        }
+                        Err(err) => return self.lost(LOST, &err),
                     };
                     match self.handle(message, events, gate, told, backoff, &writer).await {
                         Some(ended) => return ended,
@@ -363,13 +344,25 @@ impl Managed {
                 () = wait => {
                     if let Some(report) = reporter.poll(Instant::now()) {
                         if let Err(err) = writer.send(&AgentMessage::Report(Box::new(report))).await {
-                            return Ended::Lost(format!("lost the control server: {}", chain(&err)));
+                            return self.lost(LOST, &err);
                         }
                     }
                 }
                 () = events.closed() => return Ended::Stopped,
             }
         }
+    }
+
+    /// How a connection ends on `err`: the server's refusal in its own words, anything else
+    /// as `context: ERROR: CAUSE…`.
+    fn lost(&self, context: &str, err: &enclave_control_proto::Error) -> Ended {
+        Ended::Lost(match err {
+            enclave_control_proto::Error::Refused { reason } => format!(
+                "the control server {} refused this system: {reason}",
+                self.server
+            ),
+            err => format!("{context}: {}", chain(err)),
+        })
     }
 
     /// The agent's latest report as the protocol's.
@@ -411,9 +404,7 @@ impl Managed {
                             .send(&AgentMessage::Ack(Ack { serial: applied }))
                             .await
                             .err()
-                            .map(|err| {
-                                Ended::Lost(format!("lost the control server: {}", chain(&err)))
-                            });
+                            .map(|err| self.lost(LOST, &err));
                     }
                     Verdict::Foreign(why) => {
                         let problem = format!("refused a view from the control server: {why}; the view in force stays");
@@ -469,10 +460,7 @@ impl Managed {
                     return Some(Ended::Stopped);
                 }
                 if let Err(err) = writer.send(&AgentMessage::Ack(Ack { serial })).await {
-                    return Some(Ended::Lost(format!(
-                        "lost the control server: {}",
-                        chain(&err)
-                    )));
+                    return Some(self.lost(LOST, &err));
                 }
                 None
             }
