@@ -124,6 +124,22 @@ impl<'c> Office<'c> {
         )
     }
 
+    /// [`Office::start`], then waits for the laptop's route to the LAN and for the printer to
+    /// answer through the tunnel (within 3 s): the office at work, before a scenario changes
+    /// something.
+    pub fn start_reaching(
+        ctx: &'c Ctx,
+        tag: &str,
+        gateways: usize,
+        definition: &str,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let office = Self::start(ctx, tag, gateways, definition, config)?;
+        office.wait_for_route()?;
+        office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+        Ok(office)
+    }
+
     /// [`Office::start`] with the nodes and links of `spec` added to the office's.
     pub fn start_in(
         ctx: &'c Ctx,

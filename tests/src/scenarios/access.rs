@@ -245,9 +245,7 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
     // 10:00-14:00 holds noon (the test takes seconds); 15:00-16:00 does not.
     let inside = definition(1, "\"users\"", &hours("10:00-14:00"), "");
     let outside = definition(1, "\"users\"", &hours("15:00-16:00"), "");
-    let mut office = Office::start(ctx, "hours", 1, &inside, &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office = Office::start_reaching(ctx, "hours", 1, &inside, &[])?;
 
     office.set_definition(&outside)?;
     let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
@@ -271,9 +269,7 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
     let granted = definition(1, "\"users\"", ANY, "");
-    let mut office = Office::start(ctx, "liveedit", 1, &granted, &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office = Office::start_reaching(ctx, "liveedit", 1, &granted, &[])?;
 
     // Revoke: the laptop loses the tag.
     office.set_definition(&definition(1, "\"guests\"", ANY, ""))?;

@@ -411,7 +411,9 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
         status == 201 && enrolled["approval"] == "approved",
         "{status} {enrolled}"
     );
-    let listed = cli(ns, &bin, &first.at, &token, &["systems", "list"])?;
+    // The administrator's commands against this server.
+    let admin = |args: &[&str]| cli(ns, &bin, &first.at, &token, args);
+    let listed = admin(&["systems", "list"])?;
     ensure!(
         listed.lines().next().is_some_and(|h| h.starts_with("NAME")
             && h.contains("APPROVAL")
@@ -430,43 +432,25 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
          receivers = [\"users\"]\nacl = [{ protocol = \"icmp\" }]\n",
     )?;
     let policy_arg = policy_file.to_str().context("path is not UTF-8")?;
-    let created = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    )?;
+    let created = admin(&["policies", "put", policy_arg])?;
     ensure!(
         created.contains("created policy \"users to users\""),
         "policies put printed {created:?}"
     );
-    let replaced = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    )?;
+    let replaced = admin(&["policies", "put", policy_arg])?;
     ensure!(
         replaced.contains("replaced policy \"users to users\""),
         "policies put (again) printed {replaced:?}"
     );
     std::fs::write(&policy_file, "[[system]]\nname = \"x\"\n")?;
-    let refused = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    );
+    let refused = admin(&["policies", "put", policy_arg]);
     ensure!(
         refused.as_ref().is_err_and(|e| e
             .to_string()
             .contains("only [[gateway_policy]] and [[direct_policy]]")),
         "a policy file with a system in it: {refused:?}"
     );
-    let policies = cli(ns, &bin, &first.at, &token, &["policies", "list"])?;
+    let policies = admin(&["policies", "list"])?;
     ensure!(
         policies.contains("users to users") && !policies.contains(" x "),
         "policies list:\n{policies}"

@@ -80,9 +80,8 @@ fn count(text: &str, needle: &str) -> usize {
 }
 
 fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office =
+        Office::start_reaching(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
     let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
 
     for node in ["sender", "gw1"] {
@@ -147,15 +146,13 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         "iptables",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("gw1", "nat = \"iptables\"")],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let nat = office
         .ns("gw1")
         .exec(&["iptables", "-t", "nat", "-L", "-n", "-v"])?;
@@ -513,15 +510,13 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(NotRun("no wireguard kernel module".into()).into());
     }
     let config = format!("dataplane = \"external\"\n{KERNEL_MODULE}");
-    let office = Office::start(
+    let office = Office::start_reaching(
         ctx,
         "extkmod",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("sender", config.as_str())],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let sender = office.ns("sender");
     let link = sender.exec(&["ip", "-d", "link", "show", "enclave0"])?;
     ensure!(
@@ -547,15 +542,13 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
     if gateway_too {
         extra.push(("gw1", external));
     }
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         if gateway_too { "exthost" } else { "external" },
         1,
         &definition(1, "\"users\"", ANY, ""),
         &extra,
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let sender = office.ns("sender");
     // The interface is wireguard-go's: `wg` talks to it, and its process is the agent's child.
     let wg = sender.exec(&["wg", "show", "enclave0"])?;
@@ -595,15 +588,13 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
 }
 
 fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         "extkill",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("sender", "dataplane = \"external\"")],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let running = |office: &Office<'_>| {
         office
             .ns("sender")
