@@ -90,6 +90,23 @@ acl = [{acl}]
     }
 }
 
+/// Whether IPv4 forwarding is on in `ns`.
+pub fn forwarding(ns: &Netns) -> anyhow::Result<bool> {
+    let value = ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?;
+    match value.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => anyhow::bail!("net.ipv4.ip_forward is {other:?}"),
+    }
+}
+
+/// Turns IPv4 forwarding in `ns` on or off.
+pub fn set_forwarding(ns: &Netns, on: bool) -> anyhow::Result<()> {
+    let value = format!("net.ipv4.ip_forward={}", u8::from(on));
+    ns.exec(&["sysctl", "-q", "-w", &value])?;
+    Ok(())
+}
+
 /// The reference topology: `sender` ↔ `gw` over a veth pair (the underlay), and `gw` ↔ `lan`
 /// on a bridged segment (the Menlo Park office LAN). The LAN host has no route to the overlay,
 /// so only SNAT on the gateway lets it answer.

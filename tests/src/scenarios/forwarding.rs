@@ -23,7 +23,7 @@ use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpe
 
 use crate::agents::{prepare, start_with, write_definition, AgentFiles};
 use crate::office::{definition, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER, SYSTEMS};
-use crate::{Ctx, Scenario};
+use crate::{support, Ctx, Scenario};
 
 /// The underlay neighbour.
 const NEIGHBOUR: &str = "10.10.0.9";
@@ -161,17 +161,11 @@ impl<'c> Site<'c> {
     }
 
     fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
-        let value = format!("net.ipv4.ip_forward={}", u8::from(on));
-        self.ns("gw1").exec(&["sysctl", "-q", "-w", &value])?;
-        Ok(())
+        support::set_forwarding(self.ns("gw1"), on)
     }
 
     fn forwarding(&self) -> anyhow::Result<bool> {
-        Ok(self
-            .ns("gw1")
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?
-            .trim()
-            == "1")
+        support::forwarding(self.ns("gw1"))
     }
 
     /// Whether the laptop reaches the printer through the tunnel (ping and TCP), within

@@ -11,6 +11,7 @@ use crate::office::{
     definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
     LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
+use crate::support::forwarding;
 use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -132,13 +133,9 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
         ruleset.trim().is_empty(),
         "the gateway's ruleset is not empty after stop:\n{ruleset}"
     );
-    let forwarding = office
-        .ns("gw1")
-        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
     ensure!(
-        forwarding.trim() == "0",
-        "forwarding is {} after stop; it was 0 before the first start",
-        forwarding.trim()
+        !forwarding(office.ns("gw1"))?,
+        "forwarding is on after stop; it was off before the first start"
     );
     let rules = office.ns("sender").exec(&["ip", "rule", "show"])?;
     ensure!(rules == rules_first, "the sender's rules changed:\n{rules}");
@@ -658,10 +655,7 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
         stderr.contains("dataplane = \"external\" cannot be used with nat = \"iptables\""),
         "the refusal does not name both settings:\n{stderr}"
     );
-    let forwarding = topo
-        .ns("gw")
-        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
-    ensure!(forwarding.trim() == "0", "forwarding was turned on");
+    ensure!(!forwarding(topo.ns("gw"))?, "forwarding was turned on");
     ensure!(
         topo.ns("gw")
             .exec(&["ip", "link", "show", "enclave0"])
@@ -685,15 +679,8 @@ fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
     office.wait_for_route()?;
     office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     office.agent("gw1")?.stop();
-    let forwarding = |office: &Office<'_>| -> anyhow::Result<String> {
-        Ok(office
-            .ns("gw1")
-            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
-            .trim()
-            .to_owned())
-    };
     ensure!(
-        forwarding(&office)? == "0",
+        !forwarding(office.ns("gw1"))?,
         "forwarding stayed on after a clean stop"
     );
 
@@ -729,7 +716,7 @@ fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
     // synchronisation: the status above already said the state is applied.)
     for _ in 0..3 {
         ensure!(
-            forwarding(&office)? == "0",
+            !forwarding(office.ns("gw1"))?,
             "the gateway forwards although its rules failed"
         );
         std::thread::sleep(Duration::from_millis(700));
@@ -752,9 +739,8 @@ fn host_filters_hold(office: &Office<'_>) -> anyhow::Result<()> {
         ruleset.contains("chain ENCLAVE-INPUT") && ruleset.contains("chain ENCLAVE-OUTPUT"),
         "no host filter on the external laptop:\n{ruleset}"
     );
-    let forwarding = sender.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
     ensure!(
-        forwarding.trim() == "0",
+        !forwarding(sender)?,
         "the laptop, not a gateway, got forwarding turned on"
     );
     let _laptop_echo = sender.echo_server(8888)?;

@@ -20,8 +20,8 @@ use enclave_netns::{
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway, GATEWAY_LAN,
-    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
+    self, configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway,
+    GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -142,21 +142,11 @@ impl Gateway {
     }
 
     fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
-        let value = if on {
-            "net.ipv4.ip_forward=1"
-        } else {
-            "net.ipv4.ip_forward=0"
-        };
-        self.ns("gw").exec(&["sysctl", "-q", "-w", value])?;
-        Ok(())
+        support::set_forwarding(self.ns("gw"), on)
     }
 
     fn forwarding(&self) -> anyhow::Result<bool> {
-        Ok(self
-            .ns("gw")
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?
-            .trim()
-            == "1")
+        support::forwarding(self.ns("gw"))
     }
 
     /// What the sender and the LAN host can reach right now.
@@ -691,7 +681,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // The manager: a refused apply leaves forwarding off, and says so.
-    gw.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
+    support::set_forwarding(gw, false)?;
     let refused = in_gw(gw, || {
         NatManager::new(BackendChoice::Iptables(Flavor::Legacy), None)
             .and_then(|mut m| m.apply_policy(&long))
@@ -699,7 +689,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     })?
     .context("the NAT manager accepted a 21-character interface name")?;
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "a refused apply turned forwarding on"
     );
     // The error and its causes on one line.
@@ -753,7 +743,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         &gateway_definition(&laptop.public_key, &gw_files.public_key),
     )?;
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "the topology should start without forwarding"
     );
     let listing = || -> String {
@@ -797,7 +787,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         );
     }
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "1",
+        support::forwarding(gw)?,
         "forwarding is off while the gateway runs"
     );
 
@@ -813,7 +803,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         "a clean stop left rules of ours:\n{left}"
     );
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "forwarding was not restored to its value from before the first (killed) run"
     );
     Ok(())
