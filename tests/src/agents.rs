@@ -127,99 +127,22 @@ pub fn start_with(
     Ok(process)
 }
 
+/// `enclave-agent status ARGS…` of the agent of `files`: what it printed.
+fn status_with(ctx: &Ctx, ns: &Netns, files: &AgentFiles, args: &[&str]) -> anyhow::Result<String> {
+    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
+    let config = files.config.to_string_lossy();
+    let mut argv = vec![agent.as_str(), "status", "-c", config.as_ref()];
+    argv.extend_from_slice(args);
+    Ok(ns.exec(&argv)?)
+}
+
 /// `enclave-agent status` (text) of the agent of `files`.
 pub fn status(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<String> {
-    let agent = ctx.bin("enclave-agent")?.to_string_lossy().into_owned();
-    Ok(ns.exec(&[
-        agent.as_str(),
-        "status",
-        "-c",
-        &files.config.to_string_lossy(),
-    ])?)
+    status_with(ctx, ns, files, &[])
 }
 
-/// What `enclave-agent enrol` (or `enclave-gw enrol`) made on a node.
-#[derive(Debug)]
-pub struct Enrolment {
-    /// The node's agent files, the managed `agent.toml` among them.
-    pub files: AgentFiles,
-    /// What the command printed.
-    pub output: String,
-}
-
-/// Enrols `ns` as `name` with `enrolment_key` at the control server `url` (pinned by
-/// `fingerprint`) through `enclave-agent enrol` (`enclave-gw enrol` when `gateway`): the key
-/// pair is made on the node. The managed `agent.toml` gets this node's short runtime directory
-/// in front of its `[control]` section, as [`prepare`] does for file mode.
-pub fn enrol(
-    ctx: &Ctx,
-    ns: &Netns,
-    gateway: bool,
-    (url, fingerprint): (&str, &str),
-    enrolment_key: &str,
-    name: &str,
-) -> anyhow::Result<Enrolment> {
-    let node = ns.node().to_owned();
-    let dir = ctx.log_dir().join(format!("{node}-agent"));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("agent.toml");
-    let state = dir.join("state");
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
-    let output = ns
-        .command(&[
-            bin.as_os_str(),
-            "enrol".as_ref(),
-            "--server".as_ref(),
-            url.as_ref(),
-            "--fingerprint".as_ref(),
-            fingerprint.as_ref(),
-            "--key".as_ref(),
-            enrolment_key.as_ref(),
-            "--hostname".as_ref(),
-            name.as_ref(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "-c".as_ref(),
-            config.as_os_str(),
-        ])
-        .output()
-        .context("running enrol")?;
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    ensure!(
-        output.status.success(),
-        "enrolling {name} failed:\n{printed}"
-    );
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
-    let written = std::fs::read_to_string(&config)?;
-    std::fs::write(&config, format!("runtime_dir = {runtime_dir:?}\n{written}"))?;
-    let agent = ctx.bin("enclave-agent")?;
-    let public_key = ns
-        .exec(&[
-            agent.as_os_str(),
-            "pubkey".as_ref(),
-            dir.join("private.key").as_os_str(),
-        ])?
-        .trim()
-        .to_owned();
-    Ok(Enrolment {
-        files: AgentFiles {
-            node,
-            public_key,
-            config,
-            runtime_dir,
-        },
-        output: printed,
-    })
+/// `enclave-agent status --json` of the agent of `files`.
+pub fn status_json(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<serde_json::Value> {
+    let text = status_with(ctx, ns, files, &["--json"])?;
+    serde_json::from_str(&text).context("status --json is not JSON")
 }

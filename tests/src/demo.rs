@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use enclave_netns::{Netns, Process, SpawnOpts, Topology, TopologySpec};
 
-use crate::agents::{enrol, AgentFiles};
-use crate::scenarios::control::{admin_token, start_server_on, Server};
+use crate::agents::{self, AgentFiles};
+use crate::control_fixture::{
+    admin_token, cli_output, enrol, enrolment_key, start_server_on, Server,
+};
 use crate::Ctx;
 
 /// The office LAN.
@@ -301,9 +303,9 @@ impl Demo<'_> {
             &control,
             "enclave-control",
             &database,
-            CONTROL_ADDR,
-            CONTROL_PORT,
+            (CONTROL_ADDR, CONTROL_PORT),
             &state,
+            &[],
         )?;
         indent(&server.process.log());
         Ok((server, token, control))
@@ -334,13 +336,7 @@ impl Demo<'_> {
     }
 
     fn enrolment_keys(&self, stage: &Stage) -> anyhow::Result<(String, String)> {
-        let key = |out: String| {
-            out.lines()
-                .last()
-                .map(|l| l.trim().to_owned())
-                .filter(|k| k.starts_with("enk_"))
-                .with_context(|| format!("keys create printed {out:?}"))
-        };
+        let key = |out: String| enrolment_key(&out);
         let users = key(self.control(
             stage,
             &["keys", "create", "--tags", "users", "--approval", "auto"],
@@ -369,10 +365,6 @@ impl Demo<'_> {
         user_key: &str,
         gateway_key: &str,
     ) -> anyhow::Result<()> {
-        let at = (
-            stage.server.at.url.as_str(),
-            stage.server.at.fingerprint.as_str(),
-        );
         for system in GATEWAYS.iter().chain([&LAPTOP]) {
             let gateway = system.node != LAPTOP.node;
             let (program, key) = if gateway {
@@ -382,14 +374,14 @@ impl Demo<'_> {
             };
             println!(
                 "    [{}]# {program} enrol --server {} --fingerprint … --key enk_… --hostname {}",
-                system.node, at.0, system.name
+                system.node, stage.server.at.url, system.name
             );
             self.interrupted()?;
             let enrolment = enrol(
                 self.ctx,
                 stage.ns(system.node),
                 gateway,
-                at,
+                &stage.server.at,
                 key,
                 system.name,
             )?;
@@ -896,33 +888,13 @@ impl Demo<'_> {
     }
 
     fn status_json(&self, stage: &Stage, node: &str) -> anyhow::Result<serde_json::Value> {
-        let agent = self
-            .ctx
-            .bin("enclave-agent")?
-            .to_string_lossy()
-            .into_owned();
-        let config = stage.files[node].config.to_string_lossy().into_owned();
-        let out =
-            stage
-                .ns(node)
-                .exec(&[agent.as_str(), "status", "-c", config.as_str(), "--json"])?;
-        serde_json::from_str(&out).context("status --json is not JSON")
+        agents::status_json(self.ctx, stage.ns(node), &stage.files[node])
     }
 
     /// `enclave-agent status` of `node`, or why there is none.
     fn status_text(&self, stage: &Stage, node: &str) -> String {
-        let status = || -> anyhow::Result<String> {
-            let agent = self
-                .ctx
-                .bin("enclave-agent")?
-                .to_string_lossy()
-                .into_owned();
-            let config = stage.files[node].config.to_string_lossy().into_owned();
-            Ok(stage
-                .ns(node)
-                .exec(&[agent.as_str(), "status", "-c", config.as_str()])?)
-        };
-        status().unwrap_or_else(|e| format!("(no status: {e:#})"))
+        agents::status(self.ctx, stage.ns(node), &stage.files[node])
+            .unwrap_or_else(|e| format!("(no status: {e:#})"))
     }
 
     // ----- teardown -----
@@ -1029,16 +1001,13 @@ fn policy_file() -> String {
 /// Runs `enclave-control ARGS` in the control server's namespace, with the server, its
 /// fingerprint and the admin token in the environment.
 fn control_command(stage: &Stage, args: &[&str]) -> anyhow::Result<std::process::Output> {
-    let mut argv = vec![stage.control.as_os_str()];
-    argv.extend(args.iter().map(std::ffi::OsStr::new));
-    stage
-        .ns(CONTROL)
-        .command(&argv)
-        .env("ENCLAVE_CONTROL_URL", &stage.server.at.url)
-        .env("ENCLAVE_CONTROL_FINGERPRINT", &stage.server.at.fingerprint)
-        .env("ENCLAVE_CONTROL_TOKEN", &stage.token)
-        .output()
-        .context("cannot run enclave-control")
+    cli_output(
+        stage.ns(CONTROL),
+        &stage.control,
+        &stage.server.at,
+        &stage.token,
+        args,
+    )
 }
 
 /// Whether `ip ARGS` in `ns` lists a route through the tunnel.

@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod bench;
 pub mod context;
+pub mod control_fixture;
 pub mod demo;
 pub mod office;
 pub mod scenarios;

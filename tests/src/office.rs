@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 
-use crate::agents::{prepare, start_with, status, write_definition, AgentFiles};
+use crate::agents::{prepare, start_with, status, status_json, write_definition, AgentFiles};
 use crate::Ctx;
 
 /// The office LAN.
@@ -50,6 +50,19 @@ pub const SYSTEMS: [(&str, &str); 3] = [
     ("gw1", "menlo-gw-1"),
     ("gw2", "menlo-gw-2"),
 ];
+
+/// A definition with one gateway whose grant to the users requires the `public_ip` trust
+/// requirement "office-ips", which allows only `range`.
+pub fn office_ips_definition(range: &str) -> String {
+    definition(
+        1,
+        "\"users\"",
+        "trust = [\"office-ips\"]\nacl = [{ protocol = \"any\" }]",
+        &format!(
+            "[[trust_requirement]]\nname = \"office-ips\"\nkind = \"public_ip\"\nallow = [\"{range}\"]\n"
+        ),
+    )
+}
 
 /// A definition with one gateway policy for `users` through the given gateways, with the
 /// given extra policy lines (filter, acl, trust…), laptop tags, and extra top-level text.
@@ -109,6 +122,22 @@ impl<'c> Office<'c> {
             template,
             extra_config,
         )
+    }
+
+    /// [`Office::start`], then waits for the laptop's route to the LAN and for the printer to
+    /// answer through the tunnel (within 3 s): the office at work, before a scenario changes
+    /// something.
+    pub fn start_reaching(
+        ctx: &'c Ctx,
+        tag: &str,
+        gateways: usize,
+        definition: &str,
+        config: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let office = Self::start(ctx, tag, gateways, definition, config)?;
+        office.wait_for_route()?;
+        office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+        Ok(office)
     }
 
     /// [`Office::start`] with the nodes and links of `spec` added to the office's.
@@ -253,6 +282,37 @@ impl<'c> Office<'c> {
             .unwrap_or_else(|e| format!("(no status: {e:#})"))
     }
 
+    /// [`Office::start`] on [`office_ips_definition`] with `range`, where the laptop's public
+    /// address (10.10.0.2) is not: returns once the gateway says that it suspended the grant.
+    pub fn start_untrusted(ctx: &'c Ctx, tag: &str, range: &str) -> anyhow::Result<Self> {
+        let office = Self::start(ctx, tag, 1, &office_ips_definition(range), &[])?;
+        office.wait_for_status(
+            "gw1",
+            "suspended",
+            Duration::from_secs(3),
+            "the gateway's status does not say the grant is suspended",
+        )?;
+        Ok(office)
+    }
+
+    /// Waits up to `within` until `node`'s status contains `text`; the error says `what` was not
+    /// seen and shows the status.
+    pub fn wait_for_status(
+        &self,
+        node: &str,
+        text: &str,
+        within: Duration,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        if enclave_netns::wait_until(within, || self.status(node).contains(text)) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{what} (no {text:?} within {within:?}):\n{}",
+            self.status(node)
+        )
+    }
+
     /// Whether the laptop has our route to `subnet`.
     pub fn sender_has_route(&self, subnet: &str) -> bool {
         self.ns("sender")
@@ -342,19 +402,7 @@ impl<'c> Office<'c> {
 
     /// `enclave-agent status --json` of `node`.
     pub fn status_json(&self, node: &str) -> Option<serde_json::Value> {
-        let agent = self.ctx.bin("enclave-agent").ok()?;
-        let config = self.files[node].config.to_string_lossy().into_owned();
-        let json = self
-            .ns(node)
-            .exec(&[
-                agent.to_string_lossy().as_ref(),
-                "status",
-                "-c",
-                &config,
-                "--json",
-            ])
-            .ok()?;
-        serde_json::from_str(&json).ok()
+        status_json(self.ctx, self.ns(node), &self.files[node]).ok()
     }
 
     /// The gateway the laptop uses for the LAN now, from `enclave-agent status --json`.

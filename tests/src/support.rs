@@ -90,6 +90,23 @@ acl = [{acl}]
     }
 }
 
+/// Whether IPv4 forwarding is on in `ns`.
+pub fn forwarding(ns: &Netns) -> anyhow::Result<bool> {
+    let value = ns.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?;
+    match value.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => anyhow::bail!("net.ipv4.ip_forward is {other:?}"),
+    }
+}
+
+/// Turns IPv4 forwarding in `ns` on or off.
+pub fn set_forwarding(ns: &Netns, on: bool) -> anyhow::Result<()> {
+    let value = format!("net.ipv4.ip_forward={}", u8::from(on));
+    ns.exec(&["sysctl", "-q", "-w", &value])?;
+    Ok(())
+}
+
 /// The reference topology: `sender` ↔ `gw` over a veth pair (the underlay), and `gw` ↔ `lan`
 /// on a bridged segment (the Menlo Park office LAN). The LAN host has no route to the overlay,
 /// so only SNAT on the gateway lets it answer.
@@ -223,6 +240,47 @@ pub fn wg_configure(
     Ok(())
 }
 
+/// One end of a tunnel that [`configure_pair`] sets up.
+#[derive(Debug)]
+pub struct TunnelEnd<'a> {
+    /// Where it runs.
+    pub ns: &'a Netns,
+    /// Its private key is written as `NAME.key`.
+    pub name: &'a str,
+    /// Its tunnel address, with the prefix length.
+    pub address: String,
+    /// What the other end routes to it (the other end's allowed IPs for it).
+    pub allowed_ips: String,
+    /// Its `IP:PORT`, when the other end should know it (and so initiate).
+    pub endpoint: Option<String>,
+}
+
+/// Configures `iface` (already running) at both ends with `wg`: fresh key pairs (the private
+/// keys written to `dir`), each end the other's one peer.
+pub fn configure_pair(
+    dir: &Path,
+    iface: &str,
+    a: &TunnelEnd<'_>,
+    b: &TunnelEnd<'_>,
+) -> anyhow::Result<()> {
+    let keys = (wg_keypair(a.ns)?, wg_keypair(b.ns)?);
+    for (end, own, other, theirs) in [(a, &keys.0, b, &keys.1), (b, &keys.1, a, &keys.0)] {
+        let key = write_key(dir, &format!("{}.key", end.name), &own.private)?;
+        wg_configure(
+            end.ns,
+            iface,
+            &key,
+            &end.address,
+            &WgPeer {
+                public_key: &theirs.public,
+                allowed_ips: &other.allowed_ips,
+                endpoint: other.endpoint.clone(),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Configures the reference tunnel with `wg` on the `wg0` interfaces that already run in the
 /// sender and the gateway (wireguard-go's or ours): fresh keys (written to `dir` as
 /// `TAG-sender.key` and `TAG-gw.key`), each side the other's peer, the sender routing the LAN
@@ -233,32 +291,24 @@ pub fn configure_reference_tunnel(
     sender: &Netns,
     gw: &Netns,
 ) -> anyhow::Result<()> {
-    let sender_keys = wg_keypair(sender)?;
-    let gw_keys = wg_keypair(gw)?;
-    let sender_key = write_key(dir, &format!("{tag}-sender.key"), &sender_keys.private)?;
-    let gw_key = write_key(dir, &format!("{tag}-gw.key"), &gw_keys.private)?;
-    wg_configure(
-        sender,
+    configure_pair(
+        dir,
         "wg0",
-        &sender_key,
-        &format!("{SENDER_OVERLAY}/10"),
-        &WgPeer {
-            public_key: &gw_keys.public,
-            allowed_ips: &format!("{GATEWAY_OVERLAY}/32,{LAN_SUBNET}"),
+        &TunnelEnd {
+            ns: sender,
+            name: &format!("{tag}-sender"),
+            address: format!("{SENDER_OVERLAY}/10"),
+            allowed_ips: format!("{SENDER_OVERLAY}/32"),
+            endpoint: None,
+        },
+        &TunnelEnd {
+            ns: gw,
+            name: &format!("{tag}-gw"),
+            address: format!("{GATEWAY_OVERLAY}/10"),
+            allowed_ips: format!("{GATEWAY_OVERLAY}/32,{LAN_SUBNET}"),
             endpoint: Some(format!("{GATEWAY_UNDERLAY}:{WG_PORT}")),
         },
     )?;
     sender.exec(&["ip", "route", "add", LAN_SUBNET, "dev", "wg0"])?;
-    wg_configure(
-        gw,
-        "wg0",
-        &gw_key,
-        &format!("{GATEWAY_OVERLAY}/10"),
-        &WgPeer {
-            public_key: &sender_keys.public,
-            allowed_ips: &format!("{SENDER_OVERLAY}/32"),
-            endpoint: None,
-        },
-    )?;
     Ok(())
 }

@@ -3,11 +3,10 @@
 //! This binary only parses arguments and wires the library crates together.
 
 use clap::{Parser, Subcommand};
+use enclave_cli::run;
 
-mod cmd_enrol;
 mod cmd_keys;
 mod cmd_policy;
-mod cmd_run;
 mod cmd_tunnel;
 
 /// The enclave overlay agent.
@@ -32,12 +31,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent in the foreground (systemd-friendly).
-    Run(cmd_run::RunArgs),
-    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
-    /// write a managed agent.toml.
-    Enrol(cmd_enrol::EnrolArgs),
-    /// Show the running agent's peers, gateways and routes.
-    Status(cmd_run::StatusArgs),
+    Run(run::RunArgs),
+    /// `enrol` and `status`, as the other binary has them.
+    #[command(flatten)]
+    Shared(enclave_cli::Shared),
     /// Write a new private key (mode 0600) and print its public key.
     Keygen(cmd_keys::KeygenArgs),
     /// Print the public key of a private key file.
@@ -52,19 +49,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Agent),
-        Command::Status(args) => cmd_run::status(args),
-        Command::Enrol(args) => cmd_enrol::run(args, "enclave-agent"),
+        Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Agent),
+        Command::Shared(command) => command.run("enclave-agent"),
         Command::Keygen(args) => cmd_keys::keygen(args),
         Command::Pubkey(args) => cmd_keys::pubkey(args),
         Command::Policy(cmd) => cmd_policy::run(cmd),
         Command::Tunnel(args) => cmd_tunnel::run(args),
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("enclave-agent: error: {err:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    enclave_cli::exit("enclave-agent", result)
 }

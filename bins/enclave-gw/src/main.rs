@@ -3,14 +3,10 @@
 //! This binary only parses arguments and wires the library crates together.
 
 use clap::{Parser, Subcommand};
+// The same `run`, `status` and `enrol` as enclave-agent's; only the role differs.
+use enclave_cli::run;
 
 mod cmd_discover;
-// The same `enrol` as enclave-agent's.
-#[path = "../../enclave-agent/src/cmd_enrol.rs"]
-mod cmd_enrol;
-// The same `run` and `status` as enclave-agent's; only the role differs.
-#[path = "../../enclave-agent/src/cmd_run.rs"]
-mod cmd_run;
 
 /// The enclave overlay gateway.
 #[derive(Debug, Parser)]
@@ -35,12 +31,10 @@ struct Cli {
 enum Command {
     /// Run the gateway agent in the foreground: an agent that also forwards and NATs into the
     /// subnets the network definition lets it serve.
-    Run(cmd_run::RunArgs),
-    /// Join a managed network: make this host's key pair, enrol with an enrolment key, and
-    /// write a managed agent.toml.
-    Enrol(cmd_enrol::EnrolArgs),
-    /// Show the running agent's peers, gateways and routes.
-    Status(cmd_run::StatusArgs),
+    Run(run::RunArgs),
+    /// `enrol` and `status`, as the other binary has them.
+    #[command(flatten)]
+    Shared(enclave_cli::Shared),
     /// List the local subnets this gateway could serve, and why each interface was taken or left.
     Discover(cmd_discover::DiscoverArgs),
 }
@@ -48,16 +42,9 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => cmd_run::run(args, enclave_runtime::agent::Role::Gateway),
-        Command::Status(args) => cmd_run::status(args),
-        Command::Enrol(args) => cmd_enrol::run(args, "enclave-gw"),
+        Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Gateway),
+        Command::Shared(command) => command.run("enclave-gw"),
         Command::Discover(args) => cmd_discover::run(args),
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("enclave-gw: error: {err:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    enclave_cli::exit("enclave-gw", result)
 }

@@ -552,8 +552,8 @@ mod tests {
 
     #[test]
     fn relative_paths_of_a_managed_agent_are_taken_from_its_directory() {
-        let dir = std::env::temp_dir().join(format!("enclave-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("agent.toml");
         std::fs::write(
             &path,
@@ -572,7 +572,6 @@ mod tests {
             control.enrolment_key_file.as_deref(),
             Some(dir.join("enrol.key").as_path())
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -590,8 +589,8 @@ mod tests {
 
     #[test]
     fn a_readable_key_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("enclave-key-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("private.key");
         std::fs::write(&path, "c2VjcmV0\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -607,7 +606,6 @@ mod tests {
             read_private_key(&link).is_err(),
             "a symbolic link was followed"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -257,12 +257,9 @@ mod tests {
         loaded.network.systems[system].public_key.clone()
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("enclave-file-source-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A directory for the test's files, removed with it.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     async fn next(events: &mut mpsc::Receiver<SourceEvent>) -> SourceEvent {
@@ -274,7 +271,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_rename_over_the_file_is_seen_and_a_bad_edit_is_a_problem() {
-        let dir = dir("rename");
+        let tmp = scratch();
+        let dir = tmp.path();
         let path = dir.join("network.toml");
         std::fs::write(&path, EXAMPLE).unwrap();
         let key = key_of("laptop");
@@ -306,12 +304,12 @@ mod tests {
             }
             other => panic!("expected a problem, got {other:?}"),
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
     async fn other_files_in_the_directory_are_no_news() {
-        let dir = dir("quiet");
+        let tmp = scratch();
+        let dir = tmp.path();
         let path = dir.join("network.toml");
         std::fs::write(&path, EXAMPLE).unwrap();
         let (_, mut events) = open(&path, &key_of("laptop")).unwrap();
@@ -324,12 +322,12 @@ mod tests {
         // A real change still comes through afterwards.
         std::fs::write(&path, format!("{EXAMPLE}\n# a comment\n")).unwrap();
         assert!(matches!(next(&mut events).await, SourceEvent::Update(_)));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn the_first_read_fails_as_the_agent_start_must() {
-        let dir = dir("first");
+        let tmp = scratch();
+        let dir = tmp.path();
         let path = dir.join("network.toml");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -344,6 +342,5 @@ mod tests {
             matches!(stranger, Error::NotInDefinition { .. }),
             "{stranger:?}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,7 @@
 //! pair here, `managed::open` for the first view, then changes pushed by the server, the
 //! acknowledgement and report it gets back, and a revocation.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use enclave_control::{secret, server, tls};
 use enclave_runtime::config::AgentConfig;
 use enclave_runtime::managed::{self, enrol, last_view, Trust};
 use enclave_runtime::source::SourceEvent;
+use enclave_wg::PrivateKey;
 
 /// How long one step may take.
 const STEP: Duration = Duration::from_secs(10);
@@ -34,12 +35,26 @@ fn ctx() -> Ctx {
     }
 }
 
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Writes the managed host `name` under `dir`: its private key and an `agent.toml` for the
+/// server at `url` (pinned by `fingerprint`) with `extra` lines in its `[control]` section;
+/// returns the loaded configuration.
+fn managed_host(
+    dir: &Path,
+    name: &str,
+    (url, fingerprint): (&str, &str),
+    private: &PrivateKey,
+    extra: &str,
+) -> AgentConfig {
+    let host = dir.join(name);
+    enrol::write_private_key(&host.join("private.key"), private).unwrap();
+    std::fs::write(
+        host.join("agent.toml"),
+        format!(
+            "private_key_file = \"private.key\"\n{extra}[control]\nserver = \"{url}\"\nfingerprint = \"{fingerprint}\"\nstate_dir = \"state\"\n"
+        ),
+    )
+    .unwrap();
+    AgentConfig::load(&host.join("agent.toml")).unwrap()
 }
 
 async fn run(service: &Service, command: Command) {
@@ -75,11 +90,8 @@ fn a_managed_agent_enrols_gets_its_view_and_every_change_waits_while_pending_and
         .enable_all()
         .build()
         .unwrap();
-    let dir =
-        Dir(std::env::temp_dir().join(format!("enclave-managed-server-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    runtime.block_on(scenario(&dir.0));
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(scenario(dir.path()));
 }
 
 async fn scenario(dir: &std::path::Path) {
@@ -141,16 +153,13 @@ async fn scenario(dir: &std::path::Path) {
         (enrolled.system.as_str(), enrolled.approval.as_str()),
         ("laptop", "approved")
     );
-    let host = dir.join("laptop");
-    enrol::write_private_key(&host.join("private.key"), &private).unwrap();
-    std::fs::write(
-        host.join("agent.toml"),
-        format!(
-            "private_key_file = \"private.key\"\nlisten_port = 51999\n[control]\nserver = \"{url}\"\nfingerprint = \"{fingerprint}\"\nstate_dir = \"state\"\n"
-        ),
-    )
-    .unwrap();
-    let config = AgentConfig::load(&host.join("agent.toml")).unwrap();
+    let config = managed_host(
+        dir,
+        "laptop",
+        (&url, &fingerprint),
+        &private,
+        "listen_port = 51999\n",
+    );
     let public_key = private.public_key().to_base64();
 
     // The first view: this system's, from the server, kept on disk.
@@ -273,16 +282,7 @@ async fn scenario(dir: &std::path::Path) {
         .await
         .unwrap();
     assert_eq!(enrolled.approval, "pending");
-    let visitor = dir.join("visitor");
-    enrol::write_private_key(&visitor.join("private.key"), &private).unwrap();
-    std::fs::write(
-        visitor.join("agent.toml"),
-        format!(
-            "private_key_file = \"private.key\"\n[control]\nserver = \"{url}\"\nfingerprint = \"{fingerprint}\"\nstate_dir = \"state\"\n"
-        ),
-    )
-    .unwrap();
-    let visitor_config = AgentConfig::load(&visitor.join("agent.toml")).unwrap();
+    let visitor_config = managed_host(dir, "visitor", (&url, &fingerprint), &private, "");
     let (_visitor_reports, visitor_rx) = tokio::sync::watch::channel(None);
     let waiting = tokio::spawn(async move { managed::open(&visitor_config, visitor_rx).await });
     // Connected and told it is pending (the server lists it connected), yet no view.

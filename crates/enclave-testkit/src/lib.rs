@@ -2,7 +2,8 @@
 //!
 //! What is here: [`TestRng`], the seeded generator that the protocol tests' simulator, the
 //! vector-capture example and (by design) the fuzz targets draw keys and losses from, so that a
-//! run replays from its seed.
+//! run replays from its seed; and [`flood::Flooder`], the handshake flooder of the protocol's
+//! flood tests and the flood scenario.
 //!
 //! What is not: anything a library uses. This crate is only ever a `dev-dependency` (or a
 //! dependency of a test-only package); it is a crate of its own, rather than a module copied
@@ -10,6 +11,8 @@
 //! examples and the fuzz package cannot share a `tests/` module).
 
 #![warn(missing_docs)]
+
+pub mod flood;
 
 /// A seeded generator (splitmix64). Test-only: marked `CryptoRng` because the WireGuard device
 /// demands one; determinism is what tests need, and this is never a source of real keys.

@@ -7,11 +7,7 @@ mod sim;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use blake2::digest::consts::U16;
-use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
-use blake2::{Blake2s256, Blake2sMac};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use enclave_testkit::flood::{mac1_of, Flooder};
 use enclave_wg::ratelimit::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST, UNDER_LOAD_HANDSHAKES};
 use enclave_wg::{DropReason, Encapsulated, Event, PublicKey};
 use rand_core::RngCore;
@@ -19,72 +15,25 @@ use sim::{Conditions, Net, TestRng};
 
 const FLOODER: &str = "203.0.113.66:40000";
 
-fn hash(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hasher = Blake2s256::default();
-    for part in parts {
-        Update::update(&mut hasher, part);
-    }
-    hasher.finalize_fixed().into()
-}
-
-fn mac(key: &[u8], input: &[u8]) -> [u8; 16] {
-    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(key).expect("key length");
-    Mac::update(&mut mac, input);
-    mac.finalize().into_bytes().into()
-}
-
-/// A flooder: initiations with a random body and a valid mac1 for `target`
-/// (anyone who knows a public key can make those), and a valid mac2 once it
-/// holds a cookie.
-struct Flooder {
-    rng: TestRng,
-    mac1_key: [u8; 32],
-    cookie_key: [u8; 32],
-    cookie: Option<[u8; 16]>,
-    last_mac1: [u8; 16],
-}
-
-impl Flooder {
-    fn new(target: &PublicKey) -> Self {
-        Self {
-            rng: TestRng(0xf100d),
-            mac1_key: hash(&[b"mac1----", &target.0]),
-            cookie_key: hash(&[b"cookie--", &target.0]),
-            cookie: None,
-            last_mac1: [0; 16],
-        }
-    }
-
-    fn initiation(&mut self) -> Vec<u8> {
-        let mut msg = vec![0u8; 148];
-        self.rng.fill_bytes(&mut msg[4..116]);
-        msg[0] = 1;
-        let mac1 = mac(&self.mac1_key, &msg[..116]);
-        msg[116..132].copy_from_slice(&mac1);
-        if let Some(cookie) = self.cookie {
-            let mac2 = mac(&cookie, &msg[..132]);
-            msg[132..].copy_from_slice(&mac2);
-        }
-        self.last_mac1 = mac1;
-        msg
-    }
-
-    /// Takes the cookie out of a cookie reply to the latest initiation.
-    fn take_cookie(&mut self, reply: &[u8]) {
-        assert_eq!(reply.len(), 64, "a cookie reply");
-        let cipher = XChaCha20Poly1305::new_from_slice(&self.cookie_key).expect("key length");
-        let nonce = XNonce::from_slice(&reply[8..32]);
-        let mut cookie = reply[32..48].to_vec();
-        let tag = chacha20poly1305::Tag::from_slice(&reply[48..64]);
-        cipher
-            .decrypt_in_place_detached(nonce, &self.last_mac1, &mut cookie, tag)
-            .expect("the cookie reply opens with our mac1");
-        self.cookie = Some(cookie.try_into().expect("16 bytes"));
-    }
+/// A flooder of `target` (anyone who knows a public key can make valid mac1s).
+fn flooder(target: &PublicKey) -> Flooder {
+    Flooder::new(&target.0, 0xf100d)
 }
 
 fn count(drops: &[DropReason], reason: DropReason) -> usize {
     drops.iter().filter(|&&drop| drop == reason).count()
+}
+
+/// What the flood made the device do (`done` of `what`: cookie replies, X25519 operations) was
+/// held to the per-source rate: at most `limit`, but the rate rather than nothing; the rest of
+/// the flood (tens of thousands) the rate limiter dropped.
+fn assert_held_to_the_rate(drops: &[DropReason], what: &str, done: u64, limit: u64) {
+    assert!(done <= limit, "{done} {what}, at most {limit} allowed");
+    assert!(
+        done >= HANDSHAKES_PER_SECOND * 2,
+        "{done} {what}: the rate, not zero"
+    );
+    assert!(count(drops, DropReason::RateLimited) > 29_000);
 }
 
 #[test]
@@ -110,18 +59,12 @@ fn datagrams_without_a_valid_mac1_never_put_the_device_under_load() {
     assert_eq!(count(&net.nodes[1].drops, DropReason::CookieRequired), 0);
 }
 
-/// Floods node 1 from FLOODER at `per_ms` initiations per millisecond for
-/// `duration`, while node 2 (already connected) sends node 1 a packet every
-/// millisecond and node 0 starts a handshake with node 1 at `legit_at`.
-/// Returns (when node 1 completed the handshake with node 0, packets node 2
-/// got through, packets node 2 sent).
-fn flood_run(
-    net: &mut Net,
-    flooder: &mut Flooder,
-    per_ms: usize,
-    duration: Duration,
-    legit_at: Duration,
-) -> (Option<Duration>, usize, usize) {
+/// Floods node 1 from FLOODER with 10 initiations a millisecond for 3 s, while
+/// node 2 (already connected) sends node 1 a packet every millisecond and node
+/// 0 starts a handshake with node 1 after 500 ms. The legitimate handshake
+/// must complete within 2 s and node 2's session must lose nothing.
+fn flood_run(net: &mut Net, flooder: &mut Flooder) {
+    let (per_ms, duration, legit_at) = (10, Duration::from_secs(3), Duration::from_millis(500));
     let from: SocketAddr = FLOODER.parse().expect("address");
     let to = net.nodes[1].addr;
     let start = net.now;
@@ -161,7 +104,10 @@ fn flood_run(
         .iter()
         .filter(|(peer, _)| *peer == net.key(2))
         .count();
-    (completed, through, sent_by_2)
+    let completed = completed.expect("the legitimate handshake completed");
+    assert!(completed < Duration::from_secs(2), "took {completed:?}");
+    assert!(net.bodies(1).contains(&b"legit".to_vec()));
+    assert_eq!(through, sent_by_2, "the established session lost nothing");
 }
 
 /// Three nodes; node 2 already has a session with node 1.
@@ -177,18 +123,8 @@ fn connected_mesh(seed: u64) -> Net {
 #[test]
 fn a_valid_mac1_flood_gets_few_cookies_while_a_legitimate_handshake_completes_within_2_s() {
     let mut net = connected_mesh(41);
-    let mut flooder = Flooder::new(&net.key(1));
-    let (completed, through, sent) = flood_run(
-        &mut net,
-        &mut flooder,
-        10,
-        Duration::from_secs(3),
-        Duration::from_millis(500),
-    );
-    let completed = completed.expect("the legitimate handshake completed");
-    assert!(completed < Duration::from_secs(2), "took {completed:?}");
-    assert!(net.bodies(1).contains(&b"legit".to_vec()));
-    assert_eq!(through, sent, "the established session lost nothing");
+    let mut flooder = flooder(&net.key(1));
+    flood_run(&mut net, &mut flooder);
     let drops = &net.nodes[1].drops;
     // Only the initiations that fill the load meter cost an X25519 (one
     // window's worth, plus what drained meanwhile); after that the flood
@@ -202,60 +138,45 @@ fn a_valid_mac1_flood_gets_few_cookies_while_a_legitimate_handshake_completes_wi
     // legitimate peer got): the flood is not reflected.
     let cookies = count(drops, DropReason::CookieRequired) as u64;
     let limit = HANDSHAKE_BURST + HANDSHAKES_PER_SECOND * 4 + 1;
-    assert!(
-        cookies <= limit,
-        "{cookies} cookie replies, at most {limit}"
-    );
-    assert!(
-        cookies >= HANDSHAKES_PER_SECOND * 2,
-        "{cookies}: the rate, not zero"
-    );
-    assert!(count(drops, DropReason::RateLimited) > 29_000);
+    assert_held_to_the_rate(drops, "cookie replies", cookies, limit);
     assert!(net.nodes[1].device.under_load());
 }
 
-#[test]
-fn a_flood_with_valid_mac2_is_held_to_the_per_source_rate() {
-    let mut net = connected_mesh(42);
-    let mut flooder = Flooder::new(&net.key(1));
+/// Floods node 1 from [`FLOODER`] with initiations (valid mac1, no mac2) until it is under load:
+/// the flooder, its address and node 1's.
+fn flooded_to_load(net: &mut Net) -> (Flooder, SocketAddr, SocketAddr) {
+    let mut flooder = flooder(&net.key(1));
     let from: SocketAddr = FLOODER.parse().expect("address");
     let to = net.nodes[1].addr;
-    // Put node 1 under load, then fetch a cookie as a real flooder can.
     for _ in 0..=UNDER_LOAD_HANDSHAKES {
         let msg = flooder.initiation();
         net.deliver(from, to, &msg);
     }
     assert!(net.nodes[1].device.under_load());
+    (flooder, from, to)
+}
+
+#[test]
+fn a_flood_with_valid_mac2_is_held_to_the_per_source_rate() {
+    let mut net = connected_mesh(42);
+    // Put node 1 under load, then fetch a cookie as a real flooder can.
+    let (mut flooder, from, to) = flooded_to_load(&mut net);
     let msg = flooder.initiation();
     net.deliver(from, to, &msg);
     let reply = net.nodes[1].sent.last().cloned().expect("a cookie reply");
-    flooder.take_cookie(&reply);
+    let cookie = flooder
+        .open_cookie(&mac1_of(&msg), &reply)
+        .expect("the cookie reply opens with our mac1");
+    flooder.use_cookie(cookie);
     net.nodes[1].drops.clear();
 
     let started = net.now;
-    let (completed, through, sent) = flood_run(
-        &mut net,
-        &mut flooder,
-        10,
-        Duration::from_secs(3),
-        Duration::from_millis(500),
-    );
+    flood_run(&mut net, &mut flooder);
     let elapsed = net.now - started;
-    let completed = completed.expect("the legitimate handshake completed");
-    assert!(completed < Duration::from_secs(2), "took {completed:?}");
-    assert_eq!(through, sent, "the established session lost nothing");
     let drops = &net.nodes[1].drops;
     let computed = count(drops, DropReason::HandshakeFailed) as u64;
     let limit = HANDSHAKE_BURST + HANDSHAKES_PER_SECOND * (elapsed.as_secs() + 1);
-    assert!(
-        computed <= limit,
-        "{computed} X25519 for the flooder, at most {limit} allowed"
-    );
-    assert!(
-        computed >= HANDSHAKES_PER_SECOND * 2,
-        "{computed}: the rate, not zero"
-    );
-    assert!(count(drops, DropReason::RateLimited) > 29_000);
+    assert_held_to_the_rate(drops, "X25519 for the flooder", computed, limit);
     // The flooder's mac2 is valid: the one cookie required was the legitimate
     // peer's first initiation.
     assert_eq!(count(drops, DropReason::CookieRequired), 1);
@@ -264,14 +185,7 @@ fn a_flood_with_valid_mac2_is_held_to_the_per_source_rate() {
 #[test]
 fn under_load_is_left_a_second_after_the_flood_ends() {
     let mut net = connected_mesh(43);
-    let mut flooder = Flooder::new(&net.key(1));
-    let from: SocketAddr = FLOODER.parse().expect("address");
-    let to = net.nodes[1].addr;
-    for _ in 0..=UNDER_LOAD_HANDSHAKES {
-        let msg = flooder.initiation();
-        net.deliver(from, to, &msg);
-    }
-    assert!(net.nodes[1].device.under_load());
+    flooded_to_load(&mut net);
     let quiet: Instant = net.now + Duration::from_millis(1100);
     net.run_until(quiet);
     // The next handshake is processed without a cookie round trip.
@@ -307,8 +221,8 @@ fn a_forged_source_cannot_spend_the_mac2_budget_of_its_owner() {
 
     // Meanwhile someone forges node 0's address on a flood whose mac1 is
     // valid and whose mac2 is not.
-    let mut forger = Flooder::new(&net.key(1));
-    forger.cookie = Some([7; 16]);
+    let mut forger = flooder(&net.key(1));
+    forger.use_cookie([7; 16]);
     let to = net.nodes[1].addr;
     let start = net.now;
     assert!(matches!(

@@ -19,7 +19,8 @@
 
 mod sim;
 
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use enclave_wg::{
     Decapsulated, Device, DropReason, Encapsulated, PeerConfig, PrivateKey, PublicKey,
@@ -89,85 +90,125 @@ fn bytes(chunks: &[&str]) -> Vec<u8> {
         .collect()
 }
 
-fn device(seed_byte: u8, rng_seed: u64, endpoint: Option<&str>) -> (Device, PublicKey) {
-    let theirs = PublicKey::from_base64(WIREGUARD_GO_PUBLIC).expect("key");
-    let mut device = Device::new(PrivateKey::from_bytes([seed_byte; 32]), TestRng(rng_seed));
-    device.upsert_peer(PeerConfig {
-        public_key: theirs,
-        preshared_key: None,
-        endpoint: endpoint.map(|text| text.parse().expect("address")),
-        allowed_ips: vec!["10.99.0.1/32".parse().expect("network")],
-        persistent_keepalive: None,
-    });
-    (device, theirs)
+/// Our device (private key `[key_byte; 32]`, generator seeded with `rng_seed`) with
+/// wireguard-go as its one peer at 127.0.0.1:51820, on the virtual clock of the capture.
+struct Replay {
+    device: Device,
+    theirs: PublicKey,
+    wg_go: SocketAddr,
+    now: Instant,
+    wall: SystemTime,
+    out: Vec<u8>,
+}
+
+impl Replay {
+    fn new(key_byte: u8, rng_seed: u64, knows_endpoint: bool) -> Self {
+        let theirs = PublicKey::from_base64(WIREGUARD_GO_PUBLIC).expect("key");
+        let wg_go: SocketAddr = "127.0.0.1:51820".parse().expect("address");
+        let mut device = Device::new(PrivateKey::from_bytes([key_byte; 32]), TestRng(rng_seed));
+        device.upsert_peer(PeerConfig {
+            public_key: theirs,
+            preshared_key: None,
+            endpoint: knows_endpoint.then_some(wg_go),
+            allowed_ips: vec!["10.99.0.1/32".parse().expect("network")],
+            persistent_keepalive: None,
+        });
+        Self {
+            device,
+            theirs,
+            wg_go,
+            now: clock_start(),
+            wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
+            out: vec![0u8; 2048],
+        }
+    }
+
+    /// Gives the device a datagram from `from`.
+    fn receive_from(&mut self, from: SocketAddr, datagram: &[&str]) -> Decapsulated {
+        self.device
+            .decapsulate(from, &bytes(datagram), self.now, self.wall, &mut self.out)
+    }
+
+    /// Gives the device a datagram from wireguard-go.
+    fn receive(&mut self, datagram: &[&str]) -> Decapsulated {
+        self.receive_from(self.wg_go, datagram)
+    }
+
+    /// The device's next datagram, which must go to wireguard-go and be `expected`.
+    fn sends(&mut self, what: &str, expected: &[&str]) {
+        let transmit = self
+            .device
+            .poll_transmit()
+            .unwrap_or_else(|| panic!("{what}"));
+        assert_eq!(transmit.dst, self.wg_go, "{what}");
+        assert_eq!(transmit.payload, bytes(expected), "{what}");
+    }
+
+    /// wireguard-go's `transport` datagram must deliver the packet `plain`.
+    fn delivers(&mut self, transport: &[&str], plain: &[&str]) {
+        let delivered = self.receive(transport);
+        let expected = bytes(plain);
+        assert_eq!(
+            delivered,
+            Decapsulated::Deliver {
+                peer: self.theirs,
+                len: expected.len()
+            }
+        );
+        assert_eq!(&self.out[..expected.len()], &expected[..]);
+    }
+
+    /// The endpoint the device has learnt for wireguard-go.
+    fn learnt_endpoint(&self) -> Option<SocketAddr> {
+        self.device
+            .peer(&self.theirs)
+            .and_then(|info| info.endpoint)
+    }
 }
 
 #[test]
 fn we_initiate_and_wireguard_go_answers() {
-    let wall = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
-    let now = clock_start();
-    let wg_go = "127.0.0.1:51820".parse().expect("address");
-    let (mut device, theirs) = device(0x11, 7, Some("127.0.0.1:51820"));
-    let mut out = vec![0u8; 2048];
-
-    let queued = device.encapsulate(&bytes(ECHO_REQUEST), now, wall, &mut out);
-    assert_eq!(queued, Encapsulated::Queued { peer: theirs });
-    let initiation = device.poll_transmit().expect("an initiation");
-    assert_eq!(initiation.dst, wg_go);
-    assert_eq!(initiation.payload, bytes(OUR_INITIATION));
-
-    let consumed = device.decapsulate(wg_go, &bytes(THEIR_RESPONSE), now, wall, &mut out);
-    assert_eq!(consumed, Decapsulated::Consumed { peer: Some(theirs) });
-    let transport = device.poll_transmit().expect("the queued echo request");
-    assert_eq!(transport.payload, bytes(OUR_TRANSPORT));
-
-    let delivered = device.decapsulate(wg_go, &bytes(THEIR_TRANSPORT), now, wall, &mut out);
-    let expected = bytes(ECHO_REPLY);
+    let mut replay = Replay::new(0x11, 7, true);
+    let (now, wall) = (replay.now, replay.wall);
+    let queued = replay
+        .device
+        .encapsulate(&bytes(ECHO_REQUEST), now, wall, &mut replay.out);
     assert_eq!(
-        delivered,
-        Decapsulated::Deliver {
-            peer: theirs,
-            len: expected.len()
+        queued,
+        Encapsulated::Queued {
+            peer: replay.theirs
         }
     );
-    assert_eq!(&out[..expected.len()], &expected[..]);
+    replay.sends("an initiation", OUR_INITIATION);
+
+    let consumed = replay.receive(THEIR_RESPONSE);
+    assert_eq!(
+        consumed,
+        Decapsulated::Consumed {
+            peer: Some(replay.theirs)
+        }
+    );
+    replay.sends("the queued echo request", OUR_TRANSPORT);
+    replay.delivers(THEIR_TRANSPORT, ECHO_REPLY);
 }
 
 #[test]
 fn wireguard_go_initiates_and_we_answer() {
-    let wall = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
-    let now = clock_start();
-    let wg_go = "127.0.0.1:51820".parse().expect("address");
-    let (mut device, theirs) = device(0x33, 8, None);
-    let mut out = vec![0u8; 2048];
-
-    let consumed = device.decapsulate(wg_go, &bytes(THEIR_INITIATION), now, wall, &mut out);
-    assert_eq!(consumed, Decapsulated::Consumed { peer: Some(theirs) });
-    let response = device.poll_transmit().expect("a response");
-    assert_eq!(response.dst, wg_go);
-    assert_eq!(response.payload, bytes(OUR_RESPONSE));
-
-    let delivered = device.decapsulate(wg_go, &bytes(THEIR_TRANSPORT_2), now, wall, &mut out);
-    let expected = bytes(THEIR_ECHO_REQUEST);
+    let mut replay = Replay::new(0x33, 8, false);
+    let consumed = replay.receive(THEIR_INITIATION);
     assert_eq!(
-        delivered,
-        Decapsulated::Deliver {
-            peer: theirs,
-            len: expected.len()
+        consumed,
+        Decapsulated::Consumed {
+            peer: Some(replay.theirs)
         }
     );
-    assert_eq!(&out[..expected.len()], &expected[..]);
-    assert_eq!(
-        device.peer(&theirs).and_then(|info| info.endpoint),
-        Some(wg_go)
-    );
+    replay.sends("a response", OUR_RESPONSE);
+    replay.delivers(THEIR_TRANSPORT_2, THEIR_ECHO_REQUEST);
+    assert_eq!(replay.learnt_endpoint(), Some(replay.wg_go));
 
     // The same initiation again is a replay.
-    let replayed = device.decapsulate(wg_go, &bytes(THEIR_INITIATION), now, wall, &mut out);
-    assert_eq!(
-        replayed,
-        Decapsulated::Dropped(enclave_wg::DropReason::StaleTimestamp)
-    );
+    let replayed = replay.receive(THEIR_INITIATION);
+    assert_eq!(replayed, Decapsulated::Dropped(DropReason::StaleTimestamp));
 }
 
 // Exchange 3: wireguard-go initiates while our device is under load.
@@ -206,50 +247,28 @@ const LOADED_ECHO_REQUEST: &[&str] = &[
 
 #[test]
 fn wireguard_go_honours_our_cookie_reply() {
-    let wall = UNIX_EPOCH + Duration::from_secs(1_790_000_000);
-    let now = clock_start();
-    let wg_go = "127.0.0.1:51820".parse().expect("address");
-    let (mut device, theirs) = device(0x33, 8, None);
-    device.set_under_load(true);
-    let mut out = vec![0u8; 2048];
+    let mut replay = Replay::new(0x33, 8, false);
+    replay.device.set_under_load(true);
 
-    let first = device.decapsulate(wg_go, &bytes(LOADED_FIRST_INITIATION), now, wall, &mut out);
+    let first = replay.receive(LOADED_FIRST_INITIATION);
     assert_eq!(first, Decapsulated::Dropped(DropReason::CookieRequired));
-    let reply = device.poll_transmit().expect("a cookie reply");
-    assert_eq!(reply.dst, wg_go);
-    assert_eq!(reply.payload, bytes(OUR_COOKIE_REPLY));
-    assert_eq!(
-        device.peer(&theirs).and_then(|info| info.endpoint),
-        None,
-        "nothing learnt"
-    );
+    replay.sends("a cookie reply", OUR_COOKIE_REPLY);
+    assert_eq!(replay.learnt_endpoint(), None, "nothing learnt");
 
     // wireguard-go's retry carries mac2 made with our cookie.
-    let second = device.decapsulate(wg_go, &bytes(LOADED_SECOND_INITIATION), now, wall, &mut out);
-    assert_eq!(second, Decapsulated::Consumed { peer: Some(theirs) });
-    let response = device.poll_transmit().expect("a response");
-    assert_eq!(response.payload, bytes(LOADED_OUR_RESPONSE));
-
-    let delivered = device.decapsulate(wg_go, &bytes(LOADED_THEIR_TRANSPORT), now, wall, &mut out);
-    let expected = bytes(LOADED_ECHO_REQUEST);
+    let second = replay.receive(LOADED_SECOND_INITIATION);
     assert_eq!(
-        delivered,
-        Decapsulated::Deliver {
-            peer: theirs,
-            len: expected.len()
+        second,
+        Decapsulated::Consumed {
+            peer: Some(replay.theirs)
         }
     );
-    assert_eq!(&out[..expected.len()], &expected[..]);
+    replay.sends("a response", LOADED_OUR_RESPONSE);
+    replay.delivers(LOADED_THEIR_TRANSPORT, LOADED_ECHO_REQUEST);
 
     // From another address the cookie is not valid.
     let elsewhere = "127.0.0.1:51821".parse().expect("address");
-    let moved = device.decapsulate(
-        elsewhere,
-        &bytes(LOADED_SECOND_INITIATION),
-        now,
-        wall,
-        &mut out,
-    );
+    let moved = replay.receive_from(elsewhere, LOADED_SECOND_INITIATION);
     assert_eq!(moved, Decapsulated::Dropped(DropReason::CookieRequired));
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::ensure;
 use enclave_netns::{try_wait_until, Reached, SpawnOpts};
 
-use crate::office::{definition, Office, DC1, DC2, GW_OVERLAY, GW_UNDERLAY, LAN, PRINTER};
+use crate::office::{
+    definition, office_ips_definition, Office, DC1, DC2, GW_OVERLAY, GW_UNDERLAY, LAN, PRINTER,
+};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -185,30 +187,10 @@ fn icmp_only_acl(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
     // The laptop's underlay address is 10.10.0.2: the gateway judges it as its public address.
-    let trust = |range: &str| {
-        format!(
-            "[[trust_requirement]]\nname = \"office-ips\"\nkind = \"public_ip\"\nallow = [\"{range}\"]\n"
-        )
-    };
-    let policy = format!("trust = [\"office-ips\"]\n{ANY}");
-    let mut office = Office::start(
-        ctx,
-        "trustip",
-        1,
-        &definition(1, "\"users\"", &policy, &trust("198.51.100.0/24")),
-        &[],
-    )?;
     // The control probes reach the gateway whatever the policy says, so it learns the laptop's
     // address, judges it, and suspends the grant; the gateway reachability rule belongs to the
     // same grant and is suspended with it.
-    let suspended = enclave_netns::wait_until(Duration::from_secs(3), || {
-        office.status("gw1").contains("suspended")
-    });
-    ensure!(
-        suspended,
-        "the gateway's status does not say the grant is suspended:\n{}",
-        office.status("gw1")
-    );
+    let mut office = Office::start_untrusted(ctx, "trustip", "198.51.100.0/24")?;
     office.reaches_only(
         GW_UNDERLAY[0],
         PRINTER,
@@ -227,7 +209,7 @@ fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
         !office.reaches(GW_OVERLAY[0])?,
         "a suspended sender reached the gateway"
     );
-    office.set_definition(&definition(1, "\"users\"", &policy, &trust("10.10.0.0/24")))?;
+    office.set_definition(&office_ips_definition("10.10.0.0/24"))?;
     office.wait_for_route()?;
     let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     ensure!(
@@ -263,9 +245,7 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
     // 10:00-14:00 holds noon (the test takes seconds); 15:00-16:00 does not.
     let inside = definition(1, "\"users\"", &hours("10:00-14:00"), "");
     let outside = definition(1, "\"users\"", &hours("15:00-16:00"), "");
-    let mut office = Office::start(ctx, "hours", 1, &inside, &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office = Office::start_reaching(ctx, "hours", 1, &inside, &[])?;
 
     office.set_definition(&outside)?;
     let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
@@ -289,9 +269,7 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
     let granted = definition(1, "\"users\"", ANY, "");
-    let mut office = Office::start(ctx, "liveedit", 1, &granted, &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office = Office::start_reaching(ctx, "liveedit", 1, &granted, &[])?;
 
     // Revoke: the laptop loses the tag.
     office.set_definition(&definition(1, "\"guests\"", ANY, ""))?;

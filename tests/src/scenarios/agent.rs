@@ -8,7 +8,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
-use crate::support::{reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST};
+use crate::support::{forwarding, reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -73,9 +73,8 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         &network,
         &definition(&laptop_files, &gw_files, r#"{ protocol = "any" }"#),
     )?;
-    let forwarding_before = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
     ensure!(
-        forwarding_before.trim() == "0",
+        !forwarding(gw)?,
         "the topology should start without forwarding"
     );
     let rules_before = sender.exec(&["ip", "rule", "show"])?;
@@ -106,11 +105,7 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         "ping through the gateway lost replies:\n{}",
         through.output
     );
-    let forwarding = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
-    ensure!(
-        forwarding.trim() == "1",
-        "the gateway did not enable forwarding"
-    );
+    ensure!(forwarding(gw)?, "the gateway did not enable forwarding");
 
     // SNAT: the LAN host sees the gateway's LAN address.
     let echo = lan.echo_server(7777)?;
@@ -182,11 +177,7 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         sender.exec(&["ip", "rule", "show"])? == rules_before,
         "the sender's rules changed"
     );
-    let forwarding_after = gw.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
-    ensure!(
-        forwarding_after.trim() == "0",
-        "forwarding was not restored"
-    );
+    ensure!(!forwarding(gw)?, "forwarding was not restored");
     let tables = gw.exec(&["nft", "list", "tables"])?;
     ensure!(
         !tables.contains("enclave"),

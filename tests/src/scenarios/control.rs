@@ -8,14 +8,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
-use enclave_control::client::Client;
-use enclave_control::tls::{self, Trust};
-use enclave_netns::{Netns, SpawnOpts, TopologySpec};
-use serde_json::{json, Value};
+use enclave_netns::{Netns, TopologySpec};
+use serde_json::Value;
 
+// The control-server fixture, also reached from here by the control bench.
+use crate::control_fixture::enrol_request;
+pub(crate) use crate::control_fixture::{admin_token, cli, create_key, start_server, Endpoint};
 use crate::{Ctx, Scenario};
 
 /// WireGuard public keys for enrolments (an agent would make its own).
@@ -78,7 +78,11 @@ impl Postgres {
         let user = nix::unistd::User::from_name("postgres")
             .context("looking up the postgres user")?
             .context("no postgres user: apt-get install postgresql")?;
-        let dir = unique_temp_dir("enclave-pg")?;
+        let dir = tempfile::Builder::new()
+            .prefix("enclave-pg-")
+            .tempdir()
+            .context("creating a temporary directory")?
+            .keep();
         // From here on, Drop removes the directory whatever happens.
         let mut pg = Self {
             dir,
@@ -90,19 +94,9 @@ impl Postgres {
         };
         nix::unistd::chown(&pg.dir, Some(pg.uid), Some(pg.gid)).context("chown")?;
         std::fs::set_permissions(&pg.dir, std::fs::Permissions::from_mode(0o700))?;
-        let data = pg.dir.join("data");
-        pg.run(
+        pg.on_data(
             "initdb",
-            [
-                OsStr::new("-D"),
-                data.as_os_str(),
-                OsStr::new("-U"),
-                OsStr::new("postgres"),
-                OsStr::new("--auth=trust"),
-                OsStr::new("-E"),
-                OsStr::new("UTF8"),
-                OsStr::new("--no-sync"),
-            ],
+            &["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         )?;
         let options = format!(
             "-c listen_addresses='' -c unix_socket_directories='{}' -p {} -c fsync=off",
@@ -110,23 +104,22 @@ impl Postgres {
             Self::PORT
         );
         let log = pg.dir.join("postgresql.log");
+        let log = log.to_str().context("path is not UTF-8")?;
         pg.started = true;
-        pg.run(
+        pg.on_data(
             "pg_ctl",
-            [
-                OsStr::new("-D"),
-                data.as_os_str(),
-                OsStr::new("-l"),
-                log.as_os_str(),
-                OsStr::new("-o"),
-                OsStr::new(&options),
-                OsStr::new("-w"),
-                OsStr::new("-t"),
-                OsStr::new("60"),
-                OsStr::new("start"),
-            ],
+            &["-l", log, "-o", &options, "-w", "-t", "60", "start"],
         )?;
         Ok(pg)
+    }
+
+    /// Runs `PROGRAM -D DATA ARGS…` (initdb, pg_ctl) on our cluster's data directory.
+    fn on_data(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let data = self.dir.join("data");
+        let argv = [OsStr::new("-D"), data.as_os_str()]
+            .into_iter()
+            .chain(args.iter().map(OsStr::new));
+        self.run(program, argv)
     }
 
     /// Runs one of PostgreSQL's programs as the postgres user.
@@ -174,18 +167,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         if self.started {
-            let data = self.dir.join("data");
-            if let Err(e) = self.run(
-                "pg_ctl",
-                [
-                    OsStr::new("-D"),
-                    data.as_os_str(),
-                    OsStr::new("-m"),
-                    OsStr::new("immediate"),
-                    OsStr::new("-w"),
-                    OsStr::new("stop"),
-                ],
-            ) {
+            if let Err(e) = self.on_data("pg_ctl", &["-m", "immediate", "-w", "stop"]) {
                 eprintln!("stopping the test PostgreSQL: {e:#}");
             }
         }
@@ -220,133 +202,6 @@ fn postgres_store(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a server answers and who it is.
-pub(crate) struct Endpoint {
-    pub(crate) url: String,
-    pub(crate) fingerprint: String,
-}
-
-/// One `enclave-control run` in the namespace, with its own certificate directory.
-pub(crate) struct Server {
-    pub(crate) process: enclave_netns::Process,
-    pub(crate) at: Endpoint,
-}
-
-pub(crate) fn start_server(
-    ns: &Netns,
-    bin: &Path,
-    label: &str,
-    database: &str,
-    port: u16,
-    tls_dir: &Path,
-) -> anyhow::Result<Server> {
-    start_server_on(ns, bin, label, database, "127.0.0.1", port, tls_dir)
-}
-
-/// [`start_server`] listening on `address` (also the name in its certificate).
-pub(crate) fn start_server_on(
-    ns: &Netns,
-    bin: &Path,
-    label: &str,
-    database: &str,
-    address: &str,
-    port: u16,
-    tls_dir: &Path,
-) -> anyhow::Result<Server> {
-    let bin = bin.to_str().context("binary path is not UTF-8")?;
-    let listen = format!("{address}:{port}");
-    let tls_dir = tls_dir.to_str().context("path is not UTF-8")?;
-    let mut process = ns.spawn(
-        label,
-        &[
-            bin,
-            "run",
-            "--database",
-            database,
-            "--listen",
-            &listen,
-            "--tls-dir",
-            tls_dir,
-            "--tls-name",
-            address,
-        ],
-        SpawnOpts::default(),
-    )?;
-    process.wait_for_log("enclave-control: serving", Duration::from_secs(30))?;
-    let log = process.log();
-    let fingerprint = log
-        .lines()
-        .find_map(|l| l.split("fingerprint").nth(1))
-        .and_then(|rest| rest.rsplit(' ').next())
-        .context("the server printed no fingerprint")?
-        .to_owned();
-    Ok(Server {
-        process,
-        at: Endpoint {
-            url: format!("https://{listen}"),
-            fingerprint,
-        },
-    })
-}
-
-/// Runs the CLI in the namespace against `server`; returns stdout, or the error with stderr.
-pub(crate) fn cli(
-    ns: &Netns,
-    bin: &Path,
-    server: &Endpoint,
-    token: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let bin = bin.to_str().context("binary path is not UTF-8")?;
-    let mut argv = vec![bin];
-    argv.extend_from_slice(args);
-    let output = ns
-        .command(&argv)
-        .env("ENCLAVE_CONTROL_URL", &server.url)
-        .env("ENCLAVE_CONTROL_FINGERPRINT", &server.fingerprint)
-        .env("ENCLAVE_CONTROL_TOKEN", token)
-        .output()
-        .context("running enclave-control")?;
-    if !output.status.success() {
-        bail!(
-            "enclave-control {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// A raw API call from inside the namespace (the enrolment endpoint has no CLI: agents call it).
-fn call(
-    ns: &Netns,
-    server: &Endpoint,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<(u16, Value)> {
-    let trust = Trust::Fingerprint(tls::parse_fingerprint(&server.fingerprint)?);
-    let client = Client::new(&server.url, Some(trust), None)?;
-    let method = enclave_control::client::HttpMethod::from_bytes(method.as_bytes())?;
-    let path = path.to_owned();
-    let answer = ns.run_in(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(client.request(
-                    method,
-                    &path,
-                    Some(("application/json", body.to_string().into_bytes())),
-                ))
-                .map_err(anyhow::Error::from)
-            })
-    })??;
-    Ok((answer.status.as_u16(), answer.json()))
-}
-
 fn systems(ns: &Netns, bin: &Path, server: &Endpoint, token: &str) -> anyhow::Result<Value> {
     let out = cli(ns, bin, server, token, &["systems", "list", "--json"])?;
     serde_json::from_str(&out).context("systems list --json is not JSON")
@@ -354,58 +209,6 @@ fn systems(ns: &Netns, bin: &Path, server: &Endpoint, token: &str) -> anyhow::Re
 
 fn system<'v>(list: &'v Value, name: &str) -> Option<&'v Value> {
     list.as_array()?.iter().find(|s| s["name"] == name)
-}
-
-/// `admin token create` on the database, in the namespace: the token it printed.
-pub(crate) fn admin_token(
-    ns: &Netns,
-    bin: &Path,
-    database: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let mut argv = vec![
-        bin.to_str().context("binary path is not UTF-8")?,
-        "admin",
-        "token",
-        "create",
-        "--database",
-        database,
-    ];
-    argv.extend_from_slice(args);
-    let token = ns.exec(&argv)?.trim().to_owned();
-    ensure!(
-        token.starts_with("ent_"),
-        "admin token create printed {token:?}"
-    );
-    Ok(token)
-}
-
-/// `keys create ARGS…`: the enrolment key it printed.
-pub(crate) fn create_key(
-    ns: &Netns,
-    bin: &Path,
-    server: &Endpoint,
-    token: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let mut argv = vec!["keys", "create"];
-    argv.extend_from_slice(args);
-    Ok(cli(ns, bin, server, token, &argv)?.trim().to_owned())
-}
-
-/// An agent's enrolment, as the agent will send it: the status and the answer.
-fn enrol(
-    ns: &Netns,
-    server: &Endpoint,
-    key: &str,
-    public_key: &str,
-    hostname: Option<&str>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut body = json!({ "key": key, "public_key": public_key });
-    if let Some(hostname) = hostname {
-        body["hostname"] = json!(hostname);
-    }
-    call(ns, server, "POST", "/api/v1/enrol", body)
 }
 
 fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
@@ -466,7 +269,7 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
         &token,
         &["--tags", "users", "--approval", "manual", "--uses", "1"],
     )?;
-    let (status, enrolled) = enrol(ns, &b.at, &key, KEY_A, Some("new-laptop"))?;
+    let (status, enrolled) = enrol_request(ns, &b.at, &key, KEY_A, Some("new-laptop"))?;
     ensure!(status == 201, "enrolment through B: {status} {enrolled}");
     ensure!(enrolled["approval"] == "pending", "{enrolled}");
     let name = enrolled["system"]
@@ -484,7 +287,7 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
         system(&through_b, &name).is_some_and(|s| s["approval"] == "approved"),
         "B does not see A's approval: {through_b}"
     );
-    let (status, refused) = enrol(ns, &a.at, &key, KEY_B, None)?;
+    let (status, refused) = enrol_request(ns, &a.at, &key, KEY_B, None)?;
     ensure!(
         status == 403 && refused["error"] == "the enrolment key has no uses left",
         "a used-up key through A: {status} {refused}"
@@ -568,8 +371,10 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
     let topo = ctx.topology(&spec)?;
     let ns = topo.ns("ctl");
     let bin = ctx.bin("enclave-control")?;
-    let dir = TempDir::new("enclave-control-sqlite")?;
-    let state = dir.0.join("state");
+    let dir = tempfile::Builder::new()
+        .prefix("enclave-control-sqlite-")
+        .tempdir()?;
+    let state = dir.path().join("state");
     let database = format!("sqlite://{}/control.db", state.display());
 
     // Nothing exists yet: the first start creates the directory, the database and the
@@ -601,12 +406,14 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
         &token,
         &["--approval", "auto", "--tags", "users"],
     )?;
-    let (status, enrolled) = enrol(ns, &first.at, &key, KEY_A, Some("laptop"))?;
+    let (status, enrolled) = enrol_request(ns, &first.at, &key, KEY_A, Some("laptop"))?;
     ensure!(
         status == 201 && enrolled["approval"] == "approved",
         "{status} {enrolled}"
     );
-    let listed = cli(ns, &bin, &first.at, &token, &["systems", "list"])?;
+    // The administrator's commands against this server.
+    let admin = |args: &[&str]| cli(ns, &bin, &first.at, &token, args);
+    let listed = admin(&["systems", "list"])?;
     ensure!(
         listed.lines().next().is_some_and(|h| h.starts_with("NAME")
             && h.contains("APPROVAL")
@@ -625,43 +432,25 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
          receivers = [\"users\"]\nacl = [{ protocol = \"icmp\" }]\n",
     )?;
     let policy_arg = policy_file.to_str().context("path is not UTF-8")?;
-    let created = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    )?;
+    let created = admin(&["policies", "put", policy_arg])?;
     ensure!(
         created.contains("created policy \"users to users\""),
         "policies put printed {created:?}"
     );
-    let replaced = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    )?;
+    let replaced = admin(&["policies", "put", policy_arg])?;
     ensure!(
         replaced.contains("replaced policy \"users to users\""),
         "policies put (again) printed {replaced:?}"
     );
     std::fs::write(&policy_file, "[[system]]\nname = \"x\"\n")?;
-    let refused = cli(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["policies", "put", policy_arg],
-    );
+    let refused = admin(&["policies", "put", policy_arg]);
     ensure!(
         refused.as_ref().is_err_and(|e| e
             .to_string()
             .contains("only [[gateway_policy]] and [[direct_policy]]")),
         "a policy file with a system in it: {refused:?}"
     );
-    let policies = cli(ns, &bin, &first.at, &token, &["policies", "list"])?;
+    let policies = admin(&["policies", "list"])?;
     ensure!(
         policies.contains("users to users") && !policies.contains(" x "),
         "policies list:\n{policies}"
@@ -691,34 +480,9 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> anyhow::Result<Self> {
-        unique_temp_dir(prefix).map(Self)
-    }
-}
-
-/// A new directory in the temporary directory, named for this process and this moment.
-fn unique_temp_dir(prefix: &str) -> anyhow::Result<PathBuf> {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
-}
-
 /// The permission bits of a file.
 fn mode(path: &Path) -> anyhow::Result<u32> {
     let metadata =
         std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(metadata.permissions().mode() & 0o777)
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

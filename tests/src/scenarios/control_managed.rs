@@ -8,11 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use enclave_control::client::{Client, HttpMethod};
 use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
 use serde_json::{json, Value};
 
-use crate::agents::{start_with, AgentFiles};
+use crate::agents::{start_with, status_json, AgentFiles};
+use crate::control_fixture::{
+    self, admin_token, cli, enrol_command, enrolment_key, request, start_server_on, Enrolment,
+    Server,
+};
 use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
 use crate::{Ctx, Scenario};
 
@@ -36,108 +39,10 @@ const SERVER: &str = "10.10.0.100";
 /// The server's port.
 const PORT: u16 = 8443;
 
-/// A running `enclave-control run`, with how to reach and recognise it.
-struct Server {
-    process: Process,
-    url: String,
-    fingerprint: String,
-}
-
+/// `enclave-control run` on the server's node, its database and certificate in `state`.
 fn start_server(ns: &Netns, bin: &Path, label: &str, state: &Path) -> anyhow::Result<Server> {
-    let bin = bin.to_str().context("binary path is not UTF-8")?;
     let database = format!("sqlite://{}/control.db", state.display());
-    let listen = format!("{SERVER}:{PORT}");
-    let tls_dir = state.to_str().context("path is not UTF-8")?;
-    let mut process = ns.spawn(
-        label,
-        &[
-            bin,
-            "run",
-            "--database",
-            &database,
-            "--listen",
-            &listen,
-            "--tls-dir",
-            tls_dir,
-            "--tls-name",
-            SERVER,
-            "-v",
-        ],
-        SpawnOpts::default(),
-    )?;
-    process.wait_for_log("enclave-control: serving", Duration::from_secs(30))?;
-    let fingerprint = process
-        .log()
-        .lines()
-        .find_map(|l| l.split("fingerprint").nth(1))
-        .and_then(|rest| rest.rsplit(' ').next())
-        .context("the server printed no fingerprint")?
-        .to_owned();
-    Ok(Server {
-        process,
-        url: format!("https://{listen}"),
-        fingerprint,
-    })
-}
-
-/// The administration CLI in `ns` against `server`: its standard output, or an error with
-/// its standard error.
-fn cli(
-    ns: &Netns,
-    bin: &Path,
-    server: &Server,
-    token: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let mut argv = vec![bin.to_str().context("binary path is not UTF-8")?];
-    argv.extend_from_slice(args);
-    let output = ns
-        .command(&argv)
-        .env("ENCLAVE_CONTROL_URL", &server.url)
-        .env("ENCLAVE_CONTROL_FINGERPRINT", &server.fingerprint)
-        .env("ENCLAVE_CONTROL_TOKEN", token)
-        .output()
-        .context("running enclave-control")?;
-    if !output.status.success() {
-        bail!(
-            "enclave-control {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// One API request from inside `ns`, with the admin token.
-fn api(
-    ns: &Netns,
-    server: &Server,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: &Value,
-) -> anyhow::Result<(u16, Value)> {
-    let fingerprint = enclave_control::tls::parse_fingerprint(&server.fingerprint)?;
-    let client = Client::new(
-        &server.url,
-        Some(enclave_control::tls::Trust::Fingerprint(fingerprint)),
-        Some(token.to_owned()),
-    )?;
-    let method = HttpMethod::from_bytes(method.as_bytes())?;
-    let path = path.to_owned();
-    let body = body.to_string().into_bytes();
-    let answer = ns.run_in(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(client.request(method, &path, Some(("application/json", body))))
-                    .map_err(anyhow::Error::from)
-            })
-    })??;
-    Ok((answer.status.as_u16(), answer.json()))
+    start_server_on(ns, bin, label, &database, (SERVER, PORT), state, &["-v"])
 }
 
 /// Where a node's agent files go.
@@ -147,51 +52,8 @@ fn agent_dir(ctx: &Ctx, node: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `enclave-agent enrol` (or `enclave-gw enrol`) in `ns`: its status and output.
-fn enrol_command(
-    ctx: &Ctx,
-    ns: &Netns,
-    gateway: bool,
-    server: &Server,
-    key: &str,
-    name: &str,
-    config: &Path,
-) -> anyhow::Result<(bool, String)> {
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
-    let state = config.with_file_name("state");
-    let output = ns
-        .command(&[
-            bin.as_os_str(),
-            "enrol".as_ref(),
-            "--server".as_ref(),
-            server.url.as_ref(),
-            "--fingerprint".as_ref(),
-            server.fingerprint.as_ref(),
-            "--key".as_ref(),
-            key.as_ref(),
-            "--hostname".as_ref(),
-            name.as_ref(),
-            "--state-dir".as_ref(),
-            state.as_os_str(),
-            "-c".as_ref(),
-            config.as_os_str(),
-        ])
-        .output()
-        .context("running enrol")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok((output.status.success(), text))
-}
-
-/// Enrols `node` as `name` and returns its agent files (the managed `agent.toml` with this
-/// node's runtime directory put in front of its `[control]` section).
+/// Enrols `node` as `name` and returns its agent files; the command must say that the system
+/// is approved, and the private key must be private.
 fn enrol(
     ctx: &Ctx,
     ns: &Netns,
@@ -200,56 +62,18 @@ fn enrol(
     key: &str,
     name: &str,
 ) -> anyhow::Result<AgentFiles> {
-    let dir = agent_dir(ctx, ns.node())?;
-    let config = dir.join("agent.toml");
-    let (ok, output) = enrol_command(ctx, ns, gateway, server, key, name, &config)?;
-    ensure!(ok, "enrolling {name} failed:\n{output}");
+    let Enrolment { files, output } =
+        control_fixture::enrol(ctx, ns, gateway, &server.at, key, name)?;
     ensure!(
         output.contains(&format!("as {name:?}")) && output.contains("approved"),
         "enrol printed:\n{output}"
     );
-    let key_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.join("private.key"))?.permissions(),
-    ) & 0o777;
+    let private_key = files.config.with_file_name("private.key");
+    let key_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(private_key)?.permissions())
+            & 0o777;
     ensure!(key_mode == 0o600, "the private key has mode {key_mode:o}");
-    // Unix socket paths are short: the runtime directory goes under the node's own short
-    // directory, as agents::prepare does.
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
-    let written = std::fs::read_to_string(&config)?;
-    std::fs::write(&config, format!("runtime_dir = {runtime_dir:?}\n{written}"))?;
-    let agent = ctx.bin("enclave-agent")?;
-    let private_key = dir.join("private.key");
-    let public_key = ns
-        .exec(&[
-            agent.as_os_str(),
-            "pubkey".as_ref(),
-            private_key.as_os_str(),
-        ])?
-        .trim()
-        .to_owned();
-    Ok(AgentFiles {
-        node: ns.node().to_owned(),
-        public_key,
-        config,
-        runtime_dir,
-    })
-}
-
-/// `status --json` of an agent.
-fn status_json(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<Value> {
-    let agent = ctx.bin("enclave-agent")?;
-    let text = ns.exec(&[
-        agent.as_os_str(),
-        "status".as_ref(),
-        "-c".as_ref(),
-        files.config.as_os_str(),
-        "--json".as_ref(),
-    ])?;
-    serde_json::from_str(&text).context("status --json is not JSON")
+    Ok(files)
 }
 
 /// The last `lines` lines of `text`.
@@ -324,21 +148,7 @@ impl<'c> Fixture<'c> {
 
         // The server, an admin token, and one enrolment key per role.
         let database = format!("sqlite://{}/control.db", state.display());
-        let token = ctl
-            .exec(&[
-                control.as_os_str(),
-                "admin".as_ref(),
-                "token".as_ref(),
-                "create".as_ref(),
-                "--database".as_ref(),
-                database.as_ref(),
-            ])?
-            .trim()
-            .to_owned();
-        ensure!(
-            token.starts_with("ent_"),
-            "admin token create printed {token:?}"
-        );
+        let token = admin_token(ctl, &control, &database, &[])?;
         let server = start_server(ctl, &control, "enclave-control", &state)?;
         let mut fixture = Self {
             ctx,
@@ -405,11 +215,7 @@ impl<'c> Fixture<'c> {
             fixture.cli(&["systems", "gateway", name, "on"])?;
             let mut subnets = Value::Null;
             let discovered = wait_until(Duration::from_secs(10), || {
-                subnets = fixture
-                    .cli(&["subnets", "list", "--json"])
-                    .ok()
-                    .and_then(|text| serde_json::from_str(&text).ok())
-                    .unwrap_or(Value::Null);
+                subnets = fixture.cli_json(&["subnets", "list", "--json"]);
                 subnets.to_string().contains(LAN)
                     && subnets.as_array().is_some_and(|rows| {
                         rows.iter().any(|row| {
@@ -427,10 +233,10 @@ impl<'c> Fixture<'c> {
 
         // A gateway access policy made through the API; the laptop reaches the LAN with it.
         let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
-        let (status, answer) = api(
+        let (status, answer) = request(
             fixture.topo.ns("ctl"),
-            &fixture.server,
-            &fixture.token,
+            &fixture.server.at,
+            Some(&fixture.token),
             "POST",
             "/api/v1/policies",
             &json!({
@@ -467,22 +273,26 @@ impl<'c> Fixture<'c> {
 
     /// An enrolment key with `tags`, automatic approval.
     fn key(&self, tags: &str) -> anyhow::Result<String> {
-        let out = self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?;
-        out.lines()
-            .last()
-            .map(|l| l.trim().to_owned())
-            .filter(|k| k.starts_with("enk_"))
-            .with_context(|| format!("keys create printed {out:?}"))
+        enrolment_key(&self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?)
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         cli(
             self.topo.ns("ctl"),
             &self.control,
-            &self.server,
+            &self.server.at,
             &self.token,
             args,
         )
+    }
+
+    /// The JSON that the CLI printed; null when it failed or printed something else (for
+    /// polling until the server shows something).
+    fn cli_json(&self, args: &[&str]) -> Value {
+        self.cli(args)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// Starts (or restarts) the agent of `node`.
@@ -547,7 +357,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         ctx,
         office.ns("sender"),
         false,
-        &office.server,
+        &office.server.at,
         "enk_not-a-key",
         "laptop",
         &refused_config,
@@ -568,11 +378,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
     // state, the port to reach it at, the serial it applied.
     let mut shown = Value::Null;
     let reported = wait_until(Duration::from_secs(5), || {
-        shown = office
-            .cli(&["systems", "show", "laptop"])
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or(Value::Null);
+        shown = office.cli_json(&["systems", "show", "laptop"]);
         let agent = &shown["agent"];
         let report = &agent["report"];
         report["active_gateways"][LAN]["gateway"] == "menlo-gw-1"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use enclave_netns::{Netns, Process, SpawnOpts, TopologySpec};
 
-use crate::support::{start_wireguard_go, wg_configure, wg_keypair, write_key, WgPeer, WG_PORT};
+use crate::support::{configure_pair, start_wireguard_go, TunnelEnd, WG_PORT};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -134,32 +134,24 @@ struct Pair {
 fn set_up(ctx: &Ctx, tag: &str, a: Impl, b: Impl) -> anyhow::Result<Pair> {
     let topo = ctx.topology(&pair(tag))?;
     let (na, nb) = (topo.ns("a"), topo.ns("b"));
-    let a_keys = wg_keypair(na)?;
-    let b_keys = wg_keypair(nb)?;
     let a_process = start(ctx, na, a)?;
     let b_process = start(ctx, nb, b)?;
-    let a_key = write_key(ctx.log_dir(), "a.key", &a_keys.private)?;
-    let b_key = write_key(ctx.log_dir(), "b.key", &b_keys.private)?;
-    wg_configure(
-        na,
+    configure_pair(
+        ctx.log_dir(),
         IFACE,
-        &a_key,
-        &format!("{A_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &b_keys.public,
-            allowed_ips: &format!("{B_OVERLAY}/32"),
-            endpoint: Some(format!("{B_UNDERLAY}:{WG_PORT}")),
-        },
-    )?;
-    wg_configure(
-        nb,
-        IFACE,
-        &b_key,
-        &format!("{B_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &a_keys.public,
-            allowed_ips: &format!("{A_OVERLAY}/32"),
+        &TunnelEnd {
+            ns: na,
+            name: "a",
+            address: format!("{A_OVERLAY}/24"),
+            allowed_ips: format!("{A_OVERLAY}/32"),
             endpoint: None,
+        },
+        &TunnelEnd {
+            ns: nb,
+            name: "b",
+            address: format!("{B_OVERLAY}/24"),
+            allowed_ips: format!("{B_OVERLAY}/32"),
+            endpoint: Some(format!("{B_UNDERLAY}:{WG_PORT}")),
         },
     )?;
     Ok(Pair {

@@ -36,9 +36,7 @@ fn node_of(system: &str) -> anyhow::Result<&'static str> {
 
 /// Starts the two-gateway office and returns it with the active gateway's system name.
 fn office<'c>(ctx: &'c Ctx, tag: &str) -> anyhow::Result<(Office<'c>, String)> {
-    let office = Office::start(ctx, tag, 2, &definition(2, "\"users\"", ANY, ""), &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let office = Office::start_reaching(ctx, tag, 2, &definition(2, "\"users\"", ANY, ""), &[])?;
     enclave_netns::wait_until(Duration::from_secs(2), || office.active_gateway().is_some());
     let active = office
         .active_gateway()

@@ -20,12 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use base64::Engine as _;
-use blake2::digest::consts::U16;
-use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
-use blake2::{Blake2s256, Blake2sMac};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use enclave_netns::{Netns, SpawnOpts, TopologySpec};
+use enclave_testkit::flood::{mac1_of, Flooder, INITIATION_LEN};
 
 use crate::support::{wg_configure, wg_keypair, write_key, WgPeer, WG_PORT};
 use crate::{Ctx, Scenario};
@@ -57,10 +53,6 @@ const HANDSHAKE_BUDGET: Duration = Duration::from_secs(2);
 const THROUGHPUT_ATTEMPTS: u32 = 2;
 /// Distinct initiations the flooder cycles through.
 const POOL: usize = 4096;
-/// Message layout of a handshake initiation (WireGuard paper, section 5.4.2).
-const INITIATION_LEN: usize = 148;
-const MAC1_AT: usize = 116;
-const MAC2_AT: usize = 132;
 
 fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
     let mut spec = TopologySpec::new("dpfl");
@@ -323,28 +315,24 @@ fn flood_inner(
 ) -> anyhow::Result<FloodReport> {
     let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).context("flooder socket")?;
     socket.set_nonblocking(true)?;
-    let mac1_key = hash(&[b"mac1----", responder]);
-    let cookie_key = hash(&[b"cookie--", responder]);
-    let mut rng = 0x5eed_f100_d5ee_d000_u64 ^ u64::from(phase == Phase::Mac2);
-    let mut pool: Vec<[u8; INITIATION_LEN]> = (0..POOL)
-        .map(|_| initiation(&mut rng, &mac1_key, None))
-        .collect();
+    let mut flooder = Flooder::new(
+        responder,
+        0x5eed_f100_d5ee_d000 ^ u64::from(phase == Phase::Mac2),
+    );
+    let mut pool: Vec<[u8; INITIATION_LEN]> = (0..POOL).map(|_| flooder.initiation()).collect();
     // Which of our messages a cookie reply answers: by the sender index it echoes.
     let mac1_by_sender: HashMap<[u8; 4], [u8; 16]> = pool
         .iter()
         .map(|msg| {
             let mut sender = [0u8; 4];
             sender.copy_from_slice(&msg[4..8]);
-            let mut mac1 = [0u8; 16];
-            mac1.copy_from_slice(&msg[MAC1_AT..MAC2_AT]);
-            (sender, mac1)
+            (sender, mac1_of(msg))
         })
         .collect();
     let started = Instant::now();
     let deadline = started + FLOOD_LIMIT;
     let mut sent = 0u64;
     let mut cookie_replies = 0u64;
-    let mut cookie: Option<[u8; 16]> = None;
     let mut reply = [0u8; 128];
     while !flood.stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         for msg in &pool {
@@ -359,22 +347,22 @@ fn flood_inner(
                 continue;
             }
             cookie_replies += 1;
-            if phase == Phase::Mac2 && cookie.is_none() {
+            if phase == Phase::Mac2 && !flooder.has_cookie() {
                 let mut sender = [0u8; 4];
                 sender.copy_from_slice(&reply[4..8]);
                 if let Some(mac1) = mac1_by_sender.get(&sender) {
-                    let opened = open_cookie(&cookie_key, mac1, &reply[..64])?;
-                    cookie = Some(opened);
-                    pool = (0..POOL)
-                        .map(|_| initiation(&mut rng, &mac1_key, Some(&opened)))
-                        .collect();
+                    let opened = flooder
+                        .open_cookie(mac1, &reply[..n])
+                        .context("a cookie reply did not decrypt with our mac1")?;
+                    flooder.use_cookie(opened);
+                    pool = (0..POOL).map(|_| flooder.initiation()).collect();
                 }
             }
         }
     }
     if phase == Phase::Mac2 {
         ensure!(
-            cookie.is_some(),
+            flooder.has_cookie(),
             "the flooder never got a cookie to make mac2 valid"
         );
     }
@@ -383,67 +371,6 @@ fn flood_inner(
         cookie_replies,
         elapsed: started.elapsed(),
     })
-}
-
-/// An initiation with a random body, a valid mac1 for the responder and, with a cookie, a
-/// valid mac2.
-fn initiation(
-    rng: &mut u64,
-    mac1_key: &[u8; 32],
-    cookie: Option<&[u8; 16]>,
-) -> [u8; INITIATION_LEN] {
-    let mut msg = [0u8; INITIATION_LEN];
-    for chunk in msg[4..MAC1_AT].chunks_mut(8) {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        chunk.copy_from_slice(&rng.to_le_bytes()[..chunk.len()]);
-    }
-    msg[0] = 1;
-    let mac1 = mac(mac1_key, &msg[..MAC1_AT]);
-    msg[MAC1_AT..MAC2_AT].copy_from_slice(&mac1);
-    if let Some(cookie) = cookie {
-        let mac2 = mac(cookie, &msg[..MAC2_AT]);
-        msg[MAC2_AT..].copy_from_slice(&mac2);
-    }
-    msg
-}
-
-/// `HASH`: BLAKE2s-256 over the concatenation.
-fn hash(parts: &[&[u8]]) -> [u8; 32] {
-    let mut hasher = Blake2s256::default();
-    for part in parts {
-        Update::update(&mut hasher, part);
-    }
-    hasher.finalize_fixed().into()
-}
-
-/// `MAC`: keyed BLAKE2s-128.
-fn mac(key: &[u8], input: &[u8]) -> [u8; 16] {
-    let mut mac = match <Blake2sMac<U16> as KeyInit>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("MAC keys are 16 or 32 bytes"),
-    };
-    Mac::update(&mut mac, input);
-    mac.finalize().into_bytes().into()
-}
-
-/// The cookie in a cookie reply (XChaCha20-Poly1305 under `HASH("cookie--" || S_pub)`, the
-/// answered message's mac1 as associated data).
-fn open_cookie(key: &[u8; 32], mac1: &[u8; 16], reply: &[u8]) -> anyhow::Result<[u8; 16]> {
-    let cipher =
-        XChaCha20Poly1305::new_from_slice(key).map_err(|_| anyhow::anyhow!("cookie key length"))?;
-    let mut cookie = [0u8; 16];
-    cookie.copy_from_slice(&reply[32..48]);
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&reply[8..32]),
-            mac1,
-            &mut cookie,
-            Tag::from_slice(&reply[48..64]),
-        )
-        .map_err(|_| anyhow::anyhow!("a cookie reply did not decrypt with our mac1"))?;
-    Ok(cookie)
 }
 
 fn decode_key(base64: &str) -> anyhow::Result<[u8; 32]> {

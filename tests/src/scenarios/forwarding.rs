@@ -23,7 +23,7 @@ use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpe
 
 use crate::agents::{prepare, start_with, write_definition, AgentFiles};
 use crate::office::{definition, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER, SYSTEMS};
-use crate::{Ctx, Scenario};
+use crate::{support, Ctx, Scenario};
 
 /// The underlay neighbour.
 const NEIGHBOUR: &str = "10.10.0.9";
@@ -150,18 +150,22 @@ impl<'c> Site<'c> {
             .with_context(|| format!("no agent runs on {node}"))
     }
 
-    fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
-        let value = format!("net.ipv4.ip_forward={}", u8::from(on));
-        self.ns("gw1").exec(&["sysctl", "-q", "-w", &value])?;
+    /// Stops the gateway's agent cleanly; it must exit with success.
+    fn stop_gateway_agent(&mut self) -> anyhow::Result<()> {
+        let status = self
+            .agent("gw1")?
+            .stop()
+            .context("could not reap the gateway agent")?;
+        ensure!(status.success(), "the gateway agent exited with {status}");
         Ok(())
     }
 
+    fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
+        support::set_forwarding(self.ns("gw1"), on)
+    }
+
     fn forwarding(&self) -> anyhow::Result<bool> {
-        Ok(self
-            .ns("gw1")
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?
-            .trim()
-            == "1")
+        support::forwarding(self.ns("gw1"))
     }
 
     /// Whether the laptop reaches the printer through the tunnel (ping and TCP), within
@@ -392,11 +396,7 @@ fn underlay(ctx: &Ctx, tag: &str, backend: &str) -> anyhow::Result<()> {
     site.check_closed("after the gateway agent restarted", true)?;
 
     // A clean stop: forwarding back off, then our rules gone.
-    let status = site
-        .agent("gw1")?
-        .stop()
-        .context("could not reap the gateway agent")?;
-    ensure!(status.success(), "the gateway agent exited with {status}");
+    site.stop_gateway_agent()?;
     ensure!(
         !site.forwarding()?,
         "forwarding is on after a clean stop; it was off before the first start"
@@ -429,11 +429,7 @@ fn host_forwarded(ctx: &Ctx) -> anyhow::Result<()> {
         drop_counter(&listing).is_none(),
         "a host that forwarded got a drop for its other interfaces:\n{listing}"
     );
-    let status = site
-        .agent("gw1")?
-        .stop()
-        .context("could not reap the gateway agent")?;
-    ensure!(status.success(), "the gateway agent exited with {status}");
+    site.stop_gateway_agent()?;
     ensure!(
         site.forwarding()?,
         "a clean stop turned off the forwarding the host had before the agent"

@@ -11,6 +11,7 @@ use crate::office::{
     definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
     LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
+use crate::support::forwarding;
 use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -80,9 +81,8 @@ fn count(text: &str, needle: &str) -> usize {
 }
 
 fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office =
+        Office::start_reaching(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
     let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
 
     for node in ["sender", "gw1"] {
@@ -133,13 +133,9 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
         ruleset.trim().is_empty(),
         "the gateway's ruleset is not empty after stop:\n{ruleset}"
     );
-    let forwarding = office
-        .ns("gw1")
-        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
     ensure!(
-        forwarding.trim() == "0",
-        "forwarding is {} after stop; it was 0 before the first start",
-        forwarding.trim()
+        !forwarding(office.ns("gw1"))?,
+        "forwarding is on after stop; it was off before the first start"
     );
     let rules = office.ns("sender").exec(&["ip", "rule", "show"])?;
     ensure!(rules == rules_first, "the sender's rules changed:\n{rules}");
@@ -147,15 +143,13 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         "iptables",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("gw1", "nat = \"iptables\"")],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let nat = office
         .ns("gw1")
         .exec(&["iptables", "-t", "nat", "-L", "-n", "-v"])?;
@@ -513,15 +507,13 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(NotRun("no wireguard kernel module".into()).into());
     }
     let config = format!("dataplane = \"external\"\n{KERNEL_MODULE}");
-    let office = Office::start(
+    let office = Office::start_reaching(
         ctx,
         "extkmod",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("sender", config.as_str())],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let sender = office.ns("sender");
     let link = sender.exec(&["ip", "-d", "link", "show", "enclave0"])?;
     ensure!(
@@ -547,15 +539,13 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
     if gateway_too {
         extra.push(("gw1", external));
     }
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         if gateway_too { "exthost" } else { "external" },
         1,
         &definition(1, "\"users\"", ANY, ""),
         &extra,
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let sender = office.ns("sender");
     // The interface is wireguard-go's: `wg` talks to it, and its process is the agent's child.
     let wg = sender.exec(&["wg", "show", "enclave0"])?;
@@ -595,15 +585,13 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
 }
 
 fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
+    let mut office = Office::start_reaching(
         ctx,
         "extkill",
         1,
         &definition(1, "\"users\"", ANY, ""),
         &[("sender", "dataplane = \"external\"")],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     let running = |office: &Office<'_>| {
         office
             .ns("sender")
@@ -667,10 +655,7 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
         stderr.contains("dataplane = \"external\" cannot be used with nat = \"iptables\""),
         "the refusal does not name both settings:\n{stderr}"
     );
-    let forwarding = topo
-        .ns("gw")
-        .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
-    ensure!(forwarding.trim() == "0", "forwarding was turned on");
+    ensure!(!forwarding(topo.ns("gw"))?, "forwarding was turned on");
     ensure!(
         topo.ns("gw")
             .exec(&["ip", "link", "show", "enclave0"])
@@ -694,15 +679,8 @@ fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
     office.wait_for_route()?;
     office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     office.agent("gw1")?.stop();
-    let forwarding = |office: &Office<'_>| -> anyhow::Result<String> {
-        Ok(office
-            .ns("gw1")
-            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
-            .trim()
-            .to_owned())
-    };
     ensure!(
-        forwarding(&office)? == "0",
+        !forwarding(office.ns("gw1"))?,
         "forwarding stayed on after a clean stop"
     );
 
@@ -738,7 +716,7 @@ fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
     // synchronisation: the status above already said the state is applied.)
     for _ in 0..3 {
         ensure!(
-            forwarding(&office)? == "0",
+            !forwarding(office.ns("gw1"))?,
             "the gateway forwards although its rules failed"
         );
         std::thread::sleep(Duration::from_millis(700));
@@ -761,9 +739,8 @@ fn host_filters_hold(office: &Office<'_>) -> anyhow::Result<()> {
         ruleset.contains("chain ENCLAVE-INPUT") && ruleset.contains("chain ENCLAVE-OUTPUT"),
         "no host filter on the external laptop:\n{ruleset}"
     );
-    let forwarding = sender.exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?;
     ensure!(
-        forwarding.trim() == "0",
+        !forwarding(sender)?,
         "the laptop, not a gateway, got forwarding turned on"
     );
     let _laptop_echo = sender.echo_server(8888)?;

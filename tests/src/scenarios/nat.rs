@@ -20,8 +20,8 @@ use enclave_netns::{
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway, GATEWAY_LAN,
-    GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
+    self, configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway,
+    GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -142,21 +142,11 @@ impl Gateway {
     }
 
     fn set_forwarding(&self, on: bool) -> anyhow::Result<()> {
-        let value = if on {
-            "net.ipv4.ip_forward=1"
-        } else {
-            "net.ipv4.ip_forward=0"
-        };
-        self.ns("gw").exec(&["sysctl", "-q", "-w", value])?;
-        Ok(())
+        support::set_forwarding(self.ns("gw"), on)
     }
 
     fn forwarding(&self) -> anyhow::Result<bool> {
-        Ok(self
-            .ns("gw")
-            .exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?
-            .trim()
-            == "1")
+        support::forwarding(self.ns("gw"))
     }
 
     /// What the sender and the LAN host can reach right now.
@@ -649,7 +639,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     let Some(err) = err else {
         bail!("the kernel accepted SNAT in a filter chain");
     };
-    let message = error_chain(&err);
+    let message = format!("{:#}", anyhow::Error::new(err));
     println!("rejected: {message}");
     ensure!(
         message.contains("misplaced snat"),
@@ -678,7 +668,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     })?;
     let legacy_err =
         legacy_err.context("iptables-legacy accepted a 21-character interface name")?;
-    let message = error_chain(&legacy_err);
+    let message = format!("{:#}", anyhow::Error::new(legacy_err));
     println!("iptables rejected: {message}");
     ensure!(
         message.contains("lan0-but-far-too-long -m comment"),
@@ -691,7 +681,7 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // The manager: a refused apply leaves forwarding off, and says so.
-    gw.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
+    support::set_forwarding(gw, false)?;
     let refused = in_gw(gw, || {
         NatManager::new(BackendChoice::Iptables(Flavor::Legacy), None)
             .and_then(|mut m| m.apply_policy(&long))
@@ -699,27 +689,17 @@ fn nat_rejected_batch(ctx: &Ctx) -> anyhow::Result<()> {
     })?
     .context("the NAT manager accepted a 21-character interface name")?;
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "a refused apply turned forwarding on"
     );
-    let message = error_chain(&refused);
+    // The error and its causes on one line.
+    let message = format!("{:#}", anyhow::Error::new(refused));
     println!("manager refused: {message}");
     ensure!(
         message.contains("IPv4 forwarding was left as it was (off)"),
         "the manager's error does not say what became of forwarding: {message}"
     );
     Ok(())
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A network definition in which `gw` serves the LAN to `laptop`.
@@ -763,7 +743,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         &gateway_definition(&laptop.public_key, &gw_files.public_key),
     )?;
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "the topology should start without forwarding"
     );
     let listing = || -> String {
@@ -807,7 +787,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         );
     }
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "1",
+        support::forwarding(gw)?,
         "forwarding is off while the gateway runs"
     );
 
@@ -823,7 +803,7 @@ fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
         "a clean stop left rules of ours:\n{left}"
     );
     ensure!(
-        gw.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"])?.trim() == "0",
+        !support::forwarding(gw)?,
         "forwarding was not restored to its value from before the first (killed) run"
     );
     Ok(())

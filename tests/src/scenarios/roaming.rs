@@ -70,14 +70,12 @@ fn survives_edits(
     office.until_reach(PRINTER, true, Duration::from_secs(5))?;
     // The gateway has learnt the laptop's endpoint (the definition gives none); its status
     // shows counters refreshed every 200 ms.
-    let learnt = enclave_netns::wait_until(Duration::from_secs(2), || {
-        office.status("gw1").contains("Udp/10.10.0.2:")
-    });
-    ensure!(
-        learnt,
-        "the gateway has not learnt the laptop's endpoint:\n{}",
-        office.status("gw1")
-    );
+    office.wait_for_status(
+        "gw1",
+        "Udp/10.10.0.2:",
+        Duration::from_secs(2),
+        "the gateway has not learnt the laptop's endpoint",
+    )?;
 
     // 40 pings, 0.2 s apart: 8 s, across two edits that the agents apply.
     let count = 40;

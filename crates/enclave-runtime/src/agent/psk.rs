@@ -91,8 +91,8 @@ mod tests {
 
     #[test]
     fn a_bad_key_file_refuses_its_peer_only() {
-        let dir = std::env::temp_dir().join(format!("enclave-psk-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let write = |name: &str, text: &str, mode: u32| {
             let path = dir.join(name);
             std::fs::write(&path, text).unwrap();
@@ -132,6 +132,5 @@ mod tests {
             loaded.refused.values().all(|m| !m.contains("YWFh")),
             "a key in a message"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -57,37 +57,13 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    /// A generator of our own (the tests are deterministic; the agent passes `OsRng`).
-    struct Counter(u64);
-
-    impl RngCore for Counter {
-        fn next_u32(&mut self) -> u32 {
-            self.next_u64() as u32
-        }
-        fn next_u64(&mut self) -> u64 {
-            // SplitMix64: spreads consecutive states over the whole range.
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            for chunk in dest.chunks_mut(8) {
-                let bytes = self.next_u64().to_le_bytes();
-                chunk.copy_from_slice(&bytes[..chunk.len()]);
-            }
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
+    // The tests are deterministic with the shared seeded generator; the agent passes `OsRng`.
+    use enclave_testkit::TestRng;
 
     #[test]
     fn the_ceiling_doubles_from_half_a_second_to_thirty_seconds() {
         let mut backoff = Backoff::new();
-        let mut rng = Counter(1);
+        let mut rng = TestRng(1);
         let mut ceilings = Vec::new();
         for _ in 0..10 {
             backoff.failed(&mut rng);
@@ -110,7 +86,7 @@ mod tests {
 
     #[test]
     fn waits_stay_within_bounds_and_are_spread_over_them() {
-        let mut rng = Counter(7);
+        let mut rng = TestRng(7);
         for failures in 1..=8u32 {
             let mut waits = Vec::new();
             let mut ceiling = Duration::ZERO;

@@ -220,8 +220,8 @@ mod tests {
 
     #[test]
     fn an_existing_key_is_kept_unless_replacing_is_asked_for() {
-        let dir = std::env::temp_dir().join(format!("enclave-enrol-key-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("enrol");
         let path = dir.join("keys").join("private.key");
         check_key_path(&path, false).unwrap();
         assert!(!dir.exists(), "checking made a directory");
@@ -236,7 +236,6 @@ mod tests {
         let err = check_key_path(&path, false).unwrap_err();
         assert!(err.to_string().contains("--replace-key"), "{err}");
         check_key_path(&path, true).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -208,19 +208,9 @@ mod tests {
         enclave_policy::compile(&loaded.network, "laptop").unwrap()
     }
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("enclave-last-view-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            Self(dir)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A directory for the test's files, removed with it.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     fn last() -> LastGood {
@@ -233,8 +223,8 @@ mod tests {
 
     #[test]
     fn a_saved_view_reads_back_the_same_and_private() {
-        let dir = Dir::new("round");
-        let path = dir.0.join("state").join("enclave0.view.json");
+        let dir = scratch();
+        let path = dir.path().join("state").join("enclave0.view.json");
         assert_eq!(load(&path, KEY).unwrap(), None, "nothing saved yet");
         save(&path, KEY, &last()).unwrap();
         assert_eq!(load(&path, KEY).unwrap(), Some(last()));
@@ -255,8 +245,8 @@ mod tests {
 
     #[test]
     fn a_damaged_file_is_refused() {
-        let dir = Dir::new("damaged");
-        let path = dir.0.join("enclave0.view.json");
+        let dir = scratch();
+        let path = dir.path().join("enclave0.view.json");
         save(&path, KEY, &last()).unwrap();
         let whole = std::fs::read(&path).unwrap();
         // Cut short, as a disk that lied about fsync might leave it.
@@ -278,8 +268,8 @@ mod tests {
 
     #[test]
     fn another_systems_view_is_refused() {
-        let dir = Dir::new("foreign");
-        let path = dir.0.join("enclave0.view.json");
+        let dir = scratch();
+        let path = dir.path().join("enclave0.view.json");
         save(&path, OTHER, &last()).unwrap();
         let err = load(&path, KEY).unwrap_err();
         assert!(matches!(err, Error::Foreign { .. }), "{err}");
@@ -289,14 +279,14 @@ mod tests {
 
     #[test]
     fn a_file_others_may_change_or_a_link_is_refused() {
-        let dir = Dir::new("untrusted");
-        let path = dir.0.join("enclave0.view.json");
+        let dir = scratch();
+        let path = dir.path().join("enclave0.view.json");
         save(&path, KEY, &last()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load(&path, KEY).unwrap_err();
         assert!(err.to_string().contains("0644"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let link = dir.0.join("link.view.json");
+        let link = dir.path().join("link.view.json");
         std::os::unix::fs::symlink(&path, &link).unwrap();
         let err = load(&link, KEY).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");

@@ -43,6 +43,9 @@ use crate::error::chain;
 use crate::source::{Reports, SourceEvent, Update};
 use crate::{Error, Result};
 
+/// How a broken connection is told.
+const LOST: &str = "lost the control server";
+
 /// The managed source of one agent.
 pub struct Managed {
     server: String,
@@ -307,18 +310,7 @@ impl Managed {
         };
         let session = match session {
             Ok(session) => session,
-            Err(enclave_control_proto::Error::Refused { reason }) => {
-                return Ended::Lost(format!(
-                    "the control server {} refused this system: {reason}",
-                    self.server
-                ))
-            }
-            Err(err) => {
-                return Ended::Lost(format!(
-                    "cannot connect to the control server: {}",
-                    chain(&err)
-                ))
-            }
+            Err(err) => return self.lost("cannot connect to the control server", &err),
         };
         tracing::info!(server = %self.server, "connected to the control server");
         let (mut reader, writer) = session.split();
@@ -336,18 +328,7 @@ impl Managed {
                 message = reader.recv() => {
                     let message = match message {
                         Ok(message) => message,
-                        Err(enclave_control_proto::Error::Refused { reason }) => {
-                            return Ended::Lost(format!(
-                                "the control server {} refused this system: {reason}",
-                                self.server
-                            ))
-                        }
-                        Err(err) => {
-                            return Ended::Lost(format!(
-                                "lost the control server: {}",
-                                chain(&err)
-                            ))
-                        }
+                        Err(err) => return self.lost(LOST, &err),
                     };
                     match self.handle(message, events, gate, told, backoff, &writer).await {
                         Some(ended) => return ended,
@@ -363,13 +344,25 @@ impl Managed {
                 () = wait => {
                     if let Some(report) = reporter.poll(Instant::now()) {
                         if let Err(err) = writer.send(&AgentMessage::Report(Box::new(report))).await {
-                            return Ended::Lost(format!("lost the control server: {}", chain(&err)));
+                            return self.lost(LOST, &err);
                         }
                     }
                 }
                 () = events.closed() => return Ended::Stopped,
             }
         }
+    }
+
+    /// How a connection ends on `err`: the server's refusal in its own words, anything else
+    /// as `context: ERROR: CAUSE…`.
+    fn lost(&self, context: &str, err: &enclave_control_proto::Error) -> Ended {
+        Ended::Lost(match err {
+            enclave_control_proto::Error::Refused { reason } => format!(
+                "the control server {} refused this system: {reason}",
+                self.server
+            ),
+            err => format!("{context}: {}", chain(err)),
+        })
     }
 
     /// The agent's latest report as the protocol's.
@@ -411,9 +404,7 @@ impl Managed {
                             .send(&AgentMessage::Ack(Ack { serial: applied }))
                             .await
                             .err()
-                            .map(|err| {
-                                Ended::Lost(format!("lost the control server: {}", chain(&err)))
-                            });
+                            .map(|err| self.lost(LOST, &err));
                     }
                     Verdict::Foreign(why) => {
                         let problem = format!("refused a view from the control server: {why}; the view in force stays");
@@ -469,10 +460,7 @@ impl Managed {
                     return Some(Ended::Stopped);
                 }
                 if let Err(err) = writer.send(&AgentMessage::Ack(Ack { serial })).await {
-                    return Some(Ended::Lost(format!(
-                        "lost the control server: {}",
-                        chain(&err)
-                    )));
+                    return Some(self.lost(LOST, &err));
                 }
                 None
             }
@@ -527,17 +515,16 @@ mod tests {
     /// A managed configuration whose server refuses connections at once (a closed port on
     /// loopback), in a directory of its own.
     struct Host {
-        dir: PathBuf,
+        /// Removed with the host.
+        _dir: tempfile::TempDir,
         config: AgentConfig,
         public_key: String,
     }
 
     impl Host {
-        fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("enclave-managed-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path();
             let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
             enrol::write_private_key(&dir.join("private.key"), &key).unwrap();
             let text = format!(
@@ -547,7 +534,7 @@ mod tests {
             std::fs::write(dir.join("agent.toml"), text).unwrap();
             let config = AgentConfig::load(&dir.join("agent.toml")).unwrap();
             Self {
-                dir,
+                _dir: tmp,
                 config,
                 public_key: key.public_key().to_base64(),
             }
@@ -575,12 +562,6 @@ mod tests {
         }
     }
 
-    impl Drop for Host {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
     fn view_of(public_key: &str) -> enclave_policy::View {
         let text = format!(
             "[network]\noverlay = \"100.64.0.0/10\"\n\n[[system]]\nname = \"laptop\"\npublic_key = \"{public_key}\"\naddress = \"100.64.0.11\"\ntags = [\"users\"]\n"
@@ -591,7 +572,7 @@ mod tests {
 
     #[test]
     fn without_the_server_the_agent_starts_from_its_last_good_view() {
-        let host = Host::new("disk");
+        let host = Host::new();
         let file = host.config.last_view_file().unwrap();
         let last = LastGood {
             serial: 12,
@@ -616,7 +597,7 @@ mod tests {
 
     #[test]
     fn without_the_server_and_a_usable_last_view_the_agent_waits() {
-        let host = Host::new("none");
+        let host = Host::new();
         assert!(
             host.open(Duration::from_millis(1500)).is_none(),
             "a view was invented"

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use enclave_runtime::config::{parse_fingerprint, AgentConfig, DEFAULT_PATH, DEFAULT_STATE_DIR};
 use enclave_runtime::managed::{enrol, Enrolled, Trust};
 
+/// The arguments of `enrol`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("enrolment_key").required(true).args(["key", "key_file"])))]
 #[command(group(clap::ArgGroup::new("pin").args(["fingerprint", "ca"])))]
@@ -151,8 +152,13 @@ pub fn run(args: EnrolArgs, binary: &str) -> anyhow::Result<ExitCode> {
     let hostname = args.hostname.clone().or_else(enrol::hostname);
 
     let (key, enrolled) =
-        enrol::enrol_blocking(&args.server, &trust, &enrolment_key, hostname.as_deref())
-            .map_err(|err| anyhow::anyhow!("{}\nNothing was changed on this host.", chain(&err)))?;
+        enrol::enrol_blocking(&args.server, &trust, &enrolment_key, hostname.as_deref()).map_err(
+            |err| {
+                // The error and its causes on one line.
+                let err = anyhow::Error::new(err);
+                anyhow::anyhow!("{err:#}\nNothing was changed on this host.")
+            },
+        )?;
     drop(enrolment_key);
 
     enrol::write_private_key(&private_key, &key)?;
@@ -182,17 +188,6 @@ pub fn run(args: EnrolArgs, binary: &str) -> anyhow::Result<ExitCode> {
         summary(&enrolled, &args.server, &private_key, &config_path, binary)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// What happened and what to do next, for someone who has never done it.

@@ -1,4 +1,4 @@
-//! `enclave-agent run` and `enclave-agent status`.
+//! `run` and `status`, the same for `enclave-agent` and `enclave-gw` but for the agent's role.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +7,7 @@ use anyhow::Context;
 use enclave_runtime::agent::{self, Role};
 use enclave_runtime::config::{AgentConfig, DEFAULT_PATH};
 
+/// The arguments of `run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The agent configuration.
@@ -17,6 +18,7 @@ pub struct RunArgs {
     pub verbosity: u8,
 }
 
+/// The arguments of `status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// The agent configuration (it says where the control socket is).
