@@ -27,6 +27,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: basics,
         },
         Scenario {
+            name: "control-managed-postgres",
+            about: "two enclave-control servers on one throwaway PostgreSQL, the gateway's agent on one and the laptop's on the other: a policy made through the first reaches the laptop, a revoke through the second cuts the laptop off at the gateway within 1 s, the first killed -9 leaves traffic going and its agent reconnects when it is back",
+            run: postgres,
+        },
+        Scenario {
             name: "control-managed-failover",
             about: "managed agents with the server killed -9: the active gateway killed too, the laptop fails over to the other gateway on its last good view",
             run: failover,
@@ -39,10 +44,30 @@ const SERVER: &str = "10.10.0.100";
 /// The server's port.
 const PORT: u16 = 8443;
 
-/// `enclave-control run` on the server's node, its database and certificate in `state`.
-fn start_server(ns: &Netns, bin: &Path, label: &str, state: &Path) -> anyhow::Result<Server> {
-    let database = format!("sqlite://{}/control.db", state.display());
-    start_server_on(ns, bin, label, &database, (SERVER, PORT), state, &["-v"])
+/// The second server's port (on the same node), when there are two.
+const PORT_B: u16 = 8444;
+
+/// `enclave-control run` on the server's node on `port`, on `database`, its certificate in
+/// `state`.
+fn start_server(
+    ns: &Netns,
+    bin: &Path,
+    label: &str,
+    database: &str,
+    port: u16,
+    state: &Path,
+) -> anyhow::Result<Server> {
+    start_server_on(ns, bin, label, database, (SERVER, port), state, &["-v"])
+}
+
+/// Where the fixture's servers keep the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// One server on its SQLite file.
+    Sqlite,
+    /// Two servers on one throwaway PostgreSQL: the gateways' agents connect to the first,
+    /// the laptop's to the second.
+    PostgresTwoServers,
 }
 
 /// Where a node's agent files go.
@@ -107,9 +132,14 @@ fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Du
 /// 192.168.77.20.
 struct Fixture<'c> {
     ctx: &'c Ctx,
-    /// Agent processes by node (dropped first, then the server, then the topology).
+    /// Agent processes by node (dropped first, then the servers, then PostgreSQL, then the
+    /// topology).
     agents: BTreeMap<String, Process>,
     server: Server,
+    /// The second server, with [`Store::PostgresTwoServers`].
+    second: Option<Server>,
+    postgres: Option<crate::scenarios::control::Postgres>,
+    database: String,
     files: BTreeMap<String, AgentFiles>,
     control: PathBuf,
     state: PathBuf,
@@ -122,6 +152,10 @@ const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "menlo-gw-2"
 
 impl<'c> Fixture<'c> {
     fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+        Self::start_on(ctx, tag, gateways, Store::Sqlite)
+    }
+
+    fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
         let mut spec = TopologySpec::new(tag);
         spec.node("ctl")
             .node("sender")
@@ -146,14 +180,40 @@ impl<'c> Fixture<'c> {
         std::fs::create_dir_all(&state)?;
         let ctl = topo.ns("ctl");
 
-        // The server, an admin token, and one enrolment key per role.
-        let database = format!("sqlite://{}/control.db", state.display());
+        // The server(s), an admin token, and one enrolment key per role.
+        let (postgres, database) = match store {
+            Store::Sqlite => (None, format!("sqlite://{}/control.db", state.display())),
+            Store::PostgresTwoServers => {
+                let pg = crate::scenarios::control::Postgres::start(ctx)?;
+                pg.createdb("control")?;
+                let url = pg.url("control");
+                (Some(pg), url)
+            }
+        };
         let token = admin_token(ctl, &control, &database, &[])?;
-        let server = start_server(ctl, &control, "enclave-control", &state)?;
+        let server = start_server(ctl, &control, "enclave-control", &database, PORT, &state)?;
+        let second = match store {
+            Store::Sqlite => None,
+            Store::PostgresTwoServers => {
+                let state_b = ctx.log_dir().join("control-state-b");
+                std::fs::create_dir_all(&state_b)?;
+                Some(start_server(
+                    ctl,
+                    &control,
+                    "enclave-control-b",
+                    &database,
+                    PORT_B,
+                    &state_b,
+                )?)
+            }
+        };
         let mut fixture = Self {
             ctx,
             agents: BTreeMap::new(),
             server,
+            second,
+            postgres,
+            database,
             files: BTreeMap::new(),
             control,
             state,
@@ -175,11 +235,13 @@ impl<'c> Fixture<'c> {
             )?;
             fixture.files.insert((*node).to_owned(), files);
         }
+        // With two servers, the laptop's agent uses the second one.
+        let laptop_server = fixture.second.as_ref().unwrap_or(&fixture.server);
         let files = enrol(
             ctx,
             fixture.topo.ns("sender"),
             false,
-            &fixture.server,
+            laptop_server,
             &laptop_key,
             "laptop",
         )?;
@@ -335,8 +397,27 @@ impl<'c> Fixture<'c> {
 
     /// Starts the server again on the same database and certificate.
     fn restart_server(&mut self, label: &str) -> anyhow::Result<()> {
-        self.server = start_server(self.topo.ns("ctl"), &self.control, label, &self.state)?;
+        self.server = start_server(
+            self.topo.ns("ctl"),
+            &self.control,
+            label,
+            &self.database,
+            PORT,
+            &self.state,
+        )?;
         Ok(())
+    }
+
+    /// The CLI against the second server.
+    fn cli_second(&self, args: &[&str]) -> anyhow::Result<String> {
+        let second = self.second.as_ref().context("there is no second server")?;
+        cli(
+            self.topo.ns("ctl"),
+            &self.control,
+            &second.at,
+            &self.token,
+            args,
+        )
     }
 }
 
@@ -524,6 +605,89 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         wait_until(Duration::from_secs(2), || !last_view.exists()),
         "the revoked laptop kept its last good view {}",
         last_view.display()
+    );
+    Ok(())
+}
+
+/// The core of [`basics`] on PostgreSQL, with the agents split between two servers.
+fn postgres(ctx: &Ctx) -> anyhow::Result<()> {
+    // The policy is made through the first server; the laptop, on the second, reaches the LAN
+    // with it (Fixture::start_on checks that).
+    let mut office = Fixture::start_on(ctx, "cmp", 1, Store::PostgresTwoServers)?;
+    ensure!(
+        office.postgres.is_some(),
+        "the fixture did not start PostgreSQL"
+    );
+    ensure!(
+        office.files["sender"]
+            .config
+            .exists()
+            .then(|| std::fs::read_to_string(&office.files["sender"].config))
+            .transpose()?
+            .is_some_and(|c| c.contains(&format!(":{PORT_B}"))),
+        "the laptop's agent is not configured for the second server"
+    );
+    // Both servers show both agents connected (presence is in the database).
+    for (which, list) in [
+        ("first", office.cli(&["systems", "list", "--json"])?),
+        ("second", office.cli_second(&["systems", "list", "--json"])?),
+    ] {
+        let list: Value = serde_json::from_str(&list)?;
+        let connected = |name: &str| {
+            list.as_array().is_some_and(|systems| {
+                systems
+                    .iter()
+                    .any(|s| s["name"] == name && s["connected"] == true)
+            })
+        };
+        ensure!(
+            connected("laptop") && connected("menlo-gw-1"),
+            "the {which} server does not show both agents connected: {list}"
+        );
+    }
+
+    // The first server killed -9: traffic goes on; restarted: the gateway's agent reconnects.
+    let before = connections(&office.agents["gw1"]);
+    office.kill_server();
+    let during = office.ns("sender").ping(DC1, 10)?;
+    ensure!(
+        during.all_answered(),
+        "with the first server killed, the laptop's pings to {DC1}: {}/{} answered",
+        during.received,
+        during.transmitted
+    );
+    office.restart_server("enclave-control-2")?;
+    ensure!(
+        wait_until(Duration::from_secs(40), || connections(
+            &office.agents["gw1"]
+        ) > before),
+        "the gateway's agent did not connect again within 40 s of the restart"
+    );
+
+    // Revoked through the second server: the gateway, on the first, drops the laptop within
+    // a second.
+    ensure!(
+        has_peer(&office.status("gw1")?, "laptop"),
+        "positive control: the gateway has no tunnel to the laptop before the revocation"
+    );
+    let revoked = Instant::now();
+    office.cli_second(&["systems", "revoke", "laptop"])?;
+    let gone = wait_until(Duration::from_secs(3), || {
+        office.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
+    });
+    let took = revoked.elapsed();
+    ensure!(
+        gone && took <= Duration::from_secs(1),
+        "the gateway dropped the laptop revoked through the other server after {:.2} s (gone: {gone}), not within 1 s",
+        took.as_secs_f64()
+    );
+    println!(
+        "    revoked through the second server: the gateway (on the first) dropped the laptop within {:.2} s",
+        took.as_secs_f64()
+    );
+    ensure!(
+        !office.ns("sender").ping_once(DC1)?,
+        "the revoked laptop still reaches {DC1}"
     );
     Ok(())
 }
