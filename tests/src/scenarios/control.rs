@@ -319,7 +319,7 @@ pub(crate) fn cli(
 }
 
 /// A raw API call from inside the namespace (the enrolment endpoint has no CLI: agents call it).
-fn call(
+pub(crate) fn call(
     ns: &Netns,
     server: &Endpoint,
     method: &str,
@@ -394,7 +394,7 @@ pub(crate) fn create_key(
 }
 
 /// An agent's enrolment, as the agent will send it: the status and the answer.
-fn enrol(
+pub(crate) fn enrol(
     ns: &Netns,
     server: &Endpoint,
     key: &str,
