@@ -399,3 +399,34 @@ fn text_is_escaped_and_times_are_civil() {
         ["gw", "lab", "office"].map(String::from).into()
     );
 }
+
+#[test]
+fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
+    let h = Harness::new("filter");
+    let (_, cookie) = h.sign_in(PASSWORD);
+    let all = h.send(Method::GET, "/portal/systems", &cookie, None);
+    assert!(all.text.contains(">laptop</a>"));
+    let pending = h.send(Method::GET, "/portal/systems?q=pending", &cookie, None);
+    assert!(pending.text.contains(">laptop</a>"), "{}", pending.text);
+    let none = h.send(Method::GET, "/portal/systems?q=gateway", &cookie, None);
+    assert!(!none.text.contains(">laptop</a>") && none.text.contains("No system matches."));
+
+    let csrf = all.csrf();
+    let bad = h.send(
+        Method::POST,
+        "/portal/systems/laptop/edit",
+        &cookie,
+        Some(encode(&[
+            ("csrf", &csrf),
+            ("name", "laptop"),
+            ("tags", "ok, <bad>"),
+        ])),
+    );
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let tags_at = bad.text.find(r#"id="edit-tags""#).unwrap();
+    let error_at = bad.text.find("field-error").expect("a field error");
+    assert!(error_at > tags_at, "the error follows the tags field");
+    // What was typed comes back, escaped.
+    assert!(bad.text.contains("ok, &lt;bad&gt;"), "{}", bad.text);
+    assert!(!bad.text.contains("<bad>"));
+}
