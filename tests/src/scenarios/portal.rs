@@ -382,6 +382,28 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     let laptop = system(ns, &bin, &server.at, &token, "laptop")?;
     ensure!(laptop["approval"] == "approved", "the server says {laptop}");
     b.shot("04-systems-approved")?;
+    // At a phone's width too.
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 400, "height": 800 })),
+    )?;
+    b.open("/portal/systems/laptop")?;
+    b.text_with("Allow this system to act as a gateway")?;
+    b.shot("04-system-phone-width")?;
+    // Wide tables scroll within their box; the page itself does not scroll sideways.
+    let sideways = b.script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )?;
+    ensure!(
+        sideways.as_i64() == Some(0),
+        "the page is {sideways} px too wide for a phone"
+    );
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 1200, "height": 900 })),
+    )?;
 
     // The details page: allow it to act as a gateway.
     b.open("/portal/systems/laptop")?;
