@@ -22,6 +22,9 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     // The control server's PostgreSQL scenarios start a throwaway cluster with its initdb/pg_ctl.
     "postgresql",
+    // The portal's browser scenario drives headless Chromium through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 
 fn installed(package: &str) -> bool {

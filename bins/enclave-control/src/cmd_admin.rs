@@ -8,14 +8,38 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use enclave_control::core::{Command, Ctx};
+use enclave_control::portal::users;
 use enclave_control::secret;
 use enclave_control::service::Service;
+use enclave_control::store::Store as _;
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Admin tokens for the API.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Accounts for the portal (the web pages under /portal/).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Make a portal account, or set a new password for one (stored as an argon2id hash).
+    Create(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// The server's database (as given to `run`).
+    #[command(flatten)]
+    database: crate::cmd_run::Database,
+    /// The account's name: shown in the audit log as `user:NAME`.
+    name: String,
+    /// Read the password from this file's first line instead of asking for it (`-`: standard
+    /// input). Without it, the password is asked twice on the terminal, not echoed.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,12 +85,64 @@ fn now() -> i64 {
 }
 
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
-    let AdminCommand::Token(command) = cmd;
-    match command {
-        TokenCommand::Create(args) => create(args),
-        TokenCommand::List(args) => list(args),
-        TokenCommand::Revoke(args) => revoke(args),
+    match cmd {
+        AdminCommand::Token(TokenCommand::Create(args)) => create(args),
+        AdminCommand::Token(TokenCommand::List(args)) => list(args),
+        AdminCommand::Token(TokenCommand::Revoke(args)) => revoke(args),
+        AdminCommand::User(UserCommand::Create(args)) => create_user(args),
     }
+}
+
+/// The new password: a file's first line, or asked twice without echo.
+fn password(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match file {
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the password file {}", path.display()))?
+            };
+            Ok(text.lines().next().unwrap_or("").to_owned())
+        }
+        None => {
+            let first = rpassword::prompt_password("New password: ")
+                .context("cannot read the password from the terminal (or use --password-file)")?;
+            let again = rpassword::prompt_password("Again: ")
+                .context("cannot read the password from the terminal")?;
+            anyhow::ensure!(
+                first == again,
+                "the two passwords differ; nothing was changed"
+            );
+            Ok(first)
+        }
+    }
+}
+
+fn create_user(args: UserArgs) -> anyhow::Result<ExitCode> {
+    enclave_control::core::check_name("name", &args.name)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("the account's name is not valid")?;
+    let password = password(args.password_file.as_deref())?;
+    let password_hash = users::hash(&password).context("cannot set this password")?;
+    crate::runtime()?.block_on(async move {
+        let store = args.database.open().await?;
+        let existed = store.portal_user(&args.name).await?.is_some();
+        store
+            .put_portal_user(&users::User {
+                name: args.name.clone(),
+                password_hash,
+                created_at: now(),
+            })
+            .await
+            .context("cannot store the account")?;
+        if existed {
+            println!("set a new password for portal account {}", args.name);
+        } else {
+            println!("made portal account {}", args.name);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {

@@ -8,6 +8,7 @@
 //!   versioned migrations, optimistic revisions: concurrent edits never lose one another).
 //! - [`service`]: the core over the store.
 //! - [`api`]: the HTTP JSON API under `/api/v1/`, which only translates.
+//! - [`portal`]: the administrators' web pages on the same port, over the same service.
 //! - [`agents`]: the agents' connections (`GET /api/v1/agent`, upgraded to the protocol of
 //!   `enclave-control-proto`): who is connected, what each is sent when the network changes,
 //!   what each reported.
@@ -25,6 +26,7 @@ pub mod core;
 pub mod definition;
 pub mod limit;
 pub mod model;
+pub mod portal;
 pub mod secret;
 pub mod server;
 pub mod service;

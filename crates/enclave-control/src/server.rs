@@ -34,7 +34,8 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let router = api::router(Arc::clone(&hub));
+    let router =
+        api::router(Arc::clone(&hub)).merge(crate::portal::router(Arc::clone(&hub), tls.is_some()));
     let acceptor = tls.map(TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {

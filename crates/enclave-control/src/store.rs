@@ -106,6 +106,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// after a lost connection, when one may have been missed). `None` where there can be no
     /// other writer to hear (SQLite has one server).
     fn listen(&self) -> BoxFuture<'_, Result<Option<tokio::sync::watch::Receiver<u64>>>>;
+    /// The portal's account `name` ([`crate::portal::users`]).
+    fn portal_user<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::portal::users::User>>>;
+    /// Creates or replaces a portal account.
+    fn put_portal_user<'a>(
+        &'a self,
+        user: &'a crate::portal::users::User,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Which database a URL names.
@@ -233,7 +243,7 @@ const DELETE_POLICY: &str = "DELETE FROM policies WHERE name = $1";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |source| Error::Database { what, source }
 }
 
@@ -695,6 +705,20 @@ impl Store for SqlStore {
 
     fn listen(&self) -> BoxFuture<'_, Result<Option<tokio::sync::watch::Receiver<u64>>>> {
         Box::pin(self.listen_commits())
+    }
+
+    fn portal_user<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::portal::users::User>>> {
+        Box::pin(crate::portal::users::read(&self.pool, name))
+    }
+
+    fn put_portal_user<'a>(
+        &'a self,
+        user: &'a crate::portal::users::User,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(crate::portal::users::write(&self.pool, user))
     }
 }
 

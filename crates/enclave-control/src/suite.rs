@@ -98,8 +98,8 @@ fn ctx(actor: &str) -> Ctx {
 async fn migrates_from_empty(url: String) -> CaseResult {
     let store = open(&url).await?;
     let applied = store.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3], || {
-        format!("applied migrations {applied:?}, expected [1, 2, 3]")
+    check(applied == vec![1, 2, 3, 4], || {
+        format!("applied migrations {applied:?}, expected [1, 2, 3, 4]")
     })?;
     let state = store.load().await.map_err(e("loading"))?;
     check(state.revision == 0 && state.systems.is_empty(), || {
@@ -113,7 +113,7 @@ async fn migrates_from_empty(url: String) -> CaseResult {
     // Opening again applies nothing twice and keeps the data.
     let again = open(&url).await?;
     let applied = again.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3], || {
+    check(applied == vec![1, 2, 3, 4], || {
         format!("after reopening: {applied:?}")
     })?;
     again.close().await;
@@ -136,11 +136,12 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
         )
         .await
         .map_err(e("a first change"))?;
-    // Back to what version 1 left: no pre-shared keys or presence table, migrations 2 and 3
-    // not recorded.
+    // Back to what version 1 left: no pre-shared keys, presence or portal accounts table,
+    // migrations 2 to 4 not recorded.
     for statement in [
         "DROP TABLE preshared_keys",
         "DROP TABLE presence",
+        "DROP TABLE portal_users",
         "DELETE FROM _sqlx_migrations WHERE version >= 2",
     ] {
         sqlx::query(statement)
@@ -155,7 +156,7 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
     store.close().await;
     let upgraded = open(&url).await?;
     let applied = upgraded.migrations().await.map_err(e("migrations"))?;
-    check(applied == vec![1, 2, 3], || {
+    check(applied == vec![1, 2, 3, 4], || {
         format!("after the upgrade: {applied:?}")
     })?;
     let state = upgraded

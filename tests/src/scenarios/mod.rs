@@ -16,6 +16,7 @@ mod killswitch;
 mod lifecycle;
 mod nat;
 mod offload;
+mod portal;
 mod reference;
 mod roaming;
 mod routes;
@@ -43,5 +44,6 @@ pub fn all() -> Vec<Scenario> {
     all.extend(control::scenarios());
     all.extend(control_managed::scenarios());
     all.extend(userguide::scenarios());
+    all.extend(portal::scenarios());
     all
 }

@@ -1,0 +1,583 @@
+//! The portal: the administrators' web pages, served on the API's port under `/portal/`.
+//!
+//! Server-rendered HTML and one embedded style sheet; no script, nothing fetched from
+//! elsewhere. Like the API it only translates: every change is a [`Command`] run by the same
+//! [`Service`], recorded in the audit log as `user:NAME`.
+//!
+//! Security: local accounts ([`users`], argon2id); a session cookie (HttpOnly,
+//! SameSite=Strict, Secure over TLS, 8 hours); a CSRF token in every form, checked on every
+//! `POST` ([`session`]); failed sign-ins rate-limited per source address ([`Limiter`]); pages
+//! never cached and never framed. See `docs/portal.md`.
+
+// Handlers return `Result<Response, Response>`: the error is the page itself.
+#![allow(clippy::result_large_err)]
+
+mod pages;
+pub mod session;
+pub mod users;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+
+use crate::agents::Hub;
+use crate::api::Peer;
+use crate::core::{self, Command, Ctx, Refusal, SystemEdit};
+use crate::definition::FieldProblem;
+use crate::limit::Limiter;
+use crate::secret;
+use crate::service::{self, Service};
+use pages::{Flash, Problems};
+use session::{Session, Sessions};
+
+/// Largest form body.
+const MAX_FORM: usize = 16 * 1024;
+/// Entries shown on the Activity page.
+const ACTIVITY: u32 = 200;
+
+/// Shared by every page.
+#[derive(Debug, Clone)]
+struct Portal {
+    hub: Arc<Hub>,
+    service: Arc<Service>,
+    sessions: Arc<Sessions>,
+    limiter: Arc<Mutex<Limiter>>,
+    tls: bool,
+}
+
+/// The portal's router: `/portal/…`, and `/` sends browsers there. `tls` says whether it is
+/// served over TLS (cookies are then `Secure`).
+pub fn router(hub: Arc<Hub>, tls: bool) -> Router {
+    let portal = Portal {
+        service: Arc::clone(hub.service()),
+        hub,
+        sessions: Arc::new(Sessions::default()),
+        limiter: Arc::new(Mutex::new(Limiter::new())),
+        tls,
+    };
+    routes_of(portal)
+}
+
+fn routes_of(portal: Portal) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/portal/systems") }))
+        .route("/portal", get(|| async { Redirect::to("/portal/systems") }))
+        .route(
+            "/portal/",
+            get(|| async { Redirect::to("/portal/systems") }),
+        )
+        .route("/portal/assets/portal.css", get(style))
+        .route("/portal/signin", get(signin_page).post(signin))
+        .route("/portal/signout", post(signout))
+        .route("/portal/systems", get(systems))
+        .route("/portal/systems/{name}", get(system))
+        .route("/portal/systems/{name}/{action}", post(act))
+        .route("/portal/activity", get(activity))
+        .layer(DefaultBodyLimit::max(MAX_FORM))
+        .with_state(portal)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn source(peer: Option<&Extension<Peer>>) -> IpAddr {
+    peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.0 .0.ip())
+}
+
+/// An HTML answer that no cache keeps and no other site frames.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// `303 See Other` to `to` (after a form, the browser then GETs the page).
+fn see(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+async fn style() -> Response {
+    let mut response = include_str!("../../assets/portal.css").into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    response
+}
+
+/// A path segment for a system's name (names are labels, but escape anyway).
+fn segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+// ---- sessions ----
+
+impl Portal {
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The signed-in session of a request, with its cookie.
+    fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
+        let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+        let cookie = session::cookie(cookies, session::COOKIE)?;
+        let session = self.sessions.get(cookie, now())?;
+        Some((cookie.to_owned(), session))
+    }
+
+    /// A page's session, or the way to the sign-in page.
+    fn page(&self, headers: &HeaderMap) -> Result<Session, Response> {
+        self.session(headers)
+            .map(|(_, s)| s)
+            .ok_or_else(|| see("/portal/signin"))
+    }
+
+    /// A form's session, checked against the form's CSRF token: `403` without either.
+    fn form(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<Session, Response> {
+        let Some((_, session)) = self.session(headers) else {
+            return Err(refused(
+                "You are not signed in (or your session ended). Sign in again.",
+            ));
+        };
+        let sent = form.get("csrf").map_or("", String::as_str);
+        if !secret::same(&secret::hash(sent), &secret::hash(&session.csrf)) {
+            return Err(refused(
+                "This form's security token is missing or wrong; nothing was changed. \
+                 Reload the page and try again.",
+            ));
+        }
+        Ok(session)
+    }
+
+    async fn run(
+        &self,
+        session: &Session,
+        command: Command,
+    ) -> Result<core::Outcome, service::Error> {
+        let ctx = Ctx {
+            actor: format!("user:{}", session.user),
+            now: now(),
+        };
+        self.service.execute(command, &ctx).await
+    }
+}
+
+fn refused(message: &str) -> Response {
+    html(StatusCode::FORBIDDEN, pages::message("Refused", message))
+}
+
+fn unavailable(error: &service::Error) -> Response {
+    tracing::warn!(error = %error, "portal: the service failed");
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        pages::message(
+            "Try again later",
+            "The database is unavailable or busy; nothing was changed.",
+        ),
+    )
+}
+
+// ---- sign-in ----
+
+async fn signin_page(State(portal): State<Portal>, headers: HeaderMap) -> Response {
+    if portal.session(&headers).is_some() {
+        return see("/portal/systems");
+    }
+    signin_form(&portal, StatusCode::OK, "", None)
+}
+
+/// The sign-in form with a fresh token, repeated in its own cookie.
+fn signin_form(portal: &Portal, status: StatusCode, name: &str, error: Option<&str>) -> Response {
+    let token = session::random();
+    let mut response = html(status, pages::signin(&token, name, error));
+    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(
+        session::SIGNIN_COOKIE,
+        &token,
+        600,
+        portal.tls,
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+async fn signin(
+    State(portal): State<Portal>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let field = |k: &str| form.get(k).map_or("", String::as_str).to_owned();
+    let (name, password, token) = (field("name"), field("password"), field("csrf"));
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| session::cookie(c, session::SIGNIN_COOKIE))
+        .unwrap_or("");
+    if token.is_empty() || !secret::same(&secret::hash(cookie), &secret::hash(&token)) {
+        return refused(
+            "This sign-in form's security token is missing or wrong. Reload the page and try again.",
+        );
+    }
+    let from = source(peer.as_ref());
+    let clock = u64::try_from(now()).unwrap_or(0);
+    if let Err(wait) = portal.limiter().check(from, clock) {
+        let mut response = signin_form(
+            &portal,
+            StatusCode::TOO_MANY_REQUESTS,
+            &name,
+            Some(&format!(
+                "Too many failed sign-ins from your address; try again in {wait} s."
+            )),
+        );
+        if let Ok(value) = HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let user = match portal.service.store().portal_user(&name).await {
+        Ok(user) => user,
+        Err(e) => return unavailable(&service::Error::Store(e)),
+    };
+    // Off the async workers: argon2 takes tens of milliseconds on purpose (and the decoy is
+    // hashed once, on first use).
+    let hash = user.map(|u| u.password_hash);
+    let right = tokio::task::spawn_blocking(move || {
+        users::verify(&password, hash.as_deref().unwrap_or_else(|| users::decoy()))
+    })
+    .await
+    .unwrap_or(false);
+    if !right {
+        portal.limiter().fail(from, clock);
+        tracing::info!(%from, "portal: a sign-in was refused");
+        return signin_form(
+            &portal,
+            StatusCode::UNAUTHORIZED,
+            &name,
+            Some("Wrong name or password."),
+        );
+    }
+    tracing::info!(user = %name, %from, "portal: signed in");
+    let cookie = portal.sessions.start(&name, now());
+    let mut response = see("/portal/systems");
+    for value in [
+        session::set_cookie(session::COOKIE, &cookie, session::LIFETIME, portal.tls),
+        session::set_cookie(session::SIGNIN_COOKIE, "", 0, portal.tls),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn signout(
+    State(portal): State<Portal>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(refusal) = portal.form(&headers, &form) {
+        return refusal;
+    }
+    if let Some((cookie, session)) = portal.session(&headers) {
+        portal.sessions.end(&cookie);
+        tracing::info!(user = %session.user, "portal: signed out");
+    }
+    let mut response = see("/portal/signin");
+    if let Ok(value) =
+        HeaderValue::from_str(&session::set_cookie(session::COOKIE, "", 0, portal.tls))
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+// ---- pages ----
+
+async fn systems(
+    State(portal): State<Portal>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let session = match portal.page(&headers) {
+        Ok(s) => s,
+        Err(to) => return to,
+    };
+    let q = query.get("q").map_or("", String::as_str);
+    systems_page(&portal, &session, q, None, StatusCode::OK).await
+}
+
+async fn systems_page(
+    portal: &Portal,
+    session: &Session,
+    q: &str,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let state = match portal.service.state().await {
+        Ok(state) => state,
+        Err(e) => return unavailable(&e),
+    };
+    let seen = portal.hub.seen().await;
+    html(
+        status,
+        pages::systems(session, &state, &seen, q, flash.as_ref()),
+    )
+}
+
+async fn system(
+    State(portal): State<Portal>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let session = match portal.page(&headers) {
+        Ok(s) => s,
+        Err(to) => return to,
+    };
+    system_page(
+        &portal,
+        &session,
+        &name,
+        &Problems::default(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn system_page(
+    portal: &Portal,
+    session: &Session,
+    name: &str,
+    problems: &Problems,
+    flash: Option<Flash>,
+    status: StatusCode,
+) -> Response {
+    let state = match portal.service.state().await {
+        Ok(state) => state,
+        Err(e) => return unavailable(&e),
+    };
+    let Some(system) = state.systems.get(name) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            pages::message("Not found", &format!("There is no system named {name:?}.")),
+        );
+    };
+    let seen = portal.hub.seen().await;
+    let rows: Vec<core::SubnetRow> = core::subnet_rows(&state)
+        .into_iter()
+        .filter(|r| r.system == name)
+        .collect();
+    html(
+        status,
+        pages::system(session, system, &seen, &rows, problems, flash.as_ref()),
+    )
+}
+
+async fn activity(State(portal): State<Portal>, headers: HeaderMap) -> Response {
+    let session = match portal.page(&headers) {
+        Ok(s) => s,
+        Err(to) => return to,
+    };
+    let revision = match portal.service.state().await {
+        Ok(state) => state.revision,
+        Err(e) => return unavailable(&e),
+    };
+    let after = (revision - i64::from(ACTIVITY)).max(0);
+    match portal.service.audit(after, ACTIVITY).await {
+        Ok(mut entries) => {
+            entries.reverse();
+            html(StatusCode::OK, pages::activity(&session, &entries))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+// ---- changes ----
+
+/// Which form of a system's page a change came from (its errors are shown there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// Name and tags.
+    Edit,
+    /// The gateway toggle.
+    Gateway,
+    /// Add subnet.
+    Subnet,
+    /// A subnet's Remove, or Approve.
+    Other,
+}
+
+/// Tags as typed: separated by commas or spaces.
+fn tags(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn act(
+    State(portal): State<Portal>,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match portal.form(&headers, &form) {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
+    };
+    let field = |k: &str| form.get(k).map_or("", String::as_str).trim().to_owned();
+    let (which, command) = match action.as_str() {
+        "approve" => (Which::Other, Ok(Command::Approve { name: name.clone() })),
+        "edit" => {
+            let new_name = field("name");
+            let edit = SystemEdit {
+                name: (new_name != name).then_some(new_name),
+                tags: Some(tags(&field("tags"))),
+                version: field("version").parse().ok(),
+                ..SystemEdit::default()
+            };
+            (
+                Which::Edit,
+                Ok(Command::UpdateSystem {
+                    name: name.clone(),
+                    edit,
+                }),
+            )
+        }
+        "gateway" => (
+            Which::Gateway,
+            Ok(Command::SetGateway {
+                name: name.clone(),
+                allowed: form.get("allowed").is_some_and(|v| v == "on"),
+            }),
+        ),
+        "subnet-add" => (
+            Which::Subnet,
+            core::parse_subnet("subnet", &field("subnet")).map(|subnet| Command::AddSubnet {
+                system: name.clone(),
+                subnet,
+            }),
+        ),
+        "subnet-remove" => (
+            Which::Other,
+            core::parse_subnet("subnet", &field("subnet")).map(|subnet| Command::RemoveSubnet {
+                system: name.clone(),
+                subnet,
+            }),
+        ),
+        _ => {
+            return html(
+                StatusCode::NOT_FOUND,
+                pages::message("Not found", "There is no such change."),
+            )
+        }
+    };
+    let from_list = field("back") == "systems";
+    let result = match command {
+        Ok(command) => portal.run(&session, command).await,
+        Err(refusal) => Err(service::Error::Refused(refusal)),
+    };
+    match result {
+        Ok(outcome) => {
+            let done = match &outcome.reply {
+                core::Reply::System(s) => s.name.clone(),
+                _ => name.clone(),
+            };
+            if from_list {
+                see(&format!("/portal/systems?q={}", segment(&field("q"))))
+            } else {
+                see(&format!("/portal/systems/{}", segment(&done)))
+            }
+        }
+        Err(service::Error::Refused(refusal)) => {
+            let problems = Problems::of(which, &refusal, &form);
+            if from_list {
+                let flash = Flash::error(&refusal.to_string());
+                systems_page(
+                    &portal,
+                    &session,
+                    &field("q"),
+                    Some(flash),
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            } else {
+                let flash = (which == Which::Other).then(|| Flash::error(&refusal.to_string()));
+                system_page(
+                    &portal,
+                    &session,
+                    &name,
+                    &problems,
+                    flash,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                )
+                .await
+            }
+        }
+        Err(other) => unavailable(&other),
+    }
+}
+
+/// The problems of a refusal, for showing next to fields.
+fn field_problems(refusal: &Refusal) -> Vec<FieldProblem> {
+    match refusal {
+        Refusal::Invalid(problems) => problems
+            .iter()
+            .filter(|p| p.severity == enclave_policy::Severity::Error)
+            .cloned()
+            .collect(),
+        other => vec![FieldProblem {
+            severity: enclave_policy::Severity::Error,
+            field: String::new(),
+            message: other.to_string(),
+            hint: None,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests;
