@@ -45,5 +45,11 @@ pub fn all() -> Vec<Scenario> {
     all.extend(control_managed::scenarios());
     all.extend(userguide::scenarios());
     all.extend(portal::scenarios());
+    // The README's main command, so that CI keeps it working.
+    all.push(Scenario {
+        name: "demo",
+        about: "cargo xtask demo: the guide's steps with the control server, then traffic, status, counters and failover",
+        run: crate::demo::run,
+    });
     all
 }
