@@ -226,6 +226,8 @@ pub struct Outcome {
     pub warnings: Vec<FieldProblem>,
     /// The state after the change.
     pub next: State,
+    /// The validated network after the change, when the command changed the definition.
+    pub network: Option<std::sync::Arc<enclave_policy::Network>>,
     /// The object the command was about, for the reply.
     pub reply: Reply,
 }
