@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use enclave_control_proto::message::{Pending, Reason, Report, ServerMessage, ViewUpdate};
+use enclave_control_proto::message::{Pending, Reason, Report, ServerMessage};
 use enclave_policy::{Network, SharedCompiler};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -168,6 +168,16 @@ pub(crate) enum Decision {
     Nothing,
     /// Send this and remember what was sent.
     Send(ServerMessage, Sent),
+    /// Send this frame (a `view` message, already JSON: the view is serialised once, for its
+    /// hash and for the wire) and remember what was sent.
+    View {
+        /// The whole message.
+        frame: Vec<u8>,
+        /// Its serial.
+        serial: u64,
+        /// What to remember.
+        sent: Sent,
+    },
     /// Send this and close: the system is revoked or gone.
     Close(ServerMessage),
 }
@@ -208,22 +218,32 @@ pub(crate) fn decide(snapshot: &Snapshot, key: &[u8; 32], last: Option<Sent>) ->
                     return Decision::Nothing;
                 }
             };
-            let hash: [u8; 32] = match serde_json::to_vec(&view) {
-                Ok(json) => Sha256::digest(json).into(),
-                Err(_) => return Decision::Nothing,
+            let Ok(json) = serde_json::to_vec(&view) else {
+                return Decision::Nothing;
             };
+            let hash: [u8; 32] = Sha256::digest(&json).into();
             if last == Some(Sent::View(hash)) {
                 return Decision::Nothing;
             }
-            Decision::Send(
-                ServerMessage::View(ViewUpdate {
-                    serial: u64::try_from(snapshot.revision()).unwrap_or(0),
-                    view: Box::new(view),
-                }),
-                Sent::View(hash),
-            )
+            let serial = u64::try_from(snapshot.revision()).unwrap_or(0);
+            Decision::View {
+                frame: view_frame(serial, &json),
+                serial,
+                sent: Sent::View(hash),
+            }
         }
     }
+}
+
+/// The JSON of `ServerMessage::View` with `serial` and the view already serialised as
+/// `view` (what `serde_json::to_vec` of the message gives; a test holds them equal).
+fn view_frame(serial: u64, view: &[u8]) -> Vec<u8> {
+    let head = format!("{{\"type\":\"view\",\"serial\":{serial},\"view\":");
+    let mut frame = Vec::with_capacity(head.len() + view.len() + 1);
+    frame.extend_from_slice(head.as_bytes());
+    frame.extend_from_slice(view);
+    frame.push(b'}');
+    frame
 }
 
 /// One agent connected to this server.
