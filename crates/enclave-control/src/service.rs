@@ -111,7 +111,7 @@ impl Service {
                     if let Some(network) = outcome.network.clone().or(before) {
                         self.remember(outcome.next.revision, network);
                     }
-                    *self.cache.lock().await = Some(Arc::new(outcome.next.clone()));
+                    *self.cache.lock().await = Some(Arc::clone(&outcome.next));
                     self.committed.send_replace(outcome.next.revision);
                     tracing::info!(
                         actor = %outcome.audit.actor,

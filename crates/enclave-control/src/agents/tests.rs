@@ -16,7 +16,7 @@ fn ctx() -> Ctx {
 }
 
 fn apply(state: &State, command: Command) -> State {
-    core::apply(state, command, &ctx()).unwrap().next
+    State::clone(&core::apply(state, command, &ctx()).unwrap().next)
 }
 
 fn example() -> State {

@@ -171,7 +171,7 @@ pub fn apply_on(
             detail,
         },
         warnings,
-        next,
+        next: Arc::new(next),
         network,
         reply,
     })

@@ -21,7 +21,7 @@ fn ctx() -> Ctx {
 /// Applies and returns the next state (panics on refusal: the test expected success).
 fn ok(state: &State, command: Command) -> (State, Outcome) {
     let outcome = apply(state, command, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
-    (outcome.next.clone(), outcome)
+    (State::clone(&outcome.next), outcome)
 }
 
 fn refused(state: &State, command: Command) -> Refusal {
@@ -667,7 +667,7 @@ fn enrolments_and_approvals_on_a_validated_network_commit_what_full_validation_c
                     quick.network.as_deref(),
                     Some(&definition::validate(&quick.next).expect("valid").network)
                 );
-                state = full.next;
+                state = State::clone(&full.next);
                 accepted += 1;
             }
             (Err(full), Err(quick)) => assert_eq!(full.to_string(), quick.to_string()),
