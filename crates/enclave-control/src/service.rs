@@ -101,6 +101,10 @@ impl Service {
             let before = self.validated(state.revision);
             let outcome = core::apply_on(&state, before.as_deref(), command.clone(), ctx)?;
             let audit = [outcome.audit.clone()];
+            // The cache stays locked until it holds the new state: a reader that hears of the
+            // commit first (PostgreSQL's notification reaches the agents' side at once) would
+            // otherwise find the store ahead of the cache and load the whole state again.
+            let mut cache = self.cache.lock().await;
             match self
                 .store
                 .commit(state.revision, &outcome.changes, &audit)
@@ -111,7 +115,8 @@ impl Service {
                     if let Some(network) = outcome.network.clone().or(before) {
                         self.remember(outcome.next.revision, network);
                     }
-                    *self.cache.lock().await = Some(Arc::clone(&outcome.next));
+                    *cache = Some(Arc::clone(&outcome.next));
+                    drop(cache);
                     self.committed.send_replace(outcome.next.revision);
                     tracing::info!(
                         actor = %outcome.audit.actor,
