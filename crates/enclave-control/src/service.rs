@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use enclave_policy::Network;
 use tokio::sync::{watch, Mutex};
 
 use crate::core::{self, Command, Ctx, Outcome, Refusal};
@@ -39,6 +40,10 @@ pub struct Service {
     writer: Mutex<()>,
     /// The last revision this process committed.
     committed: watch::Sender<i64>,
+    /// The validated network of the last revision this process validated (a commit here, or
+    /// the agents' side validating a revision read from the store): the next enrolment or
+    /// approval change is checked against it, and the agents' side need not validate again.
+    validated: std::sync::Mutex<Option<(i64, Arc<Network>)>>,
 }
 
 impl Service {
@@ -49,6 +54,7 @@ impl Service {
             cache: Mutex::new(None),
             writer: Mutex::new(()),
             committed: watch::Sender::new(0),
+            validated: std::sync::Mutex::new(None),
         }
     }
 
@@ -92,15 +98,25 @@ impl Service {
         let _writer = self.writer.lock().await;
         for _ in 0..ATTEMPTS {
             let state = self.state().await?;
-            let outcome = core::apply(&state, command.clone(), ctx)?;
+            let before = self.validated(state.revision);
+            let outcome = core::apply_on(&state, before.as_deref(), command.clone(), ctx)?;
             let audit = [outcome.audit.clone()];
+            // The cache stays locked until it holds the new state: a reader that hears of the
+            // commit first (PostgreSQL's notification reaches the agents' side at once) would
+            // otherwise find the store ahead of the cache and load the whole state again.
+            let mut cache = self.cache.lock().await;
             match self
                 .store
                 .commit(state.revision, &outcome.changes, &audit)
                 .await
             {
                 Ok(()) => {
-                    *self.cache.lock().await = Some(Arc::new(outcome.next.clone()));
+                    // An edit that left the definition alone leaves its network as it was.
+                    if let Some(network) = outcome.network.clone().or(before) {
+                        self.remember(outcome.next.revision, network);
+                    }
+                    *cache = Some(Arc::clone(&outcome.next));
+                    drop(cache);
                     self.committed.send_replace(outcome.next.revision);
                     tracing::info!(
                         actor = %outcome.audit.actor,
@@ -118,6 +134,29 @@ impl Service {
             }
         }
         Err(Error::Busy)
+    }
+
+    /// The validated network of `revision`, if this process knows it.
+    pub fn validated(&self, revision: i64) -> Option<Arc<Network>> {
+        let validated = self
+            .validated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        validated
+            .as_ref()
+            .filter(|(r, _)| *r == revision)
+            .map(|(_, network)| Arc::clone(network))
+    }
+
+    /// Remembers that the definition at `revision` validated to `network`.
+    pub fn remember(&self, revision: i64, network: Arc<Network>) {
+        let mut validated = self
+            .validated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if validated.as_ref().is_none_or(|(r, _)| *r <= revision) {
+            *validated = Some((revision, network));
+        }
     }
 
     /// Audit entries after `after`.

@@ -208,7 +208,7 @@ async fn step(
             )
         })?;
     let loaded = store.load().await.map_err(e("loading"))?;
-    check(loaded == outcome.next, || {
+    check(loaded == *outcome.next, || {
         format!(
             "after {}, the stored state differs from the computed one:\nstored   {loaded:?}\ncomputed {:?}",
             outcome.audit.action, outcome.next
@@ -579,7 +579,7 @@ async fn concurrent_edits(url: String) -> CaseResult {
         || format!("a commit on a stale revision returned {lost:?}"),
     )?;
     let now = two.load().await.map_err(e("loading"))?;
-    check(now == a.next, || {
+    check(now == *a.next, || {
         "the refused commit changed something".into()
     })?;
 

@@ -118,7 +118,8 @@ pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, Trus
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
 pub use view::{
     compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, PeerView,
-    Requirements, RouteCandidate, RouteView, SnatRule, SubnetSource, View, GATEWAY_REACHABILITY,
+    Requirements, RouteCandidate, RouteView, SharedCompiler, SnatRule, SubnetSource, View,
+    GATEWAY_REACHABILITY,
 };
 
 /// Errors of the policy engine.

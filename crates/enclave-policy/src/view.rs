@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
 use ipnet::Ipv4Net;
@@ -251,7 +252,13 @@ impl View {
     }
 }
 
-/// Systems by tag, built once per compilation.
+/// Which enabled systems carry which tags: what every view looks up.
+pub(crate) trait Carriers<'n> {
+    /// Enabled systems of `net` carrying any of `tags`, each once, by name.
+    fn carriers(&self, net: &'n Network, tags: &BTreeSet<String>) -> BTreeMap<&'n str, &'n System>;
+}
+
+/// Systems by tag, built once per compilation, borrowing the network.
 #[derive(Debug)]
 pub(crate) struct TagIndex<'n> {
     // Only looked up, never iterated: its order cannot leak.
@@ -268,13 +275,51 @@ impl<'n> TagIndex<'n> {
         }
         Self { by_tag }
     }
+}
 
-    /// Enabled systems carrying any of `tags`, each once, by name.
-    pub(crate) fn carriers(&self, tags: &BTreeSet<String>) -> BTreeMap<&'n str, &'n System> {
+impl<'n> Carriers<'n> for TagIndex<'n> {
+    fn carriers(&self, _: &'n Network, tags: &BTreeSet<String>) -> BTreeMap<&'n str, &'n System> {
         let mut out = BTreeMap::new();
         for tag in tags {
             for system in self.by_tag.get(tag.as_str()).into_iter().flatten() {
                 out.insert(system.name.as_str(), *system);
+            }
+        }
+        out
+    }
+}
+
+/// Names of systems by tag: the same index, owning its data, so that it can live beside the
+/// network it indexes (in a [`SharedCompiler`]). A carrier costs one more lookup by name.
+#[derive(Debug)]
+struct NameIndex {
+    // Only looked up, never iterated: its order cannot leak.
+    by_tag: HashMap<String, Vec<String>>,
+}
+
+impl NameIndex {
+    fn new(net: &Network) -> Self {
+        let mut by_tag: HashMap<String, Vec<String>> = HashMap::new();
+        for system in net.systems.values().filter(|s| s.enabled) {
+            for tag in &system.tags {
+                by_tag
+                    .entry(tag.clone())
+                    .or_default()
+                    .push(system.name.clone());
+            }
+        }
+        Self { by_tag }
+    }
+}
+
+impl<'n> Carriers<'n> for NameIndex {
+    fn carriers(&self, net: &'n Network, tags: &BTreeSet<String>) -> BTreeMap<&'n str, &'n System> {
+        let mut out = BTreeMap::new();
+        for tag in tags {
+            for name in self.by_tag.get(tag.as_str()).into_iter().flatten() {
+                if let Some(system) = net.systems.get(name) {
+                    out.insert(system.name.as_str(), system);
+                }
             }
         }
         out
@@ -451,7 +496,37 @@ impl<'n> Compiler<'n> {
     }
 }
 
-fn compile_with(net: &Network, index: &TagIndex<'_>, system: &str) -> Result<View> {
+/// A [`Compiler`] that owns (a share of) its network, so that it can be kept beside the
+/// network at one revision and used from many tasks (a control server's agents). A view
+/// compiled here is the view [`compile`] gives.
+#[derive(Debug)]
+pub struct SharedCompiler {
+    net: Arc<Network>,
+    index: NameIndex,
+}
+
+impl SharedCompiler {
+    /// Indexes `net`.
+    pub fn new(net: Arc<Network>) -> Self {
+        let index = NameIndex::new(&net);
+        Self { net, index }
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Arc<Network> {
+        &self.net
+    }
+
+    /// The view of the system named `system`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSystem`] when the definition has no such system.
+    pub fn compile(&self, system: &str) -> Result<View> {
+        compile_with(&self.net, &self.index, system)
+    }
+}
+
+fn compile_with<'n>(net: &'n Network, index: &impl Carriers<'n>, system: &str) -> Result<View> {
     let me = net
         .systems
         .get(system)
@@ -495,7 +570,7 @@ fn compile_with(net: &Network, index: &TagIndex<'_>, system: &str) -> Result<Vie
     Ok(view)
 }
 
-fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
+fn direct<'n>(net: &'n Network, me: &System, index: &impl Carriers<'n>, view: &mut View) {
     for policy in net
         .direct_policies
         .values()
@@ -511,7 +586,7 @@ fn direct(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
             if me.tags.is_disjoint(my_tags) {
                 continue;
             }
-            for peer in index.carriers(their_tags).into_values() {
+            for peer in index.carriers(net, their_tags).into_values() {
                 if peer.name == me.name {
                     continue;
                 }
@@ -639,7 +714,7 @@ fn as_sender(net: &Network, me: &System, view: &mut View) {
     }
 }
 
-fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View) {
+fn as_gateway<'n>(net: &'n Network, me: &System, index: &impl Carriers<'n>, view: &mut View) {
     let Some(settings) = &me.gateway else {
         return;
     };
@@ -668,7 +743,7 @@ fn as_gateway(net: &Network, me: &System, index: &TagIndex<'_>, view: &mut View)
         }
         let granted = destinations(net, policy, me, &served);
         let mut senders = BTreeMap::new();
-        for sender in index.carriers(&policy.senders).into_values() {
+        for sender in index.carriers(net, &policy.senders).into_values() {
             if sender.name == me.name {
                 continue;
             }

@@ -435,6 +435,20 @@ async fn load(
         percentile(&figures.revoke_ms, 99.0)
     );
 
+    // Every victim's agent is told it was revoked (its message may come after the gateways'
+    // views): only then is the set of live agents known.
+    let victims = &agents[GATEWAYS.len()..GATEWAYS.len() + REVOKES.min(n / 2)];
+    let told = wait_until(Duration::from_secs(30), || {
+        victims.iter().all(|a| {
+            a.revoked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+        })
+    })
+    .await;
+    ensure!(told, "a revoked system's agent was not told within 30 s");
+
     // Edits that change every view: the policy's port.
     let live: Vec<&Arc<Agent>> = agents
         .iter()

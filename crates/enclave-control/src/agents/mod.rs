@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use enclave_control_proto::message::{Pending, Reason, Report, ServerMessage, ViewUpdate};
-use enclave_policy::Network;
+use enclave_control_proto::message::{Pending, Reason, Report, ServerMessage};
+use enclave_policy::{Network, SharedCompiler};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -80,9 +80,10 @@ pub(crate) fn now() -> UnixTime {
 pub struct Snapshot {
     /// The state.
     pub state: Arc<State>,
-    /// The compiled network; `None` if the state does not validate (never committed so, but
-    /// a database edited by hand could hold it): then nobody is sent anything new.
-    network: Option<Arc<Network>>,
+    /// The validated network, indexed to compile views; `None` if the state does not
+    /// validate (never committed so, but a database edited by hand could hold it): then
+    /// nobody is sent anything new.
+    compiler: Option<SharedCompiler>,
     /// System names by public key (decoded).
     by_key: HashMap<[u8; 32], String>,
 }
@@ -92,7 +93,7 @@ impl std::fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("revision", &self.state.revision)
             .field("systems", &self.state.systems.len())
-            .field("valid", &self.network.is_some())
+            .field("valid", &self.compiler.is_some())
             .finish()
     }
 }
@@ -108,8 +109,17 @@ pub(crate) fn key_bytes(text: &str) -> Option<[u8; 32]> {
 impl Snapshot {
     /// Validates `state` once for every agent.
     pub fn new(state: Arc<State>) -> Self {
-        let network = match definition::validate(&state) {
-            Ok(valid) => Some(Arc::new(valid.network)),
+        Self::with_network(state, None)
+    }
+
+    /// The snapshot of `state`, whose definition validated to `validated` when given (by the
+    /// commit that made it); validates it otherwise.
+    pub fn with_network(state: Arc<State>, validated: Option<Arc<Network>>) -> Self {
+        let network = match validated.map_or_else(
+            || definition::validate(&state).map(|valid| Arc::new(valid.network)),
+            Ok,
+        ) {
+            Ok(network) => Some(network),
             Err(problems) => {
                 tracing::error!(
                     revision = state.revision,
@@ -126,7 +136,7 @@ impl Snapshot {
             .collect();
         Self {
             state,
-            network,
+            compiler: network.map(SharedCompiler::new),
             by_key,
         }
     }
@@ -158,6 +168,16 @@ pub(crate) enum Decision {
     Nothing,
     /// Send this and remember what was sent.
     Send(ServerMessage, Sent),
+    /// Send this frame (a `view` message, already JSON: the view is serialised once, for its
+    /// hash and for the wire) and remember what was sent.
+    View {
+        /// The whole message.
+        frame: Vec<u8>,
+        /// Its serial.
+        serial: u64,
+        /// What to remember.
+        sent: Sent,
+    },
     /// Send this and close: the system is revoked or gone.
     Close(ServerMessage),
 }
@@ -188,32 +208,42 @@ pub(crate) fn decide(snapshot: &Snapshot, key: &[u8; 32], last: Option<Sent>) ->
             Sent::Pending,
         ),
         Approval::Approved => {
-            let Some(network) = &snapshot.network else {
+            let Some(compiler) = &snapshot.compiler else {
                 return Decision::Nothing;
             };
-            let view = match enclave_policy::compile(network, &system.name) {
+            let view = match compiler.compile(&system.name) {
                 Ok(view) => view,
                 Err(e) => {
                     tracing::warn!(system = %system.name, error = %e, "cannot compile a view");
                     return Decision::Nothing;
                 }
             };
-            let hash: [u8; 32] = match serde_json::to_vec(&view) {
-                Ok(json) => Sha256::digest(json).into(),
-                Err(_) => return Decision::Nothing,
+            let Ok(json) = serde_json::to_vec(&view) else {
+                return Decision::Nothing;
             };
+            let hash: [u8; 32] = Sha256::digest(&json).into();
             if last == Some(Sent::View(hash)) {
                 return Decision::Nothing;
             }
-            Decision::Send(
-                ServerMessage::View(ViewUpdate {
-                    serial: u64::try_from(snapshot.revision()).unwrap_or(0),
-                    view: Box::new(view),
-                }),
-                Sent::View(hash),
-            )
+            let serial = u64::try_from(snapshot.revision()).unwrap_or(0);
+            Decision::View {
+                frame: view_frame(serial, &json),
+                serial,
+                sent: Sent::View(hash),
+            }
         }
     }
+}
+
+/// The JSON of `ServerMessage::View` with `serial` and the view already serialised as
+/// `view` (what `serde_json::to_vec` of the message gives; a test holds them equal).
+fn view_frame(serial: u64, view: &[u8]) -> Vec<u8> {
+    let head = format!("{{\"type\":\"view\",\"serial\":{serial},\"view\":");
+    let mut frame = Vec::with_capacity(head.len() + view.len() + 1);
+    frame.extend_from_slice(head.as_bytes());
+    frame.extend_from_slice(view);
+    frame.push(b'}');
+    frame
 }
 
 /// One agent connected to this server.
@@ -411,7 +441,13 @@ impl Hub {
         if current.is_some_and(|r| r >= state.revision) {
             return;
         }
-        let snapshot = Arc::new(Snapshot::new(state));
+        let validated = self.service.validated(state.revision);
+        let snapshot = Snapshot::with_network(Arc::clone(&state), validated);
+        if let Some(compiler) = &snapshot.compiler {
+            self.service
+                .remember(state.revision, Arc::clone(compiler.network()));
+        }
+        let snapshot = Arc::new(snapshot);
         tracing::debug!(
             revision = snapshot.revision(),
             "new snapshot for the agents"

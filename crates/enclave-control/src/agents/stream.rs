@@ -271,6 +271,17 @@ where
                         last = Some(sent);
                         last_sent = Instant::now();
                     }
+                    Decision::View { frame, serial, sent } => {
+                        if let Some(name) = snapshot.system_of(&agent.key) {
+                            name.clone_into(&mut agent.live().system);
+                        }
+                        if let Err(e) = writer.write_frame(&frame).await {
+                            break format!("sending failed: {e}");
+                        }
+                        agent.live().sent = Some(serial);
+                        last = Some(sent);
+                        last_sent = Instant::now();
+                    }
                     Decision::Close(message) => {
                         let _ = writer.write(&message).await;
                         let _ = writer.shutdown().await;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::core::{self, Ctx};
+use enclave_control_proto::message::ViewUpdate;
 
 const EXAMPLE: &str = include_str!("../../../../docs/examples/network.toml");
 const LAPTOP: &str = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM=";
@@ -15,7 +16,7 @@ fn ctx() -> Ctx {
 }
 
 fn apply(state: &State, command: Command) -> State {
-    core::apply(state, command, &ctx()).unwrap().next
+    State::clone(&core::apply(state, command, &ctx()).unwrap().next)
 }
 
 fn example() -> State {
@@ -34,7 +35,20 @@ fn key(text: &str) -> [u8; 32] {
 /// The view sent, and what to remember.
 fn view_of(decision: Decision) -> (ViewUpdate, Sent) {
     match decision {
-        Decision::Send(ServerMessage::View(update), sent) => (update, sent),
+        Decision::View {
+            frame,
+            serial,
+            sent,
+        } => match serde_json::from_slice(&frame).expect("the frame is JSON") {
+            ServerMessage::View(update) => {
+                assert_eq!(update.serial, serial);
+                // The frame is what serialising the message gives.
+                let message = ServerMessage::View(update.clone());
+                assert_eq!(serde_json::to_vec(&message).unwrap(), frame);
+                (update, sent)
+            }
+            other => panic!("expected a view, got {other:?}"),
+        },
         other => panic!("expected a view, got {other:?}"),
     }
 }

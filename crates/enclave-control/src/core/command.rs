@@ -234,7 +234,9 @@ pub struct Outcome {
     /// Warnings of the validation (the change is accepted).
     pub warnings: Vec<FieldProblem>,
     /// The state after the change.
-    pub next: State,
+    pub next: std::sync::Arc<State>,
+    /// The validated network after the change, when the command changed the definition.
+    pub network: Option<std::sync::Arc<enclave_policy::Network>>,
     /// The object the command was about, for the reply.
     pub reply: Reply,
 }

@@ -6,6 +6,7 @@
 mod command;
 mod input;
 mod subnets;
+mod targeted;
 
 pub(crate) use command::problem;
 pub use command::{
@@ -20,6 +21,9 @@ pub use subnets::{subnet_rows, SubnetRow};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use enclave_policy::Network;
 
 use crate::definition::{self, Imported};
 use crate::model::{
@@ -40,6 +44,8 @@ struct Touched {
     tokens: BTreeSet<String>,
     /// Whether the definition changed and must be validated.
     definition: bool,
+    /// When the definition changed only as the targeted check covers: how.
+    targeted: Option<targeted::Targeted>,
 }
 
 /// Applies `command` to `state`.
@@ -47,19 +53,40 @@ struct Touched {
 /// # Errors
 /// [`Refusal`]: nothing is to be written.
 pub fn apply(state: &State, command: Command, ctx: &Ctx) -> Result<Outcome, Refusal> {
+    apply_on(state, None, command, ctx)
+}
+
+/// Applies `command` to `state`, whose definition validated to `before` (when the caller
+/// knows it did): then an enrolment or an approval change is checked only for what it can
+/// break (see `targeted`), not by validating the whole definition again.
+///
+/// # Errors
+/// [`Refusal`]: nothing is to be written.
+pub fn apply_on(
+    state: &State,
+    before: Option<&Network>,
+    command: Command,
+    ctx: &Ctx,
+) -> Result<Outcome, Refusal> {
     let mut next = state.clone();
     next.revision = state.revision + 1;
     let version = next.revision;
     let mut touched = Touched::default();
     let (action, target, detail, reply) = run(&mut next, &mut touched, command, ctx)?;
 
-    let warnings = if touched.definition {
-        match definition::validate(&next) {
-            Ok(valid) => valid.warnings,
-            Err(problems) => return Err(Refusal::Invalid(problems)),
+    let (warnings, network) = if touched.definition {
+        let quick = before
+            .zip(touched.targeted.as_ref())
+            .and_then(|(before, change)| targeted::check(before, &next, change));
+        match quick {
+            Some(network) => (Vec::new(), Some(network)),
+            None => match definition::validate(&next) {
+                Ok(valid) => (valid.warnings, Some(Arc::new(valid.network))),
+                Err(problems) => return Err(Refusal::Invalid(problems)),
+            },
         }
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
 
     let mut changes = Vec::new();
@@ -144,7 +171,8 @@ pub fn apply(state: &State, command: Command, ctx: &Ctx) -> Result<Outcome, Refu
             detail,
         },
         warnings,
-        next,
+        next: Arc::new(next),
+        network,
         reply,
     })
 }
@@ -225,6 +253,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             system.approval = Approval::Approved;
             t.systems.insert(name.clone());
             t.definition = true;
+            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
             let reply = Reply::System(Box::new(system.clone()));
             Ok(("system.approve", name, String::new(), reply))
         }
@@ -233,6 +262,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             system.approval = Approval::Revoked;
             t.systems.insert(name.clone());
             t.definition = true;
+            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
             let reply = Reply::System(Box::new(system.clone()));
             Ok(("system.revoke", name, String::new(), reply))
         }
@@ -591,6 +621,7 @@ fn enrol(
     t.systems.insert(name.clone());
     t.keys.insert(key_id.clone());
     t.definition = true;
+    t.targeted = Some(targeted::Targeted::Added(name.clone()));
     let detail = format!(
         "key {key_id}, address {address}, {}",
         system.approval.as_str()

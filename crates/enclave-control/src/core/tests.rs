@@ -3,6 +3,7 @@
 use super::*;
 use crate::definition::FieldProblem;
 use crate::model::{AclDoc, DiscoveredSubnet, Ports, UnixTime};
+use base64::Engine as _;
 use ipnet::Ipv4Net;
 
 const NOW: UnixTime = 1_800_000_000;
@@ -20,7 +21,7 @@ fn ctx() -> Ctx {
 /// Applies and returns the next state (panics on refusal: the test expected success).
 fn ok(state: &State, command: Command) -> (State, Outcome) {
     let outcome = apply(state, command, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
-    (outcome.next.clone(), outcome)
+    (State::clone(&outcome.next), outcome)
 }
 
 fn refused(state: &State, command: Command) -> Refusal {
@@ -601,4 +602,130 @@ fn a_revoked_admin_token_is_marked_and_an_unknown_one_refused() {
         refused(&state, Command::RevokeToken { id: "nope".into() }),
         Refusal::NotFound { .. }
     ));
+}
+
+/// The targeted check of enrolments and approval changes (see `targeted`) against the full
+/// validation, on every combination of a new system's fields a faulty enrolment could produce
+/// (names, keys and addresses taken or malformed, empty tags, an endpoint, gateway settings):
+/// whenever the targeted check vouches for a change, the full validation accepts it and gives
+/// the same network; whenever the full validation refuses, the targeted check does not vouch.
+#[test]
+fn targeted_check_matches_full_validation() {
+    let (base, _) = office_with_policy();
+    let before = definition::validate(&base).expect("valid").network;
+    let overlay = base.settings.overlay;
+    let laptop = base.systems["laptop"].clone();
+    let short_key = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+    let names = ["newcomer", "laptop", "", "  "];
+    let keys = [
+        KEY_C.to_owned(),
+        laptop.public_key.clone(),
+        format!(" {KEY_C} "),
+        "not a key".to_owned(),
+        short_key,
+    ];
+    let addresses = [
+        "100.64.0.77".parse().unwrap(),
+        laptop.address,
+        overlay.network(),
+        overlay.broadcast(),
+        "10.9.9.9".parse().unwrap(),
+    ];
+    let tags: [&[&str]; 3] = [&["users"], &[""], &["users", " "]];
+    let (mut vouched, mut refused) = (0, 0);
+    for name in names {
+        for key in &keys {
+            for address in addresses {
+                for tag_set in tags {
+                    for endpoint in [None, Some("192.0.2.9:51820".parse().unwrap())] {
+                        for gateway in [None, Some(GatewayDoc::default())] {
+                            let mut next = base.clone();
+                            let mut system = laptop.clone();
+                            system.name = name.to_owned();
+                            system.public_key = key.clone();
+                            system.address = address;
+                            system.tags = tag_set.iter().map(|t| (*t).to_owned()).collect();
+                            system.endpoint = endpoint;
+                            system.gateway = gateway;
+                            next.systems.insert(name.to_owned(), system);
+                            let change = targeted::Targeted::Added(name.to_owned());
+                            let quick = targeted::check(&before, &next, &change);
+                            let full = definition::validate(&next);
+                            let case =
+                                format!("{name:?} {key:?} {address} {tag_set:?} {endpoint:?}");
+                            match (quick, full) {
+                                (Some(quick), Ok(full)) => {
+                                    assert_eq!(*quick, full.network, "{case}");
+                                    vouched += 1;
+                                }
+                                (Some(_), Err(problems)) => {
+                                    panic!("vouched for {case}, refused: {problems:?}")
+                                }
+                                (None, Err(_)) => refused += 1,
+                                (None, Ok(_)) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(vouched >= 1, "the targeted check vouched for nothing");
+    assert!(refused > 1000, "only {refused} cases were refused");
+
+    // Approval changes, for every system (the gateway too) and every approval.
+    for name in base.systems.keys() {
+        for approval in [Approval::Approved, Approval::Pending, Approval::Revoked] {
+            let mut next = base.clone();
+            next.systems.get_mut(name).expect("there").approval = approval;
+            let change = targeted::Targeted::Approval(name.clone());
+            let quick = targeted::check(&before, &next, &change).expect("vouched");
+            let full = definition::validate(&next).expect("valid");
+            assert_eq!(*quick, full.network, "{name} {approval:?}");
+        }
+    }
+}
+
+/// Enrolments, approvals and revokes through `apply_on` (given the network before) commit
+/// what `apply` (the full validation) commits, and give the network it gives.
+#[test]
+fn enrolments_and_approvals_on_a_validated_network_commit_what_full_validation_commits() {
+    let (mut state, _) = office_with_policy();
+    let keys = [KEY_C, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="];
+    let commands = [
+        enrol("auto", keys[0], "laptop"),
+        enrol("manual", keys[1], "desk"),
+        enrol("auto", KEY_A, "again"),
+        approve("desk"),
+        Command::Revoke {
+            name: "laptop".into(),
+        },
+        Command::Revoke {
+            name: "office-gw".into(),
+        },
+        approve("office-gw"),
+        approve("nobody"),
+    ];
+    let mut accepted = 0;
+    for command in commands {
+        let before = definition::validate(&state).expect("valid").network;
+        let full = apply(&state, command.clone(), &ctx());
+        let quick = apply_on(&state, Some(&before), command, &ctx());
+        match (full, quick) {
+            (Ok(full), Ok(quick)) => {
+                assert_eq!(full.next, quick.next);
+                assert_eq!(full.changes.len(), quick.changes.len());
+                assert_eq!(full.network, quick.network);
+                assert_eq!(
+                    quick.network.as_deref(),
+                    Some(&definition::validate(&quick.next).expect("valid").network)
+                );
+                state = State::clone(&full.next);
+                accepted += 1;
+            }
+            (Err(full), Err(quick)) => assert_eq!(full.to_string(), quick.to_string()),
+            (full, quick) => panic!("full {:?} vs targeted {:?}", full.err(), quick.err()),
+        }
+    }
+    assert_eq!(accepted, 6);
 }
