@@ -408,6 +408,50 @@ impl<'c> Fixture<'c> {
         Ok(())
     }
 
+    /// Revokes the laptop (through the second server when `second`) and checks that the
+    /// gateway, which had a tunnel to it (the positive control), drops it within a second and
+    /// that the laptop no longer reaches the LAN.
+    fn revoke_laptop(&self, second: bool) -> anyhow::Result<()> {
+        ensure!(
+            has_peer(&self.status("gw1")?, "laptop"),
+            "positive control: the gateway has no tunnel to the laptop before the revocation"
+        );
+        let args = ["systems", "revoke", "laptop"];
+        let revoked = Instant::now();
+        if second {
+            self.cli_second(&args)?;
+        } else {
+            self.cli(&args)?;
+        }
+        let gone = wait_until(Duration::from_secs(3), || {
+            self.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
+        });
+        let took = revoked.elapsed();
+        let through = if second {
+            "the second server"
+        } else {
+            "its server"
+        };
+        ensure!(
+            gone,
+            "the gateway still has a tunnel to the laptop revoked through {through} after 3 s"
+        );
+        ensure!(
+            took <= Duration::from_secs(1),
+            "the gateway dropped the laptop revoked through {through} after {:.2} s, not within 1 s",
+            took.as_secs_f64()
+        );
+        println!(
+            "    revoked through {through}: the gateway dropped the laptop within {:.2} s (command included)",
+            took.as_secs_f64()
+        );
+        ensure!(
+            !self.ns("sender").ping_once(DC1)?,
+            "the revoked laptop still reaches {DC1}"
+        );
+        Ok(())
+    }
+
     /// The CLI against the second server.
     fn cli_second(&self, args: &[&str]) -> anyhow::Result<String> {
         let second = self.second.as_ref().context("there is no second server")?;
@@ -553,33 +597,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // Revoked: the gateway drops the laptop within a second.
-    ensure!(
-        has_peer(&office.status("gw1")?, "laptop"),
-        "positive control: the gateway has no tunnel to the laptop before the revocation"
-    );
-    let revoked = Instant::now();
-    office.cli(&["systems", "revoke", "laptop"])?;
-    let gone = wait_until(Duration::from_secs(3), || {
-        office.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
-    });
-    let took = revoked.elapsed();
-    ensure!(
-        gone,
-        "the gateway still has a tunnel to the revoked laptop after 3 s"
-    );
-    ensure!(
-        took <= Duration::from_secs(1),
-        "the gateway dropped the revoked laptop after {:.2} s, not within 1 s",
-        took.as_secs_f64()
-    );
-    println!(
-        "    revoked: the gateway dropped the laptop within {:.2} s (command included)",
-        took.as_secs_f64()
-    );
-    ensure!(
-        !office.ns("sender").ping_once(DC1)?,
-        "the revoked laptop still reaches {DC1}"
-    );
+    office.revoke_laptop(false)?;
     // It connects again and is told again that it is revoked; the agent is told once.
     let after = connections(&office.agents["sender"]);
     ensure!(
@@ -666,29 +684,7 @@ fn postgres(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Revoked through the second server: the gateway, on the first, drops the laptop within
     // a second.
-    ensure!(
-        has_peer(&office.status("gw1")?, "laptop"),
-        "positive control: the gateway has no tunnel to the laptop before the revocation"
-    );
-    let revoked = Instant::now();
-    office.cli_second(&["systems", "revoke", "laptop"])?;
-    let gone = wait_until(Duration::from_secs(3), || {
-        office.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
-    });
-    let took = revoked.elapsed();
-    ensure!(
-        gone && took <= Duration::from_secs(1),
-        "the gateway dropped the laptop revoked through the other server after {:.2} s (gone: {gone}), not within 1 s",
-        took.as_secs_f64()
-    );
-    println!(
-        "    revoked through the second server: the gateway (on the first) dropped the laptop within {:.2} s",
-        took.as_secs_f64()
-    );
-    ensure!(
-        !office.ns("sender").ping_once(DC1)?,
-        "the revoked laptop still reaches {DC1}"
-    );
+    office.revoke_laptop(true)?;
     Ok(())
 }
 
