@@ -384,6 +384,46 @@ fn transcript(
     })
 }
 
+/// A server URL, `https://HOST:PORT` or `http://HOST:PORT`, split into what a client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// `https`.
+    pub https: bool,
+    /// The host, without the brackets of an IPv6 address (for the TLS name and the connect).
+    pub host: String,
+    /// `HOST:PORT` as written (for the `Host` header and the connect).
+    pub authority: String,
+}
+
+impl ServerUrl {
+    /// Parses `url` (surrounding white space and a trailing `/` allowed); `None` when it is
+    /// not a scheme, a host and a port, with no path.
+    pub fn parse(url: &str) -> Option<ServerUrl> {
+        let url = url.trim().trim_end_matches('/');
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else {
+            (false, url.strip_prefix("http://")?)
+        };
+        if rest.contains('/') {
+            return None;
+        }
+        match rest.rsplit_once(':') {
+            Some((host, port)) if port.parse::<u16>().is_ok() && !host.is_empty() => {
+                Some(ServerUrl {
+                    https,
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    authority: rest.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The byte stream under the messages: TLS over TCP, or TCP.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -402,28 +442,16 @@ struct Target {
 impl Target {
     fn new(url: &str, trust: Option<&Trust>) -> Result<Self> {
         let url = url.trim().trim_end_matches('/');
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            let trust = trust.ok_or(Error::Unpinned)?;
-            (Some(tls::client_config(trust)?), rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (None, rest)
+        let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
+        let tls = if parsed.https {
+            Some(tls::client_config(trust.ok_or(Error::Unpinned)?)?)
         } else {
-            return Err(Error::Url(url.to_owned()));
-        };
-        if rest.is_empty() || rest.contains('/') {
-            return Err(Error::Url(url.to_owned()));
-        }
-        let host = match rest.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() && !host.is_empty() => host,
-            _ => return Err(Error::Url(url.to_owned())),
+            None
         };
         Ok(Self {
             tls,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            authority: rest.to_owned(),
+            host: parsed.host,
+            authority: parsed.authority,
             url: url.to_owned(),
         })
     }
@@ -586,6 +614,28 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_urls_are_a_scheme_a_host_and_a_port() {
+        let parsed = ServerUrl::parse(" https://[fd00::1]:8443/ ").unwrap();
+        assert!(parsed.https);
+        assert_eq!(parsed.host, "fd00::1");
+        assert_eq!(parsed.authority, "[fd00::1]:8443");
+        let plain = ServerUrl::parse("http://127.0.0.1:80").unwrap();
+        assert!(!plain.https);
+        assert_eq!(plain.authority, "127.0.0.1:80");
+        for bad in [
+            "ftp://h:1",
+            "https://h",
+            "https://:8443",
+            "https://h:99999",
+            "https://h:8443/api",
+            "h:8443",
+            "",
+        ] {
+            assert_eq!(ServerUrl::parse(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn urls_are_checked_before_anything_is_sent() {

@@ -12,6 +12,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use enclave_control_proto::client::ServerUrl;
+
 use crate::tls::{self, Trust};
 
 pub use hyper::{Method as HttpMethod, StatusCode as HttpStatus};
@@ -118,28 +120,16 @@ impl Client {
     /// A bad URL, no trust for https, or a bad CA file.
     pub fn new(url: &str, trust: Option<Trust>, token: Option<String>) -> Result<Self, Error> {
         let url = url.trim_end_matches('/');
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("https://") {
-            let trust = trust.ok_or(Error::Unpinned)?;
-            (Some(tls::client_config(&trust)?), rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (None, rest)
+        let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
+        let tls = if parsed.https {
+            Some(tls::client_config(&trust.ok_or(Error::Unpinned)?)?)
         } else {
-            return Err(Error::Url(url.to_owned()));
-        };
-        if rest.is_empty() || rest.contains('/') {
-            return Err(Error::Url(url.to_owned()));
-        }
-        let host = match rest.rsplit_once(':') {
-            Some((host, port)) if port.parse::<u16>().is_ok() => host,
-            _ => return Err(Error::Url(url.to_owned())),
+            None
         };
         Ok(Self {
             tls,
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            authority: rest.to_owned(),
+            host: parsed.host,
+            authority: parsed.authority,
             url: url.to_owned(),
             token,
         })
