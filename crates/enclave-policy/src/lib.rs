@@ -115,6 +115,7 @@ pub use model::{
     PresharedKey, System, Tag, TrustKind, TrustRequirement, Weekday,
 };
 pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, TrustFailure};
+pub use validate::time_zones;
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
 pub use view::{
     compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, PeerView,

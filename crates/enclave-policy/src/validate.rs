@@ -1062,6 +1062,17 @@ impl Checker<'_, '_> {
     }
 }
 
+/// The IANA time zone names that active hours may name: those of the bundled database the
+/// validator checks `zone` against, sorted.
+pub fn time_zones() -> Vec<String> {
+    let mut zones: Vec<String> = jiff::tz::TimeZoneDatabase::bundled()
+        .available()
+        .map(|name| name.as_str().to_owned())
+        .collect();
+    zones.sort();
+    zones
+}
+
 fn parse_window(text: &str) -> Option<HoursWindow> {
     let (a, b) = text.split_once('-')?;
     let minutes = |t: &str| -> Option<u16> {

@@ -45,6 +45,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(control_managed::scenarios());
     all.extend(userguide::scenarios());
     all.extend(portal::scenarios());
+    all.extend(portal::admin::scenarios());
     // The README's main command, so that CI keeps it working.
     all.push(Scenario {
         name: "demo",

@@ -18,6 +18,10 @@ use super::control::{admin_token, cli, create_key, start_server};
 use crate::control_fixture::enrol_request as enrol;
 use crate::{Ctx, Scenario};
 
+/// The Enrolment keys, Tags, Trust requirements and Explain pages (with this module's browser).
+#[path = "portal_admin.rs"]
+pub(super) mod admin;
+
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "correct horse battery staple";
 /// chromedriver's port, on the namespace's loopback.

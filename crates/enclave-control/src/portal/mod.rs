@@ -12,8 +12,13 @@
 // Handlers return `Result<Response, Response>`: the error is the page itself.
 #![allow(clippy::result_large_err)]
 
+mod explain;
+mod fields;
+mod keys;
 mod pages;
 pub mod session;
+mod tag_pages;
+mod trust;
 pub mod users;
 
 use std::collections::{BTreeSet, HashMap};
@@ -80,6 +85,19 @@ fn routes_of(portal: Portal) -> Router {
         .route("/portal/systems/{name}", get(system))
         .route("/portal/systems/{name}/{action}", post(act))
         .route("/portal/activity", get(activity))
+        .route("/portal/keys", get(keys::list).post(keys::create))
+        .route("/portal/keys/{id}/revoke", post(keys::revoke))
+        .route("/portal/tags", get(tag_pages::list).post(tag_pages::save))
+        .route("/portal/tags/{name}", get(tag_pages::edit))
+        .route("/portal/tags/{name}/delete", post(tag_pages::delete))
+        .route("/portal/trust", get(trust::list).post(trust::create))
+        .route("/portal/trust/{name}", get(trust::edit).post(trust::update))
+        .route("/portal/trust/{name}/delete", post(trust::delete))
+        .route(
+            "/portal/active-hours/{policy}",
+            get(trust::hours).post(trust::save_hours),
+        )
+        .route("/portal/explain", get(explain::page))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .with_state(portal)
 }

@@ -1,0 +1,157 @@
+//! What the pages of enrolment keys, tags, trust requirements and explain share: a refused
+//! form's problems shown next to the field they concern, what was typed kept, and notices.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::core::Refusal;
+use crate::definition::FieldProblem;
+
+use super::field_problems;
+use super::pages::esc;
+
+/// A form's problems (errors of a refusal, or warnings of an accepted change) and what was
+/// typed into it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fields {
+    /// Which form (a page may have several); problems show only in their own form.
+    form: String,
+    problems: Vec<FieldProblem>,
+    typed: HashMap<String, String>,
+}
+
+/// The form field a problem's field names: its last part, without indices or quoted names.
+/// `trust_requirements["a.b"].allow[0]` → `allow`, `tags[2]` → `tags`, `expires` → `expires`.
+pub(crate) fn leaf(field: &str) -> String {
+    let mut plain = String::with_capacity(field.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in field.chars() {
+        if quoted {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => quoted = false,
+                _ => escaped = false,
+            }
+        } else if c == '"' {
+            quoted = true;
+        } else {
+            plain.push(c);
+        }
+    }
+    let last = plain.rsplit('.').next().unwrap_or("");
+    last.split('[').next().unwrap_or("").to_owned()
+}
+
+impl Fields {
+    /// The errors of `refusal`, for form `form`, with what was typed (less the CSRF token).
+    pub(crate) fn refused(form: &str, refusal: &Refusal, typed: &HashMap<String, String>) -> Self {
+        let mut typed = typed.clone();
+        typed.remove("csrf");
+        Self {
+            form: form.to_owned(),
+            problems: field_problems(refusal),
+            typed,
+        }
+    }
+
+    /// One error at `field` of form `form` (an input the portal checks itself).
+    pub(crate) fn error(
+        form: &str,
+        field: &str,
+        message: String,
+        hint: Option<&str>,
+        typed: &HashMap<String, String>,
+    ) -> Self {
+        let refusal = Refusal::Invalid(vec![FieldProblem {
+            severity: enclave_policy::Severity::Error,
+            field: field.to_owned(),
+            message,
+            hint: hint.map(str::to_owned),
+        }]);
+        Self::refused(form, &refusal, typed)
+    }
+
+    /// Whether this is about form `form`.
+    pub(crate) fn is(&self, form: &str) -> bool {
+        self.form == form
+    }
+
+    /// The problems of form `form` at one of `names`, as HTML to put right after the field.
+    pub(crate) fn at(&self, form: &str, names: &[&str]) -> String {
+        self.render(form, |leaf| names.contains(&leaf))
+    }
+
+    /// The problems of form `form` at none of `known` (the form's fields): shown at its top.
+    pub(crate) fn rest(&self, form: &str, known: &[&str]) -> String {
+        self.render(form, |leaf| !known.contains(&leaf))
+    }
+
+    fn render(&self, form: &str, mine: impl Fn(&str) -> bool) -> String {
+        if !self.is(form) {
+            return String::new();
+        }
+        let mut out = String::new();
+        for p in self.problems.iter().filter(|p| mine(&leaf(&p.field))) {
+            let _ = write!(
+                out,
+                r#"<p class="field-error" role="alert">{}"#,
+                esc(&p.message)
+            );
+            if let Some(hint) = &p.hint {
+                let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
+            }
+            out.push_str("</p>");
+        }
+        out
+    }
+
+    /// What was typed into `name` of form `form`, else `default`.
+    pub(crate) fn typed<'a>(&'a self, form: &str, name: &str, default: &'a str) -> &'a str {
+        if self.is(form) {
+            self.typed.get(name).map_or(default, String::as_str)
+        } else {
+            default
+        }
+    }
+
+    /// Whether checkbox `name` of form `form` was ticked, else `default`.
+    pub(crate) fn ticked(&self, form: &str, name: &str, default: bool) -> bool {
+        if self.is(form) {
+            self.typed.get(name).is_some_and(|v| v == "on")
+        } else {
+            default
+        }
+    }
+}
+
+/// A notice at the top of a page: what was done, and the validation's warnings.
+pub(crate) fn notice(done: &str, warnings: &[FieldProblem]) -> String {
+    let mut out = format!(r#"<p class="notice" role="status">{}</p>"#, esc(done));
+    for w in warnings {
+        let _ = write!(
+            out,
+            r#"<p class="warning" role="status">Warning: {}"#,
+            esc(&w.message)
+        );
+        if let Some(hint) = &w.hint {
+            let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
+        }
+        out.push_str("</p>");
+    }
+    out
+}
+
+/// Items typed one per line or separated by commas (tags, address ranges, hours).
+pub(crate) fn items(text: &str) -> Vec<String> {
+    text.split([',', '\n', '\r'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The text of form field `name`, trimmed.
+pub(crate) fn field(form: &HashMap<String, String>, name: &str) -> String {
+    form.get(name).map_or("", String::as_str).trim().to_owned()
+}

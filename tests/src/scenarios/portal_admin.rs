@@ -1,0 +1,453 @@
+//! The portal's Enrolment keys, Tags, Trust requirements and Explain pages in headless
+//! Chromium, against a real `enclave-control` in a namespace (a child of the `portal` scenario
+//! module: it drives the browser with the same WebDriver client). Each change is checked on the
+//! server through the API; screenshots are kept in the scenario's log directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use enclave_netns::{SpawnOpts, TopologySpec};
+use serde_json::{json, Value};
+
+use super::{Browser, DRIVER_PORT, PASSWORD};
+use crate::control_fixture::{
+    admin_token, create_key, enrol_request as enrol, request, start_server, Endpoint,
+};
+use crate::{Ctx, Scenario};
+
+const KEY_LAPTOP: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+const KEY_GW: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
+const POLICY: &str = "users to the office";
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![Scenario {
+        name: "portal-admin-pages",
+        about: "the portal's Enrolment keys, Tags, Trust requirements and Explain pages in headless Chromium: a key created and shown once, a system enrolled with it, a bad range refused next to its field, a trust requirement and active hours saved, explain answered with its reasons; labels on every control, a CSRF token in every form, keyboard only",
+        run: admin_pages,
+    }]
+}
+
+/// An API call that must answer `expect`.
+fn api(
+    ns: &enclave_netns::Netns,
+    server: &Endpoint,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+    expect: u16,
+) -> anyhow::Result<Value> {
+    let (status, answer) = request(ns, server, Some(token), method, path, body)?;
+    ensure!(
+        status == expect,
+        "{method} {path}: {status} {answer}, not {expect}"
+    );
+    Ok(answer)
+}
+
+impl Browser<'_> {
+    /// Every control of the page has a label, and every `POST` form its CSRF token.
+    fn check_form_rules(&self, page: &str) -> anyhow::Result<()> {
+        let unlabelled = self.script(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                            && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+               .map(e => e.outerHTML);",
+        )?;
+        ensure!(
+            unlabelled.as_array().is_some_and(Vec::is_empty),
+            "{page}: controls without a label: {unlabelled}"
+        );
+        let tokenless = self.script(
+            "return [...document.querySelectorAll('form')]
+               .filter(f => f.method === 'post' && !f.querySelector('input[name=csrf]'))
+               .map(f => f.action);",
+        )?;
+        ensure!(
+            tokenless.as_array().is_some_and(Vec::is_empty),
+            "{page}: POST forms without a CSRF token: {tokenless}"
+        );
+        let unreachable = self.script(
+            "return [...document.querySelectorAll('[tabindex]')]
+               .filter(e => e.tabIndex < 0).map(e => e.outerHTML);",
+        )?;
+        ensure!(
+            unreachable.as_array().is_some_and(Vec::is_empty),
+            "{page}: taken out of the keyboard's reach: {unreachable}"
+        );
+        Ok(())
+    }
+
+    /// The text of the first field error after `#id` (its sibling in the same form).
+    fn field_error(&self, id: &str) -> anyhow::Result<String> {
+        let error = self.find(&format!("#{id} ~ .field-error"))?;
+        Ok(self
+            .call("GET", &format!("/element/{error}/text"), None)?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    /// Presses keys as a keyboard does (WebDriver key actions); `\u{E004}` is Tab,
+    /// `\u{E007}` Enter.
+    fn press(&self, keys: &str) -> anyhow::Result<()> {
+        let mut actions = Vec::new();
+        for key in keys.chars() {
+            actions.push(json!({ "type": "keyDown", "value": key.to_string() }));
+            actions.push(json!({ "type": "keyUp", "value": key.to_string() }));
+        }
+        self.call(
+            "POST",
+            "/actions",
+            Some(json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": actions }] })),
+        )?;
+        Ok(())
+    }
+
+    fn active_id(&self) -> anyhow::Result<String> {
+        Ok(self
+            .script("return document.activeElement ? document.activeElement.id : '';")?
+            .as_str()
+            .unwrap_or("")
+            .to_owned())
+    }
+
+    /// Whether the page scrolls sideways at the window's width.
+    fn sideways(&self) -> anyhow::Result<i64> {
+        self.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        )?
+        .as_i64()
+        .context("no width")
+    }
+}
+
+#[allow(clippy::too_many_lines)] // One story, step by step, as an administrator goes.
+fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
+    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        ensure!(
+            Path::new(program).exists(),
+            "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
+        );
+    }
+    let mut spec = TopologySpec::new("padmin");
+    spec.node("ctl");
+    let topo = ctx.topology(&spec)?;
+    let ns = topo.ns("ctl");
+    let bin = ctx.bin("enclave-control")?;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let state = dir.path().join("state");
+    let database = format!("sqlite://{}/control.db", state.display());
+    let bin_text = bin.to_str().context("binary path is not UTF-8")?;
+
+    let token = admin_token(ns, &bin, &database, &[])?;
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    ns.exec(&[
+        bin_text,
+        "admin",
+        "user",
+        "create",
+        "alice",
+        "--database",
+        &database,
+        "--password-file",
+        password_file.to_str().context("path is not UTF-8")?,
+    ])?;
+    let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
+    let at = &server.at;
+
+    let mut driver_process = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={DRIVER_PORT}"),
+        ],
+        SpawnOpts::default(),
+    )?;
+    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let b = Browser::start(ns, ctx.log_dir().to_path_buf(), at.url.clone())?;
+
+    b.open("/portal/signin")?;
+    b.type_into("#name", "alice")?;
+    b.type_into("#password", PASSWORD)?;
+    b.click("#signin")?;
+    b.url_to("/portal/systems")?;
+
+    // ---- Enrolment keys: create one, see it once, enrol a system with it. ----
+    b.click("a[href='/portal/keys']")?;
+    b.text_with("Create an enrolment key")?;
+    b.check_form_rules("Enrolment keys")?;
+    // A bad expiry first: refused next to its field.
+    b.type_into("#key-tags", "users")?;
+    b.type_into("#key-expires", "next week")?;
+    b.click("#create-key")?;
+    b.text_with("is not a duration")?;
+    let error = b.field_error("key-expires")?;
+    ensure!(
+        error.contains("\"next week\" is not a duration") && error.contains("7d"),
+        "the expiry's error says {error:?}"
+    );
+    b.type_into("#key-expires", "7d")?;
+    b.click("#approval-auto")?;
+    b.type_into("#key-uses", "2")?;
+    b.click("#create-key")?;
+    b.text_with("shown only this once")?;
+    let key = b
+        .script("return document.getElementById('new-key').value;")?
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    ensure!(key.starts_with("enk_"), "the page shows the key {key:?}");
+    b.shot("10-key-created")?;
+    b.open("/portal/keys")?;
+    let text = b.text_with("Uses left")?;
+    let source = b.script("return document.documentElement.outerHTML;")?;
+    ensure!(
+        !text.contains(&key) && !source.as_str().unwrap_or("").contains(&key),
+        "the key is shown a second time"
+    );
+    ensure!(
+        text.contains("2 of 2") && text.contains("automatic") && text.contains("valid"),
+        "the keys page:\n{text}"
+    );
+    b.shot("11-keys")?;
+    let keys = api(ns, at, &token, "GET", "/api/v1/keys", &Value::Null, 200)?;
+    ensure!(
+        keys.as_array()
+            .is_some_and(|k| k.iter().any(|k| k["created_by"] == "user:alice"
+                && k["approval"] == "auto"
+                && k["uses_allowed"] == 2)),
+        "the server's keys: {keys}"
+    );
+    let (status, enrolled) = enrol(ns, at, &key, KEY_LAPTOP, Some("laptop"))?;
+    ensure!(
+        status == 201 && enrolled["approval"] == "approved" && enrolled["tags"] == json!(["users"]),
+        "enrolling with the portal's key: {status} {enrolled}"
+    );
+
+    // The guide's gateway and policy, through the API.
+    let gw_key = create_key(ns, &bin, at, &token, &["--approval", "auto"])?;
+    let (status, answer) = enrol(ns, at, &gw_key, KEY_GW, Some("gw"))?;
+    ensure!(status == 201, "{status} {answer}");
+    api(
+        ns,
+        at,
+        &token,
+        "PUT",
+        "/api/v1/systems/gw/gateway",
+        &json!({ "allowed": true }),
+        200,
+    )?;
+    api(
+        ns,
+        at,
+        &token,
+        "POST",
+        "/api/v1/subnets",
+        &json!({ "system": "gw", "subnet": "192.168.77.0/24" }),
+        200,
+    )?;
+    api(
+        ns,
+        at,
+        &token,
+        "POST",
+        "/api/v1/policies",
+        &json!({ "name": POLICY, "kind": "gateway", "senders": ["users"], "gateways": ["gw"],
+                 "subnets": ["192.168.77.0/24"], "filter": ["192.168.77.20", "192.168.77.21"],
+                 "acl": [{ "protocol": "tcp", "ports": 445, "label": "SMB" }, { "protocol": "icmp" }] }),
+        201,
+    )?;
+
+    // ---- Tags: the system the key enrolled carries its tag. ----
+    b.click("a[href='/portal/tags']")?;
+    let text = b.text_with("Set requirements")?;
+    ensure!(
+        text.contains("users") && text.contains(POLICY),
+        "the Tags page:\n{text}"
+    );
+    let count = b.find("a[aria-label='1 systems with tag users']")?;
+    ensure!(!count.is_empty(), "no count of the users tag");
+    b.check_form_rules("Tags")?;
+    b.shot("12-tags")?;
+
+    // ---- Trust requirements: a bad range refused next to its field, then a good one. ----
+    b.click("a[href='/portal/trust']")?;
+    b.text_with("Create a trust requirement")?;
+    b.check_form_rules("Trust requirements")?;
+    b.type_into("#create-name", "partner-offices")?;
+    b.type_into("#create-allow", "198.51.100.1/24")?;
+    b.click("#create-trust")?;
+    b.text_with("has host bits set")?;
+    let error = b.field_error("create-allow")?;
+    ensure!(
+        error.contains("198.51.100.1/24 has host bits set")
+            && error.contains("did you mean 198.51.100.0/24?"),
+        "the allow field's error says {error:?}"
+    );
+    b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
+    b.shot("13-trust-bad-range")?;
+    let list = api(
+        ns,
+        at,
+        &token,
+        "GET",
+        "/api/v1/trust-requirements",
+        &Value::Null,
+        200,
+    )?;
+    ensure!(
+        list.as_array().is_some_and(Vec::is_empty),
+        "a refused form stored {list}"
+    );
+    b.type_into("#create-allow", "198.51.100.0/24")?;
+    b.type_into("#create-block", "198.51.100.128/25")?;
+    b.click("#create-trust")?;
+    b.text_with("nothing yet")?;
+    let list = api(
+        ns,
+        at,
+        &token,
+        "GET",
+        "/api/v1/trust-requirements",
+        &Value::Null,
+        200,
+    )?;
+    ensure!(
+        list[0]["name"] == "partner-offices"
+            && list[0]["allow"] == json!(["198.51.100.0/24"])
+            && list[0]["block"] == json!(["198.51.100.128/25"]),
+        "the server's trust requirements: {list}"
+    );
+    b.shot("14-trust")?;
+
+    // Active hours of the policy: weekdays, office hours, Los Angeles time.
+    b.click("a[aria-label='Set the active hours of users to the office']")?;
+    b.text_with("This policy is always active.")?;
+    b.check_form_rules("Active hours")?;
+    b.type_into("#hours-hours", "07:00-19:00")?;
+    b.script("document.getElementById('hours-zone').value = 'America/Los_Angeles';")?;
+    b.shot("15-active-hours")?;
+    b.click("#save-hours")?;
+    b.url_to("#active-hours")?;
+    let text = b.text_with("America/Los_Angeles")?;
+    ensure!(
+        text.contains("Mon, Tue, Wed, Thu, Fri"),
+        "the active hours:\n{text}"
+    );
+    let policy = api(
+        ns,
+        at,
+        &token,
+        "GET",
+        "/api/v1/policies/users%20to%20the%20office",
+        &Value::Null,
+        200,
+    )?;
+    ensure!(
+        policy["active_hours"]
+            == json!({ "days": ["mon", "tue", "wed", "thu", "fri"], "hours": ["07:00-19:00"],
+                       "zone": "America/Los_Angeles" })
+            && policy["filter"] == json!(["192.168.77.20", "192.168.77.21"]),
+        "the server's policy: {policy}"
+    );
+
+    // ---- Explain: on a Saturday the active hours deny; on a Wednesday morning they allow. ----
+    b.click("a[href='/portal/explain']")?;
+    b.text_with("Would this system reach this address?")?;
+    b.check_form_rules("Explain")?;
+    b.script("document.getElementById('explain-from').value = 'laptop';")?;
+    b.type_into("#explain-to", "192.168.77.20")?;
+    b.script("document.getElementById('explain-proto').value = 'tcp';")?;
+    b.type_into("#explain-port", "445")?;
+    b.type_into("#explain-at", "2026-11-28T18:00:00Z")?;
+    b.click("#explain")?;
+    let text = b.text_with("No: denied")?;
+    ensure!(
+        text.contains("outside active hours (it is") && text.contains("America/Los_Angeles"),
+        "a Saturday's answer:\n{text}"
+    );
+    b.shot("16-explain-saturday")?;
+    b.type_into("#explain-at", "2026-11-25T18:00:00Z")?;
+    b.click("#explain")?;
+    let text = b.text_with("Yes: allowed")?;
+    ensure!(
+        text.contains("allowed by ACL entry tcp 445 (SMB), through gw"),
+        "a Wednesday's answer:\n{text}"
+    );
+
+    // Always active again, then now, by keyboard alone: type, Tab to Explain, Enter.
+    b.open("/portal/active-hours/users%20to%20the%20office")?;
+    b.click("#always-active")?;
+    b.url_to("#active-hours")?;
+    b.open("/portal/explain")?;
+    b.text_with("Would this system reach this address?")?;
+    b.script("document.getElementById('explain-from').value = 'laptop';")?;
+    b.click("#explain-to")?;
+    b.press("192.168.77.10")?;
+    let mut tabs = 0;
+    while b.active_id()? != "explain" {
+        ensure!(tabs < 12, "Tab never reached the Explain button");
+        b.press("\u{E004}")?;
+        tabs += 1;
+    }
+    b.press("\u{E007}")?;
+    let text = b.text_with("No: denied")?;
+    ensure!(
+        text.contains("outside the policy's subnet filter") && text.contains("now ("),
+        "the answer for .10 now:\n{text}"
+    );
+    b.script("document.getElementById('answer').scrollIntoView({block: 'start'});")?;
+    b.shot("17-explain-now-denied")?;
+    b.open("/portal/explain?from=laptop&to=192.168.77.20&proto=icmp&port=&from_ip=&at=#answer")?;
+    let text = b.text_with("Yes: allowed")?;
+    ensure!(
+        text.contains("allowed by ACL entry icmp, through gw"),
+        "the answer for .20 now:\n{text}"
+    );
+    b.shot("18-explain-now-allowed")?;
+
+    // A phone's width: no page scrolls sideways.
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 400, "height": 800 })),
+    )?;
+    for (path, shot) in [
+        ("/portal/keys", "19-keys-phone"),
+        ("/portal/trust", "19-trust-phone"),
+        ("/portal/tags", "19-tags-phone"),
+        ("/portal/explain", "19-explain-phone"),
+    ] {
+        b.open(path)?;
+        b.text_with("Signed in as")?;
+        let sideways = b.sideways()?;
+        ensure!(
+            sideways == 0,
+            "{path} is {sideways} px too wide for a phone"
+        );
+        b.shot(shot)?;
+    }
+
+    // Activity: the portal's changes, by user:alice.
+    b.open("/portal/activity")?;
+    let text = b.text_with("key.create")?;
+    ensure!(
+        text.contains("trust.create") && text.contains("policy.update"),
+        "the Activity page:\n{text}"
+    );
+    drop(b);
+
+    let log = server.process.log();
+    ensure!(
+        !log.contains(PASSWORD),
+        "the server's log holds the password"
+    );
+    ensure!(
+        !log.contains(&key),
+        "the server's log holds the enrolment key"
+    );
+    Ok(())
+}
