@@ -213,7 +213,8 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         "the keys page:\n{text}"
     );
     b.shot("11-keys")?;
-    let keys = api(ns, at, &token, "GET", "/api/v1/keys", &Value::Null, 200)?;
+    let read = |path: &str| api(ns, at, &token, "GET", path, &Value::Null, 200);
+    let keys = read("/api/v1/keys")?;
     ensure!(
         keys.as_array()
             .is_some_and(|k| k.iter().any(|k| k["created_by"] == "user:alice"
@@ -289,15 +290,7 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     );
     b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
     b.shot("13-trust-bad-range")?;
-    let list = api(
-        ns,
-        at,
-        &token,
-        "GET",
-        "/api/v1/trust-requirements",
-        &Value::Null,
-        200,
-    )?;
+    let list = read("/api/v1/trust-requirements")?;
     ensure!(
         list.as_array().is_some_and(Vec::is_empty),
         "a refused form stored {list}"
@@ -306,15 +299,7 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     b.type_into("#create-block", "198.51.100.128/25")?;
     b.click("#create-trust")?;
     b.text_with("nothing yet")?;
-    let list = api(
-        ns,
-        at,
-        &token,
-        "GET",
-        "/api/v1/trust-requirements",
-        &Value::Null,
-        200,
-    )?;
+    let list = read("/api/v1/trust-requirements")?;
     ensure!(
         list[0]["name"] == "partner-offices"
             && list[0]["allow"] == json!(["198.51.100.0/24"])
@@ -337,15 +322,7 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         text.contains("Mon, Tue, Wed, Thu, Fri"),
         "the active hours:\n{text}"
     );
-    let policy = api(
-        ns,
-        at,
-        &token,
-        "GET",
-        "/api/v1/policies/users%20to%20the%20office",
-        &Value::Null,
-        200,
-    )?;
+    let policy = read("/api/v1/policies/users%20to%20the%20office")?;
     ensure!(
         policy["active_hours"]
             == json!({ "days": ["mon", "tue", "wed", "thu", "fri"], "hours": ["07:00-19:00"],
@@ -424,9 +401,15 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         b.open(path)?;
         b.text_with("Signed in as")?;
         let sideways = b.sideways()?;
+        let wide = b.script(
+            "return [...document.querySelectorAll('body *')]
+               .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth
+                            && !e.closest('.table'))
+               .map(e => e.tagName + '.' + e.className).slice(0, 5);",
+        )?;
         ensure!(
             sideways == 0,
-            "{path} is {sideways} px too wide for a phone"
+            "{path} is {sideways} px too wide for a phone; too wide: {wide}"
         );
         b.shot(shot)?;
     }

@@ -164,53 +164,37 @@ pub(super) async fn page(
         Ok(state) => state,
         Err(e) => return unavailable(&e),
     };
-    if !form.contains_key("from") {
-        return html(
-            StatusCode::OK,
-            render(&session, &state, &form, &Fields::default(), ""),
-        );
-    }
-    let seen = portal.hub.seen().await;
-    let question = match question(&form, &state, &seen) {
-        Ok(q) => q,
-        Err(fields) => {
-            return html(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                render(&session, &state, &form, &fields, ""),
-            )
+    let (status, fields, card) = if form.contains_key("from") {
+        match answer(&portal, &state, &form).await {
+            Ok(card) => (StatusCode::OK, Fields::default(), card),
+            Err(fields) => (StatusCode::UNPROCESSABLE_ENTITY, fields, String::new()),
         }
+    } else {
+        (StatusCode::OK, Fields::default(), String::new())
     };
+    html(status, render(&session, &state, &form, &fields, &card))
+}
+
+/// The answer to the form's question, as HTML, or what is wrong with the question.
+async fn answer(
+    portal: &Portal,
+    state: &Network,
+    form: &HashMap<String, String>,
+) -> Result<String, Fields> {
+    let seen = portal.hub.seen().await;
+    let question = question(form, state, &seen)?;
     let network: Arc<Compiled> = match portal.service.validated(state.revision) {
         Some(network) => network,
-        None => match definition::validate(&state) {
-            Ok(valid) => Arc::new(valid.network),
-            Err(problems) => {
-                let refusal = crate::core::Refusal::Invalid(problems);
-                let fields = Fields::refused(ASK, &refusal, &form);
-                return html(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    render(&session, &state, &form, &fields, ""),
-                );
-            }
-        },
+        None => definition::validate(state)
+            .map(|valid| Arc::new(valid.network))
+            .map_err(|problems| {
+                Fields::refused(ASK, &crate::core::Refusal::Invalid(problems), form)
+            })?,
     };
-    match enclave_policy::explain(&network, &question.query) {
-        Ok(answer) => {
-            let card = answer_card(&answer, &question);
-            html(
-                StatusCode::OK,
-                render(&session, &state, &form, &Fields::default(), &card),
-            )
-        }
-        Err(e) => {
-            // The system is in the state but not in the compiled network (not enabled).
-            let fields = Fields::error(ASK, "from", e.to_string(), None, &form);
-            html(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                render(&session, &state, &form, &fields, ""),
-            )
-        }
-    }
+    // The system is in the state but not in the compiled network when it is not enabled.
+    let answer = enclave_policy::explain(&network, &question.query)
+        .map_err(|e| Fields::error(ASK, "from", e.to_string(), None, form))?;
+    Ok(answer_card(&answer, &question))
 }
 
 fn protocol_name(protocol: Option<Protocol>) -> &'static str {
@@ -241,7 +225,7 @@ fn answer_card(answer: &Explanation, question: &Question) -> String {
             format!("with the public address the control server last saw for it, <code>{ip}</code>")
         }
         (Some(ip), None) => format!("with the public address <code>{ip}</code>"),
-        (None, _) => "with no public address seen (public IP requirements fail)".to_owned(),
+        (None, _) => "with no public address known (a public IP requirement fails)".to_owned(),
     };
     let mut reasons = String::new();
     if let Some(denial) = &answer.denial {
@@ -343,16 +327,16 @@ fn render(
 <select id="explain-from" name="from" required>{systems}</select>
 {from_errors}
 <label for="explain-to">Address</label>
-<input id="explain-to" name="to" required value="{to}" placeholder="192.168.77.20">
+<input id="explain-to" name="to" required value="{to}" placeholder="e.g. 192.168.77.20">
 {to_errors}
 <label for="explain-proto">Protocol</label>
 <select id="explain-proto" name="proto">{protocols}</select>
 {proto_errors}
 <label for="explain-port">Port <span class="hint">(TCP or UDP; empty: any port)</span></label>
-<input id="explain-port" name="port" inputmode="numeric" value="{port}" placeholder="445">
+<input id="explain-port" name="port" inputmode="numeric" value="{port}" placeholder="any port">
 {port_errors}
 <label for="explain-from-ip">Public address of the system <span class="hint">(for public IP requirements; empty: the one the control server last saw)</span></label>
-<input id="explain-from-ip" name="from_ip" value="{from_ip}" placeholder="198.51.100.7">
+<input id="explain-from-ip" name="from_ip" value="{from_ip}" placeholder="as last seen">
 {from_ip_errors}
 <label for="explain-at">When <span class="hint">(RFC 3339, for active hours; empty: now)</span></label>
 <input id="explain-at" name="at" value="{at}" placeholder="now">

@@ -4,11 +4,94 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use crate::core::Refusal;
-use crate::definition::FieldProblem;
+use axum::http::StatusCode;
+use axum::response::Response;
 
-use super::field_problems;
+use crate::core::{Outcome, Refusal};
+use crate::definition::FieldProblem;
+use crate::service;
+
 use super::pages::esc;
+use super::{field_problems, unavailable};
+
+/// How a page is shown: a refused form's problems, what is said at its top, its status.
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    /// The refused form's problems and what was typed.
+    pub(crate) fields: Fields,
+    /// HTML said above the page's content (a notice, the new key, an error).
+    pub(crate) top: String,
+    /// The answer's status.
+    pub(crate) status: StatusCode,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self {
+            fields: Fields::default(),
+            top: String::new(),
+            status: StatusCode::OK,
+        }
+    }
+}
+
+impl View {
+    /// A page with `top` (HTML) above its content.
+    pub(crate) fn said(top: String) -> Self {
+        Self {
+            top,
+            ..Self::default()
+        }
+    }
+
+    /// A page that says what was done, and the validation's warnings.
+    pub(crate) fn notice(done: &str, warnings: &[FieldProblem]) -> Self {
+        Self::said(notice(done, warnings))
+    }
+
+    /// A page whose form was refused.
+    pub(crate) fn refused(fields: Fields) -> Self {
+        Self {
+            fields,
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            ..Self::default()
+        }
+    }
+}
+
+/// What running a form's change came to.
+pub(crate) enum Ran {
+    /// It was done.
+    Done(Box<Outcome>),
+    /// It was refused: the page to show.
+    Shown(View),
+}
+
+/// Sorts the result of a form's change: done; refused, shown at the fields of form `form`
+/// (or at the top of the page for `None`); or, when the service failed, the answer.
+pub(crate) fn ran(
+    result: Result<Outcome, service::Error>,
+    form: Option<&str>,
+    typed: &HashMap<String, String>,
+) -> Result<Ran, Response> {
+    match result {
+        Ok(outcome) => Ok(Ran::Done(Box::new(outcome))),
+        Err(service::Error::Refused(refusal)) => Ok(Ran::Shown(match form {
+            Some(form) => View::refused(Fields::refused(form, &refusal, typed)),
+            None => View {
+                status: match refusal {
+                    Refusal::NotFound { .. } => StatusCode::NOT_FOUND,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                },
+                ..View::said(format!(
+                    r#"<p class="error" role="alert">{}</p>"#,
+                    esc(&refusal.to_string())
+                ))
+            },
+        })),
+        Err(other) => Err(unavailable(&other)),
+    }
+}
 
 /// A form's problems (errors of a refusal, or warnings of an accepted change) and what was
 /// typed into it.

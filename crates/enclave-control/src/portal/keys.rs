@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Form;
 
@@ -13,9 +13,8 @@ use crate::api::parse_duration;
 use crate::core::{self, Command, KeyRefusal, NewKey, Reply};
 use crate::model::{ApprovalMode, EnrolmentKey, State as Network};
 use crate::secret;
-use crate::service;
 
-use super::fields::{field, notice, Fields};
+use super::fields::{field, ran, Fields, Ran, View};
 use super::pages::{esc, layout, utc};
 use super::session::Session;
 use super::{html, now, see, segment, tags, unavailable, Portal};
@@ -26,22 +25,15 @@ const CREATE: &str = "create";
 const KNOWN: &[&str] = &["tags", "approval", "uses", "expires", "ephemeral"];
 
 pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    page(&portal, &session, &Fields::default(), "", StatusCode::OK).await
+    match portal.page(&headers) {
+        Ok(session) => page(&portal, &session, &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-async fn page(
-    portal: &Portal,
-    session: &Session,
-    fields: &Fields,
-    top: &str,
-    status: StatusCode,
-) -> Response {
+async fn page(portal: &Portal, session: &Session, view: &View) -> Response {
     match portal.service.state().await {
-        Ok(state) => html(status, render(session, &state, now(), fields, top)),
+        Ok(state) => html(view.status, render(session, &state, now(), view)),
         Err(e) => unavailable(&e),
     }
 }
@@ -109,22 +101,16 @@ pub(super) async fn create(
     };
     let mut key = match new_key(&form, now()) {
         Ok(key) => key,
-        Err(fields) => {
-            return page(
-                &portal,
-                &session,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        Err(fields) => return page(&portal, &session, &View::refused(fields)).await,
     };
     let made = secret::generate(secret::KEY_PREFIX);
     key.id.clone_from(&made.id);
     key.hash.clone_from(&made.hash);
-    match portal.run(&session, Command::CreateKey(key)).await {
-        Ok(outcome) => {
+    let result = portal.run(&session, Command::CreateKey(key)).await;
+    let view = match ran(result, Some(CREATE), &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Shown(view)) => view,
+        Ok(Ran::Done(outcome)) => {
             let Reply::Key(record) = &outcome.reply else {
                 return see("/portal/keys");
             };
@@ -133,22 +119,10 @@ pub(super) async fn create(
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("SERVER:8443");
-            let top = created(record, &made.text, host);
-            page(&portal, &session, &Fields::default(), &top, StatusCode::OK).await
+            View::said(created(record, &made.text, host))
         }
-        Err(service::Error::Refused(refusal)) => {
-            let fields = Fields::refused(CREATE, &refusal, &form);
-            page(
-                &portal,
-                &session,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+    };
+    page(&portal, &session, &view).await
 }
 
 pub(super) async fn revoke(
@@ -161,30 +135,15 @@ pub(super) async fn revoke(
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
-    match portal
+    let result = portal
         .run(&session, Command::RevokeKey { id: id.clone() })
-        .await
-    {
-        Ok(_) => {
-            let top = notice(&format!("Enrolment key {id} was revoked."), &[]);
-            page(&portal, &session, &Fields::default(), &top, StatusCode::OK).await
-        }
-        Err(service::Error::Refused(refusal)) => {
-            let top = format!(
-                r#"<p class="error" role="alert">{}</p>"#,
-                esc(&refusal.to_string())
-            );
-            page(
-                &portal,
-                &session,
-                &Fields::default(),
-                &top,
-                StatusCode::NOT_FOUND,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+        .await;
+    let view = match ran(result, None, &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Shown(view)) => view,
+        Ok(Ran::Done(_)) => View::notice(&format!("Enrolment key {id} was revoked."), &[]),
+    };
+    page(&portal, &session, &view).await
 }
 
 /// The card with the new key, shown once.
@@ -225,13 +184,8 @@ fn uses_left(key: &EnrolmentKey) -> String {
     }
 }
 
-pub(crate) fn render(
-    session: &Session,
-    state: &Network,
-    now: i64,
-    fields: &Fields,
-    top: &str,
-) -> String {
+pub(crate) fn render(session: &Session, state: &Network, now: i64, view: &View) -> String {
+    let (fields, top) = (&view.fields, &view.top);
     let csrf = esc(&session.csrf);
     let mut keys: Vec<&EnrolmentKey> = state.keys.values().collect();
     keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));

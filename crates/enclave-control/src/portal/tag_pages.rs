@@ -7,15 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Form;
 
 use crate::core::{Command, Write};
 use crate::model::{State as Network, TagDoc};
-use crate::service;
 
-use super::fields::{field, notice, Fields};
+use super::fields::{field, ran, Fields, Ran, View};
 use super::pages::{esc, layout};
 use super::session::Session;
 use super::{html, see, segment, unavailable, Portal};
@@ -59,52 +58,27 @@ fn usage(state: &Network) -> BTreeMap<&str, Usage<'_>> {
 }
 
 pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    page(
-        &portal,
-        &session,
-        None,
-        &Fields::default(),
-        "",
-        StatusCode::OK,
-    )
-    .await
+    match portal.page(&headers) {
+        Ok(session) => page(&portal, &session, None, &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-/// The list, with the requirements form of `editing` (a tag) open.
+/// The list, with the requirements form of `name` (a tag) open.
 pub(super) async fn edit(
     State(portal): State<Portal>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    page(
-        &portal,
-        &session,
-        Some(&name),
-        &Fields::default(),
-        "",
-        StatusCode::OK,
-    )
-    .await
+    match portal.page(&headers) {
+        Ok(session) => page(&portal, &session, Some(&name), &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-async fn page(
-    portal: &Portal,
-    session: &Session,
-    editing: Option<&str>,
-    fields: &Fields,
-    top: &str,
-    status: StatusCode,
-) -> Response {
+async fn page(portal: &Portal, session: &Session, editing: Option<&str>, view: &View) -> Response {
     match portal.service.state().await {
-        Ok(state) => html(status, render(session, &state, editing, fields, top)),
+        Ok(state) => html(view.status, render(session, &state, editing, view)),
         Err(e) => unavailable(&e),
     }
 }
@@ -137,38 +111,21 @@ pub(super) async fn save(
     } else {
         Write::Create
     };
-    match portal.run(&session, Command::PutTag { doc, write }).await {
-        Ok(outcome) if outcome.warnings.is_empty() => see("/portal/tags"),
-        Ok(outcome) => {
-            let top = notice(
-                &format!("The trust requirements of tag {name:?} were saved."),
-                &outcome.warnings,
-            );
-            page(
-                &portal,
-                &session,
-                None,
-                &Fields::default(),
-                &top,
-                StatusCode::OK,
-            )
-            .await
+    let result = portal.run(&session, Command::PutTag { doc, write }).await;
+    let mut editing = None;
+    let view = match ran(result, Some(SET), &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/tags"),
+        Ok(Ran::Done(outcome)) => View::notice(
+            &format!("The trust requirements of tag {name:?} were saved."),
+            &outcome.warnings,
+        ),
+        Ok(Ran::Shown(view)) => {
+            editing = form.contains_key("editing").then_some(name.as_str());
+            view
         }
-        Err(service::Error::Refused(refusal)) => {
-            let fields = Fields::refused(SET, &refusal, &form);
-            let editing = form.contains_key("editing").then_some(name.as_str());
-            page(
-                &portal,
-                &session,
-                editing,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+    };
+    page(&portal, &session, editing, &view).await
 }
 
 /// Removes a tag's `[[tag]]` table: the tag stays where it is used, without requirements.
@@ -185,26 +142,15 @@ pub(super) async fn delete(
     let result = portal
         .run(&session, Command::DeleteTag { name: name.clone() })
         .await;
-    let top = match result {
-        Ok(_) => notice(
+    let view = match ran(result, None, &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(_)) => View::notice(
             &format!("Tag {name:?} has no trust requirements any more."),
             &[],
         ),
-        Err(service::Error::Refused(refusal)) => format!(
-            r#"<p class="error" role="alert">{}</p>"#,
-            esc(&refusal.to_string())
-        ),
-        Err(other) => return unavailable(&other),
+        Ok(Ran::Shown(view)) => view,
     };
-    page(
-        &portal,
-        &session,
-        None,
-        &Fields::default(),
-        &top,
-        StatusCode::OK,
-    )
-    .await
+    page(&portal, &session, None, &view).await
 }
 
 /// The requirements form: a box per trust requirement, for `tag` (typed by the administrator
@@ -284,13 +230,8 @@ fn requirements_form(
     )
 }
 
-fn render(
-    session: &Session,
-    state: &Network,
-    editing: Option<&str>,
-    fields: &Fields,
-    top: &str,
-) -> String {
+fn render(session: &Session, state: &Network, editing: Option<&str>, view: &View) -> String {
+    let (fields, top) = (&view.fields, &view.top);
     let csrf = esc(&session.csrf);
     let used = usage(state);
     let mut rows = String::new();

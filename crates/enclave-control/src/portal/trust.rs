@@ -12,11 +12,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
 
-use crate::core::{Command, Refusal, Write};
+use crate::core::{Command, Write};
 use crate::model::{HoursDoc, PolicyDoc, PolicyKind, State as Network, TrustDoc};
-use crate::service;
 
-use super::fields::{field, items, notice, Fields};
+use super::fields::{field, items, ran, Fields, Ran, View};
 use super::pages::{esc, layout};
 use super::session::Session;
 use super::{html, see, segment, unavailable, Portal};
@@ -55,32 +54,18 @@ fn not_found(what: &str, name: &str) -> Response {
     )
 }
 
-fn error_line(refusal: &Refusal) -> String {
-    format!(
-        r#"<p class="error" role="alert">{}</p>"#,
-        esc(&refusal.to_string())
-    )
-}
-
 // ---- the list ----
 
 pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    list_page(&portal, &session, &Fields::default(), "", StatusCode::OK).await
+    match portal.page(&headers) {
+        Ok(session) => list_page(&portal, &session, &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-async fn list_page(
-    portal: &Portal,
-    session: &Session,
-    fields: &Fields,
-    top: &str,
-    status: StatusCode,
-) -> Response {
+async fn list_page(portal: &Portal, session: &Session, view: &View) -> Response {
     match portal.service.state().await {
-        Ok(state) => html(status, render_list(session, &state, fields, top)),
+        Ok(state) => html(view.status, render_list(session, &state, view)),
         Err(e) => unavailable(&e),
     }
 }
@@ -105,30 +90,39 @@ pub(super) async fn create(
         Ok(s) => s,
         Err(refusal) => return refusal,
     };
-    let doc = trust_doc(&field(&form, "name"), &form);
     let command = Command::PutTrust {
-        doc,
+        doc: trust_doc(&field(&form, "name"), &form),
         write: Write::Create,
     };
-    match portal.run(&session, command).await {
-        Ok(outcome) if outcome.warnings.is_empty() => see("/portal/trust"),
-        Ok(outcome) => {
-            let top = notice("The trust requirement was created.", &outcome.warnings);
-            list_page(&portal, &session, &Fields::default(), &top, StatusCode::OK).await
+    let view = match ran(portal.run(&session, command).await, Some(CREATE), &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/trust"),
+        Ok(Ran::Done(outcome)) => {
+            View::notice("The trust requirement was created.", &outcome.warnings)
         }
-        Err(service::Error::Refused(refusal)) => {
-            let fields = Fields::refused(CREATE, &refusal, &form);
-            list_page(
-                &portal,
-                &session,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+        Ok(Ran::Shown(view)) => view,
+    };
+    list_page(&portal, &session, &view).await
+}
+
+pub(super) async fn delete(
+    State(portal): State<Portal>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match portal.form(&headers, &form) {
+        Ok(s) => s,
+        Err(refusal) => return refusal,
+    };
+    let command = Command::DeleteTrust { name: name.clone() };
+    // Refused while a policy or a tag names it: the list says which.
+    let view = match ran(portal.run(&session, command).await, None, &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(_)) => View::notice(&format!("Trust requirement {name:?} was deleted."), &[]),
+        Ok(Ran::Shown(view)) => view,
+    };
+    list_page(&portal, &session, &view).await
 }
 
 // ---- one requirement ----
@@ -138,35 +132,19 @@ pub(super) async fn edit(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    edit_page(
-        &portal,
-        &session,
-        &name,
-        &Fields::default(),
-        "",
-        StatusCode::OK,
-    )
-    .await
+    match portal.page(&headers) {
+        Ok(session) => edit_page(&portal, &session, &name, &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-async fn edit_page(
-    portal: &Portal,
-    session: &Session,
-    name: &str,
-    fields: &Fields,
-    top: &str,
-    status: StatusCode,
-) -> Response {
+async fn edit_page(portal: &Portal, session: &Session, name: &str, view: &View) -> Response {
     let state = match portal.service.state().await {
         Ok(state) => state,
         Err(e) => return unavailable(&e),
     };
     match state.trust_requirements.get(name) {
-        Some(doc) => html(status, render_edit(session, &state, doc, fields, top)),
+        Some(doc) => html(view.status, render_edit(session, &state, doc, view)),
         None => not_found("trust requirement", name),
     }
 }
@@ -185,68 +163,13 @@ pub(super) async fn update(
         doc: trust_doc(&name, &form),
         write: Write::Update,
     };
-    match portal.run(&session, command).await {
-        Ok(outcome) if outcome.warnings.is_empty() => see("/portal/trust"),
-        Ok(outcome) => {
-            let top = notice("Saved.", &outcome.warnings);
-            edit_page(
-                &portal,
-                &session,
-                &name,
-                &Fields::default(),
-                &top,
-                StatusCode::OK,
-            )
-            .await
-        }
-        Err(service::Error::Refused(refusal)) => {
-            let fields = Fields::refused(EDIT, &refusal, &form);
-            edit_page(
-                &portal,
-                &session,
-                &name,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
-}
-
-pub(super) async fn delete(
-    State(portal): State<Portal>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
+    let view = match ran(portal.run(&session, command).await, Some(EDIT), &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/trust"),
+        Ok(Ran::Done(outcome)) => View::notice("Saved.", &outcome.warnings),
+        Ok(Ran::Shown(view)) => view,
     };
-    match portal
-        .run(&session, Command::DeleteTrust { name: name.clone() })
-        .await
-    {
-        Ok(_) => {
-            let top = notice(&format!("Trust requirement {name:?} was deleted."), &[]);
-            list_page(&portal, &session, &Fields::default(), &top, StatusCode::OK).await
-        }
-        Err(service::Error::Refused(refusal)) => {
-            // Still named by a policy or a tag: say which, on the list.
-            let top = error_line(&refusal);
-            list_page(
-                &portal,
-                &session,
-                &Fields::default(),
-                &top,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+    edit_page(&portal, &session, &name, &view).await
 }
 
 // ---- a policy's active hours ----
@@ -256,35 +179,19 @@ pub(super) async fn hours(
     headers: HeaderMap,
     Path(policy): Path<String>,
 ) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    hours_page(
-        &portal,
-        &session,
-        &policy,
-        &Fields::default(),
-        "",
-        StatusCode::OK,
-    )
-    .await
+    match portal.page(&headers) {
+        Ok(session) => hours_page(&portal, &session, &policy, &View::default()).await,
+        Err(to) => to,
+    }
 }
 
-async fn hours_page(
-    portal: &Portal,
-    session: &Session,
-    policy: &str,
-    fields: &Fields,
-    top: &str,
-    status: StatusCode,
-) -> Response {
+async fn hours_page(portal: &Portal, session: &Session, policy: &str, view: &View) -> Response {
     let state = match portal.service.state().await {
         Ok(state) => state,
         Err(e) => return unavailable(&e),
     };
     match state.policies.get(policy) {
-        Some(doc) => html(status, render_hours(session, doc, fields, top)),
+        Some(doc) => html(view.status, render_hours(session, doc, view)),
         None => not_found("policy", policy),
     }
 }
@@ -332,34 +239,15 @@ pub(super) async fn save_hours(
         doc,
         write: Write::Update,
     };
-    match portal.run(&session, command).await {
-        Ok(outcome) if outcome.warnings.is_empty() => see("/portal/trust#active-hours"),
-        Ok(outcome) => {
-            let top = notice("Saved.", &outcome.warnings);
-            hours_page(
-                &portal,
-                &session,
-                &policy,
-                &Fields::default(),
-                &top,
-                StatusCode::OK,
-            )
-            .await
+    let view = match ran(portal.run(&session, command).await, Some(HOURS), &form) {
+        Err(failed) => return failed,
+        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => {
+            return see("/portal/trust#active-hours")
         }
-        Err(service::Error::Refused(refusal)) => {
-            let fields = Fields::refused(HOURS, &refusal, &form);
-            hours_page(
-                &portal,
-                &session,
-                &policy,
-                &fields,
-                "",
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(other) => unavailable(&other),
-    }
+        Ok(Ran::Done(outcome)) => View::notice("Saved.", &outcome.warnings),
+        Ok(Ran::Shown(view)) => view,
+    };
+    hours_page(&portal, &session, &policy, &view).await
 }
 
 // ---- rendering ----
@@ -432,7 +320,8 @@ fn range_fields(form: &str, fields: &Fields, allow: &str, block: &str) -> String
     )
 }
 
-fn render_list(session: &Session, state: &Network, fields: &Fields, top: &str) -> String {
+fn render_list(session: &Session, state: &Network, view: &View) -> String {
+    let (fields, top) = (&view.fields, &view.top);
     let csrf = esc(&session.csrf);
     let mut rows = String::new();
     for doc in state.trust_requirements.values() {
@@ -507,13 +396,8 @@ fn render_list(session: &Session, state: &Network, fields: &Fields, top: &str) -
     )
 }
 
-fn render_edit(
-    session: &Session,
-    state: &Network,
-    doc: &TrustDoc,
-    fields: &Fields,
-    top: &str,
-) -> String {
+fn render_edit(session: &Session, state: &Network, doc: &TrustDoc, view: &View) -> String {
+    let (fields, top) = (&view.fields, &view.top);
     let users = users_of(state, &doc.name);
     layout(
         Some(session),
@@ -549,7 +433,8 @@ fn render_edit(
     )
 }
 
-fn render_hours(session: &Session, policy: &PolicyDoc, fields: &Fields, top: &str) -> String {
+fn render_hours(session: &Session, policy: &PolicyDoc, view: &View) -> String {
+    let (fields, top) = (&view.fields, &view.top);
     let current = policy.active_hours.as_ref();
     let days: BTreeSet<&str> = current
         .map(|h| h.days.iter().map(String::as_str).collect())
