@@ -307,6 +307,20 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         "the server's trust requirements: {list}"
     );
     b.shot("14-trust")?;
+    // Edited: the block range goes.
+    b.click("a[aria-label='Edit partner-offices']")?;
+    b.text_with("Delete partner-offices")?;
+    b.check_form_rules("A trust requirement")?;
+    b.type_into("#edit-block", "203.0.113.0/24")?;
+    b.shot("14-trust-edit")?;
+    b.click("#save-trust")?;
+    b.url_to("/portal/trust")?;
+    b.text_with("203.0.113.0/24")?;
+    let list = read("/api/v1/trust-requirements")?;
+    ensure!(
+        list[0]["block"] == json!(["203.0.113.0/24"]),
+        "the server's trust requirements after the edit: {list}"
+    );
 
     // Active hours of the policy: weekdays, office hours, Los Angeles time.
     b.click("a[aria-label='Set the active hours of users to the office']")?;

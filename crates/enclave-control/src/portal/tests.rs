@@ -6,14 +6,14 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::*;
-
-/// The pages of enrolment keys, tags, trust requirements and explain.
-#[path = "admin_tests.rs"]
-mod admin;
 use crate::agents;
 use crate::core::NewKey;
 use crate::model::ApprovalMode;
 use crate::store::{SqlStore, Store as _};
+
+/// The pages of enrolment keys, tags, trust requirements and explain.
+#[path = "admin_tests.rs"]
+mod admin;
 
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "a long enough password";
