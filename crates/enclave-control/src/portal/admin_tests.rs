@@ -208,6 +208,12 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
             "{action} by user:alice"
         );
     }
+    assert!(
+        !entries
+            .iter()
+            .any(|e| e.detail.contains(&text) || e.target.contains(&text)),
+        "the audit log holds the key"
+    );
     let unknown = h.post(
         "/portal/keys/000000000000/revoke",
         &cookie,
