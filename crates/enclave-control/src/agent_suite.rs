@@ -911,6 +911,17 @@ async fn two_servers(url: String) -> CaseResult {
 #[path = "agent_suite_refusals.rs"]
 mod refusals;
 
+/// Sets `system`'s endpoint by hand (`""` clears it).
+fn set_endpoint(system: &str, endpoint: &str) -> Command {
+    Command::UpdateSystem {
+        name: system.into(),
+        edit: crate::core::SystemEdit {
+            endpoint: Some(endpoint.into()),
+            ..crate::core::SystemEdit::default()
+        },
+    }
+}
+
 /// `db` reports its WireGuard port: the laptop gets a view with db's endpoint (the address
 /// the server saw, loopback here, with that port). An endpoint set by hand wins; db
 /// reconnecting with another port is recorded (after the hold) and given once the one set by
@@ -956,15 +967,7 @@ async fn observed_endpoint_reaches_peers(url: String) -> CaseResult {
     })?;
 
     // Set by hand: it wins.
-    server
-        .run(Command::UpdateSystem {
-            name: "db".into(),
-            edit: crate::core::SystemEdit {
-                endpoint: Some("203.0.113.9:51820".into()),
-                ..crate::core::SystemEdit::default()
-            },
-        })
-        .await?;
+    server.run(set_endpoint("db", "203.0.113.9:51820")).await?;
     let (_, view) = next_view(
         &mut laptop,
         "the laptop's view with db's endpoint set by hand",
@@ -1004,15 +1007,7 @@ async fn observed_endpoint_reaches_peers(url: String) -> CaseResult {
     }
     // Cleared by hand: the laptop's next view gives the observed endpoint of db's second
     // connection (had a view been sent while the one set by hand stood, it would come first).
-    server
-        .run(Command::UpdateSystem {
-            name: "db".into(),
-            edit: crate::core::SystemEdit {
-                endpoint: Some(String::new()),
-                ..crate::core::SystemEdit::default()
-            },
-        })
-        .await?;
+    server.run(set_endpoint("db", "")).await?;
     let (_, view) = next_view(
         &mut laptop,
         "the laptop's view after the endpoint was cleared",

@@ -332,25 +332,7 @@ impl<'c> Fixture<'c> {
 
         // A gateway access policy made through the API; the laptop reaches the LAN with it.
         let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
-        let (status, answer) = request(
-            fixture.topo.ns("ctl"),
-            &fixture.server.at,
-            Some(&fixture.token),
-            "POST",
-            "/api/v1/policies",
-            &json!({
-                "name": "users to Menlo Park Office",
-                "kind": "gateway",
-                "senders": ["users"],
-                "gateways": names,
-                "subnets": [LAN],
-                "acl": [{ "protocol": "any" }],
-            }),
-        )?;
-        ensure!(
-            status == 200 || status == 201,
-            "creating the policy: {status} {answer}"
-        );
+        fixture.create_policy("users to Menlo Park Office", &names, LAN)?;
         let took = until_answered(fixture.topo.ns("sender"), DC1, Duration::from_secs(10))
             .with_context(|| {
                 format!(
@@ -386,6 +368,31 @@ impl<'c> Fixture<'c> {
 
     fn ns(&self, node: &str) -> &Netns {
         self.topo.ns(node)
+    }
+
+    /// A gateway access policy `name` from the users to `subnet` through `gateways`, any
+    /// protocol, made through the API.
+    fn create_policy(&self, name: &str, gateways: &[&str], subnet: &str) -> anyhow::Result<()> {
+        let (status, answer) = request(
+            self.topo.ns("ctl"),
+            &self.server.at,
+            Some(&self.token),
+            "POST",
+            "/api/v1/policies",
+            &json!({
+                "name": name,
+                "kind": "gateway",
+                "senders": ["users"],
+                "gateways": gateways,
+                "subnets": [subnet],
+                "acl": [{ "protocol": "any" }],
+            }),
+        )?;
+        ensure!(
+            status == 200 || status == 201,
+            "creating the policy {name:?}: {status} {answer}"
+        );
+        Ok(())
     }
 
     /// An enrolment key with `tags`, automatic approval.
@@ -982,25 +989,7 @@ fn subnets(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // A policy to the lab through both gateways: the laptop reaches the lab host.
-    let (status, answer) = request(
-        office.ns("ctl"),
-        &office.server.at,
-        Some(&office.token),
-        "POST",
-        "/api/v1/policies",
-        &json!({
-            "name": "users to the lab",
-            "kind": "gateway",
-            "senders": ["users"],
-            "gateways": ["menlo-gw-1", "menlo-gw-2"],
-            "subnets": [LAB],
-            "acl": [{ "protocol": "any" }],
-        }),
-    )?;
-    ensure!(
-        status == 200 || status == 201,
-        "creating the lab policy: {status} {answer}"
-    );
+    office.create_policy("users to the lab", &["menlo-gw-1", "menlo-gw-2"], LAB)?;
     until_answered(office.ns("sender"), LAB_HOST, Duration::from_secs(10))
         .with_context(|| format!("the laptop: {:?}", office.status("sender")))?;
     let before = office.status("sender")?;
