@@ -36,7 +36,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "control-managed-subnets",
-            about: "two managed gateways discover the office LAN and a lab LAN and the server lists both with their interfaces; removing the lab from one gateway withdraws that gateway from the laptop's lab route (traffic goes on through the other); removing it from the last gateway a policy routes it through is refused naming the policy; once the policy is gone the laptop has no lab route and the lab stops answering while the office still does",
+            about: "two managed gateways discover the office LAN and a lab LAN and the server lists both with their interfaces; removing the lab from one gateway withdraws that gateway from the laptop's lab route (traffic goes on through the other); removing it from the last gateway a policy routes it through is refused naming the policy; once the policy is gone the laptop has no lab route and the lab stops answering while the office still does; a gateway switched off on the server stops forwarding and leaves the laptop's routes",
             run: subnets,
         },
         Scenario {
@@ -1094,5 +1094,41 @@ fn subnets(ctx: &Ctx) -> anyhow::Result<()> {
         "menlo-gw-2 still serves {LAB}: {}",
         gw2["gateway_for"]
     );
+
+    // "Allow this system to act as a gateway" switched off on the server: menlo-gw-2's agent
+    // puts forwarding back as it found it (off in a new namespace) and the laptop routes the
+    // office LAN through menlo-gw-1 only; menlo-gw-1 keeps forwarding (the positive control).
+    let forwarding = |node: &str| -> anyhow::Result<String> {
+        Ok(office
+            .ns(node)
+            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
+            .trim()
+            .to_owned())
+    };
+    ensure!(
+        forwarding("gw2")? == "1",
+        "positive control: menlo-gw-2 does not forward while it is a gateway"
+    );
+    office.cli(&["systems", "gateway", "menlo-gw-2", "off"])?;
+    let off_at = office.revision()?;
+    office.applied("menlo-gw-2", off_at)?;
+    office.applied("laptop", off_at)?;
+    ensure!(
+        wait_until(Duration::from_secs(2), || forwarding("gw2")
+            .is_ok_and(|f| f == "0")),
+        "menlo-gw-2 still forwards after it was switched off: {:?}",
+        forwarding("gw2")
+    );
+    ensure!(forwarding("gw1")? == "1", "menlo-gw-1 stopped forwarding");
+    let status = office.status("sender")?;
+    ensure!(
+        gateway_for(&status, "menlo-gw-2").is_empty()
+            && gateway_for(&status, "menlo-gw-1").contains(&LAN.to_owned()),
+        "after switching menlo-gw-2 off the laptop's gateways for {LAN}: menlo-gw-1 {:?}, menlo-gw-2 {:?}",
+        gateway_for(&status, "menlo-gw-1"),
+        gateway_for(&status, "menlo-gw-2")
+    );
+    until_answered(office.ns("sender"), DC1, Duration::from_secs(10))
+        .context("the office LAN through menlo-gw-1 after menlo-gw-2 was switched off")?;
     office.no_secret_logged()
 }
