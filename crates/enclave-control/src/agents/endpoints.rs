@@ -150,6 +150,12 @@ impl Hub {
         }
     }
 
+    /// `agent`'s connection ended: an endpoint of it still waiting is not recorded (it may
+    /// come back through another server, which records where it is then).
+    pub(crate) fn forget_endpoint(&self, agent: &Agent) {
+        self.endpoints.queue().settle(&agent.public_key);
+    }
+
     /// Records the endpoints offered, in batches, until the hub stops.
     pub(super) async fn record_endpoints(self: std::sync::Arc<Self>) {
         let mut stop = self.stopping();

@@ -564,6 +564,7 @@ impl Hub {
         let still_here = self.agents().values().any(|a| a.key == agent.key);
         if !still_here {
             self.write_presence(self.presence_row(agent, false));
+            self.forget_endpoint(agent);
         }
     }
 
