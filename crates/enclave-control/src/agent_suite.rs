@@ -61,6 +61,9 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         ("presence-of-a-dead-server-goes-stale", |url| {
             Box::pin(presence_goes_stale(url))
         }),
+        ("an-agents-observed-endpoint-reaches-its-peers", |url| {
+            Box::pin(observed_endpoint_reaches_peers(url))
+        }),
     ]
 }
 
@@ -291,10 +294,15 @@ struct Pair {
     laptop: Session,
     db: Session,
     laptop_key: StaticSecret,
+    db_key: StaticSecret,
 }
 
 async fn pair(url: &str) -> Result<Pair, Failure> {
-    let server = start(url, "one", Options::default()).await?;
+    pair_with(url, Options::default()).await
+}
+
+async fn pair_with(url: &str, options: Options) -> Result<Pair, Failure> {
+    let server = start(url, "one", options).await?;
     server
         .run(Command::PutPolicy {
             doc: policy("any", 0),
@@ -321,6 +329,7 @@ async fn pair(url: &str) -> Result<Pair, Failure> {
         laptop,
         db,
         laptop_key,
+        db_key,
     })
 }
 
@@ -481,6 +490,7 @@ async fn revoke_and_delete_cut_off(url: String) -> CaseResult {
         mut laptop,
         mut db,
         laptop_key,
+        ..
     } = pair(&url).await?;
     let revoked_at = Instant::now();
     server
@@ -900,3 +910,133 @@ async fn two_servers(url: String) -> CaseResult {
 
 #[path = "agent_suite_refusals.rs"]
 mod refusals;
+
+/// Sets `system`'s endpoint by hand (`""` clears it).
+fn set_endpoint(system: &str, endpoint: &str) -> Command {
+    Command::UpdateSystem {
+        name: system.into(),
+        edit: crate::core::SystemEdit {
+            endpoint: Some(endpoint.into()),
+            ..crate::core::SystemEdit::default()
+        },
+    }
+}
+
+/// `db` reports its WireGuard port: the laptop gets a view with db's endpoint (the address
+/// the server saw, loopback here, with that port). An endpoint set by hand wins; db
+/// reconnecting with another port is recorded (after the hold) and given once the one set by
+/// hand is cleared.
+async fn observed_endpoint_reaches_peers(url: String) -> CaseResult {
+    let options = Options {
+        endpoints_from_loopback: true,
+        ..Options::default()
+    };
+    let Pair {
+        server,
+        mut laptop,
+        mut db,
+        db_key,
+        ..
+    } = pair_with(&url, options).await?;
+    let report = |port: u16| {
+        AgentMessage::Report(Box::new(Report {
+            listen_port: Some(port),
+            ..Report::default()
+        }))
+    };
+    let db_key_text = {
+        let state = server.service().state().await.map_err(e("state"))?;
+        state.systems["db"].public_key.clone()
+    };
+    let endpoint_of_db = |view: &View| view.peers.get("db").and_then(|p| p.endpoint);
+    let reported = Instant::now();
+    db.send(&report(51820)).await.map_err(e("reporting"))?;
+    let (_, view) = next_view(&mut laptop, "the laptop's view with db's endpoint").await?;
+    let took = reported.elapsed();
+    check(
+        endpoint_of_db(&view) == Some("127.0.0.1:51820".parse().map_err(e("an address"))?),
+        || {
+            format!(
+                "db's endpoint in the laptop's view: {:?}",
+                endpoint_of_db(&view)
+            )
+        },
+    )?;
+    check(took < Duration::from_secs(2), || {
+        format!("db's endpoint took {took:?} to reach the laptop")
+    })?;
+
+    // Set by hand: it wins.
+    server.run(set_endpoint("db", "203.0.113.9:51820")).await?;
+    let (_, view) = next_view(
+        &mut laptop,
+        "the laptop's view with db's endpoint set by hand",
+    )
+    .await?;
+    check(
+        endpoint_of_db(&view) == Some("203.0.113.9:51820".parse().map_err(e("an address"))?),
+        || {
+            format!(
+                "db's endpoint set by hand, in the laptop's view: {:?}",
+                endpoint_of_db(&view)
+            )
+        },
+    )?;
+
+    // db comes back on another port: recorded once the hold is over, while the endpoint
+    // set by hand stands (so the laptop's view stays as it is).
+    drop(db);
+    let mut db = server.connect(&db_key).await?;
+    let _ = next_view(&mut db, "db's view after reconnecting").await?;
+    db.send(&report(51821)).await.map_err(e("reporting"))?;
+    let wanted = Some("127.0.0.1:51821".parse().map_err(e("an address"))?);
+    let deadline = Instant::now() + crate::agents::endpoints::HOLD + STEP;
+    loop {
+        let state = server.service().state().await.map_err(e("state"))?;
+        let db = state.systems.values().find(|s| s.public_key == db_key_text);
+        if db.is_some_and(|s| s.observed_endpoint == wanted) {
+            break;
+        }
+        check(Instant::now() < deadline, || {
+            format!(
+                "db's new port was not recorded: {:?}",
+                db.map(|s| s.observed_endpoint)
+            )
+        })?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Cleared by hand: the laptop's next view gives the observed endpoint of db's second
+    // connection (had a view been sent while the one set by hand stood, it would come first).
+    server.run(set_endpoint("db", "")).await?;
+    let (_, view) = next_view(
+        &mut laptop,
+        "the laptop's view after the endpoint was cleared",
+    )
+    .await?;
+    check(endpoint_of_db(&view) == wanted, || {
+        format!(
+            "db's endpoint in the laptop's view: {:?}",
+            endpoint_of_db(&view)
+        )
+    })?;
+    let audit = server
+        .service()
+        .audit(0, 1000)
+        .await
+        .map_err(e("the audit log"))?;
+    let recorded: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "system.endpoint_observed")
+        .collect();
+    check(
+        recorded.len() == 2
+            && recorded
+                .iter()
+                .all(|a| a.actor == "server:endpoints" && a.target == "db"),
+        || format!("the audit entries of observed endpoints: {recorded:?}"),
+    )?;
+    drop(db);
+    drop(laptop);
+    server.store.close().await;
+    Ok(())
+}

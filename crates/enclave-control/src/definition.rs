@@ -168,7 +168,13 @@ fn write_system(w: &mut Writer, system: &ManagedSystem) {
     w.string(&field, "public_key", &system.public_key);
     w.string(&field, "address", &system.address.to_string());
     w.strings(&field, "tags", system.tags.iter().map(String::as_str));
-    if let Some(endpoint) = system.endpoint {
+    if let Some(endpoint) = system.effective_endpoint() {
+        if system.endpoint.is_none() {
+            w.line(
+                &format!("{field}.observed_endpoint"),
+                "# endpoint observed by the server (its agent's address), not set by hand",
+            );
+        }
         w.string(&field, "endpoint", &endpoint.to_string());
     }
     w.raw(&field, "enabled", system.effective_enabled());
@@ -372,6 +378,7 @@ pub fn import(file: &str, text: &str, now: UnixTime) -> Result<Imported, Vec<Dia
                 address: s.address,
                 tags: s.tags.clone(),
                 endpoint: s.endpoint,
+                observed_endpoint: None,
                 enabled: s.enabled,
                 approval: Approval::Approved,
                 gateway: s.gateway.as_ref().map(|g| GatewayDoc {

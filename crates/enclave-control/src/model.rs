@@ -136,8 +136,14 @@ pub struct ManagedSystem {
     pub address: Ipv4Addr,
     /// Tags.
     pub tags: BTreeSet<String>,
-    /// Underlay endpoint when known in advance.
+    /// Underlay endpoint set by the administrator (`systems edit --endpoint`, or the
+    /// definition's `endpoint`). It always wins over [`ManagedSystem::observed_endpoint`].
     pub endpoint: Option<SocketAddr>,
+    /// The underlay endpoint its agent was last observed at: the IPv4 address its connection
+    /// to the server came from, with the WireGuard port the agent reported. Recorded by the
+    /// agents' side; used in peers' views when `endpoint` is not set.
+    #[serde(default)]
+    pub observed_endpoint: Option<SocketAddr>,
     /// The definition's `enabled`: the administrator's switch, apart from approval.
     pub enabled: bool,
     /// Pending, approved or revoked. Only an approved and enabled system has tunnels.
@@ -164,6 +170,11 @@ impl ManagedSystem {
     /// Whether the compiled definition gives this system tunnels.
     pub fn effective_enabled(&self) -> bool {
         self.enabled && self.approval == Approval::Approved
+    }
+
+    /// The endpoint peers are given: the one set by hand, else the observed one.
+    pub fn effective_endpoint(&self) -> Option<SocketAddr> {
+        self.endpoint.or(self.observed_endpoint)
     }
 }
 

@@ -750,8 +750,9 @@ fn insert_system(s: &ManagedSystem) -> Result<Query<'static>> {
     let gateway = s.gateway.as_ref().map(json).transpose()?;
     Ok(sqlx::query(
         "INSERT INTO systems (name, public_key, address, tags, endpoint, enabled, approval, \
-         gateway, discovered, ephemeral, enrolled_with, created_at, last_seen, connected, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         gateway, discovered, ephemeral, enrolled_with, created_at, last_seen, connected, version, \
+         observed_endpoint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(s.name.clone())
     .bind(s.public_key.clone())
@@ -767,7 +768,8 @@ fn insert_system(s: &ManagedSystem) -> Result<Query<'static>> {
     .bind(s.created_at)
     .bind(s.last_seen)
     .bind(i64::from(s.connected))
-    .bind(s.version))
+    .bind(s.version)
+    .bind(s.observed_endpoint.map(|e| e.to_string())))
 }
 
 fn system_of(row: &AnyRow) -> Result<ManagedSystem> {
@@ -789,10 +791,14 @@ fn system_of(row: &AnyRow) -> Result<ManagedSystem> {
     let discovered: BTreeMap<_, _> =
         serde_json::from_value(json_of("discovered", &text("discovered")?)?)
             .map_err(|err| corrupt("system", &err.to_string()))?;
-    let endpoint = match row.try_get::<Option<String>, _>("endpoint").map_err(e())? {
-        Some(text) => Some(text.parse().map_err(|_| corrupt("system", "endpoint"))?),
-        None => None,
+    let endpoint_of = |col: &'static str| -> Result<Option<std::net::SocketAddr>> {
+        match row.try_get::<Option<String>, _>(col).map_err(e())? {
+            Some(text) => Ok(Some(text.parse().map_err(|_| corrupt("system", col))?)),
+            None => Ok(None),
+        }
     };
+    let endpoint = endpoint_of("endpoint")?;
+    let observed_endpoint = endpoint_of("observed_endpoint")?;
     Ok(ManagedSystem {
         name: text("name")?,
         public_key: text("public_key")?,
@@ -801,6 +807,7 @@ fn system_of(row: &AnyRow) -> Result<ManagedSystem> {
             .map_err(|_| corrupt("system", "address"))?,
         tags,
         endpoint,
+        observed_endpoint,
         enabled: flag("enabled")?,
         approval: Approval::parse(&text("approval")?)
             .ok_or_else(|| corrupt("system", "approval"))?,

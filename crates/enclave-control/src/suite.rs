@@ -98,8 +98,8 @@ fn ctx(actor: &str) -> Ctx {
 async fn migrates_from_empty(url: String) -> CaseResult {
     let store = open(&url).await?;
     let applied = store.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3, 4], || {
-        format!("applied migrations {applied:?}, expected [1, 2, 3, 4]")
+    check(applied == vec![1, 2, 3, 4, 5], || {
+        format!("applied migrations {applied:?}, expected [1, 2, 3, 4, 5]")
     })?;
     let state = store.load().await.map_err(e("loading"))?;
     check(state.revision == 0 && state.systems.is_empty(), || {
@@ -113,7 +113,7 @@ async fn migrates_from_empty(url: String) -> CaseResult {
     // Opening again applies nothing twice and keeps the data.
     let again = open(&url).await?;
     let applied = again.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3, 4], || {
+    check(applied == vec![1, 2, 3, 4, 5], || {
         format!("after reopening: {applied:?}")
     })?;
     again.close().await;
@@ -136,12 +136,13 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
         )
         .await
         .map_err(e("a first change"))?;
-    // Back to what version 1 left: no pre-shared keys, presence or portal accounts table,
-    // migrations 2 to 4 not recorded.
+    // Back to what version 1 left: no pre-shared keys, presence or portal accounts table, no
+    // observed endpoints, migrations 2 to 5 not recorded.
     for statement in [
         "DROP TABLE preshared_keys",
         "DROP TABLE presence",
         "DROP TABLE portal_users",
+        "ALTER TABLE systems DROP COLUMN observed_endpoint",
         "DELETE FROM _sqlx_migrations WHERE version >= 2",
     ] {
         sqlx::query(statement)
@@ -156,7 +157,7 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
     store.close().await;
     let upgraded = open(&url).await?;
     let applied = upgraded.migrations().await.map_err(e("migrations"))?;
-    check(applied == vec![1, 2, 3, 4], || {
+    check(applied == vec![1, 2, 3, 4, 5], || {
         format!("after the upgrade: {applied:?}")
     })?;
     let state = upgraded
@@ -398,6 +399,29 @@ async fn every_operation_persists(url: String) -> CaseResult {
         },
     )
     .await?;
+    // An observed endpoint is kept (its own column) apart from the one set by hand.
+    let observed = step(
+        &service,
+        &store,
+        Command::ObserveEndpoints {
+            endpoints: [(
+                "laptop".to_owned(),
+                "198.51.100.7:51820".parse().map_err(e("an address"))?,
+            )]
+            .into(),
+        },
+    )
+    .await?;
+    check(
+        observed.next.systems["laptop"].observed_endpoint.is_some()
+            && observed.next.systems["laptop"].endpoint.is_none(),
+        || {
+            format!(
+                "the laptop after ObserveEndpoints: {:?}",
+                observed.next.systems["laptop"]
+            )
+        },
+    )?;
     step(
         &service,
         &store,

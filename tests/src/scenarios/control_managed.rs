@@ -2,6 +2,9 @@
 //! underlay, a laptop and a gateway that enrol with enrolment keys, a gateway toggled on and a
 //! policy created through the server, traffic through the gateway, the server killed -9 and
 //! restarted under running agents, and a revocation that every peer applies within a second.
+//! No endpoint is set by hand: peers are given the endpoints the server observed its agents
+//! at. A gateway's discovered subnets appear on the server, and removing one withdraws it from
+//! the senders.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,11 @@ pub fn scenarios() -> Vec<Scenario> {
             run: postgres,
         },
         Scenario {
+            name: "control-managed-subnets",
+            about: "two managed gateways discover the office LAN and a lab LAN and the server lists both with their interfaces; removing the lab from one gateway withdraws that gateway from the laptop's lab route (traffic goes on through the other); removing it from the last gateway a policy routes it through is refused naming the policy; once the policy is gone the laptop has no lab route and the lab stops answering while the office still does; a gateway switched off on the server stops forwarding and leaves the laptop's routes",
+            run: subnets,
+        },
+        Scenario {
             name: "control-managed-failover",
             about: "managed agents with the server killed -9: the active gateway killed too, the laptop fails over to the other gateway on its last good view",
             run: failover,
@@ -46,6 +54,12 @@ const PORT: u16 = 8443;
 
 /// The second server's port (on the same node), when there are two.
 const PORT_B: u16 = 8444;
+
+/// The lab LAN behind both gateways (with [`Fixture::start_full`]'s `lab`), and a host on it.
+const LAB: &str = "192.168.88.0/24";
+const LAB_HOST: &str = "192.168.88.20";
+/// The gateways' addresses on the lab LAN.
+const GW_LAB: [&str; 2] = ["192.168.88.1", "192.168.88.2"];
 
 /// `enclave-control run` on the server's node on `port`, on `database`, its certificate in
 /// `state`.
@@ -144,6 +158,9 @@ struct Fixture<'c> {
     control: PathBuf,
     state: PathBuf,
     token: String,
+    /// Every enrolment key made (with the token and the agents' private keys, none of them
+    /// may appear in a log).
+    keys: Vec<String>,
     topo: Topology,
 }
 
@@ -156,6 +173,17 @@ impl<'c> Fixture<'c> {
     }
 
     fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
+        Self::start_full(ctx, tag, gateways, store, false)
+    }
+
+    /// With `lab`, the gateways also have the lab LAN ([`LAB`], on `lan1`) with [`LAB_HOST`].
+    fn start_full(
+        ctx: &'c Ctx,
+        tag: &str,
+        gateways: usize,
+        store: Store,
+        lab: bool,
+    ) -> anyhow::Result<Self> {
         let mut spec = TopologySpec::new(tag);
         spec.node("ctl")
             .node("sender")
@@ -166,14 +194,26 @@ impl<'c> Fixture<'c> {
             .addr("lan", "eth0", &format!("{DC1}/24"));
         let mut wan = vec![("ctl", "eth0"), ("sender", "eth0")];
         let mut lan = vec![("lan", "eth0")];
+        let mut lab_segment = vec![("lab", "eth0")];
+        if lab {
+            spec.node("lab")
+                .addr("lab", "eth0", &format!("{LAB_HOST}/24"));
+        }
         for (i, (node, _)) in GATEWAYS.iter().take(gateways).enumerate() {
             spec.node(node)
                 .addr(node, "eth0", &format!("{}/24", GW_UNDERLAY[i]))
                 .addr(node, "lan0", &format!("{}/24", GW_LAN[i]));
             wan.push((node, "eth0"));
             lan.push((node, "lan0"));
+            if lab {
+                spec.addr(node, "lan1", &format!("{}/24", GW_LAB[i]));
+                lab_segment.push((node, "lan1"));
+            }
         }
         spec.segment("wan", &wan).segment("lan", &lan);
+        if lab {
+            spec.segment("lab", &lab_segment);
+        }
         let topo = ctx.topology(&spec)?;
         let control = ctx.bin("enclave-control")?;
         let state = ctx.log_dir().join("control-state");
@@ -218,6 +258,7 @@ impl<'c> Fixture<'c> {
             control,
             state,
             token,
+            keys: Vec::new(),
             topo,
         };
         let laptop_key = fixture.key("users")?;
@@ -247,26 +288,8 @@ impl<'c> Fixture<'c> {
         )?;
         fixture.files.insert("sender".to_owned(), files);
 
-        // The server does not put the underlay endpoints it sees into views yet (that comes
-        // with NAT traversal): the administrator gives the gateways', through export and
-        // import as for any edit of the definition.
-        let mut definition = fixture.cli(&["export"])?;
-        for (i, (_, name)) in GATEWAYS.iter().take(gateways).enumerate() {
-            let named = format!("name = \"{name}\"\n");
-            ensure!(
-                definition.contains(&named),
-                "the export has no {name}:\n{definition}"
-            );
-            definition = definition.replacen(
-                &named,
-                &format!("{named}endpoint = \"{}:51820\"\n", GW_UNDERLAY[i]),
-                1,
-            );
-        }
-        let path = ctx.log_dir().join("network.toml");
-        std::fs::write(&path, definition)?;
-        fixture.cli(&["import", path.to_str().context("path is not UTF-8")?])?;
-
+        // No endpoint is set by hand (the guide has none): the server gives peers the
+        // address it sees each agent connect from, with the WireGuard port the agent reports.
         for (node, _) in GATEWAYS.iter().take(gateways) {
             fixture.start_agent(node)?;
         }
@@ -293,27 +316,23 @@ impl<'c> Fixture<'c> {
             );
         }
 
+        // The gateways' endpoints are the ones the server observed, not set by hand.
+        for (i, (_, name)) in GATEWAYS.iter().take(gateways).enumerate() {
+            let wanted = format!("{}:51820", GW_UNDERLAY[i]);
+            let mut shown = Value::Null;
+            let observed = wait_until(Duration::from_secs(10), || {
+                shown = fixture.cli_json(&["systems", "show", name]);
+                shown["observed_endpoint"] == wanted.as_str()
+            });
+            ensure!(
+                observed && shown["endpoint"].is_null(),
+                "{name}'s observed endpoint is not {wanted} (or one is set by hand): {shown}"
+            );
+        }
+
         // A gateway access policy made through the API; the laptop reaches the LAN with it.
         let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
-        let (status, answer) = request(
-            fixture.topo.ns("ctl"),
-            &fixture.server.at,
-            Some(&fixture.token),
-            "POST",
-            "/api/v1/policies",
-            &json!({
-                "name": "users to Menlo Park Office",
-                "kind": "gateway",
-                "senders": ["users"],
-                "gateways": names,
-                "subnets": [LAN],
-                "acl": [{ "protocol": "any" }],
-            }),
-        )?;
-        ensure!(
-            status == 200 || status == 201,
-            "creating the policy: {status} {answer}"
-        );
+        fixture.create_policy("users to Menlo Park Office", &names, LAN)?;
         let took = until_answered(fixture.topo.ns("sender"), DC1, Duration::from_secs(10))
             .with_context(|| {
                 format!(
@@ -326,6 +345,24 @@ impl<'c> Fixture<'c> {
             "    the laptop reaches {DC1} {:.2} s after the policy was created",
             took.as_secs_f64()
         );
+        // The laptop's tunnel to the gateway goes to the gateway's underlay address and port.
+        let status = fixture.status("sender")?;
+        let active = active_gateway(&fixture).context("no active gateway for the LAN")?;
+        let index = GATEWAYS
+            .iter()
+            .position(|(node, _)| *node == active)
+            .context("an unknown gateway")?;
+        let peer = status["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["name"] == GATEWAYS[index].1))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            peer["endpoint"] == format!("{}:51820", GW_UNDERLAY[index]).as_str(),
+            "the laptop's peer {} has endpoint {}",
+            GATEWAYS[index].1,
+            peer["endpoint"]
+        );
         Ok(fixture)
     }
 
@@ -333,9 +370,79 @@ impl<'c> Fixture<'c> {
         self.topo.ns(node)
     }
 
+    /// A gateway access policy `name` from the users to `subnet` through `gateways`, any
+    /// protocol, made through the API.
+    fn create_policy(&self, name: &str, gateways: &[&str], subnet: &str) -> anyhow::Result<()> {
+        let (status, answer) = request(
+            self.topo.ns("ctl"),
+            &self.server.at,
+            Some(&self.token),
+            "POST",
+            "/api/v1/policies",
+            &json!({
+                "name": name,
+                "kind": "gateway",
+                "senders": ["users"],
+                "gateways": gateways,
+                "subnets": [subnet],
+                "acl": [{ "protocol": "any" }],
+            }),
+        )?;
+        ensure!(
+            status == 200 || status == 201,
+            "creating the policy {name:?}: {status} {answer}"
+        );
+        Ok(())
+    }
+
     /// An enrolment key with `tags`, automatic approval.
-    fn key(&self, tags: &str) -> anyhow::Result<String> {
-        enrolment_key(&self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?)
+    fn key(&mut self, tags: &str) -> anyhow::Result<String> {
+        self.key_with(&["--tags", tags, "--approval", "auto"])
+    }
+
+    /// An enrolment key made with `args` after `keys create`.
+    fn key_with(&mut self, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["keys", "create"];
+        argv.extend_from_slice(args);
+        let key = enrolment_key(&self.cli(&argv)?)?;
+        self.keys.push(key.clone());
+        Ok(key)
+    }
+
+    /// No log of the servers or the agents holds the admin token, an enrolment key or an
+    /// agent's private key.
+    fn no_secret_logged(&self) -> anyhow::Result<()> {
+        let mut secrets: Vec<(String, String)> =
+            vec![("the admin token".into(), self.token.clone())];
+        for key in &self.keys {
+            secrets.push(("an enrolment key".into(), key.clone()));
+        }
+        for (node, files) in &self.files {
+            let private = std::fs::read_to_string(files.config.with_file_name("private.key"))?;
+            let private = private.trim();
+            ensure!(
+                private.len() >= 40,
+                "{node}'s private key file is not a key"
+            );
+            secrets.push((format!("{node}'s private key"), private.to_owned()));
+        }
+        let mut logs = vec![("the server".to_owned(), self.server.process.log())];
+        if let Some(second) = &self.second {
+            logs.push(("the second server".to_owned(), second.process.log()));
+        }
+        for (node, agent) in &self.agents {
+            logs.push((format!("{node}'s agent"), agent.log()));
+        }
+        for (whose, log) in &logs {
+            ensure!(
+                !log.is_empty(),
+                "{whose} logged nothing: the check would prove nothing"
+            );
+            for (what, secret) in &secrets {
+                ensure!(!log.contains(secret.as_str()), "{whose} logged {what}");
+            }
+        }
+        Ok(())
     }
 
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -498,6 +605,50 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
             .is_none(),
         "a refused enrolment left files behind"
     );
+    // An expired key and a used-up one: refused with their reasons, nothing on the host, and
+    // nothing on the server (its revision stays).
+    let expired = office.key_with(&["--tags", "users", "--expires", "1s"])?;
+    let spent = office.key_with(&["--tags", "users", "--uses", "1"])?;
+    let spent_config = agent_dir(ctx, "spent")?.join("agent.toml");
+    let (ok, output) = enrol_command(
+        ctx,
+        office.ns("sender"),
+        false,
+        &office.server.at,
+        &spent,
+        "spare",
+        &spent_config,
+    )?;
+    ensure!(ok, "enrolling with a fresh one-use key:\n{output}");
+    std::thread::sleep(Duration::from_millis(1100)); // the expired key's second passes
+    let revision = office.cli(&["audit", "--json", "--limit", "1000"])?;
+    for (key, reason) in [
+        (&expired, "the enrolment key has expired"),
+        (&spent, "the enrolment key has no uses left"),
+    ] {
+        let (ok, output) = enrol_command(
+            ctx,
+            office.ns("sender"),
+            false,
+            &office.server.at,
+            key,
+            "laptop",
+            &refused_config,
+        )?;
+        ensure!(
+            !ok && output.contains(reason) && output.contains("Nothing was changed on this host."),
+            "a key refused for {reason:?}:\n{output}"
+        );
+        ensure!(
+            !refused_config.exists(),
+            "a refused enrolment wrote {}",
+            refused_config.display()
+        );
+    }
+    ensure!(
+        office.cli(&["audit", "--json", "--limit", "1000"])? == revision,
+        "a refused enrolment changed the server's state"
+    );
 
     // What the laptop reports reaches the server: the gateway it uses for the LAN, its peer's
     // state, the port to reach it at, the serial it applied.
@@ -624,7 +775,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         "the revoked laptop kept its last good view {}",
         last_view.display()
     );
-    Ok(())
+    office.no_secret_logged()
 }
 
 /// The core of [`basics`] on PostgreSQL, with the agents split between two servers.
@@ -748,4 +899,236 @@ fn failover(ctx: &Ctx) -> anyhow::Result<()> {
         office.status("sender")
     );
     Ok(())
+}
+
+/// The routes of `node`'s status: subnet -> gateway in use.
+fn route_of(office: &Fixture<'_>, node: &str, subnet: &str) -> Option<Value> {
+    office.status(node).ok()?["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["subnet"] == subnet)
+        .cloned()
+}
+
+/// The subnets the laptop's peer `gateway` is a gateway for (as the laptop sees it).
+fn gateway_for(status: &Value, gateway: &str) -> Vec<String> {
+    status["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == gateway))
+        .and_then(|p| p["gateway_for"].as_array())
+        .map(|subnets| {
+            subnets
+                .iter()
+                .filter_map(|g| g["subnet"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Fixture<'_> {
+    /// The system's JSON as `systems show` prints it.
+    fn show(&self, name: &str) -> Value {
+        self.cli_json(&["systems", "show", name])
+    }
+
+    /// Waits until the agent of `system` says it applied a view of serial `serial` or later.
+    fn applied(&self, system: &str, serial: i64) -> anyhow::Result<()> {
+        let mut shown = Value::Null;
+        let done = wait_until(Duration::from_secs(5), || {
+            shown = self.show(system);
+            shown["agent"]["serial_applied"]
+                .as_i64()
+                .is_some_and(|s| s >= serial)
+        });
+        ensure!(
+            done,
+            "{system}'s agent did not report applying serial {serial} within 5 s: {}",
+            shown["agent"]
+        );
+        Ok(())
+    }
+
+    /// The current revision (the last audit entry's).
+    fn revision(&self) -> anyhow::Result<i64> {
+        let audit: Value =
+            serde_json::from_str(&self.cli(&["audit", "--json", "--limit", "1000"])?)?;
+        audit
+            .as_array()
+            .and_then(|entries| entries.iter().filter_map(|e| e["revision"].as_i64()).max())
+            .context("the audit log is empty")
+    }
+}
+
+fn subnets(ctx: &Ctx) -> anyhow::Result<()> {
+    let office = Fixture::start_full(ctx, "cms", 2, Store::Sqlite, true)?;
+
+    // Both gateways' discovered subnets are on the server, each with its interface.
+    let mut rows = Value::Null;
+    let listed = wait_until(Duration::from_secs(10), || {
+        rows = office.cli_json(&["subnets", "list", "--json"]);
+        GATEWAYS.iter().all(|(_, name)| {
+            [(LAN, "lan0"), (LAB, "lan1")]
+                .iter()
+                .all(|(subnet, iface)| {
+                    rows.as_array().is_some_and(|rows| {
+                        rows.iter().any(|r| {
+                            r["system"] == *name
+                                && r["subnet"] == *subnet
+                                && r["interface"] == *iface
+                                && r["source"] == "discovered"
+                                && r["state"] == "served"
+                                && r["reason"].as_str().is_some_and(|t| !t.is_empty())
+                        })
+                    })
+                })
+        })
+    });
+    ensure!(
+        listed,
+        "the server does not list both gateways' {LAN} (lan0) and {LAB} (lan1): {rows}"
+    );
+
+    // A policy to the lab through both gateways: the laptop reaches the lab host.
+    office.create_policy("users to the lab", &["menlo-gw-1", "menlo-gw-2"], LAB)?;
+    until_answered(office.ns("sender"), LAB_HOST, Duration::from_secs(10))
+        .with_context(|| format!("the laptop: {:?}", office.status("sender")))?;
+    let before = office.status("sender")?;
+    ensure!(
+        gateway_for(&before, "menlo-gw-1").contains(&LAB.to_owned())
+            && gateway_for(&before, "menlo-gw-2").contains(&LAB.to_owned()),
+        "positive control: the laptop does not have both gateways for {LAB}: {before}"
+    );
+
+    // Removed from menlo-gw-1: the laptop's lab route no longer goes through it, the lab
+    // still answers through menlo-gw-2, and menlo-gw-1 no longer serves it.
+    office.cli(&["subnets", "remove", "menlo-gw-1", LAB])?;
+    let removed_at = office.revision()?;
+    office.applied("laptop", removed_at)?;
+    let after = office.status("sender")?;
+    ensure!(
+        !gateway_for(&after, "menlo-gw-1").contains(&LAB.to_owned())
+            && gateway_for(&after, "menlo-gw-2").contains(&LAB.to_owned()),
+        "after removing {LAB} from menlo-gw-1 the laptop's gateways for it are: menlo-gw-1 {:?}, menlo-gw-2 {:?}",
+        gateway_for(&after, "menlo-gw-1"),
+        gateway_for(&after, "menlo-gw-2")
+    );
+    let took = until_answered(office.ns("sender"), LAB_HOST, Duration::from_secs(10))
+        .with_context(|| format!("the lab through menlo-gw-2: {:?}", office.status("sender")))?;
+    let route = route_of(&office, "sender", LAB).unwrap_or_default();
+    ensure!(
+        route["gateway"] == "menlo-gw-2",
+        "the laptop's route to {LAB} is not through menlo-gw-2: {route}"
+    );
+    office.applied("menlo-gw-1", removed_at)?;
+    let gw1 = office.status("gw1")?;
+    ensure!(
+        gw1["gateway_for"]
+            .as_array()
+            .is_some_and(|g| !g.iter().any(|s| s == LAB) && g.iter().any(|s| s == LAN)),
+        "menlo-gw-1 still serves {LAB} (or no longer {LAN}): {}",
+        gw1["gateway_for"]
+    );
+    println!(
+        "    {LAB} removed from menlo-gw-1: the laptop routes it through menlo-gw-2 only, {LAB_HOST} answered after {:.2} s",
+        took.as_secs_f64()
+    );
+    let rows = office.cli_json(&["subnets", "list", "--json"]);
+    ensure!(
+        rows.as_array().is_some_and(|rows| rows.iter().any(|r| {
+            r["system"] == "menlo-gw-1" && r["subnet"] == LAB && r["state"] == "removed"
+        })),
+        "subnets list does not show {LAB} removed from menlo-gw-1: {rows}"
+    );
+
+    // From the last gateway the policy routes it through: refused, naming the policy, and
+    // nothing changed.
+    let revision = office.revision()?;
+    let output = control_fixture::cli_output(
+        office.ns("ctl"),
+        &office.control,
+        &office.server.at,
+        &office.token,
+        &["subnets", "remove", "menlo-gw-2", LAB],
+    )?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        !output.status.success() && said.contains("users to the lab"),
+        "removing the lab from its last gateway: {} {said}",
+        output.status
+    );
+    ensure!(
+        office.revision()? == revision,
+        "a refused removal changed the network"
+    );
+    ensure!(
+        office.ns("sender").ping_once(LAB_HOST)?,
+        "after the refused removal the lab no longer answers"
+    );
+
+    // The policy deleted and the subnet removed: the laptop has no lab route and the lab is
+    // out of reach; the office LAN still answers.
+    office.cli(&["policies", "delete", "users to the lab"])?;
+    let deleted_at = office.revision()?;
+    office.cli(&["subnets", "remove", "menlo-gw-2", LAB])?;
+    let gone_at = office.revision()?;
+    office.applied("menlo-gw-2", gone_at)?;
+    office.applied("laptop", deleted_at)?;
+    ensure!(
+        route_of(&office, "sender", LAB).is_none(),
+        "the laptop still has a route to {LAB}: {:?}",
+        office.status("sender")
+    );
+    ensure!(
+        !office.ns("sender").ping_once(LAB_HOST)?,
+        "{LAB_HOST} still answers the laptop after its subnet was withdrawn"
+    );
+    ensure!(
+        office.ns("sender").ping_once(DC1)?,
+        "positive control: {DC1} no longer answers the laptop"
+    );
+    let gw2 = office.status("gw2")?;
+    ensure!(
+        gw2["gateway_for"]
+            .as_array()
+            .is_some_and(|g| !g.iter().any(|s| s == LAB)),
+        "menlo-gw-2 still serves {LAB}: {}",
+        gw2["gateway_for"]
+    );
+
+    // "Allow this system to act as a gateway" switched off on the server: menlo-gw-2's agent
+    // puts forwarding back as it found it (off in a new namespace) and the laptop routes the
+    // office LAN through menlo-gw-1 only; menlo-gw-1 keeps forwarding (the positive control).
+    let forwarding = |node: &str| -> anyhow::Result<String> {
+        Ok(office
+            .ns(node)
+            .exec(&["sysctl", "-n", "net.ipv4.ip_forward"])?
+            .trim()
+            .to_owned())
+    };
+    ensure!(
+        forwarding("gw2")? == "1",
+        "positive control: menlo-gw-2 does not forward while it is a gateway"
+    );
+    office.cli(&["systems", "gateway", "menlo-gw-2", "off"])?;
+    let off_at = office.revision()?;
+    office.applied("menlo-gw-2", off_at)?;
+    office.applied("laptop", off_at)?;
+    ensure!(
+        wait_until(Duration::from_secs(2), || forwarding("gw2")
+            .is_ok_and(|f| f == "0")),
+        "menlo-gw-2 still forwards after it was switched off: {:?}",
+        forwarding("gw2")
+    );
+    ensure!(forwarding("gw1")? == "1", "menlo-gw-1 stopped forwarding");
+    let status = office.status("sender")?;
+    ensure!(
+        gateway_for(&status, "menlo-gw-2").is_empty()
+            && gateway_for(&status, "menlo-gw-1").contains(&LAN.to_owned()),
+        "after switching menlo-gw-2 off the laptop's gateways for {LAN}: menlo-gw-1 {:?}, menlo-gw-2 {:?}",
+        gateway_for(&status, "menlo-gw-1"),
+        gateway_for(&status, "menlo-gw-2")
+    );
+    until_answered(office.ns("sender"), DC1, Duration::from_secs(10))
+        .context("the office LAN through menlo-gw-1 after menlo-gw-2 was switched off")?;
+    office.no_secret_logged()
 }

@@ -18,6 +18,7 @@
 //! While the store is down nothing here changes: connected agents keep the view they have,
 //! new connections are served from the last snapshot.
 
+pub(crate) mod endpoints;
 pub(crate) mod stream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,8 @@ pub struct Options {
     pub ephemeral_after: Duration,
     /// At most this many connections may be in their (unauthenticated) handshake at once.
     pub max_handshakes: usize,
+    /// Record endpoints of agents seen on loopback too (tests, where every agent is).
+    pub endpoints_from_loopback: bool,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             server: "enclave-control".into(),
             ephemeral_after: Duration::from_secs(10 * 60),
             max_handshakes: 256,
+            endpoints_from_loopback: false,
         }
     }
 }
@@ -333,6 +337,8 @@ pub struct Hub {
     next_id: AtomicU64,
     handshakes: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+    /// Observed endpoints waiting to be recorded.
+    endpoints: endpoints::Recorder,
 }
 
 impl Hub {
@@ -348,6 +354,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             handshakes,
             stop: watch::Sender::new(false),
+            endpoints: endpoints::Recorder::default(),
         }
     }
 
@@ -377,6 +384,7 @@ impl Hub {
         tokio::spawn(Arc::clone(self).follow(listen));
         tokio::spawn(Arc::clone(self).heartbeat());
         tokio::spawn(Arc::clone(self).janitor());
+        tokio::spawn(Arc::clone(self).record_endpoints());
     }
 
     /// Stops the background work and closes every agent's connection.
@@ -556,6 +564,7 @@ impl Hub {
         let still_here = self.agents().values().any(|a| a.key == agent.key);
         if !still_here {
             self.write_presence(self.presence_row(agent, false));
+            self.forget_endpoint(agent);
         }
     }
 

@@ -338,6 +338,9 @@ async fn read_all<R: AsyncRead + Unpin>(
 fn handle(hub: &Arc<Hub>, agent: &Arc<Agent>, message: AgentMessage) {
     match message {
         AgentMessage::Report(report) => {
+            if let Some(port) = report.listen_port {
+                hub.observe(agent, port);
+            }
             let discovered = report.discovered.clone();
             agent.live().report = Some(Arc::from(report));
             if let Some(found) = discovered {

@@ -102,6 +102,14 @@ pub enum Command {
         /// What it found.
         subnets: BTreeMap<Ipv4Net, DiscoveredSubnet>,
     },
+    /// The agents' side records where agents were observed (each a system's observed
+    /// endpoint: its agent's address with the WireGuard port it reported), for the systems
+    /// whose endpoint changed; one command for many, so that a crowd of agents connecting at
+    /// once makes few commits.
+    ObserveEndpoints {
+        /// The endpoints, by system name.
+        endpoints: BTreeMap<String, std::net::SocketAddr>,
+    },
     /// Create or replace a policy.
     PutPolicy {
         /// The policy as written.

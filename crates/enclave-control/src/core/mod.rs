@@ -4,6 +4,7 @@
 //! and passes their hashes in).
 
 mod command;
+mod endpoints;
 mod input;
 mod subnets;
 mod targeted;
@@ -331,6 +332,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             let reply = Reply::System(Box::new(s.clone()));
             Ok(("subnet.discovered", system, detail, reply))
         }
+        Command::ObserveEndpoints { endpoints } => endpoints::observe(next, t, endpoints),
         Command::PutPolicy { doc, write } => put_policy(next, t, doc, write),
         Command::DeletePolicy { name } => {
             if next.policies.remove(&name).is_none() {
@@ -476,6 +478,12 @@ fn import(next: &mut State, t: &mut Touched, imported: Imported) -> Result<Ran, 
                 system.enabled = old.enabled;
             }
             system.discovered = old.discovered.clone();
+            // An export writes the observed endpoint of a system without one set by hand;
+            // the same endpoint read back stays observed, not set by hand.
+            system.observed_endpoint = old.observed_endpoint;
+            if old.endpoint.is_none() && system.endpoint == old.observed_endpoint {
+                system.endpoint = None;
+            }
             system.ephemeral = old.ephemeral;
             system.enrolled_with = old.enrolled_with.clone();
             system.created_at = old.created_at;
@@ -603,6 +611,7 @@ fn enrol(
         address,
         tags,
         endpoint: None,
+        observed_endpoint: None,
         enabled: true,
         approval: match approval {
             ApprovalMode::Auto => Approval::Approved,

@@ -38,6 +38,8 @@ pub(crate) enum Targeted {
     Added(String),
     /// A system's approval flipped.
     Approval(String),
+    /// These systems' endpoints (as peers are given them) changed.
+    Endpoints(Vec<String>),
 }
 
 /// The network after the change, if the targeted check can vouch that the full validation of
@@ -48,6 +50,16 @@ pub(crate) fn check(before: &Network, next: &State, change: &Targeted) -> Option
             let system = next.systems.get(name)?;
             let mut network = before.clone();
             network.systems.get_mut(name)?.enabled = system.effective_enabled();
+            Some(Arc::new(network))
+        }
+        // The validator only parses an endpoint; a `SocketAddr` rendered parses back to
+        // itself, so the definition stays valid and only these endpoints change.
+        Targeted::Endpoints(names) => {
+            let mut network = before.clone();
+            for name in names {
+                let system = next.systems.get(name)?;
+                network.systems.get_mut(name)?.endpoint = system.effective_endpoint();
+            }
             Some(Arc::new(network))
         }
         Targeted::Added(name) => {
