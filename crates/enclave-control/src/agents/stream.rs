@@ -339,7 +339,7 @@ fn handle(hub: &Arc<Hub>, agent: &Arc<Agent>, message: AgentMessage) {
     match message {
         AgentMessage::Report(report) => {
             let discovered = report.discovered.clone();
-            agent.live().report = Some(Arc::from(report));
+            hub.reported(agent, Arc::from(report));
             if let Some(found) = discovered {
                 report_discovered(hub, agent, found);
             }
