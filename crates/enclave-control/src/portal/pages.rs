@@ -30,6 +30,13 @@ pub(crate) fn esc(text: &str) -> String {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 pub(crate) fn utc(t: i64) -> String {
+    let seconds = utc_seconds(t);
+    // `YYYY-MM-DD HH:MM:SS UTC` without `:SS`.
+    format!("{} UTC", &seconds[..seconds.len() - 7])
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn utc_seconds(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     // Days since 1970-01-01 to a civil date (proleptic Gregorian), in 400-year eras.
@@ -43,9 +50,10 @@ pub(crate) fn utc(t: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         secs / 3600,
-        secs % 3600 / 60
+        secs % 3600 / 60,
+        secs % 60
     )
 }
 
@@ -314,6 +322,34 @@ impl<'a> Listing<'a> {
         }
     }
 
+    /// How many are shown, of how many: "1–50 of 10000 systems that match (12000 in all)."
+    fn counted(&self) -> String {
+        let noun = |n: usize| if n == 1 { "system" } else { "systems" };
+        let filtered = self.matched != self.total;
+        if self.pages > 1 {
+            let of_all = if filtered {
+                format!(" that match ({} in all)", self.total)
+            } else {
+                String::new()
+            };
+            format!(
+                "{}–{} of {} systems{of_all}.",
+                self.offset + 1,
+                self.offset + self.systems.len(),
+                self.matched
+            )
+        } else if filtered {
+            format!(
+                "{} of {} {} match.",
+                self.matched,
+                self.total,
+                noun(self.total)
+            )
+        } else {
+            format!("{} {}.", self.total, noun(self.total))
+        }
+    }
+
     /// "Previous", "Page N of M", "Next".
     fn pager(&self) -> String {
         if self.pages <= 1 {
@@ -353,7 +389,10 @@ fn platform(agent: Option<&AgentInfo>) -> String {
         format!("agent {}", esc(&agent.agent_version))
     };
     match &agent.hostname {
-        Some(host) => format!("{} <span class=\"hint\">({version})</span>", esc(host)),
+        Some(host) => format!(
+            "{} <span class=\"hint nowrap\">({version})</span>",
+            esc(host)
+        ),
         None => version,
     }
 }
@@ -416,7 +455,7 @@ pub(crate) fn systems(
         };
         let _ = writeln!(
             rows,
-            r#"<tr id="system-{id}"><td><a href="/portal/systems/{path}">{name}</a>{gateway}</td><td><code>{address}</code></td><td>{tags}</td><td>{state}</td><td class="presence">{presence}</td><td>{platform}</td><td class="in-use">{in_use}</td><td>{approve}</td></tr>"#,
+            r#"<tr id="system-{id}"><td><a href="/portal/systems/{path}">{name}</a>{gateway}</td><td data-label="Overlay address"><code>{address}</code></td><td data-label="Tags">{tags}</td><td data-label="State">{state}</td><td class="presence" data-label="Connection">{presence}</td><td data-label="Platform">{platform}</td><td class="in-use" data-label="Gateway in use">{in_use}</td><td>{approve}</td></tr>"#,
             id = esc(&system.name),
             path = segment(&system.name),
             name = esc(&system.name),
@@ -431,21 +470,7 @@ pub(crate) fn systems(
     if listing.systems.is_empty() {
         rows = r#"<tr><td colspan="8" class="empty">No system matches.</td></tr>"#.to_owned();
     }
-    let counted = if listing.matched == 0 {
-        format!("0 of {} systems.", listing.total)
-    } else {
-        format!(
-            "{}–{} of {} systems{}.",
-            listing.offset + 1,
-            listing.offset + listing.systems.len(),
-            listing.matched,
-            if listing.matched == listing.total {
-                String::new()
-            } else {
-                format!(" that match ({} in all)", listing.total)
-            }
-        )
-    };
+    let counted = listing.counted();
     let flash = flash.map_or_else(String::new, Flash::html);
     layout_live(
         session,
@@ -459,7 +484,7 @@ pub(crate) fn systems(
 </form>
 <div id="systems-live" data-live>
 <p class="hint" id="systems-count">{counted}</p>
-<div class="table"><table>
+<div class="table"><table class="cards">
 <thead><tr><th scope="col">Name</th><th scope="col">Overlay address</th><th scope="col">Tags</th><th scope="col">State</th><th scope="col">Connection</th><th scope="col">Platform</th><th scope="col">Gateway in use</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
 <tbody>
 {rows}</tbody></table></div>
@@ -559,7 +584,7 @@ fn active_gateways(shown: &Shown<'_>) -> String {
         let since = agent
             .active_since
             .get(subnet)
-            .map_or_else(String::new, |t| utc(*t));
+            .map_or_else(String::new, |t| utc_seconds(*t));
         let _ = writeln!(
             rows,
             "<tr><td><code>{subnet}</code></td><td>{gateway}</td><td>{since}</td><td>{}</td></tr>",

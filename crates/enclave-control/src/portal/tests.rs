@@ -395,6 +395,7 @@ fn text_is_escaped_and_times_are_civil() {
     );
     assert_eq!(pages::utc(0), "1970-01-01 00:00 UTC");
     assert_eq!(pages::utc(1_709_210_096), "2024-02-29 12:34 UTC");
+    assert_eq!(pages::utc_seconds(1_709_210_096), "2024-02-29 12:34:56 UTC");
     assert_eq!(
         tags("gw, office  lab,,"),
         ["gw", "lab", "office"].map(String::from).into()
@@ -409,8 +410,10 @@ fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     assert!(all.text.contains(">laptop</a>"));
     let pending = h.send(Method::GET, "/portal/systems?q=pending", &cookie, None);
     assert!(pending.text.contains(">laptop</a>"), "{}", pending.text);
+    assert!(all.text.contains("1 system."), "{}", all.text);
     let none = h.send(Method::GET, "/portal/systems?q=gateway", &cookie, None);
     assert!(!none.text.contains(">laptop</a>") && none.text.contains("No system matches."));
+    assert!(none.text.contains("0 of 1 system match."), "{}", none.text);
 
     let csrf = all.csrf();
     let bad = h.send(
