@@ -31,7 +31,22 @@
     if (!active || !part.contains(active) || active === part) {
       return null;
     }
-    return { id: active.id, label: active.getAttribute("aria-label") };
+    return {
+      id: active.id,
+      label: active.getAttribute("aria-label"),
+      href: active.getAttribute("href")
+    };
+  }
+
+  // The element of `part` whose attribute `name` is `value`.
+  function having(part, name, value) {
+    var all = part.querySelectorAll("[" + name + "]");
+    for (var i = 0; i < all.length; i++) {
+      if (all[i].getAttribute(name) === value) {
+        return all[i];
+      }
+    }
+    return null;
   }
 
   function refocus(part, focus) {
@@ -40,13 +55,10 @@
     }
     var target = focus.id ? document.getElementById(focus.id) : null;
     if (!target && focus.label) {
-      var labelled = part.querySelectorAll("[aria-label]");
-      for (var i = 0; i < labelled.length; i++) {
-        if (labelled[i].getAttribute("aria-label") === focus.label) {
-          target = labelled[i];
-          break;
-        }
-      }
+      target = having(part, "aria-label", focus.label);
+    }
+    if (!target && focus.href) {
+      target = having(part, "href", focus.href);
     }
     if (target && part.contains(target)) {
       target.focus();

@@ -595,8 +595,12 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
     );
     b.shot("10-live-systems-before")?;
 
-    // The page stays open; a reload would drop this marker.
-    b.script("window.enclaveMarker = 'kept';")?;
+    // The page stays open; a reload would drop this marker. The keyboard focus is on the
+    // laptop's link, inside the part that changes: it must stay there.
+    b.script(
+        "window.enclaveMarker = 'kept'; \
+         document.querySelector('#system-laptop a').focus();",
+    )?;
     let killed = std::time::Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(first_pid)?),
@@ -625,6 +629,14 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
         active_gateway(&office) == Some(other),
         "the page shows {other_name} but the laptop's status says {:?}",
         active_gateway(&office)
+    );
+    let focused = b.script(
+        "const a = document.activeElement; \
+         return a && a.closest('#system-laptop') ? a.getAttribute('href') : String(a && a.outerHTML);",
+    )?;
+    ensure!(
+        focused == "/portal/systems/laptop",
+        "the update moved the keyboard focus from the laptop's link to {focused}"
     );
     println!(
         "    the open Systems page showed the failover to {other_name} {:.2} s after {first_name} was killed -9, without a reload",
