@@ -27,21 +27,11 @@ pub fn benches() -> Vec<Bench> {
     }]
 }
 
-/// Systems by default.
-const SYSTEMS: usize = 10_000;
 /// Fetches of each page.
 const ROUNDS: usize = 20;
 /// No page may take longer to make.
 const GOAL_MS: f64 = 200.0;
 const PASSWORD: &str = "bench password, long enough";
-
-fn systems() -> usize {
-    std::env::var("ENCLAVE_BENCH_SYSTEMS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(SYSTEMS)
-}
 
 /// A 32-byte public key for system `i` (any 32 bytes are a key to the server).
 fn key(i: usize) -> String {
@@ -88,7 +78,8 @@ fn definition(n: usize) -> String {
 }
 
 fn portal(ctx: &Ctx) -> anyhow::Result<()> {
-    let n = systems();
+    // 10,000 unless ENCLAVE_BENCH_SYSTEMS says otherwise, as for the control bench.
+    let n = super::control::systems();
     println!("portal bench: {n} systems, each page fetched {ROUNDS} times");
     let mut spec = TopologySpec::new("pb");
     spec.node("ctl");

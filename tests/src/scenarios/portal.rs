@@ -658,6 +658,8 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
         "the laptop's page shows no peers:\n{text}"
     );
     b.shot("12-live-laptop")?;
+    b.script("document.getElementById('peers').scrollIntoView();")?;
+    b.shot("12-live-laptop-peers")?;
 
     // At a phone's width: nothing wider than the screen.
     b.call(

@@ -39,17 +39,10 @@ pub(crate) fn streams() -> Arc<Semaphore> {
 
 /// The script, as embedded.
 pub(crate) async fn script() -> Response {
-    let mut response = include_str!("../../assets/portal.js").into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/javascript; charset=utf-8"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
+    super::asset(
+        include_str!("../../assets/portal.js"),
+        "text/javascript; charset=utf-8",
+    )
 }
 
 /// What one stream holds between events.

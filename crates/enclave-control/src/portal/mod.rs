@@ -134,10 +134,20 @@ fn see(to: &str) -> Response {
 }
 
 async fn style() -> Response {
-    let mut response = include_str!("../../assets/portal.css").into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
+    asset(
+        include_str!("../../assets/portal.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+/// An embedded file, as `content_type`, never sniffed as anything else.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }

@@ -588,7 +588,7 @@ fn active_gateways(shown: &Shown<'_>) -> String {
         let _ = writeln!(
             rows,
             "<tr><td><code>{subnet}</code></td><td>{gateway}</td><td>{since}</td><td>{}</td></tr>",
-            esc(&active.reason)
+            esc(without_age(&active.reason))
         );
     }
     format!(
@@ -597,6 +597,18 @@ fn active_gateways(shown: &Shown<'_>) -> String {
 <tbody>
 {rows}</tbody></table></div>"#
     )
+}
+
+/// A reason without the age the agent gave it when it reported (`failed over from
+/// menlo-gw-1 0.9 s ago`): it is stale on a page, where "Since" says when.
+pub(crate) fn without_age(reason: &str) -> &str {
+    let Some(rest) = reason.strip_suffix(" s ago") else {
+        return reason;
+    };
+    match rest.rsplit_once(' ') {
+        Some((head, age)) if age.parse::<f64>().is_ok() => head,
+        _ => reason,
+    }
 }
 
 /// The "Peers" card: each tunnel as the agent's status shows it.
@@ -618,10 +630,11 @@ fn peers(shown: &Shown<'_>) -> String {
     }
     let mut rows = String::new();
     for (name, peer) in &report.peers {
-        let class = match peer.state.as_str() {
-            "connected" => "ok",
-            "handshaking" | "idle" => "warn",
-            _ => "bad",
+        // `Up` or `Down` as the agent's status says it; anything else is in between.
+        let class = match peer.state.to_ascii_lowercase().as_str() {
+            "up" | "connected" => "ok",
+            "down" => "bad",
+            _ => "warn",
         };
         let _ = writeln!(
             rows,

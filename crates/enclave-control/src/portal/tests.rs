@@ -14,6 +14,27 @@ use crate::store::{SqlStore, Store as _};
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "a long enough password";
 
+/// An enrolment key without tags, limits or expiry, made as `ctx` says.
+async fn create_key(service: &Service, approval: ApprovalMode, ctx: &Ctx) -> secret::Secret {
+    let key = secret::generate(secret::KEY_PREFIX);
+    service
+        .execute(
+            Command::CreateKey(NewKey {
+                id: key.id.clone(),
+                hash: key.hash.clone(),
+                tags: BTreeSet::new(),
+                approval,
+                uses: None,
+                expires_at: None,
+                ephemeral: false,
+            }),
+            ctx,
+        )
+        .await
+        .unwrap();
+    key
+}
+
 struct Harness {
     router: Router,
     portal: Portal,
@@ -106,22 +127,7 @@ impl Harness {
                 actor: "cli".into(),
                 now: now(),
             };
-            let key = secret::generate(secret::KEY_PREFIX);
-            service
-                .execute(
-                    Command::CreateKey(NewKey {
-                        id: key.id.clone(),
-                        hash: key.hash.clone(),
-                        tags: BTreeSet::new(),
-                        approval: ApprovalMode::Manual,
-                        uses: None,
-                        expires_at: None,
-                        ephemeral: false,
-                    }),
-                    &ctx,
-                )
-                .await
-                .unwrap();
+            let key = create_key(&service, ApprovalMode::Manual, &ctx).await;
             service
                 .execute(
                     Command::Enrol {
@@ -397,6 +403,15 @@ fn text_is_escaped_and_times_are_civil() {
     assert_eq!(pages::utc(1_709_210_096), "2024-02-29 12:34 UTC");
     assert_eq!(pages::utc_seconds(1_709_210_096), "2024-02-29 12:34:56 UTC");
     assert_eq!(
+        pages::without_age("failed over from menlo-gw-1 0.9 s ago"),
+        "failed over from menlo-gw-1"
+    );
+    assert_eq!(
+        pages::without_age("first gateway connected"),
+        "first gateway connected"
+    );
+    assert_eq!(pages::without_age("was ok s ago"), "was ok s ago");
+    assert_eq!(
         tags("gw, office  lab,,"),
         ["gw", "lab", "office"].map(String::from).into()
     );
@@ -453,22 +468,7 @@ impl Harness {
                 actor: "cli".into(),
                 now: now(),
             };
-            let key = secret::generate(secret::KEY_PREFIX);
-            service
-                .execute(
-                    Command::CreateKey(NewKey {
-                        id: key.id.clone(),
-                        hash: key.hash.clone(),
-                        tags: BTreeSet::new(),
-                        approval: ApprovalMode::Auto,
-                        uses: None,
-                        expires_at: None,
-                        ephemeral: false,
-                    }),
-                    &ctx,
-                )
-                .await
-                .unwrap();
+            let key = create_key(&service, ApprovalMode::Auto, &ctx).await;
             for n in 0..count {
                 service
                     .execute(
@@ -629,7 +629,7 @@ fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
         report.peers.insert(
             "menlo-gw-2".into(),
             PeerReport {
-                state: "connected".into(),
+                state: "Up".into(),
                 rx_bytes: 2048,
                 ..PeerReport::default()
             },
@@ -685,4 +685,8 @@ fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
     assert!(details.contains(&pages::utc(now())[..10]));
     assert!(details.contains("4.0 KiB in"), "{details}");
     assert!(details.contains(r#"id="peers" data-live"#));
+    assert!(
+        details.contains(r#"<span class="badge ok">Up</span>"#),
+        "{details}"
+    );
 }
