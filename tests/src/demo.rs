@@ -13,6 +13,11 @@
 //! Ctrl-C (SIGINT) or SIGTERM at any point sets a flag that every wait checks; the demo then
 //! unwinds, and dropping the topology ends the agents and removes the namespaces. A second
 //! Ctrl-C exits at once (`enclave-scenarios clean` then removes what was left).
+//!
+//! With `--keep` the demo stays up after its steps, the killed gateway started again, until
+//! Ctrl-C: it makes a portal account and forwards a port on the host's 127.0.0.1 to the
+//! server's port in its namespace ([`crate::forward`]: no route, address or firewall rule on
+//! the host), and prints the address and the sign-in.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -80,9 +85,20 @@ const GW_LAN: [&str; 2] = ["192.168.77.1", "192.168.77.2"];
 /// `egress-gw`'s address on the "internet" side.
 const EGRESS_OUT: &str = "198.51.100.1";
 
+/// The portal account `--keep` makes.
+const PORTAL_USER: &str = "admin";
+/// The host's port `--keep` forwards to the server (another free one when it is taken).
+const PORTAL_PORT: u16 = 8443;
+
 /// Runs the demo. Returns an error naming the step that did not do what it claims, or the
 /// interruption; everything it made is removed either way.
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    run_with(ctx, false)
+}
+
+/// [`run`]; with `keep`, keeps the demo running after its steps until Ctrl-C, with its portal
+/// open to the host's browser.
+pub fn run_with(ctx: &Ctx, keep: bool) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // The first signal sets the flag; a second one, while the flag is set, exits at once.
@@ -95,6 +111,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         ctx,
         stop,
         steps: Vec::new(),
+        keep,
+        portal_password: None,
     };
     println!(
         "Enclave gateway demo: a control server enrols a laptop and three gateways; the laptop \
@@ -112,7 +130,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         };
         println!("    step {:2}: {title:72} {verdict}", number + 1);
     }
-    if outcome.is_ok() {
+    if outcome.is_ok() && keep {
+        println!("\nevery step did what it claims; after Ctrl-C everything was torn down");
+    } else if outcome.is_ok() {
         println!("\nevery step did what it claims; everything was torn down");
     } else if demo.stop.load(Ordering::Relaxed) {
         println!("\ninterrupted: the agents were ended and the namespaces removed");
@@ -125,6 +145,10 @@ struct Demo<'c> {
     stop: Arc<AtomicBool>,
     /// Each step's title and outcome (`None` while it runs, or when it was interrupted).
     steps: Vec<(String, Option<Result<(), String>>)>,
+    /// Keep running after the steps, until Ctrl-C (`--keep`).
+    keep: bool,
+    /// The portal account's password, made with `--keep`.
+    portal_password: Option<String>,
 }
 
 /// What the setup made: the topology, the control server and the running agents.
@@ -150,7 +174,10 @@ impl Stage {
 impl Demo<'_> {
     fn play(&mut self) -> anyhow::Result<()> {
         let mut stage = self.setup()?;
-        let outcome = self.scenes(&mut stage);
+        let mut outcome = self.scenes(&mut stage);
+        if outcome.is_ok() && self.keep {
+            outcome = self.kept(&mut stage);
+        }
         let teardown = self.teardown(stage);
         outcome.and(teardown)
     }
@@ -225,6 +252,102 @@ impl Demo<'_> {
         Ok((output.status.success(), stdout))
     }
 
+    // ----- --keep -----
+
+    /// `admin user create` with a fresh random password, which it returns.
+    fn portal_account(
+        &self,
+        ns: &Netns,
+        control: &Path,
+        database: &str,
+        state: &Path,
+    ) -> anyhow::Result<String> {
+        use base64::Engine as _;
+        let mut random = [0u8; 12];
+        getrandom(&mut random)?;
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+        let file = state.join("portal-password");
+        std::fs::write(&file, format!("{password}\n"))?;
+        println!(
+            "    [{CONTROL}]# enclave-control admin user create {PORTAL_USER} --database {database} --password-file {}",
+            file.display()
+        );
+        let made = ns.exec(&[
+            control.to_str().context("path is not UTF-8")?,
+            "admin",
+            "user",
+            "create",
+            PORTAL_USER,
+            "--database",
+            database,
+            "--password-file",
+            file.to_str().context("path is not UTF-8")?,
+        ]);
+        // The file held the password only for the command.
+        let _ = std::fs::remove_file(&file);
+        indent(&made?);
+        Ok(password)
+    }
+
+    /// After the steps: the killed gateway started again, the portal forwarded to the host's
+    /// loopback, then waits for Ctrl-C.
+    fn kept(&mut self, stage: &mut Stage) -> anyhow::Result<()> {
+        self.begin("keep running: start the killed gateway again, open the portal to this host")?;
+        let outcome = self.restart_killed(stage);
+        self.end(outcome)?;
+        let target: SocketAddr = format!("{CONTROL_ADDR}:{CONTROL_PORT}").parse()?;
+        let forwarder = crate::forward::Forwarder::start(stage.ns(CONTROL), target, PORTAL_PORT)?;
+        let port = forwarder.port();
+        let password = self.portal_password.clone().unwrap_or_default();
+        let namespace = stage.ns(CONTROL).name();
+        let fingerprint = &stage.server.at.fingerprint;
+        println!("\n==> the demo keeps running: open its portal in this host's browser\n");
+        println!("    https://127.0.0.1:{port}/portal/\n");
+        println!("    sign in as {PORTAL_USER}, password {password}\n");
+        println!("    The certificate is the server's own, self-signed: check that your browser");
+        println!("    shows the fingerprint {fingerprint}");
+        println!(
+            "    before you accept it. 127.0.0.1:{port} is forwarded by this process into the"
+        );
+        println!("    namespace {namespace} (to {target}); nothing on this host's routes or");
+        println!("    firewall was changed.");
+        println!("    Try it: the Systems page updates by itself; kill an office gateway's agent");
+        println!(
+            "    (kill -9 PID, the PIDs are below) and watch the laptop move to the other one."
+        );
+        for (node, process) in &stage.agents {
+            println!("      {node:7} agent PID {}", process.pid());
+        }
+        println!("\n    Ctrl-C stops the demo and removes everything it made.");
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        println!("\n==> Ctrl-C: closing the portal's port {port}");
+        drop(forwarder);
+        Ok(())
+    }
+
+    /// Starts again the agent of the office gateway that the failover step killed.
+    fn restart_killed(&self, stage: &mut Stage) -> anyhow::Result<()> {
+        for system in &GATEWAYS {
+            let running = stage
+                .agents
+                .get_mut(system.node)
+                .is_some_and(Process::is_running);
+            if running {
+                continue;
+            }
+            let process = self.start_agent(stage, system.node, true)?;
+            println!(
+                "    {} enclave-gw run again (PID {})",
+                system.name,
+                process.pid()
+            );
+            stage.agents.insert(system.node, process);
+        }
+        Ok(())
+    }
+
     // ----- setup -----
 
     fn setup(&mut self) -> anyhow::Result<Stage> {
@@ -284,7 +407,7 @@ impl Demo<'_> {
     }
 
     /// `admin token create` on the database, then `enclave-control run`.
-    fn start_control(&self, topo: &Topology) -> anyhow::Result<(Server, String, PathBuf)> {
+    fn start_control(&mut self, topo: &Topology) -> anyhow::Result<(Server, String, PathBuf)> {
         let ns = topo.ns(CONTROL);
         let control = self.ctx.bin("enclave-control")?;
         let state = self.ctx.log_dir().join("control");
@@ -295,6 +418,9 @@ impl Demo<'_> {
         );
         let token = admin_token(ns, &control, &database, &["--name", "demo"])?;
         println!("      ent_… (printed once; the demo keeps it for the commands below)");
+        if self.keep {
+            self.portal_password = Some(self.portal_account(ns, &control, &database, &state)?);
+        }
         println!(
             "    [{CONTROL}]# enclave-control run --database {database} --listen {CONTROL_ADDR}:{CONTROL_PORT}"
         );
@@ -1040,4 +1166,12 @@ fn indent(text: &str) {
     for line in text.lines() {
         println!("      {line}");
     }
+}
+
+/// Fills `bytes` from the kernel's random source.
+fn getrandom(bytes: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(bytes))
+        .context("cannot read /dev/urandom")
 }

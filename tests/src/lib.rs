@@ -10,6 +10,7 @@ pub mod bench;
 pub mod context;
 pub mod control_fixture;
 pub mod demo;
+pub mod forward;
 pub mod office;
 pub mod scenarios;
 pub mod support;

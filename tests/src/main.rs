@@ -2,7 +2,7 @@
 //!
 //! Normally started by `cargo xtask netns-test [NAME…]` or `cargo xtask bench NAME`, which build
 //! the binaries first; `cargo xtask demo` runs `enclave-scenarios demo`. Usage:
-//! `enclave-scenarios list | run [NAME…] | bench NAME | demo | clean`.
+//! `enclave-scenarios list | run [NAME…] | bench NAME | demo [--keep] | clean`.
 //!
 //! `run` starts each scenario in a child process of its own (this program again, as
 //! `run-one NAME LOG_DIR`), in a process group of its own: a scenario that does not finish in
@@ -51,9 +51,11 @@ fn main() -> ExitCode {
             Ok(true)
         }
         Some("bench") => run_bench(&args[1..]),
-        Some("demo") => demo(),
+        Some("demo") => demo(&args[1..]),
         _ => {
-            eprintln!("usage: enclave-scenarios list | run [NAME…] | bench NAME | demo | clean");
+            eprintln!(
+                "usage: enclave-scenarios list | run [NAME…] | bench NAME | demo [--keep] | clean"
+            );
             return ExitCode::from(2);
         }
     };
@@ -302,11 +304,16 @@ fn run_bench(names: &[String]) -> anyhow::Result<bool> {
 }
 
 /// The live demo ([`enclave_scenarios::demo`]).
-fn demo() -> anyhow::Result<bool> {
+fn demo(args: &[String]) -> anyhow::Result<bool> {
+    let keep = match args {
+        [] => false,
+        [flag] if flag == "--keep" => true,
+        _ => bail!("usage: enclave-scenarios demo [--keep]"),
+    };
     enclave_netns::preflight()?;
     enclave_netns::remove_stale();
     let log_dir = log_root()?.join("demo");
     std::fs::create_dir_all(&log_dir)?;
-    enclave_scenarios::demo::run(&Ctx::new("demo", log_dir, bin_dir()?))?;
+    enclave_scenarios::demo::run_with(&Ctx::new("demo", log_dir, bin_dir()?), keep)?;
     Ok(true)
 }

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::fuzz(&args[1..]),
         Some("advisories") => advisories(),
         Some("machete") => machete(),
-        Some("demo") => demo(),
+        Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("netns-clean") => scenarios(&["clean"]),
         Some("install-deps") => packages::ensure_installed(),
@@ -44,7 +44,8 @@ fn main() -> ExitCode {
                  advisories           cargo deny --offline check advisories (RustSec snapshot)\n  \
                  machete              cargo machete: dependencies that no code uses\n  \
                  netns-test [NAME…]   build, then run the privileged scenarios (as root)\n  \
-                 demo                 the live demo in network namespaces (as root)\n  \
+                 demo [--keep]        the live demo in network namespaces (as root); --keep\n                       \
+                      keeps it running with its portal open to this host's browser\n  \
                  bench NAME           criterion | a namespace benchmark (see `bench list`)\n  \
                  netns-clean          remove namespaces left by runs that died\n  \
                  install-deps         install the system packages the tests need (as root)"
@@ -307,7 +308,12 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-fn demo() -> anyhow::Result<()> {
+fn demo(args: &[String]) -> anyhow::Result<()> {
+    let keep = match args {
+        [] => false,
+        [flag] if flag == "--keep" => true,
+        _ => bail!("usage: cargo xtask demo [--keep]"),
+    };
     require_root("demo")?;
     packages::ensure_installed()?;
     build_binaries()?;
@@ -317,5 +323,9 @@ fn demo() -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    scenarios(&["demo"])
+    if keep {
+        scenarios(&["demo", "--keep"])
+    } else {
+        scenarios(&["demo"])
+    }
 }

@@ -61,7 +61,7 @@ const CONNECT_CONCURRENCY: usize = 64;
 const POLICY: &str = "users to the office";
 const GATEWAYS: [&str; 2] = ["office-gw-1", "office-gw-2"];
 
-fn systems() -> usize {
+pub(super) fn systems() -> usize {
     std::env::var("ENCLAVE_BENCH_SYSTEMS")
         .ok()
         .and_then(|n| n.parse().ok())

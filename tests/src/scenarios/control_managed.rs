@@ -144,18 +144,18 @@ fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Du
 /// The managed Menlo Park office: the server, the laptop and `gateways` gateways enrolled and
 /// running, both gateways allowed, the policy made through the API, and the laptop reaching
 /// 192.168.77.20.
-struct Fixture<'c> {
+pub(crate) struct Fixture<'c> {
     ctx: &'c Ctx,
     /// Agent processes by node (dropped first, then the servers, then PostgreSQL, then the
     /// topology).
     agents: BTreeMap<String, Process>,
-    server: Server,
+    pub(crate) server: Server,
     /// The second server, with [`Store::PostgresTwoServers`].
     second: Option<Server>,
     postgres: Option<crate::scenarios::control::Postgres>,
-    database: String,
+    pub(crate) database: String,
     files: BTreeMap<String, AgentFiles>,
-    control: PathBuf,
+    pub(crate) control: PathBuf,
     state: PathBuf,
     token: String,
     /// Every enrolment key made (with the token and the agents' private keys, none of them
@@ -165,10 +165,10 @@ struct Fixture<'c> {
 }
 
 /// The gateways' system names by node.
-const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "menlo-gw-2")];
+pub(crate) const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "menlo-gw-2")];
 
 impl<'c> Fixture<'c> {
-    fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+    pub(crate) fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
         Self::start_on(ctx, tag, gateways, Store::Sqlite)
     }
 
@@ -366,7 +366,7 @@ impl<'c> Fixture<'c> {
         Ok(fixture)
     }
 
-    fn ns(&self, node: &str) -> &Netns {
+    pub(crate) fn ns(&self, node: &str) -> &Netns {
         self.topo.ns(node)
     }
 
@@ -477,7 +477,7 @@ impl<'c> Fixture<'c> {
         Ok(())
     }
 
-    fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
+    pub(crate) fn agent(&mut self, node: &str) -> anyhow::Result<&mut Process> {
         self.agents
             .get_mut(node)
             .with_context(|| format!("no agent runs on {node}"))
@@ -840,7 +840,7 @@ fn postgres(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// The gateway the laptop uses for the LAN now, by node.
-fn active_gateway(office: &Fixture<'_>) -> Option<&'static str> {
+pub(crate) fn active_gateway(office: &Fixture<'_>) -> Option<&'static str> {
     let status = office.status("sender").ok()?;
     let name = status["routes"]
         .as_array()?

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::control::{admin_token, cli, create_key, start_server};
 use crate::control_fixture::enrol_request as enrol;
+use crate::office::LAN;
 use crate::{Ctx, Scenario};
 
 /// The Enrolment keys, Tags, Trust requirements and Explain pages (with this module's browser).
@@ -30,11 +31,18 @@ const DRIVER_PORT: u16 = 9515;
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "portal-browser",
-        about: "the portal in headless Chromium: a wrong password refused, sign in, Approve a pending system, allow it as a gateway, a bad subnet refused next to its field, Activity, a form without its CSRF token refused, sign out",
-        run: browser,
-    }]
+    vec![
+        Scenario {
+            name: "portal-browser",
+            about: "the portal in headless Chromium: a wrong password refused, sign in, Approve a pending system, allow it as a gateway, a bad subnet refused next to its field, Activity, a form without its CSRF token refused, sign out",
+            run: browser,
+        },
+        Scenario {
+            name: "portal-live",
+            about: "the portal's Systems page left open in headless Chromium while the laptop's active gateway is killed -9: without a reload it shows the gateway disconnected and the laptop on the other gateway; the laptop's page shows since when, and its peers",
+            run: live,
+        },
+    ]
 }
 
 /// One WebDriver session.
@@ -297,13 +305,55 @@ fn system(
         .with_context(|| format!("no system {name} in {list}"))
 }
 
-fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+/// Checks that Chromium and chromedriver are installed.
+fn chromium_installed() -> anyhow::Result<()> {
     for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         ensure!(
             Path::new(program).exists(),
             "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
         );
     }
+    Ok(())
+}
+
+/// chromedriver in `ns`, listening on its loopback, once it serves.
+fn chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
+    let mut process = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={DRIVER_PORT}"),
+        ],
+        SpawnOpts::default(),
+    )?;
+    process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    Ok(process)
+}
+
+/// `admin user create alice` on `database`, with [`PASSWORD`].
+fn make_account(ns: &Netns, bin: &Path, database: &str, dir: &Path) -> anyhow::Result<()> {
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    let made = ns.exec(&[
+        bin.to_str().context("binary path is not UTF-8")?,
+        "admin",
+        "user",
+        "create",
+        "alice",
+        "--database",
+        database,
+        "--password-file",
+        password_file.to_str().context("path is not UTF-8")?,
+    ])?;
+    ensure!(
+        made.contains("made portal account alice"),
+        "user create printed {made:?}"
+    );
+    Ok(())
+}
+
+fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+    chromium_installed()?;
     let mut spec = TopologySpec::new("portal");
     spec.node("ctl");
     let topo = ctx.topology(&spec)?;
@@ -312,27 +362,10 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let state = dir.path().join("state");
     let database = format!("sqlite://{}/control.db", state.display());
-    let bin_text = bin.to_str().context("binary path is not UTF-8")?;
 
     // An admin token for checking through the CLI, and a portal account.
     let token = admin_token(ns, &bin, &database, &[])?;
-    let password_file = dir.path().join("password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
-    let made = ns.exec(&[
-        bin_text,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        &database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
-    ensure!(
-        made.contains("made portal account alice"),
-        "user create printed {made:?}"
-    );
+    make_account(ns, &bin, &database, dir.path())?;
 
     let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
     let key = create_key(ns, &bin, &server.at, &token, &["--approval", "manual"])?;
@@ -342,15 +375,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
         "{status} {enrolled}"
     );
 
-    let mut driver_process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let _driver_process = chromedriver(ns)?;
     let shots = ctx.log_dir().to_path_buf();
     let b = Browser::start(ns, shots, server.at.url.clone())?;
 
@@ -487,5 +512,180 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     if log.contains(PASSWORD) {
         bail!("the server's log holds the password");
     }
+    Ok(())
+}
+
+/// The text of each element of `selectors` (empty when there is none) and whether the page
+/// still carries `window.enclaveMarker` (set once; a reload would lose it).
+fn texts(b: &Browser<'_>, selectors: &[&str]) -> anyhow::Result<(Vec<String>, bool)> {
+    let list = serde_json::to_string(selectors)?;
+    let answer = b.script(&format!(
+        "return [{list}.map(s => {{ const e = document.querySelector(s); return e ? e.textContent : ''; }}), \
+         window.enclaveMarker === 'kept'];"
+    ))?;
+    let texts = answer[0]
+        .as_array()
+        .context("no texts")?
+        .iter()
+        .map(|t| t.as_str().unwrap_or("").to_owned())
+        .collect();
+    Ok((texts, answer[1] == true))
+}
+
+fn live(ctx: &Ctx) -> anyhow::Result<()> {
+    use super::control_managed::{active_gateway, Fixture, GATEWAYS};
+
+    chromium_installed()?;
+    // The managed Menlo Park office: the laptop reaches the LAN through one of two gateways.
+    let mut office = Fixture::start(ctx, "plv", 2)?;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    make_account(
+        office.ns("ctl"),
+        &office.control,
+        &office.database,
+        dir.path(),
+    )?;
+    let first = active_gateway(&office).context("the laptop names no active gateway")?;
+    let name_of = |node: &str| {
+        GATEWAYS
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, name)| *name)
+            .unwrap_or("")
+    };
+    let other = if first == "gw1" { "gw2" } else { "gw1" };
+    let (first_name, other_name) = (name_of(first), name_of(other));
+
+    // Killed by its PID while the browser borrows the fixture's namespace.
+    let first_pid = office.agent(first)?.pid();
+    let _driver = chromedriver(office.ns("ctl"))?;
+    let b = Browser::start(
+        office.ns("ctl"),
+        ctx.log_dir().to_path_buf(),
+        office.server.at.url.clone(),
+    )?;
+    b.open("/portal/signin")?;
+    b.type_into("#name", "alice")?;
+    b.type_into("#password", PASSWORD)?;
+    b.click("#signin")?;
+    b.url_to("/portal/systems")?;
+
+    // The Systems page: both gateways connected, the laptop on the first.
+    let in_use = "#system-laptop .in-use";
+    let first_presence = format!("#system-{first_name} .presence");
+    let before = format!("{first_name} for {LAN}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (t, _) = texts(&b, &[in_use, &first_presence])?;
+        if t[0].contains(&before) && t[1].contains("connected") {
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the Systems page never showed the laptop on {first_name}: {t:?}\n{}",
+            b.text()?
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = b.text()?;
+    ensure!(
+        text.contains("Gateway in use") && text.contains("Platform"),
+        "the Systems page:\n{text}"
+    );
+    let status = b.script("return document.getElementById('live-status').textContent;")?;
+    ensure!(
+        status.as_str().is_some_and(|s| s.starts_with("Live")),
+        "the page says no live updates: {status}"
+    );
+    b.shot("10-live-systems-before")?;
+
+    // The page stays open; a reload would drop this marker. The keyboard focus is on the
+    // laptop's link, inside the part that changes: it must stay there.
+    b.script(
+        "window.enclaveMarker = 'kept'; \
+         document.querySelector('#system-laptop a').focus();",
+    )?;
+    let killed = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(first_pid)?),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .with_context(|| format!("killing {first_name}'s agent"))?;
+    let after = format!("{other_name} for {LAN}");
+    let deadline = killed + Duration::from_secs(20);
+    let shown = loop {
+        let (t, kept) = texts(&b, &[in_use, &first_presence])?;
+        ensure!(
+            kept,
+            "the page was reloaded: live updates must change it in place"
+        );
+        if t[0].contains(&after) && !t[1].contains("connected") {
+            break killed.elapsed();
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "20 s after {first_name} was killed the open Systems page shows {t:?}; the laptop's status: {:?}",
+            active_gateway(&office)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        active_gateway(&office) == Some(other),
+        "the page shows {other_name} but the laptop's status says {:?}",
+        active_gateway(&office)
+    );
+    let focused = b.script(
+        "const a = document.activeElement; \
+         return a && a.closest('#system-laptop') ? a.getAttribute('href') : String(a && a.outerHTML);",
+    )?;
+    ensure!(
+        focused == "/portal/systems/laptop",
+        "the update moved the keyboard focus from the laptop's link to {focused}"
+    );
+    println!(
+        "    the open Systems page showed the failover to {other_name} {:.2} s after {first_name} was killed -9, without a reload",
+        shown.as_secs_f64()
+    );
+    b.script("document.getElementById('system-laptop').scrollIntoView({block: 'center'});")?;
+    b.shot("11-live-systems-after-failover")?;
+
+    // The laptop's page: the gateway in use since the failover, and its peers.
+    b.open("/portal/systems/laptop")?;
+    let text = b.text_with("Gateways in use")?;
+    let (t, _) = texts(&b, &["#active-gateways tbody tr"])?;
+    ensure!(
+        t[0].contains(LAN) && t[0].contains(other_name) && t[0].contains(" UTC"),
+        "the laptop's page shows {t:?} as the gateway in use:\n{text}"
+    );
+    ensure!(
+        text.contains("Peers") && text.contains(other_name) && text.contains("connected"),
+        "the laptop's page shows no peers:\n{text}"
+    );
+    b.shot("12-live-laptop")?;
+    b.script("document.getElementById('peers').scrollIntoView();")?;
+    b.shot("12-live-laptop-peers")?;
+
+    // At a phone's width: nothing wider than the screen.
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 400, "height": 800 })),
+    )?;
+    for (path, shot) in [
+        ("/portal/systems/laptop", "13-live-laptop-phone"),
+        ("/portal/systems", "14-live-systems-phone"),
+    ] {
+        b.open(path)?;
+        b.text_with("laptop")?;
+        let sideways = b.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        )?;
+        ensure!(
+            sideways.as_i64() == Some(0),
+            "{path} is {sideways} px too wide for a phone"
+        );
+        b.shot(shot)?;
+    }
+    drop(b);
     Ok(())
 }

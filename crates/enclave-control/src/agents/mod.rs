@@ -274,6 +274,8 @@ struct Live {
     /// The discovered subnets last asked to be recorded (in flight or done), so identical
     /// reports record nothing.
     discovered: Option<BTreeMap<ipnet::Ipv4Net, crate::model::DiscoveredSubnet>>,
+    /// Since when (as this server heard it) each routed subnet has had its active gateway.
+    active_since: BTreeMap<ipnet::Ipv4Net, UnixTime>,
 }
 
 impl Agent {
@@ -310,6 +312,9 @@ pub struct AgentInfo {
     pub serial_applied: Option<u64>,
     /// Its last report (peers, active gateways, discovered subnets, warnings).
     pub report: Option<Arc<Report>>,
+    /// Since when (as this server heard it) each subnet of the report has had its active
+    /// gateway.
+    pub active_since: BTreeMap<ipnet::Ipv4Net, UnixTime>,
 }
 
 /// Where a system's agent is, across servers.
@@ -339,6 +344,9 @@ pub struct Hub {
     stop: watch::Sender<bool>,
     /// Observed endpoints waiting to be recorded.
     endpoints: endpoints::Recorder,
+    /// Counts what the portal may show differently: agents connecting, disconnecting or
+    /// reporting here, and new snapshots.
+    changes: watch::Sender<u64>,
 }
 
 impl Hub {
@@ -355,6 +363,7 @@ impl Hub {
             handshakes,
             stop: watch::Sender::new(false),
             endpoints: endpoints::Recorder::default(),
+            changes: watch::Sender::new(0),
         }
     }
 
@@ -460,7 +469,7 @@ impl Hub {
             revision = snapshot.revision(),
             "new snapshot for the agents"
         );
-        self.snapshot.send_if_modified(|slot| {
+        let published = self.snapshot.send_if_modified(|slot| {
             // Another refresh may have published a newer one meanwhile.
             if slot
                 .as_ref()
@@ -472,6 +481,55 @@ impl Hub {
                 true
             }
         });
+        if published {
+            self.touched();
+        }
+    }
+
+    /// Changes whenever an agent connects, disconnects or reports here, or the network moves
+    /// to a new revision: what the portal's live pages wait for.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn touched(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Keeps an agent's report, and since when each subnet has had its active gateway.
+    pub(crate) fn reported(&self, agent: &Agent, report: Arc<Report>) {
+        let now = now();
+        {
+            let mut live = agent.live();
+            let since = report
+                .active_gateways
+                .iter()
+                .map(|(subnet, active)| {
+                    let kept = live
+                        .report
+                        .as_ref()
+                        .and_then(|r| r.active_gateways.get(subnet))
+                        .is_some_and(|before| before.gateway == active.gateway);
+                    let at = if kept {
+                        live.active_since.get(subnet).copied().unwrap_or(now)
+                    } else {
+                        now
+                    };
+                    (*subnet, at)
+                })
+                .collect();
+            live.active_since = since;
+            let shown = live
+                .report
+                .as_deref()
+                .is_some_and(|before| same_shown(before, &report));
+            live.report = Some(report);
+            if shown {
+                // Only counters moved: nothing the portal shows live.
+                return;
+            }
+        }
+        self.touched();
     }
 
     async fn follow(self: Arc<Self>, mut listen: Option<watch::Receiver<u64>>) {
@@ -553,6 +611,7 @@ impl Hub {
         });
         self.agents().insert(agent.id, Arc::clone(&agent));
         self.write_presence(self.presence_row(&agent, true));
+        self.touched();
         agent
     }
 
@@ -566,6 +625,7 @@ impl Hub {
             self.write_presence(self.presence_row(agent, false));
             self.forget_endpoint(agent);
         }
+        self.touched();
     }
 
     /// The agent was heard from.
@@ -575,24 +635,36 @@ impl Hub {
 
     /// Agents connected here, by system name.
     pub fn connected_here(&self) -> BTreeMap<String, AgentInfo> {
+        self.agents().values().map(|a| self.info(a)).collect()
+    }
+
+    /// The agents of `systems` connected here, by system name.
+    pub fn connected_here_of(
+        &self,
+        systems: &std::collections::BTreeSet<&str>,
+    ) -> BTreeMap<String, AgentInfo> {
         self.agents()
             .values()
-            .map(|a| {
-                let live = a.live();
-                let info = AgentInfo {
-                    server: self.options.server.clone(),
-                    connected_since: a.connected_since,
-                    last_seen: live.last_heard,
-                    endpoint: a.endpoint(live.report.as_ref().and_then(|r| r.listen_port)),
-                    agent_version: a.agent_version.clone(),
-                    hostname: a.hostname.clone(),
-                    serial_sent: live.sent,
-                    serial_applied: live.acked,
-                    report: live.report.clone(),
-                };
-                (live.system.clone(), info)
-            })
+            .filter(|a| systems.contains(a.live().system.as_str()))
+            .map(|a| self.info(a))
             .collect()
+    }
+
+    fn info(&self, a: &Agent) -> (String, AgentInfo) {
+        let live = a.live();
+        let info = AgentInfo {
+            server: self.options.server.clone(),
+            connected_since: a.connected_since,
+            last_seen: live.last_heard,
+            endpoint: a.endpoint(live.report.as_ref().and_then(|r| r.listen_port)),
+            agent_version: a.agent_version.clone(),
+            hostname: a.hostname.clone(),
+            serial_sent: live.sent,
+            serial_applied: live.acked,
+            report: live.report.clone(),
+            active_since: live.active_since.clone(),
+        };
+        (live.system.clone(), info)
     }
 
     /// Where every agent is, by public key: this server's own knowledge over the store's
@@ -709,6 +781,22 @@ impl Hub {
             })
             .max()
     }
+}
+
+/// Whether two reports show the same but for counters (bytes, last activity, round trip).
+fn same_shown(a: &Report, b: &Report) -> bool {
+    a.serial == b.serial
+        && a.listen_port == b.listen_port
+        && a.active_gateways == b.active_gateways
+        && a.discovered == b.discovered
+        && a.warnings == b.warnings
+        && a.peers.len() == b.peers.len()
+        && a.peers
+            .iter()
+            .zip(&b.peers)
+            .all(|((name_a, pa), (name_b, pb))| {
+                name_a == name_b && pa.state == pb.state && pa.endpoint == pb.endpoint
+            })
 }
 
 /// Waits for the next notification of another server's commit; forever without a listener.

@@ -342,7 +342,7 @@ fn handle(hub: &Arc<Hub>, agent: &Arc<Agent>, message: AgentMessage) {
                 hub.observe(agent, port);
             }
             let discovered = report.discovered.clone();
-            agent.live().report = Some(Arc::from(report));
+            hub.reported(agent, Arc::from(report));
             if let Some(found) = discovered {
                 report_discovered(hub, agent, found);
             }

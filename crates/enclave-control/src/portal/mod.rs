@@ -1,7 +1,7 @@
 //! The portal: the administrators' web pages, served on the API's port under `/portal/`.
 //!
-//! Server-rendered HTML and one embedded style sheet; no script, nothing fetched from
-//! elsewhere. Like the API it only translates: every change is a [`Command`] run by the same
+//! Server-rendered HTML, one embedded style sheet and one small embedded script for live
+//! updates ([`live`]); nothing fetched from elsewhere, and every page works without the script. Like the API it only translates: every change is a [`Command`] run by the same
 //! [`Service`], recorded in the audit log as `user:NAME`.
 //!
 //! Security: local accounts ([`users`], argon2id); a session cookie (HttpOnly,
@@ -15,6 +15,7 @@
 mod explain;
 mod fields;
 mod keys;
+mod live;
 mod pages;
 pub mod session;
 mod tag_pages;
@@ -55,6 +56,8 @@ struct Portal {
     sessions: Arc<Sessions>,
     limiter: Arc<Mutex<Limiter>>,
     tls: bool,
+    /// Open live streams ([`live`]).
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The portal's router: `/portal/…`, and `/` sends browsers there. `tls` says whether it is
@@ -66,6 +69,7 @@ pub fn router(hub: Arc<Hub>, tls: bool) -> Router {
         sessions: Arc::new(Sessions::default()),
         limiter: Arc::new(Mutex::new(Limiter::new())),
         tls,
+        streams: live::streams(),
     };
     routes_of(portal)
 }
@@ -79,6 +83,8 @@ fn routes_of(portal: Portal) -> Router {
             get(|| async { Redirect::to("/portal/systems") }),
         )
         .route("/portal/assets/portal.css", get(style))
+        .route("/portal/assets/portal.js", get(live::script))
+        .route("/portal/live", get(live::live))
         .route("/portal/signin", get(signin_page).post(signin))
         .route("/portal/signout", post(signout))
         .route("/portal/systems", get(systems))
@@ -124,8 +130,8 @@ fn html(status: StatusCode, body: String) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -146,10 +152,20 @@ fn see(to: &str) -> Response {
 }
 
 async fn style() -> Response {
-    let mut response = include_str!("../../assets/portal.css").into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
+    asset(
+        include_str!("../../assets/portal.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+/// An embedded file, as `content_type`, never sniffed as anything else.
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }
@@ -365,13 +381,22 @@ async fn systems(
         Err(to) => return to,
     };
     let q = query.get("q").map_or("", String::as_str);
-    systems_page(&portal, &session, q, None, StatusCode::OK).await
+    systems_page(&portal, &session, q, page_of(&query), None, StatusCode::OK).await
+}
+
+/// The `page` of a query (1 when absent or not a number).
+fn page_of(query: &HashMap<String, String>) -> usize {
+    query
+        .get("page")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(1)
 }
 
 async fn systems_page(
     portal: &Portal,
     session: &Session,
     q: &str,
+    page: usize,
     flash: Option<Flash>,
     status: StatusCode,
 ) -> Response {
@@ -380,9 +405,12 @@ async fn systems_page(
         Err(e) => return unavailable(&e),
     };
     let seen = portal.hub.seen().await;
+    let listing = pages::Listing::of(&state, q, page);
+    let names = listing.names();
+    let agents = portal.hub.connected_here_of(&names);
     html(
         status,
-        pages::systems(session, &state, &seen, q, flash.as_ref()),
+        pages::systems(session, &listing, &seen, &agents, flash.as_ref()),
     )
 }
 
@@ -429,9 +457,17 @@ async fn system_page(
         .into_iter()
         .filter(|r| r.system == name)
         .collect();
+    let agent = portal
+        .hub
+        .connected_here_of(&BTreeSet::from([name]))
+        .remove(name);
+    let shown = pages::Shown {
+        seen: &seen,
+        agent: agent.as_ref(),
+    };
     html(
         status,
-        pages::system(session, system, &seen, &rows, problems, flash.as_ref()),
+        pages::system(session, system, &shown, &rows, problems, flash.as_ref()),
     )
 }
 
@@ -546,7 +582,11 @@ async fn act(
                 _ => name.clone(),
             };
             if from_list {
-                see(&format!("/portal/systems?q={}", segment(&field("q"))))
+                see(&format!(
+                    "/portal/systems?q={}&page={}",
+                    segment(&field("q")),
+                    field("page").parse::<usize>().unwrap_or(1)
+                ))
             } else {
                 see(&format!("/portal/systems/{}", segment(&done)))
             }
@@ -559,6 +599,7 @@ async fn act(
                     &portal,
                     &session,
                     &field("q"),
+                    field("page").parse().unwrap_or(1),
                     Some(flash),
                     StatusCode::UNPROCESSABLE_ENTITY,
                 )

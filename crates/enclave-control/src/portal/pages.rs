@@ -1,10 +1,10 @@
 //! The portal's pages as HTML text. Everything that comes from the network or a user is
 //! escaped by [`esc`]; nothing else builds markup.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use crate::agents::Seen;
+use crate::agents::{AgentInfo, Seen};
 use crate::core::{Refusal, SubnetRow};
 use crate::definition::FieldProblem;
 use crate::model::{Approval, AuditEntry, ManagedSystem, State};
@@ -30,6 +30,13 @@ pub(crate) fn esc(text: &str) -> String {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
 pub(crate) fn utc(t: i64) -> String {
+    let seconds = utc_seconds(t);
+    // `YYYY-MM-DD HH:MM:SS UTC` without `:SS`.
+    format!("{} UTC", &seconds[..seconds.len() - 7])
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub(crate) fn utc_seconds(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
     // Days since 1970-01-01 to a civil date (proleptic Gregorian), in 400-year eras.
@@ -43,9 +50,10 @@ pub(crate) fn utc(t: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         secs / 3600,
-        secs % 3600 / 60
+        secs % 3600 / 60,
+        secs % 60
     )
 }
 
@@ -125,6 +133,25 @@ impl Problems {
 }
 
 pub(super) fn layout(session: Option<&Session>, title: &str, body: &str) -> String {
+    layout_of(session, title, None, body)
+}
+
+/// A page whose parts marked `data-live` the script fetches again from `src` when the server
+/// says something changed (see `live.rs`).
+fn layout_live(session: &Session, title: &str, src: &str, body: &str) -> String {
+    layout_of(Some(session), title, Some(src), body)
+}
+
+fn layout_of(session: Option<&Session>, title: &str, live: Option<&str>, body: &str) -> String {
+    let (main, script, status) = live.map_or_else(Default::default, |src| {
+        (
+            format!(r#" data-live-src="{}""#, esc(src)),
+            r#"<script src="/portal/assets/portal.js" defer></script>
+"#,
+            r#"<p id="live-status" class="live" role="status" aria-live="polite" hidden></p>
+"#,
+        )
+    });
     let nav = session.map_or_else(String::new, |s| {
         format!(
             r#"<nav aria-label="Main"><a href="/portal/systems">Systems</a>
@@ -146,12 +173,12 @@ pub(super) fn layout(session: Option<&Session>, title: &str, body: &str) -> Stri
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Enclave</title>
 <link rel="stylesheet" href="/portal/assets/portal.css">
-</head>
+{script}</head>
 <body>
 <header><span class="brand">Enclave</span>{nav}</header>
-<main>
+<main{main}>
 <h1>{title}</h1>
-{body}
+{status}{body}
 </main>
 </body>
 </html>
@@ -227,28 +254,187 @@ fn is_gateway(system: &ManagedSystem) -> bool {
     system.gateway.as_ref().is_some_and(|g| g.allowed)
 }
 
-fn matches(system: &ManagedSystem, q: &str) -> bool {
-    let q = q.to_lowercase();
-    q.split_whitespace().all(|word| {
-        system.name.to_lowercase().contains(word)
-            || system.address.to_string().contains(word)
-            || system.tags.iter().any(|t| t.to_lowercase().contains(word))
+/// Whether `system` holds every word (lower case) of a filter.
+fn matches(system: &ManagedSystem, words: &[String]) -> bool {
+    words.iter().all(|word| {
+        system.name.to_lowercase().contains(word.as_str())
+            || system.address.to_string().contains(word.as_str())
+            || system
+                .tags
+                .iter()
+                .any(|t| t.to_lowercase().contains(word.as_str()))
             || system.approval.as_str() == word
             || (word == "gateway" && is_gateway(system))
     })
 }
 
+/// Systems shown on one page of the Systems page.
+pub(crate) const PAGE: usize = 50;
+
+/// One page of the Systems page: the systems that match a filter, [`PAGE`] at a time, in
+/// name order.
+#[derive(Debug)]
+pub(crate) struct Listing<'a> {
+    q: &'a str,
+    /// Systems in the network.
+    total: usize,
+    /// Systems that match.
+    matched: usize,
+    /// This page (from 1) and how many there are.
+    page: usize,
+    pages: usize,
+    /// The first shown is the `offset + 1`-th that matches.
+    offset: usize,
+    systems: Vec<&'a ManagedSystem>,
+}
+
+impl<'a> Listing<'a> {
+    /// Page `page` (from 1; kept within the pages there are) of the systems matching `q`.
+    pub(crate) fn of(state: &'a State, q: &'a str, page: usize) -> Self {
+        let words: Vec<String> = q.split_whitespace().map(str::to_lowercase).collect();
+        let matching: Vec<&ManagedSystem> = state
+            .systems
+            .values()
+            .filter(|s| matches(s, &words))
+            .collect();
+        let pages = matching.len().div_ceil(PAGE).max(1);
+        let page = page.clamp(1, pages);
+        let offset = (page - 1) * PAGE;
+        let matched = matching.len();
+        let systems = matching.into_iter().skip(offset).take(PAGE).collect();
+        Self {
+            q,
+            total: state.systems.len(),
+            matched,
+            page,
+            pages,
+            offset,
+            systems,
+        }
+    }
+
+    /// The names of the systems shown.
+    pub(crate) fn names(&self) -> BTreeSet<&'a str> {
+        self.systems.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The Systems page's address for page `page` of this filter.
+    fn href(&self, page: usize) -> String {
+        if self.q.is_empty() {
+            format!("/portal/systems?page={page}")
+        } else {
+            format!("/portal/systems?q={}&page={page}", segment(self.q))
+        }
+    }
+
+    /// How many are shown, of how many: "1–50 of 10000 systems that match (12000 in all)."
+    fn counted(&self) -> String {
+        let noun = |n: usize| if n == 1 { "system" } else { "systems" };
+        let filtered = self.matched != self.total;
+        if self.pages > 1 {
+            let of_all = if filtered {
+                format!(" that match ({} in all)", self.total)
+            } else {
+                String::new()
+            };
+            format!(
+                "{}–{} of {} systems{of_all}.",
+                self.offset + 1,
+                self.offset + self.systems.len(),
+                self.matched
+            )
+        } else if filtered {
+            format!(
+                "{} of {} {} match.",
+                self.matched,
+                self.total,
+                noun(self.total)
+            )
+        } else {
+            format!("{} {}.", self.total, noun(self.total))
+        }
+    }
+
+    /// "Previous", "Page N of M", "Next".
+    fn pager(&self) -> String {
+        if self.pages <= 1 {
+            return String::new();
+        }
+        let previous = if self.page > 1 {
+            format!(
+                r#"<a href="{}" rel="prev" id="page-previous">← Previous</a>"#,
+                esc(&self.href(self.page - 1))
+            )
+        } else {
+            String::new()
+        };
+        let next = if self.page < self.pages {
+            format!(
+                r#"<a href="{}" rel="next" id="page-next">Next →</a>"#,
+                esc(&self.href(self.page + 1))
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"<nav class="pager" aria-label="Pages">{previous}<span aria-current="page">Page {} of {}</span>{next}</nav>"#,
+            self.page, self.pages
+        )
+    }
+}
+
+/// What the agent says of its host: its name and the agent's version.
+fn platform(agent: Option<&AgentInfo>) -> String {
+    let Some(agent) = agent else {
+        return r#"<span class="hint">—</span>"#.to_owned();
+    };
+    let version = if agent.agent_version.is_empty() {
+        "agent".to_owned()
+    } else {
+        format!("agent {}", esc(&agent.agent_version))
+    };
+    match &agent.hostname {
+        Some(host) => format!(
+            "{} <span class=\"hint nowrap\">({version})</span>",
+            esc(host)
+        ),
+        None => version,
+    }
+}
+
+/// The gateway a sender uses now for each subnet, short: `menlo-gw-2 for 192.168.77.0/24`.
+fn gateways_in_use(agent: Option<&AgentInfo>) -> String {
+    let Some(report) = agent.and_then(|a| a.report.as_ref()) else {
+        return String::new();
+    };
+    report
+        .active_gateways
+        .iter()
+        .map(|(subnet, active)| match &active.gateway {
+            Some(gateway) => format!(
+                r#"<span class="via"><a href="/portal/systems/{}">{}</a> for <code>{subnet}</code></span>"#,
+                segment(gateway),
+                esc(gateway)
+            ),
+            None => format!(
+                r#"<span class="via"><span class="badge bad">none</span> for <code>{subnet}</code></span>"#
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub(crate) fn systems(
     session: &Session,
-    state: &State,
+    listing: &Listing<'_>,
     seen: &HashMap<String, Seen>,
-    q: &str,
+    agents: &BTreeMap<String, AgentInfo>,
     flash: Option<&Flash>,
 ) -> String {
+    let q = listing.q;
     let mut rows = String::new();
-    let mut shown = 0;
-    for system in state.systems.values().filter(|s| matches(s, q)) {
-        shown += 1;
+    for system in &listing.systems {
+        let agent = agents.get(&system.name);
         let tags: Vec<String> = system
             .tags
             .iter()
@@ -261,10 +447,11 @@ pub(crate) fn systems(
         };
         let approve = if system.approval == Approval::Pending {
             format!(
-                r#"<form method="post" action="/portal/systems/{path}/approve"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="systems"><input type="hidden" name="q" value="{q}"><button type="submit" class="primary" id="approve-{id}" aria-label="Approve {name}">Approve</button></form>"#,
+                r#"<form method="post" action="/portal/systems/{path}/approve"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="back" value="systems"><input type="hidden" name="q" value="{q}"><input type="hidden" name="page" value="{page}"><button type="submit" class="primary" id="approve-{id}" aria-label="Approve {name}">Approve</button></form>"#,
                 path = segment(&system.name),
                 csrf = esc(&session.csrf),
                 q = esc(q),
+                page = listing.page,
                 id = esc(&system.name),
                 name = esc(&system.name),
             )
@@ -273,43 +460,215 @@ pub(crate) fn systems(
         };
         let _ = writeln!(
             rows,
-            r#"<tr><td><a href="/portal/systems/{path}">{name}</a>{gateway}</td><td><code>{address}</code></td><td>{tags}</td><td>{state}</td><td>{presence}</td><td>{approve}</td></tr>"#,
+            r#"<tr id="system-{id}"><td><a href="/portal/systems/{path}">{name}</a>{gateway}</td><td data-label="Overlay address"><code>{address}</code></td><td data-label="Tags">{tags}</td><td data-label="State">{state}</td><td class="presence" data-label="Connection">{presence}</td><td data-label="Platform">{platform}</td><td class="in-use" data-label="Gateway in use">{in_use}</td><td>{approve}</td></tr>"#,
+            id = esc(&system.name),
             path = segment(&system.name),
             name = esc(&system.name),
             address = system.address,
             tags = tags.join(" "),
             state = state_badge(system.approval),
             presence = presence(system, seen),
+            platform = platform(agent),
+            in_use = gateways_in_use(agent),
         );
     }
-    if shown == 0 {
-        rows = r#"<tr><td colspan="6" class="empty">No system matches.</td></tr>"#.to_owned();
+    if listing.systems.is_empty() {
+        rows = r#"<tr><td colspan="8" class="empty">No system matches.</td></tr>"#.to_owned();
     }
+    let counted = listing.counted();
     let flash = flash.map_or_else(String::new, Flash::html);
-    layout(
-        Some(session),
+    layout_live(
+        session,
         "Systems",
+        &listing.href(listing.page),
         &format!(
             r#"{flash}<form class="search" method="get" action="/portal/systems" role="search">
 <label for="q">Filter</label>
 <input id="q" name="q" value="{q}" placeholder="name, address, tag, pending, gateway…">
 <button type="submit">Filter</button>
 </form>
-<p class="hint">{shown} of {total} systems.</p>
-<div class="table"><table>
-<thead><tr><th scope="col">Name</th><th scope="col">Overlay address</th><th scope="col">Tags</th><th scope="col">State</th><th scope="col">Connection</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
+<div id="systems-live" data-live>
+<p class="hint" id="systems-count">{counted}</p>
+<div class="table"><table class="cards">
+<thead><tr><th scope="col">Name</th><th scope="col">Overlay address</th><th scope="col">Tags</th><th scope="col">State</th><th scope="col">Connection</th><th scope="col">Platform</th><th scope="col">Gateway in use</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
 <tbody>
-{rows}</tbody></table></div>"#,
+{rows}</tbody></table></div>
+{pager}
+</div>"#,
             q = esc(q),
-            total = state.systems.len(),
+            pager = listing.pager(),
         ),
     )
+}
+
+/// What is known of a system's agent: where it is (any server) and, when it is connected to
+/// this server, what it reported.
+#[derive(Debug)]
+pub(crate) struct Shown<'a> {
+    pub(crate) seen: &'a HashMap<String, Seen>,
+    pub(crate) agent: Option<&'a AgentInfo>,
+}
+
+/// Seconds as "3 s", "4 min", "2 h".
+fn ago(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s ago")
+    } else if secs < 5400.0 {
+        format!("{:.0} min ago", secs / 60.0)
+    } else {
+        format!("{:.0} h ago", secs / 3600.0)
+    }
+}
+
+/// Bytes as "12.3 KiB".
+fn bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if value < 1024.0 {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{value:.1} {unit}")
+            };
+        }
+        value /= 1024.0;
+    }
+    format!("{value:.1} TiB")
+}
+
+/// The agent's lines of the Overview.
+fn agent_overview(system: &ManagedSystem, shown: &Shown<'_>) -> String {
+    let Some(agent) = shown.agent else {
+        let server = shown
+            .seen
+            .get(&system.public_key)
+            .filter(|s| s.connected)
+            .and_then(|s| s.server.as_deref());
+        return server.map_or_else(String::new, |server| {
+            format!(
+                "<dt>Agent</dt><dd>connected to server <code>{}</code>; its report is shown there</dd>",
+                esc(server)
+            )
+        });
+    };
+    let applied = match (agent.serial_applied, agent.serial_sent) {
+        (Some(applied), Some(sent)) if applied == sent => format!("{applied} (the latest)"),
+        (Some(applied), Some(sent)) => format!("{applied} (sent {sent})"),
+        (None, Some(sent)) => format!("not yet (sent {sent})"),
+        (Some(applied), None) => applied.to_string(),
+        (None, None) => "none sent".to_owned(),
+    };
+    format!(
+        "<dt>Platform</dt><dd>{}</dd><dt>Connected since</dt><dd>{}</dd><dt>Endpoint</dt><dd><code>{}</code></dd><dt>View applied</dt><dd>{applied}</dd>",
+        platform(Some(agent)),
+        utc(agent.connected_since),
+        esc(&agent.endpoint),
+    )
+}
+
+/// The "Gateways in use" card: which gateway carries each subnet for this sender, since
+/// when and why.
+fn active_gateways(shown: &Shown<'_>) -> String {
+    let Some(agent) = shown.agent else {
+        return r#"<p class="hint">Shown while the system's agent is connected to this server.</p>"#
+            .to_owned();
+    };
+    let Some(report) = &agent.report else {
+        return r#"<p class="hint">Its agent has not reported yet.</p>"#.to_owned();
+    };
+    if report.active_gateways.is_empty() {
+        return r#"<p class="hint">This system routes no subnet through a gateway.</p>"#.to_owned();
+    }
+    let mut rows = String::new();
+    for (subnet, active) in &report.active_gateways {
+        let gateway = active.gateway.as_ref().map_or_else(
+            || r#"<span class="badge bad">none works</span>"#.to_owned(),
+            |g| format!(r#"<a href="/portal/systems/{}">{}</a>"#, segment(g), esc(g)),
+        );
+        let since = agent
+            .active_since
+            .get(subnet)
+            .map_or_else(String::new, |t| utc_seconds(*t));
+        let _ = writeln!(
+            rows,
+            "<tr><td><code>{subnet}</code></td><td>{gateway}</td><td>{since}</td><td>{}</td></tr>",
+            esc(without_age(&active.reason))
+        );
+    }
+    format!(
+        r#"<div class="table"><table>
+<thead><tr><th scope="col">Subnet</th><th scope="col">Gateway in use</th><th scope="col">Since</th><th scope="col">Why</th></tr></thead>
+<tbody>
+{rows}</tbody></table></div>"#
+    )
+}
+
+/// A reason without the age the agent gave it when it reported (`failed over from
+/// menlo-gw-1 0.9 s ago`): it is stale on a page, where "Since" says when.
+pub(crate) fn without_age(reason: &str) -> &str {
+    let Some(rest) = reason.strip_suffix(" s ago") else {
+        return reason;
+    };
+    match rest.rsplit_once(' ') {
+        Some((head, age)) if age.parse::<f64>().is_ok() => head,
+        _ => reason,
+    }
+}
+
+/// The "Peers" card: each tunnel as the agent's status shows it.
+fn peers(shown: &Shown<'_>) -> String {
+    let Some(agent) = shown.agent else {
+        return r#"<p class="hint">Shown while the system's agent is connected to this server.</p>"#
+            .to_owned();
+    };
+    let Some(report) = &agent.report else {
+        return r#"<p class="hint">Its agent has not reported yet.</p>"#.to_owned();
+    };
+    let mut out = String::new();
+    for warning in &report.warnings {
+        let _ = write!(out, r#"<p class="error">{}</p>"#, esc(warning));
+    }
+    if report.peers.is_empty() {
+        out.push_str(r#"<p class="hint">No peers: no policy gives this system a tunnel.</p>"#);
+        return out;
+    }
+    let mut rows = String::new();
+    for (name, peer) in &report.peers {
+        // `Up` or `Down` as the agent's status says it; anything else is in between.
+        let class = match peer.state.to_ascii_lowercase().as_str() {
+            "up" | "connected" => "ok",
+            "down" => "bad",
+            _ => "warn",
+        };
+        let _ = writeln!(
+            rows,
+            r#"<tr><td>{name}</td><td><span class="badge {class}">{state}</span></td><td><code>{endpoint}</code></td><td>{activity}</td><td>{rx} in, {tx} out</td><td>{rtt}</td></tr>"#,
+            name = esc(name),
+            state = esc(&peer.state),
+            endpoint = esc(peer.endpoint.as_deref().unwrap_or("")),
+            activity = peer.last_activity_secs.map_or_else(String::new, ago),
+            rx = bytes(peer.rx_bytes),
+            tx = bytes(peer.tx_bytes),
+            rtt = peer
+                .rtt_ms
+                .map_or_else(String::new, |r| format!("{r:.1} ms")),
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<div class="table"><table>
+<thead><tr><th scope="col">Peer</th><th scope="col">State</th><th scope="col">Endpoint</th><th scope="col">Last activity</th><th scope="col">Transfer</th><th scope="col">Link RTT</th></tr></thead>
+<tbody>
+{rows}</tbody></table></div>"#
+    );
+    out
 }
 
 pub(crate) fn system(
     session: &Session,
     system: &ManagedSystem,
-    seen: &HashMap<String, Seen>,
+    shown: &Shown<'_>,
     subnets: &[SubnetRow],
     problems: &Problems,
     flash: Option<&Flash>,
@@ -359,19 +718,24 @@ pub(crate) fn system(
     } else {
         ""
     };
-    layout(
-        Some(session),
+    layout_live(
+        session,
         &system.name,
+        &format!("/portal/systems/{path}"),
         &format!(
             r#"{flash}<p><a href="/portal/systems">← Systems</a></p>
 <section class="card"><h2>Overview</h2>
-<dl>
+<dl id="overview" data-live>
 <dt>Overlay address</dt><dd><code>{address}</code></dd>
 <dt>State</dt><dd>{state}{gateway_badge} {approve}</dd>
 <dt>Connection</dt><dd>{presence}</dd>
-<dt>Public key</dt><dd><code>{key}</code></dd>
+{agent}<dt>Public key</dt><dd><code>{key}</code></dd>
 <dt>Enrolled</dt><dd>{created}</dd>
 </dl></section>
+<section class="card"><h2>Gateways in use</h2>
+<div id="active-gateways" data-live>{active}</div></section>
+<section class="card"><h2>Peers</h2>
+<div id="peers" data-live>{peers}</div></section>
 <section class="card"><h2>Name and tags</h2>
 <form method="post" action="/portal/systems/{path}/edit">
 <input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="version" value="{version}">
@@ -391,7 +755,7 @@ pub(crate) fn system(
 <button type="submit" id="save-gateway">Save</button>
 </form></section>
 <section class="card"><h2>Subnets</h2>
-<div class="table"><table>
+<div class="table" id="subnets-table" data-live><table>
 <thead><tr><th scope="col">Subnet</th><th scope="col">Source</th><th scope="col">Interface</th><th scope="col">Reason</th><th scope="col">State</th><th scope="col"><span class="sr">Actions</span></th></tr></thead>
 <tbody>
 {rows}</tbody></table></div>
@@ -406,7 +770,10 @@ pub(crate) fn system(
 </section>"#,
             address = system.address,
             state = state_badge(system.approval),
-            presence = presence(system, seen),
+            presence = presence(system, shown.seen),
+            agent = agent_overview(system, shown),
+            active = active_gateways(shown),
+            peers = peers(shown),
             key = esc(&system.public_key),
             created = utc(system.created_at),
             version = system.version,

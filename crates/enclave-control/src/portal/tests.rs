@@ -18,6 +18,27 @@ mod admin;
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "a long enough password";
 
+/// An enrolment key without tags, limits or expiry, made as `ctx` says.
+async fn create_key(service: &Service, approval: ApprovalMode, ctx: &Ctx) -> secret::Secret {
+    let key = secret::generate(secret::KEY_PREFIX);
+    service
+        .execute(
+            Command::CreateKey(NewKey {
+                id: key.id.clone(),
+                hash: key.hash.clone(),
+                tags: BTreeSet::new(),
+                approval,
+                uses: None,
+                expires_at: None,
+                ephemeral: false,
+            }),
+            ctx,
+        )
+        .await
+        .unwrap();
+    key
+}
+
 struct Harness {
     router: Router,
     portal: Portal,
@@ -110,22 +131,7 @@ impl Harness {
                 actor: "cli".into(),
                 now: now(),
             };
-            let key = secret::generate(secret::KEY_PREFIX);
-            service
-                .execute(
-                    Command::CreateKey(NewKey {
-                        id: key.id.clone(),
-                        hash: key.hash.clone(),
-                        tags: BTreeSet::new(),
-                        approval: ApprovalMode::Manual,
-                        uses: None,
-                        expires_at: None,
-                        ephemeral: false,
-                    }),
-                    &ctx,
-                )
-                .await
-                .unwrap();
+            let key = create_key(&service, ApprovalMode::Manual, &ctx).await;
             service
                 .execute(
                     Command::Enrol {
@@ -145,6 +151,7 @@ impl Harness {
             sessions: Arc::new(Sessions::default()),
             limiter: Arc::new(Mutex::new(Limiter::new())),
             tls: true,
+            streams: live::streams(),
         };
         Self {
             router: routes_of(portal.clone()),
@@ -398,6 +405,16 @@ fn text_is_escaped_and_times_are_civil() {
     );
     assert_eq!(pages::utc(0), "1970-01-01 00:00 UTC");
     assert_eq!(pages::utc(1_709_210_096), "2024-02-29 12:34 UTC");
+    assert_eq!(pages::utc_seconds(1_709_210_096), "2024-02-29 12:34:56 UTC");
+    assert_eq!(
+        pages::without_age("failed over from menlo-gw-1 0.9 s ago"),
+        "failed over from menlo-gw-1"
+    );
+    assert_eq!(
+        pages::without_age("first gateway connected"),
+        "first gateway connected"
+    );
+    assert_eq!(pages::without_age("was ok s ago"), "was ok s ago");
     assert_eq!(
         tags("gw, office  lab,,"),
         ["gw", "lab", "office"].map(String::from).into()
@@ -412,8 +429,10 @@ fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     assert!(all.text.contains(">laptop</a>"));
     let pending = h.send(Method::GET, "/portal/systems?q=pending", &cookie, None);
     assert!(pending.text.contains(">laptop</a>"), "{}", pending.text);
+    assert!(all.text.contains("1 system."), "{}", all.text);
     let none = h.send(Method::GET, "/portal/systems?q=gateway", &cookie, None);
     assert!(!none.text.contains(">laptop</a>") && none.text.contains("No system matches."));
+    assert!(none.text.contains("0 of 1 system match."), "{}", none.text);
 
     let csrf = all.csrf();
     let bad = h.send(
@@ -433,4 +452,245 @@ fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     // What was typed comes back, escaped.
     assert!(bad.text.contains("ok, &lt;bad&gt;"), "{}", bad.text);
     assert!(!bad.text.contains("<bad>"));
+}
+
+use base64::Engine as _;
+
+/// A distinct public key for system number `n`.
+fn key_of(n: u32) -> String {
+    let mut bytes = [7u8; 32];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl Harness {
+    /// Enrols `count` more systems, `host-0000`, `host-0001`, … (approved at once).
+    fn enrol_many(&self, count: u32) {
+        let service = Arc::clone(&self.portal.service);
+        self.runtime.block_on(async move {
+            let ctx = Ctx {
+                actor: "cli".into(),
+                now: now(),
+            };
+            let key = create_key(&service, ApprovalMode::Auto, &ctx).await;
+            for n in 0..count {
+                service
+                    .execute(
+                        Command::Enrol {
+                            key_hash: key.hash.clone(),
+                            public_key: key_of(n + 1),
+                            hostname: Some(format!("host-{n:04}")),
+                        },
+                        &ctx,
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+}
+
+#[test]
+fn the_systems_page_is_paginated_and_the_filter_keeps_its_page_links() {
+    let h = Harness::new("pages");
+    h.enrol_many(120);
+    let (_, cookie) = h.sign_in(PASSWORD);
+    let first = h.send(Method::GET, "/portal/systems", &cookie, None);
+    assert!(
+        first.text.contains("1–50 of 121 systems."),
+        "{}",
+        first.text
+    );
+    assert!(first.text.contains("Page 1 of 3"));
+    assert!(first.text.contains(">host-0000</a>") && !first.text.contains(">host-0050</a>"));
+    assert!(first.text.contains(r#"href="/portal/systems?page=2""#));
+    let last = h.send(Method::GET, "/portal/systems?page=3", &cookie, None);
+    assert!(
+        last.text.contains("101–121 of 121 systems."),
+        "{}",
+        last.text
+    );
+    assert!(last.text.contains(">laptop</a>") && !last.text.contains("Next →"));
+    // Past the last page: the last page; not a number: the first.
+    let past = h.send(Method::GET, "/portal/systems?page=99", &cookie, None);
+    assert!(past.text.contains("Page 3 of 3"));
+    let junk = h.send(Method::GET, "/portal/systems?page=x", &cookie, None);
+    assert!(junk.text.contains("Page 1 of 3"));
+    // A filter counts what matches and its links keep it.
+    let some = h.send(Method::GET, "/portal/systems?q=host-00", &cookie, None);
+    assert!(
+        some.text
+            .contains("1–50 of 100 systems that match (121 in all)."),
+        "{}",
+        some.text
+    );
+    assert!(some
+        .text
+        .contains(r#"href="/portal/systems?q=host-00&amp;page=2""#));
+    // The page is a live one: the script and where it fetches the page again.
+    assert!(first
+        .text
+        .contains(r#"<script src="/portal/assets/portal.js" defer>"#));
+    assert!(first
+        .text
+        .contains(r#"data-live-src="/portal/systems?page=1""#));
+}
+
+#[test]
+fn the_script_is_served_and_allowed_by_the_content_security_policy_only_from_here() {
+    let h = Harness::new("script");
+    let (_, cookie) = h.sign_in(PASSWORD);
+    let page = h.send(Method::GET, "/portal/systems", &cookie, None);
+    let csp = page.headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+    assert!(csp.contains("connect-src 'self'") && !csp.contains("unsafe"));
+    let script = h.send(Method::GET, "/portal/assets/portal.js", "", None);
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(script.text.contains("new EventSource(\"/portal/live\")"));
+}
+
+/// Reads the live stream's frames until one holds `needle`; the text read so far.
+async fn read_until(body: &mut Body, needle: &str) -> String {
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+                if text.contains(needle) {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    let found = tokio::time::timeout(std::time::Duration::from_secs(5), read).await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "the stream never said {needle:?}: {text:?}"
+    );
+    text
+}
+
+#[test]
+fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
+    use enclave_control_proto::message::{ActiveGateway, PeerReport, Report};
+
+    let h = Harness::new("live");
+    let refused = h.send(Method::GET, "/portal/live", "", None);
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let forged = h.send(
+        Method::GET,
+        "/portal/live",
+        &format!("{}=forged", session::COOKIE),
+        None,
+    );
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+
+    let (_, cookie) = h.sign_in(PASSWORD);
+    let router = h.router.clone();
+    let hub = Arc::clone(&h.portal.hub);
+    let sessions = Arc::clone(&h.portal.sessions);
+    let page = h.runtime.block_on(async move {
+        let request = Request::get("/portal/live")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        let mut body = response.into_body();
+
+        // The laptop's agent connects: a change.
+        let key = agents::key_bytes(KEY_A).unwrap();
+        let agent = hub.connected(
+            key,
+            "laptop",
+            "192.0.2.7:40000".parse().unwrap(),
+            "1.2.3".into(),
+            Some("laptop.example".into()),
+        );
+        read_until(&mut body, "event: change").await;
+
+        // It reports a gateway in use: a change, and the pages show it.
+        let mut report = Report::default();
+        report.active_gateways.insert(
+            "192.168.77.0/24".parse().unwrap(),
+            ActiveGateway {
+                gateway: Some("menlo-gw-2".into()),
+                reason: "the first to answer".into(),
+            },
+        );
+        report.peers.insert(
+            "menlo-gw-2".into(),
+            PeerReport {
+                state: "Up".into(),
+                rx_bytes: 2048,
+                ..PeerReport::default()
+            },
+        );
+        let mut changes = hub.changes();
+        changes.borrow_and_update();
+        hub.reported(&agent, Arc::new(report.clone()));
+        assert!(changes.has_changed().unwrap());
+        let subnet: ipnet::Ipv4Net = "192.168.77.0/24".parse().unwrap();
+        let since = hub.connected_here()["laptop"].active_since[&subnet];
+        read_until(&mut body, "event: change").await;
+        // Only counters moved: no change to show.
+        changes.borrow_and_update();
+        report.peers.get_mut("menlo-gw-2").unwrap().rx_bytes = 4096;
+        hub.reported(&agent, Arc::new(report));
+        assert!(!changes.has_changed().unwrap());
+        // The same gateway: since when is kept.
+        assert_eq!(hub.connected_here()["laptop"].active_since[&subnet], since);
+
+        let request = |path: &str| {
+            Request::get(path)
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let mut pages = Vec::new();
+        for path in ["/portal/systems", "/portal/systems/laptop"] {
+            let answer = router.clone().oneshot(request(path)).await.unwrap();
+            let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+            pages.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+
+        // Signed out: the stream says so at the next change, and ends.
+        let session = session::cookie(&cookie, session::COOKIE)
+            .unwrap()
+            .to_owned();
+        sessions.end(&session);
+        hub.disconnected(&agent);
+        read_until(&mut body, "event: signedout").await;
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await;
+        assert!(matches!(end, Ok(None)), "the stream did not end");
+        pages
+    });
+    let (list, details) = (&page[0], &page[1]);
+    assert!(
+        list.contains("laptop.example") && list.contains("agent 1.2.3"),
+        "{list}"
+    );
+    assert!(list.contains(">menlo-gw-2</a> for <code>192.168.77.0/24</code>"));
+    assert!(list.contains(r#"<span class="badge ok">connected</span>"#));
+    assert!(details.contains("<h2>Gateways in use</h2>"));
+    assert!(details.contains("the first to answer"), "{details}");
+    assert!(details.contains(&pages::utc(now())[..10]));
+    assert!(details.contains("4.0 KiB in"), "{details}");
+    assert!(details.contains(r#"id="peers" data-live"#));
+    assert!(
+        details.contains(r#"<span class="badge ok">Up</span>"#),
+        "{details}"
+    );
 }
