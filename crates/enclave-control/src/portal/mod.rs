@@ -13,6 +13,8 @@
 #![allow(clippy::result_large_err)]
 
 mod pages;
+mod policies;
+mod policy_form;
 pub mod session;
 pub mod users;
 
@@ -80,6 +82,13 @@ fn routes_of(portal: Portal) -> Router {
         .route("/portal/systems/{name}", get(system))
         .route("/portal/systems/{name}/{action}", post(act))
         .route("/portal/activity", get(activity))
+        .route("/portal/policies", get(policies::list))
+        .route(
+            "/portal/new-policy",
+            get(policies::new_form).post(policies::create),
+        )
+        .route("/portal/policies/{name}", get(policies::edit_form))
+        .route("/portal/policies/{name}/{action}", post(policies::act))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .with_state(portal)
 }

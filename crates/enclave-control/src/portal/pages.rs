@@ -124,10 +124,10 @@ impl Problems {
     }
 }
 
-fn layout(session: Option<&Session>, title: &str, body: &str) -> String {
+pub(crate) fn layout(session: Option<&Session>, title: &str, body: &str) -> String {
     let nav = session.map_or_else(String::new, |s| {
         format!(
-            r#"<nav aria-label="Main"><a href="/portal/systems">Systems</a><a href="/portal/activity">Activity</a></nav>
+            r#"<nav aria-label="Main"><a href="/portal/systems">Systems</a><a href="/portal/policies">Policies</a><a href="/portal/activity">Activity</a></nav>
 <form class="signout" method="post" action="/portal/signout"><input type="hidden" name="csrf" value="{csrf}"><span class="who">Signed in as <strong>{user}</strong></span> <button type="submit" id="signout">Sign out</button></form>"#,
             csrf = esc(&s.csrf),
             user = esc(&s.user),

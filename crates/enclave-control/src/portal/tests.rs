@@ -430,3 +430,5 @@ fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     assert!(bad.text.contains("ok, &lt;bad&gt;"), "{}", bad.text);
     assert!(!bad.text.contains("<bad>"));
 }
+
+mod policies;
