@@ -114,7 +114,7 @@ fn has_peer(status: &Value, peer: &str) -> bool {
 }
 
 /// Pings `dst` from `ns` every 50 ms until it answers, within `timeout`.
-fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
+pub(crate) fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let argv = ["ping", "-n", "-c", "1", "-W", "0.2", dst];
     while started.elapsed() < timeout {
@@ -130,18 +130,18 @@ fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Du
 /// The managed Menlo Park office: the server, the laptop and `gateways` gateways enrolled and
 /// running, both gateways allowed, the policy made through the API, and the laptop reaching
 /// 192.168.77.20.
-struct Fixture<'c> {
+pub(crate) struct Fixture<'c> {
     ctx: &'c Ctx,
     /// Agent processes by node (dropped first, then the servers, then PostgreSQL, then the
     /// topology).
     agents: BTreeMap<String, Process>,
-    server: Server,
+    pub(crate) server: Server,
     /// The second server, with [`Store::PostgresTwoServers`].
     second: Option<Server>,
     postgres: Option<crate::scenarios::control::Postgres>,
-    database: String,
+    pub(crate) database: String,
     files: BTreeMap<String, AgentFiles>,
-    control: PathBuf,
+    pub(crate) control: PathBuf,
     state: PathBuf,
     token: String,
     topo: Topology,
@@ -155,7 +155,13 @@ impl<'c> Fixture<'c> {
         Self::start_on(ctx, tag, gateways, Store::Sqlite)
     }
 
-    fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
+    /// The office enrolled and running, both gateways allowed and their subnets discovered,
+    /// and no policy yet (the portal's scenarios make it).
+    pub(crate) fn without_policy(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+        Self::enrolled(ctx, tag, gateways, Store::Sqlite)
+    }
+
+    fn enrolled(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
         let mut spec = TopologySpec::new(tag);
         spec.node("ctl")
             .node("sender")
@@ -293,6 +299,11 @@ impl<'c> Fixture<'c> {
             );
         }
 
+        Ok(fixture)
+    }
+
+    fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
+        let fixture = Self::enrolled(ctx, tag, gateways, store)?;
         // A gateway access policy made through the API; the laptop reaches the LAN with it.
         let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
         let (status, answer) = request(
@@ -329,7 +340,7 @@ impl<'c> Fixture<'c> {
         Ok(fixture)
     }
 
-    fn ns(&self, node: &str) -> &Netns {
+    pub(crate) fn ns(&self, node: &str) -> &Netns {
         self.topo.ns(node)
     }
 
@@ -338,7 +349,7 @@ impl<'c> Fixture<'c> {
         enrolment_key(&self.cli(&["keys", "create", "--tags", tags, "--approval", "auto"])?)
     }
 
-    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         cli(
             self.topo.ns("ctl"),
             &self.control,
