@@ -21,7 +21,7 @@ use crate::{Ctx, Scenario};
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// chromedriver's port, on the namespace's loopback.
-pub(crate) const DRIVER_PORT: u16 = 9515;
+const DRIVER_PORT: u16 = 9515;
 /// The W3C name of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -298,13 +298,33 @@ fn system(
         .with_context(|| format!("no system {name} in {list}"))
 }
 
-fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+/// Fails, saying what to install, without Debian's chromium and chromium-driver.
+pub(crate) fn require_chromium() -> anyhow::Result<()> {
     for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         ensure!(
             Path::new(program).exists(),
             "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
         );
     }
+    Ok(())
+}
+
+/// chromedriver in `ns`, listening on its loopback's [`DRIVER_PORT`], once it is ready.
+pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
+    let mut driver_process = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={DRIVER_PORT}"),
+        ],
+        SpawnOpts::default(),
+    )?;
+    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    Ok(driver_process)
+}
+
+fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+    require_chromium()?;
     let mut spec = TopologySpec::new("portal");
     spec.node("ctl");
     let topo = ctx.topology(&spec)?;
@@ -343,15 +363,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
         "{status} {enrolled}"
     );
 
-    let mut driver_process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let _driver = start_chromedriver(ns)?;
     let shots = ctx.log_dir().to_path_buf();
     let b = Browser::start(ns, shots, server.at.url.clone())?;
 

@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use enclave_netns::{PingResult, SpawnOpts};
+use enclave_netns::PingResult;
 use serde_json::Value;
 
 use super::control_managed::{until_answered, Fixture};
-use super::portal::{Browser, DRIVER_PORT, PASSWORD};
+use super::portal::{require_chromium, start_chromedriver, Browser, PASSWORD};
 use crate::office::{DC1, LAN, PRINTER};
 use crate::{Ctx, Scenario};
 
@@ -40,12 +40,7 @@ fn policies_json(office: &Fixture<'_>) -> anyhow::Result<Value> {
 }
 
 fn policies(ctx: &Ctx) -> anyhow::Result<()> {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            std::path::Path::new(program).exists(),
-            "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
-        );
-    }
+    require_chromium()?;
     let office = Fixture::without_policy(ctx, "ppol", 1)?;
     let ctl = office.ns("ctl");
 
@@ -74,15 +69,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "user create printed {made:?}"
     );
 
-    let mut driver_process = ctl.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let driver_process = start_chromedriver(ctl)?;
     let b = Browser::start(
         ctl,
         ctx.log_dir().to_path_buf(),

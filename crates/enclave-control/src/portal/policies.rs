@@ -182,37 +182,31 @@ pub(super) async fn act(
                 doc,
                 write: Write::Update,
             };
-            match portal.run(&session, command).await {
-                Ok(_) => see("/portal/policies"),
-                Err(service::Error::Refused(refusal)) => {
-                    list_page(
-                        &portal,
-                        &session,
-                        Some(&refused_text(&refusal)),
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                    )
-                    .await
-                }
-                Err(other) => unavailable(&other),
-            }
+            from_list(&portal, &session, command).await
         }
         "delete" => {
             let command = Command::DeletePolicy { name: name.clone() };
-            match portal.run(&session, command).await {
-                Ok(_) => see("/portal/policies"),
-                Err(service::Error::Refused(refusal)) => {
-                    list_page(
-                        &portal,
-                        &session,
-                        Some(&refused_text(&refusal)),
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                    )
-                    .await
-                }
-                Err(other) => unavailable(&other),
-            }
+            from_list(&portal, &session, command).await
         }
         _ => not_found("There is no such change."),
+    }
+}
+
+/// Runs a change made from the list (or a policy's Delete): back to the list, with the
+/// refusal at its top.
+async fn from_list(portal: &Portal, session: &Session, command: Command) -> Response {
+    match portal.run(session, command).await {
+        Ok(_) => see("/portal/policies"),
+        Err(service::Error::Refused(refusal)) => {
+            list_page(
+                portal,
+                session,
+                Some(&refused_text(&refusal)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(other) => unavailable(&other),
     }
 }
 

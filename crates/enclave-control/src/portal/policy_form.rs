@@ -530,6 +530,17 @@ pub(crate) fn list(session: &Session, state: &State, error: Option<&str>) -> Str
     )
 }
 
+/// One check box of a list: `<p>` with the box, its label (HTML) and a hint.
+fn check_box(id: &str, name: &str, value: &str, label: &str, on: bool, hint: &str) -> String {
+    format!(
+        r#"<p class="check"><input type="checkbox" id="{id}" name="{name}" value="{value}"{on}> <label for="{id}">{label}</label> <span class="hint">{hint}</span></p>
+"#,
+        value = esc(value),
+        on = checked(on),
+        hint = esc(hint),
+    )
+}
+
 fn checked(on: bool) -> &'static str {
     if on {
         " checked"
@@ -584,13 +595,14 @@ fn gateway_section(state: &State, draft: &Draft, notes: &Notes) -> String {
         } else {
             format!("serves {}", served.join(", "))
         };
-        let _ = writeln!(
-            gateways,
-            r#"<p class="check"><input type="checkbox" id="gateway-{i}" name="gateways" value="{name}"{on}> <label for="gateway-{i}">{name}</label> <span class="hint">{about}</span></p>"#,
-            name = esc(name),
-            on = checked(draft.gateways.contains(name)),
-            about = esc(&about),
-        );
+        gateways.push_str(&check_box(
+            &format!("gateway-{i}"),
+            "gateways",
+            name,
+            &esc(name),
+            draft.gateways.contains(name),
+            &about,
+        ));
     }
     if choices.is_empty() {
         gateways = r#"<p class="empty">No system is allowed to act as a gateway yet: switch one on in its page under Systems.</p>"#.to_owned();
@@ -605,13 +617,14 @@ fn gateway_section(state: &State, draft: &Draft, notes: &Notes) -> String {
         } else {
             format!("via {}", via.join(", "))
         };
-        let _ = writeln!(
-            subnets,
-            r#"<p class="check"><input type="checkbox" id="subnet-{i}" name="subnets" value="{subnet}"{on}> <label for="subnet-{i}"><code>{subnet}</code></label> <span class="hint">{via}</span></p>"#,
-            subnet = esc(subnet),
-            on = checked(draft.subnets.contains(subnet)),
-            via = esc(&via),
-        );
+        subnets.push_str(&check_box(
+            &format!("subnet-{i}"),
+            "subnets",
+            subnet,
+            &format!("<code>{}</code>", esc(subnet)),
+            draft.subnets.contains(subnet),
+            &via,
+        ));
     }
     if offered.is_empty() {
         subnets = r#"<p class="empty">No gateway serves a subnet yet.</p>"#.to_owned();
@@ -711,13 +724,14 @@ fn trust_section(state: &State, draft: &Draft, notes: &Notes) -> String {
                 format!("{}: {}", t.kind.replace('_', " "), parts.join("; "))
             },
         );
-        let _ = writeln!(
-            boxes,
-            r#"<p class="check"><input type="checkbox" id="trust-{i}" name="trust" value="{name}"{on}> <label for="trust-{i}">{name}</label> <span class="hint">{about}</span></p>"#,
-            name = esc(name),
-            on = checked(draft.trust.contains(name)),
-            about = esc(&about),
-        );
+        boxes.push_str(&check_box(
+            &format!("trust-{i}"),
+            "trust",
+            name,
+            &esc(name),
+            draft.trust.contains(name),
+            &about,
+        ));
     }
     if names.is_empty() {
         boxes = r#"<p class="empty">No trust requirements are defined.</p>"#.to_owned();
