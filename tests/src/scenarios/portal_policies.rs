@@ -96,6 +96,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         text.contains("menlo-gw-1 serves") && text.contains(&format!("{LAN} via menlo-gw-1")),
         "the form does not offer the gateway and its subnet:\n{text}"
     );
+    b.shot("02-new-policy")?;
     b.type_into("#name", POLICY)?;
     b.type_into("#senders", "users")?;
     b.click("input[name=gateways][value='menlo-gw-1']")?;
@@ -103,7 +104,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     b.click("#filtering")?;
     // A CIDR with a prefix longer than 32 first: refused next to the filter.
     b.type_into("#filter", "192.168.77.20\n192.168.77.0/33")?;
-    b.shot("02-new-policy-filled")?;
+    b.shot("03-new-policy-filled")?;
     b.click("#save-policy")?;
     b.text_with("Nothing was saved")?;
     let error = b.find("#filter ~ .field-error")?;
@@ -120,7 +121,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "the filter lost what was typed: {typed}"
     );
     b.script("document.getElementById('filter').scrollIntoView({block: 'center'});")?;
-    b.shot("03-bad-cidr")?;
+    b.shot("04-bad-cidr")?;
     ensure!(
         policies_json(&office)?
             .as_array()
@@ -137,7 +138,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         text.contains(&format!("Subnet filter: {DC1}")) && text.contains("enabled"),
         "the Policies page:\n{text}"
     );
-    b.shot("04-policies-list")?;
+    b.shot("05-policies-list")?;
     let list = policies_json(&office)?;
     let policy = list
         .as_array()
@@ -174,13 +175,33 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         text.contains("Gateway access policy"),
         "the policy's page:\n{text}"
     );
-    b.shot("05-policy-page")?;
+    b.shot("06-policy-page")?;
+    // At a phone's width the form fits: wide tables scroll in their box, not the page.
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(serde_json::json!({ "width": 400, "height": 800 })),
+    )?;
+    b.text_with("Subnet filtering")?;
+    let sideways = b.script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )?;
+    b.shot("07-policy-phone-width")?;
+    ensure!(
+        sideways.as_i64() == Some(0),
+        "the policy's page is {sideways} px too wide for a phone"
+    );
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(serde_json::json!({ "width": 1200, "height": 900 })),
+    )?;
 
     // Disable in the list: the laptop loses the domain controller.
     b.open("/portal/policies")?;
     b.click(&format!("button[aria-label='Disable {POLICY}']"))?;
     b.text_with("disabled")?;
-    b.shot("06-policy-disabled")?;
+    b.shot("08-policy-disabled")?;
     let stopped = enclave_netns::wait_until(Duration::from_secs(5), || {
         answers(office.ns("sender"), DC1).is_ok_and(|a| !a)
     });
@@ -196,7 +217,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         text.contains("user:alice") && text.contains("policy.update"),
         "the Activity page:\n{text}"
     );
-    b.shot("07-activity")?;
+    b.shot("09-activity")?;
     drop(b);
     drop(driver_process);
     if office.server.process.log().contains(PASSWORD) {

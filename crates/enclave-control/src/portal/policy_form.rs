@@ -812,7 +812,7 @@ pub(crate) fn form(
     } else {
         format!(
             r#"<label for="name">Name</label>
-<input id="name" name="name" required value="{name}" placeholder="users to Menlo Park Office">
+<input id="name" name="name" required value="{name}" placeholder="e.g. users to Menlo Park Office">
 {notes}"#,
             name = esc(&draft.name),
             notes = notes.at("name"),
