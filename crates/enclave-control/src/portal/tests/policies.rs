@@ -465,3 +465,27 @@ fn problems_are_placed_by_their_field() {
     assert_eq!(at(r#"systems["gw"].gateway"#), "");
     assert_eq!(at("kind"), "");
 }
+
+#[test]
+fn subnet_filtering_ticked_without_an_address_is_refused_at_the_filter() {
+    let (h, cookie) = gateway_ready("policy-empty-filter");
+    let csrf = h
+        .send(Method::GET, "/portal/new-policy", &cookie, None)
+        .csrf();
+    let answer = h.send(
+        Method::POST,
+        "/portal/new-policy",
+        &cookie,
+        Some(guide_form(&csrf, " \n ")),
+    );
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let text = &answer.text;
+    let filter_at = text.find(r#"id="filter""#).unwrap();
+    let error_at = text[filter_at..].find("field-error").unwrap() + filter_at;
+    assert!(error_at < text.find("<legend>ACLs").unwrap(), "{text}");
+    assert!(
+        text[error_at..].contains("subnet filter is empty"),
+        "{text}"
+    );
+    assert!(state(&h).policies.is_empty());
+}
