@@ -218,6 +218,15 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "the Activity page:\n{text}"
     );
     b.shot("09-activity")?;
+
+    // The other kind's form: receiver tags instead of gateways, subnets and a filter.
+    b.open("/portal/new-policy?kind=direct")?;
+    let text = b.text_with("Receiver tags")?;
+    ensure!(
+        !text.contains("Subnet filtering"),
+        "the direct access policy's form:\n{text}"
+    );
+    b.shot("10-new-direct-policy")?;
     drop(b);
     drop(driver_process);
     if office.server.process.log().contains(PASSWORD) {

@@ -812,10 +812,14 @@ pub(crate) fn form(
     } else {
         format!(
             r#"<label for="name">Name</label>
-<input id="name" name="name" required value="{name}" placeholder="e.g. users to Menlo Park Office">
+<input id="name" name="name" required value="{name}" placeholder="{example}">
 {notes}"#,
             name = esc(&draft.name),
             notes = notes.at("name"),
+            example = match draft.kind {
+                PolicyKind::Gateway => "e.g. users to Menlo Park Office",
+                PolicyKind::Direct => "e.g. admins to servers",
+            },
         )
     };
     let sides = match draft.kind {
