@@ -128,7 +128,7 @@ fn has_peer(status: &Value, peer: &str) -> bool {
 }
 
 /// Pings `dst` from `ns` every 50 ms until it answers, within `timeout`.
-fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
+pub(crate) fn until_answered(ns: &Netns, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let argv = ["ping", "-n", "-c", "1", "-W", "0.2", dst];
     while started.elapsed() < timeout {
@@ -172,12 +172,19 @@ impl<'c> Fixture<'c> {
         Self::start_on(ctx, tag, gateways, Store::Sqlite)
     }
 
+    /// The office enrolled and running, both gateways allowed and their subnets discovered,
+    /// and no policy yet (the portal's scenarios make it).
+    pub(crate) fn without_policy(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
+        Self::enrolled(ctx, tag, gateways, Store::Sqlite, false)
+    }
+
     fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
         Self::start_full(ctx, tag, gateways, store, false)
     }
 
-    /// With `lab`, the gateways also have the lab LAN ([`LAB`], on `lan1`) with [`LAB_HOST`].
-    fn start_full(
+    /// The office enrolled and running, without a policy. With `lab`, the gateways also have
+    /// the lab LAN ([`LAB`], on `lan1`) with [`LAB_HOST`].
+    fn enrolled(
         ctx: &'c Ctx,
         tag: &str,
         gateways: usize,
@@ -330,6 +337,18 @@ impl<'c> Fixture<'c> {
             );
         }
 
+        Ok(fixture)
+    }
+
+    /// [`Fixture::enrolled`], then a gateway access policy from the users to the LAN.
+    fn start_full(
+        ctx: &'c Ctx,
+        tag: &str,
+        gateways: usize,
+        store: Store,
+        lab: bool,
+    ) -> anyhow::Result<Self> {
+        let fixture = Self::enrolled(ctx, tag, gateways, store, lab)?;
         // A gateway access policy made through the API; the laptop reaches the LAN with it.
         let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
         fixture.create_policy("users to Menlo Park Office", &names, LAN)?;
@@ -445,7 +464,7 @@ impl<'c> Fixture<'c> {
         Ok(())
     }
 
-    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         cli(
             self.topo.ns("ctl"),
             &self.control,

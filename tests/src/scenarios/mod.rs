@@ -17,6 +17,7 @@ mod lifecycle;
 mod nat;
 mod offload;
 mod portal;
+mod portal_policies;
 mod reference;
 mod roaming;
 mod routes;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(userguide::scenarios());
     all.extend(portal::scenarios());
     all.extend(portal::admin::scenarios());
+    all.extend(portal_policies::scenarios());
     // The README's main command, so that CI keeps it working.
     all.push(Scenario {
         name: "demo",

@@ -24,7 +24,7 @@ use crate::{Ctx, Scenario};
 pub(super) mod admin;
 
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// chromedriver's port, on the namespace's loopback.
 const DRIVER_PORT: u16 = 9515;
 /// The W3C name of an element reference.
@@ -46,7 +46,7 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// One WebDriver session.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     ns: &'a Netns,
     session: String,
     shots: PathBuf,
@@ -126,7 +126,7 @@ fn driver(
 }
 
 impl<'a> Browser<'a> {
-    fn start(ns: &'a Netns, shots: PathBuf, base: String) -> anyhow::Result<Self> {
+    pub(crate) fn start(ns: &'a Netns, shots: PathBuf, base: String) -> anyhow::Result<Self> {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             // The server's certificate is self-signed (pinned by fingerprint by our CLI).
@@ -154,7 +154,12 @@ impl<'a> Browser<'a> {
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let path = format!("/session/{}{path}", self.session);
         let (status, answer) = driver(self.ns, method, &path, body.as_ref())?;
         ensure!(
@@ -164,7 +169,7 @@ impl<'a> Browser<'a> {
         Ok(answer["value"].clone())
     }
 
-    fn open(&self, path: &str) -> anyhow::Result<()> {
+    pub(crate) fn open(&self, path: &str) -> anyhow::Result<()> {
         self.call(
             "POST",
             "/url",
@@ -173,7 +178,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn url(&self) -> anyhow::Result<String> {
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
         Ok(self
             .call("GET", "/url", None)?
             .as_str()
@@ -182,7 +187,7 @@ impl<'a> Browser<'a> {
     }
 
     /// The page's visible text.
-    fn text(&self) -> anyhow::Result<String> {
+    pub(crate) fn text(&self) -> anyhow::Result<String> {
         let body = self.find("body")?;
         Ok(self
             .call("GET", &format!("/element/{body}/text"), None)?
@@ -193,7 +198,7 @@ impl<'a> Browser<'a> {
 
     /// The page's text once it holds `needle` (a click's navigation may still be loading),
     /// or an error with the text it holds after 10 s.
-    fn text_with(&self, needle: &str) -> anyhow::Result<String> {
+    pub(crate) fn text_with(&self, needle: &str) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let text = self.text().unwrap_or_default();
@@ -208,7 +213,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Waits until the URL ends with `suffix`, as [`Self::text_with`].
-    fn url_to(&self, suffix: &str) -> anyhow::Result<()> {
+    pub(crate) fn url_to(&self, suffix: &str) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let url = self.url().unwrap_or_default();
@@ -222,7 +227,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn find(&self, css: &str) -> anyhow::Result<String> {
+    pub(crate) fn find(&self, css: &str) -> anyhow::Result<String> {
         let found = self
             .call(
                 "POST",
@@ -233,7 +238,7 @@ impl<'a> Browser<'a> {
         Ok(found[ELEMENT].as_str().context("no element id")?.to_owned())
     }
 
-    fn click(&self, css: &str) -> anyhow::Result<()> {
+    pub(crate) fn click(&self, css: &str) -> anyhow::Result<()> {
         let element = self.find(css)?;
         self.call(
             "POST",
@@ -243,7 +248,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let element = self.find(css)?;
         self.call(
             "POST",
@@ -258,7 +263,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn script(&self, script: &str) -> anyhow::Result<Value> {
+    pub(crate) fn script(&self, script: &str) -> anyhow::Result<Value> {
         self.call(
             "POST",
             "/execute/sync",
@@ -267,7 +272,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Saves a screenshot as `NAME.png` in the log directory.
-    fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self.call("GET", "/screenshot", None)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().context("no screenshot")?)
@@ -305,8 +310,8 @@ fn system(
         .with_context(|| format!("no system {name} in {list}"))
 }
 
-/// Checks that Chromium and chromedriver are installed.
-fn chromium_installed() -> anyhow::Result<()> {
+/// Fails, saying what to install, without Debian's chromium and chromium-driver.
+pub(crate) fn require_chromium() -> anyhow::Result<()> {
     for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         ensure!(
             Path::new(program).exists(),
@@ -316,9 +321,9 @@ fn chromium_installed() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// chromedriver in `ns`, listening on its loopback, once it serves.
-fn chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
-    let mut process = ns.spawn(
+/// chromedriver in `ns`, listening on its loopback's [`DRIVER_PORT`], once it is ready.
+pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
+    let mut driver_process = ns.spawn(
         "chromedriver",
         &[
             "/usr/bin/chromedriver".to_owned(),
@@ -326,8 +331,8 @@ fn chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
         ],
         SpawnOpts::default(),
     )?;
-    process.wait_for_log("started successfully", Duration::from_secs(30))?;
-    Ok(process)
+    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    Ok(driver_process)
 }
 
 /// `admin user create alice` on `database`, with [`PASSWORD`].
@@ -353,7 +358,7 @@ fn make_account(ns: &Netns, bin: &Path, database: &str, dir: &Path) -> anyhow::R
 }
 
 fn browser(ctx: &Ctx) -> anyhow::Result<()> {
-    chromium_installed()?;
+    require_chromium()?;
     let mut spec = TopologySpec::new("portal");
     spec.node("ctl");
     let topo = ctx.topology(&spec)?;
@@ -375,7 +380,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
         "{status} {enrolled}"
     );
 
-    let _driver_process = chromedriver(ns)?;
+    let _driver = start_chromedriver(ns)?;
     let shots = ctx.log_dir().to_path_buf();
     let b = Browser::start(ns, shots, server.at.url.clone())?;
 
@@ -535,7 +540,7 @@ fn texts(b: &Browser<'_>, selectors: &[&str]) -> anyhow::Result<(Vec<String>, bo
 fn live(ctx: &Ctx) -> anyhow::Result<()> {
     use super::control_managed::{active_gateway, Fixture, GATEWAYS};
 
-    chromium_installed()?;
+    require_chromium()?;
     // The managed Menlo Park office: the laptop reaches the LAN through one of two gateways.
     let mut office = Fixture::start(ctx, "plv", 2)?;
     let dir = tempfile::tempdir().context("a temporary directory")?;
@@ -558,7 +563,7 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Killed by its PID while the browser borrows the fixture's namespace.
     let first_pid = office.agent(first)?.pid();
-    let _driver = chromedriver(office.ns("ctl"))?;
+    let _driver = start_chromedriver(office.ns("ctl"))?;
     let b = Browser::start(
         office.ns("ctl"),
         ctx.log_dir().to_path_buf(),

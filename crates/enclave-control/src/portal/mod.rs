@@ -17,6 +17,8 @@ mod fields;
 mod keys;
 mod live;
 mod pages;
+mod policies;
+mod policy_form;
 pub mod session;
 mod tag_pages;
 mod trust;
@@ -104,6 +106,13 @@ fn routes_of(portal: Portal) -> Router {
             get(trust::hours).post(trust::save_hours),
         )
         .route("/portal/explain", get(explain::page))
+        .route("/portal/policies", get(policies::list))
+        .route(
+            "/portal/new-policy",
+            get(policies::new_form).post(policies::create),
+        )
+        .route("/portal/policies/{name}", get(policies::edit_form))
+        .route("/portal/policies/{name}/{action}", post(policies::act))
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .with_state(portal)
 }

@@ -155,6 +155,7 @@ fn layout_of(session: Option<&Session>, title: &str, live: Option<&str>, body: &
     let nav = session.map_or_else(String::new, |s| {
         format!(
             r#"<nav aria-label="Main"><a href="/portal/systems">Systems</a>
+<a href="/portal/policies">Policies</a>
 <a href="/portal/keys">Enrolment keys</a>
 <a href="/portal/tags">Tags</a>
 <a href="/portal/trust">Trust requirements</a>

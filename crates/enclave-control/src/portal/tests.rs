@@ -694,3 +694,4 @@ fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
         "{details}"
     );
 }
+mod policies;
