@@ -207,14 +207,14 @@ acl = [{{ protocol = "any" }}]
 }
 
 /// Clock ticks a second (`sysconf(_SC_CLK_TCK)`), the unit of utime and stime.
-fn ticks_per_second() -> anyhow::Result<f64> {
+pub(super) fn ticks_per_second() -> anyhow::Result<f64> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
         .context("the system does not say its clock tick")?;
     Ok(ticks as f64)
 }
 
 /// utime + stime of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     cpu_ticks_of(&format!("/proc/{pid}/stat"))
 }
 
