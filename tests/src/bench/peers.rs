@@ -25,6 +25,9 @@
 //!    replies they needed (the gateway is under load, so each of them goes through the cookie
 //!    path). The agent's highest RSS during the flood.
 //!
+//! `ENCLAVE_BENCH_BUILD=DIR` measures the binaries in DIR (say, release binaries measured by
+//! a debug runner).
+//!
 //! The targets of issue 11 are printed beside the figures; the bench fails only when
 //! something did not work (a handshake that never completes outside the flood, an agent that
 //! stops), never on a figure.
@@ -494,6 +497,15 @@ fn gateway_peers(ctx: &Ctx, ns: &Netns, files: &AgentFiles) -> anyhow::Result<(u
 }
 
 fn bench_peers(ctx: &Ctx) -> anyhow::Result<()> {
+    let build;
+    let ctx = match std::env::var_os("ENCLAVE_BENCH_BUILD") {
+        Some(dir) => {
+            build = Ctx::new(ctx.name(), ctx.log_dir().to_owned(), dir.into());
+            &build
+        }
+        None => ctx,
+    };
+    println!("binaries: {}", ctx.bin("enclave-gw")?.display());
     let topo = ctx.topology(&topology())?;
     let gw = topo.ns("gw");
     let network = ctx.log_dir().join("network.toml");

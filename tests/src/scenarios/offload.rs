@@ -265,41 +265,32 @@ fn check_tun_count(
     Ok(())
 }
 
-fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<String> {
-    let topo = ctx.topology(&pair(tag))?;
-    let (a, b) = (topo.ns("a"), topo.ns("b"));
+/// Gives the tunnels in `a` and `b` (of a [`pair`]) keys, addresses and each other as peer,
+/// then checks that pings pass both ways: a first one (the handshake), then large ones
+/// (which leave the kernel as fragments) and tiny ones; neither is a super-packet.
+fn connect(ctx: &Ctx, tag: &str, a: &Netns, b: &Netns) -> anyhow::Result<()> {
     let a_keys = wg_keypair(a)?;
     let b_keys = wg_keypair(b)?;
-    let mut a_process = start(ctx, a, a_end)?;
-    let mut b_process = start(ctx, b, b_end)?;
     let a_key = write_key(ctx.log_dir(), &format!("{tag}-a.key"), &a_keys.private)?;
     let b_key = write_key(ctx.log_dir(), &format!("{tag}-b.key"), &b_keys.private)?;
-    wg_configure(
-        a,
-        IFACE,
-        &a_key,
-        &format!("{A_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &b_keys.public,
-            allowed_ips: &format!("{B_OVERLAY}/32"),
-            endpoint: Some(format!("{B_UNDERLAY}:{WG_PORT}")),
-        },
-    )?;
-    wg_configure(
-        b,
-        IFACE,
-        &b_key,
-        &format!("{B_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &a_keys.public,
-            allowed_ips: &format!("{A_OVERLAY}/32"),
-            endpoint: Some(format!("{A_UNDERLAY}:{WG_PORT}")),
-        },
-    )?;
+    for (ns, key, own, peer, peer_overlay, peer_underlay) in [
+        (a, &a_key, A_OVERLAY, &b_keys.public, B_OVERLAY, B_UNDERLAY),
+        (b, &b_key, B_OVERLAY, &a_keys.public, A_OVERLAY, A_UNDERLAY),
+    ] {
+        wg_configure(
+            ns,
+            IFACE,
+            key,
+            &format!("{own}/24"),
+            &WgPeer {
+                public_key: peer,
+                allowed_ips: &format!("{peer_overlay}/32"),
+                endpoint: Some(format!("{peer_underlay}:{WG_PORT}")),
+            },
+        )?;
+    }
     ping_through(a, B_OVERLAY)?;
     ping_through(b, A_OVERLAY)?;
-    // Large pings leave the kernel as fragments, tiny ones as one small packet: neither is
-    // a super-packet, both must pass.
     for (from, to) in [(a, B_OVERLAY), (b, A_OVERLAY)] {
         for size in ["8000", "1"] {
             let to = to.to_string();
@@ -315,6 +306,15 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
             );
         }
     }
+    Ok(())
+}
+
+fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<String> {
+    let topo = ctx.topology(&pair(tag))?;
+    let (a, b) = (topo.ns("a"), topo.ns("b"));
+    let mut a_process = start(ctx, a, a_end)?;
+    let mut b_process = start(ctx, b, b_end)?;
+    connect(ctx, tag, a, b)?;
     let segments = (transfer_bytes() / MSS) as u64;
     let mut figures = Vec::new();
     for (from, from_end, to, to_end, to_addr, port) in [
@@ -599,47 +599,11 @@ fn run_fallback(ctx: &Ctx, tag: &str, case: &Fallback) -> anyhow::Result<String>
     let (a, b) = (topo.ns("a"), topo.ns("b"));
     ethtool(a, case.ethtool_a)?;
     ethtool(b, case.ethtool_b)?;
-    let a_keys = wg_keypair(a)?;
-    let b_keys = wg_keypair(b)?;
     let mut a_process = start_ours(ctx, a, case.env, &case.logged)?;
     let mut b_process = start(ctx, b, End::Ours { offload: true })?;
     // An ethtool change on a's TUN device, now that it exists.
     ethtool(a, case.ethtool_a_tun)?;
-    let a_key = write_key(ctx.log_dir(), &format!("{tag}-a.key"), &a_keys.private)?;
-    let b_key = write_key(ctx.log_dir(), &format!("{tag}-b.key"), &b_keys.private)?;
-    for (ns, key, own, peer, peer_overlay, peer_underlay) in [
-        (a, &a_key, A_OVERLAY, &b_keys.public, B_OVERLAY, B_UNDERLAY),
-        (b, &b_key, B_OVERLAY, &a_keys.public, A_OVERLAY, A_UNDERLAY),
-    ] {
-        wg_configure(
-            ns,
-            IFACE,
-            key,
-            &format!("{own}/24"),
-            &WgPeer {
-                public_key: peer,
-                allowed_ips: &format!("{peer_overlay}/32"),
-                endpoint: Some(format!("{peer_underlay}:{WG_PORT}")),
-            },
-        )?;
-    }
-    ping_through(a, B_OVERLAY)?;
-    ping_through(b, A_OVERLAY)?;
-    for (from, to) in [(a, B_OVERLAY), (b, A_OVERLAY)] {
-        for size in ["8000", "1"] {
-            let to = to.to_string();
-            let out = from.exec_output(&[
-                "ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-s", size, &to,
-            ])?;
-            let ping = enclave_netns::PingResult::parse(&String::from_utf8_lossy(&out.stdout));
-            ensure!(
-                ping.all_answered(),
-                "{}: {size}-byte pings to {to} were lost:\n{}",
-                from.node(),
-                ping.output
-            );
-        }
-    }
+    connect(ctx, tag, a, b)?;
     let segments = (transfer_bytes() / MSS) as u64;
     // a -> b: a reads from its TUN device and sends; b -> a: a receives and writes.
     let (reads, wire) = (tun_packets(a, "tx")?, link_packets(a, "eth0", "tx")?);
