@@ -44,9 +44,9 @@ use blake2::{Blake2s256, Digest};
 use enclave_netns::{Netns, SpawnOpts, TopologySpec};
 use enclave_testkit::flood::{Flooder, INITIATION_LEN};
 
-use super::idle::{cpu_ticks, ticks_per_second};
+use super::idle::{cpu_ticks, gateway_definition, ticks_per_second};
 use crate::agents::{prepare, start_with, status_json, write_definition, AgentFiles};
-use crate::support::{GATEWAY_LAN, LAN_HOST, LAN_SUBNET, OVERLAY, WG_PORT};
+use crate::support::{GATEWAY_LAN, LAN_HOST, WG_PORT};
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
@@ -65,7 +65,7 @@ const SENDER_NODES: usize = 4;
 const GW_UNDERLAY: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 1);
 /// The flooder's underlay address.
 const FLOOD_UNDERLAY: Ipv4Addr = Ipv4Addr::new(10, 50, 0, 66);
-/// The gateway's overlay address.
+/// The gateway's overlay address (as [`gateway_definition`] gives it).
 const GW_OVERLAY: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 1);
 /// How long the agent is left alone before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -104,36 +104,7 @@ fn sender_private(i: usize) -> enclave_wg::PrivateKey {
 
 /// The network definition: the gateway and `senders` sender systems.
 fn definition(gw: &AgentFiles, senders: usize) -> String {
-    let mut text = format!(
-        r#"[network]
-overlay = "{OVERLAY}"
-
-[[system]]
-name = "gw"
-public_key = "{}"
-address = "{GW_OVERLAY}"
-tags = ["servers"]
-endpoint = "{GW_UNDERLAY}:{WG_PORT}"
-
-[system.gateway]
-allowed = true
-subnets = ["{LAN_SUBNET}"]
-
-[[direct_policy]]
-name = "users to servers"
-senders = ["users"]
-receivers = ["servers"]
-acl = [{{ protocol = "icmp" }}]
-
-[[gateway_policy]]
-name = "users to the office"
-senders = ["users"]
-gateways = ["gw"]
-subnets = ["{LAN_SUBNET}"]
-acl = [{{ protocol = "any" }}]
-"#,
-        gw.public_key
-    );
+    let mut text = gateway_definition(&gw.public_key, &format!("{GW_UNDERLAY}:{WG_PORT}"));
     for i in 0..senders {
         text.push_str(&format!(
             "\n[[system]]\nname = \"sender-{i}\"\npublic_key = \"{}\"\naddress = \"{}\"\ntags = [\"users\"]\n",
