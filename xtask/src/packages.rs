@@ -16,6 +16,8 @@ pub const PACKAGES: &[&str] = &[
     "wireguard-go",
     "wireguard-tools",
     "tcpdump",
+    // The offload fallback scenario turns a veth's and a TUN device's offloads off.
+    "ethtool",
     "iperf3",
     "python3",
     "procps",

@@ -14,6 +14,7 @@ use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateK
 use crate::offload::{self, Coalescer, Segments, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::routes::EgressRoutes;
 use crate::sys::{self, Batch, Tun, Waker};
+use crate::tunnel::OffloadWanted;
 use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
 use crate::uapi::{self, DeviceView, SetRequest, UapiError};
 use crate::udp::Udp;
@@ -51,8 +52,8 @@ pub(crate) struct Engine {
     pub(crate) filter_config: FilterConfig,
     pub(crate) commands: Receiver<Command>,
     pub(crate) waker: std::sync::Arc<Waker>,
-    /// Whether to use the socket's offloads (UDP GSO and GRO), also on a rebound socket.
-    offload: bool,
+    /// Which offloads to ask for, also on a rebound socket.
+    offload: OffloadWanted,
     /// Which peer an outbound packet goes to, for the egress filter.
     routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
@@ -80,19 +81,19 @@ impl Engine {
         filter_config: FilterConfig,
         commands: Receiver<Command>,
         waker: std::sync::Arc<Waker>,
-        offload: bool,
+        offload: OffloadWanted,
     ) -> Engine {
         let now = Instant::now();
         let mut udp = udp;
-        if offload {
+        if offload.udp_gro {
             udp.enable_gro();
         }
         let mut coalescer = Coalescer::new();
         // UDP super-packets only for a device that takes them (USO).
         coalescer.set_udp(tun.offloads().uso);
         let mut tx = Batch::new(BATCH, BUF);
-        tx.gso = offload;
-        tracing::info!(gso = offload, gro = udp.gro, "UDP offloads");
+        tx.gso = offload.udp_gso;
+        tracing::info!(gso = offload.udp_gso, gro = udp.gro, "UDP offloads");
         Engine {
             device,
             private_key,
@@ -226,7 +227,7 @@ impl Engine {
         match request.listen_port {
             Some(port) if port != self.udp.port || port == 0 => {
                 let mut udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
-                if self.offload {
+                if self.offload.udp_gro {
                     udp.enable_gro();
                 }
                 self.udp = udp;

@@ -126,10 +126,10 @@ pub(crate) struct Tun {
 }
 
 impl Tun {
-    /// Creates the TUN interface `name`, sets its MTU and brings it up. With `offload`, asks
-    /// for `virtio_net_hdr`s and the checksum, TSO and USO offloads, and takes what the
-    /// kernel grants (nothing, on a kernel without them).
-    pub(crate) fn create(name: &str, mtu: u16, offload: bool) -> Result<Tun> {
+    /// Creates the TUN interface `name`, sets its MTU and brings it up. With `vnet_hdr`, asks
+    /// for `virtio_net_hdr`s and the checksum and TSO offloads (and USO with `uso`), and takes
+    /// what the kernel grants (nothing, on a kernel without them).
+    pub(crate) fn create(name: &str, mtu: u16, vnet_hdr: bool, uso: bool) -> Result<Tun> {
         check_name(name)?;
         let create_err = |source| Error::TunCreate {
             name: name.to_owned(),
@@ -159,7 +159,7 @@ impl Tun {
             Ok(req)
         };
         let plain = libc::IFF_TUN | libc::IFF_NO_PI;
-        let (req, vnet_hdr) = if offload {
+        let (req, vnet_hdr) = if vnet_hdr {
             match set_iff(plain | IFF_VNET_HDR) {
                 Ok(req) => (req, true),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -176,7 +176,7 @@ impl Tun {
         };
         if vnet_hdr {
             let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-            if set_offload(&fd, tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+            if uso && set_offload(&fd, tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
                 (offloads.tso, offloads.uso) = (true, true);
             } else if set_offload(&fd, tso).is_ok() {
                 offloads.tso = true;

@@ -23,17 +23,75 @@ pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
 /// The MTU wireguard-go and wg-quick use by default.
 pub const DEFAULT_MTU: u16 = 1420;
 
-/// The environment variable that turns the data plane's segmentation offloads off when set
-/// to `off` (for tests of the fallback path, or a kernel whose offloads misbehave). Otherwise
-/// each offload is used when the kernel has it.
+/// The environment variable that turns the data plane's segmentation offloads off (for tests
+/// of the fallback paths, or a kernel whose offloads misbehave): `off` turns them all off; a
+/// comma-separated list of `no-vnet-hdr` (a TUN device without `virtio_net_hdr`s, so no
+/// TSO, USO or receive coalescing either), `no-uso` (TSO only, as on a kernel before 6.2),
+/// `no-udp-gso` and `no-udp-gro` turns those off. Otherwise (unset, empty or `on`) each
+/// offload is used when the kernel has it.
 pub const OFFLOAD_ENV: &str = "ENCLAVE_OFFLOAD";
 
-/// Whether [`OFFLOAD_ENV`] leaves the offloads on.
-fn offload_wanted() -> bool {
-    !matches!(
-        std::env::var(OFFLOAD_ENV).as_deref(),
-        Ok("off" | "0" | "false" | "no")
-    )
+/// The offloads the tunnel asks the kernel for (each is used only if the kernel grants it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffloadWanted {
+    /// `IFF_VNET_HDR` on the TUN device, with checksum offload and TSO.
+    pub(crate) vnet_hdr: bool,
+    /// USO on the TUN device (only with `vnet_hdr`).
+    pub(crate) uso: bool,
+    /// `UDP_SEGMENT` on sends.
+    pub(crate) udp_gso: bool,
+    /// `UDP_GRO` on the socket.
+    pub(crate) udp_gro: bool,
+}
+
+impl OffloadWanted {
+    const ALL: Self = Self {
+        vnet_hdr: true,
+        uso: true,
+        udp_gso: true,
+        udp_gro: true,
+    };
+    const NONE: Self = Self {
+        vnet_hdr: false,
+        uso: false,
+        udp_gso: false,
+        udp_gro: false,
+    };
+
+    /// The offloads a value of [`OFFLOAD_ENV`] leaves on, and the words in it that name no
+    /// offload (ignored; the caller warns about them).
+    pub(crate) fn parse(value: Option<&str>) -> (Self, Vec<String>) {
+        let value = value.unwrap_or("").trim();
+        if matches!(value, "off" | "0" | "false" | "no") {
+            return (Self::NONE, Vec::new());
+        }
+        let mut wanted = Self::ALL;
+        let mut unknown = Vec::new();
+        for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "on" => {}
+                "no-vnet-hdr" => (wanted.vnet_hdr, wanted.uso) = (false, false),
+                "no-uso" => wanted.uso = false,
+                "no-udp-gso" => wanted.udp_gso = false,
+                "no-udp-gro" => wanted.udp_gro = false,
+                other => unknown.push(other.to_owned()),
+            }
+        }
+        (wanted, unknown)
+    }
+
+    /// The offloads [`OFFLOAD_ENV`] leaves on in this process's environment.
+    fn from_env() -> Self {
+        let value = std::env::var(OFFLOAD_ENV).ok();
+        let (wanted, unknown) = Self::parse(value.as_deref());
+        if !unknown.is_empty() {
+            tracing::warn!(
+                unknown = unknown.join(","),
+                "{OFFLOAD_ENV} names offloads that do not exist (known: off, no-vnet-hdr, no-uso, no-udp-gso, no-udp-gro); ignoring them"
+            );
+        }
+        wanted
+    }
 }
 
 /// How to start a tunnel.
@@ -176,8 +234,8 @@ impl Tunnel {
     /// Creates the TUN device and the UDP socket, starts the event loop and, if asked, the
     /// UAPI socket.
     pub fn start(config: TunnelConfig) -> Result<Tunnel> {
-        let offload = offload_wanted();
-        let tun = Tun::create(&config.interface, config.mtu, offload)?;
+        let offload = OffloadWanted::from_env();
+        let tun = Tun::create(&config.interface, config.mtu, offload.vnet_hdr, offload.uso)?;
         let interface = tun.name().to_owned();
         let offloads = tun.offloads();
         tracing::info!(
@@ -309,5 +367,46 @@ impl Tunnel {
 impl Drop for Tunnel {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OffloadWanted;
+
+    #[test]
+    fn offload_env_values() {
+        let all = OffloadWanted::ALL;
+        for value in [None, Some(""), Some("on"), Some(" on ")] {
+            assert_eq!(OffloadWanted::parse(value), (all, vec![]), "{value:?}");
+        }
+        for value in ["off", "0", "false", "no"] {
+            assert_eq!(
+                OffloadWanted::parse(Some(value)),
+                (OffloadWanted::NONE, vec![])
+            );
+        }
+        let (wanted, unknown) = OffloadWanted::parse(Some("no-vnet-hdr"));
+        assert_eq!(
+            wanted,
+            OffloadWanted {
+                vnet_hdr: false,
+                uso: false,
+                ..all
+            }
+        );
+        assert!(unknown.is_empty());
+        let (wanted, _) = OffloadWanted::parse(Some("no-uso"));
+        assert_eq!(wanted, OffloadWanted { uso: false, ..all });
+        let (wanted, unknown) = OffloadWanted::parse(Some("no-udp-gso, no-udp-gro,tso,"));
+        assert_eq!(
+            wanted,
+            OffloadWanted {
+                udp_gso: false,
+                udp_gro: false,
+                ..all
+            }
+        );
+        assert_eq!(unknown, vec!["tso".to_owned()]);
     }
 }

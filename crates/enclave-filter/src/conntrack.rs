@@ -61,6 +61,9 @@ pub(crate) type Key = (Direction, Flow);
 
 const NIL: u32 = u32::MAX;
 
+/// Flows a new table has room for before it first grows.
+const INITIAL_CAPACITY: usize = 4;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     key: Key,
@@ -87,13 +90,16 @@ pub(crate) struct ConnTrack {
 }
 
 impl ConnTrack {
-    /// A table for at most `capacity` flows (at least one).
+    /// A table for at most `capacity` flows (at least one). Its memory grows as flows open,
+    /// up to the bound, and is kept: a gateway with a thousand peers holds a thousand tables,
+    /// most of them nearly empty, so none is allocated whole up front.
     pub(crate) fn new(capacity: usize, timeouts: Timeouts) -> Self {
         let capacity = capacity.clamp(1, NIL as usize - 1);
+        let initial = capacity.min(INITIAL_CAPACITY);
         Self {
-            entries: Vec::with_capacity(capacity),
-            free: Vec::with_capacity(capacity),
-            index: HashMap::with_capacity(capacity),
+            entries: Vec::with_capacity(initial),
+            free: Vec::with_capacity(initial),
+            index: HashMap::with_capacity(initial),
             newest: NIL,
             oldest: NIL,
             capacity,

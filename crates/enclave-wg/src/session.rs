@@ -26,14 +26,16 @@ pub(crate) const WINDOW_SIZE: u64 = (RING_BLOCKS - 1) * BLOCK_BITS;
 pub(crate) struct ReplayWindow {
     /// Highest counter accepted so far (0 before any).
     last: u64,
-    ring: [u64; RING_BLOCKS as usize],
+    /// On the heap: a peer holds up to three sessions, and a gateway with a thousand peers
+    /// would otherwise hold three kilobytes for each, session or not.
+    ring: Box<[u64; RING_BLOCKS as usize]>,
 }
 
 impl ReplayWindow {
     pub(crate) fn new() -> Self {
         Self {
             last: 0,
-            ring: [0; RING_BLOCKS as usize],
+            ring: Box::new([0; RING_BLOCKS as usize]),
         }
     }
 

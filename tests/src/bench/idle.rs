@@ -165,17 +165,20 @@ impl Drop for Responders {
     }
 }
 
-fn definition(host: &AgentFiles) -> String {
-    let mut text = format!(
+/// The head of a network definition with one system, `host` (tag `servers`, overlay address
+/// 100.64.0.1, reachable at `endpoint`), that serves its LAN to the `users` by a gateway
+/// policy and takes ICMP and SSH from them by a direct policy. The users follow.
+pub(super) fn gateway_definition(host_key: &str, endpoint: &str) -> String {
+    format!(
         r#"[network]
 overlay = "{OVERLAY}"
 
 [[system]]
 name = "host"
-public_key = "{}"
+public_key = "{host_key}"
 address = "100.64.0.1"
 tags = ["servers"]
-endpoint = "{GATEWAY_UNDERLAY}:51820"
+endpoint = "{endpoint}"
 
 [system.gateway]
 allowed = true
@@ -193,9 +196,12 @@ senders = ["users"]
 gateways = ["host"]
 subnets = ["{LAN_SUBNET}"]
 acl = [{{ protocol = "any" }}]
-"#,
-        host.public_key
-    );
+"#
+    )
+}
+
+fn definition(host: &AgentFiles) -> String {
+    let mut text = gateway_definition(&host.public_key, &format!("{GATEWAY_UNDERLAY}:51820"));
     for i in 1..=PEERS {
         text.push_str(&format!(
             "\n[[system]]\nname = \"peer-{i}\"\npublic_key = \"{}\"\naddress = \"100.64.1.{i}\"\ntags = [\"users\"]\nendpoint = \"{SENDER_UNDERLAY}:{}\"\n",
@@ -207,14 +213,14 @@ acl = [{{ protocol = "any" }}]
 }
 
 /// Clock ticks a second (`sysconf(_SC_CLK_TCK)`), the unit of utime and stime.
-fn ticks_per_second() -> anyhow::Result<f64> {
+pub(super) fn ticks_per_second() -> anyhow::Result<f64> {
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
         .context("the system does not say its clock tick")?;
     Ok(ticks as f64)
 }
 
 /// utime + stime of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     cpu_ticks_of(&format!("/proc/{pid}/stat"))
 }
 

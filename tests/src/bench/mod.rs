@@ -7,6 +7,7 @@ mod dataplane;
 mod failover;
 mod hostplumbing;
 mod idle;
+mod peers;
 mod portal;
 mod routes;
 
@@ -19,6 +20,7 @@ pub fn all() -> Vec<Bench> {
     all.extend(failover::benches());
     all.extend(control::benches());
     all.extend(idle::benches());
+    all.extend(peers::benches());
     all.extend(portal::benches());
     all
 }

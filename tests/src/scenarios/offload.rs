@@ -23,11 +23,18 @@ use crate::support::{
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
-        name: "dataplane-offload",
-        about: "TUN offloads on and forced off, ours<->ours and ours<->wireguard-go: hash-checked TCP both ways, UDP super-packets, pings, exact counters",
-        run: offload,
-    }]
+    vec![
+        Scenario {
+            name: "dataplane-offload",
+            about: "TUN offloads on and forced off, ours<->ours and ours<->wireguard-go: hash-checked TCP both ways, UDP super-packets, pings, exact counters",
+            run: offload,
+        },
+        Scenario {
+            name: "dataplane-offload-fallbacks",
+            about: "each offload absent on its own (a TUN without vnet headers, TSO without USO, no UDP GSO/GRO, ethtool -K off on the veth and on the TUN): logged, not used, and the same hash-checked transfers",
+            run: fallbacks,
+        },
+    ]
 }
 
 /// One end of a case.
@@ -64,13 +71,25 @@ fn start(ctx: &Ctx, ns: &Netns, end: End) -> anyhow::Result<Process> {
     let End::Ours { offload } = end else {
         return start_wireguard_go(ns, IFACE);
     };
+    // The offloads it reported must be the ones asked for: all of them on this kernel.
+    let wanted: &[&str] = if offload {
+        &["vnet_hdr=true tso=true uso=true", "gso=true gro=true"]
+    } else {
+        &["vnet_hdr=false tso=false uso=false", "gso=false gro=false"]
+    };
+    start_ours(ctx, ns, if offload { "on" } else { "off" }, wanted)
+}
+
+/// Starts `enclave-agent tunnel` in `ns` with `ENCLAVE_OFFLOAD=offload`, and checks that its
+/// log reports each of `wanted` (the offloads it got).
+fn start_ours(ctx: &Ctx, ns: &Netns, offload: &str, wanted: &[&str]) -> anyhow::Result<Process> {
     let agent = ctx.bin("enclave-agent")?;
     let mut process = ns.spawn(
-        &format!("enclave-tunnel-{}", ns.node()),
+        &format!("enclave-tunnel-{}", ns.name()),
         &[agent.to_string_lossy().as_ref(), "tunnel", IFACE],
         SpawnOpts::default()
             .env("RUST_LOG", "info")
-            .env("ENCLAVE_OFFLOAD", if offload { "on" } else { "off" }),
+            .env("ENCLAVE_OFFLOAD", offload),
     )?;
     let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
     let up = enclave_netns::wait_until(Duration::from_secs(10), || {
@@ -84,13 +103,7 @@ fn start(ctx: &Ctx, ns: &Netns, end: End) -> anyhow::Result<Process> {
             process.log()
         );
     }
-    // The offloads it reported must be the ones asked for: all of them on this kernel.
     let log = process.log();
-    let wanted: &[&str] = if offload {
-        &["vnet_hdr=true tso=true uso=true", "gso=true gro=true"]
-    } else {
-        &["vnet_hdr=false tso=false uso=false", "gso=false gro=false"]
-    };
     for wanted in wanted {
         ensure!(
             log.contains(wanted),
@@ -252,41 +265,32 @@ fn check_tun_count(
     Ok(())
 }
 
-fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<String> {
-    let topo = ctx.topology(&pair(tag))?;
-    let (a, b) = (topo.ns("a"), topo.ns("b"));
+/// Gives the tunnels in `a` and `b` (of a [`pair`]) keys, addresses and each other as peer,
+/// then checks that pings pass both ways: a first one (the handshake), then large ones
+/// (which leave the kernel as fragments) and tiny ones; neither is a super-packet.
+fn connect(ctx: &Ctx, tag: &str, a: &Netns, b: &Netns) -> anyhow::Result<()> {
     let a_keys = wg_keypair(a)?;
     let b_keys = wg_keypair(b)?;
-    let mut a_process = start(ctx, a, a_end)?;
-    let mut b_process = start(ctx, b, b_end)?;
     let a_key = write_key(ctx.log_dir(), &format!("{tag}-a.key"), &a_keys.private)?;
     let b_key = write_key(ctx.log_dir(), &format!("{tag}-b.key"), &b_keys.private)?;
-    wg_configure(
-        a,
-        IFACE,
-        &a_key,
-        &format!("{A_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &b_keys.public,
-            allowed_ips: &format!("{B_OVERLAY}/32"),
-            endpoint: Some(format!("{B_UNDERLAY}:{WG_PORT}")),
-        },
-    )?;
-    wg_configure(
-        b,
-        IFACE,
-        &b_key,
-        &format!("{B_OVERLAY}/24"),
-        &WgPeer {
-            public_key: &a_keys.public,
-            allowed_ips: &format!("{A_OVERLAY}/32"),
-            endpoint: Some(format!("{A_UNDERLAY}:{WG_PORT}")),
-        },
-    )?;
+    for (ns, key, own, peer, peer_overlay, peer_underlay) in [
+        (a, &a_key, A_OVERLAY, &b_keys.public, B_OVERLAY, B_UNDERLAY),
+        (b, &b_key, B_OVERLAY, &a_keys.public, A_OVERLAY, A_UNDERLAY),
+    ] {
+        wg_configure(
+            ns,
+            IFACE,
+            key,
+            &format!("{own}/24"),
+            &WgPeer {
+                public_key: peer,
+                allowed_ips: &format!("{peer_overlay}/32"),
+                endpoint: Some(format!("{peer_underlay}:{WG_PORT}")),
+            },
+        )?;
+    }
     ping_through(a, B_OVERLAY)?;
     ping_through(b, A_OVERLAY)?;
-    // Large pings leave the kernel as fragments, tiny ones as one small packet: neither is
-    // a super-packet, both must pass.
     for (from, to) in [(a, B_OVERLAY), (b, A_OVERLAY)] {
         for size in ["8000", "1"] {
             let to = to.to_string();
@@ -302,6 +306,15 @@ fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<Stri
             );
         }
     }
+    Ok(())
+}
+
+fn run_case(ctx: &Ctx, tag: &str, a_end: End, b_end: End) -> anyhow::Result<String> {
+    let topo = ctx.topology(&pair(tag))?;
+    let (a, b) = (topo.ns("a"), topo.ns("b"));
+    let mut a_process = start(ctx, a, a_end)?;
+    let mut b_process = start(ctx, b, b_end)?;
+    connect(ctx, tag, a, b)?;
     let segments = (transfer_bytes() / MSS) as u64;
     let mut figures = Vec::new();
     for (from, from_end, to, to_end, to_addr, port) in [
@@ -448,6 +461,235 @@ fn offload(ctx: &Ctx) -> anyhow::Result<()> {
         let figures =
             run_gateway_case(ctx, &format!("oflgw{i}"), end).with_context(|| what.clone())?;
         println!("  {what}: {figures}");
+    }
+    Ok(())
+}
+
+/// One fallback: node a runs with one offload absent, b with all of them.
+struct Fallback {
+    name: &'static str,
+    /// a's `ENCLAVE_OFFLOAD`.
+    env: &'static str,
+    /// What a's log must report.
+    logged: [&'static str; 2],
+    /// `ethtool -K` arguments (the device first) in a's namespace before the tunnel starts,
+    /// in b's, and in a's once its TUN device exists.
+    ethtool_a: &'static [&'static str],
+    ethtool_b: &'static [&'static str],
+    ethtool_a_tun: &'static [&'static str],
+    /// a reads TCP from its TUN device as super-packets, and writes them.
+    tcp_reads: bool,
+    tcp_writes: bool,
+    /// The same for UDP.
+    udp_reads: bool,
+    udp_writes: bool,
+    /// a's sealed datagrams leave as UDP GSO messages (`None`: the veth cannot tell, since
+    /// the kernel segments them in software before the device counts them).
+    udp_gso: Option<bool>,
+    /// The kernel refuses a's `UDP_SEGMENT` sends and a logs its fallback.
+    gso_refused: bool,
+}
+
+const FALLBACKS: &[Fallback] = &[
+    Fallback {
+        name: "a TUN device without vnet headers (ENCLAVE_OFFLOAD=no-vnet-hdr)",
+        env: "no-vnet-hdr",
+        logged: ["vnet_hdr=false tso=false uso=false", "gso=true gro=true"],
+        ethtool_a: &[],
+        ethtool_b: &[],
+        ethtool_a_tun: &[],
+        tcp_reads: false,
+        tcp_writes: false,
+        udp_reads: false,
+        udp_writes: false,
+        udp_gso: Some(true),
+        gso_refused: false,
+    },
+    Fallback {
+        name: "TSO without USO, as before Linux 6.2 (ENCLAVE_OFFLOAD=no-uso)",
+        env: "no-uso",
+        logged: ["vnet_hdr=true tso=true uso=false", "gso=true gro=true"],
+        ethtool_a: &[],
+        ethtool_b: &[],
+        ethtool_a_tun: &[],
+        tcp_reads: true,
+        tcp_writes: true,
+        udp_reads: false,
+        udp_writes: false,
+        udp_gso: Some(true),
+        gso_refused: false,
+    },
+    Fallback {
+        name: "no UDP GSO or GRO (ENCLAVE_OFFLOAD=no-udp-gso,no-udp-gro)",
+        env: "no-udp-gso,no-udp-gro",
+        logged: ["vnet_hdr=true tso=true uso=true", "gso=false gro=false"],
+        ethtool_a: &[],
+        ethtool_b: &[],
+        ethtool_a_tun: &[],
+        tcp_reads: true,
+        tcp_writes: true,
+        udp_reads: true,
+        udp_writes: true,
+        udp_gso: Some(false),
+        gso_refused: false,
+    },
+    Fallback {
+        // Older kernels refused UDP_SEGMENT on a device without checksum offload (EIO); this
+        // one checksums and segments in software, so the tunnel keeps sending GSO messages.
+        name: "the underlay veth without checksum offload (ethtool -K eth0 tx off) and b's without GRO (gro off)",
+        env: "on",
+        logged: ["vnet_hdr=true tso=true uso=true", "gso=true gro=true"],
+        ethtool_a: &["eth0", "tx", "off"],
+        ethtool_b: &["eth0", "gro", "off"],
+        ethtool_a_tun: &[],
+        tcp_reads: true,
+        tcp_writes: true,
+        udp_reads: true,
+        udp_writes: true,
+        udp_gso: None,
+        gso_refused: false,
+    },
+    Fallback {
+        name: "the TUN device's segmentation turned off (ethtool -K wg0 tso off tx-udp-segmentation off)",
+        env: "on",
+        logged: ["vnet_hdr=true tso=true uso=true", "gso=true gro=true"],
+        ethtool_a: &[],
+        ethtool_b: &[],
+        ethtool_a_tun: &[IFACE, "tso", "off", "tx-udp-segmentation", "off"],
+        tcp_reads: false,
+        tcp_writes: true,
+        udp_reads: false,
+        udp_writes: true,
+        udp_gso: Some(true),
+        gso_refused: false,
+    },
+];
+
+/// `ethtool -K ARGS` in `ns` (nothing when `args` is empty).
+fn ethtool(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
+    if args.is_empty() {
+        return Ok(());
+    }
+    let mut argv = vec!["ethtool", "-K"];
+    argv.extend_from_slice(args);
+    ns.exec(&argv)
+        .with_context(|| format!("ethtool -K {} in {}", args.join(" "), ns.node()))?;
+    Ok(())
+}
+
+/// Checks a count of a's: `packets` for `units` full-sized segments or datagrams, with the
+/// offload that would batch them `used` or not.
+fn check_batched(what: &str, used: bool, packets: u64, units: u64) -> anyhow::Result<()> {
+    if used {
+        ensure!(
+            packets * 2 < units,
+            "{what}: {packets} packets for {units}: the offload was not used"
+        );
+    } else {
+        ensure!(
+            packets >= units,
+            "{what}: {packets} packets for {units}: an offload that is off was used"
+        );
+    }
+    Ok(())
+}
+
+fn run_fallback(ctx: &Ctx, tag: &str, case: &Fallback) -> anyhow::Result<String> {
+    let topo = ctx.topology(&pair(tag))?;
+    let (a, b) = (topo.ns("a"), topo.ns("b"));
+    ethtool(a, case.ethtool_a)?;
+    ethtool(b, case.ethtool_b)?;
+    let mut a_process = start_ours(ctx, a, case.env, &case.logged)?;
+    let mut b_process = start(ctx, b, End::Ours { offload: true })?;
+    // An ethtool change on a's TUN device, now that it exists.
+    ethtool(a, case.ethtool_a_tun)?;
+    connect(ctx, tag, a, b)?;
+    let segments = (transfer_bytes() / MSS) as u64;
+    // a -> b: a reads from its TUN device and sends; b -> a: a receives and writes.
+    let (reads, wire) = (tun_packets(a, "tx")?, link_packets(a, "eth0", "tx")?);
+    let up = transfer(a, b, B_OVERLAY, 5311, || Ok(()))?;
+    let (reads, wire) = (
+        tun_packets(a, "tx")? - reads,
+        link_packets(a, "eth0", "tx")? - wire,
+    );
+    check_batched(
+        "a's TCP reads from its TUN device",
+        case.tcp_reads,
+        reads,
+        segments,
+    )?;
+    if let Some(gso) = case.udp_gso {
+        check_batched("a's UDP sends of the TCP upload", gso, wire, segments)?;
+    }
+    let writes = tun_packets(a, "rx")?;
+    let down = transfer(b, a, A_OVERLAY, 5312, || Ok(()))?;
+    let writes = tun_packets(a, "rx")? - writes;
+    check_batched(
+        "a's TCP writes to its TUN device",
+        case.tcp_writes,
+        writes,
+        segments,
+    )?;
+    let udp_reads = tun_packets(a, "tx")?;
+    let arrived = udp_segments(a, b, B_OVERLAY)?;
+    let udp_reads = tun_packets(a, "tx")? - udp_reads;
+    ensure!(
+        arrived == DATAGRAMS,
+        "{arrived} of {DATAGRAMS} UDP datagrams a sent with UDP_SEGMENT arrived"
+    );
+    check_batched(
+        "a's UDP reads from its TUN device",
+        case.udp_reads,
+        udp_reads,
+        DATAGRAMS as u64,
+    )?;
+    let udp_writes = tun_packets(a, "rx")?;
+    let arrived_back = udp_segments(b, a, A_OVERLAY)?;
+    let udp_writes = tun_packets(a, "rx")? - udp_writes;
+    ensure!(
+        arrived_back == DATAGRAMS,
+        "{arrived_back} of {DATAGRAMS} UDP datagrams b sent with UDP_SEGMENT arrived"
+    );
+    check_batched(
+        "a's UDP writes to its TUN device",
+        case.udp_writes,
+        udp_writes,
+        DATAGRAMS as u64,
+    )?;
+    for (name, process) in [("a", &mut a_process), ("b", &mut b_process)] {
+        ensure!(
+            process.is_running(),
+            "the tunnel on {name} exited; log:\n{}",
+            process.log()
+        );
+    }
+    let refused = a_process.log().contains("UDP GSO refused");
+    ensure!(
+        refused == case.gso_refused,
+        "a {} its fallback from UDP GSO; log:\n{}",
+        if refused { "logged" } else { "never logged" },
+        a_process.log()
+    );
+    ensure!(
+        !b_process.log().contains("UDP GSO refused"),
+        "b fell back from UDP GSO; log:\n{}",
+        b_process.log()
+    );
+    Ok(format!(
+        "a->b {up:.0} Mbit/s ({reads} TUN reads, {wire} UDP sends for {segments} segments), \
+         b->a {down:.0} Mbit/s ({writes} TUN writes); UDP {arrived}+{arrived_back}/{DATAGRAMS} \
+         intact ({udp_reads} TUN reads, {udp_writes} TUN writes)"
+    ))
+}
+
+fn fallbacks(ctx: &Ctx) -> anyhow::Result<()> {
+    ensure!(
+        enclave_netns::which("ethtool").is_some(),
+        "ethtool is not installed (cargo xtask netns-test installs it)"
+    );
+    for (i, case) in FALLBACKS.iter().enumerate() {
+        let figures = run_fallback(ctx, &format!("oflfb{i}"), case).with_context(|| case.name)?;
+        println!("  {}: {figures}", case.name);
     }
     Ok(())
 }
