@@ -12,6 +12,7 @@
 // Handlers return `Result<Response, Response>`: the error is the page itself.
 #![allow(clippy::result_large_err)]
 
+mod app_device;
 mod pages;
 pub mod session;
 pub mod users;
@@ -80,6 +81,15 @@ fn routes_of(portal: Portal) -> Router {
         .route("/portal/systems/{name}", get(system))
         .route("/portal/systems/{name}/{action}", post(act))
         .route("/portal/activity", get(activity))
+        .route(
+            "/portal/app-devices",
+            get(app_device::new_page).post(app_device::add),
+        )
+        .route("/portal/app-devices/{name}", get(app_device::show))
+        .route(
+            "/portal/app-devices/{name}/download",
+            get(app_device::download).post(app_device::download_with_key),
+        )
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .with_state(portal)
 }

@@ -124,7 +124,7 @@ impl Problems {
     }
 }
 
-fn layout(session: Option<&Session>, title: &str, body: &str) -> String {
+pub(crate) fn layout(session: Option<&Session>, title: &str, body: &str) -> String {
     let nav = session.map_or_else(String::new, |s| {
         format!(
             r#"<nav aria-label="Main"><a href="/portal/systems">Systems</a><a href="/portal/activity">Activity</a></nav>
@@ -285,7 +285,8 @@ pub(crate) fn systems(
         Some(session),
         "Systems",
         &format!(
-            r#"{flash}<form class="search" method="get" action="/portal/systems" role="search">
+            r#"{flash}<p><a href="/portal/app-devices" id="add-app-device">Add a device with the WireGuard app</a></p>
+<form class="search" method="get" action="/portal/systems" role="search">
 <label for="q">Filter</label>
 <input id="q" name="q" value="{q}" placeholder="name, address, tag, pending, gateway…">
 <button type="submit">Filter</button>
@@ -366,7 +367,7 @@ pub(crate) fn system(
 <dt>Connection</dt><dd>{presence}</dd>
 <dt>Public key</dt><dd><code>{key}</code></dd>
 <dt>Enrolled</dt><dd>{created}</dd>
-</dl></section>
+{app_device}</dl></section>
 <section class="card"><h2>Name and tags</h2>
 <form method="post" action="/portal/systems/{path}/edit">
 <input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="version" value="{version}">
@@ -404,6 +405,13 @@ pub(crate) fn system(
             presence = presence(system, seen),
             key = esc(&system.public_key),
             created = utc(system.created_at),
+            app_device = if system.is_app_device() {
+                format!(
+                    r#"<dt>Device</dt><dd>WireGuard app, no agent: <a href="/portal/app-devices/{path}" id="app-config">its configuration</a></dd>"#
+                )
+            } else {
+                String::new()
+            },
             version = system.version,
             name = esc(problems.typed(Which::Edit, "name", &system.name)),
             tags = esc(problems.typed(Which::Edit, "tags", &tags_text)),
