@@ -8,9 +8,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use base64::Engine as _;
 use enclave_netns::{wait_until, Netns, PingResult, SpawnOpts, TopologySpec};
 use serde_json::{json, Value};
 
+use super::portal::Browser;
 use crate::agents::{start_with, status_json};
 use crate::control_fixture::{self, admin_token, cli, create_key, request, start_server_on};
 use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
@@ -18,11 +20,18 @@ use crate::support::start_wireguard_go;
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
+    vec![
+        Scenario {
         name: "control-wgapp",
         about: "a device added with `enclave-control systems add-app` runs wireguard-go configured from the wg-quick file the server made: it reaches 192.168.77.20, which its policy's filter allows, while the gateway drops its packets to 192.168.77.10 (which the gateway itself reaches); the LAN cannot open connections to it; revoked, it loses 192.168.77.20 too",
         run,
-    }]
+    },
+        Scenario {
+            name: "portal-wgapp",
+            about: "the portal in headless Chromium: Add a device with the WireGuard app, a bad public key refused next to its field, the configuration shown once with its private key as text, download and QR code (AllowedIPs exactly the policy's subnet; the QR code read back by zbarimg is the file), later without the key; screenshots",
+            run: portal,
+        },
+    ]
 }
 
 /// The server's underlay address.
@@ -295,4 +304,204 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
     );
     app.stop();
     Ok(())
+}
+
+/// A gateway of the office with a known endpoint, serving the LAN to `users` (for the portal
+/// scenario, which runs no agent).
+const OFFICE: &str = r#"
+[[system]]
+name = "menlo-gw-1"
+public_key = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk="
+address = "100.64.0.2"
+tags = ["gateways"]
+endpoint = "10.10.0.1:51820"
+[system.gateway]
+allowed = true
+subnets = ["192.168.77.0/24"]
+
+[[gateway_policy]]
+name = "users to Menlo Park Office"
+senders = ["users"]
+gateways = ["menlo-gw-1"]
+subnets = ["192.168.77.0/24"]
+filter = ["192.168.77.20-192.168.77.21"]
+acl = [{ protocol = "any" }]
+"#;
+
+/// The portal's pages for a device with the WireGuard app, in headless Chromium.
+fn portal(ctx: &Ctx) -> anyhow::Result<()> {
+    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        ensure!(
+            Path::new(program).exists(),
+            "{program} is missing: install Debian's chromium and chromium-driver"
+        );
+    }
+    let mut spec = TopologySpec::new("wgapp-portal");
+    spec.node("ctl");
+    let topo = ctx.topology(&spec)?;
+    let ns = topo.ns("ctl");
+    let control = ctx.bin("enclave-control")?;
+    let state = ctx.log_dir().join("portal-state");
+    std::fs::create_dir_all(&state)?;
+    let database = format!("sqlite://{}/control.db", state.display());
+    let token = admin_token(ns, &control, &database, &[])?;
+    let password = "correct horse battery staple";
+    let password_file = state.join("password");
+    std::fs::write(&password_file, format!("{password}\n"))?;
+    let control_text = control.to_str().context("path is not UTF-8")?;
+    ns.exec(&[
+        control_text,
+        "admin",
+        "user",
+        "create",
+        "alice",
+        "--database",
+        &database,
+        "--password-file",
+        password_file.to_str().context("path is not UTF-8")?,
+    ])?;
+    let server = start_server_on(
+        ns,
+        &control,
+        "enclave-control-portal",
+        &database,
+        ("127.0.0.1", 8443),
+        &state,
+        &[],
+    )?;
+    let definition = state.join("office.toml");
+    std::fs::write(&definition, OFFICE)?;
+    let admin = |args: &[&str]| cli(ns, &control, &server.at, &token, args);
+    admin(&["import", definition.to_str().context("path is not UTF-8")?])?;
+
+    let mut chromedriver = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={}", super::portal::DRIVER_PORT),
+        ],
+        SpawnOpts::default(),
+    )?;
+    chromedriver.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let b = Browser::start(ns, ctx.log_dir().to_path_buf(), server.at.url.clone())?;
+    b.open("/portal/signin")?;
+    b.type_into("#name", "alice")?;
+    b.type_into("#password", password)?;
+    b.click("#signin")?;
+    b.url_to("/portal/systems")?;
+
+    // Systems → Add a device with the WireGuard app.
+    b.click("#add-app-device")?;
+    b.text_with("instead of the Enclave agent")?;
+    b.shot("wgapp-01-form")?;
+
+    // A pasted key that is not one is refused next to its field.
+    b.type_into("#app-name", "alice-phone")?;
+    b.type_into("#app-tags", "users")?;
+    b.type_into("#app-key", "not-a-key")?;
+    b.click("#add-app")?;
+    b.text_with("is not a WireGuard public key")?;
+    b.find("#app-key ~ .field-error")?;
+    b.shot("wgapp-02-bad-key")?;
+
+    // The server makes the pair: the file as text, a download and a QR code, once.
+    b.type_into("#app-key", "")?;
+    b.click("#add-app")?;
+    b.text_with("shown only now")?;
+    b.find("#qr svg")?;
+    b.find("#download")?;
+    let config = text_of(&b, "#config")?;
+    ensure!(
+        config.contains("Address = 100.64.0.1/32")
+            && config.contains("Endpoint = 10.10.0.1:51820")
+            && config.contains("AllowedIPs = 100.64.0.2/32, 192.168.77.0/24"),
+        "the configuration on the page:\n{config}"
+    );
+    let private_key = values(&config, "PrivateKey")
+        .first()
+        .copied()
+        .context("no private key on the page")?
+        .to_owned();
+    b.shot("wgapp-03-config")?;
+    // The QR code, as the browser draws it, reads back as the file (without its comments).
+    let qr = b.find("#qr svg")?;
+    let png = b.call("GET", &format!("/element/{qr}/screenshot"), None)?;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(png.as_str().context("no screenshot")?)
+        .context("the screenshot is not base64")?;
+    let qr_file = ctx.log_dir().join("wgapp-qr.png");
+    std::fs::write(&qr_file, png)?;
+    let decoded = std::process::Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(&qr_file)
+        .output()
+        .context("running zbarimg (Debian's zbar-tools)")?;
+    ensure!(
+        decoded.status.success(),
+        "zbarimg read no QR code from {} ({})",
+        qr_file.display(),
+        decoded.status
+    );
+    let decoded = String::from_utf8_lossy(&decoded.stdout);
+    let compact: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    ensure!(
+        decoded.trim().lines().collect::<Vec<_>>() == compact,
+        "the QR code reads:\n{decoded}\nthe file without comments is:\n{}",
+        compact.join("\n")
+    );
+    let shown = admin(&["systems", "show", "alice-phone"])?;
+    ensure!(
+        shown.contains("\"wireguard-app\"") && !shown.contains(&private_key),
+        "systems show alice-phone:\n{shown}"
+    );
+    // At a phone's width, the page does not scroll sideways.
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 400, "height": 900 })),
+    )?;
+    let sideways = b.script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+    )?;
+    ensure!(
+        sideways.as_i64() == Some(0),
+        "the page is {sideways} px too wide for a phone"
+    );
+    b.shot("wgapp-04-config-phone-width")?;
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 1200, "height": 900 })),
+    )?;
+
+    // Later, from the system's page: the file without the key, no QR code.
+    b.open("/portal/systems/alice-phone")?;
+    b.click("#app-config")?;
+    b.text_with("The private key is not in this file")?;
+    let later = text_of(&b, "#config")?;
+    ensure!(
+        values(&later, "PrivateKey").is_empty() && later.contains("192.168.77.0/24"),
+        "the configuration later:\n{later}"
+    );
+    ensure!(b.find("#qr").is_err(), "a QR code without the private key");
+    b.shot("wgapp-05-config-later")?;
+    drop(b);
+    ensure!(
+        !server.process.log().contains(&private_key),
+        "the server logged the private key"
+    );
+    Ok(())
+}
+
+/// The visible text of the element `css`.
+fn text_of(b: &Browser<'_>, css: &str) -> anyhow::Result<String> {
+    let element = b.find(css)?;
+    Ok(b.call("GET", &format!("/element/{element}/text"), None)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }

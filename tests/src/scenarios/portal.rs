@@ -21,7 +21,7 @@ use crate::{Ctx, Scenario};
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "correct horse battery staple";
 /// chromedriver's port, on the namespace's loopback.
-const DRIVER_PORT: u16 = 9515;
+pub(crate) const DRIVER_PORT: u16 = 9515;
 /// The W3C name of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -34,7 +34,7 @@ pub fn scenarios() -> Vec<Scenario> {
 }
 
 /// One WebDriver session.
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     ns: &'a Netns,
     session: String,
     shots: PathBuf,
@@ -114,7 +114,7 @@ fn driver(
 }
 
 impl<'a> Browser<'a> {
-    fn start(ns: &'a Netns, shots: PathBuf, base: String) -> anyhow::Result<Self> {
+    pub(crate) fn start(ns: &'a Netns, shots: PathBuf, base: String) -> anyhow::Result<Self> {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             // The server's certificate is self-signed (pinned by fingerprint by our CLI).
@@ -142,7 +142,12 @@ impl<'a> Browser<'a> {
         })
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let path = format!("/session/{}{path}", self.session);
         let (status, answer) = driver(self.ns, method, &path, body.as_ref())?;
         ensure!(
@@ -152,7 +157,7 @@ impl<'a> Browser<'a> {
         Ok(answer["value"].clone())
     }
 
-    fn open(&self, path: &str) -> anyhow::Result<()> {
+    pub(crate) fn open(&self, path: &str) -> anyhow::Result<()> {
         self.call(
             "POST",
             "/url",
@@ -161,7 +166,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn url(&self) -> anyhow::Result<String> {
+    pub(crate) fn url(&self) -> anyhow::Result<String> {
         Ok(self
             .call("GET", "/url", None)?
             .as_str()
@@ -170,7 +175,7 @@ impl<'a> Browser<'a> {
     }
 
     /// The page's visible text.
-    fn text(&self) -> anyhow::Result<String> {
+    pub(crate) fn text(&self) -> anyhow::Result<String> {
         let body = self.find("body")?;
         Ok(self
             .call("GET", &format!("/element/{body}/text"), None)?
@@ -181,7 +186,7 @@ impl<'a> Browser<'a> {
 
     /// The page's text once it holds `needle` (a click's navigation may still be loading),
     /// or an error with the text it holds after 10 s.
-    fn text_with(&self, needle: &str) -> anyhow::Result<String> {
+    pub(crate) fn text_with(&self, needle: &str) -> anyhow::Result<String> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let text = self.text().unwrap_or_default();
@@ -196,7 +201,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Waits until the URL ends with `suffix`, as [`Self::text_with`].
-    fn url_to(&self, suffix: &str) -> anyhow::Result<()> {
+    pub(crate) fn url_to(&self, suffix: &str) -> anyhow::Result<()> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let url = self.url().unwrap_or_default();
@@ -210,7 +215,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    fn find(&self, css: &str) -> anyhow::Result<String> {
+    pub(crate) fn find(&self, css: &str) -> anyhow::Result<String> {
         let found = self
             .call(
                 "POST",
@@ -221,7 +226,7 @@ impl<'a> Browser<'a> {
         Ok(found[ELEMENT].as_str().context("no element id")?.to_owned())
     }
 
-    fn click(&self, css: &str) -> anyhow::Result<()> {
+    pub(crate) fn click(&self, css: &str) -> anyhow::Result<()> {
         let element = self.find(css)?;
         self.call(
             "POST",
@@ -231,7 +236,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
         let element = self.find(css)?;
         self.call(
             "POST",
@@ -246,7 +251,7 @@ impl<'a> Browser<'a> {
         Ok(())
     }
 
-    fn script(&self, script: &str) -> anyhow::Result<Value> {
+    pub(crate) fn script(&self, script: &str) -> anyhow::Result<Value> {
         self.call(
             "POST",
             "/execute/sync",
@@ -255,7 +260,7 @@ impl<'a> Browser<'a> {
     }
 
     /// Saves a screenshot as `NAME.png` in the log directory.
-    fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self.call("GET", "/screenshot", None)?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().context("no screenshot")?)
