@@ -12,7 +12,7 @@ use base64::Engine as _;
 use enclave_netns::{wait_until, Netns, PingResult, SpawnOpts, TopologySpec};
 use serde_json::{json, Value};
 
-use super::portal::Browser;
+use super::portal::{portal_account, require_chromium, start_chromedriver, Browser};
 use crate::agents::{start_with, status_json};
 use crate::control_fixture::{self, admin_token, cli, create_key, request, start_server_on};
 use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
@@ -330,12 +330,7 @@ acl = [{ protocol = "any" }]
 
 /// The portal's pages for a device with the WireGuard app, in headless Chromium.
 fn portal(ctx: &Ctx) -> anyhow::Result<()> {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            Path::new(program).exists(),
-            "{program} is missing: install Debian's chromium and chromium-driver"
-        );
-    }
+    require_chromium()?;
     let mut spec = TopologySpec::new("wgapp-portal");
     spec.node("ctl");
     let topo = ctx.topology(&spec)?;
@@ -346,20 +341,7 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     let database = format!("sqlite://{}/control.db", state.display());
     let token = admin_token(ns, &control, &database, &[])?;
     let password = "correct horse battery staple";
-    let password_file = state.join("password");
-    std::fs::write(&password_file, format!("{password}\n"))?;
-    let control_text = control.to_str().context("path is not UTF-8")?;
-    ns.exec(&[
-        control_text,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        &database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
+    portal_account(ns, &control, &database, &state, password)?;
     let server = start_server_on(
         ns,
         &control,
@@ -374,15 +356,7 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     let admin = |args: &[&str]| cli(ns, &control, &server.at, &token, args);
     admin(&["import", definition.to_str().context("path is not UTF-8")?])?;
 
-    let mut chromedriver = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={}", super::portal::DRIVER_PORT),
-        ],
-        SpawnOpts::default(),
-    )?;
-    chromedriver.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let _chromedriver = start_chromedriver(ns)?;
     let b = Browser::start(ns, ctx.log_dir().to_path_buf(), server.at.url.clone())?;
     b.open("/portal/signin")?;
     b.type_into("#name", "alice")?;

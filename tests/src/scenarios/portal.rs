@@ -298,13 +298,62 @@ fn system(
         .with_context(|| format!("no system {name} in {list}"))
 }
 
-fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+/// An error unless Debian's Chromium and chromedriver are installed.
+pub(crate) fn require_chromium() -> anyhow::Result<()> {
     for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         ensure!(
             Path::new(program).exists(),
             "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
         );
     }
+    Ok(())
+}
+
+/// `enclave-control admin user create alice` on `database` in `ns`, with `password` (written
+/// to a file in `dir` for `--password-file`).
+pub(crate) fn portal_account(
+    ns: &Netns,
+    bin: &Path,
+    database: &str,
+    dir: &Path,
+    password: &str,
+) -> anyhow::Result<()> {
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, format!("{password}\n"))?;
+    let made = ns.exec(&[
+        bin.to_str().context("binary path is not UTF-8")?,
+        "admin",
+        "user",
+        "create",
+        "alice",
+        "--database",
+        database,
+        "--password-file",
+        password_file.to_str().context("path is not UTF-8")?,
+    ])?;
+    ensure!(
+        made.contains("made portal account alice"),
+        "user create printed {made:?}"
+    );
+    Ok(())
+}
+
+/// chromedriver in `ns`, on its loopback's [`DRIVER_PORT`], once it says it started.
+pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
+    let mut process = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={DRIVER_PORT}"),
+        ],
+        SpawnOpts::default(),
+    )?;
+    process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    Ok(process)
+}
+
+fn browser(ctx: &Ctx) -> anyhow::Result<()> {
+    require_chromium()?;
     let mut spec = TopologySpec::new("portal");
     spec.node("ctl");
     let topo = ctx.topology(&spec)?;
@@ -313,27 +362,10 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let state = dir.path().join("state");
     let database = format!("sqlite://{}/control.db", state.display());
-    let bin_text = bin.to_str().context("binary path is not UTF-8")?;
 
     // An admin token for checking through the CLI, and a portal account.
     let token = admin_token(ns, &bin, &database, &[])?;
-    let password_file = dir.path().join("password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
-    let made = ns.exec(&[
-        bin_text,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        &database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
-    ensure!(
-        made.contains("made portal account alice"),
-        "user create printed {made:?}"
-    );
+    portal_account(ns, &bin, &database, dir.path(), PASSWORD)?;
 
     let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
     let key = create_key(ns, &bin, &server.at, &token, &["--approval", "manual"])?;
@@ -343,15 +375,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
         "{status} {enrolled}"
     );
 
-    let mut driver_process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    let _driver_process = start_chromedriver(ns)?;
     let shots = ctx.log_dir().to_path_buf();
     let b = Browser::start(ns, shots, server.at.url.clone())?;
 

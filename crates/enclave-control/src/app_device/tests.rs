@@ -85,6 +85,11 @@ fn ctx() -> Ctx {
 
 /// The network imported, then the app device `phone` added with `tags`: its configuration.
 fn phone(tags: &[&str], private_key: Option<&str>) -> AppConfig {
+    phone_then(tags, private_key, None)
+}
+
+/// As [`phone`], with `then` applied after adding it.
+fn phone_then(tags: &[&str], private_key: Option<&str>, then: Option<Command>) -> AppConfig {
     let imported = definition::import("network.toml", NETWORK, 1_800_000_000)
         .unwrap_or_else(|d| panic!("the test network is not valid: {d:?}"));
     let state = apply(
@@ -100,7 +105,10 @@ fn phone(tags: &[&str], private_key: Option<&str>) -> AppConfig {
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         key_made_here: private_key.is_some(),
     };
-    let outcome = apply(&state, command, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
+    let mut outcome = apply(&state, command, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
+    if let Some(then) = then {
+        outcome = apply(&outcome.next, then, &ctx()).unwrap_or_else(|e| panic!("refused: {e}"));
+    }
     let network = outcome.network.expect("the definition changed");
     let view = enclave_policy::compile(&network, "phone").expect("a view");
     render(&view, outcome.next.revision, private_key)
@@ -218,4 +226,27 @@ fn the_key_pair_is_a_wireguard_pair() {
     let (other, _) = crate::secret::wireguard_key_pair();
     assert_ne!(*private, *other);
     assert_eq!(crate::secret::wireguard_public_key("not a key"), None);
+}
+
+#[test]
+fn a_revoked_device_gets_no_peer_and_a_note_saying_why() {
+    let granted = phone(&["users"], None);
+    assert_eq!(
+        granted.peers.len(),
+        3,
+        "positive control: {:?}",
+        granted.peers
+    );
+    let revoked = phone_then(
+        &["users"],
+        None,
+        Some(Command::Revoke {
+            name: "phone".into(),
+        }),
+    );
+    assert!(revoked.peers.is_empty(), "{:?}", revoked.peers);
+    assert_eq!(
+        revoked.notes,
+        ["phone is not approved or is switched off: it has no tunnels"]
+    );
 }
