@@ -23,7 +23,7 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
         name: "control-wgapp",
-        about: "a device added with `enclave-control systems add-app` runs wireguard-go configured from the wg-quick file the server made: it reaches 192.168.77.20, which its policy's filter allows, while the gateway drops its packets to 192.168.77.10 (which the gateway itself reaches); the LAN cannot open connections to it; revoked, it loses 192.168.77.20 too",
+        about: "a device added with `enclave-control systems add-app` runs wireguard-go configured from the wg-quick file the server made: it reaches 192.168.77.20, which its policy's filter allows, while the gateway drops its packets to 192.168.77.10 (which the gateway itself reaches); a public-IP trust requirement the gateway judges on its observed address takes access away and gives it back; the LAN cannot open connections to it; revoked, it loses 192.168.77.20 too",
         run,
     },
         Scenario {
@@ -272,6 +272,52 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
     );
     println!(
         "    {PRINTER} dropped by the gateway ({tunnelled} bytes went into the tunnel), {DC1} answered"
+    );
+
+    // A trust requirement on the policy, judged by the gateway on the app's observed public
+    // address (10.10.0.2): outside the allowed range the app loses access, inside it has it.
+    let put = |method: &str, path: &str, body: Value| -> anyhow::Result<Value> {
+        let (status, answer) = request(ctl, &server.at, Some(&token), method, path, &body)?;
+        ensure!(
+            status == 200 || status == 201,
+            "{method} {path}: {status} {answer}"
+        );
+        Ok(answer)
+    };
+    let trust = put(
+        "POST",
+        "/api/v1/trust-requirements",
+        json!({ "name": "office-ip", "kind": "public_ip", "allow": ["198.51.100.0/24"] }),
+    )?;
+    let policy_path = "/api/v1/policies/users%20to%20Menlo%20Park%20Office";
+    let (_, mut policy) = request(
+        ctl,
+        &server.at,
+        Some(&token),
+        "GET",
+        policy_path,
+        &Value::Null,
+    )?;
+    policy["trust"] = json!(["office-ip"]);
+    put("PUT", policy_path, policy)?;
+    let denied = wait_until(Duration::from_secs(5), || {
+        ping(phone, DC1, "1", "0.3").is_ok_and(|p| p.received == 0)
+    });
+    ensure!(
+        denied,
+        "the app still reaches {DC1} 5 s after its policy required 198.51.100.0/24"
+    );
+    put(
+        "PUT",
+        "/api/v1/trust-requirements/office-ip",
+        json!({ "name": "office-ip", "kind": "public_ip", "allow": [format!("{LAPTOP_UNDERLAY}/32")],
+                "version": trust["version"] }),
+    )?;
+    let back = until_answered(phone, DC1, Duration::from_secs(5))
+        .with_context(|| format!("the app does not reach {DC1} once its address is allowed"))?;
+    println!(
+        "    trust requirement: denied outside 198.51.100.0/24, allowed again {:.2} s after {LAPTOP_UNDERLAY}/32 was",
+        back.as_secs_f64()
     );
 
     // One way: the LAN cannot open a connection to the app, even with a route to the
