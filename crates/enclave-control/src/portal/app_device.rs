@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Form;
 use enclave_policy::Network;
 use qrcode::render::svg;
@@ -280,18 +280,13 @@ pub(crate) async fn show(
     }
 }
 
-/// The file as a download.
+/// The file as a download: the pages' headers (never cached, no sniffing), as plain text.
 fn attachment(config: &AppConfig) -> Response {
-    let mut response = config.text.clone().into_response();
+    let mut response = html(StatusCode::OK, config.text.clone());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
     );
     // The file name is a tunnel name: `A-Z a-z 0-9 _ = + . -` only, nothing to quote.
     if let Ok(value) =
