@@ -27,6 +27,8 @@ pub const PACKAGES: &[&str] = &[
     // The portal's browser scenario drives headless Chromium through chromedriver.
     "chromium",
     "chromium-driver",
+    // The WireGuard app device scenario reads the portal's QR code back with zbarimg.
+    "zbar-tools",
 ];
 
 fn installed(package: &str) -> bool {

@@ -443,6 +443,36 @@ pub enum SystemsCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// Add a device that runs an official WireGuard app (Windows, macOS, iOS, Android) instead
+    /// of our agent, and print its wg-quick configuration. The key pair is made by the server
+    /// and its private key is in this configuration only (never stored); or pass the public
+    /// key the app made.
+    AddApp {
+        /// The device's name.
+        name: String,
+        /// Its tags (comma-separated): what its policies select.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// The public key the app made (then the configuration has no private key).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Write the configuration to this file (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// The wg-quick configuration of a device added with `add-app`, as its policies and
+    /// gateways are now (without its private key, which the server does not keep).
+    AppConfig {
+        /// The device's name.
+        name: String,
+        /// Write it to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        server: Server,
+    },
     /// "Allow this system to act as a gateway": on or off.
     Gateway {
         /// The system.
@@ -465,6 +495,44 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
             let path = format!("/api/v1/systems/{}", encode(&name));
             print_json(&server.call("GET", &path, None)?.json())?;
             return Ok(ExitCode::SUCCESS);
+        }
+        SystemsCommand::AddApp {
+            name,
+            tags,
+            public_key,
+            output,
+            server,
+        } => {
+            let mut body = json!({
+                "name": name,
+                "tags": tags.into_iter().filter(|t| !t.is_empty()).collect::<Vec<_>>(),
+            });
+            if let Some(key) = public_key {
+                body["public_key"] = json!(key);
+            }
+            let value = server
+                .call("POST", "/api/v1/app-devices", Some(body))?
+                .json();
+            warnings(&value);
+            eprintln!(
+                "added {name} ({}), a device with the WireGuard app",
+                value["system"]["address"].as_str().unwrap_or("?")
+            );
+            if value["config"]["private_key_included"] == true {
+                eprintln!(
+                    "its private key is in this configuration only: the server does not keep it"
+                );
+            }
+            return app_config(&value["config"], output.as_deref());
+        }
+        SystemsCommand::AppConfig {
+            name,
+            output,
+            server,
+        } => {
+            let path = format!("/api/v1/app-devices/{}", encode(&name));
+            let value = server.call("GET", &path, None)?.json();
+            return app_config(&value["config"], output.as_deref());
         }
         SystemsCommand::Approve { name, server } => {
             let path = format!("/api/v1/systems/{}/approve", encode(&name));
@@ -524,6 +592,38 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
         }
     };
     change(&server, method, &path, body, &done)
+}
+
+/// An app device's configuration: its notes on standard error, the file on standard output or
+/// into `output` (mode 0600: it may hold a private key).
+fn app_config(config: &Value, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+    for note in config["notes"].as_array().into_iter().flatten() {
+        eprintln!("note: {}", note.as_str().unwrap_or_default());
+    }
+    let text = config["text"]
+        .as_str()
+        .context("the server's answer has no configuration")?;
+    match output {
+        None => print!("{text}"),
+        Some(path) => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            // A file that existed keeps its mode on open: make it private before writing.
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 const SYSTEMS_HEADER: &[&str] = &[

@@ -196,6 +196,8 @@ fn routes(app: App) -> Router {
             "/trust-requirements/{name}",
             put(replace::<TrustDoc>).delete(remove::<TrustDoc>),
         )
+        .route("/app-devices", post(app_devices::add))
+        .route("/app-devices/{name}", get(app_devices::config))
         .route("/explain", post(explain))
         .route("/audit", get(audit))
         .route("/network", get(network))
@@ -987,6 +989,9 @@ async fn network(State(app): State<App>) -> Reply2 {
 
 #[path = "api_upgrade.rs"]
 mod upgrade;
+
+#[path = "api_app.rs"]
+mod app_devices;
 
 #[cfg(test)]
 #[path = "api_tests.rs"]

@@ -666,3 +666,96 @@ fn a_database_that_is_down_makes_requests_fail_clearly() {
         enrol.text
     );
 }
+
+#[test]
+fn an_app_device_gets_its_configuration_once_with_its_private_key() {
+    let h = Harness::new("app-device");
+    assert_eq!(h.import("", EXAMPLE).status, StatusCode::OK);
+    let made = h.admin(
+        Method::POST,
+        "/api/v1/app-devices",
+        Some(json!({ "name": "alice-phone", "tags": ["users"] })),
+    );
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let system = &made.json["system"];
+    assert_eq!(system["enrolled_with"], "wireguard-app");
+    assert_eq!(system["approval"], "approved");
+    let config = &made.json["config"];
+    assert_eq!(config["private_key_included"], true);
+    assert_eq!(config["file_name"], "alice-phone.conf");
+    let text = config["text"].as_str().unwrap();
+    // The private key in the file is the pair of the stored public key.
+    let private = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .expect("a private key");
+    assert_eq!(
+        crate::secret::wireguard_public_key(private).as_deref(),
+        system["public_key"].as_str()
+    );
+    // The office's subnet to its preferred gateway, the Internet to the egress gateway.
+    assert!(
+        text.contains(
+            "Endpoint = 203.0.113.2:51820\nAllowedIPs = 100.64.0.2/32, 192.168.77.0/24\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("0.0.0.0/0"), "{text}");
+    // Never again: not in the system's record, the config endpoint, the export or the audit.
+    let again = h.admin(Method::GET, "/api/v1/app-devices/alice-phone", None);
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.json["config"]["private_key_included"], false);
+    for path in [
+        "/api/v1/app-devices/alice-phone",
+        "/api/v1/systems/alice-phone",
+        "/api/v1/definition",
+        "/api/v1/audit",
+    ] {
+        let answer = h.admin(Method::GET, path, None);
+        assert!(
+            !answer.text.contains(private),
+            "{path} shows the private key"
+        );
+    }
+    let audit = h.admin(Method::GET, "/api/v1/audit", None).text;
+    assert!(audit.contains("system.add-app"), "{audit}");
+    // A pasted key: no private key in the file; a taken name or key is refused.
+    let pasted = h.admin(
+        Method::POST,
+        "/api/v1/app-devices",
+        Some(json!({ "name": "bob-laptop", "tags": ["users"], "public_key": KEY_C })),
+    );
+    assert_eq!(pasted.status, StatusCode::CREATED, "{}", pasted.text);
+    assert_eq!(pasted.json["config"]["private_key_included"], false);
+    assert!(!pasted.json["config"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("\nPrivateKey ="));
+    let taken = h.admin(
+        Method::POST,
+        "/api/v1/app-devices",
+        Some(json!({ "name": "carol-phone", "public_key": KEY_C })),
+    );
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    let bad = h.admin(
+        Method::POST,
+        "/api/v1/app-devices",
+        Some(json!({ "name": "carol-phone", "public_key": "not a key" })),
+    );
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert_eq!(
+        bad.json["problems"][0]["field"], "public_key",
+        "{}",
+        bad.text
+    );
+    // An enrolled system's agent configures itself: no app configuration for it.
+    let agent = h.admin(Method::GET, "/api/v1/app-devices/laptop", None);
+    assert_eq!(
+        agent.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        agent.text
+    );
+    let missing = h.admin(Method::GET, "/api/v1/app-devices/nobody", None);
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.text);
+}

@@ -21,6 +21,7 @@
 pub mod agent_suite;
 pub mod agents;
 pub mod api;
+pub mod app_device;
 pub mod client;
 pub mod core;
 pub mod definition;
@@ -43,6 +44,8 @@ mod tidy {
         let files = [
             ("core/mod.rs", include_str!("core/mod.rs")),
             ("core/command.rs", include_str!("core/command.rs")),
+            ("core/app.rs", include_str!("core/app.rs")),
+            ("app_device.rs", include_str!("app_device.rs")),
             ("core/input.rs", include_str!("core/input.rs")),
             ("core/subnets.rs", include_str!("core/subnets.rs")),
             ("model.rs", include_str!("model.rs")),

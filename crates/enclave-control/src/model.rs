@@ -154,7 +154,8 @@ pub struct ManagedSystem {
     pub discovered: BTreeMap<Ipv4Net, DiscoveredSubnet>,
     /// Removed automatically when disconnected for long (filled by the agents' side).
     pub ephemeral: bool,
-    /// The enrolment key it enrolled with (its id), if any.
+    /// The enrolment key it enrolled with (its id), if any; [`APP_DEVICE`] for a device added
+    /// with the WireGuard app.
     pub enrolled_with: Option<String>,
     /// When it enrolled or was imported.
     pub created_at: UnixTime,
@@ -166,7 +167,17 @@ pub struct ManagedSystem {
     pub version: i64,
 }
 
+/// The `enrolled_with` of a device added with the WireGuard app (no agent, no enrolment key;
+/// an enrolment key's id is 12 hex digits, so it never reads like this).
+pub const APP_DEVICE: &str = "wireguard-app";
+
 impl ManagedSystem {
+    /// Whether it is a device added with the WireGuard app: no agent of ours runs on it, the
+    /// app is configured by hand from the configuration the server made.
+    pub fn is_app_device(&self) -> bool {
+        self.enrolled_with.as_deref() == Some(APP_DEVICE)
+    }
+
     /// Whether the compiled definition gives this system tunnels.
     pub fn effective_enabled(&self) -> bool {
         self.enabled && self.approval == Approval::Approved

@@ -41,6 +41,35 @@ pub fn generate(prefix: &str) -> Secret {
     Secret { text, hash, id }
 }
 
+/// A WireGuard key pair for a device added with the WireGuard app, made with the operating
+/// system's random source: the private key (base64; wiped from memory when dropped), to be
+/// shown once and never stored or logged, and the public key (base64).
+pub fn wireguard_key_pair() -> (zeroize::Zeroizing<String>, String) {
+    let secret = x25519_dalek::StaticSecret::random_from_rng(OsRng);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    let bytes = zeroize::Zeroizing::new(secret.to_bytes());
+    let private = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*bytes));
+    (
+        private,
+        base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+    )
+}
+
+/// The public key (base64) of a WireGuard private key (base64 of 32 bytes), or `None` when
+/// `private_key` is not one.
+pub fn wireguard_public_key(private_key: &str) -> Option<String> {
+    let decoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(private_key.trim())
+            .ok()?,
+    );
+    let mut bytes: [u8; 32] = decoded.as_slice().try_into().ok()?;
+    let secret = x25519_dalek::StaticSecret::from(bytes);
+    zeroize::Zeroize::zeroize(&mut bytes);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    Some(base64::engine::general_purpose::STANDARD.encode(public.as_bytes()))
+}
+
 /// Hex SHA-256 of a presented secret.
 pub fn hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());

@@ -7,6 +7,7 @@ mod access;
 mod agent;
 pub(crate) mod control;
 mod control_managed;
+mod control_wgapp;
 mod dataplane;
 mod discovery;
 mod failover;
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(trust::scenarios());
     all.extend(control::scenarios());
     all.extend(control_managed::scenarios());
+    all.extend(control_wgapp::scenarios());
     all.extend(userguide::scenarios());
     all.extend(portal::scenarios());
     all.extend(portal::admin::scenarios());

@@ -26,7 +26,7 @@ pub(super) mod admin;
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// chromedriver's port, on the namespace's loopback.
-const DRIVER_PORT: u16 = 9515;
+pub(crate) const DRIVER_PORT: u16 = 9515;
 /// The W3C name of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -310,7 +310,7 @@ fn system(
         .with_context(|| format!("no system {name} in {list}"))
 }
 
-/// Fails, saying what to install, without Debian's chromium and chromium-driver.
+/// An error unless Debian's Chromium and chromedriver are installed.
 pub(crate) fn require_chromium() -> anyhow::Result<()> {
     for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         ensure!(
@@ -321,24 +321,17 @@ pub(crate) fn require_chromium() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// chromedriver in `ns`, listening on its loopback's [`DRIVER_PORT`], once it is ready.
-pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
-    let mut driver_process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
-    Ok(driver_process)
-}
-
-/// `admin user create alice` on `database`, with [`PASSWORD`].
-fn make_account(ns: &Netns, bin: &Path, database: &str, dir: &Path) -> anyhow::Result<()> {
+/// `enclave-control admin user create alice` on `database` in `ns`, with `password` (written
+/// to a file in `dir` for `--password-file`).
+pub(crate) fn portal_account(
+    ns: &Netns,
+    bin: &Path,
+    database: &str,
+    dir: &Path,
+    password: &str,
+) -> anyhow::Result<()> {
     let password_file = dir.join("password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    std::fs::write(&password_file, format!("{password}\n"))?;
     let made = ns.exec(&[
         bin.to_str().context("binary path is not UTF-8")?,
         "admin",
@@ -357,6 +350,20 @@ fn make_account(ns: &Netns, bin: &Path, database: &str, dir: &Path) -> anyhow::R
     Ok(())
 }
 
+/// chromedriver in `ns`, on its loopback's [`DRIVER_PORT`], once it says it started.
+pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
+    let mut process = ns.spawn(
+        "chromedriver",
+        &[
+            "/usr/bin/chromedriver".to_owned(),
+            format!("--port={DRIVER_PORT}"),
+        ],
+        SpawnOpts::default(),
+    )?;
+    process.wait_for_log("started successfully", Duration::from_secs(30))?;
+    Ok(process)
+}
+
 fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     require_chromium()?;
     let mut spec = TopologySpec::new("portal");
@@ -370,7 +377,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
 
     // An admin token for checking through the CLI, and a portal account.
     let token = admin_token(ns, &bin, &database, &[])?;
-    make_account(ns, &bin, &database, dir.path())?;
+    portal_account(ns, &bin, &database, dir.path(), PASSWORD)?;
 
     let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
     let key = create_key(ns, &bin, &server.at, &token, &["--approval", "manual"])?;
@@ -380,7 +387,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
         "{status} {enrolled}"
     );
 
-    let _driver = start_chromedriver(ns)?;
+    let _driver_process = start_chromedriver(ns)?;
     let shots = ctx.log_dir().to_path_buf();
     let b = Browser::start(ns, shots, server.at.url.clone())?;
 
@@ -544,11 +551,12 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
     // The managed Menlo Park office: the laptop reaches the LAN through one of two gateways.
     let mut office = Fixture::start(ctx, "plv", 2)?;
     let dir = tempfile::tempdir().context("a temporary directory")?;
-    make_account(
+    portal_account(
         office.ns("ctl"),
         &office.control,
         &office.database,
         dir.path(),
+        PASSWORD,
     )?;
     let first = active_gateway(&office).context("the laptop names no active gateway")?;
     let name_of = |node: &str| {

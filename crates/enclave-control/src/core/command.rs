@@ -52,6 +52,18 @@ pub enum Command {
         /// The name it asks for (its host name); made unique.
         hostname: Option<String>,
     },
+    /// The administrator adds a device that runs an official WireGuard app, not our agent
+    /// (approved at once; marked as an app device).
+    AddAppDevice {
+        /// Its name.
+        name: String,
+        /// Its WireGuard public key, base64 (the shell made the pair, or it was pasted).
+        public_key: String,
+        /// Its tags.
+        tags: BTreeSet<String>,
+        /// Whether the server made the key pair (for the audit log).
+        key_made_here: bool,
+    },
     /// Approve a pending (or revoked) system.
     Approve {
         /// The system.

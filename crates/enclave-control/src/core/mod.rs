@@ -3,6 +3,7 @@
 //! reply, or the reason for refusing. No I/O, no clock, no randomness (the shell makes secrets
 //! and passes their hashes in).
 
+mod app;
 mod command;
 mod endpoints;
 mod input;
@@ -275,6 +276,12 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             Ok(("system.delete", name, String::new(), done("deleted")))
         }
         Command::UpdateSystem { name, edit } => update_system(next, t, name, edit),
+        Command::AddAppDevice {
+            name,
+            public_key,
+            tags,
+            key_made_here,
+        } => app::add(next, t, name, &public_key, tags, key_made_here, ctx),
         Command::SetGateway { name, allowed } => {
             let system = system_mut(next, &name)?;
             system

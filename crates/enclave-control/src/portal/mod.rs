@@ -12,6 +12,7 @@
 // Handlers return `Result<Response, Response>`: the error is the page itself.
 #![allow(clippy::result_large_err)]
 
+mod app_device;
 mod explain;
 mod fields;
 mod keys;
@@ -113,6 +114,15 @@ fn routes_of(portal: Portal) -> Router {
         )
         .route("/portal/policies/{name}", get(policies::edit_form))
         .route("/portal/policies/{name}/{action}", post(policies::act))
+        .route(
+            "/portal/app-devices",
+            get(app_device::new_page).post(app_device::add),
+        )
+        .route("/portal/app-devices/{name}", get(app_device::show))
+        .route(
+            "/portal/app-devices/{name}/download",
+            get(app_device::download).post(app_device::download_with_key),
+        )
         .layer(DefaultBodyLimit::max(MAX_FORM))
         .with_state(portal)
 }

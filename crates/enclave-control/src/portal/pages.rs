@@ -483,7 +483,8 @@ pub(crate) fn systems(
         "Systems",
         &listing.href(listing.page),
         &format!(
-            r#"{flash}<form class="search" method="get" action="/portal/systems" role="search">
+            r#"{flash}<p><a href="/portal/app-devices" id="add-app-device">Add a device with the WireGuard app</a></p>
+<form class="search" method="get" action="/portal/systems" role="search">
 <label for="q">Filter</label>
 <input id="q" name="q" value="{q}" placeholder="name, address, tag, pending, gateway…">
 <button type="submit">Filter</button>
@@ -732,7 +733,7 @@ pub(crate) fn system(
 <dt>Connection</dt><dd>{presence}</dd>
 {agent}<dt>Public key</dt><dd><code>{key}</code></dd>
 <dt>Enrolled</dt><dd>{created}</dd>
-</dl></section>
+{app_device}</dl></section>
 <section class="card"><h2>Gateways in use</h2>
 <div id="active-gateways" data-live>{active}</div></section>
 <section class="card"><h2>Peers</h2>
@@ -777,6 +778,13 @@ pub(crate) fn system(
             peers = peers(shown),
             key = esc(&system.public_key),
             created = utc(system.created_at),
+            app_device = if system.is_app_device() {
+                format!(
+                    r#"<dt>Device</dt><dd>WireGuard app, no agent: <a href="/portal/app-devices/{path}" id="app-config">its configuration</a></dd>"#
+                )
+            } else {
+                String::new()
+            },
             version = system.version,
             name = esc(problems.typed(Which::Edit, "name", &system.name)),
             tags = esc(problems.typed(Which::Edit, "tags", &tags_text)),

@@ -695,3 +695,127 @@ fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
     );
 }
 mod policies;
+/// The private key on an app device's page (`PrivateKey = …` in its configuration).
+fn shown_private_key(page: &str) -> String {
+    let at = page
+        .find("PrivateKey = ")
+        .expect("a private key on the page")
+        + 13;
+    page[at..].split('\n').next().unwrap().trim().to_owned()
+}
+
+#[test]
+fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
+    let h = Harness::new("app-device");
+    let (_, cookie) = h.sign_in(PASSWORD);
+    let systems = h.send(Method::GET, "/portal/systems", &cookie, None);
+    assert!(systems.text.contains(r#"href="/portal/app-devices""#));
+    let form = h.send(Method::GET, "/portal/app-devices", &cookie, None);
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.csrf();
+
+    // Without the CSRF token nothing is added.
+    let forged = h.send(
+        Method::POST,
+        "/portal/app-devices",
+        &cookie,
+        Some(encode(&[("name", "phone"), ("tags", "users")])),
+    );
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // A bad public key is refused next to its field, with what was typed.
+    let refused = h.send(
+        Method::POST,
+        "/portal/app-devices",
+        &cookie,
+        Some(encode(&[
+            ("csrf", &csrf),
+            ("name", "phone"),
+            ("tags", "users"),
+            ("public_key", "nonsense"),
+        ])),
+    );
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let key_field = refused.text.find(r#"id="app-key""#).unwrap();
+    let error = refused.text.find("is not a WireGuard public key").unwrap();
+    assert!(error > key_field, "the error is not after the key's field");
+    assert!(refused.text.contains(r#"value="nonsense""#));
+
+    // The server makes the pair: the page shows the file, the QR code and the download once.
+    let made = h.send(
+        Method::POST,
+        "/portal/app-devices",
+        &cookie,
+        Some(encode(&[
+            ("csrf", &csrf),
+            ("name", "phone"),
+            ("tags", "users"),
+        ])),
+    );
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    assert!(made.text.contains(r#"id="shown-once""#));
+    assert!(made.text.contains(r#"<svg role="img""#), "no QR code");
+    assert!(
+        made.text.contains("Address = 100.64.0.2/32"),
+        "{}",
+        made.text
+    );
+    let private_key = shown_private_key(&made.text);
+    let phone = h
+        .runtime
+        .block_on(h.portal.service.state())
+        .unwrap()
+        .systems["phone"]
+        .clone();
+    assert!(phone.is_app_device());
+    assert_eq!(
+        secret::wireguard_public_key(&private_key).as_deref(),
+        Some(phone.public_key.as_str())
+    );
+
+    // The download posts the key back once; a wrong key gets nothing.
+    let download = h.send(
+        Method::POST,
+        "/portal/app-devices/phone/download",
+        &cookie,
+        Some(encode(&[("csrf", &csrf), ("private_key", &private_key)])),
+    );
+    assert_eq!(download.status, StatusCode::OK);
+    assert_eq!(
+        download.headers[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"phone.conf\""
+    );
+    assert!(download
+        .text
+        .contains(&format!("PrivateKey = {private_key}\n")));
+    let (other, _) = secret::wireguard_key_pair();
+    let wrong = h.send(
+        Method::POST,
+        "/portal/app-devices/phone/download",
+        &cookie,
+        Some(encode(&[("csrf", &csrf), ("private_key", &other)])),
+    );
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!wrong.text.contains("PrivateKey"));
+
+    // Later: the file without the key, from the system's page; no QR code.
+    let page = h.send(Method::GET, "/portal/systems/phone", &cookie, None);
+    assert!(page.text.contains(r#"href="/portal/app-devices/phone""#));
+    let later = h.send(Method::GET, "/portal/app-devices/phone", &cookie, None);
+    assert_eq!(later.status, StatusCode::OK);
+    assert!(!later.text.contains(&private_key));
+    assert!(!later.text.contains("<svg"));
+    let file = h.send(
+        Method::GET,
+        "/portal/app-devices/phone/download",
+        &cookie,
+        None,
+    );
+    assert_eq!(file.status, StatusCode::OK);
+    assert!(file.text.contains("[Interface]") && !file.text.contains(&private_key));
+    // An enrolled system has no app configuration; pages need a session.
+    let laptop = h.send(Method::GET, "/portal/app-devices/laptop", &cookie, None);
+    assert_eq!(laptop.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let anonymous = h.send(Method::GET, "/portal/app-devices/phone/download", "", None);
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+}
