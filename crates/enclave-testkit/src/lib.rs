@@ -2,8 +2,10 @@
 //!
 //! What is here: [`TestRng`], the seeded generator that the protocol tests' simulator, the
 //! vector-capture example and (by design) the fuzz targets draw keys and losses from, so that a
-//! run replays from its seed; and [`flood::Flooder`], the handshake flooder of the protocol's
-//! flood tests and the flood scenario.
+//! run replays from its seed; [`pair`], two WireGuard devices with a session between them (the
+//! benches' and fuzz targets' [`Pair`], defined in `enclave-wg` so that its unit tests share
+//! it); and [`flood::Flooder`], the handshake flooder of the protocol's flood tests and the
+//! flood scenario.
 //!
 //! What is not: anything a library uses. This crate is only ever a `dev-dependency` (or a
 //! dependency of a test-only package); it is a crate of its own, rather than a module copied
@@ -13,6 +15,14 @@
 #![warn(missing_docs)]
 
 pub mod flood;
+
+pub use enclave_wg::testing::{ipv4, Pair, A_ADDR, B_ADDR};
+
+/// Devices A and B with a session between them (see [`Pair`]), drawing from the seeded
+/// generators `TestRng(1)` and `TestRng(2)`.
+pub fn pair() -> Pair {
+    Pair::established(TestRng(1), TestRng(2))
+}
 
 /// A seeded generator (splitmix64). Test-only: marked `CryptoRng` because the WireGuard device
 /// demands one; determinism is what tests need, and this is never a source of real keys.
