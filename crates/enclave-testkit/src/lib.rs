@@ -16,7 +16,9 @@
 
 pub mod flood;
 
-pub use enclave_wg::testing::{ipv4, Pair, A_ADDR, B_ADDR};
+use rand_core::Rng as _;
+
+pub use enclave_wg::testing::{ipv4, Pair};
 
 /// Devices A and B with a session between them (see [`Pair`]), drawing from the seeded
 /// generators `TestRng(1)` and `TestRng(2)`.
@@ -29,37 +31,35 @@ pub fn pair() -> Pair {
 #[derive(Debug, Clone)]
 pub struct TestRng(pub u64);
 
-impl rand_core::RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
+impl rand_core::TryRng for TestRng {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok((self.next_u64() >> 32) as u32)
     }
 
-    fn next_u64(&mut self) -> u64 {
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Ok(z ^ (z >> 31))
     }
 
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
         for chunk in dest.chunks_mut(8) {
             let bytes = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
         }
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
         Ok(())
     }
 }
 
-impl rand_core::CryptoRng for TestRng {}
+impl rand_core::TryCryptoRng for TestRng {}
 
 #[cfg(test)]
 mod tests {
-    use rand_core::RngCore;
+    use rand_core::Rng;
 
     use super::TestRng;
 

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use enclave_testkit::{ipv4, pair};
@@ -75,16 +75,16 @@ fn transport(c: &mut Criterion) {
     });
     // The floor: ChaCha20-Poly1305 alone, sealing and opening the same
     // padded plaintext in place, to compare the device's overhead against.
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(&[7; 32]));
+    let cipher = ChaCha20Poly1305::new(&Key::from([7; 32]));
     let mut buffer = vec![0xa5u8; encapsulated_len(PACKET_LEN) - 32];
     let nonce = Nonce::default();
     group.bench_function("aead_only_seal_open_1420", |bencher| {
         bencher.iter(|| {
             let tag = cipher
-                .encrypt_in_place_detached(&nonce, &[], black_box(&mut buffer))
+                .encrypt_inout_detached(&nonce, &[], black_box(&mut buffer[..]).into())
                 .expect("seal");
             cipher
-                .decrypt_in_place_detached(&nonce, &[], &mut buffer, &tag)
+                .decrypt_inout_detached(&nonce, &[], (&mut buffer[..]).into(), &tag)
                 .expect("open");
         })
     });

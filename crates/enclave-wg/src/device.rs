@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
 
 use crate::allowed_ips::AllowedIps;
@@ -32,8 +32,8 @@ use crate::timers::{
 use crate::types::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
 
 /// Random numbers for ephemeral keys, indices, cookies and jitter.
-trait DeviceRng: RngCore + CryptoRng + Send {}
-impl<T: RngCore + CryptoRng + Send> DeviceRng for T {}
+trait DeviceRng: CryptoRng + Send {}
+impl<T: CryptoRng + Send> DeviceRng for T {}
 
 /// A peer's position in the device's slot table.
 type Slot = usize;
@@ -123,7 +123,7 @@ impl fmt::Debug for Device {
 impl Device {
     /// A device with no peers. `rng` is the only source of randomness the
     /// core uses; the shell seeds it from the operating system.
-    pub fn new(private_key: PrivateKey, rng: impl RngCore + CryptoRng + Send + 'static) -> Self {
+    pub fn new(private_key: PrivateKey, rng: impl CryptoRng + Send + 'static) -> Self {
         let identity = Identity::new(*private_key.as_bytes());
         let own_mac_keys = MacKeys::new(&identity.public);
         Self {
@@ -754,7 +754,7 @@ mod tests {
     use crate::timers::REJECT_AFTER_MESSAGES;
 
     fn pair() -> Pair {
-        Pair::established(rand_core::OsRng, rand_core::OsRng)
+        Pair::established(enclave_testkit::TestRng(1), enclave_testkit::TestRng(2))
     }
 
     /// A's current session with B.

@@ -9,18 +9,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 
 use crate::{Device, Encapsulated, Event, PeerConfig, PrivateKey};
 
-/// A's address on the simulated wire.
-pub const A_ADDR: &str = "192.0.2.1:51820";
-/// B's address on the simulated wire.
-pub const B_ADDR: &str = "192.0.2.2:51820";
-
-/// Devices A (private key `[1; 32]`, tunnel address 10.0.0.1) and B (`[2; 32]`, 10.0.0.2),
-/// each the other's only peer, with one session between them. The clocks move only when a
-/// test moves them.
+/// Devices A (private key `[1; 32]`, tunnel address 10.0.0.1, at 192.0.2.1:51820) and B
+/// (`[2; 32]`, 10.0.0.2, at 192.0.2.2:51820), each the other's only peer, with one session
+/// between them. The clocks move only when a test moves them.
 #[derive(Debug)]
 pub struct Pair {
     /// The initiator of the first handshake.
@@ -45,11 +40,11 @@ impl Pair {
     /// If the handshake does not complete: a fixture that is not what it says is a failed
     /// test.
     pub fn established(
-        rng_a: impl RngCore + CryptoRng + Send + 'static,
-        rng_b: impl RngCore + CryptoRng + Send + 'static,
+        rng_a: impl CryptoRng + Send + 'static,
+        rng_b: impl CryptoRng + Send + 'static,
     ) -> Self {
-        let a_addr: SocketAddr = A_ADDR.parse().expect("a literal address");
-        let b_addr: SocketAddr = B_ADDR.parse().expect("a literal address");
+        let a_addr = SocketAddr::from(([192, 0, 2, 1], 51820));
+        let b_addr = SocketAddr::from(([192, 0, 2, 2], 51820));
         let mut a = Device::new(PrivateKey::from_bytes([1; 32]), rng_a);
         let mut b = Device::new(PrivateKey::from_bytes([2; 32]), rng_b);
         let (a_key, b_key) = (a.public_key(), b.public_key());

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use enclave_testkit::TestRng;
-use rand_core::RngCore as _;
+use rand_core::Rng as _;
 
 /// Draws from the shared seeded generator (`enclave-testkit`), so that no seed leaks in.
 #[derive(Debug)]
