@@ -174,13 +174,24 @@ pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path:
 
 /// Starts `wireguard-go -f IFACE` in `ns` and waits until its UAPI socket answers.
 pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
-    let mut process = ns.spawn(
+    let process = ns.spawn(
         &format!("wireguard-go-{}", ns.node()),
         &["wireguard-go", "-f", iface],
         SpawnOpts::default()
             .env("LOG_LEVEL", "debug")
             .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1"),
     )?;
+    await_uapi(ns, process, iface, "wireguard-go")
+}
+
+/// Waits up to 10 s until the UAPI socket of `iface` in `ns` exists and `wg show` answers on
+/// it, then hands `process` (which serves it, named `what` in the error) back.
+pub fn await_uapi(
+    ns: &Netns,
+    mut process: Process,
+    iface: &str,
+    what: &str,
+) -> anyhow::Result<Process> {
     let socket = ns.wireguard_dir().join(format!("{iface}.sock"));
     let up = enclave_netns::wait_until(Duration::from_secs(10), || {
         socket.exists() && ns.exec(&["wg", "show", iface]).is_ok()
@@ -188,7 +199,7 @@ pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
     if !up {
         let running = process.is_running();
         anyhow::bail!(
-            "wireguard-go did not bring up {iface} in {} within 10 s (running: {running}); log:\n{}",
+            "{what} did not bring up {iface} in {} within 10 s (running: {running}); log:\n{}",
             ns.node(),
             process.log()
         );
