@@ -1,6 +1,7 @@
 //! Pieces that several scenarios and benchmarks share: the reference topology, and a
 //! wireguard-go interface configured with `wg`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -170,6 +171,26 @@ pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path:
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{key}")?;
     Ok(path)
+}
+
+/// Connects over TCP from `ns` to the echo server at `to` and checks that the server saw the
+/// connection come from the address `source` (compared as an IP address, so that 10.0.0.1 is
+/// not taken for 10.0.0.12); `whom` names that address and `server` the server in the error.
+pub fn expect_tcp_source(
+    ns: &Netns,
+    to: SocketAddr,
+    timeout: Duration,
+    source: &str,
+    whom: &str,
+    server: &str,
+) -> anyhow::Result<()> {
+    let seen = ns.tcp_request(to, timeout)?;
+    let ip = seen.parse::<SocketAddr>().map(|addr| addr.ip().to_string());
+    anyhow::ensure!(
+        ip.as_deref() == Ok(source),
+        "{server} saw the TCP connection come from {seen}, not from {whom} ({source})"
+    );
+    Ok(())
 }
 
 /// Starts `wireguard-go -f IFACE` in `ns` and waits until its UAPI socket answers.
