@@ -526,18 +526,21 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         pids.trim().is_empty(),
         "a wireguard-go runs although the kernel module was asked for"
     );
+    printer_sees_the_gateway(&office)?;
+    Ok(())
+}
+
+/// The printer's echo server sees the sender's connection come from the gateway's LAN address.
+fn printer_sees_the_gateway(office: &Office<'_>) -> anyhow::Result<()> {
     let _echo = office.ns("lan").echo_server(7777)?;
-    let printer = format!("{PRINTER}:7777").parse()?;
-    let timeout = Duration::from_secs(2);
     expect_tcp_source(
-        sender,
-        printer,
-        timeout,
+        office.ns("sender"),
+        format!("{PRINTER}:7777").parse()?,
+        Duration::from_secs(2),
         GW_LAN[0],
         "the gateway",
         "the LAN host",
-    )?;
-    Ok(())
+    )
 }
 
 /// The laptop on wireguard-go; with `gateway_too`, the gateway as well, and the host filters
@@ -564,17 +567,7 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         !pids.trim().is_empty(),
         "no wireguard-go runs in the sender's namespace"
     );
-    let _echo = office.ns("lan").echo_server(7777)?;
-    let printer = format!("{PRINTER}:7777").parse()?;
-    let timeout = Duration::from_secs(2);
-    expect_tcp_source(
-        sender,
-        printer,
-        timeout,
-        GW_LAN[0],
-        "the gateway",
-        "the LAN host",
-    )?;
+    printer_sees_the_gateway(&office)?;
     let status = office.status("sender");
     ensure!(
         status.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),
