@@ -1,6 +1,7 @@
 //! Pieces that several scenarios and benchmarks share: the reference topology, and a
 //! wireguard-go interface configured with `wg`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -172,15 +173,46 @@ pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path:
     Ok(path)
 }
 
+/// Connects over TCP from `ns` to the echo server at `to` and checks that the server saw the
+/// connection come from the address `source` (compared as an IP address, so that 10.0.0.1 is
+/// not taken for 10.0.0.12); `whom` names that address and `server` the server in the error.
+pub fn expect_tcp_source(
+    ns: &Netns,
+    to: SocketAddr,
+    timeout: Duration,
+    source: &str,
+    whom: &str,
+    server: &str,
+) -> anyhow::Result<()> {
+    let seen = ns.tcp_request(to, timeout)?;
+    let ip = seen.parse::<SocketAddr>().map(|addr| addr.ip().to_string());
+    anyhow::ensure!(
+        ip.as_deref() == Ok(source),
+        "{server} saw the TCP connection come from {seen}, not from {whom} ({source})"
+    );
+    Ok(())
+}
+
 /// Starts `wireguard-go -f IFACE` in `ns` and waits until its UAPI socket answers.
 pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
-    let mut process = ns.spawn(
+    let process = ns.spawn(
         &format!("wireguard-go-{}", ns.node()),
         &["wireguard-go", "-f", iface],
         SpawnOpts::default()
             .env("LOG_LEVEL", "debug")
             .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1"),
     )?;
+    await_uapi(ns, process, iface, "wireguard-go")
+}
+
+/// Waits up to 10 s until the UAPI socket of `iface` in `ns` exists and `wg show` answers on
+/// it, then hands `process` (which serves it, named `what` in the error) back.
+pub fn await_uapi(
+    ns: &Netns,
+    mut process: Process,
+    iface: &str,
+    what: &str,
+) -> anyhow::Result<Process> {
     let socket = ns.wireguard_dir().join(format!("{iface}.sock"));
     let up = enclave_netns::wait_until(Duration::from_secs(10), || {
         socket.exists() && ns.exec(&["wg", "show", iface]).is_ok()
@@ -188,7 +220,7 @@ pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
     if !up {
         let running = process.is_running();
         anyhow::bail!(
-            "wireguard-go did not bring up {iface} in {} within 10 s (running: {running}); log:\n{}",
+            "{what} did not bring up {iface} in {} within 10 s (running: {running}); log:\n{}",
             ns.node(),
             process.log()
         );

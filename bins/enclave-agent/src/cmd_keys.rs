@@ -32,7 +32,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     };
     enclave_statefile::ensure_private_dir(dir, 0o700)
         .with_context(|| format!("cannot keep a private key in {}", dir.display()))?;
-    let key = generate_private_key(rand_core::OsRng);
+    let key = generate_private_key(rand_core::UnwrapErr(getrandom::SysRng));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

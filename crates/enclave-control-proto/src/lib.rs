@@ -14,6 +14,8 @@
 //!
 //! This crate is used by the agent, so it stays small: no database, no web framework.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod frame;
 pub mod message;

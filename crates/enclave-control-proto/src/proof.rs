@@ -90,13 +90,14 @@ pub fn verify(ephemeral: &StaticSecret, transcript: &Transcript, presented: &[u8
 
 #[cfg(test)]
 mod tests {
-    use rand_core::OsRng;
+    use getrandom::SysRng;
+    use rand_core::UnwrapErr;
 
     use super::*;
 
     fn exchange() -> (StaticSecret, StaticSecret, Transcript) {
-        let agent = StaticSecret::random_from_rng(OsRng);
-        let ephemeral = StaticSecret::random_from_rng(OsRng);
+        let agent = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
+        let ephemeral = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
         let transcript = Transcript {
             version: 1,
             nonce: [7; 32],
@@ -117,7 +118,7 @@ mod tests {
     #[test]
     fn another_key_is_refused() {
         let (_, ephemeral, transcript) = exchange();
-        let impostor = StaticSecret::random_from_rng(OsRng);
+        let impostor = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
         let mac = prove(&impostor, &transcript);
         assert!(!verify(&ephemeral, &transcript, &mac));
     }
@@ -153,7 +154,7 @@ mod tests {
     fn a_proof_for_another_ephemeral_key_is_refused() {
         let (agent, _, transcript) = exchange();
         let mac = prove(&agent, &transcript);
-        let other = StaticSecret::random_from_rng(OsRng);
+        let other = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
         assert!(!verify(&other, &transcript, &mac));
     }
 

@@ -19,7 +19,8 @@ use enclave_control_proto::message::{
 use enclave_control_proto::proof::{self, Transcript, CHANNEL_EXPORTER_LABEL};
 use enclave_control_proto::{Session, Trust};
 use enclave_policy::View;
-use rand_core::OsRng;
+use getrandom::SysRng;
+use rand_core::UnwrapErr;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::agents::{Hub, Options};
@@ -214,7 +215,7 @@ impl Server {
 
     /// Enrols a new key pair through the API as `hostname`; the private key.
     async fn enrol(&self, key: &str, hostname: &str) -> Result<StaticSecret, Failure> {
-        let private = StaticSecret::random_from_rng(OsRng);
+        let private = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
         let public = BASE64.encode(PublicKey::from(&private).as_bytes());
         let enrolled = enclave_control_proto::enrol(
             &self.url,
@@ -249,8 +250,9 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A direct policy from `users` to `servers` with one ACL entry.
-fn policy(protocol: &str, version: i64) -> PolicyDoc {
+/// A direct policy from `users` to `servers` with one ACL entry (`protocol`, all ports), at
+/// `version` (0 to create it). Also the managed agent's test fixture (enclave-runtime).
+pub fn users_to_servers(protocol: &str, version: i64) -> PolicyDoc {
     PolicyDoc {
         name: "users to servers".into(),
         kind: PolicyKind::Direct,
@@ -305,7 +307,7 @@ async fn pair_with(url: &str, options: Options) -> Result<Pair, Failure> {
     let server = start(url, "one", options).await?;
     server
         .run(Command::PutPolicy {
-            doc: policy("any", 0),
+            doc: users_to_servers("any", 0),
             write: Write::Create,
         })
         .await?;
@@ -346,7 +348,7 @@ async fn gets_its_view_and_every_change(url: String) -> CaseResult {
     let edited = Instant::now();
     server
         .run(Command::PutPolicy {
-            doc: policy("icmp", version),
+            doc: users_to_servers("icmp", version),
             write: Write::Update,
         })
         .await?;
@@ -628,7 +630,7 @@ async fn revoke_reaches_every_peer(url: String) -> CaseResult {
     let server = start(&url, "one", Options::default()).await?;
     server
         .run(Command::PutPolicy {
-            doc: policy("any", 0),
+            doc: users_to_servers("any", 0),
             write: Write::Create,
         })
         .await?;
@@ -825,7 +827,7 @@ async fn two_servers(url: String) -> CaseResult {
     let one = start(&url, "one", Options::default()).await?;
     let mut two = start(&url, "two", Options::default()).await?;
     one.run(Command::PutPolicy {
-        doc: policy("any", 0),
+        doc: users_to_servers("any", 0),
         write: Write::Create,
     })
     .await?;
@@ -841,7 +843,7 @@ async fn two_servers(url: String) -> CaseResult {
         one.service().state().await.map_err(e("state"))?.policies["users to servers"].version;
     let edited = Instant::now();
     one.run(Command::PutPolicy {
-        doc: policy("icmp", version),
+        doc: users_to_servers("icmp", version),
         write: Write::Update,
     })
     .await?;

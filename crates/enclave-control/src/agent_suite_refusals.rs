@@ -95,7 +95,7 @@ pub(super) async fn unauthenticated_bounded(url: String) -> CaseResult {
     let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
     let laptop = server.enrol(&users, "laptop").await?;
     let claimed = PublicKey::from(&laptop).to_bytes();
-    let impostor = StaticSecret::random_from_rng(OsRng);
+    let impostor = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
     for attempt in 1..=10 {
         match claim(&server, claimed, &impostor, None).await? {
             ServerMessage::Refused(_) => {}
@@ -182,7 +182,7 @@ pub(super) async fn without_the_private_key(url: String) -> CaseResult {
     let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
     let laptop = server.enrol(&users, "laptop").await?;
     let claimed = PublicKey::from(&laptop).to_bytes();
-    let impostor = StaticSecret::random_from_rng(OsRng);
+    let impostor = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
     match claim(&server, claimed, &impostor, None).await? {
         ServerMessage::Refused(r) => {
             check(r.reason.contains("does not hold"), || r.reason.clone())?

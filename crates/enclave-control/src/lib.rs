@@ -18,6 +18,8 @@
 //! Architecture invariant: `model`, `core` and `definition` do no I/O, read no clock and use
 //! no randomness; time and secrets' hashes are passed in.
 
+#![warn(missing_docs)]
+
 pub mod agent_suite;
 pub mod agents;
 pub mod api;

@@ -1,7 +1,8 @@
 //! Enrolment keys and admin tokens: 256 random bits, shown once, stored as SHA-256.
 
 use base64::Engine as _;
-use rand_core::{OsRng, RngCore};
+use getrandom::SysRng;
+use rand_core::{Rng as _, UnwrapErr};
 use sha2::{Digest, Sha256};
 
 /// Prefix of an enrolment key.
@@ -31,7 +32,7 @@ impl std::fmt::Debug for Secret {
 /// Makes a secret with the operating system's random source.
 pub fn generate(prefix: &str) -> Secret {
     let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
+    UnwrapErr(SysRng).fill_bytes(&mut bytes);
     let text = format!(
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -45,7 +46,7 @@ pub fn generate(prefix: &str) -> Secret {
 /// system's random source: the private key (base64; wiped from memory when dropped), to be
 /// shown once and never stored or logged, and the public key (base64).
 pub fn wireguard_key_pair() -> (zeroize::Zeroizing<String>, String) {
-    let secret = x25519_dalek::StaticSecret::random_from_rng(OsRng);
+    let secret = x25519_dalek::StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
     let public = x25519_dalek::PublicKey::from(&secret);
     let bytes = zeroize::Zeroizing::new(secret.to_bytes());
     let private = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(*bytes));

@@ -35,7 +35,7 @@ type Error = Box<dyn std::error::Error>;
 
 fn fresh_key() -> PrivateKey {
     let mut bytes = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    rand_core::Rng::fill_bytes(&mut rand_core::UnwrapErr(getrandom::SysRng), &mut bytes);
     PrivateKey::from_bytes(bytes)
 }
 
@@ -125,7 +125,7 @@ fn main() -> Result<(), Error> {
     let peer_public = peer_key.public_key();
     let wire = UdpSocket::bind(("127.0.0.1", PEER_PORT))?;
     wire.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut peer = Device::new(peer_key, rand_core::OsRng);
+    let mut peer = Device::new(peer_key, rand_core::UnwrapErr(getrandom::SysRng));
     peer.upsert_peer(PeerConfig {
         public_key: tunnel_public,
         preshared_key: None,

@@ -242,7 +242,7 @@ impl Engine {
             }
         }
         request.apply_to(&mut self.device, &mut self.private_key, || {
-            enclave_wg::keys::generate_private_key(rand_core::OsRng)
+            enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng))
         });
         // Filters of removed peers go with them.
         let device = &self.device;

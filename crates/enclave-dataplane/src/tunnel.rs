@@ -246,11 +246,10 @@ impl Tunnel {
             "TUN offloads"
         );
         let udp = Udp::bind(config.listen_port, config.fwmark)?;
-        let key = config
-            .private_key
-            .clone()
-            .unwrap_or_else(|| enclave_wg::keys::generate_private_key(rand_core::OsRng));
-        let mut device = Device::new(key, rand_core::OsRng);
+        let key = config.private_key.clone().unwrap_or_else(|| {
+            enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng))
+        });
+        let mut device = Device::new(key, rand_core::UnwrapErr(getrandom::SysRng));
         // Padding must not grow a full-sized packet past the TUN MTU the underlay was sized for.
         device.set_mtu(Some(config.mtu));
         let waker = Arc::new(Waker::new().map_err(Error::Spawn)?);

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use enclave_control::agent_suite::users_to_servers;
 use enclave_control::agents::{Hub, Options};
 use enclave_control::core::{Command, Ctx, NewKey, Write};
-use enclave_control::model::{AclDoc, ApprovalMode, PolicyDoc, PolicyKind};
+use enclave_control::model::ApprovalMode;
 use enclave_control::service::Service;
 use enclave_control::store::SqlStore;
 use enclave_control::{secret, server, tls};
@@ -118,24 +119,7 @@ async fn scenario(dir: &std::path::Path) {
     run(
         &service,
         Command::PutPolicy {
-            doc: PolicyDoc {
-                name: "users to servers".into(),
-                kind: PolicyKind::Direct,
-                enabled: true,
-                senders: vec!["users".into()],
-                receivers: vec!["servers".into()],
-                gateways: vec![],
-                subnets: vec![],
-                filter: None,
-                acl: vec![AclDoc {
-                    protocol: "any".into(),
-                    ports: None,
-                    label: None,
-                }],
-                trust: vec![],
-                active_hours: None,
-                version: 0,
-            },
+            doc: users_to_servers("any", 0),
             write: Write::Create,
         },
     )

@@ -6,9 +6,9 @@
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac};
-use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-use rand_core::RngCore;
+use rand_core::Rng;
 
 use crate::TestRng;
 
@@ -91,13 +91,10 @@ impl Flooder {
         let cipher = XChaCha20Poly1305::new_from_slice(&self.cookie_key).ok()?;
         let mut cookie = [0u8; 16];
         cookie.copy_from_slice(&reply[32..48]);
+        let nonce = <&XNonce>::try_from(&reply[8..32]).ok()?;
+        let tag = <&Tag>::try_from(&reply[48..64]).ok()?;
         cipher
-            .decrypt_in_place_detached(
-                XNonce::from_slice(&reply[8..32]),
-                mac1,
-                &mut cookie,
-                Tag::from_slice(&reply[48..64]),
-            )
+            .decrypt_inout_detached(nonce, mac1, (&mut cookie[..]).into(), tag)
             .ok()?;
         Some(cookie)
     }

@@ -46,14 +46,14 @@ fn ip_packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
 
 fn key_pair() -> (PrivateKey, PublicKey) {
     let mut bytes = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    rand_core::Rng::fill_bytes(&mut rand_core::UnwrapErr(getrandom::SysRng), &mut bytes);
     let private = PrivateKey::from_bytes(bytes);
     let public = private.public_key();
     (private, public)
 }
 
 fn device(private: PrivateKey, peer: PublicKey, endpoint: SocketAddr, allowed: &str) -> Device {
-    let mut device = Device::new(private, rand_core::OsRng);
+    let mut device = Device::new(private, rand_core::UnwrapErr(getrandom::SysRng));
     device.upsert_peer(PeerConfig {
         public_key: peer,
         preshared_key: None,

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand_core::RngCore;
+use rand_core::Rng;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -96,7 +96,7 @@ impl CookieChecker {
 
     /// `MAC(R_m, A_m)` for the address `from`, renewing `R_m` when it is
     /// older than COOKIE_REFRESH_TIME.
-    fn cookie(&mut self, from: SocketAddr, now: Instant, rng: &mut dyn RngCore) -> [u8; 16] {
+    fn cookie(&mut self, from: SocketAddr, now: Instant, rng: &mut dyn Rng) -> [u8; 16] {
         let fresh = self
             .secret_born
             .is_some_and(|born| now.saturating_duration_since(born) < COOKIE_REFRESH_TIME);
@@ -125,7 +125,7 @@ impl CookieChecker {
         msg: &[u8],
         from: SocketAddr,
         now: Instant,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> bool {
         let Some(mac2_at) = msg.len().checked_sub(16) else {
             return false;
@@ -142,7 +142,7 @@ impl CookieChecker {
         from: SocketAddr,
         own: &MacKeys,
         now: Instant,
-        rng: &mut dyn RngCore,
+        rng: &mut dyn Rng,
     ) -> [u8; cookie_reply::LEN] {
         let cookie = self.cookie(from, now, rng);
         let mac1_at = msg.len().saturating_sub(32);
@@ -192,7 +192,7 @@ mod tests {
         let responder = PublicKey([3; 32]);
         let keys = MacKeys::new(&responder);
         let mut checker = CookieChecker::new();
-        let mut rng = rand_core::OsRng;
+        let mut rng = enclave_testkit::TestRng(4);
         let now = crate::test_clock_start();
         let from: SocketAddr = "192.0.2.1:51820".parse().expect("address");
 

@@ -4,7 +4,7 @@
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Mac, Update};
 use blake2::{Blake2s256, Blake2sMac};
-use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, Key, Tag, XChaCha20Poly1305, XNonce};
 use hmac::SimpleHmac;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -66,7 +66,7 @@ pub(crate) fn kdf<const N: usize>(key: &[u8; 32], input: &[u8]) -> [[u8; 32]; N]
 pub(crate) fn aead_seal(cipher: &ChaCha20Poly1305, counter: u64, buffer: &mut [u8], aad: &[u8]) {
     let split = buffer.len() - TAG_LEN;
     let (text, tag_out) = buffer.split_at_mut(split);
-    match cipher.encrypt_in_place_detached(&nonce(counter), aad, text) {
+    match cipher.encrypt_inout_detached(&nonce(counter), aad, text.into()) {
         Ok(tag) => tag_out.copy_from_slice(&tag),
         Err(_) => unreachable!("ChaCha20-Poly1305 seals up to 256 GiB"),
     }
@@ -84,14 +84,17 @@ pub(crate) fn aead_open(
         return false;
     };
     let (text, tag) = buffer.split_at_mut(split);
+    let Ok(tag) = <&Tag>::try_from(&*tag) else {
+        return false;
+    };
     cipher
-        .decrypt_in_place_detached(&nonce(counter), aad, text, Tag::from_slice(tag))
+        .decrypt_inout_detached(&nonce(counter), aad, text.into(), tag)
         .is_ok()
 }
 
 /// A ChaCha20-Poly1305 instance for `key` (zeroized when dropped).
 pub(crate) fn aead_cipher(key: &[u8; 32]) -> ChaCha20Poly1305 {
-    ChaCha20Poly1305::new(Key::from_slice(key))
+    ChaCha20Poly1305::new(<&Key>::from(key))
 }
 
 fn nonce(counter: u64) -> chacha20poly1305::Nonce {
@@ -102,10 +105,10 @@ fn nonce(counter: u64) -> chacha20poly1305::Nonce {
 
 /// `XAEAD(key, nonce, plaintext, aad)` in place: XChaCha20-Poly1305.
 pub(crate) fn xaead_seal(key: &[u8; 32], nonce: &[u8; 24], buffer: &mut [u8], aad: &[u8]) {
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(key));
+    let cipher = XChaCha20Poly1305::new(<&Key>::from(key));
     let split = buffer.len() - TAG_LEN;
     let (text, tag_out) = buffer.split_at_mut(split);
-    match cipher.encrypt_in_place_detached(XNonce::from_slice(nonce), aad, text) {
+    match cipher.encrypt_inout_detached(<&XNonce>::from(nonce), aad, text.into()) {
         Ok(tag) => tag_out.copy_from_slice(&tag),
         Err(_) => unreachable!("XChaCha20-Poly1305 seals a 16-byte cookie"),
     }
@@ -116,10 +119,13 @@ pub(crate) fn xaead_open(key: &[u8; 32], nonce: &[u8; 24], buffer: &mut [u8], aa
     let Some(split) = buffer.len().checked_sub(TAG_LEN) else {
         return false;
     };
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(key));
+    let cipher = XChaCha20Poly1305::new(<&Key>::from(key));
     let (text, tag) = buffer.split_at_mut(split);
+    let Ok(tag) = <&Tag>::try_from(&*tag) else {
+        return false;
+    };
     cipher
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, text, Tag::from_slice(tag))
+        .decrypt_inout_detached(<&XNonce>::from(nonce), aad, text.into(), tag)
         .is_ok()
 }
 

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use ipnet::IpNet;
-use rand_core::{CryptoRng, RngCore};
+use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
 
 use crate::allowed_ips::AllowedIps;
@@ -32,8 +32,8 @@ use crate::timers::{
 use crate::types::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
 
 /// Random numbers for ephemeral keys, indices, cookies and jitter.
-trait DeviceRng: RngCore + CryptoRng + Send {}
-impl<T: RngCore + CryptoRng + Send> DeviceRng for T {}
+trait DeviceRng: CryptoRng + Send {}
+impl<T: CryptoRng + Send> DeviceRng for T {}
 
 /// A peer's position in the device's slot table.
 type Slot = usize;
@@ -123,7 +123,7 @@ impl fmt::Debug for Device {
 impl Device {
     /// A device with no peers. `rng` is the only source of randomness the
     /// core uses; the shell seeds it from the operating system.
-    pub fn new(private_key: PrivateKey, rng: impl RngCore + CryptoRng + Send + 'static) -> Self {
+    pub fn new(private_key: PrivateKey, rng: impl CryptoRng + Send + 'static) -> Self {
         let identity = Identity::new(*private_key.as_bytes());
         let own_mac_keys = MacKeys::new(&identity.public);
         Self {
@@ -750,95 +750,28 @@ fn ip_source_and_len(packet: &[u8]) -> Option<(IpAddr, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{ipv4, Pair};
     use crate::timers::REJECT_AFTER_MESSAGES;
-    use std::time::UNIX_EPOCH;
 
-    struct Pair {
-        a: Device,
-        b: Device,
-        b_key: PublicKey,
-        now: Instant,
-        wall: SystemTime,
+    fn pair() -> Pair {
+        Pair::established(enclave_testkit::TestRng(1), enclave_testkit::TestRng(2))
     }
 
-    const A_ADDR: &str = "192.0.2.1:51820";
-    const B_ADDR: &str = "192.0.2.2:51820";
-
-    fn ipv4_to_b() -> Vec<u8> {
-        let mut packet = vec![0u8; 28];
-        packet[0] = 0x45;
-        packet[3] = 28;
-        packet[12..16].copy_from_slice(&[10, 0, 0, 1]);
-        packet[16..20].copy_from_slice(&[10, 0, 0, 2]);
-        packet
-    }
-
-    impl Pair {
-        fn new() -> Self {
-            let mut a = Device::new(PrivateKey::from_bytes([1; 32]), rand_core::OsRng);
-            let mut b = Device::new(PrivateKey::from_bytes([2; 32]), rand_core::OsRng);
-            let (a_key, b_key) = (a.public_key(), b.public_key());
-            a.upsert_peer(PeerConfig {
-                public_key: b_key,
-                endpoint: Some(B_ADDR.parse().expect("address")),
-                allowed_ips: vec!["10.0.0.2/32".parse().expect("network")],
-                ..PeerConfig::default()
-            });
-            b.upsert_peer(PeerConfig {
-                public_key: a_key,
-                endpoint: Some(A_ADDR.parse().expect("address")),
-                allowed_ips: vec!["10.0.0.1/32".parse().expect("network")],
-                ..PeerConfig::default()
-            });
-            let mut pair = Self {
-                a,
-                b,
-                b_key,
-                now: crate::test_clock_start(),
-                wall: UNIX_EPOCH + Duration::from_secs(1_790_000_000),
-            };
-            let mut out = [0u8; 256];
-            let queued = pair
-                .a
-                .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
-            assert_eq!(queued, Encapsulated::Queued { peer: b_key });
-            pair.exchange();
-            pair
-        }
-
-        fn exchange(&mut self) {
-            let mut out = [0u8; 256];
-            for _ in 0..4 {
-                while let Some(t) = self.a.poll_transmit() {
-                    let from = A_ADDR.parse().expect("address");
-                    self.b
-                        .decapsulate(from, &t.payload, self.now, self.wall, &mut out);
-                }
-                while let Some(t) = self.b.poll_transmit() {
-                    let from = B_ADDR.parse().expect("address");
-                    self.a
-                        .decapsulate(from, &t.payload, self.now, self.wall, &mut out);
-                }
-            }
-        }
-
-        fn a_current(&mut self) -> &mut Session {
-            let slot = self.a.by_key[&self.b_key];
-            let peer = self.a.peers[slot].as_mut().expect("peer");
-            peer.current.as_mut().expect("a session")
-        }
+    /// A's current session with B.
+    fn a_current(pair: &mut Pair) -> &mut Session {
+        let slot = pair.a.by_key[&pair.b.public_key()];
+        let peer = pair.a.peers[slot].as_mut().expect("peer");
+        peer.current.as_mut().expect("a session")
     }
 
     #[test]
     fn rekey_after_messages_starts_a_handshake_and_keeps_sending() {
-        let mut pair = Pair::new();
+        let mut pair = pair();
         assert!(pair.a.poll_transmit().is_none());
         pair.now += REKEY_TIMEOUT;
-        pair.a_current().set_sent(REKEY_AFTER_MESSAGES);
+        a_current(&mut pair).set_sent(REKEY_AFTER_MESSAGES);
         let mut out = [0u8; 256];
-        let sent = pair
-            .a
-            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+        let sent = pair.a.encapsulate(&ipv4(28), pair.now, pair.wall, &mut out);
         assert!(matches!(sent, Encapsulated::Send { .. }), "{sent:?}");
         let initiation = pair.a.poll_transmit().expect("a rekey initiation");
         assert_eq!(initiation.payload.len(), initiation::LEN);
@@ -846,13 +779,16 @@ mod tests {
 
     #[test]
     fn reject_after_messages_stops_the_session() {
-        let mut pair = Pair::new();
-        pair.a_current().set_sent(REJECT_AFTER_MESSAGES);
+        let mut pair = pair();
+        a_current(&mut pair).set_sent(REJECT_AFTER_MESSAGES);
         let mut out = [0u8; 256];
-        let queued = pair
-            .a
-            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
-        assert_eq!(queued, Encapsulated::Queued { peer: pair.b_key });
+        let queued = pair.a.encapsulate(&ipv4(28), pair.now, pair.wall, &mut out);
+        assert_eq!(
+            queued,
+            Encapsulated::Queued {
+                peer: pair.b.public_key()
+            }
+        );
         // The first handshake was just now: the new initiation waits for
         // the rate limit, then the handshake completes and the queued
         // packet goes out on the new session.
@@ -863,7 +799,7 @@ mod tests {
         pair.wall += REKEY_TIMEOUT;
         pair.a.handle_timeout(pair.now, pair.wall);
         pair.exchange();
-        assert_eq!(pair.a_current().sent(), 1);
+        assert_eq!(a_current(&mut pair).sent(), 1);
     }
 
     #[test]
@@ -899,11 +835,9 @@ mod tests {
 
     #[test]
     fn output_buffer_too_small_is_reported() {
-        let mut pair = Pair::new();
+        let mut pair = pair();
         let mut out = [0u8; 40];
-        let dropped = pair
-            .a
-            .encapsulate(&ipv4_to_b(), pair.now, pair.wall, &mut out);
+        let dropped = pair.a.encapsulate(&ipv4(28), pair.now, pair.wall, &mut out);
         assert_eq!(dropped, Encapsulated::Dropped(DropReason::BufferTooSmall));
     }
 }

@@ -83,6 +83,8 @@ impl PeerStatic {
 pub(crate) struct InitiatorState {
     chaining_key: ChainingKey,
     hash: [u8; 32],
+    /// Wiped by its own `Drop` (x25519-dalek's `ZeroizeOnDrop`; it has no `Zeroize`).
+    #[zeroize(skip)]
     ephemeral: StaticSecret,
 }
 

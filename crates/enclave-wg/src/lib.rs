@@ -80,6 +80,8 @@ mod messages;
 mod peer;
 pub mod ratelimit;
 mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timers;
 mod types;
 

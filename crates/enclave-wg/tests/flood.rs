@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use enclave_testkit::flood::{mac1_of, Flooder};
 use enclave_wg::ratelimit::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST, UNDER_LOAD_HANDSHAKES};
 use enclave_wg::{DropReason, Encapsulated, Event, PublicKey};
-use rand_core::RngCore;
+use rand_core::Rng;
 use sim::{Conditions, Net, TestRng};
 
 const FLOODER: &str = "203.0.113.66:40000";

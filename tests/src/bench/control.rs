@@ -179,7 +179,7 @@ struct Keys {
 
 impl Keys {
     fn generate(n: usize) -> Self {
-        let fresh = || StaticSecret::random_from_rng(rand_core::OsRng);
+        let fresh = || StaticSecret::random_from_rng(&mut rand_core::UnwrapErr(getrandom::SysRng));
         Self {
             gateways: (0..GATEWAYS.len()).map(|_| fresh()).collect(),
             senders: (0..n).map(|_| fresh()).collect(),

@@ -109,7 +109,10 @@ impl Responders {
                         return;
                     }
                 };
-                let mut device = enclave_wg::Device::new(peer_private(i), rand_core::OsRng);
+                let mut device = enclave_wg::Device::new(
+                    peer_private(i),
+                    rand_core::UnwrapErr(getrandom::SysRng),
+                );
                 device.upsert_peer(enclave_wg::PeerConfig {
                     public_key: host,
                     preshared_key: None,

@@ -199,7 +199,8 @@ impl Sender {
             allowed_ips: vec![format!("{GW_OVERLAY}/32").parse()?],
             persistent_keepalive: None,
         };
-        let mut device = enclave_wg::Device::new(sender_private(i), rand_core::OsRng);
+        let mut device =
+            enclave_wg::Device::new(sender_private(i), rand_core::UnwrapErr(getrandom::SysRng));
         device.upsert_peer(gateway.clone());
         Ok(Self {
             device,

@@ -8,7 +8,9 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
-use crate::support::{forwarding, reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST};
+use crate::support::{
+    expect_tcp_source, forwarding, reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST,
+};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -110,11 +112,9 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
     // SNAT: the LAN host sees the gateway's LAN address.
     let echo = lan.echo_server(7777)?;
     let lan_addr: SocketAddr = format!("{LAN_HOST}:7777").parse()?;
-    let seen = sender.tcp_request(lan_addr, Duration::from_secs(3))?;
-    ensure!(
-        seen.starts_with(&format!("{GATEWAY_LAN}:")),
-        "the LAN host saw {seen}, not the gateway's LAN address"
-    );
+    let timeout = Duration::from_secs(3);
+    let whom = "the gateway's LAN address";
+    expect_tcp_source(sender, lan_addr, timeout, GATEWAY_LAN, whom, "the LAN host")?;
     drop(echo);
 
     // One way: the LAN host cannot open a connection to the sender, though it has a route.

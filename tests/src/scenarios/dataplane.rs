@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use enclave_netns::{Netns, Process, SpawnOpts, TopologySpec};
 
-use crate::support::{configure_pair, start_wireguard_go, TunnelEnd, WG_PORT};
+use crate::support::{self, configure_pair, start_wireguard_go, TunnelEnd, WG_PORT};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -97,24 +97,12 @@ enum Impl {
 /// Starts `enclave-agent tunnel wg0` in `ns` and waits until `wg show` answers on it.
 pub(super) fn start_ours(ctx: &Ctx, ns: &Netns) -> anyhow::Result<Process> {
     let agent = ctx.bin("enclave-agent")?;
-    let mut process = ns.spawn(
+    let process = ns.spawn(
         &format!("enclave-tunnel-{}", ns.node()),
         &[agent.to_string_lossy().as_ref(), "tunnel", IFACE],
         SpawnOpts::default().env("RUST_LOG", "debug"),
     )?;
-    let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
-    let up = enclave_netns::wait_until(Duration::from_secs(10), || {
-        socket.exists() && ns.exec(&["wg", "show", IFACE]).is_ok()
-    });
-    if !up {
-        let running = process.is_running();
-        bail!(
-            "enclave-agent tunnel did not come up in {} within 10 s (running: {running}); log:\n{}",
-            ns.node(),
-            process.log()
-        );
-    }
-    Ok(process)
+    support::await_uapi(ns, process, IFACE, "enclave-agent tunnel")
 }
 
 fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {

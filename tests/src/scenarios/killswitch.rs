@@ -20,6 +20,7 @@ use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
 use crate::office::{definition, Office, GW_UNDERLAY, LAN};
+use crate::support::expect_tcp_source;
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -84,14 +85,14 @@ fn internet_through_tunnel(office: &Office<'_>, echo: &EchoServer) -> anyhow::Re
     // Nothing of it in clear on the laptop's home link meanwhile.
     let capture = Capture::start(sender, "eth1", INTERNET_HOST)?;
     let before = echo.seen().len();
-    let seen = sender.tcp_request(
+    expect_tcp_source(
+        sender,
         format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
         Duration::from_secs(3),
+        GW_EGRESS,
+        "the gateway's egress address",
+        "the Internet host",
     )?;
-    ensure!(
-        seen.starts_with(&format!("{GW_EGRESS}:")),
-        "the Internet host saw {seen}, not the gateway's egress address"
-    );
     ensure!(
         echo.seen().len() > before,
         "the echo server recorded nothing"
@@ -252,14 +253,14 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
     );
     let sender = office.ns("sender");
     let capture = Capture::start(sender, "eth1", INTERNET_HOST)?;
-    let seen = sender.tcp_request(
+    expect_tcp_source(
+        sender,
         format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
         Duration::from_secs(3),
+        LAPTOP_HOME,
+        "the laptop's home address",
+        "after a clean stop the Internet host",
     )?;
-    ensure!(
-        seen.starts_with(&format!("{LAPTOP_HOME}:")),
-        "after a clean stop the Internet host saw {seen}, not the laptop's home address"
-    );
     let (captured, log) = capture.finish()?;
     ensure!(
         captured > 0,

@@ -11,7 +11,7 @@ use crate::office::{
     definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
     LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
-use crate::support::forwarding;
+use crate::support::{expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -194,13 +194,14 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
     let _laptop_echo = office.ns("sender").echo_server(8888)?;
     office.until_reach(GW_OVERLAY[0], true, Duration::from_secs(3))?;
     let to_server: SocketAddr = format!("{}:7777", GW_OVERLAY[0]).parse()?;
-    let seen = office
-        .ns("sender")
-        .tcp_request(to_server, Duration::from_secs(2))?;
-    ensure!(
-        seen.starts_with(LAPTOP),
-        "the server saw {seen}, not the laptop's virtual address"
-    );
+    expect_tcp_source(
+        office.ns("sender"),
+        to_server,
+        Duration::from_secs(2),
+        LAPTOP,
+        "the laptop's virtual address",
+        "the server",
+    )?;
     // The positive controls: the receiver's same probes reach the laptop's underlay address
     // (the same echo server), so the refusals below are the policy's.
     server.tcp_connect(
@@ -274,14 +275,14 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
 
     office.until_reach(INTERNET_HOST, true, Duration::from_secs(3))?;
     let _echo = office.ns("internet").echo_server(80)?;
-    let seen = sender.tcp_request(
+    expect_tcp_source(
+        sender,
         format!("{INTERNET_HOST}:80").parse()?,
         Duration::from_secs(2),
+        GW_EGRESS,
+        "the gateway's egress address",
+        "the Internet host",
     )?;
-    ensure!(
-        seen.starts_with(&format!("{GW_EGRESS}:")),
-        "the Internet host saw {seen}, not the gateway's egress address"
-    );
     // The laptop's own LAN stays direct, and so does the tunnel's marked UDP.
     ensure!(office.reaches(HOME_HOST)?, "the laptop lost its own LAN");
     let home = sender.exec(&["ip", "route", "get", HOME_HOST])?;
@@ -525,10 +526,21 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         pids.trim().is_empty(),
         "a wireguard-go runs although the kernel module was asked for"
     );
-    let _echo = office.ns("lan").echo_server(7777)?;
-    let seen = sender.tcp_request(format!("{PRINTER}:7777").parse()?, Duration::from_secs(2))?;
-    ensure!(seen.starts_with(GW_LAN[0]), "the LAN host saw {seen}");
+    printer_sees_the_gateway(&office)?;
     Ok(())
+}
+
+/// The printer's echo server sees the sender's connection come from the gateway's LAN address.
+fn printer_sees_the_gateway(office: &Office<'_>) -> anyhow::Result<()> {
+    let _echo = office.ns("lan").echo_server(7777)?;
+    expect_tcp_source(
+        office.ns("sender"),
+        format!("{PRINTER}:7777").parse()?,
+        Duration::from_secs(2),
+        GW_LAN[0],
+        "the gateway",
+        "the LAN host",
+    )
 }
 
 /// The laptop on wireguard-go; with `gateway_too`, the gateway as well, and the host filters
@@ -555,9 +567,7 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         !pids.trim().is_empty(),
         "no wireguard-go runs in the sender's namespace"
     );
-    let _echo = office.ns("lan").echo_server(7777)?;
-    let seen = sender.tcp_request(format!("{PRINTER}:7777").parse()?, Duration::from_secs(2))?;
-    ensure!(seen.starts_with(GW_LAN[0]), "the LAN host saw {seen}");
+    printer_sees_the_gateway(&office)?;
     let status = office.status("sender");
     ensure!(
         status.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),

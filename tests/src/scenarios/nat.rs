@@ -14,14 +14,12 @@ use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
     NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, Ruleset, SnatRule, Verdict,
 };
-use enclave_netns::{
-    wait_until, EchoServer, Netns, Process, Reached, SpawnOpts, Topology, TopologySpec,
-};
+use enclave_netns::{wait_until, EchoServer, Netns, Process, Reached, SpawnOpts, Topology};
 
 use crate::agents::{prepare, start, write_definition};
 use crate::support::{
     self, configure_reference_tunnel, reference_topology, start_wireguard_go, OneGateway,
-    GATEWAY_LAN, GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
+    GATEWAY_LAN, GATEWAY_OVERLAY, LAN_HOST, LAN_SUBNET, OVERLAY, SENDER_OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -724,15 +722,7 @@ fn nat_gw_kill9(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn gw_kill9(ctx: &Ctx, backend: &str) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new(&format!("natk9{}", &backend[..3]));
-    spec.node("sender")
-        .node("gw")
-        .node("lan")
-        .link(("sender", "eth0"), ("gw", "eth0"))
-        .segment("lan", &[("gw", "lan0"), ("lan", "eth0")])
-        .addr("gw", "eth0", &format!("{GATEWAY_UNDERLAY}/24"))
-        .addr("gw", "lan0", &format!("{GATEWAY_LAN}/24"))
-        .addr("lan", "eth0", &format!("{LAN_HOST}/24"));
+    let spec = support::reference_without_forwarding(&format!("natk9{}", &backend[..3]));
     let topo = ctx.topology(&spec)?;
     let (sender, gw) = (topo.ns("sender"), topo.ns("gw"));
     let network = ctx.log_dir().join(format!("network-{backend}.toml"));

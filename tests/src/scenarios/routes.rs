@@ -17,7 +17,7 @@ use enclave_route::{
     Config, ConflictKind, DefaultRoute, Desired, Ipv4Net, Report, Route, RouteManager, TABLE_MAIN,
 };
 
-use crate::support::start_wireguard_go;
+use crate::support::{expect_tcp_source, start_wireguard_go};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -790,14 +790,14 @@ fn kill_switch(ctx: &Ctx) -> anyhow::Result<()> {
         "routes or rules differ after reset\nbefore:\n{before}\nafter:\n{after}"
     );
     let capture = Capture::start(host, "any", INTERNET)?;
-    let seen = host.tcp_request(
+    expect_tcp_source(
+        host,
         format!("{INTERNET}:{INTERNET_PORT}").parse()?,
         Duration::from_secs(2),
+        "10.10.0.2",
+        "the host's own uplink address",
+        "after reset the Internet host",
     )?;
-    ensure!(
-        seen.starts_with("10.10.0.2:"),
-        "after reset the internet host saw {seen}"
-    );
     let (captured, log) = capture.finish()?;
     ensure!(
         captured > 0,

@@ -16,7 +16,8 @@ use enclave_control_proto::frame::{FrameReader, FrameWriter};
 use enclave_control_proto::message::{AgentMessage, Challenge, Hello, Reason, ServerMessage};
 use enclave_control_proto::proof::{self, Transcript};
 use enclave_control_proto::{client, frame, negotiate, PROTOCOL_VERSIONS};
-use rand_core::{OsRng, RngCore as _};
+use getrandom::SysRng;
+use rand_core::{Rng as _, UnwrapErr};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -164,9 +165,9 @@ where
             "the hello's public key is not 32 bytes of base64".into(),
         ));
     };
-    let ephemeral = StaticSecret::random_from_rng(OsRng);
+    let ephemeral = StaticSecret::random_from_rng(&mut UnwrapErr(SysRng));
     let mut nonce = [0u8; 32];
-    OsRng.fill_bytes(&mut nonce);
+    UnwrapErr(SysRng).fill_bytes(&mut nonce);
     let transcript = Transcript {
         version,
         nonce,

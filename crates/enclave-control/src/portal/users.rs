@@ -2,9 +2,10 @@
 //! string: algorithm, parameters and salt travel with the hash), kept in the store's
 //! `portal_users` table. Made on the server host with `enclave-control admin user create`.
 
-use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
+use getrandom::SysRng;
+use rand_core::{Rng as _, UnwrapErr};
 use sqlx::{AnyPool, Row as _};
 
 use crate::store::{db, Result};
@@ -60,7 +61,11 @@ pub fn hash(password: &str) -> std::result::Result<String, PasswordError> {
     if password.len() > MAX_PASSWORD {
         return Err(PasswordError::Long);
     }
-    let salt = SaltString::generate(&mut OsRng);
+    // 16 random bytes, as SaltString::generate draws (argon2 0.5 asks for rand_core 0.6's
+    // generator; ours is rand_core 0.10's).
+    let mut bytes = [0u8; 16];
+    UnwrapErr(SysRng).fill_bytes(&mut bytes);
+    let salt = SaltString::encode_b64(&bytes).map_err(|_| PasswordError::Hash)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())

@@ -9,43 +9,16 @@
 #![no_main]
 
 use enclave_dataplane::uapi::{parse_set, write_get, DeviceView};
+use enclave_testkit::TestRng;
 use enclave_wg::{Device, PrivateKey};
 use libfuzzer_sys::fuzz_target;
-
-/// A fixed generator: determinism matters more than secrecy here.
-struct Fixed(u64);
-
-impl enclave_wg::rand_core::RngCore for Fixed {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), enclave_wg::rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl enclave_wg::rand_core::CryptoRng for Fixed {}
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     match parse_set(text.lines()) {
         Err(e) => assert!(e.errno() < 0),
         Ok(request) => {
-            let mut device = Device::new(PrivateKey::from_bytes([7; 32]), Fixed(1));
+            let mut device = Device::new(PrivateKey::from_bytes([7; 32]), TestRng(1));
             let mut key = None;
             request.apply_to(&mut device, &mut key, || PrivateKey::from_bytes([9; 32]));
             let mut out = String::new();

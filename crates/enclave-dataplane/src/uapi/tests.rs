@@ -11,7 +11,7 @@ const PSK: &str = "188515093e952f5f22e865cef3012e72f8b5f0b598ac0309d5dacce3b70fc
 
 fn device() -> Device {
     let key = PrivateKey::from_bytes(from_hex(PRIV).unwrap());
-    Device::new(key, rand_core::OsRng)
+    Device::new(key, rand_core::UnwrapErr(getrandom::SysRng))
 }
 
 fn set(device: &mut Device, body: &str) -> Result<(), UapiError> {

@@ -298,19 +298,36 @@ impl Drop for OwnedRule {
     }
 }
 
+/// Writes the netlink and nfnetlink headers of one IPv4 nftables message of type `kind` into
+/// `buf` and returns the header, for a `nftnl_*_nlmsg_build_payload` to complete.
+///
+/// # Safety
+/// `buf` must have room for one message of the maximum size (as a batch's buffer has).
+unsafe fn ipv4_header(
+    buf: *mut c_void,
+    kind: libc::c_int,
+    flags: libc::c_int,
+    seq: u32,
+) -> *mut libc::nlmsghdr {
+    // SAFETY: the caller guarantees the room; nftnl writes only the headers.
+    unsafe {
+        sys::nftnl_nlmsg_build_hdr(
+            buf as *mut c_char,
+            kind as u16,
+            NFPROTO_IPV4 as u16,
+            flags as u16,
+            seq,
+        )
+    }
+}
+
 // SAFETY: `write` builds exactly one NEWRULE message into the buffer the batch hands it.
 unsafe impl NlMsg for OwnedRule {
     unsafe fn write(&self, buf: *mut c_void, seq: u32, _msg_type: MsgType) {
         let flags = libc::NLM_F_CREATE | libc::NLM_F_APPEND | libc::NLM_F_EXCL | libc::NLM_F_ACK;
         // SAFETY: the batch guarantees `buf` has room for one message of the maximum size.
         unsafe {
-            let header = sys::nftnl_nlmsg_build_hdr(
-                buf as *mut c_char,
-                libc::NFT_MSG_NEWRULE as u16,
-                NFPROTO_IPV4 as u16,
-                flags as u16,
-                seq,
-            );
+            let header = ipv4_header(buf, libc::NFT_MSG_NEWRULE, flags, seq);
             sys::nftnl_rule_nlmsg_build_payload(header, self.0);
         }
     }
@@ -407,13 +424,7 @@ unsafe impl NlMsg for IntervalSet {
         let flags = libc::NLM_F_CREATE | libc::NLM_F_ACK;
         // SAFETY: the batch guarantees `buf` has room for one message of the maximum size.
         unsafe {
-            let header = sys::nftnl_nlmsg_build_hdr(
-                buf as *mut c_char,
-                libc::NFT_MSG_NEWSET as u16,
-                NFPROTO_IPV4 as u16,
-                flags as u16,
-                seq,
-            );
+            let header = ipv4_header(buf, libc::NFT_MSG_NEWSET, flags, seq);
             sys::nftnl_set_nlmsg_build_payload(header, self.0);
         }
     }
@@ -447,13 +458,7 @@ unsafe impl NlMsg for SetElements<'_> {
         // SAFETY: the batch guarantees `buf` has room for one message of the maximum size; the
         // iterator stops adding elements before the message outgrows it.
         unsafe {
-            let header = sys::nftnl_nlmsg_build_hdr(
-                buf as *mut c_char,
-                libc::NFT_MSG_NEWSETELEM as u16,
-                NFPROTO_IPV4 as u16,
-                flags as u16,
-                seq,
-            );
+            let header = ipv4_header(buf, libc::NFT_MSG_NEWSETELEM, flags, seq);
             let rc = sys::nftnl_set_elems_nlmsg_build_payload_iter(header, self.iter);
             self.more.set(rc > 0);
         }

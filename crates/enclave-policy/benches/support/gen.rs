@@ -3,25 +3,21 @@
 
 use std::fmt::Write as _;
 
-/// A small deterministic pseudo-random generator (SplitMix64), so that no seed leaks in.
+use enclave_testkit::TestRng;
+use rand_core::Rng as _;
+
+/// Draws from the shared seeded generator (`enclave-testkit`), so that no seed leaks in.
 #[derive(Debug)]
-pub struct Rng(u64);
+pub struct Rng(TestRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(TestRng(seed))
     }
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+    /// A number in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
 }
 

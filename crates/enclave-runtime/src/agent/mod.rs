@@ -74,7 +74,7 @@ async fn open_source(
 
 /// A random number from the operating system, for the first probe id.
 fn random_u64() -> u64 {
-    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+    rand_core::Rng::next_u64(&mut rand_core::UnwrapErr(getrandom::SysRng))
 }
 
 /// The selector's plan: each routed subnet and its candidates. Policy priorities are "lower

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rand_core::RngCore;
+use rand_core::Rng;
 
 /// The ceiling after the first failure.
 pub const FIRST: Duration = Duration::from_millis(500);
@@ -35,7 +35,7 @@ impl Backoff {
 
     /// Records a failed attempt and returns how long to wait before the next one, drawn from
     /// `rng` between [`FLOOR`] and the ceiling.
-    pub fn failed(&mut self, rng: &mut impl RngCore) -> Duration {
+    pub fn failed(&mut self, rng: &mut impl Rng) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let ceiling = self.ceiling();
         let span = u64::try_from((ceiling - FLOOR).as_millis()).unwrap_or(u64::MAX);
@@ -57,7 +57,7 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    // The tests are deterministic with the shared seeded generator; the agent passes `OsRng`.
+    // The tests are deterministic with the shared seeded generator; the agent passes the OS's (`getrandom::SysRng`).
     use enclave_testkit::TestRng;
 
     #[test]

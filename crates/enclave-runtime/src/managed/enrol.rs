@@ -125,7 +125,7 @@ pub async fn enrol(
     enrolment_key: &str,
     hostname: Option<&str>,
 ) -> Result<(PrivateKey, Enrolled), Error> {
-    let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
+    let key = enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng));
     let public_key = key.public_key().to_base64();
     let enrolled = enclave_control_proto::enrol(
         server,
@@ -225,7 +225,7 @@ mod tests {
         let path = dir.join("keys").join("private.key");
         check_key_path(&path, false).unwrap();
         assert!(!dir.exists(), "checking made a directory");
-        let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
+        let key = enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng));
         write_private_key(&path, &key).unwrap();
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&path).unwrap().permissions(),

@@ -207,7 +207,7 @@ impl Managed {
                     return;
                 }
             }
-            let wait = backoff.failed(&mut rand_core::OsRng);
+            let wait = backoff.failed(&mut rand_core::UnwrapErr(getrandom::SysRng));
             // A revocation was told as such; the next refusals are told as they come.
             let Some(why) = why else {
                 tokio::select! {
@@ -525,7 +525,8 @@ mod tests {
         fn new() -> Self {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path();
-            let key = enclave_wg::keys::generate_private_key(rand_core::OsRng);
+            let key =
+                enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng));
             enrol::write_private_key(&dir.join("private.key"), &key).unwrap();
             let text = format!(
                 "private_key_file = \"private.key\"\n[control]\nserver = \"https://127.0.0.1:1\"\nfingerprint = \"{}\"\nstate_dir = \"state\"\n",

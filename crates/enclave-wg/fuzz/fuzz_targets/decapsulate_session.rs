@@ -26,56 +26,38 @@
 
 use std::cell::RefCell;
 
-use enclave_wg::{Decapsulated, Device, Encapsulated};
+use enclave_testkit::Pair;
+use enclave_wg::{Decapsulated, Encapsulated};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "common.rs"]
-mod common;
-
-const A_ADDR: &str = "192.0.2.1:51820";
-const B_ADDR: &str = "192.0.2.2:51820";
 /// At most this many records of an input are played, and authentic messages kept.
 const MAX_RECORDS: usize = 256;
 
-struct Pair {
-    a: Device,
-    b: Device,
-    /// B's receiver index of the session, as A writes it into its transport messages.
+/// Devices A and B with a session between them, and B's receiver index of that session, as A
+/// writes it into its transport messages.
+struct Established {
+    pair: Pair,
     live_index: [u8; 4],
 }
 
-/// A handshake between A and B, started by a packet from A.
-fn established() -> Pair {
-    let (now, wall) = common::clocks();
-    let (a_addr, b_addr) = (common::addr(A_ADDR), common::addr(B_ADDR));
-    let mut a = common::device(1, 1, common::public(2), Some(B_ADDR), "10.0.0.2/32");
-    let mut b = common::device(2, 2, common::public(1), Some(A_ADDR), "10.0.0.1/32");
-    let mut out = vec![0u8; 2048];
+fn established() -> Established {
+    let mut pair = enclave_testkit::pair();
+    let (now, wall) = (pair.now, pair.wall);
     let packet = ipv4_packet(1, b"hello");
-    let queued = a.encapsulate(&packet, now, wall, &mut out);
-    assert!(matches!(queued, Encapsulated::Queued { .. }), "{queued:?}");
-    let mut live_index = None;
-    for _ in 0..3 {
-        while let Some(transmit) = a.poll_transmit() {
-            if transmit.payload.first() == Some(&4) {
-                live_index = Some([0, 1, 2, 3].map(|i| transmit.payload[4 + i]));
-            }
-            b.decapsulate(a_addr, &transmit.payload, now, wall, &mut out);
-        }
-        while let Some(transmit) = b.poll_transmit() {
-            a.decapsulate(b_addr, &transmit.payload, now, wall, &mut out);
-        }
-    }
-    while a.poll_event().is_some() || b.poll_event().is_some() {}
-    Pair {
-        a,
-        b,
-        live_index: live_index.expect("A sent its queued packet once the handshake completed"),
-    }
+    let mut datagram = vec![0u8; enclave_wg::encapsulated_len(packet.len())];
+    let Encapsulated::Send { len, .. } = pair.a.encapsulate(&packet, now, wall, &mut datagram)
+    else {
+        panic!("A has a live session");
+    };
+    let live_index = [4, 5, 6, 7].map(|i| datagram[i]);
+    let mut out = vec![0u8; 2048];
+    let delivered = pair.b.decapsulate(pair.a_addr, &datagram[..len], now, wall, &mut out);
+    assert!(matches!(delivered, Decapsulated::Deliver { .. }), "{delivered:?}");
+    Established { pair, live_index }
 }
 
 thread_local! {
-    static PAIR: RefCell<Pair> = RefCell::new(established());
+    static ESTABLISHED: RefCell<Established> = RefCell::new(established());
 }
 
 /// An authentic message of this input, and what became of it.
@@ -87,12 +69,13 @@ struct Sent {
 }
 
 fuzz_target!(|data: &[u8]| {
-    PAIR.with_borrow_mut(|pair| play(pair, data));
+    ESTABLISHED.with_borrow_mut(|established| play(established, data));
 });
 
-fn play(pair: &mut Pair, data: &[u8]) {
-    let (now, wall) = common::clocks();
-    let a_addr = common::addr(A_ADDR);
+fn play(established: &mut Established, data: &[u8]) {
+    let live_index = established.live_index;
+    let pair = &mut established.pair;
+    let (now, wall, a_addr) = (pair.now, pair.wall, pair.a_addr);
     let mut sent: Vec<Sent> = Vec::new();
     // The newest of this input's messages that B delivered: an older one may be refused (it
     // may have left the replay window), a newer one must be delivered.
@@ -117,7 +100,7 @@ fn play(pair: &mut Pair, data: &[u8]) {
                 let mut datagram = chunk.to_vec();
                 if op == 1 && datagram.len() >= 8 {
                     datagram[..4].copy_from_slice(&4u32.to_le_bytes());
-                    datagram[4..8].copy_from_slice(&pair.live_index);
+                    datagram[4..8].copy_from_slice(&live_index);
                 }
                 let outcome = pair.b.decapsulate(a_addr, &datagram, now, wall, &mut out);
                 assert!(
@@ -188,7 +171,7 @@ fn deliver(
     newest_delivered: &mut Option<usize>,
     out: &mut [u8],
 ) {
-    let (now, wall) = common::clocks();
+    let (now, wall) = (pair.now, pair.wall);
     let message = &mut sent[which];
     let mut datagram = message.datagram.clone();
     // Only the 3 reserved bytes after the type are not authenticated (the AEAD covers the
@@ -201,7 +184,7 @@ fn deliver(
     }
     let outcome = pair
         .b
-        .decapsulate(common::addr(A_ADDR), &datagram, now, wall, out);
+        .decapsulate(pair.a_addr, &datagram, now, wall, out);
     let delivered = matches!(outcome, Decapsulated::Deliver { .. });
     if !authentic || message.delivered || !message.allowed {
         assert!(

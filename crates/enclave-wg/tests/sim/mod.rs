@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use enclave_wg::{
     Decapsulated, Device, DropReason, Encapsulated, Event, PeerConfig, PrivateKey, PublicKey,
 };
-use rand_core::RngCore;
+use rand_core::Rng;
 
 /// The seeded generator, shared with the vector-capture example (crate `enclave-testkit`).
 pub use enclave_testkit::TestRng;
