@@ -30,6 +30,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use imbl::ordmap::DiffItem;
+
 use crate::model::{Network, System};
 
 /// The systems whose views a change can have changed.
@@ -96,41 +98,16 @@ pub fn affected_shared(before: &Arc<Network>, after: &Arc<Network>) -> Affected 
     affected(before, after)
 }
 
-/// Names of the systems added, removed or changed, walking both maps in their order.
+/// Names of the systems added, removed or changed (the persistent maps skip what they share).
 fn changed_systems(before: &Network, after: &Network) -> Vec<String> {
-    let mut changed = Vec::new();
-    let mut old = before.systems.iter().peekable();
-    let mut new = after.systems.iter().peekable();
-    loop {
-        match (old.peek(), new.peek()) {
-            (None, None) => return changed,
-            (Some((name, _)), None) => {
-                changed.push((*name).clone());
-                old.next();
-            }
-            (None, Some((name, _))) => {
-                changed.push((*name).clone());
-                new.next();
-            }
-            (Some((a, x)), Some((b, y))) => match a.cmp(b) {
-                std::cmp::Ordering::Less => {
-                    changed.push((*a).clone());
-                    old.next();
-                }
-                std::cmp::Ordering::Greater => {
-                    changed.push((*b).clone());
-                    new.next();
-                }
-                std::cmp::Ordering::Equal => {
-                    if x != y {
-                        changed.push((*a).clone());
-                    }
-                    old.next();
-                    new.next();
-                }
-            },
-        }
-    }
+    before
+        .systems
+        .diff(&after.systems)
+        .map(|item| match item {
+            DiffItem::Add(name, _) | DiffItem::Remove(name, _) => name.clone(),
+            DiffItem::Update { new: (name, _), .. } => name.clone(),
+        })
+        .collect()
 }
 
 /// Systems by tag, enabled or not: who a policy's tags can bring into a view.

@@ -880,8 +880,13 @@ proptest! {
             apply(&mut after, change);
         }
         let affected = enclave_policy::affected(&before, &after);
+        // The compiler of the network after, its index updated from the one before.
+        let shared = enclave_policy::SharedCompiler::new(std::sync::Arc::new(before.clone()))
+            .next(std::sync::Arc::new(after.clone()));
         for name in after.systems.keys() {
             let new = compiled(&after, name)?;
+            let incremental = shared.compile(name).ok();
+            prop_assert_eq!(incremental.as_ref(), Some(&new));
             let old = enclave_policy::compile(&before, name).ok();
             if old.as_ref() != Some(&new) {
                 prop_assert!(

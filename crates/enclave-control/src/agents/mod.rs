@@ -100,8 +100,8 @@ pub struct Snapshot {
     /// validate (never committed so, but a database edited by hand could hold it): then
     /// nobody is sent anything new.
     compiler: Option<SharedCompiler>,
-    /// System names by public key (decoded).
-    by_key: HashMap<[u8; 32], String>,
+    /// System names by public key (decoded), persistent: the next snapshot updates a copy.
+    by_key: imbl::HashMap<[u8; 32], String>,
     /// The last steps of the revision up to this one, oldest first, with the views each can
     /// have changed.
     history: Vec<Step>,
@@ -142,8 +142,68 @@ impl Snapshot {
     /// The snapshot of `state`, whose definition validated to `validated` when given (by the
     /// commit that made it); validates it otherwise.
     pub fn with_network(state: Arc<State>, validated: Option<Arc<Network>>) -> Self {
-        let network = match validated.map_or_else(
-            || definition::validate(&state).map(|valid| Arc::new(valid.network)),
+        let network = Self::network_of(&state, validated);
+        let by_key = state
+            .systems
+            .values()
+            .filter_map(|s| Some((key_bytes(&s.public_key)?, s.name.clone())))
+            .collect();
+        Self {
+            state,
+            compiler: network.map(SharedCompiler::new),
+            by_key,
+            history: Vec::new(),
+        }
+    }
+
+    /// The snapshot of `state` (whose definition validated to `validated`, when given), the
+    /// revision after `previous`: its keys and its compiler's index are `previous`'s, updated
+    /// for the systems that differ (the persistent maps skip what the states share), so that
+    /// it costs the change, not the network; and it [`follows`](Snapshot::follows) `previous`.
+    pub fn following(
+        previous: &Snapshot,
+        state: Arc<State>,
+        validated: Option<Arc<Network>>,
+    ) -> Self {
+        use imbl::ordmap::DiffItem;
+        let network = Self::network_of(&state, validated);
+        let mut by_key = previous.by_key.clone();
+        for item in previous.state.systems.diff(&state.systems) {
+            let (old, new) = match item {
+                DiffItem::Add(_, new) => (None, Some(new)),
+                DiffItem::Remove(_, old) => (Some(old), None),
+                DiffItem::Update {
+                    old: (_, old),
+                    new: (_, new),
+                } => (Some(old), Some(new)),
+            };
+            if let Some(key) = old.and_then(|s| key_bytes(&s.public_key)) {
+                by_key.remove(&key);
+            }
+            if let Some(new) = new {
+                if let Some(key) = key_bytes(&new.public_key) {
+                    by_key.insert(key, new.name.clone());
+                }
+            }
+        }
+        let compiler = network.map(|network| match &previous.compiler {
+            Some(before) => before.next(network),
+            None => SharedCompiler::new(network),
+        });
+        let mut snapshot = Self {
+            state,
+            compiler,
+            by_key,
+            history: Vec::new(),
+        };
+        snapshot.follows(previous);
+        snapshot
+    }
+
+    /// The network of `state`: `validated`, or validated now; `None` if it does not validate.
+    fn network_of(state: &State, validated: Option<Arc<Network>>) -> Option<Arc<Network>> {
+        match validated.map_or_else(
+            || definition::validate(state).map(|valid| Arc::new(valid.network)),
             Ok,
         ) {
             Ok(network) => Some(network),
@@ -155,17 +215,6 @@ impl Snapshot {
                 );
                 None
             }
-        };
-        let by_key = state
-            .systems
-            .values()
-            .filter_map(|s| Some((key_bytes(&s.public_key)?, s.name.clone())))
-            .collect();
-        Self {
-            state,
-            compiler: network.map(SharedCompiler::new),
-            by_key,
-            history: Vec::new(),
         }
     }
 
@@ -524,11 +573,11 @@ impl Hub {
             return;
         }
         let validated = self.service.validated(state.revision);
-        let mut snapshot = Snapshot::with_network(Arc::clone(&state), validated);
         let previous = self.snapshot.borrow().clone();
-        if let Some(previous) = previous {
-            snapshot.follows(&previous);
-        }
+        let snapshot = match previous {
+            Some(previous) => Snapshot::following(&previous, Arc::clone(&state), validated),
+            None => Snapshot::with_network(Arc::clone(&state), validated),
+        };
         if let Some(compiler) = &snapshot.compiler {
             self.service
                 .remember(state.revision, Arc::clone(compiler.network()));

@@ -244,8 +244,9 @@ fn views_kept_without_compiling_are_the_views_a_full_compile_gives() {
     for command in commands {
         let what = format!("{command:?}");
         let next = apply(&state, command);
-        let mut following = snapshot(&next);
-        following.follows(&previous);
+        let following = Snapshot::following(&previous, Arc::new(next.clone()), None);
+        // Its keys, updated from the snapshot before, are the ones a snapshot of its own has.
+        assert_eq!(following.by_key, snapshot(&next).by_key, "after {what}");
         for (k, last) in keys.iter().zip(&mut last) {
             let name = following.system_of(k).unwrap().to_owned();
             if following.unchanged_since(&name, state.revision) {
