@@ -227,6 +227,12 @@ impl Snapshot {
             }
             _ => Affected::All,
         };
+        // A set naming most systems is kept as `All`: the steps of a snapshot's history then
+        // never hold 10,000 names each (a gateway's edit), and most connections compile anyway.
+        let affected = match affected {
+            Affected::Systems(names) if names.len() > self.state.systems.len() / 2 => Affected::All,
+            other => other,
+        };
         let keep = previous.history.len().saturating_sub(HISTORY - 1);
         self.history = previous.history[keep..].to_vec();
         self.history.push(Step {
