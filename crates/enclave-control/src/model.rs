@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 /// Seconds since the Unix epoch (UTC). The core never reads the clock; callers pass it.
 pub type UnixTime = i64;
 
+/// Systems by name, in name order. A persistent B-tree (`imbl::OrdMap`): a clone shares the
+/// whole tree and a change copies only the path to the entry it changes, so the core, which
+/// copies the state for every command, does not copy 10,000 systems to enrol one.
+pub type Systems = imbl::OrdMap<String, ManagedSystem>;
+
 /// The whole managed network at one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct State {
@@ -21,8 +26,9 @@ pub struct State {
     pub revision: i64,
     /// The `[network]` table.
     pub settings: Settings,
-    /// Systems by name.
-    pub systems: BTreeMap<String, ManagedSystem>,
+    /// Systems by name, in a persistent map: copying the state for a command shares every
+    /// system it does not touch (see [`Systems`]).
+    pub systems: Systems,
     /// Tags with trust requirements, by name.
     pub tags: BTreeMap<String, TagDoc>,
     /// Trust requirements by name.

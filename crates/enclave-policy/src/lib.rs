@@ -92,6 +92,7 @@
 
 #![warn(missing_docs)]
 
+mod affected;
 mod diag;
 mod explain;
 mod internet;
@@ -103,6 +104,7 @@ mod trust;
 mod validate;
 mod view;
 
+pub use affected::{affected, affected_shared, Affected};
 pub use diag::{Diagnostic, Severity};
 pub use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
 pub use explain::{explain, Denial, Explanation, Finding, FindingOutcome, Query, Verdict};

@@ -15,8 +15,11 @@ pub struct Network {
     pub overlay: Ipv4Net,
     /// Persistent keepalive for every tunnel, in seconds (`None`: off).
     pub keepalive: Option<u16>,
-    /// Systems by name.
-    pub systems: BTreeMap<String, System>,
+    /// Systems by name, in name order, in a persistent map (`imbl::OrdMap`): a copy of the
+    /// network shares every system it does not change, so a control server that changes one
+    /// system of 10,000 copies a path of the tree, not the systems; and [`crate::affected`]
+    /// skips what two networks share.
+    pub systems: imbl::OrdMap<String, System>,
     /// Tags that carry trust requirements, by name. A tag needs no entry to be used.
     pub tags: BTreeMap<String, Tag>,
     /// Trust requirements by name.

@@ -203,7 +203,7 @@ impl Checker<'_, '_> {
         let network = Network {
             overlay,
             keepalive,
-            systems,
+            systems: systems.into_iter().collect(),
             tags,
             trust_requirements,
             direct_policies,

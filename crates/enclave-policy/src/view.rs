@@ -290,25 +290,50 @@ impl<'n> Carriers<'n> for TagIndex<'n> {
 }
 
 /// Names of systems by tag: the same index, owning its data, so that it can live beside the
-/// network it indexes (in a [`SharedCompiler`]). A carrier costs one more lookup by name.
-#[derive(Debug)]
+/// network it indexes (in a [`SharedCompiler`]). A carrier costs one more lookup by name. The
+/// names are persistent sets, so that the index of the next version of a network is this one
+/// copied (one set per tag, shared) and updated for the systems that changed.
+#[derive(Debug, Clone)]
 struct NameIndex {
     // Only looked up, never iterated: its order cannot leak.
-    by_tag: HashMap<String, Vec<String>>,
+    by_tag: HashMap<String, imbl::OrdSet<String>>,
 }
 
 impl NameIndex {
     fn new(net: &Network) -> Self {
-        let mut by_tag: HashMap<String, Vec<String>> = HashMap::new();
-        for system in net.systems.values().filter(|s| s.enabled) {
+        let mut index = Self {
+            by_tag: HashMap::new(),
+        };
+        for system in net.systems.values() {
+            index.add(system);
+        }
+        index
+    }
+
+    /// Indexes `system` (when enabled: only enabled systems carry their tags).
+    fn add(&mut self, system: &System) {
+        if system.enabled {
             for tag in &system.tags {
-                by_tag
+                self.by_tag
                     .entry(tag.clone())
                     .or_default()
-                    .push(system.name.clone());
+                    .insert(system.name.clone());
             }
         }
-        Self { by_tag }
+    }
+
+    /// Forgets `system`, as [`NameIndex::add`] indexed it.
+    fn remove(&mut self, system: &System) {
+        if system.enabled {
+            for tag in &system.tags {
+                if let Some(names) = self.by_tag.get_mut(tag) {
+                    names.remove(&system.name);
+                    if names.is_empty() {
+                        self.by_tag.remove(tag);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -515,6 +540,29 @@ impl SharedCompiler {
     /// The network.
     pub fn network(&self) -> &Arc<Network> {
         &self.net
+    }
+
+    /// The compiler of `net`, a later version of this compiler's network: this one's index
+    /// updated for the systems that differ (the persistent maps skip what the networks
+    /// share), the index [`SharedCompiler::new`] would build. Costs the change, not the
+    /// network.
+    pub fn next(&self, net: Arc<Network>) -> Self {
+        use imbl::ordmap::DiffItem;
+        let mut index = self.index.clone();
+        for item in self.net.systems.diff(&net.systems) {
+            match item {
+                DiffItem::Add(_, system) => index.add(system),
+                DiffItem::Remove(_, system) => index.remove(system),
+                DiffItem::Update {
+                    old: (_, old),
+                    new: (_, new),
+                } => {
+                    index.remove(old);
+                    index.add(new);
+                }
+            }
+        }
+        Self { net, index }
     }
 
     /// The view of the system named `system`.

@@ -733,3 +733,172 @@ proptest! {
         }
     }
 }
+
+/// One change to a network, as an edit through the control server makes it.
+#[derive(Debug, Clone)]
+enum Change {
+    /// A system's tags, `enabled` and gateway settings replaced.
+    Replace(usize, GenSystem),
+    /// A system's endpoint set.
+    Endpoint(usize),
+    /// A system's address moved.
+    Address(usize),
+    /// A system removed.
+    Remove(usize),
+    /// A system added.
+    Add(GenSystem),
+    /// A system renamed.
+    Rename(usize),
+    /// A pre-shared key added between two systems.
+    PresharedKey(usize, usize),
+    /// A policy switched on or off.
+    TogglePolicy(usize),
+    /// A tag given a trust requirement.
+    TagTrust(usize),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    let i = 0..KEYS.len();
+    prop_oneof![
+        (i.clone(), system()).prop_map(|(i, s)| Change::Replace(i, s)),
+        i.clone().prop_map(Change::Endpoint),
+        i.clone().prop_map(Change::Address),
+        i.clone().prop_map(Change::Remove),
+        system().prop_map(Change::Add),
+        i.clone().prop_map(Change::Rename),
+        (i.clone(), i).prop_map(|(a, b)| Change::PresharedKey(a, b)),
+        (0usize..6).prop_map(Change::TogglePolicy),
+        (0..TAGS.len()).prop_map(Change::TagTrust),
+    ]
+}
+
+/// The name of the `i`-th system of `net` (wrapping), if it has any.
+fn nth(net: &Network, i: usize) -> Option<String> {
+    let len = net.systems.len();
+    (len > 0).then(|| net.systems.keys().nth(i % len).cloned())?
+}
+
+fn settings_of(g: &GenGateway) -> enclave_policy::GatewaySettings {
+    let nets = |list: &[usize]| {
+        list.iter()
+            .map(|n| SUBNETS[*n].parse().expect("pool"))
+            .collect()
+    };
+    enclave_policy::GatewaySettings {
+        allowed: g.allowed,
+        subnets: nets(&g.subnets),
+        removed: nets(&g.removed),
+        auto_discover: g.auto_discover,
+        priority: g.priority,
+    }
+}
+
+fn apply(net: &mut Network, change: &Change) {
+    match change {
+        Change::Replace(i, with) => {
+            if let Some(system) = nth(net, *i).and_then(|n| net.systems.get_mut(&n)) {
+                system.tags = with.tags.iter().map(|t| TAGS[*t].to_owned()).collect();
+                system.enabled = with.enabled;
+                system.gateway = with.gateway.as_ref().map(settings_of);
+            }
+        }
+        Change::Endpoint(i) => {
+            if let Some(system) = nth(net, *i).and_then(|n| net.systems.get_mut(&n)) {
+                system.endpoint = Some("192.0.2.7:51820".parse().expect("literal"));
+            }
+        }
+        Change::Address(i) => {
+            if let Some(system) = nth(net, *i).and_then(|n| net.systems.get_mut(&n)) {
+                system.address = std::net::Ipv4Addr::new(100, 64, 1, 200);
+            }
+        }
+        Change::Remove(i) => {
+            if let Some(name) = nth(net, *i) {
+                net.systems.remove(&name);
+            }
+        }
+        Change::Add(with) => {
+            let system = enclave_policy::System {
+                name: "added".into(),
+                public_key: "Ag3QnIZ2Y6vxvJZh5n8fWl6TqkL1C6dFQn0xV9m7kEw=".into(),
+                address: std::net::Ipv4Addr::new(100, 64, 2, 1),
+                tags: with.tags.iter().map(|t| TAGS[*t].to_owned()).collect(),
+                endpoint: None,
+                enabled: with.enabled,
+                gateway: with.gateway.as_ref().map(settings_of),
+            };
+            net.systems.insert(system.name.clone(), system);
+        }
+        Change::Rename(i) => {
+            if let Some(mut system) = nth(net, *i).and_then(|n| net.systems.remove(&n)) {
+                system.name = format!("{}-renamed", system.name);
+                net.systems.insert(system.name.clone(), system);
+            }
+        }
+        Change::PresharedKey(a, b) => {
+            if let (Some(a), Some(b)) = (nth(net, *a), nth(net, *b)) {
+                net.preshared_keys.push(enclave_policy::PresharedKey {
+                    systems: [a, b],
+                    file: "/etc/enclave/psk".into(),
+                });
+            }
+        }
+        Change::TogglePolicy(i) => {
+            let name = format!("p{i}");
+            if let Some(p) = net.gateway_policies.get_mut(&name) {
+                p.enabled = !p.enabled;
+            } else if let Some(p) = net.direct_policies.get_mut(&name) {
+                p.enabled = !p.enabled;
+            }
+        }
+        Change::TagTrust(t) => {
+            let tag = TAGS[*t];
+            net.tags.insert(
+                tag.to_owned(),
+                enclave_policy::Tag {
+                    name: tag.to_owned(),
+                    trust: vec!["somewhere".into()],
+                },
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Compiling only the views `affected` names gives what compiling every view gives: every
+    /// view that differs after a few changes is in the set.
+    #[test]
+    fn incremental_views_match_compiling_all(
+        (systems, policies) in definition(),
+        changes in proptest::collection::vec(change(), 1..4),
+    ) {
+        let before = load_generated(&render(&systems, &policies, false))?;
+        let mut after = before.clone();
+        for change in &changes {
+            apply(&mut after, change);
+        }
+        let affected = enclave_policy::affected(&before, &after);
+        // The compiler of the network after, its index updated from the one before.
+        let shared = enclave_policy::SharedCompiler::new(std::sync::Arc::new(before.clone()))
+            .next(std::sync::Arc::new(after.clone()));
+        for name in after.systems.keys() {
+            let new = compiled(&after, name)?;
+            let incremental = shared.compile(name).ok();
+            prop_assert_eq!(incremental.as_ref(), Some(&new));
+            let old = enclave_policy::compile(&before, name).ok();
+            if old.as_ref() != Some(&new) {
+                prop_assert!(
+                    affected.contains(name),
+                    "the view of {name} changed but {affected:?} leaves it out after {changes:?}"
+                );
+            }
+        }
+        // Nothing changed, nothing affected.
+        prop_assert_eq!(
+            enclave_policy::affected(&before, &before.clone()),
+            enclave_policy::Affected::Systems(BTreeSet::new())
+        );
+    }
+}

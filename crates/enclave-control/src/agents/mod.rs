@@ -9,6 +9,14 @@
 //! `pending`, or `revoked` (then the connection closes). The serial of a view is the revision
 //! it was compiled at, so it only grows.
 //!
+//! Views are compiled incrementally: each snapshot carries, for the last [`HISTORY`] steps of
+//! the revision, which systems' views each step can have changed
+//! ([`enclave_policy::affected`], plain code that compares the networks before and after). A
+//! connection whose view was current at an earlier revision, and whose system no step since
+//! then names, keeps its view without compiling it: a revoke recompiles the revoked system and
+//! its peers, not all 10,000 views. A connection that cannot follow the chain (it fell behind
+//! more than [`HISTORY`] steps, or two refreshes raced) compiles and compares hashes as before.
+//!
 //! The hub also keeps presence: which agents are connected here and what they reported (in
 //! memory, for the API), and in the store, apart from the revision, where each agent is
 //! connected and when it was last heard from (so a second server and a restarted one know).
@@ -29,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use enclave_control_proto::message::{Pending, Reason, Report, ServerMessage};
-use enclave_policy::{Network, SharedCompiler};
+use enclave_policy::{Affected, Network, SharedCompiler};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -42,12 +50,20 @@ use crate::service::Service;
 /// How often this server writes that its agents are still connected.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// At most this many presence rows are written in one transaction. Presence goes through one
+/// writer task in chunks of this size, so that a command waiting for SQLite's single connection
+/// waits for one chunk (a few milliseconds), never for the rows of 10,000 agents.
+pub const PRESENCE_CHUNK: usize = 200;
+
 /// A presence row not refreshed for this long is stale: its server died.
 pub const PRESENCE_STALE: Duration = Duration::from_secs(3 * 30);
 
 /// How often the revision is looked at even without a commit or a notification (a safety net
 /// for a lost `LISTEN` connection).
 const POLL: Duration = Duration::from_secs(5);
+
+/// How many steps of the revision a snapshot remembers the affected views of.
+pub const HISTORY: usize = 64;
 
 /// The settings of the agents' side.
 #[derive(Debug, Clone)]
@@ -88,8 +104,19 @@ pub struct Snapshot {
     /// validate (never committed so, but a database edited by hand could hold it): then
     /// nobody is sent anything new.
     compiler: Option<SharedCompiler>,
-    /// System names by public key (decoded).
-    by_key: HashMap<[u8; 32], String>,
+    /// System names by public key (decoded), persistent: the next snapshot updates a copy.
+    by_key: imbl::HashMap<[u8; 32], String>,
+    /// The last steps of the revision up to this one, oldest first, with the views each can
+    /// have changed.
+    history: Vec<Step>,
+}
+
+/// One step of the revision, as the agents' side saw it, and the views it can have changed.
+#[derive(Debug, Clone)]
+struct Step {
+    from: i64,
+    to: i64,
+    affected: Arc<Affected>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -119,8 +146,68 @@ impl Snapshot {
     /// The snapshot of `state`, whose definition validated to `validated` when given (by the
     /// commit that made it); validates it otherwise.
     pub fn with_network(state: Arc<State>, validated: Option<Arc<Network>>) -> Self {
-        let network = match validated.map_or_else(
-            || definition::validate(&state).map(|valid| Arc::new(valid.network)),
+        let network = Self::network_of(&state, validated);
+        let by_key = state
+            .systems
+            .values()
+            .filter_map(|s| Some((key_bytes(&s.public_key)?, s.name.clone())))
+            .collect();
+        Self {
+            state,
+            compiler: network.map(SharedCompiler::new),
+            by_key,
+            history: Vec::new(),
+        }
+    }
+
+    /// The snapshot of `state` (whose definition validated to `validated`, when given), the
+    /// revision after `previous`: its keys and its compiler's index are `previous`'s, updated
+    /// for the systems that differ (the persistent maps skip what the states share), so that
+    /// it costs the change, not the network; and it [`follows`](Snapshot::follows) `previous`.
+    pub fn following(
+        previous: &Snapshot,
+        state: Arc<State>,
+        validated: Option<Arc<Network>>,
+    ) -> Self {
+        use imbl::ordmap::DiffItem;
+        let network = Self::network_of(&state, validated);
+        let mut by_key = previous.by_key.clone();
+        for item in previous.state.systems.diff(&state.systems) {
+            let (old, new) = match item {
+                DiffItem::Add(_, new) => (None, Some(new)),
+                DiffItem::Remove(_, old) => (Some(old), None),
+                DiffItem::Update {
+                    old: (_, old),
+                    new: (_, new),
+                } => (Some(old), Some(new)),
+            };
+            if let Some(key) = old.and_then(|s| key_bytes(&s.public_key)) {
+                by_key.remove(&key);
+            }
+            if let Some(new) = new {
+                if let Some(key) = key_bytes(&new.public_key) {
+                    by_key.insert(key, new.name.clone());
+                }
+            }
+        }
+        let compiler = network.map(|network| match &previous.compiler {
+            Some(before) => before.next(network),
+            None => SharedCompiler::new(network),
+        });
+        let mut snapshot = Self {
+            state,
+            compiler,
+            by_key,
+            history: Vec::new(),
+        };
+        snapshot.follows(previous);
+        snapshot
+    }
+
+    /// The network of `state`: `validated`, or validated now; `None` if it does not validate.
+    fn network_of(state: &State, validated: Option<Arc<Network>>) -> Option<Arc<Network>> {
+        match validated.map_or_else(
+            || definition::validate(state).map(|valid| Arc::new(valid.network)),
             Ok,
         ) {
             Ok(network) => Some(network),
@@ -132,17 +219,44 @@ impl Snapshot {
                 );
                 None
             }
-        };
-        let by_key = state
-            .systems
-            .values()
-            .filter_map(|s| Some((key_bytes(&s.public_key)?, s.name.clone())))
-            .collect();
-        Self {
-            state,
-            compiler: network.map(SharedCompiler::new),
-            by_key,
         }
+    }
+
+    /// Records the step from `previous` to this snapshot: which views it can have changed
+    /// (all of them when either network did not validate), after `previous`'s own history.
+    pub fn follows(&mut self, previous: &Snapshot) {
+        let affected = match (&previous.compiler, &self.compiler) {
+            (Some(before), Some(after)) => {
+                enclave_policy::affected_shared(before.network(), after.network())
+            }
+            _ => Affected::All,
+        };
+        // A set naming most systems is kept as `All`: the steps of a snapshot's history then
+        // never hold 10,000 names each (a gateway's edit), and most connections compile anyway.
+        let affected = match affected {
+            Affected::Systems(names) if names.len() > self.state.systems.len() / 2 => Affected::All,
+            other => other,
+        };
+        let keep = previous.history.len().saturating_sub(HISTORY - 1);
+        self.history = previous.history[keep..].to_vec();
+        self.history.push(Step {
+            from: previous.revision(),
+            to: self.revision(),
+            affected: Arc::new(affected),
+        });
+    }
+
+    /// Whether the view of `system` here is the one it had at revision `at`: every step from
+    /// `at` to this revision is known, and none can have changed that view.
+    fn unchanged_since(&self, system: &str, at: i64) -> bool {
+        let mut current = at;
+        for step in self.history.iter().filter(|s| s.to > at) {
+            if step.from != current || step.affected.contains(system) {
+                return false;
+            }
+            current = step.to;
+        }
+        current == self.revision()
     }
 
     /// The revision.
@@ -161,15 +275,23 @@ impl Snapshot {
 pub(crate) enum Sent {
     /// `pending`.
     Pending,
-    /// A view, by the SHA-256 of its JSON.
-    View([u8; 32]),
+    /// A view, by the SHA-256 of its JSON, and the revision of the latest snapshot known to
+    /// give that same view.
+    View {
+        /// The hash.
+        hash: [u8; 32],
+        /// The revision.
+        at: i64,
+    },
 }
 
 /// What to do for one agent at a new snapshot.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// Its view is unchanged.
+    /// Nothing to send.
     Nothing,
+    /// Its view is unchanged at this snapshot: remember this instead (a later revision).
+    Keep(Sent),
     /// Send this and remember what was sent.
     Send(ServerMessage, Sent),
     /// Send this frame (a `view` message, already JSON: the view is serialised once, for its
@@ -215,6 +337,12 @@ pub(crate) fn decide(snapshot: &Snapshot, key: &[u8; 32], last: Option<Sent>) ->
             let Some(compiler) = &snapshot.compiler else {
                 return Decision::Nothing;
             };
+            let revision = snapshot.revision();
+            if let Some(Sent::View { hash, at }) = last {
+                if snapshot.unchanged_since(&system.name, at) {
+                    return Decision::Keep(Sent::View { hash, at: revision });
+                }
+            }
             let view = match compiler.compile(&system.name) {
                 Ok(view) => view,
                 Err(e) => {
@@ -226,14 +354,15 @@ pub(crate) fn decide(snapshot: &Snapshot, key: &[u8; 32], last: Option<Sent>) ->
                 return Decision::Nothing;
             };
             let hash: [u8; 32] = Sha256::digest(&json).into();
-            if last == Some(Sent::View(hash)) {
-                return Decision::Nothing;
+            let sent = Sent::View { hash, at: revision };
+            if matches!(last, Some(Sent::View { hash: before, .. }) if before == hash) {
+                return Decision::Keep(sent);
             }
-            let serial = u64::try_from(snapshot.revision()).unwrap_or(0);
+            let serial = u64::try_from(revision).unwrap_or(0);
             Decision::View {
                 frame: view_frame(serial, &json),
                 serial,
-                sent: Sent::View(hash),
+                sent,
             }
         }
     }
@@ -347,6 +476,10 @@ pub struct Hub {
     /// Counts what the portal may show differently: agents connecting, disconnecting or
     /// reporting here, and new snapshots.
     changes: watch::Sender<u64>,
+    /// Presence rows waiting for the writer, by public key (a later row replaces an earlier).
+    presence: Mutex<HashMap<String, Presence>>,
+    /// Wakes the presence writer.
+    presence_queued: tokio::sync::Notify,
 }
 
 impl Hub {
@@ -364,6 +497,8 @@ impl Hub {
             stop: watch::Sender::new(false),
             endpoints: endpoints::Recorder::default(),
             changes: watch::Sender::new(0),
+            presence: Mutex::new(HashMap::new()),
+            presence_queued: tokio::sync::Notify::new(),
         }
     }
 
@@ -392,6 +527,7 @@ impl Hub {
         };
         tokio::spawn(Arc::clone(self).follow(listen));
         tokio::spawn(Arc::clone(self).heartbeat());
+        tokio::spawn(Arc::clone(self).presence_writer());
         tokio::spawn(Arc::clone(self).janitor());
         tokio::spawn(Arc::clone(self).record_endpoints());
     }
@@ -405,11 +541,12 @@ impl Hub {
     /// here (so other servers do not wait for the rows to go stale). A store that is down is
     /// not waited for.
     pub async fn shutdown(&self) {
-        let rows: Vec<Presence> = self
-            .agents()
-            .values()
-            .map(|a| self.presence_row(a, false))
-            .collect();
+        let mut rows: HashMap<String, Presence> = std::mem::take(&mut *self.presence_queue());
+        for agent in self.agents().values() {
+            let row = self.presence_row(agent, false);
+            rows.insert(row.public_key.clone(), row);
+        }
+        let rows: Vec<Presence> = rows.into_values().collect();
         let write = self.service.store().put_presence(&rows);
         if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), write).await {
             tracing::debug!(error = %e, "cannot record the agents' disconnection");
@@ -459,7 +596,11 @@ impl Hub {
             return;
         }
         let validated = self.service.validated(state.revision);
-        let snapshot = Snapshot::with_network(Arc::clone(&state), validated);
+        let previous = self.snapshot.borrow().clone();
+        let snapshot = match previous {
+            Some(previous) => Snapshot::following(&previous, Arc::clone(&state), validated),
+            None => Snapshot::with_network(Arc::clone(&state), validated),
+        };
         if let Some(compiler) = &snapshot.compiler {
             self.service
                 .remember(state.revision, Arc::clone(compiler.network()));
@@ -546,7 +687,7 @@ impl Hub {
         }
     }
 
-    /// Writes every connected agent's presence now and then.
+    /// Queues every connected agent's presence now and then.
     async fn heartbeat(self: Arc<Self>) {
         let mut stop = self.stopping();
         loop {
@@ -554,13 +695,51 @@ impl Hub {
                 () = tokio::time::sleep(PRESENCE_INTERVAL) => {}
                 _ = stop.changed() => return,
             }
-            let rows: Vec<Presence> = self
-                .agents()
-                .values()
-                .map(|a| self.presence_row(a, true))
-                .collect();
-            if let Err(e) = self.service.store().put_presence(&rows).await {
-                tracing::debug!(error = %e, "cannot write presence");
+            // Queued under the agents' lock: an agent that disconnects meanwhile queues its
+            // last row after this one, never before (which would mark it connected again).
+            let agents = self.agents();
+            self.queue_presence(agents.values().map(|a| self.presence_row(a, true)));
+            drop(agents);
+        }
+    }
+
+    fn presence_queue(&self) -> MutexGuard<'_, HashMap<String, Presence>> {
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues presence rows for the writer.
+    fn queue_presence(&self, rows: impl IntoIterator<Item = Presence>) {
+        let mut queue = self.presence_queue();
+        for row in rows {
+            queue.insert(row.public_key.clone(), row);
+        }
+        drop(queue);
+        self.presence_queued.notify_one();
+    }
+
+    /// Writes queued presence rows, [`PRESENCE_CHUNK`] per transaction, letting whoever waits
+    /// for the database in between (a command, on SQLite's single connection). Rows that fail
+    /// are dropped: the next heartbeat writes them again.
+    async fn presence_writer(self: Arc<Self>) {
+        let mut stop = self.stopping();
+        loop {
+            tokio::select! {
+                () = self.presence_queued.notified() => {}
+                _ = stop.changed() => return,
+            }
+            loop {
+                let chunk: Vec<Presence> = {
+                    let mut queue = self.presence_queue();
+                    let keys: Vec<String> = queue.keys().take(PRESENCE_CHUNK).cloned().collect();
+                    keys.iter().filter_map(|k| queue.remove(k)).collect()
+                };
+                if chunk.is_empty() {
+                    break;
+                }
+                if let Err(e) = self.service.store().put_presence(&chunk).await {
+                    tracing::debug!(error = %e, rows = chunk.len(), "cannot write presence");
+                }
+                tokio::task::yield_now().await;
             }
         }
     }
@@ -576,13 +755,8 @@ impl Hub {
         }
     }
 
-    fn write_presence(self: &Arc<Self>, row: Presence) {
-        let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(e) = hub.service.store().put_presence(&[row]).await {
-                tracing::debug!(error = %e, "cannot write presence");
-            }
-        });
+    fn write_presence(&self, row: Presence) {
+        self.queue_presence([row]);
     }
 
     /// Registers an authenticated agent.

@@ -259,6 +259,7 @@ where
                 let Some(snapshot) = snapshots.borrow_and_update().clone() else { continue };
                 match decide(&snapshot, &agent.key, last) {
                     Decision::Nothing => {}
+                    Decision::Keep(sent) => last = Some(sent),
                     Decision::Send(message, sent) => {
                         if let Some(name) = snapshot.system_of(&agent.key) {
                             name.clone_into(&mut agent.live().system);

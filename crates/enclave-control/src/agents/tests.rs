@@ -62,7 +62,7 @@ fn an_agent_gets_its_view_once_with_the_revision_as_serial() {
     assert!(update.view.peers.contains_key("menlo-gw-1"));
     assert!(matches!(
         decide(&snapshot(&state), &key(LAPTOP), Some(sent)),
-        Decision::Nothing
+        Decision::Keep(kept) if kept == sent
     ));
 }
 
@@ -84,9 +84,18 @@ fn a_change_that_leaves_a_view_alone_sends_nothing_to_that_agent() {
         }),
     );
     assert!(next.revision > state.revision);
+    // Compiled and compared (the snapshot knows nothing of the step)...
     assert!(matches!(
         decide(&snapshot(&next), &key(LAPTOP), Some(sent)),
-        Decision::Nothing
+        Decision::Keep(Sent::View { at, .. }) if at == next.revision
+    ));
+    // ... or known unchanged without compiling (it does).
+    let mut following = snapshot(&next);
+    following.follows(&snapshot(&state));
+    assert!(following.unchanged_since("laptop", state.revision));
+    assert!(matches!(
+        decide(&following, &key(LAPTOP), Some(sent)),
+        Decision::Keep(Sent::View { at, .. }) if at == next.revision
     ));
 }
 
@@ -161,4 +170,108 @@ fn an_unknown_key_is_not_a_system() {
     let state = example();
     assert!(snapshot(&state).system_of(&[7; 32]).is_none());
     assert_eq!(snapshot(&state).system_of(&key(LAPTOP)), Some("laptop"));
+}
+
+/// The hash of the view a decision sends or keeps; `None` for anything else.
+fn view_hash(decision: &Decision) -> Option<[u8; 32]> {
+    match decision {
+        Decision::View {
+            sent: Sent::View { hash, .. },
+            ..
+        }
+        | Decision::Keep(Sent::View { hash, .. }) => Some(*hash),
+        _ => None,
+    }
+}
+
+#[test]
+fn views_kept_without_compiling_are_the_views_a_full_compile_gives() {
+    let mut state = example();
+    let keys: Vec<[u8; 32]> = state.systems.values().map(|s| key(&s.public_key)).collect();
+    let mut previous = snapshot(&state);
+    let mut last: Vec<Option<Sent>> = keys
+        .iter()
+        .map(|k| match decide(&previous, k, None) {
+            Decision::View { sent, .. } | Decision::Send(_, sent) => Some(sent),
+            _ => None,
+        })
+        .collect();
+    let edit = |name: &str, edit: core::SystemEdit| Command::UpdateSystem {
+        name: name.into(),
+        edit,
+    };
+    let commands = [
+        Command::Revoke {
+            name: "contractor".into(),
+        },
+        edit(
+            "build-server",
+            core::SystemEdit {
+                endpoint: Some("203.0.113.21:51820".into()),
+                ..Default::default()
+            },
+        ),
+        edit(
+            "laptop",
+            core::SystemEdit {
+                tags: Some(["users".to_owned(), "servers".to_owned()].into()),
+                ..Default::default()
+            },
+        ),
+        Command::Approve {
+            name: "contractor".into(),
+        },
+        Command::AddSubnet {
+            system: "menlo-gw-2".into(),
+            subnet: "192.168.78.0/24".parse().unwrap(),
+        },
+        Command::SetGateway {
+            name: "egress-gw".into(),
+            allowed: false,
+        },
+        edit(
+            "build-server",
+            core::SystemEdit {
+                name: Some("builder".into()),
+                ..Default::default()
+            },
+        ),
+        Command::Revoke {
+            name: "menlo-gw-1".into(),
+        },
+    ];
+    let mut skipped = 0;
+    for command in commands {
+        let what = format!("{command:?}");
+        let next = apply(&state, command);
+        let following = Snapshot::following(&previous, Arc::new(next.clone()), None);
+        // Its keys, updated from the snapshot before, are the ones a snapshot of its own has.
+        assert_eq!(following.by_key, snapshot(&next).by_key, "after {what}");
+        for (k, last) in keys.iter().zip(&mut last) {
+            let name = following.system_of(k).unwrap().to_owned();
+            if following.unchanged_since(&name, state.revision) {
+                skipped += 1;
+            }
+            let full = decide(&snapshot(&next), k, None);
+            let incremental = decide(&following, k, *last);
+            match (&full, &incremental) {
+                (Decision::Close(_), Decision::Close(_)) => *last = None,
+                _ => {
+                    assert_eq!(
+                        view_hash(&full),
+                        view_hash(&incremental),
+                        "{name} after {what}: {incremental:?}"
+                    );
+                    match incremental {
+                        Decision::View { sent, .. } | Decision::Keep(sent) => *last = Some(sent),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        state = next;
+        previous = following;
+    }
+    // Most views were known unchanged: each edit touches a system and its peers only.
+    assert!(skipped > 0);
 }

@@ -1,6 +1,6 @@
 //! Checks of administrator and agent input, and the allocation of names and addresses.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use base64::Engine as _;
@@ -8,7 +8,7 @@ use enclave_policy::Severity;
 use ipnet::Ipv4Net;
 
 use crate::definition::FieldProblem;
-use crate::model::{EnrolmentKey, ManagedSystem, UnixTime};
+use crate::model::{EnrolmentKey, UnixTime};
 
 use super::{problem, KeyRefusal, Refusal};
 
@@ -112,7 +112,7 @@ pub fn allocate(overlay: Ipv4Net, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr>
 }
 
 /// A host name made into a unique system name: lower case, `a-z 0-9 -`, `-2`, `-3`… on a clash.
-pub fn unique_name(hostname: Option<&str>, taken: &BTreeMap<String, ManagedSystem>) -> String {
+pub fn unique_name(hostname: Option<&str>, taken: &crate::model::Systems) -> String {
     let mut base: String = hostname
         .unwrap_or("")
         .chars()

@@ -199,20 +199,37 @@ versioned!(ManagedSystem, TagDoc, TrustDoc, PolicyDoc);
 /// `version` and written (`put`); each one gone is deleted (`delete`).
 fn stamp<T: Versioned>(
     touched: &BTreeSet<String>,
-    objects: &mut BTreeMap<String, T>,
+    objects: &mut impl Objects<T>,
     version: i64,
     changes: &mut Vec<Change>,
     put: impl Fn(T) -> Change,
     delete: impl Fn(String) -> Change,
 ) {
     for name in touched {
-        match objects.get_mut(name) {
+        match objects.object_mut(name) {
             Some(object) => {
                 object.set_version(version);
                 changes.push(put(object.clone()));
             }
             None => changes.push(delete(name.clone())),
         }
+    }
+}
+
+/// A map of objects by name (a `BTreeMap`, or the systems' persistent map).
+trait Objects<T> {
+    fn object_mut(&mut self, name: &str) -> Option<&mut T>;
+}
+
+impl<T> Objects<T> for BTreeMap<String, T> {
+    fn object_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.get_mut(name)
+    }
+}
+
+impl<T: Clone> Objects<T> for imbl::OrdMap<String, T> {
+    fn object_mut(&mut self, name: &str) -> Option<&mut T> {
+        self.get_mut(name)
     }
 }
 
@@ -518,7 +535,7 @@ fn import(next: &mut State, t: &mut Touched, imported: Imported) -> Result<Ran, 
         imported.trust_requirements.len()
     );
     next.settings = imported.settings;
-    next.systems = systems;
+    next.systems = systems.into_iter().collect();
     next.tags = imported.tags;
     next.trust_requirements = imported.trust_requirements;
     next.policies = imported.policies;

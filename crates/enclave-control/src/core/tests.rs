@@ -513,8 +513,8 @@ fn names_are_checked_and_made_unique() {
     assert!(check_name("name", &"x".repeat(64)).is_err());
     assert!(check_label("name", "users to the office").is_ok());
     assert!(check_label("name", "bad\nname").is_err());
-    assert_eq!(unique_name(None, &BTreeMap::new()), "system");
-    assert_eq!(unique_name(Some("--"), &BTreeMap::new()), "system");
+    assert_eq!(unique_name(None, &Default::default()), "system");
+    assert_eq!(unique_name(Some("--"), &Default::default()), "system");
 }
 
 #[test]
