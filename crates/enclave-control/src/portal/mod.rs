@@ -1,7 +1,7 @@
 //! The portal: the administrators' web pages, served on the API's port under `/portal/`.
 //!
 //! Server-rendered HTML, one embedded style sheet and one small embedded script for live
-//! updates ([`live`]); nothing fetched from elsewhere, and every page works without the script. Like the API it only translates: every change is a [`Command`] run by the same
+//! updates (`live.rs`); nothing fetched from elsewhere, and every page works without the script. Like the API it only translates: every change is a [`Command`] run by the same
 //! [`Service`], recorded in the audit log as `user:NAME`.
 //!
 //! Security: local accounts ([`users`], argon2id); a session cookie (HttpOnly,
@@ -59,7 +59,7 @@ struct Portal {
     sessions: Arc<Sessions>,
     limiter: Arc<Mutex<Limiter>>,
     tls: bool,
-    /// Open live streams ([`live`]).
+    /// Open live streams (`live.rs`).
     streams: Arc<tokio::sync::Semaphore>,
 }
 
