@@ -1,9 +1,9 @@
 //! The Policies pages in a real browser, with real agents: the managed Menlo Park office
 //! (server, laptop tagged `users`, gateway `menlo-gw-1` serving 192.168.77.0/24) without a
 //! policy; in headless Chromium the administrator makes the guide's gateway access policy with
-//! a subnet filter of one address, a bad CIDR is refused next to its field first; then the
-//! laptop reaches 192.168.77.20 and not 192.168.77.10, and disabling the policy in the list
-//! takes the access away.
+//! the guide's subnet filter of two addresses (a bad CIDR is refused next to its field first);
+//! then the laptop reaches 192.168.77.20 and not 192.168.77.10, and disabling the policy in the
+//! list takes the access away.
 
 use std::time::Duration;
 
@@ -17,11 +17,13 @@ use crate::office::{DC1, LAN, PRINTER};
 use crate::{Ctx, Scenario};
 
 const POLICY: &str = "users to Menlo Park Office";
+/// The guide's subnet filter: the two domain controllers, .20 and .21.
+const GUIDE_FILTER: &str = "192.168.77.20-192.168.77.21";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![Scenario {
         name: "portal-policies",
-        about: "the Policies pages in headless Chromium over a managed office: the guide's gateway access policy (users -> menlo-gw-1's 192.168.77.0/24, subnet filter 192.168.77.20) made in the portal after a bad CIDR is refused next to its field; the laptop then reaches .20 and not .10; Disable in the list takes the access away",
+        about: "the Policies pages in headless Chromium over a managed office: the guide's gateway access policy (users -> menlo-gw-1's 192.168.77.0/24, subnet filter 192.168.77.20-192.168.77.21, the two domain controllers) made in the portal after a bad CIDR is refused next to its field; the laptop then reaches .20 and not .10; Disable in the list takes the access away",
         run: policies,
     }]
 }
@@ -129,13 +131,13 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "a refused form made a policy"
     );
 
-    // Fixed: one address, the domain controller.
-    b.type_into("#filter", DC1)?;
+    // Fixed: the guide's filter, the two domain controllers.
+    b.type_into("#filter", GUIDE_FILTER)?;
     b.click("#save-policy")?;
     b.url_to("/portal/policies")?;
     let text = b.text_with(POLICY)?;
     ensure!(
-        text.contains(&format!("Subnet filter: {DC1}")) && text.contains("enabled"),
+        text.contains(&format!("Subnet filter: {GUIDE_FILTER}")) && text.contains("enabled"),
         "the Policies page:\n{text}"
     );
     b.shot("05-policies-list")?;
@@ -149,7 +151,7 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
             && policy["senders"] == serde_json::json!(["users"])
             && policy["gateways"] == serde_json::json!(["menlo-gw-1"])
             && policy["subnets"] == serde_json::json!([LAN])
-            && policy["filter"] == serde_json::json!([DC1]),
+            && policy["filter"] == serde_json::json!([GUIDE_FILTER]),
         "the server holds {policy}"
     );
 
