@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use super::{Browser, DRIVER_PORT, PASSWORD};
 use crate::control_fixture::{
-    admin_token, create_key, enrol_request as enrol, request, start_server, Endpoint,
+    admin_token, create_key, enrol as agent_enrol, enrol_request as enrol, request, start_server,
+    Endpoint,
 };
 use crate::{Ctx, Scenario};
 
-const KEY_LAPTOP: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const KEY_GW: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
 const POLICY: &str = "users to the office";
 
@@ -222,10 +222,26 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
                 && k["uses_allowed"] == 2)),
         "the server's keys: {keys}"
     );
-    let (status, enrolled) = enrol(ns, at, &key, KEY_LAPTOP, Some("laptop"))?;
+    // The agent enrols with the key the portal showed (`enclave-agent enrol`, which makes its
+    // key pair on the host).
+    let enrolment = agent_enrol(ctx, ns, false, at, &key, "laptop")?;
     ensure!(
-        status == 201 && enrolled["approval"] == "approved" && enrolled["tags"] == json!(["users"]),
-        "enrolling with the portal's key: {status} {enrolled}"
+        enrolment.output.contains("approved"),
+        "enclave-agent enrol with the portal's key printed:\n{}",
+        enrolment.output
+    );
+    let laptop = api(
+        ns,
+        at,
+        &token,
+        "GET",
+        "/api/v1/systems/laptop",
+        &Value::Null,
+        200,
+    )?;
+    ensure!(
+        laptop["approval"] == "approved" && laptop["tags"] == json!(["users"]),
+        "the laptop enrolled with the portal's key: {laptop}"
     );
 
     // The guide's gateway and policy, through the API.

@@ -19,6 +19,8 @@ use crate::{Ctx, Scenario};
 const POLICY: &str = "users to Menlo Park Office";
 /// The guide's subnet filter: the two domain controllers, .20 and .21.
 const GUIDE_FILTER: &str = "192.168.77.20-192.168.77.21";
+/// The office's underlay, which the gateway discovers on its WAN side.
+const UNDERLAY: &str = "10.10.0.0/24";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![Scenario {
@@ -85,6 +87,24 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     b.url_to("/portal/systems")?;
     b.text_with("menlo-gw-1")?;
 
+    // The guide's Remove Subnet: the gateway also discovered its underlay network, which no
+    // sender should reach through it. Removed on the gateway's page, the server lists it as
+    // removed and the policy form no longer offers it.
+    b.open("/portal/systems/menlo-gw-1")?;
+    b.text_with(UNDERLAY)?;
+    b.click(&format!("button[aria-label='Remove {UNDERLAY}']"))?;
+    b.url_to("/portal/systems/menlo-gw-1")?;
+    b.shot("00-gateway-subnet-removed")?;
+    let subnets = office.cli(&["subnets", "list", "--json"])?;
+    let rows: Value = serde_json::from_str(&subnets)
+        .with_context(|| format!("subnets list --json printed {subnets}"))?;
+    let removed = rows.as_array().is_some_and(|rows| {
+        rows.iter().any(|r| {
+            r["system"] == "menlo-gw-1" && r["subnet"] == UNDERLAY && r["state"] == "removed"
+        })
+    });
+    ensure!(removed, "{UNDERLAY} is not removed on the server: {rows}");
+
     // The Policies page: none yet.
     b.click("nav a[href='/portal/policies']")?;
     b.url_to("/portal/policies")?;
@@ -95,7 +115,9 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     b.click("#new-gateway-policy")?;
     let text = b.text_with("Subnet filtering")?;
     ensure!(
-        text.contains("menlo-gw-1 serves") && text.contains(&format!("{LAN} via menlo-gw-1")),
+        text.contains("menlo-gw-1 serves")
+            && text.contains(&format!("{LAN} via menlo-gw-1"))
+            && !text.contains(&format!("{UNDERLAY} via")),
         "the form does not offer the gateway and its subnet:\n{text}"
     );
     b.shot("02-new-policy")?;
