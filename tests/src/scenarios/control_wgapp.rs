@@ -479,24 +479,14 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
         "systems show alice-phone:\n{shown}"
     );
     // At a phone's width, the page does not scroll sideways.
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 400, "height": 900 })),
-    )?;
-    let sideways = b.script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-    )?;
+    b.window(400, 900)?;
+    let sideways = b.sideways()?;
     ensure!(
-        sideways.as_i64() == Some(0),
+        sideways == 0,
         "the page is {sideways} px too wide for a phone"
     );
     b.shot("wgapp-04-config-phone-width")?;
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 1200, "height": 900 })),
-    )?;
+    b.window(1200, 900)?;
 
     // Later, from the system's page: the file without the key, no QR code.
     b.open("/portal/systems/alice-phone")?;

@@ -271,6 +271,25 @@ impl<'a> Browser<'a> {
         )
     }
 
+    /// Sets the window's size in CSS pixels (400 wide: a phone; 1200: a laptop).
+    pub(crate) fn window(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )?;
+        Ok(())
+    }
+
+    /// How many pixels the page scrolls sideways at the window's width (0: it fits).
+    pub(crate) fn sideways(&self) -> anyhow::Result<i64> {
+        self.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        )?
+        .as_i64()
+        .context("the page's width is not a number")
+    }
+
     /// Saves a screenshot as `NAME.png` in the log directory.
     pub(crate) fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let png = self.call("GET", "/screenshot", None)?;
@@ -425,27 +444,17 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     ensure!(laptop["approval"] == "approved", "the server says {laptop}");
     b.shot("04-systems-approved")?;
     // At a phone's width too.
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 400, "height": 800 })),
-    )?;
+    b.window(400, 800)?;
     b.open("/portal/systems/laptop")?;
     b.text_with("Allow this system to act as a gateway")?;
     b.shot("04-system-phone-width")?;
     // Wide tables scroll within their box; the page itself does not scroll sideways.
-    let sideways = b.script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-    )?;
+    let sideways = b.sideways()?;
     ensure!(
-        sideways.as_i64() == Some(0),
+        sideways == 0,
         "the page is {sideways} px too wide for a phone"
     );
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 1200, "height": 900 })),
-    )?;
+    b.window(1200, 900)?;
 
     // The details page: allow it to act as a gateway.
     b.open("/portal/systems/laptop")?;
@@ -679,22 +688,16 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("12-live-laptop-peers")?;
 
     // At a phone's width: nothing wider than the screen.
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 400, "height": 800 })),
-    )?;
+    b.window(400, 800)?;
     for (path, shot) in [
         ("/portal/systems/laptop", "13-live-laptop-phone"),
         ("/portal/systems", "14-live-systems-phone"),
     ] {
         b.open(path)?;
         b.text_with("laptop")?;
-        let sideways = b.script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-        )?;
+        let sideways = b.sideways()?;
         ensure!(
-            sideways.as_i64() == Some(0),
+            sideways == 0,
             "{path} is {sideways} px too wide for a phone"
         );
         b.shot(shot)?;

@@ -112,15 +112,6 @@ impl Browser<'_> {
             .unwrap_or("")
             .to_owned())
     }
-
-    /// Whether the page scrolls sideways at the window's width.
-    fn sideways(&self) -> anyhow::Result<i64> {
-        self.script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-        )?
-        .as_i64()
-        .context("no width")
-    }
 }
 
 #[allow(clippy::too_many_lines)] // One story, step by step, as an administrator goes.
@@ -417,11 +408,7 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("18-explain-now-allowed")?;
 
     // A phone's width: no page scrolls sideways.
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(json!({ "width": 400, "height": 800 })),
-    )?;
+    b.window(400, 800)?;
     for (path, shot) in [
         ("/portal/keys", "19-keys-phone"),
         ("/portal/trust", "19-trust-phone"),

@@ -201,25 +201,15 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     );
     b.shot("06-policy-page")?;
     // At a phone's width the form fits: wide tables scroll in their box, not the page.
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(serde_json::json!({ "width": 400, "height": 800 })),
-    )?;
+    b.window(400, 800)?;
     b.text_with("Subnet filtering")?;
-    let sideways = b.script(
-        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-    )?;
+    let sideways = b.sideways()?;
     b.shot("07-policy-phone-width")?;
     ensure!(
-        sideways.as_i64() == Some(0),
+        sideways == 0,
         "the policy's page is {sideways} px too wide for a phone"
     );
-    b.call(
-        "POST",
-        "/window/rect",
-        Some(serde_json::json!({ "width": 1200, "height": 900 })),
-    )?;
+    b.window(1200, 900)?;
 
     // Disable in the list: the laptop loses the domain controller.
     b.open("/portal/policies")?;
