@@ -3,14 +3,13 @@
 //! as an app device. The shell made its key pair (or the administrator pasted the public key);
 //! only the public key comes here.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
 
-use crate::model::{Approval, ManagedSystem, State, APP_DEVICE};
+use crate::model::{Approval, State, APP_DEVICE};
 
-use super::input::{allocate, check_name, check_tags, is_public_key};
+use super::input::{check_name, check_tags, is_public_key};
 use super::Ctx;
-use super::{problem, targeted, Ran, Refusal, Reply, Touched};
+use super::{join, problem, Ran, Refusal, Reply, Touched};
 
 /// Adds the app device `name` with `public_key` and `tags`. `key_made_here` only says, in the
 /// audit log, whether the server made the key pair.
@@ -38,36 +37,18 @@ pub(super) fn add(
             name,
         });
     }
-    if let Some(s) = next.systems.values().find(|s| s.public_key == public_key) {
-        return Err(Refusal::KeyTaken(s.name.clone()));
-    }
-    let used: BTreeSet<Ipv4Addr> = next.systems.values().map(|s| s.address).collect();
-    let overlay = next.settings.overlay;
-    let address = allocate(overlay, &used).ok_or(Refusal::NoAddress(overlay))?;
-    let system = ManagedSystem {
-        name: name.clone(),
-        public_key: public_key.to_owned(),
-        address,
+    let system = join(
+        next,
+        t,
+        name.clone(),
+        public_key,
         tags,
-        endpoint: None,
-        observed_endpoint: None,
-        enabled: true,
-        approval: Approval::Approved,
-        gateway: None,
-        discovered: BTreeMap::new(),
-        ephemeral: false,
-        enrolled_with: Some(APP_DEVICE.to_owned()),
-        created_at: ctx.now,
-        last_seen: None,
-        connected: false,
-        version: 0,
-    };
-    next.systems.insert(name.clone(), system.clone());
-    t.systems.insert(name.clone());
-    t.definition = true;
-    // A new system with a fresh name, address and key, no endpoint and no gateway settings:
-    // what the targeted check covers for an enrolment.
-    t.targeted = Some(targeted::Targeted::Added(name.clone()));
+        Approval::Approved,
+        false,
+        APP_DEVICE.to_owned(),
+        ctx,
+    )?;
+    let address = system.address;
     let made = if key_made_here {
         "key pair made by the server"
     } else {

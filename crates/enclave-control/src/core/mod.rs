@@ -615,9 +615,6 @@ fn enrol(
             "is not a WireGuard public key (base64 of 32 bytes)",
         ));
     }
-    if let Some(s) = next.systems.values().find(|s| s.public_key == public_key) {
-        return Err(Refusal::KeyTaken(s.name.clone()));
-    }
     key.uses += 1;
     let (key_id, tags, approval, ephemeral) = (
         key.id.clone(),
@@ -625,36 +622,24 @@ fn enrol(
         key.approval,
         key.ephemeral,
     );
-    let used: BTreeSet<Ipv4Addr> = next.systems.values().map(|s| s.address).collect();
-    let overlay = next.settings.overlay;
-    let address = allocate(overlay, &used).ok_or(Refusal::NoAddress(overlay))?;
     let name = unique_name(hostname, &next.systems);
-    let system = ManagedSystem {
-        name: name.clone(),
-        public_key,
-        address,
-        tags,
-        endpoint: None,
-        observed_endpoint: None,
-        enabled: true,
-        approval: match approval {
-            ApprovalMode::Auto => Approval::Approved,
-            ApprovalMode::Manual => Approval::Pending,
-        },
-        gateway: None,
-        discovered: BTreeMap::new(),
-        ephemeral,
-        enrolled_with: Some(key_id.clone()),
-        created_at: ctx.now,
-        last_seen: None,
-        connected: false,
-        version: 0,
+    let approval = match approval {
+        ApprovalMode::Auto => Approval::Approved,
+        ApprovalMode::Manual => Approval::Pending,
     };
-    next.systems.insert(name.clone(), system.clone());
-    t.systems.insert(name.clone());
+    let system = join(
+        next,
+        t,
+        name.clone(),
+        &public_key,
+        tags,
+        approval,
+        ephemeral,
+        key_id.clone(),
+        ctx,
+    )?;
+    let address = system.address;
     t.keys.insert(key_id.clone());
-    t.definition = true;
-    t.targeted = Some(targeted::Targeted::Added(name.clone()));
     let detail = format!(
         "key {key_id}, address {address}, {}",
         system.approval.as_str()
@@ -665,6 +650,53 @@ fn enrol(
         detail,
         Reply::System(Box::new(system)),
     ))
+}
+
+/// Adds a new system, the same whichever way it joins (an enrolment, a device with the
+/// WireGuard app): its public key must not be taken; it gets the first free overlay address,
+/// no endpoint and no gateway settings, which is what the targeted check covers for an added
+/// system.
+#[allow(clippy::too_many_arguments)]
+fn join(
+    next: &mut State,
+    t: &mut Touched,
+    name: String,
+    public_key: &str,
+    tags: BTreeSet<String>,
+    approval: Approval,
+    ephemeral: bool,
+    enrolled_with: String,
+    ctx: &Ctx,
+) -> Result<ManagedSystem, Refusal> {
+    if let Some(s) = next.systems.values().find(|s| s.public_key == public_key) {
+        return Err(Refusal::KeyTaken(s.name.clone()));
+    }
+    let used: BTreeSet<Ipv4Addr> = next.systems.values().map(|s| s.address).collect();
+    let overlay = next.settings.overlay;
+    let address = allocate(overlay, &used).ok_or(Refusal::NoAddress(overlay))?;
+    let system = ManagedSystem {
+        name: name.clone(),
+        public_key: public_key.to_owned(),
+        address,
+        tags,
+        endpoint: None,
+        observed_endpoint: None,
+        enabled: true,
+        approval,
+        gateway: None,
+        discovered: BTreeMap::new(),
+        ephemeral,
+        enrolled_with: Some(enrolled_with),
+        created_at: ctx.now,
+        last_seen: None,
+        connected: false,
+        version: 0,
+    };
+    next.systems.insert(name.clone(), system.clone());
+    t.systems.insert(name.clone());
+    t.definition = true;
+    t.targeted = Some(targeted::Targeted::Added(name));
+    Ok(system)
 }
 
 fn update_system(
