@@ -471,22 +471,7 @@ proptest! {
         let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let (hdr, p) = super_packet(v6, false, 0, 0, &payload, gso);
         let segs = split(hdr, &p);
-        let out = coalesce_with(true, &segs);
-        let h = rebuilt_as_the_kernels(&out, &p, &segs)?;
-        if segs.len() > 1 {
-            prop_assert_eq!(h.gso_type, GSO_UDP_L4);
-        }
-    }
-
-    #[test]
-    fn udp_segments_carry_the_payload_with_valid_checksums(
-        v6 in any::<bool>(),
-        len in 1usize..60_000,
-        gso in 64u16..=1440,
-    ) {
-        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-        let (hdr, p) = super_packet(v6, false, 0, 0, &payload, gso);
-        let segs = split(hdr, &p);
+        // Each segment is a datagram of its own, with a valid checksum, carrying its part.
         let hl = if v6 { 48 } else { 28 };
         let mut joined = Vec::new();
         for s in &segs {
@@ -494,6 +479,11 @@ proptest! {
             joined.extend_from_slice(&s[hl..]);
         }
         prop_assert_eq!(joined, payload);
+        let out = coalesce_with(true, &segs);
+        let h = rebuilt_as_the_kernels(&out, &p, &segs)?;
+        if segs.len() > 1 {
+            prop_assert_eq!(h.gso_type, GSO_UDP_L4);
+        }
     }
 
     #[test]
