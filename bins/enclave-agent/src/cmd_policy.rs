@@ -194,12 +194,13 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples/network.toml")
     }
 
-    fn explain(to: &str, proto: Option<ProtoArg>) -> anyhow::Result<ExitCode> {
+    /// `policy explain` of a TCP flow from the example's laptop to `to`.
+    fn explain_tcp(to: &str) -> anyhow::Result<ExitCode> {
         run(PolicyCommand::Explain {
             file: example(),
             from: "laptop".into(),
             to: parse_destination(to).map_err(anyhow::Error::msg)?,
-            proto,
+            proto: Some(ProtoArg::Tcp),
             from_ip: Some(Ipv4Addr::new(198, 51, 100, 7)),
             at: Some("2026-11-25T18:00:00Z".parse()?),
             json: false,
@@ -253,23 +254,15 @@ mod tests {
 
     #[test]
     fn explain_exit_codes() -> anyhow::Result<()> {
-        assert_eq!(
-            explain("192.168.77.20:445", Some(ProtoArg::Tcp))?,
-            ExitCode::SUCCESS
-        );
-        assert_eq!(
-            explain("192.168.77.20:80", Some(ProtoArg::Tcp))?,
-            ExitCode::FAILURE
-        );
-        // A default route means the Internet: not a cloud's metadata service.
-        assert_eq!(
-            explain("1.1.1.1:443", Some(ProtoArg::Tcp))?,
-            ExitCode::SUCCESS
-        );
-        assert_eq!(
-            explain("169.254.169.254:80", Some(ProtoArg::Tcp))?,
-            ExitCode::FAILURE
-        );
+        for (to, code) in [
+            ("192.168.77.20:445", ExitCode::SUCCESS),
+            ("192.168.77.20:80", ExitCode::FAILURE),
+            // A default route means the Internet: not a cloud's metadata service.
+            ("1.1.1.1:443", ExitCode::SUCCESS),
+            ("169.254.169.254:80", ExitCode::FAILURE),
+        ] {
+            assert_eq!(explain_tcp(to)?, code, "explain tcp to {to}");
+        }
         let unknown = run(PolicyCommand::View {
             file: example(),
             system: "nobody".into(),

@@ -2,7 +2,7 @@
 //!
 //! This binary only parses arguments and wires the library crates together.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use enclave_cli::run;
 
 mod cmd_keys;
@@ -23,12 +23,6 @@ mod cmd_tunnel;
                   this system. On a gateway, run enclave-gw instead.\n\n\
                   Configuration: /etc/enclave/agent.toml (-c FILE). Guide: docs/user-guide.md."
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent in the foreground (systemd-friendly).
     Run(run::RunArgs),
@@ -47,8 +41,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Command::parse() {
         Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Agent),
         Command::Shared(command) => command.run("enclave-agent"),
         Command::Keygen(args) => cmd_keys::keygen(args),

@@ -2,7 +2,7 @@
 //!
 //! This binary only parses arguments and wires the library crates together.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 // The same `run`, `status` and `enrol` as enclave-agent's; only the role differs.
 use enclave_cli::run;
 
@@ -22,12 +22,6 @@ mod cmd_discover;
                   serves. `discover` shows which local subnets it could serve.\n\n\
                   Configuration: /etc/enclave/agent.toml (-c FILE). Guide: docs/user-guide.md."
 )]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway agent in the foreground: an agent that also forwards and NATs into the
     /// subnets the network definition lets it serve.
@@ -40,8 +34,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match Command::parse() {
         Command::Run(args) => run::run(args, enclave_runtime::agent::Role::Gateway),
         Command::Shared(command) => command.run("enclave-gw"),
         Command::Discover(args) => cmd_discover::run(args),

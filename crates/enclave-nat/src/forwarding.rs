@@ -190,14 +190,24 @@ mod tests {
             .unwrap()
     }
 
-    fn at(dir: &std::path::Path, value: &str) -> Forwarding {
-        let sysctl = dir.join("ip_forward");
-        fs::write(&sysctl, value).unwrap();
+    /// Forwarding with its sysctl file and state file in `dir`, the sysctl holding `value`.
+    fn at(dir: &Path, value: &str) -> Forwarding {
+        fs::write(dir.join("ip_forward"), value).unwrap();
+        restarted(dir)
+    }
+
+    /// Forwarding as a new process finds it in `dir`.
+    fn restarted(dir: &Path) -> Forwarding {
         Forwarding {
-            sysctl,
+            sysctl: dir.join("ip_forward"),
             state_file: Some(dir.join("state")),
             previous: None,
         }
+    }
+
+    /// What the sysctl file in `dir` holds.
+    fn sysctl(dir: &Path) -> String {
+        fs::read_to_string(dir.join("ip_forward")).unwrap()
     }
 
     #[test]
@@ -206,11 +216,10 @@ mod tests {
         let dir = tmp.path();
         let mut f = at(dir, "0\n");
         f.enable().unwrap();
-        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "1\n");
+        assert_eq!(sysctl(dir), "1\n");
         f.restore().unwrap();
-        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        assert_eq!(sysctl(dir), "0\n");
         assert!(!dir.join("state").exists());
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -220,15 +229,10 @@ mod tests {
         let mut first = at(dir, "0\n");
         first.enable().unwrap();
         drop(first); // a crash: nothing restored
-        let mut second = Forwarding {
-            sysctl: dir.join("ip_forward"),
-            state_file: Some(dir.join("state")),
-            previous: None,
-        };
+        let mut second = restarted(dir);
         second.enable().unwrap();
         second.restore().unwrap();
-        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
-        fs::remove_dir_all(dir).unwrap();
+        assert_eq!(sysctl(dir), "0\n");
     }
 
     #[test]
@@ -244,13 +248,12 @@ mod tests {
         // names the file and changes nothing.
         let err = f.enable().unwrap_err().to_string();
         assert!(err.contains(&state.display().to_string()), "{err}");
-        assert_eq!(fs::read_to_string(dir.join("ip_forward")).unwrap(), "0\n");
+        assert_eq!(sysctl(dir), "0\n");
         // Not written through: the link is replaced by the file.
         f.save(false).unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), "1\n");
         assert!(!fs::symlink_metadata(&state).unwrap().is_symlink());
         assert_eq!(fs::read_to_string(&state).unwrap(), "0\n");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -260,6 +263,5 @@ mod tests {
         let mut f = at(dir, "2\n");
         let err = f.enable().unwrap_err().to_string();
         assert!(err.ends_with("holds \"2\", not 0 or 1"), "{err}");
-        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -469,28 +469,14 @@ impl NatBackend for IptablesBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{AddressSet, ForwardGrant, PortRange};
+    use crate::policy::web_grant;
     use expect_test::expect;
 
     /// The sample gateway with a grant that uses a range, a port range and a label that
     /// needs quoting.
     fn policy() -> NatPolicy {
         NatPolicy {
-            grants: vec![ForwardGrant {
-                sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
-                destinations: AddressSet::new()
-                    .range(
-                        "192.168.77.20".parse().unwrap(),
-                        "192.168.77.22".parse().unwrap(),
-                    )
-                    .net("192.168.78.0/24".parse().unwrap()),
-                protocol: Some(Protocol::Tcp),
-                ports: Some(PortRange {
-                    first: 80,
-                    last: 443,
-                }),
-                label: "web \"x\"".into(),
-            }],
+            grants: vec![web_grant("192.168.77.22".parse().unwrap(), "web \"x\"")],
             ..NatPolicy::sample()
         }
     }

@@ -403,24 +403,13 @@ impl fmt::Display for Ruleset {
         for chain in &self.chains {
             separate(f)?;
             writeln!(f, "\tchain {} {{", chain.name)?;
-            match chain.kind {
-                ChainKind::NatPostrouting => writeln!(
-                    f,
-                    "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-                )?,
-                ChainKind::FilterForward => writeln!(
-                    f,
-                    "\t\ttype filter hook forward priority filter; policy accept;"
-                )?,
-                ChainKind::FilterInput => writeln!(
-                    f,
-                    "\t\ttype filter hook input priority filter; policy accept;"
-                )?,
-                ChainKind::FilterOutput => writeln!(
-                    f,
-                    "\t\ttype filter hook output priority filter; policy accept;"
-                )?,
-            }
+            let hook = match chain.kind {
+                ChainKind::NatPostrouting => "type nat hook postrouting priority srcnat",
+                ChainKind::FilterForward => "type filter hook forward priority filter",
+                ChainKind::FilterInput => "type filter hook input priority filter",
+                ChainKind::FilterOutput => "type filter hook output priority filter",
+            };
+            writeln!(f, "\t\t{hook}; policy accept;")?;
             for rule in &chain.rules {
                 writeln!(f, "\t\t{rule}")?;
             }
@@ -433,34 +422,13 @@ impl fmt::Display for Ruleset {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{AddressSet, ForwardGrant, SnatRule};
+    use crate::policy::{web_grant, AddressSet, ForwardGrant};
     use expect_test::expect;
 
     fn policy() -> NatPolicy {
         NatPolicy {
-            tunnel_interface: "enclave0".into(),
-            overlay: "100.64.0.0/10".parse().unwrap(),
-            snat: vec![SnatRule {
-                egress_interface: "lan0".into(),
-                to: "192.168.77.1".parse().unwrap(),
-                source: "100.64.0.0/10".parse().unwrap(),
-            }],
             grants: vec![
-                ForwardGrant {
-                    sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
-                    destinations: AddressSet::new()
-                        .range(
-                            "192.168.77.20".parse().unwrap(),
-                            "192.168.77.21".parse().unwrap(),
-                        )
-                        .net("192.168.78.0/24".parse().unwrap()),
-                    protocol: Some(Protocol::Tcp),
-                    ports: Some(PortRange {
-                        first: 80,
-                        last: 443,
-                    }),
-                    label: "web".into(),
-                },
+                web_grant("192.168.77.21".parse().unwrap(), "web"),
                 ForwardGrant {
                     sources: AddressSet::new().net("100.64.0.0/24".parse().unwrap()),
                     destinations: AddressSet::new().net("192.168.77.0/24".parse().unwrap()),
@@ -476,7 +444,7 @@ mod tests {
                     label: "nobody".into(),
                 },
             ],
-            host: None,
+            ..NatPolicy::sample()
         }
     }
 

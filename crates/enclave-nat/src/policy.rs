@@ -293,6 +293,24 @@ pub(crate) fn interval_text(first: Ipv4Addr, last: Ipv4Addr) -> String {
     format!("{first}-{last}")
 }
 
+/// A grant for the backends' tests: the laptop `100.64.0.11` may open TCP ports 80 to 443 on
+/// the addresses 192.168.77.20 to `last` and on 192.168.78.0/24, under `label`.
+#[cfg(test)]
+pub(crate) fn web_grant(last: Ipv4Addr, label: &str) -> ForwardGrant {
+    ForwardGrant {
+        sources: AddressSet::new().net("100.64.0.11/32".parse().unwrap()),
+        destinations: AddressSet::new()
+            .range("192.168.77.20".parse().unwrap(), last)
+            .net("192.168.78.0/24".parse().unwrap()),
+        protocol: Some(Protocol::Tcp),
+        ports: Some(PortRange {
+            first: 80,
+            last: 443,
+        }),
+        label: label.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,14 @@ impl Scratch {
         NatManager::with_backend(Box::new(backend), forwarding)
     }
 
+    /// A manager as [`Scratch::manager`] makes it (one that accepts rules), after it has applied
+    /// the sample gateway.
+    fn applied(&self) -> NatManager {
+        let mut m = self.manager(false);
+        m.apply_policy(&gateway()).unwrap();
+        m
+    }
+
     fn forwarding(&self) -> String {
         read(&self.sysctl())
     }
@@ -132,8 +140,7 @@ fn reset(forwarding: &str) -> Call {
 #[test]
 fn rules_go_in_before_forwarding_is_turned_on_and_drop_other_forwarding() {
     let s = Scratch::new("order", "0\n");
-    let mut m = s.manager(false);
-    m.apply_policy(&gateway()).unwrap();
+    s.applied();
     assert_eq!(s.calls(), [apply("0", OtherForwarding::Dropped)]);
     assert_eq!(s.forwarding(), "1");
     assert_eq!(read(&s.state()), "0", "the value before us is kept");
@@ -142,8 +149,7 @@ fn rules_go_in_before_forwarding_is_turned_on_and_drop_other_forwarding() {
 #[test]
 fn a_host_that_forwarded_keeps_its_other_forwarding() {
     let s = Scratch::new("forwarded", "1\n");
-    let mut m = s.manager(false);
-    m.apply_policy(&gateway()).unwrap();
+    let mut m = s.applied();
     assert_eq!(s.calls(), [apply("1", OtherForwarding::Untouched)]);
     m.reset_policy().unwrap();
     assert_eq!(s.calls(), [reset("1")]);
@@ -167,9 +173,7 @@ fn refused_rules_leave_forwarding_off_and_say_so() {
 #[test]
 fn refused_rules_after_a_good_apply_leave_forwarding_on_with_the_old_rules() {
     let s = Scratch::new("reapply", "0\n");
-    let mut good = s.manager(false);
-    good.apply_policy(&gateway()).unwrap();
-    drop(good); // a crash: nothing reset, forwarding on, rules in the kernel
+    drop(s.applied()); // a crash: nothing reset, forwarding on, rules in the kernel
     let mut refusing = s.manager(true);
     let err = refusing.apply_policy(&gateway()).unwrap_err();
     assert!(err.to_string().contains("(on)"), "{err}");
@@ -188,8 +192,7 @@ fn refused_rules_after_a_good_apply_leave_forwarding_on_with_the_old_rules() {
 #[test]
 fn reset_restores_forwarding_before_it_removes_the_rules() {
     let s = Scratch::new("reset", "0\n");
-    let mut m = s.manager(false);
-    m.apply_policy(&gateway()).unwrap();
+    let mut m = s.applied();
     s.calls();
     m.reset_policy().unwrap();
     assert_eq!(s.calls(), [reset("0")]);
@@ -200,8 +203,7 @@ fn reset_restores_forwarding_before_it_removes_the_rules() {
 #[test]
 fn the_rules_stay_when_forwarding_cannot_be_restored() {
     let s = Scratch::new("stuck", "0\n");
-    let mut m = s.manager(false);
-    m.apply_policy(&gateway()).unwrap();
+    let mut m = s.applied();
     s.calls();
     fs::write(s.sysctl(), "7\n").unwrap(); // the sysctl can no longer be read as a value
     let err = m.reset_policy().unwrap_err();
@@ -217,12 +219,9 @@ fn the_rules_stay_when_forwarding_cannot_be_restored() {
 #[test]
 fn a_run_after_a_crash_still_drops_other_forwarding_and_restores_off() {
     let s = Scratch::new("crash", "0\n");
-    let mut first = s.manager(false);
-    first.apply_policy(&gateway()).unwrap();
-    drop(first); // kill -9: forwarding stays on, the state file says it was off
+    drop(s.applied()); // kill -9: forwarding stays on, the state file says it was off
     assert_eq!(s.forwarding(), "1");
-    let mut second = s.manager(false);
-    second.apply_policy(&gateway()).unwrap();
+    let mut second = s.applied();
     second.reset_policy().unwrap();
     assert_eq!(
         s.calls(),
@@ -238,8 +237,7 @@ fn a_run_after_a_crash_still_drops_other_forwarding_and_restores_off() {
 #[test]
 fn a_policy_that_forwards_nothing_restores_forwarding_first() {
     let s = Scratch::new("host-only", "0\n");
-    let mut m = s.manager(false);
-    m.apply_policy(&gateway()).unwrap();
+    let mut m = s.applied();
     let mut host_only = gateway();
     host_only.snat.clear();
     host_only.grants.clear();

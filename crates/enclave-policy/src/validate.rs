@@ -131,72 +131,66 @@ impl Checker<'_, '_> {
         let mut policy_names = BTreeMap::new();
         let mut direct_policies = BTreeMap::new();
         for raw in raw.direct_policy {
-            let span = raw.span();
-            let errors_before = self.sink.error_count();
-            let raw = raw.into_inner();
-            let name = self.policy_name(&raw.name, &mut policy_names);
-            let policy = DirectPolicy {
-                name: name.clone(),
-                enabled: raw.enabled.unwrap_or(true),
-                senders: self.tag_list(&raw.senders, "senders", &places),
-                receivers: self.tag_list(&raw.receivers, "receivers", &places),
-                acl: self.acl(&raw.acl),
-                trust: self.trust_names(&raw.trust, &trust_requirements),
-                active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
-            };
-            let grants_something = policy.enabled
-                && !policy.acl.is_empty()
-                && carriers(&systems, &policy.senders).next().is_some()
-                && carriers(&systems, &policy.receivers).next().is_some();
-            if !grants_something && self.sink.error_count() == errors_before {
-                self.grants_nothing(&span, &name, policy.enabled);
-            }
+            let (name, policy) = self.policy(raw, |this, raw| {
+                let name = this.policy_name(&raw.name, &mut policy_names);
+                let policy = DirectPolicy {
+                    name: name.clone(),
+                    enabled: raw.enabled.unwrap_or(true),
+                    senders: this.tag_list(&raw.senders, "senders", &places),
+                    receivers: this.tag_list(&raw.receivers, "receivers", &places),
+                    acl: this.acl(&raw.acl),
+                    trust: this.trust_names(&raw.trust, &trust_requirements),
+                    active_hours: raw.active_hours.as_ref().and_then(|h| this.active_hours(h)),
+                };
+                let grants_something = !policy.acl.is_empty()
+                    && carriers(&systems, &policy.senders).next().is_some()
+                    && carriers(&systems, &policy.receivers).next().is_some();
+                let idle = policy.enabled && !grants_something;
+                (name, policy, idle)
+            });
             direct_policies.insert(name, policy);
         }
         let mut gateway_policies = BTreeMap::new();
         let mut default_routes = Vec::new();
         for raw in raw.gateway_policy {
-            let span = raw.span();
-            let errors_before = self.sink.error_count();
-            let raw = raw.into_inner();
-            let name = self.policy_name(&raw.name, &mut policy_names);
-            let senders = self.tag_list(&raw.senders, "senders", &places);
-            let gateways = self.gateway_list(&raw.gateways, &systems);
-            let subnets = self.policy_subnets(&raw.subnets, &gateways, &systems, overlay);
-            let filter = raw
-                .filter
-                .as_ref()
-                .map(|f| self.filter(f, &subnets))
-                .unwrap_or_default();
-            let default_route =
-                raw.subnets.get_ref().iter().find(|t| {
+            let (name, policy) = self.policy(raw, |this, raw| {
+                let name = this.policy_name(&raw.name, &mut policy_names);
+                let senders = this.tag_list(&raw.senders, "senders", &places);
+                let gateways = this.gateway_list(&raw.gateways, &systems);
+                let subnets = this.policy_subnets(&raw.subnets, &gateways, &systems, overlay);
+                let filter = raw
+                    .filter
+                    .as_ref()
+                    .map(|f| this.filter(f, &subnets))
+                    .unwrap_or_default();
+                let default_route = raw.subnets.get_ref().iter().find(|t| {
                     t.get_ref().trim().parse::<Ipv4Net>().ok() == Some(Ipv4Net::default())
                 });
-            if let Some(text) = default_route.filter(|_| subnets.contains(&Ipv4Net::default())) {
-                default_routes.push(DefaultRoute {
-                    policy: name.clone(),
-                    span: text.span(),
-                    filter: filter.clone(),
-                });
-            }
-            let policy = GatewayPolicy {
-                name: name.clone(),
-                enabled: raw.enabled.unwrap_or(true),
-                senders,
-                gateways,
-                subnets,
-                filter: filter.into_keys().collect(),
-                acl: self.acl(&raw.acl),
-                trust: self.trust_names(&raw.trust, &trust_requirements),
-                active_hours: raw.active_hours.as_ref().and_then(|h| self.active_hours(h)),
-            };
-            let grants_something = policy.enabled
-                && !policy.acl.is_empty()
-                && !policy.subnets.is_empty()
-                && carriers(&systems, &policy.senders).next().is_some();
-            if !grants_something && self.sink.error_count() == errors_before {
-                self.grants_nothing(&span, &name, policy.enabled);
-            }
+                if let Some(text) = default_route.filter(|_| subnets.contains(&Ipv4Net::default()))
+                {
+                    default_routes.push(DefaultRoute {
+                        policy: name.clone(),
+                        span: text.span(),
+                        filter: filter.clone(),
+                    });
+                }
+                let policy = GatewayPolicy {
+                    name: name.clone(),
+                    enabled: raw.enabled.unwrap_or(true),
+                    senders,
+                    gateways,
+                    subnets,
+                    filter: filter.into_keys().collect(),
+                    acl: this.acl(&raw.acl),
+                    trust: this.trust_names(&raw.trust, &trust_requirements),
+                    active_hours: raw.active_hours.as_ref().and_then(|h| this.active_hours(h)),
+                };
+                let grants_something = !policy.acl.is_empty()
+                    && !policy.subnets.is_empty()
+                    && carriers(&systems, &policy.senders).next().is_some();
+                let idle = policy.enabled && !grants_something;
+                (name, policy, idle)
+            });
             gateway_policies.insert(name, policy);
         }
         let preshared_keys = self.preshared_keys(raw.preshared_key, &systems);
@@ -679,11 +673,22 @@ impl Checker<'_, '_> {
         text
     }
 
-    fn grants_nothing(&mut self, span: &Range<usize>, name: &str, enabled: bool) {
-        if enabled {
+    /// Checks one policy table with `check`, which returns the policy's name, the policy, and
+    /// whether it is enabled yet grants nothing: that is warned of, unless the table has errors
+    /// of its own.
+    fn policy<R, P>(
+        &mut self,
+        raw: S<R>,
+        check: impl FnOnce(&mut Self, R) -> (String, P, bool),
+    ) -> (String, P) {
+        let span = raw.span();
+        let errors_before = self.sink.error_count();
+        let (name, policy, idle) = check(self, raw.into_inner());
+        if idle && self.sink.error_count() == errors_before {
             self.sink
-                .warning(span, format!("policy {name:?} grants nothing"));
+                .warning(&span, format!("policy {name:?} grants nothing"));
         }
+        (name, policy)
     }
 
     fn name_ok(&mut self, name: &S<String>, what: &str) -> bool {

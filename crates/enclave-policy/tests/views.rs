@@ -1,5 +1,6 @@
 //! Compilation: a definition in, one system's view out (as the JSON the agent applies).
 
+use enclave_policy::AddrEntry;
 use expect_test::{expect, Expect};
 
 const DEFINITION: &str = r#"
@@ -80,8 +81,18 @@ fn check_view(view: &enclave_policy::View, expect: Expect) {
 
 #[test]
 fn sender_view_has_ordered_candidates_and_filtered_rules() {
-    check(
-        "sender",
+    let mut view = compile("sender");
+    // The grant through backup-gw is the one through printer-gw (shown in full below) but for
+    // the gateway that enforces it and the gateway address that its reachability rule opens.
+    let peer = view.peers.get_mut("backup-gw").expect("peer");
+    let through_backup = std::mem::take(&mut peer.outbound);
+    let mut expected = view.peers["printer-gw"].outbound.clone();
+    let grant = expected.get_mut("printers").expect("grant");
+    grant.requirements.enforced_by = "backup-gw".into();
+    grant.rules[1].destinations = vec![AddrEntry::Net("100.64.0.3/32".parse().expect("net"))];
+    assert_eq!(through_backup, expected);
+    check_view(
+        &view,
         expect![[r#"
         {
           "system": "sender",
@@ -101,63 +112,7 @@ fn sender_view_has_ordered_candidates_and_filtered_rules() {
                 "192.168.77.0/24"
               ],
               "inbound": {},
-              "outbound": {
-                "printers": {
-                  "kind": "gateway",
-                  "rules": [
-                    {
-                      "protocol": "tcp",
-                      "ports": {
-                        "first": 9100,
-                        "last": 9100
-                      },
-                      "sources": [
-                        {
-                          "net": "100.64.0.11/32"
-                        }
-                      ],
-                      "destinations": [
-                        {
-                          "net": "192.168.77.128/30"
-                        },
-                        {
-                          "range": {
-                            "first": "192.168.77.20",
-                            "last": "192.168.77.21"
-                          }
-                        }
-                      ],
-                      "label": "JetDirect"
-                    },
-                    {
-                      "protocol": "icmp",
-                      "ports": null,
-                      "sources": [
-                        {
-                          "net": "100.64.0.11/32"
-                        }
-                      ],
-                      "destinations": [
-                        {
-                          "net": "100.64.0.3/32"
-                        }
-                      ],
-                      "label": "gateway reachability"
-                    }
-                  ],
-                  "requirements": {
-                    "sender": "sender",
-                    "enforced_by": "backup-gw",
-                    "policy_trust": [
-                      "office"
-                    ],
-                    "via_tags": {
-                      "users": []
-                    },
-                    "active_hours": null
-                  }
-                }
-              }
+              "outbound": {}
             },
             "printer-gw": {
               "public_key": "eTv6knpgaNhI2DhJE/HE1mmi4BxJ+kC2vh7+G+LkNm4=",
@@ -272,7 +227,11 @@ fn gateway_view_has_forward_and_snat_rules() {
     // The gateway enforces exactly the grants the sender holds for it (shown in the sender's
     // view above); the rest of the view is checked below without them.
     let inbound = std::mem::take(&mut view.peers.get_mut("sender").expect("peer").inbound);
-    assert_eq!(inbound, compile("sender").peers["printer-gw"].outbound);
+    let sender = compile("sender");
+    assert_eq!(inbound, sender.peers["printer-gw"].outbound);
+    // And the same trust requirements as the sender's (shown in its view above).
+    let trust_requirements = std::mem::take(&mut view.trust_requirements);
+    assert_eq!(trust_requirements, sender.trust_requirements);
     check_view(
         &view,
         expect![[r#"
@@ -345,18 +304,7 @@ fn gateway_view_has_forward_and_snat_rules() {
               }
             ]
           },
-          "trust_requirements": {
-            "office": {
-              "name": "office",
-              "kind": {
-                "kind": "public_ip",
-                "allow": [
-                  "198.51.100.0/24"
-                ],
-                "block": []
-              }
-            }
-          }
+          "trust_requirements": {}
         }"#]],
     );
 }

@@ -13,26 +13,34 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, KeyEncodingError, Result};
 
+/// The methods that every kind of key has: its raw bytes, and its base64 form as the `wg`
+/// command named `$printed_by` prints it.
+macro_rules! bytes_and_base64 {
+    ($key:ident, $printed_by:literal) => {
+        impl $key {
+            /// The raw 32 bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+
+            #[doc = concat!("The key in base64, as `", $printed_by, "` prints it.")]
+            pub fn to_base64(&self) -> String {
+                to_base64(&self.0)
+            }
+
+            /// Parses the base64 form.
+            pub fn from_base64(text: &str) -> Result<Self> {
+                from_base64(text).map(Self)
+            }
+        }
+    };
+}
+
 /// A peer's static public key, which also names the peer.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PublicKey(pub [u8; 32]);
 
-impl PublicKey {
-    /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The key in base64, as `wg` prints it.
-    pub fn to_base64(&self) -> String {
-        to_base64(&self.0)
-    }
-
-    /// Parses the base64 form.
-    pub fn from_base64(text: &str) -> Result<Self> {
-        from_base64(text).map(Self)
-    }
-}
+bytes_and_base64!(PublicKey, "wg");
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,22 +72,9 @@ impl PresharedKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
-
-    /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The key in base64, as `wg genpsk` prints it.
-    pub fn to_base64(&self) -> String {
-        to_base64(&self.0)
-    }
-
-    /// Parses the base64 form.
-    pub fn from_base64(text: &str) -> Result<Self> {
-        from_base64(text).map(Self)
-    }
 }
+
+bytes_and_base64!(PresharedKey, "wg genpsk");
 
 impl PartialEq for PresharedKey {
     fn eq(&self, other: &Self) -> bool {
@@ -105,26 +100,13 @@ impl PrivateKey {
         Self(bytes)
     }
 
-    /// The raw 32 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     /// The matching public key.
     pub fn public_key(&self) -> PublicKey {
         public_from_private(&self.0)
     }
-
-    /// The key in base64, as `wg genkey` prints it.
-    pub fn to_base64(&self) -> String {
-        to_base64(&self.0)
-    }
-
-    /// Parses the base64 form.
-    pub fn from_base64(text: &str) -> Result<Self> {
-        from_base64(text).map(Self)
-    }
 }
+
+bytes_and_base64!(PrivateKey, "wg genkey");
 
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

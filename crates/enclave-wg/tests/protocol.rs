@@ -53,9 +53,7 @@ fn handshake_then_data_both_ways() {
 
 #[test]
 fn transport_plaintext_is_padded_to_16_bytes() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 2);
-    net.send_to(0, 1, b"x");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"x", 2);
     for body_len in [0usize, 1, 15, 16, 17, 100] {
         let packet = ipv4_packet(overlay(0), overlay(1), &vec![7u8; body_len]);
         let Encapsulated::Send { len, .. } = net.send_ip(0, &packet) else {
@@ -173,9 +171,7 @@ fn rekey_run(simultaneous: bool) {
 
 #[test]
 fn sessions_expire_after_reject_after_time() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 5);
-    net.send_to(0, 1, b"hello");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"hello", 5);
     // Keep a transport datagram to replay after expiry.
     let old = net.nodes[0].sent.last().cloned().expect("sent a datagram");
     net.run_for(REJECT_AFTER_TIME);
@@ -183,9 +179,7 @@ fn sessions_expire_after_reject_after_time() {
     assert!(net.nodes[1]
         .events
         .contains(&Event::SessionExpired { peer: a_key }));
-    let from = net.nodes[0].addr;
-    let to = net.nodes[1].addr;
-    let outcome = net.deliver(from, to, &old).expect("node exists");
+    let outcome = net.replay(0, 1, &old).expect("node exists");
     assert!(
         matches!(
             outcome,
@@ -204,13 +198,10 @@ fn sessions_expire_after_reject_after_time() {
 
 #[test]
 fn replayed_transport_is_dropped() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 6);
-    net.send_to(0, 1, b"once");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"once", 6);
     let datagram = net.nodes[0].sent.last().cloned().expect("sent");
-    let (from, to) = (net.nodes[0].addr, net.nodes[1].addr);
     assert_eq!(
-        net.deliver(from, to, &datagram),
+        net.replay(0, 1, &datagram),
         Some(Decapsulated::Dropped(DropReason::Replay))
     );
     assert_eq!(net.bodies(1).len(), 1);
@@ -224,16 +215,21 @@ fn replayed_transport_is_dropped() {
     assert_eq!(info.drops.iter().sum::<u64>(), 1);
 }
 
-#[test]
-fn replayed_initiation_is_rejected_by_its_timestamp() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 7);
+/// Two nodes a second after their handshake, and node 0's initiation as captured on the wire.
+fn handshake_captured(seed: u64) -> (Net, Vec<u8>) {
+    let mut net = Net::mesh(2, Conditions::perfect(), seed);
     net.send_to(0, 1, b"x");
     let initiation = net.nodes[0].sent[0].clone();
     assert_eq!(initiation.len(), 148);
     net.run_for(Duration::from_secs(1));
-    let (from, to) = (net.nodes[0].addr, net.nodes[1].addr);
+    (net, initiation)
+}
+
+#[test]
+fn replayed_initiation_is_rejected_by_its_timestamp() {
+    let (mut net, initiation) = handshake_captured(7);
     assert_eq!(
-        net.deliver(from, to, &initiation),
+        net.replay(0, 1, &initiation),
         Some(Decapsulated::Dropped(DropReason::StaleTimestamp))
     );
 }
@@ -263,9 +259,7 @@ fn cookie_reply_under_load_then_handshake_with_mac2() {
 
 #[test]
 fn roaming_endpoint_follows_authenticated_packets() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 9);
-    net.send_to(0, 1, b"before");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"before", 9);
     let new_addr: std::net::SocketAddr = "198.51.100.7:40000".parse().expect("address");
     net.nodes[0].addr = new_addr;
     net.send_to(0, 1, b"after");
@@ -275,13 +269,7 @@ fn roaming_endpoint_follows_authenticated_packets() {
         peer: a_key,
         endpoint: new_addr
     }));
-    assert_eq!(
-        net.nodes[1]
-            .device
-            .peer(&a_key)
-            .and_then(|info| info.endpoint),
-        Some(new_addr)
-    );
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(new_addr));
     net.send_to(1, 0, b"to the new place");
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.bodies(0), vec![b"to the new place".to_vec()]);
@@ -292,13 +280,7 @@ fn roaming_endpoint_follows_authenticated_packets() {
     garbage.extend_from_slice(&[0u8; 60]);
     let to = net.nodes[1].addr;
     net.deliver(spoofer, to, &garbage);
-    assert_eq!(
-        net.nodes[1]
-            .device
-            .peer(&a_key)
-            .and_then(|info| info.endpoint),
-        Some(new_addr)
-    );
+    assert_eq!(endpoints_of_0_at_1(&net).0, Some(new_addr));
 }
 
 #[test]
@@ -350,9 +332,7 @@ fn handshake_gives_up_after_rekey_attempt_time() {
 
 #[test]
 fn passive_keepalive_answers_one_way_traffic() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 12);
-    net.send_to(0, 1, b"one way");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"one way", 12);
     let before = net.nodes[1].sent.len();
     net.run_for(KEEPALIVE_TIMEOUT + Duration::from_secs(1));
     let keepalives = net.nodes[1].sent[before..]
@@ -389,26 +369,8 @@ fn three_peers_cryptokey_routing_and_source_check() {
     let mut net = Net::mesh(3, Conditions::perfect(), 14);
     let (b, c) = (net.key(1), net.key(2));
     // C also routes 10.9.0.0/16; B owns the more specific 10.9.9.0/24.
-    net.nodes[0]
-        .device
-        .set_allowed_ips(
-            &c,
-            vec![
-                "10.0.0.3/32".parse().expect("net"),
-                "10.9.0.0/16".parse().expect("net"),
-            ],
-        )
-        .expect("peer");
-    net.nodes[0]
-        .device
-        .set_allowed_ips(
-            &b,
-            vec![
-                "10.0.0.2/32".parse().expect("net"),
-                "10.9.9.0/24".parse().expect("net"),
-            ],
-        )
-        .expect("peer");
+    net.allow(0, 2, &["10.0.0.3/32", "10.9.0.0/16"]);
+    net.allow(0, 1, &["10.0.0.2/32", "10.9.9.0/24"]);
     let to = |d: [u8; 4]| ipv4_packet(overlay(0), d.into(), b"routed");
     assert_eq!(
         net.send_ip(0, &to([10, 9, 9, 1])),
@@ -442,9 +404,7 @@ fn three_peers_cryptokey_routing_and_source_check() {
 
 #[test]
 fn removed_peer_stops_at_once_and_unknown_keys_never_handshake() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 15);
-    net.send_to(0, 1, b"hello");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"hello", 15);
     let a_key = net.key(0);
     assert!(net.nodes[1].device.remove_peer(&a_key));
     net.send_to(0, 1, b"after removal");
@@ -463,26 +423,25 @@ fn removed_peer_stops_at_once_and_unknown_keys_never_handshake() {
 
 #[test]
 fn preshared_key_must_match() {
+    /// Gives node `i` a pre-shared key for its peer `j`.
+    fn set_psk(net: &mut Net, i: usize, j: usize) {
+        let peer = net.key(j);
+        let psk = enclave_wg::PresharedKey::from_bytes([42; 32]);
+        net.nodes[i]
+            .device
+            .set_preshared_key(&peer, Some(psk))
+            .expect("peer");
+    }
+
     let mut net = Net::mesh(2, Conditions::perfect(), 16);
-    let (a, b) = (net.key(0), net.key(1));
-    net.nodes[0]
-        .device
-        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
-        .expect("peer");
-    net.nodes[1]
-        .device
-        .set_preshared_key(&a, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
-        .expect("peer");
+    set_psk(&mut net, 0, 1);
+    set_psk(&mut net, 1, 0);
     net.send_to(0, 1, b"with psk");
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.bodies(1), vec![b"with psk".to_vec()]);
 
     let mut net = Net::mesh(2, Conditions::perfect(), 17);
-    let b = net.key(1);
-    net.nodes[0]
-        .device
-        .set_preshared_key(&b, Some(enclave_wg::PresharedKey::from_bytes([42; 32])))
-        .expect("peer");
+    set_psk(&mut net, 0, 1);
     net.send_to(0, 1, b"mismatch");
     net.run_for(Duration::from_secs(1));
     assert!(net.bodies(1).is_empty());
@@ -491,9 +450,7 @@ fn preshared_key_must_match() {
 
 #[test]
 fn upsert_replaces_configuration_and_keeps_sessions() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 18);
-    net.send_to(0, 1, b"x");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"x", 18);
     let b = net.key(1);
     let info = net.nodes[0].device.peer(&b).expect("peer");
     net.nodes[0].device.upsert_peer(PeerConfig {
@@ -518,9 +475,7 @@ fn upsert_replaces_configuration_and_keeps_sessions() {
 
 #[test]
 fn zero_key_material_after_three_reject_after_times() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 19);
-    net.send_to(0, 1, b"x");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"x", 19);
     net.run_for(REJECT_AFTER_TIME * 3);
     // Nothing left to time: no sessions, no pending handshakes.
     assert_eq!(net.nodes[0].device.poll_timeout(), None);
@@ -543,17 +498,11 @@ fn ipv6_packet(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, body: &[u8]) ->
 #[test]
 fn ipv6_inside_the_tunnel() {
     let mut net = Net::mesh(2, Conditions::perfect(), 20);
-    let (a, b) = (net.key(0), net.key(1));
+    let a = net.key(0);
     let a6: std::net::Ipv6Addr = "fd00::1".parse().expect("address");
     let b6: std::net::Ipv6Addr = "fd00::2".parse().expect("address");
-    net.nodes[0]
-        .device
-        .set_allowed_ips(&b, vec!["fd00::2/128".parse().expect("net")])
-        .expect("peer");
-    net.nodes[1]
-        .device
-        .set_allowed_ips(&a, vec!["fd00::1/128".parse().expect("net")])
-        .expect("peer");
+    net.allow(0, 1, &["fd00::2/128"]);
+    net.allow(1, 0, &["fd00::1/128"]);
     let packet = ipv6_packet(a6, b6, b"seven b");
     net.send_ip(0, &packet);
     net.run_for(Duration::from_secs(1));
@@ -574,9 +523,7 @@ fn ipv6_inside_the_tunnel() {
 fn one_way_traffic_to_the_initiator_survives_rekeys() {
     // A initiates once, then only B sends: A answers with keepalives and
     // must rekey before its receiving session reaches REJECT_AFTER_TIME.
-    let mut net = Net::mesh(2, Conditions::perfect(), 21);
-    net.send_to(0, 1, b"hello");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"hello", 21);
     let total = 4000u32;
     for n in 0..total {
         net.send_to(1, 0, &n.to_be_bytes());
@@ -704,9 +651,7 @@ fn learnt_endpoint_survives_reconfiguration() {
 
 #[test]
 fn forged_outer_source_moves_endpoint_but_not_proven_endpoint() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 31);
-    net.send_to(0, 1, b"first");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"first", 31);
     let (real_0, real_1) = (net.nodes[0].addr, net.nodes[1].addr);
     // Both sides proved each other's address by the handshake.
     assert_eq!(endpoints_of_0_at_1(&net), (Some(real_0), Some(real_0)));
@@ -744,9 +689,7 @@ fn forged_outer_source_moves_endpoint_but_not_proven_endpoint() {
 
 #[test]
 fn a_real_roam_is_proven_within_a_round_trip() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 32);
-    net.send_to(0, 1, b"before");
-    net.run_for(Duration::from_secs(1));
+    let mut net = Net::pair_after(b"before", 32);
     let old = net.nodes[0].addr;
     assert_eq!(endpoints_of_0_at_1(&net), (Some(old), Some(old)));
     let new: SocketAddr = "198.51.100.7:40000".parse().expect("address");
@@ -777,11 +720,7 @@ fn a_roam_right_after_our_own_handshake_is_proven_after_rekey_timeout() {
 
 #[test]
 fn a_captured_initiation_is_rejected_after_the_peer_is_removed_and_added_again() {
-    let mut net = Net::mesh(2, Conditions::perfect(), 34);
-    net.send_to(0, 1, b"x");
-    let initiation = net.nodes[0].sent[0].clone();
-    assert_eq!(initiation.len(), 148);
-    net.run_for(Duration::from_secs(1));
+    let (mut net, initiation) = handshake_captured(34);
     assert_eq!(net.handshakes(1), 1);
 
     let a = net.key(0);

@@ -15,7 +15,7 @@ use crate::model::{ChainKind, OtherForwarding, Ruleset, TABLE};
 use crate::policy::NatPolicy;
 use crate::{Error, NatBackend, Result};
 
-use msg::{comment_from_udata, IntervalSet, OwnedRule};
+use msg::{comment_from_udata, cstring, IntervalSet, OwnedRule};
 use netlink::Socket;
 
 /// A rule of ours as the kernel holds it.
@@ -191,29 +191,19 @@ impl NftBackend {
         let names: Vec<CString> = ruleset
             .chains
             .iter()
-            .map(|c| CString::new(c.name).map_err(|_| Error::InvalidName(c.name.into())))
+            .map(|c| cstring(c.name))
             .collect::<Result<_>>()?;
         let mut chains = Vec::new();
         for (spec, name) in ruleset.chains.iter().zip(&names) {
             let mut chain = Chain::new(name, &table);
-            match spec.kind {
-                ChainKind::NatPostrouting => {
-                    chain.set_hook(Hook::PostRouting, 100);
-                    chain.set_type(ChainType::Nat);
-                }
-                ChainKind::FilterForward => {
-                    chain.set_hook(Hook::Forward, 0);
-                    chain.set_type(ChainType::Filter);
-                }
-                ChainKind::FilterInput => {
-                    chain.set_hook(Hook::In, 0);
-                    chain.set_type(ChainType::Filter);
-                }
-                ChainKind::FilterOutput => {
-                    chain.set_hook(Hook::Out, 0);
-                    chain.set_type(ChainType::Filter);
-                }
-            }
+            let (kind, hook, priority) = match spec.kind {
+                ChainKind::NatPostrouting => (ChainType::Nat, Hook::PostRouting, 100),
+                ChainKind::FilterForward => (ChainType::Filter, Hook::Forward, 0),
+                ChainKind::FilterInput => (ChainType::Filter, Hook::In, 0),
+                ChainKind::FilterOutput => (ChainType::Filter, Hook::Out, 0),
+            };
+            chain.set_hook(hook, priority);
+            chain.set_type(kind);
             chain.set_policy(Policy::Accept);
             chains.push(chain);
         }
@@ -349,7 +339,7 @@ fn request(kind: i32, payload: impl FnOnce(*mut libc::nlmsghdr)) -> Vec<u8> {
 }
 
 fn dump_rules(socket: &Socket) -> Result<Vec<RuleState>> {
-    let name = CString::new(TABLE).map_err(|_| Error::InvalidName(TABLE.into()))?;
+    let name = cstring(TABLE)?;
     // SAFETY: plain allocation; checked below.
     let filter = unsafe { sys::nftnl_rule_alloc() };
     if filter.is_null() {
@@ -424,8 +414,8 @@ fn parse_rule(msg: &[u8]) -> Result<RuleState> {
 }
 
 fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
-    let table = CString::new(TABLE).map_err(|_| Error::InvalidName(TABLE.into()))?;
-    let name = CString::new(set_name).map_err(|_| Error::InvalidName(set_name.into()))?;
+    let table = cstring(TABLE)?;
+    let name = cstring(set_name)?;
     // SAFETY: plain allocation; checked below.
     let set = unsafe { sys::nftnl_set_alloc() };
     if set.is_null() {

@@ -219,7 +219,8 @@ fn verdict_exprs(verdict: Verdict) -> Result<Vec<Expr>> {
     })
 }
 
-fn cstring(s: &str) -> Result<CString> {
+/// `s` as a C string for libnftnl; a name with a NUL byte is an error.
+pub(super) fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| Error::InvalidName(s.to_owned()))
 }
 

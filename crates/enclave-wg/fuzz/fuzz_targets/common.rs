@@ -1,4 +1,4 @@
-//! What both fuzz targets share: a seeded generator, device set-up, and hex vectors.
+//! What both fuzz targets share: a seeded generator and device set-up.
 //!
 //! Building a `Device` costs X25519 operations (the static public key, then the static-static
 //! Diffie-Hellman of each peer), and a handshake several more: done per input, they would
@@ -57,14 +57,6 @@ pub fn device(
 
 pub fn public(key: u8) -> PublicKey {
     PrivateKey::from_bytes([key; 32]).public_key()
-}
-
-pub fn hex(chunks: &[&str]) -> Vec<u8> {
-    let text: String = chunks.concat();
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
 }
 
 /// The IPv4 source address of a delivered packet.

@@ -31,30 +31,16 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
 mod common;
+// The captured wireguard-go datagrams of the known-answer test; exchange 3 (wireguard-go
+// initiates while we are under load) warms the device up.
+#[path = "../../tests/vectors/mod.rs"]
+mod vectors;
+
+use vectors::{LOADED_FIRST_INITIATION, LOADED_SECOND_INITIATION, LOADED_THEIR_TRANSPORT};
 
 const WIREGUARD_GO: &str = "127.0.0.1:51820";
 /// wireguard-go's allowed IPs at our device: its tunnel address.
 const WIREGUARD_GO_TUNNEL: [u8; 4] = [10, 99, 0, 1];
-
-// Exchange 3 of tests/wireguard_go_vectors.rs (wireguard-go initiates while we are under load).
-const LOADED_FIRST_INITIATION: &[&str] = &[
-    "01000000394349af7ddf590dd72cee01b8f6f0d0cf47ebc317d786ec36216bd72742e1c2d42d1555",
-    "a18a19fa2efcd0859ac89ecf413e68f2ec570b4656f37f8c0dfd76333d8a5e0eef88d42ca4df1661",
-    "2d463ca6146ee23e8e881f98e8cb5c8c3d34019041704954105e75b1a684d84f8b235ef81bbf6e7c",
-    "6998f8346a14f014c06aa73600000000000000000000000000000000",
-];
-const LOADED_SECOND_INITIATION: &[&str] = &[
-    "0100000031627aec7ec963a20d9447694f09047339c8f949b806a99e8000482316a5db9b8b84a921",
-    "fb7431cb2a0f2193236f628009b038d153dfd63dee652bfe27c05c0fad10c734d48d066d16e374f6",
-    "cb57422c249730600e1db89d7eb943f6a7758ca3a648e9768cb44e164cab7085fd5f50cd45f6f545",
-    "c09ee01116e2053482ed164b113562caf50aadb857c8755ebb45d057",
-];
-const LOADED_THEIR_TRANSPORT: &[&str] = &[
-    "040000006d325f5b000000000000000098341365d64335abcd954cd4e8832753b1401c275a3f825c",
-    "8665f45f13e6ec264330edcbaa9efe3ffde1d51ad18ad41ffb8f3f108de88981d7df9e4cb09ee9c7",
-    "88644012839c9e172820d28608ee032b6dacf5c78e4596d33a8a4e136ae22e5850f0ff5aead1abe1",
-    "4af16145f929ddba",
-];
 
 /// How long a device is used before it is rebuilt: less than REJECT_AFTER_TIME (180 s, when
 /// its session dies) and than the cookie secret's lifetime (120 s, when the corpus's mac2
@@ -75,7 +61,7 @@ fn warmed_up(now: Instant) -> Device {
     ];
     let mut outcomes = Vec::new();
     for (datagram, _) in steps {
-        outcomes.push(device.decapsulate(from, &common::hex(datagram), now, wall, &mut out));
+        outcomes.push(device.decapsulate(from, &vectors::bytes(datagram), now, wall, &mut out));
         while device.poll_transmit().is_some() {}
     }
     while device.poll_event().is_some() {}

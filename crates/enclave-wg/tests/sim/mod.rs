@@ -152,6 +152,15 @@ impl Net {
         }
     }
 
+    /// Two nodes on a perfect network with their session up: node 0 sent `first` to node 1,
+    /// and a second has passed.
+    pub fn pair_after(first: &[u8], seed: u64) -> Self {
+        let mut net = Self::mesh(2, Conditions::perfect(), seed);
+        net.send_to(0, 1, first);
+        net.run_for(Duration::from_secs(1));
+        net
+    }
+
     pub fn wall(&self) -> SystemTime {
         wall_at(self.start, self.now)
     }
@@ -248,6 +257,22 @@ impl Net {
         }
         self.drain(i);
         Some(result)
+    }
+
+    /// Hands `datagram` to node `j` once more, from node `i`'s address: a replay.
+    pub fn replay(&mut self, i: usize, j: usize, datagram: &[u8]) -> Option<Decapsulated> {
+        let (from, to) = (self.nodes[i].addr, self.nodes[j].addr);
+        self.deliver(from, to, datagram)
+    }
+
+    /// Sets the allowed IPs of node `i`'s peer `j`.
+    pub fn allow(&mut self, i: usize, j: usize, nets: &[&str]) {
+        let peer = self.key(j);
+        let nets = nets.iter().map(|n| n.parse().expect("network")).collect();
+        self.nodes[i]
+            .device
+            .set_allowed_ips(&peer, nets)
+            .expect("peer exists");
     }
 
     /// Runs the network and the timers until `deadline`.
