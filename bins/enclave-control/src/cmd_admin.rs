@@ -84,6 +84,19 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
+/// The service over the server's database.
+async fn service(database: &crate::cmd_run::Database) -> anyhow::Result<Service> {
+    Ok(Service::new(Arc::new(database.open().await?)))
+}
+
+/// Who changes things here, for the audit log: `cli`, now.
+fn cli() -> Ctx {
+    Ctx {
+        actor: "cli".into(),
+        now: now(),
+    }
+}
+
 pub fn run(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AdminCommand::Token(TokenCommand::Create(args)) => create(args),
@@ -147,8 +160,7 @@ fn create_user(args: UserArgs) -> anyhow::Result<ExitCode> {
 
 fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async move {
-        let store = args.database.open().await?;
-        let service = Service::new(Arc::new(store));
+        let service = service(&args.database).await?;
         let state = service.state().await.context("cannot read the tokens")?;
         let rows: Vec<Vec<String>> = state
             .tokens
@@ -169,17 +181,13 @@ fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
 
 fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async move {
-        let store = args.database.open().await?;
-        let service = Service::new(Arc::new(store));
+        let service = service(&args.database).await?;
         service
             .execute(
                 Command::RevokeToken {
                     id: args.id.clone(),
                 },
-                &Ctx {
-                    actor: "cli".into(),
-                    now: now(),
-                },
+                &cli(),
             )
             .await
             .with_context(|| format!("cannot revoke admin token {}", args.id))?;
@@ -190,10 +198,8 @@ fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
 
 fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async move {
-        let store = args.database.open().await?;
-        let service = Service::new(Arc::new(store));
+        let service = service(&args.database).await?;
         let token = secret::generate(secret::TOKEN_PREFIX);
-        let now = now();
         service
             .execute(
                 Command::CreateToken {
@@ -201,10 +207,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                     name: args.name.clone(),
                     hash: token.hash.clone(),
                 },
-                &Ctx {
-                    actor: "cli".into(),
-                    now,
-                },
+                &cli(),
             )
             .await
             .context("cannot store the token")?;

@@ -136,6 +136,29 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// How a list is printed, and from which server.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: Server,
+}
+
+impl ListArgs {
+    /// The list at `path`: as JSON, or as a table of `header` with one row per element.
+    fn print(
+        &self,
+        path: &str,
+        header: &[&str],
+        row: impl Fn(&Value) -> Vec<String>,
+    ) -> anyhow::Result<ExitCode> {
+        let value = self.server.call("GET", path, None)?.json();
+        print_list(&value, self.json, header, row)
+    }
+}
+
 /// A list answer: as JSON, or as a table of `header` with one row per element.
 fn print_list(
     value: &Value,
@@ -262,13 +285,7 @@ pub enum KeysCommand {
         server: Server,
     },
     /// List the enrolment keys (never the keys themselves).
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: Server,
-    },
+    List(ListArgs),
     /// Revoke an enrolment key by its id.
     Revoke {
         /// The key's id (from `keys list`).
@@ -314,11 +331,9 @@ pub fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", value["key"].as_str().unwrap_or_default());
             }
         }
-        KeysCommand::List { json, server } => {
-            let value = server.call("GET", "/api/v1/keys", None)?.json();
-            return print_list(
-                &value,
-                json,
+        KeysCommand::List(list) => {
+            return list.print(
+                "/api/v1/keys",
                 &[
                     "ID",
                     "STATUS",
@@ -387,42 +402,16 @@ pub enum OnOff {
 #[derive(Debug, Subcommand)]
 pub enum SystemsCommand {
     /// Enrolled, approved, connected, last seen, gateway and subnets of every system.
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: Server,
-    },
+    List(ListArgs),
     /// One system as JSON: its settings, where its agent is connected and, when connected to
     /// this server, what it reported (peers, active gateways, discovered subnets).
-    Show {
-        /// The system.
-        name: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Show(SystemArgs),
     /// Approve a pending system.
-    Approve {
-        /// The system.
-        name: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Approve(SystemArgs),
     /// Revoke a system: every peer drops it.
-    Revoke {
-        /// The system.
-        name: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Revoke(SystemArgs),
     /// Delete a system.
-    Delete {
-        /// The system.
-        name: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Delete(SystemArgs),
     /// Rename, retag, enable or disable a system, or set its endpoint.
     Edit {
         /// The system.
@@ -485,15 +474,44 @@ pub enum SystemsCommand {
     },
 }
 
+/// A command on one system.
+#[derive(Debug, Args)]
+pub struct SystemArgs {
+    /// The system.
+    name: String,
+    #[command(flatten)]
+    server: Server,
+}
+
+impl SystemArgs {
+    /// Its path in the API, with `rest` after it.
+    fn path(&self, rest: &str) -> String {
+        format!("/api/v1/systems/{}{rest}", encode(&self.name))
+    }
+
+    /// `method` on its path with `rest`, without a body; `done NAME` is said after.
+    fn change(self, method: &'static str, rest: &str, done: &str) -> SystemChange {
+        let path = self.path(rest);
+        (
+            self.server,
+            method,
+            path,
+            None,
+            format!("{done} {}", self.name),
+        )
+    }
+}
+
+/// What [`systems`] hands to [`change`]: the server, method, path, body and what to say after.
+type SystemChange = (Server, &'static str, String, Option<Value>, String);
+
 pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
-    let (server, method, path, body, done) = match cmd {
-        SystemsCommand::List { json, server } => {
-            let value = server.call("GET", "/api/v1/systems", None)?.json();
-            return print_list(&value, json, SYSTEMS_HEADER, system_row);
+    let (server, method, path, body, done): SystemChange = match cmd {
+        SystemsCommand::List(list) => {
+            return list.print("/api/v1/systems", SYSTEMS_HEADER, system_row);
         }
-        SystemsCommand::Show { name, server } => {
-            let path = format!("/api/v1/systems/{}", encode(&name));
-            print_json(&server.call("GET", &path, None)?.json())?;
+        SystemsCommand::Show(system) => {
+            print_json(&system.server.call("GET", &system.path(""), None)?.json())?;
             return Ok(ExitCode::SUCCESS);
         }
         SystemsCommand::AddApp {
@@ -534,18 +552,9 @@ pub fn systems(cmd: SystemsCommand) -> anyhow::Result<ExitCode> {
             let value = server.call("GET", &path, None)?.json();
             return app_config(&value["config"], output.as_deref());
         }
-        SystemsCommand::Approve { name, server } => {
-            let path = format!("/api/v1/systems/{}/approve", encode(&name));
-            (server, "POST", path, None, format!("approved {name}"))
-        }
-        SystemsCommand::Revoke { name, server } => {
-            let path = format!("/api/v1/systems/{}/revoke", encode(&name));
-            (server, "POST", path, None, format!("revoked {name}"))
-        }
-        SystemsCommand::Delete { name, server } => {
-            let path = format!("/api/v1/systems/{}", encode(&name));
-            (server, "DELETE", path, None, format!("deleted {name}"))
-        }
+        SystemsCommand::Approve(system) => system.change("POST", "/approve", "approved"),
+        SystemsCommand::Revoke(system) => system.change("POST", "/revoke", "revoked"),
+        SystemsCommand::Delete(system) => system.change("DELETE", "", "deleted"),
         SystemsCommand::Edit {
             name,
             new_name,
@@ -667,76 +676,57 @@ fn system_row(s: &Value) -> Vec<String> {
 #[derive(Debug, Subcommand)]
 pub enum SubnetsCommand {
     /// Every gateway's subnets: discovered (with interface and reason), added, removed.
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: Server,
-    },
+    List(ListArgs),
     /// Add a subnet to a gateway (also one not directly connected, or 0.0.0.0/0).
-    Add {
-        /// The gateway.
-        system: String,
-        /// The subnet, e.g. 192.168.77.0/24.
-        subnet: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Add(SubnetArgs),
     /// Remove a subnet from a gateway (a discovered one stays removed).
-    Remove {
-        /// The gateway.
-        system: String,
-        /// The subnet.
-        subnet: String,
-        #[command(flatten)]
-        server: Server,
-    },
+    Remove(SubnetArgs),
+}
+
+/// A subnet of a gateway.
+#[derive(Debug, Args)]
+pub struct SubnetArgs {
+    /// The gateway.
+    system: String,
+    /// The subnet, e.g. 192.168.77.0/24.
+    subnet: String,
+    #[command(flatten)]
+    server: Server,
+}
+
+impl SubnetArgs {
+    /// Posts the gateway and the subnet to `path`; `done` is said after.
+    fn post(&self, path: &str, done: &str) -> anyhow::Result<ExitCode> {
+        let body = json!({ "system": self.system, "subnet": self.subnet });
+        change(&self.server, "POST", path, Some(body), done)
+    }
 }
 
 pub fn subnets(cmd: SubnetsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SubnetsCommand::List { json, server } => {
-            let value = server.call("GET", "/api/v1/subnets", None)?.json();
-            print_list(
-                &value,
-                json,
-                &[
-                    "GATEWAY",
-                    "SUBNET",
-                    "SOURCE",
-                    "INTERFACE",
-                    "REASON",
-                    "STATE",
-                ],
-                |r| {
-                    ["system", "subnet", "source", "interface", "reason", "state"]
-                        .map(|k| field(r, k, "-"))
-                        .into()
-                },
-            )
-        }
-        SubnetsCommand::Add {
-            system,
-            subnet,
-            server,
-        } => change(
-            &server,
-            "POST",
+        SubnetsCommand::List(list) => list.print(
             "/api/v1/subnets",
-            Some(json!({ "system": system, "subnet": subnet })),
-            &format!("added {subnet} to {system}"),
+            &[
+                "GATEWAY",
+                "SUBNET",
+                "SOURCE",
+                "INTERFACE",
+                "REASON",
+                "STATE",
+            ],
+            |r| {
+                ["system", "subnet", "source", "interface", "reason", "state"]
+                    .map(|k| field(r, k, "-"))
+                    .into()
+            },
         ),
-        SubnetsCommand::Remove {
-            system,
-            subnet,
-            server,
-        } => change(
-            &server,
-            "POST",
+        SubnetsCommand::Add(args) => args.post(
+            "/api/v1/subnets",
+            &format!("added {} to {}", args.subnet, args.system),
+        ),
+        SubnetsCommand::Remove(args) => args.post(
             "/api/v1/subnets/remove",
-            Some(json!({ "system": system, "subnet": subnet })),
-            &format!("removed {subnet} from {system}"),
+            &format!("removed {} from {}", args.subnet, args.system),
         ),
     }
 }
@@ -746,13 +736,7 @@ pub fn subnets(cmd: SubnetsCommand) -> anyhow::Result<ExitCode> {
 #[derive(Debug, Subcommand)]
 pub enum PoliciesCommand {
     /// List the policies.
-    List {
-        /// As JSON.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: Server,
-    },
+    List(ListArgs),
     /// Delete a policy.
     Delete {
         /// Its name.
@@ -809,29 +793,25 @@ fn policy_file(file: &Path) -> anyhow::Result<Vec<Value>> {
 
 pub fn policies(cmd: PoliciesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        PoliciesCommand::List { json, server } => {
-            let value = server.call("GET", "/api/v1/policies", None)?.json();
-            print_list(
-                &value,
-                json,
-                &["NAME", "KIND", "ENABLED", "SENDERS", "TO", "VERSION"],
-                |p| {
-                    let to = if p["kind"] == "gateway" {
-                        format!("{} via {}", strings(&p["subnets"]), strings(&p["gateways"]))
-                    } else {
-                        strings(&p["receivers"])
-                    };
-                    vec![
-                        field(p, "name", ""),
-                        field(p, "kind", ""),
-                        yes_no(p["enabled"] != false),
-                        strings(&p["senders"]),
-                        to,
-                        p["version"].to_string(),
-                    ]
-                },
-            )
-        }
+        PoliciesCommand::List(list) => list.print(
+            "/api/v1/policies",
+            &["NAME", "KIND", "ENABLED", "SENDERS", "TO", "VERSION"],
+            |p| {
+                let to = if p["kind"] == "gateway" {
+                    format!("{} via {}", strings(&p["subnets"]), strings(&p["gateways"]))
+                } else {
+                    strings(&p["receivers"])
+                };
+                vec![
+                    field(p, "name", ""),
+                    field(p, "kind", ""),
+                    yes_no(p["enabled"] != false),
+                    strings(&p["senders"]),
+                    to,
+                    p["version"].to_string(),
+                ]
+            },
+        ),
         PoliciesCommand::Delete { name, server } => change(
             &server,
             "DELETE",

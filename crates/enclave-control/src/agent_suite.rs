@@ -29,50 +29,28 @@ use crate::core::{Command, Ctx, NewKey, Write};
 use crate::model::{AclDoc, ApprovalMode, PolicyDoc, PolicyKind};
 use crate::service::Service;
 use crate::store::SqlStore;
-use crate::suite::{Case, CaseResult, Failure};
+use crate::suite::{named_cases, Case, CaseResult, Failure};
 use crate::{secret, server, tls};
 
 /// Every case, by name.
 pub fn cases() -> Vec<(&'static str, Case)> {
-    vec![
-        ("agent-gets-its-view-and-every-change", |url| {
-            Box::pin(gets_its_view_and_every_change(url))
-        }),
-        ("revoke-and-delete-cut-an-agent-off", |url| {
-            Box::pin(revoke_and_delete_cut_off(url))
-        }),
-        ("an-agent-without-the-private-key-is-refused", |url| {
-            Box::pin(refusals::without_the_private_key(url))
-        }),
-        ("a-pending-agent-waits-for-approval", |url| {
-            Box::pin(pending_waits(url))
-        }),
-        ("an-ephemeral-system-goes-when-disconnected", |url| {
-            Box::pin(ephemeral_goes(url))
-        }),
-        ("a-database-that-is-down-keeps-agents-and-tokens", |url| {
-            Box::pin(database_down(url))
-        }),
-        ("unauthenticated-connections-are-bounded", |url| {
-            Box::pin(refusals::unauthenticated_bounded(url))
-        }),
-        ("a-revoke-reaches-every-peer-within-a-second", |url| {
-            Box::pin(revoke_reaches_every_peer(url))
-        }),
-        ("presence-of-a-dead-server-goes-stale", |url| {
-            Box::pin(presence_goes_stale(url))
-        }),
-        ("an-agents-observed-endpoint-reaches-its-peers", |url| {
-            Box::pin(observed_endpoint_reaches_peers(url))
-        }),
+    named_cases![
+        "agent-gets-its-view-and-every-change" => gets_its_view_and_every_change,
+        "revoke-and-delete-cut-an-agent-off" => revoke_and_delete_cut_off,
+        "an-agent-without-the-private-key-is-refused" => refusals::without_the_private_key,
+        "a-pending-agent-waits-for-approval" => pending_waits,
+        "an-ephemeral-system-goes-when-disconnected" => ephemeral_goes,
+        "a-database-that-is-down-keeps-agents-and-tokens" => database_down,
+        "unauthenticated-connections-are-bounded" => refusals::unauthenticated_bounded,
+        "a-revoke-reaches-every-peer-within-a-second" => revoke_reaches_every_peer,
+        "presence-of-a-dead-server-goes-stale" => presence_goes_stale,
+        "an-agents-observed-endpoint-reaches-its-peers" => observed_endpoint_reaches_peers,
     ]
 }
 
 /// Cases that need several servers on one database (PostgreSQL).
 pub fn postgres_cases() -> Vec<(&'static str, Case)> {
-    vec![("an-edit-through-one-server-reaches-the-other", |url| {
-        Box::pin(two_servers(url))
-    })]
+    named_cases!["an-edit-through-one-server-reaches-the-other" => two_servers]
 }
 
 /// How long any one step may take before the case fails.
@@ -187,18 +165,25 @@ impl Server {
         approval: ApprovalMode,
         ephemeral: bool,
     ) -> Result<String, Failure> {
-        let made = secret::generate(secret::KEY_PREFIX);
-        self.run(Command::CreateKey(NewKey {
-            id: made.id.clone(),
-            hash: made.hash.clone(),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            approval,
-            uses: None,
-            expires_at: None,
-            ephemeral,
-        }))
+        Ok(
+            create_key(self.service(), tags, approval, ephemeral, &ctx())
+                .await?
+                .text,
+        )
+    }
+
+    /// The policy from `users` to `servers` (any protocol) and an automatic enrolment key for
+    /// each tag: the users' key and the servers' key.
+    async fn users_to_servers(&self) -> Result<(String, String), Failure> {
+        self.run(Command::PutPolicy {
+            doc: users_to_servers("any", 0),
+            write: Write::Create,
+        })
         .await?;
-        Ok(made.text)
+        Ok((
+            self.key(&["users"], ApprovalMode::Auto, false).await?,
+            self.key(&["servers"], ApprovalMode::Auto, false).await?,
+        ))
     }
 
     /// An admin token's text.
@@ -237,6 +222,38 @@ impl Server {
             .await
             .map_err(|err| format!("connecting: {}", chain(&err)))
     }
+}
+
+/// Makes an enrolment key with `tags` (no use limit, no expiry) as `ctx` says; the key, its
+/// text shown this once. Also a test fixture of the portal and of the managed agent
+/// (enclave-runtime).
+///
+/// # Errors
+/// The service refused the key.
+pub async fn create_key(
+    service: &Service,
+    tags: &[&str],
+    approval: ApprovalMode,
+    ephemeral: bool,
+    ctx: &Ctx,
+) -> Result<secret::Secret, Failure> {
+    let made = secret::generate(secret::KEY_PREFIX);
+    service
+        .execute(
+            Command::CreateKey(NewKey {
+                id: made.id.clone(),
+                hash: made.hash.clone(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                approval,
+                uses: None,
+                expires_at: None,
+                ephemeral,
+            }),
+            ctx,
+        )
+        .await
+        .map_err(|err| format!("making an enrolment key: {err}"))?;
+    Ok(made)
 }
 
 /// An error with its causes.
@@ -305,14 +322,7 @@ async fn pair(url: &str) -> Result<Pair, Failure> {
 
 async fn pair_with(url: &str, options: Options) -> Result<Pair, Failure> {
     let server = start(url, "one", options).await?;
-    server
-        .run(Command::PutPolicy {
-            doc: users_to_servers("any", 0),
-            write: Write::Create,
-        })
-        .await?;
-    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
-    let servers = server.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let (users, servers) = server.users_to_servers().await?;
     let laptop_key = server.enrol(&users, "laptop").await?;
     let db_key = server.enrol(&servers, "db").await?;
     let mut laptop = server.connect(&laptop_key).await?;
@@ -628,14 +638,7 @@ const FAN_OUT: usize = 40;
 
 async fn revoke_reaches_every_peer(url: String) -> CaseResult {
     let server = start(&url, "one", Options::default()).await?;
-    server
-        .run(Command::PutPolicy {
-            doc: users_to_servers("any", 0),
-            write: Write::Create,
-        })
-        .await?;
-    let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
-    let servers = server.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let (users, servers) = server.users_to_servers().await?;
     let laptop_key = server.enrol(&users, "laptop").await?;
     let mut keys = Vec::new();
     for i in 0..FAN_OUT {
@@ -826,13 +829,7 @@ async fn database_down(url: String) -> CaseResult {
 async fn two_servers(url: String) -> CaseResult {
     let one = start(&url, "one", Options::default()).await?;
     let mut two = start(&url, "two", Options::default()).await?;
-    one.run(Command::PutPolicy {
-        doc: users_to_servers("any", 0),
-        write: Write::Create,
-    })
-    .await?;
-    let users = one.key(&["users"], ApprovalMode::Auto, false).await?;
-    let servers = one.key(&["servers"], ApprovalMode::Auto, false).await?;
+    let (users, servers) = one.users_to_servers().await?;
     let laptop_key = one.enrol(&users, "laptop").await?;
     let db_key = two.enrol(&servers, "db").await?;
     let mut laptop = two.connect(&laptop_key).await?;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::store::SqlStore;
+use crate::testing::Bench;
 
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
@@ -17,16 +17,8 @@ const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
 struct Harness {
     app: App,
     router: Router,
-    store: SqlStore,
     token: String,
-    dir: std::path::PathBuf,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    bench: Bench,
 }
 
 struct Answer {
@@ -36,52 +28,26 @@ struct Answer {
 }
 
 impl Harness {
+    /// A server with one admin token (alice's).
     fn new(name: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("enclave-control-api-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}/control.db", dir.display());
-        let (app, token, store) = runtime.block_on(async {
-            let store = SqlStore::open(&url).await.unwrap();
-            let service = Arc::new(Service::new(Arc::new(store.clone())));
-            let token = secret::generate(secret::TOKEN_PREFIX);
-            service
-                .execute(
-                    Command::CreateToken {
-                        id: token.id.clone(),
-                        name: "alice".into(),
-                        hash: token.hash.clone(),
-                    },
-                    &Ctx {
-                        actor: "cli".into(),
-                        now: now(),
-                    },
-                )
-                .await
-                .unwrap();
-            (
-                App::new(Arc::new(Hub::new(service, agents::Options::default()))),
-                token.text,
-                store,
-            )
+        let bench = Bench::new("api", name);
+        let token = secret::generate(secret::TOKEN_PREFIX);
+        bench.execute(Command::CreateToken {
+            id: token.id.clone(),
+            name: "alice".into(),
+            hash: token.hash.clone(),
         });
+        let app = App::new(Arc::clone(&bench.hub));
         Self {
             router: routes(app.clone()),
             app,
-            store,
-            token,
-            dir,
-            runtime,
+            token: token.text,
+            bench,
         }
     }
 
     fn send(&self, request: Request<Body>) -> Answer {
-        self.runtime.block_on(async {
+        self.bench.block_on(async {
             let response = self.router.clone().oneshot(request).await.unwrap();
             let status = response.status();
             let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -646,7 +612,7 @@ fn a_database_that_is_down_makes_requests_fail_clearly() {
         h.admin(Method::GET, "/api/v1/systems", None).status,
         StatusCode::OK
     );
-    h.runtime.block_on(h.store.close());
+    h.bench.block_on(h.bench.store.close());
     let answer = h.admin(Method::POST, "/api/v1/keys", Some(json!({})));
     assert_eq!(
         answer.status,

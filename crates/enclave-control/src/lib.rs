@@ -35,6 +35,8 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod suite;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 #[cfg(test)]

@@ -37,26 +37,26 @@ pub fn cases() -> Vec<(&'static str, Case)> {
     cases
 }
 
+/// A list of named cases: each `"name" => async_fn` becomes `("name", Case)`, the async fn
+/// boxed.
+macro_rules! named_cases {
+    ($($name:literal => $case:path),* $(,)?) => {
+        vec![$(($name, {
+            let case: $crate::suite::Case = |url| Box::pin($case(url));
+            case
+        })),*]
+    };
+}
+pub(crate) use named_cases;
+
 fn store_cases() -> Vec<(&'static str, Case)> {
-    vec![
-        ("migrates-from-empty", |url| {
-            Box::pin(migrates_from_empty(url))
-        }),
-        ("upgrades-from-the-first-schema", |url| {
-            Box::pin(upgrades_from_the_first_schema(url))
-        }),
-        ("every-operation-persists", |url| {
-            Box::pin(every_operation_persists(url))
-        }),
-        ("failed-transaction-changes-nothing", |url| {
-            Box::pin(failed_transaction_changes_nothing(url))
-        }),
-        ("concurrent-edits-never-lose-one-another", |url| {
-            Box::pin(concurrent_edits(url))
-        }),
-        ("refused-enrolment-changes-nothing", |url| {
-            Box::pin(refused_enrolment_changes_nothing(url))
-        }),
+    named_cases![
+        "migrates-from-empty" => migrates_from_empty,
+        "upgrades-from-the-first-schema" => upgrades_from_the_first_schema,
+        "every-operation-persists" => every_operation_persists,
+        "failed-transaction-changes-nothing" => failed_transaction_changes_nothing,
+        "concurrent-edits-never-lose-one-another" => concurrent_edits,
+        "refused-enrolment-changes-nothing" => refused_enrolment_changes_nothing,
     ]
 }
 
@@ -82,6 +82,23 @@ async fn open(url: &str) -> Result<SqlStore, Failure> {
         }
         text
     })
+}
+
+/// The [`open`] store and a service over it.
+async fn open_service(url: &str) -> Result<(SqlStore, Service), Failure> {
+    let store = open(url).await?;
+    let service = Service::new(Arc::new(store.clone()));
+    Ok((store, service))
+}
+
+/// The user guide's example network.
+const EXAMPLE: &str = include_str!("../../../docs/examples/network.toml");
+
+/// The command that imports [`EXAMPLE`].
+fn import_example() -> Result<Command, Failure> {
+    let imported =
+        definition::import("network.toml", EXAMPLE, NOW).map_err(|d| format!("{d:?}"))?;
+    Ok(Command::Import(Box::new(imported)))
 }
 
 const NOW: i64 = 1_800_000_000;
@@ -123,8 +140,7 @@ async fn migrates_from_empty(url: String) -> CaseResult {
 /// A database made by the first release (schema version 1) is upgraded on open and keeps
 /// its data.
 async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
-    let store = open(&url).await?;
-    let service = Service::new(Arc::new(store.clone()));
+    let (store, service) = open_service(&url).await?;
     service
         .execute(
             Command::CreateToken {
@@ -218,32 +234,41 @@ async fn step(
     Ok(outcome)
 }
 
+/// [`step`] for each command in turn.
+async fn steps(
+    service: &Service,
+    store: &SqlStore,
+    commands: impl IntoIterator<Item = Command>,
+) -> CaseResult {
+    for command in commands {
+        step(service, store, command).await?;
+    }
+    Ok(())
+}
+
 async fn every_operation_persists(url: String) -> CaseResult {
-    let store = open(&url).await?;
-    let service = Service::new(Arc::new(store.clone()));
-    let text = include_str!("../../../docs/examples/network.toml");
-    let imported = definition::import("network.toml", text, NOW).map_err(|d| format!("{d:?}"))?;
-    step(&service, &store, Command::Import(Box::new(imported))).await?;
+    let (store, service) = open_service(&url).await?;
+    step(&service, &store, import_example()?).await?;
     let exported = definition::render(&*service.state().await.map_err(e("state"))?);
-    let original = enclave_policy::load("a", text).map_err(e("loading the example"))?;
+    let original = enclave_policy::load("a", EXAMPLE).map_err(e("loading the example"))?;
     let round = enclave_policy::load("b", &exported).map_err(e("loading the export"))?;
     check(original.network == round.network, || {
         "the export after import is not the same network".into()
     })?;
 
-    step(
-        &service,
-        &store,
+    let enrolments =
+        [(KEY_A, "new-laptop"), (KEY_B, "office-gw")].map(|(public_key, host)| Command::Enrol {
+            key_hash: "key-hash".into(),
+            public_key: public_key.into(),
+            hostname: Some(host.into()),
+        });
+    let approvals = ["new-laptop", "office-gw"].map(|name| Command::Approve { name: name.into() });
+    let credentials = [
         Command::CreateToken {
             id: "t1".into(),
             name: "alice".into(),
             hash: "token-hash".into(),
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::CreateKey(NewKey {
             id: "k1".into(),
             hash: "key-hash".into(),
@@ -253,32 +278,17 @@ async fn every_operation_persists(url: String) -> CaseResult {
             expires_at: Some(NOW + 3600),
             ephemeral: true,
         }),
-    )
-    .await?;
-    for (public_key, host) in [(KEY_A, "new-laptop"), (KEY_B, "office-gw")] {
-        step(
-            &service,
-            &store,
-            Command::Enrol {
-                key_hash: "key-hash".into(),
-                public_key: public_key.into(),
-                hostname: Some(host.into()),
-            },
-        )
-        .await?;
-    }
-    for name in ["new-laptop", "office-gw"] {
-        step(&service, &store, Command::Approve { name: name.into() }).await?;
-    }
-    step(
-        &service,
-        &store,
-        Command::SetGateway {
-            name: "office-gw".into(),
-            allowed: true,
-        },
-    )
-    .await?;
+    ];
+    let gateway = Command::SetGateway {
+        name: "office-gw".into(),
+        allowed: true,
+    };
+    let joined = credentials
+        .into_iter()
+        .chain(enrolments)
+        .chain(approvals)
+        .chain([gateway]);
+    steps(&service, &store, joined).await?;
     let mut found = BTreeMap::new();
     found.insert(
         "192.168.77.0/24".parse().map_err(e("cidr"))?,
@@ -294,36 +304,19 @@ async fn every_operation_persists(url: String) -> CaseResult {
             reason: "ethernet, up".into(),
         },
     );
-    step(
-        &service,
-        &store,
+    let subnets_and_trust = [
         Command::ReportDiscovered {
             system: "office-gw".into(),
             subnets: found,
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::RemoveSubnet {
             system: "office-gw".into(),
             subnet: "10.30.0.0/16".parse().map_err(e("cidr"))?,
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::AddSubnet {
             system: "office-gw".into(),
             subnet: "10.40.0.0/16".parse().map_err(e("cidr"))?,
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::PutTrust {
             doc: TrustDoc {
                 name: "office-ip".into(),
@@ -334,8 +327,8 @@ async fn every_operation_persists(url: String) -> CaseResult {
             },
             write: Write::Create,
         },
-    )
-    .await?;
+    ];
+    steps(&service, &store, subnets_and_trust).await?;
     let tag = step(
         &service,
         &store,
@@ -422,47 +415,25 @@ async fn every_operation_persists(url: String) -> CaseResult {
             )
         },
     )?;
-    step(
-        &service,
-        &store,
+    let deletions = [
         Command::DeletePolicy {
             name: "users to the office".into(),
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::DeleteTag {
             name: "users".into(),
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::DeleteTrust {
             name: "office-ip".into(),
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::Revoke {
             name: "new-laptop".into(),
         },
-    )
-    .await?;
-    step(
-        &service,
-        &store,
         Command::Delete {
             name: "new-laptop".into(),
         },
-    )
-    .await?;
-    step(&service, &store, Command::RevokeKey { id: "k1".into() }).await?;
+        Command::RevokeKey { id: "k1".into() },
+    ];
+    steps(&service, &store, deletions).await?;
 
     let state = service.state().await.map_err(e("state"))?;
     let audit = store
@@ -497,12 +468,9 @@ async fn every_operation_persists(url: String) -> CaseResult {
 }
 
 async fn failed_transaction_changes_nothing(url: String) -> CaseResult {
-    let store = open(&url).await?;
-    let service = Service::new(Arc::new(store.clone()));
-    let text = include_str!("../../../docs/examples/network.toml");
-    let imported = definition::import("network.toml", text, NOW).map_err(|d| format!("{d:?}"))?;
+    let (store, service) = open_service(&url).await?;
     service
-        .execute(Command::Import(Box::new(imported)), &ctx("cli"))
+        .execute(import_example()?, &ctx("cli"))
         .await
         .map_err(e("import"))?;
     let before = store.load().await.map_err(e("loading"))?;
@@ -562,14 +530,10 @@ async fn failed_transaction_changes_nothing(url: String) -> CaseResult {
 
 async fn concurrent_edits(url: String) -> CaseResult {
     // Two stores on one database stand for two servers (or two administrators).
-    let one = open(&url).await?;
-    let two = open(&url).await?;
-    let text = include_str!("../../../docs/examples/network.toml");
-    let imported = definition::import("network.toml", text, NOW).map_err(|d| format!("{d:?}"))?;
-    let first = Service::new(Arc::new(one.clone()));
-    let second = Service::new(Arc::new(two.clone()));
+    let (one, first) = open_service(&url).await?;
+    let (two, second) = open_service(&url).await?;
     first
-        .execute(Command::Import(Box::new(imported)), &ctx("token:a"))
+        .execute(import_example()?, &ctx("token:a"))
         .await
         .map_err(e("import"))?;
 
@@ -682,8 +646,7 @@ async fn concurrent_edits(url: String) -> CaseResult {
 }
 
 async fn refused_enrolment_changes_nothing(url: String) -> CaseResult {
-    let store = open(&url).await?;
-    let service = Service::new(Arc::new(store.clone()));
+    let (store, service) = open_service(&url).await?;
     service
         .execute(
             Command::CreateKey(NewKey {

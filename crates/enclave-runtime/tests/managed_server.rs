@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use enclave_control::agent_suite::users_to_servers;
+use enclave_control::agent_suite::{create_key, users_to_servers};
 use enclave_control::agents::{Hub, Options};
-use enclave_control::core::{Command, Ctx, NewKey, Write};
+use enclave_control::core::{Command, Ctx, Write};
 use enclave_control::model::ApprovalMode;
 use enclave_control::service::Service;
 use enclave_control::store::SqlStore;
-use enclave_control::{secret, server, tls};
+use enclave_control::{server, tls};
 use enclave_runtime::config::AgentConfig;
 use enclave_runtime::managed::{self, enrol, last_view, Trust};
 use enclave_runtime::source::SourceEvent;
@@ -67,21 +67,39 @@ async fn key(service: &Service, tags: &[&str]) -> String {
 }
 
 async fn key_with(service: &Service, tags: &[&str], approval: ApprovalMode) -> String {
-    let made = secret::generate(secret::KEY_PREFIX);
-    run(
-        service,
-        Command::CreateKey(NewKey {
-            id: made.id.clone(),
-            hash: made.hash.clone(),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            approval,
-            uses: None,
-            expires_at: None,
-            ephemeral: false,
-        }),
-    )
-    .await;
-    made.text
+    create_key(service, tags, approval, false, &ctx())
+        .await
+        .unwrap()
+        .text
+}
+
+/// The first event that `pick` takes, passing over the others; panics with `what` when none
+/// comes within [`STEP`] or the source ends.
+async fn next_event<T>(
+    events: &mut tokio::sync::mpsc::Receiver<SourceEvent>,
+    what: &str,
+    mut pick: impl FnMut(SourceEvent) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout(STEP, events.recv()).await {
+            Ok(Some(event)) => {
+                if let Some(picked) = pick(event) {
+                    return picked;
+                }
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+/// Runs `enrol::enrol_if_needed` for `config` off the async workers, as the agent's start does.
+async fn enrol_if_needed(
+    config: &AgentConfig,
+) -> Result<Option<enclave_control_proto::Enrolled>, enrol::Error> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config))
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -165,15 +183,15 @@ async fn scenario(dir: &std::path::Path) {
     let (_db_key, _) = enrol::enrol(&url, &trust, &servers, Some("db"))
         .await
         .unwrap();
-    let pushed = loop {
-        match tokio::time::timeout(STEP, events.recv()).await {
-            Ok(Some(SourceEvent::Update(update))) if update.view.peers.contains_key("db") => {
-                break update
-            }
-            Ok(Some(_)) => {}
-            other => panic!("no view with the new peer within 10 s: {other:?}"),
-        }
-    };
+    let pushed = next_event(
+        &mut events,
+        "no view with the new peer within 10 s",
+        |event| match event {
+            SourceEvent::Update(update) if update.view.peers.contains_key("db") => Some(update),
+            _ => None,
+        },
+    )
+    .await;
     let serial: u64 = pushed
         .origin
         .rsplit(' ')
@@ -224,11 +242,7 @@ async fn scenario(dir: &std::path::Path) {
     .unwrap();
     let unattended_config = AgentConfig::load(&unattended.join("agent.toml")).unwrap();
     write_key_file("enk_wrong\n");
-    let config_for_task = unattended_config.clone();
-    let refused = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
-        .await
-        .unwrap()
-        .unwrap_err();
+    let refused = enrol_if_needed(&unattended_config).await.unwrap_err();
     let refused = format!(
         "{refused}: {}",
         std::error::Error::source(&refused).unwrap()
@@ -242,19 +256,13 @@ async fn scenario(dir: &std::path::Path) {
         "a refused enrolment wrote a key"
     );
     write_key_file(&format!("{users}\n"));
-    let config_for_task = unattended_config.clone();
-    let enrolled = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
+    let enrolled = enrol_if_needed(&unattended_config)
         .await
-        .unwrap()
         .unwrap()
         .expect("the first start did not enrol");
     assert_eq!(enrolled.system, "kiosk");
     assert!(unattended.join("private.key").exists());
-    let config_for_task = unattended_config.clone();
-    let again = tokio::task::spawn_blocking(move || enrol::enrol_if_needed(&config_for_task))
-        .await
-        .unwrap()
-        .unwrap();
+    let again = enrol_if_needed(&unattended_config).await.unwrap();
     assert!(
         again.is_none(),
         "an enrolled host enrolled again: {again:?}"
@@ -312,16 +320,16 @@ async fn scenario(dir: &std::path::Path) {
         },
     )
     .await;
-    loop {
-        match tokio::time::timeout(STEP, events.recv()).await {
-            Ok(Some(SourceEvent::Revoked(reason))) => {
-                assert!(!reason.is_empty());
-                break;
-            }
-            Ok(Some(_)) => {}
-            other => panic!("no revocation within 10 s: {other:?}"),
-        }
-    }
+    let reason = next_event(
+        &mut events,
+        "no revocation within 10 s",
+        |event| match event {
+            SourceEvent::Revoked(reason) => Some(reason),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(!reason.is_empty());
     assert!(!file.exists(), "the revoked system kept its last good view");
 
     // Approved again: back at its next attempt, with a view kept on disk again.
@@ -332,19 +340,19 @@ async fn scenario(dir: &std::path::Path) {
         },
     )
     .await;
-    loop {
-        match tokio::time::timeout(STEP, events.recv()).await {
-            Ok(Some(SourceEvent::Update(update))) => {
-                assert_eq!(update.view.system, "laptop");
-                break;
-            }
-            Ok(Some(SourceEvent::Revoked(again))) => {
+    let update = next_event(
+        &mut events,
+        "no view within 10 s of the approval",
+        |event| match event {
+            SourceEvent::Update(update) => Some(update),
+            SourceEvent::Revoked(again) => {
                 panic!("the agent was told again that it is revoked: {again}")
             }
-            Ok(Some(_)) => {}
-            other => panic!("no view within 10 s of the approval: {other:?}"),
-        }
-    }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(update.view.system, "laptop");
     assert!(file.exists(), "the readmitted system has no last good view");
     drop(events);
     let _ = stop.send(());

@@ -53,6 +53,15 @@ fn view_of(decision: Decision) -> (ViewUpdate, Sent) {
     }
 }
 
+/// The reason the laptop, connected with `sent`, is closed with on `state` (panics when it is
+/// not closed).
+fn laptop_closed(state: &State, sent: Sent) -> String {
+    match decide(&snapshot(state), &key(LAPTOP), Some(sent)) {
+        Decision::Close(ServerMessage::Revoked(r)) => r.reason,
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn an_agent_gets_its_view_once_with_the_revision_as_serial() {
     let state = example();
@@ -110,10 +119,8 @@ fn revoking_a_system_closes_it_and_its_peers_get_views_without_it() {
             name: "laptop".into(),
         },
     );
-    match decide(&snapshot(&revoked), &key(LAPTOP), Some(laptop_sent)) {
-        Decision::Close(ServerMessage::Revoked(r)) => assert!(r.reason.contains("revoked")),
-        other => panic!("{other:?}"),
-    }
+    let reason = laptop_closed(&revoked, laptop_sent);
+    assert!(reason.contains("revoked"), "{reason}");
     let (update, _) = view_of(decide(
         &snapshot(&revoked),
         &key(GATEWAY),
@@ -135,10 +142,8 @@ fn revoking_a_system_closes_it_and_its_peers_get_views_without_it() {
             name: "laptop".into(),
         },
     );
-    match decide(&snapshot(&deleted), &key(LAPTOP), Some(laptop_sent)) {
-        Decision::Close(ServerMessage::Revoked(r)) => assert!(r.reason.contains("deleted")),
-        other => panic!("{other:?}"),
-    }
+    let reason = laptop_closed(&deleted, laptop_sent);
+    assert!(reason.contains("deleted"), "{reason}");
 }
 
 #[test]

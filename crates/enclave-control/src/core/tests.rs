@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::definition::FieldProblem;
-use crate::model::{AclDoc, DiscoveredSubnet, Ports, UnixTime};
+use crate::model::{DiscoveredSubnet, UnixTime};
+use crate::testing::smb_policy;
 use base64::Engine as _;
 use ipnet::Ipv4Net;
 
@@ -58,24 +59,11 @@ fn with_keys() -> State {
     state
 }
 
+/// [`smb_policy`] to the range 192.168.77.20-21.
 fn gateway_policy(name: &str, gateway: &str, subnet: &str) -> PolicyDoc {
     PolicyDoc {
-        name: name.into(),
-        kind: PolicyKind::Gateway,
-        enabled: true,
-        senders: vec!["users".into()],
-        receivers: vec![],
-        gateways: vec![gateway.into()],
-        subnets: vec![subnet.into()],
         filter: Some(vec!["192.168.77.20-192.168.77.21".into()]),
-        acl: vec![AclDoc {
-            protocol: "tcp".into(),
-            ports: Some(Ports::One(445)),
-            label: Some("SMB".into()),
-        }],
-        trust: vec![],
-        active_hours: None,
-        version: 0,
+        ..smb_policy(name, gateway, subnet)
     }
 }
 

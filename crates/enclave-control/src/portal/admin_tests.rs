@@ -2,34 +2,10 @@
 //! SQLite store, through the same harness as the other portal pages.
 
 use super::*;
-use crate::model::{AclDoc, PolicyDoc, PolicyKind, Ports, TrustDoc};
+use crate::model::{PolicyDoc, TrustDoc};
+use crate::testing::smb_policy;
 
 const KEY_B: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
-
-impl Harness {
-    /// Runs `command` as the server host would.
-    fn execute(&self, command: Command) -> crate::core::Outcome {
-        let ctx = Ctx {
-            actor: "cli".into(),
-            now: now(),
-        };
-        self.runtime
-            .block_on(self.portal.service.execute(command, &ctx))
-            .unwrap()
-    }
-
-    fn state(&self) -> Arc<crate::model::State> {
-        self.runtime.block_on(self.portal.service.state()).unwrap()
-    }
-
-    fn post(&self, path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Answer {
-        self.send(Method::POST, path, cookie, Some(encode(pairs)))
-    }
-
-    fn get(&self, path: &str, cookie: &str) -> Answer {
-        self.send(Method::GET, path, cookie, None)
-    }
-}
 
 /// The first field error of a page comes after the element with `id`.
 fn error_after(answer: &Answer, id: &str) -> String {
@@ -43,24 +19,11 @@ fn error_after(answer: &Answer, id: &str) -> String {
     rest[..rest.find("</p>").unwrap()].to_owned()
 }
 
+/// [`smb_policy`] through `gw` to 192.168.77.20 alone.
 fn gateway_policy(name: &str) -> PolicyDoc {
     PolicyDoc {
-        name: name.into(),
-        kind: PolicyKind::Gateway,
-        enabled: true,
-        senders: vec!["users".into()],
-        receivers: vec![],
-        gateways: vec!["gw".into()],
-        subnets: vec!["192.168.77.0/24".into()],
         filter: Some(vec!["192.168.77.20".into()]),
-        acl: vec![AclDoc {
-            protocol: "tcp".into(),
-            ports: Some(Ports::One(445)),
-            label: Some("SMB".into()),
-        }],
-        trust: vec![],
-        active_hours: None,
-        version: 0,
+        ..smb_policy(name, "gw", "192.168.77.0/24")
     }
 }
 
@@ -77,16 +40,7 @@ fn guide_network(h: &Harness) {
             ..SystemEdit::default()
         },
     });
-    let key = secret::generate(secret::KEY_PREFIX);
-    h.execute(Command::CreateKey(NewKey {
-        id: key.id.clone(),
-        hash: key.hash.clone(),
-        tags: BTreeSet::new(),
-        approval: ApprovalMode::Auto,
-        uses: None,
-        expires_at: None,
-        ephemeral: false,
-    }));
+    let key = h.key(ApprovalMode::Auto);
     h.execute(Command::Enrol {
         key_hash: key.hash,
         public_key: KEY_B.into(),
@@ -110,28 +64,28 @@ fn guide_network(h: &Harness) {
 fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     let h = Harness::new("keys");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let page = h.get("/portal/keys", &cookie);
-    assert_eq!(page.status, StatusCode::OK);
+    let page = h.get("/portal/keys", &cookie).expect_status(StatusCode::OK);
     assert!(page.text.contains("Create an enrolment key"));
     let csrf = page.csrf();
     let before = h.state().keys.len();
 
     // Without the form's token nothing is made.
-    let refused = h.post(
+    h.post(
         "/portal/keys",
         &cookie,
         &[("csrf", "forged"), ("tags", "users")],
-    );
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    )
+    .expect_status(StatusCode::FORBIDDEN);
     assert_eq!(h.state().keys.len(), before);
 
     // A bad expiry is refused next to its field, with what was typed kept.
-    let bad = h.post(
-        "/portal/keys",
-        &cookie,
-        &[("csrf", &csrf), ("tags", "users"), ("expires", "soon")],
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let bad = h
+        .post(
+            "/portal/keys",
+            &cookie,
+            &[("csrf", &csrf), ("tags", "users"), ("expires", "soon")],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let error = error_after(&bad, "key-expires");
     assert!(
         error.contains(r#"&quot;soon&quot; is not a duration"#),
@@ -139,28 +93,30 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     );
     assert!(bad.text.contains(r#"value="soon""#) && bad.text.contains(r#"value="users""#));
     // So is a bad tag, at the tags (the core's check, field `tags[0]`).
-    let bad = h.post(
-        "/portal/keys",
-        &cookie,
-        &[("csrf", &csrf), ("tags", "no/slash")],
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = h
+        .post(
+            "/portal/keys",
+            &cookie,
+            &[("csrf", &csrf), ("tags", "no/slash")],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_after(&bad, "key-tags").contains("may hold only letters"));
     assert_eq!(h.state().keys.len(), before);
 
-    let made = h.post(
-        "/portal/keys",
-        &cookie,
-        &[
-            ("csrf", &csrf),
-            ("tags", "users, laptops"),
-            ("approval", "auto"),
-            ("uses", "3"),
-            ("expires", "7d"),
-            ("ephemeral", "on"),
-        ],
-    );
-    assert_eq!(made.status, StatusCode::OK, "{}", made.text);
+    let made = h
+        .post(
+            "/portal/keys",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("tags", "users, laptops"),
+                ("approval", "auto"),
+                ("uses", "3"),
+                ("expires", "7d"),
+                ("ephemeral", "on"),
+            ],
+        )
+        .expect_status(StatusCode::OK);
     let at = made.text.find(r#"id="new-key" readonly value=""#).unwrap();
     let text = made.text[at..].split('"').nth(3).unwrap().to_owned();
     assert!(text.starts_with(secret::KEY_PREFIX), "{text}");
@@ -189,17 +145,18 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     assert!(list.text.contains("automatic"));
 
     let id = key.id.clone();
-    let revoked = h.post(
-        &format!("/portal/keys/{id}/revoke"),
-        &cookie,
-        &[("csrf", &csrf)],
-    );
-    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text);
+    let revoked = h
+        .post(
+            &format!("/portal/keys/{id}/revoke"),
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .expect_status(StatusCode::OK);
     assert!(revoked
         .text
         .contains(&format!("Enrolment key {id} was revoked.")));
     assert!(h.state().keys[&id].revoked);
-    let entries = h.runtime.block_on(h.portal.service.audit(0, 100)).unwrap();
+    let entries = h.audit();
     for action in ["key.create", "key.revoke"] {
         assert!(
             entries
@@ -214,32 +171,34 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
             .any(|e| e.detail.contains(&text) || e.target.contains(&text)),
         "the audit log holds the key"
     );
-    let unknown = h.post(
+    h.post(
         "/portal/keys/000000000000/revoke",
         &cookie,
         &[("csrf", &csrf)],
-    );
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    )
+    .expect_status(StatusCode::NOT_FOUND);
 }
 
 #[test]
 fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
     let h = Harness::new("trust");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let page = h.get("/portal/trust", &cookie);
-    assert_eq!(page.status, StatusCode::OK);
+    let page = h
+        .get("/portal/trust", &cookie)
+        .expect_status(StatusCode::OK);
     let csrf = page.csrf();
 
-    let bad = h.post(
-        "/portal/trust",
-        &cookie,
-        &[
-            ("csrf", &csrf),
-            ("name", "partner-offices"),
-            ("allow", "198.51.100.1/24"),
-        ],
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let bad = h
+        .post(
+            "/portal/trust",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "partner-offices"),
+                ("allow", "198.51.100.1/24"),
+            ],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let error = error_after(&bad, "create-allow");
     assert!(
         error.contains("198.51.100.1/24 has host bits set")
@@ -249,7 +208,7 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
     assert_eq!(bad.text.matches("field-error").count(), 1, "{}", bad.text);
     assert!(h.state().trust_requirements.is_empty());
 
-    let made = h.post(
+    h.post(
         "/portal/trust",
         &cookie,
         &[
@@ -258,8 +217,8 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
             ("allow", "198.51.100.0/24\n203.0.113.0/24"),
             ("block", "203.0.113.128/25"),
         ],
-    );
-    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.text);
+    )
+    .expect_status(StatusCode::SEE_OTHER);
     let doc = h.state().trust_requirements["partner-offices"].clone();
     assert_eq!(doc.kind, "public_ip");
     assert_eq!(doc.allow, ["198.51.100.0/24", "203.0.113.0/24"]);
@@ -268,11 +227,12 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
     assert!(list.text.contains("<code>203.0.113.128/25</code>"));
 
     // Edited at the version read; an older version is refused as stale.
-    let edit = h.get("/portal/trust/partner-offices", &cookie);
-    assert_eq!(edit.status, StatusCode::OK);
+    let edit = h
+        .get("/portal/trust/partner-offices", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(edit.text.contains("198.51.100.0/24\n203.0.113.0/24"));
     let version = doc.version.to_string();
-    let saved = h.post(
+    h.post(
         "/portal/trust/partner-offices",
         &cookie,
         &[
@@ -281,18 +241,19 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
             ("allow", "198.51.100.0/24"),
             ("block", ""),
         ],
-    );
-    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    )
+    .expect_status(StatusCode::SEE_OTHER);
     assert_eq!(
         h.state().trust_requirements["partner-offices"].allow,
         ["198.51.100.0/24"]
     );
-    let stale = h.post(
-        "/portal/trust/partner-offices",
-        &cookie,
-        &[("csrf", &csrf), ("version", &version), ("allow", "")],
-    );
-    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let stale = h
+        .post(
+            "/portal/trust/partner-offices",
+            &cookie,
+            &[("csrf", &csrf), ("version", &version), ("allow", "")],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         stale.text.contains("was changed by someone else"),
         "{}",
@@ -300,41 +261,43 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
     );
 
     // Named by a tag, it cannot be deleted; once free, it can.
-    let tagged = h.post(
-        "/portal/tags",
-        &cookie,
-        &[
-            ("csrf", &csrf),
-            ("name", "users"),
-            ("trust-0", "partner-offices"),
-        ],
-    );
-    assert_eq!(tagged.status, StatusCode::OK, "{}", tagged.text);
+    let tagged = h
+        .post(
+            "/portal/tags",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "users"),
+                ("trust-0", "partner-offices"),
+            ],
+        )
+        .expect_status(StatusCode::OK);
     assert!(
         tagged.text.contains("no system carries tag"),
         "{}",
         tagged.text
     );
     assert_eq!(h.state().tags["users"].trust, ["partner-offices"]);
-    let refused = h.post(
-        "/portal/trust/partner-offices/delete",
-        &cookie,
-        &[("csrf", &csrf)],
-    );
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = h
+        .post(
+            "/portal/trust/partner-offices/delete",
+            &cookie,
+            &[("csrf", &csrf)],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(refused.text.contains("partner-offices"));
     assert!(h.state().trust_requirements.contains_key("partner-offices"));
-    let untagged = h.post("/portal/tags/users/delete", &cookie, &[("csrf", &csrf)]);
-    assert_eq!(untagged.status, StatusCode::OK);
+    h.post("/portal/tags/users/delete", &cookie, &[("csrf", &csrf)])
+        .expect_status(StatusCode::OK);
     assert!(h.state().tags.is_empty());
-    let deleted = h.post(
+    h.post(
         "/portal/trust/partner-offices/delete",
         &cookie,
         &[("csrf", &csrf)],
-    );
-    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text);
+    )
+    .expect_status(StatusCode::OK);
     assert!(h.state().trust_requirements.is_empty());
-    let entries = h.runtime.block_on(h.portal.service.audit(0, 100)).unwrap();
+    let entries = h.audit();
     let mine: Vec<&str> = entries
         .iter()
         .filter(|e| e.actor == "user:alice")
@@ -361,8 +324,9 @@ fn active_hours_take_days_times_and_an_iana_zone() {
     assert!(list
         .text
         .contains("/portal/active-hours/users%20to%20the%20office"));
-    let page = h.get("/portal/active-hours/users%20to%20the%20office", &cookie);
-    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let page = h
+        .get("/portal/active-hours/users%20to%20the%20office", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(page.text.contains("This policy is always active."));
     assert!(page
         .text
@@ -374,18 +338,19 @@ fn active_hours_take_days_times_and_an_iana_zone() {
         .to_string();
     let path = "/portal/active-hours/users%20to%20the%20office";
 
-    let bad = h.post(
-        path,
-        &cookie,
-        &[
-            ("csrf", &csrf),
-            ("version", &version),
-            ("day-mon", "on"),
-            ("hours", "07:00-19:00"),
-            ("zone", "Mars/Olympus_Mons"),
-        ],
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let bad = h
+        .post(
+            path,
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("day-mon", "on"),
+                ("hours", "07:00-19:00"),
+                ("zone", "Mars/Olympus_Mons"),
+            ],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_after(&bad, "hours-zone").contains("unknown time zone"));
     let bad = h.post(
         path,
@@ -404,7 +369,7 @@ fn active_hours_take_days_times_and_an_iana_zone() {
         .active_hours
         .is_none());
 
-    let saved = h.post(
+    h.post(
         path,
         &cookie,
         &[
@@ -415,8 +380,8 @@ fn active_hours_take_days_times_and_an_iana_zone() {
             ("hours", "07:00-12:00, 13:00-19:00"),
             ("zone", "America/Los_Angeles"),
         ],
-    );
-    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    )
+    .expect_status(StatusCode::SEE_OTHER);
     let policy = h.state().policies["users to the office"].clone();
     let hours = policy.active_hours.clone().unwrap();
     assert_eq!(hours.days, ["mon", "fri"]);
@@ -429,12 +394,12 @@ fn active_hours_take_days_times_and_an_iana_zone() {
 
     // Always active again.
     let version = policy.version.to_string();
-    let cleared = h.post(
+    h.post(
         path,
         &cookie,
         &[("csrf", &csrf), ("version", &version), ("always", "on")],
-    );
-    assert_eq!(cleared.status, StatusCode::SEE_OTHER, "{}", cleared.text);
+    )
+    .expect_status(StatusCode::SEE_OTHER);
     assert!(h.state().policies["users to the office"]
         .active_hours
         .is_none());
@@ -455,8 +420,7 @@ fn the_tags_page_counts_systems_and_sets_requirements() {
         write: crate::core::Write::Create,
     });
     let (_, cookie) = h.sign_in(PASSWORD);
-    let page = h.get("/portal/tags", &cookie);
-    assert_eq!(page.status, StatusCode::OK);
+    let page = h.get("/portal/tags", &cookie).expect_status(StatusCode::OK);
     let row = page
         .text
         .split("<tr>")
@@ -472,7 +436,7 @@ fn the_tags_page_counts_systems_and_sets_requirements() {
     assert!(edit.text.contains("Trust requirements of tag users"));
     assert!(edit.text.contains(r#"value="office ip""#));
     let csrf = edit.csrf();
-    let saved = h.post(
+    h.post(
         "/portal/tags",
         &cookie,
         &[
@@ -481,15 +445,16 @@ fn the_tags_page_counts_systems_and_sets_requirements() {
             ("name", "users"),
             ("trust-0", "office ip"),
         ],
-    );
-    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    )
+    .expect_status(StatusCode::SEE_OTHER);
     assert_eq!(h.state().tags["users"].trust, ["office ip"]);
     let page = h.get("/portal/tags", &cookie);
     assert!(page.text.contains(">office ip</a>"));
 
     // A bad name is refused at the name field.
-    let bad = h.post("/portal/tags", &cookie, &[("csrf", &csrf), ("name", "a b")]);
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = h
+        .post("/portal/tags", &cookie, &[("csrf", &csrf), ("name", "a b")])
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_after(&bad, "tag-name").contains("may hold only letters"));
 }
 
@@ -498,17 +463,19 @@ fn explain_answers_with_the_reasons_policy_explain_gives() {
     let h = Harness::new("explain");
     guide_network(&h);
     let (_, cookie) = h.sign_in(PASSWORD);
-    let form = h.get("/portal/explain", &cookie);
-    assert_eq!(form.status, StatusCode::OK);
+    let form = h
+        .get("/portal/explain", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(form
         .text
         .contains(r#"<option value="laptop">laptop</option>"#));
 
-    let allowed = h.get(
-        "/portal/explain?from=laptop&to=192.168.77.20&proto=tcp&port=445&from_ip=&at=",
-        &cookie,
-    );
-    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
+    let allowed = h
+        .get(
+            "/portal/explain?from=laptop&to=192.168.77.20&proto=tcp&port=445&from_ip=&at=",
+            &cookie,
+        )
+        .expect_status(StatusCode::OK);
     assert!(
         allowed.text.contains(r#"id="verdict">allowed<"#),
         "{}",
@@ -530,19 +497,20 @@ fn explain_answers_with_the_reasons_policy_explain_gives() {
         .text
         .contains("the address is outside the policy&#39;s subnet filter"));
 
-    let bad = h.get(
-        "/portal/explain?from=laptop&to=192.168.77.20&proto=tcp&port=http",
-        &cookie,
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = h
+        .get(
+            "/portal/explain?from=laptop&to=192.168.77.20&proto=tcp&port=http",
+            &cookie,
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(error_after(&bad, "explain-port").contains("is not a port"));
     assert!(!bad.text.contains(r#"id="verdict""#));
     let bad = h.get("/portal/explain?from=laptop&to=192.168.77", &cookie);
     assert!(error_after(&bad, "explain-to").contains("is not an IPv4 address"));
 
     // No session, no answer.
-    let anonymous = h.get("/portal/explain?from=laptop&to=192.168.77.20", "");
-    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    h.get("/portal/explain?from=laptop&to=192.168.77.20", "")
+        .expect_status(StatusCode::SEE_OTHER);
 }
 
 #[test]

@@ -6,10 +6,11 @@ use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
 
 use super::*;
+use crate::agent_suite::create_key;
 use crate::agents;
-use crate::core::NewKey;
 use crate::model::ApprovalMode;
-use crate::store::{SqlStore, Store as _};
+use crate::store::Store as _;
+use crate::testing::{self, Bench};
 
 /// The pages of enrolment keys, tags, trust requirements and explain.
 #[path = "admin_tests.rs"]
@@ -18,38 +19,10 @@ mod admin;
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "a long enough password";
 
-/// An enrolment key without tags, limits or expiry, made as `ctx` says.
-async fn create_key(service: &Service, approval: ApprovalMode, ctx: &Ctx) -> secret::Secret {
-    let key = secret::generate(secret::KEY_PREFIX);
-    service
-        .execute(
-            Command::CreateKey(NewKey {
-                id: key.id.clone(),
-                hash: key.hash.clone(),
-                tags: BTreeSet::new(),
-                approval,
-                uses: None,
-                expires_at: None,
-                ephemeral: false,
-            }),
-            ctx,
-        )
-        .await
-        .unwrap();
-    key
-}
-
 struct Harness {
     router: Router,
     portal: Portal,
-    dir: std::path::PathBuf,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    bench: Bench,
 }
 
 struct Answer {
@@ -59,6 +32,12 @@ struct Answer {
 }
 
 impl Answer {
+    /// The answer, once its status is `status` (its text is shown when not).
+    fn expect_status(self, status: StatusCode) -> Self {
+        assert_eq!(self.status, status, "{}", self.text);
+        self
+    }
+
     fn cookie(&self, name: &str) -> Option<String> {
         self.headers
             .get_all(header::SET_COOKIE)
@@ -105,60 +84,62 @@ fn encode(pairs: &[(&str, &str)]) -> String {
 impl Harness {
     /// A server with account `alice` and one system, `laptop`, pending approval.
     fn new(name: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        let bench = Bench::new("portal", name);
+        bench
+            .block_on(bench.store.put_portal_user(&users::User {
+                name: "alice".into(),
+                password_hash: users::hash(PASSWORD).unwrap(),
+                created_at: now(),
+            }))
             .unwrap();
-        let dir = std::env::temp_dir().join(format!(
-            "enclave-control-portal-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}/control.db", dir.display());
-        let hub = runtime.block_on(async {
-            let store = SqlStore::open(&url).await.unwrap();
-            store
-                .put_portal_user(&users::User {
-                    name: "alice".into(),
-                    password_hash: users::hash(PASSWORD).unwrap(),
-                    created_at: now(),
-                })
-                .await
-                .unwrap();
-            let service = Arc::new(Service::new(Arc::new(store)));
-            let ctx = Ctx {
-                actor: "cli".into(),
-                now: now(),
-            };
-            let key = create_key(&service, ApprovalMode::Manual, &ctx).await;
-            service
-                .execute(
-                    Command::Enrol {
-                        key_hash: key.hash,
-                        public_key: KEY_A.into(),
-                        hostname: Some("laptop".into()),
-                    },
-                    &ctx,
-                )
-                .await
-                .unwrap();
-            Arc::new(Hub::new(service, agents::Options::default()))
-        });
         let portal = Portal {
-            service: Arc::clone(hub.service()),
-            hub,
+            service: Arc::clone(bench.service()),
+            hub: Arc::clone(&bench.hub),
             sessions: Arc::new(Sessions::default()),
             limiter: Arc::new(Mutex::new(Limiter::new())),
             tls: true,
             streams: live::streams(),
         };
-        Self {
+        let h = Self {
             router: routes_of(portal.clone()),
             portal,
-            dir,
-            runtime,
-        }
+            bench,
+        };
+        let key = h.key(ApprovalMode::Manual);
+        h.execute(Command::Enrol {
+            key_hash: key.hash,
+            public_key: KEY_A.into(),
+            hostname: Some("laptop".into()),
+        });
+        h
+    }
+
+    /// An enrolment key without tags, limits or expiry, made on the server host.
+    fn key(&self, approval: ApprovalMode) -> secret::Secret {
+        self.bench
+            .block_on(create_key(
+                self.bench.service(),
+                &[],
+                approval,
+                false,
+                &testing::cli(),
+            ))
+            .unwrap()
+    }
+
+    /// Runs `command` as the server host would.
+    fn execute(&self, command: Command) -> crate::core::Outcome {
+        self.bench.execute(command)
+    }
+
+    fn state(&self) -> Arc<crate::model::State> {
+        self.bench.block_on(self.portal.service.state()).unwrap()
+    }
+
+    fn audit(&self) -> Vec<crate::model::AuditEntry> {
+        self.bench
+            .block_on(self.portal.service.audit(0, 100))
+            .unwrap()
     }
 
     fn send(&self, method: Method, path: &str, cookies: &str, form: Option<String>) -> Answer {
@@ -174,7 +155,7 @@ impl Harness {
             None => Body::empty(),
         };
         let router = self.router.clone();
-        self.runtime.block_on(async move {
+        self.bench.block_on(async move {
             let response = router.oneshot(request.body(body).unwrap()).await.unwrap();
             let status = response.status();
             let headers = response.headers().clone();
@@ -185,6 +166,14 @@ impl Harness {
                 text: String::from_utf8_lossy(&bytes).into_owned(),
             }
         })
+    }
+
+    fn post(&self, path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Answer {
+        self.send(Method::POST, path, cookie, Some(encode(pairs)))
+    }
+
+    fn get(&self, path: &str, cookie: &str) -> Answer {
+        self.send(Method::GET, path, cookie, None)
     }
 
     /// Signs in with `password`: the answer and the session cookie header to send after.
@@ -212,16 +201,12 @@ impl Harness {
 #[test]
 fn pages_need_a_session_and_a_wrong_password_gets_none() {
     let h = Harness::new("signin");
-    let page = h.send(Method::GET, "/portal/systems", "", None);
-    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let page = h
+        .get("/portal/systems", "")
+        .expect_status(StatusCode::SEE_OTHER);
     assert_eq!(page.headers[header::LOCATION], "/portal/signin");
-    let forged = h.send(
-        Method::GET,
-        "/portal/systems",
-        "enclave_session=forged",
-        None,
-    );
-    assert_eq!(forged.status, StatusCode::SEE_OTHER);
+    h.get("/portal/systems", "enclave_session=forged")
+        .expect_status(StatusCode::SEE_OTHER);
 
     let (wrong, cookie) = h.sign_in("not the password");
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
@@ -236,8 +221,9 @@ fn pages_need_a_session_and_a_wrong_password_gets_none() {
     assert_eq!(right.status, StatusCode::SEE_OTHER, "{}", right.text);
     let set = right.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"));
-    let page = h.send(Method::GET, "/portal/systems", &cookie, None);
-    assert_eq!(page.status, StatusCode::OK);
+    let page = h
+        .get("/portal/systems", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(page.text.contains("laptop") && page.text.contains("pending"));
     assert!(page.headers[header::CONTENT_SECURITY_POLICY]
         .to_str()
@@ -246,27 +232,22 @@ fn pages_need_a_session_and_a_wrong_password_gets_none() {
 
     // Signed out, the cookie opens nothing.
     let csrf = page.csrf();
-    let out = h.send(
-        Method::POST,
-        "/portal/signout",
-        &cookie,
-        Some(encode(&[("csrf", &csrf)])),
-    );
-    assert_eq!(out.status, StatusCode::SEE_OTHER);
-    let page = h.send(Method::GET, "/portal/systems", &cookie, None);
-    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    h.post("/portal/signout", &cookie, &[("csrf", &csrf)])
+        .expect_status(StatusCode::SEE_OTHER);
+    h.get("/portal/systems", &cookie)
+        .expect_status(StatusCode::SEE_OTHER);
 }
 
 #[test]
 fn a_sign_in_form_without_its_token_is_refused() {
     let h = Harness::new("signin-csrf");
-    let answer = h.send(
-        Method::POST,
-        "/portal/signin",
-        "",
-        Some(encode(&[("name", "alice"), ("password", PASSWORD)])),
-    );
-    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let answer = h
+        .post(
+            "/portal/signin",
+            "",
+            &[("name", "alice"), ("password", PASSWORD)],
+        )
+        .expect_status(StatusCode::FORBIDDEN);
     assert!(answer.cookie(session::COOKIE).is_none());
 }
 
@@ -299,57 +280,47 @@ fn sign_in_is_refused_after_too_many_failures_even_with_the_right_password() {
 fn changes_need_the_forms_token_and_are_audited_as_the_user() {
     let h = Harness::new("changes");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let page = h.send(Method::GET, "/portal/systems/laptop", &cookie, None);
-    assert_eq!(page.status, StatusCode::OK);
+    let page = h
+        .get("/portal/systems/laptop", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(page.text.contains("Allow this system to act as a gateway"));
     let csrf = page.csrf();
 
     // Without the token, or with another, nothing happens.
     for form in [encode(&[]), encode(&[("csrf", "forged")])] {
-        let refused = h.send(
+        h.send(
             Method::POST,
             "/portal/systems/laptop/approve",
             &cookie,
             Some(form),
-        );
-        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        )
+        .expect_status(StatusCode::FORBIDDEN);
     }
     // Without a session either.
-    let refused = h.send(
-        Method::POST,
-        "/portal/systems/laptop/approve",
-        "",
-        Some(encode(&[("csrf", &csrf)])),
-    );
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let state = h.runtime.block_on(h.portal.service.state()).unwrap();
+    h.post("/portal/systems/laptop/approve", "", &[("csrf", &csrf)])
+        .expect_status(StatusCode::FORBIDDEN);
+    let state = h.state();
     assert_eq!(
         state.systems["laptop"].approval,
         crate::model::Approval::Pending
     );
 
-    let approved = h.send(
-        Method::POST,
-        "/portal/systems/laptop/approve",
-        &cookie,
-        Some(encode(&[("csrf", &csrf)])),
-    );
-    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.text);
-    let gateway = h.send(
-        Method::POST,
-        "/portal/systems/laptop/gateway",
-        &cookie,
-        Some(encode(&[("csrf", &csrf), ("allowed", "on")])),
-    );
-    assert_eq!(gateway.status, StatusCode::SEE_OTHER, "{}", gateway.text);
-    let added = h.send(
-        Method::POST,
-        "/portal/systems/laptop/subnet-add",
-        &cookie,
-        Some(encode(&[("csrf", &csrf), ("subnet", "0.0.0.0/0")])),
-    );
-    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
-    let state = h.runtime.block_on(h.portal.service.state()).unwrap();
+    for (path, fields) in [
+        ("/portal/systems/laptop/approve", None),
+        ("/portal/systems/laptop/gateway", Some(("allowed", "on"))),
+        (
+            "/portal/systems/laptop/subnet-add",
+            Some(("subnet", "0.0.0.0/0")),
+        ),
+    ] {
+        let form: Vec<_> = [("csrf", csrf.as_str())]
+            .into_iter()
+            .chain(fields)
+            .collect();
+        let done = h.post(path, &cookie, &form);
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{path}: {}", done.text);
+    }
+    let state = h.state();
     let laptop = &state.systems["laptop"];
     assert_eq!(laptop.approval, crate::model::Approval::Approved);
     let gw = laptop.gateway.as_ref().unwrap();
@@ -357,41 +328,38 @@ fn changes_need_the_forms_token_and_are_audited_as_the_user() {
     assert!(gw.subnets.contains(&"0.0.0.0/0".parse().unwrap()));
 
     // A bad subnet is refused next to its field, and what was typed stays.
-    let bad = h.send(
-        Method::POST,
-        "/portal/systems/laptop/subnet-add",
-        &cookie,
-        Some(encode(&[("csrf", &csrf), ("subnet", "192.168.77.1/24")])),
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = h
+        .post(
+            "/portal/systems/laptop/subnet-add",
+            &cookie,
+            &[("csrf", &csrf), ("subnet", "192.168.77.1/24")],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let error_at = bad.text.find("field-error").expect("a field error");
     let field_at = bad.text.find(r#"id="subnet""#).unwrap();
     assert!(error_at > field_at, "the error follows its field");
     assert!(bad.text.contains(r#"value="192.168.77.1/24""#));
 
     // Renamed and retagged; the page moves with the name.
-    let edited = h.send(
-        Method::POST,
-        "/portal/systems/laptop/edit",
-        &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("name", "gw-a"),
-            ("tags", "gw, office"),
-        ])),
-    );
-    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.text);
+    let edited = h
+        .post(
+            "/portal/systems/laptop/edit",
+            &cookie,
+            &[("csrf", &csrf), ("name", "gw-a"), ("tags", "gw, office")],
+        )
+        .expect_status(StatusCode::SEE_OTHER);
     assert_eq!(edited.headers[header::LOCATION], "/portal/systems/gw-a");
 
-    let activity = h.send(Method::GET, "/portal/activity", &cookie, None);
-    assert_eq!(activity.status, StatusCode::OK);
+    let activity = h
+        .get("/portal/activity", &cookie)
+        .expect_status(StatusCode::OK);
     assert_eq!(
         activity.text.matches("user:alice").count(),
         4,
         "{}",
         activity.text
     );
-    let entries = h.runtime.block_on(h.portal.service.audit(0, 100)).unwrap();
+    let entries = h.audit();
     assert!(entries
         .iter()
         .any(|e| e.actor == "user:alice" && e.action == "system.approve"));
@@ -425,27 +393,23 @@ fn text_is_escaped_and_times_are_civil() {
 fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     let h = Harness::new("filter");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let all = h.send(Method::GET, "/portal/systems", &cookie, None);
+    let all = h.get("/portal/systems", &cookie);
     assert!(all.text.contains(">laptop</a>"));
-    let pending = h.send(Method::GET, "/portal/systems?q=pending", &cookie, None);
+    let pending = h.get("/portal/systems?q=pending", &cookie);
     assert!(pending.text.contains(">laptop</a>"), "{}", pending.text);
     assert!(all.text.contains("1 system."), "{}", all.text);
-    let none = h.send(Method::GET, "/portal/systems?q=gateway", &cookie, None);
+    let none = h.get("/portal/systems?q=gateway", &cookie);
     assert!(!none.text.contains(">laptop</a>") && none.text.contains("No system matches."));
     assert!(none.text.contains("0 of 1 system match."), "{}", none.text);
 
     let csrf = all.csrf();
-    let bad = h.send(
-        Method::POST,
-        "/portal/systems/laptop/edit",
-        &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("name", "laptop"),
-            ("tags", "ok, <bad>"),
-        ])),
-    );
-    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    let bad = h
+        .post(
+            "/portal/systems/laptop/edit",
+            &cookie,
+            &[("csrf", &csrf), ("name", "laptop"), ("tags", "ok, <bad>")],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let tags_at = bad.text.find(r#"id="edit-tags""#).unwrap();
     let error_at = bad.text.find("field-error").expect("a field error");
     assert!(error_at > tags_at, "the error follows the tags field");
@@ -466,27 +430,14 @@ fn key_of(n: u32) -> String {
 impl Harness {
     /// Enrols `count` more systems, `host-0000`, `host-0001`, … (approved at once).
     fn enrol_many(&self, count: u32) {
-        let service = Arc::clone(&self.portal.service);
-        self.runtime.block_on(async move {
-            let ctx = Ctx {
-                actor: "cli".into(),
-                now: now(),
-            };
-            let key = create_key(&service, ApprovalMode::Auto, &ctx).await;
-            for n in 0..count {
-                service
-                    .execute(
-                        Command::Enrol {
-                            key_hash: key.hash.clone(),
-                            public_key: key_of(n + 1),
-                            hostname: Some(format!("host-{n:04}")),
-                        },
-                        &ctx,
-                    )
-                    .await
-                    .unwrap();
-            }
-        });
+        let key = self.key(ApprovalMode::Auto);
+        for n in 0..count {
+            self.execute(Command::Enrol {
+                key_hash: key.hash.clone(),
+                public_key: key_of(n + 1),
+                hostname: Some(format!("host-{n:04}")),
+            });
+        }
     }
 }
 
@@ -495,7 +446,7 @@ fn the_systems_page_is_paginated_and_the_filter_keeps_its_page_links() {
     let h = Harness::new("pages");
     h.enrol_many(120);
     let (_, cookie) = h.sign_in(PASSWORD);
-    let first = h.send(Method::GET, "/portal/systems", &cookie, None);
+    let first = h.get("/portal/systems", &cookie);
     assert!(
         first.text.contains("1–50 of 121 systems."),
         "{}",
@@ -504,7 +455,7 @@ fn the_systems_page_is_paginated_and_the_filter_keeps_its_page_links() {
     assert!(first.text.contains("Page 1 of 3"));
     assert!(first.text.contains(">host-0000</a>") && !first.text.contains(">host-0050</a>"));
     assert!(first.text.contains(r#"href="/portal/systems?page=2""#));
-    let last = h.send(Method::GET, "/portal/systems?page=3", &cookie, None);
+    let last = h.get("/portal/systems?page=3", &cookie);
     assert!(
         last.text.contains("101–121 of 121 systems."),
         "{}",
@@ -512,12 +463,12 @@ fn the_systems_page_is_paginated_and_the_filter_keeps_its_page_links() {
     );
     assert!(last.text.contains(">laptop</a>") && !last.text.contains("Next →"));
     // Past the last page: the last page; not a number: the first.
-    let past = h.send(Method::GET, "/portal/systems?page=99", &cookie, None);
+    let past = h.get("/portal/systems?page=99", &cookie);
     assert!(past.text.contains("Page 3 of 3"));
-    let junk = h.send(Method::GET, "/portal/systems?page=x", &cookie, None);
+    let junk = h.get("/portal/systems?page=x", &cookie);
     assert!(junk.text.contains("Page 1 of 3"));
     // A filter counts what matches and its links keep it.
-    let some = h.send(Method::GET, "/portal/systems?q=host-00", &cookie, None);
+    let some = h.get("/portal/systems?q=host-00", &cookie);
     assert!(
         some.text
             .contains("1–50 of 100 systems that match (121 in all)."),
@@ -540,14 +491,15 @@ fn the_systems_page_is_paginated_and_the_filter_keeps_its_page_links() {
 fn the_script_is_served_and_allowed_by_the_content_security_policy_only_from_here() {
     let h = Harness::new("script");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let page = h.send(Method::GET, "/portal/systems", &cookie, None);
+    let page = h.get("/portal/systems", &cookie);
     let csp = page.headers[header::CONTENT_SECURITY_POLICY]
         .to_str()
         .unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
     assert!(csp.contains("connect-src 'self'") && !csp.contains("unsafe"));
-    let script = h.send(Method::GET, "/portal/assets/portal.js", "", None);
-    assert_eq!(script.status, StatusCode::OK);
+    let script = h
+        .get("/portal/assets/portal.js", "")
+        .expect_status(StatusCode::OK);
     assert!(script.headers[header::CONTENT_TYPE]
         .to_str()
         .unwrap()
@@ -583,21 +535,16 @@ fn the_live_stream_needs_a_session_tells_of_agents_and_ends_with_it() {
     use enclave_control_proto::message::{ActiveGateway, PeerReport, Report};
 
     let h = Harness::new("live");
-    let refused = h.send(Method::GET, "/portal/live", "", None);
-    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
-    let forged = h.send(
-        Method::GET,
-        "/portal/live",
-        &format!("{}=forged", session::COOKIE),
-        None,
-    );
-    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    h.get("/portal/live", "")
+        .expect_status(StatusCode::UNAUTHORIZED);
+    h.get("/portal/live", &format!("{}=forged", session::COOKIE))
+        .expect_status(StatusCode::UNAUTHORIZED);
 
     let (_, cookie) = h.sign_in(PASSWORD);
     let router = h.router.clone();
     let hub = Arc::clone(&h.portal.hub);
     let sessions = Arc::clone(&h.portal.sessions);
-    let page = h.runtime.block_on(async move {
+    let page = h.bench.block_on(async move {
         let request = Request::get("/portal/live")
             .header(header::COOKIE, &cookie)
             .body(Body::empty())
@@ -708,51 +655,47 @@ fn shown_private_key(page: &str) -> String {
 fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
     let h = Harness::new("app-device");
     let (_, cookie) = h.sign_in(PASSWORD);
-    let systems = h.send(Method::GET, "/portal/systems", &cookie, None);
+    let systems = h.get("/portal/systems", &cookie);
     assert!(systems.text.contains(r#"href="/portal/app-devices""#));
-    let form = h.send(Method::GET, "/portal/app-devices", &cookie, None);
-    assert_eq!(form.status, StatusCode::OK);
+    let form = h
+        .get("/portal/app-devices", &cookie)
+        .expect_status(StatusCode::OK);
     let csrf = form.csrf();
 
     // Without the CSRF token nothing is added.
-    let forged = h.send(
-        Method::POST,
+    h.post(
         "/portal/app-devices",
         &cookie,
-        Some(encode(&[("name", "phone"), ("tags", "users")])),
-    );
-    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        &[("name", "phone"), ("tags", "users")],
+    )
+    .expect_status(StatusCode::FORBIDDEN);
 
     // A bad public key is refused next to its field, with what was typed.
-    let refused = h.send(
-        Method::POST,
-        "/portal/app-devices",
-        &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("name", "phone"),
-            ("tags", "users"),
-            ("public_key", "nonsense"),
-        ])),
-    );
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let refused = h
+        .post(
+            "/portal/app-devices",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("name", "phone"),
+                ("tags", "users"),
+                ("public_key", "nonsense"),
+            ],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let key_field = refused.text.find(r#"id="app-key""#).unwrap();
     let error = refused.text.find("is not a WireGuard public key").unwrap();
     assert!(error > key_field, "the error is not after the key's field");
     assert!(refused.text.contains(r#"value="nonsense""#));
 
     // The server makes the pair: the page shows the file, the QR code and the download once.
-    let made = h.send(
-        Method::POST,
-        "/portal/app-devices",
-        &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("name", "phone"),
-            ("tags", "users"),
-        ])),
-    );
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let made = h
+        .post(
+            "/portal/app-devices",
+            &cookie,
+            &[("csrf", &csrf), ("name", "phone"), ("tags", "users")],
+        )
+        .expect_status(StatusCode::CREATED);
     assert!(made.text.contains(r#"id="shown-once""#));
     assert!(made.text.contains(r#"<svg role="img""#), "no QR code");
     assert!(
@@ -761,12 +704,7 @@ fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
         made.text
     );
     let private_key = shown_private_key(&made.text);
-    let phone = h
-        .runtime
-        .block_on(h.portal.service.state())
-        .unwrap()
-        .systems["phone"]
-        .clone();
+    let phone = h.state().systems["phone"].clone();
     assert!(phone.is_app_device());
     assert_eq!(
         secret::wireguard_public_key(&private_key).as_deref(),
@@ -774,13 +712,13 @@ fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
     );
 
     // The download posts the key back once; a wrong key gets nothing.
-    let download = h.send(
-        Method::POST,
-        "/portal/app-devices/phone/download",
-        &cookie,
-        Some(encode(&[("csrf", &csrf), ("private_key", &private_key)])),
-    );
-    assert_eq!(download.status, StatusCode::OK);
+    let download = h
+        .post(
+            "/portal/app-devices/phone/download",
+            &cookie,
+            &[("csrf", &csrf), ("private_key", &private_key)],
+        )
+        .expect_status(StatusCode::OK);
     assert_eq!(
         download.headers[header::CONTENT_DISPOSITION],
         "attachment; filename=\"phone.conf\""
@@ -789,33 +727,30 @@ fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
         .text
         .contains(&format!("PrivateKey = {private_key}\n")));
     let (other, _) = secret::wireguard_key_pair();
-    let wrong = h.send(
-        Method::POST,
-        "/portal/app-devices/phone/download",
-        &cookie,
-        Some(encode(&[("csrf", &csrf), ("private_key", &other)])),
-    );
-    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let wrong = h
+        .post(
+            "/portal/app-devices/phone/download",
+            &cookie,
+            &[("csrf", &csrf), ("private_key", &other)],
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(!wrong.text.contains("PrivateKey"));
 
     // Later: the file without the key, from the system's page; no QR code.
-    let page = h.send(Method::GET, "/portal/systems/phone", &cookie, None);
+    let page = h.get("/portal/systems/phone", &cookie);
     assert!(page.text.contains(r#"href="/portal/app-devices/phone""#));
-    let later = h.send(Method::GET, "/portal/app-devices/phone", &cookie, None);
-    assert_eq!(later.status, StatusCode::OK);
+    let later = h
+        .get("/portal/app-devices/phone", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(!later.text.contains(&private_key));
     assert!(!later.text.contains("<svg"));
-    let file = h.send(
-        Method::GET,
-        "/portal/app-devices/phone/download",
-        &cookie,
-        None,
-    );
-    assert_eq!(file.status, StatusCode::OK);
+    let file = h
+        .get("/portal/app-devices/phone/download", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(file.text.contains("[Interface]") && !file.text.contains(&private_key));
     // An enrolled system has no app configuration; pages need a session.
-    let laptop = h.send(Method::GET, "/portal/app-devices/laptop", &cookie, None);
-    assert_eq!(laptop.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let anonymous = h.send(Method::GET, "/portal/app-devices/phone/download", "", None);
-    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    h.get("/portal/app-devices/laptop", &cookie)
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
+    h.get("/portal/app-devices/phone/download", "")
+        .expect_status(StatusCode::SEE_OTHER);
 }

@@ -2,10 +2,8 @@
 //! string: algorithm, parameters and salt travel with the hash), kept in the store's
 //! `portal_users` table. Made on the server host with `enclave-control admin user create`.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::Argon2;
+use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
 use getrandom::SysRng;
-use rand_core::{Rng as _, UnwrapErr};
 use sqlx::{AnyPool, Row as _};
 
 use crate::store::{db, Result};
@@ -61,13 +59,9 @@ pub fn hash(password: &str) -> std::result::Result<String, PasswordError> {
     if password.len() > MAX_PASSWORD {
         return Err(PasswordError::Long);
     }
-    // 16 random bytes, as SaltString::generate draws (argon2 0.5 asks for rand_core 0.6's
-    // generator; ours is rand_core 0.10's).
-    let mut bytes = [0u8; 16];
-    UnwrapErr(SysRng).fill_bytes(&mut bytes);
-    let salt = SaltString::encode_b64(&bytes).map_err(|_| PasswordError::Hash)?;
+    // A 16-byte salt from the OS (an OS that cannot give randomness fails the hash, no panic).
     Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password_with_rng(&mut SysRng, password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|_| PasswordError::Hash)
 }
@@ -78,11 +72,11 @@ pub fn verify(password: &str, hash: &str) -> bool {
     if password.len() > MAX_PASSWORD {
         return false;
     }
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    // The parameters and the salt come from the PHC string, so hashes made with other
+    // parameters (or by argon2 0.5) still verify.
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
 }
 
 /// A hash no password matches, verified for unknown names so that a wrong name costs as much
@@ -142,5 +136,16 @@ mod tests {
         // Salted: the same password hashes differently each time.
         assert_ne!(hashed, hash("correct horse battery").unwrap());
         assert_eq!(hash("short"), Err(PasswordError::Short));
+    }
+
+    /// `hash("correct horse battery")` as made by argon2 0.5.3 (before the upgrade to 0.6):
+    /// accounts made then must still sign in.
+    const ARGON2_0_5_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$XazYnBsw/XrLaB8Q9kAkfw$\
+                                   YmF4H9TzORGFGlru6u08Y0V2s2eKcPj2fDxjjwT5tf4";
+
+    #[test]
+    fn a_hash_made_by_argon2_0_5_still_verifies() {
+        assert!(verify("correct horse battery", ARGON2_0_5_HASH));
+        assert!(!verify("correct horse batterY", ARGON2_0_5_HASH));
     }
 }

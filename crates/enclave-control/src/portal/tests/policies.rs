@@ -10,10 +10,6 @@ const LAN: &str = "192.168.77.0/24";
 /// (done on the server host, as `cli`), and a signed-in session: its cookie.
 fn gateway_ready(name: &str) -> (Harness, String) {
     let h = Harness::new(name);
-    let ctx = Ctx {
-        actor: "cli".into(),
-        now: now(),
-    };
     for command in [
         Command::Approve {
             name: "laptop".into(),
@@ -27,16 +23,10 @@ fn gateway_ready(name: &str) -> (Harness, String) {
             subnet: LAN.parse().unwrap(),
         },
     ] {
-        h.runtime
-            .block_on(h.portal.service.execute(command, &ctx))
-            .unwrap();
+        h.execute(command);
     }
     let (_, cookie) = h.sign_in(PASSWORD);
     (h, cookie)
-}
-
-fn state(h: &Harness) -> Arc<crate::model::State> {
-    h.runtime.block_on(h.portal.service.state()).unwrap()
 }
 
 /// The guide's policy as the form posts it, with `filter` as typed.
@@ -67,6 +57,21 @@ fn guide_form(csrf: &str, filter: &str) -> String {
     ])
 }
 
+/// The token of the new-policy form, as `cookie`'s user opens it.
+fn new_policy_csrf(h: &Harness, cookie: &str) -> String {
+    h.get("/portal/new-policy", cookie).csrf()
+}
+
+/// Posts the guide's policy (see [`guide_form`]) to the new-policy form.
+fn new_policy(h: &Harness, cookie: &str, csrf: &str, filter: &str) -> Answer {
+    h.send(
+        Method::POST,
+        "/portal/new-policy",
+        cookie,
+        Some(guide_form(csrf, filter)),
+    )
+}
+
 /// Asserts that a form was saved: sent back to the list, or shown again with the warnings
 /// of its validation.
 fn assert_saved(answer: &Answer) {
@@ -83,16 +88,13 @@ fn assert_saved(answer: &Answer) {
 #[test]
 fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
     let (h, cookie) = gateway_ready("policy-create");
-    let list = h.send(Method::GET, "/portal/policies", &cookie, None);
-    assert_eq!(list.status, StatusCode::OK);
+    let list = h
+        .get("/portal/policies", &cookie)
+        .expect_status(StatusCode::OK);
     assert!(list.text.contains("No policies yet"), "{}", list.text);
-    let form = h.send(
-        Method::GET,
-        "/portal/new-policy?kind=gateway",
-        &cookie,
-        None,
-    );
-    assert_eq!(form.status, StatusCode::OK);
+    let form = h
+        .get("/portal/new-policy?kind=gateway", &cookie)
+        .expect_status(StatusCode::OK);
     // The gateway and the subnet it serves are offered.
     assert!(form.text.contains(r#"name="gateways" value="laptop""#));
     assert!(form
@@ -101,12 +103,7 @@ fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
     assert!(form.text.contains("Subnet filtering"));
     let csrf = form.csrf();
 
-    let made = h.send(
-        Method::POST,
-        "/portal/new-policy",
-        &cookie,
-        Some(guide_form(&csrf, "192.168.77.20\n192.168.77.21")),
-    );
+    let made = new_policy(&h, &cookie, &csrf, "192.168.77.20\n192.168.77.21");
     // Saved; no system carries the tag `users` yet, which `policy check` warns about: the
     // form shows the warning at the senders.
     assert_eq!(made.status, StatusCode::OK, "{}", made.text);
@@ -117,7 +114,7 @@ fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
         .find(r#"<p class="field-warning">no system carries tag &quot;users&quot;"#)
         .unwrap();
     assert!(warning_at > senders_at && warning_at < made.text.find("<legend>Gateways").unwrap());
-    let state = state(&h);
+    let state = h.state();
     let policy = &state.policies["users to Menlo Park Office"];
     assert_eq!(policy.kind, PolicyKind::Gateway);
     assert!(policy.enabled);
@@ -132,13 +129,13 @@ fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
     assert_eq!(policy.acl[1].protocol, "tcp");
     assert_eq!(policy.acl[1].label.as_deref(), Some("SMB"));
     assert!(policy.active_hours.is_none());
-    let entries = h.runtime.block_on(h.portal.service.audit(0, 100)).unwrap();
+    let entries = h.audit();
     assert!(entries.iter().any(|e| e.actor == "user:alice"
         && e.action == "policy.create"
         && e.target == "users to Menlo Park Office"));
 
     // The list shows it with the guide's words.
-    let list = h.send(Method::GET, "/portal/policies", &cookie, None);
+    let list = h.get("/portal/policies", &cookie);
     for words in [
         "users to Menlo Park Office",
         "Gateway access",
@@ -149,13 +146,8 @@ fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
         assert!(list.text.contains(words), "{words:?} in {}", list.text);
     }
     // The same name again is refused at the name.
-    let again = h.send(
-        Method::POST,
-        "/portal/new-policy",
-        &cookie,
-        Some(guide_form(&csrf, "192.168.77.20")),
-    );
-    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let again = new_policy(&h, &cookie, &csrf, "192.168.77.20")
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let name_at = again.text.find(r#"id="name""#).unwrap();
     let error_at = again.text.find("exists already").unwrap();
     assert!(error_at > name_at && error_at < again.text.find(r#"id="senders""#).unwrap());
@@ -164,22 +156,10 @@ fn the_guides_policy_is_made_in_the_form_and_audited_as_the_user() {
 #[test]
 fn a_bad_cidr_is_refused_next_to_the_filter_with_what_was_typed() {
     let (h, cookie) = gateway_ready("policy-bad-cidr");
-    let csrf = h
-        .send(Method::GET, "/portal/new-policy", &cookie, None)
-        .csrf();
+    let csrf = new_policy_csrf(&h, &cookie);
     for bad in ["192.168.77.0/33", "192.168.99.1"] {
-        let answer = h.send(
-            Method::POST,
-            "/portal/new-policy",
-            &cookie,
-            Some(guide_form(&csrf, &format!("192.168.77.20\n{bad}"))),
-        );
-        assert_eq!(
-            answer.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{}",
-            answer.text
-        );
+        let answer = new_policy(&h, &cookie, &csrf, &format!("192.168.77.20\n{bad}"))
+            .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
         let text = &answer.text;
         let filter_at = text.find(r#"id="filter""#).unwrap();
         let error_at = text[filter_at..]
@@ -197,16 +177,14 @@ fn a_bad_cidr_is_refused_next_to_the_filter_with_what_was_typed() {
         );
         assert!(text.contains(r#"value="users to Menlo Park Office""#));
         assert!(text.contains(r#"name="acl-ports-1" value="445""#));
-        assert!(state(&h).policies.is_empty(), "nothing was saved");
+        assert!(h.state().policies.is_empty(), "nothing was saved");
     }
 }
 
 #[test]
 fn a_bad_port_is_shown_at_its_acl_row_and_a_bad_zone_at_the_zone() {
     let (h, cookie) = gateway_ready("policy-bad-acl");
-    let csrf = h
-        .send(Method::GET, "/portal/new-policy", &cookie, None)
-        .csrf();
+    let csrf = new_policy_csrf(&h, &cookie);
     let form = encode(&[
         ("csrf", &csrf),
         ("kind", "gateway"),
@@ -224,13 +202,9 @@ fn a_bad_port_is_shown_at_its_acl_row_and_a_bad_zone_at_the_zone() {
         ("hours", "07:00-19:00"),
         ("zone", "Mars/Olympus_Mons"),
     ]);
-    let answer = h.send(Method::POST, "/portal/new-policy", &cookie, Some(form));
-    assert_eq!(
-        answer.status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "{}",
-        answer.text
-    );
+    let answer = h
+        .send(Method::POST, "/portal/new-policy", &cookie, Some(form))
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let text = &answer.text;
     let row_at = text.find(r#"id="acl-label-1""#).unwrap();
     let next_row = text.find(r#"id="acl-protocol-2""#).unwrap();
@@ -243,27 +217,19 @@ fn a_bad_port_is_shown_at_its_acl_row_and_a_bad_zone_at_the_zone() {
         zone_error.is_some_and(|at| text[at..].contains("Mars/Olympus_Mons")),
         "the zone's error follows the zone: {text}"
     );
-    assert!(state(&h).policies.is_empty());
+    assert!(h.state().policies.is_empty());
 }
 
 #[test]
 fn a_stale_edit_is_refused_and_the_switch_and_delete_work() {
     let (h, cookie) = gateway_ready("policy-edit");
-    let csrf = h
-        .send(Method::GET, "/portal/new-policy", &cookie, None)
-        .csrf();
-    let made = h.send(
-        Method::POST,
-        "/portal/new-policy",
-        &cookie,
-        Some(guide_form(&csrf, "192.168.77.20")),
-    );
+    let csrf = new_policy_csrf(&h, &cookie);
+    let made = new_policy(&h, &cookie, &csrf, "192.168.77.20");
     assert_saved(&made);
     let page_path = "/portal/policies/users%20to%20Menlo%20Park%20Office";
-    let page = h.send(Method::GET, page_path, &cookie, None);
-    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let page = h.get(page_path, &cookie).expect_status(StatusCode::OK);
     assert!(page.text.contains("192.168.77.20</textarea>"));
-    let read = state(&h).policies["users to Menlo Park Office"].version;
+    let read = h.state().policies["users to Menlo Park Office"].version;
     assert!(page
         .text
         .contains(&format!(r#"name="version" value="{read}""#)));
@@ -278,78 +244,63 @@ fn a_stale_edit_is_refused_and_the_switch_and_delete_work() {
         Some(form.clone()),
     );
     assert_saved(&saved);
-    let now_at = state(&h).policies["users to Menlo Park Office"].clone();
+    let now_at = h.state().policies["users to Menlo Park Office"].clone();
     assert_eq!(now_at.filter.as_ref().map(Vec::len), Some(2));
     assert!(now_at.version > read);
 
     // The same form again carries the old version: refused, nothing changes.
-    let stale = h.send(
-        Method::POST,
-        &format!("{page_path}/save"),
-        &cookie,
-        Some(form.replace("192.168.77.21", "192.168.77.22")),
-    );
-    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let stale = h
+        .send(
+            Method::POST,
+            &format!("{page_path}/save"),
+            &cookie,
+            Some(form.replace("192.168.77.21", "192.168.77.22")),
+        )
+        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         stale.text.contains("changed by someone else"),
         "{}",
         stale.text
     );
     assert!(stale.text.contains("Reload the page"));
-    assert_eq!(state(&h).policies["users to Menlo Park Office"], now_at);
+    assert_eq!(h.state().policies["users to Menlo Park Office"], now_at);
 
     // Without the form's token the switch changes nothing.
     let version = now_at.version.to_string();
-    let refused = h.send(
-        Method::POST,
+    h.post(
         &format!("{page_path}/enabled"),
         &cookie,
-        Some(encode(&[("version", &version), ("enabled", "off")])),
-    );
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert!(state(&h).policies["users to Menlo Park Office"].enabled);
+        &[("version", &version), ("enabled", "off")],
+    )
+    .expect_status(StatusCode::FORBIDDEN);
+    assert!(h.state().policies["users to Menlo Park Office"].enabled);
     // With it, the list's switch disables the policy.
-    let off = h.send(
-        Method::POST,
+    let off = h.post(
         &format!("{page_path}/enabled"),
         &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("version", &version),
-            ("enabled", "off"),
-        ])),
+        &[("csrf", &csrf), ("version", &version), ("enabled", "off")],
     );
     assert_saved(&off);
-    let disabled = state(&h).policies["users to Menlo Park Office"].clone();
+    let disabled = h.state().policies["users to Menlo Park Office"].clone();
     assert!(!disabled.enabled);
     assert_eq!(disabled.filter, now_at.filter, "only the switch changed");
-    let list = h.send(Method::GET, "/portal/policies", &cookie, None);
+    let list = h.get("/portal/policies", &cookie);
     assert!(list.text.contains("disabled") && list.text.contains(">Enable</button>"));
     // A switch at an old version is refused too.
-    let stale = h.send(
-        Method::POST,
+    h.post(
         &format!("{page_path}/enabled"),
         &cookie,
-        Some(encode(&[
-            ("csrf", &csrf),
-            ("version", &version),
-            ("enabled", "on"),
-        ])),
-    );
-    assert_eq!(stale.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(!state(&h).policies["users to Menlo Park Office"].enabled);
+        &[("csrf", &csrf), ("version", &version), ("enabled", "on")],
+    )
+    .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(!h.state().policies["users to Menlo Park Office"].enabled);
 
-    let deleted = h.send(
-        Method::POST,
-        &format!("{page_path}/delete"),
-        &cookie,
-        Some(encode(&[("csrf", &csrf)])),
-    );
-    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
-    assert!(state(&h).policies.is_empty());
-    let gone = h.send(Method::GET, page_path, &cookie, None);
-    assert_eq!(gone.status, StatusCode::NOT_FOUND);
-    let entries = h.runtime.block_on(h.portal.service.audit(0, 100)).unwrap();
+    h.post(&format!("{page_path}/delete"), &cookie, &[("csrf", &csrf)])
+        .expect_status(StatusCode::SEE_OTHER);
+    assert!(h.state().policies.is_empty());
+    h.get(page_path, &cookie)
+        .expect_status(StatusCode::NOT_FOUND);
+    let entries = h.audit();
     for action in ["policy.create", "policy.update", "policy.delete"] {
         assert!(
             entries
@@ -368,26 +319,20 @@ fn a_direct_access_policy_and_pages_without_a_session() {
         "/portal/new-policy",
         "/portal/policies/x",
     ] {
-        let answer = h.send(Method::GET, page, "", None);
+        let answer = h.get(page, "");
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{page}");
         assert_eq!(answer.headers[header::LOCATION], "/portal/signin");
     }
-    let refused = h.send(
-        Method::POST,
-        "/portal/new-policy",
-        "",
-        Some(encode(&[("name", "x")])),
-    );
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    h.post("/portal/new-policy", "", &[("name", "x")])
+        .expect_status(StatusCode::FORBIDDEN);
 
-    let form = h.send(Method::GET, "/portal/new-policy?kind=direct", &cookie, None);
+    let form = h.get("/portal/new-policy?kind=direct", &cookie);
     assert!(form.text.contains("Receiver tags"));
     assert!(!form.text.contains("Subnet filtering"));
-    let made = h.send(
-        Method::POST,
+    let made = h.post(
         "/portal/new-policy",
         &cookie,
-        Some(encode(&[
+        &[
             ("csrf", &form.csrf()),
             ("kind", "direct"),
             ("name", "admins to servers"),
@@ -399,14 +344,14 @@ fn a_direct_access_policy_and_pages_without_a_session() {
             ("acl-label-0", "SSH"),
             // A gateway's fields do not belong to a direct policy: ignored.
             ("gateways", "laptop"),
-        ])),
+        ],
     );
     assert_saved(&made);
-    let policy = state(&h).policies["admins to servers"].clone();
+    let policy = h.state().policies["admins to servers"].clone();
     assert_eq!(policy.kind, PolicyKind::Direct);
     assert_eq!(policy.receivers, ["servers", "db"]);
     assert!(policy.gateways.is_empty() && policy.filter.is_none());
-    let list = h.send(Method::GET, "/portal/policies", &cookie, None);
+    let list = h.get("/portal/policies", &cookie);
     assert!(list.text.contains("Direct access"));
 }
 
@@ -469,16 +414,9 @@ fn problems_are_placed_by_their_field() {
 #[test]
 fn subnet_filtering_ticked_without_an_address_is_refused_at_the_filter() {
     let (h, cookie) = gateway_ready("policy-empty-filter");
-    let csrf = h
-        .send(Method::GET, "/portal/new-policy", &cookie, None)
-        .csrf();
-    let answer = h.send(
-        Method::POST,
-        "/portal/new-policy",
-        &cookie,
-        Some(guide_form(&csrf, " \n ")),
-    );
-    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let csrf = new_policy_csrf(&h, &cookie);
+    let answer =
+        new_policy(&h, &cookie, &csrf, " \n ").expect_status(StatusCode::UNPROCESSABLE_ENTITY);
     let text = &answer.text;
     let filter_at = text.find(r#"id="filter""#).unwrap();
     let error_at = text[filter_at..].find("field-error").unwrap() + filter_at;
@@ -487,5 +425,5 @@ fn subnet_filtering_ticked_without_an_address_is_refused_at_the_filter() {
         text[error_at..].contains("subnet filter is empty"),
         "{text}"
     );
-    assert!(state(&h).policies.is_empty());
+    assert!(h.state().policies.is_empty());
 }
