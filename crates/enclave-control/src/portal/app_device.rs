@@ -18,7 +18,7 @@ use qrcode::render::svg;
 use qrcode::{EcLevel, QrCode};
 
 use super::fields::field;
-use super::pages::{esc, layout};
+use super::pages::{esc, layout, FIELD_ERROR};
 use super::session::{Session, SignedIn, SignedInForm};
 use super::{field_problems, html, segment, tags, unavailable, Answer, Portal};
 use crate::app_device::{self, AppConfig};
@@ -71,11 +71,7 @@ fn form_page(
                 fields.contains(&field)
             };
             if mine {
-                let _ = write!(
-                    out,
-                    r#"<p class="field-error" role="alert">{}</p>"#,
-                    esc(&p.message)
-                );
+                let _ = write!(out, "{FIELD_ERROR}{}</p>", esc(&p.message));
             }
         }
         out

@@ -2,7 +2,6 @@
 //! form's problems shown next to the field they concern, what was typed kept, and notices.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -11,7 +10,7 @@ use crate::core::{Command, Outcome, Refusal};
 use crate::definition::FieldProblem;
 use crate::service;
 
-use super::pages::esc;
+use super::pages::{esc, paragraph, FIELD_ERROR};
 use super::session::Session;
 use super::{error_at, field_problems, see, unavailable, Portal};
 
@@ -205,19 +204,11 @@ impl Fields {
         if !self.is(form) {
             return String::new();
         }
-        let mut out = String::new();
-        for p in self.problems.iter().filter(|p| mine(&leaf(&p.field))) {
-            let _ = write!(
-                out,
-                r#"<p class="field-error" role="alert">{}"#,
-                esc(&p.message)
-            );
-            if let Some(hint) = &p.hint {
-                let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
-            }
-            out.push_str("</p>");
-        }
-        out
+        self.problems
+            .iter()
+            .filter(|p| mine(&leaf(&p.field)))
+            .map(|p| paragraph(FIELD_ERROR, p))
+            .collect()
     }
 
     /// What was typed into `name` of form `form`, else `default`.
@@ -243,15 +234,10 @@ impl Fields {
 pub(crate) fn notice(done: &str, warnings: &[FieldProblem]) -> String {
     let mut out = format!(r#"<p class="notice" role="status">{}</p>"#, esc(done));
     for w in warnings {
-        let _ = write!(
-            out,
-            r#"<p class="warning" role="status">Warning: {}"#,
-            esc(&w.message)
-        );
-        if let Some(hint) = &w.hint {
-            let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
-        }
-        out.push_str("</p>");
+        out.push_str(&paragraph(
+            r#"<p class="warning" role="status">Warning: "#,
+            w,
+        ));
     }
     out
 }
