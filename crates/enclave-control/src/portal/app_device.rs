@@ -10,22 +10,19 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use axum::Form;
-use enclave_policy::Network;
 use qrcode::render::svg;
 use qrcode::{EcLevel, QrCode};
 
-use super::pages::{esc, layout};
-use super::session::Session;
-use super::{field_problems, html, segment, tags, unavailable, Portal};
+use super::fields::field;
+use super::pages::{esc, layout, FIELD_ERROR};
+use super::session::{Session, SignedIn, SignedInForm};
+use super::{field_problems, html, segment, tags, unavailable, Answer, Portal};
 use crate::app_device::{self, AppConfig};
 use crate::core::{Command, Refusal, Reply};
-use crate::definition;
 use crate::model::State as Managed;
 use crate::secret;
 use crate::service;
@@ -45,16 +42,6 @@ pub(crate) fn qr_svg(text: &str) -> Option<String> {
         r#"<svg role="img" aria-label="QR code of the configuration" "#,
         1,
     ))
-}
-
-/// The validated network of `state`.
-fn network(portal: &Portal, state: &Managed) -> Result<Arc<Network>, Refusal> {
-    if let Some(network) = portal.service.validated(state.revision) {
-        return Ok(network);
-    }
-    definition::validate(state)
-        .map(|valid| Arc::new(valid.network))
-        .map_err(Refusal::Invalid)
 }
 
 /// The form, with what was typed and the problems of a refused attempt.
@@ -84,11 +71,7 @@ fn form_page(
                 fields.contains(&field)
             };
             if mine {
-                let _ = write!(
-                    out,
-                    r#"<p class="field-error" role="alert">{}</p>"#,
-                    esc(&p.message)
-                );
+                let _ = write!(out, "{FIELD_ERROR}{}</p>", esc(&p.message));
             }
         }
         out
@@ -181,25 +164,16 @@ fn config_page(
 }
 
 /// `GET /portal/app-devices`: the form.
-pub(crate) async fn new_page(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => html(StatusCode::OK, form_page(&session, &HashMap::new(), None)),
-        Err(to) => to,
-    }
+pub(crate) async fn new_page(SignedIn(session): SignedIn) -> Response {
+    html(StatusCode::OK, form_page(&session, &HashMap::new(), None))
 }
 
 /// `POST /portal/app-devices`: adds the device and shows its configuration.
 pub(crate) async fn add(
     State(portal): State<Portal>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
-    let field = |k: &str| form.get(k).map_or("", String::as_str).trim().to_owned();
-    let pasted = field("public_key");
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
+    let pasted = field(&form, "public_key");
     let (private_key, public_key) = if pasted.is_empty() {
         let (private, public) = secret::wireguard_key_pair();
         (Some(private), public)
@@ -207,9 +181,9 @@ pub(crate) async fn add(
         (None, pasted)
     };
     let command = Command::AddAppDevice {
-        name: field("name"),
+        name: field(&form, "name"),
         public_key,
-        tags: tags(&field("tags")),
+        tags: tags(&field(&form, "tags")),
         key_made_here: private_key.is_some(),
     };
     let outcome = match portal.run(&session, command).await {
@@ -217,23 +191,23 @@ pub(crate) async fn add(
         Err(service::Error::Refused(refusal)) => {
             let mut typed = form.clone();
             typed.remove("csrf");
-            return html(
+            return Ok(html(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 form_page(&session, &typed, Some(&refusal)),
-            );
+            ));
         }
-        Err(other) => return unavailable(&other),
+        Err(other) => return Err(unavailable(&other)),
     };
     let Reply::System(system) = &outcome.reply else {
-        return unavailable(&service::Error::Busy);
+        return Err(unavailable(&service::Error::Busy));
     };
     let key = private_key.as_ref().map(|k| k.as_str());
     let config = outcome
         .network
         .clone()
-        .map_or_else(|| network(&portal, &outcome.next), Ok)
+        .map_or_else(|| portal.network(&outcome.next), Ok)
         .and_then(|network| app_device::for_system(&outcome.next, &network, &system.name, key));
-    match config {
+    Ok(match config {
         Ok(config) => html(
             StatusCode::CREATED,
             config_page(&session, &system.name, &config, key),
@@ -242,14 +216,19 @@ pub(crate) async fn add(
             StatusCode::UNPROCESSABLE_ENTITY,
             form_page(&session, &HashMap::new(), Some(&refusal)),
         ),
-    }
+    })
 }
 
-/// The configuration of `name` now, without a private key.
-async fn current(portal: &Portal, name: &str) -> Result<AppConfig, Response> {
-    let state = portal.service.state().await.map_err(|e| unavailable(&e))?;
-    network(portal, &state)
-        .and_then(|network| app_device::for_system(&state, &network, name, None))
+/// The configuration of `name` in `state`, with `private_key` (else without one).
+fn config_of(
+    portal: &Portal,
+    state: &Managed,
+    name: &str,
+    private_key: Option<&str>,
+) -> Result<AppConfig, Response> {
+    portal
+        .network(state)
+        .and_then(|network| app_device::for_system(state, &network, name, private_key))
         .map_err(|refusal| not_shown(&refusal))
 }
 
@@ -267,17 +246,15 @@ fn not_shown(refusal: &Refusal) -> Response {
 /// `GET /portal/app-devices/{name}`: the configuration as it is now, without the private key.
 pub(crate) async fn show(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    match current(&portal, &name).await {
-        Ok(config) => html(StatusCode::OK, config_page(&session, &name, &config, None)),
-        Err(page) => page,
-    }
+    SignedIn(session): SignedIn,
+) -> Answer {
+    let state = portal.state().await?;
+    let config = config_of(&portal, &state, &name, None)?;
+    Ok(html(
+        StatusCode::OK,
+        config_page(&session, &name, &config, None),
+    ))
 }
 
 /// The file as a download: the pages' headers (never cached, no sniffing), as plain text.
@@ -300,52 +277,37 @@ fn attachment(config: &AppConfig) -> Response {
 /// `GET /portal/app-devices/{name}/download`: the file without the private key.
 pub(crate) async fn download(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    if let Err(to) = portal.page(&headers) {
-        return to;
-    }
-    match current(&portal, &name).await {
-        Ok(config) => attachment(&config),
-        Err(page) => page,
-    }
+    _: SignedIn,
+) -> Answer {
+    let state = portal.state().await?;
+    let config = config_of(&portal, &state, &name, None)?;
+    Ok(attachment(&config))
 }
 
 /// `POST /portal/app-devices/{name}/download`: the file with the private key the page that
 /// added the device holds, once it is checked to be the pair of the device's public key.
 pub(crate) async fn download_with_key(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    if let Err(refusal) = portal.form(&headers, &form) {
-        return refusal;
-    }
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
+    SignedInForm(_, form): SignedInForm,
+) -> Answer {
+    let state = portal.state().await?;
     let private_key = form.get("private_key").map_or("", String::as_str);
     let matches = state.systems.get(&name).is_some_and(|s| {
         secret::wireguard_public_key(private_key).is_some_and(|public| public == s.public_key)
     });
     if !matches {
-        return html(
+        return Err(html(
             StatusCode::UNPROCESSABLE_ENTITY,
             super::pages::message(
                 "Not downloaded",
                 "This private key is not the one of this device; nothing was sent.",
             ),
-        );
+        ));
     }
-    match network(&portal, &state)
-        .and_then(|network| app_device::for_system(&state, &network, &name, Some(private_key)))
-    {
-        Ok(config) => attachment(&config),
-        Err(refusal) => not_shown(&refusal),
-    }
+    let config = config_of(&portal, &state, &name, Some(private_key))?;
+    Ok(attachment(&config))
 }
 
 #[cfg(test)]

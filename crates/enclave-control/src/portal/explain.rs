@@ -6,22 +6,17 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use enclave_policy::{
-    Explanation, FindingOutcome, GrantKind, Network as Compiled, Protocol, Timestamp, Verdict,
-};
+use axum::http::StatusCode;
+use enclave_policy::{Explanation, FindingOutcome, GrantKind, Protocol, Timestamp, Verdict};
 
-use crate::definition;
 use crate::model::State as Network;
 
 use super::fields::{field, Fields};
 use super::pages::{esc, layout, utc};
-use super::session::Session;
-use super::{html, now, unavailable, Portal};
+use super::session::{Session, SignedIn};
+use super::{html, now, Answer, Portal};
 
 /// The form's name, for its errors.
 const ASK: &str = "ask";
@@ -153,17 +148,10 @@ fn question(
 
 pub(super) async fn page(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Query(form): Query<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
+    SignedIn(session): SignedIn,
+) -> Answer {
+    let state = portal.state().await?;
     let (status, fields, card) = if form.contains_key("from") {
         match answer(&portal, &state, &form).await {
             Ok(card) => (StatusCode::OK, Fields::default(), card),
@@ -172,7 +160,10 @@ pub(super) async fn page(
     } else {
         (StatusCode::OK, Fields::default(), String::new())
     };
-    html(status, render(&session, &state, &form, &fields, &card))
+    Ok(html(
+        status,
+        render(&session, &state, &form, &fields, &card),
+    ))
 }
 
 /// The answer to the form's question, as HTML, or what is wrong with the question.
@@ -183,14 +174,9 @@ async fn answer(
 ) -> Result<String, Fields> {
     let seen = portal.hub.seen().await;
     let question = question(form, state, &seen)?;
-    let network: Arc<Compiled> = match portal.service.validated(state.revision) {
-        Some(network) => network,
-        None => definition::validate(state)
-            .map(|valid| Arc::new(valid.network))
-            .map_err(|problems| {
-                Fields::refused(ASK, &crate::core::Refusal::Invalid(problems), form)
-            })?,
-    };
+    let network = portal
+        .network(state)
+        .map_err(|refusal| Fields::refused(ASK, &refusal, form))?;
     // The system is in the state but not in the compiled network when it is not enabled.
     let answer = enclave_policy::explain(&network, &question.query)
         .map_err(|e| Fields::error(ASK, "from", e.to_string(), None, form))?;

@@ -2,17 +2,17 @@
 //! form's problems shown next to the field they concern, what was typed kept, and notices.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::core::{Outcome, Refusal};
+use crate::core::{Command, Outcome, Refusal};
 use crate::definition::FieldProblem;
 use crate::service;
 
-use super::pages::esc;
-use super::{field_problems, unavailable};
+use super::pages::{esc, paragraph, FIELD_ERROR};
+use super::session::Session;
+use super::{error_at, field_problems, see, unavailable, Portal};
 
 /// How a page is shown: a refused form's problems, what is said at its top, its status.
 #[derive(Debug, Clone)]
@@ -67,9 +67,44 @@ pub(crate) enum Ran {
     Shown(View),
 }
 
-/// Sorts the result of a form's change: done; refused, shown at the fields of form `form`
-/// (or at the top of the page for `None`); or, when the service failed, the answer.
-pub(crate) fn ran(
+impl Ran {
+    /// After a change that saves something: back to `to` when it was done and the
+    /// validation has nothing to say, else the page again, saying `done` with the warnings,
+    /// or with the refusal.
+    pub(crate) fn saved(self, to: &str, done: &str) -> Result<View, Response> {
+        match self {
+            Self::Done(outcome) if outcome.warnings.is_empty() => Err(see(to)),
+            Self::Done(outcome) => Ok(View::notice(done, &outcome.warnings)),
+            Self::Shown(view) => Ok(view),
+        }
+    }
+
+    /// After a change that removes something: the page again, saying `done`, or with the
+    /// refusal.
+    pub(crate) fn said(self, done: &str) -> View {
+        match self {
+            Self::Done(_) => View::notice(done, &[]),
+            Self::Shown(view) => view,
+        }
+    }
+}
+
+impl Portal {
+    /// Runs the change of a form, with what was `typed` into it, as the session's user: done;
+    /// refused, shown at the fields of form `form` (or at the top of the page for `None`);
+    /// or, when the service failed, the answer.
+    pub(super) async fn change(
+        &self,
+        session: &Session,
+        command: Command,
+        form: Option<&str>,
+        typed: &HashMap<String, String>,
+    ) -> Result<Ran, Response> {
+        ran(self.run(session, command).await, form, typed)
+    }
+}
+
+fn ran(
     result: Result<Outcome, service::Error>,
     form: Option<&str>,
     typed: &HashMap<String, String>,
@@ -146,12 +181,7 @@ impl Fields {
         hint: Option<&str>,
         typed: &HashMap<String, String>,
     ) -> Self {
-        let refusal = Refusal::Invalid(vec![FieldProblem {
-            severity: enclave_policy::Severity::Error,
-            field: field.to_owned(),
-            message,
-            hint: hint.map(str::to_owned),
-        }]);
+        let refusal = Refusal::Invalid(vec![error_at(field, message, hint)]);
         Self::refused(form, &refusal, typed)
     }
 
@@ -174,19 +204,11 @@ impl Fields {
         if !self.is(form) {
             return String::new();
         }
-        let mut out = String::new();
-        for p in self.problems.iter().filter(|p| mine(&leaf(&p.field))) {
-            let _ = write!(
-                out,
-                r#"<p class="field-error" role="alert">{}"#,
-                esc(&p.message)
-            );
-            if let Some(hint) = &p.hint {
-                let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
-            }
-            out.push_str("</p>");
-        }
-        out
+        self.problems
+            .iter()
+            .filter(|p| mine(&leaf(&p.field)))
+            .map(|p| paragraph(FIELD_ERROR, p))
+            .collect()
     }
 
     /// What was typed into `name` of form `form`, else `default`.
@@ -212,15 +234,10 @@ impl Fields {
 pub(crate) fn notice(done: &str, warnings: &[FieldProblem]) -> String {
     let mut out = format!(r#"<p class="notice" role="status">{}</p>"#, esc(done));
     for w in warnings {
-        let _ = write!(
-            out,
-            r#"<p class="warning" role="status">Warning: {}"#,
-            esc(&w.message)
-        );
-        if let Some(hint) = &w.hint {
-            let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
-        }
-        out.push_str("</p>");
+        out.push_str(&paragraph(
+            r#"<p class="warning" role="status">Warning: "#,
+            w,
+        ));
     }
     out
 }

@@ -6,36 +6,29 @@ use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
-use axum::response::Response;
-use axum::Form;
 
 use crate::api::parse_duration;
 use crate::core::{self, Command, KeyRefusal, NewKey, Reply};
 use crate::model::{ApprovalMode, EnrolmentKey, State as Network};
 use crate::secret;
 
-use super::fields::{field, ran, Fields, Ran, View};
+use super::fields::{field, Fields, Ran, View};
 use super::pages::{esc, layout, utc};
-use super::session::Session;
-use super::{html, now, see, segment, tags, unavailable, Portal};
+use super::session::{Session, SignedIn, SignedInForm};
+use super::{html, now, see, segment, tags, Answer, Portal};
 
 /// The create form's name, for its errors.
 const CREATE: &str = "create";
 /// The fields of the create form.
 const KNOWN: &[&str] = &["tags", "approval", "uses", "expires", "ephemeral"];
 
-pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => page(&portal, &session, &View::default()).await,
-        Err(to) => to,
-    }
+pub(super) async fn list(State(portal): State<Portal>, SignedIn(session): SignedIn) -> Answer {
+    page(&portal, &session, &View::default()).await
 }
 
-async fn page(portal: &Portal, session: &Session, view: &View) -> Response {
-    match portal.service.state().await {
-        Ok(state) => html(view.status, render(session, &state, now(), view)),
-        Err(e) => unavailable(&e),
-    }
+async fn page(portal: &Portal, session: &Session, view: &View) -> Answer {
+    let state = portal.state().await?;
+    Ok(html(view.status, render(session, &state, now(), view)))
 }
 
 /// What the create form says, or the field it got wrong.
@@ -93,12 +86,8 @@ fn new_key(form: &HashMap<String, String>, now: i64) -> Result<NewKey, Fields> {
 pub(super) async fn create(
     State(portal): State<Portal>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let mut key = match new_key(&form, now()) {
         Ok(key) => key,
         Err(fields) => return page(&portal, &session, &View::refused(fields)).await,
@@ -106,13 +95,15 @@ pub(super) async fn create(
     let made = secret::generate(secret::KEY_PREFIX);
     key.id.clone_from(&made.id);
     key.hash.clone_from(&made.hash);
-    let result = portal.run(&session, Command::CreateKey(key)).await;
-    let view = match ran(result, Some(CREATE), &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Shown(view)) => view,
-        Ok(Ran::Done(outcome)) => {
+    let command = Command::CreateKey(key);
+    let ran = portal
+        .change(&session, command, Some(CREATE), &form)
+        .await?;
+    let view = match ran {
+        Ran::Shown(view) => view,
+        Ran::Done(outcome) => {
             let Reply::Key(record) = &outcome.reply else {
-                return see("/portal/keys");
+                return Ok(see("/portal/keys"));
             };
             // The only answer that ever holds the key itself.
             let host = headers
@@ -127,22 +118,14 @@ pub(super) async fn create(
 
 pub(super) async fn revoke(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
-    let result = portal
-        .run(&session, Command::RevokeKey { id: id.clone() })
-        .await;
-    let view = match ran(result, None, &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Shown(view)) => view,
-        Ok(Ran::Done(_)) => View::notice(&format!("Enrolment key {id} was revoked."), &[]),
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
+    let command = Command::RevokeKey { id: id.clone() };
+    let view = portal
+        .change(&session, command, None, &form)
+        .await?
+        .said(&format!("Enrolment key {id} was revoked."));
     page(&portal, &session, &view).await
 }
 

@@ -9,7 +9,7 @@
 //! `POST` ([`session`]); failed sign-ins rate-limited per source address ([`Limiter`]); pages
 //! never cached and never framed. See `docs/portal.md`.
 
-// Handlers return `Result<Response, Response>`: the error is the page itself.
+// Handlers return `Result<Response, Response>` ([`Answer`]): the error is the page itself.
 #![allow(clippy::result_large_err)]
 
 mod app_device;
@@ -41,15 +41,21 @@ use crate::api::Peer;
 use crate::core::{self, Command, Ctx, Refusal, SystemEdit};
 use crate::definition::FieldProblem;
 use crate::limit::Limiter;
+use crate::model::State as Network;
 use crate::secret;
 use crate::service::{self, Service};
+use fields::field;
 use pages::{Flash, Problems};
-use session::{Session, Sessions};
+use session::{Session, Sessions, SignedIn, SignedInForm};
 
 /// Largest form body.
 const MAX_FORM: usize = 16 * 1024;
 /// Entries shown on the Activity page.
 const ACTIVITY: u32 = 200;
+
+/// What a handler answers: the page, or (`Err`) the answer that cuts it short: the way to
+/// sign in, a refusal, "not found", "try again later", the redirect after a change.
+type Answer = Result<Response, Response>;
 
 /// Shared by every page.
 #[derive(Debug, Clone)]
@@ -170,6 +176,16 @@ fn see(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
+/// `404` with a page that says `text`.
+fn not_found(text: &str) -> Response {
+    html(StatusCode::NOT_FOUND, pages::message("Not found", text))
+}
+
+/// `404`: there is no `what` named `name`.
+fn missing(what: &str, name: &str) -> Response {
+    not_found(&format!("There is no {what} named {name:?}."))
+}
+
 async fn style() -> Response {
     asset(
         include_str!("../../assets/portal.css"),
@@ -209,7 +225,8 @@ impl Portal {
         self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The signed-in session of a request, with its cookie.
+    /// The signed-in session of a request, with its cookie (handlers take [`SignedIn`] or
+    /// [`SignedInForm`], which answer for them without one).
     fn session(&self, headers: &HeaderMap) -> Option<(String, Session)> {
         let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
         let cookie = session::cookie(cookies, session::COOKIE)?;
@@ -217,34 +234,22 @@ impl Portal {
         Some((cookie.to_owned(), session))
     }
 
-    /// A page's session, or the way to the sign-in page.
-    fn page(&self, headers: &HeaderMap) -> Result<Session, Response> {
-        self.session(headers)
-            .map(|(_, s)| s)
-            .ok_or_else(|| see("/portal/signin"))
+    /// The network as it is now, or the answer that the store is unavailable.
+    async fn state(&self) -> Result<Arc<Network>, Response> {
+        self.service.state().await.map_err(|e| unavailable(&e))
     }
 
-    /// A form's session, checked against the form's CSRF token: `403` without either.
-    fn form(
-        &self,
-        headers: &HeaderMap,
-        form: &HashMap<String, String>,
-    ) -> Result<Session, Response> {
-        let Some((_, session)) = self.session(headers) else {
-            return Err(refused(
-                "You are not signed in (or your session ended). Sign in again.",
-            ));
-        };
-        let sent = form.get("csrf").map_or("", String::as_str);
-        if !secret::same(&secret::hash(sent), &secret::hash(&session.csrf)) {
-            return Err(refused(
-                "This form's security token is missing or wrong; nothing was changed. \
-                 Reload the page and try again.",
-            ));
+    /// The validated network of `state`: the service's, else validated here.
+    fn network(&self, state: &Network) -> Result<Arc<enclave_policy::Network>, Refusal> {
+        if let Some(network) = self.service.validated(state.revision) {
+            return Ok(network);
         }
-        Ok(session)
+        crate::definition::validate(state)
+            .map(|valid| Arc::new(valid.network))
+            .map_err(Refusal::Invalid)
     }
 
+    /// Runs `command` as the session's user.
     async fn run(
         &self,
         session: &Session,
@@ -303,8 +308,9 @@ async fn signin(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let field = |k: &str| form.get(k).map_or("", String::as_str).to_owned();
-    let (name, password, token) = (field("name"), field("password"), field("csrf"));
+    // As sent, untrimmed: a password may begin or end with a space.
+    let sent = |k: &str| form.get(k).map_or("", String::as_str).to_owned();
+    let (name, password, token) = (sent("name"), sent("password"), sent("csrf"));
     let cookie = headers
         .get(header::COOKIE)
         .and_then(|v| v.to_str().ok())
@@ -370,15 +376,12 @@ async fn signin(
 async fn signout(
     State(portal): State<Portal>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
+    SignedInForm(session, _): SignedInForm,
 ) -> Response {
-    if let Err(refusal) = portal.form(&headers, &form) {
-        return refusal;
-    }
-    if let Some((cookie, session)) = portal.session(&headers) {
+    if let Some((cookie, _)) = portal.session(&headers) {
         portal.sessions.end(&cookie);
-        tracing::info!(user = %session.user, "portal: signed out");
     }
+    tracing::info!(user = %session.user, "portal: signed out");
     let mut response = see("/portal/signin");
     if let Ok(value) =
         HeaderValue::from_str(&session::set_cookie(session::COOKIE, "", 0, portal.tls))
@@ -392,13 +395,9 @@ async fn signout(
 
 async fn systems(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
+    SignedIn(session): SignedIn,
+) -> Answer {
     let q = query.get("q").map_or("", String::as_str);
     systems_page(&portal, &session, q, page_of(&query), None, StatusCode::OK).await
 }
@@ -418,30 +417,23 @@ async fn systems_page(
     page: usize,
     flash: Option<Flash>,
     status: StatusCode,
-) -> Response {
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
+) -> Answer {
+    let state = portal.state().await?;
     let seen = portal.hub.seen().await;
     let listing = pages::Listing::of(&state, q, page);
     let names = listing.names();
     let agents = portal.hub.connected_here_of(&names);
-    html(
+    Ok(html(
         status,
         pages::systems(session, &listing, &seen, &agents, flash.as_ref()),
-    )
+    ))
 }
 
 async fn system(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
+    SignedIn(session): SignedIn,
+) -> Answer {
     system_page(
         &portal,
         &session,
@@ -460,17 +452,12 @@ async fn system_page(
     problems: &Problems,
     flash: Option<Flash>,
     status: StatusCode,
-) -> Response {
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
-    let Some(system) = state.systems.get(name) else {
-        return html(
-            StatusCode::NOT_FOUND,
-            pages::message("Not found", &format!("There is no system named {name:?}.")),
-        );
-    };
+) -> Answer {
+    let state = portal.state().await?;
+    let system = state
+        .systems
+        .get(name)
+        .ok_or_else(|| missing("system", name))?;
     let seen = portal.hub.seen().await;
     let rows: Vec<core::SubnetRow> = core::subnet_rows(&state)
         .into_iter()
@@ -484,29 +471,22 @@ async fn system_page(
         seen: &seen,
         agent: agent.as_ref(),
     };
-    html(
+    Ok(html(
         status,
         pages::system(session, system, &shown, &rows, problems, flash.as_ref()),
-    )
+    ))
 }
 
-async fn activity(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    let revision = match portal.service.state().await {
-        Ok(state) => state.revision,
-        Err(e) => return unavailable(&e),
-    };
+async fn activity(State(portal): State<Portal>, SignedIn(session): SignedIn) -> Answer {
+    let revision = portal.state().await?.revision;
     let after = (revision - i64::from(ACTIVITY)).max(0);
-    match portal.service.audit(after, ACTIVITY).await {
-        Ok(mut entries) => {
-            entries.reverse();
-            html(StatusCode::OK, pages::activity(&session, &entries))
-        }
-        Err(e) => unavailable(&e),
-    }
+    let mut entries = portal
+        .service
+        .audit(after, ACTIVITY)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    entries.reverse();
+    Ok(html(StatusCode::OK, pages::activity(&session, &entries)))
 }
 
 // ---- changes ----
@@ -534,23 +514,17 @@ fn tags(text: &str) -> BTreeSet<String> {
 
 async fn act(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
-    let field = |k: &str| form.get(k).map_or("", String::as_str).trim().to_owned();
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let (which, command) = match action.as_str() {
         "approve" => (Which::Other, Ok(Command::Approve { name: name.clone() })),
         "edit" => {
-            let new_name = field("name");
+            let new_name = field(&form, "name");
             let edit = SystemEdit {
                 name: (new_name != name).then_some(new_name),
-                tags: Some(tags(&field("tags"))),
-                version: field("version").parse().ok(),
+                tags: Some(tags(&field(&form, "tags"))),
+                version: field(&form, "version").parse().ok(),
                 ..SystemEdit::default()
             };
             (
@@ -570,26 +544,25 @@ async fn act(
         ),
         "subnet-add" => (
             Which::Subnet,
-            core::parse_subnet("subnet", &field("subnet")).map(|subnet| Command::AddSubnet {
-                system: name.clone(),
-                subnet,
+            core::parse_subnet("subnet", &field(&form, "subnet")).map(|subnet| {
+                Command::AddSubnet {
+                    system: name.clone(),
+                    subnet,
+                }
             }),
         ),
         "subnet-remove" => (
             Which::Other,
-            core::parse_subnet("subnet", &field("subnet")).map(|subnet| Command::RemoveSubnet {
-                system: name.clone(),
-                subnet,
+            core::parse_subnet("subnet", &field(&form, "subnet")).map(|subnet| {
+                Command::RemoveSubnet {
+                    system: name.clone(),
+                    subnet,
+                }
             }),
         ),
-        _ => {
-            return html(
-                StatusCode::NOT_FOUND,
-                pages::message("Not found", "There is no such change."),
-            )
-        }
+        _ => return Err(not_found("There is no such change.")),
     };
-    let from_list = field("back") == "systems";
+    let from_list = field(&form, "back") == "systems";
     let result = match command {
         Ok(command) => portal.run(&session, command).await,
         Err(refusal) => Err(service::Error::Refused(refusal)),
@@ -600,15 +573,15 @@ async fn act(
                 core::Reply::System(s) => s.name.clone(),
                 _ => name.clone(),
             };
-            if from_list {
+            Ok(if from_list {
                 see(&format!(
                     "/portal/systems?q={}&page={}",
-                    segment(&field("q")),
-                    field("page").parse::<usize>().unwrap_or(1)
+                    segment(&field(&form, "q")),
+                    field(&form, "page").parse::<usize>().unwrap_or(1)
                 ))
             } else {
                 see(&format!("/portal/systems/{}", segment(&done)))
-            }
+            })
         }
         Err(service::Error::Refused(refusal)) => {
             let problems = Problems::of(which, &refusal, &form);
@@ -617,8 +590,8 @@ async fn act(
                 systems_page(
                     &portal,
                     &session,
-                    &field("q"),
-                    field("page").parse().unwrap_or(1),
+                    &field(&form, "q"),
+                    field(&form, "page").parse().unwrap_or(1),
                     Some(flash),
                     StatusCode::UNPROCESSABLE_ENTITY,
                 )
@@ -636,7 +609,7 @@ async fn act(
                 .await
             }
         }
-        Err(other) => unavailable(&other),
+        Err(other) => Err(unavailable(&other)),
     }
 }
 
@@ -648,12 +621,17 @@ fn field_problems(refusal: &Refusal) -> Vec<FieldProblem> {
             .filter(|p| p.severity == enclave_policy::Severity::Error)
             .cloned()
             .collect(),
-        other => vec![FieldProblem {
-            severity: enclave_policy::Severity::Error,
-            field: String::new(),
-            message: other.to_string(),
-            hint: None,
-        }],
+        other => vec![error_at("", other.to_string(), None)],
+    }
+}
+
+/// An error at form field `field` (`""`: the whole form).
+fn error_at(field: &str, message: String, hint: Option<&str>) -> FieldProblem {
+    FieldProblem {
+        severity: enclave_policy::Severity::Error,
+        field: field.to_owned(),
+        message,
+        hint: hint.map(str::to_owned),
     }
 }
 

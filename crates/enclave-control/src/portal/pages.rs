@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
+use enclave_control_proto::message::Report;
+
 use crate::agents::{AgentInfo, Seen};
 use crate::core::{Refusal, SubnetRow};
 use crate::definition::FieldProblem;
@@ -25,6 +27,20 @@ pub(crate) fn esc(text: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// How an error next to its field begins.
+pub(crate) const FIELD_ERROR: &str = r#"<p class="field-error" role="alert">"#;
+
+/// A problem as a paragraph that `open` begins (the `<p …>` tag, perhaps words after it):
+/// its message and its hint, escaped.
+pub(crate) fn paragraph(open: &str, problem: &FieldProblem) -> String {
+    let mut out = format!("{open}{}", esc(&problem.message));
+    if let Some(hint) = &problem.hint {
+        let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
+    }
+    out.push_str("</p>");
     out
 }
 
@@ -100,26 +116,17 @@ impl Problems {
         if self.which != Some(which) {
             return String::new();
         }
-        let mut out = String::new();
-        for p in &self.problems {
-            let mine = if word.is_empty() {
-                !others.iter().any(|o| p.field.contains(o))
-            } else {
-                p.field.contains(word)
-            };
-            if mine {
-                let _ = write!(
-                    out,
-                    r#"<p class="field-error" role="alert">{}"#,
-                    esc(&p.message)
-                );
-                if let Some(hint) = &p.hint {
-                    let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
+        self.problems
+            .iter()
+            .filter(|p| {
+                if word.is_empty() {
+                    !others.iter().any(|o| p.field.contains(o))
+                } else {
+                    p.field.contains(word)
                 }
-                out.push_str("</p>");
-            }
-        }
-        out
+            })
+            .map(|p| paragraph(FIELD_ERROR, p))
+            .collect()
     }
 
     /// What was typed into field `name` of form `which`, else `default`.
@@ -511,6 +518,21 @@ pub(crate) struct Shown<'a> {
     pub(crate) agent: Option<&'a AgentInfo>,
 }
 
+impl<'a> Shown<'a> {
+    /// The agent connected here and its last report, or (`Err`) what its cards say instead.
+    fn report(&self) -> Result<(&'a AgentInfo, &'a Report), String> {
+        let agent = self.agent.ok_or_else(|| {
+            r#"<p class="hint">Shown while the system's agent is connected to this server.</p>"#
+                .to_owned()
+        })?;
+        let report = agent
+            .report
+            .as_deref()
+            .ok_or_else(|| r#"<p class="hint">Its agent has not reported yet.</p>"#.to_owned())?;
+        Ok((agent, report))
+    }
+}
+
 /// Seconds as "3 s", "4 min", "2 h".
 fn ago(secs: f64) -> String {
     if secs < 90.0 {
@@ -572,12 +594,9 @@ fn agent_overview(system: &ManagedSystem, shown: &Shown<'_>) -> String {
 /// The "Gateways in use" card: which gateway carries each subnet for this sender, since
 /// when and why.
 fn active_gateways(shown: &Shown<'_>) -> String {
-    let Some(agent) = shown.agent else {
-        return r#"<p class="hint">Shown while the system's agent is connected to this server.</p>"#
-            .to_owned();
-    };
-    let Some(report) = &agent.report else {
-        return r#"<p class="hint">Its agent has not reported yet.</p>"#.to_owned();
+    let (agent, report) = match shown.report() {
+        Ok(reported) => reported,
+        Err(instead) => return instead,
     };
     if report.active_gateways.is_empty() {
         return r#"<p class="hint">This system routes no subnet through a gateway.</p>"#.to_owned();
@@ -620,12 +639,9 @@ pub(crate) fn without_age(reason: &str) -> &str {
 
 /// The "Peers" card: each tunnel as the agent's status shows it.
 fn peers(shown: &Shown<'_>) -> String {
-    let Some(agent) = shown.agent else {
-        return r#"<p class="hint">Shown while the system's agent is connected to this server.</p>"#
-            .to_owned();
-    };
-    let Some(report) = &agent.report else {
-        return r#"<p class="hint">Its agent has not reported yet.</p>"#.to_owned();
+    let report = match shown.report() {
+        Ok((_, report)) => report,
+        Err(instead) => return instead,
     };
     let mut out = String::new();
     for warning in &report.warnings {

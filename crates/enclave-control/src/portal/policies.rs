@@ -10,36 +10,37 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Form;
 
 use super::policy_form::{self, Draft};
-use super::session::Session;
-use super::{html, pages, see, segment, unavailable, Portal};
+use super::session::{Session, SignedIn, SignedInForm};
+use super::{
+    error_at, field_problems, html, missing, not_found, see, segment, unavailable, Answer, Portal,
+};
 use crate::core::{self, Command, Refusal, Write};
 use crate::definition::FieldProblem;
-use crate::model::{PolicyDoc, PolicyKind};
+use crate::model::{PolicyDoc, PolicyKind, State as Network};
 use crate::service;
 
 /// A form's fields in order; a name may repeat (check boxes).
 type Fields = Vec<(String, String)>;
 
-/// The last value of each field, for the CSRF check and single fields.
+/// The last value of each field, for single fields.
 fn singles(fields: &Fields) -> HashMap<String, String> {
     fields.iter().cloned().collect()
 }
 
-fn not_found(what: &str) -> Response {
-    html(StatusCode::NOT_FOUND, pages::message("Not found", what))
+/// Policy `name` of `state`, or `404`.
+pub(super) fn stored<'a>(state: &'a Network, name: &str) -> Result<&'a PolicyDoc, Response> {
+    state
+        .policies
+        .get(name)
+        .ok_or_else(|| missing("policy", name))
 }
 
 /// `GET /portal/policies`.
-pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
+pub(super) async fn list(State(portal): State<Portal>, SignedIn(session): SignedIn) -> Answer {
     list_page(&portal, &session, None, StatusCode::OK).await
 }
 
@@ -48,23 +49,17 @@ async fn list_page(
     session: &Session,
     error: Option<&str>,
     status: StatusCode,
-) -> Response {
-    match portal.service.state().await {
-        Ok(state) => html(status, policy_form::list(session, &state, error)),
-        Err(e) => unavailable(&e),
-    }
+) -> Answer {
+    let state = portal.state().await?;
+    Ok(html(status, policy_form::list(session, &state, error)))
 }
 
 /// `GET /portal/new-policy?kind=gateway|direct`.
 pub(super) async fn new_form(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
+    SignedIn(session): SignedIn,
+) -> Answer {
     let kind = match query.get("kind").map(String::as_str) {
         Some("direct") => PolicyKind::Direct,
         _ => PolicyKind::Gateway,
@@ -83,24 +78,15 @@ pub(super) async fn new_form(
 /// `GET /portal/policies/{name}`.
 pub(super) async fn edit_form(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    let session = match portal.page(&headers) {
-        Ok(s) => s,
-        Err(to) => return to,
-    };
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
-    let Some(doc) = state.policies.get(&name) else {
-        return not_found(&format!("There is no policy named {name:?}."));
-    };
-    html(
+    SignedIn(session): SignedIn,
+) -> Answer {
+    let state = portal.state().await?;
+    let doc = stored(&state, &name)?;
+    Ok(html(
         StatusCode::OK,
         policy_form::form(&session, &state, &Draft::of(doc), &[], &[]),
-    )
+    ))
 }
 
 async fn form_page(
@@ -110,26 +96,19 @@ async fn form_page(
     errors: &[FieldProblem],
     warnings: &[FieldProblem],
     status: StatusCode,
-) -> Response {
-    match portal.service.state().await {
-        Ok(state) => html(
-            status,
-            policy_form::form(session, &state, draft, errors, warnings),
-        ),
-        Err(e) => unavailable(&e),
-    }
+) -> Answer {
+    let state = portal.state().await?;
+    Ok(html(
+        status,
+        policy_form::form(session, &state, draft, errors, warnings),
+    ))
 }
 
 /// `POST /portal/new-policy`: creates the policy of the form.
 pub(super) async fn create(
     State(portal): State<Portal>,
-    headers: HeaderMap,
-    Form(fields): Form<Fields>,
-) -> Response {
-    let session = match portal.form(&headers, &singles(&fields)) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, fields): SignedInForm<Fields>,
+) -> Answer {
     let draft = Draft::read(&fields, None);
     save(&portal, &session, draft, Write::Create).await
 }
@@ -138,27 +117,19 @@ pub(super) async fn create(
 /// `delete`.
 pub(super) async fn act(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
-    Form(fields): Form<Fields>,
-) -> Response {
+    SignedInForm(session, fields): SignedInForm<Fields>,
+) -> Answer {
     let one = singles(&fields);
-    let session = match portal.form(&headers, &one) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
     let version = one.get("version").and_then(|v| v.trim().parse().ok());
     match action.as_str() {
         "save" => {
-            let state = match portal.service.state().await {
-                Ok(state) => state,
-                Err(e) => return unavailable(&e),
-            };
-            let Some(current) = state.policies.get(&name) else {
-                return not_found(&format!(
+            let state = portal.state().await?;
+            let current = state.policies.get(&name).ok_or_else(|| {
+                not_found(&format!(
                     "There is no policy named {name:?} (any more): it was deleted."
-                ));
-            };
+                ))
+            })?;
             // The kind and name are the policy's (renaming is making a new one).
             let mut draft = Draft::read(&fields, Some(current.kind));
             draft.name.clone_from(&name);
@@ -166,13 +137,8 @@ pub(super) async fn act(
             save(&portal, &session, draft, Write::Update).await
         }
         "enabled" => {
-            let state = match portal.service.state().await {
-                Ok(state) => state,
-                Err(e) => return unavailable(&e),
-            };
-            let Some(current) = state.policies.get(&name) else {
-                return not_found(&format!("There is no policy named {name:?}."));
-            };
+            let state = portal.state().await?;
+            let current = stored(&state, &name)?;
             let doc = PolicyDoc {
                 enabled: one.get("enabled").is_some_and(|v| v == "on"),
                 version: version.unwrap_or(-1),
@@ -188,15 +154,15 @@ pub(super) async fn act(
             let command = Command::DeletePolicy { name: name.clone() };
             from_list(&portal, &session, command).await
         }
-        _ => not_found("There is no such change."),
+        _ => Err(not_found("There is no such change.")),
     }
 }
 
 /// Runs a change made from the list (or a policy's Delete): back to the list, with the
 /// refusal at its top.
-async fn from_list(portal: &Portal, session: &Session, command: Command) -> Response {
+async fn from_list(portal: &Portal, session: &Session, command: Command) -> Answer {
     match portal.run(session, command).await {
-        Ok(_) => see("/portal/policies"),
+        Ok(_) => Ok(see("/portal/policies")),
         Err(service::Error::Refused(refusal)) => {
             list_page(
                 portal,
@@ -206,7 +172,7 @@ async fn from_list(portal: &Portal, session: &Session, command: Command) -> Resp
             )
             .await
         }
-        Err(other) => unavailable(&other),
+        Err(other) => Err(unavailable(&other)),
     }
 }
 
@@ -230,7 +196,7 @@ fn refused_text(refusal: &Refusal) -> String {
 /// Runs the draft as a create or an update; on success goes to the list (or, when the
 /// validation warns about this policy, shows the form with the warnings), else shows the
 /// form again with each problem next to its field.
-async fn save(portal: &Portal, session: &Session, draft: Draft, write: Write) -> Response {
+async fn save(portal: &Portal, session: &Session, draft: Draft, write: Write) -> Answer {
     let doc = draft.doc().0;
     let command = Command::PutPolicy {
         doc: doc.clone(),
@@ -245,7 +211,7 @@ async fn save(portal: &Portal, session: &Session, draft: Draft, write: Write) ->
                 .filter(|w| w.field.starts_with(&prefix))
                 .collect();
             if warnings.is_empty() {
-                return see("/portal/policies");
+                return Ok(see("/portal/policies"));
             }
             // Saved, with warnings: the form as saved, at its new version.
             let saved = match &outcome.reply {
@@ -256,26 +222,16 @@ async fn save(portal: &Portal, session: &Session, draft: Draft, write: Write) ->
         }
         Err(service::Error::Refused(refusal)) => {
             let errors = match &refusal {
-                Refusal::Invalid(problems) => problems
-                    .iter()
-                    .filter(|p| p.severity == enclave_policy::Severity::Error)
-                    .cloned()
-                    .collect(),
-                Refusal::Exists { .. } => vec![FieldProblem {
-                    severity: enclave_policy::Severity::Error,
-                    field: "name".to_owned(),
-                    message: format!(
+                Refusal::Invalid(_) => field_problems(&refusal),
+                Refusal::Exists { .. } => vec![error_at(
+                    "name",
+                    format!(
                         "a policy named {:?} exists already: choose another name",
                         doc.name
                     ),
-                    hint: None,
-                }],
-                other => vec![FieldProblem {
-                    severity: enclave_policy::Severity::Error,
-                    field: String::new(),
-                    message: refused_text(other),
-                    hint: None,
-                }],
+                    None,
+                )],
+                other => vec![error_at("", refused_text(other), None)],
             };
             form_page(
                 portal,
@@ -287,7 +243,7 @@ async fn save(portal: &Portal, session: &Session, draft: Draft, write: Write) ->
             )
             .await
         }
-        Err(other) => unavailable(&other),
+        Err(other) => Err(unavailable(&other)),
     }
 }
 

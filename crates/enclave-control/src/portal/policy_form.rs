@@ -9,7 +9,7 @@ use crate::core::subnet_rows;
 use crate::definition::FieldProblem;
 use crate::model::{AclDoc, HoursDoc, PolicyDoc, PolicyKind, Ports, State};
 
-use super::pages::{esc, layout};
+use super::pages::{esc, layout, paragraph, FIELD_ERROR};
 use super::policies::path;
 use super::session::Session;
 
@@ -377,21 +377,19 @@ impl Notes {
 
     /// The problems of `slot` as HTML, to go next to its field.
     fn at(&self, slot: &str) -> String {
-        let mut out = String::new();
-        for (error, p) in self.by_slot.get(slot).into_iter().flatten() {
-            let class = if *error {
-                "field-error"
-            } else {
-                "field-warning"
-            };
-            let role = if *error { " role=\"alert\"" } else { "" };
-            let _ = write!(out, r#"<p class="{class}"{role}>{}"#, esc(&p.message));
-            if let Some(hint) = &p.hint {
-                let _ = write!(out, r#" <span class="hint">{}</span>"#, esc(hint));
-            }
-            out.push_str("</p>");
-        }
-        out
+        self.by_slot
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .map(|(error, p)| {
+                let open = if *error {
+                    FIELD_ERROR
+                } else {
+                    r#"<p class="field-warning">"#
+                };
+                paragraph(open, p)
+            })
+            .collect()
     }
 
     fn any_errors(&self) -> bool {

@@ -4,14 +4,24 @@
 //! The cookie holds 256 random bits; the server keeps only their SHA-256. Each session has
 //! its own CSRF token, put in every form and checked on every `POST`. The sign-in form, used
 //! before there is a session, is covered by a second cookie whose value the form repeats.
+//!
+//! Handlers get their session through the extractors [`SignedIn`] (a page) and
+//! [`SignedInForm`] (a posted form, with its CSRF token checked), which answer for them
+//! when there is none.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse as _, Response};
+use axum::Form;
 use base64::Engine as _;
 use getrandom::SysRng;
 use rand_core::{Rng as _, UnwrapErr};
+use serde::de::DeserializeOwned;
 
+use super::{refused, see, Portal};
 use crate::secret;
 
 /// The session cookie's name.
@@ -110,6 +120,74 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 pub fn set_cookie(name: &str, value: &str, max_age: i64, tls: bool) -> String {
     let secure = if tls { "; Secure" } else { "" };
     format!("{name}={value}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+/// The signed-in administrator of a page; without a session the answer is the way to the
+/// sign-in page.
+#[derive(Debug)]
+pub(super) struct SignedIn(pub(super) Session);
+
+impl FromRequestParts<Portal> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, portal: &Portal) -> Result<Self, Response> {
+        match portal.session(&parts.headers) {
+            Some((_, session)) => Ok(Self(session)),
+            None => Err(see("/portal/signin")),
+        }
+    }
+}
+
+/// A posted form and its signed-in administrator: every `POST` handler but sign-in's takes
+/// one, so no change is made without the session's CSRF token. The answer is the form's own
+/// rejection when the body is not a form, else `403` without a session or without the
+/// token.
+#[derive(Debug)]
+pub(super) struct SignedInForm<T = HashMap<String, String>>(pub(super) Session, pub(super) T);
+
+/// A form's body as a handler reads it.
+pub(super) trait Posted: DeserializeOwned + Send {
+    /// Its `csrf` field (the last one, as for any field), `""` without one.
+    fn csrf(&self) -> &str;
+}
+
+impl Posted for HashMap<String, String> {
+    fn csrf(&self) -> &str {
+        self.get("csrf").map_or("", String::as_str)
+    }
+}
+
+/// Fields in order, a name perhaps repeated (check boxes).
+impl Posted for Vec<(String, String)> {
+    fn csrf(&self) -> &str {
+        self.iter()
+            .rev()
+            .find(|(name, _)| name == "csrf")
+            .map_or("", |(_, value)| value.as_str())
+    }
+}
+
+impl<T: Posted> FromRequest<Portal> for SignedInForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, portal: &Portal) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let Form(form) = Form::<T>::from_request(request, portal)
+            .await
+            .map_err(|rejection| rejection.into_response())?;
+        let Some((_, session)) = portal.session(&headers) else {
+            return Err(refused(
+                "You are not signed in (or your session ended). Sign in again.",
+            ));
+        };
+        if !secret::same(&secret::hash(form.csrf()), &secret::hash(&session.csrf)) {
+            return Err(refused(
+                "This form's security token is missing or wrong; nothing was changed. \
+                 Reload the page and try again.",
+            ));
+        }
+        Ok(Self(session, form))
+    }
 }
 
 #[cfg(test)]

@@ -3,21 +3,18 @@
 //! set or removed. Tags need no declaration, so there is nothing else to create; a tag is
 //! renamed where it is used (the model has no rename command for tags).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::Form;
 
 use crate::core::{Command, Write};
 use crate::model::{State as Network, TagDoc};
 
-use super::fields::{field, ran, Fields, Ran, View};
+use super::fields::{field, Fields, Ran, View};
 use super::pages::{esc, layout};
-use super::session::Session;
-use super::{html, see, segment, unavailable, Portal};
+use super::session::{Session, SignedIn, SignedInForm};
+use super::{html, segment, Answer, Portal};
 
 /// The form that sets a tag's requirements.
 const SET: &str = "set";
@@ -57,42 +54,29 @@ fn usage(state: &Network) -> BTreeMap<&str, Usage<'_>> {
     out
 }
 
-pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => page(&portal, &session, None, &View::default()).await,
-        Err(to) => to,
-    }
+pub(super) async fn list(State(portal): State<Portal>, SignedIn(session): SignedIn) -> Answer {
+    page(&portal, &session, None, &View::default()).await
 }
 
 /// The list, with the requirements form of `name` (a tag) open.
 pub(super) async fn edit(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => page(&portal, &session, Some(&name), &View::default()).await,
-        Err(to) => to,
-    }
+    SignedIn(session): SignedIn,
+) -> Answer {
+    page(&portal, &session, Some(&name), &View::default()).await
 }
 
-async fn page(portal: &Portal, session: &Session, editing: Option<&str>, view: &View) -> Response {
-    match portal.service.state().await {
-        Ok(state) => html(view.status, render(session, &state, editing, view)),
-        Err(e) => unavailable(&e),
-    }
+async fn page(portal: &Portal, session: &Session, editing: Option<&str>, view: &View) -> Answer {
+    let state = portal.state().await?;
+    Ok(html(view.status, render(session, &state, editing, view)))
 }
 
 /// Sets the requirements of the tag named in the form (creating its `[[tag]]` table).
 pub(super) async fn save(
     State(portal): State<Portal>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let name = field(&form, "name");
     // Ticked requirements come as `trust-N=NAME`, in the order shown.
     let mut ticked: Vec<(usize, String)> = form
@@ -111,45 +95,29 @@ pub(super) async fn save(
     } else {
         Write::Create
     };
-    let result = portal.run(&session, Command::PutTag { doc, write }).await;
-    let mut editing = None;
-    let view = match ran(result, Some(SET), &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/tags"),
-        Ok(Ran::Done(outcome)) => View::notice(
-            &format!("The trust requirements of tag {name:?} were saved."),
-            &outcome.warnings,
-        ),
-        Ok(Ran::Shown(view)) => {
-            editing = form.contains_key("editing").then_some(name.as_str());
-            view
-        }
-    };
+    let command = Command::PutTag { doc, write };
+    let ran = portal.change(&session, command, Some(SET), &form).await?;
+    // A refused form of a tag's own page is shown there again.
+    let editing =
+        (matches!(ran, Ran::Shown(_)) && form.contains_key("editing")).then_some(name.as_str());
+    let view = ran.saved(
+        "/portal/tags",
+        &format!("The trust requirements of tag {name:?} were saved."),
+    )?;
     page(&portal, &session, editing, &view).await
 }
 
 /// Removes a tag's `[[tag]]` table: the tag stays where it is used, without requirements.
 pub(super) async fn delete(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
-    let result = portal
-        .run(&session, Command::DeleteTag { name: name.clone() })
-        .await;
-    let view = match ran(result, None, &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(_)) => View::notice(
-            &format!("Tag {name:?} has no trust requirements any more."),
-            &[],
-        ),
-        Ok(Ran::Shown(view)) => view,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
+    let command = Command::DeleteTag { name: name.clone() };
+    let view = portal
+        .change(&session, command, None, &form)
+        .await?
+        .said(&format!("Tag {name:?} has no trust requirements any more."));
     page(&portal, &session, None, &view).await
 }
 

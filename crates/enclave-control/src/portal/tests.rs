@@ -15,6 +15,9 @@ use crate::testing::{self, Bench};
 /// The pages of enrolment keys, tags, trust requirements and explain.
 #[path = "admin_tests.rs"]
 mod admin;
+/// Every `POST` route without the form's token.
+#[path = "csrf_tests.rs"]
+mod csrf;
 
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 const PASSWORD: &str = "a long enough password";

@@ -8,17 +8,15 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::Form;
 
 use crate::core::{Command, Write};
 use crate::model::{HoursDoc, PolicyDoc, PolicyKind, State as Network, TrustDoc};
 
-use super::fields::{field, items, ran, Fields, Ran, View};
+use super::fields::{field, items, Fields, View};
 use super::pages::{esc, layout};
-use super::session::Session;
-use super::{html, see, segment, unavailable, Portal};
+use super::policies::stored;
+use super::session::{Session, SignedIn, SignedInForm};
+use super::{html, missing, segment, Answer, Portal};
 
 /// The form that creates a requirement.
 const CREATE: &str = "create";
@@ -47,27 +45,15 @@ fn zones() -> &'static [String] {
     ZONES.get_or_init(enclave_policy::time_zones)
 }
 
-fn not_found(what: &str, name: &str) -> Response {
-    html(
-        StatusCode::NOT_FOUND,
-        super::pages::message("Not found", &format!("There is no {what} named {name:?}.")),
-    )
-}
-
 // ---- the list ----
 
-pub(super) async fn list(State(portal): State<Portal>, headers: HeaderMap) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => list_page(&portal, &session, &View::default()).await,
-        Err(to) => to,
-    }
+pub(super) async fn list(State(portal): State<Portal>, SignedIn(session): SignedIn) -> Answer {
+    list_page(&portal, &session, &View::default()).await
 }
 
-async fn list_page(portal: &Portal, session: &Session, view: &View) -> Response {
-    match portal.service.state().await {
-        Ok(state) => html(view.status, render_list(session, &state, view)),
-        Err(e) => unavailable(&e),
-    }
+async fn list_page(portal: &Portal, session: &Session, view: &View) -> Answer {
+    let state = portal.state().await?;
+    Ok(html(view.status, render_list(session, &state, view)))
 }
 
 /// A requirement as the form typed it.
@@ -83,45 +69,30 @@ fn trust_doc(name: &str, form: &HashMap<String, String>) -> TrustDoc {
 
 pub(super) async fn create(
     State(portal): State<Portal>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let command = Command::PutTrust {
         doc: trust_doc(&field(&form, "name"), &form),
         write: Write::Create,
     };
-    let view = match ran(portal.run(&session, command).await, Some(CREATE), &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/trust"),
-        Ok(Ran::Done(outcome)) => {
-            View::notice("The trust requirement was created.", &outcome.warnings)
-        }
-        Ok(Ran::Shown(view)) => view,
-    };
+    let view = portal
+        .change(&session, command, Some(CREATE), &form)
+        .await?
+        .saved("/portal/trust", "The trust requirement was created.")?;
     list_page(&portal, &session, &view).await
 }
 
 pub(super) async fn delete(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let command = Command::DeleteTrust { name: name.clone() };
     // Refused while a policy or a tag names it: the list says which.
-    let view = match ran(portal.run(&session, command).await, None, &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(_)) => View::notice(&format!("Trust requirement {name:?} was deleted."), &[]),
-        Ok(Ran::Shown(view)) => view,
-    };
+    let view = portal
+        .change(&session, command, None, &form)
+        .await?
+        .said(&format!("Trust requirement {name:?} was deleted."));
     list_page(&portal, &session, &view).await
 }
 
@@ -129,46 +100,34 @@ pub(super) async fn delete(
 
 pub(super) async fn edit(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => edit_page(&portal, &session, &name, &View::default()).await,
-        Err(to) => to,
-    }
+    SignedIn(session): SignedIn,
+) -> Answer {
+    edit_page(&portal, &session, &name, &View::default()).await
 }
 
-async fn edit_page(portal: &Portal, session: &Session, name: &str, view: &View) -> Response {
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
-    match state.trust_requirements.get(name) {
-        Some(doc) => html(view.status, render_edit(session, &state, doc, view)),
-        None => not_found("trust requirement", name),
-    }
+async fn edit_page(portal: &Portal, session: &Session, name: &str, view: &View) -> Answer {
+    let state = portal.state().await?;
+    let doc = state
+        .trust_requirements
+        .get(name)
+        .ok_or_else(|| missing("trust requirement", name))?;
+    Ok(html(view.status, render_edit(session, &state, doc, view)))
 }
 
 pub(super) async fn update(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
     let command = Command::PutTrust {
         doc: trust_doc(&name, &form),
         write: Write::Update,
     };
-    let view = match ran(portal.run(&session, command).await, Some(EDIT), &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => return see("/portal/trust"),
-        Ok(Ran::Done(outcome)) => View::notice("Saved.", &outcome.warnings),
-        Ok(Ran::Shown(view)) => view,
-    };
+    let view = portal
+        .change(&session, command, Some(EDIT), &form)
+        .await?
+        .saved("/portal/trust", "Saved.")?;
     edit_page(&portal, &session, &name, &view).await
 }
 
@@ -176,24 +135,16 @@ pub(super) async fn update(
 
 pub(super) async fn hours(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(policy): Path<String>,
-) -> Response {
-    match portal.page(&headers) {
-        Ok(session) => hours_page(&portal, &session, &policy, &View::default()).await,
-        Err(to) => to,
-    }
+    SignedIn(session): SignedIn,
+) -> Answer {
+    hours_page(&portal, &session, &policy, &View::default()).await
 }
 
-async fn hours_page(portal: &Portal, session: &Session, policy: &str, view: &View) -> Response {
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
-    match state.policies.get(policy) {
-        Some(doc) => html(view.status, render_hours(session, doc, view)),
-        None => not_found("policy", policy),
-    }
+async fn hours_page(portal: &Portal, session: &Session, policy: &str, view: &View) -> Answer {
+    let state = portal.state().await?;
+    let doc = stored(&state, policy)?;
+    Ok(html(view.status, render_hours(session, doc, view)))
 }
 
 /// The active hours the form sets; `None` when it asks for none ("Always active").
@@ -214,21 +165,11 @@ fn hours_doc(form: &HashMap<String, String>) -> Option<HoursDoc> {
 
 pub(super) async fn save_hours(
     State(portal): State<Portal>,
-    headers: HeaderMap,
     Path(policy): Path<String>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let session = match portal.form(&headers, &form) {
-        Ok(s) => s,
-        Err(refusal) => return refusal,
-    };
-    let state = match portal.service.state().await {
-        Ok(state) => state,
-        Err(e) => return unavailable(&e),
-    };
-    let Some(current) = state.policies.get(&policy) else {
-        return not_found("policy", &policy);
-    };
+    SignedInForm(session, form): SignedInForm,
+) -> Answer {
+    let state = portal.state().await?;
+    let current = stored(&state, &policy)?;
     let doc = PolicyDoc {
         active_hours: hours_doc(&form),
         // The version the page was read at: a policy changed since is refused as stale.
@@ -239,14 +180,10 @@ pub(super) async fn save_hours(
         doc,
         write: Write::Update,
     };
-    let view = match ran(portal.run(&session, command).await, Some(HOURS), &form) {
-        Err(failed) => return failed,
-        Ok(Ran::Done(outcome)) if outcome.warnings.is_empty() => {
-            return see("/portal/trust#active-hours")
-        }
-        Ok(Ran::Done(outcome)) => View::notice("Saved.", &outcome.warnings),
-        Ok(Ran::Shown(view)) => view,
-    };
+    let view = portal
+        .change(&session, command, Some(HOURS), &form)
+        .await?
+        .saved("/portal/trust#active-hours", "Saved.")?;
     hours_page(&portal, &session, &policy, &view).await
 }
 
