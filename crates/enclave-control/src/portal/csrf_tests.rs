@@ -14,6 +14,7 @@ struct Walk {
 impl Walk {
     fn state(&self) -> Arc<crate::model::State> {
         self.h
+            .bench
             .runtime
             .block_on(self.h.portal.service.state())
             .unwrap()
