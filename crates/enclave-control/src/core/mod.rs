@@ -5,6 +5,7 @@
 
 mod app;
 mod command;
+mod document;
 mod endpoints;
 mod input;
 mod subnets;
@@ -14,6 +15,7 @@ pub(crate) use command::problem;
 pub use command::{
     Change, Command, Ctx, KeyRefusal, NewKey, Outcome, Refusal, Reply, SystemEdit, Write,
 };
+pub(crate) use document::Edit;
 pub use input::{
     allocate, check_label, check_name, is_public_key, key_state, parse_subnet, unique_name,
     MAX_LIST, MAX_NAME, MAX_POLICY_NAME,
@@ -30,12 +32,12 @@ use enclave_policy::Network;
 use crate::definition::{self, Imported};
 use crate::model::{
     AdminToken, Approval, ApprovalMode, AuditEntry, EnrolmentKey, GatewayDoc, ManagedSystem,
-    PolicyDoc, PolicyKind, State, TagDoc, TrustDoc,
+    PolicyDoc, PolicyKind, State, TagDoc, TrustDoc, Versioned,
 };
 
 /// Which objects a command touched; their rows are written.
 #[derive(Default)]
-struct Touched {
+pub(crate) struct Touched {
     settings: bool,
     preshared_keys: bool,
     systems: BTreeSet<String>,
@@ -148,18 +150,9 @@ pub fn apply_on(
             .systems
             .get(&s.name)
             .map_or(Reply::System(s), |s| Reply::System(Box::new(s.clone()))),
-        Reply::Policy(p) => next
-            .policies
-            .get(&p.name)
-            .map_or(Reply::Policy(p), |p| Reply::Policy(Box::new(p.clone()))),
-        Reply::Tag(t) => next
-            .tags
-            .get(&t.name)
-            .map_or(Reply::Tag(t), |t| Reply::Tag(t.clone())),
-        Reply::Trust(t) => next
-            .trust_requirements
-            .get(&t.name)
-            .map_or(Reply::Trust(t), |t| Reply::Trust(t.clone())),
+        Reply::Policy(p) => Reply::Policy(Box::new(document::fresh(&next, *p))),
+        Reply::Tag(t) => Reply::Tag(document::fresh(&next, t)),
+        Reply::Trust(t) => Reply::Trust(document::fresh(&next, t)),
         other => other,
     };
     Ok(Outcome {
@@ -178,22 +171,6 @@ pub fn apply_on(
         reply,
     })
 }
-
-/// An object with a `version`: the revision of its last change.
-trait Versioned: Clone {
-    fn set_version(&mut self, version: i64);
-}
-
-macro_rules! versioned {
-    ($($t:ty),*) => {$(
-        impl Versioned for $t {
-            fn set_version(&mut self, version: i64) {
-                self.version = version;
-            }
-        }
-    )*};
-}
-versioned!(ManagedSystem, TagDoc, TrustDoc, PolicyDoc);
 
 /// The rows of the touched objects of one kind: each one still there is stamped with the new
 /// `version` and written (`put`); each one gone is deleted (`delete`).
@@ -267,24 +244,8 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             public_key,
             hostname,
         } => enrol(next, t, &key_hash, public_key, hostname.as_deref(), ctx),
-        Command::Approve { name } => {
-            let system = system_mut(next, &name)?;
-            system.approval = Approval::Approved;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
-            let reply = Reply::System(Box::new(system.clone()));
-            Ok(("system.approve", name, String::new(), reply))
-        }
-        Command::Revoke { name } => {
-            let system = system_mut(next, &name)?;
-            system.approval = Approval::Revoked;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
-            let reply = Reply::System(Box::new(system.clone()));
-            Ok(("system.revoke", name, String::new(), reply))
-        }
+        Command::Approve { name } => approve(next, t, name, Approval::Approved, "system.approve"),
+        Command::Revoke { name } => approve(next, t, name, Approval::Revoked, "system.revoke"),
         Command::Delete { name } => {
             system_mut(next, &name)?;
             next.systems.remove(&name);
@@ -358,69 +319,20 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
         }
         Command::ObserveEndpoints { endpoints } => endpoints::observe(next, t, endpoints),
         Command::PutPolicy { doc, write } => put_policy(next, t, doc, write),
-        Command::DeletePolicy { name } => {
-            if next.policies.remove(&name).is_none() {
-                return Err(Refusal::NotFound {
-                    what: "policy",
-                    name,
-                });
-            }
-            t.policies.insert(name.clone());
-            t.definition = true;
-            Ok(("policy.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeletePolicy { name } => document::delete::<PolicyDoc>(next, t, name),
         Command::PutTag { doc, write } => {
             check_name("name", &doc.name)?;
             check_list("trust", &doc.trust)?;
-            precondition(
-                "tag",
-                &doc.name,
-                doc.version,
-                next.tags.get(&doc.name).map(|t| t.version),
-                write,
-            )?;
-            let name = doc.name.clone();
-            next.tags.insert(name.clone(), doc.clone());
-            t.tags.insert(name.clone());
-            t.definition = true;
-            Ok((action("tag", write), name, String::new(), Reply::Tag(doc)))
+            document::put(next, t, doc, write, String::new())
         }
-        Command::DeleteTag { name } => {
-            if next.tags.remove(&name).is_none() {
-                return Err(Refusal::NotFound { what: "tag", name });
-            }
-            t.tags.insert(name.clone());
-            t.definition = true;
-            Ok(("tag.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeleteTag { name } => document::delete::<TagDoc>(next, t, name),
         Command::PutTrust { doc, write } => {
             check_label("name", &doc.name)?;
             check_list("allow", &doc.allow)?;
             check_list("block", &doc.block)?;
-            let current = next.trust_requirements.get(&doc.name).map(|t| t.version);
-            precondition("trust requirement", &doc.name, doc.version, current, write)?;
-            let name = doc.name.clone();
-            next.trust_requirements.insert(name.clone(), doc.clone());
-            t.trust.insert(name.clone());
-            t.definition = true;
-            Ok((
-                action("trust", write),
-                name,
-                String::new(),
-                Reply::Trust(doc),
-            ))
+            document::put(next, t, doc, write, String::new())
         }
-        Command::DeleteTrust { name } => {
-            if next.trust_requirements.remove(&name).is_none() {
-                return Err(Refusal::NotFound {
-                    what: "trust requirement",
-                    name,
-                });
-            }
-            t.trust.insert(name.clone());
-            t.definition = true;
-            Ok(("trust.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeleteTrust { name } => document::delete::<TrustDoc>(next, t, name),
         Command::CreateToken { id, name, hash } => {
             check_name("name", &name)?;
             let token = AdminToken {
@@ -447,15 +359,22 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
     }
 }
 
-fn action(what: &str, write: Write) -> &'static str {
-    match (what, write) {
-        ("tag", Write::Create) => "tag.create",
-        ("tag", Write::Update) => "tag.update",
-        ("trust", Write::Create) => "trust.create",
-        ("trust", Write::Update) => "trust.update",
-        (_, Write::Create) => "policy.create",
-        (_, Write::Update) => "policy.update",
-    }
+/// Approves or revokes the system `name` (`approval`, audited as `action`); only what that
+/// can break is checked (`targeted`).
+fn approve(
+    next: &mut State,
+    t: &mut Touched,
+    name: String,
+    approval: Approval,
+    action: &'static str,
+) -> Result<Ran, Refusal> {
+    let system = system_mut(next, &name)?;
+    system.approval = approval;
+    t.systems.insert(name.clone());
+    t.definition = true;
+    t.targeted = Some(targeted::Targeted::Approval(name.clone()));
+    let reply = Reply::System(Box::new(system.clone()));
+    Ok((action, name, String::new(), reply))
 }
 
 /// Create: must not exist. Update: must exist at the version the client read.
@@ -831,22 +750,11 @@ fn put_policy(
             }
         }
     }
-    let current = next.policies.get(&doc.name).map(|p| p.version);
-    precondition("policy", &doc.name, doc.version, current, write)?;
-    let name = doc.name.clone();
-    next.policies.insert(name.clone(), doc.clone());
-    t.policies.insert(name.clone());
-    t.definition = true;
     let kind = match doc.kind {
         PolicyKind::Direct => "direct",
         PolicyKind::Gateway => "gateway",
     };
-    Ok((
-        action("policy", write),
-        name,
-        kind.to_owned(),
-        Reply::Policy(Box::new(doc)),
-    ))
+    document::put(next, t, doc, write, kind.to_owned())
 }
 
 #[cfg(test)]
