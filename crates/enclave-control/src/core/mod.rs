@@ -266,11 +266,8 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
                 .gateway
                 .get_or_insert_with(GatewayDoc::default)
                 .allowed = allowed;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(system.clone()));
             let detail = if allowed { "on" } else { "off" };
-            Ok(("system.gateway", name, detail.to_owned(), reply))
+            Ok(edited(t, system, "system.gateway", detail.to_owned()))
         }
         Command::AddSubnet { system, subnet } => {
             if subnet.trunc() != subnet {
@@ -280,10 +277,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             let gateway = s.gateway.get_or_insert_with(GatewayDoc::default);
             gateway.removed.remove(&subnet);
             gateway.subnets.insert(subnet);
-            t.systems.insert(system.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(s.clone()));
-            Ok(("subnet.add", system, subnet.to_string(), reply))
+            Ok(edited(t, s, "subnet.add", subnet.to_string()))
         }
         Command::RemoveSubnet { system, subnet } => {
             let s = system_mut(next, &system)?;
@@ -300,10 +294,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             if discovered || would_discover {
                 gateway.removed.insert(subnet);
             }
-            t.systems.insert(system.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(s.clone()));
-            Ok(("subnet.remove", system, subnet.to_string(), reply))
+            Ok(edited(t, s, "subnet.remove", subnet.to_string()))
         }
         Command::ReportDiscovered { system, subnets } => {
             let s = system_mut(next, &system)?;
@@ -370,11 +361,17 @@ fn approve(
 ) -> Result<Ran, Refusal> {
     let system = system_mut(next, &name)?;
     system.approval = approval;
-    t.systems.insert(name.clone());
+    t.targeted = Some(targeted::Targeted::Approval(name));
+    Ok(edited(t, system, action, String::new()))
+}
+
+/// What a command that changed `system`'s part of the definition ran: its row is written,
+/// the definition validated, and the reply shows it.
+fn edited(t: &mut Touched, system: &ManagedSystem, action: &'static str, detail: String) -> Ran {
+    t.systems.insert(system.name.clone());
     t.definition = true;
-    t.targeted = Some(targeted::Targeted::Approval(name.clone()));
     let reply = Reply::System(Box::new(system.clone()));
-    Ok((action, name, String::new(), reply))
+    (action, system.name.clone(), detail, reply)
 }
 
 /// Create: must not exist. Update: must exist at the version the client read.
