@@ -213,13 +213,19 @@ impl<T: Clone> Objects<T> for imbl::OrdMap<String, T> {
 type Ran = (&'static str, String, String, Reply);
 
 fn system_mut<'s>(state: &'s mut State, name: &str) -> Result<&'s mut ManagedSystem, Refusal> {
-    state
-        .systems
-        .get_mut(name)
-        .ok_or_else(|| Refusal::NotFound {
-            what: "system",
-            name: name.to_owned(),
-        })
+    found(&mut state.systems, "system", name)
+}
+
+/// The object named `name` (an id for keys and tokens), or a refusal: no `what` of that name.
+fn found<'o, T>(
+    objects: &'o mut impl Objects<T>,
+    what: &'static str,
+    name: &str,
+) -> Result<&'o mut T, Refusal> {
+    objects.object_mut(name).ok_or_else(|| Refusal::NotFound {
+        what,
+        name: name.to_owned(),
+    })
 }
 
 fn done(text: impl Into<String>) -> Reply {
@@ -231,10 +237,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
         Command::Import(imported) => import(next, t, *imported),
         Command::CreateKey(key) => create_key(next, t, key, ctx),
         Command::RevokeKey { id } => {
-            let key = next.keys.get_mut(&id).ok_or_else(|| Refusal::NotFound {
-                what: "enrolment key",
-                name: id.clone(),
-            })?;
+            let key = found(&mut next.keys, "enrolment key", &id)?;
             key.revoked = true;
             t.keys.insert(id.clone());
             Ok(("key.revoke", id, String::new(), Reply::Key(key.clone())))
@@ -338,10 +341,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             Ok(("token.create", id, name, Reply::Token(token)))
         }
         Command::RevokeToken { id } => {
-            let token = next.tokens.get_mut(&id).ok_or_else(|| Refusal::NotFound {
-                what: "admin token",
-                name: id.clone(),
-            })?;
+            let token = found(&mut next.tokens, "admin token", &id)?;
             token.revoked = true;
             let (name, reply) = (token.name.clone(), Reply::Token(token.clone()));
             t.tokens.insert(id.clone());
