@@ -168,32 +168,16 @@ pub async fn enrol(
         "public_key": public_key,
         "hostname": hostname,
     });
-    let exchange = async {
+    let enrolment = async {
         let (io, _) = target.open().await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| target.http(e))?;
-        let driver = tokio::spawn(connection);
         let request = target
             .request(Method::POST, ENROL_PATH)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| target.http(e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| target.http(e))?
-            .to_bytes();
-        driver.abort();
-        Ok::<_, Error>((status, bytes))
+        exchange(io, request).await.map_err(|e| target.http(e))
     };
-    let (status, bytes) = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+    let (status, bytes) = tokio::time::timeout(HANDSHAKE_TIMEOUT, enrolment)
         .await
         .map_err(|_| Error::Timeout {
             url: target.url.clone(),
@@ -212,6 +196,26 @@ pub async fn enrol(
             message,
         })
     }
+}
+
+/// Sends `request` over `io` as one HTTP/1.1 exchange: the answer's status and whole body.
+///
+/// # Errors
+/// The HTTP exchange failed.
+pub async fn exchange<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+) -> std::result::Result<(StatusCode, Bytes), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok((status, body))
 }
 
 /// The server's `{"error": …}`, or the status's reason.
@@ -422,6 +426,12 @@ impl ServerUrl {
             _ => None,
         }
     }
+
+    /// The host as TLS names the server (a DNS name or an IP address); `None` when it is
+    /// neither.
+    pub fn server_name(&self) -> Option<ServerName<'static>> {
+        ServerName::try_from(self.host.clone()).ok()
+    }
 }
 
 /// The byte stream under the messages: TLS over TCP, or TCP.
@@ -433,8 +443,8 @@ type Stream = TokioIo<hyper::upgrade::Upgraded>;
 
 /// A server to talk to: its URL, parsed, and the TLS configuration that pins it.
 struct Target {
-    tls: Option<Arc<rustls::ClientConfig>>,
-    host: String,
+    /// With https: the configuration that pins the server, and its name.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     authority: String,
     url: String,
 }
@@ -444,13 +454,16 @@ impl Target {
         let url = url.trim().trim_end_matches('/');
         let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
         let tls = if parsed.https {
-            Some(tls::client_config(trust.ok_or(Error::Unpinned)?)?)
+            let config = tls::client_config(trust.ok_or(Error::Unpinned)?)?;
+            let name = parsed
+                .server_name()
+                .ok_or_else(|| Error::Url(url.to_owned()))?;
+            Some((config, name))
         } else {
             None
         };
         Ok(Self {
             tls,
-            host: parsed.host,
             authority: parsed.authority,
             url: url.to_owned(),
         })
@@ -480,21 +493,18 @@ impl Target {
             .await
             .map_err(unreachable)?;
         let _ = tcp.set_nodelay(true);
-        let Some(config) = &self.tls else {
+        let Some((config, name)) = &self.tls else {
             return Ok((Box::new(tcp), [0; 32]));
         };
-        let name =
-            ServerName::try_from(self.host.clone()).map_err(|_| Error::Url(self.url.clone()))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
-            .connect(name, tcp)
+        let stream = tls::connect(config, name, tcp)
             .await
-            .map_err(|source| match tls::mismatch(&source) {
-                Some(m) => Error::Mismatch {
+            .map_err(|error| match error {
+                tls::ConnectError::Mismatch(m) => Error::Mismatch {
                     url: self.url.clone(),
-                    seen: m.seen.clone(),
-                    pinned: m.pinned.clone(),
+                    seen: m.seen,
+                    pinned: m.pinned,
                 },
-                None => unreachable(source),
+                tls::ConnectError::Io(source) => unreachable(source),
             })?;
         let mut channel = [0u8; 32];
         stream
@@ -657,7 +667,8 @@ mod tests {
         ));
         let target =
             Target::new("https://[::1]:8443/", Some(&Trust::Fingerprint([1; 32]))).unwrap();
-        assert_eq!(target.host, "::1");
+        let name = target.tls.map(|(_, name)| name);
+        assert_eq!(name, Some(ServerName::try_from("::1").unwrap()));
         assert_eq!(target.authority, "[::1]:8443");
     }
 

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::client::TlsStream;
 
 /// Errors of the TLS set-up.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +99,8 @@ pub enum Trust {
 }
 
 /// The server presented another certificate than the pinned one. Carried inside the rustls
-/// error so the client can say so plainly ([`mismatch`]).
-#[derive(Debug, thiserror::Error)]
+/// error so the client can say so plainly ([`connect`] takes it out).
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the server's certificate has fingerprint {seen}, not the pinned {pinned}")]
 pub struct Mismatch {
     /// What the server presented, `AB:CD:…`.
@@ -107,8 +109,39 @@ pub struct Mismatch {
     pub pinned: String,
 }
 
+/// Why TLS to the server did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server presented another certificate than the pinned one.
+    #[error(transparent)]
+    Mismatch(Mismatch),
+    /// The connection or the handshake failed for another reason.
+    #[error("the TLS handshake failed")]
+    Io(#[source] std::io::Error),
+}
+
+/// Opens TLS over `io` to the server `name`, trusting it as `config` ([`client_config`])
+/// says.
+///
+/// # Errors
+/// [`ConnectError::Mismatch`] when the server is not the pinned one, else
+/// [`ConnectError::Io`].
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    config: &Arc<rustls::ClientConfig>,
+    name: &ServerName<'static>,
+    io: S,
+) -> std::result::Result<TlsStream<S>, ConnectError> {
+    tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name.clone(), io)
+        .await
+        .map_err(|error| match mismatch(&error) {
+            Some(m) => ConnectError::Mismatch(m.clone()),
+            None => ConnectError::Io(error),
+        })
+}
+
 /// The [`Mismatch`] inside an error from a TLS handshake, if that is why it failed.
-pub fn mismatch<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Mismatch> {
+fn mismatch<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Mismatch> {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if let Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) =
@@ -132,7 +165,8 @@ pub fn mismatch<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
 #[derive(Debug)]
 struct Pinned {
     fingerprint: [u8; 32],
-    provider: Arc<CryptoProvider>,
+    /// The provider's signature algorithms, which check the handshake's signatures.
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ServerCertVerifier for Pinned {
@@ -163,12 +197,7 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -177,18 +206,11 @@ impl ServerCertVerifier for Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
@@ -206,7 +228,7 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
                 fingerprint: *fingerprint,
-                provider,
+                algorithms: provider.signature_verification_algorithms,
             }))
             .with_no_client_auth(),
         Trust::Ca(path) => {

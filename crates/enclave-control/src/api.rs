@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::agents::{self, Hub, Seen};
-use crate::core::{self, Command, Ctx, NewKey, Refusal, Reply, Write};
+use crate::core::{self, Command, Ctx, Edit, NewKey, Refusal, Reply, Write};
 use crate::definition::{self, FieldProblem};
 use crate::limit::Limiter;
 use crate::model::{
@@ -723,65 +723,13 @@ impl SubnetRequest {
 
 /// A whole object of the definition that the API lists, creates, replaces (at the version
 /// the client read) and deletes by name: a policy, a `[[tag]]` entry, a trust requirement.
-trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// Its name (the path's, on replace).
-    fn name(&self) -> &str;
-    /// Every one of its kind, by name.
-    fn all(state: &Network) -> Vec<&Self>;
-    /// The command that creates or replaces it.
-    fn put(self, write: Write) -> Command;
-    /// The command that deletes the one named `name`.
-    fn delete(name: String) -> Command;
-}
+trait Document: Edit + Serialize + DeserializeOwned + Send + Sync + 'static {}
 
-impl Document for PolicyDoc {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn all(state: &Network) -> Vec<&Self> {
-        state.policies.values().collect()
-    }
-    fn put(self, write: Write) -> Command {
-        Command::PutPolicy { doc: self, write }
-    }
-    fn delete(name: String) -> Command {
-        Command::DeletePolicy { name }
-    }
-}
-
-impl Document for TagDoc {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn all(state: &Network) -> Vec<&Self> {
-        state.tags.values().collect()
-    }
-    fn put(self, write: Write) -> Command {
-        Command::PutTag { doc: self, write }
-    }
-    fn delete(name: String) -> Command {
-        Command::DeleteTag { name }
-    }
-}
-
-impl Document for TrustDoc {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn all(state: &Network) -> Vec<&Self> {
-        state.trust_requirements.values().collect()
-    }
-    fn put(self, write: Write) -> Command {
-        Command::PutTrust { doc: self, write }
-    }
-    fn delete(name: String) -> Command {
-        Command::DeleteTrust { name }
-    }
-}
+impl<D: Edit + Serialize + DeserializeOwned + Send + Sync + 'static> Document for D {}
 
 async fn list<D: Document>(State(app): State<App>) -> Reply2 {
     let state = state(&app).await?;
-    Ok(Json(D::all(&state)).into_response())
+    Ok(Json(D::all(&state).values().collect::<Vec<_>>()).into_response())
 }
 
 async fn create<D: Document>(

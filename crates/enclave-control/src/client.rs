@@ -4,17 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use enclave_control_proto::client::ServerUrl;
+use enclave_control_proto::client::{exchange, ServerUrl};
 
-use crate::tls::{self, Trust};
+use crate::tls::{self, ConnectError, Mismatch, Trust};
 
 pub use hyper::{Method as HttpMethod, StatusCode as HttpStatus};
 
@@ -38,16 +36,15 @@ pub enum Error {
     Tls(#[from] enclave_control_proto::tls::Error),
     /// The server presented another certificate than the pinned one.
     #[error(
-        "the server at {url} is not the pinned one: its certificate has fingerprint {seen}, \
-         not {pinned}"
+        "the server at {url} is not the pinned one: its certificate has fingerprint {}, not {}",
+        .pin.seen,
+        .pin.pinned
     )]
     Mismatch {
         /// The URL.
         url: String,
-        /// What it presented.
-        seen: String,
-        /// What was pinned.
-        pinned: String,
+        /// What it presented, and what was pinned.
+        pin: Mismatch,
     },
     /// The server could not be reached.
     #[error("cannot reach the server at {url}")]
@@ -94,8 +91,8 @@ impl Answer {
 /// A client for one server.
 #[derive(Clone)]
 pub struct Client {
-    tls: Option<Arc<rustls::ClientConfig>>,
-    host: String,
+    /// With https: the configuration that pins the server, and its name.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     authority: String,
     url: String,
     token: Option<String>,
@@ -122,13 +119,16 @@ impl Client {
         let url = url.trim_end_matches('/');
         let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
         let tls = if parsed.https {
-            Some(tls::client_config(&trust.ok_or(Error::Unpinned)?)?)
+            let config = tls::client_config(&trust.ok_or(Error::Unpinned)?)?;
+            let name = parsed
+                .server_name()
+                .ok_or_else(|| Error::Url(url.to_owned()))?;
+            Some((config, name))
         } else {
             None
         };
         Ok(Self {
             tls,
-            host: parsed.host,
             authority: parsed.authority,
             url: url.to_owned(),
             token,
@@ -146,12 +146,12 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Answer, Error> {
-        tokio::time::timeout(TIMEOUT, self.exchange(method, path, body))
+        tokio::time::timeout(TIMEOUT, self.send(method, path, body))
             .await
             .map_err(|_| Error::Timeout(self.url.clone()))?
     }
 
-    async fn exchange(
+    async fn send(
         &self,
         method: Method,
         path: &str,
@@ -176,50 +176,26 @@ impl Client {
             None => request.body(Full::new(Bytes::new())),
         }
         .map_err(|e| Error::Request(e.to_string()))?;
-        match &self.tls {
-            Some(config) => {
-                let name = ServerName::try_from(self.host.clone())
-                    .map_err(|_| Error::Url(self.url.clone()))?;
-                let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
-                    .connect(name, tcp)
-                    .await
-                    .map_err(
-                        |source| match enclave_control_proto::tls::mismatch(&source) {
-                            Some(m) => Error::Mismatch {
+        let (status, body) = match &self.tls {
+            Some((config, name)) => {
+                let stream =
+                    tls::connect(config, name, tcp)
+                        .await
+                        .map_err(|error| match error {
+                            ConnectError::Mismatch(pin) => Error::Mismatch {
                                 url: self.url.clone(),
-                                seen: m.seen.clone(),
-                                pinned: m.pinned.clone(),
+                                pin,
                             },
-                            None => connect(source),
-                        },
-                    )?;
-                self.send(stream, request).await
+                            ConnectError::Io(source) => connect(source),
+                        })?;
+                exchange(stream, request).await
             }
-            None => self.send(tcp, request).await,
+            None => exchange(tcp, request).await,
         }
-    }
-
-    async fn send<I>(&self, io: I, request: Request<Full<Bytes>>) -> Result<Answer, Error>
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let http = |source| Error::Http {
+        .map_err(|source| Error::Http {
             url: self.url.clone(),
             source,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http)?
-            .to_bytes();
-        driver.abort();
+        })?;
         Ok(Answer { status, body })
     }
 }

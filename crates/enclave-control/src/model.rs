@@ -327,6 +327,63 @@ fn yes() -> bool {
     true
 }
 
+/// An object with a `version`: the revision of its last change.
+pub trait Versioned: Clone {
+    /// The revision of its last change.
+    fn version(&self) -> i64;
+    /// Records the revision of its last change.
+    fn set_version(&mut self, version: i64);
+}
+
+/// A whole object of the definition, kept as written: a policy, a `[[tag]]` entry, a trust
+/// requirement. Each kind is a map of the [`State`], by name.
+pub trait Document: Versioned {
+    /// What messages call one: `tag`, `trust requirement`, `policy`.
+    const WHAT: &'static str;
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Every one of its kind in `state`, by name.
+    fn all(state: &State) -> &BTreeMap<String, Self>;
+    /// Every one of its kind in `state`, to change.
+    fn all_mut(state: &mut State) -> &mut BTreeMap<String, Self>;
+}
+
+macro_rules! versioned {
+    ($($t:ty),*) => {$(
+        impl Versioned for $t {
+            fn version(&self) -> i64 {
+                self.version
+            }
+            fn set_version(&mut self, version: i64) {
+                self.version = version;
+            }
+        }
+    )*};
+}
+versioned!(ManagedSystem, TagDoc, TrustDoc, PolicyDoc);
+
+macro_rules! document {
+    ($($t:ty: $what:literal in $field:ident),*) => {$(
+        impl Document for $t {
+            const WHAT: &'static str = $what;
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn all(state: &State) -> &BTreeMap<String, Self> {
+                &state.$field
+            }
+            fn all_mut(state: &mut State) -> &mut BTreeMap<String, Self> {
+                &mut state.$field
+            }
+        }
+    )*};
+}
+document!(
+    TagDoc: "tag" in tags,
+    TrustDoc: "trust requirement" in trust_requirements,
+    PolicyDoc: "policy" in policies
+);
+
 /// Automatic or manual approval of the systems a key enrols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -18,8 +18,8 @@ use sqlx::{AnyPool, Row as _};
 
 use crate::core::Change;
 use crate::model::{
-    AdminToken, Approval, ApprovalMode, AuditEntry, EnrolmentKey, ManagedSystem, PolicyDoc,
-    Presence, Settings, State, TagDoc, TrustDoc,
+    AdminToken, Approval, ApprovalMode, AuditEntry, Document, EnrolmentKey, ManagedSystem,
+    Presence, Settings, State,
 };
 
 /// The PostgreSQL channel on which every commit announces its revision (`NOTIFY`), so that
@@ -336,35 +336,19 @@ impl SqlStore {
             let system = system_of(&row)?;
             state.systems.insert(system.name.clone(), system);
         }
-        for row in sqlx::query("SELECT body, version FROM tags")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading tags"))?
-        {
-            let mut tag: TagDoc = body_of(&row, "tag")?;
-            tag.version = row.try_get("version").map_err(db("reading tags"))?;
-            state.tags.insert(tag.name.clone(), tag);
-        }
-        for row in sqlx::query("SELECT body, version FROM trust_requirements")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading trust requirements"))?
-        {
-            let mut trust: TrustDoc = body_of(&row, "trust requirement")?;
-            trust.version = row
-                .try_get("version")
-                .map_err(db("reading trust requirements"))?;
-            state.trust_requirements.insert(trust.name.clone(), trust);
-        }
-        for row in sqlx::query("SELECT body, version FROM policies")
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading policies"))?
-        {
-            let mut policy: PolicyDoc = body_of(&row, "policy")?;
-            policy.version = row.try_get("version").map_err(db("reading policies"))?;
-            state.policies.insert(policy.name.clone(), policy);
-        }
+        state.tags = documents(&mut tx, "SELECT body, version FROM tags", "reading tags").await?;
+        state.trust_requirements = documents(
+            &mut tx,
+            "SELECT body, version FROM trust_requirements",
+            "reading trust requirements",
+        )
+        .await?;
+        state.policies = documents(
+            &mut tx,
+            "SELECT body, version FROM policies",
+            "reading policies",
+        )
+        .await?;
         for row in sqlx::query("SELECT body FROM preshared_keys ORDER BY position")
             .fetch_all(&mut *tx)
             .await
@@ -736,6 +720,25 @@ fn corrupt(what: &'static str, detail: &str) -> Error {
         what,
         detail: detail.to_owned(),
     }
+}
+
+/// Every document of one kind, by name: `select` reads its rows' `body` (JSON) and `version`.
+async fn documents<D: Document + serde::de::DeserializeOwned>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    select: &'static str,
+    reading: &'static str,
+) -> Result<BTreeMap<String, D>> {
+    let mut documents = BTreeMap::new();
+    for row in sqlx::query(select)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db(reading))?
+    {
+        let mut doc: D = body_of(&row, D::WHAT)?;
+        doc.set_version(row.try_get("version").map_err(db(reading))?);
+        documents.insert(doc.name().to_owned(), doc);
+    }
+    Ok(documents)
 }
 
 fn body_of<T: serde::de::DeserializeOwned>(row: &AnyRow, what: &'static str) -> Result<T> {

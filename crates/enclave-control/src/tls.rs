@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use enclave_control_proto::tls::{
-    client_config, fingerprint, parse_fingerprint, provider, Trust,
+    client_config, connect, fingerprint, parse_fingerprint, provider, ConnectError, Mismatch, Trust,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -106,13 +106,15 @@ mod tests {
         }
     }
 
-    fn peer_endpoint(
-        network: &enclave_policy::Network,
-        of: &str,
-        peer: &str,
-    ) -> Option<SocketAddr> {
+    /// Asserts that the view of `of` gives its peer `peer` the endpoint `expect`.
+    #[track_caller]
+    fn assert_endpoint(network: &enclave_policy::Network, of: &str, peer: &str, expect: &str) {
         let view = enclave_policy::compile(network, of).expect("a view");
-        view.peers[peer].endpoint
+        assert_eq!(
+            view.peers[peer].endpoint,
+            Some(at(expect)),
+            "{of}'s view of {peer}"
+        );
     }
 
     #[test]
@@ -143,14 +145,8 @@ mod tests {
             .expect("the laptop's endpoint changed the definition");
         // The gateway is given the laptop's observed endpoint; the laptop the gateway's set
         // by hand, not the observed one.
-        assert_eq!(
-            peer_endpoint(&network, "menlo-gw-1", "laptop"),
-            Some(at("198.51.100.7:51820"))
-        );
-        assert_eq!(
-            peer_endpoint(&network, "laptop", "menlo-gw-1"),
-            Some(at("203.0.113.2:51820"))
-        );
+        assert_endpoint(&network, "menlo-gw-1", "laptop", "198.51.100.7:51820");
+        assert_endpoint(&network, "laptop", "menlo-gw-1", "203.0.113.2:51820");
         // The targeted check gives what the full validation gives.
         let full = definition::validate(next).expect("valid").network;
         assert_eq!(*network, full);
@@ -177,10 +173,7 @@ mod tests {
             apply(next, observe(&[("laptop", "198.51.100.70:51821")]), &ctx()).expect("recorded");
         assert_eq!(moved.audit.target, "laptop");
         let network = moved.network.expect("changed");
-        assert_eq!(
-            peer_endpoint(&network, "menlo-gw-1", "laptop"),
-            Some(at("198.51.100.70:51821"))
-        );
+        assert_endpoint(&network, "menlo-gw-1", "laptop", "198.51.100.70:51821");
     }
 
     #[test]
@@ -207,10 +200,7 @@ mod tests {
         )
         .expect("cleared");
         let network = cleared.network.expect("changed");
-        assert_eq!(
-            peer_endpoint(&network, "laptop", "menlo-gw-1"),
-            Some(at("198.51.100.8:51820"))
-        );
+        assert_endpoint(&network, "laptop", "menlo-gw-1", "198.51.100.8:51820");
     }
 
     #[test]
@@ -244,9 +234,6 @@ mod tests {
         assert_eq!(laptop.endpoint, Some(at("203.0.113.77:51820")));
         assert_eq!(laptop.observed_endpoint, Some(at("198.51.100.7:51820")));
         let network = Arc::new(definition::validate(&back.next).expect("valid").network);
-        assert_eq!(
-            peer_endpoint(&network, "menlo-gw-1", "laptop"),
-            Some(at("203.0.113.77:51820"))
-        );
+        assert_endpoint(&network, "menlo-gw-1", "laptop", "203.0.113.77:51820");
     }
 }

@@ -5,6 +5,7 @@
 
 mod app;
 mod command;
+mod document;
 mod endpoints;
 mod input;
 mod subnets;
@@ -14,6 +15,7 @@ pub(crate) use command::problem;
 pub use command::{
     Change, Command, Ctx, KeyRefusal, NewKey, Outcome, Refusal, Reply, SystemEdit, Write,
 };
+pub(crate) use document::Edit;
 pub use input::{
     allocate, check_label, check_name, is_public_key, key_state, parse_subnet, unique_name,
     MAX_LIST, MAX_NAME, MAX_POLICY_NAME,
@@ -30,12 +32,12 @@ use enclave_policy::Network;
 use crate::definition::{self, Imported};
 use crate::model::{
     AdminToken, Approval, ApprovalMode, AuditEntry, EnrolmentKey, GatewayDoc, ManagedSystem,
-    PolicyDoc, PolicyKind, State, TagDoc, TrustDoc,
+    PolicyDoc, PolicyKind, State, TagDoc, TrustDoc, Versioned,
 };
 
 /// Which objects a command touched; their rows are written.
 #[derive(Default)]
-struct Touched {
+pub(crate) struct Touched {
     settings: bool,
     preshared_keys: bool,
     systems: BTreeSet<String>,
@@ -148,18 +150,9 @@ pub fn apply_on(
             .systems
             .get(&s.name)
             .map_or(Reply::System(s), |s| Reply::System(Box::new(s.clone()))),
-        Reply::Policy(p) => next
-            .policies
-            .get(&p.name)
-            .map_or(Reply::Policy(p), |p| Reply::Policy(Box::new(p.clone()))),
-        Reply::Tag(t) => next
-            .tags
-            .get(&t.name)
-            .map_or(Reply::Tag(t), |t| Reply::Tag(t.clone())),
-        Reply::Trust(t) => next
-            .trust_requirements
-            .get(&t.name)
-            .map_or(Reply::Trust(t), |t| Reply::Trust(t.clone())),
+        Reply::Policy(p) => Reply::Policy(Box::new(document::fresh(&next, *p))),
+        Reply::Tag(t) => Reply::Tag(document::fresh(&next, t)),
+        Reply::Trust(t) => Reply::Trust(document::fresh(&next, t)),
         other => other,
     };
     Ok(Outcome {
@@ -178,22 +171,6 @@ pub fn apply_on(
         reply,
     })
 }
-
-/// An object with a `version`: the revision of its last change.
-trait Versioned: Clone {
-    fn set_version(&mut self, version: i64);
-}
-
-macro_rules! versioned {
-    ($($t:ty),*) => {$(
-        impl Versioned for $t {
-            fn set_version(&mut self, version: i64) {
-                self.version = version;
-            }
-        }
-    )*};
-}
-versioned!(ManagedSystem, TagDoc, TrustDoc, PolicyDoc);
 
 /// The rows of the touched objects of one kind: each one still there is stamped with the new
 /// `version` and written (`put`); each one gone is deleted (`delete`).
@@ -236,13 +213,19 @@ impl<T: Clone> Objects<T> for imbl::OrdMap<String, T> {
 type Ran = (&'static str, String, String, Reply);
 
 fn system_mut<'s>(state: &'s mut State, name: &str) -> Result<&'s mut ManagedSystem, Refusal> {
-    state
-        .systems
-        .get_mut(name)
-        .ok_or_else(|| Refusal::NotFound {
-            what: "system",
-            name: name.to_owned(),
-        })
+    found(&mut state.systems, "system", name)
+}
+
+/// The object named `name` (an id for keys and tokens), or a refusal: no `what` of that name.
+fn found<'o, T>(
+    objects: &'o mut impl Objects<T>,
+    what: &'static str,
+    name: &str,
+) -> Result<&'o mut T, Refusal> {
+    objects.object_mut(name).ok_or_else(|| Refusal::NotFound {
+        what,
+        name: name.to_owned(),
+    })
 }
 
 fn done(text: impl Into<String>) -> Reply {
@@ -254,10 +237,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
         Command::Import(imported) => import(next, t, *imported),
         Command::CreateKey(key) => create_key(next, t, key, ctx),
         Command::RevokeKey { id } => {
-            let key = next.keys.get_mut(&id).ok_or_else(|| Refusal::NotFound {
-                what: "enrolment key",
-                name: id.clone(),
-            })?;
+            let key = found(&mut next.keys, "enrolment key", &id)?;
             key.revoked = true;
             t.keys.insert(id.clone());
             Ok(("key.revoke", id, String::new(), Reply::Key(key.clone())))
@@ -267,24 +247,8 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             public_key,
             hostname,
         } => enrol(next, t, &key_hash, public_key, hostname.as_deref(), ctx),
-        Command::Approve { name } => {
-            let system = system_mut(next, &name)?;
-            system.approval = Approval::Approved;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
-            let reply = Reply::System(Box::new(system.clone()));
-            Ok(("system.approve", name, String::new(), reply))
-        }
-        Command::Revoke { name } => {
-            let system = system_mut(next, &name)?;
-            system.approval = Approval::Revoked;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            t.targeted = Some(targeted::Targeted::Approval(name.clone()));
-            let reply = Reply::System(Box::new(system.clone()));
-            Ok(("system.revoke", name, String::new(), reply))
-        }
+        Command::Approve { name } => approve(next, t, name, Approval::Approved, "system.approve"),
+        Command::Revoke { name } => approve(next, t, name, Approval::Revoked, "system.revoke"),
         Command::Delete { name } => {
             system_mut(next, &name)?;
             next.systems.remove(&name);
@@ -305,11 +269,8 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
                 .gateway
                 .get_or_insert_with(GatewayDoc::default)
                 .allowed = allowed;
-            t.systems.insert(name.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(system.clone()));
             let detail = if allowed { "on" } else { "off" };
-            Ok(("system.gateway", name, detail.to_owned(), reply))
+            Ok(edited(t, system, "system.gateway", detail.to_owned()))
         }
         Command::AddSubnet { system, subnet } => {
             if subnet.trunc() != subnet {
@@ -319,10 +280,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             let gateway = s.gateway.get_or_insert_with(GatewayDoc::default);
             gateway.removed.remove(&subnet);
             gateway.subnets.insert(subnet);
-            t.systems.insert(system.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(s.clone()));
-            Ok(("subnet.add", system, subnet.to_string(), reply))
+            Ok(edited(t, s, "subnet.add", subnet.to_string()))
         }
         Command::RemoveSubnet { system, subnet } => {
             let s = system_mut(next, &system)?;
@@ -339,10 +297,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             if discovered || would_discover {
                 gateway.removed.insert(subnet);
             }
-            t.systems.insert(system.clone());
-            t.definition = true;
-            let reply = Reply::System(Box::new(s.clone()));
-            Ok(("subnet.remove", system, subnet.to_string(), reply))
+            Ok(edited(t, s, "subnet.remove", subnet.to_string()))
         }
         Command::ReportDiscovered { system, subnets } => {
             let s = system_mut(next, &system)?;
@@ -358,69 +313,20 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
         }
         Command::ObserveEndpoints { endpoints } => endpoints::observe(next, t, endpoints),
         Command::PutPolicy { doc, write } => put_policy(next, t, doc, write),
-        Command::DeletePolicy { name } => {
-            if next.policies.remove(&name).is_none() {
-                return Err(Refusal::NotFound {
-                    what: "policy",
-                    name,
-                });
-            }
-            t.policies.insert(name.clone());
-            t.definition = true;
-            Ok(("policy.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeletePolicy { name } => document::delete::<PolicyDoc>(next, t, name),
         Command::PutTag { doc, write } => {
             check_name("name", &doc.name)?;
             check_list("trust", &doc.trust)?;
-            precondition(
-                "tag",
-                &doc.name,
-                doc.version,
-                next.tags.get(&doc.name).map(|t| t.version),
-                write,
-            )?;
-            let name = doc.name.clone();
-            next.tags.insert(name.clone(), doc.clone());
-            t.tags.insert(name.clone());
-            t.definition = true;
-            Ok((action("tag", write), name, String::new(), Reply::Tag(doc)))
+            document::put(next, t, doc, write, String::new())
         }
-        Command::DeleteTag { name } => {
-            if next.tags.remove(&name).is_none() {
-                return Err(Refusal::NotFound { what: "tag", name });
-            }
-            t.tags.insert(name.clone());
-            t.definition = true;
-            Ok(("tag.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeleteTag { name } => document::delete::<TagDoc>(next, t, name),
         Command::PutTrust { doc, write } => {
             check_label("name", &doc.name)?;
             check_list("allow", &doc.allow)?;
             check_list("block", &doc.block)?;
-            let current = next.trust_requirements.get(&doc.name).map(|t| t.version);
-            precondition("trust requirement", &doc.name, doc.version, current, write)?;
-            let name = doc.name.clone();
-            next.trust_requirements.insert(name.clone(), doc.clone());
-            t.trust.insert(name.clone());
-            t.definition = true;
-            Ok((
-                action("trust", write),
-                name,
-                String::new(),
-                Reply::Trust(doc),
-            ))
+            document::put(next, t, doc, write, String::new())
         }
-        Command::DeleteTrust { name } => {
-            if next.trust_requirements.remove(&name).is_none() {
-                return Err(Refusal::NotFound {
-                    what: "trust requirement",
-                    name,
-                });
-            }
-            t.trust.insert(name.clone());
-            t.definition = true;
-            Ok(("trust.delete", name, String::new(), done("deleted")))
-        }
+        Command::DeleteTrust { name } => document::delete::<TrustDoc>(next, t, name),
         Command::CreateToken { id, name, hash } => {
             check_name("name", &name)?;
             let token = AdminToken {
@@ -435,10 +341,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             Ok(("token.create", id, name, Reply::Token(token)))
         }
         Command::RevokeToken { id } => {
-            let token = next.tokens.get_mut(&id).ok_or_else(|| Refusal::NotFound {
-                what: "admin token",
-                name: id.clone(),
-            })?;
+            let token = found(&mut next.tokens, "admin token", &id)?;
             token.revoked = true;
             let (name, reply) = (token.name.clone(), Reply::Token(token.clone()));
             t.tokens.insert(id.clone());
@@ -447,15 +350,28 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
     }
 }
 
-fn action(what: &str, write: Write) -> &'static str {
-    match (what, write) {
-        ("tag", Write::Create) => "tag.create",
-        ("tag", Write::Update) => "tag.update",
-        ("trust", Write::Create) => "trust.create",
-        ("trust", Write::Update) => "trust.update",
-        (_, Write::Create) => "policy.create",
-        (_, Write::Update) => "policy.update",
-    }
+/// Approves or revokes the system `name` (`approval`, audited as `action`); only what that
+/// can break is checked (`targeted`).
+fn approve(
+    next: &mut State,
+    t: &mut Touched,
+    name: String,
+    approval: Approval,
+    action: &'static str,
+) -> Result<Ran, Refusal> {
+    let system = system_mut(next, &name)?;
+    system.approval = approval;
+    t.targeted = Some(targeted::Targeted::Approval(name));
+    Ok(edited(t, system, action, String::new()))
+}
+
+/// What a command that changed `system`'s part of the definition ran: its row is written,
+/// the definition validated, and the reply shows it.
+fn edited(t: &mut Touched, system: &ManagedSystem, action: &'static str, detail: String) -> Ran {
+    t.systems.insert(system.name.clone());
+    t.definition = true;
+    let reply = Reply::System(Box::new(system.clone()));
+    (action, system.name.clone(), detail, reply)
 }
 
 /// Create: must not exist. Update: must exist at the version the client read.
@@ -831,22 +747,11 @@ fn put_policy(
             }
         }
     }
-    let current = next.policies.get(&doc.name).map(|p| p.version);
-    precondition("policy", &doc.name, doc.version, current, write)?;
-    let name = doc.name.clone();
-    next.policies.insert(name.clone(), doc.clone());
-    t.policies.insert(name.clone());
-    t.definition = true;
     let kind = match doc.kind {
         PolicyKind::Direct => "direct",
         PolicyKind::Gateway => "gateway",
     };
-    Ok((
-        action("policy", write),
-        name,
-        kind.to_owned(),
-        Reply::Policy(Box::new(doc)),
-    ))
+    document::put(next, t, doc, write, kind.to_owned())
 }
 
 #[cfg(test)]
