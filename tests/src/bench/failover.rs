@@ -37,20 +37,14 @@ impl Stream {
     fn start(office: &Office<'_>, dst: SocketAddr) -> anyhow::Result<Stream> {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
-        let path = format!("/run/netns/{}", office.ns("sender").name());
-        let thread = {
+        let bind = || -> anyhow::Result<_> {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+            Ok(socket)
+        };
+        let send = {
             let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
-            std::thread::spawn(move || {
-                let Ok(file) = std::fs::File::open(&path) else {
-                    return;
-                };
-                if nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-                    return;
-                }
-                let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
-                    return;
-                };
-                let _ = socket.set_read_timeout(Some(Duration::from_millis(5)));
+            move |socket: UdpSocket| {
                 let mut buf = [0u8; 256];
                 while !stop.load(Ordering::Relaxed) {
                     let _ = socket.send_to(b"tick", dst);
@@ -64,8 +58,12 @@ impl Stream {
                         }
                     }
                 }
-            })
+            }
         };
+        let thread = office
+            .ns("sender")
+            .start_thread(bind, send)
+            .context("cannot start the UDP stream on the laptop")?;
         Ok(Stream {
             stop,
             answers,
