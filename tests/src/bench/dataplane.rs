@@ -26,13 +26,11 @@ use crate::support::{
 };
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
-        name: "dataplane",
-        about: "raw veth, ours, wireguard-go (boringtun-cli if installed): TCP, UDP, RTT, CPU/GB",
-        run: bench_dataplane,
-    }]
-}
+pub(crate) const BENCH: Bench = Bench {
+    name: "dataplane",
+    about: "raw veth, ours, wireguard-go (boringtun-cli if installed): TCP, UDP, RTT, CPU/GB",
+    run: bench_dataplane,
+};
 
 /// Runs per implementation (medians are taken over these); `ENCLAVE_BENCH_RUNS` changes it.
 const RUNS: usize = 3;

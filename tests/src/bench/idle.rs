@@ -37,13 +37,11 @@ use crate::support::{
 };
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
-        name: "agent-idle",
-        about: "CPU share of one core used by an idle agent and an idle gateway with 100 peers",
-        run: idle,
-    }]
-}
+pub(crate) const BENCH: Bench = Bench {
+    name: "agent-idle",
+    about: "CPU share of one core used by an idle agent and an idle gateway with 100 peers",
+    run: idle,
+};
 
 /// Peers in the view.
 const PEERS: usize = 100;
