@@ -132,6 +132,22 @@ pub fn reference_without_forwarding(tag: &str) -> TopologySpec {
     spec
 }
 
+/// SNAT on the reference gateway, in an nftables table `table` of its own: what leaves for
+/// the LAN (`lan0`) from `source` (from anywhere when `None`) leaves from [`GATEWAY_LAN`], so
+/// that the LAN host, which has no route back, can answer. The rule counts what it translates.
+pub fn snat_to_lan(gw: &Netns, table: &str, source: Option<&str>) -> anyhow::Result<()> {
+    let source = source.map_or(String::new(), |net| format!("ip saddr {net} "));
+    gw.exec(&[
+        "nft",
+        &format!(
+            "add table ip {table}; \
+             add chain ip {table} post {{ type nat hook postrouting priority srcnat; }}; \
+             add rule ip {table} post oifname \"lan0\" {source}counter snat to {GATEWAY_LAN}"
+        ),
+    ])?;
+    Ok(())
+}
+
 /// A WireGuard key pair made by `wg genkey` / `wg pubkey`, base64 as `wg` prints them.
 #[derive(Debug, Clone)]
 pub struct KeyPair {
