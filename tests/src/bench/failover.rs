@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::office::{definition, Office, PRINTER};
+use crate::office::{definition, users_granted, Office, ANY, PRINTER};
 use crate::{Bench, Ctx};
 
 pub(crate) const BENCH: Bench = Bench {
@@ -22,7 +22,6 @@ pub(crate) const BENCH: Bench = Bench {
 };
 
 const RUNS: usize = 5;
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 /// Answers received by a UDP stream, with their arrival times.
 struct Stream {
@@ -107,11 +106,9 @@ fn failover(ctx: &Ctx) -> anyhow::Result<()> {
                 .to_owned(),
         );
         std::fs::create_dir_all(sub.log_dir())?;
-        let granted = definition(2, "\"users\"", ANY, "");
-        let mut office = Office::start(&sub, &format!("fobench{run}"), 2, &granted, &[])?;
-        office.wait_for_route()?;
+        let granted = users_granted(2);
+        let mut office = Office::start_reaching(&sub, &format!("fobench{run}"), 2, &granted, &[])?;
         let _echo = office.ns("lan").echo_server(9999)?;
-        office.until_reach(PRINTER, true, Duration::from_secs(3))?;
         let probe = office.ns("sender").udp_probe(dst, Duration::from_secs(1));
         anyhow::ensure!(
             probe.is_ok(),

@@ -8,7 +8,8 @@ use anyhow::ensure;
 use enclave_netns::{try_wait_until, Reached, SpawnOpts};
 
 use crate::office::{
-    definition, office_ips_definition, Office, DC1, DC2, GW_OVERLAY, GW_UNDERLAY, LAN, PRINTER,
+    definition, office_ips_definition, users_granted, Office, ANY, DC1, DC2, GW_OVERLAY,
+    GW_UNDERLAY, LAN, PRINTER,
 };
 use crate::{Ctx, Scenario};
 
@@ -46,8 +47,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
-
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
     let office = Office::start(
@@ -96,8 +95,7 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         &definition(1, "\"users\"", &policy, ""),
         &[],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    office.wait_reaching(DC1, Duration::from_secs(3))?;
     ensure!(
         office.reaches(DC2)?,
         "the second domain controller is not reachable"
@@ -120,8 +118,7 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         "sender",
         SpawnOpts::default().env("ENCLAVE_TEST_VERBOSITY", "5"),
     )?;
-    office.wait_for_route()?;
-    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    office.wait_reaching(DC1, Duration::from_secs(3))?;
     ensure!(!office.reaches(PRINTER)?, "the printer became reachable");
     let log = office.agent("sender")?.log();
     ensure!(
@@ -268,7 +265,7 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
-    let granted = definition(1, "\"users\"", ANY, "");
+    let granted = users_granted(1);
     let mut office = Office::start_reaching(ctx, "liveedit", 1, &granted, &[])?;
 
     // Revoke: the laptop loses the tag.

@@ -199,17 +199,16 @@ fn psk_external(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
-    use crate::office::{definition, Office, PRINTER};
+    use crate::office::{definition, users_granted, Office, ANY, PRINTER};
     use crate::support::write_key;
 
     let dir = ctx.log_dir().join(format!("{tag}-keys"));
     std::fs::create_dir_all(&dir)?;
-    let any = "acl = [{ protocol = \"any\" }]";
     let with_file = |path: &std::path::Path| {
         definition(
             1,
             "\"users\"",
-            any,
+            ANY,
             &format!(
                 "[[preshared_key]]\nsystems = [\"laptop\", \"menlo-gw-1\"]\nfile = \"{}\"\n",
                 path.display()
@@ -220,7 +219,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
         Ok(ns.exec(&["wg", "genpsk"])?.trim().to_owned())
     };
 
-    let mut office = Office::start(ctx, tag, 1, &definition(1, "\"users\"", any, ""), config)?;
+    let mut office = Office::start(ctx, tag, 1, &users_granted(1), config)?;
     let key_a = genpsk(office.ns("sender"))?;
     let key_b = genpsk(office.ns("sender"))?;
     let file_a = write_key(&dir, "a.key", &key_a)?;
@@ -230,10 +229,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     for node in ["gw1", "sender"] {
         office.agent(node)?.stop();
     }
-    office.start_agent("gw1", Default::default())?;
-    office.start_agent("sender", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    office.start_agents()?;
+    office.wait_reaching(PRINTER, Duration::from_secs(5))?;
     let keys = office
         .ns("sender")
         .exec(&["wg", "show", "enclave0", "preshared-keys"])?;
@@ -263,8 +260,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
         )
     };
     gw_definition(&file_b)?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
+    office.restart_agent("gw1")?;
     ensure!(
         office
             .poll_reach(PRINTER, true, Duration::from_secs(6))?
@@ -284,8 +280,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
 
     // A missing key file: the gateway refuses the peer and says why.
     gw_definition(&dir.join("missing.key"))?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
+    office.restart_agent("gw1")?;
     let refused = wait_until(Duration::from_secs(3), || {
         office
             .status("gw1")
@@ -306,10 +301,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
 
     // Positive control: the same key on both sides again, the same restart: it works.
     gw_definition(&file_a)?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(10))?;
+    office.restart_agent("gw1")?;
+    office.wait_reaching(PRINTER, Duration::from_secs(10))?;
 
     // Rotation: a new key in the file on both hosts, and SIGHUP: both tunnels take it.
     let key_c = genpsk(office.ns("sender"))?;

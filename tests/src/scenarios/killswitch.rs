@@ -19,7 +19,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
-use crate::office::{definition, Office, GW_UNDERLAY, LAN};
+use crate::office::{users_granted, Office, GW_UNDERLAY, LAN};
 use crate::support::expect_tcp_source;
 use crate::{Ctx, Scenario};
 
@@ -31,7 +31,6 @@ pub fn scenarios() -> Vec<Scenario> {
     }]
 }
 
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 /// A host on the Internet, beyond the gateway's upstream router and the laptop's home router.
 const INTERNET_HOST: &str = "198.51.100.77";
 const INTERNET_PORT: u16 = 80;
@@ -141,7 +140,7 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .sysctl("home", "net.ipv4.ip_forward", "1")
         // The laptop's own way to the Internet, in clear: its home router.
         .route("sender", &format!("default via {HOME_ROUTER}"));
-    let template = definition(1, "\"users\"", ANY, "").replace(
+    let template = users_granted(1).replace(
         &format!("subnets = [\"{LAN}\"]"),
         "subnets = [\"0.0.0.0/0\"]",
     );

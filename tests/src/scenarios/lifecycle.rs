@@ -8,8 +8,8 @@ use anyhow::{ensure, Context};
 use enclave_netns::{Reached, TopologySpec};
 
 use crate::office::{
-    definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
-    LAPTOP, LAPTOP_UNDERLAY, PRINTER,
+    kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY, GW_UNDERLAY,
+    KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
 use crate::support::{expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
@@ -74,25 +74,20 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
-
 fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
 
 fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office =
-        Office::start_reaching(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
+    let mut office = Office::start_reaching(ctx, "crash", 1, &users_granted(1), &[])?;
     let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
 
     for node in ["sender", "gw1"] {
         office.agent(node)?.kill9();
     }
     // kill -9 leaves the gateway's table and forwarding behind; the restart takes them over.
-    office.start_agent("gw1", Default::default())?;
-    office.start_agent("sender", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    office.start_agents()?;
+    office.wait_reaching(PRINTER, Duration::from_secs(5))?;
 
     let routes = office
         .ns("sender")
@@ -147,7 +142,7 @@ fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
         ctx,
         "iptables",
         1,
-        &definition(1, "\"users\"", ANY, ""),
+        &users_granted(1),
         &[("gw1", "nat = \"iptables\"")],
     )?;
     let nat = office
@@ -246,7 +241,7 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .addr("internet", "eth0", &format!("{INTERNET_HOST}/24"))
         .addr("sender", "eth1", "10.20.0.1/24")
         .addr("home", "eth0", &format!("{HOME_HOST}/24"));
-    let template = definition(1, "\"users\"", ANY, "").replace(
+    let template = users_granted(1).replace(
         &format!("subnets = [\"{LAN}\"]"),
         "subnets = [\"0.0.0.0/0\"]",
     );
@@ -432,13 +427,7 @@ fn agent_says(
 fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
 
-    let mut office = Office::start(
-        ctx,
-        "badinput",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[],
-    )?;
+    let mut office = Office::start(ctx, "badinput", 1, &users_granted(1), &[])?;
     office.wait_for_route()?;
     let files = office.files["sender"].clone();
     let config = files.config.to_string_lossy().into_owned();
@@ -455,7 +444,7 @@ fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
 
     // A definition without this system's key.
-    let other = definition(1, "\"users\"", ANY, "").replace(
+    let other = users_granted(1).replace(
         "KEY(laptop)",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     );
@@ -512,7 +501,7 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         ctx,
         "extkmod",
         1,
-        &definition(1, "\"users\"", ANY, ""),
+        &users_granted(1),
         &[("sender", config.as_str())],
     )?;
     let sender = office.ns("sender");
@@ -555,7 +544,7 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         ctx,
         if gateway_too { "exthost" } else { "external" },
         1,
-        &definition(1, "\"users\"", ANY, ""),
+        &users_granted(1),
         &extra,
     )?;
     let sender = office.ns("sender");
@@ -599,7 +588,7 @@ fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
         ctx,
         "extkill",
         1,
-        &definition(1, "\"users\"", ANY, ""),
+        &users_granted(1),
         &[("sender", "dataplane = \"external\"")],
     )?;
     let running = |office: &Office<'_>| {
@@ -678,16 +667,14 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
 /// The gateway on the iptables backend, with every iptables program replaced (through PATH)
 /// by one that refuses: its rules cannot be applied.
 fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
+    // Positive control first: with working iptables the same gateway forwards.
+    let mut office = Office::start_reaching(
         ctx,
         "natfail",
         1,
-        &definition(1, "\"users\"", ANY, ""),
+        &users_granted(1),
         &[("gw1", "nat = \"iptables\"")],
     )?;
-    // Positive control first: with working iptables the same gateway forwards.
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
     office.agent("gw1")?.stop();
     ensure!(
         !forwarding(office.ns("gw1"))?,
