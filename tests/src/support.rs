@@ -189,18 +189,19 @@ pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path:
     Ok(path)
 }
 
-/// Connects over TCP from `ns` to the echo server at `to` and checks that the server saw the
-/// connection come from the address `source` (compared as an IP address, so that 10.0.0.1 is
-/// not taken for 10.0.0.12); `whom` names that address and `server` the server in the error.
+/// Connects over TCP from `ns` to the echo server at `to` (`(IP, PORT)`, waiting up to 3 s)
+/// and checks that the server saw the connection come from the address `source` (compared as
+/// an IP address, so that 10.0.0.1 is not taken for 10.0.0.12); `whom` names that address and
+/// `server` the server in the error.
 pub fn expect_tcp_source(
     ns: &Netns,
-    to: SocketAddr,
-    timeout: Duration,
+    (ip, port): (&str, u16),
     source: &str,
     whom: &str,
     server: &str,
 ) -> anyhow::Result<()> {
-    let seen = ns.tcp_request(to, timeout)?;
+    let to = SocketAddr::new(ip.parse()?, port);
+    let seen = ns.tcp_request(to, Duration::from_secs(3))?;
     let ip = seen.parse::<SocketAddr>().map(|addr| addr.ip().to_string());
     anyhow::ensure!(
         ip.as_deref() == Ok(source),

@@ -208,11 +208,7 @@ fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
     );
     office.set_definition(&office_ips_definition("10.10.0.0/24"))?;
     office.wait_for_route()?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "access came back only after {took:?}"
-    );
+    printer_within(&office, true, Duration::from_secs(2), "access came back")?;
     Ok(())
 }
 
@@ -245,22 +241,28 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
     let mut office = Office::start_reaching(ctx, "hours", 1, &inside, &[])?;
 
     office.set_definition(&outside)?;
-    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(1),
-        "access stopped only after {took:?}"
-    );
+    printer_within(&office, false, Duration::from_secs(1), "access stopped")?;
     let status = office.status("gw1");
     ensure!(
         status.contains("suspended") || status.contains("outside"),
         "the gateway's status does not say the grant is outside its hours:\n{status}"
     );
     office.set_definition(&inside)?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "access resumed only after {took:?}"
-    );
+    printer_within(&office, true, Duration::from_secs(2), "access resumed")?;
+    Ok(())
+}
+
+/// Waits up to 3 s for the printer to answer the laptop (`answers`) or to stop answering, and
+/// checks that the change came within `limit`; `what` names the change for the error
+/// ("access came back" only after ...).
+fn printer_within(
+    office: &Office<'_>,
+    answers: bool,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let took = office.until_reach(PRINTER, answers, Duration::from_secs(3))?;
+    ensure!(took < limit, "{what} only after {took:?}");
     Ok(())
 }
 
@@ -270,19 +272,21 @@ fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Revoke: the laptop loses the tag.
     office.set_definition(&definition(1, "\"guests\"", ANY, ""))?;
-    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(1),
-        "the revoked grant still worked after {took:?}"
-    );
+    printer_within(
+        &office,
+        false,
+        Duration::from_secs(1),
+        "the revoked grant stopped working",
+    )?;
 
     // Restore.
     office.set_definition(&granted)?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "the restored grant came back only after {took:?}"
-    );
+    printer_within(
+        &office,
+        true,
+        Duration::from_secs(2),
+        "the restored grant came back",
+    )?;
 
     // A broken edit is refused with its position, and the last good definition stays.
     office.set_definition(&format!(

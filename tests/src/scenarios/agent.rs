@@ -111,10 +111,8 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
 
     // SNAT: the LAN host sees the gateway's LAN address.
     let echo = lan.echo_server(7777)?;
-    let lan_addr: SocketAddr = format!("{LAN_HOST}:7777").parse()?;
-    let timeout = Duration::from_secs(3);
     let whom = "the gateway's LAN address";
-    expect_tcp_source(sender, lan_addr, timeout, GATEWAY_LAN, whom, "the LAN host")?;
+    expect_tcp_source(sender, (LAN_HOST, 7777), GATEWAY_LAN, whom, "the LAN host")?;
     drop(echo);
 
     // One way: the LAN host cannot open a connection to the sender, though it has a route.

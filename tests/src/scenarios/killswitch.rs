@@ -86,8 +86,7 @@ fn internet_through_tunnel(office: &Office<'_>, echo: &EchoServer) -> anyhow::Re
     let before = echo.seen().len();
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
-        Duration::from_secs(3),
+        (INTERNET_HOST, INTERNET_PORT),
         GW_EGRESS,
         "the gateway's egress address",
         "the Internet host",
@@ -254,8 +253,7 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
     let capture = Capture::start(sender, "eth1", INTERNET_HOST)?;
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
-        Duration::from_secs(3),
+        (INTERNET_HOST, INTERNET_PORT),
         LAPTOP_HOME,
         "the laptop's home address",
         "after a clean stop the Internet host",

@@ -188,11 +188,9 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
     let _server_echo = server.echo_server(7777)?;
     let _laptop_echo = office.ns("sender").echo_server(8888)?;
     office.until_reach(GW_OVERLAY[0], true, Duration::from_secs(3))?;
-    let to_server: SocketAddr = format!("{}:7777", GW_OVERLAY[0]).parse()?;
     expect_tcp_source(
         office.ns("sender"),
-        to_server,
-        Duration::from_secs(2),
+        (GW_OVERLAY[0], 7777),
         LAPTOP,
         "the laptop's virtual address",
         "the server",
@@ -272,8 +270,7 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
     let _echo = office.ns("internet").echo_server(80)?;
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:80").parse()?,
-        Duration::from_secs(2),
+        (INTERNET_HOST, 80),
         GW_EGRESS,
         "the gateway's egress address",
         "the Internet host",
@@ -524,8 +521,7 @@ fn printer_sees_the_gateway(office: &Office<'_>) -> anyhow::Result<()> {
     let _echo = office.ns("lan").echo_server(7777)?;
     expect_tcp_source(
         office.ns("sender"),
-        format!("{PRINTER}:7777").parse()?,
-        Duration::from_secs(2),
+        (PRINTER, 7777),
         GW_LAN[0],
         "the gateway",
         "the LAN host",

@@ -153,24 +153,21 @@ impl Gateway {
         let addr = |ip: &str, port: u16| -> anyhow::Result<SocketAddr> {
             Ok(format!("{ip}:{port}").parse()?)
         };
+        let connects = |from: &Netns, ip: &str, port: u16| -> anyhow::Result<bool> {
+            Ok(from.tcp_connect(addr(ip, port)?, SHORT).reached()?)
+        };
         Ok(Reach {
             // Each probe that could not run is an error, never a "no".
             granted_tcp: sender
                 .tcp_request(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
                 .answer()?,
             granted_ping: sender.ping(LAN_HOST, 2)?.all_answered(),
-            other_port: sender
-                .tcp_connect(addr(LAN_HOST, OTHER_PORT)?, SHORT)
-                .reached()?,
-            denied_host: sender
-                .tcp_connect(addr(LAN_DENIED, GRANTED_PORT)?, SHORT)
-                .reached()?,
+            other_port: connects(sender, LAN_HOST, OTHER_PORT)?,
+            denied_host: connects(sender, LAN_DENIED, GRANTED_PORT)?,
             udp: sender
                 .udp_probe(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
                 .reached()?,
-            lan_to_sender: lan
-                .tcp_connect(addr(SENDER_OVERLAY, SENDER_PORT)?, SHORT)
-                .reached()?,
+            lan_to_sender: connects(lan, SENDER_OVERLAY, SENDER_PORT)?,
         })
     }
 }
