@@ -315,6 +315,14 @@ impl<'c> Office<'c> {
         Ok(office)
     }
 
+    /// Checks that `node`'s status contains `text` now; the error says `what` and shows the
+    /// status.
+    pub fn expect_status(&self, node: &str, text: &str, what: &str) -> anyhow::Result<()> {
+        let status = self.status(node);
+        anyhow::ensure!(status.contains(text), "{what}:\n{status}");
+        Ok(())
+    }
+
     /// Waits up to `within` until `node`'s status contains `text`; the error says `what` was not
     /// seen and shows the status.
     pub fn wait_for_status(

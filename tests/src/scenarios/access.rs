@@ -104,11 +104,11 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         !office.reaches(PRINTER)?,
         "the printer is reachable despite the subnet filter"
     );
-    let status = office.status("sender");
-    ensure!(
-        status.contains(&format!("{DC1}-{DC2}")),
-        "status does not show the filtered destination:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        &format!("{DC1}-{DC2}"),
+        "status does not show the filtered destination",
+    )?;
 
     // At -v 5 the laptop's agent traces each packet's decision: the printer's ping is filtered
     // on the laptop already, the controller's is sent.

@@ -70,11 +70,11 @@ fn gateway_killed(ctx: &Ctx) -> anyhow::Result<()> {
         took < Duration::from_secs(5),
         "traffic came back only {took:?} after the kill"
     );
-    let status = office.status("sender");
-    ensure!(
-        status.contains(&format!("failed over from {first}")),
-        "status does not say why the gateway changed:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        &format!("failed over from {first}"),
+        "status does not say why the gateway changed",
+    )?;
     eprintln!(
         "traffic flowed again {:?} after the kill",
         took.min(killed_at.elapsed())

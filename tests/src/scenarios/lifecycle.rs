@@ -362,14 +362,12 @@ fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
          Internet host does not"
     );
 
-    let status = office.status("gw1");
-    ensure!(
-        status.contains(
-            "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
-             link-local and other special-use ranges; this gateway's own addresses)"
-        ),
-        "the gateway's status does not say what its default route grants:\n{status}"
-    );
+    office.expect_status(
+        "gw1",
+        "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
+         link-local and other special-use ranges; this gateway's own addresses)",
+        "the gateway's status does not say what its default route grants",
+    )?;
     let json = office
         .status_json("gw1")
         .context("the gateway's status --json")?;
@@ -382,11 +380,11 @@ fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
             "status --json of the gateway does not list {own}/32 as its own address:\n{excludes}"
         );
     }
-    let status = office.status("sender");
-    ensure!(
-        status.contains("allow [any] from local -> 0.0.0.0/0, the Internet only (not: "),
-        "the laptop's status does not say what its default route grants:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        "allow [any] from local -> 0.0.0.0/0, the Internet only (not: ",
+        "the laptop's status does not say what its default route grants",
+    )?;
     Ok(())
 }
 
@@ -553,11 +551,11 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         "no wireguard-go runs in the sender's namespace"
     );
     printer_sees_the_gateway(&office)?;
-    let status = office.status("sender");
-    ensure!(
-        status.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),
-        "status:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        "Gateway for . . . . : 192.168.77.0/24 (active)",
+        "status",
+    )?;
 
     if gateway_too {
         host_filters_hold(&office)?;
