@@ -60,6 +60,15 @@ pub fn users_granted(gateways: usize) -> String {
     definition(gateways, "\"users\"", ANY, "")
 }
 
+/// [`users_granted`] with one gateway that serves `0.0.0.0/0` (the Internet: the laptop's
+/// default route) instead of the LAN.
+pub fn default_route_granted() -> String {
+    users_granted(1).replace(
+        &format!("subnets = [\"{LAN}\"]"),
+        "subnets = [\"0.0.0.0/0\"]",
+    )
+}
+
 /// A definition with one gateway whose grant to the users requires the `public_ip` trust
 /// requirement "office-ips", which allows only `range`.
 pub fn office_ips_definition(range: &str) -> String {
@@ -146,6 +155,12 @@ impl<'c> Office<'c> {
         let office = Self::start(ctx, tag, gateways, definition, config)?;
         office.wait_reaching(PRINTER, Duration::from_secs(3))?;
         Ok(office)
+    }
+
+    /// [`Office::start_reaching`] on the plain office: one gateway, [`users_granted`], and the
+    /// node configuration lines `config`.
+    pub fn start_granted(ctx: &'c Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_reaching(ctx, tag, 1, &users_granted(1), config)
     }
 
     /// [`Office::start`] with the nodes and links of `spec` added to the office's.

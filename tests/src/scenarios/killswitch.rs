@@ -19,7 +19,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
-use crate::office::{users_granted, Office, GW_UNDERLAY, LAN};
+use crate::office::{default_route_granted, Office, GW_UNDERLAY};
 use crate::support::expect_tcp_source;
 use crate::{Ctx, Scenario};
 
@@ -139,11 +139,7 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .sysctl("home", "net.ipv4.ip_forward", "1")
         // The laptop's own way to the Internet, in clear: its home router.
         .route("sender", &format!("default via {HOME_ROUTER}"));
-    let template = users_granted(1).replace(
-        &format!("subnets = [\"{LAN}\"]"),
-        "subnets = [\"0.0.0.0/0\"]",
-    );
-    let mut office = Office::start_in(ctx, spec, 1, &template, &[])?;
+    let mut office = Office::start_in(ctx, spec, 1, &default_route_granted(), &[])?;
     office
         .ns("gw1")
         .exec(&["ip", "route", "add", "default", "via", UPSTREAM])?;

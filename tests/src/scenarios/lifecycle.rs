@@ -8,8 +8,8 @@ use anyhow::{ensure, Context};
 use enclave_netns::{Reached, TopologySpec};
 
 use crate::office::{
-    kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY, GW_UNDERLAY,
-    KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
+    default_route_granted, kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY,
+    GW_UNDERLAY, KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
 use crate::support::{expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
@@ -79,7 +79,7 @@ fn count(text: &str, needle: &str) -> usize {
 }
 
 fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start_reaching(ctx, "crash", 1, &users_granted(1), &[])?;
+    let mut office = Office::start_granted(ctx, "crash", &[])?;
     let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
 
     for node in ["sender", "gw1"] {
@@ -138,13 +138,7 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start_reaching(
-        ctx,
-        "iptables",
-        1,
-        &users_granted(1),
-        &[("gw1", "nat = \"iptables\"")],
-    )?;
+    let mut office = Office::start_granted(ctx, "iptables", &[("gw1", "nat = \"iptables\"")])?;
     let nat = office
         .ns("gw1")
         .exec(&["iptables", "-t", "nat", "-L", "-n", "-v"])?;
@@ -239,11 +233,7 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .addr("internet", "eth0", &format!("{INTERNET_HOST}/24"))
         .addr("sender", "eth1", "10.20.0.1/24")
         .addr("home", "eth0", &format!("{HOME_HOST}/24"));
-    let template = users_granted(1).replace(
-        &format!("subnets = [\"{LAN}\"]"),
-        "subnets = [\"0.0.0.0/0\"]",
-    );
-    let office = office_with_default_route(ctx, spec, &template)?;
+    let office = office_with_default_route(ctx, spec, &default_route_granted())?;
     let sender = office.ns("sender");
 
     let routed = enclave_netns::wait_until(Duration::from_secs(5), || {
@@ -492,13 +482,7 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(NotRun("no wireguard kernel module".into()).into());
     }
     let config = format!("dataplane = \"external\"\n{KERNEL_MODULE}");
-    let office = Office::start_reaching(
-        ctx,
-        "extkmod",
-        1,
-        &users_granted(1),
-        &[("sender", config.as_str())],
-    )?;
+    let office = Office::start_granted(ctx, "extkmod", &[("sender", config.as_str())])?;
     let sender = office.ns("sender");
     let link = sender.exec(&["ip", "-d", "link", "show", "enclave0"])?;
     ensure!(
@@ -534,11 +518,9 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
     if gateway_too {
         extra.push(("gw1", external));
     }
-    let mut office = Office::start_reaching(
+    let mut office = Office::start_granted(
         ctx,
         if gateway_too { "exthost" } else { "external" },
-        1,
-        &users_granted(1),
         &extra,
     )?;
     let sender = office.ns("sender");
@@ -578,13 +560,8 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
 }
 
 fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start_reaching(
-        ctx,
-        "extkill",
-        1,
-        &users_granted(1),
-        &[("sender", "dataplane = \"external\"")],
-    )?;
+    let mut office =
+        Office::start_granted(ctx, "extkill", &[("sender", "dataplane = \"external\"")])?;
     let running = |office: &Office<'_>| {
         office
             .ns("sender")
@@ -662,13 +639,7 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
 /// by one that refuses: its rules cannot be applied.
 fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
     // Positive control first: with working iptables the same gateway forwards.
-    let mut office = Office::start_reaching(
-        ctx,
-        "natfail",
-        1,
-        &users_granted(1),
-        &[("gw1", "nat = \"iptables\"")],
-    )?;
+    let mut office = Office::start_granted(ctx, "natfail", &[("gw1", "nat = \"iptables\"")])?;
     office.agent("gw1")?.stop();
     ensure!(
         !forwarding(office.ns("gw1"))?,
