@@ -210,6 +210,14 @@ pub fn expect_tcp_source(
     Ok(())
 }
 
+/// Pings `dst` `count` times from `ns` and fails unless every request is answered; the error
+/// is `what` with ping's output.
+pub fn expect_all_answered(ns: &Netns, dst: &str, count: u32, what: &str) -> anyhow::Result<()> {
+    let ping = ns.ping(dst, count)?;
+    anyhow::ensure!(ping.all_answered(), "{what}:\n{}", ping.output);
+    Ok(())
+}
+
 /// Starts `wireguard-go -f IFACE` in `ns` and waits until its UAPI socket answers.
 pub fn start_wireguard_go(ns: &Netns, iface: &str) -> anyhow::Result<Process> {
     let process = ns.spawn(

@@ -9,7 +9,8 @@ use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
 use crate::support::{
-    expect_tcp_source, forwarding, reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST,
+    expect_all_answered, expect_tcp_source, forwarding, reference_without_forwarding, OneGateway,
+    GATEWAY_LAN, LAN_HOST,
 };
 use crate::{Ctx, Scenario};
 
@@ -101,12 +102,7 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         "the sender got no route to 192.168.77.0/24; status:\n{}",
         status(ctx, sender, &laptop_files).unwrap_or_default()
     );
-    let through = sender.ping(LAN_HOST, 3)?;
-    ensure!(
-        through.all_answered(),
-        "ping through the gateway lost replies:\n{}",
-        through.output
-    );
+    expect_all_answered(sender, LAN_HOST, 3, "ping through the gateway lost replies")?;
     ensure!(forwarding(gw)?, "the gateway did not enable forwarding");
 
     // SNAT: the LAN host sees the gateway's LAN address.

@@ -11,7 +11,7 @@ use crate::office::{
     default_route_granted, kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY,
     GW_UNDERLAY, KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
-use crate::support::{expect_tcp_source, forwarding};
+use crate::support::{expect_all_answered, expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -195,12 +195,12 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
         format!("{LAPTOP_UNDERLAY}:8888").parse()?,
         Duration::from_secs(1),
     )?;
-    let control = server.ping(LAPTOP_UNDERLAY, 2)?;
-    ensure!(
-        control.all_answered(),
-        "positive control: the receiver cannot ping the laptop's underlay:\n{}",
-        control.output
-    );
+    expect_all_answered(
+        server,
+        LAPTOP_UNDERLAY,
+        2,
+        "positive control: the receiver cannot ping the laptop's underlay",
+    )?;
     let to_laptop: SocketAddr = format!("{LAPTOP}:8888").parse()?;
     ensure!(
         !server
