@@ -7,7 +7,6 @@
 //! connection is copied both ways by two threads. Dropping the [`Forwarder`] stops listening
 //! and closes every connection.
 
-use std::fs::File;
 use std::io::ErrorKind;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,23 +46,12 @@ impl Forwarder {
             .context("cannot listen on the host's loopback")?;
         let port = listener.local_addr()?.port();
         listener.set_nonblocking(true)?;
-        let path = format!("/run/netns/{}", ns.name());
-        let namespace = File::open(&path).with_context(|| format!("cannot open {path}"))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = std::thread::Builder::new()
-            .name("forward".into())
-            .spawn({
+        // The thread's new sockets live in the namespace; the listener stays where it was made.
+        let thread = ns
+            .start_thread(|| anyhow::Ok(()), {
                 let stop = Arc::clone(&stop);
-                move || {
-                    // From here on this thread's new sockets live in the namespace.
-                    if let Err(e) =
-                        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
-                    {
-                        eprintln!("forward: cannot enter {path}: {e}");
-                        return;
-                    }
-                    serve(&listener, to, &stop);
-                }
+                move |()| serve(&listener, to, &stop)
             })
             .context("cannot start the forwarding thread")?;
         Ok(Self {

@@ -51,6 +51,24 @@ pub const SYSTEMS: [(&str, &str); 3] = [
     ("gw2", "menlo-gw-2"),
 ];
 
+/// The policy line that grants everything (any protocol, any port).
+pub const ANY: &str = "acl = [{ protocol = \"any\" }]";
+
+/// The office's plain definition: the laptop (tag `users`) is granted the whole LAN, [`ANY`],
+/// through `gateways` gateways.
+pub fn users_granted(gateways: usize) -> String {
+    definition(gateways, "\"users\"", ANY, "")
+}
+
+/// [`users_granted`] with one gateway that serves `0.0.0.0/0` (the Internet: the laptop's
+/// default route) instead of the LAN.
+pub fn default_route_granted() -> String {
+    users_granted(1).replace(
+        &format!("subnets = [\"{LAN}\"]"),
+        "subnets = [\"0.0.0.0/0\"]",
+    )
+}
+
 /// A definition with one gateway whose grant to the users requires the `public_ip` trust
 /// requirement "office-ips", which allows only `range`.
 pub fn office_ips_definition(range: &str) -> String {
@@ -135,9 +153,14 @@ impl<'c> Office<'c> {
         config: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let office = Self::start(ctx, tag, gateways, definition, config)?;
-        office.wait_for_route()?;
-        office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+        office.wait_reaching(PRINTER, Duration::from_secs(3))?;
         Ok(office)
+    }
+
+    /// [`Office::start_reaching`] on the plain office: one gateway, [`users_granted`], and the
+    /// node configuration lines `config`.
+    pub fn start_granted(ctx: &'c Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_reaching(ctx, tag, 1, &users_granted(1), config)
     }
 
     /// [`Office::start`] with the nodes and links of `spec` added to the office's.
@@ -188,11 +211,23 @@ impl<'c> Office<'c> {
             template: String::new(),
         };
         office.set_definition(template)?;
-        for node in ["gw1", "gw2"].into_iter().take(gateways) {
-            office.start_agent(node, SpawnOpts::default())?;
-        }
-        office.start_agent("sender", SpawnOpts::default())?;
+        office.start_agents()?;
         Ok(office)
+    }
+
+    /// Starts (or starts again) every node's agent: the gateways, then the laptop.
+    pub fn start_agents(&mut self) -> anyhow::Result<()> {
+        let gateways = self.files.len() - 1;
+        for node in ["gw1", "gw2"].into_iter().take(gateways) {
+            self.start_agent(node, SpawnOpts::default())?;
+        }
+        self.start_agent("sender", SpawnOpts::default())
+    }
+
+    /// Stops the agent of `node` (SIGTERM, so that it cleans up) and starts it again.
+    pub fn restart_agent(&mut self, node: &str) -> anyhow::Result<()> {
+        self.agent(node)?.stop();
+        self.start_agent(node, SpawnOpts::default())
     }
 
     /// Starts (or restarts) the agent of `node`.
@@ -295,6 +330,14 @@ impl<'c> Office<'c> {
         Ok(office)
     }
 
+    /// Checks that `node`'s status contains `text` now; the error says `what` and shows the
+    /// status.
+    pub fn expect_status(&self, node: &str, text: &str, what: &str) -> anyhow::Result<()> {
+        let status = self.status(node);
+        anyhow::ensure!(status.contains(text), "{what}:\n{status}");
+        Ok(())
+    }
+
     /// Waits up to `within` until `node`'s status contains `text`; the error says `what` was not
     /// seen and shows the status.
     pub fn wait_for_status(
@@ -330,6 +373,14 @@ impl<'c> Office<'c> {
             "the laptop got no route to {LAN} within 5 s; its status:\n{}",
             self.status("sender")
         )
+    }
+
+    /// Waits until the laptop has our route to the LAN and `dst` answers it through the tunnel
+    /// (within `within`): the office at work again after a start or a change.
+    pub fn wait_reaching(&self, dst: &str, within: Duration) -> anyhow::Result<()> {
+        self.wait_for_route()?;
+        self.until_reach(dst, true, within)?;
+        Ok(())
     }
 
     /// Whether one ping from the laptop to `dst` is answered within a second; an error when

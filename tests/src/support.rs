@@ -132,6 +132,22 @@ pub fn reference_without_forwarding(tag: &str) -> TopologySpec {
     spec
 }
 
+/// SNAT on the reference gateway, in an nftables table `table` of its own: what leaves for
+/// the LAN (`lan0`) from `source` (from anywhere when `None`) leaves from [`GATEWAY_LAN`], so
+/// that the LAN host, which has no route back, can answer. The rule counts what it translates.
+pub fn snat_to_lan(gw: &Netns, table: &str, source: Option<&str>) -> anyhow::Result<()> {
+    let source = source.map_or(String::new(), |net| format!("ip saddr {net} "));
+    gw.exec(&[
+        "nft",
+        &format!(
+            "add table ip {table}; \
+             add chain ip {table} post {{ type nat hook postrouting priority srcnat; }}; \
+             add rule ip {table} post oifname \"lan0\" {source}counter snat to {GATEWAY_LAN}"
+        ),
+    ])?;
+    Ok(())
+}
+
 /// A WireGuard key pair made by `wg genkey` / `wg pubkey`, base64 as `wg` prints them.
 #[derive(Debug, Clone)]
 pub struct KeyPair {
@@ -173,23 +189,32 @@ pub fn write_key(dir: &Path, name: &str, key: &str) -> anyhow::Result<std::path:
     Ok(path)
 }
 
-/// Connects over TCP from `ns` to the echo server at `to` and checks that the server saw the
-/// connection come from the address `source` (compared as an IP address, so that 10.0.0.1 is
-/// not taken for 10.0.0.12); `whom` names that address and `server` the server in the error.
+/// Connects over TCP from `ns` to the echo server at `to` (`(IP, PORT)`, waiting up to 3 s)
+/// and checks that the server saw the connection come from the address `source` (compared as
+/// an IP address, so that 10.0.0.1 is not taken for 10.0.0.12); `whom` names that address and
+/// `server` the server in the error.
 pub fn expect_tcp_source(
     ns: &Netns,
-    to: SocketAddr,
-    timeout: Duration,
+    (ip, port): (&str, u16),
     source: &str,
     whom: &str,
     server: &str,
 ) -> anyhow::Result<()> {
-    let seen = ns.tcp_request(to, timeout)?;
+    let to = SocketAddr::new(ip.parse()?, port);
+    let seen = ns.tcp_request(to, Duration::from_secs(3))?;
     let ip = seen.parse::<SocketAddr>().map(|addr| addr.ip().to_string());
     anyhow::ensure!(
         ip.as_deref() == Ok(source),
         "{server} saw the TCP connection come from {seen}, not from {whom} ({source})"
     );
+    Ok(())
+}
+
+/// Pings `dst` `count` times from `ns` and fails unless every request is answered; the error
+/// is `what` with ping's output.
+pub fn expect_all_answered(ns: &Netns, dst: &str, count: u32, what: &str) -> anyhow::Result<()> {
+    let ping = ns.ping(dst, count)?;
+    anyhow::ensure!(ping.all_answered(), "{what}:\n{}", ping.output);
     Ok(())
 }
 

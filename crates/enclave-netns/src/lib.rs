@@ -4,7 +4,8 @@
 //! bridged segments, addresses, routes, sysctls) and [`TopologySpec::build`] it into a
 //! [`Topology`], an RAII handle that removes every namespace it made and ends every process it
 //! started when it is dropped, also while a test panics. Programs run inside a namespace with
-//! [`Netns::exec`] and [`Netns::spawn`]; [`Netns::ping`], [`Netns::tcp_connect`],
+//! [`Netns::exec`] and [`Netns::spawn`], threads of the test's own (a server, a traffic
+//! source) with [`Netns::start_thread`]; [`Netns::ping`], [`Netns::tcp_connect`],
 //! [`Netns::udp_probe`] and [`Netns::echo_server`] are the probes a gateway test needs.
 //!
 //! A probe tells "unreachable" (it ran and the network gave no answer: [`Error::Unreachable`],

@@ -1,7 +1,8 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::process::{Process, SpawnOpts};
 use crate::{Error, Result};
@@ -99,26 +100,64 @@ impl Netns {
     /// Runs `f` on a thread that has entered this network namespace: sockets it opens live in
     /// the namespace. Only the network namespace is entered.
     pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let file = std::fs::File::open(&path).map_err(|source| Error::Enter {
-                        namespace: self.name.clone(),
-                        source,
-                    })?;
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(
-                        |errno| Error::Enter {
-                            namespace: self.name.clone(),
-                            source: errno.into(),
-                        },
-                    )?;
+                    enter(&self.name)?;
                     Ok(f())
                 })
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
+
+    /// Starts a thread that enters this network namespace and runs `setup` there (say, binding
+    /// the sockets it serves on), then `serve` with what `setup` made, for as long as `serve`
+    /// runs. Returns once `setup` is done: with its error, or the error of entering the
+    /// namespace, so that a server that could not start is an error here, never a silent
+    /// thread. Only the network namespace is entered.
+    pub fn start_thread<S, E>(
+        &self,
+        setup: impl FnOnce() -> std::result::Result<S, E> + Send + 'static,
+        serve: impl FnOnce(S) + Send + 'static,
+    ) -> std::result::Result<JoinHandle<()>, E>
+    where
+        E: From<Error> + Send + 'static,
+    {
+        let name = self.name.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            match enter(&name).map_err(E::from).and_then(|()| setup()) {
+                Ok(made) => {
+                    let _ = ready_tx.send(Ok(()));
+                    serve(made);
+                }
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err));
+                }
+            }
+        });
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(Error::Probe {
+                what: format!("a thread in {} ended before it was ready", self.node),
+                source: std::io::ErrorKind::Other.into(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Moves the calling thread into the network namespace `name`.
+fn enter(name: &str) -> Result<()> {
+    let failed = |source| Error::Enter {
+        namespace: name.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(format!("/run/netns/{name}")).map_err(failed)?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|errno| failed(errno.into()))
 }
 
 /// Runs `ip ARGS` in the root namespace (for `ip netns …` and `ip -n NS …`).

@@ -1,7 +1,7 @@
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -238,56 +238,28 @@ impl EchoServer {
     fn start(ns: &Netns, port: u16) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let path = format!("/run/netns/{}", ns.name());
-        let (ready_tx, ready_rx) = mpsc::channel();
+        let name = ns.name().to_owned();
+        let setup = move || -> Result<(TcpListener, UdpSocket)> {
+            let bind = |source| Error::Probe {
+                what: format!("echo server bind to port {port} in {name}"),
+                source,
+            };
+            let tcp = TcpListener::bind(("0.0.0.0", port)).map_err(bind)?;
+            let udp = UdpSocket::bind(("0.0.0.0", port)).map_err(bind)?;
+            tcp.set_nonblocking(true).map_err(bind)?;
+            udp.set_read_timeout(Some(Duration::from_millis(20)))
+                .map_err(bind)?;
+            Ok((tcp, udp))
+        };
         let thread = {
             let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
-            let name = ns.name().to_owned();
-            std::thread::spawn(move || {
-                let bound = (|| -> Result<(TcpListener, UdpSocket)> {
-                    let enter = |source| Error::Enter {
-                        namespace: name.clone(),
-                        source,
-                    };
-                    let file = std::fs::File::open(&path).map_err(enter)?;
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| enter(e.into()))?;
-                    let bind = |source| Error::Probe {
-                        what: format!("echo server bind to port {port} in {name}"),
-                        source,
-                    };
-                    let tcp = TcpListener::bind(("0.0.0.0", port)).map_err(bind)?;
-                    let udp = UdpSocket::bind(("0.0.0.0", port)).map_err(bind)?;
-                    tcp.set_nonblocking(true).map_err(bind)?;
-                    udp.set_read_timeout(Some(Duration::from_millis(20)))
-                        .map_err(bind)?;
-                    Ok((tcp, udp))
-                })();
-                let (tcp, udp) = match bound {
-                    Ok(sockets) => {
-                        let _ = ready_tx.send(Ok(()));
-                        sockets
-                    }
-                    Err(err) => {
-                        let _ = ready_tx.send(Err(err));
-                        return;
-                    }
-                };
-                serve(&tcp, &udp, &stop, &seen);
-            })
+            ns.start_thread(setup, move |(tcp, udp)| serve(&tcp, &udp, &stop, &seen))?
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                stop,
-                seen,
-                thread: Some(thread),
-            }),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(Error::Probe {
-                what: format!("echo server in {} died while starting", ns.node()),
-                source: ErrorKind::Other.into(),
-            }),
-        }
+        Ok(Self {
+            stop,
+            seen,
+            thread: Some(thread),
+        })
     }
 
     /// The source addresses of every client and datagram so far.

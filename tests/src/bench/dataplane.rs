@@ -21,18 +21,16 @@ use anyhow::{bail, Context};
 use enclave_netns::{Netns, Process, SpawnOpts};
 
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
+    configure_reference_tunnel, reference_topology, snat_to_lan, start_wireguard_go,
     GATEWAY_OVERLAY, GATEWAY_UNDERLAY, LAN_HOST, LAN_SUBNET,
 };
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
-        name: "dataplane",
-        about: "raw veth, ours, wireguard-go (boringtun-cli if installed): TCP, UDP, RTT, CPU/GB",
-        run: bench_dataplane,
-    }]
-}
+pub(crate) const BENCH: Bench = Bench {
+    name: "dataplane",
+    about: "raw veth, ours, wireguard-go (boringtun-cli if installed): TCP, UDP, RTT, CPU/GB",
+    run: bench_dataplane,
+};
 
 /// Runs per implementation (medians are taken over these); `ENCLAVE_BENCH_RUNS` changes it.
 const RUNS: usize = 3;
@@ -283,14 +281,8 @@ fn measure(ctx: &Ctx, which: Impl, run: usize, ticks: f64) -> anyhow::Result<Vec
         configure_reference_tunnel(ctx.log_dir(), "bench", sender, gw)?;
         GATEWAY_OVERLAY
     };
-    gw.exec(&[
-        "nft",
-        &format!(
-            "add table ip enclave-bench; \
-             add chain ip enclave-bench post {{ type nat hook postrouting priority srcnat; }}; \
-             add rule ip enclave-bench post oifname \"lan0\" snat to {GATEWAY_LAN}"
-        ),
-    ])?;
+    // Raw traffic comes from the sender's underlay address: every source is translated.
+    snat_to_lan(gw, "enclave-bench", None)?;
     let _gw_iperf = gw.spawn("iperf3-gw", &["iperf3", "-s"], SpawnOpts::default())?;
     let _lan_iperf = lan.spawn("iperf3-lan", &["iperf3", "-s"], SpawnOpts::default())?;
     let handshake =

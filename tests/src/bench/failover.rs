@@ -12,19 +12,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::office::{definition, Office, PRINTER};
+use crate::office::{definition, users_granted, Office, ANY, PRINTER};
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
-        name: "failover",
-        about: "traffic gap when the active gateway is killed; time for a revoked grant to stop",
-        run: failover,
-    }]
-}
+pub(crate) const BENCH: Bench = Bench {
+    name: "failover",
+    about: "traffic gap when the active gateway is killed; time for a revoked grant to stop",
+    run: failover,
+};
 
 const RUNS: usize = 5;
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 /// Answers received by a UDP stream, with their arrival times.
 struct Stream {
@@ -37,20 +34,14 @@ impl Stream {
     fn start(office: &Office<'_>, dst: SocketAddr) -> anyhow::Result<Stream> {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
-        let path = format!("/run/netns/{}", office.ns("sender").name());
-        let thread = {
+        let bind = || -> anyhow::Result<_> {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+            Ok(socket)
+        };
+        let send = {
             let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
-            std::thread::spawn(move || {
-                let Ok(file) = std::fs::File::open(&path) else {
-                    return;
-                };
-                if nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
-                    return;
-                }
-                let Ok(socket) = UdpSocket::bind("0.0.0.0:0") else {
-                    return;
-                };
-                let _ = socket.set_read_timeout(Some(Duration::from_millis(5)));
+            move |socket: UdpSocket| {
                 let mut buf = [0u8; 256];
                 while !stop.load(Ordering::Relaxed) {
                     let _ = socket.send_to(b"tick", dst);
@@ -64,8 +55,12 @@ impl Stream {
                         }
                     }
                 }
-            })
+            }
         };
+        let thread = office
+            .ns("sender")
+            .start_thread(bind, send)
+            .context("cannot start the UDP stream on the laptop")?;
         Ok(Stream {
             stop,
             answers,
@@ -111,11 +106,9 @@ fn failover(ctx: &Ctx) -> anyhow::Result<()> {
                 .to_owned(),
         );
         std::fs::create_dir_all(sub.log_dir())?;
-        let granted = definition(2, "\"users\"", ANY, "");
-        let mut office = Office::start(&sub, &format!("fobench{run}"), 2, &granted, &[])?;
-        office.wait_for_route()?;
+        let granted = users_granted(2);
+        let mut office = Office::start_reaching(&sub, &format!("fobench{run}"), 2, &granted, &[])?;
         let _echo = office.ns("lan").echo_server(9999)?;
-        office.until_reach(PRINTER, true, Duration::from_secs(3))?;
         let probe = office.ns("sender").udp_probe(dst, Duration::from_secs(1));
         anyhow::ensure!(
             probe.is_ok(),

@@ -37,13 +37,11 @@ use crate::support::{
 };
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
-        name: "agent-idle",
-        about: "CPU share of one core used by an idle agent and an idle gateway with 100 peers",
-        run: idle,
-    }]
-}
+pub(crate) const BENCH: Bench = Bench {
+    name: "agent-idle",
+    about: "CPU share of one core used by an idle agent and an idle gateway with 100 peers",
+    run: idle,
+};
 
 /// Peers in the view.
 const PEERS: usize = 100;
@@ -86,29 +84,14 @@ impl Responders {
         use std::sync::atomic::{AtomicBool, Ordering};
         let host = enclave_wg::PublicKey::from_base64(host_key)?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let path = format!("/run/netns/{}", ns.name());
         let mut threads = Vec::new();
         for i in 1..=PEERS {
-            let (stop, path) = (std::sync::Arc::clone(&stop), path.clone());
+            let stop = std::sync::Arc::clone(&stop);
             let port = PEER_PORT_BASE + u16::try_from(i)?;
-            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-            threads.push(std::thread::spawn(move || {
-                let socket = std::fs::File::open(&path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|file| {
-                        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                        Ok(std::net::UdpSocket::bind((SENDER_UNDERLAY, port))?)
-                    });
-                let socket = match socket {
-                    Ok(socket) => {
-                        let _ = ready_tx.send(Ok(()));
-                        socket
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
+            let bind = move || -> anyhow::Result<_> {
+                Ok(std::net::UdpSocket::bind((SENDER_UNDERLAY, port))?)
+            };
+            let respond = move |socket: std::net::UdpSocket| {
                 let mut device = enclave_wg::Device::new(
                     peer_private(i),
                     rand_core::UnwrapErr(getrandom::SysRng),
@@ -149,11 +132,11 @@ impl Responders {
                     }
                     while device.poll_event().is_some() {}
                 }
-            }));
-            ready_rx
-                .recv()
-                .context("a responder thread ended before binding")?
+            };
+            let thread = ns
+                .start_thread(bind, respond)
                 .with_context(|| format!("the responder of peer {i} cannot listen on {port}"))?;
+            threads.push(thread);
         }
         Ok(Self { stop, threads })
     }

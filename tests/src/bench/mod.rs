@@ -1,4 +1,5 @@
-//! The registry of benchmarks that need namespaces (`cargo xtask bench NAME`).
+//! The registry of benchmarks that need namespaces (`cargo xtask bench NAME`). A module with
+//! one benchmark names it in its `BENCH`; add the module here.
 
 use crate::Bench;
 
@@ -11,16 +12,16 @@ mod peers;
 mod portal;
 mod routes;
 
-/// Every namespace benchmark.
+/// Every namespace benchmark, in the order `cargo xtask bench list` shows them.
 pub fn all() -> Vec<Bench> {
-    let mut all = Vec::new();
-    all.extend(dataplane::benches());
-    all.extend(hostplumbing::benches());
-    all.extend(routes::benches());
-    all.extend(failover::benches());
+    let mut all = vec![
+        dataplane::BENCH,
+        hostplumbing::BENCH,
+        routes::BENCH,
+        failover::BENCH,
+    ];
     all.extend(control::benches());
-    all.extend(idle::benches());
-    all.extend(peers::benches());
+    all.extend([idle::BENCH, peers::BENCH]);
     all.extend(portal::benches());
     all
 }

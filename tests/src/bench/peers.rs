@@ -49,13 +49,11 @@ use crate::agents::{prepare, start_with, status_json, write_definition, AgentFil
 use crate::support::{GATEWAY_LAN, LAN_HOST, WG_PORT};
 use crate::{Bench, Ctx};
 
-pub fn benches() -> Vec<Bench> {
-    vec![Bench {
+pub(crate) const BENCH: Bench = Bench {
         name: "peers",
-        about: "a gateway agent with 1,000 sender peers: handshakes/s (per core), RSS, cookie path under a flood",
-        run: bench_peers,
-    }]
-}
+    about: "a gateway agent with 1,000 sender peers: handshakes/s (per core), RSS, cookie path under a flood",
+    run: bench_peers,
+};
 
 /// Sender peers.
 const PEERS: usize = 1000;

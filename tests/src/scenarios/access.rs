@@ -8,7 +8,8 @@ use anyhow::ensure;
 use enclave_netns::{try_wait_until, Reached, SpawnOpts};
 
 use crate::office::{
-    definition, office_ips_definition, Office, DC1, DC2, GW_OVERLAY, GW_UNDERLAY, LAN, PRINTER,
+    definition, office_ips_definition, users_granted, Office, ANY, DC1, DC2, GW_OVERLAY,
+    GW_UNDERLAY, LAN, PRINTER,
 };
 use crate::{Ctx, Scenario};
 
@@ -46,8 +47,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
-
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
     let office = Office::start(
@@ -96,8 +95,7 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         &definition(1, "\"users\"", &policy, ""),
         &[],
     )?;
-    office.wait_for_route()?;
-    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    office.wait_reaching(DC1, Duration::from_secs(3))?;
     ensure!(
         office.reaches(DC2)?,
         "the second domain controller is not reachable"
@@ -106,11 +104,11 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         !office.reaches(PRINTER)?,
         "the printer is reachable despite the subnet filter"
     );
-    let status = office.status("sender");
-    ensure!(
-        status.contains(&format!("{DC1}-{DC2}")),
-        "status does not show the filtered destination:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        &format!("{DC1}-{DC2}"),
+        "status does not show the filtered destination",
+    )?;
 
     // At -v 5 the laptop's agent traces each packet's decision: the printer's ping is filtered
     // on the laptop already, the controller's is sent.
@@ -120,8 +118,7 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
         "sender",
         SpawnOpts::default().env("ENCLAVE_TEST_VERBOSITY", "5"),
     )?;
-    office.wait_for_route()?;
-    office.until_reach(DC1, true, Duration::from_secs(3))?;
+    office.wait_reaching(DC1, Duration::from_secs(3))?;
     ensure!(!office.reaches(PRINTER)?, "the printer became reachable");
     let log = office.agent("sender")?.log();
     ensure!(
@@ -211,11 +208,7 @@ fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
     );
     office.set_definition(&office_ips_definition("10.10.0.0/24"))?;
     office.wait_for_route()?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "access came back only after {took:?}"
-    );
+    printer_within(&office, true, Duration::from_secs(2), "access came back")?;
     Ok(())
 }
 
@@ -248,44 +241,52 @@ fn active_hours(ctx: &Ctx) -> anyhow::Result<()> {
     let mut office = Office::start_reaching(ctx, "hours", 1, &inside, &[])?;
 
     office.set_definition(&outside)?;
-    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(1),
-        "access stopped only after {took:?}"
-    );
+    printer_within(&office, false, Duration::from_secs(1), "access stopped")?;
     let status = office.status("gw1");
     ensure!(
         status.contains("suspended") || status.contains("outside"),
         "the gateway's status does not say the grant is outside its hours:\n{status}"
     );
     office.set_definition(&inside)?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "access resumed only after {took:?}"
-    );
+    printer_within(&office, true, Duration::from_secs(2), "access resumed")?;
+    Ok(())
+}
+
+/// Waits up to 3 s for the printer to answer the laptop (`answers`) or to stop answering, and
+/// checks that the change came within `limit`; `what` names the change for the error
+/// ("access came back" only after ...).
+fn printer_within(
+    office: &Office<'_>,
+    answers: bool,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let took = office.until_reach(PRINTER, answers, Duration::from_secs(3))?;
+    ensure!(took < limit, "{what} only after {took:?}");
     Ok(())
 }
 
 fn live_edit(ctx: &Ctx) -> anyhow::Result<()> {
-    let granted = definition(1, "\"users\"", ANY, "");
+    let granted = users_granted(1);
     let mut office = Office::start_reaching(ctx, "liveedit", 1, &granted, &[])?;
 
     // Revoke: the laptop loses the tag.
     office.set_definition(&definition(1, "\"guests\"", ANY, ""))?;
-    let took = office.until_reach(PRINTER, false, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(1),
-        "the revoked grant still worked after {took:?}"
-    );
+    printer_within(
+        &office,
+        false,
+        Duration::from_secs(1),
+        "the revoked grant stopped working",
+    )?;
 
     // Restore.
     office.set_definition(&granted)?;
-    let took = office.until_reach(PRINTER, true, Duration::from_secs(3))?;
-    ensure!(
-        took < Duration::from_secs(2),
-        "the restored grant came back only after {took:?}"
-    );
+    printer_within(
+        &office,
+        true,
+        Duration::from_secs(2),
+        "the restored grant came back",
+    )?;
 
     // A broken edit is refused with its position, and the last good definition stays.
     office.set_definition(&format!(

@@ -9,7 +9,8 @@ use enclave_netns::{wait_until, Netns, Reached, TopologySpec};
 
 use crate::agents::{prepare, start, status, write_definition, AgentFiles};
 use crate::support::{
-    expect_tcp_source, forwarding, reference_without_forwarding, OneGateway, GATEWAY_LAN, LAN_HOST,
+    expect_all_answered, expect_tcp_source, forwarding, reference_without_forwarding, OneGateway,
+    GATEWAY_LAN, LAN_HOST,
 };
 use crate::{Ctx, Scenario};
 
@@ -101,20 +102,13 @@ fn gateway_basics(ctx: &Ctx) -> anyhow::Result<()> {
         "the sender got no route to 192.168.77.0/24; status:\n{}",
         status(ctx, sender, &laptop_files).unwrap_or_default()
     );
-    let through = sender.ping(LAN_HOST, 3)?;
-    ensure!(
-        through.all_answered(),
-        "ping through the gateway lost replies:\n{}",
-        through.output
-    );
+    expect_all_answered(sender, LAN_HOST, 3, "ping through the gateway lost replies")?;
     ensure!(forwarding(gw)?, "the gateway did not enable forwarding");
 
     // SNAT: the LAN host sees the gateway's LAN address.
     let echo = lan.echo_server(7777)?;
-    let lan_addr: SocketAddr = format!("{LAN_HOST}:7777").parse()?;
-    let timeout = Duration::from_secs(3);
     let whom = "the gateway's LAN address";
-    expect_tcp_source(sender, lan_addr, timeout, GATEWAY_LAN, whom, "the LAN host")?;
+    expect_tcp_source(sender, (LAN_HOST, 7777), GATEWAY_LAN, whom, "the LAN host")?;
     drop(echo);
 
     // One way: the LAN host cannot open a connection to the sender, though it has a route.
@@ -199,17 +193,16 @@ fn psk_external(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
-    use crate::office::{definition, Office, PRINTER};
+    use crate::office::{definition, users_granted, Office, ANY, PRINTER};
     use crate::support::write_key;
 
     let dir = ctx.log_dir().join(format!("{tag}-keys"));
     std::fs::create_dir_all(&dir)?;
-    let any = "acl = [{ protocol = \"any\" }]";
     let with_file = |path: &std::path::Path| {
         definition(
             1,
             "\"users\"",
-            any,
+            ANY,
             &format!(
                 "[[preshared_key]]\nsystems = [\"laptop\", \"menlo-gw-1\"]\nfile = \"{}\"\n",
                 path.display()
@@ -220,7 +213,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
         Ok(ns.exec(&["wg", "genpsk"])?.trim().to_owned())
     };
 
-    let mut office = Office::start(ctx, tag, 1, &definition(1, "\"users\"", any, ""), config)?;
+    let mut office = Office::start(ctx, tag, 1, &users_granted(1), config)?;
     let key_a = genpsk(office.ns("sender"))?;
     let key_b = genpsk(office.ns("sender"))?;
     let file_a = write_key(&dir, "a.key", &key_a)?;
@@ -230,10 +223,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
     for node in ["gw1", "sender"] {
         office.agent(node)?.stop();
     }
-    office.start_agent("gw1", Default::default())?;
-    office.start_agent("sender", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    office.start_agents()?;
+    office.wait_reaching(PRINTER, Duration::from_secs(5))?;
     let keys = office
         .ns("sender")
         .exec(&["wg", "show", "enclave0", "preshared-keys"])?;
@@ -263,8 +254,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
         )
     };
     gw_definition(&file_b)?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
+    office.restart_agent("gw1")?;
     ensure!(
         office
             .poll_reach(PRINTER, true, Duration::from_secs(6))?
@@ -284,8 +274,7 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
 
     // A missing key file: the gateway refuses the peer and says why.
     gw_definition(&dir.join("missing.key"))?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
+    office.restart_agent("gw1")?;
     let refused = wait_until(Duration::from_secs(3), || {
         office
             .status("gw1")
@@ -306,10 +295,8 @@ fn psk(ctx: &Ctx, tag: &str, config: &[(&str, &str)]) -> anyhow::Result<()> {
 
     // Positive control: the same key on both sides again, the same restart: it works.
     gw_definition(&file_a)?;
-    office.agent("gw1")?.stop();
-    office.start_agent("gw1", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(10))?;
+    office.restart_agent("gw1")?;
+    office.wait_reaching(PRINTER, Duration::from_secs(10))?;
 
     // Rotation: a new key in the file on both hosts, and SIGHUP: both tunnels take it.
     let key_c = genpsk(office.ns("sender"))?;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use enclave_netns::SpawnOpts;
 
-use crate::office::{definition, Office, PRINTER};
+use crate::office::{users_granted, Office, PRINTER};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -24,8 +24,6 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
-
 fn node_of(system: &str) -> anyhow::Result<&'static str> {
     match system {
         "menlo-gw-1" => Ok("gw1"),
@@ -36,7 +34,7 @@ fn node_of(system: &str) -> anyhow::Result<&'static str> {
 
 /// Starts the two-gateway office and returns it with the active gateway's system name.
 fn office<'c>(ctx: &'c Ctx, tag: &str) -> anyhow::Result<(Office<'c>, String)> {
-    let office = Office::start_reaching(ctx, tag, 2, &definition(2, "\"users\"", ANY, ""), &[])?;
+    let office = Office::start_reaching(ctx, tag, 2, &users_granted(2), &[])?;
     enclave_netns::wait_until(Duration::from_secs(2), || office.active_gateway().is_some());
     let active = office
         .active_gateway()
@@ -72,11 +70,11 @@ fn gateway_killed(ctx: &Ctx) -> anyhow::Result<()> {
         took < Duration::from_secs(5),
         "traffic came back only {took:?} after the kill"
     );
-    let status = office.status("sender");
-    ensure!(
-        status.contains(&format!("failed over from {first}")),
-        "status does not say why the gateway changed:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        &format!("failed over from {first}"),
+        "status does not say why the gateway changed",
+    )?;
     eprintln!(
         "traffic flowed again {:?} after the kill",
         took.min(killed_at.elapsed())

@@ -156,8 +156,12 @@ fn handshake_flood(ctx: &Ctx) -> anyhow::Result<()> {
             Phase::Mac1 | Phase::Mac2 => target,
         };
         let measured = std::thread::scope(|scope| -> anyhow::Result<Measured> {
-            let flooder =
-                scope.spawn(|| f.run_in(|| run_flooder(&flood, phase, &b_public, target)));
+            let flooder = scope.spawn(|| {
+                f.run_in(|| {
+                    run_flooder(&flood, phase, &b_public, target)
+                        .inspect_err(|_| flood.failed.store(true, Ordering::Relaxed))
+                })
+            });
             let measured = (|| -> anyhow::Result<Measured> {
                 flood.wait_started()?;
                 // A legitimate peer that has no session with b: c, or c again after it forgot
@@ -295,19 +299,6 @@ struct FloodReport {
 
 /// Floods `target` until told to stop or FLOOD_LIMIT passes. Runs inside the flooder's namespace.
 fn run_flooder(
-    flood: &Flood,
-    phase: Phase,
-    responder: &[u8; 32],
-    target: SocketAddr,
-) -> anyhow::Result<FloodReport> {
-    let result = flood_inner(flood, phase, responder, target);
-    if result.is_err() {
-        flood.failed.store(true, Ordering::Relaxed);
-    }
-    result
-}
-
-fn flood_inner(
     flood: &Flood,
     phase: Phase,
     responder: &[u8; 32],

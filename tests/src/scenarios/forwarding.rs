@@ -22,7 +22,7 @@ use anyhow::{bail, ensure, Context};
 use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec};
 
 use crate::agents::{prepare, start_with, write_definition, AgentFiles};
-use crate::office::{definition, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER, SYSTEMS};
+use crate::office::{users_granted, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER, SYSTEMS};
 use crate::{support, Ctx, Scenario};
 
 /// The underlay neighbour.
@@ -32,7 +32,6 @@ const UNDERLAY: &str = "10.10.0.0/24";
 /// The echo servers' port on the printer and on the neighbour.
 const PORT: u16 = 7000;
 const SHORT: Duration = Duration::from_millis(800);
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -99,7 +98,7 @@ impl<'c> Site<'c> {
             "gw1",
             prepare(ctx, topo.ns("gw1"), &network, &format!("nat = {backend:?}"))?,
         );
-        let mut text = definition(1, "\"users\"", ANY, "");
+        let mut text = users_granted(1);
         for (node, system) in SYSTEMS {
             if let Some(f) = files.get(node) {
                 text = text.replace(&format!("KEY({system})"), &f.public_key);

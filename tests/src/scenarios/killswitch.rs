@@ -19,7 +19,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
-use crate::office::{definition, Office, GW_UNDERLAY, LAN};
+use crate::office::{default_route_granted, Office, GW_UNDERLAY};
 use crate::support::expect_tcp_source;
 use crate::{Ctx, Scenario};
 
@@ -31,7 +31,6 @@ pub fn scenarios() -> Vec<Scenario> {
     }]
 }
 
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 /// A host on the Internet, beyond the gateway's upstream router and the laptop's home router.
 const INTERNET_HOST: &str = "198.51.100.77";
 const INTERNET_PORT: u16 = 80;
@@ -87,8 +86,7 @@ fn internet_through_tunnel(office: &Office<'_>, echo: &EchoServer) -> anyhow::Re
     let before = echo.seen().len();
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
-        Duration::from_secs(3),
+        (INTERNET_HOST, INTERNET_PORT),
         GW_EGRESS,
         "the gateway's egress address",
         "the Internet host",
@@ -141,11 +139,7 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .sysctl("home", "net.ipv4.ip_forward", "1")
         // The laptop's own way to the Internet, in clear: its home router.
         .route("sender", &format!("default via {HOME_ROUTER}"));
-    let template = definition(1, "\"users\"", ANY, "").replace(
-        &format!("subnets = [\"{LAN}\"]"),
-        "subnets = [\"0.0.0.0/0\"]",
-    );
-    let mut office = Office::start_in(ctx, spec, 1, &template, &[])?;
+    let mut office = Office::start_in(ctx, spec, 1, &default_route_granted(), &[])?;
     office
         .ns("gw1")
         .exec(&["ip", "route", "add", "default", "via", UPSTREAM])?;
@@ -255,8 +249,7 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
     let capture = Capture::start(sender, "eth1", INTERNET_HOST)?;
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:{INTERNET_PORT}").parse()?,
-        Duration::from_secs(3),
+        (INTERNET_HOST, INTERNET_PORT),
         LAPTOP_HOME,
         "the laptop's home address",
         "after a clean stop the Internet host",

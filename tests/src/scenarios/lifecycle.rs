@@ -8,10 +8,10 @@ use anyhow::{ensure, Context};
 use enclave_netns::{Reached, TopologySpec};
 
 use crate::office::{
-    definition, kernel_module_loaded, Office, GW_LAN, GW_OVERLAY, GW_UNDERLAY, KERNEL_MODULE, LAN,
-    LAPTOP, LAPTOP_UNDERLAY, PRINTER,
+    default_route_granted, kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY,
+    GW_UNDERLAY, KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
 };
-use crate::support::{expect_tcp_source, forwarding};
+use crate::support::{expect_all_answered, expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -74,25 +74,20 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
-
 fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
 
 fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office =
-        Office::start_reaching(ctx, "crash", 1, &definition(1, "\"users\"", ANY, ""), &[])?;
+    let mut office = Office::start_granted(ctx, "crash", &[])?;
     let rules_first = office.ns("sender").exec(&["ip", "rule", "show"])?;
 
     for node in ["sender", "gw1"] {
         office.agent(node)?.kill9();
     }
     // kill -9 leaves the gateway's table and forwarding behind; the restart takes them over.
-    office.start_agent("gw1", Default::default())?;
-    office.start_agent("sender", Default::default())?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    office.start_agents()?;
+    office.wait_reaching(PRINTER, Duration::from_secs(5))?;
 
     let routes = office
         .ns("sender")
@@ -143,13 +138,7 @@ fn crash_restart(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn iptables_backend(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start_reaching(
-        ctx,
-        "iptables",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[("gw1", "nat = \"iptables\"")],
-    )?;
+    let mut office = Office::start_granted(ctx, "iptables", &[("gw1", "nat = \"iptables\"")])?;
     let nat = office
         .ns("gw1")
         .exec(&["iptables", "-t", "nat", "-L", "-n", "-v"])?;
@@ -193,11 +182,9 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
     let _server_echo = server.echo_server(7777)?;
     let _laptop_echo = office.ns("sender").echo_server(8888)?;
     office.until_reach(GW_OVERLAY[0], true, Duration::from_secs(3))?;
-    let to_server: SocketAddr = format!("{}:7777", GW_OVERLAY[0]).parse()?;
     expect_tcp_source(
         office.ns("sender"),
-        to_server,
-        Duration::from_secs(2),
+        (GW_OVERLAY[0], 7777),
         LAPTOP,
         "the laptop's virtual address",
         "the server",
@@ -208,12 +195,12 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
         format!("{LAPTOP_UNDERLAY}:8888").parse()?,
         Duration::from_secs(1),
     )?;
-    let control = server.ping(LAPTOP_UNDERLAY, 2)?;
-    ensure!(
-        control.all_answered(),
-        "positive control: the receiver cannot ping the laptop's underlay:\n{}",
-        control.output
-    );
+    expect_all_answered(
+        server,
+        LAPTOP_UNDERLAY,
+        2,
+        "positive control: the receiver cannot ping the laptop's underlay",
+    )?;
     let to_laptop: SocketAddr = format!("{LAPTOP}:8888").parse()?;
     ensure!(
         !server
@@ -246,11 +233,7 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         .addr("internet", "eth0", &format!("{INTERNET_HOST}/24"))
         .addr("sender", "eth1", "10.20.0.1/24")
         .addr("home", "eth0", &format!("{HOME_HOST}/24"));
-    let template = definition(1, "\"users\"", ANY, "").replace(
-        &format!("subnets = [\"{LAN}\"]"),
-        "subnets = [\"0.0.0.0/0\"]",
-    );
-    let office = office_with_default_route(ctx, spec, &template)?;
+    let office = office_with_default_route(ctx, spec, &default_route_granted())?;
     let sender = office.ns("sender");
 
     let routed = enclave_netns::wait_until(Duration::from_secs(5), || {
@@ -277,8 +260,7 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
     let _echo = office.ns("internet").echo_server(80)?;
     expect_tcp_source(
         sender,
-        format!("{INTERNET_HOST}:80").parse()?,
-        Duration::from_secs(2),
+        (INTERNET_HOST, 80),
         GW_EGRESS,
         "the gateway's egress address",
         "the Internet host",
@@ -370,14 +352,12 @@ fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
          Internet host does not"
     );
 
-    let status = office.status("gw1");
-    ensure!(
-        status.contains(
-            "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
-             link-local and other special-use ranges; this gateway's own addresses)"
-        ),
-        "the gateway's status does not say what its default route grants:\n{status}"
-    );
+    office.expect_status(
+        "gw1",
+        "allow [any] from peer -> 0.0.0.0/0, the Internet only (not: the overlay; private, \
+         link-local and other special-use ranges; this gateway's own addresses)",
+        "the gateway's status does not say what its default route grants",
+    )?;
     let json = office
         .status_json("gw1")
         .context("the gateway's status --json")?;
@@ -390,11 +370,11 @@ fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
             "status --json of the gateway does not list {own}/32 as its own address:\n{excludes}"
         );
     }
-    let status = office.status("sender");
-    ensure!(
-        status.contains("allow [any] from local -> 0.0.0.0/0, the Internet only (not: "),
-        "the laptop's status does not say what its default route grants:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        "allow [any] from local -> 0.0.0.0/0, the Internet only (not: ",
+        "the laptop's status does not say what its default route grants",
+    )?;
     Ok(())
 }
 
@@ -432,13 +412,7 @@ fn agent_says(
 fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
 
-    let mut office = Office::start(
-        ctx,
-        "badinput",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[],
-    )?;
+    let mut office = Office::start(ctx, "badinput", 1, &users_granted(1), &[])?;
     office.wait_for_route()?;
     let files = office.files["sender"].clone();
     let config = files.config.to_string_lossy().into_owned();
@@ -455,7 +429,7 @@ fn bad_input(ctx: &Ctx) -> anyhow::Result<()> {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
 
     // A definition without this system's key.
-    let other = definition(1, "\"users\"", ANY, "").replace(
+    let other = users_granted(1).replace(
         "KEY(laptop)",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     );
@@ -508,13 +482,7 @@ fn external_kernel_module(ctx: &Ctx) -> anyhow::Result<()> {
         return Err(NotRun("no wireguard kernel module".into()).into());
     }
     let config = format!("dataplane = \"external\"\n{KERNEL_MODULE}");
-    let office = Office::start_reaching(
-        ctx,
-        "extkmod",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[("sender", config.as_str())],
-    )?;
+    let office = Office::start_granted(ctx, "extkmod", &[("sender", config.as_str())])?;
     let sender = office.ns("sender");
     let link = sender.exec(&["ip", "-d", "link", "show", "enclave0"])?;
     ensure!(
@@ -535,8 +503,7 @@ fn printer_sees_the_gateway(office: &Office<'_>) -> anyhow::Result<()> {
     let _echo = office.ns("lan").echo_server(7777)?;
     expect_tcp_source(
         office.ns("sender"),
-        format!("{PRINTER}:7777").parse()?,
-        Duration::from_secs(2),
+        (PRINTER, 7777),
         GW_LAN[0],
         "the gateway",
         "the LAN host",
@@ -551,11 +518,9 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
     if gateway_too {
         extra.push(("gw1", external));
     }
-    let mut office = Office::start_reaching(
+    let mut office = Office::start_granted(
         ctx,
         if gateway_too { "exthost" } else { "external" },
-        1,
-        &definition(1, "\"users\"", ANY, ""),
         &extra,
     )?;
     let sender = office.ns("sender");
@@ -568,11 +533,11 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         "no wireguard-go runs in the sender's namespace"
     );
     printer_sees_the_gateway(&office)?;
-    let status = office.status("sender");
-    ensure!(
-        status.contains("Gateway for . . . . : 192.168.77.0/24 (active)"),
-        "status:\n{status}"
-    );
+    office.expect_status(
+        "sender",
+        "Gateway for . . . . : 192.168.77.0/24 (active)",
+        "status",
+    )?;
 
     if gateway_too {
         host_filters_hold(&office)?;
@@ -595,13 +560,8 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
 }
 
 fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start_reaching(
-        ctx,
-        "extkill",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[("sender", "dataplane = \"external\"")],
-    )?;
+    let mut office =
+        Office::start_granted(ctx, "extkill", &[("sender", "dataplane = \"external\"")])?;
     let running = |office: &Office<'_>| {
         office
             .ns("sender")
@@ -678,16 +638,8 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
 /// The gateway on the iptables backend, with every iptables program replaced (through PATH)
 /// by one that refuses: its rules cannot be applied.
 fn nat_failure_no_forwarding(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut office = Office::start(
-        ctx,
-        "natfail",
-        1,
-        &definition(1, "\"users\"", ANY, ""),
-        &[("gw1", "nat = \"iptables\"")],
-    )?;
     // Positive control first: with working iptables the same gateway forwards.
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(3))?;
+    let mut office = Office::start_granted(ctx, "natfail", &[("gw1", "nat = \"iptables\"")])?;
     office.agent("gw1")?.stop();
     ensure!(
         !forwarding(office.ns("gw1"))?,

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use enclave_nat::{
     AddressSet, BackendChoice, Flavor, ForwardGrant, IptablesBackend, NatBackend, NatManager,
-    NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, Ruleset, SnatRule, Verdict,
+    NatPolicy, NftBackend, OtherForwarding, PortRange, Protocol, RuleState, Ruleset, SnatRule,
+    Verdict,
 };
 use enclave_netns::{wait_until, EchoServer, Netns, Process, Reached, SpawnOpts, Topology};
 
@@ -153,24 +154,21 @@ impl Gateway {
         let addr = |ip: &str, port: u16| -> anyhow::Result<SocketAddr> {
             Ok(format!("{ip}:{port}").parse()?)
         };
+        let connects = |from: &Netns, ip: &str, port: u16| -> anyhow::Result<bool> {
+            Ok(from.tcp_connect(addr(ip, port)?, SHORT).reached()?)
+        };
         Ok(Reach {
             // Each probe that could not run is an error, never a "no".
             granted_tcp: sender
                 .tcp_request(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
                 .answer()?,
             granted_ping: sender.ping(LAN_HOST, 2)?.all_answered(),
-            other_port: sender
-                .tcp_connect(addr(LAN_HOST, OTHER_PORT)?, SHORT)
-                .reached()?,
-            denied_host: sender
-                .tcp_connect(addr(LAN_DENIED, GRANTED_PORT)?, SHORT)
-                .reached()?,
+            other_port: connects(sender, LAN_HOST, OTHER_PORT)?,
+            denied_host: connects(sender, LAN_DENIED, GRANTED_PORT)?,
             udp: sender
                 .udp_probe(addr(LAN_HOST, GRANTED_PORT)?, SHORT)
                 .reached()?,
-            lan_to_sender: lan
-                .tcp_connect(addr(SENDER_OVERLAY, SENDER_PORT)?, SHORT)
-                .reached()?,
+            lan_to_sender: connects(lan, SENDER_OVERLAY, SENDER_PORT)?,
         })
     }
 }
@@ -244,6 +242,21 @@ impl Reach {
         );
         Ok(())
     }
+}
+
+/// Checks that `rules` hold a rule with each of `comments` and that its counter moved.
+fn counters_moved(rules: &[RuleState], comments: &[&str]) -> anyhow::Result<()> {
+    for comment in comments {
+        let rule = rules
+            .iter()
+            .find(|r| r.comment == *comment)
+            .with_context(|| format!("no rule {comment:?} in {rules:?}"))?;
+        ensure!(
+            rule.packets > 0,
+            "the counter of {comment:?} did not move: {rules:?}"
+        );
+    }
+    Ok(())
 }
 
 /// `counter packets 12 bytes 1008` → `counter`, so a listing compares with [`Ruleset`]'s text.
@@ -346,24 +359,17 @@ fn nat_nftables(ctx: &Ctx) -> anyhow::Result<()> {
         strip_nft_counters(&listed_again) == expected,
         "applying twice changed the table:\n{listed_again}"
     );
-    for comment in [
-        "snat lan0 to 192.168.77.1",
-        "grant 0: web",
-        "grant 1: ping",
-        "replies to the overlay",
-        "drop the rest from the overlay",
-        "one way: no new connections into the overlay",
-    ] {
-        let rule = state
-            .rules
-            .iter()
-            .find(|r| r.comment == comment)
-            .with_context(|| format!("no rule {comment:?} in {state:?}"))?;
-        ensure!(
-            rule.packets > 0,
-            "the counter of {comment:?} did not move: {state:?}"
-        );
-    }
+    counters_moved(
+        &state.rules,
+        &[
+            "snat lan0 to 192.168.77.1",
+            "grant 0: web",
+            "grant 1: ping",
+            "replies to the overlay",
+            "drop the rest from the overlay",
+            "one way: no new connections into the overlay",
+        ],
+    )?;
     println!("{listed_again}");
 
     // The manager applying the same policy again leaves the table alone: counters keep counting.
@@ -462,17 +468,21 @@ fn nat_iptables(ctx: &Ctx) -> anyhow::Result<()> {
             "-j",
             "MASQUERADE",
         ])?;
-        gw.exec(&[
-            bin,
-            "-t",
-            "filter",
-            "-A",
-            "FORWARD",
-            "-s",
-            "10.98.0.0/16",
-            "-j",
-            "ACCEPT",
-        ])?;
+        // And another program's forward rule, added and (at the end) deleted.
+        let other_forward = |op| {
+            [
+                bin,
+                "-t",
+                "filter",
+                op,
+                "FORWARD",
+                "-s",
+                "10.98.0.0/16",
+                "-j",
+                "ACCEPT",
+            ]
+        };
+        gw.exec(&other_forward("-A"))?;
 
         net.set_forwarding(true)?;
         net.reach()?
@@ -517,16 +527,8 @@ fn nat_iptables(ctx: &Ctx) -> anyhow::Result<()> {
             .unwrap_or(0);
         ensure!(packets > 0, "{bin}: the SNAT counter did not move: {snat}");
         let counted = in_gw(gw, || manager.rules())??;
-        for comment in ["snat lan0 to 192.168.77.1", "grant 0: web", "grant 1: ping"] {
-            let rule = counted
-                .iter()
-                .find(|r| r.comment == comment)
-                .with_context(|| format!("{bin}: no rule {comment:?} in {counted:?}"))?;
-            ensure!(
-                rule.packets > 0,
-                "{bin}: the counter of {comment:?} did not move: {counted:?}"
-            );
-        }
+        let web_and_ping = ["snat lan0 to 192.168.77.1", "grant 0: web", "grant 1: ping"];
+        counters_moved(&counted, &web_and_ping).context(bin)?;
         let saved = gw.exec(&[&save])?;
         ensure!(
             saved.matches("-A POSTROUTING -j ENCLAVE").count() == 1
@@ -547,17 +549,7 @@ fn nat_iptables(ctx: &Ctx) -> anyhow::Result<()> {
         gw.exec(&[bin, "-t", "nat", "-D", "POSTROUTING", "-j", "OTHER"])?;
         gw.exec(&[bin, "-t", "nat", "-F", "OTHER"])?;
         gw.exec(&[bin, "-t", "nat", "-X", "OTHER"])?;
-        gw.exec(&[
-            bin,
-            "-t",
-            "filter",
-            "-D",
-            "FORWARD",
-            "-s",
-            "10.98.0.0/16",
-            "-j",
-            "ACCEPT",
-        ])?;
+        gw.exec(&other_forward("-D"))?;
     }
     Ok(())
 }

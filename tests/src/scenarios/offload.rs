@@ -17,8 +17,8 @@ use super::dataplane::{
     IFACE,
 };
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, wg_configure, wg_keypair,
-    write_key, WgPeer, GATEWAY_LAN, LAN_HOST, OVERLAY, WG_PORT,
+    configure_reference_tunnel, reference_topology, snat_to_lan, start_wireguard_go, wg_configure,
+    wg_keypair, write_key, WgPeer, LAN_HOST, OVERLAY, WG_PORT,
 };
 use crate::{Ctx, Scenario};
 
@@ -406,14 +406,7 @@ fn run_gateway_case(ctx: &Ctx, tag: &str, end: End) -> anyhow::Result<String> {
     let mut sender_process = start(ctx, sender, end)?;
     let mut gw_process = start(ctx, gw, end)?;
     configure_reference_tunnel(ctx.log_dir(), tag, sender, gw)?;
-    gw.exec(&[
-        "nft",
-        &format!(
-            "add table ip enclave-offload; \
-             add chain ip enclave-offload post {{ type nat hook postrouting priority srcnat; }}; \
-             add rule ip enclave-offload post oifname \"lan0\" ip saddr {OVERLAY} snat to {GATEWAY_LAN}"
-        ),
-    ])?;
+    snat_to_lan(gw, "enclave-offload", Some(OVERLAY))?;
     let lan_host: std::net::Ipv4Addr = LAN_HOST.parse()?;
     ping_through(sender, lan_host)?;
     let segments = (transfer_bytes() / MSS) as u64;
@@ -630,32 +623,26 @@ fn run_fallback(ctx: &Ctx, tag: &str, case: &Fallback) -> anyhow::Result<String>
         writes,
         segments,
     )?;
-    let udp_reads = tun_packets(a, "tx")?;
-    let arrived = udp_segments(a, b, B_OVERLAY)?;
-    let udp_reads = tun_packets(a, "tx")? - udp_reads;
-    ensure!(
-        arrived == DATAGRAMS,
-        "{arrived} of {DATAGRAMS} UDP datagrams a sent with UDP_SEGMENT arrived"
-    );
-    check_batched(
-        "a's UDP reads from its TUN device",
-        case.udp_reads,
-        udp_reads,
-        DATAGRAMS as u64,
-    )?;
-    let udp_writes = tun_packets(a, "rx")?;
-    let arrived_back = udp_segments(b, a, A_OVERLAY)?;
-    let udp_writes = tun_packets(a, "rx")? - udp_writes;
-    ensure!(
-        arrived_back == DATAGRAMS,
-        "{arrived_back} of {DATAGRAMS} UDP datagrams b sent with UDP_SEGMENT arrived"
-    );
-    check_batched(
-        "a's UDP writes to its TUN device",
-        case.udp_writes,
-        udp_writes,
-        DATAGRAMS as u64,
-    )?;
+    // UDP super-packets both ways: a reads them from its TUN device, then writes them to it.
+    let udp = |from: &Netns, to: &Netns, to_addr, direction, what, batched| {
+        let before = tun_packets(a, direction)?;
+        let arrived = udp_segments(from, to, to_addr)?;
+        let packets = tun_packets(a, direction)? - before;
+        ensure!(
+            arrived == DATAGRAMS,
+            "{arrived} of {DATAGRAMS} UDP datagrams {} sent with UDP_SEGMENT arrived",
+            from.node()
+        );
+        check_batched(
+            &format!("a's UDP {what} its TUN device"),
+            batched,
+            packets,
+            DATAGRAMS as u64,
+        )?;
+        anyhow::Ok((arrived, packets))
+    };
+    let (arrived, udp_reads) = udp(a, b, B_OVERLAY, "tx", "reads from", case.udp_reads)?;
+    let (arrived_back, udp_writes) = udp(b, a, A_OVERLAY, "rx", "writes to", case.udp_writes)?;
     for (name, process) in [("a", &mut a_process), ("b", &mut b_process)] {
         ensure!(
             process.is_running(),

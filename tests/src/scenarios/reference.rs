@@ -9,8 +9,8 @@ use anyhow::{ensure, Context};
 use enclave_netns::Reached;
 
 use crate::support::{
-    configure_reference_tunnel, reference_topology, start_wireguard_go, GATEWAY_LAN,
-    GATEWAY_OVERLAY, LAN_HOST, OVERLAY,
+    configure_reference_tunnel, expect_all_answered, reference_topology, snat_to_lan,
+    start_wireguard_go, GATEWAY_LAN, GATEWAY_OVERLAY, LAN_HOST, OVERLAY,
 };
 use crate::{Ctx, Scenario};
 
@@ -30,14 +30,7 @@ fn reference_gateway(ctx: &Ctx) -> anyhow::Result<()> {
     let _sender_wg = start_wireguard_go(sender, "wg0")?;
     let _gw_wg = start_wireguard_go(gw, "wg0")?;
     configure_reference_tunnel(ctx.log_dir(), "ref", sender, gw)?;
-    gw.exec(&[
-        "nft",
-        &format!(
-            "add table ip enclave-ref; \
-             add chain ip enclave-ref post {{ type nat hook postrouting priority srcnat; }}; \
-             add rule ip enclave-ref post oifname \"lan0\" ip saddr {OVERLAY} counter snat to {GATEWAY_LAN}"
-        ),
-    ])?;
+    snat_to_lan(gw, "enclave-ref", Some(OVERLAY))?;
     let echo = lan.echo_server(7777)?;
 
     // The first ping starts the handshake; after it every request must be answered.
@@ -47,12 +40,7 @@ fn reference_gateway(ctx: &Ctx) -> anyhow::Result<()> {
         "no reply from the gateway's overlay address:\n{}",
         overlay.output
     );
-    let through = sender.ping(LAN_HOST, 3)?;
-    ensure!(
-        through.all_answered(),
-        "ping through the gateway lost replies:\n{}",
-        through.output
-    );
+    expect_all_answered(sender, LAN_HOST, 3, "ping through the gateway lost replies")?;
 
     let lan_addr: SocketAddr = format!("{LAN_HOST}:7777").parse()?;
     let seen = sender.tcp_request(lan_addr, Duration::from_secs(3))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::ensure;
 use enclave_netns::PingResult;
 
-use crate::office::{definition, Office, PRINTER};
+use crate::office::{definition, Office, ANY, PRINTER};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -26,8 +26,6 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
-
-const ANY: &str = "acl = [{ protocol = \"any\" }]";
 
 /// A system that has nothing to do with the laptop; the gateway gets it as a new peer.
 const UNRELATED: &str = "[[system]]\nname = \"printer-admin\"\n\
@@ -66,8 +64,7 @@ fn survives_edits(
     let base = definition(1, "\"users\"", policy, extra);
     let edited = definition(1, "\"users\"", policy, &format!("{extra}\n{UNRELATED}"));
     let mut office = Office::start(ctx, tag, 1, &base, config)?;
-    office.wait_for_route()?;
-    office.until_reach(PRINTER, true, Duration::from_secs(5))?;
+    office.wait_reaching(PRINTER, Duration::from_secs(5))?;
     // The gateway has learnt the laptop's endpoint (the definition gives none); its status
     // shows counters refreshed every 200 ms.
     office.wait_for_status(

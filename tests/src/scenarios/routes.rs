@@ -792,8 +792,7 @@ fn kill_switch(ctx: &Ctx) -> anyhow::Result<()> {
     let capture = Capture::start(host, "any", INTERNET)?;
     expect_tcp_source(
         host,
-        format!("{INTERNET}:{INTERNET_PORT}").parse()?,
-        Duration::from_secs(2),
+        (INTERNET, INTERNET_PORT),
         "10.10.0.2",
         "the host's own uplink address",
         "after reset the Internet host",
