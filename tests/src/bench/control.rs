@@ -31,12 +31,13 @@ use enclave_control::client::{Client, HttpMethod};
 use enclave_control_proto::client::connect;
 use enclave_control_proto::message::ServerMessage;
 use enclave_control_proto::tls::Trust;
-use enclave_netns::{Netns, TopologySpec};
+use enclave_netns::Netns;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::scenarios::control::{admin_token, cli, create_key, start_server, Endpoint, Postgres};
+use crate::control_fixture::{ControlHost, Endpoint};
+use crate::scenarios::control::Postgres;
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
@@ -109,14 +110,7 @@ fn raise_fd_limit() -> anyhow::Result<()> {
 
 fn run_store(ctx: &Ctx, store: &str, n: usize) -> anyhow::Result<Figures> {
     println!("\n== {store}");
-    let mut spec = TopologySpec::new("cb");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let scratch = tempfile::Builder::new()
-        .prefix("enclave-bench-control-")
-        .tempdir()?;
+    let host = ControlHost::new(ctx, "cb")?;
     // Kept alive until the end of this store's run; dropped (stopped, removed) after the server.
     let postgres;
     let database = if store == "postgres" {
@@ -124,49 +118,19 @@ fn run_store(ctx: &Ctx, store: &str, n: usize) -> anyhow::Result<Figures> {
         postgres.createdb("bench")?;
         postgres.url("bench")
     } else {
-        format!("sqlite://{}/control.db", scratch.path().display())
+        host.sqlite()
     };
-    let token = admin_token(ns, &bin, &database, &["--name", "bench"])?;
-    let server = start_server(
-        ns,
-        &bin,
-        &format!("control-{store}"),
-        &database,
-        8443,
-        &scratch.path().join("tls"),
-    )?;
+    let token = host.admin_token(&database, &["--name", "bench"])?;
+    let server = host.start_server(&format!("control-{store}"), &database, 8443, &host.state())?;
+    let admin = host.admin(&server, &token);
     let keys = Keys::generate(n);
-    let definition = keys.definition();
-    let file = scratch.path().join("network.toml");
-    std::fs::write(&file, definition)?;
-    cli(
-        ns,
-        &bin,
-        &server.at,
-        &token,
-        &["import", file.to_str().context("path")?],
-    )?;
-    let key = create_key(
-        ns,
-        &bin,
-        &server.at,
-        &token,
-        &[
-            "--tags",
-            "users",
-            "--approval",
-            "auto",
-            "--uses",
-            &n.to_string(),
-        ],
-    )?;
-    let key = key
-        .lines()
-        .last()
-        .context("keys create printed nothing")?
-        .to_owned();
+    let file = host.dir().join("network.toml");
+    std::fs::write(&file, keys.definition())?;
+    admin.cli(&["import", file.to_str().context("path")?])?;
+    let uses = n.to_string();
+    let key = admin.create_key(&["--tags", "users", "--approval", "auto", "--uses", &uses])?;
     let pid = server.process.pid();
-    let figures = run_load(ns, &server.at, &token, &key, keys, pid)?;
+    let figures = run_load(host.ns(), &server.at, &token, &key, keys, pid)?;
     drop(server);
     Ok(figures)
 }
