@@ -2,13 +2,13 @@
 //! run` in a namespace, make an admin token and enrolment keys, call the CLI and the API, and
 //! enrol agents with `enclave-agent enrol` / `enclave-gw enrol`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use enclave_control::client::{Client, HttpMethod};
 use enclave_control::tls::{self, Trust};
-use enclave_netns::{Netns, Process, SpawnOpts};
+use enclave_netns::{Netns, Process, SpawnOpts, Topology, TopologySpec};
 use serde_json::{json, Value};
 
 use crate::agents::AgentFiles;
@@ -97,6 +97,78 @@ pub fn start_server_on(
     })
 }
 
+/// A namespace `ctl` of its own, for a server with no agents, and a temporary directory for
+/// its state (removed at the end).
+#[derive(Debug)]
+pub struct ControlHost {
+    topo: Topology,
+    /// The `enclave-control` binary.
+    pub bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ControlHost {
+    /// The namespace, named after `tag`, and the directory.
+    pub fn new(ctx: &Ctx, tag: &str) -> anyhow::Result<Self> {
+        let mut spec = TopologySpec::new(tag);
+        spec.node("ctl");
+        let topo = ctx.topology(&spec)?;
+        let bin = ctx.bin("enclave-control")?;
+        let dir = tempfile::Builder::new()
+            .prefix("enclave-control-")
+            .tempdir()
+            .context("a temporary directory")?;
+        Ok(Self { topo, bin, dir })
+    }
+
+    /// The namespace.
+    pub fn ns(&self) -> &Netns {
+        self.topo.ns("ctl")
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's state directory (`state` in the temporary one, made by the server on its
+    /// first start).
+    pub fn state(&self) -> PathBuf {
+        self.dir().join("state")
+    }
+
+    /// The URL of a SQLite database in the state directory.
+    pub fn sqlite(&self) -> String {
+        format!("sqlite://{}/control.db", self.state().display())
+    }
+
+    /// [`admin_token`] in this namespace.
+    pub fn admin_token(&self, database: &str, args: &[&str]) -> anyhow::Result<String> {
+        admin_token(self.ns(), &self.bin, database, args)
+    }
+
+    /// [`start_server`] in this namespace.
+    pub fn start_server(
+        &self,
+        label: &str,
+        database: &str,
+        port: u16,
+        tls_dir: &Path,
+    ) -> anyhow::Result<Server> {
+        start_server(self.ns(), &self.bin, label, database, port, tls_dir)
+    }
+
+    /// The administrator of `server` with `token`.
+    pub fn admin<'a>(&'a self, server: &'a Server, token: &'a str) -> Admin<'a> {
+        Admin {
+            ns: self.ns(),
+            bin: &self.bin,
+            at: &server.at,
+            token,
+        }
+    }
+}
+
 /// `enclave-control ARGS` in `ns`, with `server`, its fingerprint and `token` in the
 /// environment, as an administrator runs it: its output, whether or not it succeeded.
 pub fn cli_output(
@@ -114,26 +186,6 @@ pub fn cli_output(
         .env("ENCLAVE_CONTROL_TOKEN", token)
         .output()
         .context("running enclave-control")
-}
-
-/// [`cli_output`] that must succeed: its standard output, or an error with its standard error.
-pub fn cli(
-    ns: &Netns,
-    bin: &Path,
-    server: &Endpoint,
-    token: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let output = cli_output(ns, bin, server, token, args)?;
-    if !output.status.success() {
-        bail!(
-            "enclave-control {} failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// One API request from inside `ns` (with `token`, if given): the status and the JSON answer.
@@ -188,6 +240,35 @@ pub fn admin_token(
     Ok(token)
 }
 
+/// `enclave-control admin user create NAME` on `database` in `ns`: a portal account with
+/// `password` (written to a file in `dir` for `--password-file`).
+pub fn portal_account(
+    ns: &Netns,
+    bin: &Path,
+    database: &str,
+    (name, password): (&str, &str),
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, format!("{password}\n"))?;
+    let made = ns.exec(&[
+        bin.to_str().context("binary path is not UTF-8")?,
+        "admin",
+        "user",
+        "create",
+        name,
+        "--database",
+        database,
+        "--password-file",
+        password_file.to_str().context("path is not UTF-8")?,
+    ])?;
+    ensure!(
+        made.contains(&format!("made portal account {name}")),
+        "user create printed {made:?}"
+    );
+    Ok(())
+}
+
 /// The enrolment key in the output of `keys create` (its last line, `enk_…`).
 pub fn enrolment_key(printed: &str) -> anyhow::Result<String> {
     printed
@@ -198,17 +279,84 @@ pub fn enrolment_key(printed: &str) -> anyhow::Result<String> {
         .with_context(|| format!("keys create printed {printed:?}"))
 }
 
-/// `keys create ARGS…`: the enrolment key it printed.
-pub fn create_key(
-    ns: &Netns,
-    bin: &Path,
-    server: &Endpoint,
-    token: &str,
-    args: &[&str],
-) -> anyhow::Result<String> {
-    let mut argv = vec!["keys", "create"];
-    argv.extend_from_slice(args);
-    enrolment_key(&cli(ns, bin, server, token, &argv)?)
+/// An administrator of one server: `enclave-control`'s commands and the API as they are run
+/// in `ns` against `at` with `token`.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin<'a> {
+    /// Where the commands run.
+    pub ns: &'a Netns,
+    /// The `enclave-control` binary.
+    pub bin: &'a Path,
+    /// The server.
+    pub at: &'a Endpoint,
+    /// The admin token.
+    pub token: &'a str,
+}
+
+impl Admin<'_> {
+    /// `enclave-control ARGS`: its output, whether or not it succeeded ([`cli_output`]).
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        cli_output(self.ns, self.bin, self.at, self.token, args)
+    }
+
+    /// `enclave-control ARGS` that must succeed: its standard output, or an error with its
+    /// standard error.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.output(args)?;
+        if !output.status.success() {
+            bail!(
+                "enclave-control {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// [`Self::cli`] for a command that prints JSON (`… --json`): the value.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let text = self.cli(args)?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("enclave-control {} printed {text}", args.join(" ")))
+    }
+
+    /// System `name`'s entry in `systems list --json`.
+    pub fn system(&self, name: &str) -> anyhow::Result<Value> {
+        let list = self.json(&["systems", "list", "--json"])?;
+        list.as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == name))
+            .cloned()
+            .with_context(|| format!("no system {name} in {list}"))
+    }
+
+    /// `keys create ARGS…`: the enrolment key it printed.
+    pub fn create_key(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["keys", "create"];
+        argv.extend_from_slice(args);
+        enrolment_key(&self.cli(&argv)?)
+    }
+
+    /// One API request with the token ([`request`]): the status and the JSON answer.
+    pub fn request(&self, method: &str, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        request(self.ns, self.at, Some(self.token), method, path, body)
+    }
+
+    /// An API request that must answer `expect`: the JSON answer.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: &Value,
+        expect: u16,
+    ) -> anyhow::Result<Value> {
+        let (status, answer) = self.request(method, path, body)?;
+        ensure!(
+            status == expect,
+            "{method} {path}: {status} {answer}, not {expect}"
+        );
+        Ok(answer)
+    }
 }
 
 /// An agent's enrolment request as the agent sends it, without the agent: the status and the

@@ -12,6 +12,7 @@ pub mod control_fixture;
 pub mod demo;
 pub mod forward;
 pub mod office;
+pub mod portal_fixture;
 pub mod scenarios;
 pub mod support;
 

@@ -31,12 +31,13 @@ use enclave_control::client::{Client, HttpMethod};
 use enclave_control_proto::client::connect;
 use enclave_control_proto::message::ServerMessage;
 use enclave_control_proto::tls::Trust;
-use enclave_netns::{Netns, TopologySpec};
-use serde_json::json;
+use enclave_netns::Netns;
+use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::scenarios::control::{admin_token, cli, create_key, start_server, Endpoint, Postgres};
+use crate::control_fixture::{ControlHost, Endpoint};
+use crate::scenarios::control::Postgres;
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
@@ -109,14 +110,7 @@ fn raise_fd_limit() -> anyhow::Result<()> {
 
 fn run_store(ctx: &Ctx, store: &str, n: usize) -> anyhow::Result<Figures> {
     println!("\n== {store}");
-    let mut spec = TopologySpec::new("cb");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let scratch = tempfile::Builder::new()
-        .prefix("enclave-bench-control-")
-        .tempdir()?;
+    let host = ControlHost::new(ctx, "cb")?;
     // Kept alive until the end of this store's run; dropped (stopped, removed) after the server.
     let postgres;
     let database = if store == "postgres" {
@@ -124,49 +118,19 @@ fn run_store(ctx: &Ctx, store: &str, n: usize) -> anyhow::Result<Figures> {
         postgres.createdb("bench")?;
         postgres.url("bench")
     } else {
-        format!("sqlite://{}/control.db", scratch.path().display())
+        host.sqlite()
     };
-    let token = admin_token(ns, &bin, &database, &["--name", "bench"])?;
-    let server = start_server(
-        ns,
-        &bin,
-        &format!("control-{store}"),
-        &database,
-        8443,
-        &scratch.path().join("tls"),
-    )?;
+    let token = host.admin_token(&database, &["--name", "bench"])?;
+    let server = host.start_server(&format!("control-{store}"), &database, 8443, &host.state())?;
+    let admin = host.admin(&server, &token);
     let keys = Keys::generate(n);
-    let definition = keys.definition();
-    let file = scratch.path().join("network.toml");
-    std::fs::write(&file, definition)?;
-    cli(
-        ns,
-        &bin,
-        &server.at,
-        &token,
-        &["import", file.to_str().context("path")?],
-    )?;
-    let key = create_key(
-        ns,
-        &bin,
-        &server.at,
-        &token,
-        &[
-            "--tags",
-            "users",
-            "--approval",
-            "auto",
-            "--uses",
-            &n.to_string(),
-        ],
-    )?;
-    let key = key
-        .lines()
-        .last()
-        .context("keys create printed nothing")?
-        .to_owned();
+    let file = host.dir().join("network.toml");
+    std::fs::write(&file, keys.definition())?;
+    admin.cli(&["import", file.to_str().context("path")?])?;
+    let uses = n.to_string();
+    let key = admin.create_key(&["--tags", "users", "--approval", "auto", "--uses", &uses])?;
     let pid = server.process.pid();
-    let figures = run_load(ns, &server.at, &token, &key, keys, pid)?;
+    let figures = run_load(host.ns(), &server.at, &token, &key, keys, pid)?;
     drop(server);
     Ok(figures)
 }
@@ -388,19 +352,8 @@ async fn load(
     // At most half the senders, so that the edits below still change views.
     for (round, victim) in names.iter().take(REVOKES.min(n / 2)).enumerate() {
         let started = Instant::now();
-        let answer = admin
-            .request(
-                HttpMethod::POST,
-                &format!("/api/v1/systems/{victim}/revoke"),
-                Some(("application/json", b"{}".to_vec())),
-            )
-            .await?;
-        ensure!(
-            answer.status.is_success(),
-            "revoking {victim}: {} {}",
-            answer.status,
-            answer.json()
-        );
+        let revoke = format!("/api/v1/systems/{victim}/revoke");
+        send(&admin, HttpMethod::POST, &revoke, &json!({})).await?;
         let gone = |agent: &Agent| {
             agent
                 .peers
@@ -459,35 +412,19 @@ async fn load(
                 .is_none()
         })
         .collect();
+    let policy_path = format!("/api/v1/policies/{}", encode_path(POLICY));
     for edit in 0..EDITS {
-        let current = admin
-            .request(
-                HttpMethod::GET,
-                &format!("/api/v1/policies/{}", encode_path(POLICY)),
-                None,
-            )
+        let mut policy = admin
+            .request(HttpMethod::GET, &policy_path, None)
             .await?
             .json();
-        let mut policy = current.clone();
         policy["acl"] = json!([{ "protocol": "tcp", "ports": 1000 + edit }]);
         let before: Vec<u64> = live
             .iter()
             .map(|a| a.serial.load(Ordering::Relaxed))
             .collect();
         let started = Instant::now();
-        let answer = admin
-            .request(
-                HttpMethod::PUT,
-                &format!("/api/v1/policies/{}", encode_path(POLICY)),
-                Some(("application/json", policy.to_string().into_bytes())),
-            )
-            .await?;
-        ensure!(
-            answer.status.is_success(),
-            "editing the policy: {} {}",
-            answer.status,
-            answer.json()
-        );
+        send(&admin, HttpMethod::PUT, &policy_path, &policy).await?;
         let all = wait_until(Duration::from_secs(120), || {
             live.iter()
                 .zip(&before)
@@ -543,22 +480,35 @@ async fn load(
     Ok(figures)
 }
 
+/// `method path` with `body` as JSON, as the administrator: an error unless it succeeded.
+async fn send(admin: &Client, method: HttpMethod, path: &str, body: &Value) -> anyhow::Result<()> {
+    let body = body.to_string().into_bytes();
+    let answer = admin
+        .request(method.clone(), path, Some(("application/json", body)))
+        .await?;
+    ensure!(
+        answer.status.is_success(),
+        "{method} {path}: {} {}",
+        answer.status,
+        answer.json()
+    );
+    Ok(())
+}
+
 /// A path segment with spaces (the policy's name) for a URL.
 fn encode_path(name: &str) -> String {
     name.replace(' ', "%20")
 }
 
+/// Polls `condition` every 5 ms until it holds or `timeout` passes; returns whether it held.
 async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if condition() {
-            return true;
+    tokio::time::timeout(timeout, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
+    .is_ok()
 }
 
 /// The resident set of `pid` in KB.
@@ -584,91 +534,62 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// One row of the table: its title, its value for each store, the goal.
-struct Row {
-    title: String,
-    values: Vec<String>,
-    goal: &'static str,
-}
-
-fn row(
-    title: String,
-    stores: &[(&str, &Figures)],
-    goal: &'static str,
-    value: impl Fn(&Figures) -> String,
-) -> Row {
-    Row {
-        title,
-        values: stores.iter().map(|(_, f)| value(f)).collect(),
-        goal,
+impl Figures {
+    /// This store's column of the table, in the order of [`rows`].
+    fn column(&self) -> [String; 6] {
+        let last_agent = self.edit_all_ms.iter().copied().fold(f64::NAN, f64::max);
+        [
+            format!("{:.0}", self.enrolments_per_s),
+            format!("{:.1}", self.connect_s),
+            format!("{:.1}", self.memory_per_agent_kb),
+            p50_p99(&self.revoke_ms, &self.revoke_ms, 99.0),
+            p50_p99(&self.edit_p50_ms, &self.edit_p99_ms, 50.0),
+            format!("{last_agent:.0}"),
+        ]
     }
 }
 
-fn print_table(n: usize, stores: &[(&str, &Figures)]) {
-    let rows = [
-        row("enrolments per second".to_owned(), stores, "", |f| {
-            format!("{:.0}", f.enrolments_per_s)
-        }),
-        row(
-            format!("{} agents connected, first view (s)", n + 2),
-            stores,
-            "",
-            |f| format!("{:.1}", f.connect_s),
-        ),
-        row(
-            "server memory per connected agent (KB)".to_owned(),
-            stores,
-            "< 50",
-            |f| format!("{:.1}", f.memory_per_agent_kb),
-        ),
-        row(
+/// The median of `p50s` and the `p`th percentile of `p99s`, in milliseconds: `P50 / P99`.
+fn p50_p99(p50s: &[f64], p99s: &[f64], p: f64) -> String {
+    format!("{:.0} / {:.0}", percentile(p50s, 50.0), percentile(p99s, p))
+}
+
+/// The table's rows, in the order of [`Figures::column`]: each one's title (with `n` senders)
+/// and its goal.
+fn rows(n: usize) -> [(String, &'static str); 6] {
+    [
+        ("enrolments per second".to_owned(), ""),
+        (format!("{} agents connected, first view (s)", n + 2), ""),
+        ("server memory per connected agent (KB)".to_owned(), "< 50"),
+        (
             format!("revoke -> both peers, p50 / p99 (ms, {REVOKES} runs)"),
-            stores,
             "p99 < 1000",
-            |f| {
-                format!(
-                    "{:.0} / {:.0}",
-                    percentile(&f.revoke_ms, 50.0),
-                    percentile(&f.revoke_ms, 99.0)
-                )
-            },
         ),
-        row(
+        (
             format!("every-view edit, agents' p50 / p99 (ms, median of {EDITS})"),
-            stores,
             "",
-            |f| {
-                format!(
-                    "{:.0} / {:.0}",
-                    percentile(&f.edit_p50_ms, 50.0),
-                    percentile(&f.edit_p99_ms, 50.0)
-                )
-            },
         ),
-        row(
+        (
             format!("every-view edit, last agent (ms, worst of {EDITS})"),
-            stores,
             "< 5000",
-            |f| {
-                format!(
-                    "{:.0}",
-                    f.edit_all_ms.iter().copied().fold(f64::NAN, f64::max)
-                )
-            },
         ),
-    ];
+    ]
+}
+
+fn print_table(n: usize, stores: &[(&str, &Figures)]) {
+    let columns: Vec<[String; 6]> = stores.iter().map(|(_, f)| f.column()).collect();
     println!();
     let mut header = format!("{:56}", "");
     for (name, _) in stores {
         header.push_str(&format!("{name:>14}"));
     }
     println!("{header}  goal");
-    for row in rows {
-        let mut line = format!("{:56}", row.title);
-        for value in &row.values {
-            line.push_str(&format!("{value:>14}"));
+    for (i, (title, goal)) in rows(n).iter().enumerate() {
+        let mut line = format!("{title:56}");
+        for column in &columns {
+            line.push_str(&format!("{:>14}", column[i]));
         }
-        println!("{line}  {}", row.goal);
+        println!("{line}  {goal}");
     }
 }
 

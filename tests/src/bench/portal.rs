@@ -14,9 +14,9 @@
 use std::path::Path;
 
 use anyhow::{ensure, Context};
-use enclave_netns::{Netns, TopologySpec};
+use enclave_netns::Netns;
 
-use crate::control_fixture::{admin_token, cli, start_server, Endpoint};
+use crate::control_fixture::{portal_account, ControlHost, Endpoint};
 use crate::{Bench, Ctx};
 
 pub fn benches() -> Vec<Bench> {
@@ -81,54 +81,23 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     // 10,000 unless ENCLAVE_BENCH_SYSTEMS says otherwise, as for the control bench.
     let n = super::control::systems();
     println!("portal bench: {n} systems, each page fetched {ROUNDS} times");
-    let mut spec = TopologySpec::new("pb");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let scratch = tempfile::Builder::new()
-        .prefix("enclave-bench-portal-")
-        .tempdir()?;
-    let database = format!("sqlite://{}/control.db", scratch.path().display());
-    let token = admin_token(ns, &bin, &database, &["--name", "bench"])?;
-    let password = scratch.path().join("password");
-    std::fs::write(&password, format!("{PASSWORD}\n"))?;
-    let bin_text = bin.to_str().context("binary path is not UTF-8")?;
-    ns.exec(&[
-        bin_text,
-        "admin",
-        "user",
-        "create",
-        "bench",
-        "--database",
-        &database,
-        "--password-file",
-        password.to_str().context("path is not UTF-8")?,
-    ])?;
-    let server = start_server(
-        ns,
-        &bin,
-        "control",
-        &database,
-        8443,
-        &scratch.path().join("tls"),
-    )?;
-    let file = scratch.path().join("network.toml");
+    let host = ControlHost::new(ctx, "pb")?;
+    let ns = host.ns();
+    let database = host.sqlite();
+    let token = host.admin_token(&database, &["--name", "bench"])?;
+    portal_account(ns, &host.bin, &database, ("bench", PASSWORD), host.dir())?;
+    let server = host.start_server("control", &database, 8443, &host.state())?;
+    let file = host.dir().join("network.toml");
     std::fs::write(&file, definition(n))?;
     let imported = std::time::Instant::now();
-    cli(
-        ns,
-        &bin,
-        &server.at,
-        &token,
-        &["import", file.to_str().context("path")?],
-    )?;
+    host.admin(&server, &token)
+        .cli(&["import", file.to_str().context("path")?])?;
     println!(
         "    imported {n} systems in {:.1} s",
         imported.elapsed().as_secs_f64()
     );
 
-    let jar = scratch.path().join("cookies");
+    let jar = host.dir().join("cookies");
     sign_in(ns, &server.at, &jar)?;
     let last_page = n.div_ceil(50);
     let later = (last_page * 3 / 4).max(1);

@@ -10,12 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
-use enclave_netns::{Netns, TopologySpec};
-use serde_json::Value;
 
-// The control-server fixture, also reached from here by the control bench.
-use crate::control_fixture::enrol_request;
-pub(crate) use crate::control_fixture::{admin_token, cli, create_key, start_server, Endpoint};
+use crate::control_fixture::{enrol_request, Admin, ControlHost, Endpoint};
 use crate::{Ctx, Scenario};
 
 /// WireGuard public keys for enrolments (an agent would make its own).
@@ -202,73 +198,54 @@ fn postgres_store(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn systems(ns: &Netns, bin: &Path, server: &Endpoint, token: &str) -> anyhow::Result<Value> {
-    let out = cli(ns, bin, server, token, &["systems", "list", "--json"])?;
-    serde_json::from_str(&out).context("systems list --json is not JSON")
-}
-
-fn system<'v>(list: &'v Value, name: &str) -> Option<&'v Value> {
-    list.as_array()?.iter().find(|s| s["name"] == name)
-}
-
 fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
     let pg = Postgres::start(ctx)?;
     pg.createdb("control")?;
     let database = pg.url("control");
-    let mut spec = TopologySpec::new("ctl");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let tls_a = pg.dir.join("tls-a");
-    let tls_b = pg.dir.join("tls-b");
+    let host = ControlHost::new(ctx, "ctl")?;
+    let ns = host.ns();
+    let tls_a = host.dir().join("tls-a");
+    let tls_b = host.dir().join("tls-b");
 
-    let token = admin_token(ns, &bin, &database, &["--name", "scenario"])?;
-    let mut a = start_server(ns, &bin, "control-a", &database, 8441, &tls_a)?;
-    let b = start_server(ns, &bin, "control-b", &database, 8442, &tls_b)?;
+    let token = host.admin_token(&database, &["--name", "scenario"])?;
+    let mut a = host.start_server("control-a", &database, 8441, &tls_a)?;
+    let b = host.start_server("control-b", &database, 8442, &tls_b)?;
     ensure!(
         a.at.fingerprint != b.at.fingerprint,
         "the two servers made the same certificate"
     );
+    let (through_a, through_b) = (host.admin(&a, &token), host.admin(&b, &token));
 
     // Pinning: B's fingerprint does not open A (negative), A's does (positive).
     let wrong = Endpoint {
         url: a.at.url.clone(),
         fingerprint: b.at.fingerprint.clone(),
     };
-    let refused = cli(ns, &bin, &wrong, &token, &["systems", "list"]);
+    let refused = Admin {
+        at: &wrong,
+        ..through_a
+    }
+    .cli(&["systems", "list"]);
     ensure!(
         refused
             .as_ref()
             .is_err_and(|e| e.to_string().contains("not the pinned one")),
         "a server with another certificate was trusted: {refused:?}"
     );
-    cli(ns, &bin, &a.at, &token, &["systems", "list"]).context("the pinned server")?;
+    through_a
+        .cli(&["systems", "list"])
+        .context("the pinned server")?;
 
     // An import through A is seen through B.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/network.toml");
-    cli(
-        ns,
-        &bin,
-        &a.at,
-        &token,
-        &["import", example.to_str().context("path")?],
-    )?;
-    let through_b = systems(ns, &bin, &b.at, &token)?;
-    ensure!(
-        system(&through_b, "menlo-gw-1").is_some(),
-        "B does not see the systems imported through A: {through_b}"
-    );
+    through_a.cli(&["import", example.to_str().context("path")?])?;
+    through_b
+        .system("menlo-gw-1")
+        .context("B does not see the systems imported through A")?;
 
     // A key made through A enrols through B (pending), is approved through A, and its single
     // use is spent for A too.
-    let key = create_key(
-        ns,
-        &bin,
-        &a.at,
-        &token,
-        &["--tags", "users", "--approval", "manual", "--uses", "1"],
-    )?;
+    let key = through_a.create_key(&["--tags", "users", "--approval", "manual", "--uses", "1"])?;
     let (status, enrolled) = enrol_request(ns, &b.at, &key, KEY_A, Some("new-laptop"))?;
     ensure!(status == 201, "enrolment through B: {status} {enrolled}");
     ensure!(enrolled["approval"] == "pending", "{enrolled}");
@@ -281,11 +258,11 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
         "allocated {}",
         enrolled["address"]
     );
-    cli(ns, &bin, &a.at, &token, &["systems", "approve", &name])?;
-    let through_b = systems(ns, &bin, &b.at, &token)?;
+    through_a.cli(&["systems", "approve", &name])?;
+    let seen = through_b.system(&name)?;
     ensure!(
-        system(&through_b, &name).is_some_and(|s| s["approval"] == "approved"),
-        "B does not see A's approval: {through_b}"
+        seen["approval"] == "approved",
+        "B does not see A's approval: {seen}"
     );
     let (status, refused) = enrol_request(ns, &a.at, &key, KEY_B, None)?;
     ensure!(
@@ -294,27 +271,22 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // Edits through both servers at once: neither is lost.
-    let add = |server: &Endpoint, subnet: &str| {
-        cli(
-            ns,
-            &bin,
-            server,
-            &token,
-            &["subnets", "add", "menlo-gw-1", subnet],
-        )
-    };
+    let add =
+        |admin: &Admin<'_>, subnet: &str| admin.cli(&["subnets", "add", "menlo-gw-1", subnet]);
     std::thread::scope(|scope| -> anyhow::Result<()> {
-        let one = scope
-            .spawn(|| (0..5).try_for_each(|i| add(&a.at, &format!("10.5{i}.0.0/16")).map(drop)));
-        let two = scope
-            .spawn(|| (0..5).try_for_each(|i| add(&b.at, &format!("10.6{i}.0.0/16")).map(drop)));
+        let one = scope.spawn(|| {
+            (0..5).try_for_each(|i| add(&through_a, &format!("10.5{i}.0.0/16")).map(drop))
+        });
+        let two = scope.spawn(|| {
+            (0..5).try_for_each(|i| add(&through_b, &format!("10.6{i}.0.0/16")).map(drop))
+        });
         one.join()
             .map_err(|_| anyhow::anyhow!("a thread panicked"))??;
         two.join()
             .map_err(|_| anyhow::anyhow!("a thread panicked"))??;
         Ok(())
     })?;
-    let exported = cli(ns, &bin, &b.at, &token, &["export"])?;
+    let exported = through_b.cli(&["export"])?;
     for i in 0..5 {
         for prefix in ["10.5", "10.6"] {
             let subnet = format!("\"{prefix}{i}.0.0/16\"");
@@ -324,23 +296,21 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
 
     // A killed -9: B goes on; A restarted finds everything, including what B did meanwhile.
     a.process.kill9();
-    cli(
-        ns,
-        &bin,
-        &b.at,
-        &token,
-        &["systems", "gateway", "menlo-gw-2", "off"],
-    )?;
+    through_b.cli(&["systems", "gateway", "menlo-gw-2", "off"])?;
     drop(a);
-    let a = start_server(ns, &bin, "control-a2", &database, 8441, &tls_a)?;
-    let through_a = systems(ns, &bin, &a.at, &token)?;
+    let a = host.start_server("control-a2", &database, 8441, &tls_a)?;
+    let through_a = host.admin(&a, &token);
+    let gateway = through_a.system("menlo-gw-2")?;
     ensure!(
-        system(&through_a, "menlo-gw-2").is_some_and(|s| s["gateway"]["allowed"] == false)
-            && system(&through_a, &name).is_some_and(|s| s["approval"] == "approved"),
-        "after the restart A lost something: {through_a}"
+        gateway["gateway"]["allowed"] == false,
+        "after the restart A lost B's gateway switch: {gateway}"
     );
-    let audit = cli(ns, &bin, &a.at, &token, &["audit", "--json"])?;
-    let audit: Value = serde_json::from_str(&audit)?;
+    let laptop = through_a.system(&name)?;
+    ensure!(
+        laptop["approval"] == "approved",
+        "after the restart A lost the approval: {laptop}"
+    );
+    let audit = through_a.json(&["audit", "--json"])?;
     let actions: Vec<&str> = audit
         .as_array()
         .context("audit is not a list")?
@@ -366,21 +336,15 @@ fn two_servers(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
-    let mut spec = TopologySpec::new("ctls");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let dir = tempfile::Builder::new()
-        .prefix("enclave-control-sqlite-")
-        .tempdir()?;
-    let state = dir.path().join("state");
-    let database = format!("sqlite://{}/control.db", state.display());
+    let host = ControlHost::new(ctx, "ctls")?;
+    let ns = host.ns();
+    let state = host.state();
+    let database = host.sqlite();
 
     // Nothing exists yet: the first start creates the directory, the database and the
     // certificate.
-    let token = admin_token(ns, &bin, &database, &[])?;
-    let mut first = start_server(ns, &bin, "control", &database, 8443, &state)?;
+    let token = host.admin_token(&database, &[])?;
+    let mut first = host.start_server("control", &database, 8443, &state)?;
     ensure!(
         first.process.log().contains("(self-signed, made now)"),
         "the first start did not make a certificate:\n{}",
@@ -392,28 +356,22 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
     }
 
     // A wrong token is refused (negative), the right one works (positive).
-    let refused = cli(ns, &bin, &first.at, "ent_wrong", &["systems", "list"]);
+    let admin = host.admin(&first, &token);
+    let refused = host.admin(&first, "ent_wrong").cli(&["systems", "list"]);
     ensure!(
         refused
             .as_ref()
             .is_err_and(|e| e.to_string().contains("refused the admin token (401)")),
         "a wrong token: {refused:?}"
     );
-    let key = create_key(
-        ns,
-        &bin,
-        &first.at,
-        &token,
-        &["--approval", "auto", "--tags", "users"],
-    )?;
+    let key = admin.create_key(&["--approval", "auto", "--tags", "users"])?;
     let (status, enrolled) = enrol_request(ns, &first.at, &key, KEY_A, Some("laptop"))?;
     ensure!(
         status == 201 && enrolled["approval"] == "approved",
         "{status} {enrolled}"
     );
     // The administrator's commands against this server.
-    let admin = |args: &[&str]| cli(ns, &bin, &first.at, &token, args);
-    let listed = admin(&["systems", "list"])?;
+    let listed = admin.cli(&["systems", "list"])?;
     ensure!(
         listed.lines().next().is_some_and(|h| h.starts_with("NAME")
             && h.contains("APPROVAL")
@@ -432,25 +390,25 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
          receivers = [\"users\"]\nacl = [{ protocol = \"icmp\" }]\n",
     )?;
     let policy_arg = policy_file.to_str().context("path is not UTF-8")?;
-    let created = admin(&["policies", "put", policy_arg])?;
+    let created = admin.cli(&["policies", "put", policy_arg])?;
     ensure!(
         created.contains("created policy \"users to users\""),
         "policies put printed {created:?}"
     );
-    let replaced = admin(&["policies", "put", policy_arg])?;
+    let replaced = admin.cli(&["policies", "put", policy_arg])?;
     ensure!(
         replaced.contains("replaced policy \"users to users\""),
         "policies put (again) printed {replaced:?}"
     );
     std::fs::write(&policy_file, "[[system]]\nname = \"x\"\n")?;
-    let refused = admin(&["policies", "put", policy_arg]);
+    let refused = admin.cli(&["policies", "put", policy_arg]);
     ensure!(
         refused.as_ref().is_err_and(|e| e
             .to_string()
             .contains("only [[gateway_policy]] and [[direct_policy]]")),
         "a policy file with a system in it: {refused:?}"
     );
-    let policies = admin(&["policies", "list"])?;
+    let policies = admin.cli(&["policies", "list"])?;
     ensure!(
         policies.contains("users to users") && !policies.contains(" x "),
         "policies list:\n{policies}"
@@ -464,18 +422,21 @@ fn sqlite_restart(ctx: &Ctx) -> anyhow::Result<()> {
     );
     let fingerprint = first.at.fingerprint.clone();
     drop(first);
-    let again = start_server(ns, &bin, "control-again", &database, 8443, &state)?;
+    let again = host.start_server("control-again", &database, 8443, &state)?;
     ensure!(
         again.at.fingerprint == fingerprint,
         "the certificate changed across a restart: {fingerprint} then {}",
         again.at.fingerprint
     );
-    let systems = systems(ns, &bin, &again.at, &token)?;
+    let admin = host.admin(&again, &token);
+    let laptop = admin
+        .system("laptop")
+        .context("the enrolled system is gone after the restart")?;
     ensure!(
-        system(&systems, "laptop").is_some_and(|s| s["address"] == "100.64.0.1"),
-        "the enrolled system is gone after the restart: {systems}"
+        laptop["address"] == "100.64.0.1",
+        "the enrolled system has another address after the restart: {laptop}"
     );
-    let keys = cli(ns, &bin, &again.at, &token, &["keys", "list", "--json"])?;
+    let keys = admin.cli(&["keys", "list", "--json"])?;
     ensure!(!keys.contains(&key), "keys list shows the key itself");
     Ok(())
 }

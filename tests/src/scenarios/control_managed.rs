@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use crate::agents::{start_with, status_json, AgentFiles};
 use crate::control_fixture::{
-    self, admin_token, cli, enrol_command, enrolment_key, request, start_server_on, Enrolment,
-    Server,
+    self, admin_token, enrol_command, portal_account, start_server_on, Admin, Enrolment, Server,
 };
 use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
+use crate::portal_fixture::{Browser, PASSWORD, USER};
 use crate::{Ctx, Scenario};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -55,7 +55,7 @@ const PORT: u16 = 8443;
 /// The second server's port (on the same node), when there are two.
 const PORT_B: u16 = 8444;
 
-/// The lab LAN behind both gateways (with [`Fixture::start_full`]'s `lab`), and a host on it.
+/// The lab LAN behind both gateways (with [`Fixture::enrolled`]'s `lab`), and a host on it.
 const LAB: &str = "192.168.88.0/24";
 const LAB_HOST: &str = "192.168.88.20";
 /// The gateways' addresses on the lab LAN.
@@ -169,17 +169,13 @@ pub(crate) const GATEWAYS: [(&str, &str); 2] = [("gw1", "menlo-gw-1"), ("gw2", "
 
 impl<'c> Fixture<'c> {
     pub(crate) fn start(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
-        Self::start_on(ctx, tag, gateways, Store::Sqlite)
+        Self::enrolled(ctx, tag, gateways, Store::Sqlite, false)?.with_policy()
     }
 
     /// The office enrolled and running, both gateways allowed and their subnets discovered,
     /// and no policy yet (the portal's scenarios make it).
     pub(crate) fn without_policy(ctx: &'c Ctx, tag: &str, gateways: usize) -> anyhow::Result<Self> {
         Self::enrolled(ctx, tag, gateways, Store::Sqlite, false)
-    }
-
-    fn start_on(ctx: &'c Ctx, tag: &str, gateways: usize, store: Store) -> anyhow::Result<Self> {
-        Self::start_full(ctx, tag, gateways, store, false)
     }
 
     /// The office enrolled and running, without a policy. With `lab`, the gateways also have
@@ -340,24 +336,22 @@ impl<'c> Fixture<'c> {
         Ok(fixture)
     }
 
-    /// [`Fixture::enrolled`], then a gateway access policy from the users to the LAN.
-    fn start_full(
-        ctx: &'c Ctx,
-        tag: &str,
-        gateways: usize,
-        store: Store,
-        lab: bool,
-    ) -> anyhow::Result<Self> {
-        let fixture = Self::enrolled(ctx, tag, gateways, store, lab)?;
-        // A gateway access policy made through the API; the laptop reaches the LAN with it.
-        let names: Vec<&str> = GATEWAYS.iter().take(gateways).map(|(_, n)| *n).collect();
-        fixture.create_policy("users to Menlo Park Office", &names, LAN)?;
-        let took = until_answered(fixture.topo.ns("sender"), DC1, Duration::from_secs(10))
+    /// A gateway access policy from the users to the LAN through every gateway, made through
+    /// the API; the laptop must reach the LAN with it, through a gateway at the endpoint the
+    /// server observed.
+    fn with_policy(self) -> anyhow::Result<Self> {
+        let names: Vec<&str> = GATEWAYS
+            .iter()
+            .filter(|(node, _)| self.files.contains_key(*node))
+            .map(|(_, n)| *n)
+            .collect();
+        self.create_policy("users to Menlo Park Office", &names, LAN)?;
+        let took = until_answered(self.topo.ns("sender"), DC1, Duration::from_secs(10))
             .with_context(|| {
                 format!(
                     "laptop status: {:?}\nlaptop log:\n{}",
-                    fixture.status("sender"),
-                    tail(&fixture.agents["sender"].log(), 30)
+                    self.status("sender"),
+                    tail(&self.agents["sender"].log(), 30)
                 )
             })?;
         println!(
@@ -365,8 +359,8 @@ impl<'c> Fixture<'c> {
             took.as_secs_f64()
         );
         // The laptop's tunnel to the gateway goes to the gateway's underlay address and port.
-        let status = fixture.status("sender")?;
-        let active = active_gateway(&fixture).context("no active gateway for the LAN")?;
+        let status = self.status("sender")?;
+        let active = active_gateway(&self).context("no active gateway for the LAN")?;
         let index = GATEWAYS
             .iter()
             .position(|(node, _)| *node == active)
@@ -382,7 +376,7 @@ impl<'c> Fixture<'c> {
             GATEWAYS[index].1,
             peer["endpoint"]
         );
-        Ok(fixture)
+        Ok(self)
     }
 
     pub(crate) fn ns(&self, node: &str) -> &Netns {
@@ -392,25 +386,21 @@ impl<'c> Fixture<'c> {
     /// A gateway access policy `name` from the users to `subnet` through `gateways`, any
     /// protocol, made through the API.
     fn create_policy(&self, name: &str, gateways: &[&str], subnet: &str) -> anyhow::Result<()> {
-        let (status, answer) = request(
-            self.topo.ns("ctl"),
-            &self.server.at,
-            Some(&self.token),
-            "POST",
-            "/api/v1/policies",
-            &json!({
-                "name": name,
-                "kind": "gateway",
-                "senders": ["users"],
-                "gateways": gateways,
-                "subnets": [subnet],
-                "acl": [{ "protocol": "any" }],
-            }),
-        )?;
-        ensure!(
-            status == 200 || status == 201,
-            "creating the policy {name:?}: {status} {answer}"
-        );
+        self.admin()
+            .api(
+                "POST",
+                "/api/v1/policies",
+                &json!({
+                    "name": name,
+                    "kind": "gateway",
+                    "senders": ["users"],
+                    "gateways": gateways,
+                    "subnets": [subnet],
+                    "acl": [{ "protocol": "any" }],
+                }),
+                201,
+            )
+            .with_context(|| format!("creating the policy {name:?}"))?;
         Ok(())
     }
 
@@ -421,9 +411,7 @@ impl<'c> Fixture<'c> {
 
     /// An enrolment key made with `args` after `keys create`.
     fn key_with(&mut self, args: &[&str]) -> anyhow::Result<String> {
-        let mut argv = vec!["keys", "create"];
-        argv.extend_from_slice(args);
-        let key = enrolment_key(&self.cli(&argv)?)?;
+        let key = self.admin().create_key(args)?;
         self.keys.push(key.clone());
         Ok(key)
     }
@@ -464,14 +452,41 @@ impl<'c> Fixture<'c> {
         Ok(())
     }
 
-    pub(crate) fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
-        cli(
+    /// The administrator of the (first) server.
+    pub(crate) fn admin(&self) -> Admin<'_> {
+        Admin {
+            ns: self.topo.ns("ctl"),
+            bin: &self.control,
+            at: &self.server.at,
+            token: &self.token,
+        }
+    }
+
+    /// The administrator of the second server.
+    fn admin_second(&self) -> anyhow::Result<Admin<'_>> {
+        let second = self.second.as_ref().context("there is no second server")?;
+        Ok(Admin {
+            at: &second.at,
+            ..self.admin()
+        })
+    }
+
+    /// [`Admin::cli`] on the (first) server.
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        self.admin().cli(args)
+    }
+
+    /// A portal account on the server's database, and a browser on the portal signed in with
+    /// it (for the portal's scenarios over the managed office).
+    pub(crate) fn portal_browser(&self) -> anyhow::Result<Browser<'_>> {
+        portal_account(
             self.topo.ns("ctl"),
             &self.control,
-            &self.server.at,
-            &self.token,
-            args,
-        )
+            &self.database,
+            (USER, PASSWORD),
+            &self.state,
+        )?;
+        Browser::signed_in(self.ctx, self.topo.ns("ctl"), &self.server.at.url)
     }
 
     /// The JSON that the CLI printed; null when it failed or printed something else (for
@@ -481,6 +496,21 @@ impl<'c> Fixture<'c> {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or(Value::Null)
+    }
+
+    /// `enclave-agent enrol` on the laptop's node with `key` as `name`, writing `config`:
+    /// whether it succeeded, and what it printed (for enrolments the test expects refused or
+    /// keeps apart from the fixture's own).
+    fn enrol_laptop(&self, key: &str, name: &str, config: &Path) -> anyhow::Result<(bool, String)> {
+        enrol_command(
+            self.ctx,
+            self.ns("sender"),
+            false,
+            &self.server.at,
+            key,
+            name,
+            config,
+        )
     }
 
     /// Starts (or restarts) the agent of `node`.
@@ -542,13 +572,13 @@ impl<'c> Fixture<'c> {
             has_peer(&self.status("gw1")?, "laptop"),
             "positive control: the gateway has no tunnel to the laptop before the revocation"
         );
-        let args = ["systems", "revoke", "laptop"];
-        let revoked = Instant::now();
-        if second {
-            self.cli_second(&args)?;
+        let admin = if second {
+            self.admin_second()?
         } else {
-            self.cli(&args)?;
-        }
+            self.admin()
+        };
+        let revoked = Instant::now();
+        admin.cli(&["systems", "revoke", "laptop"])?;
         let gone = wait_until(Duration::from_secs(3), || {
             self.status("gw1").is_ok_and(|s| !has_peer(&s, "laptop"))
         });
@@ -577,18 +607,6 @@ impl<'c> Fixture<'c> {
         );
         Ok(())
     }
-
-    /// The CLI against the second server.
-    fn cli_second(&self, args: &[&str]) -> anyhow::Result<String> {
-        let second = self.second.as_ref().context("there is no second server")?;
-        cli(
-            self.topo.ns("ctl"),
-            &self.control,
-            &second.at,
-            &self.token,
-            args,
-        )
-    }
 }
 
 /// How many times `process` has connected to the control server.
@@ -604,15 +622,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
 
     // A wrong key: the server's reason, and nothing written on the host.
     let refused_config = agent_dir(ctx, "refused")?.join("agent.toml");
-    let (ok, output) = enrol_command(
-        ctx,
-        office.ns("sender"),
-        false,
-        &office.server.at,
-        "enk_not-a-key",
-        "laptop",
-        &refused_config,
-    )?;
+    let (ok, output) = office.enrol_laptop("enk_not-a-key", "laptop", &refused_config)?;
     ensure!(
         !ok && output.contains("the enrolment key is not valid")
             && output.contains("Nothing was changed on this host."),
@@ -629,15 +639,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
     let expired = office.key_with(&["--tags", "users", "--expires", "1s"])?;
     let spent = office.key_with(&["--tags", "users", "--uses", "1"])?;
     let spent_config = agent_dir(ctx, "spent")?.join("agent.toml");
-    let (ok, output) = enrol_command(
-        ctx,
-        office.ns("sender"),
-        false,
-        &office.server.at,
-        &spent,
-        "spare",
-        &spent_config,
-    )?;
+    let (ok, output) = office.enrol_laptop(&spent, "spare", &spent_config)?;
     ensure!(ok, "enrolling with a fresh one-use key:\n{output}");
     std::thread::sleep(Duration::from_millis(1100)); // the expired key's second passes
     let revision = office.cli(&["audit", "--json", "--limit", "1000"])?;
@@ -645,15 +647,7 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
         (&expired, "the enrolment key has expired"),
         (&spent, "the enrolment key has no uses left"),
     ] {
-        let (ok, output) = enrol_command(
-            ctx,
-            office.ns("sender"),
-            false,
-            &office.server.at,
-            key,
-            "laptop",
-            &refused_config,
-        )?;
+        let (ok, output) = office.enrol_laptop(key, "laptop", &refused_config)?;
         ensure!(
             !ok && output.contains(reason) && output.contains("Nothing was changed on this host."),
             "a key refused for {reason:?}:\n{output}"
@@ -800,8 +794,9 @@ fn basics(ctx: &Ctx) -> anyhow::Result<()> {
 /// The core of [`basics`] on PostgreSQL, with the agents split between two servers.
 fn postgres(ctx: &Ctx) -> anyhow::Result<()> {
     // The policy is made through the first server; the laptop, on the second, reaches the LAN
-    // with it (Fixture::start_on checks that).
-    let mut office = Fixture::start_on(ctx, "cmp", 1, Store::PostgresTwoServers)?;
+    // with it (Fixture::with_policy checks that).
+    let mut office =
+        Fixture::enrolled(ctx, "cmp", 1, Store::PostgresTwoServers, false)?.with_policy()?;
     ensure!(
         office.postgres.is_some(),
         "the fixture did not start PostgreSQL"
@@ -816,11 +811,11 @@ fn postgres(ctx: &Ctx) -> anyhow::Result<()> {
         "the laptop's agent is not configured for the second server"
     );
     // Both servers show both agents connected (presence is in the database).
-    for (which, list) in [
-        ("first", office.cli(&["systems", "list", "--json"])?),
-        ("second", office.cli_second(&["systems", "list", "--json"])?),
+    for (which, admin) in [
+        ("first", office.admin()),
+        ("second", office.admin_second()?),
     ] {
-        let list: Value = serde_json::from_str(&list)?;
+        let list = admin.json(&["systems", "list", "--json"])?;
         let connected = |name: &str| {
             list.as_array().is_some_and(|systems| {
                 systems
@@ -979,7 +974,7 @@ impl Fixture<'_> {
 }
 
 fn subnets(ctx: &Ctx) -> anyhow::Result<()> {
-    let office = Fixture::start_full(ctx, "cms", 2, Store::Sqlite, true)?;
+    let office = Fixture::enrolled(ctx, "cms", 2, Store::Sqlite, true)?.with_policy()?;
 
     // Both gateways' discovered subnets are on the server, each with its interface.
     let mut rows = Value::Null;
@@ -1062,13 +1057,9 @@ fn subnets(ctx: &Ctx) -> anyhow::Result<()> {
     // From the last gateway the policy routes it through: refused, naming the policy, and
     // nothing changed.
     let revision = office.revision()?;
-    let output = control_fixture::cli_output(
-        office.ns("ctl"),
-        &office.control,
-        &office.server.at,
-        &office.token,
-        &["subnets", "remove", "menlo-gw-2", LAB],
-    )?;
+    let output = office
+        .admin()
+        .output(&["subnets", "remove", "menlo-gw-2", LAB])?;
     let said = String::from_utf8_lossy(&output.stderr);
     ensure!(
         !output.status.success() && said.contains("users to the lab"),

@@ -8,14 +8,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
-use base64::Engine as _;
 use enclave_netns::{wait_until, Netns, PingResult, SpawnOpts, TopologySpec};
 use serde_json::{json, Value};
 
-use super::portal::{portal_account, require_chromium, start_chromedriver, Browser};
 use crate::agents::{start_with, status_json};
-use crate::control_fixture::{self, admin_token, cli, create_key, request, start_server_on};
-use crate::office::{DC1, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
+use crate::control_fixture::{self, admin_token, start_server_on, Admin};
+use crate::office::{self, DC1, DC2, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
+use crate::portal_fixture::Portal;
 use crate::support::start_wireguard_go;
 use crate::{Ctx, Scenario};
 
@@ -147,21 +146,22 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
         &state,
         &["-v"],
     )?;
-    let admin = |args: &[&str]| cli(ctl, &control, &server.at, &token, args);
-    let key = create_key(
-        ctl,
-        &control,
-        &server.at,
-        &token,
-        &["--tags", "gateways", "--approval", "auto"],
-    )?;
+    let admin = Admin {
+        ns: ctl,
+        bin: &control,
+        at: &server.at,
+        token: &token,
+    };
+    let key = admin.create_key(&["--tags", "gateways", "--approval", "auto"])?;
     let enrolled = control_fixture::enrol(ctx, gw, true, &server.at, &key, "menlo-gw-1")?;
     let endpoint = format!("{}:51820", GW_UNDERLAY[0]);
-    admin(&["systems", "edit", "menlo-gw-1", "--endpoint", &endpoint])?;
+    admin.cli(&["systems", "edit", "menlo-gw-1", "--endpoint", &endpoint])?;
     let _gateway = start_with(ctx, gw, &enrolled.files, true, SpawnOpts::default())?;
-    admin(&["systems", "gateway", "menlo-gw-1", "on"])?;
+    admin.cli(&["systems", "gateway", "menlo-gw-1", "on"])?;
     let discovered = wait_until(Duration::from_secs(10), || {
-        admin(&["subnets", "list", "--json"]).is_ok_and(|t| t.contains(LAN) && t.contains("lan0"))
+        admin
+            .cli(&["subnets", "list", "--json"])
+            .is_ok_and(|t| t.contains(LAN) && t.contains("lan0"))
     });
     ensure!(
         discovered,
@@ -169,28 +169,27 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // The guide's policy with a subnet filter: users may reach 192.168.77.20 only.
-    let (status, answer) = request(
-        ctl,
-        &server.at,
-        Some(&token),
-        "POST",
-        "/api/v1/policies",
-        &json!({
-            "name": "users to Menlo Park Office",
-            "kind": "gateway",
-            "senders": ["users"],
-            "gateways": ["menlo-gw-1"],
-            "subnets": [LAN],
-            "filter": [DC1],
-            "acl": [{ "protocol": "any" }],
-        }),
-    )?;
-    ensure!(status == 201, "creating the policy: {status} {answer}");
+    admin
+        .api(
+            "POST",
+            "/api/v1/policies",
+            &json!({
+                "name": "users to Menlo Park Office",
+                "kind": "gateway",
+                "senders": ["users"],
+                "gateways": ["menlo-gw-1"],
+                "subnets": [LAN],
+                "filter": [DC1],
+                "acl": [{ "protocol": "any" }],
+            }),
+            201,
+        )
+        .context("creating the policy")?;
 
     // The device, added by the administrator; its file is all the app gets.
     let file = ctx.log_dir().join("phone.conf");
     let file_arg = file.to_str().context("path is not UTF-8")?;
-    admin(&[
+    admin.cli(&[
         "systems", "add-app", "phone", "--tags", "users", "-o", file_arg,
     ])?;
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file)?.permissions());
@@ -211,7 +210,7 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
         "AllowedIPs should be the gateway's overlay address and exactly {LAN}: {allowed:?}"
     );
     // A second look gives the same file without the private key, which the server never kept.
-    let again = admin(&["systems", "app-config", "phone"])?;
+    let again = admin.cli(&["systems", "app-config", "phone"])?;
     ensure!(
         values(&again, "PrivateKey").is_empty() && again.contains(&expected_peer),
         "app-config printed:\n{again}"
@@ -276,30 +275,16 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
 
     // A trust requirement on the policy, judged by the gateway on the app's observed public
     // address (10.10.0.2): outside the allowed range the app loses access, inside it has it.
-    let put = |method: &str, path: &str, body: Value| -> anyhow::Result<Value> {
-        let (status, answer) = request(ctl, &server.at, Some(&token), method, path, &body)?;
-        ensure!(
-            status == 200 || status == 201,
-            "{method} {path}: {status} {answer}"
-        );
-        Ok(answer)
-    };
-    let trust = put(
+    let trust = admin.api(
         "POST",
         "/api/v1/trust-requirements",
-        json!({ "name": "office-ip", "kind": "public_ip", "allow": ["198.51.100.0/24"] }),
+        &json!({ "name": "office-ip", "kind": "public_ip", "allow": ["198.51.100.0/24"] }),
+        201,
     )?;
     let policy_path = "/api/v1/policies/users%20to%20Menlo%20Park%20Office";
-    let (_, mut policy) = request(
-        ctl,
-        &server.at,
-        Some(&token),
-        "GET",
-        policy_path,
-        &Value::Null,
-    )?;
+    let mut policy = admin.api("GET", policy_path, &Value::Null, 200)?;
     policy["trust"] = json!(["office-ip"]);
-    put("PUT", policy_path, policy)?;
+    admin.api("PUT", policy_path, &policy, 200)?;
     let denied = wait_until(Duration::from_secs(5), || {
         ping(phone, DC1, "1", "0.3").is_ok_and(|p| p.received == 0)
     });
@@ -307,11 +292,12 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
         denied,
         "the app still reaches {DC1} 5 s after its policy required 198.51.100.0/24"
     );
-    put(
+    admin.api(
         "PUT",
         "/api/v1/trust-requirements/office-ip",
-        json!({ "name": "office-ip", "kind": "public_ip", "allow": [format!("{LAPTOP_UNDERLAY}/32")],
-                "version": trust["version"] }),
+        &json!({ "name": "office-ip", "kind": "public_ip", "allow": [format!("{LAPTOP_UNDERLAY}/32")],
+                 "version": trust["version"] }),
+        200,
     )?;
     let back = until_answered(phone, DC1, Duration::from_secs(5))
         .with_context(|| format!("the app does not reach {DC1} once its address is allowed"))?;
@@ -338,7 +324,7 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Revoked, the device loses its tunnel at the gateway; its own configuration is unchanged.
     let revoked = Instant::now();
-    admin(&["systems", "revoke", "phone"])?;
+    admin.cli(&["systems", "revoke", "phone"])?;
     let cut = wait_until(Duration::from_secs(5), || {
         ping(phone, DC1, "1", "0.3").is_ok_and(|p| p.received == 0)
             && status_json(ctx, gw, &enrolled.files).is_ok_and(|s| !has_peer(&s, "phone"))
@@ -352,63 +338,30 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A gateway of the office with a known endpoint, serving the LAN to `users` (for the portal
-/// scenario, which runs no agent).
-const OFFICE: &str = r#"
-[[system]]
-name = "menlo-gw-1"
-public_key = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk="
-address = "100.64.0.2"
-tags = ["gateways"]
-endpoint = "10.10.0.1:51820"
-[system.gateway]
-allowed = true
-subnets = ["192.168.77.0/24"]
-
-[[gateway_policy]]
-name = "users to Menlo Park Office"
-senders = ["users"]
-gateways = ["menlo-gw-1"]
-subnets = ["192.168.77.0/24"]
-filter = ["192.168.77.20-192.168.77.21"]
-acl = [{ protocol = "any" }]
-"#;
+/// The office of the file-mode scenarios (the laptop, and menlo-gw-1 with a known endpoint
+/// serving the LAN to `users`) with the guide's subnet filter, for the portal scenario, which
+/// runs no agent: any 32 bytes are a key.
+fn office() -> String {
+    let policy = format!("filter = [\"{DC1}-{DC2}\"]\nacl = [{{ protocol = \"any\" }}]");
+    office::definition(1, "\"users\"", &policy, "")
+        .replace(
+            "KEY(laptop)",
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        )
+        .replace(
+            "KEY(menlo-gw-1)",
+            "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=",
+        )
+}
 
 /// The portal's pages for a device with the WireGuard app, in headless Chromium.
 fn portal(ctx: &Ctx) -> anyhow::Result<()> {
-    require_chromium()?;
-    let mut spec = TopologySpec::new("wgapp-portal");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let control = ctx.bin("enclave-control")?;
-    let state = ctx.log_dir().join("portal-state");
-    std::fs::create_dir_all(&state)?;
-    let database = format!("sqlite://{}/control.db", state.display());
-    let token = admin_token(ns, &control, &database, &[])?;
-    let password = "correct horse battery staple";
-    portal_account(ns, &control, &database, &state, password)?;
-    let server = start_server_on(
-        ns,
-        &control,
-        "enclave-control-portal",
-        &database,
-        ("127.0.0.1", 8443),
-        &state,
-        &[],
-    )?;
-    let definition = state.join("office.toml");
-    std::fs::write(&definition, OFFICE)?;
-    let admin = |args: &[&str]| cli(ns, &control, &server.at, &token, args);
-    admin(&["import", definition.to_str().context("path is not UTF-8")?])?;
-
-    let _chromedriver = start_chromedriver(ns)?;
-    let b = Browser::start(ns, ctx.log_dir().to_path_buf(), server.at.url.clone())?;
-    b.open("/portal/signin")?;
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", password)?;
-    b.click("#signin")?;
-    b.url_to("/portal/systems")?;
+    let portal = Portal::start(ctx, "wgapp-portal")?;
+    let admin = portal.admin();
+    let definition = portal.host.dir().join("office.toml");
+    std::fs::write(&definition, office())?;
+    admin.cli(&["import", definition.to_str().context("path is not UTF-8")?])?;
+    let b = portal.signed_in(ctx)?;
 
     // Systems → Add a device with the WireGuard app.
     b.click("#add-app-device")?;
@@ -416,21 +369,22 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("wgapp-01-form")?;
 
     // A pasted key that is not one is refused next to its field.
-    b.type_into("#app-name", "alice-phone")?;
-    b.type_into("#app-tags", "users")?;
-    b.type_into("#app-key", "not-a-key")?;
-    b.click("#add-app")?;
-    b.text_with("is not a WireGuard public key")?;
-    b.find("#app-key ~ .field-error")?;
+    b.submit(
+        &[
+            ("#app-name", "alice-phone"),
+            ("#app-tags", "users"),
+            ("#app-key", "not-a-key"),
+        ],
+        "#add-app",
+    )?;
+    b.field_error("app-key", &["is not a WireGuard public key"])?;
     b.shot("wgapp-02-bad-key")?;
 
     // The server makes the pair: the file as text, a download and a QR code, once.
-    b.type_into("#app-key", "")?;
-    b.click("#add-app")?;
+    b.submit(&[("#app-key", "")], "#add-app")?;
     b.text_with("shown only now")?;
-    b.find("#qr svg")?;
     b.find("#download")?;
-    let config = text_of(&b, "#config")?;
+    let config = b.text_of("#config")?;
     ensure!(
         config.contains("Address = 100.64.0.1/32")
             && config.contains("Endpoint = 10.10.0.1:51820")
@@ -444,13 +398,7 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
         .to_owned();
     b.shot("wgapp-03-config")?;
     // The QR code, as the browser draws it, reads back as the file (without its comments).
-    let qr = b.find("#qr svg")?;
-    let png = b.call("GET", &format!("/element/{qr}/screenshot"), None)?;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(png.as_str().context("no screenshot")?)
-        .context("the screenshot is not base64")?;
-    let qr_file = ctx.log_dir().join("wgapp-qr.png");
-    std::fs::write(&qr_file, png)?;
+    let qr_file = b.shot_of("#qr svg", "wgapp-qr")?;
     let decoded = std::process::Command::new("zbarimg")
         .args(["--raw", "-q"])
         .arg(&qr_file)
@@ -473,18 +421,14 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
         "the QR code reads:\n{decoded}\nthe file without comments is:\n{}",
         compact.join("\n")
     );
-    let shown = admin(&["systems", "show", "alice-phone"])?;
+    let shown = admin.cli(&["systems", "show", "alice-phone"])?;
     ensure!(
         shown.contains("\"wireguard-app\"") && !shown.contains(&private_key),
         "systems show alice-phone:\n{shown}"
     );
     // At a phone's width, the page does not scroll sideways.
     b.window(400, 900)?;
-    let sideways = b.sideways()?;
-    ensure!(
-        sideways == 0,
-        "the page is {sideways} px too wide for a phone"
-    );
+    b.fits_width("the configuration's page")?;
     b.shot("wgapp-04-config-phone-width")?;
     b.window(1200, 900)?;
 
@@ -492,7 +436,7 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     b.open("/portal/systems/alice-phone")?;
     b.click("#app-config")?;
     b.text_with("The private key is not in this file")?;
-    let later = text_of(&b, "#config")?;
+    let later = b.text_of("#config")?;
     ensure!(
         values(&later, "PrivateKey").is_empty() && later.contains("192.168.77.0/24"),
         "the configuration later:\n{later}"
@@ -501,17 +445,8 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("wgapp-05-config-later")?;
     drop(b);
     ensure!(
-        !server.process.log().contains(&private_key),
+        !portal.server.process.log().contains(&private_key),
         "the server logged the private key"
     );
     Ok(())
-}
-
-/// The visible text of the element `css`.
-fn text_of(b: &Browser<'_>, css: &str) -> anyhow::Result<String> {
-    let element = b.find(css)?;
-    Ok(b.call("GET", &format!("/element/{element}/text"), None)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
 }

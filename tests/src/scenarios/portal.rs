@@ -1,34 +1,23 @@
-//! The portal in a real browser: headless Chromium driven through chromedriver's W3C
-//! WebDriver HTTP API, against a real `enclave-control` in a namespace. chromedriver and
-//! Chromium run inside the namespace (chromedriver listens on its loopback only); the
-//! WebDriver calls are plain HTTP/1.1 made from a thread that entered the namespace.
-//! Screenshots of each page are kept in the scenario's log directory.
+//! The portal in a real browser (headless Chromium, see [`crate::portal_fixture`]) against a
+//! real `enclave-control` in a namespace: the Systems pages, signing in and out, and live
+//! updates of an open page. Screenshots of each page are kept in the scenario's log directory.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
-use base64::Engine as _;
-use enclave_netns::{Netns, SpawnOpts, TopologySpec};
-use serde_json::{json, Value};
+use anyhow::{ensure, Context};
 
-use super::control::{admin_token, cli, create_key, start_server};
 use crate::control_fixture::enrol_request as enrol;
 use crate::office::LAN;
+use crate::portal_fixture::{no_password_logged, require_chromium, Browser, Portal, PASSWORD};
 use crate::{Ctx, Scenario};
 
-/// The Enrolment keys, Tags, Trust requirements and Explain pages (with this module's browser).
+/// The Enrolment keys, Tags, Trust requirements and Explain pages.
 #[path = "portal_admin.rs"]
 pub(super) mod admin;
 
 const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-pub(crate) const PASSWORD: &str = "correct horse battery staple";
-/// chromedriver's port, on the namespace's loopback.
-pub(crate) const DRIVER_PORT: u16 = 9515;
-/// The W3C name of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// The label of the gateway toggle on a system's page.
+const GATEWAY_TOGGLE: &str = "Allow this system to act as a gateway";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![
@@ -45,424 +34,58 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// One WebDriver session.
-pub(crate) struct Browser<'a> {
-    ns: &'a Netns,
-    session: String,
-    shots: PathBuf,
-    base: String,
-}
-
-/// One HTTP/1.1 exchange with chromedriver, from inside `ns`: the status and the JSON.
-fn driver(
-    ns: &Netns,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{DRIVER_PORT}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, body) = ns.run_in(move || -> anyhow::Result<(u16, Vec<u8>)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", DRIVER_PORT))?;
-        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        stream.write_all(request.as_bytes())?;
-        // The head, then exactly Content-Length bytes (chromedriver may keep the connection).
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 64 * 1024];
-        let head_end = loop {
-            if let Some(at) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let n = stream.read(&mut buf)?;
-            ensure!(
-                n > 0,
-                "chromedriver closed the connection before its answer's head"
-            );
-            answer.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&answer[..head_end]).into_owned();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .context("chromedriver's answer has no status")?;
-        let length = head.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())
-                .flatten()
-        });
-        let mut body = answer.split_off(head_end);
-        match length {
-            Some(length) => {
-                while body.len() < length {
-                    let n = stream.read(&mut buf)?;
-                    ensure!(n > 0, "chromedriver closed the connection mid-answer");
-                    body.extend_from_slice(&buf[..n]);
-                }
-                body.truncate(length);
-            }
-            None => {
-                stream.read_to_end(&mut body)?;
-            }
-        }
-        Ok((status, body))
-    })??;
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).with_context(|| {
-            format!(
-                "chromedriver's answer is not JSON: {}",
-                String::from_utf8_lossy(&body)
-            )
-        })?
-    };
-    Ok((status, json))
-}
-
-impl<'a> Browser<'a> {
-    pub(crate) fn start(ns: &'a Netns, shots: PathBuf, base: String) -> anyhow::Result<Self> {
-        let capabilities = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            // The server's certificate is self-signed (pinned by fingerprint by our CLI).
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--window-size=1200,900"],
-            },
-        }}});
-        let (status, answer) = driver(ns, "POST", "/session", Some(&capabilities))?;
-        ensure!(
-            status == 200,
-            "chromedriver made no session ({status}): {answer}"
-        );
-        let session = answer["value"]["sessionId"]
-            .as_str()
-            .context("no session id")?
-            .to_owned();
-        Ok(Self {
-            ns,
-            session,
-            shots,
-            base,
-        })
-    }
-
-    pub(crate) fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let path = format!("/session/{}{path}", self.session);
-        let (status, answer) = driver(self.ns, method, &path, body.as_ref())?;
-        ensure!(
-            status == 200,
-            "WebDriver {method} {path}: {status} {answer}"
-        );
-        Ok(answer["value"].clone())
-    }
-
-    pub(crate) fn open(&self, path: &str) -> anyhow::Result<()> {
-        self.call(
-            "POST",
-            "/url",
-            Some(json!({ "url": format!("{}{path}", self.base) })),
-        )?;
-        Ok(())
-    }
-
-    pub(crate) fn url(&self) -> anyhow::Result<String> {
-        Ok(self
-            .call("GET", "/url", None)?
-            .as_str()
-            .unwrap_or("")
-            .to_owned())
-    }
-
-    /// The page's visible text.
-    pub(crate) fn text(&self) -> anyhow::Result<String> {
-        let body = self.find("body")?;
-        Ok(self
-            .call("GET", &format!("/element/{body}/text"), None)?
-            .as_str()
-            .unwrap_or("")
-            .to_owned())
-    }
-
-    /// The page's text once it holds `needle` (a click's navigation may still be loading),
-    /// or an error with the text it holds after 10 s.
-    pub(crate) fn text_with(&self, needle: &str) -> anyhow::Result<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = self.text().unwrap_or_default();
-            if text.contains(needle) {
-                return Ok(text);
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("the page never said {needle:?}; it says:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until the URL ends with `suffix`, as [`Self::text_with`].
-    pub(crate) fn url_to(&self, suffix: &str) -> anyhow::Result<()> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let url = self.url().unwrap_or_default();
-            if url.ends_with(suffix) {
-                return Ok(());
-            }
-            if std::time::Instant::now() > deadline {
-                bail!("the browser is at {url}, not at …{suffix}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub(crate) fn find(&self, css: &str) -> anyhow::Result<String> {
-        let found = self
-            .call(
-                "POST",
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .with_context(|| format!("no element {css}"))?;
-        Ok(found[ELEMENT].as_str().context("no element id")?.to_owned())
-    }
-
-    pub(crate) fn click(&self, css: &str) -> anyhow::Result<()> {
-        let element = self.find(css)?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/click"),
-            Some(json!({})),
-        )?;
-        Ok(())
-    }
-
-    pub(crate) fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let element = self.find(css)?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/clear"),
-            Some(json!({})),
-        )?;
-        self.call(
-            "POST",
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )?;
-        Ok(())
-    }
-
-    pub(crate) fn script(&self, script: &str) -> anyhow::Result<Value> {
-        self.call(
-            "POST",
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
-    }
-
-    /// Sets the window's size in CSS pixels (400 wide: a phone; 1200: a laptop).
-    pub(crate) fn window(&self, width: u32, height: u32) -> anyhow::Result<()> {
-        self.call(
-            "POST",
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
-        )?;
-        Ok(())
-    }
-
-    /// How many pixels the page scrolls sideways at the window's width (0: it fits).
-    pub(crate) fn sideways(&self) -> anyhow::Result<i64> {
-        self.script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-        )?
-        .as_i64()
-        .context("the page's width is not a number")
-    }
-
-    /// Saves a screenshot as `NAME.png` in the log directory.
-    pub(crate) fn shot(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let png = self.call("GET", "/screenshot", None)?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().context("no screenshot")?)
-            .context("the screenshot is not base64")?;
-        let path = self.shots.join(format!("{name}.png"));
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    }
-}
-
-impl Drop for Browser<'_> {
-    fn drop(&mut self) {
-        let _ = driver(
-            self.ns,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            None,
-        );
-    }
-}
-
-/// `systems list --json`'s entry for `name`.
-fn system(
-    ns: &Netns,
-    bin: &Path,
-    server: &super::control::Endpoint,
-    token: &str,
-    name: &str,
-) -> anyhow::Result<Value> {
-    let out = cli(ns, bin, server, token, &["systems", "list", "--json"])?;
-    let list: Value = serde_json::from_str(&out).context("systems list --json is not JSON")?;
-    list.as_array()
-        .and_then(|l| l.iter().find(|s| s["name"] == name))
-        .cloned()
-        .with_context(|| format!("no system {name} in {list}"))
-}
-
-/// An error unless Debian's Chromium and chromedriver are installed.
-pub(crate) fn require_chromium() -> anyhow::Result<()> {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            Path::new(program).exists(),
-            "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
-        );
-    }
-    Ok(())
-}
-
-/// `enclave-control admin user create alice` on `database` in `ns`, with `password` (written
-/// to a file in `dir` for `--password-file`).
-pub(crate) fn portal_account(
-    ns: &Netns,
-    bin: &Path,
-    database: &str,
-    dir: &Path,
-    password: &str,
-) -> anyhow::Result<()> {
-    let password_file = dir.join("password");
-    std::fs::write(&password_file, format!("{password}\n"))?;
-    let made = ns.exec(&[
-        bin.to_str().context("binary path is not UTF-8")?,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
-    ensure!(
-        made.contains("made portal account alice"),
-        "user create printed {made:?}"
-    );
-    Ok(())
-}
-
-/// chromedriver in `ns`, on its loopback's [`DRIVER_PORT`], once it says it started.
-pub(crate) fn start_chromedriver(ns: &Netns) -> anyhow::Result<enclave_netns::Process> {
-    let mut process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    process.wait_for_log("started successfully", Duration::from_secs(30))?;
-    Ok(process)
-}
-
 fn browser(ctx: &Ctx) -> anyhow::Result<()> {
-    require_chromium()?;
-    let mut spec = TopologySpec::new("portal");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let dir = tempfile::tempdir().context("a temporary directory")?;
-    let state = dir.path().join("state");
-    let database = format!("sqlite://{}/control.db", state.display());
-
-    // An admin token for checking through the CLI, and a portal account.
-    let token = admin_token(ns, &bin, &database, &[])?;
-    portal_account(ns, &bin, &database, dir.path(), PASSWORD)?;
-
-    let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
-    let key = create_key(ns, &bin, &server.at, &token, &["--approval", "manual"])?;
-    let (status, enrolled) = enrol(ns, &server.at, &key, KEY_A, Some("laptop"))?;
+    let portal = Portal::start(ctx, "portal")?;
+    let admin = portal.admin();
+    let key = admin.create_key(&["--approval", "manual"])?;
+    let (status, enrolled) = enrol(portal.ns(), &portal.server.at, &key, KEY_A, Some("laptop"))?;
     ensure!(
         status == 201 && enrolled["approval"] == "pending",
         "{status} {enrolled}"
     );
 
-    let _driver_process = start_chromedriver(ns)?;
-    let shots = ctx.log_dir().to_path_buf();
-    let b = Browser::start(ns, shots, server.at.url.clone())?;
-
+    let b = portal.browser(ctx)?;
     // Without a session, the portal sends the browser to sign in.
-    b.open("/portal/systems")?;
-    b.url_to("/portal/signin")?;
+    let sent_to_sign_in = || -> anyhow::Result<()> {
+        b.open("/portal/systems")?;
+        b.url_to("/portal/signin")
+    };
+    sent_to_sign_in()?;
     b.shot("01-signin")?;
 
     // A wrong password: refused, no session.
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", "not the password")?;
-    b.click("#signin")?;
+    b.sign_in_with("not the password")?;
     b.text_with("Wrong name or password.")?;
     b.shot("02-wrong-password")?;
-    b.open("/portal/systems")?;
-    b.url_to("/portal/signin")?;
+    sent_to_sign_in()?;
 
     // The right one: the Systems page with the pending laptop.
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", PASSWORD)?;
-    b.click("#signin")?;
+    b.sign_in_with(PASSWORD)?;
     b.url_to("/portal/systems")?;
-    let text = b.text_with("laptop")?;
-    ensure!(
-        text.contains("pending") && text.contains("100.64.0.1"),
-        "the Systems page:\n{text}"
-    );
+    b.text_with_all(&["laptop", "pending", "100.64.0.1"])?;
     b.shot("03-systems-pending")?;
 
     // Approve.
+    let laptop_page = || b.visit("/portal/systems/laptop", &[GATEWAY_TOGGLE]);
     b.click("#approve-laptop")?;
     let text = b.text_with("approved")?;
     ensure!(!text.contains("pending"), "after Approve:\n{text}");
-    let laptop = system(ns, &bin, &server.at, &token, "laptop")?;
+    let laptop = admin.system("laptop")?;
     ensure!(laptop["approval"] == "approved", "the server says {laptop}");
     b.shot("04-systems-approved")?;
     // At a phone's width too.
     b.window(400, 800)?;
-    b.open("/portal/systems/laptop")?;
-    b.text_with("Allow this system to act as a gateway")?;
+    laptop_page()?;
     b.shot("04-system-phone-width")?;
-    // Wide tables scroll within their box; the page itself does not scroll sideways.
-    let sideways = b.sideways()?;
-    ensure!(
-        sideways == 0,
-        "the page is {sideways} px too wide for a phone"
-    );
+    b.fits_width("the laptop's page")?;
     b.window(1200, 900)?;
 
     // The details page: allow it to act as a gateway.
-    b.open("/portal/systems/laptop")?;
-    b.text_with("Allow this system to act as a gateway")?;
+    laptop_page()?;
     b.click("#gateway-allowed")?;
     b.click("#save-gateway")?;
     b.text_with("approved Gateway")?;
-    let laptop = system(ns, &bin, &server.at, &token, "laptop")?;
+    let laptop = admin.system("laptop")?;
     ensure!(
         laptop["gateway"]["allowed"] == true,
         "the server says {laptop}"
@@ -470,25 +93,20 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("05-system-gateway")?;
 
     // A subnet with host bits set is refused next to its field; nothing changes.
-    b.type_into("#subnet", "192.168.77.1/24")?;
-    b.click("#add-subnet")?;
-    b.text_with("has host bits set")?;
-    let error = b.find("#subnet ~ .field-error")?;
-    let message = b.call("GET", &format!("/element/{error}/text"), None)?;
-    ensure!(
-        message
-            .as_str()
-            .is_some_and(|m| m.contains("192.168.77.1/24 has host bits set")
-                && m.contains("did you mean 192.168.77.0/24?")),
-        "the field error says {message}"
-    );
+    b.submit(&[("#subnet", "192.168.77.1/24")], "#add-subnet")?;
+    b.field_error(
+        "subnet",
+        &[
+            "192.168.77.1/24 has host bits set",
+            "did you mean 192.168.77.0/24?",
+        ],
+    )?;
     b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
     b.shot("06-bad-subnet")?;
     // A good one is added.
-    b.type_into("#subnet", "0.0.0.0/0")?;
-    b.click("#add-subnet")?;
+    b.submit(&[("#subnet", "0.0.0.0/0")], "#add-subnet")?;
     b.text_with("0.0.0.0/0 added")?;
-    let laptop = system(ns, &bin, &server.at, &token, "laptop")?;
+    let laptop = admin.system("laptop")?;
     ensure!(
         laptop["gateway"]["subnets"]
             .as_array()
@@ -497,8 +115,7 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // A form posted without its CSRF token is refused, and changes nothing.
-    b.open("/portal/systems/laptop")?;
-    b.text_with("Allow this system to act as a gateway")?;
+    laptop_page()?;
     b.script(
         "document.querySelectorAll('input[name=csrf]').forEach(e => e.remove()); \
          document.getElementById('gateway-allowed').checked = false;",
@@ -506,34 +123,23 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
     b.click("#save-gateway")?;
     b.text_with("security token is missing or wrong")?;
     b.shot("07-no-csrf-token")?;
-    let laptop = system(ns, &bin, &server.at, &token, "laptop")?;
+    let laptop = admin.system("laptop")?;
     ensure!(
         laptop["gateway"]["allowed"] == true,
         "a form without its token changed the server: {laptop}"
     );
 
     // Activity: the portal's changes, by user:alice.
-    b.open("/portal/activity")?;
-    let text = b.text_with("system.approve")?;
-    ensure!(
-        text.contains("user:alice") && text.contains("system.gateway"),
-        "the Activity page:\n{text}"
-    );
+    b.activity(&["system.approve", "user:alice", "system.gateway"])?;
     b.shot("08-activity")?;
 
     // Sign out: the pages send the browser to sign in again.
     b.click("#signout")?;
     b.url_to("/portal/signin")?;
-    b.open("/portal/systems")?;
-    b.url_to("/portal/signin")?;
+    sent_to_sign_in()?;
     b.shot("09-signed-out")?;
     drop(b);
-
-    let log = server.process.log();
-    if log.contains(PASSWORD) {
-        bail!("the server's log holds the password");
-    }
-    Ok(())
+    no_password_logged(&portal.server)
 }
 
 /// The text of each element of `selectors` (empty when there is none) and whether the page
@@ -559,14 +165,6 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
     require_chromium()?;
     // The managed Menlo Park office: the laptop reaches the LAN through one of two gateways.
     let mut office = Fixture::start(ctx, "plv", 2)?;
-    let dir = tempfile::tempdir().context("a temporary directory")?;
-    portal_account(
-        office.ns("ctl"),
-        &office.control,
-        &office.database,
-        dir.path(),
-        PASSWORD,
-    )?;
     let first = active_gateway(&office).context("the laptop names no active gateway")?;
     let name_of = |node: &str| {
         GATEWAYS
@@ -580,17 +178,7 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
 
     // Killed by its PID while the browser borrows the fixture's namespace.
     let first_pid = office.agent(first)?.pid();
-    let _driver = start_chromedriver(office.ns("ctl"))?;
-    let b = Browser::start(
-        office.ns("ctl"),
-        ctx.log_dir().to_path_buf(),
-        office.server.at.url.clone(),
-    )?;
-    b.open("/portal/signin")?;
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", PASSWORD)?;
-    b.click("#signin")?;
-    b.url_to("/portal/systems")?;
+    let b = office.portal_browser()?;
 
     // The Systems page: both gateways connected, the laptop on the first.
     let in_use = "#system-laptop .in-use";
@@ -609,11 +197,7 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let text = b.text()?;
-    ensure!(
-        text.contains("Gateway in use") && text.contains("Platform"),
-        "the Systems page:\n{text}"
-    );
+    b.text_with_all(&["Gateway in use", "Platform"])?;
     let status = b.script("return document.getElementById('live-status').textContent;")?;
     ensure!(
         status.as_str().is_some_and(|s| s.starts_with("Live")),
@@ -672,8 +256,7 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("11-live-systems-after-failover")?;
 
     // The laptop's page: the gateway in use since the failover, and its peers.
-    b.open("/portal/systems/laptop")?;
-    let text = b.text_with("Gateways in use")?;
+    let text = b.visit("/portal/systems/laptop", &["Gateways in use"])?;
     let (t, _) = texts(&b, &["#active-gateways tbody tr"])?;
     ensure!(
         t[0].contains(LAN) && t[0].contains(other_name) && t[0].contains(" UTC"),
@@ -693,13 +276,8 @@ fn live(ctx: &Ctx) -> anyhow::Result<()> {
         ("/portal/systems/laptop", "13-live-laptop-phone"),
         ("/portal/systems", "14-live-systems-phone"),
     ] {
-        b.open(path)?;
-        b.text_with("laptop")?;
-        let sideways = b.sideways()?;
-        ensure!(
-            sideways == 0,
-            "{path} is {sideways} px too wide for a phone"
-        );
+        b.visit(path, &["laptop"])?;
+        b.fits_width(path)?;
         b.shot(shot)?;
     }
     drop(b);

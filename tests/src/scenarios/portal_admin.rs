@@ -1,20 +1,13 @@
 //! The portal's Enrolment keys, Tags, Trust requirements and Explain pages in headless
 //! Chromium, against a real `enclave-control` in a namespace (a child of the `portal` scenario
-//! module: it drives the browser with the same WebDriver client). Each change is checked on the
-//! server through the API; screenshots are kept in the scenario's log directory.
+//! module). Each change is checked on the server through the API; screenshots are kept in the
+//! scenario's log directory.
 
-use std::path::Path;
-use std::time::Duration;
-
-use anyhow::{ensure, Context};
-use enclave_netns::{SpawnOpts, TopologySpec};
+use anyhow::ensure;
 use serde_json::{json, Value};
 
-use super::{Browser, DRIVER_PORT, PASSWORD};
-use crate::control_fixture::{
-    admin_token, create_key, enrol as agent_enrol, enrol_request as enrol, request, start_server,
-    Endpoint,
-};
+use crate::control_fixture::{enrol as agent_enrol, enrol_request as enrol};
+use crate::portal_fixture::{no_password_logged, Browser, Portal};
 use crate::{Ctx, Scenario};
 
 const KEY_GW: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
@@ -26,24 +19,6 @@ pub fn scenarios() -> Vec<Scenario> {
         about: "the portal's Enrolment keys, Tags, Trust requirements and Explain pages in headless Chromium: a key created and shown once, a system enrolled with it, a bad range refused next to its field, a trust requirement and active hours saved, explain answered with its reasons; labels on every control, a CSRF token in every form, keyboard only",
         run: admin_pages,
     }]
-}
-
-/// An API call that must answer `expect`.
-fn api(
-    ns: &enclave_netns::Netns,
-    server: &Endpoint,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: &Value,
-    expect: u16,
-) -> anyhow::Result<Value> {
-    let (status, answer) = request(ns, server, Some(token), method, path, body)?;
-    ensure!(
-        status == expect,
-        "{method} {path}: {status} {answer}, not {expect}"
-    );
-    Ok(answer)
 }
 
 impl Browser<'_> {
@@ -79,16 +54,6 @@ impl Browser<'_> {
         Ok(())
     }
 
-    /// The text of the first field error after `#id` (its sibling in the same form).
-    fn field_error(&self, id: &str) -> anyhow::Result<String> {
-        let error = self.find(&format!("#{id} ~ .field-error"))?;
-        Ok(self
-            .call("GET", &format!("/element/{error}/text"), None)?
-            .as_str()
-            .unwrap_or("")
-            .to_owned())
-    }
-
     /// Presses keys as a keyboard does (WebDriver key actions); `\u{E004}` is Tab,
     /// `\u{E007}` Enter.
     fn press(&self, keys: &str) -> anyhow::Result<()> {
@@ -116,95 +81,38 @@ impl Browser<'_> {
 
 #[allow(clippy::too_many_lines)] // One story, step by step, as an administrator goes.
 fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
-    for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        ensure!(
-            Path::new(program).exists(),
-            "{program} is missing: install Debian's chromium and chromium-driver (cargo xtask installs them as root)"
-        );
-    }
-    let mut spec = TopologySpec::new("padmin");
-    spec.node("ctl");
-    let topo = ctx.topology(&spec)?;
-    let ns = topo.ns("ctl");
-    let bin = ctx.bin("enclave-control")?;
-    let dir = tempfile::tempdir().context("a temporary directory")?;
-    let state = dir.path().join("state");
-    let database = format!("sqlite://{}/control.db", state.display());
-    let bin_text = bin.to_str().context("binary path is not UTF-8")?;
-
-    let token = admin_token(ns, &bin, &database, &[])?;
-    let password_file = dir.path().join("password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
-    ns.exec(&[
-        bin_text,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        &database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
-    let server = start_server(ns, &bin, "control", &database, 8443, &state)?;
-    let at = &server.at;
-
-    let mut driver_process = ns.spawn(
-        "chromedriver",
-        &[
-            "/usr/bin/chromedriver".to_owned(),
-            format!("--port={DRIVER_PORT}"),
-        ],
-        SpawnOpts::default(),
-    )?;
-    driver_process.wait_for_log("started successfully", Duration::from_secs(30))?;
-    let b = Browser::start(ns, ctx.log_dir().to_path_buf(), at.url.clone())?;
-
-    b.open("/portal/signin")?;
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", PASSWORD)?;
-    b.click("#signin")?;
-    b.url_to("/portal/systems")?;
+    let portal = Portal::start(ctx, "padmin")?;
+    let (ns, at, admin) = (portal.ns(), &portal.server.at, portal.admin());
+    let b = portal.signed_in(ctx)?;
 
     // ---- Enrolment keys: create one, see it once, enrol a system with it. ----
     b.click("a[href='/portal/keys']")?;
     b.text_with("Create an enrolment key")?;
     b.check_form_rules("Enrolment keys")?;
     // A bad expiry first: refused next to its field.
-    b.type_into("#key-tags", "users")?;
-    b.type_into("#key-expires", "next week")?;
-    b.click("#create-key")?;
-    b.text_with("is not a duration")?;
-    let error = b.field_error("key-expires")?;
-    ensure!(
-        error.contains("\"next week\" is not a duration") && error.contains("7d"),
-        "the expiry's error says {error:?}"
-    );
+    b.submit(
+        &[("#key-tags", "users"), ("#key-expires", "next week")],
+        "#create-key",
+    )?;
+    b.field_error("key-expires", &["\"next week\" is not a duration", "7d"])?;
     b.type_into("#key-expires", "7d")?;
     b.click("#approval-auto")?;
-    b.type_into("#key-uses", "2")?;
-    b.click("#create-key")?;
+    b.submit(&[("#key-uses", "2")], "#create-key")?;
     b.text_with("shown only this once")?;
-    let key = b
-        .script("return document.getElementById('new-key').value;")?
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let key = b.value_of("new-key")?;
     ensure!(key.starts_with("enk_"), "the page shows the key {key:?}");
     b.shot("10-key-created")?;
-    b.open("/portal/keys")?;
-    let text = b.text_with("Uses left")?;
+    let text = b.visit(
+        "/portal/keys",
+        &["Uses left", "2 of 2", "automatic", "valid"],
+    )?;
     let source = b.script("return document.documentElement.outerHTML;")?;
     ensure!(
         !text.contains(&key) && !source.as_str().unwrap_or("").contains(&key),
         "the key is shown a second time"
     );
-    ensure!(
-        text.contains("2 of 2") && text.contains("automatic") && text.contains("valid"),
-        "the keys page:\n{text}"
-    );
     b.shot("11-keys")?;
-    let read = |path: &str| api(ns, at, &token, "GET", path, &Value::Null, 200);
+    let read = |path: &str| admin.api("GET", path, &Value::Null, 200);
     let keys = read("/api/v1/keys")?;
     ensure!(
         keys.as_array()
@@ -221,46 +129,29 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         "enclave-agent enrol with the portal's key printed:\n{}",
         enrolment.output
     );
-    let laptop = api(
-        ns,
-        at,
-        &token,
-        "GET",
-        "/api/v1/systems/laptop",
-        &Value::Null,
-        200,
-    )?;
+    let laptop = read("/api/v1/systems/laptop")?;
     ensure!(
         laptop["approval"] == "approved" && laptop["tags"] == json!(["users"]),
         "the laptop enrolled with the portal's key: {laptop}"
     );
 
     // The guide's gateway and policy, through the API.
-    let gw_key = create_key(ns, &bin, at, &token, &["--approval", "auto"])?;
+    let gw_key = admin.create_key(&["--approval", "auto"])?;
     let (status, answer) = enrol(ns, at, &gw_key, KEY_GW, Some("gw"))?;
     ensure!(status == 201, "{status} {answer}");
-    api(
-        ns,
-        at,
-        &token,
+    admin.api(
         "PUT",
         "/api/v1/systems/gw/gateway",
         &json!({ "allowed": true }),
         200,
     )?;
-    api(
-        ns,
-        at,
-        &token,
+    admin.api(
         "POST",
         "/api/v1/subnets",
         &json!({ "system": "gw", "subnet": "192.168.77.0/24" }),
         200,
     )?;
-    api(
-        ns,
-        at,
-        &token,
+    admin.api(
         "POST",
         "/api/v1/policies",
         &json!({ "name": POLICY, "kind": "gateway", "senders": ["users"], "gateways": ["gw"],
@@ -271,11 +162,7 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
 
     // ---- Tags: the system the key enrolled carries its tag. ----
     b.click("a[href='/portal/tags']")?;
-    let text = b.text_with("Set requirements")?;
-    ensure!(
-        text.contains("users") && text.contains(POLICY),
-        "the Tags page:\n{text}"
-    );
+    b.text_with_all(&["Set requirements", "users", POLICY])?;
     let count = b.find("a[aria-label='1 systems with tag users']")?;
     ensure!(!count.is_empty(), "no count of the users tag");
     b.check_form_rules("Tags")?;
@@ -285,16 +172,20 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     b.click("a[href='/portal/trust']")?;
     b.text_with("Create a trust requirement")?;
     b.check_form_rules("Trust requirements")?;
-    b.type_into("#create-name", "partner-offices")?;
-    b.type_into("#create-allow", "198.51.100.1/24")?;
-    b.click("#create-trust")?;
-    b.text_with("has host bits set")?;
-    let error = b.field_error("create-allow")?;
-    ensure!(
-        error.contains("198.51.100.1/24 has host bits set")
-            && error.contains("did you mean 198.51.100.0/24?"),
-        "the allow field's error says {error:?}"
-    );
+    b.submit(
+        &[
+            ("#create-name", "partner-offices"),
+            ("#create-allow", "198.51.100.1/24"),
+        ],
+        "#create-trust",
+    )?;
+    b.field_error(
+        "create-allow",
+        &[
+            "198.51.100.1/24 has host bits set",
+            "did you mean 198.51.100.0/24?",
+        ],
+    )?;
     b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
     b.shot("13-trust-bad-range")?;
     let list = read("/api/v1/trust-requirements")?;
@@ -302,9 +193,13 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         list.as_array().is_some_and(Vec::is_empty),
         "a refused form stored {list}"
     );
-    b.type_into("#create-allow", "198.51.100.0/24")?;
-    b.type_into("#create-block", "198.51.100.128/25")?;
-    b.click("#create-trust")?;
+    b.submit(
+        &[
+            ("#create-allow", "198.51.100.0/24"),
+            ("#create-block", "198.51.100.128/25"),
+        ],
+        "#create-trust",
+    )?;
     b.text_with("nothing yet")?;
     let list = read("/api/v1/trust-requirements")?;
     ensure!(
@@ -334,15 +229,11 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     b.text_with("This policy is always active.")?;
     b.check_form_rules("Active hours")?;
     b.type_into("#hours-hours", "07:00-19:00")?;
-    b.script("document.getElementById('hours-zone').value = 'America/Los_Angeles';")?;
+    b.select("hours-zone", "America/Los_Angeles")?;
     b.shot("15-active-hours")?;
     b.click("#save-hours")?;
     b.url_to("#active-hours")?;
-    let text = b.text_with("America/Los_Angeles")?;
-    ensure!(
-        text.contains("Mon, Tue, Wed, Thu, Fri"),
-        "the active hours:\n{text}"
-    );
+    b.text_with_all(&["America/Los_Angeles", "Mon, Tue, Wed, Thu, Fri"])?;
     let policy = read("/api/v1/policies/users%20to%20the%20office")?;
     ensure!(
         policy["active_hours"]
@@ -356,33 +247,37 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
     b.click("a[href='/portal/explain']")?;
     b.text_with("Would this system reach this address?")?;
     b.check_form_rules("Explain")?;
-    b.script("document.getElementById('explain-from').value = 'laptop';")?;
-    b.type_into("#explain-to", "192.168.77.20")?;
-    b.script("document.getElementById('explain-proto').value = 'tcp';")?;
-    b.type_into("#explain-port", "445")?;
-    b.type_into("#explain-at", "2026-11-28T18:00:00Z")?;
-    b.click("#explain")?;
-    let text = b.text_with("No: denied")?;
-    ensure!(
-        text.contains("outside active hours (it is") && text.contains("America/Los_Angeles"),
-        "a Saturday's answer:\n{text}"
-    );
+    b.select("explain-from", "laptop")?;
+    b.select("explain-proto", "tcp")?;
+    b.submit(
+        &[
+            ("#explain-to", "192.168.77.20"),
+            ("#explain-port", "445"),
+            ("#explain-at", "2026-11-28T18:00:00Z"),
+        ],
+        "#explain",
+    )?;
+    b.text_with_all(&[
+        "No: denied",
+        "outside active hours (it is",
+        "America/Los_Angeles",
+    ])?;
     b.shot("16-explain-saturday")?;
-    b.type_into("#explain-at", "2026-11-25T18:00:00Z")?;
-    b.click("#explain")?;
-    let text = b.text_with("Yes: allowed")?;
-    ensure!(
-        text.contains("allowed by ACL entry tcp 445 (SMB), through gw"),
-        "a Wednesday's answer:\n{text}"
-    );
+    b.submit(&[("#explain-at", "2026-11-25T18:00:00Z")], "#explain")?;
+    b.text_with_all(&[
+        "Yes: allowed",
+        "allowed by ACL entry tcp 445 (SMB), through gw",
+    ])?;
 
     // Always active again, then now, by keyboard alone: type, Tab to Explain, Enter.
     b.open("/portal/active-hours/users%20to%20the%20office")?;
     b.click("#always-active")?;
     b.url_to("#active-hours")?;
-    b.open("/portal/explain")?;
-    b.text_with("Would this system reach this address?")?;
-    b.script("document.getElementById('explain-from').value = 'laptop';")?;
+    b.visit(
+        "/portal/explain",
+        &["Would this system reach this address?"],
+    )?;
+    b.select("explain-from", "laptop")?;
     b.click("#explain-to")?;
     b.press("192.168.77.10")?;
     let mut tabs = 0;
@@ -392,19 +287,13 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         tabs += 1;
     }
     b.press("\u{E007}")?;
-    let text = b.text_with("No: denied")?;
-    ensure!(
-        text.contains("outside the policy's subnet filter") && text.contains("now ("),
-        "the answer for .10 now:\n{text}"
-    );
+    b.text_with_all(&["No: denied", "outside the policy's subnet filter", "now ("])?;
     b.script("document.getElementById('answer').scrollIntoView({block: 'start'});")?;
     b.shot("17-explain-now-denied")?;
-    b.open("/portal/explain?from=laptop&to=192.168.77.20&proto=icmp&port=&from_ip=&at=#answer")?;
-    let text = b.text_with("Yes: allowed")?;
-    ensure!(
-        text.contains("allowed by ACL entry icmp, through gw"),
-        "the answer for .20 now:\n{text}"
-    );
+    b.visit(
+        "/portal/explain?from=laptop&to=192.168.77.20&proto=icmp&port=&from_ip=&at=#answer",
+        &["Yes: allowed", "allowed by ACL entry icmp, through gw"],
+    )?;
     b.shot("18-explain-now-allowed")?;
 
     // A phone's width: no page scrolls sideways.
@@ -415,38 +304,18 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
         ("/portal/tags", "19-tags-phone"),
         ("/portal/explain", "19-explain-phone"),
     ] {
-        b.open(path)?;
-        b.text_with("Signed in as")?;
-        let sideways = b.sideways()?;
-        let wide = b.script(
-            "return [...document.querySelectorAll('body *')]
-               .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth
-                            && !e.closest('.table'))
-               .map(e => e.tagName + '.' + e.className).slice(0, 5);",
-        )?;
-        ensure!(
-            sideways == 0,
-            "{path} is {sideways} px too wide for a phone; too wide: {wide}"
-        );
+        b.visit(path, &["Signed in as"])?;
+        b.fits_width(path)?;
         b.shot(shot)?;
     }
 
     // Activity: the portal's changes, by user:alice.
-    b.open("/portal/activity")?;
-    let text = b.text_with("key.create")?;
-    ensure!(
-        text.contains("trust.create") && text.contains("policy.update"),
-        "the Activity page:\n{text}"
-    );
+    b.activity(&["key.create", "trust.create", "policy.update"])?;
     drop(b);
 
-    let log = server.process.log();
+    no_password_logged(&portal.server)?;
     ensure!(
-        !log.contains(PASSWORD),
-        "the server's log holds the password"
-    );
-    ensure!(
-        !log.contains(&key),
+        !portal.server.process.log().contains(&key),
         "the server's log holds the enrolment key"
     );
     Ok(())

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use enclave_netns::PingResult;
-use serde_json::Value;
+use serde_json::json;
 
 use super::control_managed::{until_answered, Fixture};
-use super::portal::{require_chromium, start_chromedriver, Browser, PASSWORD};
 use crate::office::{DC1, LAN, PRINTER};
+use crate::portal_fixture::{no_password_logged, require_chromium};
 use crate::{Ctx, Scenario};
 
 const POLICY: &str = "users to Menlo Park Office";
@@ -37,16 +37,9 @@ fn answers(ns: &enclave_netns::Netns, dst: &str) -> anyhow::Result<bool> {
     Ok(PingResult::from_output(&argv.join(" "), &output)?.received > 0)
 }
 
-/// The server's policies, through the CLI.
-fn policies_json(office: &Fixture<'_>) -> anyhow::Result<Value> {
-    let text = office.cli(&["policies", "list", "--json"])?;
-    serde_json::from_str(&text).with_context(|| format!("policies list --json printed {text}"))
-}
-
 fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     require_chromium()?;
     let office = Fixture::without_policy(ctx, "ppol", 1)?;
-    let ctl = office.ns("ctl");
 
     // Without a policy the laptop reaches nothing behind the gateway (the negative control).
     ensure!(
@@ -54,50 +47,17 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "the laptop reaches {DC1} before any policy"
     );
 
-    // A portal account, made on the server host.
-    let password_file = ctx.log_dir().join("portal-password");
-    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
-    let made = ctl.exec(&[
-        office.control.to_str().context("path is not UTF-8")?,
-        "admin",
-        "user",
-        "create",
-        "alice",
-        "--database",
-        &office.database,
-        "--password-file",
-        password_file.to_str().context("path is not UTF-8")?,
-    ])?;
-    ensure!(
-        made.contains("made portal account alice"),
-        "user create printed {made:?}"
-    );
-
-    let driver_process = start_chromedriver(ctl)?;
-    let b = Browser::start(
-        ctl,
-        ctx.log_dir().to_path_buf(),
-        office.server.at.url.clone(),
-    )?;
-
-    b.open("/portal/signin")?;
-    b.type_into("#name", "alice")?;
-    b.type_into("#password", PASSWORD)?;
-    b.click("#signin")?;
-    b.url_to("/portal/systems")?;
+    let b = office.portal_browser()?;
     b.text_with("menlo-gw-1")?;
 
     // The guide's Remove Subnet: the gateway also discovered its underlay network, which no
     // sender should reach through it. Removed on the gateway's page, the server lists it as
     // removed and the policy form no longer offers it.
-    b.open("/portal/systems/menlo-gw-1")?;
-    b.text_with(UNDERLAY)?;
+    b.visit("/portal/systems/menlo-gw-1", &[UNDERLAY])?;
     b.click(&format!("button[aria-label='Remove {UNDERLAY}']"))?;
     b.url_to("/portal/systems/menlo-gw-1")?;
     b.shot("00-gateway-subnet-removed")?;
-    let subnets = office.cli(&["subnets", "list", "--json"])?;
-    let rows: Value = serde_json::from_str(&subnets)
-        .with_context(|| format!("subnets list --json printed {subnets}"))?;
+    let rows = office.admin().json(&["subnets", "list", "--json"])?;
     let removed = rows.as_array().is_some_and(|rows| {
         rows.iter().any(|r| {
             r["system"] == "menlo-gw-1" && r["subnet"] == UNDERLAY && r["state"] == "removed"
@@ -113,12 +73,14 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
 
     // A new gateway access policy: the gateway and the subnet it discovered are offered.
     b.click("#new-gateway-policy")?;
-    let text = b.text_with("Subnet filtering")?;
+    let text = b.text_with_all(&[
+        "Subnet filtering",
+        "menlo-gw-1 serves",
+        &format!("{LAN} via menlo-gw-1"),
+    ])?;
     ensure!(
-        text.contains("menlo-gw-1 serves")
-            && text.contains(&format!("{LAN} via menlo-gw-1"))
-            && !text.contains(&format!("{UNDERLAY} via")),
-        "the form does not offer the gateway and its subnet:\n{text}"
+        !text.contains(&format!("{UNDERLAY} via")),
+        "the form offers the removed {UNDERLAY}:\n{text}"
     );
     b.shot("02-new-policy")?;
     b.type_into("#name", POLICY)?;
@@ -131,49 +93,36 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     b.shot("03-new-policy-filled")?;
     b.click("#save-policy")?;
     b.text_with("Nothing was saved")?;
-    let error = b.find("#filter ~ .field-error")?;
-    let message = b.call("GET", &format!("/element/{error}/text"), None)?;
+    b.field_error("filter", &["192.168.77.0/33"])?;
+    let typed = b.value_of("filter")?;
     ensure!(
-        message
-            .as_str()
-            .is_some_and(|m| m.contains("192.168.77.0/33")),
-        "the filter's error says {message}"
-    );
-    let typed = b.script("return document.getElementById('filter').value;")?;
-    ensure!(
-        typed.as_str() == Some("192.168.77.20\n192.168.77.0/33"),
-        "the filter lost what was typed: {typed}"
+        typed == "192.168.77.20\n192.168.77.0/33",
+        "the filter lost what was typed: {typed:?}"
     );
     b.script("document.getElementById('filter').scrollIntoView({block: 'center'});")?;
     b.shot("04-bad-cidr")?;
+    let list = office.admin().json(&["policies", "list", "--json"])?;
     ensure!(
-        policies_json(&office)?
-            .as_array()
-            .is_some_and(Vec::is_empty),
-        "a refused form made a policy"
+        list.as_array().is_some_and(Vec::is_empty),
+        "a refused form made a policy: {list}"
     );
 
     // Fixed: the guide's filter, the two domain controllers.
-    b.type_into("#filter", GUIDE_FILTER)?;
-    b.click("#save-policy")?;
+    b.submit(&[("#filter", GUIDE_FILTER)], "#save-policy")?;
     b.url_to("/portal/policies")?;
-    let text = b.text_with(POLICY)?;
-    ensure!(
-        text.contains(&format!("Subnet filter: {GUIDE_FILTER}")) && text.contains("enabled"),
-        "the Policies page:\n{text}"
-    );
+    b.text_with_all(&[POLICY, &format!("Subnet filter: {GUIDE_FILTER}"), "enabled"])?;
     b.shot("05-policies-list")?;
-    let list = policies_json(&office)?;
+    let list = office.admin().json(&["policies", "list", "--json"])?;
     let policy = list
         .as_array()
         .and_then(|l| l.iter().find(|p| p["name"] == POLICY))
         .with_context(|| format!("no policy {POLICY:?} on the server: {list}"))?;
     ensure!(
         policy["kind"] == "gateway"
-            && policy["senders"] == serde_json::json!(["users"])
-            && policy["gateways"] == serde_json::json!(["menlo-gw-1"])
-            && policy["subnets"] == serde_json::json!([LAN])
-            && policy["filter"] == serde_json::json!([GUIDE_FILTER]),
+            && policy["senders"] == json!(["users"])
+            && policy["gateways"] == json!(["menlo-gw-1"])
+            && policy["subnets"] == json!([LAN])
+            && policy["filter"] == json!([GUIDE_FILTER]),
         "the server holds {policy}"
     );
 
@@ -194,21 +143,13 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
         "a[href='/portal/policies/{}']",
         POLICY.replace(' ', "%20")
     ))?;
-    let text = b.text_with("Delete policy")?;
-    ensure!(
-        text.contains("Gateway access policy"),
-        "the policy's page:\n{text}"
-    );
+    b.text_with_all(&["Delete policy", "Gateway access policy"])?;
     b.shot("06-policy-page")?;
     // At a phone's width the form fits: wide tables scroll in their box, not the page.
     b.window(400, 800)?;
     b.text_with("Subnet filtering")?;
-    let sideways = b.sideways()?;
     b.shot("07-policy-phone-width")?;
-    ensure!(
-        sideways == 0,
-        "the policy's page is {sideways} px too wide for a phone"
-    );
+    b.fits_width("the policy's page")?;
     b.window(1200, 900)?;
 
     // Disable in the list: the laptop loses the domain controller.
@@ -225,26 +166,16 @@ fn policies(ctx: &Ctx) -> anyhow::Result<()> {
     );
 
     // Activity: the changes are alice's.
-    b.open("/portal/activity")?;
-    let text = b.text_with("policy.create")?;
-    ensure!(
-        text.contains("user:alice") && text.contains("policy.update"),
-        "the Activity page:\n{text}"
-    );
+    b.activity(&["policy.create", "user:alice", "policy.update"])?;
     b.shot("09-activity")?;
 
     // The other kind's form: receiver tags instead of gateways, subnets and a filter.
-    b.open("/portal/new-policy?kind=direct")?;
-    let text = b.text_with("Receiver tags")?;
+    let text = b.visit("/portal/new-policy?kind=direct", &["Receiver tags"])?;
     ensure!(
         !text.contains("Subnet filtering"),
         "the direct access policy's form:\n{text}"
     );
     b.shot("10-new-direct-policy")?;
     drop(b);
-    drop(driver_process);
-    if office.server.process.log().contains(PASSWORD) {
-        bail!("the server's log holds the password");
-    }
-    Ok(())
+    no_password_logged(&office.server)
 }
