@@ -14,14 +14,14 @@ mod routes;
 
 /// Every namespace benchmark, in the order `cargo xtask bench list` shows them.
 pub fn all() -> Vec<Bench> {
-    let mut all = vec![
+    vec![
         dataplane::BENCH,
         hostplumbing::BENCH,
         routes::BENCH,
         failover::BENCH,
-    ];
-    all.extend(control::benches());
-    all.extend([idle::BENCH, peers::BENCH]);
-    all.extend(portal::benches());
-    all
+        control::BENCH,
+        idle::BENCH,
+        peers::BENCH,
+        portal::BENCH,
+    ]
 }
