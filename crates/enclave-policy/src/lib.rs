@@ -120,7 +120,7 @@ pub use trust::{evaluate, Evaluation, Facts, GrantEvaluation, GrantOutcome, Trus
 pub use validate::time_zones;
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
 pub use view::{
-    compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, PeerView,
+    compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, Grants, PeerView,
     Requirements, RouteCandidate, RouteView, SharedCompiler, SnatRule, SubnetSource, View,
     GATEWAY_REACHABILITY,
 };

@@ -68,10 +68,15 @@ pub struct PeerView {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub default_route_excludes: BTreeMap<Ipv4Net, Exclusion>,
     /// Flows the peer may open towards us (and through us, on a gateway), by policy.
-    pub inbound: BTreeMap<String, Grant>,
+    pub inbound: Grants,
     /// Flows we may open towards the peer (and through it, to a gateway), by policy.
-    pub outbound: BTreeMap<String, Grant>,
+    pub outbound: Grants,
 }
+
+/// The grants between the local system and one peer in one direction, by policy. Each is
+/// boxed: a peer has one grant or a few, and a map's node has room for eleven entries, so a
+/// node of grants themselves would cost a gateway kilobytes per sender, mostly empty.
+pub type Grants = BTreeMap<String, Box<Grant>>;
 
 /// A direction of flow opening, seen from the local system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -209,6 +214,18 @@ fn is_false(value: &bool) -> bool {
 }
 
 impl View {
+    /// Whether [`View::exclude_from_default_route`] would change this view with `extra`: it
+    /// serves a default route and one of `extra` is not left out of it yet.
+    pub fn excludes_more(&self, extra: impl IntoIterator<Item = Ipv4Net>) -> bool {
+        self.gateway.as_ref().is_some_and(|gateway| {
+            let excludes = &gateway.default_route_excludes;
+            !excludes.is_empty()
+                && extra
+                    .into_iter()
+                    .any(|net| !excludes.contains_key(&net.trunc()))
+        })
+    }
+
     /// Leaves `extra` out of every default route this gateway serves, as well: the agent adds
     /// the gateway's own interface addresses, which only it knows. Records them in
     /// [`GatewayView::default_route_excludes`] and takes them out of the destinations of the
@@ -433,6 +450,8 @@ pub(crate) fn gateway_rules(
     destinations: &[AddrEntry],
 ) -> Vec<AllowRule> {
     let mut out = rules(acl, sender, destinations);
+    // Room for exactly one more: a gateway keeps these for each of its senders.
+    out.reserve_exact(1);
     out.push(AllowRule {
         protocol: Protocol::Icmp,
         ports: None,
@@ -445,7 +464,7 @@ pub(crate) fn gateway_rules(
 
 impl PeerView {
     /// The grants of flows opened in `direction`.
-    fn grants_mut(&mut self, direction: Direction) -> &mut BTreeMap<String, Grant> {
+    fn grants_mut(&mut self, direction: Direction) -> &mut Grants {
         match direction {
             Direction::Inbound => &mut self.inbound,
             Direction::Outbound => &mut self.outbound,
@@ -642,12 +661,12 @@ fn direct<'n>(net: &'n Network, me: &System, index: &impl Carriers<'n>, view: &m
                     Direction::Outbound => (me, peer),
                     Direction::Inbound => (peer, me),
                 };
-                let grant = Grant {
+                let grant = Box::new(Grant {
                     kind: GrantKind::Direct,
                     default_route: false,
                     rules: rules(&policy.acl, sender.address, &[host(receiver.address)]),
                     requirements: requirements(net, sender, &receiver.name, policy.into()),
-                };
+                });
                 peer_entry(&mut view.peers, net, peer)
                     .grants_mut(direction)
                     .insert(policy.name.clone(), grant);
@@ -664,13 +683,13 @@ fn gateway_grant(
     sender: &System,
     gateway: &System,
     (destinations, default_route): &(Vec<AddrEntry>, bool),
-) -> Grant {
-    Grant {
+) -> Box<Grant> {
+    Box::new(Grant {
         kind: GrantKind::Gateway,
         default_route: *default_route,
         rules: gateway_rules(&policy.acl, sender.address, gateway.address, destinations),
         requirements: requirements(net, sender, &gateway.name, policy.into()),
-    }
+    })
 }
 
 /// The destinations `policy` grants through `gateway` in the subnets it serves (`served`),

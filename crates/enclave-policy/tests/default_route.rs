@@ -37,7 +37,7 @@ acl = [{ protocol = "any" }]
 fn reach(laptop: &View, gateway: &View, dst: &str, port: u16) -> String {
     let dst: Ipv4Addr = dst.parse().expect("address");
     let src = laptop.address;
-    let allowing = |grants: &std::collections::BTreeMap<String, enclave_policy::Grant>| {
+    let allowing = |grants: &enclave_policy::Grants| {
         grants
             .iter()
             .filter(|(_, g)| {

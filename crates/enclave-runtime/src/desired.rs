@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use enclave_filter::{AddrEntry, AllowRule, PortRange, Protocol};
 use enclave_policy::{Direction, Evaluation, Exclusion, View};
@@ -97,6 +98,9 @@ pub fn desired(
                     Direction::Outbound => (view.address, peer.address),
                 };
                 rules.push(control_rule(from, to));
+                // Kept for as long as the peers are in force, a thousand of them on a gateway:
+                // without the room the collection left.
+                rules.shrink_to_fit();
                 rules
             };
             peers.insert(
@@ -155,17 +159,27 @@ pub fn wants_default_route(view: &View) -> bool {
 ///
 /// Always built from the view as compiled, never from a previous result: an address that
 /// disappears from the host stops being excluded, and a reloaded definition that did not change
-/// compares equal to the one in force.
-pub fn with_own_addresses(compiled: &View, addresses: &BTreeMap<Ipv4Addr, String>) -> View {
-    let mut view = compiled.clone();
-    view.exclude_from_default_route(addresses.iter().map(|(address, interface)| {
-        (
-            Ipv4Net::from(*address),
-            Exclusion::GatewayAddress {
-                interface: interface.clone(),
-            },
-        )
-    }));
+/// compares equal to the one in force. When the addresses change nothing (a sender, a gateway
+/// that serves no default route, addresses already left out) it is `compiled` itself, shared:
+/// the agent then holds one copy of its view, not two.
+pub fn with_own_addresses(
+    compiled: &Arc<View>,
+    addresses: &BTreeMap<Ipv4Addr, String>,
+) -> Arc<View> {
+    let own = || {
+        addresses.iter().map(|(address, interface)| {
+            (
+                Ipv4Net::from(*address),
+                Exclusion::GatewayAddress {
+                    interface: interface.clone(),
+                },
+            )
+        })
+    };
+    let mut view = Arc::clone(compiled);
+    if compiled.excludes_more(own().map(|(net, _)| net)) {
+        Arc::make_mut(&mut view).exclude_from_default_route(own());
+    }
     view
 }
 
@@ -456,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_gateways_own_addresses_leave_its_default_route_and_come_back() {
-        let compiled = view("egress-gw");
+        let compiled = Arc::new(view("egress-gw"));
         let own: Ipv4Addr = "203.0.113.4".parse().unwrap();
         let beside: Ipv4Addr = "203.0.113.9".parse().unwrap();
         let granted = |view: &View, addr: Ipv4Addr| {
@@ -495,11 +509,16 @@ mod tests {
         );
         // The same definition reloaded and the same addresses: the same view, nothing to apply.
         assert_eq!(with_own_addresses(&compiled, &addresses), view);
-        // The address gone from the host: granted again (built from the compiled view).
-        assert_eq!(with_own_addresses(&compiled, &BTreeMap::new()), compiled);
-        // On a sender it changes nothing.
-        let laptop = self::view("laptop");
-        assert_eq!(with_own_addresses(&laptop, &addresses), laptop);
+        // The address gone from the host: granted again (the compiled view itself, shared).
+        let gone = with_own_addresses(&compiled, &BTreeMap::new());
+        assert!(
+            Arc::ptr_eq(&gone, &compiled),
+            "an unchanged view was copied"
+        );
+        // On a sender it changes nothing: the compiled view, shared.
+        let laptop = Arc::new(self::view("laptop"));
+        let sender = with_own_addresses(&laptop, &addresses);
+        assert!(Arc::ptr_eq(&sender, &laptop), "a sender's view was copied");
     }
 
     #[test]

@@ -98,11 +98,16 @@ fn plan(view: &View) -> BTreeMap<Ipv4Net, Vec<Candidate>> {
 
 /// The view of a revoked system: itself, with no peer, no route and no gateway role.
 fn revoked_view(compiled: &View) -> View {
-    let mut view = compiled.clone();
-    view.peers.clear();
-    view.routes.clear();
-    view.gateway = None;
-    view
+    View {
+        system: compiled.system.clone(),
+        address: compiled.address,
+        overlay: compiled.overlay,
+        enabled: compiled.enabled,
+        peers: BTreeMap::new(),
+        routes: BTreeMap::new(),
+        gateway: None,
+        trust_requirements: compiled.trust_requirements.clone(),
+    }
 }
 
 /// Opens the control port on the overlay address, bound to the tunnel interface: a datagram
@@ -143,7 +148,7 @@ pub async fn serve(config: AgentConfig, role: Role) -> Result<()> {
     for warning in &first.warnings {
         tracing::warn!("{warning}");
     }
-    let view = first.view;
+    let view = Arc::new(first.view);
     tracing::info!(system = %view.system, address = %view.address, origin = %first.origin, "this system found in its view");
     if role == Role::Agent && view.gateway.is_some() {
         tracing::warn!(
@@ -190,7 +195,7 @@ pub async fn serve(config: AgentConfig, role: Role) -> Result<()> {
 
     let mut agent = Agent {
         selector: Selector::with_first_probe_id(random_u64()),
-        compiled: view.clone(),
+        compiled: Arc::clone(&view),
         addresses: BTreeMap::new(),
         evaluation: Evaluation { grants: Vec::new() },
         config,
@@ -228,11 +233,12 @@ struct Agent {
     config: AgentConfig,
     role: Role,
     /// The view as the source gave it last.
-    compiled: View,
-    /// The view applied: `compiled`, and on a gateway its own interface addresses left out of
-    /// the default routes it serves ([`crate::desired::with_own_addresses`]); with nothing in
-    /// it while this system is revoked ([`revoked_view`]).
-    view: View,
+    compiled: Arc<View>,
+    /// The view applied: `compiled` itself (shared, not copied), or on a gateway that serves a
+    /// default route a copy with its own interface addresses left out of it
+    /// ([`crate::desired::with_own_addresses`]); with nothing in it while this system is
+    /// revoked ([`revoked_view`]).
+    view: Arc<View>,
     /// This host's IPv4 interface addresses and their interfaces, as last discovered (on a
     /// system whose view makes it a gateway).
     addresses: BTreeMap<Ipv4Addr, String>,
@@ -285,7 +291,7 @@ impl Agent {
     /// Sets the view in force from `compiled`, the addresses found and revocation.
     fn refresh_view(&mut self) {
         self.view = match self.revoked {
-            Some(_) => revoked_view(&self.compiled),
+            Some(_) => Arc::new(revoked_view(&self.compiled)),
             None => crate::desired::with_own_addresses(&self.compiled, &self.addresses),
         };
     }
@@ -335,7 +341,7 @@ impl Agent {
         self.warnings = warnings;
         self.definition_generation += 1;
         let was_revoked = self.revoked.take().is_some();
-        if !was_revoked && view == self.compiled {
+        if !was_revoked && view == *self.compiled {
             // Nothing to apply: in force as it is.
             if self.applied.is_some() && self.failed.is_empty() {
                 self.applied_generation = self.definition_generation;
@@ -343,7 +349,7 @@ impl Agent {
             return false;
         }
         tracing::info!(%origin, "new view");
-        self.compiled = view;
+        self.compiled = Arc::new(view);
         self.refresh_view();
         self.selector.set_plan(plan(&self.view), now);
         true

@@ -356,7 +356,7 @@ mod tests {
         let egress: Ipv4Addr = "100.64.0.4".parse().unwrap();
 
         // On the gateway, with its own addresses left out as its agent does.
-        let compiled = enclave_policy::compile(&network, "egress-gw").unwrap();
+        let compiled = std::sync::Arc::new(enclave_policy::compile(&network, "egress-gw").unwrap());
         let addresses = BTreeMap::from([
             ("203.0.113.4".parse().unwrap(), "eth0".to_owned()),
             ("127.0.0.1".parse().unwrap(), "lo".to_owned()),
