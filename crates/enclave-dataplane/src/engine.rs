@@ -1,23 +1,35 @@
-//! The event loop of one tunnel: a dedicated thread that owns the protocol core, the TUN
-//! device, the UDP socket and the per-peer filters, so no packet ever takes a lock. Control
-//! requests (UAPI, reconfiguration, statistics, stop) arrive on a channel and an eventfd
-//! wakes the loop for them.
+//! How one tunnel runs: an *inbound* thread (UDP socket to TUN device, the protocol core's
+//! timers, control requests) and an *outbound* thread (TUN device to UDP socket), or both
+//! halves on one thread (`ENCLAVE_DATAPLANE_THREADS=1`). Each direction has one thread, so
+//! every flow's packets keep their order without a reordering buffer.
+//!
+//! What packets of both directions touch, the protocol core and the per-peer filters, is the
+//! [`Core`], behind one mutex that each thread takes once per packet read (a super-packet
+//! from the TUN device, a possibly coalesced message from the socket), never across a system
+//! call on the data path: the reads, the splitting and coalescing, `sendmmsg` and the TUN
+//! writes of the two directions run at the same time. Control requests arrive on a channel
+//! and an eventfd wakes the inbound thread for them.
+
+mod inbound;
+mod outbound;
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use enclave_filter::{Direction, FilterConfig, PeerFilter};
-use enclave_wg::{Decapsulated, Device, DropReason, Encapsulated, Event, PrivateKey, PublicKey};
+use enclave_filter::{Direction, FilterConfig, PeerFilter, Verdict};
+use enclave_wg::{DropReason, Event, PrivateKey, PublicKey};
 
-use crate::offload::{self, Coalescer, Segments, VnetHdr, GSO_NONE, VNET_HDR_LEN};
 use crate::routes::EgressRoutes;
-use crate::sys::{self, Batch, Tun, Waker};
-use crate::tunnel::OffloadWanted;
-use crate::tunnel::{PeerSpec, PeerStats, TunnelStats};
+use crate::sys::{Tun, Waker};
+use crate::tunnel::{OffloadWanted, PeerSpec, PeerStats, Threads, TunnelStats};
 use crate::uapi::{self, DeviceView, SetRequest, UapiError};
 use crate::udp::Udp;
+
+use inbound::Inbound;
+use outbound::Outbound;
 
 /// Datagrams per recvmmsg/sendmmsg call.
 const BATCH: usize = 64;
@@ -25,8 +37,6 @@ const BATCH: usize = 64;
 /// plus the transport overhead and padding. Pages of these buffers that no packet reaches are
 /// never touched, so they cost address space rather than memory.
 const BUF: usize = 65_535 + 64;
-/// How often the filters forget expired flows.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the tunnel handle and the UAPI server ask of the loop.
 pub(crate) enum Command {
@@ -42,167 +52,177 @@ pub(crate) enum Command {
     Stop,
 }
 
-/// The state the loop owns.
-pub(crate) struct Engine {
-    pub(crate) device: Device,
+/// What packets of both directions touch: the protocol core, the filters (a flow opened by
+/// an outbound packet lets its inbound replies through) and the socket's configuration.
+pub(crate) struct Core {
+    pub(crate) device: enclave_wg::Device,
     pub(crate) private_key: Option<PrivateKey>,
-    pub(crate) tun: Tun,
-    pub(crate) udp: Udp,
-    pub(crate) filters: BTreeMap<PublicKey, PeerFilter>,
-    pub(crate) filter_config: FilterConfig,
-    pub(crate) commands: Receiver<Command>,
-    pub(crate) waker: std::sync::Arc<Waker>,
+    /// The socket; replaced when a UAPI `set` changes the port. Each thread holds a clone of
+    /// the `Arc` and picks up the new one when it next takes the lock.
+    pub(crate) udp: Arc<Udp>,
+    filters: BTreeMap<PublicKey, PeerFilter>,
+    filter_config: FilterConfig,
     /// Which offloads to ask for, also on a rebound socket.
     offload: OffloadWanted,
     /// Which peer an outbound packet goes to, for the egress filter.
     routes: EgressRoutes,
     drops: [u64; DropReason::ALL.len()],
-    tun_write_errors: u64,
-    tun_read_malformed: u64,
-    rx: Batch,
-    tx: Batch,
-    /// Sealed datagrams waiting in `tx`.
-    tx_count: usize,
-    plain: Box<[u8]>,
-    /// One segment of a super-packet read from the TUN device.
-    segment: Box<[u8]>,
-    /// Receive coalescing (GRO) for a TUN device with `virtio_net_hdr`s.
-    coalescer: Coalescer,
-    next_sweep: Instant,
+    /// With two threads: the latest instant the inbound thread sleeps until. The outbound
+    /// thread wakes it when a packet it sealed moved the core's next timer before that (a
+    /// packet queued for a handshake arms the retransmission).
+    inbound_sleeps_until: Option<Instant>,
+}
+
+/// What both threads share.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    /// Wakes the inbound thread: control requests, a stop, an earlier timer.
+    waker: Arc<Waker>,
+    /// Wakes the outbound thread (to stop).
+    outbound_waker: Waker,
+    /// Set when either thread ends; the other then ends too.
+    stopping: AtomicBool,
+    /// Packets read from the TUN device that could not be taken apart (counted by the
+    /// outbound thread, read with the statistics).
+    tun_read_malformed: AtomicU64,
+}
+
+impl Shared {
+    /// The core. A thread that panicked while holding it ends the tunnel anyway, so a
+    /// poisoned lock is taken as it is.
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes both threads end.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.waker.wake();
+        self.outbound_waker.wake();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// A tunnel's state, ready to run.
+pub(crate) struct Engine {
+    shared: Shared,
+    inbound: Inbound,
+    outbound: Outbound,
+    threads: Threads,
 }
 
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        device: Device,
+        device: enclave_wg::Device,
         private_key: Option<PrivateKey>,
         tun: Tun,
         udp: Udp,
         filter_config: FilterConfig,
         commands: Receiver<Command>,
-        waker: std::sync::Arc<Waker>,
+        waker: Arc<Waker>,
         offload: OffloadWanted,
-    ) -> Engine {
-        let now = Instant::now();
+        threads: Threads,
+    ) -> std::io::Result<Engine> {
         let mut udp = udp;
         if offload.udp_gro {
             udp.enable_gro();
         }
-        let mut coalescer = Coalescer::new();
-        // UDP super-packets only for a device that takes them (USO).
-        coalescer.set_udp(tun.offloads().uso);
-        let mut tx = Batch::new(BATCH, BUF);
-        tx.gso = offload.udp_gso;
         tracing::info!(gso = offload.udp_gso, gro = udp.gro, "UDP offloads");
-        Engine {
+        let udp = Arc::new(udp);
+        let tun = Arc::new(tun);
+        let core = Core {
             device,
             private_key,
-            tun,
-            udp,
+            udp: udp.clone(),
             filters: BTreeMap::new(),
             filter_config,
-            commands,
-            waker,
             offload,
             routes: EgressRoutes::default(),
             drops: [0; DropReason::ALL.len()],
-            tun_write_errors: 0,
-            tun_read_malformed: 0,
-            rx: Batch::new(BATCH, BUF),
-            tx,
-            tx_count: 0,
-            plain: vec![0u8; BUF].into_boxed_slice(),
-            segment: vec![0u8; BUF].into_boxed_slice(),
-            coalescer,
-            next_sweep: now + SWEEP_INTERVAL,
-        }
+            inbound_sleeps_until: None,
+        };
+        Ok(Engine {
+            shared: Shared {
+                core: Mutex::new(core),
+                waker,
+                outbound_waker: Waker::new()?,
+                stopping: AtomicBool::new(false),
+                tun_read_malformed: AtomicU64::new(0),
+            },
+            inbound: Inbound::new(tun.clone(), udp.clone(), commands),
+            outbound: Outbound::new(tun, udp, offload.udp_gso),
+            threads,
+        })
     }
 
     /// Runs until told to stop or until the TUN device or the socket fails.
-    pub(crate) fn run(mut self) -> std::io::Result<()> {
-        loop {
-            let now = Instant::now();
-            let deadline = self
-                .device
-                .poll_timeout()
-                .map_or(self.next_sweep, |t| t.min(self.next_sweep));
-            let timeout_ms = deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(1000) as i32;
-            let [wake, udp, tun] = sys::poll_readable(
-                [
-                    self.waker.as_raw_fd(),
-                    self.udp.as_raw_fd(),
-                    self.tun.as_raw_fd(),
-                ],
-                timeout_ms,
-            )?;
-            if wake {
-                self.waker.drain();
-                if !self.handle_commands() {
-                    return Ok(());
-                }
-                // A new configuration can need the core at once (a persistent keepalive to a
-                // peer just added): give it the clock now rather than at its next timer.
-                self.device
-                    .handle_timeout(Instant::now(), SystemTime::now());
-                self.flush_transmits();
+    pub(crate) fn run(self) -> std::io::Result<()> {
+        let Engine {
+            shared,
+            mut inbound,
+            mut outbound,
+            threads,
+        } = self;
+        match threads {
+            Threads::One => {
+                tracing::info!("data plane on one thread");
+                inbound.run(&shared, Some(&mut outbound))
             }
-            if udp {
-                self.network_to_tun()?;
-            }
-            if tun {
-                if let Err(e) = self.tun_to_network() {
-                    // Deleting the interface (`ip link del`, `wg-quick down`) ends the tunnel
-                    // the way wireguard-go ends: an orderly stop, not a failure.
-                    tracing::info!(error = %e, "the TUN device is gone; stopping");
-                    return Ok(());
-                }
-            }
-            let now = Instant::now();
-            if self.device.poll_timeout().is_some_and(|t| t <= now) {
-                self.device.handle_timeout(now, SystemTime::now());
-                self.flush_transmits();
-            }
-            if now >= self.next_sweep {
-                for filter in self.filters.values_mut() {
-                    filter.handle_timeout(now);
-                }
-                self.next_sweep = now + SWEEP_INTERVAL;
-            }
-            self.drain_events();
+            Threads::Two => std::thread::scope(|scope| {
+                let name = format!("{}-out", inbound.interface());
+                let shared = &shared;
+                let outbound =
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn_scoped(scope, move || {
+                            let result = outbound.run(shared);
+                            shared.stop();
+                            result
+                        })?;
+                tracing::info!("data plane on two threads (inbound, outbound)");
+                let result = inbound.run(shared, None);
+                shared.stop();
+                let outbound = outbound
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the outbound thread panicked")));
+                result.and(outbound)
+            }),
         }
     }
+}
 
-    /// Returns false when the loop must stop.
-    fn handle_commands(&mut self) -> bool {
-        while let Ok(command) = self.commands.try_recv() {
-            match command {
-                Command::UapiGet(reply) => {
-                    let _ = reply.send(self.uapi_get());
-                }
-                Command::UapiSet(request, reply) => {
-                    let mut out = String::new();
-                    let errno = match self.uapi_set(&request) {
-                        Ok(()) => 0,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "UAPI set refused");
-                            e.errno()
-                        }
-                    };
-                    uapi::write_errno(&mut out, errno);
-                    let _ = reply.send(out);
-                }
-                Command::SetPeers(peers, reply) => {
-                    self.set_peers(peers);
-                    let _ = reply.send(());
-                }
-                Command::Stats(reply) => {
-                    let _ = reply.send(self.stats());
-                }
-                Command::Stop => return false,
+impl Core {
+    /// Returns false when the loop must stop. `tun` and `tun_write_errors` are for the
+    /// statistics.
+    fn handle_command(&mut self, command: Command, counters: TunCounters<'_>) -> bool {
+        match command {
+            Command::UapiGet(reply) => {
+                let _ = reply.send(self.uapi_get());
             }
+            Command::UapiSet(request, reply) => {
+                let mut out = String::new();
+                let errno = match self.uapi_set(&request) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "UAPI set refused");
+                        e.errno()
+                    }
+                };
+                uapi::write_errno(&mut out, errno);
+                let _ = reply.send(out);
+            }
+            Command::SetPeers(peers, reply) => {
+                self.set_peers(peers);
+                let _ = reply.send(());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats(counters));
+            }
+            Command::Stop => return false,
         }
         true
     }
@@ -214,7 +234,7 @@ impl Engine {
             DeviceView {
                 private_key: self.private_key.as_ref(),
                 listen_port: self.udp.port,
-                fwmark: self.udp.fwmark,
+                fwmark: self.udp.fwmark(),
             },
             self.device.peers(),
         );
@@ -223,23 +243,19 @@ impl Engine {
 
     fn uapi_set(&mut self, request: &SetRequest) -> Result<(), UapiError> {
         // The socket first: a port that cannot be bound refuses the whole request.
-        let fwmark = request.fwmark.unwrap_or(self.udp.fwmark);
+        let fwmark = request.fwmark.unwrap_or(self.udp.fwmark());
         match request.listen_port {
             Some(port) if port != self.udp.port || port == 0 => {
                 let mut udp = Udp::bind(port, fwmark).map_err(|_| UapiError::PortInUse)?;
                 if self.offload.udp_gro {
                     udp.enable_gro();
                 }
-                self.udp = udp;
+                self.udp = Arc::new(udp);
             }
-            _ => {
-                if fwmark != self.udp.fwmark {
-                    self.udp
-                        .set_fwmark(fwmark)
-                        .map_err(|_| UapiError::PortInUse)?;
-                    self.udp.fwmark = fwmark;
-                }
-            }
+            _ => self
+                .udp
+                .set_fwmark(fwmark)
+                .map_err(|_| UapiError::PortInUse)?,
         }
         request.apply_to(&mut self.device, &mut self.private_key, || {
             enclave_wg::keys::generate_private_key(rand_core::UnwrapErr(getrandom::SysRng))
@@ -288,7 +304,7 @@ impl Engine {
             .rebuild(self.device.peers(), !self.filters.is_empty());
     }
 
-    fn stats(&self) -> TunnelStats {
+    fn stats(&self, counters: TunCounters<'_>) -> TunnelStats {
         let peers = self
             .device
             .peers()
@@ -305,13 +321,13 @@ impl Engine {
             }
         }
         TunnelStats {
-            interface: self.tun.name().to_owned(),
+            interface: counters.tun.name().to_owned(),
             listen_port: self.udp.port,
             public_key: self.device.public_key(),
             peers,
             drops,
-            tun_write_errors: self.tun_write_errors,
-            tun_read_malformed: self.tun_read_malformed,
+            tun_write_errors: counters.write_errors,
+            tun_read_malformed: counters.read_malformed.load(Ordering::Relaxed),
         }
     }
 
@@ -319,205 +335,33 @@ impl Engine {
         self.drops[reason as usize] += 1;
     }
 
-    /// Datagrams from the network: decrypt, filter, write to the TUN device.
-    fn network_to_tun(&mut self) -> std::io::Result<()> {
-        let vnet_hdr = self.tun.offloads().vnet_hdr;
-        self.rx.gro = self.udp.gro;
-        for _ in 0..4 {
-            let n = self.rx.recv(self.udp.as_raw_fd())?;
-            if n == 0 {
-                break;
+    /// Whether `peer`'s filter (if it has one) lets `packet` through in `direction`.
+    fn filter_passes(
+        &mut self,
+        peer: &PublicKey,
+        direction: Direction,
+        packet: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(filter) = self.filters.get_mut(peer) else {
+            return true;
+        };
+        let Verdict::Drop(reason) = filter.check(direction, packet, now) else {
+            return true;
+        };
+        let (packet, reason) = (Inner(packet), reason.as_str());
+        match direction {
+            Direction::Ingress => {
+                tracing::trace!(peer = %peer, %packet, reason, "inbound packet filtered")
             }
-            let now = Instant::now();
-            let wall = SystemTime::now();
-            for i in 0..n {
-                let Some(from) = sys::from_sockaddr(&self.rx.addrs[i]) else {
-                    continue;
-                };
-                if self.private_key.is_none() {
-                    continue;
-                }
-                // A coalesced message (UDP GRO) holds datagrams of `step` bytes, the last
-                // maybe shorter.
-                let len = self.rx.lens[i];
-                let step = match self.rx.gro_sizes[i] {
-                    0 => len,
-                    size => size,
-                };
-                let mut offset = 0;
-                while offset < len {
-                    let end = (offset + step).min(len);
-                    let datagram = &self.rx.bufs[i][offset..end];
-                    offset = end;
-                    match self
-                        .device
-                        .decapsulate(from, datagram, now, wall, &mut self.plain)
-                    {
-                        Decapsulated::Deliver { peer, len } => {
-                            let packet = &self.plain[..len];
-                            if let Some(filter) = self.filters.get_mut(&peer) {
-                                if let enclave_filter::Verdict::Drop(reason) =
-                                    filter.check(Direction::Ingress, packet, now)
-                                {
-                                    tracing::trace!(
-                                        peer = %peer,
-                                        packet = %Inner(packet),
-                                        reason = reason.as_str(),
-                                        "inbound packet filtered"
-                                    );
-                                    continue;
-                                }
-                            }
-                            tracing::trace!(peer = %peer, packet = %Inner(packet), "inbound packet delivered");
-                            if vnet_hdr {
-                                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
-                                let segment = &mut self.segment;
-                                self.coalescer.push(packet, &mut |hdr, p| {
-                                    write_coalesced(tun, segment, errors, hdr, p)
-                                });
-                            } else if self.tun.write(packet).is_err() {
-                                self.tun_write_errors += 1;
-                            }
-                        }
-                        Decapsulated::Consumed { .. } => {}
-                        Decapsulated::Dropped(reason) => {
-                            tracing::trace!(reason = reason.as_str(), "datagram dropped");
-                            self.drop_count(reason);
-                        }
-                    }
-                }
-            }
-            if vnet_hdr {
-                let (tun, errors) = (&self.tun, &mut self.tun_write_errors);
-                let segment = &mut self.segment;
-                self.coalescer
-                    .flush(&mut |hdr, p| write_coalesced(tun, segment, errors, hdr, p));
-            }
-            self.flush_transmits();
-            if n < self.rx.slots() {
-                break;
+            Direction::Egress => {
+                tracing::trace!(peer = %peer, %packet, reason, "outbound packet filtered")
             }
         }
-        Ok(())
+        false
     }
 
-    /// Packets from the TUN device: split super-packets, filter, encrypt, send in batches.
-    fn tun_to_network(&mut self) -> std::io::Result<()> {
-        // The buffers leave `self` while they are read, so that sealing can borrow it.
-        let mut plain = std::mem::take(&mut self.plain);
-        let mut segment = std::mem::take(&mut self.segment);
-        let result = self.read_and_seal(&mut plain, &mut segment);
-        self.plain = plain;
-        self.segment = segment;
-        self.send_sealed();
-        result
-    }
-
-    fn read_and_seal(&mut self, plain: &mut [u8], segment: &mut [u8]) -> std::io::Result<()> {
-        let vnet_hdr = self.tun.offloads().vnet_hdr;
-        for _ in 0..4 {
-            let now = Instant::now();
-            let wall = SystemTime::now();
-            for _ in 0..BATCH {
-                let Some(len) = self.tun.read(plain)? else {
-                    return Ok(());
-                };
-                if self.private_key.is_none() {
-                    continue;
-                }
-                if !vnet_hdr {
-                    self.seal(&plain[..len], now, wall);
-                    continue;
-                }
-                let Some(hdr) = VnetHdr::parse(&plain[..len]) else {
-                    self.tun_read_malformed += 1;
-                    continue;
-                };
-                let packet = &mut plain[VNET_HDR_LEN..len];
-                if hdr.gso_type == GSO_NONE {
-                    // Most packets: at most a checksum to complete, in place.
-                    if offload::complete_checksum(&hdr, packet).is_err() {
-                        self.tun_read_malformed += 1;
-                        continue;
-                    }
-                    self.seal(packet, now, wall);
-                    continue;
-                }
-                match Segments::new(hdr, packet) {
-                    Ok(mut segments) => {
-                        // Each segment meets the filter and the core as a packet of its own.
-                        while let Some(n) = segments.next_into(segment) {
-                            self.seal(&segment[..n], now, wall);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::trace!(error = ?e, "super-packet from the TUN device dropped");
-                        self.tun_read_malformed += 1;
-                    }
-                }
-            }
-            self.send_sealed();
-        }
-        Ok(())
-    }
-
-    /// Filters one packet from the TUN device and seals it into the send batch (sending the
-    /// batch when it is full).
-    fn seal(&mut self, packet: &[u8], now: Instant, wall: SystemTime) {
-        if !self.routes.is_empty() {
-            if let Some(peer) = self.routes.peer_for(packet) {
-                if let Some(filter) = self.filters.get_mut(&peer) {
-                    if let enclave_filter::Verdict::Drop(reason) =
-                        filter.check(Direction::Egress, packet, now)
-                    {
-                        tracing::trace!(
-                            peer = %peer,
-                            packet = %Inner(packet),
-                            reason = reason.as_str(),
-                            "outbound packet filtered"
-                        );
-                        return;
-                    }
-                }
-            }
-        }
-        let count = self.tx_count;
-        match self
-            .device
-            .encapsulate(packet, now, wall, &mut self.tx.bufs[count])
-        {
-            Encapsulated::Send { dst, len, .. } => {
-                tracing::trace!(packet = %Inner(packet), %dst, "outbound packet sent");
-                self.tx.lens[count] = len;
-                self.tx.set_dst(count, dst, self.udp.v6);
-                self.tx_count += 1;
-                if self.tx_count == BATCH {
-                    self.send_sealed();
-                }
-            }
-            Encapsulated::Queued { .. } => {}
-            Encapsulated::Dropped(reason) => {
-                tracing::trace!(
-                    packet = %Inner(packet),
-                    reason = reason.as_str(),
-                    "outbound packet dropped"
-                );
-                self.drop_count(reason);
-            }
-        }
-    }
-
-    /// Sends the sealed batch, then what the core has queued (handshakes).
-    fn send_sealed(&mut self) {
-        if self.tx_count > 0 {
-            if let Err(e) = self.tx.send(self.udp.as_raw_fd(), self.tx_count) {
-                tracing::trace!(error = %e, "sendmmsg failed");
-            }
-            self.tx_count = 0;
-        }
-        self.flush_transmits();
-    }
-
+    /// Sends what the core has queued (handshakes, keepalives: the rare datagrams).
     fn flush_transmits(&mut self) {
         while let Some(transmit) = self.device.poll_transmit() {
             if let Err(e) = self.udp.send_to(&transmit.payload, transmit.dst) {
@@ -546,30 +390,20 @@ impl Engine {
     }
 }
 
-/// Writes what the coalescer emits. Should the kernel refuse a super-packet, its segments are
-/// written one by one instead, so a flow never stalls on a write that can never succeed;
-/// each failed write is counted.
-fn write_coalesced(
-    tun: &Tun,
-    segment: &mut [u8],
-    errors: &mut u64,
-    hdr: &[u8; VNET_HDR_LEN],
-    packet: &[u8],
-) {
-    if tun.write_vnet(hdr, packet).is_ok() {
-        return;
+/// The TUN device's counters, kept by the thread that reads or writes it, for the statistics.
+struct TunCounters<'a> {
+    tun: &'a Tun,
+    write_errors: u64,
+    read_malformed: &'a AtomicU64,
+}
+
+/// Picks up the socket a UAPI `set` bound, if it changed since `udp` was taken.
+fn current_udp(udp: &mut Arc<Udp>, core: &Core) -> bool {
+    if Arc::ptr_eq(udp, &core.udp) {
+        return false;
     }
-    *errors += 1;
-    let Some(parsed) = VnetHdr::parse(hdr).filter(|h| h.gso_type != GSO_NONE) else {
-        return;
-    };
-    if let Ok(mut segments) = Segments::new(parsed, packet) {
-        while let Some(n) = segments.next_into(segment) {
-            if tun.write(&segment[..n]).is_err() {
-                *errors += 1;
-            }
-        }
-    }
+    *udp = core.udp.clone();
+    true
 }
 
 /// An inner IP packet in a per-packet TRACE line: `proto src -> dst, len`. Only formatted when

@@ -3,9 +3,11 @@
 //! [`enclave_filter`] in the data path, and the WireGuard cross-platform UAPI served on a
 //! unix socket so that `wg show`, `wg set` and `wg showconf` work.
 //!
-//! One [`Tunnel`] runs one event-loop thread that owns the protocol core, the TUN device, the
-//! socket and the filters: no packet takes a lock. UDP is read and written in batches
-//! (recvmmsg/sendmmsg). Control requests reach the loop over a channel.
+//! One [`Tunnel`] runs two threads, one per direction (TUN device to socket, socket to TUN
+//! device), so that every flow keeps its order; they share the protocol core and the filters
+//! under one lock taken once per packet read, never across a system call. UDP is read and
+//! written in batches (recvmmsg/sendmmsg). Control requests reach the inbound thread over a
+//! channel.
 
 #![warn(missing_docs)]
 
@@ -27,5 +29,5 @@ pub mod iface {
 }
 pub use tunnel::{
     PeerSpec, PeerStats, Tunnel, TunnelConfig, TunnelStats, DEFAULT_MTU, DEFAULT_UAPI_DIR,
-    OFFLOAD_ENV,
+    OFFLOAD_ENV, THREADS_ENV,
 };

@@ -31,6 +31,44 @@ pub const DEFAULT_MTU: u16 = 1420;
 /// offload is used when the kernel has it.
 pub const OFFLOAD_ENV: &str = "ENCLAVE_OFFLOAD";
 
+/// The environment variable that chooses how many threads carry a tunnel's packets: `1` runs
+/// the outbound direction (TUN device to socket) on the same thread as the inbound one and the
+/// protocol core's timers (for an A/B comparison, or a machine with one core); otherwise
+/// (unset, empty or `2`) each direction has a thread of its own.
+pub const THREADS_ENV: &str = "ENCLAVE_DATAPLANE_THREADS";
+
+/// How many threads carry a tunnel's packets (see [`THREADS_ENV`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// One thread does everything.
+    One,
+    /// An inbound thread (with the core's timers and control requests) and an outbound one.
+    Two,
+}
+
+impl Threads {
+    /// The choice a value of [`THREADS_ENV`] makes; `None` for a value that is no choice.
+    pub(crate) fn parse(value: Option<&str>) -> Option<Self> {
+        match value.unwrap_or("").trim() {
+            "" | "2" => Some(Self::Two),
+            "1" => Some(Self::One),
+            _ => None,
+        }
+    }
+
+    /// The choice [`THREADS_ENV`] makes in this process's environment.
+    fn from_env() -> Self {
+        let value = std::env::var(THREADS_ENV).ok();
+        Self::parse(value.as_deref()).unwrap_or_else(|| {
+            tracing::warn!(
+                value = value.as_deref().unwrap_or(""),
+                "{THREADS_ENV} is neither 1 nor 2; using two threads"
+            );
+            Self::Two
+        })
+    }
+}
+
 /// The offloads the tunnel asks the kernel for (each is used only if the kernel grants it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OffloadWanted {
@@ -219,7 +257,8 @@ impl Control {
 }
 
 /// A running userspace WireGuard tunnel: a TUN device, a UDP socket, the protocol core and
-/// the per-peer filters on one event-loop thread, and optionally the UAPI socket.
+/// the per-peer filters, carried by an inbound and an outbound thread (see [`THREADS_ENV`]),
+/// and optionally the UAPI socket.
 ///
 /// Dropping the handle stops the tunnel: the TUN device and the UAPI socket file go away.
 #[derive(Debug)]
@@ -275,7 +314,9 @@ impl Tunnel {
             commands,
             waker,
             offload,
-        );
+            Threads::from_env(),
+        )
+        .map_err(Error::Spawn)?;
         let uapi_stop = uapi.as_ref().map(UapiServer::stop_flag);
         let handle = std::thread::Builder::new()
             .name(format!("dataplane-{interface}"))
@@ -371,7 +412,21 @@ impl Drop for Tunnel {
 
 #[cfg(test)]
 mod tests {
-    use super::OffloadWanted;
+    use super::{OffloadWanted, Threads};
+
+    #[test]
+    fn threads_env_values() {
+        for (value, expect) in [
+            (None, Some(Threads::Two)),
+            (Some(""), Some(Threads::Two)),
+            (Some("2"), Some(Threads::Two)),
+            (Some(" 1 "), Some(Threads::One)),
+            (Some("3"), None),
+            (Some("one"), None),
+        ] {
+            assert_eq!(Threads::parse(value), expect, "{value:?}");
+        }
+    }
 
     #[test]
     fn offload_env_values() {

@@ -3,6 +3,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -20,8 +21,9 @@ pub(crate) struct Udp {
     pub(crate) v6: bool,
     /// The bound port.
     pub(crate) port: u16,
-    /// The fwmark set on it (0: none).
-    pub(crate) fwmark: u32,
+    /// The fwmark set on it (0: none); atomic because the socket is shared by the tunnel's
+    /// two threads while a UAPI `set` changes it.
+    fwmark: AtomicU32,
     /// Whether the kernel may hand over coalesced datagrams (`UDP_GRO`).
     pub(crate) gro: bool,
 }
@@ -75,11 +77,11 @@ impl Udp {
             socket,
             v6,
             port,
-            fwmark: 0,
+            fwmark: AtomicU32::new(0),
             gro: false,
         };
         udp.set_fwmark(fwmark)?;
-        Ok(Udp { fwmark, ..udp })
+        Ok(udp)
     }
 
     fn open(domain: Domain, port: u16) -> io::Result<Socket> {
@@ -103,9 +105,14 @@ impl Udp {
         self.gro
     }
 
+    /// The fwmark on outgoing packets (0: none).
+    pub(crate) fn fwmark(&self) -> u32 {
+        self.fwmark.load(Ordering::Relaxed)
+    }
+
     /// Sets (or with 0 clears) the fwmark on outgoing packets.
     pub(crate) fn set_fwmark(&self, fwmark: u32) -> Result<()> {
-        if fwmark == 0 && self.fwmark == 0 {
+        if fwmark == self.fwmark() {
             return Ok(());
         }
         self.socket
@@ -113,7 +120,9 @@ impl Udp {
             .map_err(|source| Error::SocketOption {
                 option: "SO_MARK",
                 source,
-            })
+            })?;
+        self.fwmark.store(fwmark, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends one datagram (handshakes, keepalives: the rare ones).

@@ -45,6 +45,8 @@ enum Impl {
     Ours,
     /// Ours with the TUN and UDP offloads forced off (`ENCLAVE_OFFLOAD=off`).
     OursNoOffload,
+    /// Ours with both directions on one thread (`ENCLAVE_DATAPLANE_THREADS=1`).
+    OursOneThread,
     WireguardGo,
     Boringtun,
 }
@@ -55,6 +57,7 @@ impl Impl {
             Impl::Raw => "raw",
             Impl::Ours => "ours",
             Impl::OursNoOffload => "ours-no-offload",
+            Impl::OursOneThread => "ours-one-thread",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
         }
@@ -99,6 +102,11 @@ fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
             format!("enclave-tunnel-{}", ns.node()),
             agent()?,
             vec![("RUST_LOG", "warn"), ("ENCLAVE_OFFLOAD", "off")],
+        ),
+        Impl::OursOneThread => (
+            format!("enclave-tunnel-{}", ns.node()),
+            agent()?,
+            vec![("RUST_LOG", "warn"), ("ENCLAVE_DATAPLANE_THREADS", "1")],
         ),
         Impl::Boringtun => (
             format!("boringtun-{}", ns.node()),
@@ -354,6 +362,7 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         Impl::Raw,
         Impl::Ours,
         Impl::OursNoOffload,
+        Impl::OursOneThread,
         Impl::WireguardGo,
     ];
     if enclave_netns::which("boringtun-cli").is_some() {
@@ -390,6 +399,7 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         (Impl::Ours, Impl::WireguardGo, "ours/wg-go"),
         (Impl::Ours, Impl::Raw, "ours/raw"),
         (Impl::Ours, Impl::OursNoOffload, "ours/no-offload"),
+        (Impl::Ours, Impl::OursOneThread, "ours/one-thread"),
         (Impl::WireguardGo, Impl::Raw, "wg-go/raw"),
     ];
     let mut header = format!("{:36}", "");
