@@ -5,8 +5,8 @@
 //! its own CSRF token, put in every form and checked on every `POST`. The sign-in form, used
 //! before there is a session, is covered by a second cookie whose value the form repeats.
 //!
-//! Handlers get their session through the extractors [`SignedIn`] (a page) and
-//! [`SignedInForm`] (a posted form, with its CSRF token checked), which answer for them
+//! Handlers get their session through the extractors `SignedIn` (a page) and
+//! `SignedInForm` (a posted form, with its CSRF token checked), which answer for them
 //! when there is none.
 
 use std::collections::HashMap;
