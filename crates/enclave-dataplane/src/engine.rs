@@ -1,6 +1,6 @@
-//! How one tunnel runs: an *inbound* thread (UDP socket to TUN device, the protocol core's
-//! timers, control requests) and an *outbound* thread (TUN device to UDP socket), or both
-//! halves on one thread (`ENCLAVE_DATAPLANE_THREADS=1`). Each direction has one thread, so
+//! How one tunnel runs: both halves on one thread (the default), or with
+//! `ENCLAVE_DATAPLANE_THREADS=2` an *inbound* thread (UDP socket to TUN device, the protocol
+//! core's timers, control requests) and an *outbound* thread (TUN device to UDP socket). Each direction has one thread, so
 //! every flow's packets keep their order without a reordering buffer.
 //!
 //! What packets of both directions touch, the protocol core and the per-peer filters, is the

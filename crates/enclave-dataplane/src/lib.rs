@@ -3,9 +3,10 @@
 //! [`enclave_filter`] in the data path, and the WireGuard cross-platform UAPI served on a
 //! unix socket so that `wg show`, `wg set` and `wg showconf` work.
 //!
-//! One [`Tunnel`] runs two threads, one per direction (TUN device to socket, socket to TUN
-//! device), so that every flow keeps its order; they share the protocol core and the filters
-//! under one lock taken once per packet read, never across a system call. UDP is read and
+//! One [`Tunnel`] runs one thread, or with `ENCLAVE_DATAPLANE_THREADS=2` two, one per
+//! direction (TUN device to socket, socket to TUN device), so that every flow keeps its order;
+//! two share the protocol core and the filters under one lock taken once per packet read,
+//! never across a system call. UDP is read and
 //! written in batches (recvmmsg/sendmmsg). Control requests reach the inbound thread over a
 //! channel.
 

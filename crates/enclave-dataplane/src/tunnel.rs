@@ -31,10 +31,11 @@ pub const DEFAULT_MTU: u16 = 1420;
 /// offload is used when the kernel has it.
 pub const OFFLOAD_ENV: &str = "ENCLAVE_OFFLOAD";
 
-/// The environment variable that chooses how many threads carry a tunnel's packets: `1` runs
-/// the outbound direction (TUN device to socket) on the same thread as the inbound one and the
-/// protocol core's timers (for an A/B comparison, or a machine with one core); otherwise
-/// (unset, empty or `2`) each direction has a thread of its own.
+/// The environment variable that chooses how many threads carry a tunnel's packets: `2` gives
+/// each direction a thread of its own (the outbound one reads the TUN device and sends); otherwise
+/// (unset, empty or `1`) one thread carries both directions and the protocol core's timers.
+/// One is the default because two measured slower on a 2-core machine where both ends and
+/// the traffic's programs share the cores (docs/dataplane.md, "Every core").
 pub const THREADS_ENV: &str = "ENCLAVE_DATAPLANE_THREADS";
 
 /// How many threads carry a tunnel's packets (see [`THREADS_ENV`]).
@@ -50,8 +51,8 @@ impl Threads {
     /// The choice a value of [`THREADS_ENV`] makes; `None` for a value that is no choice.
     pub(crate) fn parse(value: Option<&str>) -> Option<Self> {
         match value.unwrap_or("").trim() {
-            "" | "2" => Some(Self::Two),
-            "1" => Some(Self::One),
+            "" | "1" => Some(Self::One),
+            "2" => Some(Self::Two),
             _ => None,
         }
     }
@@ -62,9 +63,9 @@ impl Threads {
         Self::parse(value.as_deref()).unwrap_or_else(|| {
             tracing::warn!(
                 value = value.as_deref().unwrap_or(""),
-                "{THREADS_ENV} is neither 1 nor 2; using two threads"
+                "{THREADS_ENV} is neither 1 nor 2; using one thread"
             );
-            Self::Two
+            Self::One
         })
     }
 }
@@ -417,8 +418,8 @@ mod tests {
     #[test]
     fn threads_env_values() {
         for (value, expect) in [
-            (None, Some(Threads::Two)),
-            (Some(""), Some(Threads::Two)),
+            (None, Some(Threads::One)),
+            (Some(""), Some(Threads::One)),
             (Some("2"), Some(Threads::Two)),
             (Some(" 1 "), Some(Threads::One)),
             (Some("3"), None),

@@ -45,8 +45,8 @@ enum Impl {
     Ours,
     /// Ours with the TUN and UDP offloads forced off (`ENCLAVE_OFFLOAD=off`).
     OursNoOffload,
-    /// Ours with both directions on one thread (`ENCLAVE_DATAPLANE_THREADS=1`).
-    OursOneThread,
+    /// Ours with a thread per direction (`ENCLAVE_DATAPLANE_THREADS=2`).
+    OursTwoThreads,
     WireguardGo,
     Boringtun,
 }
@@ -57,7 +57,7 @@ impl Impl {
             Impl::Raw => "raw",
             Impl::Ours => "ours",
             Impl::OursNoOffload => "ours-no-offload",
-            Impl::OursOneThread => "ours-one-thread",
+            Impl::OursTwoThreads => "ours-two-threads",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
         }
@@ -103,10 +103,10 @@ fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
             agent()?,
             vec![("RUST_LOG", "warn"), ("ENCLAVE_OFFLOAD", "off")],
         ),
-        Impl::OursOneThread => (
+        Impl::OursTwoThreads => (
             format!("enclave-tunnel-{}", ns.node()),
             agent()?,
-            vec![("RUST_LOG", "warn"), ("ENCLAVE_DATAPLANE_THREADS", "1")],
+            vec![("RUST_LOG", "warn"), ("ENCLAVE_DATAPLANE_THREADS", "2")],
         ),
         Impl::Boringtun => (
             format!("boringtun-{}", ns.node()),
@@ -362,7 +362,7 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         Impl::Raw,
         Impl::Ours,
         Impl::OursNoOffload,
-        Impl::OursOneThread,
+        Impl::OursTwoThreads,
         Impl::WireguardGo,
     ];
     if enclave_netns::which("boringtun-cli").is_some() {
@@ -399,7 +399,7 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         (Impl::Ours, Impl::WireguardGo, "ours/wg-go"),
         (Impl::Ours, Impl::Raw, "ours/raw"),
         (Impl::Ours, Impl::OursNoOffload, "ours/no-offload"),
-        (Impl::Ours, Impl::OursOneThread, "ours/one-thread"),
+        (Impl::OursTwoThreads, Impl::Ours, "two-threads/ours"),
         (Impl::WireguardGo, Impl::Raw, "wg-go/raw"),
     ];
     let mut header = format!("{:36}", "");

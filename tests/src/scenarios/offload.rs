@@ -40,22 +40,30 @@ pub fn scenarios() -> Vec<Scenario> {
 /// One end of a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
-    Ours { offload: bool },
+    /// Ours, with its offloads on or forced off, on one thread or with a thread per direction.
+    Ours {
+        offload: bool,
+        two_threads: bool,
+    },
     WireguardGo,
 }
 
 impl End {
     fn name(self) -> &'static str {
         match self {
-            End::Ours { offload: true } => "ours",
-            End::Ours { offload: false } => "ours (offloads off)",
+            End::Ours {
+                offload: true,
+                two_threads: true,
+            } => "ours (two threads)",
+            End::Ours { offload: true, .. } => "ours",
+            End::Ours { offload: false, .. } => "ours (offloads off)",
             End::WireguardGo => "wireguard-go",
         }
     }
 
     /// Whether this end reads super-packets from its TUN device and writes coalesced ones.
     fn offloads(self) -> bool {
-        self == End::Ours { offload: true }
+        matches!(self, End::Ours { offload: true, .. })
     }
 }
 
@@ -68,7 +76,11 @@ const DATAGRAM_LEN: usize = 1200;
 const PER_SEND: usize = 8;
 
 fn start(ctx: &Ctx, ns: &Netns, end: End) -> anyhow::Result<Process> {
-    let End::Ours { offload } = end else {
+    let End::Ours {
+        offload,
+        two_threads,
+    } = end
+    else {
         return start_wireguard_go(ns, IFACE);
     };
     // The offloads it reported must be the ones asked for: all of them on this kernel.
@@ -77,19 +89,28 @@ fn start(ctx: &Ctx, ns: &Netns, end: End) -> anyhow::Result<Process> {
     } else {
         &["vnet_hdr=false tso=false uso=false", "gso=false gro=false"]
     };
-    start_ours(ctx, ns, if offload { "on" } else { "off" }, wanted)
+    let threads = if two_threads { "2" } else { "1" };
+    start_ours(ctx, ns, if offload { "on" } else { "off" }, threads, wanted)
 }
 
-/// Starts `enclave-agent tunnel` in `ns` with `ENCLAVE_OFFLOAD=offload`, and checks that its
-/// log reports each of `wanted` (the offloads it got).
-fn start_ours(ctx: &Ctx, ns: &Netns, offload: &str, wanted: &[&str]) -> anyhow::Result<Process> {
+/// Starts `enclave-agent tunnel` in `ns` with `ENCLAVE_OFFLOAD=offload` and
+/// `ENCLAVE_DATAPLANE_THREADS=threads`, and checks that its log reports each of `wanted` (the
+/// offloads it got) and the threads asked for.
+fn start_ours(
+    ctx: &Ctx,
+    ns: &Netns,
+    offload: &str,
+    threads: &str,
+    wanted: &[&str],
+) -> anyhow::Result<Process> {
     let agent = ctx.bin("enclave-agent")?;
     let mut process = ns.spawn(
         &format!("enclave-tunnel-{}", ns.name()),
         &[agent.to_string_lossy().as_ref(), "tunnel", IFACE],
         SpawnOpts::default()
             .env("RUST_LOG", "info")
-            .env("ENCLAVE_OFFLOAD", offload),
+            .env("ENCLAVE_OFFLOAD", offload)
+            .env("ENCLAVE_DATAPLANE_THREADS", threads),
     )?;
     let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
     let up = enclave_netns::wait_until(Duration::from_secs(10), || {
@@ -111,6 +132,19 @@ fn start_ours(ctx: &Ctx, ns: &Netns, offload: &str, wanted: &[&str]) -> anyhow::
             ns.node()
         );
     }
+    let threads_said = if threads == "2" {
+        "data plane on two threads"
+    } else {
+        "data plane on one thread"
+    };
+    ensure!(
+        enclave_netns::wait_until(Duration::from_secs(5), || process
+            .log()
+            .contains(threads_said)),
+        "the tunnel in {} did not report \"{threads_said}\"; log:\n{}",
+        ns.node(),
+        process.log()
+    );
     Ok(process)
 }
 
@@ -435,21 +469,33 @@ fn run_gateway_case(ctx: &Ctx, tag: &str, end: End) -> anyhow::Result<String> {
 }
 
 fn offload(ctx: &Ctx) -> anyhow::Result<()> {
-    let on = End::Ours { offload: true };
-    let off = End::Ours { offload: false };
+    let on = End::Ours {
+        offload: true,
+        two_threads: false,
+    };
+    let off = End::Ours {
+        offload: false,
+        two_threads: false,
+    };
+    let two = End::Ours {
+        offload: true,
+        two_threads: true,
+    };
     let cases = [
         (on, on),
         (off, off),
         (on, off),
         (on, End::WireguardGo),
         (off, End::WireguardGo),
+        (two, on),
+        (two, End::WireguardGo),
     ];
     for (i, (a, b)) in cases.into_iter().enumerate() {
         let what = format!("{} <-> {}", a.name(), b.name());
         let figures = run_case(ctx, &format!("ofl{i}"), a, b).with_context(|| what.clone())?;
         println!("  {what}: {figures}");
     }
-    for (i, end) in [on, off].into_iter().enumerate() {
+    for (i, end) in [on, off, two].into_iter().enumerate() {
         let what = format!("{} through a gateway with SNAT", end.name());
         let figures =
             run_gateway_case(ctx, &format!("oflgw{i}"), end).with_context(|| what.clone())?;
@@ -592,8 +638,15 @@ fn run_fallback(ctx: &Ctx, tag: &str, case: &Fallback) -> anyhow::Result<String>
     let (a, b) = (topo.ns("a"), topo.ns("b"));
     ethtool(a, case.ethtool_a)?;
     ethtool(b, case.ethtool_b)?;
-    let mut a_process = start_ours(ctx, a, case.env, &case.logged)?;
-    let mut b_process = start(ctx, b, End::Ours { offload: true })?;
+    let mut a_process = start_ours(ctx, a, case.env, "1", &case.logged)?;
+    let mut b_process = start(
+        ctx,
+        b,
+        End::Ours {
+            offload: true,
+            two_threads: false,
+        },
+    )?;
     // An ethtool change on a's TUN device, now that it exists.
     ethtool(a, case.ethtool_a_tun)?;
     connect(ctx, tag, a, b)?;
