@@ -252,17 +252,27 @@ pub(crate) fn comment_from_udata(udata: &[u8]) -> Option<String> {
 pub(crate) struct OwnedRule(*mut sys::nftnl_rule);
 
 impl OwnedRule {
-    pub(crate) fn new(
-        chain: &str,
-        spec: &RuleSpec,
-        set_ids: &BTreeMap<String, u32>,
-    ) -> Result<OwnedRule> {
+    /// A rule with nothing set: to fill in, or to parse a kernel message into.
+    pub(crate) fn empty() -> Result<OwnedRule> {
         // SAFETY: plain allocation; a null return is handled.
         let ptr = unsafe { sys::nftnl_rule_alloc() };
         if ptr.is_null() {
             return Err(Error::Alloc);
         }
-        let rule = OwnedRule(ptr);
+        Ok(OwnedRule(ptr))
+    }
+
+    /// The live rule, owned by `self` (freed when it drops).
+    pub(crate) fn as_ptr(&self) -> *mut sys::nftnl_rule {
+        self.0
+    }
+
+    pub(crate) fn new(
+        chain: &str,
+        spec: &RuleSpec,
+        set_ids: &BTreeMap<String, u32>,
+    ) -> Result<OwnedRule> {
+        let rule = OwnedRule::empty()?;
         let table = cstring(TABLE)?;
         let chain = cstring(chain)?;
         let udata = comment_udata(&spec.comment);
@@ -338,13 +348,23 @@ unsafe impl NlMsg for OwnedRule {
 pub(crate) struct IntervalSet(*mut sys::nftnl_set);
 
 impl IntervalSet {
-    pub(crate) fn new(spec: &SetSpec, id: u32) -> Result<IntervalSet> {
+    /// A set with nothing set: to fill in, or to parse kernel messages into.
+    pub(crate) fn empty() -> Result<IntervalSet> {
         // SAFETY: plain allocation; a null return is handled.
         let ptr = unsafe { sys::nftnl_set_alloc() };
         if ptr.is_null() {
             return Err(Error::Alloc);
         }
-        let set = IntervalSet(ptr);
+        Ok(IntervalSet(ptr))
+    }
+
+    /// The live set, owned by `self` (freed when it drops).
+    pub(crate) fn as_ptr(&self) -> *mut sys::nftnl_set {
+        self.0
+    }
+
+    pub(crate) fn new(spec: &SetSpec, id: u32) -> Result<IntervalSet> {
+        let set = IntervalSet::empty()?;
         let table = cstring(TABLE)?;
         let name = cstring(&spec.name)?;
         // SAFETY: `set.0` is live; libnftnl copies the strings.
