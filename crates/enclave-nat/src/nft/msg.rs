@@ -30,6 +30,15 @@ const CT_STATE_ESTABLISHED: u32 = 1 << 1;
 const CT_STATE_RELATED: u32 = 1 << 2;
 const CT_STATE_NEW: u32 = 1 << 3;
 
+/// `ptr`, or [`Error::Alloc`] where libnftnl returned null (it could not allocate).
+fn allocated<T>(ptr: *mut T) -> Result<*mut T> {
+    if ptr.is_null() {
+        Err(Error::Alloc)
+    } else {
+        Ok(ptr)
+    }
+}
+
 /// One expression under construction; freed unless handed to a rule.
 struct Expr(*mut sys::nftnl_expr);
 
@@ -37,10 +46,7 @@ impl Expr {
     fn new(name: &'static [u8]) -> Result<Expr> {
         // SAFETY: `name` is a NUL-terminated static string; a null return is handled.
         let ptr = unsafe { sys::nftnl_expr_alloc(name.as_ptr() as *const c_char) };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        Ok(Expr(ptr))
+        Ok(Expr(allocated(ptr)?))
     }
 
     fn u32(self, attr: u32, value: u32) -> Expr {
@@ -256,10 +262,7 @@ impl OwnedRule {
     pub(crate) fn empty() -> Result<OwnedRule> {
         // SAFETY: plain allocation; a null return is handled.
         let ptr = unsafe { sys::nftnl_rule_alloc() };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        Ok(OwnedRule(ptr))
+        Ok(OwnedRule(allocated(ptr)?))
     }
 
     /// The live rule, owned by `self` (freed when it drops).
@@ -352,10 +355,7 @@ impl IntervalSet {
     pub(crate) fn empty() -> Result<IntervalSet> {
         // SAFETY: plain allocation; a null return is handled.
         let ptr = unsafe { sys::nftnl_set_alloc() };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        Ok(IntervalSet(ptr))
+        Ok(IntervalSet(allocated(ptr)?))
     }
 
     /// The live set, owned by `self` (freed when it drops).
@@ -392,10 +392,7 @@ impl IntervalSet {
 
     fn add_element(&self, key: Ipv4Addr, interval_end: bool) -> Result<()> {
         // SAFETY: plain allocation; a null return is handled.
-        let elem = unsafe { sys::nftnl_set_elem_alloc() };
-        if elem.is_null() {
-            return Err(Error::Alloc);
-        }
+        let elem = allocated(unsafe { sys::nftnl_set_elem_alloc() })?;
         let octets = key.octets();
         // SAFETY: `elem` is live and ours until `nftnl_set_elem_add` hands it to the set.
         unsafe {
@@ -420,10 +417,7 @@ impl IntervalSet {
     /// The element messages, as many as libnftnl needs to carry every element.
     pub(crate) fn element_messages(&self) -> Result<SetElements<'_>> {
         // SAFETY: the iterator borrows the live set, which outlives `SetElements`.
-        let iter = unsafe { sys::nftnl_set_elems_iter_create(self.0) };
-        if iter.is_null() {
-            return Err(Error::Alloc);
-        }
+        let iter = allocated(unsafe { sys::nftnl_set_elems_iter_create(self.0) })?;
         Ok(SetElements {
             _set: self,
             iter,
