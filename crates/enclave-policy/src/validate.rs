@@ -436,10 +436,9 @@ impl Checker<'_, '_> {
         let mut systems = BTreeMap::new();
         for raw in raw {
             let raw = raw.into_inner();
-            let name = raw.name.get_ref().clone();
-            if !self.name_ok(&raw.name, "system") {
+            let Some(name) = self.named(&raw.name, "system") else {
                 continue;
-            }
+            };
             let duplicate = places.system_names.contains_key(&name);
             if duplicate {
                 self.sink
@@ -579,10 +578,9 @@ impl Checker<'_, '_> {
         let mut out = BTreeMap::new();
         for raw in raw {
             let raw = raw.into_inner();
-            let name = raw.name.get_ref().clone();
-            if !self.name_ok(&raw.name, "trust requirement") {
+            let Some(name) = self.named(&raw.name, "trust requirement") else {
                 continue;
-            }
+            };
             if !self.declared_trust.insert(name.clone()) {
                 self.sink.error(
                     &raw.name.span(),
@@ -633,10 +631,9 @@ impl Checker<'_, '_> {
         let mut out = BTreeMap::new();
         for raw in raw {
             let raw = raw.into_inner();
-            let name = raw.name.get_ref().clone();
-            if !self.name_ok(&raw.name, "tag") {
+            let Some(name) = self.named(&raw.name, "tag") else {
                 continue;
-            }
+            };
             if out.contains_key(&name) {
                 self.sink
                     .error(&raw.name.span(), format!("tag {name:?} is defined twice"));
@@ -689,6 +686,11 @@ impl Checker<'_, '_> {
                 .warning(&span, format!("policy {name:?} grants nothing"));
         }
         (name, policy)
+    }
+
+    /// The name of a table, or `None` (reported) when it is empty.
+    fn named(&mut self, name: &S<String>, what: &str) -> Option<String> {
+        self.name_ok(name, what).then(|| name.get_ref().clone())
     }
 
     fn name_ok(&mut self, name: &S<String>, what: &str) -> bool {

@@ -128,26 +128,31 @@ fn unknown_public_address_fails_public_ip_requirements() {
 
 #[test]
 fn tag_trust_requirement_gates_the_contractor() {
-    check(
-        "contractor",
-        "192.168.77.30:445/tcp",
-        Some("203.0.113.9"),
-        WORKDAY,
-        expect![[r#"
-            denied: contractor -> 192.168.77.30:445/tcp
-              gateway access policy "contractors to the file server": denied: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
-        "#]],
-    );
-    check(
-        "contractor",
-        "192.168.77.30:445/tcp",
-        Some("198.51.100.9"),
-        WORKDAY,
-        expect![[r#"
-            allowed: contractor -> 192.168.77.30:445/tcp
-              gateway access policy "contractors to the file server": allowed by ACL entry tcp 445 (SMB), through menlo-gw-1, then menlo-gw-2
-        "#]],
-    );
+    // From outside the partner offices' range, then from inside it.
+    for (public_ip, expect) in [
+        (
+            "203.0.113.9",
+            expect![[r#"
+                denied: contractor -> 192.168.77.30:445/tcp
+                  gateway access policy "contractors to the file server": denied: trust requirement "partner-offices" failed: public address 203.0.113.9 is not in an allowed range
+            "#]],
+        ),
+        (
+            "198.51.100.9",
+            expect![[r#"
+                allowed: contractor -> 192.168.77.30:445/tcp
+                  gateway access policy "contractors to the file server": allowed by ACL entry tcp 445 (SMB), through menlo-gw-1, then menlo-gw-2
+            "#]],
+        ),
+    ] {
+        check(
+            "contractor",
+            "192.168.77.30:445/tcp",
+            Some(public_ip),
+            WORKDAY,
+            expect,
+        );
+    }
 }
 
 #[test]

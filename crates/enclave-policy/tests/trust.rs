@@ -92,22 +92,22 @@ fn sender_leaves_public_ip_to_the_enforcer_but_judges_hours() {
 #[test]
 fn active_hours_follow_daylight_saving_time() {
     // 07:00-19:00 in Los Angeles: 14:30 UTC is 07:30 in summer (PDT) but 06:30 in winter.
-    check(
-        "menlo-gw-1",
-        &[("laptop", "198.51.100.7")],
-        "2026-07-01T14:30:00Z",
-        expect![[r#"
-            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
-            in  laptop "users to Menlo Park Office": active
-        "#]],
-    );
-    check(
-        "menlo-gw-1",
-        &[("laptop", "198.51.100.7")],
-        "2026-12-02T14:30:00Z",
-        expect![[r#"
-            in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
-            in  laptop "users to Menlo Park Office": suspended: outside active hours (it is Wed 06:30 in America/Los_Angeles)
-        "#]],
-    );
+    for (at, expect) in [
+        (
+            "2026-07-01T14:30:00Z",
+            expect![[r#"
+                in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
+                in  laptop "users to Menlo Park Office": active
+            "#]],
+        ),
+        (
+            "2026-12-02T14:30:00Z",
+            expect![[r#"
+                in  contractor "contractors to the file server": suspended: trust requirement "partner-offices" failed: the sender's public address is unknown
+                in  laptop "users to Menlo Park Office": suspended: outside active hours (it is Wed 06:30 in America/Los_Angeles)
+            "#]],
+        ),
+    ] {
+        check("menlo-gw-1", &[("laptop", "198.51.100.7")], at, expect);
+    }
 }

@@ -482,3 +482,28 @@ acl = [{{ protocol = "any" }}]
         "#]],
     );
 }
+
+#[test]
+fn empty_names_are_errors() {
+    check(
+        r#"
+[[system]]
+name = " "
+public_key = "vTN8N6SXl8C/f4BwE2OKOmkFfGsPprd4XoDA5tqbHBM="
+address = "100.64.0.1"
+
+[[tag]]
+name = ""
+
+[[trust_requirement]]
+name = ""
+kind = "public_ip"
+"#,
+        expect![[r#"
+            invalid
+            net.toml:3:8: error: system name is empty
+            net.toml:8:8: error: tag name is empty
+            net.toml:11:8: error: trust requirement name is empty
+        "#]],
+    );
+}

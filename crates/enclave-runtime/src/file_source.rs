@@ -257,9 +257,18 @@ mod tests {
         loaded.network.systems[system].public_key.clone()
     }
 
-    /// A directory for the test's files, removed with it.
-    fn scratch() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap()
+    /// A directory for the test's files, removed with it, and where its `network.toml` goes.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("network.toml");
+        (tmp, path)
+    }
+
+    /// A [`scratch`] directory whose `network.toml` is the example.
+    fn with_example() -> (tempfile::TempDir, PathBuf) {
+        let (tmp, path) = scratch();
+        std::fs::write(&path, EXAMPLE).unwrap();
+        (tmp, path)
     }
 
     async fn next(events: &mut mpsc::Receiver<SourceEvent>) -> SourceEvent {
@@ -271,10 +280,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_rename_over_the_file_is_seen_and_a_bad_edit_is_a_problem() {
-        let tmp = scratch();
+        let (tmp, path) = with_example();
         let dir = tmp.path();
-        let path = dir.join("network.toml");
-        std::fs::write(&path, EXAMPLE).unwrap();
         let key = key_of("laptop");
         let (first, mut events) = open(&path, &key).unwrap();
         assert_eq!(first.view.system, "laptop");
@@ -308,10 +315,8 @@ mod tests {
 
     #[tokio::test]
     async fn other_files_in_the_directory_are_no_news() {
-        let tmp = scratch();
+        let (tmp, path) = with_example();
         let dir = tmp.path();
-        let path = dir.join("network.toml");
-        std::fs::write(&path, EXAMPLE).unwrap();
         let (_, mut events) = open(&path, &key_of("laptop")).unwrap();
         // Reading the definition and writing a neighbour wake the watch, but the definition
         // did not change: nothing is sent.
@@ -326,9 +331,7 @@ mod tests {
 
     #[test]
     fn the_first_read_fails_as_the_agent_start_must() {
-        let tmp = scratch();
-        let dir = tmp.path();
-        let path = dir.join("network.toml");
+        let (_tmp, path) = scratch();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

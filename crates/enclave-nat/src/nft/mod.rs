@@ -340,18 +340,12 @@ fn request(kind: i32, payload: impl FnOnce(*mut libc::nlmsghdr)) -> Vec<u8> {
 
 fn dump_rules(socket: &Socket) -> Result<Vec<RuleState>> {
     let name = cstring(TABLE)?;
-    // SAFETY: plain allocation; checked below.
-    let filter = unsafe { sys::nftnl_rule_alloc() };
-    if filter.is_null() {
-        return Err(Error::Alloc);
-    }
+    let filter = OwnedRule::empty()?;
     // SAFETY: `filter` is live; the payload writer copies the table name into the request.
     let req = request(libc::NFT_MSG_GETRULE, |header| unsafe {
-        sys::nftnl_rule_set_str(filter, sys::NFTNL_RULE_TABLE as u16, name.as_ptr());
-        sys::nftnl_rule_nlmsg_build_payload(header, filter);
+        sys::nftnl_rule_set_str(filter.as_ptr(), sys::NFTNL_RULE_TABLE as u16, name.as_ptr());
+        sys::nftnl_rule_nlmsg_build_payload(header, filter.as_ptr());
     });
-    // SAFETY: we allocated `filter` and free it once.
-    unsafe { sys::nftnl_rule_free(filter) };
     let mut rules = Vec::new();
     for msg in socket.dump(&req)? {
         rules.push(parse_rule(&msg)?);
@@ -360,67 +354,56 @@ fn dump_rules(socket: &Socket) -> Result<Vec<RuleState>> {
 }
 
 fn parse_rule(msg: &[u8]) -> Result<RuleState> {
-    // SAFETY: plain allocation; checked below.
-    let rule = unsafe { sys::nftnl_rule_alloc() };
-    if rule.is_null() {
-        return Err(Error::Alloc);
-    }
+    let owned = OwnedRule::empty()?;
+    let rule = owned.as_ptr();
     // SAFETY: `msg` is one whole netlink message from the kernel; libnftnl validates its
-    // attributes; every pointer read below belongs to `rule`, freed at the end.
-    let parsed = unsafe {
-        let result = (|| {
-            if sys::nftnl_rule_nlmsg_parse(msg.as_ptr() as *const libc::nlmsghdr, rule) < 0 {
-                return Err(Error::MalformedReply("a rule of our table does not parse"));
-            }
-            let chain = sys::nftnl_rule_get_str(rule, sys::NFTNL_RULE_CHAIN as u16);
-            let chain = if chain.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(chain).to_string_lossy().into_owned()
-            };
-            let mut len = 0u32;
-            let udata = sys::nftnl_rule_get_data(rule, sys::NFTNL_RULE_USERDATA as u16, &mut len);
-            let comment = if udata.is_null() {
-                String::new()
-            } else {
-                let bytes = std::slice::from_raw_parts(udata as *const u8, len as usize);
-                comment_from_udata(bytes).unwrap_or_default()
-            };
-            let (mut packets, mut bytes) = (0, 0);
-            let iter = sys::nftnl_expr_iter_create(rule);
-            if !iter.is_null() {
-                let mut expr = sys::nftnl_expr_iter_next(iter);
-                while !expr.is_null() {
-                    let name = sys::nftnl_expr_get_str(expr, sys::NFTNL_EXPR_NAME as u16);
-                    if !name.is_null() && CStr::from_ptr(name).to_bytes() == b"counter" {
-                        packets = sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_PACKETS as u16);
-                        bytes = sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_BYTES as u16);
-                    }
-                    expr = sys::nftnl_expr_iter_next(iter);
+    // attributes; every pointer read below belongs to `rule`, which `owned` frees.
+    unsafe {
+        if sys::nftnl_rule_nlmsg_parse(msg.as_ptr() as *const libc::nlmsghdr, rule) < 0 {
+            return Err(Error::MalformedReply("a rule of our table does not parse"));
+        }
+        let chain = sys::nftnl_rule_get_str(rule, sys::NFTNL_RULE_CHAIN as u16);
+        let chain = if chain.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(chain).to_string_lossy().into_owned()
+        };
+        let mut len = 0u32;
+        let udata = sys::nftnl_rule_get_data(rule, sys::NFTNL_RULE_USERDATA as u16, &mut len);
+        let comment = if udata.is_null() {
+            String::new()
+        } else {
+            let bytes = std::slice::from_raw_parts(udata as *const u8, len as usize);
+            comment_from_udata(bytes).unwrap_or_default()
+        };
+        let (mut packets, mut bytes) = (0, 0);
+        let iter = sys::nftnl_expr_iter_create(rule);
+        if !iter.is_null() {
+            let mut expr = sys::nftnl_expr_iter_next(iter);
+            while !expr.is_null() {
+                let name = sys::nftnl_expr_get_str(expr, sys::NFTNL_EXPR_NAME as u16);
+                if !name.is_null() && CStr::from_ptr(name).to_bytes() == b"counter" {
+                    packets = sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_PACKETS as u16);
+                    bytes = sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_BYTES as u16);
                 }
-                sys::nftnl_expr_iter_destroy(iter);
+                expr = sys::nftnl_expr_iter_next(iter);
             }
-            Ok(RuleState {
-                chain,
-                comment,
-                packets,
-                bytes,
-            })
-        })();
-        sys::nftnl_rule_free(rule);
-        result
-    };
-    parsed
+            sys::nftnl_expr_iter_destroy(iter);
+        }
+        Ok(RuleState {
+            chain,
+            comment,
+            packets,
+            bytes,
+        })
+    }
 }
 
 fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
     let table = cstring(TABLE)?;
     let name = cstring(set_name)?;
-    // SAFETY: plain allocation; checked below.
-    let set = unsafe { sys::nftnl_set_alloc() };
-    if set.is_null() {
-        return Err(Error::Alloc);
-    }
+    let owned = IntervalSet::empty()?;
+    let set = owned.as_ptr();
     // SAFETY: `set` is live; libnftnl copies the names into the request.
     let req = request(libc::NFT_MSG_GETSETELEM, |header| unsafe {
         sys::nftnl_set_set_str(set, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
@@ -428,7 +411,7 @@ fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
         sys::nftnl_set_set_u32(set, sys::NFTNL_SET_FAMILY as u16, libc::NFPROTO_IPV4 as u32);
         sys::nftnl_set_elems_nlmsg_build_payload(header, set);
     });
-    let result = socket.dump(&req).and_then(|msgs| {
+    socket.dump(&req).and_then(|msgs| {
         for msg in &msgs {
             // SAFETY: each is one whole message from the kernel; elements accumulate in `set`.
             if unsafe {
@@ -452,10 +435,7 @@ fn dump_set_size(socket: &Socket, set_name: &str) -> Result<usize> {
             }
         }
         Ok(count)
-    });
-    // SAFETY: we allocated `set` and free it once.
-    unsafe { sys::nftnl_set_free(set) };
-    result
+    })
 }
 
 #[cfg(test)]

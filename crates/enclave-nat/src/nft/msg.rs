@@ -30,6 +30,15 @@ const CT_STATE_ESTABLISHED: u32 = 1 << 1;
 const CT_STATE_RELATED: u32 = 1 << 2;
 const CT_STATE_NEW: u32 = 1 << 3;
 
+/// `ptr`, or [`Error::Alloc`] where libnftnl returned null (it could not allocate).
+fn allocated<T>(ptr: *mut T) -> Result<*mut T> {
+    if ptr.is_null() {
+        Err(Error::Alloc)
+    } else {
+        Ok(ptr)
+    }
+}
+
 /// One expression under construction; freed unless handed to a rule.
 struct Expr(*mut sys::nftnl_expr);
 
@@ -37,10 +46,7 @@ impl Expr {
     fn new(name: &'static [u8]) -> Result<Expr> {
         // SAFETY: `name` is a NUL-terminated static string; a null return is handled.
         let ptr = unsafe { sys::nftnl_expr_alloc(name.as_ptr() as *const c_char) };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        Ok(Expr(ptr))
+        Ok(Expr(allocated(ptr)?))
     }
 
     fn u32(self, attr: u32, value: u32) -> Expr {
@@ -252,17 +258,24 @@ pub(crate) fn comment_from_udata(udata: &[u8]) -> Option<String> {
 pub(crate) struct OwnedRule(*mut sys::nftnl_rule);
 
 impl OwnedRule {
+    /// A rule with nothing set: to fill in, or to parse a kernel message into.
+    pub(crate) fn empty() -> Result<OwnedRule> {
+        // SAFETY: plain allocation; a null return is handled.
+        let ptr = unsafe { sys::nftnl_rule_alloc() };
+        Ok(OwnedRule(allocated(ptr)?))
+    }
+
+    /// The live rule, owned by `self` (freed when it drops).
+    pub(crate) fn as_ptr(&self) -> *mut sys::nftnl_rule {
+        self.0
+    }
+
     pub(crate) fn new(
         chain: &str,
         spec: &RuleSpec,
         set_ids: &BTreeMap<String, u32>,
     ) -> Result<OwnedRule> {
-        // SAFETY: plain allocation; a null return is handled.
-        let ptr = unsafe { sys::nftnl_rule_alloc() };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        let rule = OwnedRule(ptr);
+        let rule = OwnedRule::empty()?;
         let table = cstring(TABLE)?;
         let chain = cstring(chain)?;
         let udata = comment_udata(&spec.comment);
@@ -338,13 +351,20 @@ unsafe impl NlMsg for OwnedRule {
 pub(crate) struct IntervalSet(*mut sys::nftnl_set);
 
 impl IntervalSet {
-    pub(crate) fn new(spec: &SetSpec, id: u32) -> Result<IntervalSet> {
+    /// A set with nothing set: to fill in, or to parse kernel messages into.
+    pub(crate) fn empty() -> Result<IntervalSet> {
         // SAFETY: plain allocation; a null return is handled.
         let ptr = unsafe { sys::nftnl_set_alloc() };
-        if ptr.is_null() {
-            return Err(Error::Alloc);
-        }
-        let set = IntervalSet(ptr);
+        Ok(IntervalSet(allocated(ptr)?))
+    }
+
+    /// The live set, owned by `self` (freed when it drops).
+    pub(crate) fn as_ptr(&self) -> *mut sys::nftnl_set {
+        self.0
+    }
+
+    pub(crate) fn new(spec: &SetSpec, id: u32) -> Result<IntervalSet> {
+        let set = IntervalSet::empty()?;
         let table = cstring(TABLE)?;
         let name = cstring(&spec.name)?;
         // SAFETY: `set.0` is live; libnftnl copies the strings.
@@ -372,10 +392,7 @@ impl IntervalSet {
 
     fn add_element(&self, key: Ipv4Addr, interval_end: bool) -> Result<()> {
         // SAFETY: plain allocation; a null return is handled.
-        let elem = unsafe { sys::nftnl_set_elem_alloc() };
-        if elem.is_null() {
-            return Err(Error::Alloc);
-        }
+        let elem = allocated(unsafe { sys::nftnl_set_elem_alloc() })?;
         let octets = key.octets();
         // SAFETY: `elem` is live and ours until `nftnl_set_elem_add` hands it to the set.
         unsafe {
@@ -400,10 +417,7 @@ impl IntervalSet {
     /// The element messages, as many as libnftnl needs to carry every element.
     pub(crate) fn element_messages(&self) -> Result<SetElements<'_>> {
         // SAFETY: the iterator borrows the live set, which outlives `SetElements`.
-        let iter = unsafe { sys::nftnl_set_elems_iter_create(self.0) };
-        if iter.is_null() {
-            return Err(Error::Alloc);
-        }
+        let iter = allocated(unsafe { sys::nftnl_set_elems_iter_create(self.0) })?;
         Ok(SetElements {
             _set: self,
             iter,
