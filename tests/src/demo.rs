@@ -272,17 +272,13 @@ impl Demo<'_> {
             "    [{CONTROL}]# enclave-control admin user create {PORTAL_USER} --database {database} --password-file {}",
             file.display()
         );
-        let made = ns.exec(&[
-            control.to_str().context("path is not UTF-8")?,
-            "admin",
-            "user",
-            "create",
-            PORTAL_USER,
-            "--database",
+        let made = crate::control_fixture::create_portal_account(
+            ns,
+            control,
             database,
-            "--password-file",
-            file.to_str().context("path is not UTF-8")?,
-        ]);
+            PORTAL_USER,
+            &file,
+        );
         // The file held the password only for the command.
         let _ = std::fs::remove_file(&file);
         indent(&made?);
