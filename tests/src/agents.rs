@@ -22,6 +22,17 @@ pub struct AgentFiles {
     pub runtime_dir: PathBuf,
 }
 
+/// The agent runtime directory for a node: `run` in the node's own short directory, which the
+/// topology removes. Unix socket paths are short (108 bytes), so it cannot go under the log
+/// directory.
+pub fn runtime_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
+    Ok(ns
+        .wireguard_dir()
+        .parent()
+        .context("the node's wireguard directory has a parent")?
+        .join("run"))
+}
+
 /// Makes a key with `enclave-agent keygen` in `ns` and writes the node's agent configuration,
 /// pointing at `network` (written later with [`write_definition`]). Extra TOML lines go into
 /// the configuration as they are.
@@ -38,13 +49,7 @@ pub fn prepare(ctx: &Ctx, ns: &Netns, network: &Path, extra: &str) -> anyhow::Re
         .trim()
         .to_owned();
     ensure!(public_key.len() == 44, "keygen printed {public_key:?}");
-    // Unix socket paths are short (108 bytes): the runtime directory goes under the node's
-    // own short runtime directory, which the topology removes.
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
+    let runtime_dir = runtime_dir(ns)?;
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,

@@ -465,13 +465,7 @@ pub fn enrol(
     let config = dir.join("agent.toml");
     let (ok, printed) = enrol_command(ctx, ns, gateway, server, enrolment_key, name, &config)?;
     ensure!(ok, "enrolling {name} failed:\n{printed}");
-    // Unix socket paths are short: the runtime directory goes under the node's own short
-    // directory.
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
+    let runtime_dir = crate::agents::runtime_dir(ns)?;
     let written = std::fs::read_to_string(&config)?;
     std::fs::write(&config, format!("runtime_dir = {runtime_dir:?}\n{written}"))?;
     let agent = ctx.bin("enclave-agent")?;
