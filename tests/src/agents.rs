@@ -22,6 +22,15 @@ pub struct AgentFiles {
     pub runtime_dir: PathBuf,
 }
 
+/// The agent's binary: `enclave-gw` for a gateway, `enclave-agent` otherwise.
+pub fn program(gateway: bool) -> &'static str {
+    if gateway {
+        "enclave-gw"
+    } else {
+        "enclave-agent"
+    }
+}
+
 /// The agent runtime directory for a node: `run` in the node's own short directory, which the
 /// topology removes. Unix socket paths are short (108 bytes), so it cannot go under the log
 /// directory.
@@ -96,23 +105,11 @@ pub fn start_with(
     mut opts: SpawnOpts,
 ) -> anyhow::Result<Process> {
     let verbosity = verbosity(&mut opts);
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
+    let bin = ctx.bin(program(gateway))?;
     let bin = bin.to_string_lossy().into_owned();
     let config = files.config.to_string_lossy().into_owned();
     let mut process = ns.spawn(
-        &format!(
-            "{}-{}",
-            if gateway {
-                "enclave-gw"
-            } else {
-                "enclave-agent"
-            },
-            files.node
-        ),
+        &format!("{}-{}", program(gateway), files.node),
         &[bin.as_str(), "run", "-c", &config, "-v", &verbosity],
         opts,
     )?;

@@ -405,11 +405,7 @@ pub fn enrol_command(
     name: &str,
     config: &Path,
 ) -> anyhow::Result<(bool, String)> {
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
+    let bin = ctx.bin(crate::agents::program(gateway))?;
     let state = config.with_file_name("state");
     let output = ns
         .command(&[

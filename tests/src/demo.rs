@@ -676,11 +676,7 @@ impl Demo<'_> {
             println!(
                 "    {:11} {} run (PID {}), log {}",
                 system.name,
-                if gateway {
-                    "enclave-gw"
-                } else {
-                    "enclave-agent"
-                },
+                crate::agents::program(gateway),
                 process.pid(),
                 process.log_path().display()
             );
@@ -709,11 +705,7 @@ impl Demo<'_> {
     fn start_agent(&self, stage: &Stage, node: &str, gateway: bool) -> anyhow::Result<Process> {
         let ns = stage.ns(node);
         let files = &stage.files[node];
-        let program = if gateway {
-            "enclave-gw"
-        } else {
-            "enclave-agent"
-        };
+        let program = crate::agents::program(gateway);
         let bin = self.ctx.bin(program)?.to_string_lossy().into_owned();
         let config = files.config.to_string_lossy().into_owned();
         let argv = [bin.as_str(), "run", "-c", config.as_str(), "-v", "3"];
