@@ -22,6 +22,26 @@ pub struct AgentFiles {
     pub runtime_dir: PathBuf,
 }
 
+/// The agent's binary: `enclave-gw` for a gateway, `enclave-agent` otherwise.
+pub fn program(gateway: bool) -> &'static str {
+    if gateway {
+        "enclave-gw"
+    } else {
+        "enclave-agent"
+    }
+}
+
+/// The agent runtime directory for a node: `run` in the node's own short directory, which the
+/// topology removes. Unix socket paths are short (108 bytes), so it cannot go under the log
+/// directory.
+pub fn runtime_dir(ns: &Netns) -> anyhow::Result<PathBuf> {
+    Ok(ns
+        .wireguard_dir()
+        .parent()
+        .context("the node's wireguard directory has a parent")?
+        .join("run"))
+}
+
 /// Makes a key with `enclave-agent keygen` in `ns` and writes the node's agent configuration,
 /// pointing at `network` (written later with [`write_definition`]). Extra TOML lines go into
 /// the configuration as they are.
@@ -38,13 +58,7 @@ pub fn prepare(ctx: &Ctx, ns: &Netns, network: &Path, extra: &str) -> anyhow::Re
         .trim()
         .to_owned();
     ensure!(public_key.len() == 44, "keygen printed {public_key:?}");
-    // Unix socket paths are short (108 bytes): the runtime directory goes under the node's
-    // own short runtime directory, which the topology removes.
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
+    let runtime_dir = runtime_dir(ns)?;
     let config = dir.join("agent.toml");
     std::fs::write(
         &config,
@@ -91,23 +105,11 @@ pub fn start_with(
     mut opts: SpawnOpts,
 ) -> anyhow::Result<Process> {
     let verbosity = verbosity(&mut opts);
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
+    let bin = ctx.bin(program(gateway))?;
     let bin = bin.to_string_lossy().into_owned();
     let config = files.config.to_string_lossy().into_owned();
     let mut process = ns.spawn(
-        &format!(
-            "{}-{}",
-            if gateway {
-                "enclave-gw"
-            } else {
-                "enclave-agent"
-            },
-            files.node
-        ),
+        &format!("{}-{}", program(gateway), files.node),
         &[bin.as_str(), "run", "-c", &config, "-v", &verbosity],
         opts,
     )?;

@@ -14,6 +14,12 @@ use serde_json::{json, Value};
 use crate::agents::AgentFiles;
 use crate::Ctx;
 
+/// Public keys for systems a scenario enrols or imports without running their agent: any 32
+/// bytes are a key to the server (these are the bytes 7 and 9 repeated).
+pub const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+/// The second such key.
+pub const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
+
 /// Where a server answers and who it is.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -251,6 +257,19 @@ pub fn portal_account(
 ) -> anyhow::Result<()> {
     let password_file = dir.join("password");
     std::fs::write(&password_file, format!("{password}\n"))?;
+    create_portal_account(ns, bin, database, name, &password_file)?;
+    Ok(())
+}
+
+/// `enclave-control admin user create NAME --password-file FILE` on `database` in `ns`: a
+/// portal account with the password in `password_file`. What the command printed.
+pub fn create_portal_account(
+    ns: &Netns,
+    bin: &Path,
+    database: &str,
+    name: &str,
+    password_file: &Path,
+) -> anyhow::Result<String> {
     let made = ns.exec(&[
         bin.to_str().context("binary path is not UTF-8")?,
         "admin",
@@ -266,7 +285,7 @@ pub fn portal_account(
         made.contains(&format!("made portal account {name}")),
         "user create printed {made:?}"
     );
-    Ok(())
+    Ok(made)
 }
 
 /// The enrolment key in the output of `keys create` (its last line, `enk_…`).
@@ -386,11 +405,7 @@ pub fn enrol_command(
     name: &str,
     config: &Path,
 ) -> anyhow::Result<(bool, String)> {
-    let bin = ctx.bin(if gateway {
-        "enclave-gw"
-    } else {
-        "enclave-agent"
-    })?;
+    let bin = ctx.bin(crate::agents::program(gateway))?;
     let state = config.with_file_name("state");
     let output = ns
         .command(&[
@@ -446,13 +461,7 @@ pub fn enrol(
     let config = dir.join("agent.toml");
     let (ok, printed) = enrol_command(ctx, ns, gateway, server, enrolment_key, name, &config)?;
     ensure!(ok, "enrolling {name} failed:\n{printed}");
-    // Unix socket paths are short: the runtime directory goes under the node's own short
-    // directory.
-    let runtime_dir = ns
-        .wireguard_dir()
-        .parent()
-        .context("the node's wireguard directory has a parent")?
-        .join("run");
+    let runtime_dir = crate::agents::runtime_dir(ns)?;
     let written = std::fs::read_to_string(&config)?;
     std::fs::write(&config, format!("runtime_dir = {runtime_dir:?}\n{written}"))?;
     let agent = ctx.bin("enclave-agent")?;

@@ -272,17 +272,13 @@ impl Demo<'_> {
             "    [{CONTROL}]# enclave-control admin user create {PORTAL_USER} --database {database} --password-file {}",
             file.display()
         );
-        let made = ns.exec(&[
-            control.to_str().context("path is not UTF-8")?,
-            "admin",
-            "user",
-            "create",
-            PORTAL_USER,
-            "--database",
+        let made = crate::control_fixture::create_portal_account(
+            ns,
+            control,
             database,
-            "--password-file",
-            file.to_str().context("path is not UTF-8")?,
-        ]);
+            PORTAL_USER,
+            &file,
+        );
         // The file held the password only for the command.
         let _ = std::fs::remove_file(&file);
         indent(&made?);
@@ -680,11 +676,7 @@ impl Demo<'_> {
             println!(
                 "    {:11} {} run (PID {}), log {}",
                 system.name,
-                if gateway {
-                    "enclave-gw"
-                } else {
-                    "enclave-agent"
-                },
+                crate::agents::program(gateway),
                 process.pid(),
                 process.log_path().display()
             );
@@ -713,11 +705,7 @@ impl Demo<'_> {
     fn start_agent(&self, stage: &Stage, node: &str, gateway: bool) -> anyhow::Result<Process> {
         let ns = stage.ns(node);
         let files = &stage.files[node];
-        let program = if gateway {
-            "enclave-gw"
-        } else {
-            "enclave-agent"
-        };
+        let program = crate::agents::program(gateway);
         let bin = self.ctx.bin(program)?.to_string_lossy().into_owned();
         let config = files.config.to_string_lossy().into_owned();
         let argv = [bin.as_str(), "run", "-c", config.as_str(), "-v", "3"];

@@ -420,10 +420,11 @@ impl<'a> Browser<'a> {
     }
 
     /// Waits until the error next to the field `#id` (the first `.field-error` after it in
-    /// its form) says every one of `says`: its text.
+    /// its form) says every one of `says`, then scrolls it to the middle of the window (a
+    /// screenshot taken next shows it): its text.
     pub fn field_error(&self, id: &str, says: &[&str]) -> anyhow::Result<String> {
         let css = format!("#{id} ~ .field-error");
-        poll(|| {
+        let error = poll(|| {
             let error = self.text_of(&css).unwrap_or_default();
             if says.iter().all(|s| error.contains(s)) {
                 Ok(error)
@@ -431,7 +432,12 @@ impl<'a> Browser<'a> {
                 Err(error)
             }
         })
-        .map_err(|error| anyhow!("the error next to #{id} says {error:?}, not {says:?}"))
+        .map_err(|error| anyhow!("the error next to #{id} says {error:?}, not {says:?}"))?;
+        self.script_with(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+            json!([css]),
+        )?;
+        Ok(error)
     }
 
     /// Runs `script` in the page: what it returns.

@@ -112,23 +112,6 @@ impl Toolchain {
     }
 }
 
-/// Installs cargo-fuzz with `cargo install --locked` when `cargo fuzz` is missing.
-pub fn ensure_cargo_fuzz() -> anyhow::Result<()> {
-    let present = Command::new("cargo")
-        .args(["fuzz", "--version"])
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false);
-    if present {
-        return Ok(());
-    }
-    crate::run("cargo install --locked cargo-fuzz", {
-        let mut cmd = Command::new("cargo");
-        cmd.args(["install", "--locked", "cargo-fuzz"]);
-        cmd
-    })
-}
-
 /// `cargo xtask fuzz [TARGET…]`: builds the fuzz targets and runs them (all, or those named).
 pub fn fuzz(names: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -138,7 +121,7 @@ pub fn fuzz(names: &[String]) -> anyhow::Result<()> {
             .with_context(|| format!("{SECONDS_VAR}={text:?} is not a number of seconds"))?,
         Err(_) => FUZZ_SECONDS,
     };
-    ensure_cargo_fuzz()?;
+    crate::packages::ensure_cargo_tool("fuzz", "cargo-fuzz")?;
     let toolchain = Toolchain::detect();
     if toolchain == Toolchain::StableBootstrapped {
         println!("==> no nightly toolchain: fuzzing with stable and RUSTC_BOOTSTRAP=1");

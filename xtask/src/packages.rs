@@ -72,27 +72,23 @@ pub fn ensure_cargo_deny() -> anyhow::Result<()> {
     ensure_cargo_tool("deny", "cargo-deny")
 }
 
-/// Installs cargo-machete with `cargo install --locked` when `cargo-machete` is missing.
+/// Installs cargo-machete with `cargo install --locked` when `cargo-machete --version` fails.
 pub fn ensure_cargo_machete() -> anyhow::Result<()> {
-    let present = Command::new("cargo-machete")
-        .arg("--version")
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false);
-    if present {
-        return Ok(());
-    }
-    install("cargo-machete")
+    let mut probe = Command::new("cargo-machete");
+    probe.arg("--version");
+    ensure_tool(probe, "cargo-machete")
 }
 
 /// Installs `package` with `cargo install --locked` when `cargo SUBCOMMAND --version` fails.
-fn ensure_cargo_tool(subcommand: &str, package: &str) -> anyhow::Result<()> {
-    let present = Command::new("cargo")
-        .args([subcommand, "--version"])
-        .output()
-        .map(|out| out.status.success())
-        .unwrap_or(false);
-    if present {
+pub fn ensure_cargo_tool(subcommand: &str, package: &str) -> anyhow::Result<()> {
+    let mut probe = Command::new("cargo");
+    probe.args([subcommand, "--version"]);
+    ensure_tool(probe, package)
+}
+
+/// Installs `package` with `cargo install --locked` unless `probe` runs and succeeds.
+fn ensure_tool(mut probe: Command, package: &str) -> anyhow::Result<()> {
+    if probe.output().is_ok_and(|out| out.status.success()) {
         return Ok(());
     }
     install(package)

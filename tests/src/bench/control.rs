@@ -18,7 +18,8 @@
 //! - an edit that changes every view (the policy's ports): from the API call until each agent
 //!   holds a view newer than before the edit; p50, p99 and the last agent, over [`EDITS`] edits.
 //!
-//! `ENCLAVE_BENCH_SYSTEMS=N` runs it with N senders instead of 10,000 (a quick look).
+//! `ENCLAVE_BENCH_SYSTEMS=N` runs it with N senders instead of 10,000 (a quick look); N is at
+//! least [`MIN_SYSTEMS`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use super::stats::percentile;
 use crate::control_fixture::{ControlHost, Endpoint};
 use crate::scenarios::control::Postgres;
 use crate::{Bench, Ctx};
@@ -46,10 +48,17 @@ pub(crate) const BENCH: Bench = Bench {
     run: control,
 };
 
-/// Senders by default.
-const SYSTEMS: usize = 10_000;
-/// One-system revokes measured.
+/// The fewest senders `ENCLAVE_BENCH_SYSTEMS` may ask for: the revokes take up to half of
+/// them, and at least one must be revoked.
+const MIN_SYSTEMS: usize = 2;
+/// One-system revokes measured (with fewer than twice as many senders, half of them).
 const REVOKES: usize = 20;
+
+/// The revokes measured with `n` senders: [`REVOKES`], or half of the senders when they are
+/// fewer than twice that.
+fn revokes(n: usize) -> usize {
+    REVOKES.min(n / 2)
+}
 /// Every-view edits measured.
 const EDITS: usize = 3;
 /// Enrolments in flight at once.
@@ -59,14 +68,6 @@ const CONNECT_CONCURRENCY: usize = 64;
 /// The policy whose ports the every-view edit changes.
 const POLICY: &str = "users to the office";
 const GATEWAYS: [&str; 2] = ["office-gw-1", "office-gw-2"];
-
-pub(super) fn systems() -> usize {
-    std::env::var("ENCLAVE_BENCH_SYSTEMS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(SYSTEMS)
-}
 
 /// The figures of one store.
 #[derive(Debug, Default)]
@@ -82,9 +83,10 @@ struct Figures {
 
 fn control(ctx: &Ctx) -> anyhow::Result<()> {
     raise_fd_limit()?;
-    let n = systems();
+    let n = super::systems(MIN_SYSTEMS)?;
     println!(
-        "control server bench: {n} senders + 2 gateways, {REVOKES} revokes, {EDITS} every-view edits, per store"
+        "control server bench: {n} senders + 2 gateways, {} revokes, {EDITS} every-view edits, per store",
+        revokes(n)
     );
     let sqlite = run_store(ctx, "sqlite", n).context("on SQLite")?;
     let postgres = run_store(ctx, "postgres", n).context("on PostgreSQL")?;
@@ -100,8 +102,9 @@ fn raise_fd_limit() -> anyhow::Result<()> {
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("setrlimit")?;
     ensure!(
-        hard >= SYSTEMS as u64 + 1_000,
-        "the hard limit on open files is {hard}: too few for {SYSTEMS} streams"
+        hard >= super::SYSTEMS as u64 + 1_000,
+        "the hard limit on open files is {hard}: too few for {} streams",
+        super::SYSTEMS
     );
     Ok(())
 }
@@ -348,7 +351,7 @@ async fn load(
 
     // One-system revokes: both gateways must drop the system.
     // At most half the senders, so that the edits below still change views.
-    for (round, victim) in names.iter().take(REVOKES.min(n / 2)).enumerate() {
+    for (round, victim) in names.iter().take(revokes(n)).enumerate() {
         let started = Instant::now();
         let revoke = format!("/api/v1/systems/{victim}/revoke");
         send(&admin, HttpMethod::POST, &revoke, &json!({})).await?;
@@ -388,7 +391,7 @@ async fn load(
 
     // Every victim's agent is told it was revoked (its message may come after the gateways'
     // views): only then is the set of live agents known.
-    let victims = &agents[GATEWAYS.len()..GATEWAYS.len() + REVOKES.min(n / 2)];
+    let victims = &agents[GATEWAYS.len()..GATEWAYS.len() + revokes(n)];
     let told = wait_until(Duration::from_secs(30), || {
         victims.iter().all(|a| {
             a.revoked
@@ -521,17 +524,6 @@ fn rss_kb(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS line")
 }
 
-/// The `p`th percentile of `values` (nearest rank).
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 impl Figures {
     /// This store's column of the table, in the order of [`rows`].
     fn column(&self) -> [String; 6] {
@@ -560,7 +552,7 @@ fn rows(n: usize) -> [(String, &'static str); 6] {
         (format!("{} agents connected, first view (s)", n + 2), ""),
         ("server memory per connected agent (KB)".to_owned(), "< 50"),
         (
-            format!("revoke -> both peers, p50 / p99 (ms, {REVOKES} runs)"),
+            format!("revoke -> both peers, p50 / p99 (ms, {} runs)", revokes(n)),
             "p99 < 1000",
         ),
         (
@@ -588,19 +580,5 @@ fn print_table(n: usize, stores: &[(&str, &Figures)]) {
             line.push_str(&format!("{:>14}", column[i]));
         }
         println!("{line}  {goal}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let values: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), 50.0);
-        assert_eq!(percentile(&values, 99.0), 99.0);
-        assert_eq!(percentile(&[7.0], 99.0), 7.0);
-        assert!(percentile(&[], 50.0).is_nan());
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::stats::spread;
 use crate::office::{definition, users_granted, Office, ANY, PRINTER};
 use crate::{Bench, Ctx};
 
@@ -84,11 +85,6 @@ impl Drop for Stream {
             let _ = t.join();
         }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn failover(ctx: &Ctx) -> anyhow::Result<()> {
@@ -180,19 +176,15 @@ fn failover(ctx: &Ctx) -> anyhow::Result<()> {
         ("failover: gap after the active gateway dies", &gaps),
         ("revocation: last answer after the edit", &revokes),
     ] {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{name:<44} {:>10.0} {min:>10.0} {max:>10.0}",
-            median(v.clone())
-        );
+        let [min, median, max] = spread(v);
+        println!("{name:<44} {median:>10.0} {min:>10.0} {max:>10.0}");
     }
     println!();
     println!("goals: failover < 1000 ms (Tailscale documents up to ~15 s); revocation < 1000 ms.");
     println!(
         "ratio to the goal (median / 1000 ms): failover {:.2}, revocation {:.2}",
-        median(gaps.clone()) / 1000.0,
-        median(revokes.clone()) / 1000.0
+        spread(&gaps)[1] / 1000.0,
+        spread(&revokes)[1] / 1000.0
     );
     Ok(())
 }

@@ -17,6 +17,7 @@ use enclave_nat::{
 };
 use enclave_netns::{Netns, TopologySpec};
 
+use super::stats::{ms, spread};
 use crate::{Bench, Ctx};
 
 pub(crate) const BENCH: Bench = Bench {
@@ -59,20 +60,6 @@ fn policy(changed: Option<u32>) -> anyhow::Result<NatPolicy> {
         }],
         host: None,
     })
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// min / median / max of the samples.
-fn spread(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
-    samples.sort();
-    (
-        samples[0],
-        samples[samples.len() / 2],
-        samples[samples.len() - 1],
-    )
 }
 
 struct Row {
@@ -183,27 +170,23 @@ fn bench_hostplumbing(ctx: &Ctx) -> anyhow::Result<()> {
         "backend", "phase", "rounds", "min ms", "median ms", "max ms"
     );
     println!("{}", "-".repeat(80));
-    let mut nft_worst = Duration::ZERO;
-    for row in &mut rows {
-        let (min, median, max) = spread(&mut row.samples);
+    let mut nft_worst = 0.0_f64;
+    for row in &rows {
+        let samples: Vec<f64> = row.samples.iter().copied().map(ms).collect();
+        let [min, median, max] = spread(&samples);
         if row.backend == "nftables" && row.phase != "re-apply, unchanged" {
             nft_worst = nft_worst.max(median);
         }
         println!(
             "{:<16} {:<22} {:>6} {:>10.2} {:>10.2} {:>10.2}",
-            row.backend,
-            row.phase,
-            row.rounds,
-            ms(min),
-            ms(median),
-            ms(max)
+            row.backend, row.phase, row.rounds, min, median, max
         );
     }
     println!(
         "\ngoal: an atomic apply of {ENTRIES} entries under {} ms with nftables: {} (median {:.2} ms)",
         GOAL.as_millis(),
-        if nft_worst < GOAL { "met" } else { "NOT met" },
-        ms(nft_worst)
+        if nft_worst < ms(GOAL) { "met" } else { "NOT met" },
+        nft_worst
     );
     Ok(())
 }

@@ -370,11 +370,7 @@ fn idle(ctx: &Ctx) -> anyhow::Result<()> {
         );
         std::fs::create_dir_all(build.log_dir())?;
         for gateway in [false, true] {
-            let role = if gateway {
-                "enclave-gw"
-            } else {
-                "enclave-agent"
-            };
+            let role = crate::agents::program(gateway);
             let (percent, threads) = measure(&build, ns, &files, gateway)
                 .with_context(|| format!("{role} of {label}"))?;
             println!("{role:<14} {label}: {percent:.3} % of one core");

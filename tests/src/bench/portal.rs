@@ -9,7 +9,8 @@
 //! as p50 and the slowest, and as a share of the goal ([`GOAL_MS`]); nothing is asserted on
 //! time. Every page's answer is checked first (status 200, the systems it must list).
 //!
-//! `ENCLAVE_BENCH_SYSTEMS=N` runs it with N systems instead of 10,000.
+//! `ENCLAVE_BENCH_SYSTEMS=N` runs it with N systems instead of 10,000; N is at least
+//! [`MIN_SYSTEMS`], and what each page is checked for follows N.
 
 use std::path::Path;
 
@@ -25,6 +26,12 @@ pub(crate) const BENCH: Bench = Bench {
     run: portal,
 };
 
+/// The fewest systems `ENCLAVE_BENCH_SYSTEMS` may ask for: with 200 (198 senders) the
+/// Systems page has four pages, the `laptops` search matches 20 of them, and the name search
+/// for the last hundred senders leaves the first hundred out.
+const MIN_SYSTEMS: usize = 200;
+/// Systems on a page of the Systems page (the portal's `PAGE`).
+const PAGE: usize = 50;
 /// Fetches of each page.
 const ROUNDS: usize = 20;
 /// No page may take longer to make.
@@ -76,8 +83,7 @@ fn definition(n: usize) -> String {
 }
 
 fn portal(ctx: &Ctx) -> anyhow::Result<()> {
-    // 10,000 unless ENCLAVE_BENCH_SYSTEMS says otherwise, as for the control bench.
-    let n = super::control::systems();
+    let n = super::systems(MIN_SYSTEMS)?;
     println!("portal bench: {n} systems, each page fetched {ROUNDS} times");
     let host = ControlHost::new(ctx, "pb")?;
     let ns = host.ns();
@@ -97,9 +103,11 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
 
     let jar = host.dir().join("cookies");
     sign_in(ns, &server.at, &jar)?;
-    let last_page = n.div_ceil(50);
+    let last_page = n.div_ceil(PAGE);
     let later = (last_page * 3 / 4).max(1);
     let target = format!("host-{:05}", n / 2);
+    let laptops = laptops_line(n);
+    let (prefix, first_found) = name_search(n);
     let pages = [
         (
             "Systems, first page".to_owned(),
@@ -109,12 +117,12 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
         (
             "Systems, search \"laptops\"".to_owned(),
             "/portal/systems?q=laptops".to_owned(),
-            "systems that match".to_owned(),
+            laptops,
         ),
         (
-            "Systems, search \"host-099\"".to_owned(),
-            "/portal/systems?q=host-099".to_owned(),
-            "host-09900".to_owned(),
+            format!("Systems, search \"{prefix}\""),
+            format!("/portal/systems?q={prefix}"),
+            first_found,
         ),
         (
             format!("Systems, page {later} of {last_page}"),
@@ -168,6 +176,24 @@ fn portal(ctx: &Ctx) -> anyhow::Result<()> {
     println!("\n    goal: every page made within {GOAL_MS:.0} ms (a ratio at or below 1.00)");
     drop(server);
     Ok(())
+}
+
+/// What the Systems page says of the search `laptops` with `n` systems: every tenth sender
+/// is tagged `laptops`, and past one page the count shows which ones the page holds.
+fn laptops_line(n: usize) -> String {
+    let matched = (n - 2).div_ceil(10);
+    if matched > PAGE {
+        format!("1–{PAGE} of {matched} systems that match ({n} in all).")
+    } else {
+        format!("{matched} of {n} systems match.")
+    }
+}
+
+/// A name search for the last hundred senders of `n` systems (`host-099` with 10,000: the 98
+/// from `host-09900`), and the first of them, which the page must list.
+fn name_search(n: usize) -> (String, String) {
+    let hundred = (n - 3) / 100;
+    (format!("host-{hundred:03}"), format!("host-{hundred:03}00"))
 }
 
 /// `curl` with the server's certificate accepted (the bench made it) and the cookie jar.

@@ -14,6 +14,7 @@ use enclave_route::{
     plan, Config, Desired, Ipv4Net, KernelRoute, Report, Route, RouteManager, PROTOCOL_ENCLAVE,
 };
 
+use super::stats::{ms, spread};
 use crate::support::start_wireguard_go;
 use crate::{Bench, Ctx};
 
@@ -36,15 +37,10 @@ fn wanted(skip: Option<u32>, extra: Option<u32>) -> Desired {
     d
 }
 
-fn stats(samples: &mut [Duration]) -> String {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    format!(
-        "min {:8.2} ms   median {:8.2} ms   max {:8.2} ms",
-        ms(samples[0]),
-        ms(samples[samples.len() / 2]),
-        ms(samples[samples.len() - 1])
-    )
+fn stats(samples: &[Duration]) -> String {
+    let samples: Vec<f64> = samples.iter().copied().map(ms).collect();
+    let [min, median, max] = spread(&samples);
+    format!("min {min:8.2} ms   median {median:8.2} ms   max {max:8.2} ms")
 }
 
 fn bench_routes(ctx: &Ctx) -> anyhow::Result<()> {
@@ -112,11 +108,11 @@ fn bench_routes(ctx: &Ctx) -> anyhow::Result<()> {
 
     println!("routes: {ROUTES} routes on a TUN in a namespace, {ROUNDS} rounds (one manager per reconcile, as a restarted agent)");
     for (label, samples) in [
-        (format!("install {ROUTES}"), &mut install),
-        ("no-op reconcile".to_string(), &mut noop),
-        ("one route swapped".to_string(), &mut one),
-        (format!("reset (remove {ROUTES})"), &mut reset),
-        ("diff only (sans-IO)".to_string(), &mut diff),
+        (format!("install {ROUTES}"), &install),
+        ("no-op reconcile".to_string(), &noop),
+        ("one route swapped".to_string(), &one),
+        (format!("reset (remove {ROUTES})"), &reset),
+        ("diff only (sans-IO)".to_string(), &diff),
     ] {
         println!("  {label:<22} {}", stats(samples));
     }

@@ -11,12 +11,8 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context};
 
-use crate::control_fixture::{enrol_request, Admin, ControlHost, Endpoint};
+use crate::control_fixture::{enrol_request, Admin, ControlHost, Endpoint, KEY_A, KEY_B};
 use crate::{Ctx, Scenario};
-
-/// WireGuard public keys for enrolments (an agent would make its own).
-const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-const KEY_B: &str = "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=";
 
 pub fn scenarios() -> Vec<Scenario> {
     vec![

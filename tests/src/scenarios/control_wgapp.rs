@@ -12,7 +12,7 @@ use enclave_netns::{wait_until, Netns, PingResult, SpawnOpts, TopologySpec};
 use serde_json::{json, Value};
 
 use crate::agents::{start_with, status_json};
-use crate::control_fixture::{self, admin_token, start_server_on, Admin};
+use crate::control_fixture::{self, admin_token, start_server_on, Admin, KEY_A, KEY_B};
 use crate::office::{self, DC1, DC2, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER};
 use crate::portal_fixture::Portal;
 use crate::support::start_wireguard_go;
@@ -344,14 +344,8 @@ fn run(ctx: &Ctx) -> anyhow::Result<()> {
 fn office() -> String {
     let policy = format!("filter = [\"{DC1}-{DC2}\"]\nacl = [{{ protocol = \"any\" }}]");
     office::definition(1, "\"users\"", &policy, "")
-        .replace(
-            "KEY(laptop)",
-            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
-        )
-        .replace(
-            "KEY(menlo-gw-1)",
-            "CQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQk=",
-        )
+        .replace("KEY(laptop)", KEY_A)
+        .replace("KEY(menlo-gw-1)", KEY_B)
 }
 
 /// The portal's pages for a device with the WireGuard app, in headless Chromium.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 
-use crate::control_fixture::enrol_request as enrol;
+use crate::control_fixture::{enrol_request as enrol, KEY_A};
 use crate::office::LAN;
 use crate::portal_fixture::{no_password_logged, require_chromium, Browser, Portal, PASSWORD};
 use crate::{Ctx, Scenario};
@@ -15,7 +15,6 @@ use crate::{Ctx, Scenario};
 #[path = "portal_admin.rs"]
 pub(super) mod admin;
 
-const KEY_A: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 /// The label of the gateway toggle on a system's page.
 const GATEWAY_TOGGLE: &str = "Allow this system to act as a gateway";
 
@@ -101,7 +100,6 @@ fn browser(ctx: &Ctx) -> anyhow::Result<()> {
             "did you mean 192.168.77.0/24?",
         ],
     )?;
-    b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
     b.shot("06-bad-subnet")?;
     // A good one is added.
     b.submit(&[("#subnet", "0.0.0.0/0")], "#add-subnet")?;

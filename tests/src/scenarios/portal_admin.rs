@@ -186,7 +186,6 @@ fn admin_pages(ctx: &Ctx) -> anyhow::Result<()> {
             "did you mean 198.51.100.0/24?",
         ],
     )?;
-    b.script("document.querySelector('.field-error').scrollIntoView({block: 'center'});")?;
     b.shot("13-trust-bad-range")?;
     let list = read("/api/v1/trust-requirements")?;
     ensure!(

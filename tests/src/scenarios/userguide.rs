@@ -413,11 +413,7 @@ fn setup(guide: &mut Guide<'_>) -> anyhow::Result<()> {
         "enclave-agent policy check /etc/enclave/network.toml",
     )?;
     for (node, gateway) in AGENTS {
-        let program = if gateway {
-            "enclave-gw"
-        } else {
-            "enclave-agent"
-        };
+        let program = crate::agents::program(gateway);
         let argv = guide.argv(node, &format!("{program} run -v 3"))?;
         let process =
             guide
