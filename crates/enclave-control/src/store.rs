@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr as _;
 
+use enclave_control_proto::Redacted;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
@@ -373,10 +374,7 @@ impl SqlStore {
             let token = AdminToken {
                 id: row.try_get("id").map_err(db("reading admin tokens"))?,
                 name: row.try_get("name").map_err(db("reading admin tokens"))?,
-                hash: row
-                    .try_get::<String, _>("hash")
-                    .map_err(db("reading admin tokens"))?
-                    .into(),
+                hash: Redacted::new(row.try_get("hash").map_err(db("reading admin tokens"))?),
                 created_at: row
                     .try_get("created_at")
                     .map_err(db("reading admin tokens"))?,
@@ -857,7 +855,7 @@ fn key_of(row: &AnyRow) -> Result<EnrolmentKey> {
     let count = |v: i64| u32::try_from(v).map_err(|_| corrupt("enrolment key", "uses"));
     Ok(EnrolmentKey {
         id: row.try_get("id").map_err(e())?,
-        hash: row.try_get::<String, _>("hash").map_err(e())?.into(),
+        hash: Redacted::new(row.try_get("hash").map_err(e())?),
         tags: serde_json::from_str(&tags)
             .map_err(|err| corrupt("enrolment key", &err.to_string()))?,
         approval: match approval.as_str() {

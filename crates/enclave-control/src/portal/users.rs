@@ -88,10 +88,10 @@ pub(crate) async fn read(pool: &AnyPool, name: &str) -> Result<Option<User>> {
     row.map(|r| {
         Ok(User {
             name: r.try_get("name").map_err(db("reading a portal account"))?,
-            password_hash: r
-                .try_get::<String, _>("password_hash")
-                .map_err(db("reading a portal account"))?
-                .into(),
+            password_hash: Redacted::new(
+                r.try_get("password_hash")
+                    .map_err(db("reading a portal account"))?,
+            ),
             created_at: r
                 .try_get("created_at")
                 .map_err(db("reading a portal account"))?,
