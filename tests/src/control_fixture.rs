@@ -30,19 +30,12 @@ pub struct Endpoint {
 }
 
 /// One `enclave-control run` in a namespace, with its own certificate directory.
+#[derive(Debug)]
 pub struct Server {
     /// The running server.
     pub process: Process,
     /// How to reach and recognise it.
     pub at: Endpoint,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("at", &self.at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// [`start_server_on`] on 127.0.0.1 with the default verbosity.

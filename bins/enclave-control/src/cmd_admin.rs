@@ -144,7 +144,7 @@ fn create_user(args: UserArgs) -> anyhow::Result<ExitCode> {
         store
             .put_portal_user(&users::User {
                 name: args.name.clone(),
-                password_hash,
+                password_hash: password_hash.into(),
                 created_at: now(),
             })
             .await
@@ -205,7 +205,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
                 Command::CreateToken {
                     id: token.id.clone(),
                     name: args.name.clone(),
-                    hash: token.hash.clone(),
+                    hash: token.hash.expose().clone(),
                 },
                 &cli(),
             )
@@ -215,7 +215,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             "Admin token {:?} (id {}). It is shown only now; keep it secret, e.g. in ENCLAVE_CONTROL_TOKEN:",
             args.name, token.id
         );
-        println!("{}", token.text);
+        println!("{}", token.text.expose());
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -169,7 +169,7 @@ pub async fn enrol(
         "hostname": hostname,
     });
     let enrolment = async {
-        let (io, _) = target.open().await?;
+        let io = target.open().await?;
         let request = target
             .request(Method::POST, ENROL_PATH)
             .header(header::CONTENT_TYPE, "application/json")
@@ -250,7 +250,7 @@ async fn handshake(
     private_key: &StaticSecret,
     hostname: Option<&str>,
 ) -> Result<Session> {
-    let (io, channel) = target.open().await?;
+    let (io, channel) = target.open_bound().await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| target.http(e))?;
@@ -434,15 +434,17 @@ impl ServerUrl {
     }
 }
 
-/// The byte stream under the messages: TLS over TCP, or TCP.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+/// The byte stream under a request: TLS over TCP, or TCP.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// The upgraded connection.
 type Stream = TokioIo<hyper::upgrade::Upgraded>;
 
-/// A server to talk to: its URL, parsed, and the TLS configuration that pins it.
-struct Target {
+/// A server to talk to: its URL, parsed, and the TLS configuration that pins it. The agent's
+/// [`enrol`] and [`connect`] use it, and so does the administration CLI's client.
+#[derive(Debug, Clone)]
+pub struct Target {
     /// With https: the configuration that pins the server, and its name.
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     authority: String,
@@ -450,7 +452,13 @@ struct Target {
 }
 
 impl Target {
-    fn new(url: &str, trust: Option<&Trust>) -> Result<Self> {
+    /// A server at `url` (`https://HOST:PORT`, or `http://HOST:PORT`), trusted as `trust`
+    /// says.
+    ///
+    /// # Errors
+    /// [`Error::Url`] for a bad URL, [`Error::Unpinned`] for https without `trust`,
+    /// [`Error::Tls`] for a bad CA file.
+    pub fn new(url: &str, trust: Option<&Trust>) -> Result<Self> {
         let url = url.trim().trim_end_matches('/');
         let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
         let tls = if parsed.https {
@@ -469,43 +477,46 @@ impl Target {
         })
     }
 
-    fn http(&self, source: hyper::Error) -> Error {
+    /// The URL, as errors name the server.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// [`Error::Http`] for this server.
+    pub fn http(&self, source: hyper::Error) -> Error {
         Error::Http {
             url: self.url.clone(),
             source,
         }
     }
 
-    fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
+    /// A request to `path` (below the server) with the `Host` header set.
+    pub fn request(&self, method: Method, path: &str) -> hyper::http::request::Builder {
         Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &self.authority)
     }
 
-    /// TCP, then TLS when the URL is https; with the TLS channel binding (zeros without TLS).
-    async fn open(&self) -> Result<(Box<dyn Io>, [u8; 32])> {
-        let unreachable = |source| Error::Unreachable {
-            url: self.url.clone(),
-            source,
-        };
-        let tcp = TcpStream::connect(&self.authority)
-            .await
-            .map_err(unreachable)?;
-        let _ = tcp.set_nodelay(true);
+    /// TCP, then TLS when the URL is https.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`], or [`Error::Mismatch`] when the server is not the pinned one.
+    pub async fn open(&self) -> Result<Box<dyn Io>> {
+        let tcp = self.tcp().await?;
+        Ok(match &self.tls {
+            Some((config, name)) => Box::new(self.tls(config, name, tcp).await?),
+            None => Box::new(tcp),
+        })
+    }
+
+    /// [`Target::open`], with the TLS channel binding (zeros without TLS).
+    async fn open_bound(&self) -> Result<(Box<dyn Io>, [u8; 32])> {
+        let tcp = self.tcp().await?;
         let Some((config, name)) = &self.tls else {
             return Ok((Box::new(tcp), [0; 32]));
         };
-        let stream = tls::connect(config, name, tcp)
-            .await
-            .map_err(|error| match error {
-                tls::ConnectError::Mismatch(m) => Error::Mismatch {
-                    url: self.url.clone(),
-                    seen: m.seen,
-                    pinned: m.pinned,
-                },
-                tls::ConnectError::Io(source) => unreachable(source),
-            })?;
+        let stream = self.tls(config, name, tcp).await?;
         let mut channel = [0u8; 32];
         stream
             .get_ref()
@@ -513,6 +524,39 @@ impl Target {
             .export_keying_material(&mut channel, CHANNEL_EXPORTER_LABEL, None)
             .map_err(|e| Error::Protocol(format!("no TLS channel binding: {e}")))?;
         Ok((Box::new(stream), channel))
+    }
+
+    async fn tcp(&self) -> Result<TcpStream> {
+        let tcp = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| self.unreachable(source))?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn tls(
+        &self,
+        config: &Arc<rustls::ClientConfig>,
+        name: &ServerName<'static>,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        tls::connect(config, name, tcp)
+            .await
+            .map_err(|error| match error {
+                tls::ConnectError::Mismatch(m) => Error::Mismatch {
+                    url: self.url.clone(),
+                    seen: m.seen,
+                    pinned: m.pinned,
+                },
+                tls::ConnectError::Io(source) => self.unreachable(source),
+            })
+    }
+
+    fn unreachable(&self, source: std::io::Error) -> Error {
+        Error::Unreachable {
+            url: self.url.clone(),
+            source,
+        }
     }
 }
 

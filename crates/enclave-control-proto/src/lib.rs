@@ -11,6 +11,8 @@
 //! - [`client`]: the agent's side over TCP and TLS: [`client::enrol`] (the one-time
 //!   registration) and [`client::connect`] (the long-lived connection, HTTP/1.1 upgraded to
 //!   `enclave-agent/1`).
+//! - [`redacted`]: [`Redacted`], a field whose `Debug` never shows its value, for the secrets
+//!   that the agent, the administration CLI and the server all hold (keys, tokens, hashes).
 //!
 //! This crate is used by the agent, so it stays small: no database, no web framework.
 
@@ -20,10 +22,12 @@ pub mod client;
 pub mod frame;
 pub mod message;
 pub mod proof;
+pub mod redacted;
 pub mod tls;
 
 pub use client::{connect, enrol, Enrolled, Error, Reader, Result, Session, Writer};
 pub use message::{AgentMessage, ServerMessage};
+pub use redacted::Redacted;
 pub use tls::Trust;
 
 /// The path of the agents' connection on the API's port.

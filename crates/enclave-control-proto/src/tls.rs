@@ -3,7 +3,7 @@
 //! file. The pinned verifier still checks the handshake's signatures with the pinned
 //! certificate's key, so only the holder of that key can answer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,16 +18,33 @@ use tokio_rustls::client::TlsStream;
 /// Errors of the TLS set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The CA file could not be read.
-    #[error("{}: cannot read", .path.display())]
-    File {
+    /// The CA file cannot be read, or holds no certificate or a broken one.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// rustls refused the configuration.
+    #[error("the TLS configuration was refused")]
+    Config(#[source] rustls::Error),
+    /// A fingerprint that is not 32 hex bytes.
+    #[error("{0:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")]
+    Fingerprint(String),
+}
+
+/// A TLS file (a CA, a certificate chain, a private key) that cannot be read or written, or
+/// holds no usable PEM. The client's CA file and the server's certificate and key fail alike.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file (or its directory) could not be read or written.
+    #[error("{}: {what}", .path.display())]
+    Io {
         /// The file.
         path: PathBuf,
+        /// What we were doing: `cannot read`, `cannot write`, ….
+        what: &'static str,
         /// The cause.
         #[source]
         source: std::io::Error,
     },
-    /// The CA file holds no certificate, or a broken one.
+    /// The file holds no certificate or key, or a broken one.
     #[error("{}: {what}", .path.display())]
     Pem {
         /// The file.
@@ -35,12 +52,30 @@ pub enum Error {
         /// What was wrong.
         what: String,
     },
-    /// rustls refused the configuration.
-    #[error("the TLS configuration was refused")]
-    Config(#[source] rustls::Error),
-    /// A fingerprint that is not 32 hex bytes.
-    #[error("{0:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)")]
-    Fingerprint(String),
+}
+
+impl FileError {
+    /// [`FileError::Io`] for `path` while doing `what`.
+    pub fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| FileError::Io { path, what, source }
+    }
+
+    /// [`FileError::Pem`] for `path`: `what` is wrong.
+    pub fn pem(path: &Path, what: impl Into<String>) -> Self {
+        FileError::Pem {
+            path: path.to_owned(),
+            what: what.into(),
+        }
+    }
+}
+
+/// The bytes of a TLS file.
+///
+/// # Errors
+/// [`FileError::Io`] (`cannot read`).
+pub fn read_file(path: &Path) -> std::result::Result<Vec<u8>, FileError> {
+    std::fs::read(path).map_err(FileError::io(path, "cannot read"))
 }
 
 /// The result type of this module.
@@ -232,23 +267,15 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>> {
             }))
             .with_no_client_auth(),
         Trust::Ca(path) => {
-            let bytes = std::fs::read(path).map_err(|source| Error::File {
-                path: path.clone(),
-                source,
-            })?;
+            let bytes = read_file(path)?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&bytes) {
-                let cert = cert.map_err(|e| Error::Pem {
-                    path: path.clone(),
-                    what: format!("not a PEM certificate: {e}"),
-                })?;
+                let cert =
+                    cert.map_err(|e| FileError::pem(path, format!("not a PEM certificate: {e}")))?;
                 roots.add(cert).map_err(Error::Config)?;
             }
             if roots.is_empty() {
-                return Err(Error::Pem {
-                    path: path.clone(),
-                    what: "holds no certificate".into(),
-                });
+                return Err(FileError::pem(path, "holds no certificate").into());
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -286,5 +313,26 @@ mod tests {
         assert_eq!(found.seen, "AA");
         let other = std::io::Error::new(std::io::ErrorKind::InvalidData, "something else");
         assert!(mismatch(&other).is_none());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_is_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("enclave-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let error = client_config(&Trust::Ca(missing.clone())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}: cannot read", missing.display())
+        );
+        assert!(std::error::Error::source(&error).is_some_and(|s| s.is::<std::io::Error>()));
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no PEM here\n").unwrap();
+        let error = client_config(&Trust::Ca(empty.clone())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{}: holds no certificate", empty.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -168,7 +168,8 @@ impl Server {
         Ok(
             create_key(self.service(), tags, approval, ephemeral, &ctx())
                 .await?
-                .text,
+                .text
+                .into_inner(),
         )
     }
 
@@ -192,10 +193,10 @@ impl Server {
         self.run(Command::CreateToken {
             id: made.id.clone(),
             name: "alice".into(),
-            hash: made.hash.clone(),
+            hash: made.hash.expose().clone(),
         })
         .await?;
-        Ok(made.text)
+        Ok(made.text.into_inner())
     }
 
     /// Enrols a new key pair through the API as `hostname`; the private key.
@@ -242,7 +243,7 @@ pub async fn create_key(
         .execute(
             Command::CreateKey(NewKey {
                 id: made.id.clone(),
-                hash: made.hash.clone(),
+                hash: made.hash.expose().clone(),
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 approval,
                 uses: None,

@@ -528,7 +528,7 @@ async fn create_key(
     let made = secret::generate(secret::KEY_PREFIX);
     let command = Command::CreateKey(NewKey {
         id: made.id.clone(),
-        hash: made.hash.clone(),
+        hash: made.hash.expose().clone(),
         tags: request.tags,
         approval: request.approval,
         uses: request.uses,

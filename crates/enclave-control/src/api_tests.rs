@@ -35,13 +35,13 @@ impl Harness {
         bench.execute(Command::CreateToken {
             id: token.id.clone(),
             name: "alice".into(),
-            hash: token.hash.clone(),
+            hash: token.hash.expose().clone(),
         });
         let app = App::new(Arc::clone(&bench.hub));
         Self {
             router: routes(app.clone()),
             app,
-            token: token.text,
+            token: token.text.into_inner(),
             bench,
         }
     }

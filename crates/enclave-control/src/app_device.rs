@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use enclave_control_proto::Redacted;
 use enclave_policy::{Network, View};
 use ipnet::Ipv4Net;
 use serde::Serialize;
@@ -26,10 +27,11 @@ use crate::core::{problem, Refusal};
 use crate::model::State;
 
 /// A configuration made for an app device.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppConfig {
-    /// The `wg-quick` file, comments included. Holds the private key when one was given.
-    pub text: String,
+    /// The `wg-quick` file, comments included. Holds the private key when one was given, so
+    /// `Debug` does not print it.
+    pub text: Redacted<String>,
     /// A name for the file: the tunnel's name in the apps and for `wg-quick` (at most 15 of
     /// `A-Z a-z 0-9 _ = + . -`), with `.conf`.
     pub file_name: String,
@@ -39,18 +41,6 @@ pub struct AppConfig {
     pub peers: Vec<AppPeer>,
     /// What the app cannot have, or what left a peer out; also comments in `text`.
     pub notes: Vec<String>,
-}
-
-impl std::fmt::Debug for AppConfig {
-    // The text may hold a private key: never printed by `Debug`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppConfig")
-            .field("file_name", &self.file_name)
-            .field("private_key_included", &self.private_key_included)
-            .field("peers", &self.peers)
-            .field("notes", &self.notes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AppConfig {
@@ -181,7 +171,7 @@ pub fn render(view: &View, revision: i64, private_key: Option<&str>) -> AppConfi
     }
     let text = write_file(view, revision, private_key, &peers, &notes);
     AppConfig {
-        text,
+        text: text.into(),
         file_name: format!("{}.conf", tunnel_name(&view.system)),
         private_key_included: private_key.is_some(),
         peers,

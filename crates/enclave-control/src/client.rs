@@ -1,18 +1,16 @@
 //! The administration CLI's client: one HTTP/1.1 request over TLS (server pinned by its
 //! certificate's fingerprint, or a CA file) or plain HTTP, to the running server's API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use hyper::{Method, StatusCode};
 
-use enclave_control_proto::client::{exchange, ServerUrl};
+use enclave_control_proto::client::{self as proto, exchange, Target};
+use enclave_control_proto::Redacted;
 
-use crate::tls::{self, ConnectError, Mismatch, Trust};
+use crate::tls::{Mismatch, Trust};
 
 pub use hyper::{Method as HttpMethod, StatusCode as HttpStatus};
 
@@ -70,6 +68,28 @@ pub enum Error {
     /// The request took too long.
     #[error("the server at {0} did not answer within 30 s")]
     Timeout(String),
+    /// Another failure of the connection (the agents' client has more kinds than a request
+    /// can meet).
+    #[error("the connection to the server failed")]
+    Connection(#[source] proto::Error),
+}
+
+impl From<proto::Error> for Error {
+    /// The agents' client opens the connection; this client words its errors for the CLI.
+    fn from(error: proto::Error) -> Self {
+        match error {
+            proto::Error::Url(url) => Error::Url(url),
+            proto::Error::Unpinned => Error::Unpinned,
+            proto::Error::Tls(source) => Error::Tls(source),
+            proto::Error::Unreachable { url, source } => Error::Connect { url, source },
+            proto::Error::Mismatch { url, seen, pinned } => Error::Mismatch {
+                url,
+                pin: Mismatch { seen, pinned },
+            },
+            proto::Error::Http { url, source } => Error::Http { url, source },
+            other => Error::Connection(other),
+        }
+    }
 }
 
 /// An API answer.
@@ -88,25 +108,11 @@ impl Answer {
     }
 }
 
-/// A client for one server.
-#[derive(Clone)]
+/// A client for one server. `Debug` does not print the token.
+#[derive(Debug, Clone)]
 pub struct Client {
-    /// With https: the configuration that pins the server, and its name.
-    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
-    authority: String,
-    url: String,
-    token: Option<String>,
-}
-
-impl std::fmt::Debug for Client {
-    /// Everything but the token.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("url", &self.url)
-            .field("tls", &self.tls.is_some())
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .finish()
-    }
+    target: Target,
+    token: Option<Redacted<String>>,
 }
 
 impl Client {
@@ -116,22 +122,9 @@ impl Client {
     /// # Errors
     /// A bad URL, no trust for https, or a bad CA file.
     pub fn new(url: &str, trust: Option<Trust>, token: Option<String>) -> Result<Self, Error> {
-        let url = url.trim_end_matches('/');
-        let parsed = ServerUrl::parse(url).ok_or_else(|| Error::Url(url.to_owned()))?;
-        let tls = if parsed.https {
-            let config = tls::client_config(&trust.ok_or(Error::Unpinned)?)?;
-            let name = parsed
-                .server_name()
-                .ok_or_else(|| Error::Url(url.to_owned()))?;
-            Some((config, name))
-        } else {
-            None
-        };
         Ok(Self {
-            tls,
-            authority: parsed.authority,
-            url: url.to_owned(),
-            token,
+            target: Target::new(url, trust.as_ref())?,
+            token: token.map(Redacted::new),
         })
     }
 
@@ -148,7 +141,7 @@ impl Client {
     ) -> Result<Answer, Error> {
         tokio::time::timeout(TIMEOUT, self.send(method, path, body))
             .await
-            .map_err(|_| Error::Timeout(self.url.clone()))?
+            .map_err(|_| Error::Timeout(self.target.url().to_owned()))?
     }
 
     async fn send(
@@ -157,16 +150,10 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> Result<Answer, Error> {
-        let connect = |source| Error::Connect {
-            url: self.url.clone(),
-            source,
-        };
-        let tcp = TcpStream::connect(&self.authority).await.map_err(connect)?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, &self.authority);
+        let io = self.target.open().await?;
+        let mut request = self.target.request(method, path);
         if let Some(token) = &self.token {
+            let token = token.expose();
             request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = match body {
@@ -176,26 +163,9 @@ impl Client {
             None => request.body(Full::new(Bytes::new())),
         }
         .map_err(|e| Error::Request(e.to_string()))?;
-        let (status, body) = match &self.tls {
-            Some((config, name)) => {
-                let stream =
-                    tls::connect(config, name, tcp)
-                        .await
-                        .map_err(|error| match error {
-                            ConnectError::Mismatch(pin) => Error::Mismatch {
-                                url: self.url.clone(),
-                                pin,
-                            },
-                            ConnectError::Io(source) => connect(source),
-                        })?;
-                exchange(stream, request).await
-            }
-            None => exchange(tcp, request).await,
-        }
-        .map_err(|source| Error::Http {
-            url: self.url.clone(),
-            source,
-        })?;
+        let (status, body) = exchange(io, request)
+            .await
+            .map_err(|source| self.target.http(source))?;
         Ok(Answer { status, body })
     }
 }

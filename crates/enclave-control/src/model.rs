@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
+use enclave_control_proto::Redacted;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -396,13 +397,13 @@ pub enum ApprovalMode {
 
 /// An enrolment key. The key itself is never stored: only its SHA-256, which `Debug` does not
 /// print either (a hash of a short-lived key is still worth guessing against).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrolmentKey {
     /// Short public id (lists, revoke).
     pub id: String,
     /// Hex SHA-256 of the key. Never leaves the server.
     #[serde(skip_serializing)]
-    pub hash: String,
+    pub hash: Redacted<String>,
     /// Tags given to systems it enrols.
     pub tags: BTreeSet<String>,
     /// Approval of the systems it enrols.
@@ -424,7 +425,7 @@ pub struct EnrolmentKey {
 }
 
 /// An admin token. Only its SHA-256 is stored, and `Debug` does not print it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminToken {
     /// Short public id.
     pub id: String,
@@ -432,52 +433,11 @@ pub struct AdminToken {
     pub name: String,
     /// Hex SHA-256 of the token.
     #[serde(skip_serializing)]
-    pub hash: String,
+    pub hash: Redacted<String>,
     /// When it was made.
     pub created_at: UnixTime,
     /// Revoked tokens authenticate nothing.
     pub revoked: bool,
-}
-
-impl std::fmt::Debug for EnrolmentKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrolmentKey")
-            .field("id", &self.id)
-            .field("hash", &REDACTED)
-            .field("tags", &self.tags)
-            .field("approval", &self.approval)
-            .field("uses_allowed", &self.uses_allowed)
-            .field("uses", &self.uses)
-            .field("expires_at", &self.expires_at)
-            .field("ephemeral", &self.ephemeral)
-            .field("revoked", &self.revoked)
-            .field("created_at", &self.created_at)
-            .field("created_by", &self.created_by)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminToken")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("hash", &REDACTED)
-            .field("created_at", &self.created_at)
-            .field("revoked", &self.revoked)
-            .finish()
-    }
-}
-
-/// What `Debug` prints instead of a secret's hash.
-struct Redacted;
-
-const REDACTED: Redacted = Redacted;
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// Where a system's agent is connected, as one server last wrote it.
@@ -523,7 +483,7 @@ mod tests {
             "k1".into(),
             EnrolmentKey {
                 id: "k1".into(),
-                hash: "5ecre7key0hash".into(),
+                hash: Redacted::new("5ecre7key0hash".into()),
                 tags: BTreeSet::new(),
                 approval: ApprovalMode::Auto,
                 uses_allowed: None,
@@ -540,7 +500,7 @@ mod tests {
             AdminToken {
                 id: "t1".into(),
                 name: "alice".into(),
-                hash: "5ecre7token0hash".into(),
+                hash: Redacted::new("5ecre7token0hash".into()),
                 created_at: 0,
                 revoked: false,
             },

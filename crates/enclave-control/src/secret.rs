@@ -1,6 +1,7 @@
 //! Enrolment keys and admin tokens: 256 random bits, shown once, stored as SHA-256.
 
 use base64::Engine as _;
+use enclave_control_proto::Redacted;
 use getrandom::SysRng;
 use rand_core::{Rng as _, UnwrapErr};
 use sha2::{Digest, Sha256};
@@ -11,22 +12,14 @@ pub const KEY_PREFIX: &str = "enk_";
 pub const TOKEN_PREFIX: &str = "ent_";
 
 /// A secret as made: the text shown once, its hash (stored) and its public id.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Secret {
     /// The secret itself: printed once, never stored, never logged.
-    pub text: String,
+    pub text: Redacted<String>,
     /// Hex SHA-256 of `text`.
-    pub hash: String,
+    pub hash: Redacted<String>,
     /// The first 12 hex digits of the hash: names the secret in lists and the audit log.
     pub id: String,
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secret")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Makes a secret with the operating system's random source.
@@ -39,7 +32,11 @@ pub fn generate(prefix: &str) -> Secret {
     );
     let hash = hash(&text);
     let id = hash[..12].to_owned();
-    Secret { text, hash, id }
+    Secret {
+        text: text.into(),
+        hash: hash.into(),
+        id,
+    }
 }
 
 /// A WireGuard key pair for a device added with the WireGuard app, made with the operating
@@ -97,10 +94,11 @@ mod tests {
         assert_ne!(one.text, two.text);
         assert!(one.text.starts_with(KEY_PREFIX));
         assert_eq!(one.text.len(), KEY_PREFIX.len() + 43);
-        assert_eq!(hash(&one.text), one.hash);
+        assert_eq!(hash(&one.text), *one.hash);
         assert_eq!(one.hash.len(), 64);
         assert!(one.hash.starts_with(&one.id));
-        assert!(!format!("{one:?}").contains(&one.text));
+        assert!(!format!("{one:?}").contains(one.text.as_str()));
+        assert!(!format!("{one:?}").contains(one.hash.as_str()));
         assert!(same(&one.hash, &hash(&one.text)));
         assert!(!same(&one.hash, &two.hash));
     }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr as _;
 
+use enclave_control_proto::Redacted;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 
@@ -373,7 +374,7 @@ impl SqlStore {
             let token = AdminToken {
                 id: row.try_get("id").map_err(db("reading admin tokens"))?,
                 name: row.try_get("name").map_err(db("reading admin tokens"))?,
-                hash: row.try_get("hash").map_err(db("reading admin tokens"))?,
+                hash: Redacted::new(row.try_get("hash").map_err(db("reading admin tokens"))?),
                 created_at: row
                     .try_get("created_at")
                     .map_err(db("reading admin tokens"))?,
@@ -495,7 +496,7 @@ impl SqlStore {
                     )
                     .bind(t.id.clone())
                     .bind(t.name.clone())
-                    .bind(t.hash.clone())
+                    .bind(t.hash.expose().clone())
                     .bind(t.created_at)
                     .bind(i64::from(t.revoked))
                 }
@@ -832,7 +833,7 @@ fn insert_key(k: &EnrolmentKey) -> Result<Query<'static>> {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(k.id.clone())
-    .bind(k.hash.clone())
+    .bind(k.hash.expose().clone())
     .bind(json(&k.tags)?)
     .bind(match k.approval {
         ApprovalMode::Auto => "auto",
@@ -854,7 +855,7 @@ fn key_of(row: &AnyRow) -> Result<EnrolmentKey> {
     let count = |v: i64| u32::try_from(v).map_err(|_| corrupt("enrolment key", "uses"));
     Ok(EnrolmentKey {
         id: row.try_get("id").map_err(e())?,
-        hash: row.try_get("hash").map_err(e())?,
+        hash: Redacted::new(row.try_get("hash").map_err(e())?),
         tags: serde_json::from_str(&tags)
             .map_err(|err| corrupt("enrolment key", &err.to_string()))?,
         approval: match approval.as_str() {

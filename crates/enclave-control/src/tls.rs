@@ -6,11 +6,12 @@
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 pub use enclave_control_proto::tls::{
-    client_config, connect, fingerprint, parse_fingerprint, provider, ConnectError, Mismatch, Trust,
+    client_config, connect, fingerprint, parse_fingerprint, provider, read_file, ConnectError,
+    FileError, Mismatch, Trust,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,25 +19,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Errors of the TLS set-up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{}: {what}", .path.display())]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What we were doing.
-        what: &'static str,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A PEM file holds no certificate or key, or a broken one.
-    #[error("{}: {what}", .path.display())]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// What was wrong.
-        what: String,
-    },
+    /// A file could not be read or written, or holds no usable PEM.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Making the self-signed certificate failed.
     #[error("could not make a self-signed certificate")]
     Generate(#[source] rcgen::Error),
@@ -61,32 +46,20 @@ pub struct Identity {
     pub generated: bool,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|source| Error::File {
-        path: path.to_owned(),
-        what: "cannot read",
-        source,
-    })
-}
-
 /// Loads a PEM certificate chain and key.
 ///
 /// # Errors
 /// A file is missing or holds no usable PEM.
 pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
-    let pem_error = |path: &Path, what: &str| Error::Pem {
-        path: path.to_owned(),
-        what: what.to_owned(),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_file(cert)?)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| pem_error(cert, &format!("not a PEM certificate chain: {e}")))?;
+        .map_err(|e| FileError::pem(cert, format!("not a PEM certificate chain: {e}")))?;
     let leaf = chain
         .first()
-        .ok_or_else(|| pem_error(cert, "holds no certificate"))?;
+        .ok_or_else(|| FileError::pem(cert, "holds no certificate"))?;
     let fingerprint = fingerprint(leaf);
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|e| pem_error(key, &format!("not a PEM private key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&read_file(key)?)
+        .map_err(|e| FileError::pem(key, format!("not a PEM private key: {e}")))?;
     Ok(Identity {
         chain,
         key,
@@ -107,11 +80,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Identity> {
         return load(&cert_path, &key_path);
     }
     let made = rcgen::generate_simple_self_signed(names.to_vec()).map_err(Error::Generate)?;
-    fs::create_dir_all(dir).map_err(|source| Error::File {
-        path: dir.to_owned(),
-        what: "cannot create the directory",
-        source,
-    })?;
+    fs::create_dir_all(dir).map_err(FileError::io(dir, "cannot create the directory"))?;
     write_file(
         &key_path,
         made.signing_key.serialize_pem().as_bytes(),
@@ -124,11 +93,7 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<Identity> {
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let file_error = |source| Error::File {
-        path: path.to_owned(),
-        what: "cannot write",
-        source,
-    };
+    let file_error = |source| Error::from(FileError::io(path, "cannot write")(source));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -71,6 +71,7 @@ async fn key_with(service: &Service, tags: &[&str], approval: ApprovalMode) -> S
         .await
         .unwrap()
         .text
+        .into_inner()
 }
 
 /// The first event that `pick` takes, passing over the others; panics with `what` when none

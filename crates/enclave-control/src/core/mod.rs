@@ -332,7 +332,7 @@ fn run(next: &mut State, t: &mut Touched, command: Command, ctx: &Ctx) -> Result
             let token = AdminToken {
                 id: id.clone(),
                 name: name.clone(),
-                hash,
+                hash: hash.into(),
                 created_at: ctx.now,
                 revoked: false,
             };
@@ -477,7 +477,7 @@ fn create_key(next: &mut State, t: &mut Touched, key: NewKey, ctx: &Ctx) -> Resu
     }
     let record = EnrolmentKey {
         id: key.id.clone(),
-        hash: key.hash,
+        hash: key.hash.into(),
         tags: key.tags,
         approval: key.approval,
         uses_allowed: key.uses,

@@ -42,7 +42,7 @@ fn guide_network(h: &Harness) {
     });
     let key = h.key(ApprovalMode::Auto);
     h.execute(Command::Enrol {
-        key_hash: key.hash,
+        key_hash: key.hash.into_inner(),
         public_key: KEY_B.into(),
         hostname: Some("gw".into()),
     });
@@ -125,7 +125,7 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     let key = state
         .keys
         .values()
-        .find(|k| k.hash == secret::hash(&text))
+        .find(|k| *k.hash == secret::hash(&text))
         .expect("the key shown is the key stored");
     assert_eq!(key.approval, ApprovalMode::Auto);
     assert_eq!(key.uses_allowed, Some(3));

@@ -259,7 +259,7 @@ pub(crate) async fn show(
 
 /// The file as a download: the pages' headers (never cached, no sniffing), as plain text.
 fn attachment(config: &AppConfig) -> Response {
-    let mut response = html(StatusCode::OK, config.text.clone());
+    let mut response = html(StatusCode::OK, config.text.expose().clone());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -343,7 +343,7 @@ async fn signin(
     };
     // Off the async workers: argon2 takes tens of milliseconds on purpose (and the decoy is
     // hashed once, on first use).
-    let hash = user.map(|u| u.password_hash);
+    let hash = user.map(|u| u.password_hash.into_inner());
     let right = tokio::task::spawn_blocking(move || {
         users::verify(&password, hash.as_deref().unwrap_or_else(|| users::decoy()))
     })

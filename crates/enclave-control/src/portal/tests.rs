@@ -91,7 +91,7 @@ impl Harness {
         bench
             .block_on(bench.store.put_portal_user(&users::User {
                 name: "alice".into(),
-                password_hash: users::hash(PASSWORD).unwrap(),
+                password_hash: users::hash(PASSWORD).unwrap().into(),
                 created_at: now(),
             }))
             .unwrap();
@@ -110,7 +110,7 @@ impl Harness {
         };
         let key = h.key(ApprovalMode::Manual);
         h.execute(Command::Enrol {
-            key_hash: key.hash,
+            key_hash: key.hash.into_inner(),
             public_key: KEY_A.into(),
             hostname: Some("laptop".into()),
         });
@@ -436,7 +436,7 @@ impl Harness {
         let key = self.key(ApprovalMode::Auto);
         for n in 0..count {
             self.execute(Command::Enrol {
-                key_hash: key.hash.clone(),
+                key_hash: key.hash.expose().clone(),
                 public_key: key_of(n + 1),
                 hostname: Some(format!("host-{n:04}")),
             });

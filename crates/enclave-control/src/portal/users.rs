@@ -3,6 +3,7 @@
 //! `portal_users` table. Made on the server host with `enclave-control admin user create`.
 
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use enclave_control_proto::Redacted;
 use getrandom::SysRng;
 use sqlx::{AnyPool, Row as _};
 
@@ -14,23 +15,14 @@ pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 1024;
 
 /// A portal account. `Debug` does not print the hash.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The name, as the audit log shows it (`user:NAME`).
     pub name: String,
     /// argon2id PHC string.
-    pub password_hash: String,
+    pub password_hash: Redacted<String>,
     /// When it was made.
     pub created_at: i64,
-}
-
-impl std::fmt::Debug for User {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User")
-            .field("name", &self.name)
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Why a password cannot be set.
@@ -96,9 +88,10 @@ pub(crate) async fn read(pool: &AnyPool, name: &str) -> Result<Option<User>> {
     row.map(|r| {
         Ok(User {
             name: r.try_get("name").map_err(db("reading a portal account"))?,
-            password_hash: r
-                .try_get("password_hash")
-                .map_err(db("reading a portal account"))?,
+            password_hash: Redacted::new(
+                r.try_get("password_hash")
+                    .map_err(db("reading a portal account"))?,
+            ),
             created_at: r
                 .try_get("created_at")
                 .map_err(db("reading a portal account"))?,
@@ -113,7 +106,7 @@ pub(crate) async fn write(pool: &AnyPool, user: &User) -> Result<()> {
          ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash",
     )
     .bind(&user.name)
-    .bind(&user.password_hash)
+    .bind(user.password_hash.expose())
     .bind(user.created_at)
     .execute(pool)
     .await
@@ -147,5 +140,17 @@ mod tests {
     fn a_hash_made_by_argon2_0_5_still_verifies() {
         assert!(verify("correct horse battery", ARGON2_0_5_HASH));
         assert!(!verify("correct horse batterY", ARGON2_0_5_HASH));
+    }
+
+    #[test]
+    fn debug_never_prints_the_password_hash() {
+        let user = User {
+            name: "alice".into(),
+            password_hash: ARGON2_0_5_HASH.to_owned().into(),
+            created_at: 0,
+        };
+        let shown = format!("{user:?} {user:#?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
     }
 }
