@@ -3,7 +3,6 @@
 //! never show it in a log line or a panic message.
 
 use std::fmt;
-use std::ops::Deref;
 
 use serde::{Deserialize, Serialize};
 
@@ -38,14 +37,6 @@ impl<T> Redacted<T> {
 impl<T> From<T> for Redacted<T> {
     fn from(value: T) -> Self {
         Self(value)
-    }
-}
-
-impl<T> Deref for Redacted<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.0
     }
 }
 
@@ -86,7 +77,7 @@ mod tests {
             holder.maybe.map(Redacted::into_inner).as_deref(),
             Some("ent_0ther")
         );
-        assert_eq!(holder.secret.len(), 10);
+        assert_eq!(holder.secret.expose().len(), 10);
     }
 
     #[test]

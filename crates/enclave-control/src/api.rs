@@ -281,7 +281,7 @@ async fn authenticate(
     let admin = state
         .tokens
         .values()
-        .find(|t| !t.revoked && secret::same(&t.hash, &hash))
+        .find(|t| !t.revoked && secret::same(t.hash.expose(), &hash))
         .map(|t| Admin {
             actor: format!("token:{}", t.name),
         });

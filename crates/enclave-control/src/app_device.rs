@@ -48,7 +48,7 @@ impl AppConfig {
     /// the apps ignore comments anyway).
     pub fn compact(&self) -> String {
         let mut out = String::new();
-        for line in self.text.lines() {
+        for line in self.text.expose().lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;

@@ -92,14 +92,14 @@ mod tests {
         let one = generate(KEY_PREFIX);
         let two = generate(KEY_PREFIX);
         assert_ne!(one.text, two.text);
-        assert!(one.text.starts_with(KEY_PREFIX));
-        assert_eq!(one.text.len(), KEY_PREFIX.len() + 43);
-        assert_eq!(hash(&one.text), *one.hash);
-        assert_eq!(one.hash.len(), 64);
-        assert!(one.hash.starts_with(&one.id));
-        assert!(!format!("{one:?}").contains(one.text.as_str()));
-        assert!(!format!("{one:?}").contains(one.hash.as_str()));
-        assert!(same(&one.hash, &hash(&one.text)));
-        assert!(!same(&one.hash, &two.hash));
+        assert!(one.text.expose().starts_with(KEY_PREFIX));
+        assert_eq!(one.text.expose().len(), KEY_PREFIX.len() + 43);
+        assert_eq!(&hash(one.text.expose()), one.hash.expose());
+        assert_eq!(one.hash.expose().len(), 64);
+        assert!(one.hash.expose().starts_with(&one.id));
+        assert!(!format!("{one:?}").contains(one.text.expose().as_str()));
+        assert!(!format!("{one:?}").contains(one.hash.expose().as_str()));
+        assert!(same(one.hash.expose(), &hash(one.text.expose())));
+        assert!(!same(one.hash.expose(), two.hash.expose()));
     }
 }

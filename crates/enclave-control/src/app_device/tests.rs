@@ -151,7 +151,7 @@ AllowedIPs = 100.64.0.2/32, 192.168.77.0/24
 PersistentKeepalive = 20
 "
     );
-    assert_eq!(*config.text, expected);
+    assert_eq!(config.text.expose(), &expected);
     assert_eq!(config.file_name, "phone.conf");
     assert!(config.private_key_included);
     assert_eq!(config.notes.len(), 3, "{:?}", config.notes);
@@ -161,13 +161,18 @@ PersistentKeepalive = 20
 fn without_a_private_key_the_file_says_where_it_comes_from() {
     let config = phone(&["users"], None);
     assert!(!config.private_key_included);
-    assert!(!config.text.contains("\nPrivateKey ="), "{}", *config.text);
+    assert!(
+        !config.text.expose().contains("\nPrivateKey ="),
+        "{}",
+        config.text.expose()
+    );
     assert!(
         config
             .text
+            .expose()
             .contains("# PrivateKey = the private key of the pair the app made"),
         "{}",
-        *config.text
+        config.text.expose()
     );
 }
 
@@ -175,8 +180,12 @@ fn without_a_private_key_the_file_says_where_it_comes_from() {
 fn a_device_no_policy_grants_gets_no_peer() {
     let config = phone(&["visitors"], Some(PRIVATE));
     assert!(config.peers.is_empty(), "{:?}", config.peers);
-    assert!(!config.text.contains("[Peer]"), "{}", *config.text);
-    assert!(config.text.contains("Address = 100.64.0.4/32"));
+    assert!(
+        !config.text.expose().contains("[Peer]"),
+        "{}",
+        config.text.expose()
+    );
+    assert!(config.text.expose().contains("Address = 100.64.0.4/32"));
 }
 
 #[test]

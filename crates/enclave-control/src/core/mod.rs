@@ -520,7 +520,7 @@ fn enrol(
     let Some(key) = next
         .keys
         .values_mut()
-        .find(|k| crate::secret::same(&k.hash, key_hash))
+        .find(|k| crate::secret::same(k.hash.expose(), key_hash))
     else {
         return Err(Refusal::Key(KeyRefusal::Unknown));
     };

@@ -125,7 +125,7 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     let key = state
         .keys
         .values()
-        .find(|k| *k.hash == secret::hash(&text))
+        .find(|k| *k.hash.expose() == secret::hash(&text))
         .expect("the key shown is the key stored");
     assert_eq!(key.approval, ApprovalMode::Auto);
     assert_eq!(key.uses_allowed, Some(3));

@@ -158,7 +158,7 @@ fn config_page(
 <ul>{notes}<li>No failover: the app sends each subnet to one gateway, the most preferred one it can reach when the file was made. If that gateway stops, get a new file.</li><li>Changes do not reach it: after its policies, tags or gateways change, open this page again and import the new file.</li></ul>
 </section>"#,
             title = esc(name),
-            text = esc(&config.text),
+            text = esc(config.text.expose()),
         ),
     )
 }

@@ -94,7 +94,7 @@ pub(super) async fn create(
     };
     let made = secret::generate(secret::KEY_PREFIX);
     key.id.clone_from(&made.id);
-    key.hash.clone_from(&made.hash);
+    key.hash.clone_from(made.hash.expose());
     let command = Command::CreateKey(key);
     let ran = portal
         .change(&session, command, Some(CREATE), &form)
@@ -110,7 +110,7 @@ pub(super) async fn create(
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("SERVER:8443");
-            View::said(created(record, &made.text, host))
+            View::said(created(record, made.text.expose(), host))
         }
     };
     page(&portal, &session, &view).await

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use enclave_control_proto::message::{Ack, AgentMessage, ServerMessage};
+use enclave_control_proto::Redacted;
 use enclave_control_proto::Writer;
 pub use enclave_control_proto::{Enrolled, Trust};
 use tokio::sync::mpsc;
@@ -46,26 +47,16 @@ use crate::{Error, Result};
 /// How a broken connection is told.
 const LOST: &str = "lost the control server";
 
-/// The managed source of one agent.
+/// The managed source of one agent. Its `Debug` shows everything but the private key.
+#[derive(Debug)]
 pub struct Managed {
     server: String,
     trust: Trust,
-    key: StaticSecret,
+    key: Redacted<StaticSecret>,
     public_key: String,
     hostname: Option<String>,
     listen_port: u16,
     last_view_file: PathBuf,
-}
-
-impl std::fmt::Debug for Managed {
-    /// Everything but the private key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Managed")
-            .field("server", &self.server)
-            .field("public_key", &self.public_key)
-            .field("last_view_file", &self.last_view_file)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How many events may wait for the agent.
@@ -160,7 +151,7 @@ impl Managed {
                 path: config.private_key_file.clone(),
                 message: "[control] pins no server identity".to_owned(),
             })?,
-            key,
+            key: Redacted::new(key),
             public_key,
             hostname: control.hostname.clone().or_else(enrol::hostname),
             listen_port: config.listen_port,
@@ -301,7 +292,7 @@ impl Managed {
         let connect = enclave_control_proto::connect(
             &self.server,
             Some(&self.trust),
-            &self.key,
+            self.key.expose(),
             self.hostname.as_deref(),
         );
         let session = tokio::select! {
