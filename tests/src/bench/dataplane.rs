@@ -13,6 +13,13 @@
 //! ratios ours/wireguard-go and ours/raw as the median of the per-run ratios (each ratio is
 //! taken between measurements a few seconds apart, which cancels much of the noise other
 //! work on the machine makes).
+//!
+//! `ENCLAVE_BENCH_BASELINE=DIR` adds "ours-baseline", our tunnel from the `enclave-agent` in
+//! DIR (say, release binaries of the commit before a change), measured in the same runs, and
+//! the ratio ours/baseline. `ENCLAVE_BENCH_IMPLS=raw,ours,...` measures only the named
+//! implementations (names as printed). `ENCLAVE_BENCH_PERF=DIR` records, with `perf record -g`
+//! on both tunnel processes, the 1-stream TCP test and the UDP search of each run into DIR
+//! (`IMPL-runN-tcp1.data`, `IMPL-runN-udp.data`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,6 +54,8 @@ enum Impl {
     OursNoOffload,
     /// Ours with a thread per direction (`ENCLAVE_DATAPLANE_THREADS=2`).
     OursTwoThreads,
+    /// Ours from the build in `ENCLAVE_BENCH_BASELINE`.
+    OursBaseline,
     WireguardGo,
     Boringtun,
 }
@@ -58,6 +67,7 @@ impl Impl {
             Impl::Ours => "ours",
             Impl::OursNoOffload => "ours-no-offload",
             Impl::OursTwoThreads => "ours-two-threads",
+            Impl::OursBaseline => "ours-baseline",
             Impl::WireguardGo => "wireguard-go",
             Impl::Boringtun => "boringtun",
         }
@@ -108,6 +118,21 @@ fn start(ctx: &Ctx, ns: &Netns, which: Impl) -> anyhow::Result<Process> {
             agent()?,
             vec![("RUST_LOG", "warn"), ("ENCLAVE_DATAPLANE_THREADS", "2")],
         ),
+        Impl::OursBaseline => {
+            let dir = std::env::var_os("ENCLAVE_BENCH_BASELINE")
+                .context("ENCLAVE_BENCH_BASELINE is not set")?;
+            let bin = std::path::Path::new(&dir).join("enclave-agent");
+            anyhow::ensure!(bin.is_file(), "{} is not built", bin.display());
+            (
+                format!("enclave-baseline-{}", ns.node()),
+                vec![
+                    bin.to_string_lossy().into_owned(),
+                    "tunnel".into(),
+                    "wg0".into(),
+                ],
+                vec![("RUST_LOG", "warn")],
+            )
+        }
         Impl::Boringtun => (
             format!("boringtun-{}", ns.node()),
             vec![
@@ -224,6 +249,46 @@ fn udp_goodput(ns: &Netns, dst: &str) -> anyhow::Result<f64> {
     Ok(best)
 }
 
+/// `perf record -g` on some processes while it lives; stopped (SIGINT, so it writes its
+/// file) when dropped. Nothing when `ENCLAVE_BENCH_PERF` is not set or there is no process.
+struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    fn start(tunnels: &[Process], name: &str) -> anyhow::Result<Profile> {
+        let Some(dir) = std::env::var_os("ENCLAVE_BENCH_PERF") else {
+            return Ok(Profile(None));
+        };
+        if tunnels.is_empty() {
+            return Ok(Profile(None));
+        }
+        let pids: Vec<String> = tunnels.iter().map(|p| p.pid().to_string()).collect();
+        let out = std::path::Path::new(&dir).join(format!("{name}.data"));
+        let child = std::process::Command::new("perf")
+            .args(["record", "-q", "-g", "-o"])
+            .arg(&out)
+            .args(["-p", &pids.join(",")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot run perf")?;
+        // perf needs a moment to attach.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Profile(Some(child)))
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // The pid of a child of ours that has not been waited for yet.
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Clock ticks per second of `/proc` CPU times.
 fn clock_ticks() -> anyhow::Result<f64> {
     let out = std::process::Command::new("getconf")
@@ -310,17 +375,22 @@ fn measure(ctx: &Ctx, which: Impl, run: usize, ticks: f64) -> anyhow::Result<Vec
             .map(|p| process_cpu(p.pid(), ticks))
             .sum::<anyhow::Result<f64>>()
     };
+    let label = format!("{}-run{}", which.name(), run + 1);
+    let profile = Profile::start(&tunnels, &format!("{label}-tcp1"))?;
     let (tunnel_before, machine_before) = (tunnel_cpu()?, machine_cpu(ticks)?);
     let one = iperf(sender, target, 1)?;
     let (tunnel_after, machine_after) = (tunnel_cpu()?, machine_cpu(ticks)?);
+    drop(profile);
     let gb = one.bytes / 1e9;
     let mut figures = vec![
         one.mbps,
         iperf(sender, target, 4)?.mbps,
         iperf(sender, LAN_HOST, 1)?.mbps,
         iperf(sender, LAN_HOST, 4)?.mbps,
-        udp_goodput(sender, target)?,
     ];
+    let profile = Profile::start(&tunnels, &format!("{label}-udp"))?;
+    figures.push(udp_goodput(sender, target)?);
+    drop(profile);
     let out = sender.exec_output(&["ping", "-n", "-q", "-c", PINGS, "-i", "0.02", target])?;
     let ping = enclave_netns::PingResult::parse(&String::from_utf8_lossy(&out.stdout));
     figures.push(
@@ -365,10 +435,28 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         Impl::OursTwoThreads,
         Impl::WireguardGo,
     ];
+    if std::env::var_os("ENCLAVE_BENCH_BASELINE").is_some() {
+        impls.insert(2, Impl::OursBaseline);
+    }
     if enclave_netns::which("boringtun-cli").is_some() {
         impls.push(Impl::Boringtun);
     } else {
         println!("boringtun-cli is not installed (`cargo install boringtun-cli`): not measured");
+    }
+    if let Ok(names) = std::env::var("ENCLAVE_BENCH_IMPLS") {
+        let wanted: Vec<&str> = names.split(',').map(str::trim).collect();
+        for name in &wanted {
+            anyhow::ensure!(
+                impls.iter().any(|i| i.name() == *name),
+                "ENCLAVE_BENCH_IMPLS: {name} is not one of {}",
+                impls
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        impls.retain(|i| wanted.contains(&i.name()));
     }
     println!("columns: {}", METRICS.join(" | "));
     // samples[impl][run][metric]
@@ -400,13 +488,19 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         (Impl::Ours, Impl::Raw, "ours/raw"),
         (Impl::Ours, Impl::OursNoOffload, "ours/no-offload"),
         (Impl::OursTwoThreads, Impl::Ours, "two-threads/ours"),
+        (Impl::Ours, Impl::OursBaseline, "ours/baseline"),
         (Impl::WireguardGo, Impl::Raw, "wg-go/raw"),
     ];
     let mut header = format!("{:36}", "");
     for which in &impls {
         header.push_str(&format!(" {:>24}", which.name()));
     }
-    for (_, _, name) in ratios {
+    // Only the ratios between implementations that were measured.
+    let ratios: Vec<_> = ratios
+        .into_iter()
+        .filter(|(a, b, _)| samples.contains_key(a) && samples.contains_key(b))
+        .collect();
+    for (_, _, name) in &ratios {
         header.push_str(&format!(" {name:>24}"));
     }
     println!("{header}");
@@ -416,7 +510,7 @@ fn bench_dataplane(ctx: &Ctx) -> anyhow::Result<()> {
         for &which in &impls {
             line.push_str(&format!(" {:>24}", spread(&of(which), 2)));
         }
-        for (a, b, _) in ratios {
+        for &(a, b, _) in &ratios {
             let per_run: Vec<f64> = of(a)
                 .iter()
                 .zip(of(b))

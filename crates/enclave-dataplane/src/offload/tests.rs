@@ -185,6 +185,28 @@ fn checksum_matches_rfc_1071_example() {
 }
 
 #[test]
+fn checksum_matches_the_long_way_at_every_length_and_alignment() {
+    // Random bytes, and all ones (the most carries), every length up to a few blocks of
+    // lanes, from odd and even starting offsets, and a full-size packet.
+    let random: Vec<u8> = (0..65_600u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let ones = vec![0xffu8; 65_600];
+    for data in [&random, &ones] {
+        for start in 0..5 {
+            for len in (0..300).chain([1399, 1400, 1401, 65_535]) {
+                let bytes = &data[start..start + len];
+                for acc in [0u64, 0x1_2345, 0xffff_ffff] {
+                    let want = fold(acc + u64::from(naive_sum(bytes)));
+                    let got = fold(sum(bytes, acc));
+                    assert_eq!(got, want, "start {start} len {len} acc {acc:#x}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn tcp_v4_super_packet_splits_into_valid_segments() {
     let payload: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
     let (hdr, p) = super_packet(
