@@ -121,7 +121,7 @@ pub use validate::time_zones;
 pub use validate::{load, Loaded, DEFAULT_KEEPALIVE, DEFAULT_OVERLAY, DEFAULT_PRIORITY};
 pub use view::{
     compile, Compiler, Direction, ForwardRule, GatewayView, Grant, GrantKind, Grants, PeerView,
-    Requirements, RouteCandidate, RouteView, SharedCompiler, SnatRule, SubnetSource, View,
+    Requirements, RouteCandidate, RouteView, SharedCompiler, SnatRule, SubnetSource, ViaTags, View,
     GATEWAY_REACHABILITY,
 };
 

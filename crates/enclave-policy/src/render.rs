@@ -84,7 +84,7 @@ fn grant(
     }
     let mut conditions = Vec::new();
     conditions.extend(r.policy_trust.iter().map(|t| format!("trust {t:?}")));
-    for (tag, trust) in &r.via_tags {
+    for (tag, trust) in r.via_tags.iter() {
         if !trust.is_empty() {
             conditions.push(format!("tag {tag:?} while {}", trust.join(" and ")));
         }

@@ -111,3 +111,60 @@ fn active_hours_follow_daylight_saving_time() {
         check("menlo-gw-1", &[("laptop", "198.51.100.7")], at, expect);
     }
 }
+
+/// `is_active` answers as a scan of every grant would, for each grant of every system's view
+/// and for grants no view has (another peer, direction or policy), with the senders' addresses
+/// observed and not, inside and outside active hours.
+#[test]
+fn is_active_answers_as_a_scan_of_the_grants() {
+    let network = common::example();
+    let observed = Facts {
+        public_ips: [("laptop", "198.51.100.7"), ("contractor", "203.0.113.9")]
+            .iter()
+            .map(|(name, ip)| ((*name).to_owned(), ip.parse().expect("ip")))
+            .collect(),
+    };
+    let (mut active, mut inactive) = (0, 0);
+    for system in network.systems.keys() {
+        let view = enclave_policy::compile(&network, system).expect("system exists");
+        for facts in [Facts::default(), observed.clone()] {
+            for at in ["2026-11-25T18:00:00Z", "2026-11-29T03:00:00Z"] {
+                let now: Timestamp = at.parse().expect("RFC 3339 time");
+                let evaluation = enclave_policy::evaluate(&view, &facts, now);
+                let peers = view.peers.keys().map(String::as_str).chain(["", "nobody"]);
+                let policies: Vec<&str> = evaluation
+                    .grants
+                    .iter()
+                    .map(|g| g.policy.as_str())
+                    .chain(["", "no such policy"])
+                    .collect();
+                for peer in peers {
+                    for direction in [Direction::Inbound, Direction::Outbound] {
+                        for &policy in &policies {
+                            let scan = evaluation.grants.iter().any(|g| {
+                                g.peer == peer
+                                    && g.direction == direction
+                                    && g.policy == policy
+                                    && g.outcome == GrantOutcome::Active
+                            });
+                            assert_eq!(
+                                evaluation.is_active(peer, direction, policy),
+                                scan,
+                                "{system} at {at}: {peer} {direction:?} {policy:?}"
+                            );
+                            if scan {
+                                active += 1;
+                            } else if evaluation.grants.iter().any(|g| {
+                                g.peer == peer && g.direction == direction && g.policy == policy
+                            }) {
+                                inactive += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(active > 10, "{active} active grants");
+    assert!(inactive > 3, "{inactive} suspended grants");
+}

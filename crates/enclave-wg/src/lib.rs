@@ -36,7 +36,9 @@
 //! keys, preshared keys, transport keys, cookies) are zeroized when dropped.
 //! The per-packet paths do not allocate: the caller passes the output
 //! buffer, transport ciphers are set up once per session, and sealing and
-//! opening happen in place.
+//! opening happen in place. The one exception is a session's replay ring,
+//! allocated once in the session's life, by the first packet that leaves a
+//! hole behind it (a session whose packets arrive in order never needs it).
 //!
 //! # Driving a device
 //!

@@ -22,21 +22,38 @@ const RING_BLOCKS: u64 = 128;
 pub(crate) const WINDOW_SIZE: u64 = (RING_BLOCKS - 1) * BLOCK_BITS;
 
 /// An 8192-bit ring that tracks the last 8128 counters (RFC 6479).
+///
+/// The ring (a kilobyte) is allocated only when it is needed: while every counter below the
+/// block of the highest one has been accepted (a session whose packets arrive in order, the
+/// usual case and every idle peer's), the block of the highest counter says everything, and
+/// the window keeps only that block. The first packet that leaves a hole behind it (a loss, a
+/// reordering across a block) builds the ring as it would be, once for the session's life.
+/// What is accepted is the same either way.
 #[derive(Debug, Clone)]
 pub(crate) struct ReplayWindow {
     /// Highest counter accepted so far (0 before any).
     last: u64,
-    /// On the heap: a peer holds up to three sessions, and a gateway with a thousand peers
-    /// would otherwise hold three kilobytes for each, session or not.
-    ring: Box<[u64; RING_BLOCKS as usize]>,
+    /// Without the ring: the bits of the block of `last`; every counter of an earlier block
+    /// has been accepted. Unused with the ring.
+    recent: u64,
+    /// On the heap, and only once a hole is left behind: a peer holds up to three sessions,
+    /// and a gateway with a thousand peers would otherwise hold kilobytes for each.
+    ring: Option<Box<[u64; RING_BLOCKS as usize]>>,
 }
 
 impl ReplayWindow {
     pub(crate) fn new() -> Self {
         Self {
             last: 0,
-            ring: Box::new([0; RING_BLOCKS as usize]),
+            recent: 0,
+            ring: None,
         }
+    }
+
+    /// Whether the ring has been built (a hole was left behind).
+    #[cfg(test)]
+    pub(crate) fn has_ring(&self) -> bool {
+        self.ring.is_some()
     }
 
     /// Whether `counter` could be accepted (checked before decrypting, so
@@ -48,11 +65,16 @@ impl ReplayWindow {
         if counter > self.last {
             return true;
         }
+        let Some(ring) = &self.ring else {
+            // Earlier blocks were accepted whole; only the last block has holes.
+            return counter / BLOCK_BITS == self.last / BLOCK_BITS
+                && self.recent & (1 << (counter % BLOCK_BITS)) == 0;
+        };
         if self.last - counter > WINDOW_SIZE {
             return false;
         }
         let block = ((counter / BLOCK_BITS) % RING_BLOCKS) as usize;
-        self.ring[block] & (1 << (counter % BLOCK_BITS)) == 0
+        ring[block] & (1 << (counter % BLOCK_BITS)) == 0
     }
 
     /// Records an authenticated `counter`; false if it was a replay or too old.
@@ -61,21 +83,53 @@ impl ReplayWindow {
             return false;
         }
         let index = counter / BLOCK_BITS;
+        let bit = 1 << (counter % BLOCK_BITS);
+        if self.ring.is_none() {
+            let current = self.last / BLOCK_BITS;
+            if index < current {
+                // Accepted already, or too old.
+                return false;
+            }
+            if index == current {
+                let fresh = self.recent & bit == 0;
+                self.recent |= bit;
+                self.last = self.last.max(counter);
+                return fresh;
+            }
+            if index == current + 1 && self.recent == u64::MAX {
+                self.last = counter;
+                self.recent = bit;
+                return true;
+            }
+            self.build_ring();
+        }
+        let ring = self.ring.as_mut().expect("built above");
         if counter > self.last {
             let current = self.last / BLOCK_BITS;
             let advance = (index - current).min(RING_BLOCKS);
             for step in 1..=advance {
-                self.ring[((current + step) % RING_BLOCKS) as usize] = 0;
+                ring[((current + step) % RING_BLOCKS) as usize] = 0;
             }
             self.last = counter;
         } else if self.last - counter > WINDOW_SIZE {
             return false;
         }
-        let block = &mut self.ring[(index % RING_BLOCKS) as usize];
-        let bit = 1 << (counter % BLOCK_BITS);
+        let block = &mut ring[(index % RING_BLOCKS) as usize];
         let fresh = *block & bit == 0;
         *block |= bit;
         fresh
+    }
+
+    /// Builds the ring the window would have had all along: the blocks before the last one
+    /// full (back to counter 0 or the ring's length), the last one as kept.
+    fn build_ring(&mut self) {
+        let current = self.last / BLOCK_BITS;
+        let mut ring = Box::new([0; RING_BLOCKS as usize]);
+        for block in current.saturating_sub(RING_BLOCKS - 1)..current {
+            ring[(block % RING_BLOCKS) as usize] = u64::MAX;
+        }
+        ring[(current % RING_BLOCKS) as usize] = self.recent;
+        self.ring = Some(ring);
     }
 }
 
@@ -278,6 +332,104 @@ mod tests {
             if expected {
                 seen.insert(counter);
                 highest = highest.max(counter);
+            }
+        }
+    }
+
+    /// The set-based model of the window: each counter once, none more than
+    /// [`WINDOW_SIZE`] behind the highest.
+    #[derive(Default)]
+    struct Model {
+        seen: std::collections::BTreeSet<u64>,
+        highest: u64,
+    }
+
+    impl Model {
+        fn may_accept(&self, counter: u64) -> bool {
+            counter < REJECT_AFTER_MESSAGES
+                && !self.seen.contains(&counter)
+                && (counter > self.highest || self.highest - counter <= WINDOW_SIZE)
+        }
+
+        fn accept(&mut self, counter: u64) -> bool {
+            let fresh = self.may_accept(counter);
+            if fresh {
+                self.seen.insert(counter);
+                self.highest = self.highest.max(counter);
+            }
+            fresh
+        }
+    }
+
+    #[test]
+    fn window_in_order_needs_no_ring() {
+        let mut window = ReplayWindow::new();
+        for counter in 0..20_000 {
+            assert!(window.may_accept(counter), "{counter}");
+            assert!(window.accept(counter), "{counter}");
+        }
+        for counter in [19_999, 19_990, 19_936, 19_935, 12_000, 11_871, 0] {
+            assert!(!window.may_accept(counter), "{counter} again");
+            assert!(!window.accept(counter), "{counter} again");
+        }
+        assert!(!window.accept(REJECT_AFTER_MESSAGES));
+        assert!(!window.has_ring(), "no hole, no ring");
+        // A hole inside the last block is kept without the ring too.
+        assert!(window.accept(20_002));
+        assert!(window.accept(20_000 + 63 - 20_000 % 64));
+        assert!(!window.has_ring());
+        assert!(window.may_accept(20_000) && window.may_accept(20_001));
+        // Moving to the next block past it needs the ring, and still knows the hole.
+        let next_block = (20_000 / 64 + 1) * 64;
+        assert!(window.accept(next_block));
+        assert!(window.has_ring());
+        assert!(window.accept(20_001));
+        assert!(!window.accept(20_001));
+        assert!(window.accept(20_000));
+        assert!(!window.accept(20_000));
+        assert!(!window.accept(20_002));
+        assert!(!window.accept(next_block - WINDOW_SIZE - 1));
+    }
+
+    #[test]
+    fn window_with_its_ring_built_late_matches_the_model() {
+        // Mostly in order, so the ring is built at a different point in each walk (before
+        // and after the ring first wraps), then anything: reordering, losses and jumps.
+        for seed in 1..=40u64 {
+            let mut window = ReplayWindow::new();
+            let mut model = Model::default();
+            let mut state = 0x9e37_79b9_7f4a_7c15_u64.wrapping_mul(seed);
+            let mut next = 0u64;
+            for step in 0..30_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let counter = match state % 1000 {
+                    // A replay or a late packet.
+                    0..=2 => next.saturating_sub(state % 9000),
+                    // A loss.
+                    3 => {
+                        next += 1 + state % 70;
+                        next
+                    }
+                    // A long jump.
+                    4 if seed % 4 == 0 => {
+                        next += state % 20_000;
+                        next
+                    }
+                    _ => next,
+                };
+                next = next.max(counter) + 1;
+                assert_eq!(
+                    window.may_accept(counter),
+                    model.may_accept(counter),
+                    "seed {seed} step {step}: may accept {counter}"
+                );
+                assert_eq!(
+                    window.accept(counter),
+                    model.accept(counter),
+                    "seed {seed} step {step}: accept {counter}"
+                );
             }
         }
     }

@@ -70,3 +70,44 @@ fn sealing_and_opening_transport_packets_does_not_allocate() {
     let allocated = allocations() - before;
     assert_eq!(allocated, 0, "allocations on the data path");
 }
+
+#[test]
+fn losses_and_reordering_allocate_once_per_session() {
+    let mut net = Net::mesh(2, Conditions::perfect(), 31);
+    net.send_to(0, 1, b"handshake first");
+    net.run_for(Duration::from_secs(1));
+    net.send_to(1, 0, b"and back");
+    net.run_for(Duration::from_secs(1));
+
+    let packet = ipv4_packet(overlay(0), overlay(1), &[0x5a; 200]);
+    let len = encapsulated_len(packet.len());
+    let (now, wall) = (net.now, net.wall());
+    let from = net.nodes[0].addr;
+    let [a, b] = &mut net.nodes[..] else {
+        panic!("two nodes");
+    };
+    // Sealed beforehand: 1000 packets, delivered below with every tenth one late.
+    let mut sealed = vec![vec![0u8; len]; 1000];
+    for wire in &mut sealed {
+        let Encapsulated::Send { len: sent, .. } = a.device.encapsulate(&packet, now, wall, wire)
+        else {
+            panic!("session is up");
+        };
+        assert_eq!(sent, len);
+    }
+    let mut order: Vec<usize> = (0..sealed.len()).collect();
+    for pair in order.chunks_mut(10) {
+        pair.rotate_left(1);
+    }
+    let mut plain = vec![0u8; len];
+
+    let before = allocations();
+    for &i in &order {
+        let opened = b
+            .device
+            .decapsulate(from, &sealed[i], now, wall, &mut plain);
+        assert!(matches!(opened, Decapsulated::Deliver { .. }), "packet {i}");
+    }
+    let allocated = allocations() - before;
+    assert_eq!(allocated, 1, "the replay ring, once");
+}
