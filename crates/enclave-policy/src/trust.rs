@@ -138,11 +138,18 @@ impl Evaluation {
     /// A binary search: the agent asks once for each grant of its view, and a gateway with a
     /// thousand senders has a thousand grants.
     pub fn is_active(&self, peer: &str, direction: Direction, policy: &str) -> bool {
+        self.outcome(peer, direction, policy) == Some(&GrantOutcome::Active)
+    }
+
+    /// The outcome of the grant of `policy` with `peer` in `direction`; `None` when the view
+    /// has no such grant. A binary search, as for [`Evaluation::is_active`].
+    pub fn outcome(&self, peer: &str, direction: Direction, policy: &str) -> Option<&GrantOutcome> {
         self.grants
             .binary_search_by(|g| {
                 (g.peer.as_str(), g.direction, g.policy.as_str()).cmp(&(peer, direction, policy))
             })
-            .is_ok_and(|i| self.grants[i].outcome == GrantOutcome::Active)
+            .ok()
+            .map(|i| &self.grants[i].outcome)
     }
 }
 

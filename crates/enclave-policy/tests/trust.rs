@@ -112,11 +112,11 @@ fn active_hours_follow_daylight_saving_time() {
     }
 }
 
-/// `is_active` answers as a scan of every grant would, for each grant of every system's view
+/// `is_active` and `outcome` answer as a scan of every grant would, for each grant of every system's view
 /// and for grants no view has (another peer, direction or policy), with the senders' addresses
 /// observed and not, inside and outside active hours.
 #[test]
-fn is_active_answers_as_a_scan_of_the_grants() {
+fn is_active_and_outcome_answer_as_a_scan_of_the_grants() {
     let network = common::example();
     let observed = Facts {
         public_ips: [("laptop", "198.51.100.7"), ("contractor", "203.0.113.9")]
@@ -141,22 +141,23 @@ fn is_active_answers_as_a_scan_of_the_grants() {
                 for peer in peers {
                     for direction in [Direction::Inbound, Direction::Outbound] {
                         for &policy in &policies {
-                            let scan = evaluation.grants.iter().any(|g| {
-                                g.peer == peer
-                                    && g.direction == direction
-                                    && g.policy == policy
-                                    && g.outcome == GrantOutcome::Active
+                            let found = evaluation.grants.iter().find(|g| {
+                                g.peer == peer && g.direction == direction && g.policy == policy
                             });
+                            let scan = found.is_some_and(|g| g.outcome == GrantOutcome::Active);
                             assert_eq!(
                                 evaluation.is_active(peer, direction, policy),
                                 scan,
                                 "{system} at {at}: {peer} {direction:?} {policy:?}"
                             );
+                            assert_eq!(
+                                evaluation.outcome(peer, direction, policy),
+                                found.map(|g| &g.outcome),
+                                "{system} at {at}: {peer} {direction:?} {policy:?}"
+                            );
                             if scan {
                                 active += 1;
-                            } else if evaluation.grants.iter().any(|g| {
-                                g.peer == peer && g.direction == direction && g.policy == policy
-                            }) {
+                            } else if found.is_some() {
                                 inactive += 1;
                             }
                         }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use enclave_filter::{AddrEntry, AllowRule, Protocol};
-use enclave_policy::{Evaluation, Exclusion, GrantOutcome, View};
+use enclave_policy::{Direction, Evaluation, Exclusion, GrantOutcome, View};
 use ipnet::Ipv4Net;
 
 use crate::desired::CONTROL_LABEL;
@@ -72,15 +72,15 @@ pub fn build(inputs: &Inputs<'_>) -> Status {
             .and_then(|t| inputs.wall.duration_since(t).ok())
             .is_some_and(|age| age < UP_WITHIN);
         let mut acls: Vec<String> = Vec::new();
-        for (grants, from_peer) in [(&peer.inbound, true), (&peer.outbound, false)] {
+        for (grants, from_peer, direction) in [
+            (&peer.inbound, true, Direction::Inbound),
+            (&peer.outbound, false, Direction::Outbound),
+        ] {
             for (policy, grant) in grants {
-                let suspended = inputs.evaluation.grants.iter().find_map(|g| {
-                    let same = &g.peer == name && &g.policy == policy;
-                    match &g.outcome {
-                        GrantOutcome::Suspended { reason } if same => Some(reason.to_string()),
-                        _ => None,
-                    }
-                });
+                let suspended = match inputs.evaluation.outcome(name, direction, policy) {
+                    Some(GrantOutcome::Suspended { reason }) => Some(reason.to_string()),
+                    _ => None,
+                };
                 // A default route's grant means the Internet: its destinations are 0.0.0.0/0
                 // minus the gateway's exclusions, written short. On a sender the gateway is the
                 // peer (its exclusions as the definition gives them); on a gateway it is us
