@@ -4,9 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use chacha20poly1305::ChaCha20Poly1305;
-
-use crate::crypto::{aead_cipher, aead_open, aead_seal, TAG_LEN};
+use crate::crypto::{TransportKey, TAG_LEN};
 use crate::handshake::TransportKeys;
 use crate::messages::{read_u64, transport, TRANSPORT};
 use crate::timers::REJECT_AFTER_MESSAGES;
@@ -149,8 +147,8 @@ pub(crate) fn padded_len(len: usize, mtu: Option<usize>) -> usize {
 pub(crate) struct Session {
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,
-    sender: ChaCha20Poly1305,
-    receiver: ChaCha20Poly1305,
+    sender: TransportKey,
+    receiver: TransportKey,
     send_counter: u64,
     replay: ReplayWindow,
     pub(crate) created: Instant,
@@ -181,8 +179,8 @@ impl Session {
         Self {
             local_index,
             remote_index,
-            sender: aead_cipher(&keys.send),
-            receiver: aead_cipher(&keys.receive),
+            sender: TransportKey::new(&keys.send),
+            receiver: TransportKey::new(&keys.receive),
             send_counter: 0,
             replay: ReplayWindow::new(),
             created: now,
@@ -228,7 +226,7 @@ impl Session {
         let body = &mut out[transport::DATA..];
         body[..packet.len()].copy_from_slice(packet);
         body[packet.len()..padded].fill(0);
-        aead_seal(&self.sender, counter, body, &[]);
+        self.sender.seal(counter, body, &[]);
         Some(len)
     }
 
@@ -249,7 +247,7 @@ impl Session {
             .get_mut(..sealed.len())
             .ok_or(OpenError::BufferTooSmall)?;
         buffer.copy_from_slice(sealed);
-        if !aead_open(&self.receiver, counter, buffer, &[]) {
+        if !self.receiver.open(counter, buffer, &[]) {
             return Err(OpenError::Decrypt);
         }
         if !self.replay.accept(counter) {
