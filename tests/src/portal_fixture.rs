@@ -347,15 +347,31 @@ impl<'a> Browser<'a> {
         .map_err(|url| anyhow!("the browser is at {url}, not at …{suffix}"))
     }
 
-    /// The WebDriver reference of the first element `css` selects.
+    /// The WebDriver reference of the first element `css` selects, waiting for it as
+    /// [`Self::text_with`] waits for text (a page under load may still be rendering); the
+    /// error names the page the browser is at and what it says.
     pub fn find(&self, css: &str) -> anyhow::Result<String> {
-        let found = self
-            .call(
-                "POST",
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
+        poll(|| self.find_now(css)).map_err(|error| {
+            anyhow!(
+                "no element {css} on {} ({error:#}); the page says:\n{}",
+                self.url().unwrap_or_default(),
+                self.text().unwrap_or_default()
             )
-            .with_context(|| format!("no element {css}"))?;
+        })
+    }
+
+    /// Whether the page has an element `css` selects now, without waiting (for checks that
+    /// something is absent).
+    pub fn has(&self, css: &str) -> bool {
+        self.find_now(css).is_ok()
+    }
+
+    fn find_now(&self, css: &str) -> anyhow::Result<String> {
+        let found = self.call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        )?;
         Ok(found[ELEMENT].as_str().context("no element id")?.to_owned())
     }
 
