@@ -229,6 +229,9 @@ fn iperf_udp(ns: &Netns, dst: &str, mbps: u32) -> anyhow::Result<(f64, f64)> {
     Ok((bps * (1.0 - lost / 100.0) / 1e6, lost / 100.0))
 }
 
+/// The loss (a fraction) at which an offered UDP rate no longer counts.
+const UDP_LOSS_LIMIT: f64 = 0.02;
+
 /// Halvings of the gap between the highest passing rate of [`UDP_RATES`] and the next one:
 /// three leave a gap of an eighth of a step (75 Mbit/s between 1400 and 2000).
 const UDP_BISECTIONS: u32 = 3;
@@ -243,7 +246,7 @@ fn udp_goodput(ns: &Netns, dst: &str) -> anyhow::Result<f64> {
     let mut lossy_in_a_row = 0;
     for mbps in UDP_RATES {
         let (goodput, lost) = iperf_udp(ns, dst, mbps)?;
-        if lost >= 0.02 {
+        if lost >= UDP_LOSS_LIMIT {
             lossy_in_a_row += 1;
             if lossy_in_a_row == 2 {
                 break;
@@ -261,7 +264,7 @@ fn udp_goodput(ns: &Netns, dst: &str) -> anyhow::Result<f64> {
     for _ in 0..UDP_BISECTIONS {
         let mid = low + (high - low) / 2;
         let (goodput, lost) = iperf_udp(ns, dst, mid)?;
-        if lost < 0.02 {
+        if lost < UDP_LOSS_LIMIT {
             low = mid;
             best = best.max(goodput);
         } else {
