@@ -10,12 +10,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use crate::error::{Error, Result};
 use crate::offload::VNET_HDR_LEN;
 
-/// `SOL_UDP` (linux/udp.h uses IPPROTO_UDP as the level).
-pub(crate) const SOL_UDP: libc::c_int = 17;
-/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send.
-const UDP_SEGMENT: libc::c_int = 103;
-/// `UDP_GRO` (linux/udp.h): receive coalesced datagrams, with their segment size.
-pub(crate) const UDP_GRO: libc::c_int = 104;
 /// Most datagrams in one `UDP_SEGMENT` send (`UDP_MAX_SEGMENTS` is 64 on older kernels).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most bytes in one `UDP_SEGMENT` send: one IP packet, less its headers.
@@ -23,17 +17,6 @@ const GSO_MAX_BYTES: usize = 65_000;
 /// Room for one control message carrying an int, aligned (`CMSG_SPACE(4)` is 24 on 64-bit
 /// Linux).
 type CmsgBuf = [u64; 4];
-
-/// `SIOCGIFFLAGS` (linux/sockios.h).
-const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
-/// `SIOCSIFFLAGS` (linux/sockios.h).
-const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
-/// `SIOCSIFMTU` (linux/sockios.h).
-const SIOCSIFMTU: libc::c_ulong = 0x8922;
-/// `SIOCSIFADDR` (linux/sockios.h).
-const SIOCSIFADDR: libc::c_ulong = 0x8916;
-/// `SIOCSIFNETMASK` (linux/sockios.h).
-const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
 
 /// `struct ifreq` with the parts of its union we use (flags, mtu, an IPv4 address) and the
 /// union's full size.
@@ -87,22 +70,6 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     }
     Ok(())
 }
-
-/// `IFF_VNET_HDR` (linux/if_tun.h): every packet read or written is preceded by a
-/// `virtio_net_hdr`.
-const IFF_VNET_HDR: libc::c_int = 0x4000;
-/// `TUNSETOFFLOAD` (linux/if_tun.h): `_IOW('T', 208, unsigned int)`.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-/// `TUN_F_CSUM`: we take packets whose checksum is still to be completed.
-const TUN_F_CSUM: libc::c_uint = 0x01;
-/// `TUN_F_TSO4`: we take IPv4 TCP super-packets.
-const TUN_F_TSO4: libc::c_uint = 0x02;
-/// `TUN_F_TSO6`: we take IPv6 TCP super-packets.
-const TUN_F_TSO6: libc::c_uint = 0x04;
-/// `TUN_F_USO4`: we take IPv4 UDP super-packets (Linux 6.2).
-const TUN_F_USO4: libc::c_uint = 0x20;
-/// `TUN_F_USO6`: we take IPv6 UDP super-packets (Linux 6.2).
-const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// Which segmentation offloads a TUN device has.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,7 +127,7 @@ impl Tun {
         };
         let plain = libc::IFF_TUN | libc::IFF_NO_PI;
         let (req, vnet_hdr) = if vnet_hdr {
-            match set_iff(plain | IFF_VNET_HDR) {
+            match set_iff(plain | libc::IFF_VNET_HDR) {
                 Ok(req) => (req, true),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     (set_iff(plain).map_err(create_err)?, false)
@@ -175,8 +142,8 @@ impl Tun {
             ..TunOffloads::default()
         };
         if vnet_hdr {
-            let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-            if uso && set_offload(&fd, tso | TUN_F_USO4 | TUN_F_USO6).is_ok() {
+            let tso = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+            if uso && set_offload(&fd, tso | libc::TUN_F_USO4 | libc::TUN_F_USO6).is_ok() {
                 (offloads.tso, offloads.uso) = (true, true);
             } else if set_offload(&fd, tso).is_ok() {
                 offloads.tso = true;
@@ -198,7 +165,7 @@ impl Tun {
         let sock = ioctl_socket()?;
         let mut req = IfReq::new(&self.name);
         req.data.mtu = libc::c_int::from(mtu);
-        ifreq_ioctl(&sock, SIOCSIFMTU, &mut req)?;
+        ifreq_ioctl(&sock, libc::SIOCSIFMTU, &mut req)?;
         set_up(&self.name)
     }
 
@@ -265,7 +232,14 @@ impl Tun {
 /// `TUNSETOFFLOAD` with `flags`.
 fn set_offload(fd: &OwnedFd, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) } < 0 {
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETOFFLOAD as _,
+            flags as libc::c_ulong,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -583,8 +557,8 @@ impl Batch {
                 // (CmsgBuf is 32), so the first header and its 2 data bytes lie inside it.
                 unsafe {
                     let cmsg = libc::CMSG_FIRSTHDR(&hdr);
-                    (*cmsg).cmsg_level = SOL_UDP;
-                    (*cmsg).cmsg_type = UDP_SEGMENT;
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
                     (*cmsg).cmsg_len = libc::CMSG_LEN(2) as usize;
                     std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size as u16);
                 }
@@ -645,7 +619,7 @@ fn gro_size(hdr: &libc::msghdr) -> usize {
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
                 let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
                 return usize::try_from(size).unwrap_or(0);
             }
@@ -713,11 +687,11 @@ fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr_in {
 pub fn set_up(name: &str) -> io::Result<()> {
     let sock = ioctl_socket()?;
     let mut req = IfReq::new(name);
-    ifreq_ioctl(&sock, SIOCGIFFLAGS, &mut req)?;
+    ifreq_ioctl(&sock, libc::SIOCGIFFLAGS, &mut req)?;
     // SAFETY: the kernel just filled in the flags member of the union.
     let flags = unsafe { req.data.flags };
     req.data.flags = flags | libc::IFF_UP as libc::c_short;
-    ifreq_ioctl(&sock, SIOCSIFFLAGS, &mut req)
+    ifreq_ioctl(&sock, libc::SIOCSIFFLAGS, &mut req)
 }
 
 /// Gives interface `name` the IPv4 `address` with `netmask`, replacing its address.
@@ -726,9 +700,9 @@ pub fn set_ipv4_address(name: &str, address: Ipv4Addr, netmask: Ipv4Addr) -> io:
     let sock = ioctl_socket()?;
     let mut req = IfReq::new(name);
     req.data.addr = sockaddr_in(address);
-    ifreq_ioctl(&sock, SIOCSIFADDR, &mut req)?;
+    ifreq_ioctl(&sock, libc::SIOCSIFADDR, &mut req)?;
     req.data.addr = sockaddr_in(netmask);
-    ifreq_ioctl(&sock, SIOCSIFNETMASK, &mut req)
+    ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, &mut req)
 }
 
 #[cfg(test)]

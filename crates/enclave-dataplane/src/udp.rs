@@ -101,7 +101,7 @@ impl Udp {
     /// whether it is on.
     pub(crate) fn enable_gro(&mut self) -> bool {
         self.gro =
-            sys::set_int_option(self.socket.as_raw_fd(), sys::SOL_UDP, sys::UDP_GRO, 1).is_ok();
+            sys::set_int_option(self.socket.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         self.gro
     }
 
