@@ -124,6 +124,14 @@ fn start_ours(
             process.log()
         );
     }
+    // The TUN device's queue is the one the data plane sets, not the kernel's 500, which
+    // drops bursts of UDP at about 1 Gbit/s.
+    let queue = tun_queue_len(ns)?;
+    ensure!(
+        queue == 1000,
+        "the tunnel in {} has a TUN queue of {queue} packets, not 1000",
+        ns.node()
+    );
     let log = process.log();
     for wanted in wanted {
         ensure!(
@@ -162,6 +170,15 @@ fn link_packets(ns: &Netns, dev: &str, direction: &str) -> anyhow::Result<u64> {
     json[0]["stats64"][direction]["packets"]
         .as_u64()
         .with_context(|| format!("no {direction} packets in {out}"))
+}
+
+/// The transmit queue length (`txqlen`) of the TUN device `wg0` in `ns`.
+fn tun_queue_len(ns: &Netns) -> anyhow::Result<u64> {
+    let out = ns.exec(&["ip", "-j", "link", "show", "dev", IFACE])?;
+    let json: serde_json::Value = serde_json::from_str(&out).context("ip printed no JSON")?;
+    json[0]["txqlen"]
+        .as_u64()
+        .with_context(|| format!("no txqlen in {out}"))
 }
 
 /// `wg show wg0 transfer` of the only peer: (received, sent) bytes.
