@@ -29,7 +29,7 @@ use crate::timers::{
     KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, REKEY_TIMEOUT,
     REKEY_TIMEOUT_JITTER,
 };
-use crate::types::{Decapsulated, DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
+use crate::types::{DropReason, Encapsulated, Event, PeerConfig, PeerInfo, Transmit};
 
 /// Random numbers for ephemeral keys, indices, cookies and jitter.
 trait DeviceRng: CryptoRng + Send {}
@@ -195,8 +195,7 @@ impl Device {
                         peer.rekey_statics(&self.identity);
                     }
                     if keepalive_changed {
-                        peer.timers.immediate = peer.keepalive_interval().is_some();
-                        peer.timers.persistent_keepalive = None;
+                        peer.restart_keepalive();
                     }
                 }
                 slot
@@ -294,12 +293,10 @@ impl Device {
         public_key: &PublicKey,
         endpoint: Option<SocketAddr>,
     ) -> Result<()> {
-        let slot = self.slot_of(public_key)?;
-        if let Some(peer) = self.peers[slot].as_mut() {
+        self.update_peer(public_key, |peer, _| {
             peer.config.endpoint = endpoint;
             peer.endpoint = endpoint;
-        }
-        Ok(())
+        })
     }
 
     /// Sets or clears a peer's preshared key; it takes effect at the next handshake.
@@ -308,12 +305,10 @@ impl Device {
         public_key: &PublicKey,
         preshared_key: Option<PresharedKey>,
     ) -> Result<()> {
-        let slot = self.slot_of(public_key)?;
-        if let Some(peer) = self.peers[slot].as_mut() {
+        self.update_peer(public_key, |peer, identity| {
             peer.config.preshared_key = preshared_key;
-            peer.rekey_statics(&self.identity);
-        }
-        Ok(())
+            peer.rekey_statics(identity);
+        })
     }
 
     /// Sets a peer's persistent keepalive interval in seconds (`None` or 0:
@@ -324,13 +319,10 @@ impl Device {
         public_key: &PublicKey,
         interval: Option<u16>,
     ) -> Result<()> {
-        let slot = self.slot_of(public_key)?;
-        if let Some(peer) = self.peers[slot].as_mut() {
+        self.update_peer(public_key, |peer, _| {
             peer.config.persistent_keepalive = interval;
-            peer.timers.immediate = peer.keepalive_interval().is_some();
-            peer.timers.persistent_keepalive = None;
-        }
-        Ok(())
+            peer.restart_keepalive();
+        })
     }
 
     /// Forces the device under load (`true`), e.g. because the shell's
@@ -425,21 +417,6 @@ impl Device {
         }
     }
 
-    /// Handles one datagram received from `from` on the UDP socket. A
-    /// transport packet is decrypted into `out` (which needs
-    /// `datagram.len()` bytes). Never panics, whatever the bytes.
-    pub fn decapsulate(
-        &mut self,
-        from: SocketAddr,
-        datagram: &[u8],
-        now: Instant,
-        wall: SystemTime,
-        out: &mut [u8],
-    ) -> Decapsulated {
-        self.last_now = Some(now);
-        self.handle_datagram(from, datagram, now, wall, out)
-    }
-
     /// The next datagram to send. Call until `None` after every other call.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
@@ -480,6 +457,20 @@ impl Device {
             .get(public_key)
             .copied()
             .ok_or(Error::UnknownPeer(*public_key))
+    }
+
+    /// Applies `change` to the peer with `public_key`, which is also given our
+    /// identity (for what depends on our static key).
+    fn update_peer(
+        &mut self,
+        public_key: &PublicKey,
+        change: impl FnOnce(&mut Peer, &Identity),
+    ) -> Result<()> {
+        let slot = self.slot_of(public_key)?;
+        if let Some(peer) = self.peers[slot].as_mut() {
+            change(peer, &self.identity);
+        }
+        Ok(())
     }
 
     /// Routes `allowed_ips` to the peer in `slot`, taking them away from any other peer.

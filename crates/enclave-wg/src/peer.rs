@@ -175,6 +175,13 @@ impl Peer {
             .map(|seconds| std::time::Duration::from_secs(u64::from(seconds)))
     }
 
+    /// Starts the persistent keepalive afresh after its interval was set:
+    /// when enabled, a keepalive goes out at the next call with a clock.
+    pub(crate) fn restart_keepalive(&mut self) {
+        self.timers.immediate = self.keepalive_interval().is_some();
+        self.timers.persistent_keepalive = None;
+    }
+
     /// The earliest instant at which one of this peer's timers is due.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let timers = &self.timers;

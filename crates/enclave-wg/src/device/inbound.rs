@@ -1,5 +1,6 @@
 //! The inbound path: handshake messages, cookie replies and transport data.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
@@ -27,7 +28,10 @@ enum Which {
 }
 
 impl Device {
-    pub(super) fn handle_datagram(
+    /// Handles one datagram received from `from` on the UDP socket. A
+    /// transport packet is decrypted into `out` (which needs
+    /// `datagram.len()` bytes). Never panics, whatever the bytes.
+    pub fn decapsulate(
         &mut self,
         from: SocketAddr,
         datagram: &[u8],
@@ -35,6 +39,7 @@ impl Device {
         wall: SystemTime,
         out: &mut [u8],
     ) -> Decapsulated {
+        self.last_now = Some(now);
         match (message_type(datagram), datagram.len()) {
             (Some(TRANSPORT), len) if len >= transport::MIN_LEN => {
                 self.handle_transport(from, datagram, now, wall, out)
@@ -227,10 +232,7 @@ impl Device {
         ) else {
             return Decapsulated::Dropped(DropReason::Malformed);
         };
-        let Some(&slot) = self.indices.get(&receiver) else {
-            return Decapsulated::Dropped(DropReason::UnknownSession);
-        };
-        let Some(peer) = self.peers[slot].as_mut() else {
+        let Some((slot, peer)) = peer_by_index(&self.indices, &mut self.peers, receiver) else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
         let Some(pending) = peer
@@ -267,10 +269,7 @@ impl Device {
         let Some(receiver) = read_u32(msg, cookie_reply::RECEIVER) else {
             return Decapsulated::Dropped(DropReason::Malformed);
         };
-        let Some(&slot) = self.indices.get(&receiver) else {
-            return Decapsulated::Dropped(DropReason::UnknownSession);
-        };
-        let Some(peer) = self.peers[slot].as_mut() else {
+        let Some((slot, peer)) = peer_by_index(&self.indices, &mut self.peers, receiver) else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
         let Some(last_mac1) = peer.last_mac1 else {
@@ -310,10 +309,7 @@ impl Device {
         let Some(receiver) = read_u32(msg, transport::RECEIVER) else {
             return Decapsulated::Dropped(DropReason::Malformed);
         };
-        let Some(&slot) = self.indices.get(&receiver) else {
-            return Decapsulated::Dropped(DropReason::UnknownSession);
-        };
-        let Some(peer) = self.peers[slot].as_mut() else {
+        let Some((slot, peer)) = peer_by_index(&self.indices, &mut self.peers, receiver) else {
             return Decapsulated::Dropped(DropReason::UnknownSession);
         };
         let is =
@@ -448,6 +444,19 @@ impl Device {
             self.send_initiation(slot, now, wall, false);
         }
     }
+}
+
+/// The peer that owns the local index `receiver` (one of its sessions or its
+/// pending initiation), and its slot. It takes the two tables rather than the
+/// device, so that a caller holding the peer can still read the device's
+/// other fields (our identity).
+fn peer_by_index<'a>(
+    indices: &HashMap<u32, Slot>,
+    peers: &'a mut [Option<Peer>],
+    receiver: u32,
+) -> Option<(Slot, &'a mut Peer)> {
+    let slot = *indices.get(&receiver)?;
+    Some((slot, peers[slot].as_mut()?))
 }
 
 /// Any authenticated packet came in: the peer is alive, no need for the
