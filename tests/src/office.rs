@@ -34,6 +34,16 @@ pub const GW_UNDERLAY: [&str; 2] = ["10.10.0.1", "10.10.0.3"];
 /// The laptop's underlay address.
 pub const LAPTOP_UNDERLAY: &str = "10.10.0.2";
 
+/// gw1's address on its uplink to the Internet (`eth1`), in [`Office::start_default_route`].
+pub const GW_EGRESS: &str = "203.0.113.1";
+/// gw1's upstream router (the node `internet`), gw1's default route in
+/// [`Office::start_default_route`].
+pub const UPSTREAM: &str = "203.0.113.10";
+/// The laptop's address on its home LAN (`eth1`), in [`Office::start_default_route`].
+pub const LAPTOP_HOME: &str = "10.20.0.1";
+/// The laptop's home router (the node `home`) on that LAN.
+pub const HOME_ROUTER: &str = "10.20.0.5";
+
 /// An agent configuration line (a TOML comment) by which a scenario asks [`Office`] for the
 /// WireGuard kernel module on the external data plane instead of pinning wireguard-go.
 pub const KERNEL_MODULE: &str = "# enclave-scenarios: external data plane on the kernel module";
@@ -212,6 +222,27 @@ impl<'c> Office<'c> {
         };
         office.set_definition(template)?;
         office.start_agents()?;
+        Ok(office)
+    }
+
+    /// [`Office::start_in`] with one gateway on [`default_route_granted`], in `spec` and beside
+    /// the office the Internet and the laptop's home: gw1 `eth1` ([`GW_EGRESS`]) is linked to
+    /// `internet` `eth0` ([`UPSTREAM`]), which is gw1's default route, and the laptop's `eth1`
+    /// ([`LAPTOP_HOME`]) to `home` `eth0` ([`HOME_ROUTER`]). `spec` adds what the scenario's
+    /// Internet and home need beyond that.
+    pub fn start_default_route(ctx: &'c Ctx, mut spec: TopologySpec) -> anyhow::Result<Self> {
+        spec.node("internet")
+            .node("home")
+            .link(("gw1", "eth1"), ("internet", "eth0"))
+            .link(("sender", "eth1"), ("home", "eth0"))
+            .addr("gw1", "eth1", &format!("{GW_EGRESS}/24"))
+            .addr("internet", "eth0", &format!("{UPSTREAM}/24"))
+            .addr("sender", "eth1", &format!("{LAPTOP_HOME}/24"))
+            .addr("home", "eth0", &format!("{HOME_ROUTER}/24"));
+        let office = Self::start_in(ctx, spec, 1, &default_route_granted(), &[])?;
+        office
+            .ns("gw1")
+            .exec(&["ip", "route", "add", "default", "via", UPSTREAM])?;
         Ok(office)
     }
 

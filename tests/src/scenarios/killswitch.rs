@@ -19,7 +19,7 @@ use anyhow::{ensure, Context};
 use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
-use crate::office::{default_route_granted, Office, GW_UNDERLAY};
+use crate::office::{Office, GW_EGRESS, GW_UNDERLAY, HOME_ROUTER, LAPTOP_HOME};
 use crate::support::expect_tcp_source;
 use crate::{Ctx, Scenario};
 
@@ -34,11 +34,6 @@ pub fn scenarios() -> Vec<Scenario> {
 /// A host on the Internet, beyond the gateway's upstream router and the laptop's home router.
 const INTERNET_HOST: &str = "198.51.100.77";
 const INTERNET_PORT: u16 = 80;
-const GW_EGRESS: &str = "203.0.113.1";
-const UPSTREAM: &str = "203.0.113.10";
-/// The laptop's home router, on its own LAN.
-const HOME_ROUTER: &str = "10.20.0.5";
-const LAPTOP_HOME: &str = "10.20.0.1";
 /// The default route's table and mark (the agent's default `fwmark`).
 const TABLE: &str = "17731";
 const FWMARK: &str = "0x4543";
@@ -121,28 +116,18 @@ fn nothing_in_clear(office: &Office<'_>, echo: &EchoServer) -> anyhow::Result<()
 }
 
 fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
+    // The home router's own uplink to the Internet, beside the office's.
     let mut spec = TopologySpec::new("killsw");
-    spec.node("internet")
-        .node("home")
-        .link(("gw1", "eth1"), ("internet", "eth0"))
-        .link(("home", "eth1"), ("internet", "eth1"))
-        .link(("sender", "eth1"), ("home", "eth0"))
-        .addr("gw1", "eth1", &format!("{GW_EGRESS}/24"))
-        .addr("internet", "eth0", &format!("{UPSTREAM}/24"))
+    spec.link(("home", "eth1"), ("internet", "eth1"))
         .addr("internet", "eth1", "192.0.2.10/24")
         .addr("internet", "lo", &format!("{INTERNET_HOST}/32"))
         .addr("home", "eth1", "192.0.2.1/24")
-        .addr("home", "eth0", &format!("{HOME_ROUTER}/24"))
-        .addr("sender", "eth1", &format!("{LAPTOP_HOME}/24"))
         .route("internet", "10.20.0.0/24 via 192.0.2.1")
         .route("home", "default via 192.0.2.10")
         .sysctl("home", "net.ipv4.ip_forward", "1")
         // The laptop's own way to the Internet, in clear: its home router.
         .route("sender", &format!("default via {HOME_ROUTER}"));
-    let mut office = Office::start_in(ctx, spec, 1, &default_route_granted(), &[])?;
-    office
-        .ns("gw1")
-        .exec(&["ip", "route", "add", "default", "via", UPSTREAM])?;
+    let mut office = Office::start_default_route(ctx, spec)?;
     let echo = office.ns("internet").echo_server(INTERNET_PORT)?;
 
     // 1. The agent up: the Internet through the tunnel, the kill switch already in place

@@ -8,8 +8,8 @@ use anyhow::{ensure, Context};
 use enclave_netns::{Reached, TopologySpec};
 
 use crate::office::{
-    default_route_granted, kernel_module_loaded, users_granted, Office, ANY, GW_LAN, GW_OVERLAY,
-    GW_UNDERLAY, KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER,
+    kernel_module_loaded, users_granted, Office, ANY, GW_EGRESS, GW_LAN, GW_OVERLAY, GW_UNDERLAY,
+    HOME_ROUTER, KERNEL_MODULE, LAN, LAPTOP, LAPTOP_UNDERLAY, PRINTER, UPSTREAM,
 };
 use crate::support::{expect_all_answered, expect_tcp_source, forwarding};
 use crate::{Ctx, NotRun, Scenario};
@@ -217,23 +217,15 @@ fn direct_one_way(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-const INTERNET_HOST: &str = "203.0.113.10";
-const GW_EGRESS: &str = "203.0.113.1";
-const HOME_HOST: &str = "10.20.0.5";
+/// The Internet host: here gw1's upstream router itself.
+const INTERNET_HOST: &str = UPSTREAM;
 
 fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
     // gw1 reaches "the Internet" (203.0.113.0/24, its default route) on eth1; the laptop has a
     // home LAN of its own on eth1.
     let mut spec = TopologySpec::new("defroute");
-    spec.node("internet")
-        .node("home")
-        .link(("gw1", "eth1"), ("internet", "eth0"))
-        .link(("sender", "eth1"), ("home", "eth0"))
-        .addr("gw1", "eth1", &format!("{GW_EGRESS}/24"))
-        .addr("internet", "eth0", &format!("{INTERNET_HOST}/24"))
-        .addr("sender", "eth1", "10.20.0.1/24")
-        .addr("home", "eth0", &format!("{HOME_HOST}/24"));
-    let office = office_with_default_route(ctx, spec, &default_route_granted())?;
+    spec.route("internet", &format!("default via {GW_EGRESS}"));
+    let office = Office::start_default_route(ctx, spec)?;
     let sender = office.ns("sender");
 
     let routed = enclave_netns::wait_until(Duration::from_secs(5), || {
@@ -266,8 +258,8 @@ fn default_route(ctx: &Ctx) -> anyhow::Result<()> {
         "the Internet host",
     )?;
     // The laptop's own LAN stays direct, and so does the tunnel's marked UDP.
-    ensure!(office.reaches(HOME_HOST)?, "the laptop lost its own LAN");
-    let home = sender.exec(&["ip", "route", "get", HOME_HOST])?;
+    ensure!(office.reaches(HOME_ROUTER)?, "the laptop lost its own LAN");
+    let home = sender.exec(&["ip", "route", "get", HOME_ROUTER])?;
     ensure!(
         home.contains("dev eth1"),
         "the home LAN goes through {home}"
@@ -376,21 +368,6 @@ fn the_gateway_is_not_the_internet(office: &Office<'_>) -> anyhow::Result<()> {
         "the laptop's status does not say what its default route grants",
     )?;
     Ok(())
-}
-
-fn office_with_default_route<'c>(
-    ctx: &'c Ctx,
-    spec: TopologySpec,
-    template: &str,
-) -> anyhow::Result<Office<'c>> {
-    let mut spec = spec;
-    spec.route("internet", &format!("default via {GW_EGRESS}"));
-    // gw1's default route leads to the Internet host, acting as the upstream router.
-    let office = Office::start_in(ctx, spec, 1, template, &[])?;
-    office
-        .ns("gw1")
-        .exec(&["ip", "route", "add", "default", "via", INTERNET_HOST])?;
-    Ok(office)
 }
 
 /// Runs `enclave-agent ARGS` in `ns` and returns (success, stderr).
