@@ -48,14 +48,19 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// [`Office::start`] with one gateway, the laptop tagged `laptop_tags` (TOML strings) and the
+/// policy lines `policy` (filter, ACL) in the gateway policy for `users`.
+fn one_gateway<'c>(
+    ctx: &'c Ctx,
+    tag: &str,
+    laptop_tags: &str,
+    policy: &str,
+) -> anyhow::Result<Office<'c>> {
+    Office::start(ctx, tag, 1, &definition(1, laptop_tags, policy, ""), &[])
+}
+
 fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
-    let office = Office::start(
-        ctx,
-        "untagged",
-        1,
-        &definition(1, "\"guests\"", ANY, ""),
-        &[],
-    )?;
+    let office = one_gateway(ctx, "untagged", "\"guests\"", ANY)?;
     // Nothing may happen: wait until both agents say they applied the definition.
     office.wait_applied(&["gw1", "sender"])?;
     ensure!(
@@ -88,13 +93,7 @@ fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
     let policy = format!("filter = [\"{DC1}-{DC2}\"]\n{ANY}");
-    let office = Office::start(
-        ctx,
-        "filter",
-        1,
-        &definition(1, "\"users\"", &policy, ""),
-        &[],
-    )?;
+    let office = one_gateway(ctx, "filter", "\"users\"", &policy)?;
     office.wait_reaching(DC1, Duration::from_secs(3))?;
     ensure!(
         office.reaches(DC2)?,
@@ -149,13 +148,7 @@ fn subnet_filter(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn icmp_only_acl(ctx: &Ctx) -> anyhow::Result<()> {
     let acl = "acl = [{ protocol = \"icmp\" }]";
-    let office = Office::start(
-        ctx,
-        "icmponly",
-        1,
-        &definition(1, "\"users\"", acl, ""),
-        &[],
-    )?;
+    let office = one_gateway(ctx, "icmponly", "\"users\"", acl)?;
     office.wait_for_route()?;
     let _echo = office.ns("lan").echo_server(445)?;
     office.until_reach(DC1, true, Duration::from_secs(3))?;
