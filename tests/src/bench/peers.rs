@@ -50,7 +50,7 @@ use crate::support::{GATEWAY_LAN, LAN_HOST, WG_PORT};
 use crate::{Bench, Ctx};
 
 pub(crate) const BENCH: Bench = Bench {
-        name: "peers",
+    name: "peers",
     about: "a gateway agent with 1,000 sender peers: handshakes/s (per core), RSS, cookie path under a flood",
     run: bench_peers,
 };

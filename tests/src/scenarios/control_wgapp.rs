@@ -21,10 +21,10 @@ use crate::{Ctx, Scenario};
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
-        name: "control-wgapp",
-        about: "a device added with `enclave-control systems add-app` runs wireguard-go configured from the wg-quick file the server made: it reaches 192.168.77.20, which its policy's filter allows, while the gateway drops its packets to 192.168.77.10 (which the gateway itself reaches); a public-IP trust requirement the gateway judges on its observed address takes access away and gives it back; the LAN cannot open connections to it; revoked, it loses 192.168.77.20 too",
-        run,
-    },
+            name: "control-wgapp",
+            about: "a device added with `enclave-control systems add-app` runs wireguard-go configured from the wg-quick file the server made: it reaches 192.168.77.20, which its policy's filter allows, while the gateway drops its packets to 192.168.77.10 (which the gateway itself reaches); a public-IP trust requirement the gateway judges on its observed address takes access away and gives it back; the LAN cannot open connections to it; revoked, it loses 192.168.77.20 too",
+            run,
+        },
         Scenario {
             name: "portal-wgapp",
             about: "the portal in headless Chromium: Add a device with the WireGuard app, a bad public key refused next to its field, the configuration shown once with its private key as text, download and QR code (AllowedIPs exactly the policy's subnet; the QR code read back by zbarimg is the file), later without the key; screenshots",
