@@ -78,15 +78,6 @@ impl Ran {
             Self::Shown(view) => Ok(view),
         }
     }
-
-    /// After a change that removes something: the page again, saying `done`, or with the
-    /// refusal.
-    pub(crate) fn said(self, done: &str) -> View {
-        match self {
-            Self::Done(_) => View::notice(done, &[]),
-            Self::Shown(view) => view,
-        }
-    }
 }
 
 impl Portal {
@@ -101,6 +92,22 @@ impl Portal {
         typed: &HashMap<String, String>,
     ) -> Result<Ran, Response> {
         ran(self.run(session, command).await, form, typed)
+    }
+
+    /// Runs a `command` that removes something, from a form without fields (a delete button):
+    /// the page to show again, saying `done`, or with the refusal at its top; or, when the
+    /// service failed, the answer.
+    pub(super) async fn remove(
+        &self,
+        session: &Session,
+        command: Command,
+        typed: &HashMap<String, String>,
+        done: &str,
+    ) -> Result<View, Response> {
+        Ok(match self.change(session, command, None, typed).await? {
+            Ran::Done(_) => View::notice(done, &[]),
+            Ran::Shown(view) => view,
+        })
     }
 }
 

@@ -122,10 +122,8 @@ pub(super) async fn revoke(
     SignedInForm(session, form): SignedInForm,
 ) -> Answer {
     let command = Command::RevokeKey { id: id.clone() };
-    let view = portal
-        .change(&session, command, None, &form)
-        .await?
-        .said(&format!("Enrolment key {id} was revoked."));
+    let done = format!("Enrolment key {id} was revoked.");
+    let view = portal.remove(&session, command, &form, &done).await?;
     page(&portal, &session, &view).await
 }
 

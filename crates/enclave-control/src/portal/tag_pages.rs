@@ -114,10 +114,8 @@ pub(super) async fn delete(
     SignedInForm(session, form): SignedInForm,
 ) -> Answer {
     let command = Command::DeleteTag { name: name.clone() };
-    let view = portal
-        .change(&session, command, None, &form)
-        .await?
-        .said(&format!("Tag {name:?} has no trust requirements any more."));
+    let done = format!("Tag {name:?} has no trust requirements any more.");
+    let view = portal.remove(&session, command, &form, &done).await?;
     page(&portal, &session, None, &view).await
 }
 

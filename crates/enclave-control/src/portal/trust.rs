@@ -88,11 +88,9 @@ pub(super) async fn delete(
     SignedInForm(session, form): SignedInForm,
 ) -> Answer {
     let command = Command::DeleteTrust { name: name.clone() };
+    let done = format!("Trust requirement {name:?} was deleted.");
     // Refused while a policy or a tag names it: the list says which.
-    let view = portal
-        .change(&session, command, None, &form)
-        .await?
-        .said(&format!("Trust requirement {name:?} was deleted."));
+    let view = portal.remove(&session, command, &form, &done).await?;
     list_page(&portal, &session, &view).await
 }
 
