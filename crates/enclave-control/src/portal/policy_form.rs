@@ -539,6 +539,60 @@ fn check_box(id: &str, name: &str, value: &str, label: &str, on: bool, hint: &st
     )
 }
 
+/// One checkbox of a group: the value it sends, its label (HTML) and a hint (text).
+struct Choice {
+    value: String,
+    label: String,
+    hint: String,
+}
+
+/// A group of checkboxes: the ids are `{id}-0`, `{id}-1`…, each box sends field `name`, and
+/// `empty` (HTML) stands in their place when there is no choice.
+struct Group {
+    id: &'static str,
+    name: &'static str,
+    empty: &'static str,
+}
+
+const GATEWAY_BOXES: Group = Group {
+    id: "gateway",
+    name: "gateways",
+    empty: r#"<p class="empty">No system is allowed to act as a gateway yet: switch one on in its page under Systems.</p>"#,
+};
+
+const SUBNET_BOXES: Group = Group {
+    id: "subnet",
+    name: "subnets",
+    empty: r#"<p class="empty">No gateway serves a subnet yet.</p>"#,
+};
+
+const TRUST_BOXES: Group = Group {
+    id: "trust",
+    name: "trust",
+    empty: r#"<p class="empty">No trust requirements are defined.</p>"#,
+};
+
+/// The checkboxes of `group`, one a choice, each ticked when `chosen` holds its value.
+fn check_boxes(group: &Group, choices: &[Choice], chosen: &[String]) -> String {
+    if choices.is_empty() {
+        return group.empty.to_owned();
+    }
+    choices
+        .iter()
+        .enumerate()
+        .map(|(i, choice)| {
+            check_box(
+                &format!("{}-{i}", group.id),
+                group.name,
+                &choice.value,
+                &choice.label,
+                chosen.contains(&choice.value),
+                &choice.hint,
+            )
+        })
+        .collect()
+}
+
 fn checked(on: bool) -> &'static str {
     if on {
         " checked"
@@ -574,59 +628,49 @@ fn gateway_choices(state: &State, draft: &Draft) -> Vec<(String, bool, Vec<Strin
 
 fn gateway_section(state: &State, draft: &Draft, notes: &Notes) -> String {
     let choices = gateway_choices(state, draft);
-    let mut gateways = String::new();
     // Subnets on offer, each with the gateways serving it.
     let mut offered: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (i, (name, allowed, served)) in choices.iter().enumerate() {
+    for (name, _, served) in &choices {
         for subnet in served {
             offered
                 .entry(subnet.clone())
                 .or_default()
                 .push(name.clone());
         }
-        let about = if !state.systems.contains_key(name) {
-            "no such system".to_owned()
-        } else if !allowed {
-            "not allowed to act as a gateway: routes nothing".to_owned()
-        } else if served.is_empty() {
-            "serves no subnet yet".to_owned()
-        } else {
-            format!("serves {}", served.join(", "))
-        };
-        gateways.push_str(&check_box(
-            &format!("gateway-{i}"),
-            "gateways",
-            name,
-            &esc(name),
-            draft.gateways.contains(name),
-            &about,
-        ));
     }
-    if choices.is_empty() {
-        gateways = r#"<p class="empty">No system is allowed to act as a gateway yet: switch one on in its page under Systems.</p>"#.to_owned();
-    }
+    let gateways: Vec<Choice> = choices
+        .iter()
+        .map(|(name, allowed, served)| Choice {
+            value: name.clone(),
+            label: esc(name),
+            hint: if !state.systems.contains_key(name) {
+                "no such system".to_owned()
+            } else if !allowed {
+                "not allowed to act as a gateway: routes nothing".to_owned()
+            } else if served.is_empty() {
+                "serves no subnet yet".to_owned()
+            } else {
+                format!("serves {}", served.join(", "))
+            },
+        })
+        .collect();
+    let gateways = check_boxes(&GATEWAY_BOXES, &gateways, &draft.gateways);
     for subnet in &draft.subnets {
         offered.entry(subnet.clone()).or_default();
     }
-    let mut subnets = String::new();
-    for (i, (subnet, via)) in offered.iter().enumerate() {
-        let via = if via.is_empty() {
-            "offered by no gateway".to_owned()
-        } else {
-            format!("via {}", via.join(", "))
-        };
-        subnets.push_str(&check_box(
-            &format!("subnet-{i}"),
-            "subnets",
-            subnet,
-            &format!("<code>{}</code>", esc(subnet)),
-            draft.subnets.contains(subnet),
-            &via,
-        ));
-    }
-    if offered.is_empty() {
-        subnets = r#"<p class="empty">No gateway serves a subnet yet.</p>"#.to_owned();
-    }
+    let subnets: Vec<Choice> = offered
+        .iter()
+        .map(|(subnet, via)| Choice {
+            value: subnet.clone(),
+            label: format!("<code>{}</code>", esc(subnet)),
+            hint: if via.is_empty() {
+                "offered by no gateway".to_owned()
+            } else {
+                format!("via {}", via.join(", "))
+            },
+        })
+        .collect();
+    let subnets = check_boxes(&SUBNET_BOXES, &subnets, &draft.subnets);
     format!(
         r#"<fieldset class="card"><legend>Gateways and subnets</legend>
 <p class="hint">The gateways that carry the senders' traffic, and the destination subnets. Each subnet must be served by at least one of the ticked gateways; with several, senders use the first they connect to and fail over to the others.</p>
@@ -707,33 +751,27 @@ fn trust_section(state: &State, draft: &Draft, notes: &Notes) -> String {
     for name in &draft.trust {
         push_unique(&mut names, name.clone());
     }
-    let mut boxes = String::new();
-    for (i, name) in names.iter().enumerate() {
-        let about = state.trust_requirements.get(name).map_or_else(
-            || "not defined".to_owned(),
-            |t| {
-                let mut parts = Vec::new();
-                if !t.allow.is_empty() {
-                    parts.push(format!("allow {}", t.allow.join(", ")));
-                }
-                if !t.block.is_empty() {
-                    parts.push(format!("block {}", t.block.join(", ")));
-                }
-                format!("{}: {}", t.kind.replace('_', " "), parts.join("; "))
-            },
-        );
-        boxes.push_str(&check_box(
-            &format!("trust-{i}"),
-            "trust",
-            name,
-            &esc(name),
-            draft.trust.contains(name),
-            &about,
-        ));
-    }
-    if names.is_empty() {
-        boxes = r#"<p class="empty">No trust requirements are defined.</p>"#.to_owned();
-    }
+    let choices: Vec<Choice> = names
+        .iter()
+        .map(|name| Choice {
+            value: name.clone(),
+            label: esc(name),
+            hint: state.trust_requirements.get(name).map_or_else(
+                || "not defined".to_owned(),
+                |t| {
+                    let mut parts = Vec::new();
+                    if !t.allow.is_empty() {
+                        parts.push(format!("allow {}", t.allow.join(", ")));
+                    }
+                    if !t.block.is_empty() {
+                        parts.push(format!("block {}", t.block.join(", ")));
+                    }
+                    format!("{}: {}", t.kind.replace('_', " "), parts.join("; "))
+                },
+            ),
+        })
+        .collect();
+    let boxes = check_boxes(&TRUST_BOXES, &choices, &draft.trust);
     let mut days = String::new();
     for (value, text) in DAYS {
         let _ = write!(
