@@ -7,18 +7,6 @@ use crate::testing::smb_policy;
 
 const KEY_B: &str = "CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=";
 
-/// The first field error of a page comes after the element with `id`.
-fn error_after(answer: &Answer, id: &str) -> String {
-    let field_at = answer
-        .text
-        .find(&format!(r#"id="{id}""#))
-        .unwrap_or_else(|| panic!("no #{id} in {}", answer.text));
-    let error_at = answer.text.find("field-error").expect("a field error");
-    assert!(error_at > field_at, "the error comes before #{id}");
-    let rest = &answer.text[error_at..];
-    rest[..rest.find("</p>").unwrap()].to_owned()
-}
-
 /// [`smb_policy`] through `gw` to 192.168.77.20 alone.
 fn gateway_policy(name: &str) -> PolicyDoc {
     PolicyDoc {
@@ -79,28 +67,22 @@ fn an_enrolment_key_is_shown_once_and_can_be_revoked() {
     assert_eq!(h.state().keys.len(), before);
 
     // A bad expiry is refused next to its field, with what was typed kept.
-    let bad = h
-        .post(
-            "/portal/keys",
-            &cookie,
-            &[("csrf", &csrf), ("tags", "users"), ("expires", "soon")],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let error = error_after(&bad, "key-expires");
-    assert!(
-        error.contains(r#"&quot;soon&quot; is not a duration"#),
-        "{error}"
+    let bad = h.refused(
+        "/portal/keys",
+        &cookie,
+        &[("csrf", &csrf), ("tags", "users"), ("expires", "soon")],
+        "key-expires",
+        "&quot;soon&quot; is not a duration",
     );
     assert!(bad.text.contains(r#"value="soon""#) && bad.text.contains(r#"value="users""#));
     // So is a bad tag, at the tags (the core's check, field `tags[0]`).
-    let bad = h
-        .post(
-            "/portal/keys",
-            &cookie,
-            &[("csrf", &csrf), ("tags", "no/slash")],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_after(&bad, "key-tags").contains("may hold only letters"));
+    h.refused(
+        "/portal/keys",
+        &cookie,
+        &[("csrf", &csrf), ("tags", "no/slash")],
+        "key-tags",
+        "may hold only letters",
+    );
     assert_eq!(h.state().keys.len(), before);
 
     let made = h
@@ -188,23 +170,19 @@ fn trust_requirements_are_created_edited_refused_at_their_field_and_deleted() {
         .expect_status(StatusCode::OK);
     let csrf = page.csrf();
 
-    let bad = h
-        .post(
-            "/portal/trust",
-            &cookie,
-            &[
-                ("csrf", &csrf),
-                ("name", "partner-offices"),
-                ("allow", "198.51.100.1/24"),
-            ],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let error = error_after(&bad, "create-allow");
-    assert!(
-        error.contains("198.51.100.1/24 has host bits set")
-            && error.contains("did you mean 198.51.100.0/24?"),
-        "{error}"
+    let bad = h.refused(
+        "/portal/trust",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("name", "partner-offices"),
+            ("allow", "198.51.100.1/24"),
+        ],
+        "create-allow",
+        "198.51.100.1/24 has host bits set",
     );
+    let error = bad.error_after("create-allow");
+    assert!(error.contains("did you mean 198.51.100.0/24?"), "{error}");
     assert_eq!(bad.text.matches("field-error").count(), 1, "{}", bad.text);
     assert!(h.state().trust_requirements.is_empty());
 
@@ -338,32 +316,30 @@ fn active_hours_take_days_times_and_an_iana_zone() {
         .to_string();
     let path = "/portal/active-hours/users%20to%20the%20office";
 
-    let bad = h
-        .post(
-            path,
-            &cookie,
-            &[
-                ("csrf", &csrf),
-                ("version", &version),
-                ("day-mon", "on"),
-                ("hours", "07:00-19:00"),
-                ("zone", "Mars/Olympus_Mons"),
-            ],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_after(&bad, "hours-zone").contains("unknown time zone"));
-    let bad = h.post(
+    // Monday, with `hours` in `zone`.
+    let monday = |hours, zone| {
+        [
+            ("csrf", csrf.as_str()),
+            ("version", version.as_str()),
+            ("day-mon", "on"),
+            ("hours", hours),
+            ("zone", zone),
+        ]
+    };
+    h.refused(
         path,
         &cookie,
-        &[
-            ("csrf", &csrf),
-            ("version", &version),
-            ("day-mon", "on"),
-            ("hours", "19:00-07:00"),
-            ("zone", "UTC"),
-        ],
+        &monday("07:00-19:00", "Mars/Olympus_Mons"),
+        "hours-zone",
+        "unknown time zone",
     );
-    assert!(error_after(&bad, "hours-hours").contains("bad hours window"));
+    let bad = h.refused(
+        path,
+        &cookie,
+        &monday("19:00-07:00", "UTC"),
+        "hours-hours",
+        "bad hours window",
+    );
     assert!(bad.text.contains(r#"value="19:00-07:00""#));
     assert!(h.state().policies["users to the office"]
         .active_hours
@@ -452,10 +428,13 @@ fn the_tags_page_counts_systems_and_sets_requirements() {
     assert!(page.text.contains(">office ip</a>"));
 
     // A bad name is refused at the name field.
-    let bad = h
-        .post("/portal/tags", &cookie, &[("csrf", &csrf), ("name", "a b")])
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_after(&bad, "tag-name").contains("may hold only letters"));
+    h.refused(
+        "/portal/tags",
+        &cookie,
+        &[("csrf", &csrf), ("name", "a b")],
+        "tag-name",
+        "may hold only letters",
+    );
 }
 
 #[test]
@@ -503,10 +482,12 @@ fn explain_answers_with_the_reasons_policy_explain_gives() {
             &cookie,
         )
         .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_after(&bad, "explain-port").contains("is not a port"));
+    assert!(bad.error_after("explain-port").contains("is not a port"));
     assert!(!bad.text.contains(r#"id="verdict""#));
     let bad = h.get("/portal/explain?from=laptop&to=192.168.77", &cookie);
-    assert!(error_after(&bad, "explain-to").contains("is not an IPv4 address"));
+    assert!(bad
+        .error_after("explain-to")
+        .contains("is not an IPv4 address"));
 
     // No session, no answer.
     h.get("/portal/explain?from=laptop&to=192.168.77.20", "")

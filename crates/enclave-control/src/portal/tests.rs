@@ -53,6 +53,18 @@ impl Answer {
             })
     }
 
+    /// The text of the page's first field error, which must come after the element with `id`.
+    fn error_after(&self, id: &str) -> String {
+        let field_at = self
+            .text
+            .find(&format!(r#"id="{id}""#))
+            .unwrap_or_else(|| panic!("no #{id} in {}", self.text));
+        let error_at = self.text.find("field-error").expect("a field error");
+        assert!(error_at > field_at, "the error comes before #{id}");
+        let rest = &self.text[error_at..];
+        rest[..rest.find("</p>").unwrap()].to_owned()
+    }
+
     /// The value of the first hidden `csrf` field.
     fn csrf(&self) -> String {
         let at = self
@@ -173,6 +185,27 @@ impl Harness {
 
     fn post(&self, path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Answer {
         self.send(Method::POST, path, cookie, Some(encode(pairs)))
+    }
+
+    /// Posts `pairs` to `path` as a form that must be refused (422) with a field error after
+    /// the element with `id` that says `error`: the answer, to check what else it shows.
+    fn refused(
+        &self,
+        path: &str,
+        cookie: &str,
+        pairs: &[(&str, &str)],
+        id: &str,
+        error: &str,
+    ) -> Answer {
+        let answer = self
+            .post(path, cookie, pairs)
+            .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
+        let shown = answer.error_after(id);
+        assert!(
+            shown.contains(error),
+            "{path}: the error after #{id} is {shown:?}, not {error:?}"
+        );
+        answer
     }
 
     fn get(&self, path: &str, cookie: &str) -> Answer {
@@ -331,16 +364,13 @@ fn changes_need_the_forms_token_and_are_audited_as_the_user() {
     assert!(gw.subnets.contains(&"0.0.0.0/0".parse().unwrap()));
 
     // A bad subnet is refused next to its field, and what was typed stays.
-    let bad = h
-        .post(
-            "/portal/systems/laptop/subnet-add",
-            &cookie,
-            &[("csrf", &csrf), ("subnet", "192.168.77.1/24")],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let error_at = bad.text.find("field-error").expect("a field error");
-    let field_at = bad.text.find(r#"id="subnet""#).unwrap();
-    assert!(error_at > field_at, "the error follows its field");
+    let bad = h.refused(
+        "/portal/systems/laptop/subnet-add",
+        &cookie,
+        &[("csrf", &csrf), ("subnet", "192.168.77.1/24")],
+        "subnet",
+        "192.168.77.1/24 has host bits set",
+    );
     assert!(bad.text.contains(r#"value="192.168.77.1/24""#));
 
     // Renamed and retagged; the page moves with the name.
@@ -406,16 +436,13 @@ fn the_filter_keeps_matching_systems_and_a_bad_tag_is_shown_at_the_tags() {
     assert!(none.text.contains("0 of 1 system match."), "{}", none.text);
 
     let csrf = all.csrf();
-    let bad = h
-        .post(
-            "/portal/systems/laptop/edit",
-            &cookie,
-            &[("csrf", &csrf), ("name", "laptop"), ("tags", "ok, <bad>")],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let tags_at = bad.text.find(r#"id="edit-tags""#).unwrap();
-    let error_at = bad.text.find("field-error").expect("a field error");
-    assert!(error_at > tags_at, "the error follows the tags field");
+    let bad = h.refused(
+        "/portal/systems/laptop/edit",
+        &cookie,
+        &[("csrf", &csrf), ("name", "laptop"), ("tags", "ok, <bad>")],
+        "edit-tags",
+        "may hold only letters",
+    );
     // What was typed comes back, escaped.
     assert!(bad.text.contains("ok, &lt;bad&gt;"), "{}", bad.text);
     assert!(!bad.text.contains("<bad>"));
@@ -674,21 +701,18 @@ fn an_app_device_gets_its_configuration_text_download_and_qr_code_once() {
     .expect_status(StatusCode::FORBIDDEN);
 
     // A bad public key is refused next to its field, with what was typed.
-    let refused = h
-        .post(
-            "/portal/app-devices",
-            &cookie,
-            &[
-                ("csrf", &csrf),
-                ("name", "phone"),
-                ("tags", "users"),
-                ("public_key", "nonsense"),
-            ],
-        )
-        .expect_status(StatusCode::UNPROCESSABLE_ENTITY);
-    let key_field = refused.text.find(r#"id="app-key""#).unwrap();
-    let error = refused.text.find("is not a WireGuard public key").unwrap();
-    assert!(error > key_field, "the error is not after the key's field");
+    let refused = h.refused(
+        "/portal/app-devices",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("name", "phone"),
+            ("tags", "users"),
+            ("public_key", "nonsense"),
+        ],
+        "app-key",
+        "is not a WireGuard public key",
+    );
     assert!(refused.text.contains(r#"value="nonsense""#));
 
     // The server makes the pair: the page shows the file, the QR code and the download once.
