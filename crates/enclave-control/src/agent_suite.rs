@@ -68,6 +68,24 @@ fn check(condition: bool, what: impl FnOnce() -> String) -> CaseResult {
     }
 }
 
+/// Looks with `probe` every `every` until what it checks holds (`Ok(Ok(()))`), for at most
+/// `within`; then fails with what the last look said (`Ok(Err(what))`). A probe's own
+/// failure (`Err`) ends the wait at once.
+async fn eventually<F, Fut>(within: Duration, every: Duration, mut probe: F) -> CaseResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<CaseResult, Failure>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let Err(what) = probe().await? else {
+            return Ok(());
+        };
+        check(Instant::now() < deadline, || what)?;
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn ctx() -> Ctx {
     Ctx {
         actor: "test".into(),
@@ -415,22 +433,21 @@ async fn gets_its_view_and_every_change(url: String) -> CaseResult {
             .await
             .map_err(e("reporting"))?;
     }
-    let deadline = Instant::now() + STEP;
-    loop {
+    eventually(STEP, Duration::from_millis(20), || async {
         let state = server.service().state().await.map_err(e("state"))?;
         let recorded = !state.systems["laptop"].discovered.is_empty();
-        if recorded && server.hub.applied("laptop") == Some(serial) {
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            format!(
-                "after {STEP:?}: discovered {:?}, applied {:?}",
-                state.systems["laptop"].discovered,
-                server.hub.applied("laptop")
-            )
-        })?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Ok(check(
+            recorded && server.hub.applied("laptop") == Some(serial),
+            || {
+                format!(
+                    "after {STEP:?}: discovered {:?}, applied {:?}",
+                    state.systems["laptop"].discovered,
+                    server.hub.applied("laptop")
+                )
+            },
+        ))
+    })
+    .await?;
     let audit = server
         .service()
         .audit(0, 1000)
@@ -479,19 +496,16 @@ async fn gets_its_view_and_every_change(url: String) -> CaseResult {
 
     // Disconnected: not connected any more, last seen kept.
     drop(laptop);
-    let deadline = Instant::now() + STEP;
-    loop {
+    eventually(STEP, Duration::from_millis(20), || async {
         let seen = server.hub.seen().await;
         let key = &server.service().state().await.map_err(e("state"))?.systems["laptop"].public_key;
         let laptop = seen.get(key).cloned().unwrap_or_default();
-        if !laptop.connected && laptop.last_seen.is_some() {
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            format!("after the laptop left: {laptop:?}")
-        })?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Ok(check(
+            !laptop.connected && laptop.last_seen.is_some(),
+            || format!("after the laptop left: {laptop:?}"),
+        ))
+    })
+    .await?;
     drop(db);
     server.store.close().await;
     Ok(())
@@ -732,20 +746,23 @@ async fn ephemeral_goes(url: String) -> CaseResult {
         "an ephemeral system was deleted while connected".into()
     })?;
     drop(session);
-    let deadline = Instant::now() + Duration::from_secs(6);
-    loop {
-        let state = server.service().state().await.map_err(e("state"))?;
-        if !state.systems.contains_key("ci-runner") {
-            check(state.systems.contains_key("laptop"), || {
-                "a system enrolled with a lasting key was deleted".into()
-            })?;
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            "the disconnected ephemeral system is still there after 6 s".into()
-        })?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || async {
+            let state = server.service().state().await.map_err(e("state"))?;
+            let gone = !state.systems.contains_key("ci-runner");
+            if gone {
+                check(state.systems.contains_key("laptop"), || {
+                    "a system enrolled with a lasting key was deleted".into()
+                })?;
+            }
+            Ok(check(gone, || {
+                "the disconnected ephemeral system is still there after 6 s".into()
+            }))
+        },
+    )
+    .await?;
     let audit = server.service().audit(0, 1000).await.map_err(e("audit"))?;
     check(
         audit
@@ -891,18 +908,15 @@ async fn two_servers(url: String) -> CaseResult {
         Ok(Err(_)) => {}
         other => return Err(format!("when its server stopped the laptop got {other:?}")),
     }
-    let deadline = Instant::now() + STEP;
-    loop {
+    eventually(STEP, Duration::from_millis(50), || async {
         let seen = one.hub.seen().await;
         let laptop = seen.get(&laptop_public).cloned().unwrap_or_default();
-        if !laptop.connected && laptop.last_seen.is_some() {
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            format!("after server two stopped, server one sees the laptop as {laptop:?}")
-        })?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(check(
+            !laptop.connected && laptop.last_seen.is_some(),
+            || format!("after server two stopped, server one sees the laptop as {laptop:?}"),
+        ))
+    })
+    .await?;
     one.store.close().await;
     two.store.close().await;
     Ok(())
@@ -990,21 +1004,21 @@ async fn observed_endpoint_reaches_peers(url: String) -> CaseResult {
     let _ = next_view(&mut db, "db's view after reconnecting").await?;
     db.send(&report(51821)).await.map_err(e("reporting"))?;
     let wanted = Some("127.0.0.1:51821".parse().map_err(e("an address"))?);
-    let deadline = Instant::now() + crate::agents::endpoints::HOLD + STEP;
-    loop {
+    let within = crate::agents::endpoints::HOLD + STEP;
+    eventually(within, Duration::from_millis(50), || async {
         let state = server.service().state().await.map_err(e("state"))?;
         let db = state.systems.values().find(|s| s.public_key == db_key_text);
-        if db.is_some_and(|s| s.observed_endpoint == wanted) {
-            break;
-        }
-        check(Instant::now() < deadline, || {
-            format!(
-                "db's new port was not recorded: {:?}",
-                db.map(|s| s.observed_endpoint)
-            )
-        })?;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Ok(check(
+            db.is_some_and(|s| s.observed_endpoint == wanted),
+            || {
+                format!(
+                    "db's new port was not recorded: {:?}",
+                    db.map(|s| s.observed_endpoint)
+                )
+            },
+        ))
+    })
+    .await?;
     // Cleared by hand: the laptop's next view gives the observed endpoint of db's second
     // connection (had a view been sent while the one set by hand stood, it would come first).
     server.run(set_endpoint("db", "")).await?;

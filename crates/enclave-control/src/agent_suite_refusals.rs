@@ -81,16 +81,15 @@ pub(super) async fn unauthenticated_bounded(url: String) -> CaseResult {
     }
     // When it goes, the place is free again.
     drop(first);
-    let deadline = Instant::now() + STEP;
-    loop {
-        match try_upgrade(&server).await? {
-            Ok(_) => break,
-            Err(status) => check(Instant::now() < deadline, || {
-                format!("after the first left, handshakes still get {status}")
-            })?,
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(STEP, Duration::from_millis(20), || async {
+        Ok(match try_upgrade(&server).await? {
+            Ok(_) => Ok(()),
+            Err(status) => Err(format!(
+                "after the first left, handshakes still get {status}"
+            )),
+        })
+    })
+    .await?;
     // Failed proofs count against the source: ten, then 429 before any handshake.
     let users = server.key(&["users"], ApprovalMode::Auto, false).await?;
     let laptop = server.enrol(&users, "laptop").await?;
