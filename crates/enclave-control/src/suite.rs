@@ -72,6 +72,17 @@ fn e<E: std::fmt::Display>(context: &'static str) -> impl FnOnce(E) -> Failure {
     move |err| format!("{context}: {err}")
 }
 
+/// Every migration, in order: what a store has applied once it is open.
+const MIGRATIONS: [i64; 5] = [1, 2, 3, 4, 5];
+
+/// Checks that `store` has applied every migration; `when` says at which point of the case.
+async fn all_migrated(store: &SqlStore, when: &str) -> CaseResult {
+    let applied = store.migrations().await.map_err(e("reading migrations"))?;
+    check(applied == MIGRATIONS, || {
+        format!("{when}: applied migrations {applied:?}, expected {MIGRATIONS:?}")
+    })
+}
+
 async fn open(url: &str) -> Result<SqlStore, Failure> {
     SqlStore::open(url).await.map_err(|err| {
         let mut text = format!("opening {}: {err}", store::redact(url));
@@ -114,10 +125,7 @@ fn ctx(actor: &str) -> Ctx {
 
 async fn migrates_from_empty(url: String) -> CaseResult {
     let store = open(&url).await?;
-    let applied = store.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3, 4, 5], || {
-        format!("applied migrations {applied:?}, expected [1, 2, 3, 4, 5]")
-    })?;
+    all_migrated(&store, "a new database").await?;
     let state = store.load().await.map_err(e("loading"))?;
     check(state.revision == 0 && state.systems.is_empty(), || {
         format!("a new database holds {state:?}")
@@ -129,10 +137,7 @@ async fn migrates_from_empty(url: String) -> CaseResult {
     store.close().await;
     // Opening again applies nothing twice and keeps the data.
     let again = open(&url).await?;
-    let applied = again.migrations().await.map_err(e("reading migrations"))?;
-    check(applied == vec![1, 2, 3, 4, 5], || {
-        format!("after reopening: {applied:?}")
-    })?;
+    all_migrated(&again, "after reopening").await?;
     again.close().await;
     Ok(())
 }
@@ -172,10 +177,7 @@ async fn upgrades_from_the_first_schema(url: String) -> CaseResult {
     )?;
     store.close().await;
     let upgraded = open(&url).await?;
-    let applied = upgraded.migrations().await.map_err(e("migrations"))?;
-    check(applied == vec![1, 2, 3, 4, 5], || {
-        format!("after the upgrade: {applied:?}")
-    })?;
+    all_migrated(&upgraded, "after the upgrade").await?;
     let state = upgraded
         .load()
         .await
