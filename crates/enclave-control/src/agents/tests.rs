@@ -53,13 +53,21 @@ fn view_of(decision: Decision) -> (ViewUpdate, Sent) {
     }
 }
 
-/// The reason the laptop, connected with `sent`, is closed with on `state` (panics when it is
-/// not closed).
-fn laptop_closed(state: &State, sent: Sent) -> String {
-    match decide(&snapshot(state), &key(LAPTOP), Some(sent)) {
-        Decision::Close(ServerMessage::Revoked(r)) => r.reason,
-        other => panic!("{other:?}"),
+/// `command` applied to `state`, which must close the laptop, connected with `sent`, with a
+/// reason that says `why`: the state after.
+fn laptop_closed(state: &State, command: Command, sent: Sent, why: &str) -> State {
+    let next = apply(state, command);
+    match decide(&snapshot(&next), &key(LAPTOP), Some(sent)) {
+        Decision::Close(ServerMessage::Revoked(r)) => {
+            assert!(
+                r.reason.contains(why),
+                "closed for {:?}, not {why}",
+                r.reason
+            );
+        }
+        other => panic!("not closed ({why}): {other:?}"),
     }
+    next
 }
 
 #[test]
@@ -113,14 +121,10 @@ fn revoking_a_system_closes_it_and_its_peers_get_views_without_it() {
     let state = example();
     let (_, laptop_sent) = view_of(decide(&snapshot(&state), &key(LAPTOP), None));
     let (_, gateway_sent) = view_of(decide(&snapshot(&state), &key(GATEWAY), None));
-    let revoked = apply(
-        &state,
-        Command::Revoke {
-            name: "laptop".into(),
-        },
-    );
-    let reason = laptop_closed(&revoked, laptop_sent);
-    assert!(reason.contains("revoked"), "{reason}");
+    let revoke = Command::Revoke {
+        name: "laptop".into(),
+    };
+    let revoked = laptop_closed(&state, revoke, laptop_sent, "revoked");
     let (update, _) = view_of(decide(
         &snapshot(&revoked),
         &key(GATEWAY),
@@ -136,14 +140,10 @@ fn revoking_a_system_closes_it_and_its_peers_get_views_without_it() {
     // (The example's pre-shared key names the laptop; a key must go before its system.)
     let mut without_psk = state.clone();
     without_psk.preshared_keys.clear();
-    let deleted = apply(
-        &without_psk,
-        Command::Delete {
-            name: "laptop".into(),
-        },
-    );
-    let reason = laptop_closed(&deleted, laptop_sent);
-    assert!(reason.contains("deleted"), "{reason}");
+    let delete = Command::Delete {
+        name: "laptop".into(),
+    };
+    laptop_closed(&without_psk, delete, laptop_sent, "deleted");
 }
 
 #[test]
