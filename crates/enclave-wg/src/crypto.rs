@@ -116,31 +116,35 @@ fn nonce_bytes(counter: u64) -> [u8; 12] {
 /// [`aead_open`] through ring, which seals 1400-byte packets about three
 /// times as fast as the `chacha20poly1305` crate (docs/dataplane.md).
 ///
-/// ring's key does not wipe itself, so this wrapper overwrites its bytes
-/// with zeros when dropped. ring still copies the key words onto the stack
-/// for each packet (its assembly's argument block), as any cipher's working
-/// state does; those copies are overwritten by later calls, not wiped.
+/// It keeps the key's 32 bytes (wiped when dropped) and builds ring's key on
+/// the stack for each packet, then wipes that copy: ring's `LessSafeKey` is
+/// 544 bytes whatever the cipher (sized for AES-GCM's key schedule), and a
+/// gateway with a thousand peers holds up to three sessions of two keys
+/// each. For ChaCha20-Poly1305 the building only copies the key words, which
+/// ring also does for each packet (its assembly's argument block; those copies
+/// are overwritten by later calls, not wiped).
 pub(crate) struct TransportKey {
-    /// Initialised by [`TransportKey::new`]; only [`Drop`] de-initialises it
-    /// (by wiping it), after which nothing reads it.
-    key: MaybeUninit<LessSafeKey>,
+    key: Zeroizing<[u8; 32]>,
 }
 
 impl TransportKey {
     pub(crate) fn new(key: &[u8; 32]) -> Self {
-        let key = match UnboundKey::new(&CHACHA20_POLY1305, key) {
-            Ok(key) => LessSafeKey::new(key),
-            Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
-        };
         Self {
-            key: MaybeUninit::new(key),
+            key: Zeroizing::new(*key),
         }
     }
 
-    fn key(&self) -> &LessSafeKey {
-        // SAFETY: `new` initialised `key`, and only `wipe` (called from
-        // `drop`, or by a test on a key it then only drops) overwrites it.
-        unsafe { self.key.assume_init_ref() }
+    /// Runs `use_key` with ring's key for this one, and wipes it after.
+    fn with_key<R>(&self, use_key: impl FnOnce(&LessSafeKey) -> R) -> R {
+        let key = match UnboundKey::new(&CHACHA20_POLY1305, &self.key[..]) {
+            Ok(key) => LessSafeKey::new(key),
+            Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
+        };
+        let mut key = MaybeUninit::new(key);
+        // SAFETY: initialised just above; only `wipe` de-initialises it, below.
+        let result = use_key(unsafe { key.assume_init_ref() });
+        wipe(&mut key);
+        result
     }
 
     /// Seals `buffer` (the plaintext followed by room for the tag) in place.
@@ -148,10 +152,7 @@ impl TransportKey {
         let split = buffer.len() - TAG_LEN;
         let (text, tag_out) = buffer.split_at_mut(split);
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        match self
-            .key()
-            .seal_in_place_separate_tag(nonce, Aad::from(aad), text)
-        {
+        match self.with_key(|key| key.seal_in_place_separate_tag(nonce, Aad::from(aad), text)) {
             Ok(tag) => tag_out.copy_from_slice(tag.as_ref()),
             Err(_) => unreachable!("ChaCha20-Poly1305 seals up to 256 GiB"),
         }
@@ -168,48 +169,41 @@ impl TransportKey {
             return false;
         };
         let nonce = Nonce::assume_unique_for_key(nonce_bytes(counter));
-        self.key()
-            .open_in_place_separate_tag(nonce, Aad::from(aad), tag.into(), text, 0..)
-            .is_ok()
-    }
-
-    /// Overwrites every byte of the key with zeros through volatile writes.
-    /// The key must not be used afterwards.
-    fn wipe(&mut self) {
-        // SAFETY: `zeroize_flat_type` writes `size_of::<MaybeUninit<LessSafeKey>>()`
-        // zero bytes at a pointer we hold exclusively (`&mut self`), and zero
-        // bytes are a valid `MaybeUninit`. The write must leave nothing behind
-        // and nothing to release, which ring 0.17's source confirms: for
-        // CHACHA20_POLY1305, `LessSafeKey` is `{ inner: KeyInner, algorithm:
-        // &'static Algorithm }`, `KeyInner::ChaCha20Poly1305` holds
-        // `chacha20_poly1305::Key(chacha::Key { words: [u32; 8] })` inline
-        // (the other variant, AES-GCM's key schedule, is inline too), and no
-        // type among them owns a heap pointer or implements `Drop`. So the
-        // key's only copy that this struct owns is these bytes, and skipping
-        // ring's (empty) drop glue leaks nothing. After this, `key` is never
-        // read: `key()` is only called on a live `TransportKey`, and
-        // `MaybeUninit` never drops its contents.
-        unsafe { zeroize::zeroize_flat_type(&mut self.key) }
-    }
-
-    /// The key's bytes, to check the wipe (all of them are initialised only
-    /// after `wipe`; before it, the caller looks at them for the key only).
-    #[cfg(test)]
-    fn bytes(&self) -> Vec<u8> {
-        let len = std::mem::size_of_val(&self.key);
-        let start = self.key.as_ptr().cast::<u8>();
-        // SAFETY: `start..start + len` is `self.key`, borrowed for this call;
-        // volatile reads keep the compiler from assuming what is there.
-        (0..len)
-            .map(|i| unsafe { std::ptr::read_volatile(start.add(i)) })
-            .collect()
+        self.with_key(|key| {
+            key.open_in_place_separate_tag(nonce, Aad::from(aad), tag.into(), text, 0..)
+                .is_ok()
+        })
     }
 }
 
-impl Drop for TransportKey {
-    fn drop(&mut self) {
-        self.wipe();
-    }
+/// Overwrites every byte of a ring key with zeros through volatile writes.
+/// The key must not be used afterwards.
+fn wipe(key: &mut MaybeUninit<LessSafeKey>) {
+    // SAFETY: `zeroize_flat_type` writes `size_of::<MaybeUninit<LessSafeKey>>()`
+    // zero bytes at a pointer we hold exclusively, and zero bytes are a valid
+    // `MaybeUninit`. The write must leave nothing behind and nothing to
+    // release, which ring 0.17's source confirms: for CHACHA20_POLY1305,
+    // `LessSafeKey` is `{ inner: KeyInner, algorithm: &'static Algorithm }`,
+    // `KeyInner::ChaCha20Poly1305` holds `chacha20_poly1305::Key(chacha::Key
+    // { words: [u32; 8] })` inline (the other variant, AES-GCM's key schedule,
+    // is inline too), and no type among them owns a heap pointer or implements
+    // `Drop`. So the key's only copy is these bytes, and skipping ring's
+    // (empty) drop glue leaks nothing. `MaybeUninit` never drops its contents,
+    // and the caller does not read the key again.
+    unsafe { zeroize::zeroize_flat_type(key) }
+}
+
+/// A ring key's bytes, to check the wipe (all of them are initialised only
+/// after `wipe`; before it, the caller looks at them for the key only).
+#[cfg(test)]
+fn ring_key_bytes(key: &MaybeUninit<LessSafeKey>) -> Vec<u8> {
+    let len = std::mem::size_of_val(key);
+    let start = key.as_ptr().cast::<u8>();
+    // SAFETY: `start..start + len` is `key`, borrowed for this call; volatile
+    // reads keep the compiler from assuming what is there.
+    (0..len)
+        .map(|i| unsafe { std::ptr::read_volatile(start.add(i)) })
+        .collect()
 }
 
 /// `XAEAD(key, nonce, plaintext, aad)` in place: XChaCha20-Poly1305.
@@ -337,19 +331,25 @@ mod tests {
     }
 
     #[test]
-    fn transport_key_wipe_leaves_zeros() {
+    fn ring_key_wipe_leaves_zeros() {
         let secret: [u8; 32] = std::array::from_fn(|i| 0xa0 + i as u8);
-        let mut key = TransportKey::new(&secret);
-        let before = key.bytes();
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &secret).unwrap();
+        let mut key = MaybeUninit::new(LessSafeKey::new(key));
+        let before = ring_key_bytes(&key);
         assert!(
             before.windows(32).any(|window| window == secret),
             "ring keeps the ChaCha20 key inline as its 32 bytes"
         );
-        key.wipe();
-        let after = key.bytes();
+        wipe(&mut key);
+        let after = ring_key_bytes(&key);
         assert_eq!(after.len(), before.len());
         assert!(after.iter().all(|&byte| byte == 0), "{after:?}");
-        // Dropping `key` now wipes it again and reads nothing.
+    }
+
+    #[test]
+    fn transport_key_is_small() {
+        // It keeps the key's bytes, not ring's 544-byte key: a session holds two.
+        assert_eq!(std::mem::size_of::<TransportKey>(), 32);
     }
 
     #[test]
