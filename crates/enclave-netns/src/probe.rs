@@ -218,12 +218,30 @@ impl Netns {
         .map_err(|source| socket_error(format!("UDP probe from {} to {dst}", self.node), source))
     }
 
+    /// Whether the namespace has an interface named `name`, from `ip -o link show`. The
+    /// listing must succeed: a missing `ip` or a namespace that is gone is an error, never a
+    /// "no such interface".
+    pub fn has_link(&self, name: &str) -> Result<bool> {
+        let listing = self.exec(&["ip", "-o", "link", "show"])?;
+        let found = link_names(&listing).any(|link| link == name);
+        Ok(found)
+    }
+
     /// Starts an echo server on `port` (TCP and UDP, all addresses) inside the namespace. Each
     /// TCP client and each UDP datagram is answered with one line: the source address the server
     /// saw, as `IP:PORT`. This is how a test proves SNAT.
     pub fn echo_server(&self, port: u16) -> Result<EchoServer> {
         EchoServer::start(self, port)
     }
+}
+
+/// The interface names of `ip -o link show`: one line a link, `3: enclave0: <…>`, with
+/// `@PEER` after a veth's name.
+fn link_names(listing: &str) -> impl Iterator<Item = &str> {
+    listing.lines().filter_map(|line| {
+        let name = line.split(": ").nth(1)?;
+        Some(name.split('@').next().unwrap_or(name))
+    })
 }
 
 /// A TCP and UDP echo server running on a thread inside a namespace; stopped when dropped.
@@ -302,7 +320,7 @@ mod tests {
     use std::os::unix::process::ExitStatusExt;
     use std::process::{ExitStatus, Output};
 
-    use super::{socket_error, PingResult, Reached};
+    use super::{link_names, socket_error, PingResult, Reached};
     use crate::Error;
 
     fn output(code: i32, stdout: &str, stderr: &str) -> Output {
@@ -374,6 +392,16 @@ mod tests {
         }
         let ok: crate::Result<()> = Ok(());
         assert!(ok.reached().expect("answered"));
+    }
+
+    #[test]
+    fn link_names_are_read_from_one_line_listings() {
+        let listing = "1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN \\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00\n\
+                       2: v-gw-lan@if7: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue \\    link/ether 0a:1b:2c:3d:4e:5f brd ff:ff:ff:ff:ff:ff link-netns enc-1-lan\n\
+                       5: enclave0: <POINTOPOINT,MULTICAST,NOARP,UP,LOWER_UP> mtu 1420 qdisc fq_codel \\    link/none \n";
+        let names: Vec<&str> = link_names(listing).collect();
+        assert_eq!(names, ["lo", "v-gw-lan", "enclave0"]);
+        assert_eq!(link_names("").count(), 0);
     }
 
     #[test]

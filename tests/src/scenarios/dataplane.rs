@@ -534,11 +534,9 @@ fn garbage_udp(ctx: &Ctx) -> anyhow::Result<()> {
 /// Waits until `process` has exited and neither the interface nor the socket file is left.
 fn check_gone(ns: &Netns, process: &mut Process, what: &str) -> anyhow::Result<()> {
     let socket = ns.wireguard_dir().join(format!("{IFACE}.sock"));
-    let gone = enclave_netns::wait_until(Duration::from_secs(5), || {
-        !process.is_running()
-            && !socket.exists()
-            && ns.exec(&["ip", "link", "show", IFACE]).is_err()
-    });
+    let gone = enclave_netns::try_wait_until(Duration::from_secs(5), || {
+        Ok(!process.is_running() && !socket.exists() && !ns.has_link(IFACE)?)
+    })?;
     ensure!(
         gone,
         "after {what} the tunnel is still there (running: {}, socket: {}); log:\n{}",

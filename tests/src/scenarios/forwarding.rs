@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use enclave_netns::{wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{
+    try_wait_until, wait_until, Netns, Process, SpawnOpts, Topology, TopologySpec,
+};
 
 use crate::agents::{prepare, start_with, write_definition, AgentFiles};
 use crate::office::{users_granted, GW_LAN, GW_UNDERLAY, LAN, LAPTOP_UNDERLAY, PRINTER, SYSTEMS};
@@ -349,9 +351,7 @@ fn underlay(ctx: &Ctx, tag: &str, backend: &str) -> anyhow::Result<()> {
     let pid = site.agent("gw1")?.pid();
     site.agent("gw1")?.kill9();
     let gw = site.ns("gw1");
-    let gone = wait_until(Duration::from_secs(5), || {
-        gw.exec(&["ip", "link", "show", "enclave0"]).is_err()
-    });
+    let gone = try_wait_until(Duration::from_secs(5), || Ok(!gw.has_link("enclave0")?))?;
     ensure!(gone, "enclave0 outlived the gateway agent (pid {pid})");
     ensure!(
         site.forwarding()?,

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use enclave_netns::{wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
+use enclave_netns::{try_wait_until, wait_until, EchoServer, Netns, SpawnOpts, TopologySpec};
 
 use super::routes::{expect_refused, Capture};
 use crate::office::{Office, GW_EGRESS, GW_UNDERLAY, HOME_ROUTER, LAPTOP_HOME};
@@ -141,12 +141,9 @@ fn killswitch_default_route(ctx: &Ctx) -> anyhow::Result<()> {
     let pid = office.agent("sender")?.pid();
     ensure!(pid != 0, "the laptop's agent has no PID");
     office.agent("sender")?.kill9();
-    let gone = wait_until(Duration::from_secs(5), || {
-        office
-            .ns("sender")
-            .exec(&["ip", "link", "show", "enclave0"])
-            .is_err()
-    });
+    let gone = try_wait_until(Duration::from_secs(5), || {
+        Ok(!office.ns("sender").has_link("enclave0")?)
+    })?;
     ensure!(gone, "enclave0 outlived its agent (PID {pid})");
     nothing_in_clear(&office, &echo)?;
     ensure!(

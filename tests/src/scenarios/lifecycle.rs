@@ -526,12 +526,9 @@ fn external(ctx: &Ctx, gateway_too: bool) -> anyhow::Result<()> {
         .stop()
         .context("could not reap the agent")?;
     ensure!(code.success(), "the agent exited with {code}");
-    let gone = enclave_netns::wait_until(Duration::from_secs(3), || {
-        office
-            .ns("sender")
-            .exec(&["ip", "link", "show", "enclave0"])
-            .is_err()
-    });
+    let gone = enclave_netns::try_wait_until(Duration::from_secs(3), || {
+        Ok(!office.ns("sender").has_link("enclave0")?)
+    })?;
     ensure!(gone, "enclave0 stayed after the agent stopped");
     Ok(())
 }
@@ -547,13 +544,9 @@ fn external_kill9(ctx: &Ctx) -> anyhow::Result<()> {
     };
     ensure!(running(&office)?, "no wireguard-go runs before the kill");
     office.agent("sender")?.kill9();
-    let gone = enclave_netns::wait_until(Duration::from_secs(3), || {
-        running(&office).is_ok_and(|r| !r)
-            && office
-                .ns("sender")
-                .exec(&["ip", "link", "show", "enclave0"])
-                .is_err()
-    });
+    let gone = enclave_netns::try_wait_until(Duration::from_secs(3), || {
+        Ok(running(&office).is_ok_and(|r| !r) && !office.ns("sender").has_link("enclave0")?)
+    })?;
     ensure!(
         gone,
         "wireguard-go or enclave0 outlived the agent's kill -9 (a tunnel with stale peers)"
@@ -604,9 +597,7 @@ fn external_iptables_refused(ctx: &Ctx) -> anyhow::Result<()> {
     );
     ensure!(!forwarding(topo.ns("gw"))?, "forwarding was turned on");
     ensure!(
-        topo.ns("gw")
-            .exec(&["ip", "link", "show", "enclave0"])
-            .is_err(),
+        !topo.ns("gw").has_link("enclave0")?,
         "a tunnel was brought up"
     );
     Ok(())

@@ -661,7 +661,7 @@ fn nothing_in_clear(
 /// Ends the tunnel stand-in's process; its TUN goes with it, as the agent's does when it dies.
 fn crash_tunnel(host: &Netns, mut tunnel: Process) -> anyhow::Result<()> {
     tunnel.kill9();
-    if host.exec(&["ip", "link", "show", TUNNEL]).is_ok() {
+    if host.has_link(TUNNEL)? {
         host.exec(&["ip", "link", "del", TUNNEL])?;
     }
     Ok(())
