@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use enclave_netns::{wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec};
+use enclave_netns::{
+    try_wait_until, wait_until, Netns, PingResult, Process, SpawnOpts, Topology, TopologySpec,
+};
 
 use crate::agents::{prepare, start_with, status, status_json, write_definition, AgentFiles};
 use crate::Ctx;
@@ -387,17 +389,16 @@ impl<'c> Office<'c> {
         )
     }
 
-    /// Whether the laptop has our route to `subnet`.
-    pub fn sender_has_route(&self, subnet: &str) -> bool {
-        self.ns("sender")
-            .exec(&["ip", "route", "show", subnet])
-            .map(|out| out.contains("dev enclave0"))
-            .unwrap_or(false)
+    /// Whether the laptop has our route to `subnet`; an error when `ip route` could not list,
+    /// so that a failed listing never reads as "no route".
+    pub fn sender_has_route(&self, subnet: &str) -> enclave_netns::Result<bool> {
+        let routes = self.ns("sender").exec(&["ip", "route", "show", subnet])?;
+        Ok(routes.contains("dev enclave0"))
     }
 
     /// Waits until the laptop has our route to the LAN.
     pub fn wait_for_route(&self) -> anyhow::Result<()> {
-        if wait_until(Duration::from_secs(5), || self.sender_has_route(LAN)) {
+        if try_wait_until(Duration::from_secs(5), || self.sender_has_route(LAN))? {
             return Ok(());
         }
         anyhow::bail!(

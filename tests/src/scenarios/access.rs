@@ -64,7 +64,7 @@ fn untagged_sender_refused(ctx: &Ctx) -> anyhow::Result<()> {
     // Nothing may happen: wait until both agents say they applied the definition.
     office.wait_applied(&["gw1", "sender"])?;
     ensure!(
-        !office.sender_has_route(LAN),
+        !office.sender_has_route(LAN)?,
         "a sender without the tag got a route:\n{}",
         office.status("sender")
     );
@@ -188,8 +188,9 @@ fn trust_public_ip(ctx: &Ctx) -> anyhow::Result<()> {
     )?;
     // The gateway's acknowledgements leave the suspended grant's subnets out, so the laptop
     // does not take it as active for the LAN: no route (it gets one once trusted, below).
-    let no_route =
-        enclave_netns::wait_until(Duration::from_secs(3), || !office.sender_has_route(LAN));
+    let no_route = enclave_netns::try_wait_until(Duration::from_secs(3), || {
+        Ok(!office.sender_has_route(LAN)?)
+    })?;
     ensure!(
         no_route,
         "a suspended sender was told the gateway serves it:\n{}",
