@@ -52,14 +52,14 @@ const WINDOW: Duration = Duration::from_secs(30);
 /// The goal: a tenth of a percent of one core.
 const GOAL_PERCENT: f64 = 0.1;
 
-/// A public key for peer `i`: 32 bytes from a hash, base64. Any 32 bytes are an X25519 public
-/// key; nobody holds the private one, which an idle peer never needs.
-/// Peer `i`'s private key, derived from its number (the bench's own throwaway keys).
+/// Peer `i`'s private key, derived from its number (the bench's own throwaway keys): its
+/// responder holds it, so the agent's handshakes with it complete.
 fn peer_private(i: usize) -> enclave_wg::PrivateKey {
     let digest: [u8; 32] = Blake2s256::digest(format!("enclave agent-idle peer {i}")).into();
     enclave_wg::PrivateKey::from_bytes(digest)
 }
 
+/// Peer `i`'s public key, base64, as the definition names it.
 fn peer_key(i: usize) -> String {
     peer_private(i).public_key().to_base64()
 }
