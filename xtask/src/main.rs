@@ -22,6 +22,8 @@ use anyhow::{bail, Context};
 
 mod fuzz;
 mod packages;
+#[cfg(test)]
+mod tidy;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

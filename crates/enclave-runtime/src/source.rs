@@ -11,8 +11,6 @@ use std::sync::Arc;
 
 use enclave_policy::View;
 
-use crate::status::Status;
-
 /// A view for the agent to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -41,15 +39,7 @@ pub enum SourceEvent {
     Revoked(String),
 }
 
-/// What the agent publishes for its source to report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentReport {
-    /// The agent's status, as `enclave-agent status` shows it.
-    pub status: Status,
-    /// On a system whose view lets it act as a gateway: what discovery found last, with each
-    /// interface's choice and reason. `None` elsewhere.
-    pub discovered: Option<enclave_discovery::Discovery>,
-}
+pub use enclave_agent_core::report::AgentReport;
 
 /// The receiving end of the agent's reports.
 pub type Reports = tokio::sync::watch::Receiver<Option<Arc<AgentReport>>>;

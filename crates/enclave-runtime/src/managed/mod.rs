@@ -19,11 +19,10 @@
 //! disk; with none, it waits for the server and says why. It never starts on a view of its
 //! own making.
 
-pub mod backoff;
 pub mod enrol;
-pub mod gate;
 pub mod last_view;
-pub mod report;
+
+pub use enclave_agent_core::{backoff, gate, report};
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -23,7 +23,7 @@ struct Sim {
 
 impl Sim {
     fn new(gateways: &[(&str, u32, u64)]) -> Self {
-        let now = Instant::now();
+        let now = crate::test_clock_start();
         let lan: Ipv4Net = LAN.parse().unwrap();
         let mut sim = Sim {
             selector: Selector::new(),

@@ -13,7 +13,17 @@ use std::time::{Duration, Instant};
 use enclave_control_proto::message::{ActiveGateway, Discovered, PeerReport, Report};
 use enclave_discovery::{Choice, Discovery};
 
-use crate::source::AgentReport;
+use crate::status::Status;
+
+/// What the agent publishes for its source to report (the runtime's `source::AgentReport`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReport {
+    /// The agent's status, as `enclave-agent status` shows it.
+    pub status: Status,
+    /// On a system whose view lets it act as a gateway: what discovery found last, with each
+    /// interface's choice and reason. `None` elsewhere.
+    pub discovered: Option<Discovery>,
+}
 
 /// The shortest time between two reports.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -142,7 +152,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{PeerStatus, RouteStatus, Status};
+    use crate::status::{PeerStatus, RouteStatus};
 
     fn status(state: &str, rx: u64, gateway: Option<&str>) -> AgentReport {
         AgentReport {
@@ -241,7 +251,7 @@ mod tests {
 
     #[test]
     fn changes_go_out_at_most_once_a_second_and_counters_every_thirty() {
-        let start = Instant::now();
+        let start = crate::test_clock_start();
         let mut reporter = Reporter::new();
         assert_eq!(reporter.poll(start), None, "nothing observed yet");
         reporter.observe(
