@@ -238,10 +238,9 @@ impl Netns {
 /// The interface names of `ip -o link show`: one line a link, `3: enclave0: <…>`, with
 /// `@PEER` after a veth's name.
 fn link_names(listing: &str) -> impl Iterator<Item = &str> {
-    listing.lines().filter_map(|line| {
-        let name = line.split(": ").nth(1)?;
-        Some(name.split('@').next().unwrap_or(name))
-    })
+    listing
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1)?.split('@').next())
 }
 
 /// A TCP and UDP echo server running on a thread inside a namespace; stopped when dropped.
